@@ -1,0 +1,2 @@
+//! Host-side tooling for vmstate streams.
+#![deny(missing_docs)]

@@ -1,0 +1,482 @@
+//! Encoding and decoding of VMState bodies driven by a [`Vmsd`] table (format §6, §7).
+//!
+//! The state is the erased bytes of the struct the table describes. Encoding copies each
+//! present field's storage range to the sink, then emits the subsections whose `needed` holds.
+//! Decoding copies the wire bytes into the state, checking as it goes (bools, `_EQUAL` values,
+//! counts against capacity, NULL markers, `VALIDATE` entries), follows QEMU 7.2's subsection
+//! rules (peek, prefix match, unknown name is an error) plus two hardenings (duplicates and
+//! versions above 255 are rejected), applies defaults for absent subsections, and finally runs
+//! the table's validation hook.
+//!
+//! Decoding writes into whatever state slice it is given: callers that need "a failed load
+//! changes nothing" decode into a staging copy and commit it on success (see [`crate::load`]).
+//! Nothing here panics: state ranges are fetched with `get`, and a state slice of the wrong
+//! size is an error.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::{Count, CountType, Elem, Field, Kind, Scalar, Vmsd};
+use crate::sink::Sink;
+use crate::wire::{Reader, SubsectionHeader, record};
+
+fn state_err(offset: usize) -> Error {
+    Error::new(
+        offset,
+        ErrorKind::BufferTooSmall {
+            needed: offset,
+            capacity: 0,
+        },
+    )
+}
+
+fn range(state: &[u8], off: usize, len: usize, at: usize) -> Result<&[u8]> {
+    off.checked_add(len)
+        .and_then(|end| state.get(off..end))
+        .ok_or(state_err(at))
+}
+
+fn range_mut(state: &mut [u8], off: usize, len: usize, at: usize) -> Result<&mut [u8]> {
+    off.checked_add(len)
+        .and_then(|end| state.get_mut(off..end))
+        .ok_or(state_err(at))
+}
+
+/// Reads a count/size field from the state as a signed 64-bit value.
+pub(crate) fn read_count(state: &[u8], c: &Count, at: usize) -> Result<i64> {
+    let b = range(state, c.offset, c.ty.width(), at)?;
+    Ok(match c.ty {
+        CountType::U8 => b[0] as i64,
+        CountType::U16 => u16::from_be_bytes([b[0], b[1]]) as i64,
+        CountType::U32 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
+        CountType::I32 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
+    })
+}
+
+/// Reads a count and checks it against the storage capacity (the CVE-2013-4527 class: a count
+/// from the stream used as a loop bound over fixed storage).
+pub(crate) fn bounded_count(state: &[u8], c: &Count, at: usize) -> Result<usize> {
+    let n = read_count(state, c, at)?;
+    if n < 0 || n as u64 > c.capacity as u64 {
+        return Err(Error::new(
+            at,
+            ErrorKind::CountOverCapacity {
+                count: n,
+                capacity: c.capacity as u64,
+            },
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Whether field `f` is present in a body of `version` given the state so far.
+#[inline]
+pub fn is_present(f: &Field, state: &[u8], version: u32) -> bool {
+    match f.exists {
+        Some(test) => test(state, version),
+        None => f.since <= version,
+    }
+}
+
+/// Reads a scalar's bytes as u64 (sign-extended for signed types), for errors and JSON.
+pub fn scalar_value(s: Scalar, b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let w = s.width().min(b.len());
+    a[8 - w..].copy_from_slice(&b[..w]);
+    let v = u64::from_be_bytes(a);
+    if s.is_signed() && w < 8 {
+        let shift = 64 - 8 * w as u32;
+        (((v << shift) as i64) >> shift) as u64
+    } else {
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Encodes the body of `vmsd` at its current version from `state`: fields, then the needed
+/// subsections (each with its header and its own subsections).
+pub fn encode_body<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
+    encode_body_v(vmsd, vmsd.version_id, state, out)
+}
+
+/// Encodes the body of `vmsd` as `version` (older layouts leave out the fields gated above it).
+pub fn encode_body_v<S: Sink>(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
+    if state.len() != vmsd.size {
+        return Err(state_err(out.position()).in_field(vmsd.name).into());
+    }
+    encode_fields(vmsd, version, state, out)?;
+    encode_subsections(vmsd, state, out)
+}
+
+/// Encodes only the fields of `vmsd` (no subsections).
+pub fn encode_fields<S: Sink>(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
+    for f in vmsd.fields {
+        if is_present(f, state, version) {
+            encode_field(f, version, state, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Encodes the subsections of `vmsd` whose `needed` holds, in table order.
+pub fn encode_subsections<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
+    for sub in vmsd.subsections {
+        if sub.needed.is_none_or(|needed| needed(state)) {
+            let name = sub.vmsd.name.as_bytes();
+            out.write(&[record::SUBSECTION, name.len() as u8])?;
+            out.write(name)?;
+            out.write(&sub.vmsd.version_id.to_be_bytes())?;
+            encode_body(sub.vmsd, state, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_field<S: Sink>(
+    f: &Field,
+    version: u32,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
+    let at = out.position();
+    let ctx = |e: Error| e.in_field(f.name);
+    match f.kind {
+        Kind::Scalar(_) | Kind::Array { .. } | Kind::Buffer { .. } | Kind::Equal(_) => {
+            out.write(range(state, f.offset, f.storage_size(), at).map_err(ctx)?)?;
+        }
+        Kind::Unused { len } => out.write_zeros(len)?,
+        Kind::Struct { vmsd, len } => {
+            for i in 0..len {
+                let off = f.offset + i * vmsd.size;
+                let s = range(state, off, vmsd.size, at).map_err(ctx)?;
+                encode_body(vmsd, s, out)?;
+            }
+        }
+        Kind::VArray { elem, count } => {
+            let n = bounded_count(state, &count, at).map_err(ctx)?;
+            match elem {
+                Elem::Scalar(s) => {
+                    out.write(range(state, f.offset, n * s.width(), at).map_err(ctx)?)?;
+                }
+                Elem::Struct(vmsd) => {
+                    for i in 0..n {
+                        let off = f.offset + i * vmsd.size;
+                        let s = range(state, off, vmsd.size, at).map_err(ctx)?;
+                        encode_body(vmsd, s, out)?;
+                    }
+                }
+            }
+        }
+        Kind::VBuffer { size } => {
+            let n = bounded_count(state, &size, at).map_err(ctx)?;
+            out.write(range(state, f.offset, n, at).map_err(ctx)?)?;
+        }
+        Kind::Validate { test } => {
+            if !test(state, version) {
+                return Err(ctx(Error::new(
+                    at,
+                    ErrorKind::ValidationFailed { check: f.name },
+                ))
+                .into());
+            }
+        }
+        Kind::NullPtr => out.write(&[crate::NULL_PTR_MARKER])?,
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Decodes a body of `vmsd` at stream `version` from `r` into `state` (the staging copy).
+///
+/// Checks `minimum_version_id <= version <= version_id`, runs `pre_load`, decodes the present
+/// fields, the subsections, applies absent-subsection defaults and runs the validation hook.
+pub fn decode_body(vmsd: &Vmsd, version: u32, r: &mut Reader<'_>, state: &mut [u8]) -> Result<()> {
+    decode_body_mode(vmsd, version, r, state, Mode::Load)
+}
+
+/// How strictly a body is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A real load: `_EQUAL` fields must match the state, `VALIDATE` entries and the
+    /// validation hooks run.
+    Load,
+    /// Structure only (finding where a body ends): `_EQUAL` values are stored rather than
+    /// compared and device invariants are not checked; counts are still bounded by capacity.
+    Structure,
+}
+
+/// [`decode_body`] with an explicit [`Mode`].
+pub fn decode_body_mode(
+    vmsd: &Vmsd,
+    version: u32,
+    r: &mut Reader<'_>,
+    state: &mut [u8],
+    mode: Mode,
+) -> Result<()> {
+    let start = r.offset();
+    if version > vmsd.version_id {
+        return Err(r.error(ErrorKind::VersionTooNew {
+            found: version,
+            max: vmsd.version_id,
+        }));
+    }
+    if version < vmsd.minimum_version_id {
+        return Err(r.error(ErrorKind::VersionTooOld {
+            found: version,
+            min: vmsd.minimum_version_id,
+        }));
+    }
+    if state.len() != vmsd.size {
+        return Err(state_err(start).in_field(vmsd.name));
+    }
+    if let Some(pre) = vmsd.pre_load {
+        pre(state);
+    }
+    for f in vmsd.fields {
+        if is_present(f, state, version) {
+            decode_field(f, version, r, state, mode).map_err(|e| e.in_field(f.name))?;
+        }
+    }
+    let mut starts = [usize::MAX; crate::schema::MAX_SUBSECTIONS];
+    decode_subsections(vmsd, r, state, &mut starts, mode)?;
+    if let (Some(validate), Mode::Load) = (vmsd.validate, mode) {
+        if let Err(v) = validate(state, version) {
+            let at = locate_field(vmsd, version, state, start, &starts, v.field);
+            let mut e = Error::new(
+                at,
+                ErrorKind::Invalid {
+                    expected: v.expected,
+                    found: v.found,
+                },
+            );
+            if !v.field.is_empty() {
+                e = e.in_field(v.field);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort absolute offset of a field named `name` in a body that started at `start`:
+/// walks the present fields of the body and of the subsections that were decoded.
+fn locate_field(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    start: usize,
+    sub_starts: &[usize],
+    name: &str,
+) -> usize {
+    fn walk(vmsd: &Vmsd, version: u32, state: &[u8], start: usize, name: &str) -> Option<usize> {
+        let mut counter = crate::sink::CountingSink::new();
+        for f in vmsd.fields {
+            if !is_present(f, state, version) {
+                continue;
+            }
+            if f.name == name {
+                return Some(start + counter.count());
+            }
+            encode_field(f, version, state, &mut counter).ok()?;
+        }
+        None
+    }
+    if let Some(at) = walk(vmsd, version, state, start, name) {
+        return at;
+    }
+    for (i, sub) in vmsd.subsections.iter().enumerate() {
+        let s = sub_starts.get(i).copied().unwrap_or(usize::MAX);
+        if s != usize::MAX {
+            if let Some(at) = walk(sub.vmsd, sub.vmsd.version_id, state, s, name) {
+                return at;
+            }
+        }
+    }
+    start
+}
+
+/// Decodes the subsections following a body (format §7.2), recording where each body began.
+fn decode_subsections(
+    vmsd: &Vmsd,
+    r: &mut Reader<'_>,
+    state: &mut [u8],
+    starts: &mut [usize; crate::schema::MAX_SUBSECTIONS],
+    mode: Mode,
+) -> Result<()> {
+    let mut seen: u32 = 0;
+    while let Some(name) = SubsectionHeader::peek_name(r, vmsd.name) {
+        let at = r.offset();
+        let Some((idx, sub)) = vmsd.subsection(name) else {
+            return Err(Error::new(
+                at,
+                ErrorKind::UnknownSubsection {
+                    name: crate::Name::new(name),
+                },
+            ));
+        };
+        let field = sub.vmsd.name;
+        if seen & (1 << idx) != 0 {
+            return Err(Error::new(
+                at,
+                ErrorKind::DuplicateSubsection { name: field },
+            ));
+        }
+        seen |= 1 << idx;
+        let h = SubsectionHeader::read(r)?;
+        if h.version > 0xff {
+            return Err(Error::new(
+                r.offset() - 4,
+                ErrorKind::SubsectionVersionOverflow { found: h.version },
+            )
+            .in_field(field));
+        }
+        starts[idx] = r.offset();
+        decode_body_mode(sub.vmsd, h.version, r, state, mode).map_err(|e| e.in_field(field))?;
+    }
+    for (idx, sub) in vmsd.subsections.iter().enumerate() {
+        if seen & (1 << idx) == 0 {
+            if let Some(absent) = sub.absent {
+                absent(state);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_field(
+    f: &Field,
+    version: u32,
+    r: &mut Reader<'_>,
+    state: &mut [u8],
+    mode: Mode,
+) -> Result<()> {
+    let at = r.offset();
+    match f.kind {
+        Kind::Scalar(Scalar::Bool) => {
+            let b = r.u8()?;
+            if b > 1 {
+                return Err(Error::new(at, ErrorKind::BadBool { found: b }));
+            }
+            range_mut(state, f.offset, 1, at)?[0] = b;
+        }
+        Kind::Array {
+            elem: Scalar::Bool, ..
+        } => {
+            let n = f.storage_size();
+            let src = r.bytes(n)?;
+            if let Some(i) = src.iter().position(|&b| b > 1) {
+                return Err(Error::new(at + i, ErrorKind::BadBool { found: src[i] }));
+            }
+            range_mut(state, f.offset, n, at)?.copy_from_slice(src);
+        }
+        Kind::Scalar(_) | Kind::Array { .. } | Kind::Buffer { .. } => {
+            let n = f.storage_size();
+            let src = r.bytes(n)?;
+            range_mut(state, f.offset, n, at)?.copy_from_slice(src);
+        }
+        Kind::Unused { len } => {
+            r.skip(len)?;
+            range_mut(state, f.offset, len, at)?.fill(0);
+        }
+        Kind::Equal(s) => {
+            let w = s.width();
+            let src = r.bytes(w)?;
+            let local = range_mut(state, f.offset, w, at)?;
+            if mode == Mode::Structure {
+                local.copy_from_slice(src);
+            } else if src != local {
+                return Err(Error::new(
+                    at,
+                    ErrorKind::NotEqual {
+                        expected: scalar_value(s, local),
+                        found: scalar_value(s, src),
+                    },
+                ));
+            }
+        }
+        Kind::Struct { vmsd, len } => {
+            for i in 0..len {
+                let off = f.offset + i * vmsd.size;
+                let s = range_mut(state, off, vmsd.size, at)?;
+                decode_body_mode(vmsd, vmsd.version_id, r, s, mode)?;
+            }
+        }
+        Kind::VArray { elem, count } => {
+            let n = bounded_count(state, &count, at)?;
+            match elem {
+                Elem::Scalar(s) => {
+                    let len = n * s.width();
+                    let src = r.bytes(len)?;
+                    if s == Scalar::Bool {
+                        if let Some(i) = src.iter().position(|&b| b > 1) {
+                            return Err(Error::new(at + i, ErrorKind::BadBool { found: src[i] }));
+                        }
+                    }
+                    range_mut(state, f.offset, len, at)?.copy_from_slice(src);
+                }
+                Elem::Struct(vmsd) => {
+                    for i in 0..n {
+                        let off = f.offset + i * vmsd.size;
+                        let s = range_mut(state, off, vmsd.size, at)?;
+                        decode_body_mode(vmsd, vmsd.version_id, r, s, mode)?;
+                    }
+                }
+            }
+        }
+        Kind::VBuffer { size } => {
+            let n = bounded_count(state, &size, at)?;
+            let src = r.bytes(n)?;
+            range_mut(state, f.offset, n, at)?.copy_from_slice(src);
+        }
+        Kind::Validate { test } => {
+            if mode == Mode::Load && !test(state, version) {
+                return Err(Error::new(
+                    at,
+                    ErrorKind::ValidationFailed { check: f.name },
+                ));
+            }
+        }
+        Kind::NullPtr => {
+            let b = r.u8()?;
+            if b != crate::NULL_PTR_MARKER {
+                return Err(Error::new(at, ErrorKind::BadNullMarker { found: b }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Skips over a body of `vmsd` at `version` without keeping the result: decodes into `scratch`
+/// (at least `vmsd.size` bytes, contents irrelevant) and returns the body length. Used to find
+/// body ends when walking a stream.
+pub fn measure_body(
+    vmsd: &Vmsd,
+    version: u32,
+    r: &mut Reader<'_>,
+    scratch: &mut [u8],
+) -> Result<usize> {
+    let start = r.position();
+    let capacity = scratch.len();
+    let s = scratch.get_mut(..vmsd.size).ok_or(Error::new(
+        r.offset(),
+        ErrorKind::BufferTooSmall {
+            needed: vmsd.size,
+            capacity,
+        },
+    ))?;
+    s.fill(0);
+    decode_body_mode(vmsd, version, r, s, Mode::Structure)?;
+    Ok(r.position() - start)
+}

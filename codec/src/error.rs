@@ -1,0 +1,561 @@
+//! The codec's one error type.
+//!
+//! Every error says *where* (absolute byte offset into the input, the section and instance being
+//! decoded, the field) and *what* (expected versus found). The type is `Copy` and small enough to
+//! return by value; names read from the input are kept as a bounded [`Name`] copy so the error
+//! does not borrow the input.
+
+use core::fmt;
+
+/// A short, `Copy` copy of a name read from the stream (idstr, subsection or block name).
+///
+/// Names on the wire are at most 255 bytes; errors keep the first [`Name::CAPACITY`] bytes and
+/// remember whether the name was cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name {
+    len: u8,
+    truncated: bool,
+    bytes: [u8; Name::CAPACITY],
+}
+
+impl Name {
+    /// How many bytes of a name an error keeps.
+    pub const CAPACITY: usize = 48;
+
+    /// An empty name.
+    pub const EMPTY: Name = Name {
+        len: 0,
+        truncated: false,
+        bytes: [0; Name::CAPACITY],
+    };
+
+    /// Copies (a prefix of) `name`.
+    pub const fn new(name: &[u8]) -> Name {
+        let mut out = Name::EMPTY;
+        let n = if name.len() > Name::CAPACITY {
+            out.truncated = true;
+            Name::CAPACITY
+        } else {
+            name.len()
+        };
+        let mut i = 0;
+        while i < n {
+            out.bytes[i] = name[i];
+            i += 1;
+        }
+        out.len = n as u8;
+        out
+    }
+
+    /// The kept bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Whether the original name was longer than what is kept.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Whether the kept bytes equal `other` (and nothing was cut).
+    pub fn eq_bytes(&self, other: &[u8]) -> bool {
+        !self.truncated && self.as_bytes() == other
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.as_bytes() {
+            if (0x20..0x7f).contains(&b) && b != b'\\' {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        if self.truncated {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for Name {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "{=[u8]:a}", self.as_bytes())
+    }
+}
+
+/// The section an error happened in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SectionContext {
+    /// The section's idstr as read from the stream.
+    pub idstr: Name,
+    /// The section's instance id.
+    pub instance_id: u32,
+    /// The section id of the record.
+    pub section_id: u32,
+}
+
+/// What a value should have been (the "expected" half of an invariant error).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Expected {
+    /// Exactly this value.
+    Equal(u64),
+    /// At most this value.
+    AtMost(u64),
+    /// Strictly below this value.
+    Below(u64),
+    /// Within this inclusive range.
+    Range(u64, u64),
+    /// No bit of this mask set.
+    MaskClear(u64),
+    /// One of these values.
+    OneOf(&'static [u64]),
+    /// A rule stated in words (for relations between fields).
+    Rule(&'static str),
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Expected::Equal(v) => write!(f, "{v:#x}"),
+            Expected::AtMost(v) => write!(f, "<= {v:#x}"),
+            Expected::Below(v) => write!(f, "< {v:#x}"),
+            Expected::Range(a, b) => write!(f, "{a:#x}..={b:#x}"),
+            Expected::MaskClear(m) => write!(f, "no bits of {m:#x} set"),
+            Expected::OneOf(vs) => {
+                f.write_str("one of [")?;
+                for (i, v) in vs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v:#x}")?;
+                }
+                f.write_str("]")
+            }
+            Expected::Rule(r) => f.write_str(r),
+        }
+    }
+}
+
+/// An invariant that a decoded state breaks, as reported by a device's validation hook.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Violation {
+    /// The field (as named in the description table) that holds the bad value.
+    pub field: &'static str,
+    /// What the value should be.
+    pub expected: Expected,
+    /// What the stream carried.
+    pub found: u64,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The input ended inside an item: `needed` more bytes were required at the error offset but
+    /// only `available` were left. A streaming reader treats this as "need more input", not as
+    /// malformed input.
+    Truncated {
+        /// Bytes the item needs from the error offset on.
+        needed: usize,
+        /// Bytes that were available there.
+        available: usize,
+    },
+    /// The caller's output buffer or storage is too small.
+    BufferTooSmall {
+        /// Bytes (or items) the operation needs.
+        needed: usize,
+        /// Bytes (or items) the caller provided.
+        capacity: usize,
+    },
+    /// The stream does not start with `QEVM`.
+    BadMagic {
+        /// The first four bytes, big-endian.
+        found: u32,
+    },
+    /// The stream's file version is not one this reader accepts (2 is obsolete, 3 is QEMU's, 4 is
+    /// vmstate's extension).
+    UnsupportedFileVersion {
+        /// The version read.
+        found: u32,
+    },
+    /// The configuration record (`0x07`) is required but the byte after the header is another.
+    ConfigurationMissing {
+        /// The byte found instead.
+        found: u8,
+    },
+    /// A byte that is not a record type stands where a record must start.
+    UnknownRecordType {
+        /// The byte found.
+        found: u8,
+    },
+    /// A name (idstr, subsection, block or machine name) is empty.
+    EmptyName,
+    /// A name holds a NUL or non-printable byte (QEMU would compare it with `strcmp` and silently
+    /// ignore what follows a NUL).
+    BadNameByte {
+        /// The offending byte.
+        found: u8,
+    },
+    /// A length field exceeds the bound this reader allows.
+    LengthTooLarge {
+        /// The length read.
+        found: u64,
+        /// The largest accepted value.
+        max: u64,
+    },
+    /// After a section body, the footer byte `0x7e` was expected.
+    MissingFooter {
+        /// The byte found instead.
+        found: u8,
+    },
+    /// The footer repeats another section id than the header.
+    FooterMismatch {
+        /// The id from the section header.
+        expected: u32,
+        /// The id in the footer.
+        found: u32,
+    },
+    /// The section's idstr/instance is not in the destination's schema.
+    UnknownSection,
+    /// A PART or END record names a section id that no START opened.
+    UnknownSectionId {
+        /// The id read.
+        found: u32,
+    },
+    /// The same (idstr, instance) or the same section id occurs twice.
+    DuplicateSection,
+    /// The reader cannot tell where this section's body ends (no schema, no description).
+    BodyLengthUnknown,
+    /// The section or subsection version is newer than the local description.
+    VersionTooNew {
+        /// Version in the stream.
+        found: u32,
+        /// Local `version_id`.
+        max: u32,
+    },
+    /// The section or subsection version is older than the local minimum.
+    VersionTooOld {
+        /// Version in the stream.
+        found: u32,
+        /// Local `minimum_version_id`.
+        min: u32,
+    },
+    /// A subsection whose name starts with the device's name is not in the description.
+    UnknownSubsection {
+        /// The subsection name read.
+        name: Name,
+    },
+    /// The same subsection appears twice in one body.
+    DuplicateSubsection {
+        /// The subsection's name.
+        name: &'static str,
+    },
+    /// A subsection version does not fit in 8 bits (QEMU would silently truncate it).
+    SubsectionVersionOverflow {
+        /// The be32 version read.
+        found: u32,
+    },
+    /// An "equal" field differs from the destination's value.
+    NotEqual {
+        /// The destination's value.
+        expected: u64,
+        /// The stream's value.
+        found: u64,
+    },
+    /// A variable-array count or buffer size exceeds the destination's storage (or is negative).
+    CountOverCapacity {
+        /// The count or size (as a signed value, so negative counts show as such).
+        count: i64,
+        /// The capacity of the destination's storage.
+        capacity: u64,
+    },
+    /// A `VMSTATE_VALIDATE` style check failed.
+    ValidationFailed {
+        /// The check's name.
+        check: &'static str,
+    },
+    /// A decoded value breaks a device invariant.
+    Invalid {
+        /// What the value should be.
+        expected: Expected,
+        /// The value found.
+        found: u64,
+    },
+    /// A `bool` field holds something other than 0 or 1.
+    BadBool {
+        /// The byte found.
+        found: u8,
+    },
+    /// A NULL pointer array element is not the marker byte `0x30`.
+    BadNullMarker {
+        /// The byte found.
+        found: u8,
+    },
+    /// A COMMAND record this reader does not implement, or with a wrong length.
+    UnsupportedCommand {
+        /// The command number.
+        cmd: u16,
+        /// Its payload length.
+        len: u16,
+    },
+    /// A record that may occur only once or only at a certain place occurs elsewhere.
+    UnexpectedRecord {
+        /// The record type byte.
+        found: u8,
+    },
+    /// Bytes follow the end of the stream (after EOF and the optional trailer).
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// The VMDESCRIPTION trailer's declared length disagrees with the input.
+    TrailerLength {
+        /// The declared JSON length.
+        declared: u32,
+        /// Bytes actually left.
+        available: usize,
+    },
+    /// The VMDESCRIPTION JSON is malformed or does not describe the stream.
+    BadDescription,
+    /// A RAM record word carries a flag combination this reader does not accept.
+    RamFlags {
+        /// The flag bits (low 12 bits of the record word).
+        flags: u16,
+    },
+    /// A RAM page record uses CONTINUE with no previous block.
+    RamContinueWithoutBlock,
+    /// A RAM record names a block that is not in the block list.
+    RamUnknownBlock {
+        /// The block name read.
+        name: Name,
+    },
+    /// A RAM page lies outside its block.
+    RamOffsetOutOfBlock {
+        /// Page offset read.
+        offset: u64,
+        /// Length of the block.
+        length: u64,
+    },
+    /// The MEM_SIZE total differs from the sum of the listed block lengths.
+    RamTotalMismatch {
+        /// Total in the MEM_SIZE word.
+        declared: u64,
+        /// Sum of the lengths read so far when the list went past it.
+        sum: u64,
+    },
+    /// A ZERO page record carries a non-zero fill byte (accepted by QEMU 7.2, rejected by
+    /// QEMU 10.x and by default here).
+    RamNonZeroFill {
+        /// The fill byte.
+        fill: u8,
+    },
+    /// The RAM section has another version than 4.
+    RamVersion {
+        /// The version read.
+        found: u32,
+    },
+}
+
+/// A codec error: where and what.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub struct Error {
+    /// Absolute byte offset in the input (or output, for encode errors) where the problem is.
+    pub offset: usize,
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// The section being processed, if any.
+    pub section: Option<SectionContext>,
+    /// The description-table field (or subsection) being processed, if any.
+    pub field: Option<&'static str>,
+}
+
+impl Error {
+    /// An error of `kind` at `offset` with no context yet.
+    pub const fn new(offset: usize, kind: ErrorKind) -> Error {
+        Error {
+            offset,
+            kind,
+            section: None,
+            field: None,
+        }
+    }
+
+    /// Adds the section context unless one is already set.
+    pub fn in_section(mut self, section: SectionContext) -> Error {
+        if self.section.is_none() {
+            self.section = Some(section);
+        }
+        self
+    }
+
+    /// Adds the field name unless one is already set (the innermost field wins).
+    pub fn in_field(mut self, field: &'static str) -> Error {
+        if self.field.is_none() {
+            self.field = Some(field);
+        }
+        self
+    }
+
+    /// Whether the error only means "the input ended early": more bytes may make it succeed.
+    pub fn is_incomplete(&self) -> bool {
+        matches!(self.kind, ErrorKind::Truncated { .. })
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ErrorKind::*;
+        match *self {
+            Truncated { needed, available } => write!(
+                f,
+                "input ends early: expected {needed} more bytes, found {available}"
+            ),
+            BufferTooSmall { needed, capacity } => write!(
+                f,
+                "output buffer too small: expected room for {needed}, found {capacity}"
+            ),
+            BadMagic { found } => write!(
+                f,
+                "not a migration stream: expected magic 0x5145564d (QEVM), found {found:#010x}"
+            ),
+            UnsupportedFileVersion { found: 2 } => {
+                f.write_str("file version 2 is obsolete: expected 3 (or 4)")
+            }
+            UnsupportedFileVersion { found } => write!(
+                f,
+                "unsupported file version: expected 3 or 4, found {found}"
+            ),
+            ConfigurationMissing { found } => write!(
+                f,
+                "configuration record missing: expected 0x07, found {found:#04x}"
+            ),
+            UnknownRecordType { found } => write!(
+                f,
+                "unknown record type: expected one of 0x00-0x04, 0x08, found {found:#04x}"
+            ),
+            EmptyName => f.write_str("empty name: expected 1..=255 bytes"),
+            BadNameByte { found } => {
+                write!(f, "name holds byte {found:#04x}: expected printable ASCII")
+            }
+            LengthTooLarge { found, max } => {
+                write!(f, "length too large: expected at most {max}, found {found}")
+            }
+            MissingFooter { found } => write!(
+                f,
+                "missing section footer: expected 0x7e, found {found:#04x}"
+            ),
+            FooterMismatch { expected, found } => write!(
+                f,
+                "mismatched section id in footer: expected {expected:#x}, found {found:#x}"
+            ),
+            UnknownSection => f.write_str("unknown section or instance for this destination"),
+            UnknownSectionId { found } => write!(
+                f,
+                "PART/END for section id {found:#x}, which no START opened"
+            ),
+            DuplicateSection => f.write_str("section occurs twice"),
+            BodyLengthUnknown => f.write_str(
+                "cannot tell where the section body ends (no schema or description for it)",
+            ),
+            VersionTooNew { found, max } => {
+                write!(f, "version {found} is too new: expected at most {max}")
+            }
+            VersionTooOld { found, min } => {
+                write!(f, "version {found} is too old: expected at least {min}")
+            }
+            UnknownSubsection { name } => write!(f, "unknown subsection {name}"),
+            DuplicateSubsection { name } => write!(f, "subsection {name} occurs twice"),
+            SubsectionVersionOverflow { found } => write!(
+                f,
+                "subsection version {found:#x} does not fit in 8 bits: expected at most 255"
+            ),
+            NotEqual { expected, found } => write!(
+                f,
+                "value must equal the destination's: expected {expected:#x}, found {found:#x}"
+            ),
+            CountOverCapacity { count, capacity } => write!(
+                f,
+                "count out of range: expected 0..={capacity}, found {count}"
+            ),
+            ValidationFailed { check } => write!(f, "input validation failed: {check}"),
+            Invalid { expected, found } => {
+                write!(f, "invalid value: expected {expected}, found {found:#x}")
+            }
+            BadBool { found } => {
+                write!(f, "bool out of range: expected 0 or 1, found {found:#04x}")
+            }
+            BadNullMarker { found } => {
+                write!(f, "NULL pointer marker: expected 0x30, found {found:#04x}")
+            }
+            UnsupportedCommand { cmd, len } => {
+                write!(f, "unsupported command {cmd:#x} (len {len})")
+            }
+            UnexpectedRecord { found } => write!(f, "record {found:#04x} is not allowed here"),
+            TrailingBytes { count } => write!(
+                f,
+                "{count} bytes after the end of the stream: expected none"
+            ),
+            TrailerLength {
+                declared,
+                available,
+            } => write!(
+                f,
+                "description trailer length: declared {declared}, found {available} bytes"
+            ),
+            BadDescription => f.write_str("malformed or mismatching VMDESCRIPTION JSON"),
+            RamFlags { flags } => write!(f, "unknown combination of RAM flags {flags:#x}"),
+            RamContinueWithoutBlock => f.write_str("RAM CONTINUE record with no previous block"),
+            RamUnknownBlock { name } => write!(f, "unknown RAM block {name}"),
+            RamOffsetOutOfBlock { offset, length } => write!(
+                f,
+                "RAM page offset {offset:#x} outside block of length {length:#x}"
+            ),
+            RamTotalMismatch { declared, sum } => write!(
+                f,
+                "RAM block list: MEM_SIZE total {declared:#x}, but block lengths sum to {sum:#x}"
+            ),
+            RamNonZeroFill { fill } => {
+                write!(f, "ZERO page fill byte: expected 0x00, found {fill:#04x}")
+            }
+            RamVersion { found } => write!(f, "RAM section version: expected 4, found {found}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {} (0x{:x})", self.offset, self.offset)?;
+        if let Some(s) = &self.section {
+            write!(
+                f,
+                ", section '{}' instance {} (id {})",
+                s.idstr, s.instance_id, s.section_id
+            )?;
+        }
+        if let Some(field) = self.field {
+            write!(f, ", field {field}")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = core::result::Result<T, E>;

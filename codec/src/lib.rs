@@ -1,0 +1,159 @@
+//! `vmstate`: a `no_std`, allocation-free codec for QEMU's savevm/migration stream.
+//!
+//! * [`wire`]: zero-copy views over stream records (file header, configuration, section headers
+//!   and footers, subsections, commands, the VMDESCRIPTION trailer).
+//! * [`schema`]: const description tables (QEMU's `VMStateDescription`), checked against the
+//!   zerocopy state struct at compile time.
+//! * [`body`]: the table-driven body encoder and decoder (version gating, predicates, nested
+//!   structs, variable arrays, subsections).
+//! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
+//! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
+//! * [`vmdesc`]: the VMDESCRIPTION JSON writer.
+//! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
+//!
+//! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
+//! loop without consuming input; errors carry the absolute byte offset, the section and the
+//! field. Nothing allocates.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod body;
+pub mod error;
+pub mod ram;
+pub mod schema;
+pub mod sink;
+pub mod stream;
+pub mod vmdesc;
+pub mod wire;
+
+pub use error::{Error, ErrorKind, Expected, Name, Result, SectionContext, Violation};
+pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
+pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
+pub use stream::{Record, Records, SectionRecord};
+#[doc(hidden)]
+pub use zerocopy;
+
+use wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The byte a NULL element of a pointer array is written as (`VMS_NULLPTR_MARKER`, ASCII `0`).
+pub const NULL_PTR_MARKER: u8 = 0x30;
+
+/// A device state struct and its description table.
+///
+/// The struct is `#[repr(C)]` zerocopy over bytes; `VMSD` describes it (checked at compile time
+/// with [`assert_layout!`]).
+pub trait State: FromBytes + IntoBytes + KnownLayout + Immutable + Sized {
+    /// The top-level description.
+    const VMSD: &'static Vmsd;
+}
+
+/// Identifies a section instance on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionId<'a> {
+    /// Section id (registration order in QEMU).
+    pub section_id: u32,
+    /// idstr (the vmsd name, possibly with a qdev path prefix).
+    pub idstr: &'a [u8],
+    /// Instance id.
+    pub instance_id: u32,
+}
+
+/// Encodes a FULL section (header, body at the current version, needed subsections, footer) of
+/// `state` described by `vmsd`.
+pub fn encode_section_raw<S: Sink>(
+    id: SectionId<'_>,
+    vmsd: &Vmsd,
+    state: &[u8],
+    out: &mut S,
+) -> core::result::Result<(), S::Error> {
+    let h = SectionHeaderRepr {
+        kind: SectionKind::Full,
+        section_id: id.section_id,
+        idstr: id.idstr,
+        instance_id: id.instance_id,
+        version_id: vmsd.version_id,
+    };
+    let mut hb = [0u8; 14 + 255];
+    let mut n = 0;
+    h.emit(&mut hb, &mut n)
+        .map_err(|e| Error::new(out.position(), e.kind))?;
+    out.write(&hb[..n])?;
+    body::encode_body(vmsd, state, out)?;
+    out.write(&footer_bytes(id.section_id))
+}
+
+/// Encodes a FULL section of a typed state.
+pub fn encode_section<T: State, S: Sink>(
+    id: SectionId<'_>,
+    state: &T,
+    out: &mut S,
+) -> core::result::Result<(), S::Error> {
+    encode_section_raw(id, T::VMSD, state.as_bytes(), out)
+}
+
+/// Encodes a FULL section of a typed state into `buf`, returning the bytes used.
+pub fn encode_section_into<T: State>(
+    id: SectionId<'_>,
+    state: &T,
+    buf: &mut [u8],
+) -> Result<usize> {
+    let mut sink = SliceSink::new(buf);
+    encode_section(id, state, &mut sink)?;
+    Ok(sink.finish())
+}
+
+/// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
+pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
+    let mut sink = SliceSink::new(buf);
+    body::encode_body(T::VMSD, state.as_bytes(), &mut sink)?;
+    Ok(sink.finish())
+}
+
+/// Loads a section body of `version` into `state`.
+///
+/// The body is decoded into a staging copy (on the stack) that replaces `state` only when the
+/// whole body, its subsections and the device invariants passed and the body was consumed
+/// exactly: a failed load changes nothing. `base` is the absolute offset of `body[0]` for errors.
+pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> Result<()> {
+    let mut staging = T::read_from_bytes(state.as_bytes()).map_err(|_| {
+        Error::new(
+            base,
+            ErrorKind::BufferTooSmall {
+                needed: T::VMSD.size,
+                capacity: 0,
+            },
+        )
+    })?;
+    let mut r = wire::Reader::new(body, base);
+    body::decode_body(T::VMSD, version, &mut r, staging.as_mut_bytes())?;
+    if let Some(b) = r.peek(0) {
+        // QEMU: "Missing section footer" — the body holds bytes the description does not.
+        return Err(r.error(ErrorKind::MissingFooter { found: b }));
+    }
+    *state = staging;
+    Ok(())
+}
+
+/// Loads a FULL/START section record from the stream iterator into `state`, adding the section
+/// context to errors. The record's idstr is not checked here (the caller routes by idstr).
+pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
+    load(state, rec.version_id, rec.body, rec.body_offset).map_err(|e| e.in_section(rec.context()))
+}
+
+/// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
+/// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
+pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
+    let mut out = T::read_from_bytes(init.as_bytes()).map_err(|_| {
+        Error::new(
+            base,
+            ErrorKind::BufferTooSmall {
+                needed: T::VMSD.size,
+                capacity: 0,
+            },
+        )
+    })?;
+    load(&mut out, version, body, base)?;
+    Ok(out)
+}

@@ -1,0 +1,621 @@
+//! The `ram` section (version 4): block list, page records, EOS (format §10).
+//!
+//! Every record starts with a be64 word: the low 12 bits are flags, the rest is a page-aligned
+//! offset in the current block (or, for MEM_SIZE, the total byte count).
+//!
+//! Hardened rules (untrusted-input §5): the MEM_SIZE total must equal the sum of the listed
+//! lengths (checked arithmetic, no underflow); every page record must name a listed block (or
+//! CONTINUE a previous one) and lie wholly inside it; ZERO fill bytes must be 0 unless
+//! [`RamOptions::allow_nonzero_fill`]; XBZRLE deltas are at most one page; COMPRESS_PAGE, HOOK,
+//! MULTIFD_FLUSH and unknown combinations are rejected; every body ends with EOS.
+
+use crate::error::{Error, ErrorKind, Name, Result};
+use crate::sink::Sink;
+use crate::wire::Reader;
+
+/// Record flags (low 12 bits of the record word).
+pub mod flags {
+    /// Obsolete full-page flag; never written, rejected.
+    pub const FULL: u16 = 0x001;
+    /// An all-`fill` page: `[block] + u8 fill`.
+    pub const ZERO: u16 = 0x002;
+    /// The block list (START body).
+    pub const MEM_SIZE: u16 = 0x004;
+    /// A raw page: `[block] + 4096 bytes`.
+    pub const PAGE: u16 = 0x008;
+    /// End of this section's RAM data.
+    pub const EOS: u16 = 0x010;
+    /// Same block as the previous page record; the name is omitted.
+    pub const CONTINUE: u16 = 0x020;
+    /// An XBZRLE delta: `[block] + u8 0x01 + be16 len + len bytes`.
+    pub const XBZRLE: u16 = 0x040;
+    /// RDMA hook; rejected.
+    pub const HOOK: u16 = 0x080;
+    /// Compressed page; rejected (compression is not supported).
+    pub const COMPRESS_PAGE: u16 = 0x100;
+    /// QEMU 10.x multifd flush; QEMU 7.2 rejects it, and so does this reader.
+    pub const MULTIFD_FLUSH: u16 = 0x200;
+}
+
+/// Target page size of x86 (and the flag mask width).
+pub const PAGE_SIZE: usize = 4096;
+const FLAG_MASK: u64 = (PAGE_SIZE as u64) - 1;
+/// XBZRLE encoding byte.
+pub const ENCODING_FLAG_XBZRLE: u8 = 0x01;
+
+/// What the reader accepts beyond QEMU 7.2's default precopy stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RamOptions {
+    /// Accept ZERO records with a non-zero fill byte (QEMU 7.2 honours them; 10.x rejects).
+    pub allow_nonzero_fill: bool,
+    /// The block list carries a be64 `mr->addr` per block (capability `x-ignore-shared`).
+    pub ignore_shared: bool,
+}
+
+/// The block list of a START body, borrowed from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockList<'a> {
+    raw: &'a [u8],
+    /// Number of blocks.
+    pub count: usize,
+    /// The MEM_SIZE total.
+    pub total: u64,
+    ignore_shared: bool,
+}
+
+/// One entry of the block list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEntry<'a> {
+    /// Block idstr, e.g. `pc.ram`.
+    pub name: &'a [u8],
+    /// Its used length in bytes.
+    pub length: u64,
+    /// `mr->addr`, when `x-ignore-shared` is on.
+    pub addr: Option<u64>,
+}
+
+impl<'a> BlockList<'a> {
+    /// The entries in stream order.
+    pub fn iter(&self) -> impl Iterator<Item = BlockEntry<'a>> + 'a {
+        let mut r = Reader::new(self.raw, 0);
+        let shared = self.ignore_shared;
+        core::iter::from_fn(move || {
+            if r.remaining() == 0 {
+                return None;
+            }
+            let name = r.name().ok()?;
+            let length = r.be64().ok()?;
+            let addr = if shared { Some(r.be64().ok()?) } else { None };
+            Some(BlockEntry { name, length, addr })
+        })
+    }
+
+    /// Finds a block's length by name.
+    pub fn length_of(&self, name: &[u8]) -> Option<u64> {
+        self.iter().find(|b| b.name == name).map(|b| b.length)
+    }
+}
+
+/// One RAM record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RamRecord<'a> {
+    /// The block list (START body).
+    MemSize(BlockList<'a>),
+    /// A page filled with `fill`.
+    Zero {
+        /// Block name (repeated from the previous record for CONTINUE).
+        block: &'a [u8],
+        /// Page offset in the block.
+        offset: u64,
+        /// Fill byte.
+        fill: u8,
+        /// Whether the record used CONTINUE (no name on the wire).
+        continued: bool,
+    },
+    /// A raw page.
+    Page {
+        /// Block name.
+        block: &'a [u8],
+        /// Page offset in the block.
+        offset: u64,
+        /// The 4096 page bytes.
+        data: &'a [u8],
+        /// Whether the record used CONTINUE.
+        continued: bool,
+    },
+    /// An XBZRLE delta against the destination's current page.
+    Xbzrle {
+        /// Block name.
+        block: &'a [u8],
+        /// Page offset in the block.
+        offset: u64,
+        /// The encoded delta (at most one page long).
+        delta: &'a [u8],
+        /// Whether the record used CONTINUE.
+        continued: bool,
+    },
+    /// End of this section's RAM data.
+    Eos,
+}
+
+/// RAM parsing state that lives across sections: the block list and the last block named.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RamContext<'a> {
+    /// Block list from the START section, once seen.
+    pub blocks: Option<BlockList<'a>>,
+    last: Option<(&'a [u8], u64)>,
+    /// Options.
+    pub options: RamOptions,
+}
+
+impl<'a> RamContext<'a> {
+    /// A context with `options`.
+    pub const fn new(options: RamOptions) -> Self {
+        RamContext {
+            blocks: None,
+            last: None,
+            options,
+        }
+    }
+
+    /// Reads one record from `r`.
+    pub fn read_record(&mut self, r: &mut Reader<'a>) -> Result<RamRecord<'a>> {
+        let at = r.offset();
+        let word = r.be64()?;
+        let fl = (word & FLAG_MASK) as u16;
+        let addr = word & !FLAG_MASK;
+        let cont = fl & flags::CONTINUE != 0;
+        let bad = |flags| Error::new(at, ErrorKind::RamFlags { flags });
+        match fl & !flags::CONTINUE {
+            flags::EOS if !cont => Ok(RamRecord::Eos),
+            flags::MEM_SIZE if !cont => self.read_block_list(addr, r).map(RamRecord::MemSize),
+            flags::ZERO => {
+                let (block, offset) = self.page_target(r, addr, cont, at)?;
+                let fill_at = r.offset();
+                let fill = r.u8()?;
+                if fill != 0 && !self.options.allow_nonzero_fill {
+                    return Err(Error::new(fill_at, ErrorKind::RamNonZeroFill { fill }));
+                }
+                Ok(RamRecord::Zero {
+                    block,
+                    offset,
+                    fill,
+                    continued: cont,
+                })
+            }
+            flags::PAGE => {
+                let (block, offset) = self.page_target(r, addr, cont, at)?;
+                let data = r.bytes(PAGE_SIZE)?;
+                Ok(RamRecord::Page {
+                    block,
+                    offset,
+                    data,
+                    continued: cont,
+                })
+            }
+            flags::XBZRLE => {
+                let (block, offset) = self.page_target(r, addr, cont, at)?;
+                let enc_at = r.offset();
+                let enc = r.u8()?;
+                if enc != ENCODING_FLAG_XBZRLE {
+                    return Err(Error::new(
+                        enc_at,
+                        ErrorKind::Invalid {
+                            expected: crate::Expected::Equal(1),
+                            found: enc as u64,
+                        },
+                    )
+                    .in_field("xbzrle encoding"));
+                }
+                let len_at = r.offset();
+                let len = r.be16()? as usize;
+                if len > PAGE_SIZE {
+                    return Err(Error::new(
+                        len_at,
+                        ErrorKind::LengthTooLarge {
+                            found: len as u64,
+                            max: PAGE_SIZE as u64,
+                        },
+                    )
+                    .in_field("xbzrle len"));
+                }
+                let delta = r.bytes(len)?;
+                Ok(RamRecord::Xbzrle {
+                    block,
+                    offset,
+                    delta,
+                    continued: cont,
+                })
+            }
+            _ => Err(bad(fl)),
+        }
+    }
+
+    fn read_block_list(&mut self, total: u64, r: &mut Reader<'a>) -> Result<BlockList<'a>> {
+        let start = r.position();
+        let mut remaining = total;
+        let mut count = 0;
+        while remaining > 0 {
+            let _name = r.name()?;
+            let len_at = r.offset();
+            let length = r.be64()?;
+            if self.options.ignore_shared {
+                r.be64()?;
+            }
+            remaining = remaining.checked_sub(length).ok_or(Error::new(
+                len_at,
+                ErrorKind::RamTotalMismatch {
+                    declared: total,
+                    sum: (total - remaining).saturating_add(length),
+                },
+            ))?;
+            count += 1;
+        }
+        let list = BlockList {
+            raw: &r.buffer()[start..r.position()],
+            count,
+            total,
+            ignore_shared: self.options.ignore_shared,
+        };
+        self.blocks = Some(list);
+        Ok(list)
+    }
+
+    fn page_target(
+        &mut self,
+        r: &mut Reader<'a>,
+        offset: u64,
+        cont: bool,
+        at: usize,
+    ) -> Result<(&'a [u8], u64)> {
+        let (name, length) = if cont {
+            self.last
+                .ok_or(Error::new(at, ErrorKind::RamContinueWithoutBlock))?
+        } else {
+            let name_at = r.offset();
+            let name = r.name()?;
+            let length = self
+                .blocks
+                .as_ref()
+                .and_then(|b| b.length_of(name))
+                .ok_or(Error::new(
+                    name_at,
+                    ErrorKind::RamUnknownBlock {
+                        name: Name::new(name),
+                    },
+                ))?;
+            (name, length)
+        };
+        // CVE-2014-7840 class: the whole page must lie inside its block.
+        if offset
+            .checked_add(PAGE_SIZE as u64)
+            .is_none_or(|end| end > length)
+        {
+            return Err(Error::new(
+                at,
+                ErrorKind::RamOffsetOutOfBlock { offset, length },
+            ));
+        }
+        self.last = Some((name, length));
+        Ok((name, offset))
+    }
+
+    /// Walks a RAM section body up to and including its EOS; returns the body length.
+    pub fn measure_body(&mut self, r: &mut Reader<'a>) -> Result<usize> {
+        let start = r.position();
+        loop {
+            if let RamRecord::Eos = self.read_record(r)? {
+                return Ok(r.position() - start);
+            }
+        }
+    }
+}
+
+/// Applies an XBZRLE delta to `page` in place (QEMU's run-length format: repeated
+/// uleb128 unchanged-run, uleb128 changed-run, changed bytes). Bounds are checked; a delta that
+/// runs past the page or ends inside a run is an error.
+pub fn xbzrle_apply(delta: &[u8], page: &mut [u8]) -> Result<()> {
+    let mut r = Reader::new(delta, 0);
+    let mut pos = 0usize;
+    let uleb = |r: &mut Reader<'_>| -> Result<usize> {
+        let mut v = 0usize;
+        for shift in [0u32, 7, 14] {
+            let b = r.u8()?;
+            v |= ((b & 0x7f) as usize) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(r.error(ErrorKind::LengthTooLarge {
+            found: v as u64,
+            max: PAGE_SIZE as u64,
+        }))
+    };
+    while r.remaining() > 0 {
+        let zrun = uleb(&mut r)?;
+        pos = pos
+            .checked_add(zrun)
+            .filter(|&p| p <= page.len())
+            .ok_or(r.error(ErrorKind::LengthTooLarge {
+                found: zrun as u64,
+                max: page.len() as u64,
+            }))?;
+        if r.remaining() == 0 {
+            break;
+        }
+        let nzrun = uleb(&mut r)?;
+        let end = pos
+            .checked_add(nzrun)
+            .filter(|&p| p <= page.len())
+            .ok_or(r.error(ErrorKind::LengthTooLarge {
+                found: nzrun as u64,
+                max: page.len() as u64,
+            }))?;
+        page[pos..end].copy_from_slice(r.bytes(nzrun)?);
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Writes RAM records, tracking the last block for CONTINUE like QEMU's `save_page_header`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RamWriter<'n> {
+    last: Option<&'n [u8]>,
+}
+
+impl<'n> RamWriter<'n> {
+    /// A writer with no previous block.
+    pub const fn new() -> Self {
+        RamWriter { last: None }
+    }
+
+    /// Writes the block list: MEM_SIZE word with the total, then each block, then EOS is
+    /// *not* written (call [`RamWriter::eos`]).
+    pub fn block_list<S: Sink>(
+        &mut self,
+        blocks: &[BlockEntry<'_>],
+        out: &mut S,
+    ) -> Result<(), S::Error> {
+        let mut total: u64 = 0;
+        for b in blocks {
+            total = total.checked_add(b.length).ok_or(Error::new(
+                out.position(),
+                ErrorKind::LengthTooLarge {
+                    found: b.length,
+                    max: u64::MAX - total,
+                },
+            ))?;
+        }
+        out.write(&(total | flags::MEM_SIZE as u64).to_be_bytes())?;
+        for b in blocks {
+            put_name(b.name, out)?;
+            out.write(&b.length.to_be_bytes())?;
+            if let Some(a) = b.addr {
+                out.write(&a.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn header<S: Sink>(
+        &mut self,
+        block: &'n [u8],
+        offset: u64,
+        fl: u16,
+        out: &mut S,
+    ) -> Result<(), S::Error> {
+        if offset & FLAG_MASK != 0 {
+            return Err(Error::new(
+                out.position(),
+                ErrorKind::RamOffsetOutOfBlock { offset, length: 0 },
+            )
+            .into());
+        }
+        let cont = self.last == Some(block);
+        let word = offset | fl as u64 | if cont { flags::CONTINUE as u64 } else { 0 };
+        out.write(&word.to_be_bytes())?;
+        if !cont {
+            put_name(block, out)?;
+            self.last = Some(block);
+        }
+        Ok(())
+    }
+
+    /// Writes a ZERO record.
+    pub fn zero<S: Sink>(
+        &mut self,
+        block: &'n [u8],
+        offset: u64,
+        out: &mut S,
+    ) -> Result<(), S::Error> {
+        self.header(block, offset, flags::ZERO, out)?;
+        out.write(&[0])
+    }
+
+    /// Writes a PAGE record; `data` must be one page.
+    pub fn page<S: Sink>(
+        &mut self,
+        block: &'n [u8],
+        offset: u64,
+        data: &[u8],
+        out: &mut S,
+    ) -> Result<(), S::Error> {
+        if data.len() != PAGE_SIZE {
+            return Err(Error::new(
+                out.position(),
+                ErrorKind::Invalid {
+                    expected: crate::Expected::Equal(PAGE_SIZE as u64),
+                    found: data.len() as u64,
+                },
+            )
+            .into());
+        }
+        self.header(block, offset, flags::PAGE, out)?;
+        out.write(data)
+    }
+
+    /// Writes ZERO if the page is all zeros, PAGE otherwise (QEMU's choice).
+    pub fn page_or_zero<S: Sink>(
+        &mut self,
+        block: &'n [u8],
+        offset: u64,
+        data: &[u8],
+        out: &mut S,
+    ) -> Result<(), S::Error> {
+        if is_zero(data) {
+            self.zero(block, offset, out)
+        } else {
+            self.page(block, offset, data, out)
+        }
+    }
+
+    /// Writes EOS.
+    pub fn eos<S: Sink>(&mut self, out: &mut S) -> Result<(), S::Error> {
+        out.write(&(flags::EOS as u64).to_be_bytes())
+    }
+}
+
+fn put_name<S: Sink>(name: &[u8], out: &mut S) -> Result<(), S::Error> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(Error::new(out.position(), ErrorKind::EmptyName).into());
+    }
+    out.write(&[name.len() as u8])?;
+    out.write(name)
+}
+
+/// Whether a page is all zeros (word-at-a-time).
+pub fn is_zero(page: &[u8]) -> bool {
+    let (chunks, rest) = page.as_chunks::<16>();
+    chunks.iter().all(|c| u128::from_ne_bytes(*c) == 0) && rest.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SliceSink;
+
+    fn blocks() -> [BlockEntry<'static>; 2] {
+        [
+            BlockEntry {
+                name: b"pc.ram",
+                length: 0x2000,
+                addr: None,
+            },
+            BlockEntry {
+                name: b"pc.rom",
+                length: 0x1000,
+                addr: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn golden_records_and_continue() {
+        let mut buf = [0xa5u8; 9000];
+        let mut s = SliceSink::new(&mut buf);
+        let mut w = RamWriter::new();
+        w.block_list(&blocks(), &mut s).unwrap();
+        w.eos(&mut s).unwrap();
+        w.zero(b"pc.ram", 0, &mut s).unwrap();
+        w.zero(b"pc.ram", 0x1000, &mut s).unwrap();
+        w.page(b"pc.rom", 0, &[7; PAGE_SIZE], &mut s).unwrap();
+        w.eos(&mut s).unwrap();
+        let n = s.finish();
+        let b = &buf[..n];
+        // MEM_SIZE total 0x3000|4, first ZERO names the block, the second CONTINUEs.
+        assert_eq!(&b[..8], &[0, 0, 0, 0, 0, 0, 0x30, 0x04]);
+        let z = 8 + (1 + 6 + 8) * 2 + 8;
+        assert_eq!(&b[z..z + 16], b"\0\0\0\0\0\0\0\x02\x06pc.ram\x00");
+        assert_eq!(&b[z + 16..z + 25], &[0, 0, 0, 0, 0, 0, 0x10, 0x22, 0]);
+
+        let mut ctx = RamContext::new(RamOptions::default());
+        let mut r = Reader::new(b, 0);
+        assert_eq!(ctx.measure_body(&mut r).unwrap(), z);
+        let mut seen = 0;
+        loop {
+            match ctx.read_record(&mut r).unwrap() {
+                RamRecord::Eos => break,
+                RamRecord::Zero { continued, .. } => seen += 1 + continued as usize * 10,
+                RamRecord::Page { data, block, .. } => {
+                    assert_eq!((data[0], block), (7, &b"pc.rom"[..]));
+                    seen += 100
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, 112);
+        assert_eq!(r.remaining(), 0);
+        // Every prefix is cleanly truncated.
+        for k in 0..n {
+            let mut ctx = RamContext::new(RamOptions::default());
+            let mut r = Reader::new(&b[..k], 0);
+            let res = ctx
+                .measure_body(&mut r)
+                .and_then(|_| ctx.measure_body(&mut r));
+            assert!(res.unwrap_err().is_incomplete(), "{k}");
+        }
+    }
+
+    #[test]
+    fn hostile_records_are_refused() {
+        let mut ctx = RamContext::new(RamOptions::default());
+        let list: &[u8] = b"\0\0\0\0\0\0\x10\x04\x06pc.ram\0\0\0\0\0\0\x10\x00\0\0\0\0\0\0\0\x10";
+        ctx.measure_body(&mut Reader::new(list, 0)).unwrap();
+        let cases: &[(&[u8], fn(&ErrorKind) -> bool)] = &[
+            (b"\0\0\0\0\0\0\0\x22\x00", |k| {
+                matches!(
+                    k,
+                    ErrorKind::RamOffsetOutOfBlock { .. } | ErrorKind::RamContinueWithoutBlock
+                )
+            }),
+            (b"\0\0\0\0\0\0\x10\x02\x06pc.ram\x00", |k| {
+                matches!(
+                    k,
+                    ErrorKind::RamOffsetOutOfBlock {
+                        offset: 0x1000,
+                        length: 0x1000
+                    }
+                )
+            }),
+            (b"\0\0\0\0\0\0\0\x02\x06pc.rox\x00", |k| {
+                matches!(k, ErrorKind::RamUnknownBlock { .. })
+            }),
+            (b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41", |k| {
+                matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41 })
+            }),
+            (b"\0\0\0\0\0\0\0\x11", |k| {
+                matches!(k, ErrorKind::RamFlags { flags: 0x11 })
+            }),
+            (b"\0\0\0\0\0\0\x01\x00", |k| {
+                matches!(k, ErrorKind::RamFlags { flags: 0x100 })
+            }),
+        ];
+        for (bytes, ok) in cases {
+            let mut c = RamContext::new(RamOptions::default());
+            c.blocks = ctx.blocks;
+            let e = c.read_record(&mut Reader::new(bytes, 0)).unwrap_err();
+            assert!(ok(&e.kind), "{:?}", e);
+        }
+        // Block lengths that overshoot the MEM_SIZE total.
+        let bad = b"\0\0\0\0\0\0\x10\x04\x06pc.ram\0\0\0\0\0\0\x20\x00";
+        assert!(matches!(
+            RamContext::new(RamOptions::default())
+                .read_record(&mut Reader::new(bad, 0))
+                .unwrap_err()
+                .kind,
+            ErrorKind::RamTotalMismatch {
+                declared: 0x1000,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn xbzrle() {
+        let mut page = [1u8; 16];
+        xbzrle_apply(&[2, 3, 9, 9, 9, 1, 1, 5], &mut page).unwrap();
+        assert_eq!(&page[..7], &[1, 1, 9, 9, 9, 1, 5]);
+        assert!(xbzrle_apply(&[15, 3, 9, 9, 9], &mut page).is_err());
+        assert!(xbzrle_apply(&[0x80, 0x80, 0x80, 0x80], &mut page).is_err());
+    }
+}

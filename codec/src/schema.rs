@@ -1,0 +1,903 @@
+//! Const description tables (QEMU's `VMStateDescription`), checked against the state struct at
+//! compile time.
+//!
+//! A device's state is a `#[repr(C)]` zerocopy struct whose fields are `u8`, `i8`, byte arrays or
+//! `zerocopy::byteorder::big_endian` integers, so each table field is a byte range of the struct
+//! holding exactly the wire bytes. Encoding copies present fields' ranges out in table order;
+//! decoding copies them in (with checks). The [`field!`](crate::field) family of macros derives
+//! each field's offset with `offset_of!` and its wire kind from its Rust type, and
+//! [`Vmsd::check`] (run in a `const` item by [`assert_layout!`](crate::assert_layout)) proves the
+//! table and the struct agree: every range inside the struct, no overlaps, counts inside the
+//! struct, subsections over the same struct, names well-formed. There is no second list to keep
+//! in sync.
+
+use crate::error::Violation;
+
+/// A scalar wire type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Scalar {
+    /// `uint8`.
+    U8,
+    /// `uint16`, big-endian.
+    U16,
+    /// `uint32`, big-endian.
+    U32,
+    /// `uint64`, big-endian.
+    U64,
+    /// `int8`.
+    I8,
+    /// `int16`, big-endian.
+    I16,
+    /// `int32`, big-endian.
+    I32,
+    /// `int64`, big-endian.
+    I64,
+    /// `bool`: one byte, 0 or 1 (other values are rejected on load).
+    Bool,
+    /// `timer`: be64 expiry in ns, all-ones when not armed.
+    Timer,
+}
+
+impl Scalar {
+    /// Width on the wire (and in the state struct).
+    pub const fn width(self) -> usize {
+        match self {
+            Scalar::U8 | Scalar::I8 | Scalar::Bool => 1,
+            Scalar::U16 | Scalar::I16 => 2,
+            Scalar::U32 | Scalar::I32 => 4,
+            Scalar::U64 | Scalar::I64 | Scalar::Timer => 8,
+        }
+    }
+
+    /// QEMU's VMStateInfo name, as the JSON description spells it.
+    pub const fn json_type(self) -> &'static str {
+        match self {
+            Scalar::U8 => "uint8",
+            Scalar::U16 => "uint16",
+            Scalar::U32 => "uint32",
+            Scalar::U64 => "uint64",
+            Scalar::I8 => "int8",
+            Scalar::I16 => "int16",
+            Scalar::I32 => "int32",
+            Scalar::I64 => "int64",
+            Scalar::Bool => "bool",
+            Scalar::Timer => "timer",
+        }
+    }
+
+    /// The name of the matching `_EQUAL` VMStateInfo (QEMU names the uint64 one "int64 equal").
+    pub const fn equal_json_type(self) -> &'static str {
+        match self {
+            Scalar::U8 | Scalar::Bool => "uint8 equal",
+            Scalar::U16 => "uint16 equal",
+            Scalar::I16 => "int16 equal",
+            Scalar::I8 => "int8 equal",
+            Scalar::U32 => "uint32 equal",
+            Scalar::I32 => "int32 equal",
+            Scalar::U64 | Scalar::I64 | Scalar::Timer => "int64 equal",
+        }
+    }
+
+    /// Whether the type is signed (for error reporting and generic decoding).
+    pub const fn is_signed(self) -> bool {
+        matches!(self, Scalar::I8 | Scalar::I16 | Scalar::I32 | Scalar::I64)
+    }
+}
+
+/// The integer type of a variable-array count or buffer size field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CountType {
+    /// `VMS_VARRAY_UINT8`.
+    U8,
+    /// `VMS_VARRAY_UINT16`.
+    U16,
+    /// `VMS_VARRAY_UINT32`.
+    U32,
+    /// `VMS_VARRAY_INT32` (and VBUFFER sizes, which QEMU reads as int32).
+    I32,
+}
+
+impl CountType {
+    /// Width of the count field.
+    pub const fn width(self) -> usize {
+        match self {
+            CountType::U8 => 1,
+            CountType::U16 => 2,
+            CountType::U32 | CountType::I32 => 4,
+        }
+    }
+}
+
+/// Where a variable count lives and how much storage backs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    /// Offset of the count field in the same struct.
+    pub offset: usize,
+    /// Its integer type.
+    pub ty: CountType,
+    /// Elements (or bytes) of storage in the struct: the bound checked before the count is used.
+    pub capacity: usize,
+}
+
+/// The element of a variable array.
+#[derive(Debug, Clone, Copy)]
+pub enum Elem {
+    /// Scalar elements.
+    Scalar(Scalar),
+    /// Nested struct elements, each with its own subsections.
+    Struct(&'static Vmsd),
+}
+
+impl Elem {
+    /// Storage size of one element.
+    pub const fn size(&self) -> usize {
+        match self {
+            Elem::Scalar(s) => s.width(),
+            Elem::Struct(v) => v.size,
+        }
+    }
+}
+
+/// How a field is encoded.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// One scalar.
+    Scalar(Scalar),
+    /// A fixed array of scalars (`VMSTATE_*_ARRAY`).
+    Array {
+        /// Element type.
+        elem: Scalar,
+        /// Number of elements.
+        len: usize,
+    },
+    /// Raw bytes (`VMSTATE_BUFFER`).
+    Buffer {
+        /// Length.
+        len: usize,
+    },
+    /// Bytes written as zeros and skipped on read (`VMSTATE_UNUSED`). The struct keeps zeroed
+    /// storage for them so a body struct stays the exact wire layout.
+    Unused {
+        /// Length.
+        len: usize,
+    },
+    /// A scalar that must equal the destination's value (`VMSTATE_*_EQUAL`).
+    Equal(Scalar),
+    /// A nested struct (`len == 1`) or a fixed array of them, each read with the nested
+    /// description's own current version (QEMU 7.2 behaviour).
+    Struct {
+        /// The nested description.
+        vmsd: &'static Vmsd,
+        /// Number of elements.
+        len: usize,
+    },
+    /// A variable array whose count is another field of the struct (`VMS_VARRAY_*`).
+    VArray {
+        /// Element type.
+        elem: Elem,
+        /// The count and the storage bound.
+        count: Count,
+    },
+    /// A variable-length buffer whose size is another field (`VMS_VBUFFER`).
+    VBuffer {
+        /// The size and the storage bound.
+        size: Count,
+    },
+    /// A zero-width check over the state decoded so far (`VMSTATE_VALIDATE`).
+    Validate {
+        /// The check; false fails the load.
+        test: fn(&[u8], u32) -> bool,
+    },
+    /// A NULL pointer element of a pointer array: the single byte `0x30`.
+    NullPtr,
+}
+
+/// One entry of a description table.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// Name as the JSON description spells it.
+    pub name: &'static str,
+    /// Offset of the field's storage in the state struct.
+    pub offset: usize,
+    /// Wire kind.
+    pub kind: Kind,
+    /// Present only when the stream version is at least this (`_V` macros).
+    pub since: u32,
+    /// Presence predicate over (state so far, stream version); overrides `since`.
+    pub exists: Option<fn(&[u8], u32) -> bool>,
+    /// JSON `type` override (e.g. `"pci config"`); `None` derives it from the kind.
+    pub json_type: Option<&'static str>,
+}
+
+impl Field {
+    /// A field of `kind` at `offset`, present in every version.
+    pub const fn new(name: &'static str, offset: usize, kind: Kind) -> Field {
+        Field {
+            name,
+            offset,
+            kind,
+            since: 0,
+            exists: None,
+            json_type: None,
+        }
+    }
+
+    /// A zero-width `VMSTATE_VALIDATE` entry.
+    pub const fn validate(name: &'static str, test: fn(&[u8], u32) -> bool) -> Field {
+        Field::new(name, 0, Kind::Validate { test })
+    }
+
+    /// A NULL pointer marker byte.
+    pub const fn null_ptr(name: &'static str) -> Field {
+        Field::new(name, 0, Kind::NullPtr)
+    }
+
+    /// Gates the field on the stream version (`_V`).
+    pub const fn since(mut self, version: u32) -> Field {
+        self.since = version;
+        self
+    }
+
+    /// Gates the field on a predicate (`_TEST`).
+    pub const fn exists(mut self, test: fn(&[u8], u32) -> bool) -> Field {
+        self.exists = Some(test);
+        self
+    }
+
+    /// Renames the field (the macros use the last path segment).
+    pub const fn named(mut self, name: &'static str) -> Field {
+        self.name = name;
+        self
+    }
+
+    /// Overrides the JSON type name.
+    pub const fn json_type(mut self, ty: &'static str) -> Field {
+        self.json_type = Some(ty);
+        self
+    }
+
+    /// Turns a scalar or byte-buffer field into `VMSTATE_UNUSED` bytes.
+    pub const fn unused(mut self) -> Field {
+        self.kind = Kind::Unused {
+            len: self.storage_size(),
+        };
+        self.name = "unused";
+        self
+    }
+
+    /// Turns a scalar field into an `_EQUAL` field.
+    pub const fn equal(mut self) -> Field {
+        if let Kind::Scalar(s) = self.kind {
+            self.kind = Kind::Equal(s);
+        } else {
+            panic!("equal(): only scalar fields can be EQUAL");
+        }
+        self
+    }
+
+    /// Turns a `u64` field into a timer.
+    pub const fn timer(mut self) -> Field {
+        match self.kind {
+            Kind::Scalar(Scalar::U64) | Kind::Scalar(Scalar::I64) => {
+                self.kind = Kind::Scalar(Scalar::Timer)
+            }
+            _ => panic!("timer(): the field must be 8 bytes"),
+        }
+        self
+    }
+
+    /// Turns a `u8` field into a bool.
+    pub const fn boolean(mut self) -> Field {
+        match self.kind {
+            Kind::Scalar(Scalar::U8) => self.kind = Kind::Scalar(Scalar::Bool),
+            _ => panic!("boolean(): the field must be one byte"),
+        }
+        self
+    }
+
+    /// Turns a byte buffer into a `uint8` array (QEMU `VMSTATE_UINT8_ARRAY`: same bytes,
+    /// another JSON shape).
+    pub const fn u8_array(mut self) -> Field {
+        match self.kind {
+            Kind::Buffer { len } => {
+                self.kind = Kind::Array {
+                    elem: Scalar::U8,
+                    len,
+                }
+            }
+            _ => panic!("u8_array(): the field must be a byte buffer"),
+        }
+        self
+    }
+
+    /// Bytes of struct storage the field occupies.
+    pub const fn storage_size(&self) -> usize {
+        match self.kind {
+            Kind::Scalar(s) | Kind::Equal(s) => s.width(),
+            Kind::Array { elem, len } => elem.width() * len,
+            Kind::Buffer { len } | Kind::Unused { len } => len,
+            Kind::Struct { vmsd, len } => vmsd.size * len,
+            Kind::VArray { elem, count } => elem.size() * count.capacity,
+            Kind::VBuffer { size } => size.capacity,
+            Kind::Validate { .. } | Kind::NullPtr => 0,
+        }
+    }
+
+    /// Wire size when the field is present and does not depend on state (no varrays, no
+    /// nested structs with subsections); `None` otherwise.
+    pub const fn fixed_wire_size(&self) -> Option<usize> {
+        match self.kind {
+            Kind::Struct { vmsd, len } => match vmsd.fixed_wire_len() {
+                Some(n) if vmsd.subsections.is_empty() => Some(n * len),
+                _ => None,
+            },
+            Kind::VArray { .. } | Kind::VBuffer { .. } => None,
+            Kind::NullPtr => Some(1),
+            _ => Some(self.storage_size()),
+        }
+    }
+}
+
+/// Tag of a vendor-owned subsection (vmstate v4; see `docs/FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct VendorTag {
+    /// Vendor level in the stream's vendor chain (0 = upstream QEMU, 1 = first downstream, …).
+    pub level: u8,
+    /// The device minor version this feature bumps that vendor's slot to.
+    pub minor: u16,
+    /// Whether a reader that does not know it must refuse the stream (otherwise it may skip it).
+    pub must_understand: bool,
+}
+
+/// A subsection of a description: sent only when `needed` says so.
+#[derive(Debug, Clone, Copy)]
+pub struct Subsection {
+    /// The subsection's description; its fields index the parent's struct.
+    pub vmsd: &'static Vmsd,
+    /// Whether the writer sends it (`None`: always).
+    pub needed: Option<fn(&[u8]) -> bool>,
+    /// Sets the subsection's fields to their defaults when a loaded body omits it. QEMU leaves
+    /// whatever the destination had; an explicit default keeps loads independent of prior state.
+    pub absent: Option<fn(&mut [u8])>,
+    /// Vendor feature tag (v4).
+    pub vendor: Option<VendorTag>,
+}
+
+impl Subsection {
+    /// A subsection sent when `needed` is true.
+    pub const fn new(vmsd: &'static Vmsd, needed: fn(&[u8]) -> bool) -> Subsection {
+        Subsection {
+            vmsd,
+            needed: Some(needed),
+            absent: None,
+            vendor: None,
+        }
+    }
+
+    /// Sets the default applied when the subsection is absent on load.
+    pub const fn absent(mut self, f: fn(&mut [u8])) -> Subsection {
+        self.absent = Some(f);
+        self
+    }
+
+    /// Tags the subsection as a vendor feature (v4).
+    pub const fn vendor(mut self, tag: VendorTag) -> Subsection {
+        self.vendor = Some(tag);
+        self
+    }
+}
+
+/// Validation hook: checks device invariants after the whole body (all subsections included).
+pub type ValidateFn = fn(&[u8], u32) -> Result<(), Violation>;
+
+/// A description table (QEMU's `VMStateDescription`).
+#[derive(Debug, Clone, Copy)]
+pub struct Vmsd {
+    /// The vmsd name (and, for top-level sections, the idstr without a qdev path).
+    pub name: &'static str,
+    /// Current version, written by the encoder.
+    pub version_id: u32,
+    /// Oldest version the decoder accepts.
+    pub minimum_version_id: u32,
+    /// Size of the state struct the offsets index.
+    pub size: usize,
+    /// Fields in wire order.
+    pub fields: &'static [Field],
+    /// Subsections in emission order.
+    pub subsections: &'static [Subsection],
+    /// Runs on the staging state before fields are decoded (QEMU `pre_load`: sentinels).
+    pub pre_load: Option<fn(&mut [u8])>,
+    /// Device invariants checked after the body and all its subsections (QEMU's `post_load`
+    /// checks, hardened per `untrusted-input.md`).
+    pub validate: Option<ValidateFn>,
+}
+
+/// Most subsections one description may have (a bitmask tracks duplicates on load).
+pub const MAX_SUBSECTIONS: usize = 32;
+
+impl Vmsd {
+    /// A description named `name` at `version_id`, accepting from `minimum_version_id`, over a
+    /// state struct of `size` bytes.
+    pub const fn new(
+        name: &'static str,
+        version_id: u32,
+        minimum_version_id: u32,
+        size: usize,
+    ) -> Vmsd {
+        Vmsd {
+            name,
+            version_id,
+            minimum_version_id,
+            size,
+            fields: &[],
+            subsections: &[],
+            pre_load: None,
+            validate: None,
+        }
+    }
+
+    /// Sets the fields.
+    pub const fn fields(mut self, fields: &'static [Field]) -> Vmsd {
+        self.fields = fields;
+        self
+    }
+
+    /// Sets the subsections.
+    pub const fn subsections(mut self, subsections: &'static [Subsection]) -> Vmsd {
+        self.subsections = subsections;
+        self
+    }
+
+    /// Sets the `pre_load` hook.
+    pub const fn pre_load(mut self, f: fn(&mut [u8])) -> Vmsd {
+        self.pre_load = Some(f);
+        self
+    }
+
+    /// Sets the validation hook.
+    pub const fn validate(mut self, f: ValidateFn) -> Vmsd {
+        self.validate = Some(f);
+        self
+    }
+
+    /// Wire length of the fields of the current version when it does not depend on state
+    /// (subsections not counted); `None` if a field's size varies or is gated by a predicate.
+    pub const fn fixed_wire_len(&self) -> Option<usize> {
+        let mut i = 0;
+        let mut n = 0;
+        while i < self.fields.len() {
+            let f = &self.fields[i];
+            if f.exists.is_some() {
+                return None;
+            }
+            if f.since <= self.version_id {
+                match f.fixed_wire_size() {
+                    Some(s) => n += s,
+                    None => return None,
+                }
+            }
+            i += 1;
+        }
+        Some(n)
+    }
+
+    /// Whether the current-version fields are stored contiguously from offset 0 in wire order,
+    /// so that a struct of exactly [`Vmsd::fixed_wire_len`] bytes *is* the body (zero-copy view).
+    pub const fn is_wire_layout(&self) -> bool {
+        let mut i = 0;
+        let mut at = 0;
+        while i < self.fields.len() {
+            let f = &self.fields[i];
+            if f.exists.is_some() || f.fixed_wire_size().is_none() {
+                return false;
+            }
+            if matches!(f.kind, Kind::NullPtr) {
+                return false;
+            }
+            if f.storage_size() > 0 {
+                if f.offset != at {
+                    return false;
+                }
+                at += f.storage_size();
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Finds a subsection by full name.
+    pub fn subsection(&self, name: &[u8]) -> Option<(usize, &'static Subsection)> {
+        self.subsections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.vmsd.name.as_bytes() == name)
+    }
+
+    /// Checks the table against a struct of `size` bytes; panics (a compile error when called
+    /// in a const item) with the reason if they disagree.
+    pub const fn check(&self, size: usize) {
+        if self.size != size {
+            panic!("vmsd size differs from the state struct's size");
+        }
+        if self.minimum_version_id > self.version_id {
+            panic!("minimum_version_id > version_id");
+        }
+        if self.name.is_empty() || self.name.len() > 255 {
+            panic!("vmsd name must be 1..=255 bytes");
+        }
+        if self.subsections.len() > MAX_SUBSECTIONS {
+            panic!("too many subsections");
+        }
+        let mut i = 0;
+        while i < self.fields.len() {
+            let f = &self.fields[i];
+            let end = f.offset + f.storage_size();
+            if end > size {
+                panic!("field storage lies outside the state struct");
+            }
+            if f.since > self.version_id {
+                panic!("field is gated on a version newer than the vmsd");
+            }
+            match f.kind {
+                Kind::Struct { vmsd, .. } => vmsd.check(vmsd.size),
+                Kind::VArray { elem, count } => {
+                    if count.offset + count.ty.width() > size {
+                        panic!("varray count lies outside the state struct");
+                    }
+                    if let Elem::Struct(v) = elem {
+                        v.check(v.size)
+                    }
+                }
+                Kind::VBuffer { size: count } => {
+                    if count.offset + count.ty.width() > size {
+                        panic!("vbuffer size lies outside the state struct");
+                    }
+                }
+                _ => {}
+            }
+            // Storage ranges of two fields must not overlap.
+            let mut j = 0;
+            while j < i {
+                let g = &self.fields[j];
+                let g_end = g.offset + g.storage_size();
+                if f.storage_size() > 0
+                    && g.storage_size() > 0
+                    && f.offset < g_end
+                    && g.offset < end
+                {
+                    panic!("two fields share storage");
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        let mut s = 0;
+        while s < self.subsections.len() {
+            let sub = self.subsections[s].vmsd;
+            if !starts_with(sub.name, self.name) || sub.name.len() <= self.name.len() {
+                panic!("a subsection's name must extend its parent's name");
+            }
+            sub.check(size);
+            s += 1;
+        }
+    }
+}
+
+const fn starts_with(s: &str, prefix: &str) -> bool {
+    let (s, p) = (s.as_bytes(), prefix.as_bytes());
+    if p.len() > s.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < p.len() {
+        if s[i] != p[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Maps a Rust field type to its wire kind. Implemented for `u8`, `i8`, the zerocopy big-endian
+/// integers, byte arrays and arrays of big-endian integers.
+pub trait WireType {
+    /// The kind a field of this type has by default.
+    const KIND: Kind;
+}
+
+/// Maps a Rust field type to the integer type of a count.
+pub trait CountWire {
+    /// The count type.
+    const TYPE: CountType;
+}
+
+macro_rules! wire_types {
+    ($($t:ty => $s:ident),* $(,)?) => {$(
+        impl WireType for $t {
+            const KIND: Kind = Kind::Scalar(Scalar::$s);
+        }
+        impl<const N: usize> WireType for [$t; N] {
+            const KIND: Kind = Kind::Array { elem: Scalar::$s, len: N };
+        }
+    )*};
+}
+
+use zerocopy::byteorder::big_endian as be;
+
+wire_types! {
+    i8 => I8,
+    be::U16 => U16,
+    be::U32 => U32,
+    be::U64 => U64,
+    be::I16 => I16,
+    be::I32 => I32,
+    be::I64 => I64,
+}
+
+impl WireType for u8 {
+    const KIND: Kind = Kind::Scalar(Scalar::U8);
+}
+
+impl<const N: usize> WireType for [u8; N] {
+    const KIND: Kind = Kind::Buffer { len: N };
+}
+
+impl CountWire for u8 {
+    const TYPE: CountType = CountType::U8;
+}
+impl CountWire for be::U16 {
+    const TYPE: CountType = CountType::U16;
+}
+impl CountWire for be::U32 {
+    const TYPE: CountType = CountType::U32;
+}
+impl CountWire for be::I32 {
+    const TYPE: CountType = CountType::I32;
+}
+
+/// The kind of the field `f` selects (type inference helper for [`field!`](crate::field)).
+pub const fn kind_of<S, F: WireType>(_f: fn(&S) -> &F) -> Kind {
+    F::KIND
+}
+
+/// The size of the field `f` selects.
+pub const fn size_of_field<S, F>(_f: fn(&S) -> &F) -> usize {
+    core::mem::size_of::<F>()
+}
+
+/// The count type of the field `f` selects.
+pub const fn count_type_of<S, F: CountWire>(_f: fn(&S) -> &F) -> CountType {
+    F::TYPE
+}
+
+/// The last `.`-separated segment of a stringified field path (`"a . b"` → `"b"`).
+pub const fn last_segment(path: &str) -> &str {
+    let b = path.as_bytes();
+    let mut i = b.len();
+    while i > 0 {
+        if b[i - 1] == b'.' || b[i - 1] == b' ' {
+            break;
+        }
+        i -= 1;
+    }
+    path.split_at(i).1
+}
+
+/// A table field for `State.path`, its kind derived from the field's Rust type.
+///
+/// ```
+/// use vmstate::{field, schema::Field};
+/// use zerocopy::byteorder::big_endian::U32;
+/// #[repr(C)]
+/// struct S { a: u8, b: U32 }
+/// const F: &[Field] = &[field!(S, a), field!(S, b).since(2)];
+/// assert_eq!(F[1].offset, 1);
+/// ```
+#[macro_export]
+macro_rules! field {
+    ($S:ty, $($p:ident).+) => {
+        $crate::schema::Field::new(
+            $crate::schema::last_segment(stringify!($($p).+)),
+            ::core::mem::offset_of!($S, $($p).+),
+            $crate::schema::kind_of::<$S, _>(|s: &$S| &s.$($p).+),
+        )
+    };
+}
+
+/// A nested struct field (`VMSTATE_STRUCT`) or fixed struct array (`VMSTATE_STRUCT_ARRAY`):
+/// the element count is the field's size over the nested description's size, checked exact.
+#[macro_export]
+macro_rules! struct_field {
+    ($S:ty, $($p:ident).+, $vmsd:expr) => {{
+        const SIZE: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+);
+        const V: &'static $crate::schema::Vmsd = &$vmsd;
+        const _: () = assert!(SIZE % V.size == 0 && SIZE > 0, "struct field size is not a multiple of the nested vmsd size");
+        $crate::schema::Field::new(
+            $crate::schema::last_segment(stringify!($($p).+)),
+            ::core::mem::offset_of!($S, $($p).+),
+            $crate::schema::Kind::Struct { vmsd: V, len: SIZE / V.size },
+        )
+    }};
+}
+
+/// A variable array of nested structs whose count is another field of the same struct
+/// (`VMSTATE_STRUCT_VARRAY_*`); capacity is the storage array's length.
+#[macro_export]
+macro_rules! struct_varray {
+    ($S:ty, $($p:ident).+, $vmsd:expr, count = $($c:ident).+) => {{
+        const SIZE: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+);
+        const V: &'static $crate::schema::Vmsd = &$vmsd;
+        const _: () = assert!(SIZE % V.size == 0, "varray storage is not a multiple of the element size");
+        $crate::schema::Field::new(
+            $crate::schema::last_segment(stringify!($($p).+)),
+            ::core::mem::offset_of!($S, $($p).+),
+            $crate::schema::Kind::VArray {
+                elem: $crate::schema::Elem::Struct(V),
+                count: $crate::schema::Count {
+                    offset: ::core::mem::offset_of!($S, $($c).+),
+                    ty: $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
+                    capacity: SIZE / V.size,
+                },
+            },
+        )
+    }};
+}
+
+/// A variable array of scalars whose count is another field (`VMSTATE_VARRAY_*`).
+#[macro_export]
+macro_rules! varray {
+    ($S:ty, $($p:ident).+, count = $($c:ident).+) => {{
+        const K: $crate::schema::Kind = $crate::schema::kind_of::<$S, _>(|s: &$S| &s.$($p).+);
+        const ELEM: $crate::schema::Scalar = match K {
+            $crate::schema::Kind::Array { elem, .. } => elem,
+            $crate::schema::Kind::Buffer { .. } => $crate::schema::Scalar::U8,
+            _ => panic!("varray storage must be an array"),
+        };
+        const CAP: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+) / ELEM.width();
+        $crate::schema::Field::new(
+            $crate::schema::last_segment(stringify!($($p).+)),
+            ::core::mem::offset_of!($S, $($p).+),
+            $crate::schema::Kind::VArray {
+                elem: $crate::schema::Elem::Scalar(ELEM),
+                count: $crate::schema::Count {
+                    offset: ::core::mem::offset_of!($S, $($c).+),
+                    ty: $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
+                    capacity: CAP,
+                },
+            },
+        )
+    }};
+}
+
+/// A variable-size byte buffer whose size is another field (`VMSTATE_VBUFFER*`).
+#[macro_export]
+macro_rules! vbuffer {
+    ($S:ty, $($p:ident).+, size = $($c:ident).+) => {
+        $crate::schema::Field::new(
+            $crate::schema::last_segment(stringify!($($p).+)),
+            ::core::mem::offset_of!($S, $($p).+),
+            $crate::schema::Kind::VBuffer {
+                size: $crate::schema::Count {
+                    offset: ::core::mem::offset_of!($S, $($c).+),
+                    ty: $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
+                    capacity: $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+),
+                },
+            },
+        )
+    };
+}
+
+/// Checks at compile time that `$vmsd` describes `$S` (see [`Vmsd::check`]); with `wire`, also
+/// that `$S` is exactly the current-version body so it can serve as a zero-copy view.
+#[macro_export]
+macro_rules! assert_layout {
+    ($S:ty, $vmsd:expr) => {
+        const _: () = $vmsd.check(::core::mem::size_of::<$S>());
+    };
+    ($S:ty, $vmsd:expr, wire) => {
+        const _: () = {
+            $vmsd.check(::core::mem::size_of::<$S>());
+            assert!(
+                $vmsd.is_wire_layout(),
+                "fields are not stored in wire order"
+            );
+            match $vmsd.fixed_wire_len() {
+                Some(n) => assert!(
+                    n == ::core::mem::size_of::<$S>(),
+                    "struct is not the exact body"
+                ),
+                None => panic!("body size varies"),
+            }
+        };
+    };
+}
+
+/// A typed predicate: `pred!(State, |s| s.x.get() != 0)` gives a `fn(&[u8]) -> bool` over the
+/// erased state bytes, for `needed` and similar hooks.
+#[macro_export]
+macro_rules! pred {
+    ($S:ty, |$s:ident| $body:expr) => {{
+        fn pred(bytes: &[u8]) -> bool {
+            match <$S as $crate::zerocopy::FromBytes>::ref_from_prefix(bytes) {
+                Ok(($s, _)) => $body,
+                Err(_) => false,
+            }
+        }
+        pred as fn(&[u8]) -> bool
+    }};
+}
+
+/// A typed mutator: `mutate!(State, |s| s.x = 0.into())` gives a `fn(&mut [u8])`, for `pre_load`
+/// and subsection defaults.
+#[macro_export]
+macro_rules! mutate {
+    ($S:ty, |$s:ident| $body:expr) => {{
+        fn mutate(bytes: &mut [u8]) {
+            if let Ok(($s, _)) = <$S as $crate::zerocopy::FromBytes>::mut_from_prefix(bytes) {
+                $body;
+            }
+        }
+        mutate as fn(&mut [u8])
+    }};
+}
+
+/// A typed validation hook: `check!(State, |s, version| { ...; Ok(()) })` gives a
+/// [`ValidateFn`].
+#[macro_export]
+macro_rules! check {
+    ($S:ty, |$s:ident, $v:ident| $body:expr) => {{
+        fn check(bytes: &[u8], $v: u32) -> ::core::result::Result<(), $crate::Violation> {
+            match <$S as $crate::zerocopy::FromBytes>::ref_from_prefix(bytes) {
+                Ok(($s, _)) => $body,
+                Err(_) => Err($crate::Violation {
+                    field: "",
+                    expected: $crate::Expected::Rule("state of the described size"),
+                    found: bytes.len() as u64,
+                }),
+            }
+        }
+        check as $crate::schema::ValidateFn
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::byteorder::big_endian::{U16, U32};
+
+    #[repr(C)]
+    struct Inner {
+        x: [u8; 3],
+        y: U16,
+    }
+
+    #[repr(C)]
+    struct S {
+        a: u8,
+        inner: Inner,
+        n: U32,
+    }
+
+    const INNER: Vmsd = Vmsd::new("inner", 1, 1, 5).fields(&[field!(Inner, x), field!(Inner, y)]);
+    const T: Vmsd = Vmsd::new("s", 2, 1, 8).fields(&[
+        field!(S, a),
+        field!(S, inner.y).named("y"),
+        field!(S, n).since(2),
+    ]);
+    assert_layout!(Inner, INNER, wire);
+
+    #[test]
+    fn macros_derive_offsets_kinds_and_names() {
+        assert_eq!(T.fields[1].offset, 4);
+        assert_eq!(T.fields[1].name, "y");
+        assert!(matches!(T.fields[1].kind, Kind::Scalar(Scalar::U16)));
+        assert!(matches!(INNER.fields[0].kind, Kind::Buffer { len: 3 }));
+        assert_eq!(last_segment("inner . y"), "y");
+        assert_eq!(T.fixed_wire_len(), Some(7));
+        assert!(!T.is_wire_layout());
+        assert!(INNER.is_wire_layout());
+    }
+}

@@ -1,0 +1,193 @@
+//! Output sinks: a caller slice, an `embedded_io::Write`, or a byte counter.
+//!
+//! The encoder is written once against [`Sink`]; each sink decides what a write failure is.
+
+use crate::error::{Error, ErrorKind};
+
+/// Where encoded bytes go.
+pub trait Sink {
+    /// The sink's error; codec errors (bad state, oversized names) convert into it.
+    type Error: From<Error>;
+
+    /// Appends `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
+
+    /// Bytes written so far (for error offsets and length fields).
+    fn position(&self) -> usize;
+
+    /// Appends `n` zero bytes.
+    fn write_zeros(&mut self, mut n: usize) -> Result<(), Self::Error> {
+        const ZEROS: [u8; 64] = [0; 64];
+        while n > 0 {
+            let k = n.min(ZEROS.len());
+            self.write(&ZEROS[..k])?;
+            n -= k;
+        }
+        Ok(())
+    }
+}
+
+/// Writes into a caller-provided slice; a full slice is [`ErrorKind::BufferTooSmall`].
+#[derive(Debug)]
+pub struct SliceSink<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceSink<'a> {
+    /// A sink writing from the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        SliceSink { buf, pos: 0 }
+    }
+
+    /// The bytes written.
+    pub fn written(&self) -> &[u8] {
+        &self.buf[..self.pos]
+    }
+
+    /// Consumes the sink, returning the number of bytes written.
+    pub fn finish(self) -> usize {
+        self.pos
+    }
+}
+
+impl Sink for SliceSink<'_> {
+    type Error = Error;
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let end = self.pos + bytes.len();
+        match self.buf.get_mut(self.pos..end) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.pos = end;
+                Ok(())
+            }
+            None => Err(Error::new(
+                self.pos,
+                ErrorKind::BufferTooSmall {
+                    needed: end,
+                    capacity: self.buf.len(),
+                },
+            )),
+        }
+    }
+
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn write_zeros(&mut self, n: usize) -> Result<(), Error> {
+        let end = self.pos + n;
+        match self.buf.get_mut(self.pos..end) {
+            Some(dst) => {
+                dst.fill(0);
+                self.pos = end;
+                Ok(())
+            }
+            None => Err(Error::new(
+                self.pos,
+                ErrorKind::BufferTooSmall {
+                    needed: end,
+                    capacity: self.buf.len(),
+                },
+            )),
+        }
+    }
+}
+
+/// Counts bytes without storing them (sizes for length prefixes and JSON `size` keys).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CountingSink {
+    n: usize,
+}
+
+impl CountingSink {
+    /// A counter at zero.
+    pub const fn new() -> Self {
+        CountingSink { n: 0 }
+    }
+
+    /// Bytes counted.
+    pub const fn count(&self) -> usize {
+        self.n
+    }
+}
+
+impl Sink for CountingSink {
+    type Error = Error;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.n += bytes.len();
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.n
+    }
+
+    fn write_zeros(&mut self, n: usize) -> Result<(), Error> {
+        self.n += n;
+        Ok(())
+    }
+}
+
+/// An error from an [`IoSink`]: the transport's, or the codec's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum IoError<E> {
+    /// The writer failed.
+    Io(E),
+    /// The codec refused (e.g. invalid state).
+    Codec(Error),
+}
+
+impl<E> From<Error> for IoError<E> {
+    fn from(e: Error) -> Self {
+        IoError::Codec(e)
+    }
+}
+
+impl<E: core::fmt::Debug> core::fmt::Display for IoError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            IoError::Io(e) => write!(f, "I/O error: {e:?}"),
+            IoError::Codec(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: core::fmt::Debug> core::error::Error for IoError<E> {}
+
+/// Writes to any `embedded_io::Write`.
+#[derive(Debug)]
+pub struct IoSink<W> {
+    w: W,
+    n: usize,
+}
+
+impl<W: embedded_io::Write> IoSink<W> {
+    /// Wraps a writer.
+    pub const fn new(w: W) -> Self {
+        IoSink { w, n: 0 }
+    }
+
+    /// Returns the writer.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+}
+
+impl<W: embedded_io::Write> Sink for IoSink<W> {
+    type Error = IoError<W::Error>;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.w.write_all(bytes).map_err(IoError::Io)?;
+        self.n += bytes.len();
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.n
+    }
+}

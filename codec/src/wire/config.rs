@@ -1,0 +1,329 @@
+//! The configuration record: `07 | len be32 | machine name | subsections`.
+//!
+//! It has no section id, idstr, version or footer (format §4). Its subsections are
+//! `configuration/target-page-bits` (be32), `configuration/capabilities` (be32 count, then that
+//! many `str8` names) and `configuration/uuid` (16 bytes), all version 1, in that order.
+//!
+//! Hardening (untrusted-input §5): QEMU allocates the machine-name length before reading it;
+//! here it is capped at [`MAX_MACHINE_NAME`] and borrowed. The capability count is capped at the
+//! number of capabilities QEMU can validate, and every name must be one of them.
+
+use super::{Reader, SubsectionHeader, put, record};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Longest machine name accepted.
+pub const MAX_MACHINE_NAME: u32 = 255;
+
+/// Capabilities QEMU validates through the configuration record (7.2: `x-ignore-shared`;
+/// 10.x adds `mapped-ram`).
+pub const KNOWN_CAPABILITIES: &[&str] = &["x-ignore-shared", "mapped-ram"];
+
+const TARGET_PAGE_BITS: &str = "configuration/target-page-bits";
+const CAPABILITIES: &str = "configuration/capabilities";
+const UUID: &str = "configuration/uuid";
+
+/// The capability names listed in the record (borrowed, already validated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities<'a> {
+    count: u32,
+    raw: &'a [u8],
+}
+
+impl<'a> Capabilities<'a> {
+    /// Number of capabilities.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether none is listed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The names, in stream order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let mut raw = self.raw;
+        core::iter::from_fn(move || {
+            let (&n, rest) = raw.split_first()?;
+            let (name, rest) = rest.split_at_checked(n as usize)?;
+            raw = rest;
+            Some(name)
+        })
+    }
+}
+
+/// A parsed configuration record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configuration<'a> {
+    /// Machine type name, e.g. `pc-i440fx-7.2`.
+    pub machine: &'a [u8],
+    /// `configuration/target-page-bits`, if sent.
+    pub target_page_bits: Option<u32>,
+    /// `configuration/capabilities`, if sent.
+    pub capabilities: Option<Capabilities<'a>>,
+    /// `configuration/uuid`, if sent.
+    pub uuid: Option<[u8; 16]>,
+}
+
+impl<'a> Configuration<'a> {
+    /// A record with only a machine name.
+    pub const fn new(machine: &'a [u8]) -> Self {
+        Configuration {
+            machine,
+            target_page_bits: None,
+            capabilities: None,
+            uuid: None,
+        }
+    }
+
+    /// Reads the record, starting at its `0x07` byte.
+    pub fn read(r: &mut Reader<'a>) -> Result<Self> {
+        let at = r.offset();
+        let marker = r.u8()?;
+        if marker != record::CONFIGURATION {
+            return Err(Error::new(
+                at,
+                ErrorKind::ConfigurationMissing { found: marker },
+            ));
+        }
+        let len_at = r.offset();
+        let len = r.be32()?;
+        if len > MAX_MACHINE_NAME {
+            return Err(Error::new(
+                len_at,
+                ErrorKind::LengthTooLarge {
+                    found: len as u64,
+                    max: MAX_MACHINE_NAME as u64,
+                },
+            )
+            .in_field("name"));
+        }
+        let machine = r.bytes(len as usize)?;
+        if let Some(i) = machine.iter().position(|&b| !(0x20..0x7f).contains(&b)) {
+            return Err(
+                Error::new(len_at + 4 + i, ErrorKind::BadNameByte { found: machine[i] })
+                    .in_field("name"),
+            );
+        }
+        let mut cfg = Configuration::new(machine);
+        while let Some(name) = SubsectionHeader::peek_name(r, "configuration") {
+            let at = r.offset();
+            let dup = |f: &'static str| Error::new(at, ErrorKind::DuplicateSubsection { name: f });
+            let h = SubsectionHeader::read(r)?;
+            let name_str = match name {
+                n if n == TARGET_PAGE_BITS.as_bytes() => TARGET_PAGE_BITS,
+                n if n == CAPABILITIES.as_bytes() => CAPABILITIES,
+                n if n == UUID.as_bytes() => UUID,
+                n => {
+                    return Err(Error::new(
+                        at,
+                        ErrorKind::UnknownSubsection {
+                            name: crate::Name::new(n),
+                        },
+                    ));
+                }
+            };
+            if h.version != 1 {
+                let kind = if h.version > 1 {
+                    ErrorKind::VersionTooNew {
+                        found: h.version,
+                        max: 1,
+                    }
+                } else {
+                    ErrorKind::VersionTooOld {
+                        found: h.version,
+                        min: 1,
+                    }
+                };
+                return Err(Error::new(at, kind).in_field(name_str));
+            }
+            match name_str {
+                TARGET_PAGE_BITS => {
+                    if cfg.target_page_bits.is_some() {
+                        return Err(dup(TARGET_PAGE_BITS));
+                    }
+                    cfg.target_page_bits = Some(r.be32()?);
+                }
+                CAPABILITIES => {
+                    if cfg.capabilities.is_some() {
+                        return Err(dup(CAPABILITIES));
+                    }
+                    let count_at = r.offset();
+                    let count = r.be32()?;
+                    let max = KNOWN_CAPABILITIES.len() as u32;
+                    if count > max {
+                        return Err(Error::new(
+                            count_at,
+                            ErrorKind::LengthTooLarge {
+                                found: count as u64,
+                                max: max as u64,
+                            },
+                        )
+                        .in_field("caps_count"));
+                    }
+                    let start = r.position();
+                    for _ in 0..count {
+                        let at = r.offset();
+                        let cap = r.name()?;
+                        if !KNOWN_CAPABILITIES.iter().any(|k| k.as_bytes() == cap) {
+                            return Err(Error::new(
+                                at,
+                                ErrorKind::UnknownSubsection {
+                                    name: crate::Name::new(cap),
+                                },
+                            )
+                            .in_field("capabilities"));
+                        }
+                    }
+                    let raw = &r.buffer()[start..r.position()];
+                    cfg.capabilities = Some(Capabilities { count, raw });
+                }
+                _ => {
+                    if cfg.uuid.is_some() {
+                        return Err(dup(UUID));
+                    }
+                    cfg.uuid = Some(r.array()?);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Encoded length.
+    pub fn buffer_len(&self) -> usize {
+        let mut n = 1 + 4 + self.machine.len();
+        if self.target_page_bits.is_some() {
+            n += 2 + TARGET_PAGE_BITS.len() + 4 + 4;
+        }
+        if let Some(c) = &self.capabilities {
+            n += 2 + CAPABILITIES.len() + 4 + 4 + c.raw.len();
+        }
+        if self.uuid.is_some() {
+            n += 2 + UUID.len() + 4 + 16;
+        }
+        n
+    }
+
+    /// Writes the record at `out[*pos..]`.
+    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
+        if self.machine.len() > MAX_MACHINE_NAME as usize {
+            return Err(Error::new(
+                *pos,
+                ErrorKind::LengthTooLarge {
+                    found: self.machine.len() as u64,
+                    max: MAX_MACHINE_NAME as u64,
+                },
+            ));
+        }
+        put(out, pos, &[record::CONFIGURATION])?;
+        put(out, pos, &(self.machine.len() as u32).to_be_bytes())?;
+        put(out, pos, self.machine)?;
+        let sub = |name: &'static str, out: &mut [u8], pos: &mut usize| {
+            SubsectionHeader {
+                name: name.as_bytes(),
+                version: 1,
+            }
+            .emit(out, pos)
+        };
+        if let Some(bits) = self.target_page_bits {
+            sub(TARGET_PAGE_BITS, out, pos)?;
+            put(out, pos, &bits.to_be_bytes())?;
+        }
+        if let Some(c) = &self.capabilities {
+            sub(CAPABILITIES, out, pos)?;
+            put(out, pos, &c.count.to_be_bytes())?;
+            put(out, pos, c.raw)?;
+        }
+        if let Some(u) = &self.uuid {
+            sub(UUID, out, pos)?;
+            put(out, pos, u)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PC: &[u8] = b"\x07\x00\x00\x00\x0dpc-i440fx-7.2";
+
+    #[test]
+    fn golden_pc_configuration() {
+        let mut r = Reader::new(PC, 8);
+        let c = Configuration::read(&mut r).unwrap();
+        assert_eq!(c, Configuration::new(b"pc-i440fx-7.2"));
+        let mut out = [0xa5u8; 18];
+        let mut pos = 0;
+        c.emit(&mut out, &mut pos).unwrap();
+        assert_eq!((&out[..], pos), (PC, c.buffer_len()));
+        for n in 0..PC.len() {
+            assert!(
+                Configuration::read(&mut Reader::new(&PC[..n], 0))
+                    .unwrap_err()
+                    .is_incomplete()
+            );
+        }
+    }
+
+    #[test]
+    fn subsections_round_trip_and_are_checked() {
+        let mut s = [0u8; 128];
+        let mut n = 0;
+        put(&mut s, &mut n, PC).unwrap();
+        SubsectionHeader {
+            name: CAPABILITIES.as_bytes(),
+            version: 1,
+        }
+        .emit(&mut s, &mut n)
+        .unwrap();
+        put(&mut s, &mut n, b"\x00\x00\x00\x01\x0fx-ignore-shared").unwrap();
+        SubsectionHeader {
+            name: UUID.as_bytes(),
+            version: 1,
+        }
+        .emit(&mut s, &mut n)
+        .unwrap();
+        put(&mut s, &mut n, &[7; 16]).unwrap();
+        let c = Configuration::read(&mut Reader::new(&s[..n], 0)).unwrap();
+        assert_eq!(c.uuid, Some([7; 16]));
+        let caps = c.capabilities.unwrap();
+        assert_eq!(
+            caps.iter().collect::<heapless::Vec<_, 2>>().as_slice(),
+            &[b"x-ignore-shared"]
+        );
+        let mut out = [0u8; 128];
+        let mut m = 0;
+        c.emit(&mut out, &mut m).unwrap();
+        assert_eq!(&out[..m], &s[..n]);
+
+        // An unknown capability, an oversized count and an unknown subsection are rejected.
+        let mut bad = s;
+        bad[PC.len() + 2 + CAPABILITIES.len() + 4 + 4 + 1] = b'y';
+        assert!(Configuration::read(&mut Reader::new(&bad[..n], 0)).is_err());
+        let mut bad = s;
+        bad[PC.len() + 2 + CAPABILITIES.len() + 4 + 3] = 9;
+        assert!(matches!(
+            Configuration::read(&mut Reader::new(&bad[..n], 0))
+                .unwrap_err()
+                .kind,
+            ErrorKind::LengthTooLarge { found: 9, max: 2 }
+        ));
+        let mut bad = s;
+        bad[PC.len() + 2 + 14] = b'X'; // "configuration/Xapabilities"
+        assert!(matches!(
+            Configuration::read(&mut Reader::new(&bad[..n], 0))
+                .unwrap_err()
+                .kind,
+            ErrorKind::UnknownSubsection { .. }
+        ));
+    }
+
+    #[test]
+    fn huge_machine_name_is_refused_without_reading_it() {
+        let b = b"\x07\xff\xff\xff\xffpc";
+        let e = Configuration::read(&mut Reader::new(b, 8)).unwrap_err();
+        assert_eq!(e.offset, 9);
+        assert!(matches!(e.kind, ErrorKind::LengthTooLarge { .. }));
+    }
+}

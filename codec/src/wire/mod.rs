@@ -1,0 +1,83 @@
+//! Zero-copy views over the records of a savevm stream.
+//!
+//! Each record kind has a *view* over borrowed bytes (`T: AsRef<[u8]>`) in the style of smoltcp's
+//! `wire` module, and, where the record is variable-length, a small *repr* with `parse`,
+//! `buffer_len` and `emit`.
+//!
+//! Contract: once `new_checked` succeeded, no accessor of a view panics; `emit` never panics on a
+//! buffer of at least `buffer_len()` bytes (it returns [`ErrorKind::BufferTooSmall`] otherwise).
+//! Byte ranges are named once in each module's private `field` module.
+
+pub mod command;
+pub mod config;
+pub mod header;
+pub mod reader;
+pub mod section;
+pub mod subsection;
+pub mod trailer;
+
+pub use command::Command;
+pub use config::Configuration;
+pub use header::StreamHeader;
+pub use reader::Reader;
+pub use section::{SectionFooter, SectionHeader, SectionKind};
+pub use subsection::SubsectionHeader;
+pub use trailer::Trailer;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Record type bytes (QEMU 7.2 `migration/savevm.h`).
+pub mod record {
+    /// End of the record sequence.
+    pub const EOF: u8 = 0x00;
+    /// First part of a live (iterative) section: full header.
+    pub const SECTION_START: u8 = 0x01;
+    /// Middle part of a live section: section id only.
+    pub const SECTION_PART: u8 = 0x02;
+    /// Last part of a live section: section id only.
+    pub const SECTION_END: u8 = 0x03;
+    /// A whole VMState section: full header.
+    pub const SECTION_FULL: u8 = 0x04;
+    /// A subsection inside a VMState body.
+    pub const SUBSECTION: u8 = 0x05;
+    /// The JSON description trailer after EOF.
+    pub const VMDESCRIPTION: u8 = 0x06;
+    /// The configuration record right after the file header.
+    pub const CONFIGURATION: u8 = 0x07;
+    /// A command record.
+    pub const COMMAND: u8 = 0x08;
+    /// The section footer.
+    pub const SECTION_FOOTER: u8 = 0x7e;
+}
+
+/// Copies `bytes` into `out` at `*pos`, advancing it; errors if `out` is too small.
+pub(crate) fn put(out: &mut [u8], pos: &mut usize, bytes: &[u8]) -> Result<()> {
+    let end = pos
+        .checked_add(bytes.len())
+        .filter(|&e| e <= out.len())
+        .ok_or(Error::new(
+            *pos,
+            ErrorKind::BufferTooSmall {
+                needed: pos.saturating_add(bytes.len()),
+                capacity: out.len(),
+            },
+        ))?;
+    out[*pos..end].copy_from_slice(bytes);
+    *pos = end;
+    Ok(())
+}
+
+/// Checks that `buf` holds at least `len` bytes, as a `Truncated` error at `base`.
+pub(crate) fn check_len(buf: &[u8], len: usize, base: usize) -> Result<()> {
+    if buf.len() < len {
+        Err(Error::new(
+            base + buf.len(),
+            ErrorKind::Truncated {
+                needed: len - buf.len(),
+                available: 0,
+            },
+        ))
+    } else {
+        Ok(())
+    }
+}

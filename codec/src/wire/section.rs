@@ -1,0 +1,393 @@
+//! Section headers (START/PART/END/FULL) and the section footer.
+//!
+//! ```text
+//! START/FULL: type u8 | section_id be32 | idstr str8 | instance_id be32 | version_id be32
+//! PART/END:   type u8 | section_id be32
+//! footer:     7e | section_id be32
+//! ```
+
+use super::{Reader, check_len, put, record};
+use crate::error::{Error, ErrorKind, Result};
+
+mod field {
+    use core::ops::Range;
+    pub const TYPE: usize = 0;
+    pub const SECTION_ID: Range<usize> = 1..5;
+    pub const IDSTR_LEN: usize = 5;
+    pub const IDSTR: usize = 6;
+    /// Length of a PART/END header.
+    pub const SHORT_LEN: usize = 5;
+    /// Fixed part of a START/FULL header (plus the idstr).
+    pub const FULL_FIXED_LEN: usize = 14;
+    pub const FOOTER_LEN: usize = 5;
+}
+
+/// The four section record kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SectionKind {
+    /// `0x01`, first part of a live section.
+    Start,
+    /// `0x02`, a middle part.
+    Part,
+    /// `0x03`, the last part.
+    End,
+    /// `0x04`, a whole VMState section.
+    Full,
+}
+
+impl SectionKind {
+    /// Maps a record byte to a section kind.
+    pub const fn from_byte(b: u8) -> Option<SectionKind> {
+        match b {
+            record::SECTION_START => Some(SectionKind::Start),
+            record::SECTION_PART => Some(SectionKind::Part),
+            record::SECTION_END => Some(SectionKind::End),
+            record::SECTION_FULL => Some(SectionKind::Full),
+            _ => None,
+        }
+    }
+
+    /// The record byte.
+    pub const fn byte(self) -> u8 {
+        match self {
+            SectionKind::Start => record::SECTION_START,
+            SectionKind::Part => record::SECTION_PART,
+            SectionKind::End => record::SECTION_END,
+            SectionKind::Full => record::SECTION_FULL,
+        }
+    }
+
+    /// Whether the header carries idstr, instance and version (START and FULL).
+    pub const fn has_full_header(self) -> bool {
+        matches!(self, SectionKind::Start | SectionKind::Full)
+    }
+
+    /// Lower-case name, as `inspect` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SectionKind::Start => "start",
+            SectionKind::Part => "part",
+            SectionKind::End => "end",
+            SectionKind::Full => "full",
+        }
+    }
+}
+
+/// A view over a section header.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> SectionHeader<T> {
+    /// Wraps `buffer` without checks.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        SectionHeader { buffer }
+    }
+
+    /// Wraps `buffer`, checking the type byte, the length for that type and the idstr.
+    /// `base` is the absolute offset of `buffer[0]`, used in errors.
+    pub fn new_checked(buffer: T, base: usize) -> Result<Self> {
+        let b = buffer.as_ref();
+        check_len(b, 1, base)?;
+        let kind = SectionKind::from_byte(b[field::TYPE]).ok_or(Error::new(
+            base,
+            ErrorKind::UnknownRecordType {
+                found: b[field::TYPE],
+            },
+        ))?;
+        if kind.has_full_header() {
+            check_len(b, field::IDSTR, base)?;
+            let n = b[field::IDSTR_LEN] as usize;
+            check_len(b, field::FULL_FIXED_LEN + n, base)?;
+            super::reader::check_name(&b[field::IDSTR..field::IDSTR + n], base + field::IDSTR_LEN)?;
+        } else {
+            check_len(b, field::SHORT_LEN, base)?;
+        }
+        Ok(SectionHeader { buffer })
+    }
+
+    /// The record kind.
+    pub fn kind(&self) -> SectionKind {
+        SectionKind::from_byte(self.buffer.as_ref()[field::TYPE]).unwrap_or(SectionKind::Full)
+    }
+
+    /// The section id.
+    pub fn section_id(&self) -> u32 {
+        super::header::be32(&self.buffer.as_ref()[field::SECTION_ID])
+    }
+
+    fn idstr_len(&self) -> usize {
+        if self.kind().has_full_header() {
+            self.buffer.as_ref()[field::IDSTR_LEN] as usize
+        } else {
+            0
+        }
+    }
+
+    /// The idstr (empty for PART/END).
+    pub fn idstr(&self) -> &[u8] {
+        let n = self.idstr_len();
+        if n == 0 {
+            return &[];
+        }
+        &self.buffer.as_ref()[field::IDSTR..field::IDSTR + n]
+    }
+
+    /// The instance id (0 for PART/END).
+    pub fn instance_id(&self) -> u32 {
+        if !self.kind().has_full_header() {
+            return 0;
+        }
+        let at = field::IDSTR + self.idstr_len();
+        super::header::be32(&self.buffer.as_ref()[at..at + 4])
+    }
+
+    /// The version id (0 for PART/END).
+    pub fn version_id(&self) -> u32 {
+        if !self.kind().has_full_header() {
+            return 0;
+        }
+        let at = field::IDSTR + self.idstr_len() + 4;
+        super::header::be32(&self.buffer.as_ref()[at..at + 4])
+    }
+
+    /// Length of this header in bytes: 14 + idstr length, or 5.
+    pub fn header_len(&self) -> usize {
+        if self.kind().has_full_header() {
+            field::FULL_FIXED_LEN + self.idstr_len()
+        } else {
+            field::SHORT_LEN
+        }
+    }
+}
+
+/// The fields of a section header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionHeaderRepr<'a> {
+    /// Record kind.
+    pub kind: SectionKind,
+    /// Section id.
+    pub section_id: u32,
+    /// idstr (START/FULL only).
+    pub idstr: &'a [u8],
+    /// Instance id (START/FULL only).
+    pub instance_id: u32,
+    /// Version id (START/FULL only).
+    pub version_id: u32,
+}
+
+impl<'a> SectionHeaderRepr<'a> {
+    /// Parses a header from a checked view.
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(h: &'a SectionHeader<&'a T>) -> Self {
+        SectionHeaderRepr {
+            kind: h.kind(),
+            section_id: h.section_id(),
+            idstr: h.idstr(),
+            instance_id: h.instance_id(),
+            version_id: h.version_id(),
+        }
+    }
+
+    /// Parses a header from a reader, advancing it.
+    pub fn read(r: &mut Reader<'a>) -> Result<Self> {
+        let base = r.offset();
+        let rest = r.rest();
+        let view = SectionHeader::new_checked(rest, base)?;
+        let repr = SectionHeaderRepr {
+            kind: view.kind(),
+            section_id: view.section_id(),
+            idstr: {
+                let n = view.idstr_len();
+                if n == 0 {
+                    &[]
+                } else {
+                    &rest[field::IDSTR..field::IDSTR + n]
+                }
+            },
+            instance_id: view.instance_id(),
+            version_id: view.version_id(),
+        };
+        r.skip(view.header_len())?;
+        Ok(repr)
+    }
+
+    /// Encoded length.
+    pub fn buffer_len(&self) -> usize {
+        if self.kind.has_full_header() {
+            field::FULL_FIXED_LEN + self.idstr.len()
+        } else {
+            field::SHORT_LEN
+        }
+    }
+
+    /// Writes the header at `out[*pos..]`, advancing `pos`.
+    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
+        if self.kind.has_full_header() && (self.idstr.is_empty() || self.idstr.len() > 255) {
+            return Err(Error::new(*pos, ErrorKind::EmptyName));
+        }
+        if out.len().saturating_sub(*pos) < self.buffer_len() {
+            return Err(Error::new(
+                *pos,
+                ErrorKind::BufferTooSmall {
+                    needed: *pos + self.buffer_len(),
+                    capacity: out.len(),
+                },
+            ));
+        }
+        put(out, pos, &[self.kind.byte()])?;
+        put(out, pos, &self.section_id.to_be_bytes())?;
+        if self.kind.has_full_header() {
+            put(out, pos, &[self.idstr.len() as u8])?;
+            put(out, pos, self.idstr)?;
+            put(out, pos, &self.instance_id.to_be_bytes())?;
+            put(out, pos, &self.version_id.to_be_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A view over the 5-byte section footer.
+#[derive(Debug, Clone, Copy)]
+pub struct SectionFooter<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> SectionFooter<T> {
+    /// Footer length.
+    pub const LEN: usize = field::FOOTER_LEN;
+
+    /// Wraps `buffer` after checking its length; `base` is its absolute offset.
+    pub fn new_checked(buffer: T, base: usize) -> Result<Self> {
+        check_len(buffer.as_ref(), field::FOOTER_LEN, base)?;
+        Ok(SectionFooter { buffer })
+    }
+
+    /// The marker byte (must be `0x7e`).
+    pub fn marker(&self) -> u8 {
+        self.buffer.as_ref()[0]
+    }
+
+    /// The section id the footer repeats.
+    pub fn section_id(&self) -> u32 {
+        super::header::be32(&self.buffer.as_ref()[1..5])
+    }
+
+    /// Checks marker and id; `base` is the footer's absolute offset.
+    pub fn validate(&self, expected_id: u32, base: usize) -> Result<()> {
+        if self.marker() != record::SECTION_FOOTER {
+            return Err(Error::new(
+                base,
+                ErrorKind::MissingFooter {
+                    found: self.marker(),
+                },
+            ));
+        }
+        if self.section_id() != expected_id {
+            return Err(Error::new(
+                base + 1,
+                ErrorKind::FooterMismatch {
+                    expected: expected_id,
+                    found: self.section_id(),
+                },
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks a footer for `section_id` from `r`.
+pub fn read_footer(r: &mut Reader<'_>, section_id: u32) -> Result<()> {
+    let base = r.offset();
+    // A missing marker is reported as such even when fewer than 5 bytes are left.
+    match r.peek(0) {
+        Some(b) if b != record::SECTION_FOOTER => {
+            return Err(Error::new(base, ErrorKind::MissingFooter { found: b }));
+        }
+        _ => {}
+    }
+    let bytes = r.bytes(field::FOOTER_LEN)?;
+    SectionFooter::new_checked(bytes, base)?.validate(section_id, base)
+}
+
+/// Footer bytes for `section_id`.
+pub const fn footer_bytes(section_id: u32) -> [u8; 5] {
+    let id = section_id.to_be_bytes();
+    [record::SECTION_FOOTER, id[0], id[1], id[2], id[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // port92 from the real pc-i440fx-7.2 stream (format §15.3).
+    const PORT92: &[u8] = &[
+        0x04, 0, 0, 0, 0x1b, 6, b'p', b'o', b'r', b't', b'9', b'2', 0, 0, 0, 0, 0, 0, 0, 1, 0x00,
+        0x7e, 0, 0, 0, 0x1b,
+    ];
+
+    #[test]
+    fn golden_full_header_and_footer() {
+        let mut r = Reader::new(PORT92, 0);
+        let h = SectionHeaderRepr::read(&mut r).unwrap();
+        assert_eq!(h.kind, SectionKind::Full);
+        assert_eq!(h.section_id, 27);
+        assert_eq!(h.idstr, b"port92");
+        assert_eq!((h.instance_id, h.version_id), (0, 1));
+        assert_eq!(r.offset(), 20);
+        assert_eq!(r.u8().unwrap(), 0);
+        read_footer(&mut r, 27).unwrap();
+        let mut out = [0xa5u8; 20];
+        let mut pos = 0;
+        h.emit(&mut out, &mut pos).unwrap();
+        assert_eq!(pos, h.buffer_len());
+        assert_eq!(&out[..], &PORT92[..20]);
+        assert_eq!(footer_bytes(27), PORT92[21..]);
+    }
+
+    #[test]
+    fn every_prefix_of_a_header_is_truncated() {
+        for n in 0..20 {
+            let mut r = Reader::new(&PORT92[..n], 0);
+            assert!(
+                SectionHeaderRepr::read(&mut r).unwrap_err().is_incomplete(),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn footer_errors_say_what() {
+        let mut r = Reader::new(&[0x7e, 0, 0, 0, 0x63], 40);
+        let e = read_footer(&mut r, 0x1b).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::FooterMismatch {
+                expected: 0x1b,
+                found: 0x63
+            }
+        );
+        assert_eq!(e.offset, 41);
+        let mut r = Reader::new(&[0x00], 0);
+        assert_eq!(
+            read_footer(&mut r, 1).unwrap_err().kind,
+            ErrorKind::MissingFooter { found: 0 }
+        );
+    }
+
+    #[test]
+    fn short_header() {
+        let b = [0x02, 0, 0, 0, 2];
+        let v = SectionHeader::new_checked(&b[..], 0).unwrap();
+        assert_eq!(v.kind(), SectionKind::Part);
+        assert_eq!(v.section_id(), 2);
+        assert_eq!(v.header_len(), 5);
+        assert_eq!(v.idstr(), b"");
+        let bad = [0x09, 0, 0, 0, 2];
+        assert_eq!(
+            SectionHeader::new_checked(&bad[..], 3).unwrap_err().kind,
+            ErrorKind::UnknownRecordType { found: 9 }
+        );
+    }
+}
