@@ -791,11 +791,22 @@ macro_rules! vbuffer {
 }
 
 /// Checks at compile time that `$vmsd` describes `$S` (see [`Vmsd::check`]); with `wire`, also
-/// that `$S` is exactly the current-version body so it can serve as a zero-copy view.
+/// that `$S` is exactly the current-version body so it can serve as a zero-copy view; with
+/// `body = B`, that the struct `B` at the start of `$S` is exactly the current-version body.
 #[macro_export]
 macro_rules! assert_layout {
     ($S:ty, $vmsd:expr) => {
         const _: () = $vmsd.check(::core::mem::size_of::<$S>());
+    };
+    ($S:ty, $vmsd:expr, body = $B:ty) => {
+        const _: () = {
+            $vmsd.check(::core::mem::size_of::<$S>());
+            assert!($vmsd.is_wire_layout(), "fields are not stored in wire order");
+            match $vmsd.fixed_wire_len() {
+                Some(n) => assert!(n == ::core::mem::size_of::<$B>(), "body struct is not the exact body"),
+                None => panic!("body size varies"),
+            }
+        };
     };
     ($S:ty, $vmsd:expr, wire) => {
         const _: () = {

@@ -1,4 +1,20 @@
-//! Typed models of QEMU 7.2 `pc` device state.
+//! Typed, hardened models of QEMU 7.2 `pc` device state for the `vmstate` codec.
+//!
+//! One file per device: the zerocopy state struct(s), the const description table(s) checked
+//! against them at compile time, the `needed` predicates, the invariants enforced on load (each
+//! naming the CVE class it prevents, per `untrusted-input.md` §4) and tests on real bytes.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod fw_cfg;
+pub mod globalstate;
+pub mod hpet;
+pub mod i8254;
+pub mod i8259;
+pub mod ioapic;
+pub mod pcspk;
+pub mod port92;
+pub mod rtc;
+pub mod serial;
+pub mod timer;

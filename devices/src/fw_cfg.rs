@@ -1,0 +1,1 @@
+//! `fw_cfg` (to be written).

@@ -1,0 +1,1 @@
+//! `globalstate` (to be written).

@@ -1,0 +1,1 @@
+//! `hpet` (to be written).

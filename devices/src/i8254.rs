@@ -1,0 +1,1 @@
+//! `i8254` (to be written).

@@ -1,0 +1,1 @@
+//! `i8259` (to be written).

@@ -1,0 +1,1 @@
+//! `ioapic` (to be written).

@@ -1,0 +1,1 @@
+//! `pcspk` (to be written).

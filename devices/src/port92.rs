@@ -1,0 +1,1 @@
+//! `port92` (to be written).

@@ -1,0 +1,1 @@
+//! `rtc` (to be written).
