@@ -711,65 +711,50 @@ macro_rules! field {
 /// the element count is the field's size over the nested description's size, checked exact.
 #[macro_export]
 macro_rules! struct_field {
-    ($S:ty, $($p:ident).+, $vmsd:expr) => {{
-        const SIZE: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+);
-        const V: &'static $crate::schema::Vmsd = &$vmsd;
-        const _: () = assert!(SIZE % V.size == 0 && SIZE > 0, "struct field size is not a multiple of the nested vmsd size");
+    ($S:ty, $($p:ident).+, $vmsd:expr) => {
         $crate::schema::Field::new(
             $crate::schema::last_segment(stringify!($($p).+)),
             ::core::mem::offset_of!($S, $($p).+),
-            $crate::schema::Kind::Struct { vmsd: V, len: SIZE / V.size },
+            $crate::schema::struct_kind(
+                $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+),
+                &$vmsd,
+            ),
         )
-    }};
+    };
 }
 
 /// A variable array of nested structs whose count is another field of the same struct
 /// (`VMSTATE_STRUCT_VARRAY_*`); capacity is the storage array's length.
 #[macro_export]
 macro_rules! struct_varray {
-    ($S:ty, $($p:ident).+, $vmsd:expr, count = $($c:ident).+) => {{
-        const SIZE: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+);
-        const V: &'static $crate::schema::Vmsd = &$vmsd;
-        const _: () = assert!(SIZE % V.size == 0, "varray storage is not a multiple of the element size");
+    ($S:ty, $($p:ident).+, $vmsd:expr, count = $($c:ident).+) => {
         $crate::schema::Field::new(
             $crate::schema::last_segment(stringify!($($p).+)),
             ::core::mem::offset_of!($S, $($p).+),
-            $crate::schema::Kind::VArray {
-                elem: $crate::schema::Elem::Struct(V),
-                count: $crate::schema::Count {
-                    offset: ::core::mem::offset_of!($S, $($c).+),
-                    ty: $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
-                    capacity: SIZE / V.size,
-                },
-            },
+            $crate::schema::struct_varray_kind(
+                $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+),
+                &$vmsd,
+                ::core::mem::offset_of!($S, $($c).+),
+                $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
+            ),
         )
-    }};
+    };
 }
 
 /// A variable array of scalars whose count is another field (`VMSTATE_VARRAY_*`).
 #[macro_export]
 macro_rules! varray {
-    ($S:ty, $($p:ident).+, count = $($c:ident).+) => {{
-        const K: $crate::schema::Kind = $crate::schema::kind_of::<$S, _>(|s: &$S| &s.$($p).+);
-        const ELEM: $crate::schema::Scalar = match K {
-            $crate::schema::Kind::Array { elem, .. } => elem,
-            $crate::schema::Kind::Buffer { .. } => $crate::schema::Scalar::U8,
-            _ => panic!("varray storage must be an array"),
-        };
-        const CAP: usize = $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+) / ELEM.width();
+    ($S:ty, $($p:ident).+, count = $($c:ident).+) => {
         $crate::schema::Field::new(
             $crate::schema::last_segment(stringify!($($p).+)),
             ::core::mem::offset_of!($S, $($p).+),
-            $crate::schema::Kind::VArray {
-                elem: $crate::schema::Elem::Scalar(ELEM),
-                count: $crate::schema::Count {
-                    offset: ::core::mem::offset_of!($S, $($c).+),
-                    ty: $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
-                    capacity: CAP,
-                },
-            },
+            $crate::schema::varray_kind(
+                $crate::schema::kind_of::<$S, _>(|s: &$S| &s.$($p).+),
+                ::core::mem::offset_of!($S, $($c).+),
+                $crate::schema::count_type_of::<$S, _>(|s: &$S| &s.$($c).+),
+            ),
         )
-    }};
+    };
 }
 
 /// A variable-size byte buffer whose size is another field (`VMSTATE_VBUFFER*`).
@@ -788,6 +773,55 @@ macro_rules! vbuffer {
             },
         )
     };
+}
+
+/// The kind of a struct field of `size` bytes holding elements described by `vmsd`.
+pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
+    if vmsd.size == 0 || size == 0 || size % vmsd.size != 0 {
+        panic!("struct field size is not a multiple of the nested vmsd size");
+    }
+    Kind::Struct {
+        vmsd,
+        len: size / vmsd.size,
+    }
+}
+
+/// The kind of a struct varray of `size` bytes of storage counted by the field at
+/// `count_offset`.
+pub const fn struct_varray_kind(
+    size: usize,
+    vmsd: &'static Vmsd,
+    count_offset: usize,
+    ty: CountType,
+) -> Kind {
+    if vmsd.size == 0 || size % vmsd.size != 0 {
+        panic!("varray storage is not a multiple of the element size");
+    }
+    Kind::VArray {
+        elem: Elem::Struct(vmsd),
+        count: Count {
+            offset: count_offset,
+            ty,
+            capacity: size / vmsd.size,
+        },
+    }
+}
+
+/// The kind of a scalar varray whose storage has kind `storage` (an array or byte buffer).
+pub const fn varray_kind(storage: Kind, count_offset: usize, ty: CountType) -> Kind {
+    let (elem, capacity) = match storage {
+        Kind::Array { elem, len } => (elem, len),
+        Kind::Buffer { len } => (Scalar::U8, len),
+        _ => panic!("varray storage must be an array"),
+    };
+    Kind::VArray {
+        elem: Elem::Scalar(elem),
+        count: Count {
+            offset: count_offset,
+            ty,
+            capacity,
+        },
+    }
 }
 
 /// Checks at compile time that `$vmsd` describes `$S` (see [`Vmsd::check`]); with `wire`, also
@@ -830,37 +864,35 @@ macro_rules! assert_layout {
 /// erased state bytes, for `needed` and similar hooks.
 #[macro_export]
 macro_rules! pred {
-    ($S:ty, |$s:ident| $body:expr) => {{
-        fn pred(bytes: &[u8]) -> bool {
+    ($S:ty, |$s:ident| $body:expr) => {
+        (|bytes: &[u8]| -> bool {
             match <$S as $crate::zerocopy::FromBytes>::ref_from_prefix(bytes) {
                 Ok(($s, _)) => $body,
                 Err(_) => false,
             }
-        }
-        pred as fn(&[u8]) -> bool
-    }};
+        }) as fn(&[u8]) -> bool
+    };
 }
 
 /// A typed mutator: `mutate!(State, |s| s.x = 0.into())` gives a `fn(&mut [u8])`, for `pre_load`
 /// and subsection defaults.
 #[macro_export]
 macro_rules! mutate {
-    ($S:ty, |$s:ident| $body:expr) => {{
-        fn mutate(bytes: &mut [u8]) {
+    ($S:ty, |$s:ident| $body:expr) => {
+        (|bytes: &mut [u8]| {
             if let Ok(($s, _)) = <$S as $crate::zerocopy::FromBytes>::mut_from_prefix(bytes) {
                 $body;
             }
-        }
-        mutate as fn(&mut [u8])
-    }};
+        }) as fn(&mut [u8])
+    };
 }
 
 /// A typed validation hook: `check!(State, |s, version| { ...; Ok(()) })` gives a
 /// [`ValidateFn`].
 #[macro_export]
 macro_rules! check {
-    ($S:ty, |$s:ident, $v:ident| $body:expr) => {{
-        fn check(bytes: &[u8], $v: u32) -> ::core::result::Result<(), $crate::Violation> {
+    ($S:ty, |$s:ident, $v:ident| $body:expr) => {
+        (|bytes: &[u8], $v: u32| -> ::core::result::Result<(), $crate::Violation> {
             match <$S as $crate::zerocopy::FromBytes>::ref_from_prefix(bytes) {
                 Ok(($s, _)) => $body,
                 Err(_) => Err($crate::Violation {
@@ -869,9 +901,8 @@ macro_rules! check {
                     found: bytes.len() as u64,
                 }),
             }
-        }
-        check as $crate::schema::ValidateFn
-    }};
+        }) as $crate::schema::ValidateFn
+    };
 }
 
 #[cfg(test)]

@@ -1,0 +1,389 @@
+//! Golden bytes for every field kind, version gating, predicates and subsections.
+//!
+//! Encoders write into buffers pre-filled with 0xa5 so a byte the encoder forgot shows up.
+
+use vmstate::schema::{Field, Subsection, Vmsd};
+use vmstate::{
+    ErrorKind, Expected, SectionId, State, Violation, assert_layout, check, field, mutate, pred,
+    struct_field, struct_varray, varray, vbuffer,
+};
+use zerocopy::byteorder::big_endian::{I16, I32, I64, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Pair {
+    x: u8,
+    y: U16,
+}
+
+const PAIR: Vmsd = Vmsd::new("pair", 1, 1, size_of::<Pair>()).fields(&[field!(Pair, x), field!(Pair, y)]);
+assert_layout!(Pair, PAIR, wire);
+
+/// A struct with one field of every kind.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Kinds {
+    u8_: u8,
+    u16_: U16,
+    u32_: U32,
+    u64_: U64,
+    i8_: i8,
+    i16_: I16,
+    i32_: I32,
+    i64_: I64,
+    flag: u8,
+    deadline: U64,
+    arr: [U16; 3],
+    buf: [u8; 4],
+    pad: [u8; 2],
+    magic: U32,
+    one: Pair,
+    two: [Pair; 2],
+    n: u8,
+    items: [Pair; 4],
+    m: I32,
+    bytes: [u8; 8],
+    k: U16,
+    words: [U32; 4],
+    since2: U32,
+    only_if_seven: u8,
+    // Subsection field.
+    extra: U16,
+}
+
+fn is_seven(s: &[u8], _v: u32) -> bool {
+    s.first() == Some(&7)
+}
+
+const EXTRA: Vmsd = Vmsd::new("kinds/extra", 1, 1, size_of::<Kinds>()).fields(&[field!(Kinds, extra)]);
+
+const KINDS: Vmsd = Vmsd::new("kinds", 2, 1, size_of::<Kinds>())
+    .fields(&[
+        field!(Kinds, u8_),
+        field!(Kinds, u16_),
+        field!(Kinds, u32_),
+        field!(Kinds, u64_),
+        field!(Kinds, i8_),
+        field!(Kinds, i16_),
+        field!(Kinds, i32_),
+        field!(Kinds, i64_),
+        field!(Kinds, flag).boolean(),
+        field!(Kinds, deadline).timer(),
+        field!(Kinds, arr),
+        field!(Kinds, buf),
+        field!(Kinds, pad).unused(),
+        field!(Kinds, magic).equal(),
+        struct_field!(Kinds, one, PAIR),
+        struct_field!(Kinds, two, PAIR),
+        field!(Kinds, n),
+        Field::validate("n in range", |s, _| s.get(offset_n()).is_some_and(|&n| n <= 4)),
+        struct_varray!(Kinds, items, PAIR, count = n),
+        field!(Kinds, m),
+        vbuffer!(Kinds, bytes, size = m),
+        field!(Kinds, k),
+        varray!(Kinds, words, count = k),
+        Field::null_ptr("ptr"),
+        field!(Kinds, since2).since(2),
+        field!(Kinds, only_if_seven).exists(is_seven),
+    ])
+    .subsections(&[Subsection::new(&EXTRA, pred!(Kinds, |s| s.extra.get() != 0))
+        .absent(mutate!(Kinds, |s| s.extra = U16::new(0)))])
+    .validate(check!(Kinds, |s, _v| if s.u16_.get() == 0xdead {
+        Err(Violation { field: "u16_", expected: Expected::Rule("not 0xdead"), found: 0xdead })
+    } else {
+        Ok(())
+    }));
+assert_layout!(Kinds, KINDS);
+
+const fn offset_n() -> usize {
+    core::mem::offset_of!(Kinds, n)
+}
+
+impl State for Kinds {
+    const VMSD: &'static Vmsd = &KINDS;
+}
+
+fn sample() -> Kinds {
+    Kinds {
+        u8_: 7,
+        u16_: U16::new(0x1234),
+        u32_: U32::new(70000),
+        u64_: U64::new(0x0102_0304_0506_0708),
+        i8_: -2,
+        i16_: I16::new(-300),
+        i32_: I32::new(-5),
+        i64_: I64::new(-12121212),
+        flag: 1,
+        deadline: U64::new(u64::MAX),
+        arr: [U16::new(1), U16::new(2), U16::new(3)],
+        buf: *b"abcd",
+        pad: [0, 0],
+        magic: U32::new(0xcafe_f00d),
+        one: Pair { x: 9, y: U16::new(10) },
+        two: [Pair { x: 1, y: U16::new(2) }, Pair { x: 3, y: U16::new(4) }],
+        n: 2,
+        items: [
+            Pair { x: 0x11, y: U16::new(0x2222) },
+            Pair { x: 0x33, y: U16::new(0x4444) },
+            Pair::default(),
+            Pair::default(),
+        ],
+        m: I32::new(3),
+        bytes: [0xb0, 0xb1, 0xb2, 0, 0, 0, 0, 0],
+        k: U16::new(1),
+        words: [U32::new(0xdead_beef), U32::new(0), U32::new(0), U32::new(0)],
+        since2: U32::new(0x5555_5555),
+        only_if_seven: 0x77,
+        extra: U16::new(0xbeef),
+    }
+}
+
+/// The body of `sample()` at version 2, written out by hand.
+fn golden_body() -> Vec<u8> {
+    let mut b = vec![];
+    b.extend([0x07]); // u8
+    b.extend([0x12, 0x34]); // u16
+    b.extend([0x00, 0x01, 0x11, 0x70]); // u32 70000
+    b.extend([1, 2, 3, 4, 5, 6, 7, 8]); // u64
+    b.extend([0xfe]); // i8 -2
+    b.extend([0xfe, 0xd4]); // i16 -300
+    b.extend([0xff, 0xff, 0xff, 0xfb]); // i32 -5
+    b.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0x47, 0x0b, 0x84]); // i64 -12121212
+    b.extend([0x01]); // bool
+    b.extend([0xff; 8]); // timer, not armed
+    b.extend([0, 1, 0, 2, 0, 3]); // u16 array
+    b.extend(*b"abcd"); // buffer
+    b.extend([0, 0]); // unused
+    b.extend([0xca, 0xfe, 0xf0, 0x0d]); // equal
+    b.extend([9, 0, 10]); // struct
+    b.extend([1, 0, 2, 3, 0, 4]); // struct array
+    b.extend([2]); // varray count
+    // (validate: zero bytes)
+    b.extend([0x11, 0x22, 0x22, 0x33, 0x44, 0x44]); // struct varray, 2 of 4
+    b.extend([0, 0, 0, 3]); // vbuffer size (int32)
+    b.extend([0xb0, 0xb1, 0xb2]); // vbuffer, 3 bytes
+    b.extend([0, 1]); // scalar varray count
+    b.extend([0xde, 0xad, 0xbe, 0xef]); // u32 varray, 1 of 4
+    b.extend([0x30]); // NULL pointer marker
+    b.extend([0x55; 4]); // since 2
+    b.extend([0x77]); // exists(u8 == 7)
+    b.extend([0x05, 11]); // subsection
+    b.extend(*b"kinds/extra");
+    b.extend([0, 0, 0, 1, 0xbe, 0xef]);
+    b
+}
+
+fn encode(state: &Kinds) -> Vec<u8> {
+    let mut buf = vec![0xa5u8; 512];
+    let n = vmstate::encode_body_into(state, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn every_field_kind_encodes_to_golden_bytes() {
+    assert_eq!(encode(&sample()), golden_body());
+}
+
+#[test]
+fn every_field_kind_decodes_from_golden_bytes() {
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        ..Kinds::default()
+    };
+    let body = golden_body();
+    let got = vmstate::decode(&init, 2, &body, 0).unwrap();
+    assert_eq!(got, sample());
+}
+
+#[test]
+fn version_gating_and_predicates() {
+    let mut s = sample();
+    // Version 1 leaves out `since2`; the predicate field follows u8 == 7.
+    let mut v1 = vec![0xa5u8; 512];
+    let mut sink = vmstate::SliceSink::new(&mut v1);
+    vmstate::body::encode_body_v(&KINDS, 1, s.as_bytes(), &mut sink).unwrap();
+    let n = sink.finish();
+    let golden = golden_body();
+    let cut = golden.len() - 4 - 1 - 19; // since2, predicate byte, subsection
+    assert_eq!(&v1[..cut], &golden[..cut]);
+    assert_eq!(&v1[cut..n], &[&[0x77u8][..], &golden[golden.len() - 19..]].concat()[..]);
+    // Decoding that v1 body into a state with since2 = 0 leaves since2 alone.
+    let init = Kinds { magic: U32::new(0xcafe_f00d), ..Kinds::default() };
+    let got = vmstate::decode(&init, 1, &v1[..n], 0).unwrap();
+    assert_eq!(got.since2.get(), 0);
+    assert_eq!(got.only_if_seven, 0x77);
+    // With u8 != 7 the predicate field is absent.
+    s.u8_ = 6;
+    let b = encode(&s);
+    assert_eq!(b.len(), golden.len() - 1);
+    assert_eq!(vmstate::decode(&init, 2, &b, 0).unwrap().only_if_seven, 0);
+}
+
+#[test]
+fn subsections_present_absent_unknown_duplicate() {
+    let init = Kinds { magic: U32::new(0xcafe_f00d), extra: U16::new(0x1111), ..Kinds::default() };
+    let golden = golden_body();
+    let base = golden.len() - 19;
+    // Absent: not needed when extra == 0; on load the default applies (0), not the prior 0x1111.
+    let mut s = sample();
+    s.extra = U16::new(0);
+    assert_eq!(encode(&s), golden[..base].to_vec());
+    assert_eq!(vmstate::decode(&init, 2, &golden[..base], 0).unwrap().extra.get(), 0);
+    // Unknown name with the device's prefix: error naming it, at the subsection's offset.
+    let mut unknown = golden.clone();
+    unknown[base + 2 + 6] = b'X'; // kinds/Xxtra
+    let e = vmstate::decode(&init, 2, &unknown, 100).unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::UnknownSubsection { name } if name.eq_bytes(b"kinds/Xxtra")));
+    assert_eq!(e.offset, 100 + base);
+    // A name without the prefix is not a subsection: the bytes are left over.
+    let mut foreign = golden.clone();
+    foreign[base + 2] = b'K';
+    assert!(matches!(
+        vmstate::decode(&init, 2, &foreign, 0).unwrap_err().kind,
+        ErrorKind::MissingFooter { found: 0x05 }
+    ));
+    // Duplicate subsection.
+    let mut dup = golden.clone();
+    dup.extend_from_slice(&golden[base..]);
+    assert!(matches!(
+        vmstate::decode(&init, 2, &dup, 0).unwrap_err().kind,
+        ErrorKind::DuplicateSubsection { name: "kinds/extra" }
+    ));
+    // Subsection version above 255 (QEMU would truncate 0x101 to 1).
+    let mut wide = golden.clone();
+    wide[base + 2 + 11 + 2] = 1;
+    assert!(matches!(
+        vmstate::decode(&init, 2, &wide, 0).unwrap_err().kind,
+        ErrorKind::SubsectionVersionOverflow { found: 0x101 }
+    ));
+    // Subsection version too new.
+    let mut newer = golden.clone();
+    newer[base + 2 + 11 + 3] = 2;
+    let e = vmstate::decode(&init, 2, &newer, 0).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::VersionTooNew { found: 2, max: 1 });
+    assert_eq!(e.field, Some("kinds/extra"));
+}
+
+#[test]
+fn checks_on_load_name_the_field_and_offset() {
+    let init = Kinds { magic: U32::new(0xcafe_f00d), ..Kinds::default() };
+    let golden = golden_body();
+    let at = |name: &str| -> usize {
+        // Offsets of fields in golden_body(), by construction above.
+        match name {
+            "flag" => 30,
+            "magic" => 51,
+            "n" => 64,
+            "m" => 71,
+            "ptr" => 84,
+            _ => unreachable!(),
+        }
+    };
+    let cases: Vec<(usize, u8, &str, Box<dyn Fn(&ErrorKind) -> bool>)> = vec![
+        (at("flag"), 2, "flag", Box::new(|k| *k == ErrorKind::BadBool { found: 2 })),
+        (at("magic"), 0, "magic", Box::new(|k| *k == ErrorKind::NotEqual { expected: 0xcafef00d, found: 0x00fef00d })),
+        (at("n"), 5, "n in range", Box::new(|k| *k == ErrorKind::ValidationFailed { check: "n in range" })),
+        (at("m") + 3, 9, "bytes", Box::new(|k| *k == ErrorKind::CountOverCapacity { count: 9, capacity: 8 })),
+        (at("m"), 0xff, "bytes", Box::new(|k| matches!(k, ErrorKind::CountOverCapacity { count, .. } if *count < 0))),
+        (at("ptr"), 0x31, "ptr", Box::new(|k| *k == ErrorKind::BadNullMarker { found: 0x31 })),
+    ];
+    for (off, byte, field, ok) in cases {
+        let mut b = golden.clone();
+        b[off] = byte;
+        let e = vmstate::decode(&init, 2, &b, 1000).unwrap_err();
+        assert!(ok(&e.kind), "{field}: {e}");
+        assert_eq!(e.field, Some(field), "{e}");
+        assert!(e.offset >= 1000 && e.offset <= 1000 + off + 4, "{e}");
+    }
+    // The device validation hook names its field and its byte offset.
+    let mut b = golden.clone();
+    b[1] = 0xde;
+    b[2] = 0xad;
+    let e = vmstate::decode(&init, 2, &b, 1000).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid { expected: Expected::Rule("not 0xdead"), found: 0xdead });
+    assert_eq!((e.field, e.offset), (Some("u16_"), 1001));
+    // Versions outside [min, max].
+    assert_eq!(vmstate::decode(&init, 3, &golden, 0).unwrap_err().kind, ErrorKind::VersionTooNew { found: 3, max: 2 });
+    assert_eq!(vmstate::decode(&init, 0, &golden, 0).unwrap_err().kind, ErrorKind::VersionTooOld { found: 0, min: 1 });
+}
+
+#[test]
+fn failed_load_changes_nothing_and_every_prefix_fails_cleanly() {
+    let golden = golden_body();
+    let before = Kinds { magic: U32::new(0xcafe_f00d), u8_: 42, ..Kinds::default() };
+    let mut state = before;
+    let fields_end = golden.len() - 19;
+    for n in 0..golden.len() {
+        if n == fields_end {
+            // A body without its optional subsection is complete.
+            vmstate::load(&mut state, 2, &golden[..n], 0).unwrap();
+            state = before;
+            continue;
+        }
+        let e = vmstate::load(&mut state, 2, &golden[..n], 0).unwrap_err();
+        assert!(e.is_incomplete() || matches!(e.kind, ErrorKind::MissingFooter { .. }), "{n}: {e}");
+        assert_eq!(state, before, "prefix {n} changed the state");
+    }
+    vmstate::load(&mut state, 2, &golden, 0).unwrap();
+    assert_eq!(state, sample());
+}
+
+#[test]
+fn full_section_golden() {
+    let mut buf = [0xa5u8; 256];
+    #[repr(C)]
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    struct Port92 {
+        outport: u8,
+    }
+    const PORT92: Vmsd = Vmsd::new("port92", 1, 1, 1).fields(&[field!(Port92, outport)]);
+    impl State for Port92 {
+        const VMSD: &'static Vmsd = &PORT92;
+    }
+    let id = SectionId { section_id: 0x1b, idstr: b"port92", instance_id: 0 };
+    let n = vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf).unwrap();
+    // format §15.3, from the real pc-i440fx-7.2 stream.
+    assert_eq!(
+        &buf[..n],
+        &[4, 0, 0, 0, 0x1b, 6, b'p', b'o', b'r', b't', b'9', b'2', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x7e, 0, 0, 0, 0x1b]
+    );
+    // Too small a buffer is an error, not a panic.
+    assert!(matches!(
+        vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf[..10]).unwrap_err().kind,
+        ErrorKind::BufferTooSmall { .. }
+    ));
+}
+
+#[test]
+fn description_json_matches_qemu_rules() {
+    let mut out = vec![0u8; 4096];
+    let mut sink = vmstate::SliceSink::new(&mut out);
+    vmstate::vmdesc::device(&mut sink, b"kinds", 0, &KINDS, sample().as_bytes()).unwrap();
+    let n = sink.finish();
+    let json = std::str::from_utf8(&out[..n]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    // Compact QEMU style: ", " and ": " separators.
+    assert!(json.starts_with(r#"{"name": "kinds", "instance_id": 0, "vmsd_name": "kinds", "version": 2, "fields": [{"name": "u8_", "type": "uint8", "size": 1}"#), "{json}");
+    let fields = v["fields"].as_array().unwrap();
+    let by_name = |n: &str| fields.iter().filter(|f| f["name"] == n).collect::<Vec<_>>();
+    assert_eq!(by_name("arr")[0]["array_len"], 3);
+    assert_eq!(by_name("unused")[0]["type"], "unused_buffer");
+    assert_eq!(by_name("pad").len(), 0);
+    assert_eq!(by_name("magic")[0]["type"], "uint32 equal");
+    assert_eq!(by_name("deadline")[0]["type"], "timer");
+    assert_eq!(by_name("two")[0]["array_len"], 2); // compressible struct array
+    assert_eq!(by_name("two")[0]["struct"]["vmsd_name"], "pair");
+    assert_eq!(by_name("items")[0]["array_len"], 2); // varray with count 2
+    assert_eq!(by_name("bytes")[0]["size"], 3);
+    assert_eq!(by_name("words")[0]["size"], 4);
+    assert!(by_name("n in range").is_empty());
+    assert_eq!(v["subsections"][0]["vmsd_name"], "kinds/extra");
+    // The sizes add up to the body.
+    let total: u64 = fields
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap() * f.get("array_len").and_then(|a| a.as_u64()).unwrap_or(1))
+        .sum();
+    assert_eq!(total as usize + 19, golden_body().len());
+}
