@@ -251,21 +251,21 @@ pub fn decode_body_mode(
     }
     let mut starts = [usize::MAX; crate::schema::MAX_SUBSECTIONS];
     decode_subsections(vmsd, r, state, &mut starts, mode)?;
-    if let (Some(validate), Mode::Load) = (vmsd.validate, mode) {
-        if let Err(v) = validate(state, version) {
-            let at = locate_field(vmsd, version, state, start, &starts, v.field);
-            let mut e = Error::new(
-                at,
-                ErrorKind::Invalid {
-                    expected: v.expected,
-                    found: v.found,
-                },
-            );
-            if !v.field.is_empty() {
-                e = e.in_field(v.field);
-            }
-            return Err(e);
+    if let (Some(validate), Mode::Load) = (vmsd.validate, mode)
+        && let Err(v) = validate(state, version)
+    {
+        let at = locate_field(vmsd, version, state, start, &starts, v.field);
+        let mut e = Error::new(
+            at,
+            ErrorKind::Invalid {
+                expected: v.expected,
+                found: v.found,
+            },
+        );
+        if !v.field.is_empty() {
+            e = e.in_field(v.field);
         }
+        return Err(e);
     }
     Ok(())
 }
@@ -298,10 +298,10 @@ fn locate_field(
     }
     for (i, sub) in vmsd.subsections.iter().enumerate() {
         let s = sub_starts.get(i).copied().unwrap_or(usize::MAX);
-        if s != usize::MAX {
-            if let Some(at) = walk(sub.vmsd, sub.vmsd.version_id, state, s, name) {
-                return at;
-            }
+        if s != usize::MAX
+            && let Some(at) = walk(sub.vmsd, sub.vmsd.version_id, state, s, name)
+        {
+            return at;
         }
     }
     start
@@ -346,10 +346,10 @@ fn decode_subsections(
         decode_body_mode(sub.vmsd, h.version, r, state, mode).map_err(|e| e.in_field(field))?;
     }
     for (idx, sub) in vmsd.subsections.iter().enumerate() {
-        if seen & (1 << idx) == 0 {
-            if let Some(absent) = sub.absent {
-                absent(state);
-            }
+        if seen & (1 << idx) == 0
+            && let Some(absent) = sub.absent
+        {
+            absent(state);
         }
     }
     Ok(())
@@ -419,10 +419,10 @@ fn decode_field(
                 Elem::Scalar(s) => {
                     let len = n * s.width();
                     let src = r.bytes(len)?;
-                    if s == Scalar::Bool {
-                        if let Some(i) = src.iter().position(|&b| b > 1) {
-                            return Err(Error::new(at + i, ErrorKind::BadBool { found: src[i] }));
-                        }
+                    if s == Scalar::Bool
+                        && let Some(i) = src.iter().position(|&b| b > 1)
+                    {
+                        return Err(Error::new(at + i, ErrorKind::BadBool { found: src[i] }));
                     }
                     range_mut(state, f.offset, len, at)?.copy_from_slice(src);
                 }

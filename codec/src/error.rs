@@ -20,7 +20,7 @@ pub struct Name {
 
 impl Name {
     /// How many bytes of a name an error keeps.
-    pub const CAPACITY: usize = 48;
+    pub const CAPACITY: usize = 32;
 
     /// An empty name.
     pub const EMPTY: Name = Name {

@@ -561,7 +561,8 @@ mod tests {
         let mut ctx = RamContext::new(RamOptions::default());
         let list: &[u8] = b"\0\0\0\0\0\0\x10\x04\x06pc.ram\0\0\0\0\0\0\x10\x00\0\0\0\0\0\0\0\x10";
         ctx.measure_body(&mut Reader::new(list, 0)).unwrap();
-        let cases: &[(&[u8], fn(&ErrorKind) -> bool)] = &[
+        type Case<'a> = (&'a [u8], fn(&ErrorKind) -> bool);
+        let cases: &[Case] = &[
             (b"\0\0\0\0\0\0\0\x22\x00", |k| {
                 matches!(
                     k,

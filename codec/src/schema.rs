@@ -551,10 +551,8 @@ impl Vmsd {
                         v.check(v.size)
                     }
                 }
-                Kind::VBuffer { size: count } => {
-                    if count.offset + count.ty.width() > size {
-                        panic!("vbuffer size lies outside the state struct");
-                    }
+                Kind::VBuffer { size: count } if count.offset + count.ty.width() > size => {
+                    panic!("vbuffer size lies outside the state struct");
                 }
                 _ => {}
             }
@@ -777,7 +775,7 @@ macro_rules! vbuffer {
 
 /// The kind of a struct field of `size` bytes holding elements described by `vmsd`.
 pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
-    if vmsd.size == 0 || size == 0 || size % vmsd.size != 0 {
+    if vmsd.size == 0 || size == 0 || !size.is_multiple_of(vmsd.size) {
         panic!("struct field size is not a multiple of the nested vmsd size");
     }
     Kind::Struct {
@@ -794,7 +792,7 @@ pub const fn struct_varray_kind(
     count_offset: usize,
     ty: CountType,
 ) -> Kind {
-    if vmsd.size == 0 || size % vmsd.size != 0 {
+    if vmsd.size == 0 || !size.is_multiple_of(vmsd.size) {
         panic!("varray storage is not a multiple of the element size");
     }
     Kind::VArray {
@@ -835,9 +833,15 @@ macro_rules! assert_layout {
     ($S:ty, $vmsd:expr, body = $B:ty) => {
         const _: () = {
             $vmsd.check(::core::mem::size_of::<$S>());
-            assert!($vmsd.is_wire_layout(), "fields are not stored in wire order");
+            assert!(
+                $vmsd.is_wire_layout(),
+                "fields are not stored in wire order"
+            );
             match $vmsd.fixed_wire_len() {
-                Some(n) => assert!(n == ::core::mem::size_of::<$B>(), "body struct is not the exact body"),
+                Some(n) => assert!(
+                    n == ::core::mem::size_of::<$B>(),
+                    "body struct is not the exact body"
+                ),
                 None => panic!("body size varies"),
             }
         };

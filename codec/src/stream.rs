@@ -128,6 +128,8 @@ impl BodyLength for Schemas<'_> {
 /// Finds a body's end by scanning for its footer (`7e` + section id) followed by bytes that
 /// start a valid record. A heuristic for sections nobody describes: a body containing those
 /// exact bytes can fool it, so it is a fallback, never a loader. Work is linear in the body.
+/// When the input ends before a footer is found the answer is "need more input"
+/// ([`ErrorKind::Truncated`]): more bytes may bring the footer.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FooterScan;
 
@@ -136,7 +138,7 @@ impl BodyLength for FooterScan {
         &mut self,
         sec: &SectionInfo<'_>,
         rest: &[u8],
-        _base: usize,
+        base: usize,
     ) -> Result<Option<usize>> {
         let footer = crate::wire::section::footer_bytes(sec.section_id);
         let mut from = 0;
@@ -150,13 +152,21 @@ impl BodyLength for FooterScan {
             }
             from = at + 1;
         }
-        Ok(None)
+        Err(Error::new(
+            base + rest.len(),
+            ErrorKind::Truncated {
+                needed: 5,
+                available: 0,
+            },
+        ))
     }
 }
 
 fn plausible_record_start(next: &[u8]) -> bool {
     match next.first() {
-        None => false,
+        // The footer is the last thing in the input: plausible only for a cut stream, which the
+        // caller reports when it reads on.
+        None => true,
         Some(&record::EOF) => matches!(next.get(1), None | Some(&record::VMDESCRIPTION)),
         Some(&b) if SectionKind::from_byte(b).is_some() => {
             SectionHeader::new_checked(next, 0).is_ok()
@@ -443,43 +453,42 @@ impl<'a, L: BodyLength> Records<'a, L> {
         let offset = r.offset();
         let h = SectionHeaderRepr::read(r)?;
         let header_len = r.offset() - offset;
-        let info = if h.kind.has_full_header() {
-            let id = h.section_id as usize;
-            if id < SEEN_IDS {
-                if self.seen[id / 64] & (1 << (id % 64)) != 0 {
+        let info =
+            if h.kind.has_full_header() {
+                let id = h.section_id as usize;
+                if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
                     return Err(Error::new(offset + 1, ErrorKind::DuplicateSection)
                         .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
                 }
-            }
-            let info = SectionInfo {
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: h.idstr,
-                instance_id: h.instance_id,
-                version_id: h.version_id,
-                ordinal: self.ordinal,
+
+                SectionInfo {
+                    kind: h.kind,
+                    section_id: h.section_id,
+                    idstr: h.idstr,
+                    instance_id: h.instance_id,
+                    version_id: h.version_id,
+                    ordinal: self.ordinal,
+                }
+            } else {
+                let open = self
+                    .open
+                    .iter()
+                    .find(|o| o.section_id == h.section_id)
+                    .ok_or(Error::new(
+                        offset + 1,
+                        ErrorKind::UnknownSectionId {
+                            found: h.section_id,
+                        },
+                    ))?;
+                SectionInfo {
+                    kind: h.kind,
+                    section_id: h.section_id,
+                    idstr: open.idstr,
+                    instance_id: open.instance_id,
+                    version_id: open.version_id,
+                    ordinal: open.ordinal,
+                }
             };
-            info
-        } else {
-            let open = self
-                .open
-                .iter()
-                .find(|o| o.section_id == h.section_id)
-                .ok_or(Error::new(
-                    offset + 1,
-                    ErrorKind::UnknownSectionId {
-                        found: h.section_id,
-                    },
-                ))?;
-            SectionInfo {
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: open.idstr,
-                instance_id: open.instance_id,
-                version_id: open.version_id,
-                ordinal: open.ordinal,
-            }
-        };
         let context = ctx(info.idstr, info.instance_id, info.section_id);
         let body_offset = r.offset();
         let len = if info.idstr == b"ram" {

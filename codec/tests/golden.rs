@@ -11,18 +11,43 @@ use zerocopy::byteorder::big_endian::{I16, I32, I64, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+)]
 struct Pair {
     x: u8,
     y: U16,
 }
 
-const PAIR: Vmsd = Vmsd::new("pair", 1, 1, size_of::<Pair>()).fields(&[field!(Pair, x), field!(Pair, y)]);
+const PAIR: Vmsd =
+    Vmsd::new("pair", 1, 1, size_of::<Pair>()).fields(&[field!(Pair, x), field!(Pair, y)]);
 assert_layout!(Pair, PAIR, wire);
 
 /// A struct with one field of every kind.
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+)]
 struct Kinds {
     u8_: u8,
     u16_: U16,
@@ -56,7 +81,8 @@ fn is_seven(s: &[u8], _v: u32) -> bool {
     s.first() == Some(&7)
 }
 
-const EXTRA: Vmsd = Vmsd::new("kinds/extra", 1, 1, size_of::<Kinds>()).fields(&[field!(Kinds, extra)]);
+const EXTRA: Vmsd =
+    Vmsd::new("kinds/extra", 1, 1, size_of::<Kinds>()).fields(&[field!(Kinds, extra)]);
 
 const KINDS: Vmsd = Vmsd::new("kinds", 2, 1, size_of::<Kinds>())
     .fields(&[
@@ -77,7 +103,9 @@ const KINDS: Vmsd = Vmsd::new("kinds", 2, 1, size_of::<Kinds>())
         struct_field!(Kinds, one, PAIR),
         struct_field!(Kinds, two, PAIR),
         field!(Kinds, n),
-        Field::validate("n in range", |s, _| s.get(offset_n()).is_some_and(|&n| n <= 4)),
+        Field::validate("n in range", |s, _| {
+            s.get(offset_n()).is_some_and(|&n| n <= 4)
+        }),
         struct_varray!(Kinds, items, PAIR, count = n),
         field!(Kinds, m),
         vbuffer!(Kinds, bytes, size = m),
@@ -87,10 +115,16 @@ const KINDS: Vmsd = Vmsd::new("kinds", 2, 1, size_of::<Kinds>())
         field!(Kinds, since2).since(2),
         field!(Kinds, only_if_seven).exists(is_seven),
     ])
-    .subsections(&[Subsection::new(&EXTRA, pred!(Kinds, |s| s.extra.get() != 0))
-        .absent(mutate!(Kinds, |s| s.extra = U16::new(0)))])
+    .subsections(&[
+        Subsection::new(&EXTRA, pred!(Kinds, |s| s.extra.get() != 0))
+            .absent(mutate!(Kinds, |s| s.extra = U16::new(0))),
+    ])
     .validate(check!(Kinds, |s, _v| if s.u16_.get() == 0xdead {
-        Err(Violation { field: "u16_", expected: Expected::Rule("not 0xdead"), found: 0xdead })
+        Err(Violation {
+            field: "u16_",
+            expected: Expected::Rule("not 0xdead"),
+            found: 0xdead,
+        })
     } else {
         Ok(())
     }));
@@ -120,12 +154,30 @@ fn sample() -> Kinds {
         buf: *b"abcd",
         pad: [0, 0],
         magic: U32::new(0xcafe_f00d),
-        one: Pair { x: 9, y: U16::new(10) },
-        two: [Pair { x: 1, y: U16::new(2) }, Pair { x: 3, y: U16::new(4) }],
+        one: Pair {
+            x: 9,
+            y: U16::new(10),
+        },
+        two: [
+            Pair {
+                x: 1,
+                y: U16::new(2),
+            },
+            Pair {
+                x: 3,
+                y: U16::new(4),
+            },
+        ],
         n: 2,
         items: [
-            Pair { x: 0x11, y: U16::new(0x2222) },
-            Pair { x: 0x33, y: U16::new(0x4444) },
+            Pair {
+                x: 0x11,
+                y: U16::new(0x2222),
+            },
+            Pair {
+                x: 0x33,
+                y: U16::new(0x4444),
+            },
             Pair::default(),
             Pair::default(),
         ],
@@ -208,9 +260,15 @@ fn version_gating_and_predicates() {
     let golden = golden_body();
     let cut = golden.len() - 4 - 1 - 19; // since2, predicate byte, subsection
     assert_eq!(&v1[..cut], &golden[..cut]);
-    assert_eq!(&v1[cut..n], &[&[0x77u8][..], &golden[golden.len() - 19..]].concat()[..]);
+    assert_eq!(
+        &v1[cut..n],
+        &[&[0x77u8][..], &golden[golden.len() - 19..]].concat()[..]
+    );
     // Decoding that v1 body into a state with since2 = 0 leaves since2 alone.
-    let init = Kinds { magic: U32::new(0xcafe_f00d), ..Kinds::default() };
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        ..Kinds::default()
+    };
     let got = vmstate::decode(&init, 1, &v1[..n], 0).unwrap();
     assert_eq!(got.since2.get(), 0);
     assert_eq!(got.only_if_seven, 0x77);
@@ -223,19 +281,31 @@ fn version_gating_and_predicates() {
 
 #[test]
 fn subsections_present_absent_unknown_duplicate() {
-    let init = Kinds { magic: U32::new(0xcafe_f00d), extra: U16::new(0x1111), ..Kinds::default() };
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        extra: U16::new(0x1111),
+        ..Kinds::default()
+    };
     let golden = golden_body();
     let base = golden.len() - 19;
     // Absent: not needed when extra == 0; on load the default applies (0), not the prior 0x1111.
     let mut s = sample();
     s.extra = U16::new(0);
     assert_eq!(encode(&s), golden[..base].to_vec());
-    assert_eq!(vmstate::decode(&init, 2, &golden[..base], 0).unwrap().extra.get(), 0);
+    assert_eq!(
+        vmstate::decode(&init, 2, &golden[..base], 0)
+            .unwrap()
+            .extra
+            .get(),
+        0
+    );
     // Unknown name with the device's prefix: error naming it, at the subsection's offset.
     let mut unknown = golden.clone();
     unknown[base + 2 + 6] = b'X'; // kinds/Xxtra
     let e = vmstate::decode(&init, 2, &unknown, 100).unwrap_err();
-    assert!(matches!(e.kind, ErrorKind::UnknownSubsection { name } if name.eq_bytes(b"kinds/Xxtra")));
+    assert!(
+        matches!(e.kind, ErrorKind::UnknownSubsection { name } if name.eq_bytes(b"kinds/Xxtra"))
+    );
     assert_eq!(e.offset, 100 + base);
     // A name without the prefix is not a subsection: the bytes are left over.
     let mut foreign = golden.clone();
@@ -249,7 +319,9 @@ fn subsections_present_absent_unknown_duplicate() {
     dup.extend_from_slice(&golden[base..]);
     assert!(matches!(
         vmstate::decode(&init, 2, &dup, 0).unwrap_err().kind,
-        ErrorKind::DuplicateSubsection { name: "kinds/extra" }
+        ErrorKind::DuplicateSubsection {
+            name: "kinds/extra"
+        }
     ));
     // Subsection version above 255 (QEMU would truncate 0x101 to 1).
     let mut wide = golden.clone();
@@ -268,7 +340,10 @@ fn subsections_present_absent_unknown_duplicate() {
 
 #[test]
 fn checks_on_load_name_the_field_and_offset() {
-    let init = Kinds { magic: U32::new(0xcafe_f00d), ..Kinds::default() };
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        ..Kinds::default()
+    };
     let golden = golden_body();
     let at = |name: &str| -> usize {
         // Offsets of fields in golden_body(), by construction above.
@@ -281,13 +356,58 @@ fn checks_on_load_name_the_field_and_offset() {
             _ => unreachable!(),
         }
     };
-    let cases: Vec<(usize, u8, &str, Box<dyn Fn(&ErrorKind) -> bool>)> = vec![
-        (at("flag"), 2, "flag", Box::new(|k| *k == ErrorKind::BadBool { found: 2 })),
-        (at("magic"), 0, "magic", Box::new(|k| *k == ErrorKind::NotEqual { expected: 0xcafef00d, found: 0x00fef00d })),
-        (at("n"), 5, "n in range", Box::new(|k| *k == ErrorKind::ValidationFailed { check: "n in range" })),
-        (at("m") + 3, 9, "bytes", Box::new(|k| *k == ErrorKind::CountOverCapacity { count: 9, capacity: 8 })),
-        (at("m"), 0xff, "bytes", Box::new(|k| matches!(k, ErrorKind::CountOverCapacity { count, .. } if *count < 0))),
-        (at("ptr"), 0x31, "ptr", Box::new(|k| *k == ErrorKind::BadNullMarker { found: 0x31 })),
+    type Case = (usize, u8, &'static str, Box<dyn Fn(&ErrorKind) -> bool>);
+    let cases: Vec<Case> = vec![
+        (
+            at("flag"),
+            2,
+            "flag",
+            Box::new(|k| *k == ErrorKind::BadBool { found: 2 }),
+        ),
+        (
+            at("magic"),
+            0,
+            "magic",
+            Box::new(|k| {
+                *k == ErrorKind::NotEqual {
+                    expected: 0xcafef00d,
+                    found: 0x00fef00d,
+                }
+            }),
+        ),
+        (
+            at("n"),
+            5,
+            "n in range",
+            Box::new(|k| {
+                *k == ErrorKind::ValidationFailed {
+                    check: "n in range",
+                }
+            }),
+        ),
+        (
+            at("m") + 3,
+            9,
+            "bytes",
+            Box::new(|k| {
+                *k == ErrorKind::CountOverCapacity {
+                    count: 9,
+                    capacity: 8,
+                }
+            }),
+        ),
+        (
+            at("m"),
+            0xff,
+            "bytes",
+            Box::new(|k| matches!(k, ErrorKind::CountOverCapacity { count, .. } if *count < 0)),
+        ),
+        (
+            at("ptr"),
+            0x31,
+            "ptr",
+            Box::new(|k| *k == ErrorKind::BadNullMarker { found: 0x31 }),
+        ),
     ];
     for (off, byte, field, ok) in cases {
         let mut b = golden.clone();
@@ -302,17 +422,33 @@ fn checks_on_load_name_the_field_and_offset() {
     b[1] = 0xde;
     b[2] = 0xad;
     let e = vmstate::decode(&init, 2, &b, 1000).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Invalid { expected: Expected::Rule("not 0xdead"), found: 0xdead });
+    assert_eq!(
+        e.kind,
+        ErrorKind::Invalid {
+            expected: Expected::Rule("not 0xdead"),
+            found: 0xdead
+        }
+    );
     assert_eq!((e.field, e.offset), (Some("u16_"), 1001));
     // Versions outside [min, max].
-    assert_eq!(vmstate::decode(&init, 3, &golden, 0).unwrap_err().kind, ErrorKind::VersionTooNew { found: 3, max: 2 });
-    assert_eq!(vmstate::decode(&init, 0, &golden, 0).unwrap_err().kind, ErrorKind::VersionTooOld { found: 0, min: 1 });
+    assert_eq!(
+        vmstate::decode(&init, 3, &golden, 0).unwrap_err().kind,
+        ErrorKind::VersionTooNew { found: 3, max: 2 }
+    );
+    assert_eq!(
+        vmstate::decode(&init, 0, &golden, 0).unwrap_err().kind,
+        ErrorKind::VersionTooOld { found: 0, min: 1 }
+    );
 }
 
 #[test]
 fn failed_load_changes_nothing_and_every_prefix_fails_cleanly() {
     let golden = golden_body();
-    let before = Kinds { magic: U32::new(0xcafe_f00d), u8_: 42, ..Kinds::default() };
+    let before = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        u8_: 42,
+        ..Kinds::default()
+    };
     let mut state = before;
     let fields_end = golden.len() - 19;
     for n in 0..golden.len() {
@@ -323,7 +459,10 @@ fn failed_load_changes_nothing_and_every_prefix_fails_cleanly() {
             continue;
         }
         let e = vmstate::load(&mut state, 2, &golden[..n], 0).unwrap_err();
-        assert!(e.is_incomplete() || matches!(e.kind, ErrorKind::MissingFooter { .. }), "{n}: {e}");
+        assert!(
+            e.is_incomplete() || matches!(e.kind, ErrorKind::MissingFooter { .. }),
+            "{n}: {e}"
+        );
         assert_eq!(state, before, "prefix {n} changed the state");
     }
     vmstate::load(&mut state, 2, &golden, 0).unwrap();
@@ -342,16 +481,25 @@ fn full_section_golden() {
     impl State for Port92 {
         const VMSD: &'static Vmsd = &PORT92;
     }
-    let id = SectionId { section_id: 0x1b, idstr: b"port92", instance_id: 0 };
+    let id = SectionId {
+        section_id: 0x1b,
+        idstr: b"port92",
+        instance_id: 0,
+    };
     let n = vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf).unwrap();
     // format §15.3, from the real pc-i440fx-7.2 stream.
     assert_eq!(
         &buf[..n],
-        &[4, 0, 0, 0, 0x1b, 6, b'p', b'o', b'r', b't', b'9', b'2', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x7e, 0, 0, 0, 0x1b]
+        &[
+            4, 0, 0, 0, 0x1b, 6, b'p', b'o', b'r', b't', b'9', b'2', 0, 0, 0, 0, 0, 0, 0, 1, 0,
+            0x7e, 0, 0, 0, 0x1b
+        ]
     );
     // Too small a buffer is an error, not a panic.
     assert!(matches!(
-        vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf[..10]).unwrap_err().kind,
+        vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf[..10])
+            .unwrap_err()
+            .kind,
         ErrorKind::BufferTooSmall { .. }
     ));
 }
@@ -383,7 +531,100 @@ fn description_json_matches_qemu_rules() {
     // The sizes add up to the body.
     let total: u64 = fields
         .iter()
-        .map(|f| f["size"].as_u64().unwrap() * f.get("array_len").and_then(|a| a.as_u64()).unwrap_or(1))
+        .map(|f| {
+            f["size"].as_u64().unwrap() * f.get("array_len").and_then(|a| a.as_u64()).unwrap_or(1)
+        })
         .sum();
     assert_eq!(total as usize + 19, golden_body().len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zero heap allocations: a counting global allocator, enabled per thread around the measured
+// code, so the test harness's own allocations do not count.
+
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    std::thread_local! {
+        static ON: Cell<bool> = const { Cell::new(false) };
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards every call to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if ON.with(|on| on.get()) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+            if ON.with(|on| on.get()) {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new) }
+        }
+    }
+
+    /// Runs `f` and returns how many allocations it made on this thread.
+    pub fn allocations(f: impl FnOnce()) -> usize {
+        COUNT.with(|c| c.set(0));
+        ON.with(|on| on.set(true));
+        f();
+        ON.with(|on| on.set(false));
+        COUNT.with(|c| c.get())
+    }
+}
+
+#[global_allocator]
+static ALLOC: counting::Counting = counting::Counting;
+
+#[test]
+fn encode_and_decode_make_no_heap_allocation() {
+    use vmstate::stream::{FooterScan, Records};
+    static STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate");
+    let golden = golden_body();
+    let state = sample();
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        ..Kinds::default()
+    };
+    let mut buf = [0u8; 512];
+    let mut json = [0u8; 4096];
+    let mut sections = 0usize;
+    // Sanity: the counter does count.
+    assert!(counting::allocations(|| drop(std::hint::black_box(vec![1u8; 8]))) > 0);
+    let n = counting::allocations(|| {
+        let n = vmstate::encode_body_into(&state, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &golden[..]);
+        let id = SectionId {
+            section_id: 5,
+            idstr: b"kinds",
+            instance_id: 0,
+        };
+        vmstate::encode_section_into(id, &state, &mut buf).unwrap();
+        let got = vmstate::decode(&init, 2, &golden, 0).unwrap();
+        assert!(got == state);
+        let mut live = init;
+        vmstate::load(&mut live, 2, &golden, 0).unwrap();
+        assert!(vmstate::load(&mut live, 2, &golden[..40], 0).is_err());
+        let mut sink = vmstate::SliceSink::new(&mut json);
+        vmstate::vmdesc::device(&mut sink, b"kinds", 0, &KINDS, state.as_bytes()).unwrap();
+        // Walk a whole real stream, RAM records included.
+        for rec in Records::new(STREAM, FooterScan) {
+            rec.unwrap();
+            sections += 1;
+        }
+    });
+    assert_eq!(n, 0, "the codec allocated {n} times");
+    assert!(sections > 30);
 }

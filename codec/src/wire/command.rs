@@ -61,10 +61,10 @@ impl<'a> Command<'a> {
             cmd::POSTCOPY_RAM_DISCARD | cmd::RECV_BITMAP => None,
             _ => return Err(Error::new(at, ErrorKind::UnsupportedCommand { cmd, len })),
         };
-        if let Some(ok) = fixed {
-            if !ok.contains(&len) {
-                return Err(Error::new(at, ErrorKind::UnsupportedCommand { cmd, len }));
-            }
+        if let Some(ok) = fixed
+            && !ok.contains(&len)
+        {
+            return Err(Error::new(at, ErrorKind::UnsupportedCommand { cmd, len }));
         }
         let data = r.bytes(len as usize)?;
         Ok(Command { cmd, data })
