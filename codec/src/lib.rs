@@ -8,7 +8,7 @@
 //!   structs, variable arrays, subsections).
 //! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
-//! * [`vmdesc`]: the VMDESCRIPTION JSON writer.
+//! * [`vmdesc`]: the VMDESCRIPTION JSON writer; [`writer`]: a whole-stream writer.
 //! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
@@ -26,6 +26,7 @@ pub mod sink;
 pub mod stream;
 pub mod vmdesc;
 pub mod wire;
+pub mod writer;
 
 pub use error::{Error, ErrorKind, Expected, Name, Result, SectionContext, Violation};
 pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
@@ -109,6 +110,24 @@ pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
     let mut sink = SliceSink::new(buf);
     body::encode_body(T::VMSD, state.as_bytes(), &mut sink)?;
     Ok(sink.finish())
+}
+
+/// A zero-copy view of a current-version body as the struct `B` that is its exact wire layout
+/// (a device's body struct, checked with `assert_layout!(…, body = B)`). The body may carry
+/// subsections after the fields; they are not part of the view.
+pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
+    body: &[u8],
+    base: usize,
+) -> Result<&B> {
+    B::ref_from_prefix(body).map(|(b, _)| b).map_err(|_| {
+        Error::new(
+            base + body.len(),
+            ErrorKind::Truncated {
+                needed: core::mem::size_of::<B>() - body.len().min(core::mem::size_of::<B>()),
+                available: 0,
+            },
+        )
+    })
 }
 
 /// Loads a section body of `version` into `state`.

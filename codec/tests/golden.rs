@@ -628,3 +628,109 @@ fn encode_and_decode_make_no_heap_allocation() {
     assert_eq!(n, 0, "the codec allocated {n} times");
     assert!(sections > 30);
 }
+
+#[test]
+fn stream_writer_output_walks_back_and_io_sink_matches_slice() {
+    use vmstate::ram::{BlockEntry, RamWriter};
+    use vmstate::stream::{Record, Records, Schemas};
+    use vmstate::wire::Configuration;
+    use vmstate::writer::{Described, StreamWriter};
+
+    struct VecWriter(Vec<u8>);
+    impl embedded_io::ErrorType for VecWriter {
+        type Error = core::convert::Infallible;
+    }
+    impl embedded_io::Write for VecWriter {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    let state = sample();
+    let blocks = [BlockEntry {
+        name: b"pc.ram",
+        length: 0x2000,
+        addr: None,
+    }];
+    let page = [0x5au8; 4096];
+    fn write<S: vmstate::Sink>(
+        w: &mut StreamWriter<S>,
+        state: &Kinds,
+        blocks: &[BlockEntry<'_>],
+        page: &[u8],
+    ) -> Result<(), S::Error> {
+        w.header()?;
+        w.configuration(&Configuration::new(b"pc-i440fx-7.2"))?;
+        w.ram_start(2, blocks)?;
+        let mut ram = RamWriter::new();
+        w.ram_part(2, false, &mut ram, |ram, out| {
+            ram.page_or_zero(b"pc.ram", 0, &[0; 4096], out)?;
+            ram.page_or_zero(b"pc.ram", 0x1000, page, out)
+        })?;
+        w.ram_part(2, true, &mut ram, |_, _| Ok(()))?;
+        w.section(
+            SectionId {
+                section_id: 7,
+                idstr: b"kinds",
+                instance_id: 0,
+            },
+            state,
+        )?;
+        w.eof()?;
+        w.trailer_for(&[Described {
+            idstr: b"kinds",
+            instance_id: 0,
+            vmsd: &KINDS,
+            state: state.as_bytes(),
+        }])
+    }
+    let mut buf = vec![0xa5u8; 16384];
+    let mut w = StreamWriter::new(vmstate::SliceSink::new(&mut buf));
+    write(&mut w, &state, &blocks, &page).unwrap();
+    let n = w.into_inner().finish();
+    buf.truncate(n);
+    let mut w = StreamWriter::new(vmstate::IoSink::new(VecWriter(Vec::new())));
+    write(&mut w, &state, &blocks, &page).unwrap();
+    assert_eq!(
+        w.into_inner().into_inner().0,
+        buf,
+        "embedded-io and slice outputs differ"
+    );
+
+    // Walk it back with the schema as the body-length resolver.
+    let vmsds: [&'static Vmsd; 1] = [&KINDS];
+    let mut scratch = [0u8; 512];
+    let recs: Vec<_> = Records::new(&buf, Schemas::new(&vmsds, &mut scratch))
+        .collect::<vmstate::Result<_>>()
+        .unwrap();
+    assert_eq!(recs.len(), 8);
+    let Record::Section(s) = recs[5].record else {
+        panic!()
+    };
+    assert_eq!(s.body, &golden_body()[..]);
+    let init = Kinds {
+        magic: U32::new(0xcafe_f00d),
+        ..Kinds::default()
+    };
+    let mut live = init;
+    vmstate::load_section(&mut live, &s).unwrap();
+    assert_eq!(live, state);
+    let Record::Trailer(t) = recs[7].record else {
+        panic!()
+    };
+    let v: serde_json::Value = serde_json::from_slice(t.json).unwrap();
+    assert_eq!(v["page_size"], 4096);
+    assert_eq!(v["devices"][0]["name"], "kinds");
+    // The zero-copy view reads the fields of a wire-layout body in place.
+    let p: &Pair = vmstate::view(&[9, 0, 10, 0x05], 0).unwrap();
+    assert_eq!((p.x, p.y.get()), (9, 10));
+    assert!(
+        vmstate::view::<Pair>(&[9, 0], 0)
+            .unwrap_err()
+            .is_incomplete()
+    );
+}
