@@ -15,7 +15,6 @@ use crate::wire::header::{MAGIC, VERSION_V3};
 use crate::wire::record;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
 use crate::{SectionId, State};
-use zerocopy::IntoBytes;
 
 /// One FULL section to describe in the trailer: where it went and what state it carried.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +72,7 @@ impl<S: Sink> StreamWriter<S> {
 
     /// Writes a FULL section of a typed state.
     pub fn section<T: State>(&mut self, id: SectionId<'_>, state: &T) -> Result<(), S::Error> {
-        crate::encode_section_raw(id, T::VMSD, state.as_bytes(), &mut self.out)
+        crate::encode_section(id, state, &mut self.out)
     }
 
     /// Writes a FULL section from a table and raw state bytes.
