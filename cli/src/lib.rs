@@ -1,2 +1,3 @@
 //! Host-side tooling for vmstate streams.
+#![doc = ""]
 #![deny(missing_docs)]
