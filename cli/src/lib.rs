@@ -1,3 +1,2 @@
 //! Host-side tooling for vmstate streams.
-#![doc = ""]
 #![deny(missing_docs)]

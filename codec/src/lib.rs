@@ -176,3 +176,8 @@ pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Res
     load(&mut out, version, body, base)?;
     Ok(out)
 }
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
