@@ -27,10 +27,11 @@ pub const STREAMS: [(&[u8], &str); 2] = [(NODEFAULTS, NODEFAULTS_STATE), (BIOS, 
 /// The FULL section `idstr`/`instance` of `stream`.
 pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecord<'a> {
     for rec in Records::new(stream, FooterScan) {
-        if let Record::Section(s) = rec.expect("fixture walks cleanly").record {
-            if s.idstr == idstr.as_bytes() && s.instance_id == instance {
-                return s;
-            }
+        if let Record::Section(s) = rec.expect("fixture walks cleanly").record
+            && s.idstr == idstr.as_bytes()
+            && s.instance_id == instance
+        {
+            return s;
         }
     }
     panic!("section {idstr} ({instance}) not in fixture");
