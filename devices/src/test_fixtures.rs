@@ -176,3 +176,18 @@ pub fn every_prefix_fails<T: State + Copy + PartialEq + core::fmt::Debug>(
         assert_eq!(&s, state, "a failed load changes nothing");
     }
 }
+
+/// The string elements of the array `"field": [...]` in section `key` of the analysis.
+pub fn state_array<'a>(state_json: &'a str, key: &str, field: &str) -> Vec<&'a str> {
+    let at = state_json
+        .find(&std::format!("\"{key}\": {{"))
+        .expect("section in analysis");
+    let obj = object_at(state_json, at + key.len() + 4);
+    let pat = std::format!("\"{field}\": [");
+    let start = obj.find(&pat).expect("array in section") + pat.len();
+    let end = start + obj[start..].find(']').expect("closed array");
+    obj[start..end]
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .collect()
+}
