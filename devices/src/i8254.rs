@@ -522,4 +522,28 @@ mod tests {
         assert_eq!(back, s);
         assert_eq!(back.channel0_next_transition_time(), Some(1234));
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        fn fix(b: &mut [u8]) {
+            b[..3].fill(0);
+            b[3] &= 1;
+            for ch in 0..NUM_CHANNELS {
+                let c = &mut b[4 + 32 * ch..4 + 32 * (ch + 1)];
+                let count = (u16::from_be_bytes([c[2], c[3]]) as i32) + 1;
+                c[..4].copy_from_slice(&count.to_be_bytes());
+                c[6] &= 3;
+                c[7] &= 1;
+                c[9] %= 5;
+                c[10] %= 5;
+                c[12] &= 3;
+                c[13] &= 7;
+                c[14] &= 1;
+                c[15] &= 1;
+            }
+            let ntt: [u8; 8] = b[4 + 24..4 + 32].try_into().unwrap();
+            b[100..108].copy_from_slice(&ntt);
+        }
+        random_bodies_round_trip(Pit::DEFAULT, 108, &[], fix, 256);
+    }
 }

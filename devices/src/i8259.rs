@@ -410,4 +410,18 @@ mod tests {
         assert_eq!(p.vector(8), None);
         assert!(!p.level_triggered(9));
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        fn fix(b: &mut [u8]) {
+            b[4] &= 7;
+            b[5] &= 0xf8;
+            b[6..9].iter_mut().for_each(|v| *v &= 1);
+            b[9] &= 3;
+            b[10..14].iter_mut().for_each(|v| *v &= 1);
+            b[14] &= 2;
+            b[15] &= 0xf8;
+        }
+        random_bodies_round_trip(Pic::MASTER, 16, &[], fix, 256);
+    }
 }

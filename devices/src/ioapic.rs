@@ -251,4 +251,13 @@ mod tests {
         v1[2..].copy_from_slice(&body[14..]);
         every_prefix_fails(&Ioapic::DEFAULT, 1, &v1);
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        fn fix(b: &mut [u8]) {
+            b[0] &= 0x0f;
+            b[10] = 0;
+        }
+        random_bodies_round_trip(Ioapic::DEFAULT, 206, &[2..10], fix, 256);
+    }
 }

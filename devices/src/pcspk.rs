@@ -104,4 +104,10 @@ mod tests {
             &[0, 0],
         );
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        let ok = random_bodies_round_trip(Pcspk::DEFAULT, 2, &[], |_| {}, 64);
+        assert_eq!(ok, 64);
+    }
 }

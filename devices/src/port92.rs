@@ -125,4 +125,10 @@ mod tests {
         s.set_a20(false);
         assert_eq!(s.outport, 0x81);
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        let ok = random_bodies_round_trip(Port92::DEFAULT, 1, &[], |_| {}, 64);
+        assert_eq!(ok, 64);
+    }
 }

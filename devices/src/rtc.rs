@@ -421,4 +421,16 @@ mod tests {
         s.body.cmos_index = 200; // only reachable by direct mutation, never by a load
         assert_eq!(s.selected(), None);
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        fn fix(b: &mut [u8]) {
+            b[128] &= 0x7f;
+        }
+        let ok = random_bodies_round_trip(zero(), 245, &[129..157, 173..197], fix, 256);
+        assert!(
+            ok > 64,
+            "about half of the raw bodies have a valid index: {ok}"
+        );
+    }
 }

@@ -147,4 +147,10 @@ mod tests {
         every_prefix_fails(&Timers::DEFAULT, 2, rec.body);
         every_prefix_fails(&Timers::DEFAULT, 1, &rec.body[..16]);
     }
+
+    #[test]
+    fn random_bodies_load_and_round_trip_or_fail_cleanly() {
+        let ok = random_bodies_round_trip(Timers::DEFAULT, 24, &[8..16], |_| {}, 64);
+        assert_eq!(ok, 64);
+    }
 }
