@@ -258,6 +258,6 @@ mod tests {
             b[0] &= 0x0f;
             b[10] = 0;
         }
-        random_bodies_round_trip(Ioapic::DEFAULT, 206, &[2..10], fix, 256);
+        random_bodies_round_trip(Ioapic::DEFAULT, 206, &[(2, 10)], fix, 256);
     }
 }

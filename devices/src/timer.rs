@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn random_bodies_load_and_round_trip_or_fail_cleanly() {
-        let ok = random_bodies_round_trip(Timers::DEFAULT, 24, &[8..16], |_| {}, 64);
+        let ok = random_bodies_round_trip(Timers::DEFAULT, 24, &[(8, 16)], |_| {}, 64);
         assert_eq!(ok, 64);
     }
 }
