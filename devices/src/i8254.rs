@@ -42,6 +42,9 @@
 //! |---|---|---|
 //! | `channels[0].irq_disabled` | 0 or 1 | should reject: only toggled by the HPET legacy mode |
 //! | `channels[0].next_transition_time` | equal to channel 0's copy | should reject: one storage in QEMU |
+//!
+//! [`VMSD`] enforces every rule. [`PERMISSIVE_VMSD`] is the same table enforcing only the MUST
+//! rule; load with it through [`vmstate::load_with`].
 
 use vmstate::{Expected, Field, Violation, Vmsd, assert_layout, check, field, struct_field};
 use zerocopy::byteorder::big_endian::{I32, I64, U16, U32};
@@ -116,8 +119,9 @@ fn at_most(field: &'static str, max: u8, v: u8) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Checks one channel (names are the `pit channel` table's, so errors point at the byte).
-fn validate_channel(c: &PitChannel) -> Result<(), Violation> {
+/// Checks one channel (names are the `pit channel` table's, so errors point at the byte);
+/// with `strict` false, only the MUST rule.
+fn validate_channel(c: &PitChannel, strict: bool) -> Result<(), Violation> {
     // MUST reject: `count` is a divisor (modes 2, 3, 6, 7) reached from channel 0's timer
     // without guest action; 0 is a host divide by zero (CVE-2015-7513 class). Above 0x10000 is
     // unreachable (a written 0 becomes 0x10000) and breaks the 16-bit counter arithmetic.
@@ -128,6 +132,9 @@ fn validate_channel(c: &PitChannel) -> Result<(), Violation> {
             expected: Expected::Range(1, MAX_COUNT as u64),
             found: count as u32 as u64,
         });
+    }
+    if !strict {
+        return Ok(());
     }
     // Should reject (guest cannot produce it): a latched count read is pending in one of the
     // three access modes.
@@ -146,8 +153,12 @@ fn validate_channel(c: &PitChannel) -> Result<(), Violation> {
     at_most("gate", 1, c.gate)
 }
 
-/// Checks the top-level fields (channels were checked as they were decoded).
-fn validate(s: &Pit) -> Result<(), Violation> {
+/// Checks the top-level fields (channels were checked as they were decoded); both rules are
+/// "should reject", so nothing with `strict` false.
+fn validate(s: &Pit, strict: bool) -> Result<(), Violation> {
+    if !strict {
+        return Ok(());
+    }
     // Should reject (guest cannot produce it): the HPET toggles it between 0 and 1.
     let disabled = s.irq_disabled.get();
     if disabled > 1 {
@@ -188,7 +199,7 @@ pub const CHANNEL_VMSD: Vmsd = Vmsd::new("pit channel", 2, 2, core::mem::size_of
         field!(PitChannel, count_load_time),
         field!(PitChannel, next_transition_time),
     ])
-    .validate(check!(PitChannel, |c, _version| validate_channel(c)));
+    .validate(check!(PitChannel, |c, _version| validate_channel(c, true)));
 
 assert_layout!(PitChannel, CHANNEL_VMSD, wire);
 
@@ -205,9 +216,28 @@ const FIELDS: &[Field] = &[
 /// The description table of `i8254` (version 3, minimum 2).
 pub const VMSD: Vmsd = Vmsd::new("i8254", 3, 2, core::mem::size_of::<Pit>())
     .fields(FIELDS)
-    .validate(check!(Pit, |s, _version| validate(s)));
+    .validate(check!(Pit, |s, _version| validate(s, true)));
+
+/// [`CHANNEL_VMSD`] enforcing only the MUST rule (`count`).
+pub const PERMISSIVE_CHANNEL_VMSD: Vmsd =
+    CHANNEL_VMSD.validate(check!(PitChannel, |c, _version| validate_channel(c, false)));
+
+const PERMISSIVE_FIELDS: &[Field] = &[
+    FIELDS[0],
+    struct_field!(Pit, channels, PERMISSIVE_CHANNEL_VMSD).since(2),
+    FIELDS[2],
+];
+
+/// [`VMSD`] enforcing only the MUST rule (every channel's `count`), for streams from producers
+/// known to write unreachable but harmless values; load with [`vmstate::load_with`]. With it,
+/// two different copies of channel 0's `next_transition_time` load, and the trailing one is
+/// the one that counts (as in QEMU).
+pub const PERMISSIVE_VMSD: Vmsd = VMSD
+    .fields(PERMISSIVE_FIELDS)
+    .validate(check!(Pit, |s, _version| validate(s, false)));
 
 assert_layout!(Pit, VMSD, wire);
+assert_layout!(Pit, PERMISSIVE_VMSD, wire);
 
 impl vmstate::State for Pit {
     const VMSD: &'static Vmsd = &VMSD;
@@ -398,6 +428,11 @@ mod tests {
                     );
                     assert_eq!((e.field, e.offset), (Some("count"), 7000 + at - skip));
                     assert_eq!(s.as_bytes(), before.as_bytes());
+                    // A MUST rule: the permissive table enforces it too.
+                    let r =
+                        vmstate::load_with(&PERMISSIVE_VMSD, &mut s, version, &body[skip..], 7000);
+                    assert_eq!(r.unwrap_err(), e);
+                    assert_eq!(s, before);
                 }
             }
         }
@@ -433,6 +468,8 @@ mod tests {
                 );
                 assert_eq!((e.field, e.offset), (Some(name), at));
                 assert_eq!(s, before);
+                vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 3, &body, 0).unwrap();
+                assert_eq!(s.as_bytes()[at], value, "{name}");
             }
         }
         let mut body = real_body();
@@ -472,6 +509,13 @@ mod tests {
         // In a version-2 body the trailing copy sits at 96.
         let e = vmstate::load(&mut s, 2, &body[4..], 0).unwrap_err();
         assert_eq!(e.offset, 96);
+        // Permissive: both copies load and round-trip; the trailing one is the one QEMU uses.
+        vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 3, &body, 0).unwrap();
+        assert_eq!(s.channel0_next_transition_time(), Some(5));
+        assert_eq!(s.channels[0].next_transition_time.get(), 0x42a8afb7);
+        let mut out = [0xa5u8; 108];
+        vmstate::encode_body_into(&s, &mut out).unwrap();
+        assert_eq!(out, body);
     }
 
     #[test]

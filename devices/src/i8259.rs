@@ -23,6 +23,9 @@
 //! | flag bytes | 0 or 1 | should reject: the guest stores single bits |
 //! | `elcr` | bits inside `elcr_mask` | should reject: the guest's write is masked |
 //! | `last_irr`, `irr`, `imr`, `isr` | any | accept: 8 independent line bits |
+//!
+//! [`VMSD`] enforces every rule. [`PERMISSIVE_VMSD`] is the same table enforcing only the MUST
+//! rule; load with it through [`vmstate::load_with`].
 
 use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -80,13 +83,17 @@ pub struct Pic {
     pub elcr_mask: u8,
 }
 
-/// Checks the body against the invariants in the module table, in wire order.
-fn validate(s: &Pic) -> Result<(), Violation> {
+/// Checks the body against the invariants in the module table, in wire order; with `strict`
+/// false, only the MUST rule.
+fn validate(s: &Pic, strict: bool) -> Result<(), Violation> {
     let b = &s.body;
     // MUST reject: `priority_add` indexes the 8-entry priority rotation; a value above 7 is an
     // out-of-bounds index for any model (or kernel) that does not mask it.
     if b.priority_add > 7 {
         return Err(bad("priority_add", Expected::AtMost(7), b.priority_add));
+    }
+    if !strict {
+        return Ok(());
     }
     // Should reject (guest cannot produce it: ICW2 is stored as `val & 0xf8`): an unaligned
     // base makes the delivered vector `irq_base + irq` wrap past 255.
@@ -162,9 +169,14 @@ pub const VMSD: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
         field!(Pic, body.single_mode),
         field!(Pic, body.elcr),
     ])
-    .validate(check!(Pic, |s, _version| validate(s)));
+    .validate(check!(Pic, |s, _version| validate(s, true)));
+
+/// [`VMSD`] enforcing only the MUST rule (`priority_add`), for streams from producers known to
+/// write unreachable but harmless values; load with [`vmstate::load_with`].
+pub const PERMISSIVE_VMSD: Vmsd = VMSD.validate(check!(Pic, |s, _version| validate(s, false)));
 
 assert_layout!(Pic, VMSD, body = PicBody);
+assert_layout!(Pic, PERMISSIVE_VMSD, body = PicBody);
 
 impl vmstate::State for Pic {
     const VMSD: &'static Vmsd = &VMSD;
@@ -351,6 +363,20 @@ mod tests {
                 before.as_bytes(),
                 "{name}: state unchanged"
             );
+            // The permissive table enforces only the MUST rule.
+            let rec = section(BIOS, "i8259", 0);
+            let mut body = [0u8; 16];
+            body.copy_from_slice(rec.body);
+            body[at] = value;
+            let mut s = before;
+            let r = vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 1, &body, 500);
+            if name == "priority_add" {
+                assert_eq!(r.unwrap_err(), e);
+                assert_eq!(s, before);
+            } else {
+                r.unwrap();
+                assert_eq!(s.body.as_bytes(), &body[..], "{name}");
+            }
         }
     }
 

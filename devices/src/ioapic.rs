@@ -18,6 +18,9 @@
 //! | `ioredtbl[24]` | any | accept: writable bits are guest-chosen; a stuck remote IRR is a guest-level DoS only, and QEMU does not normalise it on load either |
 //! | unused (v2+) | any | ignored on load, written as zeros |
 //!
+//! [`VMSD`] enforces every rule; [`PERMISSIVE_VMSD`] none (load with it through
+//! [`vmstate::load_with`]).
+//!
 //! Kernel anchor for trusting this state: CVE-2013-1798 (KVM IOAPIC redirection index).
 
 use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field};
@@ -51,8 +54,12 @@ pub struct Ioapic {
     pub ioredtbl: [U64; NUM_PINS],
 }
 
-/// Checks the invariants in the module table.
-fn validate(s: &Ioapic) -> Result<(), Violation> {
+/// Checks the invariants in the module table (all of them "should reject"; none with `strict`
+/// false).
+fn validate(s: &Ioapic, strict: bool) -> Result<(), Violation> {
+    if !strict {
+        return Ok(());
+    }
     // Should reject (guest cannot produce it: the id register stores 4 bits).
     if s.id > 15 {
         return Err(Violation {
@@ -82,9 +89,15 @@ pub const VMSD: Vmsd = Vmsd::new("ioapic", 3, 1, core::mem::size_of::<Ioapic>())
         field!(Ioapic, irr).since(2),
         field!(Ioapic, ioredtbl),
     ])
-    .validate(check!(Ioapic, |s, _version| validate(s)));
+    .validate(check!(Ioapic, |s, _version| validate(s, true)));
+
+/// [`VMSD`] without the "should reject" rules (the IOAPIC has no MUST rule), for streams from
+/// producers known to write unreachable but harmless values; load with
+/// [`vmstate::load_with`].
+pub const PERMISSIVE_VMSD: Vmsd = VMSD.validate(check!(Ioapic, |s, _version| validate(s, false)));
 
 assert_layout!(Ioapic, VMSD, wire);
+assert_layout!(Ioapic, PERMISSIVE_VMSD, wire);
 
 impl vmstate::State for Ioapic {
     const VMSD: &'static Vmsd = &VMSD;
@@ -239,6 +252,9 @@ mod tests {
             assert_eq!(e.kind, ErrorKind::Invalid { expected, found });
             assert_eq!((e.field, e.offset), (Some(field), 300 + at));
             assert_eq!(s.as_bytes(), before.as_bytes());
+            // No MUST rule: the permissive table loads it.
+            vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 3, &body, 300).unwrap();
+            assert_eq!(&s.as_bytes()[at..at + bytes.len()], bytes);
         }
     }
 

@@ -22,6 +22,9 @@
 //! | `irq_coalesced`, `period` | any | accept: `period` is recomputed from REG_A/REG_B by QEMU |
 //! | clocks and timers | any 64-bit | accept: consumers use wrapping arithmetic |
 //! | unused runs | any | ignored on load, written as zeros |
+//!
+//! [`VMSD`] enforces every rule. [`PERMISSIVE_VMSD`] is the same table enforcing only the MUST
+//! rule; load with it through [`vmstate::load_with`].
 
 use vmstate::{Expected, Subsection, Violation, Vmsd, assert_layout, check, field, mutate, pred};
 use zerocopy::byteorder::big_endian::{I64, U16, U32, U64};
@@ -88,8 +91,9 @@ pub struct Rtc {
     pub irq_reinject_on_ack_count: U16,
 }
 
-/// Checks the invariants in the module table (after the subsection was decoded).
-fn validate(s: &Rtc) -> Result<(), Violation> {
+/// Checks the invariants in the module table (after the subsection was decoded); with
+/// `strict` false, only the MUST rule.
+fn validate(s: &Rtc, strict: bool) -> Result<(), Violation> {
     // MUST reject: an index outside CMOS RAM turns the guest's port-0x71 accesses into
     // intra-object out-of-bounds reads and writes (memory-safety class; untrusted-input §4.1).
     if s.body.cmos_index as usize >= CMOS_SIZE {
@@ -98,6 +102,9 @@ fn validate(s: &Rtc) -> Result<(), Violation> {
             expected: Expected::Below(CMOS_SIZE as u64),
             found: s.body.cmos_index as u64,
         });
+    }
+    if !strict {
+        return Ok(());
     }
     // Should reject: guest cannot produce it (the device counts up to 20 and then stops).
     let n = s.irq_reinject_on_ack_count.get();
@@ -142,9 +149,14 @@ pub const VMSD: Vmsd = Vmsd::new("mc146818rtc", 3, 1, core::mem::size_of::<Rtc>(
         pred!(Rtc, |s| s.irq_reinject_on_ack_count.get() != 0),
     )
     .absent(mutate!(Rtc, |s| s.irq_reinject_on_ack_count = U16::ZERO))])
-    .validate(check!(Rtc, |s, _version| validate(s)));
+    .validate(check!(Rtc, |s, _version| validate(s, true)));
+
+/// [`VMSD`] enforcing only the MUST rule (`cmos_index`), for streams from producers known to
+/// write unreachable but harmless values; load with [`vmstate::load_with`].
+pub const PERMISSIVE_VMSD: Vmsd = VMSD.validate(check!(Rtc, |s, _version| validate(s, false)));
 
 assert_layout!(Rtc, VMSD, body = RtcBody);
+assert_layout!(Rtc, PERMISSIVE_VMSD, body = RtcBody);
 
 impl vmstate::State for Rtc {
     const VMSD: &'static Vmsd = &VMSD;
@@ -340,6 +352,10 @@ mod tests {
             );
             assert_eq!((e.field, e.offset), (Some("cmos_index"), 4128));
             assert_eq!(s.as_bytes(), before.as_bytes());
+            // A MUST rule: the permissive table enforces it too.
+            let r = vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 3, &body, 4000);
+            assert_eq!(r.unwrap_err(), e);
+            assert_eq!(s, before);
         }
         // The rule holds in every version.
         let mut body = real_body();
@@ -368,6 +384,9 @@ mod tests {
         // 1 + 1 + 37 + 4-byte subsection header.
         assert_eq!(e.offset, 245 + 2 + SUB.len() + 4);
         assert_eq!(s.as_bytes(), before.as_bytes());
+        // A "should reject" rule: the permissive table loads it.
+        vmstate::load_with(&PERMISSIVE_VMSD, &mut s, 3, &body, 0).unwrap();
+        assert_eq!(s.irq_reinject_on_ack_count.get(), 21);
     }
 
     #[test]

@@ -215,8 +215,8 @@ impl Rng {
 
 /// Round-trip property over `rounds` pseudo-random bodies of `len` bytes at the current
 /// version: a raw random body either loads and re-encodes to itself (with the `unused`
-/// `(from, to)` byte ranges as zeros) or fails leaving the state unchanged; after `fix` makes it valid it must
-/// load and re-encode to itself. Returns how many raw bodies loaded.
+/// `(from, to)` byte ranges as zeros) or fails leaving the state unchanged; after `fix` makes
+/// it valid it must load and re-encode to itself. Returns how many raw bodies loaded.
 pub fn random_bodies_round_trip<T: State + Copy + PartialEq + core::fmt::Debug>(
     init: T,
     len: usize,
