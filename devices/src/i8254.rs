@@ -31,7 +31,7 @@
 //! | field (per channel) | accepted | why |
 //! |---|---|---|
 //! | `count` | 1..=0x10000 | **MUST**: a divisor in `pit_get_count`, `pit_get_out` and `pit_get_next_transition_time`; 0 is a host divide by zero (SIGFPE) reachable without guest action through channel 0's timer (CVE-2015-7513 class) |
-//! | `mode` | 0..=7 | accept 6 and 7 (the guest writes `(val >> 1) & 7`) |
+//! | `mode` | 0..=7 | accept 6 and 7 (the guest writes `(val >> 1) & 7`); should reject above |
 //! | `rw_mode` | 0..=3 | accept 0 (the reset state, in real streams); should reject above |
 //! | `read_state`, `write_state` | 0..=4 | accept 0 (reset); should reject above |
 //! | `count_latched` | 0..=3 | should reject above: guest cannot produce it |
