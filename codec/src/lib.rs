@@ -136,6 +136,19 @@ pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
 /// whole body, its subsections and the device invariants passed and the body was consumed
 /// exactly: a failed load changes nothing. `base` is the absolute offset of `body[0]` for errors.
 pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> Result<()> {
+    load_with(T::VMSD, state, version, body, base)
+}
+
+/// [`load`] with a description of the same struct other than `T::VMSD`, e.g. a device's
+/// permissive table that enforces only the memory-safety invariants. `vmsd.size` must be the
+/// struct's size (otherwise an error, never a partial load).
+pub fn load_with<T: State>(
+    vmsd: &Vmsd,
+    state: &mut T,
+    version: u32,
+    body: &[u8],
+    base: usize,
+) -> Result<()> {
     let mut staging = T::read_from_bytes(state.as_bytes()).map_err(|_| {
         Error::new(
             base,
@@ -146,7 +159,7 @@ pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> 
         )
     })?;
     let mut r = wire::Reader::new(body, base);
-    body::decode_body(T::VMSD, version, &mut r, staging.as_mut_bytes())?;
+    body::decode_body(vmsd, version, &mut r, staging.as_mut_bytes())?;
     if let Some(b) = r.peek(0) {
         // QEMU: "Missing section footer" — the body holds bytes the description does not.
         return Err(r.error(ErrorKind::MissingFooter { found: b }));

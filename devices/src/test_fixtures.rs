@@ -1,0 +1,255 @@
+//! Test support shared by the device files: the real QEMU 7.2 streams and QEMU's own
+//! analysis of them, with tiny lookups. Included into each device's `tests` module with
+//! `#[cfg(test)] #[path = "test_fixtures.rs"] mod fixtures;` (test builds only; not part of the
+//! library).
+#![allow(dead_code)]
+
+extern crate std;
+
+use std::vec::Vec;
+use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
+use vmstate::{SectionId, State};
+
+/// `-S` stream: the guest never ran.
+pub const NODEFAULTS: &[u8] =
+    include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate");
+/// SeaBIOS ran for about a second.
+pub const BIOS: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-bios.vmstate");
+/// `scripts/analyze-migration.py` output for [`NODEFAULTS`].
+pub const NODEFAULTS_STATE: &str =
+    include_str!("../../host-tests/fixtures/pc-7.2-nodefaults-S.state.json");
+/// `scripts/analyze-migration.py` output for [`BIOS`].
+pub const BIOS_STATE: &str = include_str!("../../host-tests/fixtures/pc-7.2-bios.state.json");
+
+/// Both streams with their analysis.
+pub const STREAMS: [(&[u8], &str); 2] = [(NODEFAULTS, NODEFAULTS_STATE), (BIOS, BIOS_STATE)];
+
+/// The FULL section `idstr`/`instance` of `stream`.
+pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecord<'a> {
+    for rec in Records::new(stream, FooterScan) {
+        if let Record::Section(s) = rec.expect("fixture walks cleanly").record
+            && s.idstr == idstr.as_bytes()
+            && s.instance_id == instance
+        {
+            return s;
+        }
+    }
+    panic!("section {idstr} ({instance}) not in fixture");
+}
+
+/// The whole section (header, body, footer) as it sits in the stream.
+pub fn section_bytes<'a>(stream: &'a [u8], rec: &SectionRecord<'a>) -> &'a [u8] {
+    &stream[rec.offset..rec.end()]
+}
+
+/// The VMDESCRIPTION JSON of `stream`.
+pub fn trailer_json(stream: &[u8]) -> &str {
+    let mut json = None;
+    for rec in Records::new(stream, FooterScan) {
+        if let Record::Trailer(t) = rec.expect("fixture walks cleanly").record {
+            json = Some(t.json);
+        }
+    }
+    std::str::from_utf8(json.expect("fixture has a trailer")).expect("JSON is UTF-8")
+}
+
+/// The balanced `{...}` object starting at `text[start]` (the JSON here has no braces in
+/// strings).
+fn object_at(text: &str, start: usize) -> &str {
+    let mut depth = 0usize;
+    for (i, c) in text[start..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[start..start + i + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced JSON object");
+}
+
+/// The device object QEMU wrote for `idstr`/`instance` in the trailer of `stream`.
+pub fn qemu_device_json<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> &'a str {
+    let json = trailer_json(stream);
+    let key = std::format!("{{\"name\": \"{idstr}\", \"instance_id\": {instance}, ");
+    let start = json.find(&key).expect("device in trailer");
+    object_at(json, start)
+}
+
+/// Our JSON description of `state` as section `idstr`/`instance`.
+pub fn our_device_json<T: State>(idstr: &str, instance: u32, state: &T) -> std::string::String {
+    let mut buf = [0u8; 8192];
+    let mut sink = vmstate::SliceSink::new(&mut buf);
+    vmstate::vmdesc::device(
+        &mut sink,
+        idstr.as_bytes(),
+        instance,
+        T::VMSD,
+        state.as_bytes(),
+    )
+    .expect("JSON fits");
+    let n = sink.finish();
+    std::string::String::from_utf8(buf[..n].to_vec()).expect("JSON is UTF-8")
+}
+
+/// The string values of every `"field": "..."` inside the analysis object of section `key`
+/// (e.g. `"i8259 (16)"`), in document order.
+pub fn state_values<'a>(state_json: &'a str, key: &str, field: &str) -> Vec<&'a str> {
+    let at = state_json
+        .find(&std::format!("\"{key}\": {{"))
+        .expect("section in analysis");
+    let obj = object_at(state_json, at + key.len() + 4);
+    let pat = std::format!("\"{field}\": \"");
+    let mut out = Vec::new();
+    let mut rest = obj;
+    while let Some(i) = rest.find(&pat) {
+        rest = &rest[i + pat.len()..];
+        let end = rest.find('"').expect("closed string");
+        out.push(&rest[..end]);
+    }
+    out
+}
+
+/// The single hex value of `field` in section `key` of the analysis.
+pub fn state_hex(state_json: &str, key: &str, field: &str) -> u64 {
+    let v = state_values(state_json, key, field);
+    assert_eq!(v.len(), 1, "{key}.{field} occurs once");
+    parse_hex(v[0])
+}
+
+/// Parses `0x...`.
+pub fn parse_hex(s: &str) -> u64 {
+    u64::from_str_radix(s.strip_prefix("0x").expect("0x prefix"), 16).expect("hex")
+}
+
+/// Parses QEMU's buffer rendering `"32 00 55 ..."`.
+pub fn parse_bytes(s: &str) -> Vec<u8> {
+    s.split(' ')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect()
+}
+
+/// Decodes section `idstr`/`instance` of `stream` into a copy of `init`, re-encodes it into a
+/// buffer pre-filled with 0xa5 and checks the bytes equal the original section exactly.
+/// Returns the decoded state.
+pub fn round_trip<T: State + Copy>(stream: &[u8], idstr: &str, instance: u32, init: T) -> T {
+    let rec = section(stream, idstr, instance);
+    let mut state = init;
+    vmstate::load_section(&mut state, &rec).expect("real section loads");
+    let original = section_bytes(stream, &rec);
+    let mut buf = [0xa5u8; 4096];
+    let id = SectionId {
+        section_id: rec.section_id,
+        idstr: rec.idstr,
+        instance_id: rec.instance_id,
+    };
+    let n = vmstate::encode_section_into(id, &state, &mut buf).expect("encodes");
+    assert_eq!(
+        &buf[..n],
+        original,
+        "{idstr} ({instance}) re-encodes byte for byte"
+    );
+    state
+}
+
+/// Checks that every strict prefix of `body` fails to load with a clean error and leaves
+/// `state` unchanged.
+pub fn every_prefix_fails<T: State + Copy + PartialEq + core::fmt::Debug>(
+    state: &T,
+    version: u32,
+    body: &[u8],
+) {
+    for len in 0..body.len() {
+        let mut s = *state;
+        let e = vmstate::load(&mut s, version, &body[..len], 1000)
+            .expect_err("a truncated body must not load");
+        assert!(e.is_incomplete(), "prefix of {len}: {e}");
+        assert!(
+            e.offset >= 1000 && e.offset <= 1000 + len,
+            "error offset {} inside the prefix of {len}",
+            e.offset
+        );
+        assert_eq!(&s, state, "a failed load changes nothing");
+    }
+}
+
+/// The string elements of the array `"field": [...]` in section `key` of the analysis.
+pub fn state_array<'a>(state_json: &'a str, key: &str, field: &str) -> Vec<&'a str> {
+    let at = state_json
+        .find(&std::format!("\"{key}\": {{"))
+        .expect("section in analysis");
+    let obj = object_at(state_json, at + key.len() + 4);
+    let pat = std::format!("\"{field}\": [");
+    let start = obj.find(&pat).expect("array in section") + pat.len();
+    let end = start + obj[start..].find(']').expect("closed array");
+    obj[start..end]
+        .split(',')
+        .map(|s| s.trim().trim_matches('"'))
+        .collect()
+}
+
+/// A small deterministic generator (xorshift64*), so property tests need no dependency and
+/// always see the same inputs.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (nonzero).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    /// Fills `buf` with pseudo-random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            *b = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+        }
+    }
+}
+
+/// Round-trip property over `rounds` pseudo-random bodies of `len` bytes at the current
+/// version: a raw random body either loads and re-encodes to itself (with the `unused`
+/// `(from, to)` byte ranges as zeros) or fails leaving the state unchanged; after `fix` makes
+/// it valid it must load and re-encode to itself. Returns how many raw bodies loaded.
+pub fn random_bodies_round_trip<T: State + Copy + PartialEq + core::fmt::Debug>(
+    init: T,
+    len: usize,
+    unused: &[(usize, usize)],
+    fix: fn(&mut [u8]),
+    rounds: usize,
+) -> usize {
+    let mut rng = Rng::new(0x5eed ^ len as u64);
+    let mut body = std::vec![0u8; len];
+    let mut out = std::vec![0u8; len];
+    let mut raw_ok = 0;
+    for round in 0..rounds * 2 {
+        rng.fill(&mut body);
+        let raw = round % 2 == 0;
+        if !raw {
+            fix(&mut body);
+        }
+        let mut s = init;
+        match vmstate::load(&mut s, T::VMSD.version_id, &body, 0) {
+            Ok(()) => {
+                raw_ok += raw as usize;
+                for &(from, to) in unused {
+                    body[from..to].fill(0);
+                }
+                out.fill(0xa5);
+                let n = vmstate::encode_body_into(&s, &mut out).expect("encodes");
+                assert_eq!(&out[..n], &body[..], "round {round}");
+            }
+            Err(e) => {
+                assert!(raw, "a fixed-up body must load: {e}");
+                assert_eq!(s, init, "a failed load changes nothing");
+            }
+        }
+    }
+    raw_ok
+}
