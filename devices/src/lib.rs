@@ -18,3 +18,6 @@ pub mod port92;
 pub mod rtc;
 pub mod serial;
 pub mod timer;
+
+#[cfg(test)]
+mod test_fixtures;

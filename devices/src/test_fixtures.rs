@@ -1,7 +1,6 @@
 //! Test support shared by the device files: the real QEMU 7.2 streams and QEMU's own
-//! analysis of them, with tiny lookups. Included into each device's `tests` module with
-//! `#[cfg(test)] #[path = "test_fixtures.rs"] mod fixtures;` (test builds only; not part of the
-//! library).
+//! analysis of them, with tiny lookups. Declared `#[cfg(test)]` in `lib.rs` (test builds only;
+//! not part of the library).
 #![allow(dead_code)]
 
 extern crate std;

@@ -54,11 +54,8 @@ impl Timers {
     };
 }
 
-// Shared test support, included by each device file so that the file stays self-contained.
 #[cfg(test)]
-#[allow(clippy::duplicate_mod)]
-#[path = "test_fixtures.rs"]
-mod fixtures;
+use crate::test_fixtures as fixtures;
 
 #[cfg(test)]
 mod tests {
