@@ -14,7 +14,8 @@
 //! ACPI regions' maximum and current sizes) is stored after the wire fields by [`FwCfg::new`];
 //! no table field covers it, so loads never change it and the checks can see it.
 //!
-//! Load rules (a rejected load leaves the state unchanged):
+//! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
+//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|
@@ -186,7 +187,8 @@ impl FwCfg {
                     found: size,
                 });
             }
-            // Should reject: tables of another size than the destination built.
+            // Should reject (class c, no CVE): tables of another size than the destination
+            // built.
             if let Some(sizes) = cfg.acpi_mr_sizes
                 && size != sizes[i]
             {

@@ -13,7 +13,8 @@
 //! static buffer, so an earlier, longer name can leave its tail behind): they are accepted and
 //! kept, so round trips stay byte-exact.
 //!
-//! Load rules (a rejected load leaves the state unchanged):
+//! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
+//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|
@@ -169,7 +170,8 @@ impl GlobalState {
                 found: name.len() as u64,
             });
         }
-        // Should reject: a writer always sends strlen + 1; QEMU never reads the value.
+        // Should reject (class c, no CVE): a writer always sends strlen + 1; QEMU never
+        // reads the value.
         let want = name.len() as u64 + 1;
         if self.size.get() as u64 != want {
             return Err(Violation {

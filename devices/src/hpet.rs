@@ -12,7 +12,8 @@
 //! after the wire fields, where no table field covers it, so the `needed` predicates and the
 //! load checks see it and a load never changes it.
 //!
-//! Load rules (each rejected load leaves the state unchanged, see [`vmstate::load`]):
+//! Load rules (a rejected load leaves the state unchanged, see [`vmstate::load`]; "MUST" is
+//! class (a) of `untrusted-input.md` §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|
@@ -233,7 +234,8 @@ impl Hpet {
                     found: t.tn as u64,
                 });
             }
-            // Should reject: the read-only capability bits (intcap, FSB_CAP, PERIODIC_CAP,
+            // Should reject (class c, no CVE; the 1433e38cc840 class of a stream reconfiguring
+            // the device): the read-only capability bits (intcap, FSB_CAP, PERIODIC_CAP,
             // SIZE_CAP) would let a stream offer the guest features the destination lacks
             // (QEMU 7.2 derives its MSI flag from timer[0]'s FSB_CAP).
             let ro = t.config.get() & !TN_CFG_WRITE_MASK;
@@ -244,7 +246,7 @@ impl Hpet {
                     found: ro,
                 });
             }
-            // Should reject: a flag the device model only ever sets to 0 or 1.
+            // Should reject (class c, no CVE): a flag the device model only sets to 0 or 1.
             if t.wrap_flag > 1 {
                 return Err(Violation {
                     field: "timer",
@@ -253,7 +255,7 @@ impl Hpet {
                 });
             }
         }
-        // Should reject: interrupt status bits for timers that do not exist.
+        // Should reject (class c, no CVE): status bits of timers that do not exist.
         let isr_mask = !((1u64 << self.num_timers.min(63)) - 1);
         if self.isr.get() & isr_mask != 0 {
             return Err(Violation {
@@ -262,7 +264,7 @@ impl Hpet {
                 found: self.isr.get(),
             });
         }
-        // Should reject: bits a guest cannot set through the register interface.
+        // Should reject (class c, no CVE): bits the guest's register writes cannot set.
         if self.config.get() & !CFG_WRITE_MASK != 0 {
             return Err(Violation {
                 field: "config",
@@ -270,7 +272,7 @@ impl Hpet {
                 found: self.config.get(),
             });
         }
-        // Should reject: a level is 0 or 1.
+        // Should reject (class c, no CVE): a level is 0 or 1.
         if self.rtc_irq_level > 1 {
             return Err(Violation {
                 field: "rtc_irq_level",

@@ -14,7 +14,8 @@
 //! the JSON (`"buffer"`, size 16) are identical, and the type then cannot represent a FIFO whose
 //! capacity disagrees with its storage or with the head/num bounds checked below.
 //!
-//! Load rules (a rejected load leaves the state unchanged):
+//! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
+//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|
@@ -213,9 +214,9 @@ impl Serial {
     /// The invariants checked after the body and all subsections (module docs).
     pub fn check(&self) -> Result<(), Violation> {
         let retry = self.tsr_retry.get();
-        // QEMU's own consistency check (serial_post_load): `tsr_retry` drives the transmit
-        // retry path (a stream value used as a loop bound, CVE-2013-4527 class); an
-        // inconsistent pair fails the load there too.
+        // QEMU's own consistency check (serial_post_load), no CVE: `tsr_retry` and LSR.TEMT
+        // select the transmit path (retry watch or idle), a stream value selecting code
+        // (§3.1); QEMU fails the load on an inconsistent pair too.
         if retry > 0 && self.lsr & LSR_TEMT != 0 {
             return Err(Violation {
                 field: "tsr_retry",
@@ -230,7 +231,8 @@ impl Serial {
                 found: self.lsr as u64,
             });
         }
-        // Should reject: values the guest paths never store (they mask with 0x0f, 0x1f, 0xc9).
+        // Should reject (class c, no CVE): values the guest paths never store (they mask
+        // with 0x0f, 0x1f, 0xc9).
         if self.ier & 0xf0 != 0 {
             return Err(Violation {
                 field: "ier",
@@ -252,7 +254,7 @@ impl Serial {
                 found: self.fcr_vmstate as u64,
             });
         }
-        // Should reject: a pending flag is 0 or 1 (negative values included).
+        // Should reject (class c, no CVE): a pending flag is 0 or 1 (negatives included).
         flag("timeout_ipending", self.timeout_ipending.get())
     }
 }
@@ -278,7 +280,8 @@ fn flag(field: &'static str, v: i32) -> Result<(), Violation> {
 
 const THR_IPENDING_VMSD: Vmsd = Vmsd::new("serial/thr_ipending", 1, 1, SIZE)
     .fields(&[field!(Serial, thr_ipending)])
-    // Should reject: only 0 or 1 is ever sent (QEMU would treat -1 as "absent").
+    // Should reject (class c, no CVE): only 0 or 1 is ever sent (QEMU would treat -1 as
+    // "absent").
     .validate(check!(Serial, |s, _v| flag(
         "thr_ipending",
         s.thr_ipending.get()
@@ -291,8 +294,8 @@ const TSR_VMSD: Vmsd = Vmsd::new("serial/tsr", 1, 1, SIZE)
         field!(Serial, tsr),
     ])
     .validate(check!(Serial, |s, _v| {
-        // A retry count above MAX_XMIT_RETRY is unreachable; QEMU clamps it, this model
-        // rejects it (module docs).
+        // A retry count above MAX_XMIT_RETRY is unreachable (a retry loop bound, §3.1; no
+        // CVE); QEMU clamps it, this model rejects it (module docs).
         if s.tsr_retry.get() > MAX_XMIT_RETRY {
             return Err(Violation {
                 field: "tsr_retry",
@@ -320,7 +323,8 @@ const POLL_VMSD: Vmsd = Vmsd::new("serial/poll", 1, 1, SIZE)
         field!(Serial, poll_msl),
         field!(Serial, modem_status_poll).timer(),
     ])
-    // Should reject: -1 ("no modem-status support") is never sent, and nothing else exists.
+    // Should reject (class c, no CVE): -1 ("no modem-status support") is never sent, and
+    // nothing else exists.
     .validate(check!(Serial, |s, _v| flag("poll_msl", s.poll_msl.get())));
 
 const SUBSECTIONS: &[Subsection] = &[
