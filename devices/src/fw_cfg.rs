@@ -110,11 +110,10 @@ pub struct FwCfg {
 const SIZE: usize = core::mem::size_of::<FwCfg>();
 
 impl FwCfg {
-    /// A reset fw_cfg (no entry selected) with configuration `cfg`; the ACPI sizes are the
-    /// configured current sizes (zero if not configured).
+    /// A reset fw_cfg (`fw_cfg_reset` selects the signature entry, key 0) with configuration
+    /// `cfg`; the ACPI sizes are the configured current sizes (zero if not configured).
     pub fn new(cfg: FwCfgConfig) -> FwCfg {
         let mut s = FwCfg::new_zeroed();
-        s.cur_entry = INVALID_ENTRY.into();
         let sizes = cfg.acpi_mr_sizes.unwrap_or([0; 3]);
         s.table_mr_size = sizes[0].into();
         s.linker_mr_size = sizes[1].into();
@@ -370,6 +369,7 @@ mod tests {
             let (rec, trailer) = section(stream, b"fw_cfg");
             assert_eq!((rec.version_id, rec.body.len()), (2, 74));
             let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
+            s.cur_entry = INVALID_ENTRY.into(); // a live value the load replaces
             vmstate::load_section(&mut s, &rec).expect("real fw_cfg loads");
             let key = format!("\"fw_cfg ({})\": ", rec.section_id);
             let at = state_json.find(&key).unwrap() + key.len();
@@ -557,13 +557,6 @@ mod tests {
         d.dma_addr = 99.into();
         d.table_mr_size = 0.into();
         load(&mut d, 2, &[0, 0, 0, 0, 0, 0], 0).unwrap();
-        assert_eq!(d, FwCfg::new(FwCfgConfig::PC_7_2).with_entry(0));
-    }
-
-    impl FwCfg {
-        fn with_entry(mut self, e: u16) -> FwCfg {
-            self.cur_entry = e.into();
-            self
-        }
+        assert_eq!(d, FwCfg::new(FwCfgConfig::PC_7_2));
     }
 }

@@ -31,6 +31,7 @@
 //!
 //! Accepted: `divider` 0 (QEMU treats it as about 3500 baud; nothing here divides by it) and any
 //! `rbr`, `iir`, `lcr`, `lsr`, `msr`, `scr`, `thr`, `tsr`, FIFO data and timer values.
+//! Not checked: LSR.DR against `recv_fifo.num` (optional in §4.4, not safety-relevant).
 //!
 //! Absent subsections: `thr_ipending` is derived from `iir` (QEMU's `post_load` does this when
 //! its `pre_load` sentinel -1 survives), `poll_msl` stays -1 (no modem-status polling); the others
