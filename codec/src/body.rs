@@ -201,7 +201,8 @@ fn encode_field<S: Sink>(
 /// Decodes a body of `vmsd` at stream `version` from `r` into `state` (the staging copy).
 ///
 /// Checks `minimum_version_id <= version <= version_id`, runs `pre_load`, decodes the present
-/// fields, the subsections, applies absent-subsection defaults and runs the validation hook.
+/// fields, the subsections, applies absent-subsection defaults, runs the validation hook and then
+/// the post-load hook.
 pub fn decode_body(vmsd: &Vmsd, version: u32, r: &mut Reader<'_>, state: &mut [u8]) -> Result<()> {
     decode_body_mode(vmsd, version, r, state, Mode::Load)
 }
@@ -266,6 +267,9 @@ pub fn decode_body_mode(
             e = e.in_field(v.field);
         }
         return Err(e);
+    }
+    if let (Some(post), Mode::Load) = (vmsd.post_load, mode) {
+        post(state, version);
     }
     Ok(())
 }

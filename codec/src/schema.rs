@@ -393,6 +393,9 @@ impl Subsection {
 /// Validation hook: checks device invariants after the whole body (all subsections included).
 pub type ValidateFn = fn(&[u8], u32) -> Result<(), Violation>;
 
+/// Post-load hook: normalises a validated staging state, given the stream version.
+pub type PostLoadFn = fn(&mut [u8], u32);
+
 /// A description table (QEMU's `VMStateDescription`).
 #[derive(Debug, Clone, Copy)]
 pub struct Vmsd {
@@ -413,6 +416,9 @@ pub struct Vmsd {
     /// Device invariants checked after the body and all its subsections (QEMU's `post_load`
     /// checks, hardened per `untrusted-input.md`).
     pub validate: Option<ValidateFn>,
+    /// Runs on the staging state after `validate` passed, with the stream version (QEMU's
+    /// `post_load` normalisations, e.g. moving a v1-only field into its current storage).
+    pub post_load: Option<PostLoadFn>,
 }
 
 /// Most subsections one description may have (a bitmask tracks duplicates on load).
@@ -436,6 +442,7 @@ impl Vmsd {
             subsections: &[],
             pre_load: None,
             validate: None,
+            post_load: None,
         }
     }
 
@@ -460,6 +467,12 @@ impl Vmsd {
     /// Sets the validation hook.
     pub const fn validate(mut self, f: ValidateFn) -> Vmsd {
         self.validate = Some(f);
+        self
+    }
+
+    /// Sets the post-load hook (runs after `validate` passed, on loads only).
+    pub const fn post_load(mut self, f: PostLoadFn) -> Vmsd {
+        self.post_load = Some(f);
         self
     }
 
