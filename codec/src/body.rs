@@ -349,6 +349,12 @@ fn decode_subsections(
         starts[idx] = r.offset();
         decode_body_mode(sub.vmsd, h.version, r, state, mode).map_err(|e| e.in_field(field))?;
     }
+    if SubsectionHeader::is_cut(r, vmsd.name) {
+        return Err(r.error(ErrorKind::Truncated {
+            needed: 2 + r.peek(1).map_or(0, |l| l as usize),
+            available: r.remaining(),
+        }));
+    }
     for (idx, sub) in vmsd.subsections.iter().enumerate() {
         if seen & (1 << idx) == 0
             && let Some(absent) = sub.absent
