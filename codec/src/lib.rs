@@ -149,22 +149,7 @@ pub fn load_with<T: State>(
     body: &[u8],
     base: usize,
 ) -> Result<()> {
-    let mut staging = T::read_from_bytes(state.as_bytes()).map_err(|_| {
-        Error::new(
-            base,
-            ErrorKind::BufferTooSmall {
-                needed: T::VMSD.size,
-                capacity: 0,
-            },
-        )
-    })?;
-    let mut r = wire::Reader::new(body, base);
-    body::decode_body(vmsd, version, &mut r, staging.as_mut_bytes())?;
-    if let Some(b) = r.peek(0) {
-        // QEMU: "Missing section footer" — the body holds bytes the description does not.
-        return Err(r.error(ErrorKind::MissingFooter { found: b }));
-    }
-    *state = staging;
+    *state = decode_with(vmsd, state, version, body, base)?;
     Ok(())
 }
 
@@ -177,16 +162,33 @@ pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
 /// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
 pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
+    decode_with(T::VMSD, init, version, body, base)
+}
+
+/// [`decode`] with another description of the same struct (see [`load_with`]).
+pub fn decode_with<T: State>(
+    vmsd: &Vmsd,
+    init: &T,
+    version: u32,
+    body: &[u8],
+    base: usize,
+) -> Result<T> {
+    // `T: FromBytes + IntoBytes` makes this copy infallible; keep it an error, never a panic.
     let mut out = T::read_from_bytes(init.as_bytes()).map_err(|_| {
         Error::new(
             base,
             ErrorKind::BufferTooSmall {
-                needed: T::VMSD.size,
-                capacity: 0,
+                needed: vmsd.size,
+                capacity: core::mem::size_of::<T>(),
             },
         )
     })?;
-    load(&mut out, version, body, base)?;
+    let mut r = wire::Reader::new(body, base);
+    body::decode_body(vmsd, version, &mut r, out.as_mut_bytes())?;
+    if let Some(b) = r.peek(0) {
+        // QEMU: "Missing section footer" — the body holds bytes the description does not.
+        return Err(r.error(ErrorKind::MissingFooter { found: b }));
+    }
     Ok(out)
 }
 
