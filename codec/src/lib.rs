@@ -21,6 +21,7 @@
 pub mod body;
 pub mod dirty;
 pub mod error;
+pub mod io;
 pub mod ram;
 pub mod schema;
 pub mod sink;
