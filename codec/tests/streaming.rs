@@ -406,3 +406,38 @@ fn a_section_larger_than_the_buffer_is_named() {
     );
     assert!(e.section.unwrap().idstr.eq_bytes(&id), "{e}");
 }
+
+#[test]
+fn mutated_streams_end_in_an_error_or_done_never_a_panic() {
+    let bytes = fixture("pc-7.2-serial.vmstate");
+    let mut rng = Rng(0xbad_f00d_0bad_cafe);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut errors = 0;
+    for _ in 0..150 {
+        let mut m = bytes.clone();
+        // Hit the record structure (the first 0x46000 bytes hold RAM and the sections) more
+        // often than the trailer's JSON.
+        for _ in 0..1 + rng.next() % 4 {
+            let at = (rng.next() % 0x46000) as usize;
+            m[at] = rng.next() as u8;
+        }
+        let input = ChunkedReader {
+            data: &m,
+            rng: Rng(rng.next() | 1),
+        };
+        let mut sr = StreamReader::new(input, &mut buf, FooterScan);
+        let mut events = 0usize;
+        loop {
+            match sr.next_event() {
+                Ok(Some(_)) => events += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+            assert!(events <= m.len(), "no progress");
+        }
+    }
+    assert!(errors > 0);
+}
