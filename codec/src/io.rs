@@ -16,8 +16,10 @@
 //! body is hundreds of kilobytes while its records (at most a 4 KiB page and a name) are
 //! self-delimiting; and the VMDESCRIPTION trailer arrives as [`Event::TrailerStart`] and
 //! [`Event::TrailerData`] chunks. VMState sections arrive whole, so each must fit in the working
-//! buffer together with the next record's header; one that does not is reported as
-//! [`ErrorKind::BufferTooSmall`] with the section named.
+//! buffer together with [`LOOKAHEAD`] bytes after it; one that does not is reported as
+//! [`ErrorKind::BufferTooSmall`] with the section named. The buffer also keeps the RAM block
+//! list (the MEM_SIZE record) at its front once the RAM START was read, and a RAM record (up to
+//! 8 + 256 + 4096 bytes) must fit in the rest.
 //!
 //! The stream-level checks are those of `Records`: record types, unique section ids, PART/END
 //! only for an open section, RAM version 4, footers, nothing after the trailer. After an error
@@ -116,9 +118,11 @@ impl<'n, S: Sink> Encoder<'n, S> {
         self.footer(h.section_id)
     }
 
-    /// One RAM record through [`RamWriter`] (so CONTINUE follows QEMU's rule). ZERO records are
-    /// written with fill 0 and XBZRLE is not written (QEMU's precopy writer does neither
-    /// otherwise): both are [`ErrorKind::Invalid`].
+    /// One RAM record through [`RamWriter`] (so CONTINUE follows QEMU's rule). A ZERO record
+    /// with a non-zero fill is [`ErrorKind::RamNonZeroFill`] and XBZRLE is [`ErrorKind::RamFlags`]
+    /// (this writer emits neither). The block name must live as long as the encoder (the
+    /// writer remembers the last block for CONTINUE), so records borrowed from a streaming
+    /// decoder's buffer cannot be passed here directly.
     pub fn ram_record(&mut self, rec: &RamRecord<'n>) -> core::result::Result<(), S::Error> {
         let out = &mut self.out;
         match *rec {
@@ -368,6 +372,10 @@ enum Pending {
 }
 
 const SEEN_IDS: usize = 4096;
+
+/// Bytes past a VMState section's footer the decoder wants buffered before it accepts the
+/// section (unless the input ended): the longest record header, `14 + 255`.
+pub const LOOKAHEAD: usize = 14 + 255;
 
 /// A push decoder over a caller-owned working buffer.
 #[derive(Debug)]
@@ -873,6 +881,17 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
         r.skip(body_len).map_err(|e| e.in_section(context))?;
         read_footer(&mut r, info.section_id).map_err(|e| e.in_section(context))?;
+        // A resolver may decide a body's end by looking at what follows it (FooterScan checks
+        // that a record header starts after the footer). Decide only once the longest such
+        // header is buffered, so a cut in the input can never change the answer.
+        if !self.input_done && r.remaining() < LOOKAHEAD {
+            return Err(r
+                .error(ErrorKind::Truncated {
+                    needed: LOOKAHEAD,
+                    available: r.remaining(),
+                })
+                .in_section(context));
+        }
         Ok((r.position(), Pending::Section { meta, body_len }))
     }
 }
