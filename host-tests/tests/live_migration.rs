@@ -92,10 +92,12 @@ impl Cells {
 
 #[test]
 fn live_migration_to_a_second_process_converges_and_matches() {
-    let mut dest = Command::new(env!("CARGO_BIN_EXE_live_dest"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn live_dest");
+    let mut dest = Reaper(
+        Command::new(env!("CARGO_BIN_EXE_live_dest"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn live_dest"),
+    );
     let mut dest_out = BufReader::new(dest.stdout.take().expect("piped stdout"));
     let mut line = String::new();
     dest_out.read_line(&mut line).expect("LISTEN line");

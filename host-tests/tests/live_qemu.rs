@@ -13,9 +13,9 @@
 #[path = "../src/bin/live_dest/common.rs"]
 mod common;
 
-use common::Io;
+use common::{Io, Reaper};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicU64;
@@ -208,18 +208,20 @@ fn qemu_loads_a_ram_only_stream_from_the_dirty_log_writer() {
     let sock = dir.join("qmp.sock");
     let len = write_stream(&file);
 
-    let mut qemu = Command::new(QEMU)
-        .args(["-M", "pc", "-m", "32", "-nodefaults", "-display", "none"])
-        .args(["-accel", "tcg", "-S"])
-        .arg("-incoming")
-        .arg(format!("exec:cat {}", file.display()))
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut qemu = Reaper(
+        Command::new(QEMU)
+            .args(["-M", "pc", "-m", "32", "-nodefaults", "-display", "none"])
+            .args(["-accel", "tcg", "-S"])
+            .arg("-incoming")
+            .arg(format!("exec:cat {}", file.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut qmp = Qmp::connect(&sock, &mut qemu);
     let mut polls = 0;
     let status = loop {
@@ -257,13 +259,16 @@ fn qemu_loads_a_ram_only_stream_from_the_dirty_log_writer() {
     } else {
         let _ = qemu.kill();
     }
-    let out = qemu.wait_with_output().unwrap();
+    let mut stderr = String::new();
+    if let Some(mut e) = qemu.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let _ = qemu.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
-        status,
-        "completed",
+        status, "completed",
         "QEMU refused the {len}-byte stream: {}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr
     );
     println!("QEMU loaded the {len}-byte RAM stream:");
     for (a, text) in &read {

@@ -287,3 +287,30 @@ impl<T: std::io::Write> embedded_io::Write for Io<T> {
         self.0.flush().map_err(|e| IoErr(e.kind()))
     }
 }
+
+/// A child process that is killed and reaped when dropped, so a failing test leaves no
+/// destination or QEMU behind.
+#[derive(Debug)]
+pub struct Reaper(pub std::process::Child);
+
+impl std::ops::Deref for Reaper {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaper {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
