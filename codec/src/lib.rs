@@ -19,11 +19,15 @@
 #![deny(missing_docs)]
 
 pub mod body;
+pub mod dirty;
 pub mod error;
+pub mod io;
 pub mod ram;
 pub mod schema;
 pub mod sink;
+pub mod snapshot;
 pub mod stream;
+pub mod sync;
 pub mod vmdesc;
 pub mod wire;
 pub mod writer;

@@ -158,6 +158,17 @@ impl<'a> RamContext<'a> {
         }
     }
 
+    /// The block the last page record named (what a CONTINUE record refers to) and its length.
+    pub const fn last_block(&self) -> Option<(&'a [u8], u64)> {
+        self.last
+    }
+
+    /// Sets the block a CONTINUE record refers to. For readers that keep the block list and
+    /// the last block in their own storage across refills of a working buffer (`crate::io`).
+    pub const fn set_last_block(&mut self, last: Option<(&'a [u8], u64)>) {
+        self.last = last;
+    }
+
     /// Reads one record from `r`.
     pub fn read_record(&mut self, r: &mut Reader<'a>) -> Result<RamRecord<'a>> {
         let at = r.offset();
