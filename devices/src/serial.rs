@@ -426,64 +426,17 @@ impl State for IsaSerial {
 }
 
 #[cfg(test)]
+use crate::test_fixtures as fixtures;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
+    use super::fixtures::{SERIAL, SERIAL_STATE, body_of, section};
     use super::*;
+    use std::format;
     use std::string::String;
     use std::vec::Vec;
-    use std::{format, vec};
-    use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
-    use vmstate::{Error, ErrorKind, SectionId, SliceSink, load};
-
-    const STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate");
-    const STATE_JSON: &str = include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json");
-
-    fn section<'a>(stream: &'a [u8], idstr: &[u8]) -> (SectionRecord<'a>, &'a [u8]) {
-        let mut found = None;
-        let mut json = None;
-        for item in Records::new(stream, FooterScan) {
-            match item.expect("fixture walks").record {
-                Record::Section(rec) if rec.idstr == idstr => found = Some(rec),
-                Record::Trailer(t) => json = Some(t.json),
-                _ => {}
-            }
-        }
-        (
-            found.expect("section present"),
-            json.expect("trailer present"),
-        )
-    }
-
-    /// The JSON object starting at `text[start]` (brace-matched, strings respected).
-    fn object_from(text: &str, start: usize) -> &str {
-        let (mut depth, mut in_str) = (0, false);
-        for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-            match c {
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[start..=i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        panic!("unterminated object")
-    }
-
-    fn compact(text: &str) -> String {
-        let mut in_str = false;
-        text.chars()
-            .filter(|&c| {
-                if c == '"' {
-                    in_str = !in_str;
-                }
-                in_str || !c.is_whitespace()
-            })
-            .collect()
-    }
+    use vmstate::{Error, ErrorKind, load};
 
     fn analyze(s: &Serial) -> String {
         format!(
@@ -503,33 +456,21 @@ mod tests {
         )
     }
 
-    fn body_of(s: &IsaSerial) -> Vec<u8> {
-        let mut buf = vec![0xa5u8; 1024];
-        let n = vmstate::encode_body_into(s, &mut buf).expect("encodes");
-        assert!(buf[n..].iter().all(|&b| b == 0xa5));
-        buf.truncate(n);
-        buf
-    }
-
     fn load_err(body: &[u8]) -> Error {
         let mut s = IsaSerial::new();
         s.state.scr = 0x5a; // a live state that must survive the failed load
-        let before = s;
-        let e = load(&mut s, 3, body, 1000).expect_err("must be rejected");
-        assert_eq!(s, before, "a rejected load changed the state");
-        e
+        fixtures::load_err(s, 3, body)
     }
 
     #[test]
     fn real_section_decodes_reencodes_and_describes_like_qemu() {
-        let (rec, trailer) = section(STREAM, b"serial");
+        let rec = section(SERIAL, "serial", 0);
         assert_eq!((rec.version_id, rec.body.len()), (3, 11));
-        let mut s = IsaSerial::new();
-        s.state.poll_msl = 0.into(); // a destination value the load must replace
-        vmstate::load_section(&mut s, &rec).expect("real serial loads");
-        let key = format!("\"serial ({})\": ", rec.section_id);
-        let at = STATE_JSON.find(&key).unwrap() + key.len();
-        assert_eq!(analyze(&s.state), compact(object_from(STATE_JSON, at)));
+        let mut init = IsaSerial::new();
+        init.state.poll_msl = 0.into(); // a destination value the load must replace
+        let s = fixtures::round_trip(SERIAL, "serial", 0, init);
+        // The analysis and the trailer's device object, exactly.
+        fixtures::describes_like_qemu(SERIAL, SERIAL_STATE, "serial", &s, &analyze(&s.state));
         // Absent subsections: derived thr_ipending (iir 0x01 → 0), poll_msl sentinel kept.
         assert_eq!(s.state.thr_ipending.get(), 0);
         assert_eq!(s.state.poll_msl.get(), -1);
@@ -538,31 +479,11 @@ mod tests {
             IsaSerial::new(),
             "a -serial null UART that never ran is in reset state"
         );
-        let mut buf = vec![0xa5u8; 256];
-        let id = SectionId {
-            section_id: rec.section_id,
-            idstr: rec.idstr,
-            instance_id: rec.instance_id,
-        };
-        let n = vmstate::encode_section_into(id, &s, &mut buf).unwrap();
-        assert!(buf[n..].iter().all(|&b| b == 0xa5));
-        assert_eq!(&buf[..n], &STREAM[rec.offset..rec.end()]);
-        // The trailer's device object, exactly.
-        let mut js = vec![0u8; 4096];
-        let mut sink = SliceSink::new(&mut js);
-        vmstate::vmdesc::device(&mut sink, b"serial", 0, &VMSD, s.as_bytes()).unwrap();
-        let n = sink.finish();
-        let trailer = core::str::from_utf8(trailer).unwrap();
-        let start = trailer.find("{\"name\": \"serial\", ").unwrap();
-        assert_eq!(
-            core::str::from_utf8(&js[..n]).unwrap(),
-            object_from(trailer, start)
-        );
     }
 
     #[test]
     fn section_version_2_reads_the_same_nested_v3_body() {
-        let (rec, _) = section(STREAM, b"serial");
+        let rec = section(SERIAL, "serial", 0);
         let mut s = IsaSerial::new();
         s.state.scr = 9;
         load(&mut s, 2, rec.body, 0).expect("v2 section, nested v3 body");
