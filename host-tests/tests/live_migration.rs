@@ -76,7 +76,7 @@ fn xorshift(s: &mut u64) -> u64 {
 
 struct Cells {
     port92: SnapshotCell<Port92, 1>,
-    pic: [SnapshotCell<I8259, 2>; 2],
+    pic: [SnapshotCell<Pic, 3>; 2],
     counter: SnapshotCell<Counter, 2>,
 }
 
@@ -122,10 +122,10 @@ fn live_migration_to_a_second_process_converges_and_matches() {
         dirty: (0..words_for(PAGES)).map(|_| AtomicU64::new(0)).collect(),
     });
     let cells = Arc::new(Cells {
-        port92: SnapshotCell::new(&Port92 { outport: 0 }),
+        port92: SnapshotCell::new(&Port92::DEFAULT),
         pic: [
-            SnapshotCell::new(&I8259::at(0)),
-            SnapshotCell::new(&I8259::at(0)),
+            SnapshotCell::new(&Pic::MASTER),
+            SnapshotCell::new(&Pic::SLAVE),
         ],
         counter: SnapshotCell::new(&Devices::new().counter),
     });
@@ -164,8 +164,8 @@ fn live_migration_to_a_second_process_converges_and_matches() {
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
                 cells.port92.write(&Port92 { outport: k as u8 });
-                cells.pic[0].write(&I8259::at(k));
-                cells.pic[1].write(&I8259::at(k.wrapping_mul(7)));
+                cells.pic[0].write(&pic_at(Pic::MASTER, k));
+                cells.pic[1].write(&pic_at(Pic::SLAVE, k.wrapping_mul(7)));
                 cells.counter.write(&Counter {
                     ticks: k.into(),
                     phase: ((k % 1000) as u32).into(),
@@ -229,7 +229,7 @@ fn live_migration_to_a_second_process_converges_and_matches() {
         enc.footer(RAM_SECTION).unwrap();
         // The device models are copied while their owner runs: never torn.
         let pic = cells.pic[0].read();
-        assert!(pic.consistent(), "torn i8259 snapshot {pic:?}");
+        assert!(pic_consistent(&pic), "torn i8259 snapshot {pic:?}");
         rounds.push((n, stats, enc.position() - before, t.elapsed()));
     };
 
@@ -317,6 +317,6 @@ fn live_migration_to_a_second_process_converges_and_matches() {
     );
     // The devices really ran, and the guest really wrote while migrating.
     assert!(src_dev.counter.ticks.get() > 0);
-    assert!(src_dev.pic.iter().all(I8259::consistent));
+    assert!(src_dev.pic.iter().all(pic_consistent));
     assert!(rounds.len() >= 2, "only {} round(s)", rounds.len());
 }

@@ -12,7 +12,17 @@ fn loom_models_pass_at_preemption_bound_3() {
     let target = root.join("target").join("loom");
     let out = Command::new(env!("CARGO"))
         .current_dir(&root)
-        .args(["test", "-p", "vmstate", "--release", "--test", "loom", "--", "--test-threads", "1"])
+        .args([
+            "test",
+            "-p",
+            "vmstate",
+            "--release",
+            "--test",
+            "loom",
+            "--",
+            "--test-threads",
+            "1",
+        ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("LOOM_MAX_PREEMPTIONS", "3")
         .env("CARGO_TARGET_DIR", &target)
@@ -21,7 +31,10 @@ fn loom_models_pass_at_preemption_bound_3() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "loom tests failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "loom tests failed:\n{stdout}\n{stderr}"
+    );
     // The suite really ran (a cfg mistake would compile it to nothing).
     let passed = stdout
         .lines()
@@ -29,6 +42,12 @@ fn loom_models_pass_at_preemption_bound_3() {
         .and_then(|l| l.split(' ').next())
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
-    assert!(passed >= 4, "expected the loom models to run, got:\n{stdout}");
-    assert!(stdout.contains("is_caught ... ok"), "the broken variants must be run and caught:\n{stdout}");
+    assert!(
+        passed >= 4,
+        "expected the loom models to run, got:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("is_caught ... ok"),
+        "the broken variants must be run and caught:\n{stdout}"
+    );
 }

@@ -2,9 +2,8 @@
 //! share: the guest's RAM block, the modelled devices and their description tables, an
 //! `embedded_io` adapter for std streams, and the hash both sides print.
 //!
-//! The devices are small stand-ins with the wire layout of QEMU 7.2's `port92` and `i8259`
-//! (format §16.8, §16.2) plus a counter with big-endian wide fields; the typed models of
-//! `vmstate-devices` can replace them.
+//! The devices are the typed `port92` and `i8259` models of `vmstate-devices` (loaded with
+//! their hardened checks on the destination) plus a counter with big-endian wide fields.
 #![allow(dead_code)]
 
 use vmstate::schema::Vmsd;
@@ -27,117 +26,26 @@ pub const PIC_SECTIONS: [u32; 2] = [15, 16];
 /// The counter's section id.
 pub const COUNTER_SECTION: u32 = 40;
 
-/// `port92`: one byte.
-#[repr(C)]
-#[derive(
-    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
-)]
-pub struct Port92 {
-    /// The A20/reset register.
-    pub outport: u8,
+pub use vmstate_devices::i8259::Pic;
+pub use vmstate_devices::port92::Port92;
+
+/// A PIC state derived from one counter value: registers a guest can reach (any IRR/IMR/ISR,
+/// an 8-aligned vector base), all from the same `k`, so a torn copy is visible.
+pub fn pic_at(base: Pic, k: u64) -> Pic {
+    let b = k as u8;
+    let mut p = base;
+    p.body.last_irr = b;
+    p.body.irr = b;
+    p.body.imr = b;
+    p.body.isr = b;
+    p.body.irq_base = b & 0xf8;
+    p
 }
 
-/// `port92` v1.
-pub const PORT92_VMSD: Vmsd = Vmsd::new("port92", 1, 1, 1).fields(&[field!(Port92, outport)]);
-assert_layout!(Port92, PORT92_VMSD, wire);
-
-impl State for Port92 {
-    const VMSD: &'static Vmsd = &PORT92_VMSD;
-}
-
-/// `i8259`: sixteen bytes.
-#[repr(C)]
-#[derive(
-    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
-)]
-pub struct I8259 {
-    /// Last IRR.
-    pub last_irr: u8,
-    /// Interrupt request register.
-    pub irr: u8,
-    /// Interrupt mask register.
-    pub imr: u8,
-    /// In-service register.
-    pub isr: u8,
-    /// Priority rotation.
-    pub priority_add: u8,
-    /// Vector base.
-    pub irq_base: u8,
-    /// Read register select.
-    pub read_reg_select: u8,
-    /// Poll mode.
-    pub poll: u8,
-    /// Special mask mode.
-    pub special_mask: u8,
-    /// Init sequence state.
-    pub init_state: u8,
-    /// Auto EOI.
-    pub auto_eoi: u8,
-    /// Rotate on auto EOI.
-    pub rotate_on_auto_eoi: u8,
-    /// Special fully nested mode.
-    pub special_fully_nested_mode: u8,
-    /// ICW4 expected.
-    pub init4: u8,
-    /// Single mode.
-    pub single_mode: u8,
-    /// Edge/level control.
-    pub elcr: u8,
-}
-
-/// `i8259` v1.
-pub const I8259_VMSD: Vmsd = Vmsd::new("i8259", 1, 1, 16).fields(&[
-    field!(I8259, last_irr),
-    field!(I8259, irr),
-    field!(I8259, imr),
-    field!(I8259, isr),
-    field!(I8259, priority_add),
-    field!(I8259, irq_base),
-    field!(I8259, read_reg_select),
-    field!(I8259, poll),
-    field!(I8259, special_mask),
-    field!(I8259, init_state),
-    field!(I8259, auto_eoi),
-    field!(I8259, rotate_on_auto_eoi),
-    field!(I8259, special_fully_nested_mode),
-    field!(I8259, init4),
-    field!(I8259, single_mode),
-    field!(I8259, elcr),
-]);
-assert_layout!(I8259, I8259_VMSD, wire);
-
-impl State for I8259 {
-    const VMSD: &'static Vmsd = &I8259_VMSD;
-}
-
-impl I8259 {
-    /// Every register set from one counter value (so a torn copy is visible).
-    pub fn at(k: u64) -> I8259 {
-        let b = k as u8;
-        I8259 {
-            last_irr: b,
-            irr: b,
-            imr: b,
-            isr: b,
-            priority_add: b,
-            irq_base: b,
-            read_reg_select: b,
-            poll: b,
-            special_mask: b,
-            init_state: b,
-            auto_eoi: b,
-            rotate_on_auto_eoi: b,
-            special_fully_nested_mode: b,
-            init4: b,
-            single_mode: b,
-            elcr: b,
-        }
-    }
-
-    /// Whether all registers agree (no torn copy).
-    pub fn consistent(&self) -> bool {
-        self.as_bytes().iter().all(|&x| x == self.last_irr)
-    }
+/// Whether the registers [`pic_at`] sets agree (no torn copy).
+pub fn pic_consistent(p: &Pic) -> bool {
+    let b = p.body.last_irr;
+    p.body.irr == b && p.body.imr == b && p.body.isr == b && p.body.irq_base == b & 0xf8
 }
 
 /// A free-running counter with wide big-endian fields.
@@ -162,7 +70,11 @@ impl State for Counter {
 }
 
 /// The description tables the destination knows.
-pub const VMSDS: [&Vmsd; 3] = [&PORT92_VMSD, &I8259_VMSD, &COUNTER_VMSD];
+pub const VMSDS: [&Vmsd; 3] = [
+    &vmstate_devices::port92::VMSD,
+    &vmstate_devices::i8259::VMSD,
+    &COUNTER_VMSD,
+];
 
 /// The device states, in hashing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +82,7 @@ pub struct Devices {
     /// port92.
     pub port92: Port92,
     /// i8259 instances 0 and 1.
-    pub pic: [I8259; 2],
+    pub pic: [Pic; 2],
     /// The counter.
     pub counter: Counter,
 }
@@ -179,8 +91,8 @@ impl Devices {
     /// Power-on state.
     pub fn new() -> Devices {
         Devices {
-            port92: Port92 { outport: 0 },
-            pic: [I8259::at(0), I8259::at(0)],
+            port92: Port92::DEFAULT,
+            pic: [Pic::MASTER, Pic::SLAVE],
             counter: Counter {
                 ticks: U64::new(0),
                 phase: U32::new(0),
