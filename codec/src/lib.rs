@@ -24,6 +24,7 @@ pub mod ram;
 pub mod schema;
 pub mod sink;
 pub mod stream;
+pub mod v4;
 pub mod vmdesc;
 pub mod wire;
 
