@@ -21,7 +21,7 @@
 
 use super::wire::{
     Body, Header, Record4, Records4, SectionHead, SubsectionFrame, Tag, Vendor, emit_frame,
-    emit_section, sub_flags,
+    emit_record, emit_section, sub_flags,
 };
 use super::{Error, MAX_LEVELS, Refusal, Result};
 use crate::error::{ErrorKind, Name};
@@ -217,8 +217,7 @@ where
             Record::Header { .. } => header.emit(out)?,
             Record::Configuration(_) => {
                 let payload = v3.get(rec.offset + 1..rec.end).unwrap_or(&[]);
-                emit_frame(out, record::CONFIGURATION, payload.len())?;
-                out.write(payload)?;
+                emit_record(out, opts.crc, record::CONFIGURATION, payload)?;
             }
             Record::Section(s) => {
                 let info = SectionInfo {

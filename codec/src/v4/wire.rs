@@ -536,12 +536,30 @@ where
     Ok(())
 }
 
+/// Writes a whole non-section record (`type | len | payload | [crc32c]`), e.g. the
+/// configuration record or an ancillary record.
+pub fn emit_record<S: Sink<Error = crate::Error>>(
+    out: &mut S,
+    crc: bool,
+    kind: u8,
+    payload: &[u8],
+) -> crate::Result<()> {
+    let mut c = CrcSink::new(out);
+    emit_frame(&mut c, kind, payload.len() + if crc { 4 } else { 0 })?;
+    c.write(payload)?;
+    let sum = c.crc();
+    if crc {
+        out.write(&sum.to_be_bytes())?;
+    }
+    Ok(())
+}
+
 /// Writes a record frame header (`type | len`).
-pub fn emit_frame<S: Sink<Error = crate::Error>>(
+pub fn emit_frame<S: Sink>(
     out: &mut S,
     kind: u8,
     payload_len: usize,
-) -> crate::Result<()> {
+) -> core::result::Result<(), S::Error> {
     let len = len32(payload_len, out.position() + 1)?;
     out.write(&[kind])?;
     out.write(&len.to_be_bytes())
@@ -650,12 +668,17 @@ impl<'a> Records4<'a> {
                     let payload_offset = r.offset();
                     let payload = r.bytes(declared)?;
                     let frame = &self.buf[offset..payload_offset + declared];
+                    let _ = payload;
+                    // Checksum first: nothing inside a corrupt record is interpreted, and a
+                    // flipped type byte cannot turn a section into a skippable record.
+                    let content = self.verify(kind, frame, offset)?;
+                    let payload = content.get(5..).unwrap_or(&[]);
                     let rec = match kind {
                         record::CONFIGURATION if self.phase == Phase::Configuration => {
                             Record4::Configuration(payload)
                         }
                         _ if SectionKind::from_byte(kind).is_some() => {
-                            Record4::Section(self.section(kind, frame, offset)?)
+                            Record4::Section(self.section(kind, content, frame.len(), offset)?)
                         }
                         k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
                         found => {
@@ -695,33 +718,43 @@ impl<'a> Records4<'a> {
         }))
     }
 
-    /// Parses a section record from its whole frame (type byte included).
-    fn section(&mut self, kind_byte: u8, frame: &'a [u8], offset: usize) -> Result<Section<'a>> {
-        let kind = SectionKind::from_byte(kind_byte).unwrap_or(SectionKind::Full);
-        let declared = frame.len() - 5;
-        // Checksum first: nothing inside a corrupt record is interpreted.
-        let content = if self.crc {
-            let Some(split) = frame.len().checked_sub(4).filter(|&n| n >= 5) else {
-                return Err(Error::FrameLength {
-                    offset: offset + 1,
-                    declared,
-                });
-            };
-            let (data, sum) = frame.split_at(split);
-            let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
-            let computed = crc32c(data);
-            if stored != computed {
-                return Err(Error::Checksum {
-                    offset,
-                    section: self.best_effort_context(kind, data),
-                    stored,
-                    computed,
-                });
-            }
-            data
-        } else {
-            frame
+    /// Checks a framed record's CRC-32C (when the stream carries them) and returns the record
+    /// without it.
+    fn verify(&self, kind: u8, frame: &'a [u8], offset: usize) -> Result<&'a [u8]> {
+        if !self.crc {
+            return Ok(frame);
+        }
+        let Some(split) = frame.len().checked_sub(4).filter(|&n| n >= 5) else {
+            return Err(Error::FrameLength {
+                offset: offset + 1,
+                declared: frame.len() - 5,
+            });
         };
+        let (data, sum) = frame.split_at(split);
+        let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
+        let computed = crc32c(data);
+        if stored != computed {
+            return Err(Error::Checksum {
+                offset,
+                section: self.best_effort_context(kind, data),
+                stored,
+                computed,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Parses a section record from its checked content (type byte included, CRC excluded);
+    /// `frame_len` is the whole record's length.
+    fn section(
+        &mut self,
+        kind_byte: u8,
+        content: &'a [u8],
+        frame_len: usize,
+        offset: usize,
+    ) -> Result<Section<'a>> {
+        let kind = SectionKind::from_byte(kind_byte).unwrap_or(SectionKind::Full);
+        let declared = frame_len - 5;
         let mut r = Reader::new(&content[5..], offset + 5);
         let frame_err = |r: &Reader<'_>| Error::FrameLength {
             offset: r.offset(),
@@ -775,7 +808,7 @@ impl<'a> Records4<'a> {
         };
         let sec = Section {
             offset,
-            end: offset + frame.len(),
+            end: offset + frame_len,
             kind,
             section_id,
             idstr,
@@ -837,7 +870,14 @@ impl<'a> Records4<'a> {
         Ok(sec)
     }
 
-    fn best_effort_context(&self, kind: SectionKind, data: &[u8]) -> SectionContext {
+    fn best_effort_context(&self, kind: u8, data: &[u8]) -> SectionContext {
+        let Some(kind) = SectionKind::from_byte(kind) else {
+            return SectionContext {
+                idstr: Name::EMPTY,
+                instance_id: 0,
+                section_id: 0,
+            };
+        };
         let mut r = Reader::new(data.get(5..).unwrap_or(&[]), 0);
         let section_id = r.be32().unwrap_or(0);
         let (idstr, instance_id) = if kind.has_full_header() {
