@@ -13,7 +13,7 @@ use vmstate::v4::caps::{
 };
 use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, downgrade_obstacle, upgrade};
 use vmstate::v4::minor::{encode_eof, encode_header, encode_section, section_minors};
-use vmstate::v4::wire::{Record4, Records4, Vendor};
+use vmstate::v4::wire::Vendor;
 use vmstate::v4::{Error, Refusal};
 use vmstate::{SectionId, SliceSink, assert_layout, field, pred};
 use zerocopy::byteorder::big_endian::{I32, U16, U32};
@@ -480,42 +480,13 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
         };
         let mut buf = vec![0xa5u8; 4096];
         let mut out = SliceSink::new(&mut buf);
-        let res = upgrade_no_config(&v3, lengths, split, &opts, &mut out);
-        res.unwrap();
+        upgrade(&v3, lengths, split, &opts, &mut out).unwrap();
         let n = out.finish();
         assert!(
             buf[..n] == v4_stream(Build::Rhel, &rtc)[..],
             "td={td} rh={rh}"
         );
     }
-}
-
-/// [`upgrade`] needs a configuration record; prepend a minimal one and strip it from the result.
-fn upgrade_no_config(
-    v3: &[u8],
-    lengths: vmstate::stream::Schemas<'_>,
-    split: VmsdSplit<'_>,
-    opts: &UpgradeOptions<'_>,
-    out: &mut SliceSink<'_>,
-) -> Result<(), Error> {
-    let mut with = v3[..8].to_vec();
-    with.extend_from_slice(b"\x07\x00\x00\x00\x02pc");
-    with.extend_from_slice(&v3[8..]);
-    let mut tmp = vec![0u8; 4096];
-    let mut s = SliceSink::new(&mut tmp);
-    upgrade(&with, lengths, split, opts, &mut s)?;
-    let n = s.finish();
-    // Remove the configuration record (type, len, payload, crc) that follows the header.
-    let mut recs = Records4::new(&tmp[..n]);
-    let header_end = recs.next().unwrap()?.end;
-    let conf = recs.next().unwrap()?;
-    assert!(matches!(
-        conf.record,
-        Record4::Configuration(b"\x00\x00\x00\x02pc")
-    ));
-    vmstate::Sink::write(out, &tmp[..header_end])?;
-    vmstate::Sink::write(out, &tmp[conf.end..n])?;
-    Ok(())
 }
 
 #[test]

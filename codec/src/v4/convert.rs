@@ -27,7 +27,7 @@ use super::{Error, MAX_LEVELS, Refusal, Result};
 use crate::error::{ErrorKind, Name};
 use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
 use crate::sink::Sink;
-use crate::stream::{BodyLength, Record, Records, SectionInfo, idstr_matches};
+use crate::stream::{BodyLength, Options, Record, Records, SectionInfo, idstr_matches};
 use crate::wire::section::{SectionKind, footer_bytes};
 use crate::wire::{Reader, SubsectionHeader, record};
 
@@ -211,7 +211,12 @@ where
 {
     let header = Header::new(opts.vendors, opts.crc)?;
     let levels = header.levels();
-    for rec in Records::new(v3, lengths) {
+    // Streams of machines older than QEMU 2.4 have no configuration record.
+    let options = Options {
+        require_configuration: v3.get(8) == Some(&record::CONFIGURATION),
+        ..Options::default()
+    };
+    for rec in Records::with_options(v3, lengths, options) {
         let rec = rec?;
         match rec.record {
             Record::Header { .. } => header.emit(out)?,
