@@ -1,0 +1,1 @@
+//! v4 tools (filled in below).
