@@ -305,15 +305,15 @@ impl Checker {
                 dst: dv,
             });
         }
-        if let Some(min) = d.get("minimum_version_id").and_then(Value::as_u64) {
-            if sv < min {
-                self.report.problems.push(Problem::MinimumVersion {
-                    section: section.into(),
-                    desc: desc.map(Into::into),
-                    src: sv,
-                    dst_min: min,
-                });
-            }
+        if let Some(min) = d.get("minimum_version_id").and_then(Value::as_u64)
+            && sv < min
+        {
+            self.report.problems.push(Problem::MinimumVersion {
+                section: section.into(),
+                desc: desc.map(Into::into),
+                src: sv,
+                dst_min: min,
+            });
         }
     }
 
