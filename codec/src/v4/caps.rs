@@ -117,6 +117,51 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
             .map_err(|_| Full { list: "devices" })
     }
 
+    /// Adds a device by hand (`max_minor[i]` is the highest minor accepted at level `i + 1`).
+    pub fn add_device(
+        &mut self,
+        name: &'a str,
+        min_version: u32,
+        max_version: u32,
+        max_minor: &[u16],
+    ) -> core::result::Result<(), Full> {
+        let mut mm = heapless::Vec::new();
+        for &m in max_minor {
+            mm.push(m).map_err(|_| Full { list: "max_minor" })?;
+        }
+        self.devices
+            .push(DeviceCaps {
+                name,
+                min_version,
+                max_version,
+                max_minor: mm,
+            })
+            .map_err(|_| Full { list: "devices" })
+    }
+
+    /// Adds a known subsection name.
+    pub fn add_subsection(&mut self, name: &'a str) -> core::result::Result<(), Full> {
+        if self.knows_subsection(name.as_bytes()) {
+            return Ok(());
+        }
+        self.subsections.push(name).map_err(|_| Full {
+            list: "subsections",
+        })
+    }
+
+    /// Encodes with postcard into `buf`, returning the used part.
+    pub fn to_postcard<'b>(
+        &self,
+        buf: &'b mut [u8],
+    ) -> core::result::Result<&'b mut [u8], postcard::Error> {
+        postcard::to_slice(self, buf)
+    }
+
+    /// Decodes from postcard bytes (names borrow from `bytes`).
+    pub fn from_postcard(bytes: &'a [u8]) -> core::result::Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
     /// The entry for a section idstr (exact vmsd name, or `path/` + name).
     pub fn device(&self, idstr: &[u8]) -> Option<&DeviceCaps<'a>> {
         self.devices.iter().find(|d| idstr_matches(idstr, d.name))
