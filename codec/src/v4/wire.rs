@@ -625,7 +625,12 @@ pub struct Records4<'a> {
     levels: u8,
     crc: bool,
     open: heapless::Vec<Open<'a>, { crate::stream::MAX_OPEN_SECTIONS }>,
+    /// Section ids below [`SEEN_IDS`] already used by a START or FULL record.
+    seen: [u64; SEEN_IDS / 64],
 }
+
+/// Section ids tracked for duplicates (as in the v3 iterator).
+const SEEN_IDS: usize = 4096;
 
 impl<'a> Records4<'a> {
     /// Walks `buf`.
@@ -637,6 +642,7 @@ impl<'a> Records4<'a> {
             levels: 0,
             crc: false,
             open: heapless::Vec::new(),
+            seen: [0; SEEN_IDS / 64],
         }
     }
 
@@ -761,6 +767,10 @@ impl<'a> Records4<'a> {
             declared,
         };
         let section_id = r.be32().map_err(|_| frame_err(&r))?;
+        let id = section_id as usize;
+        if kind.has_full_header() && id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
+            return Err(crate::Error::new(offset + 5, ErrorKind::DuplicateSection).into());
+        }
         let (idstr, instance_id, version_id, minors) = if kind.has_full_header() {
             let idstr = r.name().map_err(|e| match e.kind {
                 ErrorKind::Truncated { .. } => frame_err(&r),
@@ -866,6 +876,9 @@ impl<'a> Records4<'a> {
                 }
             }
             _ => {}
+        }
+        if kind.has_full_header() && id < SEEN_IDS {
+            self.seen[id / 64] |= 1 << (id % 64);
         }
         Ok(sec)
     }
