@@ -9,6 +9,8 @@
 //! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
 //! * [`vmdesc`]: the VMDESCRIPTION JSON writer.
+//! * [`v4`]: vmstate v4 (`docs/FORMAT.md`): vendor chain and minors, framed records and
+//!   subsections, CRC-32C, v3 ↔ v4 conversion, capabilities and the migratability check.
 //! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
