@@ -1,5 +1,5 @@
 //! Library entry points for the v4 subcommands: `rewrite --format v3|v4`, `check IN --dest
-//! CAPS`, `caps …` (docs/FORMAT.md §8–§10). Each takes paths or bytes and returns the text to
+//! CAPS`, `caps …` (docs/FORMAT.md §8–§11). Each takes paths or bytes and returns the text to
 //! print and the exit status, or a typed result, so the binary only parses arguments.
 //!
 //! v3 → v4 needs to know where each section body's top-level subsections start; here that comes

@@ -1,4 +1,4 @@
-//! The 2009 proposal's example end to end (docs/FORMAT.md §3, §9, §10): an rtc whose
+//! The 2009 proposal's example end to end (docs/FORMAT.md §3, §9, §10, §11): an rtc whose
 //! `org.linux-kvm` build adds the `td_hack` feature group (fields `irq_coalesced`, `period`) as
 //! the vendor subsection `mc146818rtc/td_hack` under that vendor's minor 1, and a second-level
 //! vendor `com.redhat` that backports another feature (`mc146818rtc/rh_quirk`, its minor 1)
@@ -535,4 +535,166 @@ fn incompatibilities_are_all_listed() {
     );
     // The skippable rh_stats is never a reason.
     assert!(!texts.iter().any(|t| t.contains("rh_stats")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading typed state straight from v4 sections.
+
+macro_rules! build_state {
+    ($name:ident, $vmsd:expr) => {
+        #[repr(transparent)]
+        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+        struct $name(Rtc);
+        impl vmstate::State for $name {
+            const VMSD: &'static Vmsd = &$vmsd;
+        }
+    };
+}
+build_state!(RtcUpstream, RTC_UPSTREAM);
+build_state!(RtcKvm, RTC_KVM);
+build_state!(RtcRhel, RTC_RHEL);
+
+fn rtc_section(v4: &[u8]) -> vmstate::v4::wire::Section<'_> {
+    vmstate::v4::wire::Records4::new(v4)
+        .map(|r| r.unwrap().record)
+        .find_map(|r| match r {
+            vmstate::v4::wire::Record4::Section(s) if s.idstr == b"mc146818rtc" => Some(s),
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn wire_fields(r: &Rtc) -> (Vec<u8>, u8, u16, i32, i32, u32, u32) {
+    (
+        r.cmos_data.to_vec(),
+        r.cmos_index,
+        r.irq_reinject_on_ack_count.get(),
+        r.irq_coalesced.get(),
+        r.period.get(),
+        r.rh_quirk_state.get(),
+        r.rh_stats.get(),
+    )
+}
+
+#[test]
+fn a_kvm_build_loads_td_hack_from_v4() {
+    let src = rtc_state(true, false, false);
+    let v4 = v4_stream(Build::Kvm, &src);
+    let sec = rtc_section(&v4);
+    let mut dst = RtcKvm(Rtc::new_zeroed());
+    let mut scratch = [0u8; 256];
+    let kvm = Build::Kvm.vendors();
+    vmstate::v4::load::load_section(&mut dst, &sec, &kvm, &kvm, &mut scratch).unwrap();
+    assert_eq!(dst.0.irq_coalesced.get(), 5);
+    assert_eq!(dst.0.period.get(), 32);
+    assert_eq!(dst.0.cmos_data, src.cmos_data);
+    // A RHEL build (same level-1 vendor) loads it too.
+    let mut rhel = RtcRhel(Rtc::new_zeroed());
+    let chain = Build::Rhel.vendors();
+    vmstate::v4::load::load_section(&mut rhel, &sec, &kvm, &chain, &mut scratch).unwrap();
+    assert_eq!(wire_fields(&rhel.0).3, 5);
+}
+
+#[test]
+fn upstream_loads_a_rhel_stream_without_vendor_features_and_drops_ancillary_data() {
+    let src = rtc_state(false, false, true);
+    let v4 = v4_stream(Build::Rhel, &src);
+    let sec = rtc_section(&v4);
+    assert_eq!(sec.subsections().count(), 2, "reinject + rh_stats");
+    let mut dst = RtcUpstream(Rtc::new_zeroed());
+    let mut scratch = [0u8; 256];
+    vmstate::v4::load::load_section(&mut dst, &sec, &Build::Rhel.vendors(), &[], &mut scratch)
+        .unwrap();
+    let (cmos, index, reinject, ..) = wire_fields(&dst.0);
+    assert_eq!((cmos, index, reinject), (src.cmos_data.to_vec(), 0x0c, 2));
+    assert_eq!(
+        dst.0.rh_stats.get(),
+        0,
+        "the skippable record was not loaded"
+    );
+}
+
+#[test]
+fn loads_refuse_unsupported_minors_and_change_nothing() {
+    let mut scratch = [0u8; 256];
+    // td_hack used → upstream cannot load it.
+    let v4 = v4_stream(Build::Kvm, &rtc_state(true, false, false));
+    let sec = rtc_section(&v4);
+    let before = RtcUpstream(rtc_state(false, false, false));
+    let mut dst = before;
+    let err =
+        vmstate::v4::load::load_section(&mut dst, &sec, &Build::Kvm.vendors(), &[], &mut scratch)
+            .unwrap_err();
+    let Error::Unsupported(r) = err else {
+        panic!("{err:?}")
+    };
+    assert!(r.feature.unwrap().eq_bytes(b"mc146818rtc/td_hack"));
+    assert!(r.vendor.eq_bytes(b"org.linux-kvm"));
+    assert_eq!(dst.as_bytes(), before.as_bytes());
+    // rh_quirk used → a SUSE build (other vendor at level 2) cannot load it, even with a
+    // level-2 minor of its own.
+    let v4 = v4_stream(Build::Rhel, &rtc_state(false, true, false));
+    let sec = rtc_section(&v4);
+    build_state!(RtcSuse, RTC_SUSE);
+    let mut suse = RtcSuse(Rtc::new_zeroed());
+    let err = vmstate::v4::load::load_section(
+        &mut suse,
+        &sec,
+        &Build::Rhel.vendors(),
+        &Build::Suse.vendors(),
+        &mut scratch,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Unsupported(r) if r.level == 2 && r.vendor.eq_bytes(b"com.redhat")),
+        "{err:?}"
+    );
+    // Too little scratch is an error, not a panic.
+    let mut tiny = [0u8; 8];
+    let mut rhel = RtcRhel(Rtc::new_zeroed());
+    let chain = Build::Rhel.vendors();
+    assert!(vmstate::v4::load::load_section(&mut rhel, &sec, &chain, &chain, &mut tiny).is_err());
+}
+
+#[test]
+fn load_errors_point_into_the_v4_stream() {
+    // A stream without checksums whose td_hack subsection claims a version the description
+    // does not accept: the frame is fine, the decoder refuses it.
+    // Rebuild the stream without checksums and with td_hack version 9.
+    let mut buf = vec![0xa5u8; 4096];
+    let mut out = SliceSink::new(&mut buf);
+    let kvm = Build::Kvm.vendors();
+    encode_header(&kvm, false, &mut out).unwrap();
+    let rtc = rtc_state(true, false, false);
+    encode_section(RTC_ID, &RTC_KVM, rtc.as_bytes(), 1, false, &mut out).unwrap();
+    encode_eof(&mut out).unwrap();
+    let n = out.finish();
+    buf.truncate(n);
+    let (frame, version_at) = {
+        let sec2 = rtc_section(&buf);
+        let td2 = sec2
+            .subsections()
+            .map(|s| s.unwrap())
+            .find(|s| s.name == b"mc146818rtc/td_hack")
+            .unwrap();
+        (
+            td2.offset..td2.body_offset + td2.body.len(),
+            td2.body_offset - 8,
+        )
+    };
+    buf[version_at + 3] = 9;
+    let sec2 = rtc_section(&buf);
+    let mut dst = RtcKvm(Rtc::new_zeroed());
+    let mut scratch = [0u8; 256];
+    let err =
+        vmstate::v4::load::load_section(&mut dst, &sec2, &kvm, &kvm, &mut scratch).unwrap_err();
+    let Error::Codec(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        e.kind,
+        vmstate::ErrorKind::VersionTooNew { found: 9, max: 1 }
+    );
+    // The offset lands inside the td_hack frame of the v4 stream.
+    assert!(frame.contains(&e.offset), "{e:?} {frame:?}");
 }

@@ -1,6 +1,6 @@
 //! Migratability: what a destination supports ([`Capabilities`]), what a stream or a live
 //! device set requires ([`SectionRequirement`]), and [`check`], which lists every
-//! incompatibility before any byte of state is sent (`docs/FORMAT.md` §10).
+//! incompatibility before any byte of state is sent (`docs/FORMAT.md` §11).
 //!
 //! [`Capabilities`] is a serde type meant to be exchanged with postcard
 //! (`postcard::to_slice` / `postcard::from_bytes`): names are borrowed from the encoded bytes and

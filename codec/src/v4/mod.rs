@@ -11,6 +11,7 @@
 //!   when a vendor minor or a must-understand vendor feature is in use.
 //! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
 //!   subsections are `needed`, and a v4 section writer for typed device state.
+//! * [`load`]: loading a typed device straight from a v4 section record.
 //! * [`caps`]: what a destination supports ([`caps::Capabilities`], postcard-encodable), what a
 //!   stream or a live device set requires ([`caps::SectionRequirement`]) and
 //!   [`caps::check`], which lists every incompatibility.
@@ -25,6 +26,7 @@
 
 pub mod caps;
 pub mod convert;
+pub mod load;
 pub mod minor;
 pub mod wire;
 
@@ -110,6 +112,9 @@ pub enum Error {
     /// Downgrade to v3 refused: the stream uses a vendor feature a v3 (upstream) reader cannot
     /// load.
     Refused(Refusal),
+    /// Load refused: the section uses a vendor minor this build does not support (another
+    /// vendor at that level, or a higher minor than its description knows).
+    Unsupported(Refusal),
 }
 
 /// Why a v4 stream cannot become a v3 stream (see [`convert::downgrade`]).
@@ -202,6 +207,7 @@ impl fmt::Display for Error {
                 section.idstr, section.section_id, section.instance_id
             ),
             Error::Refused(r) => write!(f, "cannot write as v3: {r}"),
+            Error::Unsupported(r) => write!(f, "cannot load: {r}"),
         }
     }
 }
