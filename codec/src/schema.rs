@@ -801,15 +801,9 @@ macro_rules! assert_layout {
     ($S:ty, $vmsd:expr, body = $B:ty) => {
         const _: () = {
             $vmsd.check(::core::mem::size_of::<$S>());
-            assert!(
-                $vmsd.is_wire_layout(),
-                "fields are not stored in wire order"
-            );
+            assert!($vmsd.is_wire_layout(), "fields are not stored in wire order");
             match $vmsd.fixed_wire_len() {
-                Some(n) => assert!(
-                    n == ::core::mem::size_of::<$B>(),
-                    "body struct is not the exact body"
-                ),
+                Some(n) => assert!(n == ::core::mem::size_of::<$B>(), "body struct is not the exact body"),
                 None => panic!("body size varies"),
             }
         };
