@@ -9,6 +9,10 @@
 //! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
 //! * [`vmdesc`]: the VMDESCRIPTION JSON writer; [`writer`]: a whole-stream writer.
+//! * [`io`]: streaming encode/decode over `embedded_io` with a fixed working buffer;
+//!   [`dirty`]: the lock-free dirty-page log; [`snapshot`]: a seqlock cell for device state.
+//! * [`v4`]: vmstate v4 (`docs/FORMAT.md`): vendor chain and minors, framed records and
+//!   subsections, CRC-32C, v3 ↔ v4 conversion, capabilities and the migratability check.
 //! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
@@ -28,11 +32,12 @@ pub mod sink;
 pub mod snapshot;
 pub mod stream;
 pub mod sync;
+pub mod v4;
 pub mod vmdesc;
 pub mod wire;
 pub mod writer;
 
-pub use error::{Error, ErrorKind, Expected, Name, Result, SectionContext, Violation};
+pub use error::{Error, ErrorKind, Escaped, Expected, Name, Result, SectionContext, Violation};
 pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
 pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
 pub use stream::{Record, Records, SectionRecord};
