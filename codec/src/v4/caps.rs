@@ -21,7 +21,6 @@
 use super::wire::{Record4, Records4, Section, Tag, Vendor};
 use super::{MAX_LEVELS, Minors, Result};
 use crate::SectionId;
-use crate::error::Name;
 use crate::schema::{MAX_SUBSECTIONS, Vmsd};
 use crate::stream::idstr_matches;
 use core::fmt;
