@@ -596,7 +596,12 @@ pub fn run(src: &std::path::Path, dst: &std::path::Path, reverse: bool) -> (Stri
 // ---------------------------------------------------------------------------------------------
 // Exporter
 
+/// `field->size` as QEMU declares it, which `-dump-vmstate` prints: not always the wire size.
 fn field_size(f: &Field) -> usize {
+    // `VMSTATE_UINT16_HACK` (fw_cfg's v1 `cur_offset`) declares an int32 read as be16.
+    if f.json_type == Some("int32_as_uint16") {
+        return 4;
+    }
     match f.kind {
         Kind::Scalar(s) | Kind::Equal(s) => s.width(),
         Kind::Array { elem, .. } => elem.width(),
@@ -606,7 +611,8 @@ fn field_size(f: &Field) -> usize {
             Elem::Scalar(s) => s.width(),
             Elem::Struct(v) => v.size,
         },
-        Kind::VBuffer { .. } => 1,
+        // VMSTATE_VBUFFER* leave `size` 0: the size comes from another field.
+        Kind::VBuffer { .. } => 0,
         Kind::Validate { .. } => 0,
         Kind::NullPtr => 1,
     }
@@ -628,6 +634,8 @@ pub fn describe(vmsd: &Vmsd) -> Value {
     let fields: Vec<Value> = vmsd
         .fields
         .iter()
+        // QEMU's dump skips VMSTATE_VALIDATE entries (VMS_MUST_EXIST): they are not migrated.
+        .filter(|f| !matches!(f.kind, Kind::Validate { .. }))
         .map(|f| {
             let mut o = Map::new();
             o.insert("field".into(), json!(f.name));

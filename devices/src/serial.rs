@@ -67,6 +67,9 @@ pub struct Fifo8 {
     pub head: U32,
     /// Bytes held.
     pub num: U32,
+    /// The destination's capacity (`Fifo8.capacity`): not on the wire, it sizes the `data`
+    /// VBUFFER, as in QEMU. Always [`FIFO_LEN`] for the UART.
+    pub capacity: I32,
 }
 
 impl Fifo8 {
@@ -75,6 +78,7 @@ impl Fifo8 {
         data: [0; FIFO_LEN],
         head: U32::ZERO,
         num: U32::ZERO,
+        capacity: I32::new(FIFO_LEN as i32),
     };
 
     /// A FIFO holding `bytes` (oldest first) from slot `head`; `None` if they do not fit or
@@ -133,12 +137,18 @@ impl Fifo8 {
     }
 }
 
-/// `Fifo8` description (version 1). QEMU's data field is a VBUFFER of the destination's
-/// capacity; for the UART that is always these 16 bytes (see the module docs).
+/// `Fifo8` description (version 1). As in QEMU, `data` is a VBUFFER sized by the destination's
+/// capacity (never read from the wire), so the description matches QEMU's `-dump-vmstate`; for
+/// the UART the capacity is always 16 (see the module docs).
 pub const FIFO8_VMSD: Vmsd = Vmsd::new("Fifo8", 1, 1, core::mem::size_of::<Fifo8>())
-    .fields(&[field!(Fifo8, data), field!(Fifo8, head), field!(Fifo8, num)])
+    .fields(&[
+        // QEMU gates `data` on version 1 (always true for a v1 body).
+        vmstate::vbuffer!(Fifo8, data, size = capacity).since(1),
+        field!(Fifo8, head),
+        field!(Fifo8, num),
+    ])
     .validate(check!(Fifo8, |f, _version| f.check()));
-assert_layout!(Fifo8, FIFO8_VMSD, wire);
+assert_layout!(Fifo8, FIFO8_VMSD);
 
 /// The UART's state (`SerialState`, nested vmsd `serial`): the 11 body bytes first, then the
 /// fields carried by subsections.
@@ -307,10 +317,11 @@ const TSR_VMSD: Vmsd = Vmsd::new("serial/tsr", 1, 1, SIZE)
         Ok(())
     }));
 
-const RECV_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, recv_fifo, FIFO8_VMSD)];
+// QEMU declares both FIFO structs with field version 1 (always present in a v1 subsection).
+const RECV_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, recv_fifo, FIFO8_VMSD).since(1)];
 const RECV_FIFO_VMSD: Vmsd = Vmsd::new("serial/recv_fifo", 1, 1, SIZE).fields(RECV_FIFO_FIELDS);
 
-const XMIT_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, xmit_fifo, FIFO8_VMSD)];
+const XMIT_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, xmit_fifo, FIFO8_VMSD).since(1)];
 const XMIT_FIFO_VMSD: Vmsd = Vmsd::new("serial/xmit_fifo", 1, 1, SIZE).fields(XMIT_FIFO_FIELDS);
 
 const FIFO_TIMEOUT_TIMER_VMSD: Vmsd = Vmsd::new("serial/fifo_timeout_timer", 1, 1, SIZE)
