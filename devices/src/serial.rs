@@ -211,6 +211,8 @@ impl Serial {
         s.mcr = 0x08;
         s.lsr = 0x60;
         s.msr = 0xb0;
+        s.recv_fifo = Fifo8::EMPTY;
+        s.xmit_fifo = Fifo8::EMPTY;
         s.fifo_timeout_timer = u64::MAX.into();
         s.poll_msl = (-1).into();
         s.modem_status_poll = u64::MAX.into();
