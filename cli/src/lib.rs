@@ -6,6 +6,7 @@
 //! * [`model`]: a whole stream decoded record by record and written back byte for byte.
 //! * [`inspect`]: the human-readable map.
 //! * [`diff`]: field-level comparison of two streams.
+//! * [`extract`]: a stream's parts as files.
 //!
 //! Input is read into one buffer ([`std::fs::read`]); the decoded stream borrows from it (RAM
 //! pages are never copied).
@@ -14,6 +15,7 @@
 
 pub mod desc;
 pub mod diff;
+pub mod extract;
 pub mod generic;
 pub mod inspect;
 pub mod model;

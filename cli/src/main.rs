@@ -46,6 +46,13 @@ enum Command {
         #[arg(long = "set", value_name = "PATH=VALUE")]
         set: Vec<String>,
     },
+    /// Write desc.json, state.json, RAM block images and section bodies into a directory.
+    Extract {
+        /// The stream.
+        input: PathBuf,
+        /// Output directory (created if needed).
+        dir: PathBuf,
+    },
     /// List field-level differences between two streams (exit 1 if they differ).
     Diff {
         /// First stream.
@@ -122,6 +129,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let file = std::fs::File::create(&output).map_err(|e| Failure::io(&output, e))?;
             stream.write_to(file).map_err(|e| Failure::io(&output, e))?;
+            Ok(0)
+        }
+        Command::Extract { input, dir } => {
+            let bytes = read(&input)?;
+            let stream = parse(&input, &bytes)?;
+            let files =
+                vmstate_cli::extract::extract(&stream, &dir).map_err(|e| Failure::io(&dir, e))?;
+            let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+            emit(&list)?;
             Ok(0)
         }
         Command::Diff { a, b } => {

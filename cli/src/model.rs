@@ -24,13 +24,13 @@ use vmstate::{ErrorKind, Sink};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamError {
     /// The codec refused the bytes.
-    Codec(vmstate::Error),
+    Codec(Box<vmstate::Error>),
     /// A section body does not match its description.
     Body {
         /// The section (`idstr` instance, id).
         section: String,
         /// The mismatch.
-        error: DecodeError,
+        error: Box<DecodeError>,
     },
     /// The description itself is malformed.
     Description(DescError),
@@ -60,7 +60,7 @@ impl std::error::Error for StreamError {}
 
 impl From<vmstate::Error> for StreamError {
     fn from(e: vmstate::Error) -> Self {
-        StreamError::Codec(e)
+        StreamError::Codec(Box::new(e))
     }
 }
 
@@ -159,7 +159,7 @@ impl BodyLength for DescLengths<'_> {
                 let (at, kind) = (error.offset, error.kind);
                 let e = StreamError::Body {
                     section: label,
-                    error,
+                    error: Box::new(error),
                 };
                 Err(self.refuse(at, kind, e))
             }
@@ -192,7 +192,7 @@ impl SectionMeta<'_> {
         String::from_utf8_lossy(self.idstr).into_owned()
     }
 
-    fn write_header(&self, out: &mut Vec<u8>) -> vmstate::Result<()> {
+    fn write_header(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
         let h = SectionHeaderRepr {
             kind: self.kind,
             section_id: self.section_id,
@@ -203,7 +203,7 @@ impl SectionMeta<'_> {
         let start = out.len();
         out.resize(start + h.buffer_len(), 0);
         let mut pos = start;
-        h.emit(out, &mut pos)
+        Ok(h.emit(out, &mut pos)?)
     }
 }
 
@@ -322,7 +322,7 @@ impl<'a> Stream<'a> {
                 Some(Ok(l)) => l,
                 Some(Err(e)) => {
                     let detail = records.lengths().0.as_mut().and_then(|d| d.take_error());
-                    return Err(detail.unwrap_or(StreamError::Codec(e)));
+                    return Err(detail.unwrap_or(StreamError::from(e)));
                 }
             };
             let item = match located.record {
@@ -378,7 +378,7 @@ impl<'a> Stream<'a> {
                         let body = generic::decode_section(&dev.body, rec.body, rec.body_offset)
                             .map_err(|error| StreamError::Body {
                                 section: section_label(rec.idstr, rec.instance_id, rec.section_id),
-                                error,
+                                error: Box::new(error),
                             })?;
                         devices += 1;
                         Item::Device {
@@ -602,12 +602,12 @@ pub fn split_section_path(path: &str) -> Result<(&str, u32, &str), EditError> {
 
 enum WriteError {
     Io(io::Error),
-    Codec(vmstate::Error),
+    Codec(Box<vmstate::Error>),
 }
 
 impl From<vmstate::Error> for WriteError {
     fn from(e: vmstate::Error) -> Self {
-        WriteError::Codec(e)
+        WriteError::Codec(Box::new(e))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use vmstate_cli::generic::{DecodeError, EditCheck, NoCheck, decode_section};
+use vmstate_cli::generic::{EditCheck, NoCheck, decode_section};
 use vmstate_cli::inspect::ram_summary;
 use vmstate_cli::model::{Item, StreamError};
 use vmstate_cli::{Stream, pretty_json};
@@ -273,7 +273,8 @@ fn patch_trailer(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
 #[test]
 fn streams_that_disagree_with_their_description_are_refused() {
     let bytes = read("pc-7.2-nodefaults-S.vmstate");
-    let cases: [(&str, &str, fn(&StreamError) -> bool); 4] = [
+    type Case = (&'static str, &'static str, fn(&StreamError) -> bool);
+    let cases: [Case; 4] = [
         // The cpu section is version 12; a description saying 13 does not describe it.
         (
             r#""name": "cpu", "instance_id": 0, "vmsd_name": "cpu", "version": 12"#,
@@ -290,7 +291,7 @@ fn streams_that_disagree_with_their_description_are_refused() {
         (
             r#"{"name": "imr", "type": "uint8", "size": 1}"#,
             r#"{"name": "imr", "type": "uint8", "size": 2}"#,
-            |e| matches!(e, StreamError::Body { error: DecodeError { path, .. }, .. } if path == "imr"),
+            |e| matches!(e, StreamError::Body { error, .. } if error.path == "imr"),
         ),
         // A subsection name that is not what the stream carries.
         (
