@@ -20,16 +20,28 @@ pub struct Difference {
     pub b: String,
 }
 
-fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+fn leaves(prefix: &str, type_name: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                leaves(&format!("{prefix}[{i}]"), item, out);
+                leaves(&format!("{prefix}[{i}]"), type_name, item, out);
             }
         }
         Value::Struct(b) => body_leaves(prefix, b, out),
         Value::Int(i) => out.push((prefix.to_string(), format!("{:#x}", i.raw))),
         Value::Bool(b) => out.push((prefix.to_string(), format!("{b}"))),
+        // A timer is one be64 expiry (all ones: not armed).
+        Value::Bytes(bytes) if type_name == "timer" && bytes.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(bytes);
+            let t = u64::from_be_bytes(a);
+            let text = if t == u64::MAX {
+                "not armed".to_string()
+            } else {
+                format!("{t:#x}")
+            };
+            out.push((prefix.to_string(), text));
+        }
         // Per byte, so a one-byte change in a 256-byte buffer reads as one line.
         Value::Bytes(bytes) => {
             for (i, b) in bytes.iter().enumerate() {
@@ -41,7 +53,7 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 
 fn body_leaves(prefix: &str, body: &Body, out: &mut Vec<(String, String)>) {
     for f in &body.fields {
-        leaves(&format!("{prefix}.{}", f.name), &f.value, out);
+        leaves(&format!("{prefix}.{}", f.name), &f.type_name, &f.value, out);
     }
     for s in &body.subsections {
         body_leaves(&format!("{prefix}.{}", s.name), &s.body, out);
@@ -136,21 +148,40 @@ pub fn diff(a: &Stream<'_>, b: &Stream<'_>) -> Vec<Difference> {
         push(&mut out, key.clone(), None, Some("present"));
     }
     let (pa, pb) = (pages(a), pages(b));
-    let summary = |p: Option<&Option<&[u8]>>| match p {
+    let describe = |p: Option<&Option<&[u8]>>| match p {
         None => "absent".to_string(),
-        Some(None) => "zero".to_string(),
-        Some(Some(d)) => format!("page {:02x}{:02x}{:02x}{:02x}…", d[0], d[1], d[2], d[3]),
+        Some(None) => "zero page".to_string(),
+        Some(Some(_)) => "data page".to_string(),
     };
     for (k, va) in &pa {
         let vb = pb.get(k);
-        if vb != Some(va) {
-            let path = format!("ram:{}@{:#x}", String::from_utf8_lossy(k.0), k.1);
-            push(&mut out, path, Some(&summary(Some(va))), Some(&summary(vb)));
+        if vb == Some(va) {
+            continue;
         }
+        let path = format!("ram:{}@{:#x}", String::from_utf8_lossy(k.0), k.1);
+        // Two data pages: say where they start to differ and by how many bytes.
+        if let (Some(x), Some(Some(y))) = (va, vb) {
+            let n = x.iter().zip(y.iter()).filter(|(a, b)| a != b).count();
+            if let Some(i) = x.iter().zip(y.iter()).position(|(a, b)| a != b) {
+                push(
+                    &mut out,
+                    format!("{path}+{i:#x}"),
+                    Some(&format!("{:#04x}", x[i])),
+                    Some(&format!("{:#04x} ({n} bytes of the page differ)", y[i])),
+                );
+            }
+            continue;
+        }
+        push(
+            &mut out,
+            path,
+            Some(&describe(Some(va))),
+            Some(&describe(vb)),
+        );
     }
     for (k, vb) in pb.iter().filter(|(k, _)| !pa.contains_key(*k)) {
         let path = format!("ram:{}@{:#x}", String::from_utf8_lossy(k.0), k.1);
-        push(&mut out, path, Some("absent"), Some(&summary(Some(vb))));
+        push(&mut out, path, Some("absent"), Some(&describe(Some(vb))));
     }
     out
 }

@@ -296,9 +296,19 @@ impl BodyLength for Lengths<'_> {
 }
 
 impl<'a> Stream<'a> {
-    /// Decodes every record of `bytes`.
+    /// Decodes every record of `bytes`, using its own VMDESCRIPTION trailer if it has one.
     pub fn parse(bytes: &'a [u8]) -> Result<Stream<'a>, StreamError> {
         let description = find_description(bytes)?.map(|(_, d)| d);
+        Stream::parse_with(bytes, description)
+    }
+
+    /// Decodes every record of `bytes` with `description` for its FULL sections: the stream's
+    /// own (already parsed), or one taken from another stream of the same machine when this
+    /// one has no trailer (`suppress-vmdesc`). Without a description, bodies stay opaque.
+    pub fn parse_with(
+        bytes: &'a [u8],
+        description: Option<Description>,
+    ) -> Result<Stream<'a>, StreamError> {
         let options = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
             allow_commands: true,

@@ -364,9 +364,11 @@ fn flipped_device_bytes_fail_cleanly_or_round_trip() {
     let end = s.entries.last().unwrap().end;
     let (mut ok, mut refused) = (0, 0);
     let mut buf = bytes.clone();
+    // The trailer is not flipped: parse its JSON once.
+    let desc = s.description.clone();
     for i in (start..end).step_by(3) {
         buf[i] ^= 0xff;
-        match Stream::parse(&buf) {
+        match Stream::parse_with(&buf, desc.clone()) {
             Ok(t) => {
                 assert!(t.to_bytes().unwrap() == buf, "flip at {i}");
                 ok += 1;
@@ -401,4 +403,54 @@ fn truncated_streams_are_refused() {
     for cut in [0, 4, 8, 12, bytes.len() - 1] {
         assert!(Stream::parse(&bytes[..cut]).is_err(), "cut at {cut}");
     }
+}
+
+#[test]
+fn diff_reports_field_and_page_differences() {
+    let a = read("pc-7.2-nodefaults-S.vmstate");
+    let b = read("pc-7.2-serial.vmstate");
+    let c = read("pc-7.2-bios.vmstate");
+    let (sa, sb, sc) = (
+        Stream::parse(&a).unwrap(),
+        Stream::parse(&b).unwrap(),
+        Stream::parse(&c).unwrap(),
+    );
+    assert!(vmstate_cli::diff::diff(&sa, &sa).is_empty());
+    let d = vmstate_cli::diff::diff(&sa, &sb);
+    let find = |d: &[vmstate_cli::diff::Difference], p: &str| {
+        d.iter()
+            .find(|x| x.path == p)
+            .map(|x| (x.a.clone(), x.b.clone()))
+    };
+    assert_eq!(find(&d, "serial[0]"), Some(("-".into(), "present".into())));
+    // The two -S streams differ in the RTC (wall clock), the serial port, one PIIX4 PM config
+    // byte, and the firmware's ACPI ROMs (whose tables describe the serial port); neither
+    // guest RAM nor the BIOS image differs.
+    assert!(
+        d.iter().all(|x| x.path.starts_with("mc146818rtc[0].")
+            || x.path == "serial[0]"
+            || x.path.starts_with("0000:00:01.3/piix4_pm[0].")
+            || x.path.starts_with("ram:/rom@etc/")),
+        "{d:#?}"
+    );
+    // Cross-check one page difference against the raw bytes: the RSDP page starts with its
+    // signature, and the tables' address at +0x10 moved with the larger DSDT.
+    let rsdp_byte = |bytes: &[u8]| {
+        let at = bytes.windows(8).position(|w| w == b"RSD PTR ").unwrap();
+        format!("{:#04x}", bytes[at + 0x10])
+    };
+    let (ra, rb) = find(&d, "ram:/rom@etc/acpi/rsdp@0x0+0x10").unwrap();
+    assert_eq!(ra, rsdp_byte(&a));
+    assert!(rb.starts_with(&format!("{} (", rsdp_byte(&b))), "{rb}");
+    // SeaBIOS ran in the bios stream: the timer moved and RAM pages were written.
+    let d = vmstate_cli::diff::diff(&sa, &sc);
+    assert_eq!(
+        find(&d, "timer[0].cpu_ticks_offset"),
+        Some(("0x0".into(), "0xa61e0311".into()))
+    );
+    let pc_ram = d
+        .iter()
+        .filter(|x| x.path.starts_with("ram:pc.ram@"))
+        .count();
+    assert_eq!(pc_ram, 61, "pages of pc.ram sent only in the bios stream");
 }
