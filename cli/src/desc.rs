@@ -29,6 +29,8 @@ impl std::error::Error for DescError {}
 /// The whole trailer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
+    /// QEMU 10.x only: the configuration record's layout, written before `page_size`.
+    pub configuration: Option<SubsectionDesc>,
     /// Target page size (4096 on x86).
     pub page_size: u64,
     /// One entry per FULL section, in stream order.
@@ -171,19 +173,38 @@ impl Description {
     /// Parses an already decoded JSON value.
     pub fn parse(v: &Value) -> Result<Description, DescError> {
         let m = object(v, "")?;
-        only_keys(m, &["page_size", "devices"], "")?;
+        only_keys(m, &["configuration", "page_size", "devices"], "")?;
+        let configuration = match m.get("configuration") {
+            None => None,
+            Some(c) => {
+                let cm = object(c, "configuration")?;
+                only_keys(
+                    cm,
+                    &["vmsd_name", "version", "fields", "subsections"],
+                    "configuration",
+                )?;
+                Some(SubsectionDesc::parse(cm, "configuration")?)
+            }
+        };
         let page_size = req_uint(m, "page_size", "")?;
         let devices = array(m, "devices", "")?
             .iter()
             .enumerate()
             .map(|(i, d)| Device::parse(d, &format!("devices[{i}]")))
             .collect::<Result<_, _>>()?;
-        Ok(Description { page_size, devices })
+        Ok(Description {
+            configuration,
+            page_size,
+            devices,
+        })
     }
 
     /// The JSON value, keys in QEMU's order.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
+        if let Some(c) = &self.configuration {
+            m.insert("configuration".into(), c.to_json());
+        }
         m.insert("page_size".into(), self.page_size.into());
         m.insert(
             "devices".into(),
@@ -409,6 +430,19 @@ mod tests {
         assert!(out.starts_with(r#"{"page_size":4096,"devices":[{"name":"fw_cfg","instance_id":0,"vmsd_name":"fw_cfg","version":2,"fields":[{"name":"cur_entry","type":"uint16","size":2}"#), "{out}");
         let v: Value = serde_json::from_str(FW_CFG).unwrap();
         assert_eq!(d.to_json(), v);
+    }
+
+    #[test]
+    fn qemu_10_configuration_object_is_kept_first() {
+        let json = r#"{"configuration": {"vmsd_name": "configuration", "version": 1, "fields": [{"name": "len", "type": "uint32", "size": 4}, {"name": "name", "type": "buffer", "size": 13}]}, "page_size": 4096, "devices": []}"#;
+        let d = Description::from_json_bytes(json.as_bytes()).unwrap();
+        let c = d.configuration.as_ref().unwrap();
+        assert_eq!(
+            (c.vmsd_name.as_str(), c.body.fields.len()),
+            ("configuration", 2)
+        );
+        let out = serde_json::to_string(&d.to_json()).unwrap();
+        assert_eq!(out, json.replace(": ", ":").replace(", ", ","));
     }
 
     #[test]
