@@ -479,6 +479,9 @@ fn hex_bytes(bytes: &[u8]) -> String {
 }
 
 fn analyze_int(bytes: &[u8], signed: bool) -> serde_json::Value {
+    if bytes.len() > 8 {
+        return hex_bytes(bytes).into();
+    }
     let raw = bytes.iter().fold(0u128, |a, &x| a << 8 | u128::from(x));
     let digits = bytes.len() * 2;
     let neg = signed && bytes.first().is_some_and(|b| b & 0x80 != 0);

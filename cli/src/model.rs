@@ -278,7 +278,8 @@ pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, St
         .map_err(StreamError::Description)
 }
 
-/// Either the description or, without one, the footer scan.
+/// The description for FULL sections; the footer scan for everything else, or for all
+/// sections when there is no description.
 struct Lengths<'d>(Option<DescLengths<'d>>);
 
 impl BodyLength for Lengths<'_> {
@@ -289,8 +290,9 @@ impl BodyLength for Lengths<'_> {
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
         match &mut self.0 {
-            Some(d) => d.body_len(sec, rest, base),
-            None => FooterScan.body_len(sec, rest, base),
+            Some(d) if sec.kind == SectionKind::Full => d.body_len(sec, rest, base),
+            // Iterative sections other than `ram` are not in the description.
+            _ => FooterScan.body_len(sec, rest, base),
         }
     }
 }
@@ -379,7 +381,10 @@ impl<'a> Stream<'a> {
                             section,
                             records: list,
                         }
-                    } else if let Some(desc) = &description {
+                    } else if let Some(desc) = description
+                        .as_ref()
+                        .filter(|_| rec.kind == SectionKind::Full)
+                    {
                         // DescLengths matched this section to `devices[devices]` already.
                         let dev = desc.devices.get(devices).ok_or(StreamError::Mismatch {
                             offset: rec.offset,
@@ -649,6 +654,74 @@ impl<W: Write> Sink for IoWrite<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hand-made stream: an iterative (START/END) section nobody describes around a FULL
+    /// section the trailer describes.
+    fn synthetic() -> Vec<u8> {
+        let json = br#"{"page_size": 4096, "devices": [{"name": "dev", "instance_id": 0, "vmsd_name": "dev", "version": 2, "fields": [{"name": "x", "type": "uint16", "size": 2}]}]}"#;
+        let mut b = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2".to_vec();
+        b.extend_from_slice(b"\x01\0\0\0\x01\x05dummy\0\0\0\0\0\0\0\x01\x11\x22\x7e\0\0\0\x01");
+        b.extend_from_slice(b"\x04\0\0\0\x02\x03dev\0\0\0\0\0\0\0\x02\x00\x2a\x7e\0\0\0\x02");
+        b.extend_from_slice(b"\x03\0\0\0\x01\x33\x7e\0\0\0\x01\x00\x06");
+        b.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        b.extend_from_slice(json);
+        b
+    }
+
+    #[test]
+    fn undescribed_iterative_sections_stay_opaque() {
+        let bytes = synthetic();
+        let s = Stream::parse(&bytes).unwrap();
+        let kinds: Vec<&str> = s
+            .entries
+            .iter()
+            .map(|e| match &e.item {
+                Item::Opaque { body, .. } if body == b"\x11\x22" || body == b"\x33" => "opaque",
+                Item::Device { .. } => "device",
+                Item::Eof => "eof",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["opaque", "device", "opaque", "eof"]);
+        assert_eq!(
+            serde_json::to_string(&s.analyze_state().unwrap()).unwrap(),
+            r#"{"dev (2)":{"x":"0x002a"}}"#
+        );
+        assert!(s.to_bytes().unwrap() == bytes);
+        let mut e = s.clone();
+        e.set("dev[0].x=0xffff", &crate::generic::NoCheck).unwrap();
+        let out = e.to_bytes().unwrap();
+        let at = bytes.windows(2).position(|w| w == b"\x00\x2a").unwrap();
+        assert_eq!(&out[at..at + 2], b"\xff\xff");
+    }
+
+    #[test]
+    fn description_and_stream_must_agree() {
+        let bytes = synthetic();
+        // Version 2 in the header, 3 in the description (same JSON length).
+        let mut bad = bytes.clone();
+        let at = bad
+            .windows(12)
+            .position(|w| w == b"\"version\": 2")
+            .unwrap();
+        bad[at + 11] = b'3';
+        let e = Stream::parse(&bad).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Mismatch { message, .. } if message.contains("'dev' instance 0 (id 2) version 2")),
+            "{e}"
+        );
+        // A description with one device too many.
+        let json = br#"{"page_size": 4096, "devices": [{"name": "dev", "instance_id": 0, "vmsd_name": "dev", "version": 2, "fields": [{"name": "x", "type": "uint16", "size": 2}]}, {"name": "dev", "instance_id": 1, "size": 0, "fields": []}]}"#;
+        let cut = Trailer::locate(&bytes).unwrap() + 1;
+        let mut more = bytes[..cut].to_vec();
+        more.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        more.extend_from_slice(json);
+        let e = Stream::parse(&more).unwrap_err();
+        assert!(
+            e.to_string().contains("lists 2 devices, the stream has 1"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn section_paths_split_at_the_instance() {
