@@ -20,22 +20,19 @@ pub struct Difference {
     pub b: String,
 }
 
-fn leaves(prefix: &str, type_name: &str, v: &Value, out: &mut Vec<(String, String)>) {
+fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     match v {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                leaves(&format!("{prefix}[{i}]"), type_name, item, out);
+                leaves(&format!("{prefix}[{i}]"), item, out);
             }
         }
         Value::Struct(b) => body_leaves(prefix, b, out),
         Value::Int(i) => out.push((prefix.to_string(), format!("{:#x}", i.raw))),
         Value::Bool(b) => out.push((prefix.to_string(), format!("{b}"))),
         // A timer is one be64 expiry (all ones: not armed).
-        Value::Bytes(bytes) if type_name == "timer" && bytes.len() == 8 => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(bytes);
-            let t = u64::from_be_bytes(a);
-            let text = if t == u64::MAX {
+        Value::Timer(t) => {
+            let text = if *t == u64::MAX {
                 "not armed".to_string()
             } else {
                 format!("{t:#x}")
@@ -43,7 +40,7 @@ fn leaves(prefix: &str, type_name: &str, v: &Value, out: &mut Vec<(String, Strin
             out.push((prefix.to_string(), text));
         }
         // Per byte, so a one-byte change in a 256-byte buffer reads as one line.
-        Value::Bytes(bytes) => {
+        Value::Bytes(bytes) | Value::Unused(bytes) => {
             for (i, b) in bytes.iter().enumerate() {
                 out.push((format!("{prefix}[{i}]"), format!("{b:#04x}")));
             }
@@ -53,7 +50,7 @@ fn leaves(prefix: &str, type_name: &str, v: &Value, out: &mut Vec<(String, Strin
 
 fn body_leaves(prefix: &str, body: &Body, out: &mut Vec<(String, String)>) {
     for f in &body.fields {
-        leaves(&format!("{prefix}.{}", f.name), &f.type_name, &f.value, out);
+        leaves(&format!("{prefix}.{}", f.name), &f.value, out);
     }
     for s in &body.subsections {
         body_leaves(&format!("{prefix}.{}", s.name), &s.body, out);

@@ -77,8 +77,12 @@ pub enum Value {
     Int(Int),
     /// A `bool` byte (kept raw so a non-canonical byte writes back unchanged).
     Bool(u8),
-    /// Bytes the tree does not split: `buffer`, `unused_buffer`, `timer`, `pci config`, ...
-    /// The field's type name says which.
+    /// A `timer`: the be64 expiry in ns on its clock, `u64::MAX` when not armed.
+    Timer(u64),
+    /// `unused_buffer` bytes (QEMU writes zeros and ignores them on load; kept as sent).
+    Unused(Vec<u8>),
+    /// Bytes the tree does not split: `buffer`, `pci config`, `pci irq state`, ... The
+    /// field's type name says which.
     Bytes(Vec<u8>),
     /// A nested struct (`struct`, `vstruct`, `tmp`) with its own subsections.
     Struct(Body),
@@ -122,13 +126,18 @@ pub struct Body {
 enum Leaf {
     Int { signed: bool, width: u8 },
     Bool,
+    Timer,
+    Unused,
     Bytes,
 }
 
 /// Integer type names: `[u]int{8,16,32,64}` with an optional suffix (`equal`, `le`).
 fn leaf_kind(type_name: &str) -> Leaf {
-    if type_name == "bool" {
-        return Leaf::Bool;
+    match type_name {
+        "bool" => return Leaf::Bool,
+        "timer" => return Leaf::Timer,
+        "unused_buffer" => return Leaf::Unused,
+        _ => {}
     }
     let base = type_name.split(' ').next().unwrap_or("");
     let (signed, bits) = match base.strip_prefix('u') {
@@ -354,6 +363,19 @@ impl Decoder<'_, '_> {
                 }
                 Ok(Value::Bool(self.r.u8().map_err(|e| self.codec(e))?))
             }
+            Leaf::Timer => {
+                if f.size != 8 {
+                    return Err(self.fail(
+                        at,
+                        ErrorKind::BadDescription,
+                        format!("timer is 8 bytes wide, description says {}", f.size),
+                    ));
+                }
+                Ok(Value::Timer(self.r.be64().map_err(|e| self.codec(e))?))
+            }
+            Leaf::Unused => Ok(Value::Unused(
+                self.r.bytes(size).map_err(|e| self.codec(e))?.to_vec(),
+            )),
             Leaf::Bytes => Ok(Value::Bytes(
                 self.r.bytes(size).map_err(|e| self.codec(e))?.to_vec(),
             )),
@@ -401,7 +423,8 @@ impl Value {
                 out.extend_from_slice(&i.raw.to_be_bytes()[8 - usize::from(i.width)..]);
             }
             Value::Bool(b) => out.push(*b),
-            Value::Bytes(b) => out.extend_from_slice(b),
+            Value::Timer(t) => out.extend_from_slice(&t.to_be_bytes()),
+            Value::Bytes(b) | Value::Unused(b) => out.extend_from_slice(b),
             Value::Struct(b) => b.encode(out),
             Value::Array(items) => items.iter().for_each(|v| v.encode(out)),
         }
@@ -724,14 +747,13 @@ fn assign(v: &mut Value, type_name: &str, n: i128, path: &str) -> Result<(), Edi
             *b = n as u8;
             Ok(())
         }
-        Value::Bytes(bytes) if type_name == "timer" && bytes.len() == 8 => {
-            let raw = if n == -1 {
+        Value::Timer(t) => {
+            *t = if n == -1 {
                 u64::MAX
             } else {
                 u64::try_from(n)
                     .map_err(|_| EditError(format!("timer takes 0..=2^64-1 or -1, not {n}")))?
             };
-            bytes.copy_from_slice(&raw.to_be_bytes());
             Ok(())
         }
         _ => Err(EditError(format!(
@@ -801,6 +823,7 @@ mod tests {
         let Value::Struct(s0) = &s[0] else { panic!() };
         assert_eq!(s0.subsections[0].name, "e/sub");
         assert_eq!(body.subsections[0].name, "d/more");
+        assert_eq!(body.fields[5].value, Value::Timer(u64::MAX));
         let json = body.to_analyze_json();
         assert_eq!(json["a"], "0xfe (-2)");
         assert_eq!(json["env.regs"][1], "0x5678");
