@@ -153,9 +153,15 @@ fn leaf_kind(type_name: &str) -> Leaf {
     }
 }
 
+/// Elements a body may hold beyond one per byte: a hostile description can nest arrays of
+/// empty structs, which take no bytes, so work is bounded by this budget instead.
+const ZERO_SIZE_BUDGET: usize = 1 << 16;
+
 struct Decoder<'a, 'p> {
     r: Reader<'a>,
     path: &'p mut Vec<String>,
+    /// Elements left to decode (input length + [`ZERO_SIZE_BUDGET`]).
+    budget: usize,
 }
 
 impl Decoder<'_, '_> {
@@ -327,6 +333,13 @@ impl Decoder<'_, '_> {
     }
 
     fn element(&mut self, f: &FieldDesc) -> Result<Value, DecodeError> {
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| {
+            self.fail(
+                self.r.offset(),
+                ErrorKind::BadDescription,
+                "description asks for more elements than the body can hold".into(),
+            )
+        })?;
         let s = match &f.kind {
             FieldKind::Struct(s) | FieldKind::Inline(s) => s,
             FieldKind::Leaf => return self.leaf(f),
@@ -394,6 +407,7 @@ pub fn decode_prefix(
     let mut d = Decoder {
         r: Reader::new(bytes, base),
         path: &mut path,
+        budget: bytes.len().saturating_add(ZERO_SIZE_BUDGET),
     };
     let body = d.body(desc)?;
     Ok((body, d.r.position()))
@@ -847,6 +861,18 @@ mod tests {
         long.push(0);
         let e = decode_section(&d, &long, 10).unwrap_err();
         assert_eq!(e.offset, 10 + bytes.len());
+    }
+
+    #[test]
+    fn nested_empty_arrays_cannot_make_unbounded_work() {
+        // 65536 x 65536 empty structs would be 2^32 elements from a 0-byte body.
+        let json = r#"{"page_size": 4096, "devices": [{"name": "d", "instance_id": 0, "vmsd_name": "d", "version": 1, "fields": [
+            {"name": "o", "array_len": 65536, "type": "struct", "struct": {"vmsd_name": "o", "version": 0, "fields": [
+                {"name": "i", "array_len": 65536, "type": "struct", "struct": {"vmsd_name": "i", "version": 0, "fields": []}, "size": 0}]}, "size": 0}]}]}"#;
+        let d = Description::from_json_bytes(json.as_bytes()).unwrap();
+        let e = decode_section(&d.devices[0].body, &[], 0).unwrap_err();
+        assert!(e.message.contains("more elements"), "{e}");
+        assert_eq!(e.path, "o.i");
     }
 
     #[test]
