@@ -178,7 +178,9 @@ impl Decoder<'_, '_> {
         self.fail(e.offset, e.kind, e.kind.to_string())
     }
 
-    fn body(&mut self, desc: &BodyDesc) -> Result<Body, DecodeError> {
+    /// Decodes fields and subsections. `vmsd` names the body's vmsd for nested bodies, which
+    /// QEMU's loader follows by peeking for further subsections of that name.
+    fn body(&mut self, desc: &BodyDesc, vmsd: Option<&str>) -> Result<Body, DecodeError> {
         let mut fields = Vec::with_capacity(desc.fields.len());
         let mut i = 0;
         while let Some(f) = desc.fields.get(i) {
@@ -265,13 +267,31 @@ impl Decoder<'_, '_> {
                 ));
             }
             self.path.push(s.vmsd_name.clone());
-            let body = self.body(&s.body)?;
+            let body = self.body(&s.body, Some(&s.vmsd_name))?;
             self.path.pop();
             subsections.push(SubsectionValue {
                 name: s.vmsd_name.clone(),
                 version: h.version,
                 body,
             });
+        }
+        // QEMU's loader takes any `05 len name…` whose name starts with this vmsd's name for
+        // another subsection (format §7.2): if the bytes that follow (the parent's next field)
+        // look like that, QEMU would fail or misread them, whatever the description says.
+        if let Some(name) = vmsd
+            && let Some(found) = vmstate::wire::SubsectionHeader::peek_name(&self.r, name)
+        {
+            return Err(self.fail(
+                self.r.offset(),
+                ErrorKind::UnknownSubsection {
+                    name: vmstate::Name::new(found),
+                },
+                format!(
+                    "the bytes after {name} read as subsection {} to QEMU, which the \
+                     description does not list",
+                    String::from_utf8_lossy(found)
+                ),
+            ));
         }
         Ok(Body {
             fields,
@@ -344,7 +364,7 @@ impl Decoder<'_, '_> {
             FieldKind::Struct(s) | FieldKind::Inline(s) => s,
             FieldKind::Leaf => return self.leaf(f),
         };
-        Ok(Value::Struct(self.body(&s.body)?))
+        Ok(Value::Struct(self.body(&s.body, Some(&s.vmsd_name))?))
     }
 
     fn leaf(&mut self, f: &FieldDesc) -> Result<Value, DecodeError> {
@@ -409,7 +429,8 @@ pub fn decode_prefix(
         path: &mut path,
         budget: bytes.len().saturating_add(ZERO_SIZE_BUDGET),
     };
-    let body = d.body(desc)?;
+    // A section body is followed by its footer, never by a subsection.
+    let body = d.body(desc, None)?;
     Ok((body, d.r.position()))
 }
 
@@ -873,6 +894,26 @@ mod tests {
         let e = decode_section(&d.devices[0].body, &[], 0).unwrap_err();
         assert!(e.message.contains("more elements"), "{e}");
         assert_eq!(e.path, "o.i");
+    }
+
+    #[test]
+    fn field_bytes_that_qemu_would_take_for_a_subsection_are_refused() {
+        // Struct `e` (no subsections listed) is followed by a 12-byte buffer that starts like
+        // a subsection of `e`: QEMU's loader would read it as one.
+        let json = r#"{"page_size": 4096, "devices": [{"name": "d", "instance_id": 0, "vmsd_name": "d", "version": 1, "fields": [
+            {"name": "s", "type": "struct", "struct": {"vmsd_name": "e", "version": 1, "fields": [{"name": "x", "type": "uint8", "size": 1}]}, "size": 1},
+            {"name": "buf", "type": "buffer", "size": 12}]}]}"#;
+        let d = Description::from_json_bytes(json.as_bytes()).unwrap();
+        let d = &d.devices[0].body;
+        let mut bytes = vec![7u8, 5, 5];
+        bytes.extend_from_slice(b"e/sub\0\0\0\x01\x09");
+        let e = decode_section(d, &bytes, 0).unwrap_err();
+        assert!(e.message.contains("read as subsection e/sub"), "{e}");
+        assert_eq!((e.offset, e.path.as_str()), (1, "s"));
+        // Same bytes, but a name that does not start with `e`: plain data.
+        bytes[3] = b'f';
+        let body = decode_section(d, &bytes, 0).unwrap();
+        assert_eq!(body.to_bytes(), bytes);
     }
 
     #[test]

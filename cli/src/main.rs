@@ -16,7 +16,9 @@ use vmstate_cli::{Stream, pretty_json};
 #[command(
     name = "vmstate",
     version,
-    about = "Inspect and rewrite QEMU migration streams"
+    about = "Inspect and rewrite QEMU migration streams",
+    after_help = "Exit status: 0 success, 1 invalid input (diff: the streams differ), \
+                  2 usage or I/O error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -127,8 +129,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     .set(s, &NoCheck)
                     .map_err(|e| Failure::Usage(format!("--set {e}")))?;
             }
-            let file = std::fs::File::create(&output).map_err(|e| Failure::io(&output, e))?;
-            stream.write_to(file).map_err(|e| Failure::io(&output, e))?;
+            // Write beside the target and rename, so a failed write (or OUT == IN) never
+            // leaves a half-written stream under the output name.
+            let mut tmp = output.clone().into_os_string();
+            tmp.push(".vmstate-tmp");
+            let tmp = PathBuf::from(tmp);
+            let written = std::fs::File::create(&tmp)
+                .and_then(|f| stream.write_to(f))
+                .and_then(|_| std::fs::rename(&tmp, &output));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Failure::io(&output, e));
+            }
             Ok(0)
         }
         Command::Extract { input, dir } => {

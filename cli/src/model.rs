@@ -555,8 +555,14 @@ impl<'a> Stream<'a> {
             .ok_or_else(|| EditError(format!("'{assignment}': expected PATH=VALUE")))?;
         let (idstr, instance, field) = split_section_path(path)?;
         let mut found = false;
+        let desc = self.description.as_ref();
         for e in &mut self.entries {
-            let Item::Device { section, body, .. } = &mut e.item else {
+            let Item::Device {
+                section,
+                body,
+                device,
+            } = &mut e.item
+            else {
                 continue;
             };
             if section.idstr != idstr.as_bytes() || section.instance_id != instance {
@@ -568,6 +574,19 @@ impl<'a> Stream<'a> {
                 .set(field, value)
                 .map_err(|e| EditError(format!("{assignment}: {e}")))?;
             let bytes = edited.to_bytes();
+            // The edited body must still read back as the same tree: a value can make the
+            // bytes after a nested struct look like a subsection to QEMU (format §7.2).
+            if let Some(d) = desc.and_then(|d| d.devices.get(*device)) {
+                match generic::decode_section(&d.body, &bytes, section.body_offset) {
+                    Ok(back) if back == edited => {}
+                    Ok(_) => {
+                        return Err(EditError(format!(
+                            "{assignment}: the edited body would not read back the same"
+                        )));
+                    }
+                    Err(e) => return Err(EditError(format!("{assignment}: {}", e.message))),
+                }
+            }
             check
                 .check(idstr, instance, section.version_id, &bytes)
                 .map_err(|m| EditError(format!("{path}: {m}")))?;

@@ -521,3 +521,34 @@ fn flipped_trailer_bytes_fail_cleanly_or_round_trip() {
     }
     assert!(ok > 50 && refused > 200, "ok {ok}, refused {refused}");
 }
+
+/// QEMU's loader peeks for subsections after every nested struct (format §7.2): an edit that
+/// makes the next field's bytes spell `05 len "PCIDevice…"` after `ide.parent_obj` would be
+/// read as a subsection of `PCIDevice` by QEMU, so it is refused.
+#[test]
+fn edits_that_forge_a_subsection_header_are_refused() {
+    let bytes = read("pc-7.2-nodefaults-S.vmstate");
+    let mut s = Stream::parse(&bytes).unwrap();
+    let ide = "0000:00:01.1/ide[0].bmdma[0]";
+    for a in [
+        format!("{ide}.cmd=5"),
+        format!("{ide}.migration_compat_status=10"),
+        format!("{ide}.addr=0x50434944"),
+    ] {
+        s.set(&a, &NoCheck).unwrap_or_else(|e| panic!("{a}: {e}"));
+    }
+    let e = s
+        .set(
+            &format!("{ide}.migration_retry_sector_num=0x65766963652f0000"),
+            &NoCheck,
+        )
+        .unwrap_err();
+    assert!(e.0.contains("read as subsection PCIDevice/"), "{e}");
+    // The three accepted edits are in place and the stream still decodes.
+    let out = s.to_bytes().unwrap();
+    let back = Stream::parse(&out).unwrap();
+    let v = back.analyze_state().unwrap();
+    let bm = &v[&key_of(&back, "0000:00:01.1/ide", 0)]["bmdma"][0];
+    assert_eq!(bm["cmd"], "0x05");
+    assert_eq!(bm["addr"], "0x50434944");
+}
