@@ -163,9 +163,23 @@ fn array<'v>(m: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v [Va
     }
 }
 
+/// Largest trailer accepted. QEMU's pc trailers are about 100 KiB; the trailer is attacker
+/// controlled (untrusted-input §5), so parsing it is capped (serde_json also caps nesting at
+/// 128 levels).
+pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
+
 impl Description {
     /// Parses the trailer's JSON text.
     pub fn from_json_bytes(json: &[u8]) -> Result<Description, DescError> {
+        if json.len() > MAX_DESCRIPTION_LEN {
+            return Err(err(
+                "",
+                format!(
+                    "{} bytes of JSON: expected at most {MAX_DESCRIPTION_LEN}",
+                    json.len()
+                ),
+            ));
+        }
         let v: Value = serde_json::from_slice(json).map_err(|e| err("", e.to_string()))?;
         Description::parse(&v)
     }
@@ -476,5 +490,11 @@ mod tests {
             assert!(e.message.contains(msg), "{e}");
         }
         assert!(Description::from_json_bytes(b"{not json").is_err());
+        let huge = vec![b' '; MAX_DESCRIPTION_LEN + 1];
+        let e = Description::from_json_bytes(&huge).unwrap_err();
+        assert!(e.message.contains("expected at most"), "{e}");
+        // Nesting deeper than serde_json's limit is an error, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert!(Description::from_json_bytes(deep.as_bytes()).is_err());
     }
 }
