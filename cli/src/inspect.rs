@@ -113,14 +113,14 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     let _ = writeln!(o, "{} {name} ({} bytes)", head("file"), stream.len);
     let _ = writeln!(
         o,
-        "{} magic QEVM, file version {}",
+        "{} at 0x00000000: magic QEVM, file version {}",
         head("header"),
         stream.version
     );
     match &stream.configuration {
         Some(c) => {
             let mut line = format!(
-                "{} machine {}",
+                "{} at 0x00000008: machine {}",
                 head("configuration"),
                 String::from_utf8_lossy(c.machine)
             );

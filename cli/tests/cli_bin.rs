@@ -53,9 +53,13 @@ fn inspect_lists_every_record() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     // Not a terminal: no colour, tab-separated cells.
+    assert!(
+        out.contains("header at 0x00000000: magic QEVM, file version 3\n"),
+        "{out}"
+    );
     assert!(!out.contains('\x1b'));
     assert!(
-        out.contains("configuration machine pc-i440fx-7.2\n"),
+        out.contains("configuration at 0x00000008: machine pc-i440fx-7.2\n"),
         "{out}"
     );
     for line in [
