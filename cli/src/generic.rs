@@ -615,6 +615,51 @@ impl EditCheck for NoCheck {
     }
 }
 
+/// Re-validates edits of the sections a typed state `T` models (matched by idstr, as the
+/// codec's [`vmstate::stream::idstr_matches`]) by loading the edited body with `T`'s
+/// description and invariants. `init` is the destination state the load starts from (it
+/// supplies the values `_EQUAL` fields must match). Other sections pass.
+#[derive(Debug, Clone)]
+pub struct TypedCheck<T: vmstate::State> {
+    init: T,
+}
+
+impl<T: vmstate::State> TypedCheck<T> {
+    /// A check loading into copies of `init`.
+    pub fn new(init: T) -> Self {
+        TypedCheck { init }
+    }
+}
+
+impl<T: vmstate::State> EditCheck for TypedCheck<T> {
+    fn check(&self, idstr: &str, _: u32, version: u32, body: &[u8]) -> Result<(), String> {
+        if !vmstate::stream::idstr_matches(idstr.as_bytes(), T::VMSD.name) {
+            return Ok(());
+        }
+        vmstate::decode(&self.init, version, body, 0)
+            .map(|_| ())
+            .map_err(|e| format!("{} refuses the edited body: {e}", T::VMSD.name))
+    }
+}
+
+/// Every check in the list must pass (the first refusal wins).
+#[derive(Clone, Copy)]
+pub struct AllOf<'a>(pub &'a [&'a dyn EditCheck]);
+
+impl EditCheck for AllOf<'_> {
+    fn check(
+        &self,
+        idstr: &str,
+        instance_id: u32,
+        version: u32,
+        body: &[u8],
+    ) -> Result<(), String> {
+        self.0
+            .iter()
+            .try_for_each(|c| c.check(idstr, instance_id, version, body))
+    }
+}
+
 /// Parses a decimal or `0x` hexadecimal number, optionally negative.
 pub fn parse_number(s: &str) -> Result<i128, EditError> {
     let bad = || EditError(format!("'{s}' is not a number (decimal or 0x-hex)"));
