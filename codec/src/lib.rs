@@ -23,14 +23,19 @@
 #![deny(missing_docs)]
 
 pub mod body;
+// The dirty log and the snapshot cell need 64-bit atomics (x86_64, aarch64, …); Cortex-M4 has
+// none, and firmware does not track dirty guest memory.
+#[cfg(any(target_has_atomic = "64", loom))]
 pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod ram;
 pub mod schema;
 pub mod sink;
+#[cfg(any(target_has_atomic = "64", loom))]
 pub mod snapshot;
 pub mod stream;
+#[cfg(any(target_has_atomic = "64", loom))]
 pub mod sync;
 pub mod v4;
 pub mod vmdesc;
