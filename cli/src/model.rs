@@ -311,6 +311,16 @@ impl<'a> Stream<'a> {
         bytes: &'a [u8],
         description: Option<Description>,
     ) -> Result<Stream<'a>, StreamError> {
+        Stream::parse_observed(bytes, description, &mut |_| {})
+    }
+
+    /// [`Stream::parse_with`], calling `reached` with the input offset as the walk advances
+    /// (for a progress line, or to release the input behind it).
+    pub fn parse_observed(
+        bytes: &'a [u8],
+        description: Option<Description>,
+        reached: &mut dyn FnMut(usize),
+    ) -> Result<Stream<'a>, StreamError> {
         let options = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
             allow_commands: true,
@@ -331,7 +341,10 @@ impl<'a> Stream<'a> {
         loop {
             let located = match records.next() {
                 None => break,
-                Some(Ok(l)) => l,
+                Some(Ok(l)) => {
+                    reached(l.offset);
+                    l
+                }
                 Some(Err(e)) => {
                     let detail = records.lengths().0.as_mut().and_then(|d| d.take_error());
                     return Err(detail.unwrap_or(StreamError::from(e)));
@@ -373,6 +386,7 @@ impl<'a> Stream<'a> {
                                 .read_record(&mut r)
                                 .map_err(|e| e.in_section(rec.context()))?;
                             list.push(x);
+                            reached(r.offset());
                             if x == RamRecord::Eos {
                                 break;
                             }
@@ -432,11 +446,20 @@ impl<'a> Stream<'a> {
 
     /// Writes the stream to `out`. Without edits the bytes equal the input.
     pub fn write_to<W: Write>(&self, out: W) -> io::Result<()> {
+        self.write_observed(out, &mut |_| {})
+    }
+
+    /// [`Stream::write_to`], calling `reached` with the input offset of each record written.
+    pub fn write_observed<W: Write>(
+        &self,
+        out: W,
+        reached: &mut dyn FnMut(usize),
+    ) -> io::Result<()> {
         let mut sink = IoWrite {
             w: io::BufWriter::new(out),
             n: 0,
         };
-        self.emit(&mut sink).map_err(|e| match e {
+        self.emit(&mut sink, reached).map_err(|e| match e {
             WriteError::Io(e) => e,
             WriteError::Codec(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
@@ -450,7 +473,11 @@ impl<'a> Stream<'a> {
         Ok(v)
     }
 
-    fn emit(&self, out: &mut IoWrite<impl Write>) -> Result<(), WriteError> {
+    fn emit(
+        &self,
+        out: &mut IoWrite<impl Write>,
+        reached: &mut dyn FnMut(usize),
+    ) -> Result<(), WriteError> {
         out.write(&vmstate::wire::header::MAGIC.to_be_bytes())?;
         out.write(&self.version.to_be_bytes())?;
         let mut buf = Vec::new();
@@ -461,6 +488,7 @@ impl<'a> Stream<'a> {
         }
         let mut ram = RamWriter::new();
         for e in &self.entries {
+            reached(e.offset);
             buf.clear();
             let section = match &e.item {
                 Item::Eof => {
