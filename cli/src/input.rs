@@ -44,12 +44,17 @@ impl Input {
     }
 
     /// Tells the kernel that the bytes before `offset` are not needed for now: their pages
-    /// leave this process's resident set (later reads fault them back in).
+    /// leave this process's resident set (later reads fault them back in). Called with
+    /// increasing offsets during one pass; an offset behind the last one starts a new pass.
     pub fn release_before(&self, offset: usize) {
         let Some(m) = &self.map else { return };
         let from = self.released.get();
         let to = offset.min(m.len()) & !(RELEASE_STEP - 1);
-        if to > from {
+        if to < from {
+            // A new pass over the input (e.g. writing after parsing) started behind the last
+            // release point: release from here on again.
+            self.released.set(to);
+        } else if to > from {
             release(m, from, to - from);
             self.released.set(to);
         }

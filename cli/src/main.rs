@@ -321,8 +321,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Extract { input, dir } => {
             let file = open(&input)?;
             let stream = parse(&input, &file, "extract")?;
-            let files =
-                vmstate_cli::extract::extract(&stream, &dir).map_err(|e| Failure::io(&dir, e))?;
+            let mut progress = Progress::new("extract", file.bytes().len());
+            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &mut |at| {
+                progress.update(at);
+                file.release_before(at);
+            })
+            .map_err(|e| Failure::io(&dir, e))?;
+            progress.finish();
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)

@@ -230,9 +230,15 @@ pub fn verify(bytes: &[u8], config: PcConfig, progress: &mut dyn FnMut(usize)) -
                 break;
             }
         };
+        // Only bytes before the record are done with: reading its RAM records below touches
+        // the record again.
+        progress(located.offset);
         report.bytes = located.end;
-        progress(located.end);
         let rec = match located.record {
+            Record::Eof | Record::Trailer(_) => {
+                progress(located.end);
+                continue;
+            }
             Record::Configuration(c) => {
                 ram.options.ignore_shared = c
                     .capabilities
