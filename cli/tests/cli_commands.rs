@@ -318,3 +318,24 @@ fn static_check_counts_problems() {
     );
     let _ = std::fs::remove_file(older);
 }
+
+#[test]
+fn progress_is_shown_only_on_a_terminal() {
+    let src = fixture("pc-7.2-bios.vmstate");
+    // `script` runs the command on a pseudo-terminal (util-linux).
+    let cmd = format!("{} verify {src}", env!("CARGO_BIN_EXE_vmstate"));
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    assert_eq!(o.status.code(), Some(0));
+    let tty = out(&o);
+    assert!(tty.starts_with("\rverify:   0%\r"), "{tty:?}");
+    // The line is blanked before the summary is printed.
+    let blank = format!("\r{}\r", " ".repeat("verify: 100%".len()));
+    assert!(tty.contains(&blank), "{tty:?}");
+    assert!(tty.contains(": ok: 11 sections checked"), "{tty:?}");
+    // Not a terminal: nothing on stderr.
+    let o = run(&["verify", &src]);
+    assert_eq!((o.status.code(), err(&o).as_str()), (Some(0), ""));
+}
