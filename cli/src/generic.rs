@@ -674,8 +674,13 @@ impl EditCheck for PcCheck {
             ordinal: 0,
         };
         let mut pc = self.0.clone();
+        // The record is synthetic (no section id, no stream offset): report field and reason.
         pc.load_section(&rec).map(|_| ()).map_err(|e| {
-            format!("the {idstr} model refuses the edited body (offsets within the body): {e}")
+            let field = e.field.map_or(String::new(), |f| format!("field {f}: "));
+            format!(
+                "the {idstr} model refuses the edited body: {field}{}",
+                e.kind
+            )
         })
     }
 }

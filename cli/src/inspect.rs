@@ -221,9 +221,13 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     }
     let line = |cells: &[String; 8], o: &mut String, title: bool| {
         let mut parts = Vec::new();
-        for (i, c) in cells.iter().enumerate() {
+        // No padding after the last non-empty cell (colour codes would keep it from trimming).
+        let last = cells.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (i, c) in cells.iter().enumerate().take(last + 1) {
             if style.align {
-                let padded = if i == 2 || i == 4 || i == 5 || i == 6 {
+                let padded = if i == last && !(i == 2 || i == 4 || i == 5 || i == 6) {
+                    c.clone()
+                } else if i == 2 || i == 4 || i == 5 || i == 6 {
                     format!("{c:>w$}", w = width[i])
                 } else {
                     format!("{c:<w$}", w = width[i])
