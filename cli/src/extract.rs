@@ -62,7 +62,7 @@ pub fn extract_observed(
         match &e.item {
             Item::Ram { records, .. } => {
                 for r in records {
-                    match *r {
+                    match r {
                         RamRecord::MemSize(list) => {
                             fs::create_dir_all(dir.join("ram"))?;
                             for b in list.iter() {
