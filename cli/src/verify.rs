@@ -43,9 +43,10 @@ impl fmt::Display for Problem {
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// FULL sections loaded into a typed model.
+    /// FULL sections loaded into a typed model (and also decoded with the description when
+    /// the stream has one).
     pub typed: usize,
-    /// FULL sections checked only against the description.
+    /// FULL sections no typed model covers, checked against the description.
     pub generic: usize,
     /// RAM records read (block list, pages, EOS).
     pub ram_records: usize,
@@ -63,7 +64,7 @@ impl Report {
     /// The one-line summary printed on success.
     pub fn summary(&self) -> String {
         format!(
-            "ok: {} sections checked with typed models, {} with the description, {} RAM records, {} bytes",
+            "ok: {} sections checked with typed models, {} with the description only, {} RAM records, {} bytes",
             self.typed, self.generic, self.ram_records, self.bytes
         )
     }

@@ -214,7 +214,7 @@ fn large_streams_are_processed_in_bounded_memory() {
     // START: block list + EOS; 32 PARTs of 2048 pages + EOS; END: EOS.
     assert!(
         out.contains(&format!(
-            "ok: 0 sections checked with typed models, 0 with the description, {} RAM records, {len} bytes",
+            "ok: 0 sections checked with typed models, 0 with the description only, {} RAM records, {len} bytes",
             2 + 65536 + 32 + 1
         )),
         "{out}"

@@ -93,7 +93,7 @@ fn every_fixture_verifies() {
         let typed = if f.contains("serial") { 12 } else { 11 };
         assert!(
             out.ends_with(&format!(
-                ": ok: {typed} sections checked with typed models, 19 with the description, 8326 RAM records, {} bytes\n",
+                ": ok: {typed} sections checked with typed models, 19 with the description only, 8326 RAM records, {} bytes\n",
                 bytes.len()
             )),
             "{f}: {out}"
