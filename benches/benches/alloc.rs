@@ -81,12 +81,30 @@ fn main() {
     let pc = postcard::to_allocvec(&rtc_mirror).expect("encodes");
 
     let rows: Vec<(&str, usize)> = vec![
-        ("vmstate encode_section_into (rtc)", count(|| vmstate::encode_section_into(id, &d.state, &mut buf))),
-        ("vmstate encode_body_into (big4k)", count(|| vmstate::encode_body_into(&b4k.state, &mut buf))),
-        ("vmstate view (rtc)", count(|| vmstate::view::<RtcBody>(&body, 0).map(|v| v.cmos_index))),
-        ("vmstate decode (rtc)", count(|| vmstate::decode(&d.init, 3, &body, 0))),
-        ("vmstate load (rtc)", count(|| vmstate::load(&mut live, 3, &body, 0))),
-        ("vmstate decode (big4k)", count(|| vmstate::decode(&b4k.init, 1, &big_body, 0))),
+        (
+            "vmstate encode_section_into (rtc)",
+            count(|| vmstate::encode_section_into(id, &d.state, &mut buf)),
+        ),
+        (
+            "vmstate encode_body_into (big4k)",
+            count(|| vmstate::encode_body_into(&b4k.state, &mut buf)),
+        ),
+        (
+            "vmstate view (rtc)",
+            count(|| vmstate::view::<RtcBody>(&body, 0).map(|v| v.cmos_index)),
+        ),
+        (
+            "vmstate decode (rtc)",
+            count(|| vmstate::decode(&d.init, 3, &body, 0)),
+        ),
+        (
+            "vmstate load (rtc)",
+            count(|| vmstate::load(&mut live, 3, &body, 0)),
+        ),
+        (
+            "vmstate decode (big4k)",
+            count(|| vmstate::decode(&b4k.init, 1, &big_body, 0)),
+        ),
         (
             "vmstate Records+FooterScan (all fixtures)",
             count(|| {
@@ -119,10 +137,22 @@ fn main() {
                 })
             }),
         ),
-        ("postcard to_slice (rtc)", count(|| postcard::to_slice(&rtc_mirror, &mut buf).map(|b| b.len()))),
-        ("postcard from_bytes (rtc)", count(|| postcard::from_bytes::<RtcSerde>(&pc))),
-        ("postcard to_allocvec (big4k)", count(|| postcard::to_allocvec(&big_mirror))),
-        ("bincode encode_to_vec (big4k)", count(|| bincode::serde::encode_to_vec(&big_mirror, BINCODE))),
+        (
+            "postcard to_slice (rtc)",
+            count(|| postcard::to_slice(&rtc_mirror, &mut buf).map(|b| b.len())),
+        ),
+        (
+            "postcard from_bytes (rtc)",
+            count(|| postcard::from_bytes::<RtcSerde>(&pc)),
+        ),
+        (
+            "postcard to_allocvec (big4k)",
+            count(|| postcard::to_allocvec(&big_mirror)),
+        ),
+        (
+            "bincode encode_to_vec (big4k)",
+            count(|| bincode::serde::encode_to_vec(&big_mirror, BINCODE)),
+        ),
     ];
     println!("allocations per call");
     println!("| path | allocations |");

@@ -103,7 +103,11 @@ fn devices(c: &mut Criterion) {
     device::<_, PitSerde>(
         c,
         i8254(),
-        Some(|b| view_of::<Pit>(b, |v| v.channels[0].mode ^ v.next_transition_time.get() as u8)),
+        Some(|b| {
+            view_of::<Pit>(b, |v| {
+                v.channels[0].mode ^ v.next_transition_time.get() as u8
+            })
+        }),
     );
     // hpet and serial bodies vary in length (timer count, subsections): no fixed view.
     device::<_, HpetSerde>(c, hpet(), None);
