@@ -31,13 +31,13 @@ fn state_err(offset: usize) -> Error {
 fn range(state: &[u8], off: usize, len: usize, at: usize) -> Result<&[u8]> {
     off.checked_add(len)
         .and_then(|end| state.get(off..end))
-        .ok_or(state_err(at))
+        .ok_or_else(|| state_err(at))
 }
 
 fn range_mut(state: &mut [u8], off: usize, len: usize, at: usize) -> Result<&mut [u8]> {
     off.checked_add(len)
         .and_then(|end| state.get_mut(off..end))
-        .ok_or(state_err(at))
+        .ok_or_else(|| state_err(at))
 }
 
 /// Reads a count/size field from the state as a signed 64-bit value.
@@ -162,7 +162,7 @@ fn write_run<S: Sink>(run: Option<Run>, state: &[u8], out: &mut S) -> Result<(),
         let at = out.position();
         let bytes = state
             .get(r.start..r.end)
-            .ok_or(state_err(at).in_field(r.name))?;
+            .ok_or_else(|| state_err(at).in_field(r.name))?;
         out.write(bytes)?;
     }
     Ok(())
@@ -170,13 +170,23 @@ fn write_run<S: Sink>(run: Option<Run>, state: &[u8], out: &mut S) -> Result<(),
 
 /// Wire bytes of a present field that are exactly its storage bytes (scalars, arrays,
 /// buffers, `_EQUAL` values, nested structs whose body is their storage), or `None`.
+#[inline]
 fn copy_len(f: &Field) -> Option<usize> {
     match f.kind {
-        Kind::Scalar(_) | Kind::Array { .. } | Kind::Buffer { .. } | Kind::Equal(_) => {
-            Some(f.storage_size())
-        }
-        Kind::Struct { vmsd, len } if body_is_storage(vmsd) => vmsd.size.checked_mul(len),
+        Kind::Scalar(s) | Kind::Equal(s) => Some(s.width()),
+        Kind::Array { elem, len } => elem.width().checked_mul(len),
+        Kind::Buffer { len } => Some(len),
+        Kind::Struct { vmsd, len } => struct_copy_len(vmsd, len),
         _ => None,
+    }
+}
+
+#[inline(never)]
+fn struct_copy_len(vmsd: &Vmsd, len: usize) -> Option<usize> {
+    if body_is_storage(vmsd) {
+        vmsd.size.checked_mul(len)
+    } else {
+        None
     }
 }
 
@@ -499,10 +509,13 @@ fn read_run(
 
 /// Wire bytes of a field that decode as a plain copy into its storage (no bool or `_EQUAL`
 /// check, no nested hooks), or `None`.
+#[inline]
 fn plain_read_len(f: &Field) -> Option<usize> {
     match f.kind {
         Kind::Scalar(s) | Kind::Array { elem: s, .. } if s == Scalar::Bool => None,
-        Kind::Scalar(_) | Kind::Array { .. } | Kind::Buffer { .. } => Some(f.storage_size()),
+        Kind::Scalar(s) => Some(s.width()),
+        Kind::Array { elem, len } => elem.width().checked_mul(len),
+        Kind::Buffer { len } => Some(len),
         _ => None,
     }
 }
