@@ -23,6 +23,15 @@ fn xorshift(x: &mut u64) -> u64 {
 /// A region whose page `i` is random when `dirty(i)` holds, zero otherwise.
 fn region(dirty: impl Fn(usize) -> bool) -> Vec<u8> {
     let mut v = vec![0u8; REGION];
+    // Touch every page: an untouched zeroed allocation maps every page to the kernel's one
+    // shared zero page, which would make zero pages read from cache.
+    for page in v.chunks_exact_mut(PAGE_SIZE) {
+        page[0] = 1;
+    }
+    black_box(&mut v);
+    for page in v.chunks_exact_mut(PAGE_SIZE) {
+        page[0] = 0;
+    }
     let mut x = 0x2545_f491_4f6c_dd1d;
     for (i, page) in v.chunks_exact_mut(PAGE_SIZE).enumerate() {
         if dirty(i) {
@@ -35,8 +44,8 @@ fn region(dirty: impl Fn(usize) -> bool) -> Vec<u8> {
 }
 
 fn ram(c: &mut Criterion) {
-    // Room for every page as a PAGE record plus headers.
-    let mut out = vec![0u8; REGION + (REGION / PAGE_SIZE) * 16 + 4096];
+    // Room for every page as a PAGE record plus headers (touched like the regions).
+    let mut out = vec![1u8; REGION + (REGION / PAGE_SIZE) * 16 + 4096];
     let contents: [(&str, Vec<u8>); 3] = [
         ("zero", region(|_| false)),
         ("random", region(|_| true)),
