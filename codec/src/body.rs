@@ -109,7 +109,16 @@ pub fn encode_body_v<S: Sink>(
     if state.len() != vmsd.size {
         return Err(state_err(out.position()).in_field(vmsd.name).into());
     }
-    encode_fields(vmsd, version, state, out)?;
+    match vmsd.plan_for(version) {
+        Some(p) => {
+            let at = out.position();
+            let body = state
+                .get(..p.len as usize)
+                .ok_or_else(|| state_err(at).in_field(vmsd.name))?;
+            out.write_with_zeros(body, p.zeros())?;
+        }
+        None => encode_fields(vmsd, version, state, out)?,
+    }
     encode_subsections(vmsd, state, out)
 }
 
@@ -327,7 +336,13 @@ pub fn decode_body_mode(
     if let Some(pre) = vmsd.pre_load {
         pre(state);
     }
-    decode_fields(vmsd.fields, version, r, state, mode)?;
+    let planned = match vmsd.plan_for(version) {
+        Some(p) if !(p.has_equal && mode == Mode::Load) => decode_planned(p, r, state, mode)?,
+        _ => false,
+    };
+    if !planned {
+        decode_fields(vmsd.fields, version, r, state, mode)?;
+    }
     let mut starts = [usize::MAX; crate::schema::MAX_SUBSECTIONS];
     decode_subsections(vmsd, r, state, &mut starts, mode)?;
     if let (Some(validate), Mode::Load) = (vmsd.validate, mode)
@@ -350,6 +365,61 @@ pub fn decode_body_mode(
         post(state, version);
     }
     Ok(())
+}
+
+/// Decodes the fields of a body compiled into `plan` with one copy: checks the bools in the
+/// input, copies, clears the unused ranges and (on loads) runs the hooks of the inlined nested
+/// structs. Returns false, with the reader not advanced, when the input is short, a bool is bad
+/// or a nested hook refuses: the caller then decodes field by field, which fails with the
+/// exact field and offset (every byte of the state the copy touched is written again first).
+fn decode_planned(
+    plan: &crate::schema::Plan,
+    r: &mut Reader<'_>,
+    state: &mut [u8],
+    mode: Mode,
+) -> Result<bool> {
+    let len = plan.len as usize;
+    let (Some(src), Some(dst)) = (r.peek_bytes(0, len), state.get_mut(..len)) else {
+        return Ok(false);
+    };
+    for &(o, l) in plan.bools() {
+        let (o, l) = (o as usize, l as usize);
+        let ok = o
+            .checked_add(l)
+            .and_then(|e| src.get(o..e))
+            .is_some_and(|b| b.iter().all(|&b| b <= 1));
+        if !ok {
+            return Ok(false);
+        }
+    }
+    dst.copy_from_slice(src);
+    for &(o, l) in plan.zeros() {
+        let (o, l) = (o as usize, l as usize);
+        if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
+            z.fill(0);
+        }
+    }
+    if mode == Mode::Load {
+        for h in plan.hooks.iter().flatten() {
+            let v = h.vmsd;
+            for i in 0..h.count as usize {
+                let off = h.offset as usize + i * v.size;
+                let Some(s) = state.get_mut(off..off + v.size) else {
+                    return Ok(false);
+                };
+                if let Some(validate) = v.validate
+                    && validate(s, v.version_id).is_err()
+                {
+                    return Ok(false);
+                }
+                if let Some(post) = v.post_load {
+                    post(s, v.version_id);
+                }
+            }
+        }
+    }
+    r.skip(len)?;
+    Ok(true)
 }
 
 /// Best-effort absolute offset of a field named `name` in a body that started at `start`:
