@@ -940,13 +940,29 @@ mod tests {
         // A literal with another version keeps the old plan, which must not apply.
         let newer = Vmsd { version_id: 3, ..T };
         assert!(newer.plan_for(3).is_none() && newer.plan_for(2).is_none());
+        // So does a literal with other fields, even as many.
+        const SWAPPED5: &[Field] = &[
+            field!(S, b),
+            field!(S, a),
+            field!(S, gap).unused(),
+            struct_field!(S, pairs, PAIR),
+            field!(S, c).since(2),
+        ];
+        assert!(
+            Vmsd {
+                fields: SWAPPED5,
+                ..T
+            }
+            .plan_for(2)
+            .is_none()
+        );
         // A predicate, a varray, a nested struct with subsections, a field out of wire order.
         fn yes(_: &[u8], _: u32) -> bool {
             true
         }
-        let pred = [field!(S, a).exists(yes), field!(S, b)];
-        assert!(crate::schema::Plan::compile(&pred, 1).is_none());
-        let varr = [
+        const PRED: &[Field] = &[field!(S, a).exists(yes), field!(S, b)];
+        assert!(crate::schema::Plan::compile(PRED, 1).is_none());
+        const VARR: &[Field] = &[
             field!(S, a),
             Field::new(
                 "v",
@@ -961,13 +977,13 @@ mod tests {
                 },
             ),
         ];
-        assert!(crate::schema::Plan::compile(&varr, 1).is_none());
+        assert!(crate::schema::Plan::compile(VARR, 1).is_none());
         const SUB: Vmsd = Vmsd::new("pair/sub", 1, 1, 3).fields(&[field!(Pair, x)]);
         static WITH_SUB: Vmsd = Vmsd::new("pair", 1, 1, 3)
             .fields(&[field!(Pair, x), field!(Pair, y)])
             .subsections(&[crate::schema::Subsection::new(&SUB, |_| true)]);
         assert!(WITH_SUB.plan.is_some(), "its own body is a copy");
-        let nested = [Field::new(
+        const NESTED: &[Field] = &[Field::new(
             "p",
             0,
             Kind::Struct {
@@ -975,18 +991,18 @@ mod tests {
                 len: 1,
             },
         )];
-        assert!(crate::schema::Plan::compile(&nested, 1).is_none());
-        let swapped = [field!(S, b), field!(S, a)];
-        assert!(crate::schema::Plan::compile(&swapped, 1).is_none());
+        assert!(crate::schema::Plan::compile(NESTED, 1).is_none());
+        const SWAPPED: &[Field] = &[field!(S, b), field!(S, a)];
+        assert!(crate::schema::Plan::compile(SWAPPED, 1).is_none());
         // More than MAX_PLAN_RUNS zero runs.
         const ONE: Vmsd = Vmsd::new("one", 1, 1, 2).fields(&[
             Field::new("x", 0, Kind::Scalar(Scalar::U8)),
             Field::new("unused", 1, Kind::Unused { len: 1 }),
         ]);
-        let many = [Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 9 })];
-        assert!(crate::schema::Plan::compile(&many, 1).is_none());
-        let eight = [Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 8 })];
-        assert!(crate::schema::Plan::compile(&eight, 1).is_some());
+        const MANY: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 9 })];
+        assert!(crate::schema::Plan::compile(MANY, 1).is_none());
+        const EIGHT: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 8 })];
+        assert!(crate::schema::Plan::compile(EIGHT, 1).is_some());
     }
 
     fn encode_vec(vmsd: &Vmsd, state: &[u8], cap: usize) -> (Result<usize>, std::vec::Vec<u8>) {

@@ -458,8 +458,8 @@ pub struct Plan {
     /// The version the plan describes (a `Vmsd { version_id: X, ..OTHER }` literal keeps
     /// `OTHER`'s plan, which then does not apply).
     pub version: u32,
-    /// Number of fields the plan was compiled from (a literal replacing `fields` disables it).
-    pub fields: u32,
+    /// The fields the plan was compiled from (a literal replacing `fields` does not use it).
+    pub fields: &'static [Field],
     /// Body length.
     pub len: u32,
     /// Ranges written as zeros and skipped on read.
@@ -488,10 +488,10 @@ impl Plan {
     }
 
     /// Compiles `fields` at `version` (see [`Plan`]).
-    pub const fn compile(fields: &[Field], version: u32) -> Option<Plan> {
+    pub const fn compile(fields: &'static [Field], version: u32) -> Option<Plan> {
         let mut p = Plan {
             version,
-            fields: fields.len() as u32,
+            fields,
             len: 0,
             zeros: [(0, 0); MAX_PLAN_RUNS],
             n_zeros: 0,
@@ -567,7 +567,7 @@ const fn inline(p: &mut Plan, at: usize, vmsd: &'static Vmsd, len: usize) -> boo
         return false;
     };
     if inner.version != vmsd.version_id
-        || inner.fields as usize != vmsd.fields.len()
+        || inner.fields.len() != vmsd.fields.len()
         || inner.len as usize != vmsd.size
         || !vmsd.subsections.is_empty()
         || vmsd.pre_load.is_some()
@@ -655,7 +655,7 @@ impl Vmsd {
         self.plan
             .as_ref()
             .filter(|p| p.version == version && p.version == self.version_id)
-            .filter(|p| p.fields as usize == self.fields.len() && p.len as usize <= self.size)
+            .filter(|p| core::ptr::eq(p.fields, self.fields) && p.len as usize <= self.size)
     }
 
     /// Sets the subsections.
