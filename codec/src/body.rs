@@ -109,7 +109,16 @@ pub fn encode_body_v<S: Sink>(
     if state.len() != vmsd.size {
         return Err(state_err(out.position()).in_field(vmsd.name).into());
     }
-    encode_fields(vmsd, version, state, out)?;
+    match vmsd.plan_for(version) {
+        Some(p) => {
+            let at = out.position();
+            let body = state
+                .get(..p.len as usize)
+                .ok_or_else(|| state_err(at).in_field(vmsd.name))?;
+            out.write_with_zeros(body, p.zeros())?;
+        }
+        None => encode_fields(vmsd, version, state, out)?,
+    }
     encode_subsections(vmsd, state, out)
 }
 
@@ -327,7 +336,13 @@ pub fn decode_body_mode(
     if let Some(pre) = vmsd.pre_load {
         pre(state);
     }
-    decode_fields(vmsd.fields, version, r, state, mode)?;
+    let planned = match vmsd.plan_for(version) {
+        Some(p) if !(p.has_equal && mode == Mode::Load) => decode_planned(p, r, state, mode)?,
+        _ => false,
+    };
+    if !planned {
+        decode_fields(vmsd.fields, version, r, state, mode)?;
+    }
     let mut starts = [usize::MAX; crate::schema::MAX_SUBSECTIONS];
     decode_subsections(vmsd, r, state, &mut starts, mode)?;
     if let (Some(validate), Mode::Load) = (vmsd.validate, mode)
@@ -350,6 +365,61 @@ pub fn decode_body_mode(
         post(state, version);
     }
     Ok(())
+}
+
+/// Decodes the fields of a body compiled into `plan` with one copy: checks the bools in the
+/// input, copies, clears the unused ranges and (on loads) runs the hooks of the inlined nested
+/// structs. Returns false, with the reader not advanced, when the input is short, a bool is bad
+/// or a nested hook refuses: the caller then decodes field by field, which fails with the
+/// exact field and offset (every byte of the state the copy touched is written again first).
+fn decode_planned(
+    plan: &crate::schema::Plan,
+    r: &mut Reader<'_>,
+    state: &mut [u8],
+    mode: Mode,
+) -> Result<bool> {
+    let len = plan.len as usize;
+    let (Some(src), Some(dst)) = (r.peek_bytes(0, len), state.get_mut(..len)) else {
+        return Ok(false);
+    };
+    for &(o, l) in plan.bools() {
+        let (o, l) = (o as usize, l as usize);
+        let ok = o
+            .checked_add(l)
+            .and_then(|e| src.get(o..e))
+            .is_some_and(|b| b.iter().all(|&b| b <= 1));
+        if !ok {
+            return Ok(false);
+        }
+    }
+    dst.copy_from_slice(src);
+    for &(o, l) in plan.zeros() {
+        let (o, l) = (o as usize, l as usize);
+        if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
+            z.fill(0);
+        }
+    }
+    if mode == Mode::Load {
+        for h in plan.hooks.iter().flatten() {
+            let v = h.vmsd;
+            for i in 0..h.count as usize {
+                let off = h.offset as usize + i * v.size;
+                let Some(s) = state.get_mut(off..off + v.size) else {
+                    return Ok(false);
+                };
+                if let Some(validate) = v.validate
+                    && validate(s, v.version_id).is_err()
+                {
+                    return Ok(false);
+                }
+                if let Some(post) = v.post_load {
+                    post(s, v.version_id);
+                }
+            }
+        }
+    }
+    r.skip(len)?;
+    Ok(true)
 }
 
 /// Best-effort absolute offset of a field named `name` in a body that started at `start`:
@@ -697,6 +767,7 @@ pub fn measure_body(
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use crate::sink::SliceSink;
     use crate::{assert_layout, field, struct_field};
@@ -760,5 +831,313 @@ mod tests {
             assert_eq!((e.offset, e.field), (offset, Some(field)), "cut at {cut}");
             assert!(e.is_incomplete(), "cut at {cut}");
         }
+    }
+
+    // A table of every kind a plan inlines: scalars, an array, a buffer, a bool, a bool array,
+    // an `_EQUAL`, unused bytes and a nested struct array whose description has a hook.
+    #[repr(C)]
+    struct Ch {
+        on: u8,
+        v: U16,
+        pad: u8,
+    }
+
+    #[repr(C)]
+    struct P {
+        a: U32,
+        arr: [U16; 2],
+        buf: [u8; 3],
+        flag: u8,
+        flags: [u8; 2],
+        eq: U16,
+        gap: [u8; 2],
+        ch: [Ch; 2],
+        tail: u8,
+    }
+
+    fn ch_ok(s: &[u8], _v: u32) -> core::result::Result<(), crate::Violation> {
+        if s[1] == 0xee {
+            return Err(crate::Violation {
+                field: "v",
+                expected: crate::Expected::Rule("not 0xee.."),
+                found: s[1] as u64,
+            });
+        }
+        Ok(())
+    }
+
+    const CH: Vmsd = Vmsd::new("ch", 1, 1, 4)
+        .fields(&[
+            field!(Ch, on).boolean(),
+            field!(Ch, v),
+            field!(Ch, pad).unused(),
+        ])
+        .validate(ch_ok);
+    const PF: &[Field] = &[
+        field!(P, a),
+        field!(P, arr),
+        field!(P, buf),
+        field!(P, flag).boolean(),
+        Field::new(
+            "flags",
+            12,
+            Kind::Array {
+                elem: Scalar::Bool,
+                len: 2,
+            },
+        ),
+        field!(P, eq),
+        field!(P, gap).unused(),
+        struct_field!(P, ch, CH),
+        field!(P, tail),
+    ];
+    const PT: Vmsd = Vmsd::new("p", 1, 1, 27).fields(PF);
+    const PT_SLOW: Vmsd = Vmsd { plan: None, ..PT };
+    const PF_EQ: &[Field] = &[
+        field!(P, a),
+        field!(P, arr),
+        field!(P, buf),
+        field!(P, flag).boolean(),
+        Field::new(
+            "flags",
+            12,
+            Kind::Array {
+                elem: Scalar::Bool,
+                len: 2,
+            },
+        ),
+        field!(P, eq).equal(),
+        field!(P, gap).unused(),
+        struct_field!(P, ch, CH),
+        field!(P, tail),
+    ];
+    const PE: Vmsd = Vmsd::new("p", 1, 1, 27).fields(PF_EQ);
+    const PE_SLOW: Vmsd = Vmsd { plan: None, ..PE };
+    assert_layout!(P, PT, wire);
+
+    fn p_wire() -> [u8; 27] {
+        let mut w: [u8; 27] = core::array::from_fn(|i| 0x40 + i as u8);
+        w[11] = 1; // flag
+        w[12] = 0; // flags
+        w[13] = 1;
+        w[18] = 1; // ch[0].on
+        w[22] = 0; // ch[1].on
+        w
+    }
+
+    #[test]
+    fn plans_exist_only_for_plain_copies() {
+        let p = PT.plan_for(1).expect("plain table has a plan");
+        assert_eq!(p.len, 27);
+        assert_eq!(p.zeros(), &[(16, 2), (21, 1), (25, 1)]);
+        assert_eq!(p.bools(), &[(11, 3), (18, 1), (22, 1)]);
+        assert!(!p.has_equal && PE.plan_for(1).is_some_and(|p| p.has_equal));
+        assert!(p.hooks[0].is_some_and(|h| h.offset == 18 && h.count == 2));
+        // T (gap unused, nested pairs, `c` since 2): a plan at version 2, none at 1.
+        let t = T.plan_for(2).expect("T has a plan at its version");
+        assert_eq!((t.len, t.zeros()), (17, &[(8u32, 2u32)][..]));
+        assert!(T.plan_for(1).is_none());
+        // A literal with another version keeps the old plan, which must not apply.
+        let newer = Vmsd { version_id: 3, ..T };
+        assert!(newer.plan_for(3).is_none() && newer.plan_for(2).is_none());
+        // So does a literal with other fields, even as many.
+        const SWAPPED5: &[Field] = &[
+            field!(S, b),
+            field!(S, a),
+            field!(S, gap).unused(),
+            struct_field!(S, pairs, PAIR),
+            field!(S, c).since(2),
+        ];
+        assert!(
+            Vmsd {
+                fields: SWAPPED5,
+                ..T
+            }
+            .plan_for(2)
+            .is_none()
+        );
+        // A predicate, a varray, a nested struct with subsections, a field out of wire order.
+        fn yes(_: &[u8], _: u32) -> bool {
+            true
+        }
+        const PRED: &[Field] = &[field!(S, a).exists(yes), field!(S, b)];
+        assert!(crate::schema::Plan::compile(PRED, 1).is_none());
+        const VARR: &[Field] = &[
+            field!(S, a),
+            Field::new(
+                "v",
+                4,
+                Kind::VArray {
+                    elem: Elem::Scalar(Scalar::U8),
+                    count: crate::schema::Count {
+                        offset: 0,
+                        ty: CountType::U8,
+                        capacity: 4,
+                    },
+                },
+            ),
+        ];
+        assert!(crate::schema::Plan::compile(VARR, 1).is_none());
+        const SUB: Vmsd = Vmsd::new("pair/sub", 1, 1, 3).fields(&[field!(Pair, x)]);
+        static WITH_SUB: Vmsd = Vmsd::new("pair", 1, 1, 3)
+            .fields(&[field!(Pair, x), field!(Pair, y)])
+            .subsections(&[crate::schema::Subsection::new(&SUB, |_| true)]);
+        assert!(WITH_SUB.plan.is_some(), "its own body is a copy");
+        const NESTED: &[Field] = &[Field::new(
+            "p",
+            0,
+            Kind::Struct {
+                vmsd: &WITH_SUB,
+                len: 1,
+            },
+        )];
+        assert!(crate::schema::Plan::compile(NESTED, 1).is_none());
+        const SWAPPED: &[Field] = &[field!(S, b), field!(S, a)];
+        assert!(crate::schema::Plan::compile(SWAPPED, 1).is_none());
+        // More than MAX_PLAN_RUNS zero runs.
+        const ONE: Vmsd = Vmsd::new("one", 1, 1, 2).fields(&[
+            Field::new("x", 0, Kind::Scalar(Scalar::U8)),
+            Field::new("unused", 1, Kind::Unused { len: 1 }),
+        ]);
+        const MANY: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 9 })];
+        assert!(crate::schema::Plan::compile(MANY, 1).is_none());
+        const EIGHT: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 8 })];
+        assert!(crate::schema::Plan::compile(EIGHT, 1).is_some());
+    }
+
+    fn encode_vec(vmsd: &Vmsd, state: &[u8], cap: usize) -> (Result<usize>, std::vec::Vec<u8>) {
+        let mut buf = std::vec![0xa5u8; cap];
+        let mut out = SliceSink::new(&mut buf);
+        let r = encode_body(vmsd, state, &mut out).map(|()| out.position());
+        (r, buf)
+    }
+
+    /// The planned encode writes the bytes field-by-field encoding writes (unused ranges as
+    /// zeros whatever the storage holds), through a slice, a counter and the piecewise default;
+    /// a too-small buffer fails the same way.
+    #[test]
+    fn planned_encode_matches_field_by_field() {
+        let state: [u8; 27] = core::array::from_fn(|i| 0x80 + i as u8);
+        let (fast, fb) = encode_vec(&PT, &state, 40);
+        let (slow, sb) = encode_vec(&PT_SLOW, &state, 40);
+        assert_eq!((fast.unwrap(), &fb), (27, &sb));
+        assert_eq!(encode_vec(&PE, &state, 40).1, sb);
+        let mut want = state;
+        for (o, l) in [(16, 2), (21, 1), (25, 1)] {
+            want[o..o + l].fill(0);
+        }
+        assert_eq!(&fb[..27], &want);
+        assert_eq!(slow.unwrap(), 27);
+        for cap in 0..27 {
+            let (f, _) = encode_vec(&PT, &state, cap);
+            let (s, _) = encode_vec(&PT_SLOW, &state, cap);
+            assert_eq!(f.unwrap_err(), s.unwrap_err(), "capacity {cap}");
+        }
+        let mut c = crate::sink::CountingSink::new();
+        encode_body(&PT, &state, &mut c).unwrap();
+        assert_eq!(c.count(), 27);
+        // The provided (piecewise) method of a sink that does not override it.
+        struct V(std::vec::Vec<u8>);
+        impl Sink for V {
+            type Error = Error;
+            fn write(&mut self, b: &[u8]) -> Result<()> {
+                self.0.extend_from_slice(b);
+                Ok(())
+            }
+            fn position(&self) -> usize {
+                self.0.len()
+            }
+        }
+        let mut v = V(std::vec::Vec::new());
+        encode_body(&PT, &state, &mut v).unwrap();
+        assert_eq!(v.0, &want);
+    }
+
+    fn decode_both(wire: &[u8], init: u8) -> (Result<[u8; 27]>, Result<[u8; 27]>) {
+        decode_pair(&PT, &PT_SLOW, wire, init)
+    }
+
+    fn decode_pair(
+        fast: &Vmsd,
+        slow: &Vmsd,
+        wire: &[u8],
+        init: u8,
+    ) -> (Result<[u8; 27]>, Result<[u8; 27]>) {
+        let run = |vmsd: &Vmsd| {
+            let mut st = [init; 27];
+            st[14..16].copy_from_slice(&[0x4e, 0x4f]); // the `_EQUAL` value of p_wire()
+            decode_body(vmsd, 1, &mut Reader::new(wire, 1000), &mut st).map(|()| st)
+        };
+        (run(fast), run(slow))
+    }
+
+    /// The planned decode gives the state field-by-field decoding gives, and on bad input
+    /// (every cut, a bad bool at every bool byte, a wrong `_EQUAL`, a nested hook refusing) the
+    /// same error, with the exact offset and field.
+    #[test]
+    fn planned_decode_matches_field_by_field() {
+        let wire = p_wire();
+        let (f, s) = decode_both(&wire, 0x77);
+        assert_eq!(f.unwrap(), s.unwrap());
+        // Unused bytes are skipped on the wire (non-zero here) and zeroed in the state.
+        let mut want = wire;
+        for (o, l) in [(16, 2), (21, 1), (25, 1)] {
+            want[o..o + l].fill(0);
+        }
+        assert_eq!(decode_both(&wire, 0x77).0.unwrap(), want);
+        for cut in 0..27 {
+            let (f, s) = decode_both(&wire[..cut], 0);
+            assert_eq!(f.unwrap_err(), s.unwrap_err(), "cut at {cut}");
+        }
+        for (at, field) in [
+            (11, "flag"),
+            (12, "flags"),
+            (13, "flags"),
+            (18, "on"),
+            (22, "on"),
+        ] {
+            let mut bad = wire;
+            bad[at] = 2;
+            let (f, s) = decode_both(&bad, 0);
+            let e = f.unwrap_err();
+            assert_eq!(e, s.unwrap_err());
+            assert_eq!((e.offset, e.field), (1000 + at, Some(field)));
+            assert!(matches!(e.kind, ErrorKind::BadBool { found: 2 }));
+        }
+        let mut bad = wire;
+        bad[23] = 0xee; // ch[1].v high byte: the nested hook refuses
+        let (f, s) = decode_both(&bad, 0);
+        let e = f.unwrap_err();
+        assert_eq!(e, s.unwrap_err());
+        assert!(matches!(e.kind, ErrorKind::Invalid { .. }), "{e:?}");
+        // `_EQUAL`: compared field by field on load, stored by the plan in structure mode.
+        let (f, s) = decode_pair(&PE, &PE_SLOW, &wire, 0);
+        assert_eq!(f.unwrap(), s.unwrap());
+        let mut bad = wire;
+        bad[15] = 0;
+        let (f, s) = decode_pair(&PE, &PE_SLOW, &bad, 0);
+        let e = f.unwrap_err();
+        assert_eq!(e, s.unwrap_err());
+        assert!(matches!(e.kind, ErrorKind::NotEqual { .. }));
+        let mut want = bad;
+        for (o, l) in [(16, 2), (21, 1), (25, 1)] {
+            want[o..o + l].fill(0);
+        }
+        for vmsd in [&PE, &PE_SLOW] {
+            let mut st = [0u8; 27];
+            let mut r = Reader::new(&bad, 0);
+            decode_body_mode(vmsd, 1, &mut r, &mut st, Mode::Structure).unwrap();
+            assert_eq!((st, r.remaining()), (want, 0));
+        }
+    }
+
+    /// A load through the plan stops at a bad bool inside a nested struct with the exact offset.
+    #[test]
+    fn planned_load_reports_bad_bool_offset() {
+        let mut wire = p_wire();
+        wire[22] = 0x30;
+        let e = decode_body(&PT, 1, &mut Reader::new(&wire, 7), &mut [0u8; 27]).unwrap_err();
+        assert_eq!((e.offset, e.field), (29, Some("on")));
+        assert!(matches!(e.kind, ErrorKind::BadBool { found: 0x30 }));
     }
 }

@@ -419,6 +419,201 @@ pub struct Vmsd {
     /// Runs on the staging state after `validate` passed, with the stream version (QEMU's
     /// `post_load` normalisations, e.g. moving a v1-only field into its current storage).
     pub post_load: Option<PostLoadFn>,
+    /// The fields compiled into a copy plan by [`Vmsd::fields`] (`None` when the body is not a
+    /// plain copy of the state); see [`Plan`].
+    pub plan: Option<Plan>,
+}
+
+/// Most zero runs, bool runs or hooked nested elements a [`Plan`] holds (more: no plan).
+pub const MAX_PLAN_RUNS: usize = 8;
+
+/// A byte range `(offset, len)` of the state (and of the body, which is the same bytes).
+pub type PlanRun = (u32, u32);
+
+/// A nested struct inlined into a [`Plan`] whose description has `validate` or `post_load`
+/// hooks: on load they run on each of its `count` elements (of `vmsd.size` bytes from
+/// `offset`) after the copy.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanHooks {
+    /// Offset of the first element in the state.
+    pub offset: u32,
+    /// Number of elements.
+    pub count: u32,
+    /// The nested description whose hooks run.
+    pub vmsd: &'static Vmsd,
+}
+
+/// The fields of a description at one version compiled (at const time) into one copy: the body
+/// is `state[..len]` with the `zeros` ranges written as zeros (`VMSTATE_UNUSED`), `bools` the
+/// ranges that must hold 0 or 1 on load, and `hooks` the inlined nested structs whose hooks run
+/// after the copy on load.
+///
+/// A plan exists iff, at `version`, every field is present without a predicate and is a scalar,
+/// array, buffer, `_EQUAL`, unused bytes or a nested struct (single or fixed array) whose own
+/// description has a plan, covers its whole struct and has no subsections, no `pre_load` and
+/// no hooks of its own nested structs; and the fields are stored contiguously from offset 0 in
+/// wire order; and the runs fit in [`MAX_PLAN_RUNS`].
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// The version the plan describes (a `Vmsd { version_id: X, ..OTHER }` literal keeps
+    /// `OTHER`'s plan, which then does not apply).
+    pub version: u32,
+    /// The fields the plan was compiled from (a literal replacing `fields` does not use it).
+    pub fields: &'static [Field],
+    /// Body length.
+    pub len: u32,
+    /// Ranges written as zeros and skipped on read.
+    pub zeros: [PlanRun; MAX_PLAN_RUNS],
+    /// How many of `zeros` are used.
+    pub n_zeros: u8,
+    /// Ranges of bools.
+    pub bools: [PlanRun; MAX_PLAN_RUNS],
+    /// How many of `bools` are used.
+    pub n_bools: u8,
+    /// Inlined nested structs with hooks.
+    pub hooks: [Option<PlanHooks>; MAX_PLAN_RUNS],
+    /// Whether an `_EQUAL` field is part of the body (compared on load: no load fast path).
+    pub has_equal: bool,
+}
+
+impl Plan {
+    /// The zero runs in use.
+    pub fn zeros(&self) -> &[PlanRun] {
+        self.zeros.get(..self.n_zeros as usize).unwrap_or(&[])
+    }
+
+    /// The bool runs in use.
+    pub fn bools(&self) -> &[PlanRun] {
+        self.bools.get(..self.n_bools as usize).unwrap_or(&[])
+    }
+
+    /// Compiles `fields` at `version` (see [`Plan`]).
+    pub const fn compile(fields: &'static [Field], version: u32) -> Option<Plan> {
+        let mut p = Plan {
+            version,
+            fields,
+            len: 0,
+            zeros: [(0, 0); MAX_PLAN_RUNS],
+            n_zeros: 0,
+            bools: [(0, 0); MAX_PLAN_RUNS],
+            n_bools: 0,
+            hooks: [None; MAX_PLAN_RUNS],
+            has_equal: false,
+        };
+        let mut at = 0usize;
+        let mut i = 0;
+        while i < fields.len() {
+            let f = &fields[i];
+            i += 1;
+            if f.exists.is_some() || f.since > version || f.offset != at {
+                return None;
+            }
+            let n = f.storage_size();
+            let ok = match f.kind {
+                Kind::Scalar(Scalar::Bool)
+                | Kind::Array {
+                    elem: Scalar::Bool, ..
+                } => push_run(&mut p.bools, &mut p.n_bools, at, n),
+                Kind::Scalar(_) | Kind::Array { .. } | Kind::Buffer { .. } => true,
+                Kind::Equal(_) => {
+                    p.has_equal = true;
+                    true
+                }
+                Kind::Unused { len } => push_run(&mut p.zeros, &mut p.n_zeros, at, len),
+                Kind::Struct { vmsd, len } => inline(&mut p, at, vmsd, len),
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+            at += n;
+        }
+        if at > u32::MAX as usize {
+            return None;
+        }
+        p.len = at as u32;
+        Some(p)
+    }
+}
+
+/// Appends `(at, len)` to `runs`, merging with an adjacent last run; false when full.
+const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    if at > u32::MAX as usize || len > u32::MAX as usize {
+        return false;
+    }
+    let (at, len) = (at as u32, len as u32);
+    if *n > 0 {
+        let last = &mut runs[*n as usize - 1];
+        if last.0 + last.1 == at {
+            last.1 += len;
+            return true;
+        }
+    }
+    if *n as usize == MAX_PLAN_RUNS {
+        return false;
+    }
+    runs[*n as usize] = (at, len);
+    *n += 1;
+    true
+}
+
+/// Inlines `len` elements of the nested `vmsd` stored from `at` into `p`; false when the nested
+/// body is not a plain copy of its whole struct or the runs do not fit.
+const fn inline(p: &mut Plan, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
+    let Some(inner) = vmsd.plan else {
+        return false;
+    };
+    if inner.version != vmsd.version_id
+        || inner.fields.len() != vmsd.fields.len()
+        || inner.len as usize != vmsd.size
+        || !vmsd.subsections.is_empty()
+        || vmsd.pre_load.is_some()
+        || inner.hooks[0].is_some()
+    {
+        return false;
+    }
+    if inner.has_equal {
+        p.has_equal = true;
+    }
+    let mut e = 0;
+    while e < len {
+        let base = at + e * vmsd.size;
+        let mut k = 0;
+        while k < inner.n_zeros as usize {
+            let (o, l) = inner.zeros[k];
+            if !push_run(&mut p.zeros, &mut p.n_zeros, base + o as usize, l as usize) {
+                return false;
+            }
+            k += 1;
+        }
+        k = 0;
+        while k < inner.n_bools as usize {
+            let (o, l) = inner.bools[k];
+            if !push_run(&mut p.bools, &mut p.n_bools, base + o as usize, l as usize) {
+                return false;
+            }
+            k += 1;
+        }
+        e += 1;
+    }
+    if vmsd.validate.is_some() || vmsd.post_load.is_some() {
+        let mut h = 0;
+        while h < MAX_PLAN_RUNS && p.hooks[h].is_some() {
+            h += 1;
+        }
+        if h == MAX_PLAN_RUNS || at > u32::MAX as usize || len > u32::MAX as usize {
+            return false;
+        }
+        p.hooks[h] = Some(PlanHooks {
+            offset: at as u32,
+            count: len as u32,
+            vmsd,
+        });
+    }
+    true
 }
 
 /// Most subsections one description may have (a bitmask tracks duplicates on load).
@@ -443,13 +638,24 @@ impl Vmsd {
             pre_load: None,
             validate: None,
             post_load: None,
+            plan: Plan::compile(&[], version_id),
         }
     }
 
-    /// Sets the fields.
+    /// Sets the fields (and compiles them into the [`Plan`] at `version_id`).
     pub const fn fields(mut self, fields: &'static [Field]) -> Vmsd {
         self.fields = fields;
+        self.plan = Plan::compile(fields, self.version_id);
         self
+    }
+
+    /// The copy plan, if it applies to this description at `version` (see [`Plan`]).
+    #[inline]
+    pub fn plan_for(&self, version: u32) -> Option<&Plan> {
+        self.plan
+            .as_ref()
+            .filter(|p| p.version == version && p.version == self.version_id)
+            .filter(|p| core::ptr::eq(p.fields, self.fields) && p.len as usize <= self.size)
     }
 
     /// Sets the subsections.

@@ -25,6 +25,31 @@ pub trait Sink {
         }
         Ok(())
     }
+
+    /// Appends `bytes` with the ranges `zeros` (`(offset, len)` into `bytes`, ascending, not
+    /// overlapping) written as zeros instead: a body compiled into a [`crate::schema::Plan`].
+    /// The default writes the pieces in turn; [`SliceSink`] copies once and clears the ranges.
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Self::Error> {
+        write_pieces(self, bytes, zeros)
+    }
+}
+
+/// [`Sink::write_with_zeros`] as copy, zeros, copy, …
+fn write_pieces<S: Sink + ?Sized>(
+    out: &mut S,
+    bytes: &[u8],
+    zeros: &[(u32, u32)],
+) -> Result<(), S::Error> {
+    let mut at = 0usize;
+    for &(o, l) in zeros {
+        let (o, l) = (o as usize, l as usize);
+        if let Some(b) = bytes.get(at..o) {
+            out.write(b)?;
+        }
+        out.write_zeros(l)?;
+        at = o.saturating_add(l);
+    }
+    out.write(bytes.get(at..).unwrap_or(&[]))
 }
 
 /// Writes into a caller-provided slice; a full slice is [`ErrorKind::BufferTooSmall`].
@@ -75,6 +100,24 @@ impl Sink for SliceSink<'_> {
 
     fn position(&self) -> usize {
         self.pos
+    }
+
+    #[inline]
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
+        let end = self.pos + bytes.len();
+        let Some(dst) = self.buf.get_mut(self.pos..end) else {
+            // Too small: piece by piece, failing where the pieces would.
+            return write_pieces(self, bytes, zeros);
+        };
+        dst.copy_from_slice(bytes);
+        for &(o, l) in zeros {
+            let (o, l) = (o as usize, l as usize);
+            if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
+                z.fill(0);
+            }
+        }
+        self.pos = end;
+        Ok(())
     }
 
     fn write_zeros(&mut self, n: usize) -> Result<(), Error> {
