@@ -1,0 +1,92 @@
+//! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/*`: the seeds cut from the
+//! real streams and every crash the fuzzers found) through the same property functions the
+//! cargo-fuzz targets call, on the stable toolchain, so `cargo test` covers them.
+
+use std::path::{Path, PathBuf};
+use vmstate_fuzz_harness::TARGETS;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus_dir(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).expect("corpus file"))
+        })
+        .collect()
+}
+
+/// Runs `target` over its whole corpus; returns how many files it replayed.
+fn replay(target: &str) -> usize {
+    let (_, check) = TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .expect("known target");
+    let files = inputs(target);
+    for (name, bytes) in &files {
+        let outcome = std::panic::catch_unwind(|| check(bytes));
+        assert!(
+            outcome.is_ok(),
+            "fuzz/corpus/{target}/{name} fails its property"
+        );
+    }
+    files.len()
+}
+
+#[test]
+fn every_target_has_a_committed_corpus() {
+    for (target, _) in TARGETS {
+        assert!(replay(target) > 0, "fuzz/corpus/{target} is empty");
+    }
+}
+
+#[test]
+fn stream_corpus() {
+    // Whole streams, device-only streams and their prefixes from all three fixtures.
+    assert!(replay("stream") >= 10);
+}
+
+#[test]
+fn device_section_corpus() {
+    // Every modelled section of the three fixtures.
+    assert!(replay("device_section") >= 30);
+}
+
+#[test]
+fn round_trip_corpus() {
+    assert!(replay("round_trip") >= 30);
+}
+
+#[test]
+fn ram_corpus() {
+    assert!(replay("ram") >= 3);
+}
+
+#[test]
+fn configuration_corpus() {
+    assert!(replay("configuration") >= 2);
+}
+
+#[test]
+fn committed_corpus_stays_small() {
+    let total: u64 = TARGETS
+        .iter()
+        .flat_map(|(t, _)| inputs(t))
+        .map(|(_, b)| b.len() as u64)
+        .sum();
+    assert!(
+        total < 5 << 20,
+        "committed corpus is {total} bytes (budget 5 MiB)"
+    );
+}
