@@ -90,3 +90,31 @@ fn committed_corpus_stays_small() {
         "committed corpus is {total} bytes (budget 5 MiB)"
     );
 }
+
+/// Replays one committed crash reproducer through its target.
+fn replay_one(target: &str, name: &str) {
+    let (_, check) = TARGETS.iter().find(|(t, _)| *t == target).expect("target");
+    let bytes = std::fs::read(corpus_dir(target).join(name)).expect("reproducer committed");
+    check(&bytes);
+}
+
+/// A v1 fw_cfg body re-encoded as v1 lost its offset (devices: fw_cfg `post_load`).
+#[test]
+fn regression_fw_cfg_v1_offset_reencodes() {
+    replay_one("device_section", "crash-fw_cfg-v1-offset");
+}
+
+/// A CONTINUE page after a second block list reached a block of the first list with its old
+/// bounds (codec: `RamContext` forgets the block at a new list).
+#[test]
+fn regression_ram_continue_after_new_block_list() {
+    replay_one("ram", "crash-continue-after-new-block-list");
+}
+
+/// fw_cfg states whose subsections are decided by the configuration's hooks (harness findings
+/// that fixed the round-trip property, kept as inputs).
+#[test]
+fn regression_fw_cfg_subsections_follow_configuration() {
+    replay_one("round_trip", "fw_cfg-dma-not-needed");
+    replay_one("round_trip", "fw_cfg-acpi-mr-from-configuration");
+}
