@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `stream` | a whole stream | [`Records`] with [`FooterScan`], with [`Schemas`] over every device table and with both: records are contiguous, inside the input, errors point inside it, the iterator stops after an error and a clean end consumed everything; a body [`Schemas`] measured loads or fails only on a device rule |
 //! | `device_section` | device index, version, body | load into the default state: Ok and the re-encoding equals the body (unused bytes zeroed, subsections the state does not need dropped) and loads to the same state; or Err with the state unchanged; the permissive table agrees |
-//! | `round_trip` | device index, state bytes | encode into a fixed buffer, walk it as a stream, decode: equal to the state; a state the device rules refuse fails only on a device rule |
+//! | `round_trip` | device index, state bytes | arbitrary bytes in every described field (configuration from the default state), encoded into a fixed buffer, walked as a stream and decoded: every field comes back byte for byte and the decoded state is a fixed point; a state the device rules refuse fails only on a rule |
 //! | `ram` | options byte, RAM records | records lie inside the input, pages inside their block, the parser always advances |
 //! | `configuration` | a configuration record | the parsed record re-emits to bytes that parse to the same record, and to the input itself when the input was in canonical order |
 
@@ -405,10 +405,48 @@ fn zero_unused(vmsd: &Vmsd, state: &mut [u8]) {
     }
 }
 
+/// Marks the state bytes that fields of `vmsd` (at any version), its nested structs and its
+/// subsections store.
+fn mark_fields(vmsd: &Vmsd, base: usize, covered: &mut [bool]) {
+    for f in vmsd.fields {
+        let at = base + f.offset;
+        match f.kind {
+            Kind::Struct { vmsd: n, len } => {
+                for i in 0..len {
+                    mark_fields(n, at + i * n.size, covered);
+                }
+            }
+            Kind::VArray {
+                elem: Elem::Struct(n),
+                count,
+            } => {
+                for i in 0..count.capacity {
+                    mark_fields(n, at + i * n.size, covered);
+                }
+            }
+            _ => {
+                if let Some(b) = covered.get_mut(at..at + f.storage_size()) {
+                    b.fill(true);
+                }
+            }
+        }
+    }
+    for sub in vmsd.subsections {
+        mark_fields(sub.vmsd, base, covered);
+    }
+}
+
 fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, data: &[u8]) {
+    // Arbitrary bytes in every field any table describes; the rest of the struct is the
+    // destination's configuration and keeps the default state's (valid) values.
     let mut state = init;
-    let n = data.len().min(state.as_bytes().len());
-    state.as_mut_bytes()[..n].copy_from_slice(&data[..n]);
+    let mut covered = vec![false; T::VMSD.size];
+    mark_fields(T::VMSD, 0, &mut covered);
+    for ((b, &c), &d) in state.as_mut_bytes().iter_mut().zip(&covered).zip(data) {
+        if c {
+            *b = d;
+        }
+    }
     zero_unused(T::VMSD, state.as_mut_bytes());
 
     // A fixed buffer, as firmware would use: every modelled section fits in 4 KiB.
