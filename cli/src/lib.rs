@@ -1,2 +1,41 @@
-//! Host-side tooling for vmstate streams.
+//! Host-side tooling for vmstate streams: the library behind the `vmstate` binary.
+//!
+//! * [`desc`]: the VMDESCRIPTION trailer as a typed tree.
+//! * [`generic`]: a description-driven decoder/encoder for any VMState section body, the
+//!   analyze-migration.py rendering, and field edits.
+//! * [`model`]: a whole stream decoded record by record and written back byte for byte.
+//! * [`inspect`]: the human-readable map.
+//! * [`diff`]: field-level comparison of two streams.
+//! * [`extract`]: a stream's parts as files.
+//! * [`static_check`]: compares `-dump-vmstate` descriptions like QEMU's static checker.
+//! * [`v4tools`]: v3 ↔ v4 rewriting, capabilities files and the migratability check.
+//!
+//! Input is read into one buffer ([`std::fs::read`]); the decoded stream borrows from it (RAM
+//! pages are never copied).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod desc;
+pub mod diff;
+pub mod extract;
+pub mod generic;
+pub mod inspect;
+pub mod model;
+pub mod static_check;
+pub mod v4tools;
+
+pub use model::Stream;
+
+/// Formats JSON exactly as analyze-migration.py prints it (`json.dumps(indent=4,
+/// separators=(',', ': '))`), without the trailing newline.
+pub fn pretty_json(v: &serde_json::Value) -> String {
+    use serde::Serialize;
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    // Serializing a Value into a Vec cannot fail.
+    if v.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

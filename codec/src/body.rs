@@ -349,6 +349,12 @@ fn decode_subsections(
         starts[idx] = r.offset();
         decode_body_mode(sub.vmsd, h.version, r, state, mode).map_err(|e| e.in_field(field))?;
     }
+    if SubsectionHeader::is_cut(r, vmsd.name) {
+        return Err(r.error(ErrorKind::Truncated {
+            needed: 2 + r.peek(1).map_or(0, |l| l as usize),
+            available: r.remaining(),
+        }));
+    }
     for (idx, sub) in vmsd.subsections.iter().enumerate() {
         if seen & (1 << idx) == 0
             && let Some(absent) = sub.absent
@@ -460,6 +466,49 @@ fn decode_field(
         }
     }
     Ok(())
+}
+
+/// Measures only the top-level fields of a body of `vmsd` at `version` (no subsections), decoding
+/// them structurally into `scratch` (at least `vmsd.size` bytes). Returns the length of the
+/// fields; the reader stops where the first top-level subsection (if any) begins. Used to split a
+/// v3 body into fields and subsections (vmstate v4 conversion).
+pub fn measure_fields(
+    vmsd: &Vmsd,
+    version: u32,
+    r: &mut Reader<'_>,
+    scratch: &mut [u8],
+) -> Result<usize> {
+    let start = r.position();
+    if version > vmsd.version_id {
+        return Err(r.error(ErrorKind::VersionTooNew {
+            found: version,
+            max: vmsd.version_id,
+        }));
+    }
+    if version < vmsd.minimum_version_id {
+        return Err(r.error(ErrorKind::VersionTooOld {
+            found: version,
+            min: vmsd.minimum_version_id,
+        }));
+    }
+    let capacity = scratch.len();
+    let s = scratch.get_mut(..vmsd.size).ok_or(Error::new(
+        r.offset(),
+        ErrorKind::BufferTooSmall {
+            needed: vmsd.size,
+            capacity,
+        },
+    ))?;
+    s.fill(0);
+    if let Some(pre) = vmsd.pre_load {
+        pre(s);
+    }
+    for f in vmsd.fields {
+        if is_present(f, s, version) {
+            decode_field(f, version, r, s, Mode::Structure).map_err(|e| e.in_field(f.name))?;
+        }
+    }
+    Ok(r.position() - start)
 }
 
 /// Skips over a body of `vmsd` at `version` without keeping the result: decodes into `scratch`

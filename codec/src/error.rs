@@ -20,7 +20,7 @@ pub struct Name {
 
 impl Name {
     /// How many bytes of a name an error keeps.
-    pub const CAPACITY: usize = 32;
+    pub const CAPACITY: usize = 24;
 
     /// An empty name.
     pub const EMPTY: Name = Name {
@@ -63,15 +63,26 @@ impl Name {
     }
 }
 
-impl fmt::Display for Name {
+/// Displays bytes from the stream as text: printable ASCII as is, anything else as `\xNN`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in self.as_bytes() {
+        for &b in self.0 {
             if (0x20..0x7f).contains(&b) && b != b'\\' {
                 write!(f, "{}", b as char)?;
             } else {
                 write!(f, "\\x{b:02x}")?;
             }
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Escaped(self.as_bytes()).fmt(f)?;
         if self.truncated {
             f.write_str("…")?;
         }

@@ -9,6 +9,10 @@
 //! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
 //! * [`vmdesc`]: the VMDESCRIPTION JSON writer; [`writer`]: a whole-stream writer.
+//! * [`io`]: streaming encode/decode over `embedded_io` with a fixed working buffer;
+//!   [`dirty`]: the lock-free dirty-page log; [`snapshot`]: a seqlock cell for device state.
+//! * [`v4`]: vmstate v4 (`docs/FORMAT.md`): vendor chain and minors, framed records and
+//!   subsections, CRC-32C, v3 ↔ v4 conversion, capabilities and the migratability check.
 //! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
@@ -19,16 +23,26 @@
 #![deny(missing_docs)]
 
 pub mod body;
+// The dirty log and the snapshot cell need 64-bit atomics (x86_64, aarch64, …); Cortex-M4 has
+// none, and firmware does not track dirty guest memory.
+#[cfg(any(target_has_atomic = "64", loom))]
+pub mod dirty;
 pub mod error;
+pub mod io;
 pub mod ram;
 pub mod schema;
 pub mod sink;
+#[cfg(any(target_has_atomic = "64", loom))]
+pub mod snapshot;
 pub mod stream;
+#[cfg(any(target_has_atomic = "64", loom))]
+pub mod sync;
+pub mod v4;
 pub mod vmdesc;
 pub mod wire;
 pub mod writer;
 
-pub use error::{Error, ErrorKind, Expected, Name, Result, SectionContext, Violation};
+pub use error::{Error, ErrorKind, Escaped, Expected, Name, Result, SectionContext, Violation};
 pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
 pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
 pub use stream::{Record, Records, SectionRecord};
@@ -149,22 +163,7 @@ pub fn load_with<T: State>(
     body: &[u8],
     base: usize,
 ) -> Result<()> {
-    let mut staging = T::read_from_bytes(state.as_bytes()).map_err(|_| {
-        Error::new(
-            base,
-            ErrorKind::BufferTooSmall {
-                needed: T::VMSD.size,
-                capacity: 0,
-            },
-        )
-    })?;
-    let mut r = wire::Reader::new(body, base);
-    body::decode_body(vmsd, version, &mut r, staging.as_mut_bytes())?;
-    if let Some(b) = r.peek(0) {
-        // QEMU: "Missing section footer" — the body holds bytes the description does not.
-        return Err(r.error(ErrorKind::MissingFooter { found: b }));
-    }
-    *state = staging;
+    *state = decode_with(vmsd, state, version, body, base)?;
     Ok(())
 }
 
@@ -177,16 +176,33 @@ pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
 /// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
 pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
+    decode_with(T::VMSD, init, version, body, base)
+}
+
+/// [`decode`] with another description of the same struct (see [`load_with`]).
+pub fn decode_with<T: State>(
+    vmsd: &Vmsd,
+    init: &T,
+    version: u32,
+    body: &[u8],
+    base: usize,
+) -> Result<T> {
+    // `T: FromBytes + IntoBytes` makes this copy infallible; keep it an error, never a panic.
     let mut out = T::read_from_bytes(init.as_bytes()).map_err(|_| {
         Error::new(
             base,
             ErrorKind::BufferTooSmall {
-                needed: T::VMSD.size,
-                capacity: 0,
+                needed: vmsd.size,
+                capacity: core::mem::size_of::<T>(),
             },
         )
     })?;
-    load(&mut out, version, body, base)?;
+    let mut r = wire::Reader::new(body, base);
+    body::decode_body(vmsd, version, &mut r, out.as_mut_bytes())?;
+    if let Some(b) = r.peek(0) {
+        // QEMU: "Missing section footer" — the body holds bytes the description does not.
+        return Err(r.error(ErrorKind::MissingFooter { found: b }));
+    }
     Ok(out)
 }
 

@@ -158,6 +158,17 @@ impl<'a> RamContext<'a> {
         }
     }
 
+    /// The block the last page record named (what a CONTINUE record refers to) and its length.
+    pub const fn last_block(&self) -> Option<(&'a [u8], u64)> {
+        self.last
+    }
+
+    /// Sets the block a CONTINUE record refers to. For readers that keep the block list and
+    /// the last block in their own storage across refills of a working buffer (`crate::io`).
+    pub const fn set_last_block(&mut self, last: Option<(&'a [u8], u64)>) {
+        self.last = last;
+    }
+
     /// Reads one record from `r`.
     pub fn read_record(&mut self, r: &mut Reader<'a>) -> Result<RamRecord<'a>> {
         let at = r.offset();
@@ -474,6 +485,85 @@ impl<'n> RamWriter<'n> {
         }
     }
 
+    /// Writes `rec` exactly as it was read: a record that used CONTINUE is written with
+    /// CONTINUE and without its block name, one that named its block names it again, and a
+    /// block list keeps its bytes. A parsed body therefore writes back byte for byte even where
+    /// the writer did not make QEMU's CONTINUE choice.
+    pub fn record<S: Sink>(&mut self, rec: &RamRecord<'n>, out: &mut S) -> Result<(), S::Error> {
+        let (block, offset, fl, continued) = match *rec {
+            RamRecord::MemSize(list) => {
+                out.write(&(list.total | flags::MEM_SIZE as u64).to_be_bytes())?;
+                return out.write(list.raw);
+            }
+            RamRecord::Eos => return self.eos(out),
+            RamRecord::Zero {
+                block,
+                offset,
+                continued,
+                ..
+            } => (block, offset, flags::ZERO, continued),
+            RamRecord::Page {
+                block,
+                offset,
+                data,
+                continued,
+            } => {
+                if data.len() != PAGE_SIZE {
+                    return Err(Error::new(
+                        out.position(),
+                        ErrorKind::Invalid {
+                            expected: crate::Expected::Equal(PAGE_SIZE as u64),
+                            found: data.len() as u64,
+                        },
+                    )
+                    .into());
+                }
+                (block, offset, flags::PAGE, continued)
+            }
+            RamRecord::Xbzrle {
+                block,
+                offset,
+                delta,
+                continued,
+            } => {
+                if delta.len() > PAGE_SIZE {
+                    return Err(Error::new(
+                        out.position(),
+                        ErrorKind::LengthTooLarge {
+                            found: delta.len() as u64,
+                            max: PAGE_SIZE as u64,
+                        },
+                    )
+                    .into());
+                }
+                (block, offset, flags::XBZRLE, continued)
+            }
+        };
+        if offset & FLAG_MASK != 0 {
+            return Err(Error::new(
+                out.position(),
+                ErrorKind::RamOffsetOutOfBlock { offset, length: 0 },
+            )
+            .into());
+        }
+        let cont = if continued { flags::CONTINUE } else { 0 };
+        out.write(&(offset | (fl | cont) as u64).to_be_bytes())?;
+        if !continued {
+            put_name(block, out)?;
+        }
+        self.last = Some(block);
+        match *rec {
+            RamRecord::Zero { fill, .. } => out.write(&[fill]),
+            RamRecord::Page { data, .. } => out.write(data),
+            RamRecord::Xbzrle { delta, .. } => {
+                out.write(&[ENCODING_FLAG_XBZRLE])?;
+                out.write(&(delta.len() as u16).to_be_bytes())?;
+                out.write(delta)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Writes EOS.
     pub fn eos<S: Sink>(&mut self, out: &mut S) -> Result<(), S::Error> {
         out.write(&(flags::EOS as u64).to_be_bytes())
@@ -661,6 +751,39 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn records_write_back_as_read() {
+        // A block named again where QEMU would have used CONTINUE survives a read/write cycle,
+        // and so do a CONTINUE XBZRLE record and the block list.
+        let mut buf = [0xa5u8; 9000];
+        let mut s = SliceSink::new(&mut buf);
+        let mut w = RamWriter::new();
+        w.block_list(&blocks(), &mut s).unwrap();
+        w.eos(&mut s).unwrap();
+        let n = s.finish();
+        let mut b = buf[..n].to_vec();
+        b.extend_from_slice(b"\0\0\0\0\0\0\0\x02\x06pc.ram\x00");
+        b.extend_from_slice(b"\0\0\0\0\0\0\x10\x02\x06pc.ram\x00");
+        b.extend_from_slice(b"\0\0\0\0\0\0\0\x60\x01\x00\x02\x01\x07");
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x10]);
+        let mut ctx = RamContext::new(RamOptions::default());
+        let mut r = Reader::new(&b, 0);
+        let mut out = [0xa5u8; 9000];
+        let mut s = SliceSink::new(&mut out);
+        let mut w = RamWriter::new();
+        for _ in 0..2 {
+            loop {
+                let rec = ctx.read_record(&mut r).unwrap();
+                w.record(&rec, &mut s).unwrap();
+                if rec == RamRecord::Eos {
+                    break;
+                }
+            }
+        }
+        assert_eq!(r.remaining(), 0);
+        assert_eq!(s.written(), &b[..]);
     }
 
     #[test]

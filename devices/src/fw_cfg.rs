@@ -266,72 +266,17 @@ impl State for FwCfg {
 }
 
 #[cfg(test)]
+use crate::test_fixtures as fixtures;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
+    use super::fixtures::{ALL_STREAMS, BIOS, NODEFAULTS, body_of, section};
     use super::*;
+    use std::format;
     use std::string::String;
     use std::vec::Vec;
-    use std::{format, vec};
-    use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
-    use vmstate::{Error, ErrorKind, SectionId, SliceSink, load};
-
-    const FIXTURES: [&[u8]; 3] = [
-        include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-bios.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate"),
-    ];
-    const STATE_JSON: [&str; 3] = [
-        include_str!("../../host-tests/fixtures/pc-7.2-nodefaults-S.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-bios.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json"),
-    ];
-
-    fn section<'a>(stream: &'a [u8], idstr: &[u8]) -> (SectionRecord<'a>, &'a [u8]) {
-        let mut found = None;
-        let mut json = None;
-        for item in Records::new(stream, FooterScan) {
-            match item.expect("fixture walks").record {
-                Record::Section(rec) if rec.idstr == idstr => found = Some(rec),
-                Record::Trailer(t) => json = Some(t.json),
-                _ => {}
-            }
-        }
-        (
-            found.expect("section present"),
-            json.expect("trailer present"),
-        )
-    }
-
-    /// The JSON object starting at `text[start]` (brace-matched, strings respected).
-    fn object_from(text: &str, start: usize) -> &str {
-        let (mut depth, mut in_str) = (0, false);
-        for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-            match c {
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[start..=i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        panic!("unterminated object")
-    }
-
-    fn compact(text: &str) -> String {
-        let mut in_str = false;
-        text.chars()
-            .filter(|&c| {
-                if c == '"' {
-                    in_str = !in_str;
-                }
-                in_str || !c.is_whitespace()
-            })
-            .collect()
-    }
+    use vmstate::{Error, ErrorKind, load};
 
     fn analyze(s: &FwCfg) -> String {
         format!(
@@ -348,56 +293,25 @@ mod tests {
         )
     }
 
-    fn body_of(s: &FwCfg) -> Vec<u8> {
-        let mut buf = vec![0xa5u8; 256];
-        let n = vmstate::encode_body_into(s, &mut buf).expect("encodes");
-        assert!(buf[n..].iter().all(|&b| b == 0xa5));
-        buf.truncate(n);
-        buf
-    }
-
+    /// A live destination: a rejected load must leave it as it was.
     fn load_err(body: &[u8], version: u32) -> Error {
         let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
         s.cur_entry = 5.into();
-        let before = s;
-        let e = load(&mut s, version, body, 1000).expect_err("must be rejected");
-        assert_eq!(s, before, "a rejected load changed the state");
-        e
+        fixtures::load_err(s, version, body)
     }
 
     #[test]
     fn real_sections_decode_reencode_and_describe_like_qemu() {
-        for (stream, state_json) in FIXTURES.iter().zip(STATE_JSON) {
-            let (rec, trailer) = section(stream, b"fw_cfg");
+        for (stream, state_json) in ALL_STREAMS {
+            let rec = section(stream, "fw_cfg", 0);
             assert_eq!((rec.version_id, rec.body.len()), (2, 74));
-            let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
-            s.cur_entry = INVALID_ENTRY.into(); // a live value the load replaces
-            vmstate::load_section(&mut s, &rec).expect("real fw_cfg loads");
-            let key = format!("\"fw_cfg ({})\": ", rec.section_id);
-            let at = state_json.find(&key).unwrap() + key.len();
-            assert_eq!(analyze(&s), compact(object_from(state_json, at)));
-            let mut buf = vec![0xa5u8; 256];
-            let id = SectionId {
-                section_id: rec.section_id,
-                idstr: rec.idstr,
-                instance_id: rec.instance_id,
-            };
-            let n = vmstate::encode_section_into(id, &s, &mut buf).unwrap();
-            assert!(buf[n..].iter().all(|&b| b == 0xa5));
-            assert_eq!(&buf[..n], &stream[rec.offset..rec.end()]);
-            let mut js = vec![0u8; 4096];
-            let mut sink = SliceSink::new(&mut js);
-            vmstate::vmdesc::device(&mut sink, b"fw_cfg", 0, &VMSD, s.as_bytes()).unwrap();
-            let n = sink.finish();
-            let trailer = core::str::from_utf8(trailer).unwrap();
-            let start = trailer.find("{\"name\": \"fw_cfg\", ").unwrap();
-            assert_eq!(
-                core::str::from_utf8(&js[..n]).unwrap(),
-                object_from(trailer, start)
-            );
+            let mut init = FwCfg::new(FwCfgConfig::PC_7_2);
+            init.cur_entry = INVALID_ENTRY.into(); // a live value the load replaces
+            let s = fixtures::round_trip(stream, "fw_cfg", 0, init);
+            fixtures::describes_like_qemu(stream, state_json, "fw_cfg", &s, &analyze(&s));
         }
         // The bios run left an entry selected mid-read.
-        let (rec, _) = section(FIXTURES[1], b"fw_cfg");
+        let rec = section(BIOS, "fw_cfg", 0);
         let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
         vmstate::load_section(&mut s, &rec).unwrap();
         assert_eq!((s.entry_index(), s.cur_offset.get()), (Some(0x0e), 2));
@@ -422,8 +336,7 @@ mod tests {
 
     #[test]
     fn every_prefix_fails_cleanly() {
-        let (rec, _) = section(FIXTURES[1], b"fw_cfg");
-        let body = rec.body;
+        let body = section(BIOS, "fw_cfg", 0).body;
         // Complete shorter bodies: fields only (6) and fields + fw_cfg/dma (30); the absent
         // subsections take their defaults.
         let mut ok = Vec::new();
@@ -487,7 +400,7 @@ mod tests {
 
     #[test]
     fn acpi_region_sizes_are_bounded_and_must_match() {
-        let (rec, _) = section(FIXTURES[0], b"fw_cfg");
+        let rec = section(NODEFAULTS, "fw_cfg", 0);
         let acpi = 30 + 1 + 1 + 14 + 4; // acpi_mr body start
         let mut b = rec.body.to_vec();
         b[acpi..acpi + 8].copy_from_slice(&0x20_0001u64.to_be_bytes());

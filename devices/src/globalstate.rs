@@ -195,72 +195,17 @@ impl State for GlobalState {
 }
 
 #[cfg(test)]
+use crate::test_fixtures as fixtures;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
+    use super::fixtures::{ALL_STREAMS, section};
     use super::*;
+    use std::format;
     use std::string::String;
     use std::vec::Vec;
-    use std::{format, vec};
-    use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
-    use vmstate::{Error, ErrorKind, SectionId, SliceSink, load};
-
-    const FIXTURES: [&[u8]; 3] = [
-        include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-bios.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate"),
-    ];
-    const STATE_JSON: [&str; 3] = [
-        include_str!("../../host-tests/fixtures/pc-7.2-nodefaults-S.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-bios.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json"),
-    ];
-
-    fn section<'a>(stream: &'a [u8], idstr: &[u8]) -> (SectionRecord<'a>, &'a [u8]) {
-        let mut found = None;
-        let mut json = None;
-        for item in Records::new(stream, FooterScan) {
-            match item.expect("fixture walks").record {
-                Record::Section(rec) if rec.idstr == idstr => found = Some(rec),
-                Record::Trailer(t) => json = Some(t.json),
-                _ => {}
-            }
-        }
-        (
-            found.expect("section present"),
-            json.expect("trailer present"),
-        )
-    }
-
-    /// The JSON object starting at `text[start]` (brace-matched, strings respected).
-    fn object_from(text: &str, start: usize) -> &str {
-        let (mut depth, mut in_str) = (0, false);
-        for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-            match c {
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[start..=i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        panic!("unterminated object")
-    }
-
-    fn compact(text: &str) -> String {
-        let mut in_str = false;
-        text.chars()
-            .filter(|&c| {
-                if c == '"' {
-                    in_str = !in_str;
-                }
-                in_str || !c.is_whitespace()
-            })
-            .collect()
-    }
+    use vmstate::{Error, ErrorKind, load};
 
     fn analyze(s: &GlobalState) -> String {
         let hex: Vec<String> = s.runstate.iter().map(|b| format!("{b:02x}")).collect();
@@ -272,47 +217,26 @@ mod tests {
     }
 
     fn load_err(body: &[u8]) -> Error {
-        let mut s = GlobalState::new(RunState::Running);
-        let before = s;
-        let e = load(&mut s, 1, body, 1000).expect_err("must be rejected");
-        assert_eq!(s, before, "a rejected load changed the state");
-        e
+        fixtures::load_err(GlobalState::new(RunState::Running), 1, body)
     }
 
     #[test]
     fn real_sections_decode_reencode_and_describe_like_qemu() {
         let want = [RunState::Prelaunch, RunState::Paused, RunState::Prelaunch];
-        for ((stream, state_json), want) in FIXTURES.iter().zip(STATE_JSON).zip(want) {
-            let (rec, trailer) = section(stream, b"globalstate");
+        for ((stream, state_json), want) in ALL_STREAMS.into_iter().zip(want) {
+            let rec = section(stream, "globalstate", 0);
             assert_eq!((rec.version_id, rec.body.len()), (1, 104));
-            let mut s = GlobalState::new(RunState::Running);
-            vmstate::load_section(&mut s, &rec).expect("real globalstate loads");
+            let s = fixtures::round_trip(
+                stream,
+                "globalstate",
+                0,
+                GlobalState::new(RunState::Running),
+            );
             assert_eq!(s.run_state(), Some(want));
             assert_eq!(s, GlobalState::new(want));
-            let key = format!("\"globalstate ({})\": ", rec.section_id);
-            let at = state_json.find(&key).unwrap() + key.len();
-            assert_eq!(analyze(&s), compact(object_from(state_json, at)));
-            let mut buf = vec![0xa5u8; 256];
-            let id = SectionId {
-                section_id: rec.section_id,
-                idstr: rec.idstr,
-                instance_id: rec.instance_id,
-            };
-            let n = vmstate::encode_section_into(id, &s, &mut buf).unwrap();
-            assert!(buf[n..].iter().all(|&b| b == 0xa5));
-            assert_eq!(&buf[..n], &stream[rec.offset..rec.end()]);
+            fixtures::describes_like_qemu(stream, state_json, "globalstate", &s, &analyze(&s));
             // Zero-copy view: the struct is the body.
             assert_eq!(s.as_bytes(), rec.body);
-            let mut js = vec![0u8; 1024];
-            let mut sink = SliceSink::new(&mut js);
-            vmstate::vmdesc::device(&mut sink, b"globalstate", 0, &VMSD, s.as_bytes()).unwrap();
-            let n = sink.finish();
-            let trailer = core::str::from_utf8(trailer).unwrap();
-            let start = trailer.find("{\"name\": \"globalstate\", ").unwrap();
-            assert_eq!(
-                core::str::from_utf8(&js[..n]).unwrap(),
-                object_from(trailer, start)
-            );
         }
     }
 

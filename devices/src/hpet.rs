@@ -327,89 +327,17 @@ impl State for Hpet {
 }
 
 #[cfg(test)]
+use crate::test_fixtures as fixtures;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
+    use super::fixtures::{ALL_STREAMS, NODEFAULTS, section};
     use super::*;
     use std::string::String;
     use std::vec::Vec;
     use std::{format, vec};
-    use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
-    use vmstate::{Error, ErrorKind, SectionId, SliceSink, load};
-
-    const FIXTURES: [&[u8]; 3] = [
-        include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-bios.vmstate"),
-        include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate"),
-    ];
-    const STATE_JSON: [&str; 3] = [
-        include_str!("../../host-tests/fixtures/pc-7.2-nodefaults-S.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-bios.state.json"),
-        include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json"),
-    ];
-
-    /// The section `idstr` of a real stream and the stream's trailer JSON.
-    fn section<'a>(stream: &'a [u8], idstr: &[u8]) -> (SectionRecord<'a>, &'a [u8]) {
-        let mut found = None;
-        let mut json = None;
-        for item in Records::new(stream, FooterScan) {
-            match item.expect("fixture walks").record {
-                Record::Section(rec) if rec.idstr == idstr => found = Some(rec),
-                Record::Trailer(t) => json = Some(t.json),
-                _ => {}
-            }
-        }
-        (
-            found.expect("section present"),
-            json.expect("trailer present"),
-        )
-    }
-
-    /// The JSON object starting at `text[start]` (brace-matched, strings respected).
-    fn object_from(text: &str, start: usize) -> &str {
-        let (mut depth, mut in_str) = (0, false);
-        for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-            match c {
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[start..=i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        panic!("unterminated object")
-    }
-
-    /// The object value of `"key": ` in analyze-migration's output.
-    fn object_at<'a>(text: &'a str, key: &str) -> &'a str {
-        let at = text.find(key).expect("key present") + key.len();
-        object_from(text, at + text[at..].find('{').expect("object"))
-    }
-
-    /// The device object QEMU wrote for `name` in the trailer.
-    fn trailer_device<'a>(trailer: &'a [u8], name: &str) -> &'a str {
-        let text = core::str::from_utf8(trailer).expect("utf8");
-        let start = text
-            .find(&format!("{{\"name\": \"{name}\", "))
-            .expect("device in trailer");
-        object_from(text, start)
-    }
-
-    /// `text` without whitespace outside strings (analyze-migration's output is indented).
-    fn compact(text: &str) -> String {
-        let mut in_str = false;
-        text.chars()
-            .filter(|&c| {
-                if c == '"' {
-                    in_str = !in_str;
-                }
-                in_str || !c.is_whitespace()
-            })
-            .collect()
-    }
+    use vmstate::{Error, ErrorKind, load};
 
     /// The decoded state as `analyze-migration.py` prints it (compact).
     fn analyze(s: &Hpet) -> String {
@@ -444,56 +372,26 @@ mod tests {
         )
     }
 
-    fn encode(s: &Hpet, rec: &SectionRecord<'_>) -> Vec<u8> {
-        let mut buf = vec![0xa5u8; 4096];
-        let id = SectionId {
-            section_id: rec.section_id,
-            idstr: rec.idstr,
-            instance_id: rec.instance_id,
-        };
-        let n = vmstate::encode_section_into(id, s, &mut buf).expect("encodes");
-        assert!(buf[n..].iter().all(|&b| b == 0xa5), "wrote past its length");
-        buf.truncate(n);
-        buf
-    }
-
-    fn device_json(s: &Hpet) -> String {
-        let mut buf = vec![0u8; 8192];
-        let mut sink = SliceSink::new(&mut buf);
-        vmstate::vmdesc::device(&mut sink, b"hpet", 0, &VMSD, s.as_bytes()).expect("json");
-        let n = sink.finish();
-        String::from_utf8(buf[..n].to_vec()).expect("utf8")
-    }
-
     #[test]
     fn real_sections_decode_reencode_and_describe_like_qemu() {
-        for (stream, state_json) in FIXTURES.iter().zip(STATE_JSON) {
-            let (rec, trailer) = section(stream, b"hpet");
+        for (stream, state_json) in ALL_STREAMS {
+            let rec = section(stream, "hpet", 0);
             assert_eq!((rec.version_id, rec.body.len()), (2, 151));
-            let mut s = Hpet::new(HpetConfig::PC_7_2);
-            vmstate::load_section(&mut s, &rec).expect("real hpet loads");
-            let key = format!("\"hpet ({})\": ", rec.section_id);
-            assert_eq!(analyze(&s), compact(object_at(state_json, &key)));
+            // Header + body + footer, byte for byte.
+            let s = fixtures::round_trip(stream, "hpet", 0, Hpet::new(HpetConfig::PC_7_2));
+            fixtures::describes_like_qemu(stream, state_json, "hpet", &s, &analyze(&s));
             assert_eq!(s.timers()[1].config.get(), 0x0000_0004_0000_0030);
             assert_eq!(s.dest_config(), HpetConfig::PC_7_2);
-            // Header + body + footer, byte for byte.
-            assert_eq!(encode(&s, &rec), &stream[rec.offset..rec.end()]);
-            // The trailer's device object, exactly.
-            assert_eq!(device_json(&s), trailer_device(trailer, "hpet"));
         }
     }
 
     fn fixture_body() -> (Vec<u8>, usize) {
-        let (rec, _) = section(FIXTURES[0], b"hpet");
+        let rec = section(NODEFAULTS, "hpet", 0);
         (rec.body.to_vec(), rec.body_offset)
     }
 
     fn load_err(body: &[u8], version: u32) -> Error {
-        let mut s = Hpet::new(HpetConfig::PC_7_2);
-        let before = s;
-        let e = load(&mut s, version, body, 1000).expect_err("must be rejected");
-        assert_eq!(s, before, "a rejected load changed the state");
-        e
+        fixtures::load_err(Hpet::new(HpetConfig::PC_7_2), version, body)
     }
 
     #[test]

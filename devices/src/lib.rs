@@ -13,6 +13,7 @@ pub mod hpet;
 pub mod i8254;
 pub mod i8259;
 pub mod ioapic;
+pub mod pc;
 pub mod pcspk;
 pub mod port92;
 pub mod rtc;

@@ -67,6 +67,9 @@ pub struct Fifo8 {
     pub head: U32,
     /// Bytes held.
     pub num: U32,
+    /// The destination's capacity (`Fifo8.capacity`): not on the wire, it sizes the `data`
+    /// VBUFFER, as in QEMU. Always [`FIFO_LEN`] for the UART.
+    pub capacity: I32,
 }
 
 impl Fifo8 {
@@ -75,6 +78,7 @@ impl Fifo8 {
         data: [0; FIFO_LEN],
         head: U32::ZERO,
         num: U32::ZERO,
+        capacity: I32::new(FIFO_LEN as i32),
     };
 
     /// A FIFO holding `bytes` (oldest first) from slot `head`; `None` if they do not fit or
@@ -133,12 +137,18 @@ impl Fifo8 {
     }
 }
 
-/// `Fifo8` description (version 1). QEMU's data field is a VBUFFER of the destination's
-/// capacity; for the UART that is always these 16 bytes (see the module docs).
+/// `Fifo8` description (version 1). As in QEMU, `data` is a VBUFFER sized by the destination's
+/// capacity (never read from the wire), so the description matches QEMU's `-dump-vmstate`; for
+/// the UART the capacity is always 16 (see the module docs).
 pub const FIFO8_VMSD: Vmsd = Vmsd::new("Fifo8", 1, 1, core::mem::size_of::<Fifo8>())
-    .fields(&[field!(Fifo8, data), field!(Fifo8, head), field!(Fifo8, num)])
+    .fields(&[
+        // QEMU gates `data` on version 1 (always true for a v1 body).
+        vmstate::vbuffer!(Fifo8, data, size = capacity).since(1),
+        field!(Fifo8, head),
+        field!(Fifo8, num),
+    ])
     .validate(check!(Fifo8, |f, _version| f.check()));
-assert_layout!(Fifo8, FIFO8_VMSD, wire);
+assert_layout!(Fifo8, FIFO8_VMSD);
 
 /// The UART's state (`SerialState`, nested vmsd `serial`): the 11 body bytes first, then the
 /// fields carried by subsections.
@@ -201,6 +211,8 @@ impl Serial {
         s.mcr = 0x08;
         s.lsr = 0x60;
         s.msr = 0xb0;
+        s.recv_fifo = Fifo8::EMPTY;
+        s.xmit_fifo = Fifo8::EMPTY;
         s.fifo_timeout_timer = u64::MAX.into();
         s.poll_msl = (-1).into();
         s.modem_status_poll = u64::MAX.into();
@@ -307,10 +319,11 @@ const TSR_VMSD: Vmsd = Vmsd::new("serial/tsr", 1, 1, SIZE)
         Ok(())
     }));
 
-const RECV_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, recv_fifo, FIFO8_VMSD)];
+// QEMU declares both FIFO structs with field version 1 (always present in a v1 subsection).
+const RECV_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, recv_fifo, FIFO8_VMSD).since(1)];
 const RECV_FIFO_VMSD: Vmsd = Vmsd::new("serial/recv_fifo", 1, 1, SIZE).fields(RECV_FIFO_FIELDS);
 
-const XMIT_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, xmit_fifo, FIFO8_VMSD)];
+const XMIT_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, xmit_fifo, FIFO8_VMSD).since(1)];
 const XMIT_FIFO_VMSD: Vmsd = Vmsd::new("serial/xmit_fifo", 1, 1, SIZE).fields(XMIT_FIFO_FIELDS);
 
 const FIFO_TIMEOUT_TIMER_VMSD: Vmsd = Vmsd::new("serial/fifo_timeout_timer", 1, 1, SIZE)
@@ -426,64 +439,17 @@ impl State for IsaSerial {
 }
 
 #[cfg(test)]
+use crate::test_fixtures as fixtures;
+
+#[cfg(test)]
 mod tests {
     extern crate std;
+    use super::fixtures::{SERIAL, SERIAL_STATE, body_of, section};
     use super::*;
+    use std::format;
     use std::string::String;
     use std::vec::Vec;
-    use std::{format, vec};
-    use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
-    use vmstate::{Error, ErrorKind, SectionId, SliceSink, load};
-
-    const STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate");
-    const STATE_JSON: &str = include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json");
-
-    fn section<'a>(stream: &'a [u8], idstr: &[u8]) -> (SectionRecord<'a>, &'a [u8]) {
-        let mut found = None;
-        let mut json = None;
-        for item in Records::new(stream, FooterScan) {
-            match item.expect("fixture walks").record {
-                Record::Section(rec) if rec.idstr == idstr => found = Some(rec),
-                Record::Trailer(t) => json = Some(t.json),
-                _ => {}
-            }
-        }
-        (
-            found.expect("section present"),
-            json.expect("trailer present"),
-        )
-    }
-
-    /// The JSON object starting at `text[start]` (brace-matched, strings respected).
-    fn object_from(text: &str, start: usize) -> &str {
-        let (mut depth, mut in_str) = (0, false);
-        for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
-            match c {
-                b'"' => in_str = !in_str,
-                b'{' if !in_str => depth += 1,
-                b'}' if !in_str => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return &text[start..=i];
-                    }
-                }
-                _ => {}
-            }
-        }
-        panic!("unterminated object")
-    }
-
-    fn compact(text: &str) -> String {
-        let mut in_str = false;
-        text.chars()
-            .filter(|&c| {
-                if c == '"' {
-                    in_str = !in_str;
-                }
-                in_str || !c.is_whitespace()
-            })
-            .collect()
-    }
+    use vmstate::{Error, ErrorKind, load};
 
     fn analyze(s: &Serial) -> String {
         format!(
@@ -503,33 +469,21 @@ mod tests {
         )
     }
 
-    fn body_of(s: &IsaSerial) -> Vec<u8> {
-        let mut buf = vec![0xa5u8; 1024];
-        let n = vmstate::encode_body_into(s, &mut buf).expect("encodes");
-        assert!(buf[n..].iter().all(|&b| b == 0xa5));
-        buf.truncate(n);
-        buf
-    }
-
     fn load_err(body: &[u8]) -> Error {
         let mut s = IsaSerial::new();
         s.state.scr = 0x5a; // a live state that must survive the failed load
-        let before = s;
-        let e = load(&mut s, 3, body, 1000).expect_err("must be rejected");
-        assert_eq!(s, before, "a rejected load changed the state");
-        e
+        fixtures::load_err(s, 3, body)
     }
 
     #[test]
     fn real_section_decodes_reencodes_and_describes_like_qemu() {
-        let (rec, trailer) = section(STREAM, b"serial");
+        let rec = section(SERIAL, "serial", 0);
         assert_eq!((rec.version_id, rec.body.len()), (3, 11));
-        let mut s = IsaSerial::new();
-        s.state.poll_msl = 0.into(); // a destination value the load must replace
-        vmstate::load_section(&mut s, &rec).expect("real serial loads");
-        let key = format!("\"serial ({})\": ", rec.section_id);
-        let at = STATE_JSON.find(&key).unwrap() + key.len();
-        assert_eq!(analyze(&s.state), compact(object_from(STATE_JSON, at)));
+        let mut init = IsaSerial::new();
+        init.state.poll_msl = 0.into(); // a destination value the load must replace
+        let s = fixtures::round_trip(SERIAL, "serial", 0, init);
+        // The analysis and the trailer's device object, exactly.
+        fixtures::describes_like_qemu(SERIAL, SERIAL_STATE, "serial", &s, &analyze(&s.state));
         // Absent subsections: derived thr_ipending (iir 0x01 → 0), poll_msl sentinel kept.
         assert_eq!(s.state.thr_ipending.get(), 0);
         assert_eq!(s.state.poll_msl.get(), -1);
@@ -538,31 +492,11 @@ mod tests {
             IsaSerial::new(),
             "a -serial null UART that never ran is in reset state"
         );
-        let mut buf = vec![0xa5u8; 256];
-        let id = SectionId {
-            section_id: rec.section_id,
-            idstr: rec.idstr,
-            instance_id: rec.instance_id,
-        };
-        let n = vmstate::encode_section_into(id, &s, &mut buf).unwrap();
-        assert!(buf[n..].iter().all(|&b| b == 0xa5));
-        assert_eq!(&buf[..n], &STREAM[rec.offset..rec.end()]);
-        // The trailer's device object, exactly.
-        let mut js = vec![0u8; 4096];
-        let mut sink = SliceSink::new(&mut js);
-        vmstate::vmdesc::device(&mut sink, b"serial", 0, &VMSD, s.as_bytes()).unwrap();
-        let n = sink.finish();
-        let trailer = core::str::from_utf8(trailer).unwrap();
-        let start = trailer.find("{\"name\": \"serial\", ").unwrap();
-        assert_eq!(
-            core::str::from_utf8(&js[..n]).unwrap(),
-            object_from(trailer, start)
-        );
     }
 
     #[test]
     fn section_version_2_reads_the_same_nested_v3_body() {
-        let (rec, _) = section(STREAM, b"serial");
+        let rec = section(SERIAL, "serial", 0);
         let mut s = IsaSerial::new();
         s.state.scr = 9;
         load(&mut s, 2, rec.body, 0).expect("v2 section, nested v3 body");

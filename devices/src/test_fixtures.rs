@@ -20,8 +20,19 @@ pub const NODEFAULTS_STATE: &str =
 /// `scripts/analyze-migration.py` output for [`BIOS`].
 pub const BIOS_STATE: &str = include_str!("../../host-tests/fixtures/pc-7.2-bios.state.json");
 
+/// Like [`NODEFAULTS`] plus `-serial null`: adds the ISA `serial` section.
+pub const SERIAL: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-serial.vmstate");
+/// `scripts/analyze-migration.py` output for [`SERIAL`].
+pub const SERIAL_STATE: &str = include_str!("../../host-tests/fixtures/pc-7.2-serial.state.json");
+
 /// Both streams with their analysis.
 pub const STREAMS: [(&[u8], &str); 2] = [(NODEFAULTS, NODEFAULTS_STATE), (BIOS, BIOS_STATE)];
+/// All three streams with their analysis, [`SERIAL`] last.
+pub const ALL_STREAMS: [(&[u8], &str); 3] = [
+    (NODEFAULTS, NODEFAULTS_STATE),
+    (BIOS, BIOS_STATE),
+    (SERIAL, SERIAL_STATE),
+];
 
 /// The FULL section `idstr`/`instance` of `stream`.
 pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecord<'a> {
@@ -52,23 +63,46 @@ pub fn trailer_json(stream: &[u8]) -> &str {
     std::str::from_utf8(json.expect("fixture has a trailer")).expect("JSON is UTF-8")
 }
 
-/// The balanced `{...}` object starting at `text[start]` (the JSON here has no braces in
-/// strings).
+/// The balanced `{...}` object starting at `text[start]` (braces inside strings are skipped;
+/// the JSON here has no escaped quotes).
 fn object_at(text: &str, start: usize) -> &str {
-    let mut depth = 0usize;
-    for (i, c) in text[start..].char_indices() {
+    let (mut depth, mut in_str) = (0usize, false);
+    for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
         match c {
-            '{' => depth += 1,
-            '}' => {
+            b'"' => in_str = !in_str,
+            b'{' if !in_str => depth += 1,
+            b'}' if !in_str => {
                 depth -= 1;
                 if depth == 0 {
-                    return &text[start..start + i + 1];
+                    return &text[start..=i];
                 }
             }
             _ => {}
         }
     }
     panic!("unbalanced JSON object");
+}
+
+/// The analysis object of section `key` (e.g. `"hpet (18)"`) as QEMU printed it (indented).
+pub fn state_object<'a>(state_json: &'a str, key: &str) -> &'a str {
+    let at = state_json
+        .find(&std::format!("\"{key}\": {{"))
+        .expect("section in analysis");
+    object_at(state_json, at + key.len() + 4)
+}
+
+/// `text` without whitespace outside strings, to compare with a compact rendering of
+/// [`state_object`].
+pub fn compact(text: &str) -> std::string::String {
+    let mut in_str = false;
+    text.chars()
+        .filter(|&c| {
+            if c == '"' {
+                in_str = !in_str;
+            }
+            in_str || !c.is_whitespace()
+        })
+        .collect()
 }
 
 /// The device object QEMU wrote for `idstr`/`instance` in the trailer of `stream`.
@@ -95,13 +129,30 @@ pub fn our_device_json<T: State>(idstr: &str, instance: u32, state: &T) -> std::
     std::string::String::from_utf8(buf[..n].to_vec()).expect("JSON is UTF-8")
 }
 
+/// Checks `state`, decoded from section `idstr` (instance 0) of `stream`, against QEMU's own
+/// view of it: `analyzed` (the state rendered the way `analyze-migration.py` prints it, without
+/// whitespace) equals the section's object in `state_json`, and our JSON description equals
+/// the device object in the stream's trailer.
+pub fn describes_like_qemu<T: State>(
+    stream: &[u8],
+    state_json: &str,
+    idstr: &str,
+    state: &T,
+    analyzed: &str,
+) {
+    let key = std::format!("{idstr} ({})", section(stream, idstr, 0).section_id);
+    assert_eq!(analyzed, compact(state_object(state_json, &key)), "{key}");
+    assert_eq!(
+        our_device_json(idstr, 0, state),
+        qemu_device_json(stream, idstr, 0),
+        "{key} description"
+    );
+}
+
 /// The string values of every `"field": "..."` inside the analysis object of section `key`
 /// (e.g. `"i8259 (16)"`), in document order.
 pub fn state_values<'a>(state_json: &'a str, key: &str, field: &str) -> Vec<&'a str> {
-    let at = state_json
-        .find(&std::format!("\"{key}\": {{"))
-        .expect("section in analysis");
-    let obj = object_at(state_json, at + key.len() + 4);
+    let obj = state_object(state_json, key);
     let pat = std::format!("\"{field}\": \"");
     let mut out = Vec::new();
     let mut rest = obj;
@@ -147,12 +198,35 @@ pub fn round_trip<T: State + Copy>(stream: &[u8], idstr: &str, instance: u32, in
         instance_id: rec.instance_id,
     };
     let n = vmstate::encode_section_into(id, &state, &mut buf).expect("encodes");
+    assert!(buf[n..].iter().all(|&b| b == 0xa5), "wrote past its length");
     assert_eq!(
         &buf[..n],
         original,
         "{idstr} ({instance}) re-encodes byte for byte"
     );
     state
+}
+
+/// The body `state` encodes to (current version), checking nothing is written past it.
+pub fn body_of<T: State>(state: &T) -> Vec<u8> {
+    let mut buf = std::vec![0xa5u8; 4096];
+    let n = vmstate::encode_body_into(state, &mut buf).expect("encodes");
+    assert!(buf[n..].iter().all(|&b| b == 0xa5), "wrote past its length");
+    buf.truncate(n);
+    buf
+}
+
+/// Loads `body` at `version` (base offset 1000) into a copy of `live`, expects an error and
+/// checks the failed load changed nothing. Returns the error.
+pub fn load_err<T: State + Copy + PartialEq + core::fmt::Debug>(
+    live: T,
+    version: u32,
+    body: &[u8],
+) -> vmstate::Error {
+    let mut s = live;
+    let e = vmstate::load(&mut s, version, body, 1000).expect_err("must be rejected");
+    assert_eq!(s, live, "a rejected load changed the state");
+    e
 }
 
 /// Checks that every strict prefix of `body` fails to load with a clean error and leaves
@@ -178,10 +252,7 @@ pub fn every_prefix_fails<T: State + Copy + PartialEq + core::fmt::Debug>(
 
 /// The string elements of the array `"field": [...]` in section `key` of the analysis.
 pub fn state_array<'a>(state_json: &'a str, key: &str, field: &str) -> Vec<&'a str> {
-    let at = state_json
-        .find(&std::format!("\"{key}\": {{"))
-        .expect("section in analysis");
-    let obj = object_at(state_json, at + key.len() + 4);
+    let obj = state_object(state_json, key);
     let pat = std::format!("\"{field}\": [");
     let start = obj.find(&pat).expect("array in section") + pat.len();
     let end = start + obj[start..].find(']').expect("closed array");

@@ -134,3 +134,5 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
         }
     }
 }
+
+pub mod qemu;

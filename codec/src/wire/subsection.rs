@@ -32,6 +32,28 @@ impl<'a> SubsectionHeader<'a> {
         name.starts_with(parent.as_bytes()).then_some(name)
     }
 
+    /// Whether the input ends inside what may still become a subsection header of `parent`
+    /// (`05`, then a cut length or a cut name that agrees with `parent` so far): more input is
+    /// needed before QEMU's peek rule can decide. Call it when [`Self::peek_name`] said `None`.
+    pub fn is_cut(r: &Reader<'a>, parent: &str) -> bool {
+        if r.peek(0) != Some(record::SUBSECTION) {
+            return false;
+        }
+        let Some(len) = r.peek(1) else {
+            return true;
+        };
+        let len = len as usize;
+        if len < parent.len() + 1 {
+            return false;
+        }
+        let avail = r.rest().get(2..).unwrap_or(&[]);
+        if avail.len() >= len {
+            return false;
+        }
+        let n = avail.len().min(parent.len());
+        avail[..n] == parent.as_bytes()[..n]
+    }
+
     /// Reads a header (marker, name, version), advancing the reader.
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let at = r.offset();

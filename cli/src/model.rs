@@ -1,0 +1,769 @@
+//! A whole v3 stream as a value: every record decoded, and written back byte for byte.
+//!
+//! The stream is read into one buffer by the caller and everything here borrows from it: RAM
+//! page records keep `&[u8]` slices of the input (no page is copied), the configuration and
+//! commands borrow too. Only VMState section bodies are decoded into owned trees
+//! ([`crate::generic::Body`]), which are small.
+//!
+//! FULL sections are decoded with the stream's own VMDESCRIPTION ([`DescLengths`]). A stream
+//! without a trailer can still be walked and rewritten: its bodies are found with the codec's
+//! footer scan and kept as opaque bytes.
+
+use crate::desc::{DescError, Description};
+use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::io::{self, Write};
+use vmstate::ram::{RamContext, RamOptions, RamRecord, RamWriter};
+use vmstate::stream::{BodyLength, FooterScan, Options, Record, Records, SectionInfo};
+use vmstate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
+use vmstate::{ErrorKind, Sink};
+
+/// Why a stream could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamError {
+    /// The codec refused the bytes.
+    Codec(Box<vmstate::Error>),
+    /// A section body does not match its description.
+    Body {
+        /// The section (`idstr` instance, id).
+        section: String,
+        /// The mismatch.
+        error: Box<DecodeError>,
+    },
+    /// The description itself is malformed.
+    Description(DescError),
+    /// The description and the stream disagree about which sections there are.
+    Mismatch {
+        /// Offset of the section record (or of EOF).
+        offset: usize,
+        /// What differs.
+        message: String,
+    },
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Codec(e) => write!(f, "{e}"),
+            StreamError::Body { section, error } => write!(f, "section {section}: {error}"),
+            StreamError::Description(e) => write!(f, "{e}"),
+            StreamError::Mismatch { offset, message } => {
+                write!(f, "at byte {offset} (0x{offset:x}): {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+impl From<vmstate::Error> for StreamError {
+    fn from(e: vmstate::Error) -> Self {
+        StreamError::Codec(Box::new(e))
+    }
+}
+
+fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
+    format!(
+        "'{}' instance {instance_id} (id {section_id})",
+        String::from_utf8_lossy(idstr)
+    )
+}
+
+/// Tells [`Records`] where FULL section bodies end, from the stream's own description.
+///
+/// FULL sections and device objects are matched in order (the `n`-th FULL section is
+/// `devices[n]`); the idstr, instance id and version must agree, or the walk stops with
+/// `BadDescription`. The full reason is kept in [`DescLengths::take_error`].
+#[derive(Debug)]
+pub struct DescLengths<'d> {
+    desc: &'d Description,
+    next: usize,
+    error: Option<StreamError>,
+}
+
+impl<'d> DescLengths<'d> {
+    /// A resolver over `desc`.
+    pub fn new(desc: &'d Description) -> Self {
+        DescLengths {
+            desc,
+            next: 0,
+            error: None,
+        }
+    }
+
+    /// How many device objects have been matched so far.
+    pub fn matched(&self) -> usize {
+        self.next
+    }
+
+    /// The detailed reason of the last failure, if any.
+    pub fn take_error(&mut self) -> Option<StreamError> {
+        self.error.take()
+    }
+
+    fn refuse(&mut self, at: usize, kind: ErrorKind, e: StreamError) -> vmstate::Error {
+        self.error = Some(e);
+        vmstate::Error::new(at, kind)
+    }
+}
+
+impl BodyLength for DescLengths<'_> {
+    fn body_len(
+        &mut self,
+        sec: &SectionInfo<'_>,
+        rest: &[u8],
+        base: usize,
+    ) -> vmstate::Result<Option<usize>> {
+        if sec.kind != SectionKind::Full {
+            return Ok(None);
+        }
+        let label = section_label(sec.idstr, sec.instance_id, sec.section_id);
+        let Some(dev) = self.desc.devices.get(self.next) else {
+            let message = format!(
+                "section {label} is FULL section number {}, but the description lists only {} devices",
+                self.next + 1,
+                self.desc.devices.len()
+            );
+            let e = StreamError::Mismatch {
+                offset: base,
+                message,
+            };
+            return Err(self.refuse(base, ErrorKind::BadDescription, e));
+        };
+        let version_ok = dev.vmsd.as_ref().is_none_or(|(_, v)| *v == sec.version_id);
+        if dev.name.as_bytes() != sec.idstr || dev.instance_id != sec.instance_id || !version_ok {
+            let message = format!(
+                "section {label} version {} does not match description devices[{}]: '{}' instance {}{}",
+                sec.version_id,
+                self.next,
+                dev.name,
+                dev.instance_id,
+                dev.vmsd
+                    .as_ref()
+                    .map_or(String::new(), |(_, v)| format!(" version {v}"))
+            );
+            let e = StreamError::Mismatch {
+                offset: base,
+                message,
+            };
+            return Err(self.refuse(base, ErrorKind::BadDescription, e));
+        }
+        match generic::decode_prefix(&dev.body, rest, base) {
+            Ok((_, used)) => {
+                self.next += 1;
+                Ok(Some(used))
+            }
+            Err(error) => {
+                let (at, kind) = (error.offset, error.kind);
+                let e = StreamError::Body {
+                    section: label,
+                    error: Box::new(error),
+                };
+                Err(self.refuse(at, kind, e))
+            }
+        }
+    }
+}
+
+/// Header fields of a section record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionMeta<'a> {
+    /// Record kind.
+    pub kind: SectionKind,
+    /// Section id.
+    pub section_id: u32,
+    /// idstr (for PART/END, from the START).
+    pub idstr: &'a [u8],
+    /// Instance id.
+    pub instance_id: u32,
+    /// Version id.
+    pub version_id: u32,
+    /// Absolute offset of the body.
+    pub body_offset: usize,
+    /// Body length.
+    pub body_len: usize,
+}
+
+impl SectionMeta<'_> {
+    /// The idstr as text (names are printable ASCII on the wire).
+    pub fn name(&self) -> String {
+        String::from_utf8_lossy(self.idstr).into_owned()
+    }
+
+    fn write_header(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
+        let h = SectionHeaderRepr {
+            kind: self.kind,
+            section_id: self.section_id,
+            idstr: self.idstr,
+            instance_id: self.instance_id,
+            version_id: self.version_id,
+        };
+        let start = out.len();
+        out.resize(start + h.buffer_len(), 0);
+        let mut pos = start;
+        Ok(h.emit(out, &mut pos)?)
+    }
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A `ram` section (START, PART or END) and its records; pages borrow the input.
+    Ram {
+        /// Header.
+        section: SectionMeta<'a>,
+        /// Records up to and including EOS.
+        records: Vec<RamRecord<'a>>,
+    },
+    /// A FULL section decoded with its description.
+    Device {
+        /// Header.
+        section: SectionMeta<'a>,
+        /// Index of its device object in the description.
+        device: usize,
+        /// The decoded body.
+        body: Body,
+    },
+    /// A section no description covers (the stream has no trailer), kept as bytes.
+    Opaque {
+        /// Header.
+        section: SectionMeta<'a>,
+        /// The body.
+        body: &'a [u8],
+    },
+    /// A COMMAND record.
+    Command(Command<'a>),
+    /// `QEMU_VM_EOF`.
+    Eof,
+}
+
+/// A record and where it was in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Offset of its first byte.
+    pub offset: usize,
+    /// Offset just past it.
+    pub end: usize,
+    /// The record.
+    pub item: Item<'a>,
+}
+
+/// A decoded stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stream<'a> {
+    /// File version (3).
+    pub version: u32,
+    /// The configuration record, if sent.
+    pub configuration: Option<Configuration<'a>>,
+    /// Section, command and EOF records in stream order.
+    pub entries: Vec<Entry<'a>>,
+    /// The VMDESCRIPTION JSON text, if present.
+    pub trailer: Option<&'a [u8]>,
+    /// The parsed description, if a trailer is present.
+    pub description: Option<Description>,
+    /// Input length.
+    pub len: usize,
+}
+
+/// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
+pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, StreamError> {
+    let Some(at) = Trailer::locate(bytes) else {
+        return Ok(None);
+    };
+    let json = &bytes[at + 5..];
+    Description::from_json_bytes(json)
+        .map(|d| Some((at, d)))
+        .map_err(StreamError::Description)
+}
+
+/// The description for FULL sections; the footer scan for everything else, or for all
+/// sections when there is no description.
+struct Lengths<'d>(Option<DescLengths<'d>>);
+
+impl BodyLength for Lengths<'_> {
+    fn body_len(
+        &mut self,
+        sec: &SectionInfo<'_>,
+        rest: &[u8],
+        base: usize,
+    ) -> vmstate::Result<Option<usize>> {
+        match &mut self.0 {
+            Some(d) if sec.kind == SectionKind::Full => d.body_len(sec, rest, base),
+            // Iterative sections other than `ram` are not in the description.
+            _ => FooterScan.body_len(sec, rest, base),
+        }
+    }
+}
+
+impl<'a> Stream<'a> {
+    /// Decodes every record of `bytes`, using its own VMDESCRIPTION trailer if it has one.
+    pub fn parse(bytes: &'a [u8]) -> Result<Stream<'a>, StreamError> {
+        let description = find_description(bytes)?.map(|(_, d)| d);
+        Stream::parse_with(bytes, description)
+    }
+
+    /// Decodes every record of `bytes` with `description` for its FULL sections: the stream's
+    /// own (already parsed), or one taken from another stream of the same machine when this
+    /// one has no trailer (`suppress-vmdesc`). Without a description, bodies stay opaque.
+    pub fn parse_with(
+        bytes: &'a [u8],
+        description: Option<Description>,
+    ) -> Result<Stream<'a>, StreamError> {
+        let options = Options {
+            require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
+            allow_commands: true,
+            ..Options::default()
+        };
+        let lengths = Lengths(description.as_ref().map(DescLengths::new));
+        let mut records = Records::with_options(bytes, lengths, options);
+        let mut stream = Stream {
+            version: 0,
+            configuration: None,
+            entries: Vec::new(),
+            trailer: None,
+            description: None,
+            len: bytes.len(),
+        };
+        let mut ram = RamContext::new(RamOptions::default());
+        let mut devices = 0;
+        loop {
+            let located = match records.next() {
+                None => break,
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    let detail = records.lengths().0.as_mut().and_then(|d| d.take_error());
+                    return Err(detail.unwrap_or(StreamError::from(e)));
+                }
+            };
+            let item = match located.record {
+                Record::Header { version } => {
+                    stream.version = version;
+                    continue;
+                }
+                Record::Configuration(c) => {
+                    ram.options.ignore_shared = c
+                        .capabilities
+                        .is_some_and(|caps| caps.iter().any(|c| c == b"x-ignore-shared"));
+                    stream.configuration = Some(c);
+                    continue;
+                }
+                Record::Trailer(t) => {
+                    stream.trailer = Some(t.json);
+                    continue;
+                }
+                Record::Eof => Item::Eof,
+                Record::Command(c) => Item::Command(c),
+                Record::Section(rec) => {
+                    let section = SectionMeta {
+                        kind: rec.kind,
+                        section_id: rec.section_id,
+                        idstr: rec.idstr,
+                        instance_id: rec.instance_id,
+                        version_id: rec.version_id,
+                        body_offset: rec.body_offset,
+                        body_len: rec.body.len(),
+                    };
+                    if rec.is_ram() {
+                        let mut r = Reader::new(rec.body, rec.body_offset);
+                        let mut list = Vec::new();
+                        loop {
+                            let x = ram
+                                .read_record(&mut r)
+                                .map_err(|e| e.in_section(rec.context()))?;
+                            list.push(x);
+                            if x == RamRecord::Eos {
+                                break;
+                            }
+                        }
+                        Item::Ram {
+                            section,
+                            records: list,
+                        }
+                    } else if let Some(desc) = description
+                        .as_ref()
+                        .filter(|_| rec.kind == SectionKind::Full)
+                    {
+                        // DescLengths matched this section to `devices[devices]` already.
+                        let dev = desc.devices.get(devices).ok_or(StreamError::Mismatch {
+                            offset: rec.offset,
+                            message: "more FULL sections than described devices".into(),
+                        })?;
+                        let body = generic::decode_section(&dev.body, rec.body, rec.body_offset)
+                            .map_err(|error| StreamError::Body {
+                                section: section_label(rec.idstr, rec.instance_id, rec.section_id),
+                                error: Box::new(error),
+                            })?;
+                        devices += 1;
+                        Item::Device {
+                            section,
+                            device: devices - 1,
+                            body,
+                        }
+                    } else {
+                        Item::Opaque {
+                            section,
+                            body: rec.body,
+                        }
+                    }
+                }
+            };
+            stream.entries.push(Entry {
+                offset: located.offset,
+                end: located.end,
+                item,
+            });
+        }
+        if let Some(desc) = &description
+            && devices != desc.devices.len()
+        {
+            return Err(StreamError::Mismatch {
+                offset: bytes.len(),
+                message: format!(
+                    "the description lists {} devices, the stream has {devices} FULL sections",
+                    desc.devices.len()
+                ),
+            });
+        }
+        stream.description = description;
+        Ok(stream)
+    }
+
+    /// Writes the stream to `out`. Without edits the bytes equal the input.
+    pub fn write_to<W: Write>(&self, out: W) -> io::Result<()> {
+        let mut sink = IoWrite {
+            w: io::BufWriter::new(out),
+            n: 0,
+        };
+        self.emit(&mut sink).map_err(|e| match e {
+            WriteError::Io(e) => e,
+            WriteError::Codec(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        sink.w.flush()
+    }
+
+    /// The stream as bytes.
+    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::with_capacity(self.len);
+        self.write_to(&mut v)?;
+        Ok(v)
+    }
+
+    fn emit(&self, out: &mut IoWrite<impl Write>) -> Result<(), WriteError> {
+        out.write(&vmstate::wire::header::MAGIC.to_be_bytes())?;
+        out.write(&self.version.to_be_bytes())?;
+        let mut buf = Vec::new();
+        if let Some(c) = &self.configuration {
+            buf.resize(c.buffer_len(), 0);
+            c.emit(&mut buf, &mut 0)?;
+            out.write(&buf)?;
+        }
+        let mut ram = RamWriter::new();
+        for e in &self.entries {
+            buf.clear();
+            let section = match &e.item {
+                Item::Eof => {
+                    out.write(&[record::EOF])?;
+                    continue;
+                }
+                Item::Command(c) => {
+                    out.write(&[record::COMMAND])?;
+                    out.write(&c.cmd.to_be_bytes())?;
+                    out.write(&(c.data.len() as u16).to_be_bytes())?;
+                    out.write(c.data)?;
+                    continue;
+                }
+                Item::Ram { section, records } => {
+                    section.write_header(&mut buf)?;
+                    out.write(&buf)?;
+                    for r in records {
+                        ram.record(r, out)?;
+                    }
+                    section
+                }
+                Item::Device { section, body, .. } => {
+                    section.write_header(&mut buf)?;
+                    body.encode(&mut buf);
+                    out.write(&buf)?;
+                    section
+                }
+                Item::Opaque { section, body } => {
+                    section.write_header(&mut buf)?;
+                    out.write(&buf)?;
+                    out.write(body)?;
+                    section
+                }
+            };
+            out.write(&footer_bytes(section.section_id))?;
+        }
+        if let Some(json) = self.trailer {
+            let t = Trailer { json };
+            buf.resize(t.buffer_len(), 0);
+            t.emit(&mut buf, &mut 0)?;
+            out.write(&buf)?;
+        }
+        Ok(())
+    }
+
+    /// Device sections with their decoded bodies.
+    pub fn devices(&self) -> impl Iterator<Item = (&SectionMeta<'a>, &Body)> {
+        self.entries.iter().filter_map(|e| match &e.item {
+            Item::Device { section, body, .. } => Some((section, body)),
+            _ => None,
+        })
+    }
+
+    /// The object analyze-migration.py `-d state` prints: `"idstr (section_id)"` keys in the
+    /// order sections first appear, `ram` as its block sizes, every other section as its
+    /// decoded body. `None` when the stream has no description (the script fails then too).
+    pub fn analyze_state(&self) -> Option<Value> {
+        self.description.as_ref()?;
+        let mut m = Map::new();
+        for e in &self.entries {
+            match &e.item {
+                Item::Ram { section, records } if section.kind == SectionKind::Start => {
+                    let mut sizes = Map::new();
+                    for r in records {
+                        if let RamRecord::MemSize(list) = r {
+                            for b in list.iter() {
+                                sizes.insert(
+                                    String::from_utf8_lossy(b.name).into_owned(),
+                                    format!("0x{:016x}", b.length).into(),
+                                );
+                            }
+                        }
+                    }
+                    let mut v = Map::new();
+                    v.insert("section sizes".into(), Value::Object(sizes));
+                    m.insert(key(section), Value::Object(v));
+                }
+                Item::Device { section, body, .. } => {
+                    m.insert(key(section), body.to_analyze_json());
+                }
+                _ => {}
+            }
+        }
+        Some(Value::Object(m))
+    }
+
+    /// Applies `PATH=VALUE` (`IDSTR[INSTANCE].FIELD...=VALUE`) to the matching device
+    /// section. `check` sees the edited body before it replaces the old one.
+    pub fn set(&mut self, assignment: &str, check: &dyn EditCheck) -> Result<(), EditError> {
+        let (path, value) = assignment
+            .split_once('=')
+            .ok_or_else(|| EditError(format!("'{assignment}': expected PATH=VALUE")))?;
+        let (idstr, instance, field) = split_section_path(path)?;
+        let mut found = false;
+        let desc = self.description.as_ref();
+        for e in &mut self.entries {
+            let Item::Device {
+                section,
+                body,
+                device,
+            } = &mut e.item
+            else {
+                continue;
+            };
+            if section.idstr != idstr.as_bytes() || section.instance_id != instance {
+                continue;
+            }
+            found = true;
+            let mut edited = body.clone();
+            edited
+                .set(field, value)
+                .map_err(|e| EditError(format!("{assignment}: {e}")))?;
+            let bytes = edited.to_bytes();
+            // The edited body must still read back as the same tree: a value can make the
+            // bytes after a nested struct look like a subsection to QEMU (format §7.2).
+            if let Some(d) = desc.and_then(|d| d.devices.get(*device)) {
+                match generic::decode_section(&d.body, &bytes, section.body_offset) {
+                    Ok(back) if back == edited => {}
+                    Ok(_) => {
+                        return Err(EditError(format!(
+                            "{assignment}: the edited body would not read back the same"
+                        )));
+                    }
+                    Err(e) => return Err(EditError(format!("{assignment}: {}", e.message))),
+                }
+            }
+            check
+                .check(idstr, instance, section.version_id, &bytes)
+                .map_err(|m| EditError(format!("{path}: {m}")))?;
+            *body = edited;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(EditError(format!(
+                "{path}: no section '{idstr}' instance {instance} in this stream"
+            )))
+        }
+    }
+}
+
+fn key(s: &SectionMeta<'_>) -> String {
+    format!("{} ({})", s.name(), s.section_id)
+}
+
+/// Splits `IDSTR[INSTANCE].REST`. The idstr may itself hold dots, slashes and colons
+/// (`0000:00:01.1/ide`), so the split is at the first `[digits].`.
+pub fn split_section_path(path: &str) -> Result<(&str, u32, &str), EditError> {
+    let bad = || {
+        EditError(format!(
+            "'{path}': expected IDSTR[INSTANCE].FIELD, e.g. i8259[0].imr"
+        ))
+    };
+    let mut from = 0;
+    while let Some(i) = path[from..].find('[') {
+        let open = from + i;
+        let rest = &path[open + 1..];
+        if let Some((digits, tail)) = rest.split_once(']')
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Some(field) = tail.strip_prefix('.')
+        {
+            let n = digits.parse().map_err(|_| bad())?;
+            if open == 0 || field.is_empty() {
+                return Err(bad());
+            }
+            return Ok((&path[..open], n, field));
+        }
+        from = open + 1;
+    }
+    Err(bad())
+}
+
+enum WriteError {
+    Io(io::Error),
+    Codec(Box<vmstate::Error>),
+}
+
+impl From<vmstate::Error> for WriteError {
+    fn from(e: vmstate::Error) -> Self {
+        WriteError::Codec(Box::new(e))
+    }
+}
+
+struct IoWrite<W: Write> {
+    w: io::BufWriter<W>,
+    n: usize,
+}
+
+impl<W: Write> IoWrite<W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        Sink::write(self, bytes)
+    }
+}
+
+impl<W: Write> Sink for IoWrite<W> {
+    type Error = WriteError;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.w.write_all(bytes).map_err(WriteError::Io)?;
+        self.n += bytes.len();
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-made stream: an iterative (START/END) section nobody describes around a FULL
+    /// section the trailer describes.
+    fn synthetic() -> Vec<u8> {
+        let json = br#"{"page_size": 4096, "devices": [{"name": "dev", "instance_id": 0, "vmsd_name": "dev", "version": 2, "fields": [{"name": "x", "type": "uint16", "size": 2}]}]}"#;
+        let mut b = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2".to_vec();
+        b.extend_from_slice(b"\x01\0\0\0\x01\x05dummy\0\0\0\0\0\0\0\x01\x11\x22\x7e\0\0\0\x01");
+        b.extend_from_slice(b"\x04\0\0\0\x02\x03dev\0\0\0\0\0\0\0\x02\x00\x2a\x7e\0\0\0\x02");
+        b.extend_from_slice(b"\x03\0\0\0\x01\x33\x7e\0\0\0\x01\x00\x06");
+        b.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        b.extend_from_slice(json);
+        b
+    }
+
+    #[test]
+    fn undescribed_iterative_sections_stay_opaque() {
+        let bytes = synthetic();
+        let s = Stream::parse(&bytes).unwrap();
+        let kinds: Vec<&str> = s
+            .entries
+            .iter()
+            .map(|e| match &e.item {
+                Item::Opaque { body, .. } if body == b"\x11\x22" || body == b"\x33" => "opaque",
+                Item::Device { .. } => "device",
+                Item::Eof => "eof",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["opaque", "device", "opaque", "eof"]);
+        assert_eq!(
+            serde_json::to_string(&s.analyze_state().unwrap()).unwrap(),
+            r#"{"dev (2)":{"x":"0x002a"}}"#
+        );
+        assert!(s.to_bytes().unwrap() == bytes);
+        let mut e = s.clone();
+        e.set("dev[0].x=0xffff", &crate::generic::NoCheck).unwrap();
+        let out = e.to_bytes().unwrap();
+        let at = bytes.windows(2).position(|w| w == b"\x00\x2a").unwrap();
+        assert_eq!(&out[at..at + 2], b"\xff\xff");
+    }
+
+    #[test]
+    fn description_and_stream_must_agree() {
+        let bytes = synthetic();
+        // Version 2 in the header, 3 in the description (same JSON length).
+        let mut bad = bytes.clone();
+        let at = bad
+            .windows(12)
+            .position(|w| w == b"\"version\": 2")
+            .unwrap();
+        bad[at + 11] = b'3';
+        let e = Stream::parse(&bad).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Mismatch { message, .. } if message.contains("'dev' instance 0 (id 2) version 2")),
+            "{e}"
+        );
+        // A description with one device too many.
+        let json = br#"{"page_size": 4096, "devices": [{"name": "dev", "instance_id": 0, "vmsd_name": "dev", "version": 2, "fields": [{"name": "x", "type": "uint16", "size": 2}]}, {"name": "dev", "instance_id": 1, "size": 0, "fields": []}]}"#;
+        let cut = Trailer::locate(&bytes).unwrap() + 1;
+        let mut more = bytes[..cut].to_vec();
+        more.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        more.extend_from_slice(json);
+        let e = Stream::parse(&more).unwrap_err();
+        assert!(
+            e.to_string().contains("lists 2 devices, the stream has 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn section_paths_split_at_the_instance() {
+        assert_eq!(
+            split_section_path("i8259[0].imr").unwrap(),
+            ("i8259", 0, "imr")
+        );
+        assert_eq!(
+            split_section_path("0000:00:01.1/ide[0].bmdma[1].cmd").unwrap(),
+            ("0000:00:01.1/ide", 0, "bmdma[1].cmd")
+        );
+        assert_eq!(
+            split_section_path("cpu[12].env.regs[0]").unwrap(),
+            ("cpu", 12, "env.regs[0]")
+        );
+        for bad in [
+            "i8259.imr",
+            "[0].imr",
+            "i8259[0]",
+            "i8259[x].imr",
+            "i8259[0].",
+        ] {
+            assert!(split_section_path(bad).is_err(), "{bad}");
+        }
+    }
+}

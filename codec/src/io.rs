@@ -1,0 +1,985 @@
+//! Streaming I/O: write a stream record by record to any [`Sink`] (an `embedded_io::Write`
+//! through [`IoSink`]), and read one from any `embedded_io::Read` through a fixed-size working
+//! buffer the caller owns, with no whole-stream buffer.
+//!
+//! * [`Encoder`] writes records; over a [`SliceSink`](crate::SliceSink) and over an
+//!   [`IoSink`] it produces the same bytes, because it is one piece of code over [`Sink`].
+//! * [`Decoder`] is a push parser (httparse style): the caller copies input into
+//!   [`Decoder::space`], reports it with [`Decoder::fill`] (and [`Decoder::finish`] at the end
+//!   of input), and calls [`Decoder::poll`]: [`Status::Ready`] means [`Decoder::event`] holds the
+//!   next item, [`Status::Partial`] means "need more bytes" (never an error), and malformed
+//!   input is an `Err`. [`StreamReader`] is the pull form over an `embedded_io::Read`.
+//!
+//! What the decoder yields: the same records as [`Records`](crate::stream::Records) for the same
+//! bytes, except that `ram` sections arrive record by record ([`Event::RamSection`], then one
+//! [`Event::Ram`] per RAM record, the last being EOS with the footer checked), because a RAM PART
+//! body is hundreds of kilobytes while its records (at most a 4 KiB page and a name) are
+//! self-delimiting; and the VMDESCRIPTION trailer arrives as [`Event::TrailerStart`] and
+//! [`Event::TrailerData`] chunks. VMState sections arrive whole, so each must fit in the working
+//! buffer together with [`LOOKAHEAD`] bytes after it; one that does not is reported as
+//! [`ErrorKind::BufferTooSmall`] with the section named. The buffer also keeps the RAM block
+//! list (the MEM_SIZE record) at its front once the RAM START was read, and a RAM record (up to
+//! 8 + 256 + 4096 bytes) must fit in the rest.
+//!
+//! The stream-level checks are those of `Records`: record types, unique section ids, PART/END
+//! only for an open section, RAM version 4, footers, nothing after the trailer. After an error
+//! the decoder is fused.
+
+use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::ram::{BlockEntry, RamContext, RamOptions, RamRecord, RamWriter};
+use crate::sink::{IoError, Sink};
+use crate::stream::{BodyLength, MAX_OPEN_SECTIONS, Options, Record, SectionInfo, SectionRecord};
+use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes, read_footer};
+use crate::wire::{Command, Configuration, Reader, StreamHeader, record};
+
+// ------------------------------------------------------------------------------------------
+// Encoder
+
+/// Most blocks a block list re-encoded by [`Encoder::ram_record`] may hold.
+pub const MAX_RAM_BLOCKS: usize = 64;
+
+/// Writes a stream record by record to a [`Sink`].
+#[derive(Debug)]
+pub struct Encoder<'n, S> {
+    out: S,
+    ram: RamWriter<'n>,
+}
+
+impl<'n, S: Sink> Encoder<'n, S> {
+    /// An encoder writing to `out`.
+    pub const fn new(out: S) -> Self {
+        Encoder {
+            out,
+            ram: RamWriter::new(),
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.out
+    }
+
+    /// Returns the sink.
+    pub fn into_inner(self) -> S {
+        self.out
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> usize {
+        self.out.position()
+    }
+
+    /// The RAM record writer and the sink together, for [`crate::dirty::encode_round`].
+    pub fn ram_parts(&mut self) -> (&mut RamWriter<'n>, &mut S) {
+        (&mut self.ram, &mut self.out)
+    }
+
+    /// The file header (`QEVM` + version).
+    pub fn header(&mut self, version: u32) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 8];
+        StreamHeader::new_unchecked(&mut b[..]).emit(version);
+        self.out.write(&b)
+    }
+
+    /// The configuration record.
+    pub fn configuration(&mut self, c: &Configuration<'_>) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 1024];
+        let mut n = 0;
+        c.emit(&mut b, &mut n)
+            .map_err(|e| Error::new(self.out.position() + e.offset, e.kind))?;
+        self.out.write(&b[..n])
+    }
+
+    /// A section header (START/FULL with idstr, instance and version; PART/END with the id).
+    pub fn section_header(
+        &mut self,
+        h: &SectionHeaderRepr<'_>,
+    ) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 14 + 255];
+        let mut n = 0;
+        h.emit(&mut b, &mut n)
+            .map_err(|e| Error::new(self.out.position(), e.kind))?;
+        self.out.write(&b[..n])
+    }
+
+    /// A section footer.
+    pub fn footer(&mut self, section_id: u32) -> core::result::Result<(), S::Error> {
+        self.out.write(&footer_bytes(section_id))
+    }
+
+    /// A whole section: header, `body` as given, footer.
+    pub fn section(
+        &mut self,
+        h: &SectionHeaderRepr<'_>,
+        body: &[u8],
+    ) -> core::result::Result<(), S::Error> {
+        self.section_header(h)?;
+        self.out.write(body)?;
+        self.footer(h.section_id)
+    }
+
+    /// One RAM record through [`RamWriter`] (so CONTINUE follows QEMU's rule). A ZERO record
+    /// with a non-zero fill is [`ErrorKind::RamNonZeroFill`] and XBZRLE is [`ErrorKind::RamFlags`]
+    /// (this writer emits neither). The block name must live as long as the encoder (the
+    /// writer remembers the last block for CONTINUE), so records borrowed from a streaming
+    /// decoder's buffer cannot be passed here directly.
+    pub fn ram_record(&mut self, rec: &RamRecord<'n>) -> core::result::Result<(), S::Error> {
+        let out = &mut self.out;
+        match *rec {
+            RamRecord::MemSize(list) => {
+                let mut blocks: heapless::Vec<BlockEntry<'_>, MAX_RAM_BLOCKS> =
+                    heapless::Vec::new();
+                for b in list.iter() {
+                    blocks.push(b).map_err(|_| {
+                        Error::new(
+                            out.position(),
+                            ErrorKind::BufferTooSmall {
+                                needed: list.count,
+                                capacity: MAX_RAM_BLOCKS,
+                            },
+                        )
+                    })?;
+                }
+                self.ram.block_list(&blocks, out)
+            }
+            RamRecord::Zero {
+                block,
+                offset,
+                fill: 0,
+                ..
+            } => self.ram.zero(block, offset, out),
+            RamRecord::Page {
+                block,
+                offset,
+                data,
+                ..
+            } => self.ram.page(block, offset, data, out),
+            RamRecord::Eos => self.ram.eos(out),
+            RamRecord::Zero { fill, .. } => {
+                Err(Error::new(out.position(), ErrorKind::RamNonZeroFill { fill }).into())
+            }
+            RamRecord::Xbzrle { .. } => Err(Error::new(
+                out.position(),
+                ErrorKind::RamFlags {
+                    flags: crate::ram::flags::XBZRLE,
+                },
+            )
+            .into()),
+        }
+    }
+
+    /// A COMMAND record.
+    pub fn command(&mut self, c: &Command<'_>) -> core::result::Result<(), S::Error> {
+        let len = u16::try_from(c.data.len()).map_err(|_| {
+            Error::new(
+                self.out.position(),
+                ErrorKind::LengthTooLarge {
+                    found: c.data.len() as u64,
+                    max: u16::MAX as u64,
+                },
+            )
+        })?;
+        self.out.write(&[record::COMMAND])?;
+        self.out.write(&c.cmd.to_be_bytes())?;
+        self.out.write(&len.to_be_bytes())?;
+        self.out.write(c.data)
+    }
+
+    /// `QEMU_VM_EOF`.
+    pub fn eof(&mut self) -> core::result::Result<(), S::Error> {
+        self.out.write(&[record::EOF])
+    }
+
+    /// The VMDESCRIPTION trailer (write it right after [`Encoder::eof`]).
+    pub fn trailer(&mut self, json: &[u8]) -> core::result::Result<(), S::Error> {
+        let len = u32::try_from(json.len()).map_err(|_| {
+            Error::new(
+                self.out.position(),
+                ErrorKind::LengthTooLarge {
+                    found: json.len() as u64,
+                    max: u32::MAX as u64,
+                },
+            )
+        })?;
+        self.out.write(&[record::VMDESCRIPTION])?;
+        self.out.write(&len.to_be_bytes())?;
+        self.out.write(json)
+    }
+
+    /// Writes a record as [`Records`](crate::stream::Records) yields it; section bodies are
+    /// written as they are (use [`Encoder::ram_record`] to re-encode RAM bodies).
+    pub fn record(&mut self, rec: &Record<'_>) -> core::result::Result<(), S::Error> {
+        match rec {
+            Record::Header { version } => self.header(*version),
+            Record::Configuration(c) => self.configuration(c),
+            Record::Section(s) => self.section(
+                &SectionHeaderRepr {
+                    kind: s.kind,
+                    section_id: s.section_id,
+                    idstr: s.idstr,
+                    instance_id: s.instance_id,
+                    version_id: s.version_id,
+                },
+                s.body,
+            ),
+            Record::Command(c) => self.command(c),
+            Record::Eof => self.eof(),
+            Record::Trailer(t) => self.trailer(t.json),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Decoder
+
+/// What [`Decoder::poll`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// An item is ready: read it with [`Decoder::event`].
+    Ready,
+    /// Need more input: copy bytes into [`Decoder::space`] and call [`Decoder::fill`].
+    Partial,
+    /// The stream ended cleanly (after EOF, and the trailer if there was one).
+    Done,
+}
+
+/// The header of a `ram` section; its records follow as [`Event::Ram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RamSection {
+    /// Offset of the type byte.
+    pub offset: usize,
+    /// Kind.
+    pub kind: SectionKind,
+    /// Section id.
+    pub section_id: u32,
+    /// Instance id (from the START for PART/END).
+    pub instance_id: u32,
+    /// Version id (4).
+    pub version_id: u32,
+    /// Header length.
+    pub header_len: usize,
+    /// Index among the FULL/START sections of the stream (for PART/END: its START's).
+    pub ordinal: usize,
+}
+
+/// One item of a streamed stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A record exactly as [`Records`](crate::stream::Records) yields it: the header, the
+    /// configuration, a non-RAM section (whole, footer checked), a command, EOF.
+    Record(Record<'a>),
+    /// A `ram` section header.
+    RamSection(RamSection),
+    /// One RAM record of the current `ram` section; [`RamRecord::Eos`] comes after its footer
+    /// was checked and ends the section.
+    Ram {
+        /// Absolute offset of the record word.
+        offset: usize,
+        /// The record.
+        record: RamRecord<'a>,
+    },
+    /// The VMDESCRIPTION trailer begins; `len` bytes of JSON follow as [`Event::TrailerData`].
+    TrailerStart {
+        /// Offset of the `0x06` byte.
+        offset: usize,
+        /// Declared JSON length.
+        len: u32,
+    },
+    /// A chunk of trailer JSON.
+    TrailerData {
+        /// Absolute offset of `data[0]`.
+        offset: usize,
+        /// The bytes.
+        data: &'a [u8],
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Configuration,
+    Records,
+    Ram {
+        section_id: u32,
+        instance_id: u32,
+        kind: SectionKind,
+    },
+    AfterEof,
+    Trailer {
+        left: usize,
+    },
+    AfterTrailer,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenSection {
+    section_id: u32,
+    idstr: [u8; 255],
+    idstr_len: u8,
+    instance_id: u32,
+    version_id: u32,
+    ordinal: usize,
+}
+
+impl OpenSection {
+    fn idstr(&self) -> &[u8] {
+        &self.idstr[..self.idstr_len as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    offset: usize,
+    kind: SectionKind,
+    section_id: u32,
+    instance_id: u32,
+    version_id: u32,
+    header_len: usize,
+    ordinal: usize,
+    /// For PART/END: the index of the open START in `open`.
+    open: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Header {
+        version: u32,
+        next: Phase,
+    },
+    Configuration {
+        ignore_shared: bool,
+    },
+    Command,
+    Eof,
+    Section {
+        meta: Meta,
+        body_len: usize,
+    },
+    RamSection {
+        meta: Meta,
+    },
+    Ram {
+        last_before: Option<usize>,
+        last_after: Option<usize>,
+        pin: bool,
+    },
+    RamEos,
+    TrailerStart {
+        len: u32,
+    },
+    TrailerData,
+}
+
+const SEEN_IDS: usize = 4096;
+
+/// Bytes past a VMState section's footer the decoder wants buffered before it accepts the
+/// section (unless the input ended): the longest record header, `14 + 255`.
+pub const LOOKAHEAD: usize = 14 + 255;
+
+/// A push decoder over a caller-owned working buffer.
+#[derive(Debug)]
+pub struct Decoder<'b, L> {
+    buf: &'b mut [u8],
+    /// `buf[..pin]` holds the current RAM block list record (MEM_SIZE word and entries).
+    pin: usize,
+    start: usize,
+    end: usize,
+    /// Absolute stream offset of `buf[start]`.
+    abs: usize,
+    input_done: bool,
+    phase: Phase,
+    lengths: L,
+    options: Options,
+    open: heapless::Vec<OpenSection, MAX_OPEN_SECTIONS>,
+    seen: [u64; SEEN_IDS / 64],
+    ordinal: usize,
+    /// Index in the pinned block list of the block CONTINUE refers to.
+    ram_last: Option<usize>,
+    pending: Option<(usize, Pending)>,
+}
+
+impl<'b, L: BodyLength> Decoder<'b, L> {
+    /// A decoder using `buf` as working space and `lengths` for VMState body ends, with
+    /// default [`Options`].
+    pub fn new(buf: &'b mut [u8], lengths: L) -> Self {
+        Self::with_options(buf, lengths, Options::default())
+    }
+
+    /// A decoder with `options`.
+    pub fn with_options(buf: &'b mut [u8], lengths: L, options: Options) -> Self {
+        Decoder {
+            buf,
+            pin: 0,
+            start: 0,
+            end: 0,
+            abs: 0,
+            input_done: false,
+            phase: Phase::Header,
+            lengths,
+            options,
+            open: heapless::Vec::new(),
+            seen: [0; SEEN_IDS / 64],
+            ordinal: 0,
+            ram_last: None,
+            pending: None,
+        }
+    }
+
+    /// Absolute offset of the next unconsumed byte.
+    pub fn offset(&self) -> usize {
+        self.abs
+    }
+
+    /// The body-length resolver.
+    pub fn lengths(&mut self) -> &mut L {
+        &mut self.lengths
+    }
+
+    /// Free space to copy input into (consumes the item last returned). Empty only while an
+    /// item is ready and unconsumed would not fit, which [`Decoder::poll`] never leaves.
+    pub fn space(&mut self) -> &mut [u8] {
+        self.settle();
+        if self.start > self.pin {
+            self.buf.copy_within(self.start..self.end, self.pin);
+            self.end -= self.start - self.pin;
+            self.start = self.pin;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Reports `n` bytes copied into [`Decoder::space`].
+    pub fn fill(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Reports the end of input: from now on a truncated record is an error.
+    pub fn finish(&mut self) {
+        self.input_done = true;
+    }
+
+    /// Parses the next item (after consuming the last one).
+    pub fn poll(&mut self) -> Result<Status> {
+        self.settle();
+        if self.phase == Phase::Done {
+            return Ok(Status::Done);
+        }
+        match self.parse() {
+            Ok(Some(p)) => {
+                self.pending = Some(p);
+                Ok(Status::Ready)
+            }
+            Ok(None) => {
+                self.phase = Phase::Done;
+                Ok(Status::Done)
+            }
+            Err(e) if needs_more(&e) && !self.input_done => {
+                if self.start == self.pin && self.end == self.buf.len() {
+                    self.phase = Phase::Done;
+                    let mut full = Error::new(
+                        self.abs,
+                        ErrorKind::BufferTooSmall {
+                            needed: self.buf.len() - self.pin + 1,
+                            capacity: self.buf.len() - self.pin,
+                        },
+                    );
+                    full.section = e.section;
+                    Err(full)
+                } else {
+                    Ok(Status::Partial)
+                }
+            }
+            Err(e) => {
+                self.phase = Phase::Done;
+                Err(e)
+            }
+        }
+    }
+
+    /// The item [`Decoder::poll`] found, until the next `poll` or `space`.
+    pub fn event(&self) -> Option<Event<'_>> {
+        let (len, p) = self.pending?;
+        let data = self.buf.get(self.start..self.end)?;
+        let mut r = Reader::new(data, self.abs);
+        Some(match p {
+            Pending::Header { version, .. } => Event::Record(Record::Header { version }),
+            Pending::Configuration { .. } => {
+                Event::Record(Record::Configuration(Configuration::read(&mut r).ok()?))
+            }
+            Pending::Command => Event::Record(Record::Command(Command::read(&mut r).ok()?)),
+            Pending::Eof => Event::Record(Record::Eof),
+            Pending::Section { meta, body_len } => {
+                let idstr = match meta.open {
+                    Some(i) => self.open.get(i)?.idstr(),
+                    None => SectionHeaderRepr::read(&mut r).ok()?.idstr,
+                };
+                Event::Record(Record::Section(SectionRecord {
+                    offset: meta.offset,
+                    kind: meta.kind,
+                    section_id: meta.section_id,
+                    idstr,
+                    instance_id: meta.instance_id,
+                    version_id: meta.version_id,
+                    header_len: meta.header_len,
+                    body: data.get(meta.header_len..meta.header_len + body_len)?,
+                    body_offset: meta.offset + meta.header_len,
+                    ordinal: meta.ordinal,
+                }))
+            }
+            Pending::RamSection { meta } => Event::RamSection(RamSection {
+                offset: meta.offset,
+                kind: meta.kind,
+                section_id: meta.section_id,
+                instance_id: meta.instance_id,
+                version_id: meta.version_id,
+                header_len: meta.header_len,
+                ordinal: meta.ordinal,
+            }),
+            Pending::Ram { last_before, .. } => {
+                let (record, _) =
+                    ram_parse(&self.buf[..self.pin], last_before, self.options.ram, &mut r).ok()?;
+                Event::Ram {
+                    offset: self.abs,
+                    record,
+                }
+            }
+            Pending::RamEos => Event::Ram {
+                offset: self.abs,
+                record: RamRecord::Eos,
+            },
+            Pending::TrailerStart { len } => Event::TrailerStart {
+                offset: self.abs,
+                len,
+            },
+            Pending::TrailerData => Event::TrailerData {
+                offset: self.abs,
+                data: data.get(..len)?,
+            },
+        })
+    }
+
+    /// Applies the bookkeeping of the pending item and consumes its bytes.
+    fn settle(&mut self) {
+        let Some((len, p)) = self.pending.take() else {
+            return;
+        };
+        let at = self.start;
+        match p {
+            Pending::Header { next, .. } => self.phase = next,
+            Pending::Configuration { ignore_shared } => {
+                self.options.ram.ignore_shared |= ignore_shared;
+                self.phase = Phase::Records;
+            }
+            Pending::Command => {}
+            Pending::Eof => self.phase = Phase::AfterEof,
+            Pending::Section { meta, .. } => self.book_section(&meta, at),
+            Pending::RamSection { meta } => {
+                self.book_section(&meta, at);
+                self.phase = Phase::Ram {
+                    section_id: meta.section_id,
+                    instance_id: meta.instance_id,
+                    kind: meta.kind,
+                };
+            }
+            Pending::Ram {
+                last_after, pin, ..
+            } => {
+                self.ram_last = last_after;
+                if pin {
+                    // The block list stays at the front of the buffer for later records.
+                    self.buf.copy_within(at..at + len, 0);
+                    self.pin = len;
+                }
+            }
+            Pending::RamEos => {
+                if let Phase::Ram {
+                    section_id,
+                    kind: SectionKind::End,
+                    ..
+                } = self.phase
+                    && let Some(i) = self.open.iter().position(|o| o.section_id == section_id)
+                {
+                    self.open.swap_remove(i);
+                }
+                self.phase = Phase::Records;
+            }
+            Pending::TrailerStart { len } => {
+                self.phase = if len == 0 {
+                    Phase::AfterTrailer
+                } else {
+                    Phase::Trailer { left: len as usize }
+                }
+            }
+            Pending::TrailerData => {
+                if let Phase::Trailer { left } = self.phase {
+                    self.phase = if left <= len {
+                        Phase::AfterTrailer
+                    } else {
+                        Phase::Trailer { left: left - len }
+                    };
+                }
+            }
+        }
+        self.start += len;
+        self.abs += len;
+    }
+
+    fn book_section(&mut self, meta: &Meta, header_at: usize) {
+        if meta.kind.has_full_header() {
+            let id = meta.section_id as usize;
+            if id < SEEN_IDS {
+                self.seen[id / 64] |= 1 << (id % 64);
+            }
+            self.ordinal += 1;
+        }
+        match meta.kind {
+            SectionKind::Start => {
+                let mut r = Reader::new(&self.buf[header_at..self.end], 0);
+                if let Ok(h) = SectionHeaderRepr::read(&mut r) {
+                    let mut o = OpenSection {
+                        section_id: meta.section_id,
+                        idstr: [0; 255],
+                        idstr_len: h.idstr.len() as u8,
+                        instance_id: meta.instance_id,
+                        version_id: meta.version_id,
+                        ordinal: meta.ordinal,
+                    };
+                    o.idstr[..h.idstr.len()].copy_from_slice(h.idstr);
+                    // A full list was refused when the header was parsed.
+                    let _ = self.open.push(o);
+                }
+            }
+            SectionKind::End if !matches!(self.phase, Phase::Ram { .. }) => {
+                if let Some(i) = self
+                    .open
+                    .iter()
+                    .position(|o| o.section_id == meta.section_id)
+                {
+                    self.open.swap_remove(i);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Parses the next item without consuming it: its length and bookkeeping.
+    fn parse(&mut self) -> Result<Option<(usize, Pending)>> {
+        let data = &self.buf[self.start..self.end];
+        let mut r = Reader::new(data, self.abs);
+        let p = match self.phase {
+            Phase::Done => return Ok(None),
+            Phase::Header => {
+                let h = StreamHeader::new_checked(r.bytes(StreamHeader::<&[u8]>::LEN)?)?;
+                let version = h.validate()?;
+                if version != crate::wire::header::VERSION_V3 {
+                    return Err(Error::new(
+                        4,
+                        ErrorKind::UnsupportedFileVersion { found: version },
+                    ));
+                }
+                let next = if self.options.require_configuration {
+                    Phase::Configuration
+                } else {
+                    Phase::Records
+                };
+                Pending::Header { version, next }
+            }
+            Phase::Configuration => {
+                let c = Configuration::read(&mut r)?;
+                // The record's end is found by looking for subsections: with the input cut
+                // right after the record, one more byte decides.
+                if r.remaining() == 0 && !self.input_done {
+                    return Err(r.error(ErrorKind::Truncated {
+                        needed: 1,
+                        available: 0,
+                    }));
+                }
+                let ignore_shared = c
+                    .capabilities
+                    .iter()
+                    .flat_map(|c| c.iter())
+                    .any(|cap| cap == b"x-ignore-shared");
+                Pending::Configuration { ignore_shared }
+            }
+            Phase::Records => {
+                let b = r.peek(0).ok_or(r.error(ErrorKind::Truncated {
+                    needed: 1,
+                    available: 0,
+                }))?;
+                match b {
+                    record::EOF => {
+                        r.skip(1)?;
+                        Pending::Eof
+                    }
+                    record::COMMAND if self.options.allow_commands => {
+                        Command::read(&mut r)?;
+                        Pending::Command
+                    }
+                    _ if SectionKind::from_byte(b).is_some() => {
+                        return self.parse_section().map(Some);
+                    }
+                    found => return Err(r.error(ErrorKind::UnknownRecordType { found })),
+                }
+            }
+            Phase::Ram {
+                section_id,
+                instance_id,
+                ..
+            } => {
+                let context = SectionContext {
+                    idstr: Name::new(b"ram"),
+                    instance_id,
+                    section_id,
+                };
+                let (rec, last_after) = ram_parse(
+                    &self.buf[..self.pin],
+                    self.ram_last,
+                    self.options.ram,
+                    &mut r,
+                )
+                .map_err(|e| e.in_section(context))?;
+                match rec {
+                    RamRecord::Eos => {
+                        read_footer(&mut r, section_id).map_err(|e| e.in_section(context))?;
+                        Pending::RamEos
+                    }
+                    rec => Pending::Ram {
+                        last_before: self.ram_last,
+                        last_after,
+                        pin: matches!(rec, RamRecord::MemSize(_)),
+                    },
+                }
+            }
+            Phase::AfterEof => {
+                let Some(b) = r.peek(0) else {
+                    if self.input_done {
+                        return Ok(None);
+                    }
+                    return Err(r.error(ErrorKind::Truncated {
+                        needed: 1,
+                        available: 0,
+                    }));
+                };
+                if b != record::VMDESCRIPTION {
+                    return Err(r.error(ErrorKind::TrailingBytes {
+                        count: r.remaining(),
+                    }));
+                }
+                r.skip(1)?;
+                Pending::TrailerStart { len: r.be32()? }
+            }
+            Phase::Trailer { left } => {
+                let n = left.min(r.remaining());
+                if n == 0 {
+                    return Err(r.error(ErrorKind::Truncated {
+                        needed: left,
+                        available: 0,
+                    }));
+                }
+                return Ok(Some((n, Pending::TrailerData)));
+            }
+            Phase::AfterTrailer => {
+                if r.remaining() != 0 {
+                    return Err(r.error(ErrorKind::TrailingBytes {
+                        count: r.remaining(),
+                    }));
+                }
+                if self.input_done {
+                    return Ok(None);
+                }
+                return Err(r.error(ErrorKind::Truncated {
+                    needed: 1,
+                    available: 0,
+                }));
+            }
+        };
+        Ok(Some((r.position(), p)))
+    }
+
+    fn parse_section(&mut self) -> Result<(usize, Pending)> {
+        let data = &self.buf[self.start..self.end];
+        let mut r = Reader::new(data, self.abs);
+        let offset = r.offset();
+        let h = SectionHeaderRepr::read(&mut r)?;
+        let header_len = r.offset() - offset;
+        let (info, open) =
+            if h.kind.has_full_header() {
+                let id = h.section_id as usize;
+                if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
+                    return Err(Error::new(offset + 1, ErrorKind::DuplicateSection)
+                        .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
+                }
+                if h.kind == SectionKind::Start && self.open.is_full() {
+                    return Err(Error::new(
+                        offset,
+                        ErrorKind::BufferTooSmall {
+                            needed: MAX_OPEN_SECTIONS + 1,
+                            capacity: MAX_OPEN_SECTIONS,
+                        },
+                    )
+                    .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
+                }
+                let info = SectionInfo {
+                    kind: h.kind,
+                    section_id: h.section_id,
+                    idstr: h.idstr,
+                    instance_id: h.instance_id,
+                    version_id: h.version_id,
+                    ordinal: self.ordinal,
+                };
+                (info, None)
+            } else {
+                let i = self
+                    .open
+                    .iter()
+                    .position(|o| o.section_id == h.section_id)
+                    .ok_or(Error::new(
+                        offset + 1,
+                        ErrorKind::UnknownSectionId {
+                            found: h.section_id,
+                        },
+                    ))?;
+                let o = &self.open[i];
+                let info = SectionInfo {
+                    kind: h.kind,
+                    section_id: h.section_id,
+                    idstr: o.idstr(),
+                    instance_id: o.instance_id,
+                    version_id: o.version_id,
+                    ordinal: o.ordinal,
+                };
+                (info, Some(i))
+            };
+        let context = ctx(info.idstr, info.instance_id, info.section_id);
+        let meta = Meta {
+            offset,
+            kind: h.kind,
+            section_id: info.section_id,
+            instance_id: info.instance_id,
+            version_id: info.version_id,
+            header_len,
+            ordinal: info.ordinal,
+            open,
+        };
+        if info.idstr == b"ram" {
+            if info.version_id != 4 {
+                return Err(Error::new(
+                    offset,
+                    ErrorKind::RamVersion {
+                        found: info.version_id,
+                    },
+                )
+                .in_section(context));
+            }
+            return Ok((header_len, Pending::RamSection { meta }));
+        }
+        let body_offset = r.offset();
+        let body_len = self
+            .lengths
+            .body_len(&info, r.rest(), body_offset)
+            .map_err(|e| e.in_section(context))?
+            .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
+        r.skip(body_len).map_err(|e| e.in_section(context))?;
+        read_footer(&mut r, info.section_id).map_err(|e| e.in_section(context))?;
+        // A resolver may decide a body's end by looking at what follows it (FooterScan checks
+        // that a record header starts after the footer). Decide only once the longest such
+        // header is buffered, so a cut in the input can never change the answer.
+        if !self.input_done && r.remaining() < LOOKAHEAD {
+            return Err(r
+                .error(ErrorKind::Truncated {
+                    needed: LOOKAHEAD,
+                    available: r.remaining(),
+                })
+                .in_section(context));
+        }
+        Ok((r.position(), Pending::Section { meta, body_len }))
+    }
+}
+
+/// Whether an error may go away with more input: a truncated item, or a body whose end the
+/// resolver could not find in the bytes buffered so far.
+fn needs_more(e: &Error) -> bool {
+    matches!(
+        e.kind,
+        ErrorKind::Truncated { .. } | ErrorKind::BodyLengthUnknown
+    )
+}
+
+fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionContext {
+    SectionContext {
+        idstr: Name::new(idstr),
+        instance_id,
+        section_id,
+    }
+}
+
+/// Reads one RAM record with the block list `pinned` (a MEM_SIZE record, or empty) and the
+/// CONTINUE block `last` (an index into the list); returns the record and the new index.
+fn ram_parse<'x>(
+    pinned: &'x [u8],
+    last: Option<usize>,
+    options: RamOptions,
+    r: &mut Reader<'x>,
+) -> Result<(RamRecord<'x>, Option<usize>)> {
+    let mut ram = RamContext::new(options);
+    if !pinned.is_empty() {
+        ram.read_record(&mut Reader::new(pinned, 0))?;
+    }
+    if let (Some(i), Some(list)) = (last, ram.blocks) {
+        ram.set_last_block(list.iter().nth(i).map(|b| (b.name, b.length)));
+    }
+    let rec = ram.read_record(r)?;
+    let last = match (ram.last_block(), ram.blocks) {
+        (Some((name, _)), Some(list)) => list.iter().position(|b| b.name == name),
+        _ => None,
+    };
+    // A new block list resets nothing else; its own names are found from the pin next time.
+    Ok((rec, last))
+}
+
+/// Pulls events from an `embedded_io::Read` through a [`Decoder`].
+#[derive(Debug)]
+pub struct StreamReader<'b, R, L> {
+    input: R,
+    decoder: Decoder<'b, L>,
+}
+
+impl<'b, R: embedded_io::Read, L: BodyLength> StreamReader<'b, R, L> {
+    /// Reads from `input` using `buf` as the working buffer.
+    pub fn new(input: R, buf: &'b mut [u8], lengths: L) -> Self {
+        StreamReader {
+            input,
+            decoder: Decoder::new(buf, lengths),
+        }
+    }
+
+    /// Wraps a configured decoder.
+    pub fn with_decoder(input: R, decoder: Decoder<'b, L>) -> Self {
+        StreamReader { input, decoder }
+    }
+
+    /// The decoder.
+    pub fn decoder(&mut self) -> &mut Decoder<'b, L> {
+        &mut self.decoder
+    }
+
+    /// The next event, `None` at the clean end of the stream. The input ending inside a record
+    /// is [`ErrorKind::Truncated`].
+    pub fn next_event(&mut self) -> core::result::Result<Option<Event<'_>>, IoError<R::Error>> {
+        loop {
+            match self.decoder.poll()? {
+                Status::Ready => break,
+                Status::Done => return Ok(None),
+                Status::Partial => {
+                    let n = self.input.read(self.decoder.space()).map_err(IoError::Io)?;
+                    if n == 0 {
+                        self.decoder.finish();
+                    } else {
+                        self.decoder.fill(n);
+                    }
+                }
+            }
+        }
+        Ok(self.decoder.event())
+    }
+}

@@ -1,0 +1,147 @@
+//! Loading a device's state straight from a v4 section record (`docs/FORMAT.md` §3, §6).
+//!
+//! The record has already been checked by [`Records4`](super::wire::Records4) (frame, CRC-32C,
+//! subsection frames), so corruption was caught before this runs. Loading then:
+//! 1. checks the section's minors against what the local build supports: at each vendor level
+//!    with a minor above 0, the local vendor at that level must be the stream's and the
+//!    device's description must have a vendor subsection of that level with at least that
+//!    minor;
+//! 2. rebuilds the v3 body in caller scratch: the fields, then every subsection the local
+//!    description knows; unknown skippable subsections are dropped, unknown must-understand
+//!    ones refused;
+//! 3. decodes it with the typed loader ([`crate::load`]): staging copy, commit on success, so a
+//!    failed load changes nothing.
+//!
+//! Error offsets point into the v4 stream (each rebuilt piece maps back to where it came from).
+
+use super::wire::{Body, Section, Vendor};
+use super::{Error, Refusal, Result};
+use crate::State;
+use crate::error::{ErrorKind, Name};
+use crate::schema::MAX_SUBSECTIONS;
+use crate::wire::record;
+
+/// A piece of the rebuilt v3 body and where its bytes came from.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    at: usize,
+    from: usize,
+}
+
+/// Loads `state` from the FULL section `sec` of a stream whose vendor chain is `stream` into a
+/// build whose vendor chain is `local`, using `scratch` to rebuild the v3 body (it must hold
+/// the fields and the kept subsections with their v3 headers).
+pub fn load_section<T: State>(
+    state: &mut T,
+    sec: &Section<'_>,
+    stream: &[Vendor<'_>],
+    local: &[Vendor<'_>],
+    scratch: &mut [u8],
+) -> Result<()> {
+    let ctx = sec.context();
+    let Body::Structured {
+        fields,
+        fields_offset,
+        ..
+    } = sec.body
+    else {
+        return Err(crate::Error::new(
+            sec.offset,
+            ErrorKind::UnexpectedRecord {
+                found: sec.kind.byte(),
+            },
+        )
+        .in_section(ctx)
+        .into());
+    };
+    let vmsd = T::VMSD;
+    for (i, &minor) in sec.minors.iter().enumerate() {
+        if minor == 0 {
+            continue;
+        }
+        let level = i as u8 + 1;
+        let vendor = stream.get(i).map(|v| v.id).unwrap_or(&[]);
+        let same_vendor = local.get(i).map(|v| v.id) == Some(vendor);
+        let supported = vmsd
+            .subsections
+            .iter()
+            .filter_map(|s| s.vendor)
+            .filter(|t| t.level == level)
+            .map(|t| t.minor)
+            .max()
+            .unwrap_or(0);
+        if !same_vendor || minor > supported {
+            let feature = sec.subsections().find_map(|s| {
+                s.ok()
+                    .filter(|s| s.vendor.is_some_and(|t| t.level == level && t.minor > 0))
+                    .map(|s| Name::new(s.name))
+            });
+            return Err(Error::Unsupported(Refusal {
+                offset: sec.offset,
+                section: ctx,
+                level,
+                vendor: Name::new(vendor),
+                minor,
+                feature,
+            }));
+        }
+    }
+    let mut pieces = [Piece::default(); 2 * MAX_SUBSECTIONS + 1];
+    let mut n_pieces = 0;
+    let mut len = 0;
+    let mut put = |bytes: &[u8], from: usize, pieces: &mut [Piece], n: &mut usize| {
+        let end = len + bytes.len();
+        let dst = scratch.get_mut(len..end).ok_or(crate::Error::new(
+            from,
+            ErrorKind::BufferTooSmall {
+                needed: end,
+                capacity: 0,
+            },
+        ))?;
+        dst.copy_from_slice(bytes);
+        if let Some(p) = pieces.get_mut(*n) {
+            *p = Piece { at: len, from };
+            *n += 1;
+        }
+        len = end;
+        Ok::<(), crate::Error>(())
+    };
+    put(fields, fields_offset, &mut pieces, &mut n_pieces)?;
+    for sub in sec.subsections() {
+        let sub = sub?;
+        if vmsd.subsection(sub.name).is_none() {
+            if sub.must_understand() {
+                return Err(crate::Error::new(
+                    sub.offset,
+                    ErrorKind::UnknownSubsection {
+                        name: Name::new(sub.name),
+                    },
+                )
+                .in_section(ctx)
+                .into());
+            }
+            continue;
+        }
+        let mut head = [0u8; 2 + 255 + 4];
+        head[0] = record::SUBSECTION;
+        head[1] = sub.name.len() as u8;
+        let name_end = 2 + sub.name.len();
+        head[2..name_end].copy_from_slice(sub.name);
+        head[name_end..name_end + 4].copy_from_slice(&sub.version.to_be_bytes());
+        put(
+            &head[..name_end + 4],
+            sub.offset,
+            &mut pieces,
+            &mut n_pieces,
+        )?;
+        put(sub.body, sub.body_offset, &mut pieces, &mut n_pieces)?;
+    }
+    let body = scratch.get(..len).unwrap_or(&[]);
+    crate::load(state, sec.version_id, body, 0).map_err(|mut e| {
+        // Map the offset in the rebuilt body back to the stream.
+        if let Some(p) = pieces[..n_pieces].iter().rev().find(|p| p.at <= e.offset) {
+            e.offset = p.from + (e.offset - p.at);
+        }
+        e.in_section(ctx).into()
+    })
+}

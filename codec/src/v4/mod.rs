@@ -1,0 +1,217 @@
+//! vmstate v4: the savevm protocol proposed on qemu-devel in September 2009 (non-linear device
+//! versions with vendor ids and minors), with length-prefixed records and subsections and an
+//! optional per-section CRC-32C. The wire format is specified in `docs/FORMAT.md`; section
+//! numbers below (§n) refer to it.
+//!
+//! * [`wire`]: the stream header with its vendor chain (§1), the record frame (§2), section
+//!   records (§4, §5), subsection frames (§6) and a record iterator ([`wire::Records4`]) that
+//!   checks frames and checksums before handing out any body byte.
+//! * [`convert`]: v3 → v4 ([`convert::upgrade`]) with a [`convert::SubsectionSplit`] telling
+//!   where top-level subsections start, and v4 → v3 ([`convert::downgrade`]), which refuses
+//!   when a vendor minor or a must-understand vendor feature is in use.
+//! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
+//!   subsections are `needed`, and a v4 section writer for typed device state.
+//! * [`load`]: loading a typed device straight from a v4 section record.
+//! * [`caps`]: what a destination supports ([`caps::Capabilities`], postcard-encodable), what a
+//!   stream or a live device set requires ([`caps::SectionRequirement`]) and
+//!   [`caps::check`], which lists every incompatibility.
+//!
+//! Contract (as for the v3 codec): no input makes any function here panic, read out of bounds
+//! or loop without consuming input; nothing allocates; errors carry the absolute byte offset and
+//! the section.
+
+// The codec's `Error` is `Copy` and carries names by value (no allocation, no borrow of the
+// input), so it is large by design.
+
+pub mod caps;
+pub mod convert;
+pub mod load;
+pub mod minor;
+pub mod wire;
+
+use crate::error::{Name, SectionContext};
+use core::fmt;
+
+/// The file version a v4 stream carries after the magic.
+pub const VERSION: u32 = crate::wire::header::VERSION_V4;
+
+/// Most downstream vendor levels a stream may declare (the protocol minor's upper bound).
+pub const MAX_LEVELS: usize = 8;
+
+/// A section's minor per downstream vendor level (index 0 = level 1).
+pub type Minors = heapless::Vec<u16, MAX_LEVELS>;
+
+/// What went wrong in the v4 layer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Error {
+    /// A problem the v3 codec reports (truncation, bad names, buffer sizes, v3 structure).
+    Codec(crate::Error),
+    /// A section record's CRC-32C does not match its bytes: the record is corrupt and none of
+    /// its state may be used.
+    Checksum {
+        /// Offset of the record's type byte.
+        offset: usize,
+        /// The section (as far as its header could be read).
+        section: SectionContext,
+        /// The checksum stored in the record.
+        stored: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+    /// Reserved flag bits are set (header flags or a subsection's flags).
+    ReservedFlags {
+        /// Offset of the flags.
+        offset: usize,
+        /// The flags read.
+        found: u32,
+    },
+    /// The header declares more vendor levels than [`MAX_LEVELS`].
+    TooManyLevels {
+        /// Offset of the protocol minor byte.
+        offset: usize,
+        /// The protocol minor read.
+        found: u8,
+    },
+    /// A vendor tag names level 0 (upstream has no vendor slot) or a level above the stream's
+    /// protocol minor.
+    BadVendorLevel {
+        /// Offset of the level byte.
+        offset: usize,
+        /// The level read.
+        level: u8,
+        /// Levels the stream declares.
+        levels: u8,
+    },
+    /// A vendor subsection claims a minor above its section's minor for that vendor level.
+    MinorInconsistent {
+        /// Offset of the subsection's minor.
+        offset: usize,
+        /// The subsection's vendor level.
+        level: u8,
+        /// The subsection's minor.
+        minor: u16,
+        /// The section's minor at that level.
+        section_minor: u16,
+    },
+    /// A record's length does not match its contents (a field runs past the frame, or bytes
+    /// are left over).
+    FrameLength {
+        /// Offset of the inconsistency.
+        offset: usize,
+        /// The length the frame declared.
+        declared: usize,
+    },
+    /// The v3 → v4 splitter does not know this section, so its subsections cannot be framed.
+    NotSplit {
+        /// The section.
+        section: SectionContext,
+    },
+    /// Downgrade to v3 refused: the stream uses a vendor feature a v3 (upstream) reader cannot
+    /// load.
+    Refused(Refusal),
+    /// Load refused: the section uses a vendor minor this build does not support (another
+    /// vendor at that level, or a higher minor than its description knows).
+    Unsupported(Refusal),
+}
+
+/// Why a v4 stream cannot become a v3 stream (see [`convert::downgrade`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Refusal {
+    /// Offset of the section record (or subsection frame) in the v4 stream.
+    pub offset: usize,
+    /// The device section.
+    pub section: SectionContext,
+    /// The vendor level (1-based) whose feature is in use.
+    pub level: u8,
+    /// That level's vendor id.
+    pub vendor: Name,
+    /// The section's minor at that level.
+    pub minor: u16,
+    /// The vendor subsection (feature) responsible, when the stream names one.
+    pub feature: Option<Name>,
+}
+
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        Error::Codec(e)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "device {} (instance {}) uses vendor {} (level {}) minor {}",
+            self.section.idstr, self.section.instance_id, self.vendor, self.level, self.minor
+        )?;
+        match &self.feature {
+            Some(n) => write!(f, " through subsection {n}"),
+            None => Ok(()),
+        }?;
+        write!(f, " at offset {}", self.offset)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Codec(e) => write!(f, "{e}"),
+            Error::Checksum {
+                offset,
+                section,
+                stored,
+                computed,
+            } => write!(
+                f,
+                "offset {offset}: section {} (id {}, instance {}): CRC-32C mismatch: stored \
+                 {stored:#010x}, computed {computed:#010x}",
+                section.idstr, section.section_id, section.instance_id
+            ),
+            Error::ReservedFlags { offset, found } => {
+                write!(f, "offset {offset}: reserved flag bits set in {found:#x}")
+            }
+            Error::TooManyLevels { offset, found } => write!(
+                f,
+                "offset {offset}: {found} vendor levels declared, at most {MAX_LEVELS} supported"
+            ),
+            Error::BadVendorLevel {
+                offset,
+                level,
+                levels,
+            } => write!(
+                f,
+                "offset {offset}: vendor level {level} outside 1..={levels}"
+            ),
+            Error::MinorInconsistent {
+                offset,
+                level,
+                minor,
+                section_minor,
+            } => write!(
+                f,
+                "offset {offset}: subsection minor {minor} at vendor level {level} exceeds the \
+                 section's minor {section_minor}"
+            ),
+            Error::FrameLength { offset, declared } => write!(
+                f,
+                "offset {offset}: contents disagree with the record length {declared}"
+            ),
+            Error::NotSplit { section } => write!(
+                f,
+                "section {} (id {}, instance {}): no description says where its subsections \
+                 start",
+                section.idstr, section.section_id, section.instance_id
+            ),
+            Error::Refused(r) => write!(f, "cannot write as v3: {r}"),
+            Error::Unsupported(r) => write!(f, "cannot load: {r}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Result of the v4 layer.
+pub type Result<T> = core::result::Result<T, Error>;

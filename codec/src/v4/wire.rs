@@ -1,0 +1,930 @@
+//! v4 records: the stream header with its vendor chain, the record frame, section records and
+//! subsection frames (`docs/FORMAT.md` §1–§7), as parsed views plus emitters.
+//!
+//! ```text
+//! header:      "QEVM" | 00 00 00 04 | flags be32 | levels u8 | levels × (vendor str8 | minor be16)
+//! record:      type u8 | len be32 | payload[len]            (EOF is the single byte 00)
+//! FULL:        section_id be32 | idstr str8 | instance be32 | version be32 | levels × minor be16
+//!              | fields_len be32 | fields | subsection frame* | [crc32c be32]
+//! START:       section_id be32 | idstr str8 | instance be32 | version be32 | levels × minor be16
+//!              | data | [crc32c be32]
+//! PART/END:    section_id be32 | data | [crc32c be32]
+//! subsection:  05 | flags u8 | [level u8 | minor be16] | name str8 | version be32 | len be32 | body
+//! ```
+//!
+//! Contract: [`Records4`] checks a record's frame and, when the stream carries checksums, its
+//! CRC-32C before it parses anything inside it, and parses every subsection frame of a FULL
+//! section before yielding the section, so a consumer never sees a byte of a corrupt or
+//! malformed record. Nothing here panics on any input.
+
+use super::{Error, MAX_LEVELS, Minors, Result};
+use crate::error::{ErrorKind, Name, SectionContext};
+use crate::sink::Sink;
+use crate::wire::header::MAGIC;
+use crate::wire::section::SectionKind;
+use crate::wire::{Reader, record};
+
+/// Header flag bits (§1).
+pub mod flags {
+    /// Every section record ends with a CRC-32C of the record.
+    pub const CRC32C: u32 = 1 << 0;
+    /// All flags this reader knows; any other bit set is an error.
+    pub const KNOWN: u32 = CRC32C;
+}
+
+/// Subsection flag bits (§6).
+pub mod sub_flags {
+    /// A reader that does not know the subsection must refuse the stream (otherwise it may skip
+    /// it, like a PNG ancillary chunk).
+    pub const MUST_UNDERSTAND: u8 = 1 << 0;
+    /// The frame carries a vendor tag (level, minor).
+    pub const VENDOR: u8 = 1 << 1;
+    /// All flags this reader knows.
+    pub const KNOWN: u8 = MUST_UNDERSTAND | VENDOR;
+}
+
+/// Record types that are not v3 record types (§2).
+pub mod record4 {
+    /// Lowest ancillary record type: a reader skips unknown records of types `0x80..=0xff`
+    /// and refuses unknown records below.
+    pub const ANCILLARY: u8 = 0x80;
+}
+
+/// The CRC-32C (Castagnoli, iSCSI) the section checksums use.
+pub static CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC-32C of `bytes`.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    CASTAGNOLI.checksum(bytes)
+}
+
+/// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vendor<'a> {
+    /// Reverse-FQDN vendor id, e.g. `org.linux-kvm`.
+    pub id: &'a [u8],
+    /// The vendor's own protocol revision (informative; devices carry their own minors).
+    pub protocol_minor: u16,
+}
+
+/// The vendor chain: level 1 is the first downstream of upstream QEMU, level 2 its downstream…
+pub type VendorChain<'a> = heapless::Vec<Vendor<'a>, MAX_LEVELS>;
+
+/// The v4 file header (§1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Flag bits ([`flags`]).
+    pub flags: u32,
+    /// The vendor chain; its length is the protocol minor.
+    pub vendors: VendorChain<'a>,
+}
+
+impl<'a> Header<'a> {
+    /// A header with `vendors` and checksums on or off.
+    pub fn new(vendors: &[Vendor<'a>], crc: bool) -> Result<Self> {
+        let mut v = VendorChain::new();
+        for x in vendors {
+            v.push(*x).map_err(|_| Error::TooManyLevels {
+                offset: 12,
+                found: vendors.len().min(255) as u8,
+            })?;
+        }
+        Ok(Header {
+            flags: if crc { flags::CRC32C } else { 0 },
+            vendors: v,
+        })
+    }
+
+    /// The protocol minor: the number of downstream vendor levels.
+    pub fn levels(&self) -> usize {
+        self.vendors.len()
+    }
+
+    /// Whether section records carry a CRC-32C.
+    pub fn crc(&self) -> bool {
+        self.flags & flags::CRC32C != 0
+    }
+
+    /// The vendor id at `level` (1-based), if declared.
+    pub fn vendor(&self, level: u8) -> Option<&'a [u8]> {
+        (level as usize)
+            .checked_sub(1)
+            .and_then(|i| self.vendors.get(i))
+            .map(|v| v.id)
+    }
+
+    /// Reads the header from the start of the stream.
+    pub fn read(r: &mut Reader<'a>) -> Result<Self> {
+        let magic = r.be32()?;
+        if magic != MAGIC {
+            return Err(crate::Error::new(0, ErrorKind::BadMagic { found: magic }).into());
+        }
+        let version = r.be32()?;
+        if version != super::VERSION {
+            return Err(
+                crate::Error::new(4, ErrorKind::UnsupportedFileVersion { found: version }).into(),
+            );
+        }
+        let at = r.offset();
+        let flags = r.be32()?;
+        if flags & !flags::KNOWN != 0 {
+            return Err(Error::ReservedFlags {
+                offset: at,
+                found: flags,
+            });
+        }
+        let at = r.offset();
+        let levels = r.u8()?;
+        if levels as usize > MAX_LEVELS {
+            return Err(Error::TooManyLevels {
+                offset: at,
+                found: levels,
+            });
+        }
+        let mut vendors = VendorChain::new();
+        for _ in 0..levels {
+            let id = r.name()?;
+            let protocol_minor = r.be16()?;
+            // Cannot overflow: levels <= MAX_LEVELS.
+            let _ = vendors.push(Vendor { id, protocol_minor });
+        }
+        Ok(Header { flags, vendors })
+    }
+
+    /// Encoded length.
+    pub fn buffer_len(&self) -> usize {
+        13 + self
+            .vendors
+            .iter()
+            .map(|v| 1 + v.id.len() + 2)
+            .sum::<usize>()
+    }
+
+    /// Writes the header.
+    pub fn emit<S: Sink<Error = crate::Error>>(&self, out: &mut S) -> crate::Result<()> {
+        out.write(&MAGIC.to_be_bytes())?;
+        out.write(&super::VERSION.to_be_bytes())?;
+        out.write(&self.flags.to_be_bytes())?;
+        out.write(&[self.vendors.len() as u8])?;
+        for v in &self.vendors {
+            write_name(out, v.id)?;
+            out.write(&v.protocol_minor.to_be_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn write_name<S: Sink<Error = crate::Error>>(out: &mut S, name: &[u8]) -> crate::Result<()> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(crate::Error::new(out.position(), ErrorKind::EmptyName));
+    }
+    out.write(&[name.len() as u8])?;
+    out.write(name)
+}
+
+/// A vendor tag as carried by a subsection frame: (level, minor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Tag {
+    /// Vendor level, 1-based.
+    pub level: u8,
+    /// The minor the feature needs at that level.
+    pub minor: u16,
+}
+
+/// A subsection frame (§6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubsectionFrame<'a> {
+    /// Offset of the `05` byte.
+    pub offset: usize,
+    /// Flag bits ([`sub_flags`]).
+    pub flags: u8,
+    /// Vendor tag, when [`sub_flags::VENDOR`] is set.
+    pub vendor: Option<Tag>,
+    /// Full subsection name, e.g. `mc146818rtc/td_hack`.
+    pub name: &'a [u8],
+    /// Subsection version (the v3 be32, kept as sent).
+    pub version: u32,
+    /// The body: the subsection's fields and its nested subsections in v3 encoding.
+    pub body: &'a [u8],
+    /// Offset of `body[0]`.
+    pub body_offset: usize,
+}
+
+impl<'a> SubsectionFrame<'a> {
+    /// Whether a reader that does not know this subsection must refuse the stream.
+    pub fn must_understand(&self) -> bool {
+        self.flags & sub_flags::MUST_UNDERSTAND != 0
+    }
+
+    /// Fixed part of a frame: `05`, flags, name length, version, body length.
+    const FIXED: usize = 1 + 1 + 1 + 4 + 4;
+
+    /// Frame length for a name of `name_len` bytes and a body of `body_len`, with or without a
+    /// vendor tag.
+    pub const fn frame_len(name_len: usize, vendor: bool, body_len: usize) -> usize {
+        Self::FIXED + name_len + if vendor { 3 } else { 0 } + body_len
+    }
+
+    /// Reads one frame; `levels` is the stream's protocol minor.
+    pub fn read(r: &mut Reader<'a>, levels: u8) -> Result<Self> {
+        let offset = r.offset();
+        let marker = r.u8()?;
+        if marker != record::SUBSECTION {
+            return Err(
+                crate::Error::new(offset, ErrorKind::UnexpectedRecord { found: marker }).into(),
+            );
+        }
+        let at = r.offset();
+        let flags = r.u8()?;
+        if flags & !sub_flags::KNOWN != 0 {
+            return Err(Error::ReservedFlags {
+                offset: at,
+                found: flags as u32,
+            });
+        }
+        let vendor = if flags & sub_flags::VENDOR != 0 {
+            let at = r.offset();
+            let level = r.u8()?;
+            if level == 0 || level > levels {
+                return Err(Error::BadVendorLevel {
+                    offset: at,
+                    level,
+                    levels,
+                });
+            }
+            Some(Tag {
+                level,
+                minor: r.be16()?,
+            })
+        } else {
+            None
+        };
+        let name = r.name()?;
+        let version = r.be32()?;
+        let len = r.be32()? as usize;
+        let body_offset = r.offset();
+        let body = r.bytes(len)?;
+        Ok(SubsectionFrame {
+            offset,
+            flags,
+            vendor,
+            name,
+            version,
+            body,
+            body_offset,
+        })
+    }
+
+    /// Writes a frame header (everything before the body); the caller writes `body_len` bytes
+    /// of body after it.
+    pub fn emit_head<S: Sink<Error = crate::Error>>(
+        out: &mut S,
+        flags: u8,
+        vendor: Option<Tag>,
+        name: &[u8],
+        version: u32,
+        body_len: usize,
+    ) -> crate::Result<()> {
+        let flags = (flags & sub_flags::MUST_UNDERSTAND)
+            | if vendor.is_some() {
+                sub_flags::VENDOR
+            } else {
+                0
+            };
+        out.write(&[record::SUBSECTION, flags])?;
+        if let Some(t) = vendor {
+            out.write(&[t.level])?;
+            out.write(&t.minor.to_be_bytes())?;
+        }
+        write_name(out, name)?;
+        out.write(&version.to_be_bytes())?;
+        out.write(&len32(body_len, out.position())?.to_be_bytes())
+    }
+}
+
+fn len32(n: usize, at: usize) -> crate::Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        crate::Error::new(
+            at,
+            ErrorKind::LengthTooLarge {
+                found: n as u64,
+                max: u32::MAX as u64,
+            },
+        )
+    })
+}
+
+/// The subsection frames of a FULL section, in stream order (already checked by
+/// [`Records4`], so iteration yields no error for records it produced).
+#[derive(Debug, Clone, Copy)]
+pub struct Subsections<'a> {
+    r: Reader<'a>,
+    levels: u8,
+}
+
+impl<'a> Iterator for Subsections<'a> {
+    type Item = Result<SubsectionFrame<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.r.remaining() == 0 {
+            return None;
+        }
+        let item = SubsectionFrame::read(&mut self.r, self.levels);
+        if item.is_err() {
+            // Fuse: skip the rest.
+            let n = self.r.remaining();
+            let _ = self.r.skip(n);
+        }
+        Some(item)
+    }
+}
+
+/// The body of a section record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// A FULL section: top-level fields (v3 encoding, nested subsections included) and the
+    /// subsection frames.
+    Structured {
+        /// The fields.
+        fields: &'a [u8],
+        /// Offset of `fields[0]`.
+        fields_offset: usize,
+        /// The subsection frames, back to back.
+        subsections: &'a [u8],
+        /// Offset of `subsections[0]`.
+        subsections_offset: usize,
+    },
+    /// A START/PART/END section: the iterative data as the v3 stream carries it (e.g. RAM
+    /// records).
+    Opaque {
+        /// The data.
+        data: &'a [u8],
+        /// Offset of `data[0]`.
+        offset: usize,
+    },
+}
+
+/// A section record (§4, §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section<'a> {
+    /// Offset of the type byte.
+    pub offset: usize,
+    /// Offset just past the record.
+    pub end: usize,
+    /// Record kind (the v3 kinds).
+    pub kind: SectionKind,
+    /// Section id.
+    pub section_id: u32,
+    /// idstr (for PART/END: from the START).
+    pub idstr: &'a [u8],
+    /// Instance id (for PART/END: from the START).
+    pub instance_id: u32,
+    /// Version id (for PART/END: from the START).
+    pub version_id: u32,
+    /// Minor per vendor level (for PART/END: from the START).
+    pub minors: Minors,
+    /// The body.
+    pub body: Body<'a>,
+    levels: u8,
+}
+
+impl<'a> Section<'a> {
+    /// Error context for this section.
+    pub fn context(&self) -> SectionContext {
+        SectionContext {
+            idstr: Name::new(self.idstr),
+            instance_id: self.instance_id,
+            section_id: self.section_id,
+        }
+    }
+
+    /// The subsection frames (none for START/PART/END).
+    pub fn subsections(&self) -> Subsections<'a> {
+        match self.body {
+            Body::Structured {
+                subsections,
+                subsections_offset,
+                ..
+            } => Subsections {
+                r: Reader::new(subsections, subsections_offset),
+                levels: self.levels,
+            },
+            Body::Opaque { offset, .. } => Subsections {
+                r: Reader::new(&[], offset),
+                levels: self.levels,
+            },
+        }
+    }
+
+    /// The minor at `level` (1-based); 0 when the level is not declared.
+    pub fn minor(&self, level: u8) -> u16 {
+        (level as usize)
+            .checked_sub(1)
+            .and_then(|i| self.minors.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The fixed fields of a START/FULL section header, for emitting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionHead<'a> {
+    /// Kind.
+    pub kind: SectionKind,
+    /// Section id.
+    pub section_id: u32,
+    /// idstr (ignored for PART/END).
+    pub idstr: &'a [u8],
+    /// Instance id.
+    pub instance_id: u32,
+    /// Version id.
+    pub version_id: u32,
+    /// Minor per vendor level; must have exactly the stream's number of levels (ignored for
+    /// PART/END).
+    pub minors: &'a [u16],
+}
+
+impl SectionHead<'_> {
+    fn payload_head_len(&self) -> usize {
+        if self.kind.has_full_header() {
+            4 + 1 + self.idstr.len() + 4 + 4 + 2 * self.minors.len()
+        } else {
+            4
+        }
+    }
+}
+
+/// A sink that feeds a CRC-32C digest with everything written through it.
+pub struct CrcSink<'s, S> {
+    inner: &'s mut S,
+    digest: crc::Digest<'static, u32>,
+}
+
+impl<'s, S: Sink> CrcSink<'s, S> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'s mut S) -> Self {
+        CrcSink {
+            inner,
+            digest: CASTAGNOLI.digest(),
+        }
+    }
+
+    /// The CRC of everything written so far.
+    pub fn crc(self) -> u32 {
+        self.digest.finalize()
+    }
+}
+
+impl<S: Sink> Sink for CrcSink<'_, S> {
+    type Error = S::Error;
+
+    fn write(&mut self, bytes: &[u8]) -> core::result::Result<(), S::Error> {
+        self.digest.update(bytes);
+        self.inner.write(bytes)
+    }
+
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+}
+
+/// Writes a whole section record: frame, head, `body_len` body bytes produced by `body`, and
+/// the CRC when `crc` is set. `body` must write exactly `body_len` bytes.
+pub fn emit_section<S, F>(
+    out: &mut S,
+    crc: bool,
+    head: &SectionHead<'_>,
+    body_len: usize,
+    body: F,
+) -> crate::Result<()>
+where
+    S: Sink<Error = crate::Error>,
+    F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
+{
+    let start = out.position();
+    let payload = head.payload_head_len() + body_len + if crc { 4 } else { 0 };
+    let len = len32(payload, start + 1)?;
+    let mut c = CrcSink::new(out);
+    c.write(&[head.kind.byte()])?;
+    c.write(&len.to_be_bytes())?;
+    c.write(&head.section_id.to_be_bytes())?;
+    if head.kind.has_full_header() {
+        write_name(&mut c, head.idstr)?;
+        c.write(&head.instance_id.to_be_bytes())?;
+        c.write(&head.version_id.to_be_bytes())?;
+        for m in head.minors {
+            c.write(&m.to_be_bytes())?;
+        }
+    }
+    let body_start = c.position();
+    body(&mut c)?;
+    let written = c.position() - body_start;
+    if written != body_len {
+        return Err(crate::Error::new(
+            body_start,
+            ErrorKind::BufferTooSmall {
+                needed: written,
+                capacity: body_len,
+            },
+        ));
+    }
+    let sum = c.crc();
+    if crc {
+        out.write(&sum.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes a whole non-section record (`type | len | payload | [crc32c]`), e.g. the
+/// configuration record or an ancillary record.
+pub fn emit_record<S: Sink<Error = crate::Error>>(
+    out: &mut S,
+    crc: bool,
+    kind: u8,
+    payload: &[u8],
+) -> crate::Result<()> {
+    let mut c = CrcSink::new(out);
+    emit_frame(&mut c, kind, payload.len() + if crc { 4 } else { 0 })?;
+    c.write(payload)?;
+    let sum = c.crc();
+    if crc {
+        out.write(&sum.to_be_bytes())?;
+    }
+    Ok(())
+}
+
+/// Writes a record frame header (`type | len`).
+pub fn emit_frame<S: Sink>(
+    out: &mut S,
+    kind: u8,
+    payload_len: usize,
+) -> core::result::Result<(), S::Error> {
+    let len = len32(payload_len, out.position() + 1)?;
+    out.write(&[kind])?;
+    out.write(&len.to_be_bytes())
+}
+
+/// One v4 record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record4<'a> {
+    /// The file header.
+    Header(Header<'a>),
+    /// The configuration record: exactly the v3 record's bytes after its `07` type byte.
+    Configuration(&'a [u8]),
+    /// A section record, checked (frame, checksum, subsection frames, minors).
+    Section(Section<'a>),
+    /// An ancillary record (type `0x80..=0xff`) this reader does not know; skipped.
+    Ancillary {
+        /// The type byte.
+        kind: u8,
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// End of records.
+    Eof,
+    /// The VMDESCRIPTION JSON trailer (same bytes as in v3).
+    Trailer(&'a [u8]),
+}
+
+/// A record with its byte range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located4<'a> {
+    /// Offset of the first byte.
+    pub offset: usize,
+    /// Offset just past it.
+    pub end: usize,
+    /// The record.
+    pub record: Record4<'a>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Configuration,
+    Records,
+    AfterEof,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Open<'a> {
+    section_id: u32,
+    idstr: &'a [u8],
+    instance_id: u32,
+    version_id: u32,
+    minors: Minors,
+}
+
+/// Walks a v4 stream record by record. After the first error the iterator is fused.
+#[derive(Debug, Clone)]
+pub struct Records4<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    phase: Phase,
+    levels: u8,
+    crc: bool,
+    open: heapless::Vec<Open<'a>, { crate::stream::MAX_OPEN_SECTIONS }>,
+    /// Section ids below [`SEEN_IDS`] already used by a START or FULL record.
+    seen: [u64; SEEN_IDS / 64],
+}
+
+/// Section ids tracked for duplicates (as in the v3 iterator).
+const SEEN_IDS: usize = 4096;
+
+impl<'a> Records4<'a> {
+    /// Walks `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Records4 {
+            buf,
+            pos: 0,
+            phase: Phase::Header,
+            levels: 0,
+            crc: false,
+            open: heapless::Vec::new(),
+            seen: [0; SEEN_IDS / 64],
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Located4<'a>>> {
+        let mut r = Reader::new(self.buf, 0);
+        r.skip(self.pos)?;
+        let offset = self.pos;
+        let record = match self.phase {
+            Phase::Done => return Ok(None),
+            Phase::Header => {
+                let h = Header::read(&mut r)?;
+                self.levels = h.vendors.len() as u8;
+                self.crc = h.crc();
+                self.phase = Phase::Configuration;
+                Record4::Header(h)
+            }
+            Phase::Configuration | Phase::Records => {
+                let kind = r.peek(0).ok_or(r.error(ErrorKind::Truncated {
+                    needed: 1,
+                    available: 0,
+                }))?;
+                if kind == record::EOF {
+                    r.skip(1)?;
+                    self.phase = Phase::AfterEof;
+                    Record4::Eof
+                } else {
+                    r.skip(1)?;
+                    let declared = r.be32()? as usize;
+                    let payload_offset = r.offset();
+                    let payload = r.bytes(declared)?;
+                    let frame = &self.buf[offset..payload_offset + declared];
+                    let _ = payload;
+                    // Checksum first: nothing inside a corrupt record is interpreted, and a
+                    // flipped type byte cannot turn a section into a skippable record.
+                    let content = self.verify(kind, frame, offset)?;
+                    let payload = content.get(5..).unwrap_or(&[]);
+                    let rec = match kind {
+                        record::CONFIGURATION if self.phase == Phase::Configuration => {
+                            Record4::Configuration(payload)
+                        }
+                        _ if SectionKind::from_byte(kind).is_some() => {
+                            Record4::Section(self.section(kind, content, frame.len(), offset)?)
+                        }
+                        k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
+                        found => {
+                            return Err(crate::Error::new(
+                                offset,
+                                ErrorKind::UnknownRecordType { found },
+                            )
+                            .into());
+                        }
+                    };
+                    self.phase = Phase::Records;
+                    rec
+                }
+            }
+            Phase::AfterEof => {
+                if r.remaining() == 0 {
+                    self.phase = Phase::Done;
+                    return Ok(None);
+                }
+                let t = crate::wire::Trailer::read(&mut r)?;
+                if r.remaining() != 0 {
+                    return Err(r
+                        .error(ErrorKind::TrailingBytes {
+                            count: r.remaining(),
+                        })
+                        .into());
+                }
+                self.phase = Phase::Done;
+                Record4::Trailer(t.json)
+            }
+        };
+        self.pos = r.position();
+        Ok(Some(Located4 {
+            offset,
+            end: self.pos,
+            record,
+        }))
+    }
+
+    /// Checks a framed record's CRC-32C (when the stream carries them) and returns the record
+    /// without it.
+    fn verify(&self, kind: u8, frame: &'a [u8], offset: usize) -> Result<&'a [u8]> {
+        if !self.crc {
+            return Ok(frame);
+        }
+        let Some(split) = frame.len().checked_sub(4).filter(|&n| n >= 5) else {
+            return Err(Error::FrameLength {
+                offset: offset + 1,
+                declared: frame.len() - 5,
+            });
+        };
+        let (data, sum) = frame.split_at(split);
+        let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
+        let computed = crc32c(data);
+        if stored != computed {
+            return Err(Error::Checksum {
+                offset,
+                section: self.best_effort_context(kind, data),
+                stored,
+                computed,
+            });
+        }
+        Ok(data)
+    }
+
+    /// Parses a section record from its checked content (type byte included, CRC excluded);
+    /// `frame_len` is the whole record's length.
+    fn section(
+        &mut self,
+        kind_byte: u8,
+        content: &'a [u8],
+        frame_len: usize,
+        offset: usize,
+    ) -> Result<Section<'a>> {
+        let kind = SectionKind::from_byte(kind_byte).unwrap_or(SectionKind::Full);
+        let declared = frame_len - 5;
+        let mut r = Reader::new(&content[5..], offset + 5);
+        let frame_err = |r: &Reader<'_>| Error::FrameLength {
+            offset: r.offset(),
+            declared,
+        };
+        let section_id = r.be32().map_err(|_| frame_err(&r))?;
+        let id = section_id as usize;
+        if kind.has_full_header() && id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
+            return Err(crate::Error::new(offset + 5, ErrorKind::DuplicateSection).into());
+        }
+        let (idstr, instance_id, version_id, minors) = if kind.has_full_header() {
+            let idstr = r.name().map_err(|e| match e.kind {
+                ErrorKind::Truncated { .. } => frame_err(&r),
+                _ => e.into(),
+            })?;
+            let instance_id = r.be32().map_err(|_| frame_err(&r))?;
+            let version_id = r.be32().map_err(|_| frame_err(&r))?;
+            let mut minors = Minors::new();
+            for _ in 0..self.levels {
+                let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
+            }
+            (idstr, instance_id, version_id, minors)
+        } else {
+            let open = self
+                .open
+                .iter()
+                .find(|o| o.section_id == section_id)
+                .ok_or(crate::Error::new(
+                    offset + 5,
+                    ErrorKind::UnknownSectionId { found: section_id },
+                ))?;
+            (
+                open.idstr,
+                open.instance_id,
+                open.version_id,
+                open.minors.clone(),
+            )
+        };
+        let body = if kind == SectionKind::Full {
+            let fields_len = r.be32().map_err(|_| frame_err(&r))? as usize;
+            let fields_offset = r.offset();
+            let fields = r.bytes(fields_len).map_err(|_| frame_err(&r))?;
+            let subsections_offset = r.offset();
+            Body::Structured {
+                fields,
+                fields_offset,
+                subsections: r.rest(),
+                subsections_offset,
+            }
+        } else {
+            Body::Opaque {
+                data: r.rest(),
+                offset: r.offset(),
+            }
+        };
+        let sec = Section {
+            offset,
+            end: offset + frame_len,
+            kind,
+            section_id,
+            idstr,
+            instance_id,
+            version_id,
+            minors,
+            body,
+            levels: self.levels,
+        };
+        let ctx = sec.context();
+        for sub in sec.subsections() {
+            let sub = sub.map_err(|e| match e {
+                Error::Codec(c) if c.is_incomplete() => Error::FrameLength {
+                    offset: c.offset,
+                    declared,
+                },
+                Error::Codec(c) => Error::Codec(c.in_section(ctx)),
+                e => e,
+            })?;
+            if let Some(t) = sub.vendor {
+                let m = sec.minor(t.level);
+                if t.minor > m {
+                    return Err(Error::MinorInconsistent {
+                        offset: sub.offset + 3,
+                        level: t.level,
+                        minor: t.minor,
+                        section_minor: m,
+                    });
+                }
+            }
+        }
+        match kind {
+            SectionKind::Start => {
+                self.open
+                    .push(Open {
+                        section_id,
+                        idstr,
+                        instance_id,
+                        version_id,
+                        minors: sec.minors.clone(),
+                    })
+                    .map_err(|_| {
+                        crate::Error::new(
+                            offset,
+                            ErrorKind::BufferTooSmall {
+                                needed: crate::stream::MAX_OPEN_SECTIONS + 1,
+                                capacity: crate::stream::MAX_OPEN_SECTIONS,
+                            },
+                        )
+                    })?;
+            }
+            SectionKind::End => {
+                if let Some(i) = self.open.iter().position(|o| o.section_id == section_id) {
+                    self.open.swap_remove(i);
+                }
+            }
+            _ => {}
+        }
+        if kind.has_full_header() && id < SEEN_IDS {
+            self.seen[id / 64] |= 1 << (id % 64);
+        }
+        Ok(sec)
+    }
+
+    fn best_effort_context(&self, kind: u8, data: &[u8]) -> SectionContext {
+        let Some(kind) = SectionKind::from_byte(kind) else {
+            return SectionContext {
+                idstr: Name::EMPTY,
+                instance_id: 0,
+                section_id: 0,
+            };
+        };
+        let mut r = Reader::new(data.get(5..).unwrap_or(&[]), 0);
+        let section_id = r.be32().unwrap_or(0);
+        let (idstr, instance_id) = if kind.has_full_header() {
+            let idstr = r.name().unwrap_or(&[]);
+            (idstr, r.be32().unwrap_or(0))
+        } else {
+            self.open
+                .iter()
+                .find(|o| o.section_id == section_id)
+                .map(|o| (o.idstr, o.instance_id))
+                .unwrap_or((&[], 0))
+        };
+        SectionContext {
+            idstr: Name::new(idstr),
+            instance_id,
+            section_id,
+        }
+    }
+}
+
+impl<'a> Iterator for Records4<'a> {
+    type Item = Result<Located4<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.step() {
+            Ok(Some(rec)) => Some(Ok(rec)),
+            Ok(None) => {
+                self.phase = Phase::Done;
+                None
+            }
+            Err(e) => {
+                self.phase = Phase::Done;
+                Some(Err(e))
+            }
+        }
+    }
+}

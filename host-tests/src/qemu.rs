@@ -1,0 +1,177 @@
+//! QEMU as a live peer: start `qemu-system-x86_64` as a migration destination reading a stream
+//! with `-incoming "exec:cat FILE"`, wait for the load, and ask it questions over QMP.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The machine options every fixture was made with (see `host-tests/fixtures/README.md`).
+pub const PC_OPTIONS: &[&str] = &[
+    "-display",
+    "none",
+    "-accel",
+    "tcg",
+    "-m",
+    "32",
+    "-nodefaults",
+    "-M",
+    "pc",
+];
+
+/// A running QEMU with a QMP connection. Killed on drop.
+pub struct Qemu {
+    child: Child,
+    qmp: BufReader<UnixStream>,
+    dir: PathBuf,
+}
+
+/// How a destination's load ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// `query-migrate` reported `completed`.
+    Completed,
+    /// It reported `failed` (or QEMU exited); the text holds QEMU's stderr.
+    Failed(String),
+}
+
+impl Qemu {
+    /// Starts `qemu-system-x86_64 <PC_OPTIONS> <extra> -S -incoming "exec:cat STREAM"`.
+    /// Returns `None` (after a loud message) when QEMU is not installed locally; panics in CI.
+    pub fn incoming(stream: &Path, extra: &[&str]) -> Option<Qemu> {
+        let bin = crate::require_tool("qemu-system-x86_64")?;
+        let dir = std::env::temp_dir().join(format!(
+            "vmstate-qemu-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("qmp.sock");
+        let incoming = format!("exec:cat {}", shell_quote(stream));
+        let child = Command::new(bin)
+            .args(PC_OPTIONS)
+            .args(extra)
+            .args(["-S", "-incoming", &incoming])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match UnixStream::connect(&sock) {
+                Ok(s) => break s,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("QMP socket {}: {e}", sock.display()),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut q = Qemu {
+            child,
+            qmp: BufReader::new(stream),
+            dir,
+        };
+        let greeting = q.read_message();
+        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
+        q.execute("qmp_capabilities", json!({}));
+        Some(q)
+    }
+
+    fn read_message(&mut self) -> Value {
+        let mut line = String::new();
+        self.qmp.read_line(&mut line).expect("QMP read");
+        assert!(
+            !line.is_empty(),
+            "QEMU closed QMP; stderr: {}",
+            self.stderr()
+        );
+        serde_json::from_str(&line).expect("QMP JSON")
+    }
+
+    /// Runs a QMP command and returns its `return` value (events are skipped).
+    pub fn execute(&mut self, cmd: &str, args: Value) -> Value {
+        let msg = json!({ "execute": cmd, "arguments": args });
+        writeln!(self.qmp.get_mut(), "{msg}").expect("QMP write");
+        loop {
+            let v = self.read_message();
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            if let Some(e) = v.get("error") {
+                panic!("QMP {cmd}: {e}");
+            }
+        }
+    }
+
+    /// Runs a human monitor command and returns its text.
+    pub fn hmp(&mut self, cmd: &str) -> String {
+        self.execute("human-monitor-command", json!({ "command-line": cmd }))
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits until the incoming migration completed or failed (60 s at most).
+    pub fn wait_loaded(&mut self) -> LoadOutcome {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return LoadOutcome::Failed(self.stderr());
+            }
+            let s = self.execute("query-migrate", json!({}));
+            match s.get("status").and_then(|s| s.as_str()) {
+                Some("completed") => return LoadOutcome::Completed,
+                Some("failed") => return LoadOutcome::Failed(self.stderr()),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        panic!(
+            "incoming migration did not finish in 60 s; stderr: {}",
+            self.stderr()
+        );
+    }
+
+    /// QEMU's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// A scratch directory that lives as long as this QEMU.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Writes `bytes` to a fresh temporary file and returns its path.
+pub fn temp_stream(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "vmstate-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
