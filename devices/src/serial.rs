@@ -147,6 +147,10 @@ pub const FIFO8_VMSD: Vmsd = Vmsd::new("Fifo8", 1, 1, core::mem::size_of::<Fifo8
         field!(Fifo8, head),
         field!(Fifo8, num),
     ])
+    // The UART's realize creates both FIFOs with `UART_FIFO_LENGTH`: setting the capacity before
+    // the fields also lets a structure-only pass over zeroed scratch (`stream::Schemas`) measure
+    // the 16 data bytes instead of 0.
+    .pre_load(mutate!(Fifo8, |f| f.capacity = I32::new(FIFO_LEN as i32)))
     .validate(check!(Fifo8, |f, _version| f.check()));
 assert_layout!(Fifo8, FIFO8_VMSD);
 
