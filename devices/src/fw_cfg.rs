@@ -485,7 +485,7 @@ mod tests {
         load(&mut s, 1, &body, 0).unwrap();
         assert_eq!((s.cur_entry.get(), s.cur_offset.get()), (1, 0x100));
         let mut buf = [0xa5u8; 256];
-        let mut sink = SliceSink::new(&mut buf);
+        let mut sink = vmstate::SliceSink::new(&mut buf);
         vmstate::body::encode_body_v(&VMSD, 1, s.as_bytes(), &mut sink).unwrap();
         let n = sink.finish();
         assert_eq!(&buf[..4], &body, "the v1 fields come back");
