@@ -125,7 +125,7 @@ fn regression_fw_cfg_subsections_follow_configuration() {
 /// serial seed.
 #[test]
 fn regression_serial_fifo_capacity_measured() {
-    replay_one("round_trip", "serial-serial-0");
+    replay_one("round_trip", "crash-serial-fifo-capacity");
 }
 
 /// On the real streams, the device tables and the footer scan find the same records: every
@@ -146,4 +146,15 @@ fn fixtures_walk_the_same_with_every_device_table() {
         assert_eq!(by_tables, by_scan, "{name}");
         vmstate_fuzz_harness::stream(&stream);
     }
+}
+
+#[test]
+fn v4_stream_corpus() {
+    // Every modelled device as a v4 stream (plain, CRC, vendor chain) and prefixes.
+    assert!(replay("v4_stream") >= 6);
+}
+
+#[test]
+fn v4_caps_corpus() {
+    assert!(replay("v4_caps") >= 2);
 }

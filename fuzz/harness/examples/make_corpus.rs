@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use vmstate::Sink;
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
@@ -133,6 +134,66 @@ fn main() {
     sub(&mut c, "configuration/uuid");
     c.extend_from_slice(&[0x42; 16]);
     put("configuration", "all-subsections", &c);
+
+    // v4: every modelled device's default state as a v4 stream, without and with CRC and
+    // with a vendor chain, plus prefixes; capabilities records of a destination that knows
+    // every device.
+    use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
+    use vmstate::v4::wire::Vendor;
+    let chains: [&[Vendor<'_>]; 2] = [
+        &[],
+        &[Vendor {
+            id: b"org.example.vendor",
+            protocol_minor: 1,
+        }],
+    ];
+    for (name, chain, crc) in [
+        ("plain", 0, false),
+        ("crc", 0, true),
+        ("vendor-crc", 1, true),
+    ] {
+        let mut buf = vec![0u8; 65536];
+        let mut sink = vmstate::SliceSink::new(&mut buf);
+        let mut cuts = Vec::new();
+        encode_header(chains[chain], crc, &mut sink).unwrap();
+        for (i, d) in DEVICES.iter().enumerate() {
+            cuts.push(sink.position());
+            let id = vmstate::SectionId {
+                section_id: i as u32 + 1,
+                idstr: d.idstr.as_bytes(),
+                instance_id: d.instance.unwrap_or(0),
+            };
+            encode_section(
+                id,
+                d.vmsd,
+                &(d.state)(),
+                chains[chain].len(),
+                crc,
+                &mut sink,
+            )
+            .unwrap();
+        }
+        encode_eof(&mut sink).unwrap();
+        let n = sink.finish();
+        put("v4_stream", &format!("devices-{name}"), &buf[..n]);
+        for (i, &cut) in cuts.iter().enumerate().step_by(4) {
+            put(
+                "v4_stream",
+                &format!("devices-{name}-prefix-{i:02}"),
+                &buf[..cut],
+            );
+        }
+    }
+    for vendors in [&[][..], &["org.example.vendor"][..]] {
+        let caps = vmstate_fuzz_harness::device_caps(vendors);
+        let mut buf = vec![0u8; 8192];
+        let bytes = caps.to_postcard(&mut buf).unwrap();
+        put(
+            "v4_caps",
+            &format!("all-devices-{}-vendors", vendors.len()),
+            bytes,
+        );
+    }
 }
 
 /// The state bytes a device entry loads from a body (its default state, then the body).

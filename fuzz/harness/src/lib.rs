@@ -13,10 +13,15 @@
 //! | `round_trip` | device index, state bytes | arbitrary bytes in every described field (configuration from the default state), encoded into a fixed buffer, walked as a stream and decoded: every field comes back byte for byte and the decoded state is a fixed point; a state the device rules refuse fails only on a rule |
 //! | `ram` | options byte, RAM records | records lie inside the input, pages inside their block, the parser always advances |
 //! | `configuration` | a configuration record | the parsed record re-emits to bytes that parse to the same record, and to the input itself when the input was in canonical order |
+//! | `v4_stream` | a v4 stream | [`Records4`] keeps the iterator contract; per FULL section of a modelled device, the header-only requirement check agrees with a full typed load |
+//! | `v4_caps` | a postcard capabilities record | decode → encode → decode is the identity; checking each device's requirement refuses exactly what the record lacks |
 
 use vmstate::body::{encode_body_v, encode_fields, is_present};
 use vmstate::schema::{CountType, Elem, Kind};
 use vmstate::stream::{BodyLength, FooterScan, Record, Records, Schemas, idstr_matches};
+use vmstate::v4;
+use vmstate::v4::caps::{Capabilities, Incompatibility, Report, SectionRequirement, check};
+use vmstate::v4::wire::{Record4, Records4, Vendor};
 use vmstate::wire::{Configuration, Reader, SubsectionHeader};
 use vmstate::{CountingSink, Error, ErrorKind, SectionId, SliceSink, State, Vmsd};
 use vmstate_devices::fw_cfg::{FwCfg, FwCfgConfig};
@@ -31,7 +36,7 @@ use vmstate_devices::rtc::Rtc;
 use vmstate_devices::serial::IsaSerial;
 use vmstate_devices::timer::Timers;
 use vmstate_devices::{fw_cfg, i8254, i8259, ioapic, rtc};
-use zerocopy::FromZeros;
+use zerocopy::{FromZeros, IntoBytes};
 
 /// Absolute offset given to typed loads, so error offsets are checked against a nonzero base.
 const BASE: usize = 1000;
@@ -46,6 +51,8 @@ pub const TARGETS: &[Target] = &[
     ("round_trip", round_trip),
     ("ram", ram),
     ("configuration", configuration),
+    ("v4_stream", v4_stream),
+    ("v4_caps", v4_caps),
 ];
 
 /// A modelled device with its destination state and the checks run on it.
@@ -64,6 +71,11 @@ pub struct Device {
     pub check: fn(u32, &[u8]),
     /// The `round_trip` property.
     pub round_trip: fn(&[u8]),
+    /// The default state's bytes.
+    pub state: fn() -> Vec<u8>,
+    /// Loads a v4 FULL section into the default state (destination vendor chain = the
+    /// stream's).
+    pub load_v4: fn(&v4::wire::Section<'_>, &[Vendor<'_>]) -> Result<(), v4::Error>,
 }
 
 macro_rules! device {
@@ -79,6 +91,15 @@ macro_rules! device {
             },
             check: |v, b| check_load::<$T>($init, &[$(&$p),*], v, b),
             round_trip: |d| round_trip_state::<$T>($init, d),
+            state: || {
+                let s: $T = $init;
+                s.as_bytes().to_vec()
+            },
+            load_v4: |sec, vendors| {
+                let mut s: $T = $init;
+                let mut scratch = vec![0u8; 8192];
+                v4::load::load_section(&mut s, sec, vendors, vendors, &mut scratch)
+            },
         }
     };
 }
@@ -675,4 +696,166 @@ fn canonical_order(record: &[u8], machine_len: usize) -> bool {
         }
     }
     true
+}
+
+// ---------------------------------------------------------------------------------------------
+// v4
+
+/// Capacities of the capabilities records the v4 targets use.
+pub type Caps<'a> = Capabilities<'a, 32, 64>;
+
+/// A destination that knows every modelled device (its tables' versions, subsections and
+/// vendor minors), speaking protocols 3 and 4 with the vendor chain `vendors`.
+pub fn device_caps<'a>(vendors: &[&'a str]) -> Caps<'a> {
+    let mut caps = Caps::new(&[3, 4], vendors).expect("vendor chain fits");
+    for vmsd in VMSDS {
+        caps.add_vmsd(vmsd).expect("capacity");
+    }
+    caps
+}
+
+fn v4_offset(e: &v4::Error) -> Option<usize> {
+    match e {
+        v4::Error::Codec(e) => Some(e.offset),
+        v4::Error::Checksum { offset, .. }
+        | v4::Error::ReservedFlags { offset, .. }
+        | v4::Error::TooManyLevels { offset, .. }
+        | v4::Error::BadVendorLevel { offset, .. }
+        | v4::Error::MinorInconsistent { offset, .. }
+        | v4::Error::FrameLength { offset, .. } => Some(*offset),
+        v4::Error::Refused(r) | v4::Error::Unsupported(r) => Some(r.offset),
+        _ => None,
+    }
+}
+
+/// A v4 stream: [`Records4`] keeps the iterator contract (contiguous records inside the input,
+/// errors inside it, fused after an error), and for every FULL section of a modelled device the
+/// header-only requirement check agrees with a full typed load: a section that loads is
+/// compatible with a destination that knows every device, and a section the check refuses for
+/// its version, a vendor minor or an unknown must-understand subsection does not load.
+pub fn v4_stream(data: &[u8]) {
+    let mut records = Records4::new(data);
+    let mut end = 0;
+    let mut vendors: Vec<Vendor<'_>> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    while let Some(item) = records.next() {
+        let l = match item {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(at) = v4_offset(&e) {
+                    assert!(at <= data.len(), "error offset {at} past the input: {e}");
+                }
+                assert!(
+                    records.next().is_none(),
+                    "the iterator is fused after an error"
+                );
+                return;
+            }
+        };
+        assert_eq!(l.offset, end, "records are contiguous");
+        assert!(
+            l.end > l.offset && l.end <= data.len(),
+            "record inside the input"
+        );
+        end = l.end;
+        match &l.record {
+            Record4::Header(h) => {
+                vendors = h.vendors.iter().copied().collect();
+                names = h
+                    .vendors
+                    .iter()
+                    .filter_map(|v| core::str::from_utf8(v.id).ok())
+                    .collect();
+            }
+            Record4::Section(s) if s.kind.has_full_header() => {
+                let Some(d) = device_for(s.idstr, s.instance_id) else {
+                    continue;
+                };
+                let full = (d.load_v4)(s, &vendors);
+                let req = SectionRequirement::from_section(s);
+                if names.len() != vendors.len() {
+                    continue; // a vendor id that is not UTF-8 cannot be in a capabilities record
+                }
+                let caps = device_caps(&names);
+                let mut report: Report<'_, 8> = Report::new();
+                if let Ok(req) = &req {
+                    check(&vendors, req, &caps, &mut report);
+                }
+                if full.is_ok() {
+                    assert!(
+                        req.is_ok(),
+                        "{}: loads but its subsection frames do not read",
+                        d.name
+                    );
+                    assert!(
+                        report.is_compatible(),
+                        "{}: loads but the header check refuses it: {:?}",
+                        d.name,
+                        report.found
+                    );
+                }
+                let refused = report.found.iter().any(|i| {
+                    matches!(
+                        i,
+                        Incompatibility::Version { .. }
+                            | Incompatibility::Minor { .. }
+                            | Incompatibility::UnknownSubsection { .. }
+                    )
+                });
+                if refused {
+                    assert!(
+                        full.is_err(),
+                        "{}: the header check refuses what loads",
+                        d.name
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(end, data.len(), "a clean end consumed the whole input");
+}
+
+/// A capabilities record (postcard): what decodes re-encodes to bytes that decode to the same
+/// record, and checking every modelled device's default requirement against it reports an
+/// incompatibility exactly when the record lacks the device, its version or a subsection it
+/// sends.
+pub fn v4_caps(data: &[u8]) {
+    let Ok(caps) = Caps::from_postcard(data) else {
+        return;
+    };
+    let mut buf = vec![0u8; data.len() + 64];
+    let encoded = caps
+        .to_postcard(&mut buf)
+        .unwrap_or_else(|e| panic!("decoded capabilities re-encode: {e}"));
+    let again = Caps::from_postcard(encoded).unwrap_or_else(|e| panic!("re-decodes: {e}"));
+    assert_eq!(again, caps);
+
+    for d in DEVICES {
+        let state = (d.state)();
+        let id = SectionId {
+            section_id: 1,
+            idstr: d.idstr.as_bytes(),
+            instance_id: d.instance.unwrap_or(0),
+        };
+        let req = SectionRequirement::from_state(id, d.vmsd, &state, 0)
+            .unwrap_or_else(|e| panic!("{}: requirement of the default state: {e}", d.name));
+        let mut report: Report<'_, 4> = Report::new();
+        check(&[], &req, &caps, &mut report);
+        assert_eq!(report.found.len(), report.total.min(4));
+        let expected_ok = caps.device(d.idstr.as_bytes()).is_some_and(|dev| {
+            (dev.min_version..=dev.max_version).contains(&d.vmsd.version_id)
+                && req
+                    .subsections
+                    .iter()
+                    .all(|s| !s.must_understand || caps.knows_subsection(s.name))
+        });
+        assert_eq!(
+            report.is_compatible(),
+            expected_ok,
+            "{}: {:?}",
+            d.name,
+            report.found
+        );
+    }
 }
