@@ -1,7 +1,7 @@
 //! The example firmware (`examples/firmware`, thumbv7em-none-eabihf) on an emulated Cortex-M4:
-//! build it, run it under `qemu-system-arm` (MPS2-AN386, semihosting), decode the hex stream it
-//! prints with the host library and check it equals the host encoder's output for the same
-//! states.
+//! build it, run it under `qemu-system-arm` (MPS2-AN386, semihosting), decode the v3 and v4
+//! streams it prints as hex with the host library and check they equal the host encoders'
+//! output for the same states.
 //!
 //! Needs `qemu-system-arm` and the `thumbv7em-none-eabihf` target: without them the test skips
 //! loudly, except in CI (`CI=true`), where it fails.
@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmstate::stream::{Record, Records, Schemas};
+use vmstate::v4::load::load_section as load_v4;
+use vmstate::v4::wire::{Record4, Records4};
 use vmstate_devices::i8254::Pit;
 use vmstate_devices::i8259::Pic;
 use vmstate_devices::rtc::Rtc;
@@ -99,13 +101,18 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes = parse_hex(&stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per stream: {stdout}");
+    let bytes = parse_hex(lines[0]);
+    let v4_bytes = parse_hex(lines[1]);
 
-    // The host encoder's output for the same states.
+    // The host encoders' output for the same states.
     let states = firmware_stream::states();
     let mut buf = [0u8; 1024];
     let n = firmware_stream::encode(&states, &mut buf).expect("host encodes");
-    assert_eq!(bytes, &buf[..n], "firmware and host encodings differ");
+    assert_eq!(bytes, &buf[..n], "firmware and host v3 encodings differ");
+    let n = firmware_stream::encode_v4(&states, &mut buf).expect("host encodes v4");
+    assert_eq!(v4_bytes, &buf[..n], "firmware and host v4 encodings differ");
 
     // Decode what the firmware printed with the host library: walk it with the device tables
     // as resolver and load every section into a fresh state.
@@ -157,4 +164,34 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
     assert_eq!(pit, states.pit);
     // The RTC's re-inject count travelled in its subsection.
     assert_eq!(rtc_state.irq_reinject_on_ack_count.get(), 2);
+
+    // The v4 stream: checked records (CRC-32C on), each section loaded straight from v4.
+    let mut rtc_state = Rtc::new_zeroed();
+    let mut pics = [Pic::MASTER, Pic::SLAVE];
+    let mut pit = Pit::DEFAULT;
+    let mut scratch = [0u8; 1024];
+    let mut sections = Vec::new();
+    for l in Records4::new(&v4_bytes) {
+        match l.expect("the firmware's v4 stream walks").record {
+            Record4::Header(h) => assert!(h.crc() && h.vendors.is_empty()),
+            Record4::Section(s) => {
+                sections.push((String::from_utf8_lossy(s.idstr).into_owned(), s.instance_id));
+                match (s.idstr, s.instance_id) {
+                    (b"mc146818rtc", 0) => load_v4(&mut rtc_state, &s, &[], &[], &mut scratch),
+                    (b"i8259", i @ (0 | 1)) => {
+                        load_v4(&mut pics[i as usize], &s, &[], &[], &mut scratch)
+                    }
+                    (b"i8254", 0) => load_v4(&mut pit, &s, &[], &[], &mut scratch),
+                    other => panic!("unexpected section {other:?}"),
+                }
+                .expect("v4 section loads");
+            }
+            Record4::Eof => sections.push(("eof".into(), 0)),
+            other => panic!("unexpected record {other:?}"),
+        }
+    }
+    assert_eq!(sections.len(), 5, "{sections:?}");
+    assert_eq!(rtc_state, states.rtc);
+    assert_eq!(pics, [states.pic0, states.pic1]);
+    assert_eq!(pit, states.pit);
 }

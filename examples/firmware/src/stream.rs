@@ -1,4 +1,4 @@
-//! The device states the firmware encodes and the v3 stream it writes, shared verbatim with
+//! The device states the firmware encodes and the v3 and v4 streams it writes, shared verbatim with
 //! the host test `host-tests/tests/firmware.rs` (which includes this file), so both sides
 //! encode the same states with the same calls and the test compares the bytes.
 
@@ -87,6 +87,36 @@ pub fn states() -> States {
         pic1,
         pit,
     }
+}
+
+/// Encodes the same states as a vmstate v4 stream (header with CRC-32C on and no vendor
+/// levels, the four FULL section records, EOF) into `buf`; returns its length.
+pub fn encode_v4(s: &States, buf: &mut [u8]) -> core::result::Result<usize, vmstate::v4::Error> {
+    use vmstate::State;
+    use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
+    use zerocopy::IntoBytes;
+    let mut out = SliceSink::new(buf);
+    encode_header(&[], true, &mut out)?;
+    let id = |section_id, idstr: &'static [u8], instance_id| SectionId {
+        section_id,
+        idstr,
+        instance_id,
+    };
+    let sections: [(SectionId<'_>, &vmstate::Vmsd, &[u8]); 4] = [
+        (
+            id(RTC_SECTION, b"mc146818rtc", 0),
+            Rtc::VMSD,
+            s.rtc.as_bytes(),
+        ),
+        (id(PIC0_SECTION, b"i8259", 0), Pic::VMSD, s.pic0.as_bytes()),
+        (id(PIC1_SECTION, b"i8259", 1), Pic::VMSD, s.pic1.as_bytes()),
+        (id(PIT_SECTION, b"i8254", 0), Pit::VMSD, s.pit.as_bytes()),
+    ];
+    for (id, vmsd, state) in sections {
+        encode_section(id, vmsd, state, 0, true, &mut out)?;
+    }
+    encode_eof(&mut out)?;
+    Ok(out.finish())
 }
 
 /// Encodes the v3 stream (header, configuration, the four FULL sections, EOF) into `buf`;
