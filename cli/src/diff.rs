@@ -75,7 +75,7 @@ fn pages<'a>(s: &Stream<'a>) -> BTreeMap<(&'a [u8], u64), Option<&'a [u8]>> {
             continue;
         };
         for r in records {
-            match *r {
+            match r {
                 RamRecord::Zero {
                     block,
                     offset,

@@ -34,6 +34,16 @@ pub fn safe_name(name: &[u8]) -> String {
 
 /// Writes the parts of `stream` under `dir` (created if needed). Returns the files written.
 pub fn extract(stream: &Stream<'_>, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    extract_observed(stream, dir, &mut |_| {})
+}
+
+/// [`extract`], calling `reached` with the input offset of each record before it is written
+/// out (for a progress line, or to release the input behind it).
+pub fn extract_observed(
+    stream: &Stream<'_>,
+    dir: &Path,
+    reached: &mut dyn FnMut(usize),
+) -> io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     fs::create_dir_all(dir)?;
     if let Some(d) = &stream.description {
@@ -48,10 +58,11 @@ pub fn extract(stream: &Stream<'_>, dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     let mut images: HashMap<Vec<u8>, File> = HashMap::new();
     for e in &stream.entries {
+        reached(e.offset);
         match &e.item {
             Item::Ram { records, .. } => {
                 for r in records {
-                    match *r {
+                    match r {
                         RamRecord::MemSize(list) => {
                             fs::create_dir_all(dir.join("ram"))?;
                             for b in list.iter() {

@@ -642,6 +642,49 @@ impl<T: vmstate::State> EditCheck for TypedCheck<T> {
     }
 }
 
+/// Re-validates edits of every section the `pc` device models cover, routed as a destination
+/// routes them (by idstr and instance, so each i8259 is checked against its own reset state and
+/// hpet / fw_cfg against the configuration `Pc` was made with): the edited body is loaded into
+/// a copy of the machine and must pass the device's description and invariants. Sections the
+/// models do not cover pass.
+#[derive(Debug, Clone)]
+pub struct PcCheck(pub vmstate_devices::pc::Pc);
+
+impl EditCheck for PcCheck {
+    fn check(
+        &self,
+        idstr: &str,
+        instance_id: u32,
+        version: u32,
+        body: &[u8],
+    ) -> Result<(), String> {
+        if self.0.slot(idstr.as_bytes(), instance_id).is_none() {
+            return Ok(());
+        }
+        let rec = vmstate::stream::SectionRecord {
+            offset: 0,
+            kind: vmstate::wire::section::SectionKind::Full,
+            section_id: 0,
+            idstr: idstr.as_bytes(),
+            instance_id,
+            version_id: version,
+            header_len: 0,
+            body,
+            body_offset: 0,
+            ordinal: 0,
+        };
+        let mut pc = self.0.clone();
+        // The record is synthetic (no section id, no stream offset): report field and reason.
+        pc.load_section(&rec).map(|_| ()).map_err(|e| {
+            let field = e.field.map_or(String::new(), |f| format!("field {f}: "));
+            format!(
+                "the {idstr} model refuses the edited body: {field}{}",
+                e.kind
+            )
+        })
+    }
+}
+
 /// Every check in the list must pass (the first refusal wins).
 #[derive(Clone, Copy)]
 pub struct AllOf<'a>(pub &'a [&'a dyn EditCheck]);

@@ -57,13 +57,15 @@ pub fn ram_summary(stream: &Stream<'_>) -> Vec<(String, BlockPages)> {
     let mut order: Vec<String> = Vec::new();
     let mut map: BTreeMap<String, BlockPages> = BTreeMap::new();
     for e in &stream.entries {
-        let Item::Ram { records, .. } = &e.item else {
+        let Item::Ram { section, records } = &e.item else {
             continue;
         };
-        for r in records {
-            let name = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-            match r {
-                RamRecord::MemSize(list) => {
+        let name = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        // Only START carries the block list, and its records are few; page counts were
+        // taken while parsing, so the pages are not read again.
+        if section.kind == vmstate::wire::section::SectionKind::Start {
+            for r in records {
+                if let RamRecord::MemSize(list) = r {
                     for b in list.iter() {
                         let n = name(b.name);
                         if !map.contains_key(&n) {
@@ -72,11 +74,13 @@ pub fn ram_summary(stream: &Stream<'_>) -> Vec<(String, BlockPages)> {
                         map.entry(n).or_default().length = b.length;
                     }
                 }
-                RamRecord::Zero { block, .. } => map.entry(name(block)).or_default().zero += 1,
-                RamRecord::Page { block, .. } => map.entry(name(block)).or_default().normal += 1,
-                RamRecord::Xbzrle { block, .. } => map.entry(name(block)).or_default().xbzrle += 1,
-                RamRecord::Eos => {}
             }
+        }
+        for c in records.counts() {
+            let p = map.entry(name(c.block)).or_default();
+            p.zero += c.zero;
+            p.normal += c.page;
+            p.xbzrle += c.xbzrle;
         }
     }
     order
@@ -173,14 +177,17 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
             ],
             Item::Ram { section, records } => {
                 let (mut z, mut p, mut x) = (0, 0, 0);
+                for c in records.counts() {
+                    z += c.zero;
+                    p += c.page;
+                    x += c.xbzrle;
+                }
                 let mut blocks = 0;
-                for r in records {
-                    match r {
-                        RamRecord::MemSize(l) => blocks = l.count,
-                        RamRecord::Zero { .. } => z += 1,
-                        RamRecord::Page { .. } => p += 1,
-                        RamRecord::Xbzrle { .. } => x += 1,
-                        RamRecord::Eos => {}
+                if section.kind == vmstate::wire::section::SectionKind::Start {
+                    for r in records {
+                        if let RamRecord::MemSize(l) = r {
+                            blocks = l.count;
+                        }
                     }
                 }
                 let mut detail = Vec::new();
@@ -221,9 +228,13 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     }
     let line = |cells: &[String; 8], o: &mut String, title: bool| {
         let mut parts = Vec::new();
-        for (i, c) in cells.iter().enumerate() {
+        // No padding after the last non-empty cell (colour codes would keep it from trimming).
+        let last = cells.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+        for (i, c) in cells.iter().enumerate().take(last + 1) {
             if style.align {
-                let padded = if i == 2 || i == 4 || i == 5 || i == 6 {
+                let padded = if i == last && !(i == 2 || i == 4 || i == 5 || i == 6) {
+                    c.clone()
+                } else if i == 2 || i == 4 || i == 5 || i == 6 {
                     format!("{c:>w$}", w = width[i])
                 } else {
                     format!("{c:<w$}", w = width[i])

@@ -4,25 +4,29 @@
 //! * [`generic`]: a description-driven decoder/encoder for any VMState section body, the
 //!   analyze-migration.py rendering, and field edits.
 //! * [`model`]: a whole stream decoded record by record and written back byte for byte.
+//! * [`input`]: memory-mapped input released behind the walk, and the progress line.
 //! * [`inspect`]: the human-readable map.
 //! * [`diff`]: field-level comparison of two streams.
 //! * [`extract`]: a stream's parts as files.
 //! * [`static_check`]: compares `-dump-vmstate` descriptions like QEMU's static checker.
+//! * [`verify`]: every section decoded and every invariant enforced, all problems listed.
 //! * [`v4tools`]: v3 ↔ v4 rewriting, capabilities files and the migratability check.
 //!
-//! Input is read into one buffer ([`std::fs::read`]); the decoded stream borrows from it (RAM
+//! Input is memory-mapped ([`input::Input`]); the decoded stream borrows from it (RAM
 //! pages are never copied).
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod desc;
 pub mod diff;
 pub mod extract;
 pub mod generic;
+pub mod input;
 pub mod inspect;
 pub mod model;
 pub mod static_check;
 pub mod v4tools;
+pub mod verify;
 
 pub use model::Stream;
 

@@ -1,24 +1,29 @@
-//! `vmstate`: inspect, rewrite and diff QEMU migration streams.
+//! `vmstate`: inspect, verify, rewrite, diff and check QEMU migration streams.
 //!
 //! Exit status: 0 success, 1 invalid input (or, for `diff`, the streams differ), 2 usage or
-//! I/O error.
+//! I/O error; `check` and `static-check` exit with the number of problems found (255 when the
+//! inputs cannot be read).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vmstate_cli::generic::NoCheck;
+use vmstate_cli::generic::PcCheck;
+use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
+use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::{Stream, pretty_json};
+use vmstate_devices::pc::{Pc, PcConfig};
 
 #[derive(Parser)]
 #[command(
     name = "vmstate",
     version,
-    about = "Inspect and rewrite QEMU migration streams",
+    about = "Inspect, verify, rewrite and check QEMU migration streams",
     after_help = "Exit status: 0 success, 1 invalid input (diff: the streams differ), \
-                  2 usage or I/O error."
+                  2 usage or I/O error; check and static-check: the number of problems \
+                  (255: unreadable input)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,7 +43,14 @@ enum Command {
         /// The stream.
         file: PathBuf,
     },
-    /// Decode a stream, apply edits and write it back.
+    /// Decode every section, enforce every device invariant and list every problem.
+    Verify {
+        /// The stream.
+        file: PathBuf,
+        #[command(flatten)]
+        dest: Dest,
+    },
+    /// Decode a stream, apply edits and write it back (optionally as v3 or v4).
     Rewrite {
         /// The stream to read.
         input: PathBuf,
@@ -47,6 +59,14 @@ enum Command {
         /// An edit: IDSTR[INSTANCE].FIELD=VALUE (decimal or 0x-hex), e.g. i8259[0].imr=0x5a.
         #[arg(long = "set", value_name = "PATH=VALUE")]
         set: Vec<String>,
+        /// Output format: v3 (QEMU) or v4 (length-prefixed, see docs/FORMAT.md).
+        #[arg(long, value_name = "v3|v4")]
+        format: Option<Format>,
+        /// With --format v4: leave out the per-section CRC-32C.
+        #[arg(long, requires = "format")]
+        no_crc: bool,
+        #[command(flatten)]
+        dest: Dest,
     },
     /// Write desc.json, state.json, RAM block images and section bodies into a directory.
     Extract {
@@ -62,6 +82,60 @@ enum Command {
         /// Second stream.
         b: PathBuf,
     },
+    /// Check whether a stream (v3 or v4) can migrate to a destination (exit: the number of
+    /// incompatibilities).
+    Check {
+        /// The stream.
+        input: PathBuf,
+        /// The destination's capabilities file (from `vmstate caps`).
+        #[arg(long)]
+        dest: PathBuf,
+    },
+    /// Write a destination's capabilities file from a -dump-vmstate JSON and/or a stream.
+    Caps {
+        /// QEMU's `-dump-vmstate` output of the destination build.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+        /// A stream the destination build wrote (v3 or v4).
+        #[arg(long)]
+        stream: Option<PathBuf>,
+        /// The destination's vendor chain, outermost first (e.g. org.linux-kvm).
+        #[arg(long = "vendor", value_name = "ID")]
+        vendors: Vec<String>,
+        /// Where to write the capabilities (postcard).
+        output: PathBuf,
+    },
+    /// Compare two -dump-vmstate JSON files like QEMU's vmstate-static-checker.py (exit: the
+    /// number of problems).
+    StaticCheck {
+        /// The source build's dump.
+        #[arg(long)]
+        src: PathBuf,
+        /// The destination build's dump.
+        #[arg(long)]
+        dst: PathBuf,
+        /// Swap source and destination.
+        #[arg(long)]
+        reverse: bool,
+    },
+}
+
+/// The destination configuration the typed models check against.
+#[derive(clap::Args)]
+struct Dest {
+    /// HPET timers configured on the destination (QEMU's `timers` property; pc default 3).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    hpet_timers: u8,
+}
+
+impl Dest {
+    /// `pc-i440fx-7.2` with these options; serial on iff the stream has an ISA `serial`.
+    fn config(&self, serial: bool) -> PcConfig {
+        let mut c = PcConfig::PC_7_2;
+        c.hpet.num_timers = self.hpet_timers;
+        c.serial = serial;
+        c
+    }
 }
 
 /// What went wrong, and the exit status it maps to.
@@ -76,12 +150,26 @@ impl Failure {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Failure> {
-    std::fs::read(path).map_err(|e| Failure::io(path, e))
+fn open(path: &Path) -> Result<Input, Failure> {
+    Input::open(path).map_err(|e| Failure::io(path, e))
 }
 
-fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<Stream<'a>, Failure> {
-    Stream::parse(bytes).map_err(|e| Failure::Invalid(format!("{}: {e}", path.display())))
+/// Parses the whole stream, releasing the input behind the walk and showing progress.
+fn parse<'a>(path: &Path, input: &'a Input, label: &'static str) -> Result<Stream<'a>, Failure> {
+    let bytes = input.bytes();
+    let invalid =
+        |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
+    let description = vmstate_cli::model::find_description(bytes)
+        .map_err(invalid)?
+        .map(|(_, d)| d);
+    let mut progress = Progress::new(label, bytes.len());
+    let s = Stream::parse_observed(bytes, description, &mut |at| {
+        progress.update(at);
+        input.release_before(at);
+    })
+    .map_err(invalid)?;
+    progress.finish();
+    Ok(s)
 }
 
 fn emit(text: &str) -> Result<(), Failure> {
@@ -91,12 +179,49 @@ fn emit(text: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(format!("stdout: {e}")))
 }
 
+/// Writes `output` through a temporary file beside it and a rename, so a failed write (or
+/// OUT == IN) never leaves a half-written file under the output name.
+fn write_atomically(
+    output: &Path,
+    write: impl FnOnce(std::fs::File) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    let mut tmp = output.to_path_buf().into_os_string();
+    tmp.push(".vmstate-tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::File::create(&tmp)
+        .and_then(write)
+        .and_then(|_| std::fs::rename(&tmp, output));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::io(output, e));
+    }
+    Ok(())
+}
+
+fn has_isa_serial(stream: &Stream<'_>) -> bool {
+    stream
+        .devices()
+        .any(|(m, _)| m.idstr == b"serial" && m.instance_id == 0)
+}
+
+/// A count-style exit status (`check`, `static-check`): the text goes to stdout, or to stderr
+/// when the inputs could not be read.
+fn counted(text: String, code: i32) -> Result<u8, Failure> {
+    if code == 255 && text.starts_with("error:") {
+        eprint!("vmstate: {text}");
+    } else {
+        emit(&text)?;
+    }
+    Ok(code.clamp(0, 255) as u8)
+}
+
 fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Inspect { json, desc, file } => {
-            let bytes = read(&file)?;
+            let input = open(&file)?;
+            let bytes = input.bytes();
             if desc {
-                let d = vmstate_cli::model::find_description(&bytes)
+                let d = vmstate_cli::model::find_description(bytes)
                     .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?
                     .ok_or_else(|| {
                         Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
@@ -104,7 +229,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
             }
-            let stream = parse(&file, &bytes)?;
+            let stream = parse(&file, &input, "inspect")?;
             if json {
                 let v = stream.analyze_state().ok_or_else(|| {
                     Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
@@ -121,40 +246,95 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Rewrite { input, output, set } => {
-            let bytes = read(&input)?;
-            let mut stream = parse(&input, &bytes)?;
+        Command::Verify { file, dest } => {
+            let input = open(&file)?;
+            let bytes = input.bytes();
+            let mut progress = Progress::new("verify", bytes.len());
+            let report = vmstate_cli::verify::verify(bytes, dest.config(false), &mut |at| {
+                progress.update(at);
+                input.release_before(at);
+            });
+            progress.finish();
+            let name = file.display();
+            let mut out = String::new();
+            if !report.unchecked.is_empty() {
+                out.push_str(&format!(
+                    "{name}: not checked ({}): {}\n",
+                    if report.described {
+                        "no typed model and not in the description"
+                    } else {
+                        "no VMDESCRIPTION trailer and no typed model"
+                    },
+                    report.unchecked.join(", ")
+                ));
+            }
+            if report.problems.is_empty() {
+                out.push_str(&format!("{name}: {}\n", report.summary()));
+                emit(&out)?;
+                return Ok(0);
+            }
+            for p in &report.problems {
+                out.push_str(&format!("{name}: {p}\n"));
+            }
+            let n = report.problems.len();
+            out.push_str(&format!(
+                "{name}: {n} problem{} found\n",
+                if n == 1 { "" } else { "s" }
+            ));
+            emit(&out)?;
+            Ok(1)
+        }
+        Command::Rewrite {
+            input,
+            output,
+            set,
+            format,
+            no_crc,
+            dest,
+        } => {
+            let file = open(&input)?;
+            if set.is_empty() && format.is_some() {
+                return convert(file.bytes(), &output, format, no_crc);
+            }
+            let mut stream = parse(&input, &file, "rewrite")?;
+            let check = PcCheck(Pc::new(dest.config(has_isa_serial(&stream))));
             for s in &set {
                 stream
-                    .set(s, &NoCheck)
+                    .set(s, &check)
                     .map_err(|e| Failure::Usage(format!("--set {e}")))?;
             }
-            // Write beside the target and rename, so a failed write (or OUT == IN) never
-            // leaves a half-written stream under the output name.
-            let mut tmp = output.clone().into_os_string();
-            tmp.push(".vmstate-tmp");
-            let tmp = PathBuf::from(tmp);
-            let written = std::fs::File::create(&tmp)
-                .and_then(|f| stream.write_to(f))
-                .and_then(|_| std::fs::rename(&tmp, &output));
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(Failure::io(&output, e));
+            if format.is_some() {
+                let bytes = stream
+                    .to_bytes()
+                    .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
+                return convert(&bytes, &output, format, no_crc);
             }
+            let mut progress = Progress::new("rewrite", file.bytes().len());
+            write_atomically(&output, |f| {
+                stream.write_observed(f, &mut |at| {
+                    progress.update(at);
+                    file.release_before(at);
+                })
+            })?;
             Ok(0)
         }
         Command::Extract { input, dir } => {
-            let bytes = read(&input)?;
-            let stream = parse(&input, &bytes)?;
-            let files =
-                vmstate_cli::extract::extract(&stream, &dir).map_err(|e| Failure::io(&dir, e))?;
+            let file = open(&input)?;
+            let stream = parse(&input, &file, "extract")?;
+            let mut progress = Progress::new("extract", file.bytes().len());
+            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &mut |at| {
+                progress.update(at);
+                file.release_before(at);
+            })
+            .map_err(|e| Failure::io(&dir, e))?;
+            progress.finish();
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)
         }
         Command::Diff { a, b } => {
-            let (ba, bb) = (read(&a)?, read(&b)?);
-            let (sa, sb) = (parse(&a, &ba)?, parse(&b, &bb)?);
+            let (fa, fb) = (open(&a)?, open(&b)?);
+            let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
             let d = vmstate_cli::diff::diff(&sa, &sb);
             let mut text = String::new();
             for x in &d {
@@ -163,7 +343,61 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             emit(&text)?;
             Ok(u8::from(!d.is_empty()))
         }
+        Command::Check { input, dest } => {
+            let (text, code) = v4tools::check_files(&input, &dest);
+            counted(text, code)
+        }
+        Command::Caps {
+            dump,
+            stream,
+            vendors,
+            output,
+        } => {
+            if dump.is_none() && stream.is_none() {
+                return Err(Failure::Usage(
+                    "caps: give --dump DUMP.json, --stream STREAM or both".into(),
+                ));
+            }
+            let (text, code) =
+                v4tools::caps_files(dump.as_deref(), stream.as_deref(), &vendors, &output);
+            let message = || text.trim_start_matches("error: ").trim_end().to_string();
+            match code {
+                0 => {
+                    emit(&text)?;
+                    Ok(0)
+                }
+                1 => Err(Failure::Invalid(message())),
+                _ => Err(Failure::Usage(message())),
+            }
+        }
+        Command::StaticCheck { src, dst, reverse } => {
+            let (text, code) = vmstate_cli::static_check::run(&src, &dst, reverse);
+            counted(text, code)
+        }
     }
+}
+
+/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` into `output`.
+fn convert(
+    bytes: &[u8],
+    output: &Path,
+    format: Option<Format>,
+    no_crc: bool,
+) -> Result<u8, Failure> {
+    let format = format.unwrap_or(Format::V3);
+    let out = if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
+        let split = v4tools::TrailerSplit::from_stream(bytes).map_err(Failure::Invalid)?;
+        let opts = vmstate::v4::convert::UpgradeOptions {
+            vendors: &[],
+            crc: false,
+        };
+        v4tools::upgrade_with(bytes, split.clone(), split, &opts).map_err(|e| e.to_string())
+    } else {
+        v4tools::rewrite(bytes, format)
+    }
+    .map_err(Failure::Invalid)?;
+    write_atomically(output, |mut f| f.write_all(&out))?;
+    Ok(0)
 }
 
 fn main() -> ExitCode {

@@ -1,7 +1,8 @@
 //! A whole v3 stream as a value: every record decoded, and written back byte for byte.
 //!
-//! The stream is read into one buffer by the caller and everything here borrows from it: RAM
-//! page records keep `&[u8]` slices of the input (no page is copied), the configuration and
+//! The stream is in one buffer (memory-mapped by the binary) and everything here borrows from
+//! it: a RAM section keeps its body slice and is re-read record by record when iterated
+//! ([`RamRecords`]; no page is copied, no per-record memory is kept), the configuration and
 //! commands borrow too. Only VMState section bodies are decoded into owned trees
 //! ([`crate::generic::Body`]), which are small.
 //!
@@ -215,7 +216,7 @@ pub enum Item<'a> {
         /// Header.
         section: SectionMeta<'a>,
         /// Records up to and including EOS.
-        records: Vec<RamRecord<'a>>,
+        records: RamRecords<'a>,
     },
     /// A FULL section decoded with its description.
     Device {
@@ -237,6 +238,130 @@ pub enum Item<'a> {
     Command(Command<'a>),
     /// `QEMU_VM_EOF`.
     Eof,
+}
+
+/// The records of one `ram` section, read again from the input on each iteration.
+///
+/// They were all checked when the stream was parsed; only the body and the RAM parsing state
+/// at its start are kept, because a decoded record takes several times the 9 bytes a ZERO
+/// record takes on the wire: keeping them would make memory grow faster than the stream.
+#[derive(Debug, Clone)]
+pub struct RamRecords<'a> {
+    body: &'a [u8],
+    base: usize,
+    start: RamContext<'a>,
+    counts: Vec<BlockCount<'a>>,
+}
+
+/// How many records of each kind one RAM section holds for one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockCount<'a> {
+    /// The block name.
+    pub block: &'a [u8],
+    /// ZERO records.
+    pub zero: u64,
+    /// PAGE records.
+    pub page: u64,
+    /// XBZRLE records.
+    pub xbzrle: u64,
+}
+
+impl<'a> RamRecords<'a> {
+    /// Page record counts per block (first-seen order), counted while parsing, so a summary
+    /// needs no second pass over the pages.
+    pub fn counts(&self) -> &[BlockCount<'a>] {
+        &self.counts
+    }
+
+    fn count(&mut self, rec: &RamRecord<'a>) {
+        let (block, kind) = match *rec {
+            RamRecord::Zero { block, .. } => (block, 0),
+            RamRecord::Page { block, .. } => (block, 1),
+            RamRecord::Xbzrle { block, .. } => (block, 2),
+            _ => return,
+        };
+        // CONTINUE records repeat the previous block: look there first.
+        let i = match self.counts.iter().rposition(|c| c.block == block) {
+            Some(i) => i,
+            None => {
+                self.counts.push(BlockCount {
+                    block,
+                    zero: 0,
+                    page: 0,
+                    xbzrle: 0,
+                });
+                self.counts.len() - 1
+            }
+        };
+        let c = &mut self.counts[i];
+        match kind {
+            0 => c.zero += 1,
+            1 => c.page += 1,
+            _ => c.xbzrle += 1,
+        }
+    }
+
+    /// The records, EOS last.
+    pub fn iter(&self) -> RamIter<'a> {
+        RamIter {
+            r: Reader::new(self.body, self.base),
+            ram: self.start,
+            done: false,
+        }
+    }
+}
+
+impl PartialEq for RamRecords<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for RamRecords<'_> {}
+
+impl<'a> IntoIterator for &RamRecords<'a> {
+    type Item = RamRecord<'a>;
+    type IntoIter = RamIter<'a>;
+
+    fn into_iter(self) -> RamIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`RamRecords`].
+#[derive(Debug, Clone)]
+pub struct RamIter<'a> {
+    r: Reader<'a>,
+    ram: RamContext<'a>,
+    done: bool,
+}
+
+impl RamIter<'_> {
+    /// Input offset of the next record.
+    pub fn offset(&self) -> usize {
+        self.r.offset()
+    }
+}
+
+impl<'a> Iterator for RamIter<'a> {
+    type Item = RamRecord<'a>;
+
+    fn next(&mut self) -> Option<RamRecord<'a>> {
+        if self.done {
+            return None;
+        }
+        // Parsing checked these bytes already; an error cannot happen, but ends the walk.
+        match self.ram.read_record(&mut self.r) {
+            Ok(x) => {
+                self.done = x == RamRecord::Eos;
+                Some(x)
+            }
+            Err(_) => {
+                self.done = true;
+                None
+            }
+        }
+    }
 }
 
 /// A record and where it was in the input.
@@ -311,6 +436,16 @@ impl<'a> Stream<'a> {
         bytes: &'a [u8],
         description: Option<Description>,
     ) -> Result<Stream<'a>, StreamError> {
+        Stream::parse_observed(bytes, description, &mut |_| {})
+    }
+
+    /// [`Stream::parse_with`], calling `reached` with the input offset as the walk advances
+    /// (for a progress line, or to release the input behind it).
+    pub fn parse_observed(
+        bytes: &'a [u8],
+        description: Option<Description>,
+        reached: &mut dyn FnMut(usize),
+    ) -> Result<Stream<'a>, StreamError> {
         let options = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
             allow_commands: true,
@@ -331,7 +466,10 @@ impl<'a> Stream<'a> {
         loop {
             let located = match records.next() {
                 None => break,
-                Some(Ok(l)) => l,
+                Some(Ok(l)) => {
+                    reached(l.offset);
+                    l
+                }
                 Some(Err(e)) => {
                     let detail = records.lengths().0.as_mut().and_then(|d| d.take_error());
                     return Err(detail.unwrap_or(StreamError::from(e)));
@@ -366,21 +504,25 @@ impl<'a> Stream<'a> {
                         body_len: rec.body.len(),
                     };
                     if rec.is_ram() {
+                        // Check every record now; keep only where they are (RamRecords).
+                        let mut records = RamRecords {
+                            body: rec.body,
+                            base: rec.body_offset,
+                            start: ram,
+                            counts: Vec::new(),
+                        };
                         let mut r = Reader::new(rec.body, rec.body_offset);
-                        let mut list = Vec::new();
                         loop {
                             let x = ram
                                 .read_record(&mut r)
                                 .map_err(|e| e.in_section(rec.context()))?;
-                            list.push(x);
+                            records.count(&x);
+                            reached(r.offset());
                             if x == RamRecord::Eos {
                                 break;
                             }
                         }
-                        Item::Ram {
-                            section,
-                            records: list,
-                        }
+                        Item::Ram { section, records }
                     } else if let Some(desc) = description
                         .as_ref()
                         .filter(|_| rec.kind == SectionKind::Full)
@@ -432,11 +574,20 @@ impl<'a> Stream<'a> {
 
     /// Writes the stream to `out`. Without edits the bytes equal the input.
     pub fn write_to<W: Write>(&self, out: W) -> io::Result<()> {
+        self.write_observed(out, &mut |_| {})
+    }
+
+    /// [`Stream::write_to`], calling `reached` with the input offset of each record written.
+    pub fn write_observed<W: Write>(
+        &self,
+        out: W,
+        reached: &mut dyn FnMut(usize),
+    ) -> io::Result<()> {
         let mut sink = IoWrite {
             w: io::BufWriter::new(out),
             n: 0,
         };
-        self.emit(&mut sink).map_err(|e| match e {
+        self.emit(&mut sink, reached).map_err(|e| match e {
             WriteError::Io(e) => e,
             WriteError::Codec(e) => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
@@ -450,7 +601,11 @@ impl<'a> Stream<'a> {
         Ok(v)
     }
 
-    fn emit(&self, out: &mut IoWrite<impl Write>) -> Result<(), WriteError> {
+    fn emit(
+        &self,
+        out: &mut IoWrite<impl Write>,
+        reached: &mut dyn FnMut(usize),
+    ) -> Result<(), WriteError> {
         out.write(&vmstate::wire::header::MAGIC.to_be_bytes())?;
         out.write(&self.version.to_be_bytes())?;
         let mut buf = Vec::new();
@@ -461,6 +616,7 @@ impl<'a> Stream<'a> {
         }
         let mut ram = RamWriter::new();
         for e in &self.entries {
+            reached(e.offset);
             buf.clear();
             let section = match &e.item {
                 Item::Eof => {
@@ -477,8 +633,10 @@ impl<'a> Stream<'a> {
                 Item::Ram { section, records } => {
                     section.write_header(&mut buf)?;
                     out.write(&buf)?;
-                    for r in records {
-                        ram.record(r, out)?;
+                    let mut it = records.iter();
+                    while let Some(r) = it.next() {
+                        ram.record(&r, out)?;
+                        reached(it.offset());
                     }
                     section
                 }

@@ -193,7 +193,7 @@ fn extract_writes_json_ram_images_and_section_bodies() {
             continue;
         };
         for r in records {
-            let (block, offset, data) = match *r {
+            let (block, offset, data) = match r {
                 vmstate::ram::RamRecord::Page {
                     block,
                     offset,

@@ -147,9 +147,9 @@ pub const FIFO8_VMSD: Vmsd = Vmsd::new("Fifo8", 1, 1, core::mem::size_of::<Fifo8
         field!(Fifo8, head),
         field!(Fifo8, num),
     ])
-    // The UART's realize creates both FIFOs with `UART_FIFO_LENGTH`: setting the capacity before
-    // the fields also lets a structure-only pass over zeroed scratch (`stream::Schemas`) measure
-    // the 16 data bytes instead of 0.
+    // The capacity is not on the wire; a load into a real UART already has 16 here, but a
+    // structure-only walk (`vmstate::stream::Schemas`) starts from zeroed scratch and would
+    // size `data` as 0 bytes, misplacing the body's end.
     .pre_load(mutate!(Fifo8, |f| f.capacity = I32::new(FIFO_LEN as i32)))
     .validate(check!(Fifo8, |f, _version| f.check()));
 assert_layout!(Fifo8, FIFO8_VMSD);
@@ -585,6 +585,18 @@ mod tests {
         let mut d = IsaSerial::new();
         load(&mut d, 3, &body, 0).unwrap();
         assert_eq!(d, s);
+    }
+
+    #[test]
+    fn a_structure_walk_from_zeroed_scratch_measures_fifo_subsections() {
+        let mut s = IsaSerial::new();
+        s.state.recv_fifo = Fifo8::with_contents(3, b"abc").unwrap();
+        s.state.xmit_fifo = Fifo8::with_contents(0, &[7; 16]).unwrap();
+        let body = body_of(&s);
+        let mut scratch = [0u8; core::mem::size_of::<IsaSerial>()];
+        let mut r = vmstate::wire::Reader::new(&body, 0);
+        let n = vmstate::body::measure_body(&VMSD, 3, &mut r, &mut scratch).unwrap();
+        assert_eq!(n, body.len());
     }
 
     #[test]

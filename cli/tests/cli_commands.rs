@@ -1,0 +1,341 @@
+//! The binary's `rewrite --set` re-validation with the real device models, and the v4 and
+//! compatibility subcommands (`rewrite --format`, `check`, `caps`, `static-check`).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("vmstate-cmds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .output()
+        .expect("run vmstate")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn edits_of_modelled_sections_are_revalidated_by_the_device() {
+    let out_file = tmp("edit.vmstate");
+    // (fixture, edit, refused with this text in the message)
+    let refused = [
+        (
+            "pc-7.2-bios",
+            "i8259[0].priority_add=9",
+            "field priority_add",
+        ),
+        ("pc-7.2-bios", "i8259[1].single_mode=1", "field single_mode"),
+        (
+            "pc-7.2-bios",
+            "mc146818rtc[0].cmos_index=0x80",
+            "field cmos_index",
+        ),
+        ("pc-7.2-bios", "i8254[0].channels[0].count=0", "count"),
+        ("pc-7.2-bios", "ioapic[0].id=16", "field id"),
+        ("pc-7.2-bios", "hpet[0].timer[1].tn=5", "field timer"),
+        ("pc-7.2-bios", "hpet[0].num_timers=4", "hpet model refuses"),
+        (
+            "pc-7.2-bios",
+            "fw_cfg[0].cur_entry=0x1234",
+            "field cur_entry",
+        ),
+        (
+            "pc-7.2-bios",
+            "fw_cfg[0].fw_cfg/acpi_mr.table_mr_size=0x40000000",
+            "table_mr_size",
+        ),
+        ("pc-7.2-bios", "globalstate[0].size=3", "field size"),
+        ("pc-7.2-serial", "serial[0].state.ier=0xf0", "field ier"),
+    ];
+    for (f, edit, why) in refused {
+        let src = fixture(&format!("{f}.vmstate"));
+        let o = run(&["rewrite", &src, &out_file, "--set", edit]);
+        assert_eq!(o.status.code(), Some(2), "{edit}: {}", err(&o));
+        let idstr = edit.split('[').next().unwrap();
+        assert!(
+            err(&o).contains(&format!("the {idstr} model refuses the edited body")),
+            "{edit}: {}",
+            err(&o)
+        );
+        assert!(err(&o).contains(why), "{edit}: {}", err(&o));
+        assert!(
+            std::fs::metadata(&out_file).is_err(),
+            "{edit}: nothing written"
+        );
+    }
+    // Accepted edits, one per modelled device, and each shows up in the written stream.
+    let accepted = [
+        (
+            "pc-7.2-bios",
+            "i8259[0].imr=0x5a",
+            "i8259[0].imr: 0xb8 -> 0x5a",
+        ),
+        (
+            "pc-7.2-bios",
+            "i8259[1].priority_add=7",
+            "i8259[1].priority_add",
+        ),
+        (
+            "pc-7.2-bios",
+            "mc146818rtc[0].cmos_index=0x7f",
+            "cmos_index",
+        ),
+        ("pc-7.2-bios", "i8254[0].channels[1].count=100", "-> 0x64"),
+        ("pc-7.2-bios", "ioapic[0].id=15", "ioapic[0].id"),
+        (
+            "pc-7.2-bios",
+            "hpet[0].timer[2].cmp=0x1000",
+            "hpet[0].timer[2].cmp",
+        ),
+        (
+            "pc-7.2-bios",
+            "fw_cfg[0].cur_entry=0x19",
+            "fw_cfg[0].cur_entry",
+        ),
+        ("pc-7.2-bios", "pcspk[0].data_on=1", "pcspk[0].data_on"),
+        ("pc-7.2-bios", "port92[0].outport=0", "port92[0].outport"),
+        (
+            "pc-7.2-bios",
+            "timer[0].cpu_ticks_offset=5",
+            "timer[0].cpu_ticks_offset",
+        ),
+        (
+            "pc-7.2-serial",
+            "serial[0].state.scr=0x42",
+            "serial[0].state.scr",
+        ),
+    ];
+    for (f, edit, shown) in accepted {
+        let src = fixture(&format!("{f}.vmstate"));
+        let o = run(&["rewrite", &src, &out_file, "--set", edit]);
+        assert_eq!(o.status.code(), Some(0), "{edit}: {}", err(&o));
+        let o = run(&["diff", &src, &out_file]);
+        assert_eq!(o.status.code(), Some(1), "{edit}");
+        assert!(out(&o).contains(shown), "{edit}: {}", out(&o));
+        let o = run(&["verify", &out_file]);
+        assert_eq!(o.status.code(), Some(0), "{edit}: {}", out(&o));
+        std::fs::remove_file(&out_file).unwrap();
+    }
+    // The destination's configuration decides: four HPET timers configured makes a
+    // four-timer hpet the only acceptable one, so the three-timer stream cannot be edited.
+    let src = fixture("pc-7.2-bios.vmstate");
+    let o = run(&[
+        "rewrite",
+        &src,
+        &out_file,
+        "--hpet-timers",
+        "4",
+        "--set",
+        "hpet[0].timer[2].cmp=0x1000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("field num_timers"), "{}", err(&o));
+}
+
+#[test]
+fn rewrite_format_round_trips_every_fixture() {
+    for f in FIXTURES {
+        let src = fixture(&format!("{f}.vmstate"));
+        let v4 = tmp(&format!("{f}.v4"));
+        let plain = tmp(&format!("{f}.nocrc.v4"));
+        let back = tmp(&format!("{f}.v3"));
+        let o = run(&["rewrite", &src, &v4, "--format", "v4"]);
+        assert_eq!(o.status.code(), Some(0), "{f}: {}", err(&o));
+        let bytes = std::fs::read(&v4).unwrap();
+        assert_eq!(&bytes[..8], b"QEVM\0\0\0\x04", "{f}");
+        let o = run(&["rewrite", &src, &plain, "--format", "v4", "--no-crc"]);
+        assert_eq!(o.status.code(), Some(0), "{f}: {}", err(&o));
+        let smaller = std::fs::read(&plain).unwrap();
+        assert!(smaller.len() < bytes.len(), "{f}: CRCs left out");
+        for input in [&v4, &plain] {
+            let o = run(&["rewrite", input, &back, "--format", "v3"]);
+            assert_eq!(o.status.code(), Some(0), "{f}: {}", err(&o));
+            assert!(
+                std::fs::read(&back).unwrap() == std::fs::read(&src).unwrap(),
+                "{f}: v3 -> v4 -> v3 is byte-identical"
+            );
+        }
+        // A v4 stream with a flipped body bit is refused with exit 1.
+        let mut bad = bytes.clone();
+        let at = bytes.len() / 2;
+        bad[at] ^= 0x10;
+        std::fs::write(&plain, &bad).unwrap();
+        let o = run(&["rewrite", &plain, &back, "--format", "v3"]);
+        assert_eq!(o.status.code(), Some(1), "{f}: {}", err(&o));
+        assert!(err(&o).contains("invalid input"), "{}", err(&o));
+        for p in [v4, plain, back] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    // Edits and a format change together.
+    let src = fixture("pc-7.2-bios.vmstate");
+    let (v4, back) = (tmp("edit.v4"), tmp("edit.v3"));
+    let o = run(&[
+        "rewrite",
+        &src,
+        &v4,
+        "--format",
+        "v4",
+        "--set",
+        "i8259[0].imr=0x5a",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        run(&["rewrite", &v4, &back, "--format", "v3"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&["diff", &src, &back]);
+    assert_eq!(out(&o), "i8259[0].imr: 0xb8 -> 0x5a\n");
+    assert_eq!(
+        run(&["rewrite", &src, &v4, "--format", "v5"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["rewrite", &src, &v4, "--no-crc"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn caps_and_check_decide_migratability() {
+    let stream = fixture("pc-7.2-bios.vmstate");
+    let dump = fixture("pc-7.2.dump-vmstate.json");
+    let caps = tmp("caps.bin");
+    // Capabilities from the destination's dump and a stream it wrote: compatible.
+    let o = run(&["caps", "--dump", &dump, "--stream", &stream, &caps]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).contains("device mc146818rtc versions 1..=3 max_minor []\n"),
+        "{}",
+        out(&o)
+    );
+    let o = run(&["check", &stream, "--dest", &caps]);
+    assert_eq!(
+        (o.status.code(), out(&o).as_str()),
+        (Some(0), "compatible\n")
+    );
+    // A v4 stream is checked the same way.
+    let v4 = tmp("check.v4");
+    assert_eq!(
+        run(&["rewrite", &stream, &v4, "--format", "v4"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(run(&["check", &v4, "--dest", &caps]).status.code(), Some(0));
+
+    // From the dump alone, sections QEMU registers outside qdev (ram, cpu, …) are unknown:
+    // the exit status counts the incompatibilities, one line each.
+    let o = run(&["caps", "--dump", &dump, &caps]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = run(&["check", &stream, "--dest", &caps]);
+    let text = out(&o);
+    let n = o.status.code().unwrap();
+    assert!(n > 0, "{text}");
+    assert_eq!(text.lines().count(), n as usize, "{text}");
+    assert!(
+        text.contains("ram (instance 0): destination has no such device"),
+        "{text}"
+    );
+
+    // Usage and I/O errors.
+    assert_eq!(run(&["caps", &caps]).status.code(), Some(2));
+    assert_eq!(
+        run(&["caps", "--dump", "/nonexistent.json", &caps])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&["caps", "--dump", &stream, &caps]).status.code(),
+        Some(1),
+        "a stream is not a dump"
+    );
+    let o = run(&["check", &stream, "--dest", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
+    let _ = std::fs::remove_file(caps);
+    let _ = std::fs::remove_file(v4);
+}
+
+#[test]
+fn static_check_counts_problems() {
+    let dump = fixture("pc-7.2.dump-vmstate.json");
+    let o = run(&["static-check", "--src", &dump, "--dst", &dump]);
+    assert_eq!((o.status.code(), out(&o).as_str()), (Some(0), ""));
+    // A destination whose rtc is older and lacks a subsection.
+    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    d["mc146818rtc"]["Description"]["version_id"] = 2.into();
+    d["mc146818rtc"]["Description"]
+        .as_object_mut()
+        .unwrap()
+        .remove("Subsections");
+    let older = tmp("older.json");
+    std::fs::write(&older, serde_json::to_vec(&d).unwrap()).unwrap();
+    let o = run(&["static-check", "--src", &dump, "--dst", &older]);
+    let text = out(&o);
+    let n = o.status.code().unwrap();
+    assert!(n >= 2, "{text}");
+    assert_eq!(text.lines().count(), n as usize, "{text}");
+    assert!(text.contains("mc146818rtc"), "{text}");
+    // The other direction is judged on its own (the exit status still counts lines).
+    let o = run(&["static-check", "--src", &dump, "--dst", &older, "--reverse"]);
+    assert_eq!(
+        o.status.code().unwrap() as usize,
+        out(&o).lines().count(),
+        "{}",
+        out(&o)
+    );
+    let o = run(&["static-check", "--src", "/nonexistent", "--dst", &older]);
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        run(&["static-check", "--src", &dump]).status.code(),
+        Some(2)
+    );
+    let _ = std::fs::remove_file(older);
+}
+
+#[test]
+fn progress_is_shown_only_on_a_terminal() {
+    let src = fixture("pc-7.2-bios.vmstate");
+    // `script` runs the command on a pseudo-terminal (util-linux).
+    let cmd = format!("{} verify {src}", env!("CARGO_BIN_EXE_vmstate"));
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    assert_eq!(o.status.code(), Some(0));
+    let tty = out(&o);
+    assert!(tty.starts_with("\rverify:   0%\r"), "{tty:?}");
+    // The line is blanked before the summary is printed.
+    let blank = format!("\r{}\r", " ".repeat("verify: 100%".len()));
+    assert!(tty.contains(&blank), "{tty:?}");
+    assert!(tty.contains(": ok: 11 sections checked"), "{tty:?}");
+    // Not a terminal: nothing on stderr.
+    let o = run(&["verify", &src]);
+    assert_eq!((o.status.code(), err(&o).as_str()), (Some(0), ""));
+}

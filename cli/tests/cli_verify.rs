@@ -1,0 +1,385 @@
+//! `vmstate verify` on the QEMU 7.2 fixtures and on hostile streams made from them: one
+//! diagnostic per problem, naming offset, section and field, exit status 1.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use vmstate::stream::{FooterScan, Record, Records};
+use vmstate::wire::Trailer;
+use vmstate::wire::section::SectionKind;
+use vmstate::{SectionId, SectionRecord};
+
+const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name);
+    std::fs::read(p).unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .output()
+        .expect("run vmstate")
+}
+
+/// Runs `vmstate verify` on `bytes` (written to a temp file named `name`).
+fn verify(name: &str, bytes: &[u8], extra: &[&str]) -> (i32, String) {
+    let dir = std::env::temp_dir().join(format!("vmstate-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let mut args = vec!["verify", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    std::fs::remove_file(&path).unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.is_empty(), "{name}: stderr {err}");
+    (
+        o.status.code().unwrap(),
+        String::from_utf8(o.stdout).unwrap(),
+    )
+}
+
+fn full_sections(stream: &[u8]) -> Vec<SectionRecord<'_>> {
+    Records::new(stream, FooterScan)
+        .filter_map(|r| match r.unwrap().record {
+            Record::Section(s) if s.kind == SectionKind::Full => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (offset of the record, offset of the body, end of the record) of a FULL section.
+fn section(stream: &[u8], idstr: &[u8], instance: u32) -> (usize, usize, usize) {
+    let s = full_sections(stream)
+        .into_iter()
+        .find(|s| s.idstr == idstr && s.instance_id == instance)
+        .unwrap();
+    (s.offset, s.body_offset, s.end())
+}
+
+/// The diagnostic lines that mention `section` and `field`, with their byte offsets.
+fn problems<'o>(out: &'o str, section: &str, field: &str) -> Vec<(&'o str, usize)> {
+    out.lines()
+        .filter(|l| l.contains(section) && l.contains(field))
+        .map(|l| {
+            let at = l.split("at byte ").nth(1).expect("offset in diagnostic");
+            let n = at.split(' ').next().unwrap().parse().unwrap();
+            (l, n)
+        })
+        .collect()
+}
+
+/// Asserts exactly one diagnostic for `section` / `field`, at `offset`.
+fn assert_problem(out: &str, section: &str, field: &str, offset: usize, found: &str) {
+    let p = problems(out, section, field);
+    assert_eq!(p.len(), 1, "{section} {field}:\n{out}");
+    assert_eq!(p[0].1, offset, "{}", p[0].0);
+    assert!(p[0].0.contains(found), "{}", p[0].0);
+}
+
+fn without_trailer(stream: &[u8]) -> Vec<u8> {
+    stream[..Trailer::locate(stream).unwrap()].to_vec()
+}
+
+#[test]
+fn every_fixture_verifies() {
+    for f in FIXTURES {
+        let bytes = fixture(&format!("{f}.vmstate"));
+        let (code, out) = verify("ok.vmstate", &bytes, &[]);
+        assert_eq!(code, 0, "{f}: {out}");
+        let typed = if f.contains("serial") { 12 } else { 11 };
+        assert!(
+            out.ends_with(&format!(
+                ": ok: {typed} sections checked with typed models, 19 with the description only, 8326 RAM records, {} bytes\n",
+                bytes.len()
+            )),
+            "{f}: {out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{out}");
+    }
+}
+
+#[test]
+fn without_a_description_the_unchecked_sections_are_named() {
+    let bytes = without_trailer(&fixture("pc-7.2-bios.vmstate"));
+    let (code, out) = verify("notrailer.vmstate", &bytes, &[]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("not checked (no VMDESCRIPTION trailer and no typed model): 'cpu_common' instance 0, 'cpu' instance 0"),
+        "{out}"
+    );
+    assert!(
+        lines[0].contains("'0000:00:01.3/piix4_pm' instance 0"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("ok: 11 sections checked with typed models, 0 with the description"),
+        "{out}"
+    );
+}
+
+#[test]
+fn several_bad_sections_are_all_listed() {
+    let good = fixture("pc-7.2-nodefaults-S.vmstate");
+    let mut bad = good.clone();
+    let (_, rtc, _) = section(&good, b"mc146818rtc", 0);
+    let (_, pit, _) = section(&good, b"i8254", 0);
+    let (_, pic, _) = section(&good, b"i8259", 0);
+    let (_, fw, _) = section(&good, b"fw_cfg", 0);
+    let (_, ioapic, _) = section(&good, b"ioapic", 0);
+    bad[rtc + 128] = 0x80; // cmos_index
+    bad[pit + 4..pit + 8].copy_from_slice(&0i32.to_be_bytes()); // channels[0].count
+    bad[pic + 4] = 9; // priority_add
+    bad[fw..fw + 2].copy_from_slice(&0x1234u16.to_be_bytes()); // cur_entry
+    bad[ioapic] = 0x10; // id
+    let (code, out) = verify("several.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_problem(
+        &out,
+        "section 'mc146818rtc' instance 0",
+        "field cmos_index",
+        rtc + 128,
+        "found 0x80",
+    );
+    assert_problem(&out, "section 'i8254' instance 0", "count", pit + 4, "");
+    assert_problem(
+        &out,
+        "section 'i8259' instance 0",
+        "field priority_add",
+        pic + 4,
+        "found 0x9",
+    );
+    assert_problem(
+        &out,
+        "section 'fw_cfg' instance 0",
+        "field cur_entry",
+        fw,
+        "found 0x1234",
+    );
+    assert_problem(
+        &out,
+        "section 'ioapic' instance 0",
+        "field id",
+        ioapic,
+        "found 0x10",
+    );
+    assert!(out.ends_with(": 5 problems found\n"), "{out}");
+    // Each alone is refused too.
+    for (at, v) in [(rtc + 128, 0x80u8), (pic + 4, 9), (ioapic, 0x10)] {
+        let mut one = good.clone();
+        one[at] = v;
+        let (code, out) = verify("one.vmstate", &one, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.ends_with(": 1 problem found\n"), "{out}");
+    }
+}
+
+#[test]
+fn globalstate_without_nul_is_refused() {
+    let good = fixture("pc-7.2-bios.vmstate");
+    let (_, body, end) = section(&good, b"globalstate", 0);
+    let mut bad = good.clone();
+    bad[body + 4..body + 104].fill(b'A');
+    assert_eq!(end, body + 104 + 5);
+    let (code, out) = verify("globalstate.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    let p = problems(&out, "section 'globalstate' instance 0", "field runstate");
+    assert_eq!(p.len(), 1, "{out}");
+    assert!((body..body + 104).contains(&p[0].1), "{}", p[0].0);
+    assert!(
+        p[0].0.contains("a NUL within the 100-byte buffer"),
+        "{}",
+        p[0].0
+    );
+}
+
+/// hpet body: config, isr, counter (8 bytes each), num_timers, then 42-byte timers.
+const HPET_TIMERS: usize = 25;
+const HPET_TIMER_LEN: usize = 42;
+
+#[test]
+fn hpet_timer_count_and_index_are_checked() {
+    let good = fixture("pc-7.2-nodefaults-S.vmstate");
+    let (_, body, _) = section(&good, b"hpet", 0);
+
+    // tn of timer 1 says 5.
+    let mut bad = good.clone();
+    bad[body + HPET_TIMERS + HPET_TIMER_LEN] = 5;
+    let (code, out) = verify("hpet-tn.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    let p = problems(&out, "section 'hpet' instance 0", "field timer");
+    assert_eq!(p.len(), 1, "{out}");
+    assert!(p[0].0.contains("expected 0x1, found 0x5"), "{}", p[0].0);
+    assert!(
+        (body + HPET_TIMERS..body + HPET_TIMERS + 3 * HPET_TIMER_LEN).contains(&p[0].1),
+        "{}",
+        p[0].0
+    );
+
+    // Four timers (a copy of timer 2 as timer 3): the destination has three. The trailer
+    // describes three, so it is left out; the typed model still finds the body's end.
+    let mut four = without_trailer(&good);
+    let t2 = body + HPET_TIMERS + 2 * HPET_TIMER_LEN;
+    let mut t3 = four[t2..t2 + HPET_TIMER_LEN].to_vec();
+    t3[0] = 3;
+    four.splice(t2 + HPET_TIMER_LEN..t2 + HPET_TIMER_LEN, t3);
+    four[body + 24] = 4;
+    let (code, out) = verify("hpet-4.vmstate", &four, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_problem(
+        &out,
+        "section 'hpet' instance 0",
+        "field num_timers",
+        body + 24,
+        "expected 0x3, found 0x4",
+    );
+    // Sections after the hpet were still reached and checked.
+    assert!(out.contains("1 problem found"), "{out}");
+    // A destination configured with four timers accepts it.
+    let (code, out) = verify("hpet-4.vmstate", &four, &["--hpet-timers", "4"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok: 11 sections checked with typed models"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serial_fifo_head_out_of_range_is_refused() {
+    use vmstate_devices::serial::IsaSerial;
+    let good = fixture("pc-7.2-serial.vmstate");
+    let sections = full_sections(&good);
+    let rec = sections.iter().find(|s| s.idstr == b"serial").unwrap();
+    let mut uart = IsaSerial::new();
+    vmstate::load_section(&mut uart, rec).unwrap();
+    // One byte in the receive FIFO, head one past its 16 bytes: the subsection is sent.
+    uart.state.recv_fifo.num = 1.into();
+    uart.state.recv_fifo.head = 16.into();
+    let mut buf = vec![0u8; 4096];
+    let id = SectionId {
+        section_id: rec.section_id,
+        idstr: rec.idstr,
+        instance_id: rec.instance_id,
+    };
+    let n = vmstate::encode_section_into(id, &uart, &mut buf).unwrap();
+    let (start, end) = (rec.offset, rec.end());
+    let body = rec.body_offset;
+    let mut bad = good.clone();
+    bad.splice(start..end, buf[..n].iter().copied());
+    let (code, out) = verify("serial.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    let p = problems(&out, "section 'serial' instance 0", "head");
+    assert_eq!(p.len(), 1, "{out}");
+    assert!(p[0].0.contains("found 0x10"), "{}", p[0].0);
+    assert!((body..start + n).contains(&p[0].1), "{}", p[0].0);
+    // The stream's own description does not list the FIFO subsection: also a problem, and
+    // the walk went on to the sections after it.
+    assert!(
+        out.contains("'serial' instance 0, against the stream's description"),
+        "{out}"
+    );
+    assert!(out.ends_with(": 2 problems found\n"), "{out}");
+}
+
+#[test]
+fn a_duplicate_section_is_refused() {
+    let good = fixture("pc-7.2-nodefaults-S.vmstate");
+    let (start, _, end) = section(&good, b"i8259", 0);
+    let eof = Trailer::locate(&good).unwrap() - 1;
+    // A copy of the section under a fresh section id, just before EOF.
+    let mut copy = good[start..end].to_vec();
+    copy[1..5].copy_from_slice(&200u32.to_be_bytes());
+    let n = copy.len();
+    copy[n - 4..].copy_from_slice(&200u32.to_be_bytes());
+    let mut bad = good.clone();
+    bad.splice(eof..eof, copy);
+    let (code, out) = verify("dup.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_problem(
+        &out,
+        "section 'i8259' instance 0 (id 200)",
+        "occurs twice",
+        eof,
+        "",
+    );
+    assert!(out.ends_with(": 2 problems found\n"), "{out}");
+    assert!(out.contains("not in the stream's description"), "{out}");
+}
+
+#[test]
+fn a_ram_page_outside_its_block_is_refused() {
+    let good = fixture("pc-7.2-nodefaults-S.vmstate");
+    // The first PAGE record that continues the previous block: 8-byte header, then data.
+    let mut header = None;
+    for r in Records::new(&good[..], FooterScan) {
+        let Record::Section(s) = r.unwrap().record else {
+            continue;
+        };
+        if !s.is_ram() || s.kind != SectionKind::Part {
+            continue;
+        }
+        let mut ram = vmstate::ram::RamContext::new(Default::default());
+        // The block list comes from the START section; read it first.
+        let start = full_or_start(&good);
+        let mut r0 = vmstate::wire::Reader::new(start.body, start.body_offset);
+        ram.read_record(&mut r0).unwrap();
+        let mut rd = vmstate::wire::Reader::new(s.body, s.body_offset);
+        loop {
+            let before = rd.offset();
+            match ram.read_record(&mut rd).unwrap() {
+                vmstate::ram::RamRecord::Page { data, .. }
+                    if data.as_ptr() as usize - good.as_ptr() as usize == before + 8 =>
+                {
+                    header = Some(before);
+                    break;
+                }
+                vmstate::ram::RamRecord::Eos => break,
+                _ => {}
+            }
+        }
+        break;
+    }
+    let at = header.expect("a CONTINUE page record");
+    let mut bad = good.clone();
+    let word = u64::from_be_bytes(bad[at..at + 8].try_into().unwrap());
+    let far = (1u64 << 40) | (word & 0xfff);
+    bad[at..at + 8].copy_from_slice(&far.to_be_bytes());
+    let (code, out) = verify("ram.vmstate", &bad, &[]);
+    assert_eq!(code, 1, "{out}");
+    let p = problems(&out, "section 'ram' instance 0", "outside");
+    assert_eq!(p.len(), 1, "{out}");
+    assert_eq!(p[0].1, at, "{}", p[0].0);
+}
+
+fn full_or_start(stream: &[u8]) -> SectionRecord<'_> {
+    Records::new(stream, FooterScan)
+        .find_map(|r| match r.unwrap().record {
+            Record::Section(s) if s.is_ram() && s.kind == SectionKind::Start => Some(s),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    for args in [
+        vec!["verify"],
+        vec!["verify", "/nonexistent/stream"],
+        vec!["verify", "x", "--hpet-timers", "300"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+    // Not a stream at all: one problem, exit 1.
+    let (code, out) = verify("text.vmstate", b"hello, world", &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("at byte 0 (0x0): not a migration stream"),
+        "{out}"
+    );
+}
