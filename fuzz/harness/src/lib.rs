@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `stream` | a whole stream | [`Records`] with [`FooterScan`], with [`Schemas`] over every device table and with both: records are contiguous, inside the input, errors point inside it, the iterator stops after an error and a clean end consumed everything; a body [`Schemas`] measured loads or fails only on a device rule |
 //! | `device_section` | device index, version, body | load into the default state: Ok and the re-encoding equals the body (unused bytes zeroed, subsections the state does not need dropped) and loads to the same state; or Err with the state unchanged; the permissive table agrees |
-//! | `round_trip` | device index, state bytes | arbitrary bytes in every described field (configuration from the default state), encoded into a fixed buffer, walked as a stream and decoded: every field comes back byte for byte and the decoded state is a fixed point; a state the device rules refuse fails only on a rule |
+//! | `round_trip` | device index, state bytes | arbitrary bytes in every described field (configuration from the default state), encoded into a fixed buffer, walked as a stream and decoded: a state that passes the device rules comes back (every field byte for byte) and the decoded state is a fixed point; a refused state may not come back (its encoding can be ambiguous) but never panics |
 //! | `ram` | options byte, RAM records | records lie inside the input, pages inside their block, the parser always advances |
 //! | `configuration` | a configuration record | the parsed record re-emits to bytes that parse to the same record, and to the input itself when the input was in canonical order |
 //! | `v4_stream` | a v4 stream | [`Records4`] keeps the iterator contract; per FULL section of a modelled device, the header-only requirement check agrees with a full typed load |
@@ -426,6 +426,41 @@ fn zero_unused(vmsd: &Vmsd, state: &mut [u8]) {
     }
 }
 
+/// Whether `state` passes every rule of `vmsd` at `version`: the validation hooks of the table,
+/// of its nested structs and of the subsections the state needs, and its `VALIDATE` entries.
+pub fn state_valid(vmsd: &Vmsd, version: u32, state: &[u8]) -> bool {
+    let nested_ok = vmsd.fields.iter().all(|f| {
+        if !is_present(f, state, version) {
+            return true;
+        }
+        let each = |n: &Vmsd, k: usize| {
+            (0..k).all(|i| {
+                state
+                    .get(f.offset + i * n.size..)
+                    .and_then(|s| s.get(..n.size))
+                    .is_some_and(|s| state_valid(n, n.version_id, s))
+            })
+        };
+        match f.kind {
+            Kind::Struct { vmsd: n, len } => each(n, len),
+            Kind::VArray {
+                elem: Elem::Struct(n),
+                count,
+            } => count_of(state, count.offset, count.ty)
+                .is_some_and(|k| k <= count.capacity && each(n, k)),
+            Kind::Validate { test } => test(state, version),
+            _ => true,
+        }
+    });
+    nested_ok
+        && vmsd
+            .subsections
+            .iter()
+            .filter(|sub| sub.needed.is_none_or(|needed| needed(state)))
+            .all(|sub| state_valid(sub.vmsd, sub.vmsd.version_id, state))
+        && vmsd.validate.is_none_or(|v| v(state, version).is_ok())
+}
+
 /// Marks the state bytes that fields of `vmsd` (at any version), its nested structs and its
 /// subsections store.
 fn mark_fields(vmsd: &Vmsd, base: usize, covered: &mut [bool]) {
@@ -498,9 +533,19 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
     // The section walks as a stream with the device's own table as resolver.
     let mut scratch = vec![0u8; T::VMSD.size];
     let tables = [T::VMSD];
-    let records: Vec<_> = Records::new(&stream, Schemas::new(&tables, &mut scratch))
-        .collect::<Result<_, _>>()
-        .unwrap_or_else(|e| panic!("the encoded section walks: {e}"));
+    // A state the device rules refuse may encode ambiguously (QEMU's subsection peek: after a
+    // nested struct, field bytes that spell `05 len "<struct name>..."` read as a subsection;
+    // an i8254 channel count of 0x05d27069 does), so only valid states must come back.
+    let valid = state_valid(T::VMSD, T::VMSD.version_id, state.as_bytes());
+    let walked: Result<Vec<_>, _> =
+        Records::new(&stream, Schemas::new(&tables, &mut scratch)).collect();
+    let records = match walked {
+        Ok(records) => records,
+        Err(e) => {
+            assert!(!valid, "the encoded section of a valid state walks: {e}");
+            return;
+        }
+    };
     let Record::Section(rec) = records[2].record else {
         panic!("the third record is the section");
     };
@@ -519,10 +564,7 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
     assert!(fields.end <= n - 5);
     let mut back = state;
     if let Err(e) = vmstate::load_section(&mut back, &rec) {
-        assert!(
-            is_rule_error(&e),
-            "the encoder's output is well formed: {e}"
-        );
+        assert!(!valid, "a valid state loads back: {e}");
         assert_eq!(back, state, "a failed load changes nothing");
         return;
     }
