@@ -269,6 +269,9 @@ impl<'a> RamContext<'a> {
             ignore_shared: self.options.ignore_shared,
         };
         self.blocks = Some(list);
+        // A CONTINUE record after a new block list must not reach a block of the old one: its
+        // bounds were checked against the old length (CVE-2014-7840 class).
+        self.last = None;
         Ok(list)
     }
 
@@ -398,6 +401,8 @@ impl<'n> RamWriter<'n> {
             ))?;
         }
         out.write(&(total | flags::MEM_SIZE as u64).to_be_bytes())?;
+        // A reader forgets the previous block at a new list: name it again.
+        self.last = None;
         for b in blocks {
             put_name(b.name, out)?;
             out.write(&b.length.to_be_bytes())?;
@@ -597,6 +602,53 @@ mod tests {
                 addr: None,
             },
         ]
+    }
+
+    /// Fuzz regression (`fuzz/corpus/ram/crash-continue-after-new-block-list`): a CONTINUE
+    /// record after a second block list reached the block named before it, with the bounds of
+    /// the old list: here a page at 0x1000 of a `pc.ram` that the new list makes 0x1000 long.
+    /// The writer names the block again after a new list.
+    #[test]
+    fn continue_does_not_cross_a_new_block_list() {
+        let small = [BlockEntry {
+            name: b"pc.ram",
+            length: 0x1000,
+            addr: None,
+        }];
+        let mut buf = [0u8; 256];
+        let mut s = SliceSink::new(&mut buf);
+        let mut w = RamWriter::new();
+        w.block_list(&blocks(), &mut s).unwrap();
+        w.zero(b"pc.ram", 0x1000, &mut s).unwrap();
+        w.block_list(&small, &mut s).unwrap();
+        let hostile = s.position();
+        // Hand-made: ZERO | CONTINUE at 0x1000 (inside the old pc.ram, past the new one).
+        s.write(&(0x1000 | (flags::ZERO | flags::CONTINUE) as u64).to_be_bytes())
+            .unwrap();
+        s.write(&[0]).unwrap();
+        let n = s.finish();
+
+        let mut ctx = RamContext::new(RamOptions::default());
+        let mut r = Reader::new(&buf[..n], 0);
+        for _ in 0..3 {
+            ctx.read_record(&mut r).unwrap();
+        }
+        let e = ctx.read_record(&mut r).unwrap_err();
+        assert_eq!(
+            (e.offset, e.kind),
+            (hostile, ErrorKind::RamContinueWithoutBlock)
+        );
+
+        // The writer names the block again after a new list.
+        let mut s = SliceSink::new(&mut buf);
+        w.block_list(&small, &mut s).unwrap();
+        let at = s.position();
+        w.zero(b"pc.ram", 0, &mut s).unwrap();
+        assert_eq!(
+            buf[at + 7],
+            flags::ZERO as u8,
+            "no CONTINUE after a new list"
+        );
     }
 
     #[test]

@@ -207,13 +207,15 @@ fn is_version_1(_state: &[u8], version: u32) -> bool {
     version == 1
 }
 
-/// After a v1 load, the be16 offset becomes the current u32 one.
+/// After a v1 load, the be16 offset becomes the current u32 one. The v1 storage then mirrors
+/// the offset's low 16 bits (what QEMU's `int32_as_uint16` writes), so a loaded state encodes
+/// as a version-1 body too instead of sending offset 0.
 fn post_load(state: &mut [u8], version: u32) {
     if let Ok((s, _)) = FwCfg::mut_from_prefix(state) {
         if version == 1 {
             s.cur_offset = u32::from(s.cur_offset_v1.get()).into();
         }
-        s.cur_offset_v1 = 0.into();
+        s.cur_offset_v1 = (s.cur_offset.get() as u16).into();
     }
 }
 
@@ -471,5 +473,24 @@ mod tests {
         d.table_mr_size = 0.into();
         load(&mut d, 2, &[0, 0, 0, 0, 0, 0], 0).unwrap();
         assert_eq!(d, FwCfg::new(FwCfgConfig::PC_7_2));
+    }
+
+    /// Fuzz regression (`fuzz/corpus/device_section/crash-fw_cfg-v1-offset`): a version-1 body
+    /// loaded and encoded again as version 1 lost its 16-bit offset (the v1 storage was zeroed
+    /// after the load, so the encoder sent 0).
+    #[test]
+    fn v1_body_reencodes_as_v1() {
+        let body = [0x00, 0x01, 0x01, 0x00];
+        let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
+        load(&mut s, 1, &body, 0).unwrap();
+        assert_eq!((s.cur_entry.get(), s.cur_offset.get()), (1, 0x100));
+        let mut buf = [0xa5u8; 256];
+        let mut sink = vmstate::SliceSink::new(&mut buf);
+        vmstate::body::encode_body_v(&VMSD, 1, s.as_bytes(), &mut sink).unwrap();
+        let n = sink.finish();
+        assert_eq!(&buf[..4], &body, "the v1 fields come back");
+        let mut again = FwCfg::new(FwCfgConfig::PC_7_2);
+        load(&mut again, 1, &buf[..n], 0).unwrap();
+        assert_eq!(again, s);
     }
 }

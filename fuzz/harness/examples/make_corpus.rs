@@ -1,0 +1,229 @@
+//! Writes the seed corpora of the fuzz targets, cut from the real QEMU 7.2 streams in
+//! `host-tests/fixtures/`: whole streams, device-only streams and their prefixes at record
+//! boundaries, each modelled section's body and loaded state, the RAM block list with the first
+//! page records, and the configuration records.
+//!
+//! `cargo run --manifest-path fuzz/harness/Cargo.toml --example make_corpus` (from the
+//! repository root); the output goes to `fuzz/corpus/<target>/`, file names say where each
+//! input was cut from, and the committed corpus is this program's output plus the crash
+//! reproducers under `fuzz/corpus/*/crash-*`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use vmstate::Sink;
+use vmstate::ram::{RamContext, RamOptions, RamRecord};
+use vmstate::stream::{FooterScan, Record, Records};
+use vmstate::wire::Reader;
+use vmstate_fuzz_harness::{DEVICES, device_for};
+use zerocopy::IntoBytes;
+
+const FIXTURES: &[(&str, &str)] = &[
+    ("nodefaults", "pc-7.2-nodefaults-S.vmstate"),
+    ("bios", "pc-7.2-bios.vmstate"),
+    ("serial", "pc-7.2-serial.vmstate"),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn put(target: &str, name: &str, bytes: &[u8]) {
+    let dir = root().join("fuzz/corpus").join(target);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn main() {
+    for (short, file) in FIXTURES {
+        let stream = fs::read(root().join("host-tests/fixtures").join(file)).unwrap();
+        let records: Vec<_> = Records::new(&stream, FooterScan)
+            .collect::<Result<_, _>>()
+            .expect("fixture walks");
+        if *short == "nodefaults" {
+            put("stream", "nodefaults-whole", &stream);
+        }
+
+        // Device-only stream: header, configuration, every FULL section but RAM, EOF.
+        let mut compact = Vec::new();
+        let mut cuts = Vec::new();
+        for l in &records {
+            let keep = match l.record {
+                Record::Header { .. } | Record::Configuration(_) | Record::Eof => true,
+                Record::Section(s) => s.kind.has_full_header() && !s.is_ram(),
+                _ => false,
+            };
+            if keep {
+                compact.extend_from_slice(&stream[l.offset..l.end]);
+                cuts.push(compact.len());
+            }
+        }
+        put("stream", &format!("{short}-devices"), &compact);
+        for (i, &cut) in cuts.iter().enumerate().step_by(6) {
+            put(
+                "stream",
+                &format!("{short}-devices-prefix-{i:02}"),
+                &compact[..cut],
+            );
+        }
+
+        for l in &records {
+            match l.record {
+                Record::Configuration(_) => {
+                    put(
+                        "configuration",
+                        &format!("{short}-record"),
+                        &stream[l.offset..l.end],
+                    );
+                }
+                Record::Section(s) if s.kind.has_full_header() && !s.is_ram() => {
+                    let Some(d) = device_for(s.idstr, s.instance_id) else {
+                        continue;
+                    };
+                    let index = DEVICES.iter().position(|x| x.name == d.name).unwrap() as u8;
+                    let tag = format!("{short}-{}-{}", d.name, s.instance_id);
+                    let mut input = vec![index, s.version_id as u8];
+                    input.extend_from_slice(s.body);
+                    put("device_section", &tag, &input);
+                    // The loaded state, for the round trip.
+                    let mut state = [0u8; 8192];
+                    let n = load_state(d.name, s.version_id, s.body, &mut state);
+                    let mut input = vec![index];
+                    input.extend_from_slice(&state[..n]);
+                    put("round_trip", &tag, &input);
+                }
+                Record::Section(s) if s.is_ram() && s.kind.has_full_header() => {
+                    // Block list, then the first records of the first PART section.
+                    let mut input = vec![0u8];
+                    input.extend_from_slice(s.body);
+                    if let Some(part) = records.iter().find_map(|l| match l.record {
+                        Record::Section(p) if p.is_ram() && !p.kind.has_full_header() => Some(p),
+                        _ => None,
+                    }) {
+                        let mut ctx = RamContext::new(RamOptions::default());
+                        let mut r = Reader::new(s.body, 0);
+                        ctx.measure_body(&mut r).unwrap();
+                        let mut r = Reader::new(part.body, 0);
+                        for _ in 0..12 {
+                            if let RamRecord::Eos = ctx.read_record(&mut r).unwrap() {
+                                break;
+                            }
+                        }
+                        input.extend_from_slice(&part.body[..r.position()]);
+                        input.extend_from_slice(&0x10u64.to_be_bytes());
+                    }
+                    put("ram", &format!("{short}-blocks-and-pages"), &input);
+                }
+                _ => {}
+            }
+        }
+    }
+    // A configuration record with all three subsections, in QEMU's order.
+    let mut c = b"\x07\x00\x00\x00\x0dpc-i440fx-7.2".to_vec();
+    let sub = |c: &mut Vec<u8>, name: &str| {
+        c.push(0x05);
+        c.push(name.len() as u8);
+        c.extend_from_slice(name.as_bytes());
+        c.extend_from_slice(&1u32.to_be_bytes());
+    };
+    sub(&mut c, "configuration/target-page-bits");
+    c.extend_from_slice(&12u32.to_be_bytes());
+    sub(&mut c, "configuration/capabilities");
+    c.extend_from_slice(&1u32.to_be_bytes());
+    c.push(15);
+    c.extend_from_slice(b"x-ignore-shared");
+    sub(&mut c, "configuration/uuid");
+    c.extend_from_slice(&[0x42; 16]);
+    put("configuration", "all-subsections", &c);
+
+    // v4: every modelled device's default state as a v4 stream, without and with CRC and
+    // with a vendor chain, plus prefixes; capabilities records of a destination that knows
+    // every device.
+    use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
+    use vmstate::v4::wire::Vendor;
+    let chains: [&[Vendor<'_>]; 2] = [
+        &[],
+        &[Vendor {
+            id: b"org.example.vendor",
+            protocol_minor: 1,
+        }],
+    ];
+    for (name, chain, crc) in [
+        ("plain", 0, false),
+        ("crc", 0, true),
+        ("vendor-crc", 1, true),
+    ] {
+        let mut buf = vec![0u8; 65536];
+        let mut sink = vmstate::SliceSink::new(&mut buf);
+        let mut cuts = Vec::new();
+        encode_header(chains[chain], crc, &mut sink).unwrap();
+        for (i, d) in DEVICES.iter().enumerate() {
+            cuts.push(sink.position());
+            let id = vmstate::SectionId {
+                section_id: i as u32 + 1,
+                idstr: d.idstr.as_bytes(),
+                instance_id: d.instance.unwrap_or(0),
+            };
+            encode_section(
+                id,
+                d.vmsd,
+                &(d.state)(),
+                chains[chain].len(),
+                crc,
+                &mut sink,
+            )
+            .unwrap();
+        }
+        encode_eof(&mut sink).unwrap();
+        let n = sink.finish();
+        put("v4_stream", &format!("devices-{name}"), &buf[..n]);
+        for (i, &cut) in cuts.iter().enumerate().step_by(4) {
+            put(
+                "v4_stream",
+                &format!("devices-{name}-prefix-{i:02}"),
+                &buf[..cut],
+            );
+        }
+    }
+    for vendors in [&[][..], &["org.example.vendor"][..]] {
+        let caps = vmstate_fuzz_harness::device_caps(vendors);
+        let mut buf = vec![0u8; 8192];
+        let bytes = caps.to_postcard(&mut buf).unwrap();
+        put(
+            "v4_caps",
+            &format!("all-devices-{}-vendors", vendors.len()),
+            bytes,
+        );
+    }
+}
+
+/// The state bytes a device entry loads from a body (its default state, then the body).
+fn load_state(name: &str, version: u32, body: &[u8], out: &mut [u8]) -> usize {
+    use vmstate_devices::*;
+    use zerocopy::FromZeros;
+    macro_rules! go {
+        ($init:expr) => {{
+            let mut s = $init;
+            vmstate::load(&mut s, version, body, 0).expect("fixture section loads");
+            let b = s.as_bytes();
+            out[..b.len()].copy_from_slice(b);
+            b.len()
+        }};
+    }
+    match name {
+        "rtc" => go!(rtc::Rtc::new_zeroed()),
+        "i8259-master" => go!(i8259::Pic::MASTER),
+        "i8259-slave" => go!(i8259::Pic::SLAVE),
+        "i8254" => go!(i8254::Pit::DEFAULT),
+        "ioapic" => go!(ioapic::Ioapic::DEFAULT),
+        "pcspk" => go!(pcspk::Pcspk::DEFAULT),
+        "port92" => go!(port92::Port92::DEFAULT),
+        "timer" => go!(timer::Timers::DEFAULT),
+        "hpet" => go!(hpet::Hpet::new(hpet::HpetConfig::PC_7_2)),
+        "serial" => go!(serial::IsaSerial::new()),
+        "fw_cfg" => go!(fw_cfg::FwCfg::new(fw_cfg::FwCfgConfig::PC_7_2)),
+        "globalstate" => go!(globalstate::GlobalState::new(
+            globalstate::RunState::Running
+        )),
+        other => panic!("no loader for {other}"),
+    }
+}
