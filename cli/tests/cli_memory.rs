@@ -57,7 +57,7 @@ fn write_stream(path: &std::path::Path) -> usize {
         w: BufWriter::with_capacity(1 << 20, f),
         n: 0,
     });
-    w.header().unwrap();
+    w.header(vmstate::wire::header::VERSION_V3).unwrap();
     let blocks = [BlockEntry {
         name: b"pc.ram",
         length: RAM,
@@ -96,7 +96,7 @@ fn write_zero_stream(path: &std::path::Path, ram: u64) -> usize {
         w: BufWriter::with_capacity(1 << 20, f),
         n: 0,
     });
-    w.header().unwrap();
+    w.header(vmstate::wire::header::VERSION_V3).unwrap();
     let blocks = [BlockEntry {
         name: b"pc.ram",
         length: ram,

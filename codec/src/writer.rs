@@ -1,5 +1,6 @@
-//! Writing a whole v3 stream: header, configuration, sections, RAM, EOF and the VMDESCRIPTION
-//! trailer generated from the description tables.
+//! Writing a whole stream record by record: header, configuration, sections (typed, from a
+//! table, or as given bytes), RAM records, commands, EOF and the VMDESCRIPTION trailer (verbatim
+//! or generated from the description tables). Used by the slice and the streaming paths alike.
 //!
 //! The writer tracks nothing but the sink, so the caller decides section ids, order and what to
 //! send, exactly as QEMU's handler list does. [`StreamWriter::trailer_for`] writes the trailer
@@ -7,13 +8,12 @@
 //! it on the wire; no buffer is needed.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ram::{BlockEntry, RamWriter};
+use crate::ram::{BlockEntry, RamRecord, RamWriter};
 use crate::schema::Vmsd;
 use crate::sink::{CountingSink, Sink};
-use crate::wire::Configuration;
-use crate::wire::header::{MAGIC, VERSION_V3};
-use crate::wire::record;
+use crate::stream::Record;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use crate::wire::{Command, Configuration, StreamHeader, record};
 use crate::{SectionId, State};
 
 /// One FULL section to describe in the trailer: where it went and what state it carried.
@@ -29,16 +29,22 @@ pub struct Described<'a> {
     pub state: &'a [u8],
 }
 
-/// Writes a v3 stream into a [`Sink`].
+/// Most blocks a block list re-encoded by [`StreamWriter::ram_record`] may hold.
+pub const MAX_RAM_BLOCKS: usize = 64;
+
+/// Writes a stream record by record into a [`Sink`] (a caller slice, an `embedded_io::Write`
+/// through [`IoSink`](crate::IoSink), or a counter): the same bytes whatever the sink.
+///
+/// `'n` is the lifetime of the RAM block names its [`RamWriter`] remembers for CONTINUE.
 #[derive(Debug)]
-pub struct StreamWriter<S> {
+pub struct StreamWriter<'n, S> {
     out: S,
-    ram: RamWriter<'static>,
+    ram: RamWriter<'n>,
 }
 
-impl<S: Sink> StreamWriter<S> {
+impl<'n, S: Sink> StreamWriter<'n, S> {
     /// A writer over `out`.
-    pub fn new(out: S) -> Self {
+    pub const fn new(out: S) -> Self {
         StreamWriter {
             out,
             ram: RamWriter::new(),
@@ -55,19 +61,168 @@ impl<S: Sink> StreamWriter<S> {
         self.out
     }
 
-    /// Writes `QEVM` and file version 3.
-    pub fn header(&mut self) -> Result<(), S::Error> {
-        self.out.write(&MAGIC.to_be_bytes())?;
-        self.out.write(&VERSION_V3.to_be_bytes())
+    /// Bytes written so far.
+    pub fn position(&self) -> usize {
+        self.out.position()
     }
 
-    /// Writes the configuration record.
-    pub fn configuration(&mut self, c: &Configuration<'_>) -> Result<(), S::Error> {
-        let mut buf = [0u8; 512];
+    /// The RAM record writer and the sink together, for [`crate::dirty::encode_round`].
+    pub fn ram_parts(&mut self) -> (&mut RamWriter<'n>, &mut S) {
+        (&mut self.ram, &mut self.out)
+    }
+
+    /// The file header (`QEVM` + version).
+    pub fn header(&mut self, version: u32) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 8];
+        StreamHeader::new_unchecked(&mut b[..]).emit(version);
+        self.out.write(&b)
+    }
+
+    /// The configuration record.
+    pub fn configuration(&mut self, c: &Configuration<'_>) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 1024];
         let mut n = 0;
-        c.emit(&mut buf, &mut n)
+        c.emit(&mut b, &mut n)
+            .map_err(|e| Error::new(self.out.position() + e.offset, e.kind))?;
+        self.out.write(&b[..n])
+    }
+
+    /// A section header (START/FULL with idstr, instance and version; PART/END with the id).
+    pub fn section_header(
+        &mut self,
+        h: &SectionHeaderRepr<'_>,
+    ) -> core::result::Result<(), S::Error> {
+        let mut b = [0u8; 14 + 255];
+        let mut n = 0;
+        h.emit(&mut b, &mut n)
             .map_err(|e| Error::new(self.out.position(), e.kind))?;
-        self.out.write(&buf[..n])
+        self.out.write(&b[..n])
+    }
+
+    /// A section footer.
+    pub fn footer(&mut self, section_id: u32) -> core::result::Result<(), S::Error> {
+        self.out.write(&footer_bytes(section_id))
+    }
+
+    /// A whole section: header, `body` as given, footer.
+    pub fn section_bytes(
+        &mut self,
+        h: &SectionHeaderRepr<'_>,
+        body: &[u8],
+    ) -> core::result::Result<(), S::Error> {
+        self.section_header(h)?;
+        self.out.write(body)?;
+        self.footer(h.section_id)
+    }
+
+    /// One RAM record through [`RamWriter`] (so CONTINUE follows QEMU's rule). A ZERO record
+    /// with a non-zero fill is [`ErrorKind::RamNonZeroFill`] and XBZRLE is [`ErrorKind::RamFlags`]
+    /// (this writer emits neither). The block name must live as long as the encoder (the
+    /// writer remembers the last block for CONTINUE), so records borrowed from a streaming
+    /// decoder's buffer cannot be passed here directly.
+    pub fn ram_record(&mut self, rec: &RamRecord<'n>) -> core::result::Result<(), S::Error> {
+        let out = &mut self.out;
+        match *rec {
+            RamRecord::MemSize(list) => {
+                let mut blocks: heapless::Vec<BlockEntry<'_>, MAX_RAM_BLOCKS> =
+                    heapless::Vec::new();
+                for b in list.iter() {
+                    blocks.push(b).map_err(|_| {
+                        Error::new(
+                            out.position(),
+                            ErrorKind::BufferTooSmall {
+                                needed: list.count,
+                                capacity: MAX_RAM_BLOCKS,
+                            },
+                        )
+                    })?;
+                }
+                self.ram.block_list(&blocks, out)
+            }
+            RamRecord::Zero {
+                block,
+                offset,
+                fill: 0,
+                ..
+            } => self.ram.zero(block, offset, out),
+            RamRecord::Page {
+                block,
+                offset,
+                data,
+                ..
+            } => self.ram.page(block, offset, data, out),
+            RamRecord::Eos => self.ram.eos(out),
+            RamRecord::Zero { fill, .. } => {
+                Err(Error::new(out.position(), ErrorKind::RamNonZeroFill { fill }).into())
+            }
+            RamRecord::Xbzrle { .. } => Err(Error::new(
+                out.position(),
+                ErrorKind::RamFlags {
+                    flags: crate::ram::flags::XBZRLE,
+                },
+            )
+            .into()),
+        }
+    }
+
+    /// A COMMAND record.
+    pub fn command(&mut self, c: &Command<'_>) -> core::result::Result<(), S::Error> {
+        let len = u16::try_from(c.data.len()).map_err(|_| {
+            Error::new(
+                self.out.position(),
+                ErrorKind::LengthTooLarge {
+                    found: c.data.len() as u64,
+                    max: u16::MAX as u64,
+                },
+            )
+        })?;
+        self.out.write(&[record::COMMAND])?;
+        self.out.write(&c.cmd.to_be_bytes())?;
+        self.out.write(&len.to_be_bytes())?;
+        self.out.write(c.data)
+    }
+
+    /// `QEMU_VM_EOF`.
+    pub fn eof(&mut self) -> core::result::Result<(), S::Error> {
+        self.out.write(&[record::EOF])
+    }
+
+    /// The VMDESCRIPTION trailer (write it right after [`StreamWriter::eof`]).
+    pub fn trailer(&mut self, json: &[u8]) -> core::result::Result<(), S::Error> {
+        let len = u32::try_from(json.len()).map_err(|_| {
+            Error::new(
+                self.out.position(),
+                ErrorKind::LengthTooLarge {
+                    found: json.len() as u64,
+                    max: u32::MAX as u64,
+                },
+            )
+        })?;
+        self.out.write(&[record::VMDESCRIPTION])?;
+        self.out.write(&len.to_be_bytes())?;
+        self.out.write(json)
+    }
+
+    /// Writes a record as [`Records`](crate::stream::Records) yields it; section bodies are
+    /// written as they are (use [`StreamWriter::ram_record`] to re-encode RAM bodies).
+    pub fn record(&mut self, rec: &Record<'_>) -> core::result::Result<(), S::Error> {
+        match rec {
+            Record::Header { version } => self.header(*version),
+            Record::Configuration(c) => self.configuration(c),
+            Record::Section(s) => self.section_bytes(
+                &SectionHeaderRepr {
+                    kind: s.kind,
+                    section_id: s.section_id,
+                    idstr: s.idstr,
+                    instance_id: s.instance_id,
+                    version_id: s.version_id,
+                },
+                s.body,
+            ),
+            Record::Command(c) => self.command(c),
+            Record::Eof => self.eof(),
+            Record::Trailer(t) => self.trailer(t.json),
+        }
     }
 
     /// Writes a FULL section of a typed state.
@@ -114,12 +269,12 @@ impl<S: Sink> StreamWriter<S> {
 
     /// Writes a RAM PART (or END, with `end`) section whose page records `pages` writes
     /// through the given [`RamWriter`]; EOS and the footer are added here.
-    pub fn ram_part<'n>(
+    pub fn ram_part<'m>(
         &mut self,
         section_id: u32,
         end: bool,
-        ram: &mut RamWriter<'n>,
-        pages: impl FnOnce(&mut RamWriter<'n>, &mut S) -> Result<(), S::Error>,
+        ram: &mut RamWriter<'m>,
+        pages: impl FnOnce(&mut RamWriter<'m>, &mut S) -> Result<(), S::Error>,
     ) -> Result<(), S::Error> {
         let kind = if end {
             SectionKind::End
@@ -133,11 +288,6 @@ impl<S: Sink> StreamWriter<S> {
         pages(ram, &mut self.out)?;
         ram.eos(&mut self.out)?;
         self.out.write(&footer_bytes(section_id))
-    }
-
-    /// Writes `QEMU_VM_EOF`.
-    pub fn eof(&mut self) -> Result<(), S::Error> {
-        self.out.write(&[record::EOF])
     }
 
     /// Writes the VMDESCRIPTION trailer for `sections` (in the order they were written), with
@@ -157,22 +307,6 @@ impl<S: Sink> StreamWriter<S> {
         self.out.write(&[record::VMDESCRIPTION])?;
         self.out.write(&len.to_be_bytes())?;
         write_json(&mut self.out, sections)
-    }
-
-    /// Writes a trailer holding `json` verbatim.
-    pub fn trailer_raw(&mut self, json: &[u8]) -> Result<(), S::Error> {
-        let len = u32::try_from(json.len()).map_err(|_| {
-            Error::new(
-                self.out.position(),
-                ErrorKind::LengthTooLarge {
-                    found: json.len() as u64,
-                    max: u32::MAX as u64,
-                },
-            )
-        })?;
-        self.out.write(&[record::VMDESCRIPTION])?;
-        self.out.write(&len.to_be_bytes())?;
-        self.out.write(json)
     }
 }
 

@@ -658,12 +658,12 @@ fn stream_writer_output_walks_back_and_io_sink_matches_slice() {
     }];
     let page = [0x5au8; 4096];
     fn write<S: vmstate::Sink>(
-        w: &mut StreamWriter<S>,
+        w: &mut StreamWriter<'_, S>,
         state: &Kinds,
         blocks: &[BlockEntry<'_>],
         page: &[u8],
     ) -> Result<(), S::Error> {
-        w.header()?;
+        w.header(vmstate::wire::header::VERSION_V3)?;
         w.configuration(&Configuration::new(b"pc-i440fx-7.2"))?;
         w.ram_start(2, blocks)?;
         let mut ram = RamWriter::new();

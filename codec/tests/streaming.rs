@@ -10,11 +10,12 @@
 //!   malformed bytes are an error at once; a section larger than the working buffer is named.
 
 use std::fmt::Write as _;
-use vmstate::io::{Decoder, Encoder, Event, Status, StreamReader};
+use vmstate::io::{Decoder, Event, Status, StreamReader};
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
 use vmstate::wire::section::SectionHeaderRepr;
+use vmstate::writer::StreamWriter;
 use vmstate::{ErrorKind, IoSink, SliceSink};
 
 const FIXTURES: [&str; 3] = [
@@ -186,8 +187,8 @@ fn streamed_events_equal_records_for_random_chunks_and_buffers() {
     }
 }
 
-/// Re-encodes a fixture through `Encoder` (RAM bodies record by record).
-fn reencode<'a, S: vmstate::Sink>(bytes: &'a [u8], enc: &mut Encoder<'a, S>)
+/// Re-encodes a fixture through `StreamWriter` (RAM bodies record by record).
+fn reencode<'a, S: vmstate::Sink>(bytes: &'a [u8], enc: &mut StreamWriter<'a, S>)
 where
     S::Error: core::fmt::Debug,
 {
@@ -224,7 +225,7 @@ fn io_and_slice_encoders_recreate_every_fixture() {
     for name in FIXTURES {
         let bytes = fixture(name);
         let mut slice = vec![0xa5u8; bytes.len()];
-        let mut enc = Encoder::new(SliceSink::new(&mut slice));
+        let mut enc = StreamWriter::new(SliceSink::new(&mut slice));
         reencode(&bytes, &mut enc);
         assert_eq!(enc.into_inner().finish(), bytes.len(), "{name}");
         assert!(slice == bytes, "{name}: slice encoder differs");
@@ -233,14 +234,14 @@ fn io_and_slice_encoders_recreate_every_fixture() {
                 out: Vec::new(),
                 rng: Rng(rng.next() | 1),
             };
-            let mut enc = Encoder::new(IoSink::new(w));
+            let mut enc = StreamWriter::new(IoSink::new(w));
             reencode(&bytes, &mut enc);
             let out = enc.into_inner().into_inner().out;
             assert!(out == bytes, "{name}: io encoder differs");
         }
         // Too small a slice is an error value, not a panic.
         let mut small = vec![0u8; bytes.len() - 1];
-        let mut enc = Encoder::new(SliceSink::new(&mut small));
+        let mut enc = StreamWriter::new(SliceSink::new(&mut small));
         let mut ram = RamContext::new(RamOptions::default());
         let mut failed = false;
         for rec in Records::new(&bytes, FooterScan) {

@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use vmstate::dirty::{DirtyLog, encode_round, words_for};
-use vmstate::io::Encoder;
 use vmstate::ram::{BlockEntry, PAGE_SIZE};
 use vmstate::snapshot::SnapshotCell;
 use vmstate::wire::Configuration;
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
+use vmstate::writer::StreamWriter;
 use vmstate::{IoSink, SectionId};
 
 /// Stop iterating once a round has fewer dirty pages than this.
@@ -177,7 +177,7 @@ fn live_migration_to_a_second_process_converges_and_matches() {
 
     let stream = TcpStream::connect(&addr).expect("connect to destination");
     stream.set_nodelay(true).expect("nodelay");
-    let mut enc = Encoder::new(IoSink::new(Io(BufWriter::with_capacity(
+    let mut enc = StreamWriter::new(IoSink::new(Io(BufWriter::with_capacity(
         256 * 1024,
         stream,
     ))));

@@ -22,11 +22,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use vmstate::IoSink;
 use vmstate::dirty::{DirtyLog, encode_round, words_for};
-use vmstate::io::Encoder;
 use vmstate::ram::{BlockEntry, PAGE_SIZE, RamContext, RamOptions, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
 use vmstate::wire::{Configuration, Reader};
+use vmstate::writer::StreamWriter;
 
 const QEMU: &str = "qemu-system-x86_64";
 /// Guest-physical = `pc.ram` offsets below 640 KiB and from 1 MiB on (pc maps `pc.ram` 1:1
@@ -141,7 +141,7 @@ fn write_stream(path: &std::path::Path) -> usize {
     assert_eq!(log.harvest(&mut round).unwrap(), 5);
 
     let file = std::fs::File::create(path).unwrap();
-    let mut enc = Encoder::new(IoSink::new(Io(std::io::BufWriter::new(file))));
+    let mut enc = StreamWriter::new(IoSink::new(Io(std::io::BufWriter::new(file))));
     let header = |kind| SectionHeaderRepr {
         kind,
         section_id: start.section_id,

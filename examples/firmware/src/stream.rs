@@ -123,7 +123,7 @@ pub fn encode_v4(s: &States, buf: &mut [u8]) -> core::result::Result<usize, vmst
 /// returns its length.
 pub fn encode(s: &States, buf: &mut [u8]) -> Result<usize> {
     let mut w = StreamWriter::new(SliceSink::new(buf));
-    w.header()?;
+    w.header(vmstate::wire::header::VERSION_V3)?;
     w.configuration(&Configuration::new(MACHINE))?;
     let id = |section_id, idstr: &'static [u8], instance_id| SectionId {
         section_id,
