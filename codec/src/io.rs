@@ -29,7 +29,10 @@
 use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
 use crate::ram::{RamContext, RamOptions, RamRecord};
 use crate::sink::IoError;
-use crate::stream::{BodyLength, MAX_OPEN_SECTIONS, Options, Record, SectionInfo, SectionRecord};
+use crate::stream::{
+    BodyLength, MAX_OPEN_SECTIONS, Options, Record, SectionInfo, SectionRecord, SeenSections,
+    check_ram_version, ctx, resolve_body,
+};
 use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
 use crate::wire::{Command, Configuration, Reader, StreamHeader, record};
 
@@ -175,8 +178,6 @@ enum Pending {
     TrailerData,
 }
 
-const SEEN_IDS: usize = 4096;
-
 /// Bytes past a VMState section's footer the decoder wants buffered before it accepts the
 /// section (unless the input ended): the longest record header, `14 + 255`.
 pub const LOOKAHEAD: usize = 14 + 255;
@@ -196,8 +197,7 @@ pub struct Decoder<'b, L> {
     lengths: L,
     options: Options,
     open: heapless::Vec<OpenSection, MAX_OPEN_SECTIONS>,
-    seen: [u64; SEEN_IDS / 64],
-    ordinal: usize,
+    seen: SeenSections,
     /// Index in the pinned block list of the block CONTINUE refers to.
     ram_last: Option<usize>,
     pending: Option<(usize, Pending)>,
@@ -223,8 +223,7 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             lengths,
             options,
             open: heapless::Vec::new(),
-            seen: [0; SEEN_IDS / 64],
-            ordinal: 0,
+            seen: SeenSections::new(),
             ram_last: None,
             pending: None,
         }
@@ -430,11 +429,7 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
 
     fn book_section(&mut self, meta: &Meta, header_at: usize) {
         if meta.kind.has_full_header() {
-            let id = meta.section_id as usize;
-            if id < SEEN_IDS {
-                self.seen[id / 64] |= 1 << (id % 64);
-            }
-            self.ordinal += 1;
+            self.seen.mark(meta.section_id);
         }
         match meta.kind {
             SectionKind::Start => {
@@ -606,54 +601,41 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         let offset = r.offset();
         let h = SectionHeaderRepr::read(&mut r)?;
         let header_len = r.offset() - offset;
-        let (info, open) =
-            if h.kind.has_full_header() {
-                let id = h.section_id as usize;
-                if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
-                    return Err(Error::new(offset + 1, ErrorKind::DuplicateSection)
-                        .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
-                }
-                if h.kind == SectionKind::Start && self.open.is_full() {
-                    return Err(Error::new(
-                        offset,
-                        ErrorKind::BufferTooSmall {
-                            needed: MAX_OPEN_SECTIONS + 1,
-                            capacity: MAX_OPEN_SECTIONS,
-                        },
-                    )
-                    .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
-                }
-                let info = SectionInfo {
-                    kind: h.kind,
-                    section_id: h.section_id,
-                    idstr: h.idstr,
-                    instance_id: h.instance_id,
-                    version_id: h.version_id,
-                    ordinal: self.ordinal,
-                };
-                (info, None)
-            } else {
-                let i = self
-                    .open
-                    .iter()
-                    .position(|o| o.section_id == h.section_id)
-                    .ok_or(Error::new(
-                        offset + 1,
-                        ErrorKind::UnknownSectionId {
-                            found: h.section_id,
-                        },
-                    ))?;
-                let o = &self.open[i];
-                let info = SectionInfo {
-                    kind: h.kind,
-                    section_id: h.section_id,
-                    idstr: o.idstr(),
-                    instance_id: o.instance_id,
-                    version_id: o.version_id,
-                    ordinal: o.ordinal,
-                };
-                (info, Some(i))
+        let (info, open) = if h.kind.has_full_header() {
+            let info = self.seen.full_info(&h, offset)?;
+            if h.kind == SectionKind::Start && self.open.is_full() {
+                return Err(Error::new(
+                    offset,
+                    ErrorKind::BufferTooSmall {
+                        needed: MAX_OPEN_SECTIONS + 1,
+                        capacity: MAX_OPEN_SECTIONS,
+                    },
+                )
+                .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
+            }
+            (info, None)
+        } else {
+            let i = self
+                .open
+                .iter()
+                .position(|o| o.section_id == h.section_id)
+                .ok_or(Error::new(
+                    offset + 1,
+                    ErrorKind::UnknownSectionId {
+                        found: h.section_id,
+                    },
+                ))?;
+            let o = &self.open[i];
+            let info = SectionInfo {
+                kind: h.kind,
+                section_id: h.section_id,
+                idstr: o.idstr(),
+                instance_id: o.instance_id,
+                version_id: o.version_id,
+                ordinal: o.ordinal,
             };
+            (info, Some(i))
+        };
         let context = ctx(info.idstr, info.instance_id, info.section_id);
         let meta = Meta {
             offset,
@@ -666,25 +648,10 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             open,
         };
         if info.idstr == b"ram" {
-            if info.version_id != 4 {
-                return Err(Error::new(
-                    offset,
-                    ErrorKind::RamVersion {
-                        found: info.version_id,
-                    },
-                )
-                .in_section(context));
-            }
+            check_ram_version(&info, offset)?;
             return Ok((header_len, Pending::RamSection { meta }));
         }
-        let body_offset = r.offset();
-        let body_len = self
-            .lengths
-            .body_len(&info, r.rest(), body_offset)
-            .map_err(|e| e.in_section(context))?
-            .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
-        r.skip(body_len).map_err(|e| e.in_section(context))?;
-        read_footer(&mut r, info.section_id).map_err(|e| e.in_section(context))?;
+        let body_len = resolve_body(&mut self.lengths, &info, &mut r)?;
         // A resolver may decide a body's end by looking at what follows it (FooterScan checks
         // that a record header starts after the footer). Decide only once the longest such
         // header is buffered, so a cut in the input can never change the answer.
@@ -707,14 +674,6 @@ fn needs_more(e: &Error) -> bool {
         e.kind,
         ErrorKind::Truncated { .. } | ErrorKind::BodyLengthUnknown
     )
-}
-
-fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionContext {
-    SectionContext {
-        idstr: Name::new(idstr),
-        instance_id,
-        section_id,
-    }
 }
 
 /// Reads one RAM record with the block list `pinned` (a MEM_SIZE record, or empty) and the

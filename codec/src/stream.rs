@@ -299,6 +299,93 @@ struct Open<'a> {
 pub const MAX_OPEN_SECTIONS: usize = 16;
 const SEEN_IDS: usize = 4096;
 
+/// Section-id bookkeeping shared by [`Records`] and the streaming decoder
+/// ([`crate::io::Decoder`]): the ids START/FULL records already used (ids are unique in a
+/// stream; below [`SEEN_IDS`] they are tracked) and the ordinal of the next one.
+#[derive(Debug, Clone)]
+pub(crate) struct SeenSections {
+    seen: [u64; SEEN_IDS / 64],
+    ordinal: usize,
+}
+
+impl SeenSections {
+    pub(crate) const fn new() -> Self {
+        SeenSections {
+            seen: [0; SEEN_IDS / 64],
+            ordinal: 0,
+        }
+    }
+
+    /// What the iterator knows of a START/FULL section; a reused id is
+    /// [`ErrorKind::DuplicateSection`]. `offset` is the record's first byte.
+    pub(crate) fn full_info<'x>(
+        &self,
+        h: &SectionHeaderRepr<'x>,
+        offset: usize,
+    ) -> Result<SectionInfo<'x>> {
+        let id = h.section_id as usize;
+        if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
+            return Err(
+                Error::new(offset + 1, ErrorKind::DuplicateSection).in_section(ctx(
+                    h.idstr,
+                    h.instance_id,
+                    h.section_id,
+                )),
+            );
+        }
+        Ok(SectionInfo {
+            kind: h.kind,
+            section_id: h.section_id,
+            idstr: h.idstr,
+            instance_id: h.instance_id,
+            version_id: h.version_id,
+            ordinal: self.ordinal,
+        })
+    }
+
+    /// Records a START/FULL section once its whole record parsed (so a cut record can be
+    /// retried with more input).
+    pub(crate) fn mark(&mut self, section_id: u32) {
+        let id = section_id as usize;
+        if id < SEEN_IDS {
+            self.seen[id / 64] |= 1 << (id % 64);
+        }
+        self.ordinal += 1;
+    }
+}
+
+/// Refuses a `ram` section whose version is not 4.
+pub(crate) fn check_ram_version(info: &SectionInfo<'_>, offset: usize) -> Result<()> {
+    if info.version_id != 4 {
+        return Err(Error::new(
+            offset,
+            ErrorKind::RamVersion {
+                found: info.version_id,
+            },
+        )
+        .in_section(ctx(info.idstr, info.instance_id, info.section_id)));
+    }
+    Ok(())
+}
+
+/// Asks `lengths` where the VMState body at `r` ends, skips it and checks the footer; returns
+/// the body length.
+pub(crate) fn resolve_body<L: BodyLength>(
+    lengths: &mut L,
+    info: &SectionInfo<'_>,
+    r: &mut Reader<'_>,
+) -> Result<usize> {
+    let context = ctx(info.idstr, info.instance_id, info.section_id);
+    let body_offset = r.offset();
+    let n = lengths
+        .body_len(info, r.rest(), body_offset)
+        .map_err(|e| e.in_section(context))?
+        .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
+    r.skip(n).map_err(|e| e.in_section(context))?;
+    read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
+    Ok(n)
+}
+
 /// Walks a stream record by record.
 #[derive(Debug, Clone)]
 pub struct Records<'a, L> {
@@ -308,8 +395,7 @@ pub struct Records<'a, L> {
     lengths: L,
     options: Options,
     open: heapless::Vec<Open<'a>, MAX_OPEN_SECTIONS>,
-    seen: [u64; SEEN_IDS / 64],
-    ordinal: usize,
+    seen: SeenSections,
     ram: RamContext<'a>,
 }
 
@@ -328,8 +414,7 @@ impl<'a, L: BodyLength> Records<'a, L> {
             lengths,
             options,
             open: heapless::Vec::new(),
-            seen: [0; SEEN_IDS / 64],
-            ordinal: 0,
+            seen: SeenSections::new(),
             ram: RamContext::new(options.ram),
         }
     }
@@ -453,68 +538,42 @@ impl<'a, L: BodyLength> Records<'a, L> {
         let offset = r.offset();
         let h = SectionHeaderRepr::read(r)?;
         let header_len = r.offset() - offset;
-        let info =
-            if h.kind.has_full_header() {
-                let id = h.section_id as usize;
-                if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
-                    return Err(Error::new(offset + 1, ErrorKind::DuplicateSection)
-                        .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
-                }
-
-                SectionInfo {
-                    kind: h.kind,
-                    section_id: h.section_id,
-                    idstr: h.idstr,
-                    instance_id: h.instance_id,
-                    version_id: h.version_id,
-                    ordinal: self.ordinal,
-                }
-            } else {
-                let open = self
-                    .open
-                    .iter()
-                    .find(|o| o.section_id == h.section_id)
-                    .ok_or(Error::new(
-                        offset + 1,
-                        ErrorKind::UnknownSectionId {
-                            found: h.section_id,
-                        },
-                    ))?;
-                SectionInfo {
-                    kind: h.kind,
-                    section_id: h.section_id,
-                    idstr: open.idstr,
-                    instance_id: open.instance_id,
-                    version_id: open.version_id,
-                    ordinal: open.ordinal,
-                }
-            };
+        let info = if h.kind.has_full_header() {
+            self.seen.full_info(&h, offset)?
+        } else {
+            let open = self
+                .open
+                .iter()
+                .find(|o| o.section_id == h.section_id)
+                .ok_or(Error::new(
+                    offset + 1,
+                    ErrorKind::UnknownSectionId {
+                        found: h.section_id,
+                    },
+                ))?;
+            SectionInfo {
+                kind: h.kind,
+                section_id: h.section_id,
+                idstr: open.idstr,
+                instance_id: open.instance_id,
+                version_id: open.version_id,
+                ordinal: open.ordinal,
+            }
+        };
         let context = ctx(info.idstr, info.instance_id, info.section_id);
         let body_offset = r.offset();
         let len = if info.idstr == b"ram" {
-            if info.version_id != 4 {
-                return Err(Error::new(
-                    offset,
-                    ErrorKind::RamVersion {
-                        found: info.version_id,
-                    },
-                )
-                .in_section(context));
-            }
-            self.ram
-                .measure_body(r)
-                .map_err(|e| e.in_section(context))?
-        } else {
+            check_ram_version(&info, offset)?;
             let n = self
-                .lengths
-                .body_len(&info, r.rest(), body_offset)
-                .map_err(|e| e.in_section(context))?
-                .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
-            r.skip(n).map_err(|e| e.in_section(context))?;
+                .ram
+                .measure_body(r)
+                .map_err(|e| e.in_section(context))?;
+            read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
             n
+        } else {
+            resolve_body(&mut self.lengths, &info, r)?
         };
         let body = &r.buffer()[body_offset..body_offset + len];
-        read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
         // Bookkeeping only after the whole record parsed, so a truncated record can be retried.
         match h.kind {
             SectionKind::Start => {
@@ -549,11 +608,7 @@ impl<'a, L: BodyLength> Records<'a, L> {
             _ => {}
         }
         if h.kind.has_full_header() {
-            let id = h.section_id as usize;
-            if id < SEEN_IDS {
-                self.seen[id / 64] |= 1 << (id % 64);
-            }
-            self.ordinal += 1;
+            self.seen.mark(h.section_id);
         }
         Ok(SectionRecord {
             offset,
@@ -570,7 +625,7 @@ impl<'a, L: BodyLength> Records<'a, L> {
     }
 }
 
-fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionContext {
+pub(crate) fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionContext {
     SectionContext {
         idstr: Name::new(idstr),
         instance_id,
