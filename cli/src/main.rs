@@ -243,6 +243,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     )));
                 }
                 emit_bytes(&text)?;
+                // The process ends here: returning the decoded tree to the allocator piece by
+                // piece would cost more than everything after the parse.
+                std::mem::forget(stream);
             } else {
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL
