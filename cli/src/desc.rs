@@ -226,7 +226,7 @@ impl<'de> Visitor<'de> for JVisitor {
         Ok(J::Arr(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<J<'de>, A::Error> {
-        let mut members = Vec::with_capacity(8);
+        let mut members = Vec::new();
         while let Some((Key(k), v)) = a.next_entry()? {
             members.push((k, v));
         }
