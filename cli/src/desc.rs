@@ -6,7 +6,9 @@
 //! for the JSON (`vmstate inspect --desc` prints it, the same value as analyze-migration.py
 //! `-d desc`).
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A malformed description: where in the JSON (a path like `devices[3].fields[2].size`) and what.
@@ -110,55 +112,198 @@ pub struct FieldDesc {
     pub size: u64,
 }
 
-fn err(path: &str, message: impl Into<String>) -> DescError {
+fn err(path: &Path<'_>, message: impl Into<String>) -> DescError {
     DescError {
         path: path.to_string(),
         message: message.into(),
     }
 }
 
-fn object<'v>(v: &'v Value, path: &str) -> Result<&'v Map<String, Value>, DescError> {
-    v.as_object().ok_or_else(|| err(path, "expected an object"))
+/// The error for `key` of the object at `path`.
+fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
+    DescError {
+        path: format!("{path}.{key}"),
+        message: message.to_string(),
+    }
 }
 
-fn only_keys(m: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<(), DescError> {
-    match m.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(err(path, format!("unexpected key \"{k}\""))),
+/// Where an item is in the JSON, built only when an error names it: the root (""), a
+/// top-level member (`devices[3]`, `configuration`), or a member of another item
+/// (`devices[3].fields[2]`).
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Top(&'p str, Option<usize>),
+    Child(&'p Path<'p>, &'p str, Option<usize>),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, index) = match self {
+            Path::Root => return Ok(()),
+            Path::Top(name, index) => (name, index),
+            Path::Child(parent, name, index) => {
+                write!(f, "{parent}.")?;
+                (name, index)
+            }
+        };
+        f.write_str(name)?;
+        match index {
+            Some(i) => write!(f, "[{i}]"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A JSON value as the description is read: strings borrowed from the text when they hold no
+/// escapes, objects as their members in order (few keys each: found by a scan, not a hash).
+#[derive(Debug)]
+enum J<'a> {
+    Obj(Vec<(Cow<'a, str>, J<'a>)>),
+    Arr(Vec<J<'a>>),
+    Str(Cow<'a, str>),
+    /// A number: its value when it is an unsigned integer (what `Value::as_u64` accepts).
+    Num(Option<u64>),
+    /// `true`, `false`, `null`.
+    Other,
+}
+
+type Obj<'a> = [(Cow<'a, str>, J<'a>)];
+
+/// Members of an object with one key several times: the last one counts, as in a
+/// `serde_json::Map`.
+fn get<'o, 'a>(m: &'o Obj<'a>, key: &str) -> Option<&'o J<'a>> {
+    m.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn contains_key(m: &Obj<'_>, key: &str) -> bool {
+    m.iter().any(|(k, _)| k == key)
+}
+
+impl<'de> Deserialize<'de> for J<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<J<'de>, D::Error> {
+        d.deserialize_any(JVisitor)
+    }
+}
+
+struct JVisitor;
+
+impl<'de> Visitor<'de> for JVisitor {
+    type Value = J<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<J<'de>, E> {
+        Ok(J::Other)
+    }
+    fn visit_unit<E>(self) -> Result<J<'de>, E> {
+        Ok(J::Other)
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<J<'de>, E> {
+        Ok(J::Num(Some(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<J<'de>, E> {
+        Ok(J::Num(u64::try_from(v).ok()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<J<'de>, E> {
+        Ok(J::Num(None))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<J<'de>, E> {
+        Ok(J::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<J<'de>, E> {
+        Ok(J::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<J<'de>, E> {
+        Ok(J::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<J<'de>, A::Error> {
+        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = a.next_element()? {
+            items.push(v);
+        }
+        Ok(J::Arr(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<J<'de>, A::Error> {
+        let mut members = Vec::new();
+        while let Some((Key(k), v)) = a.next_entry()? {
+            members.push((k, v));
+        }
+        Ok(J::Obj(members))
+    }
+}
+
+/// An object key, borrowed when it can be.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        match d.deserialize_str(JVisitor)? {
+            J::Str(s) => Ok(Key(s)),
+            _ => Err(serde::de::Error::custom("expected a string key")),
+        }
+    }
+}
+
+/// The borrowed form of a `serde_json::Value` (for [`Description::parse`]).
+fn from_value(v: &Value) -> J<'_> {
+    match v {
+        Value::Object(m) => J::Obj(
+            m.iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), from_value(v)))
+                .collect(),
+        ),
+        Value::Array(a) => J::Arr(a.iter().map(from_value).collect()),
+        Value::String(s) => J::Str(Cow::Borrowed(s)),
+        Value::Number(n) => J::Num(n.as_u64()),
+        Value::Bool(_) | Value::Null => J::Other,
+    }
+}
+
+fn object<'o, 'a>(v: &'o J<'a>, path: &Path<'_>) -> Result<&'o Obj<'a>, DescError> {
+    match v {
+        J::Obj(m) => Ok(m),
+        _ => Err(err(path, "expected an object")),
+    }
+}
+
+fn only_keys(m: &Obj<'_>, allowed: &[&str], path: &Path<'_>) -> Result<(), DescError> {
+    match m.iter().find(|(k, _)| !allowed.contains(&k.as_ref())) {
+        Some((k, _)) => Err(err(path, format!("unexpected key \"{k}\""))),
         None => Ok(()),
     }
 }
 
-fn uint(m: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64>, DescError> {
-    match m.get(key) {
+fn uint(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<Option<u64>, DescError> {
+    match get(m, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| err(&format!("{path}.{key}"), "expected an unsigned integer")),
+        Some(J::Num(Some(n))) => Ok(Some(*n)),
+        Some(_) => Err(key_err(path, key, "expected an unsigned integer")),
     }
 }
 
-fn req_uint(m: &Map<String, Value>, key: &str, path: &str) -> Result<u64, DescError> {
+fn req_uint(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<u64, DescError> {
     uint(m, key, path)?.ok_or_else(|| err(path, format!("missing \"{key}\"")))
 }
 
-fn req_u32(m: &Map<String, Value>, key: &str, path: &str) -> Result<u32, DescError> {
+fn req_u32(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<u32, DescError> {
     u32::try_from(req_uint(m, key, path)?)
-        .map_err(|_| err(&format!("{path}.{key}"), "expected a 32-bit value"))
+        .map_err(|_| key_err(path, key, "expected a 32-bit value"))
 }
 
-fn req_str(m: &Map<String, Value>, key: &str, path: &str) -> Result<String, DescError> {
-    match m.get(key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(err(&format!("{path}.{key}"), "expected a string")),
+fn req_str(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<String, DescError> {
+    match get(m, key) {
+        Some(J::Str(s)) => Ok(s.to_string()),
+        Some(_) => Err(key_err(path, key, "expected a string")),
         None => Err(err(path, format!("missing \"{key}\""))),
     }
 }
 
-fn array<'v>(m: &'v Map<String, Value>, key: &str, path: &str) -> Result<&'v [Value], DescError> {
-    match m.get(key) {
-        Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(err(&format!("{path}.{key}"), "expected an array")),
+fn array<'o, 'a>(m: &'o Obj<'a>, key: &str, path: &Path<'_>) -> Result<&'o [J<'a>], DescError> {
+    match get(m, key) {
+        Some(J::Arr(a)) => Ok(a),
+        Some(_) => Err(key_err(path, key, "expected an array")),
         None => Err(err(path, format!("missing \"{key}\""))),
     }
 }
@@ -173,38 +318,40 @@ impl Description {
     pub fn from_json_bytes(json: &[u8]) -> Result<Description, DescError> {
         if json.len() > MAX_DESCRIPTION_LEN {
             return Err(err(
-                "",
+                &Path::Root,
                 format!(
                     "{} bytes of JSON: expected at most {MAX_DESCRIPTION_LEN}",
                     json.len()
                 ),
             ));
         }
-        let v: Value = serde_json::from_slice(json).map_err(|e| err("", e.to_string()))?;
-        Description::parse(&v)
+        let v: J<'_> = serde_json::from_slice(json).map_err(|e| err(&Path::Root, e.to_string()))?;
+        Description::read(&v)
     }
 
     /// Parses an already decoded JSON value.
     pub fn parse(v: &Value) -> Result<Description, DescError> {
-        let m = object(v, "")?;
-        only_keys(m, &["configuration", "page_size", "devices"], "")?;
-        let configuration = match m.get("configuration") {
+        Description::read(&from_value(v))
+    }
+
+    fn read(v: &J<'_>) -> Result<Description, DescError> {
+        let root = Path::Root;
+        let m = object(v, &root)?;
+        only_keys(m, &["configuration", "page_size", "devices"], &root)?;
+        let configuration = match get(m, "configuration") {
             None => None,
             Some(c) => {
-                let cm = object(c, "configuration")?;
-                only_keys(
-                    cm,
-                    &["vmsd_name", "version", "fields", "subsections"],
-                    "configuration",
-                )?;
-                Some(SubsectionDesc::parse(cm, "configuration")?)
+                let p = Path::Top("configuration", None);
+                let cm = object(c, &p)?;
+                only_keys(cm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
+                Some(SubsectionDesc::parse(cm, &p)?)
             }
         };
-        let page_size = req_uint(m, "page_size", "")?;
-        let devices = array(m, "devices", "")?
+        let page_size = req_uint(m, "page_size", &root)?;
+        let devices = array(m, "devices", &root)?
             .iter()
             .enumerate()
-            .map(|(i, d)| Device::parse(d, &format!("devices[{i}]")))
+            .map(|(i, d)| Device::parse(d, &Path::Top("devices", Some(i))))
             .collect::<Result<_, _>>()?;
         Ok(Description {
             configuration,
@@ -229,7 +376,7 @@ impl Description {
 }
 
 impl Device {
-    fn parse(v: &Value, path: &str) -> Result<Device, DescError> {
+    fn parse(v: &J<'_>, path: &Path<'_>) -> Result<Device, DescError> {
         let m = object(v, path)?;
         only_keys(
             m,
@@ -244,9 +391,9 @@ impl Device {
             ],
             path,
         )?;
-        let vmsd = match m.contains_key("vmsd_name") {
+        let vmsd = match contains_key(m, "vmsd_name") {
             true => Some((req_str(m, "vmsd_name", path)?, req_u32(m, "version", path)?)),
-            false if m.contains_key("version") => {
+            false if contains_key(m, "version") => {
                 return Err(err(path, "\"version\" without \"vmsd_name\""));
             }
             false => None,
@@ -281,20 +428,20 @@ impl Device {
 }
 
 impl BodyDesc {
-    fn parse(m: &Map<String, Value>, path: &str) -> Result<BodyDesc, DescError> {
+    fn parse(m: &Obj<'_>, path: &Path<'_>) -> Result<BodyDesc, DescError> {
         let fields = array(m, "fields", path)?
             .iter()
             .enumerate()
-            .map(|(i, f)| FieldDesc::parse(f, &format!("{path}.fields[{i}]")))
+            .map(|(i, f)| FieldDesc::parse(f, &Path::Child(path, "fields", Some(i))))
             .collect::<Result<_, _>>()?;
-        let subsections = match m.contains_key("subsections") {
+        let subsections = match contains_key(m, "subsections") {
             false => None,
             true => Some(
                 array(m, "subsections", path)?
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        let p = format!("{path}.subsections[{i}]");
+                        let p = Path::Child(path, "subsections", Some(i));
                         let sm = object(s, &p)?;
                         only_keys(sm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
                         SubsectionDesc::parse(sm, &p)
@@ -328,7 +475,7 @@ impl BodyDesc {
 }
 
 impl SubsectionDesc {
-    fn parse(m: &Map<String, Value>, path: &str) -> Result<SubsectionDesc, DescError> {
+    fn parse(m: &Obj<'_>, path: &Path<'_>) -> Result<SubsectionDesc, DescError> {
         Ok(SubsectionDesc {
             vmsd_name: req_str(m, "vmsd_name", path)?,
             version: req_u32(m, "version", path)?,
@@ -350,10 +497,10 @@ impl SubsectionDesc {
 }
 
 impl FieldDesc {
-    fn parse(v: &Value, path: &str) -> Result<FieldDesc, DescError> {
+    fn parse(v: &J<'_>, path: &Path<'_>) -> Result<FieldDesc, DescError> {
         let m = object(v, path)?;
         let type_name = req_str(m, "type", path)?;
-        let inline = m.contains_key("vmsd_name");
+        let inline = contains_key(m, "vmsd_name");
         let allowed: &[&str] = if inline {
             &[
                 "name",
@@ -376,9 +523,9 @@ impl FieldDesc {
             (None, Some(i)) => Repeat::Index(i),
             (Some(_), Some(_)) => return Err(err(path, "both \"array_len\" and \"index\"")),
         };
-        let kind = match (m.get("struct"), inline) {
+        let kind = match (get(m, "struct"), inline) {
             (Some(s), _) => {
-                let p = format!("{path}.struct");
+                let p = Path::Child(path, "struct", None);
                 let sm = object(s, &p)?;
                 only_keys(sm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
                 FieldKind::Struct(SubsectionDesc::parse(sm, &p)?)

@@ -123,7 +123,7 @@ pub struct Body {
 
 /// How a type name reads on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leaf {
+pub(crate) enum Leaf {
     Int { signed: bool, width: u8 },
     Bool,
     Timer,
@@ -502,7 +502,7 @@ impl Body {
 
 /// How QEMU 7.2's `scripts/analyze-migration.py` prints a type: its reader table maps a few
 /// type names to integer or bool readers; every other name is printed as hex bytes.
-fn analyze_reader(type_name: &str) -> Option<Leaf> {
+pub(crate) fn analyze_reader(type_name: &str) -> Option<Leaf> {
     let signed = |width| {
         Some(Leaf::Int {
             signed: true,

@@ -1,5 +1,6 @@
 //! Host-side tooling for vmstate streams: the library behind the `vmstate` binary.
 //!
+//! * [`analyze`]: the analyze-migration.py `-d state` text, written without a value tree.
 //! * [`desc`]: the VMDESCRIPTION trailer as a typed tree.
 //! * [`generic`]: a description-driven decoder/encoder for any VMState section body, the
 //!   analyze-migration.py rendering, and field edits.
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod analyze;
 pub mod desc;
 pub mod diff;
 pub mod extract;

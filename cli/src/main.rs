@@ -173,8 +173,12 @@ fn parse<'a>(path: &Path, input: &'a Input, label: &'static str) -> Result<Strea
 }
 
 fn emit(text: &str) -> Result<(), Failure> {
+    emit_bytes(text.as_bytes())
+}
+
+fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
+    out.write_all(text)
         .and_then(|_| out.flush())
         .map_err(|e| Failure::Usage(format!("stdout: {e}")))
 }
@@ -231,10 +235,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let stream = parse(&file, &input, "inspect")?;
             if json {
-                let v = stream.analyze_state().ok_or_else(|| {
-                    Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
-                })?;
-                emit(&(pretty_json(&v) + "\n"))?;
+                let mut text = Vec::with_capacity(128 << 10);
+                if !vmstate_cli::analyze::write_state(&stream, &mut text) {
+                    return Err(Failure::Invalid(format!(
+                        "{}: no VMDESCRIPTION trailer",
+                        file.display()
+                    )));
+                }
+                emit_bytes(&text)?;
+                // The process ends here: returning the decoded tree to the allocator piece by
+                // piece would cost more than everything after the parse.
+                std::mem::forget(stream);
             } else {
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL

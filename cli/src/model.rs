@@ -82,6 +82,9 @@ pub struct DescLengths<'d> {
     desc: &'d Description,
     next: usize,
     error: Option<StreamError>,
+    /// The tree of the last body measured, with its device index: finding a body's length
+    /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
+    decoded: Option<(usize, Body)>,
 }
 
 impl<'d> DescLengths<'d> {
@@ -91,6 +94,15 @@ impl<'d> DescLengths<'d> {
             desc,
             next: 0,
             error: None,
+            decoded: None,
+        }
+    }
+
+    /// The tree of `devices[device]` if it was the last body measured.
+    fn take_decoded(&mut self, device: usize) -> Option<Body> {
+        match self.decoded.take() {
+            Some((d, body)) if d == device => Some(body),
+            _ => None,
         }
     }
 
@@ -120,10 +132,11 @@ impl BodyLength for DescLengths<'_> {
         if sec.kind != SectionKind::Full {
             return Ok(None);
         }
-        let label = section_label(sec.idstr, sec.instance_id, sec.section_id);
+        let label = || section_label(sec.idstr, sec.instance_id, sec.section_id);
         let Some(dev) = self.desc.devices.get(self.next) else {
             let message = format!(
-                "section {label} is FULL section number {}, but the description lists only {} devices",
+                "section {} is FULL section number {}, but the description lists only {} devices",
+                label(),
                 self.next + 1,
                 self.desc.devices.len()
             );
@@ -136,7 +149,8 @@ impl BodyLength for DescLengths<'_> {
         let version_ok = dev.vmsd.as_ref().is_none_or(|(_, v)| *v == sec.version_id);
         if dev.name.as_bytes() != sec.idstr || dev.instance_id != sec.instance_id || !version_ok {
             let message = format!(
-                "section {label} version {} does not match description devices[{}]: '{}' instance {}{}",
+                "section {} version {} does not match description devices[{}]: '{}' instance {}{}",
+                label(),
                 sec.version_id,
                 self.next,
                 dev.name,
@@ -152,14 +166,15 @@ impl BodyLength for DescLengths<'_> {
             return Err(self.refuse(base, ErrorKind::BadDescription, e));
         }
         match generic::decode_prefix(&dev.body, rest, base) {
-            Ok((_, used)) => {
+            Ok((body, used)) => {
+                self.decoded = Some((self.next, body));
                 self.next += 1;
                 Ok(Some(used))
             }
             Err(error) => {
                 let (at, kind) = (error.offset, error.kind);
                 let e = StreamError::Body {
-                    section: label,
+                    section: label(),
                     error: Box::new(error),
                 };
                 Err(self.refuse(at, kind, e))
@@ -532,11 +547,21 @@ impl<'a> Stream<'a> {
                             offset: rec.offset,
                             message: "more FULL sections than described devices".into(),
                         })?;
-                        let body = generic::decode_section(&dev.body, rec.body, rec.body_offset)
-                            .map_err(|error| StreamError::Body {
+                        // Measuring the body decoded it (and the walk cut the body at the
+                        // length that decode used); decode here only if that tree is missing.
+                        let measured = records
+                            .lengths()
+                            .0
+                            .as_mut()
+                            .and_then(|d| d.take_decoded(devices));
+                        let body = match measured {
+                            Some(body) => body,
+                            None => generic::decode_section(&dev.body, rec.body, rec.body_offset)
+                                .map_err(|error| StreamError::Body {
                                 section: section_label(rec.idstr, rec.instance_id, rec.section_id),
                                 error: Box::new(error),
-                            })?;
+                            })?,
+                        };
                         devices += 1;
                         Item::Device {
                             section,
@@ -863,6 +888,12 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&s.analyze_state().unwrap()).unwrap(),
             r#"{"dev (2)":{"x":"0x002a"}}"#
+        );
+        let mut text = Vec::new();
+        assert!(crate::analyze::write_state(&s, &mut text));
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            crate::pretty_json(&s.analyze_state().unwrap()) + "\n"
         );
         assert!(s.to_bytes().unwrap() == bytes);
         let mut e = s.clone();

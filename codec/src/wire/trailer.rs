@@ -30,7 +30,20 @@ impl<'a> Trailer<'a> {
     /// where `len` reaches the end, scanning back from the end (the JSON holds no NUL byte).
     /// Returns the offset of the `06` byte.
     pub fn locate(stream: &[u8]) -> Option<usize> {
-        let nul = stream.iter().rposition(|&b| b == 0)?;
+        // Back from the end in blocks: `contains` on bytes is a word-at-a-time memchr, where a
+        // byte-by-byte `rposition` over a 100 KiB JSON text costs about a million instructions.
+        let mut end = stream.len();
+        let nul = loop {
+            let start = end.saturating_sub(256);
+            let block = stream.get(start..end)?;
+            if block.contains(&0) {
+                break start + block.iter().rposition(|&b| b == 0)?;
+            }
+            if start == 0 {
+                return None;
+            }
+            end = start;
+        };
         // The last NUL is either the EOF byte itself or inside the be32 length.
         let lo = nul.saturating_sub(5);
         (lo..=nul + 1).rev().find(|&p| {
@@ -79,5 +92,16 @@ mod tests {
         let mut r = Reader::new(&s[9..s.len() - 1], 9);
         assert!(Trailer::read(&mut r).unwrap_err().is_incomplete());
         assert_eq!(Trailer::locate(&s[..s.len() - 1]), None);
+    }
+
+    #[test]
+    fn locate_scans_back_over_texts_longer_than_a_block() {
+        // 1000 bytes of JSON: the last NUL (in the length) is four blocks back from the end.
+        let mut s = [b'x'; 14 + 1000];
+        s[..14].copy_from_slice(b"QEVM\0\0\0\x03\x00\x06\x00\x00\x03\xe8");
+        assert_eq!(Trailer::locate(&s), Some(9));
+        assert_eq!(Trailer::locate(&s[..s.len() - 1]), None);
+        assert_eq!(Trailer::locate(&s[14..]), None);
+        assert_eq!(Trailer::locate(&[]), None);
     }
 }

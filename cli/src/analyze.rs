@@ -1,0 +1,313 @@
+//! The analyze-migration.py `-d state` text, written straight into one buffer.
+//!
+//! [`crate::Stream::analyze_state`] builds the same object as a `serde_json::Value` and
+//! [`crate::pretty_json`] prints it. That tree costs an allocation and a hash per key and a
+//! formatted `String` per value; `vmstate inspect --json` spends most of its time there. This
+//! writer walks the decoded stream once and appends the identical bytes: serde_json's pretty
+//! layout with a four-space indent, and a JSON object's rule for a repeated key (the first
+//! position keeps the last value).
+
+use crate::generic::{Body, Leaf, Value, analyze_reader};
+use crate::model::{Item, SectionMeta, Stream};
+use vmstate::ram::RamRecord;
+use vmstate::wire::section::SectionKind;
+
+/// Appends the `-d state` text of `stream` (with the final newline) to `out`. `false` when the
+/// stream has no description (nothing is written then).
+pub fn write_state(stream: &Stream<'_>, out: &mut Vec<u8>) -> bool {
+    if stream.description.is_none() {
+        return false;
+    }
+    let mut w = Writer { out, depth: 0 };
+    let entries: Vec<(String, Top<'_, '_>)> = stream
+        .entries
+        .iter()
+        .filter_map(|e| match &e.item {
+            Item::Ram { section, records } if section.kind == SectionKind::Start => {
+                Some((key(section), Top::Ram(records)))
+            }
+            Item::Device { section, body, .. } => Some((key(section), Top::Device(body))),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    w.object(&keys, |w, i| match &entries[i].1 {
+        Top::Device(body) => w.body(body),
+        Top::Ram(records) => {
+            let mut sizes: Vec<(String, u64)> = Vec::new();
+            for r in *records {
+                if let RamRecord::MemSize(list) = r {
+                    for b in list.iter() {
+                        sizes.push((String::from_utf8_lossy(b.name).into_owned(), b.length));
+                    }
+                }
+            }
+            w.object(&["section sizes"], |w, _| {
+                let keys: Vec<&str> = sizes.iter().map(|(k, _)| k.as_str()).collect();
+                w.object(&keys, |w, j| {
+                    w.out.extend_from_slice(b"\"0x");
+                    hex_digits(w.out, &sizes[j].1.to_be_bytes());
+                    w.out.push(b'"');
+                });
+            });
+        }
+    });
+    w.out.push(b'\n');
+    true
+}
+
+enum Top<'s, 'a> {
+    Device(&'s Body),
+    Ram(&'s crate::model::RamRecords<'a>),
+}
+
+fn key(s: &SectionMeta<'_>) -> String {
+    format!("{} ({})", String::from_utf8_lossy(s.idstr), s.section_id)
+}
+
+struct Writer<'o> {
+    out: &'o mut Vec<u8>,
+    depth: usize,
+}
+
+impl Writer<'_> {
+    fn newline(&mut self) {
+        self.out.push(b'\n');
+        for _ in 0..self.depth {
+            self.out.extend_from_slice(b"    ");
+        }
+    }
+
+    /// An object with `keys`; `value(self, i)` writes the value of entry `i`. A key given
+    /// twice stays at its first position with the value of its last entry.
+    fn object(&mut self, keys: &[&str], mut value: impl FnMut(&mut Self, usize)) {
+        if keys.is_empty() {
+            self.out.extend_from_slice(b"{}");
+            return;
+        }
+        let order = emit_order(keys);
+        self.out.push(b'{');
+        self.depth += 1;
+        let mut first = true;
+        let mut item = |w: &mut Self, i: usize| {
+            if !first {
+                w.out.push(b',');
+            }
+            first = false;
+            w.newline();
+            w.string(keys[i]);
+            w.out.extend_from_slice(b": ");
+            value(w, i);
+        };
+        match order {
+            None => (0..keys.len()).for_each(|i| item(self, i)),
+            Some(order) => order.into_iter().for_each(|i| item(self, i)),
+        }
+        self.depth -= 1;
+        self.newline();
+        self.out.push(b'}');
+    }
+
+    fn array(&mut self, n: usize, mut value: impl FnMut(&mut Self, usize)) {
+        if n == 0 {
+            self.out.extend_from_slice(b"[]");
+            return;
+        }
+        self.out.push(b'[');
+        self.depth += 1;
+        for i in 0..n {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.newline();
+            value(self, i);
+        }
+        self.depth -= 1;
+        self.newline();
+        self.out.push(b']');
+    }
+
+    fn string(&mut self, s: &str) {
+        if s.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            self.out.push(b'"');
+            self.out.extend_from_slice(s.as_bytes());
+            self.out.push(b'"');
+        } else {
+            // Escapes exactly as the Value printer does; writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *self.out, s);
+        }
+    }
+
+    fn body(&mut self, body: &Body) {
+        let keys: Vec<&str> = body
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .chain(body.subsections.iter().map(|s| s.name.as_str()))
+            .collect();
+        let n = body.fields.len();
+        self.object(&keys, |w, i| match body.fields.get(i) {
+            Some(f) => w.value(&f.type_name, &f.value),
+            None => w.body(&body.subsections[i - n].body),
+        });
+    }
+
+    fn value(&mut self, type_name: &str, v: &Value) {
+        match v {
+            Value::Array(items) => self.array(items.len(), |w, i| w.value(type_name, &items[i])),
+            Value::Struct(b) if type_name == "struct" => self.body(b),
+            Value::Int(i) => {
+                let bytes = i.raw.to_be_bytes();
+                self.leaf(type_name, &bytes[8 - usize::from(i.width.min(8))..]);
+            }
+            Value::Bool(b) => self.leaf(type_name, &[*b]),
+            Value::Timer(t) => self.leaf(type_name, &t.to_be_bytes()),
+            Value::Bytes(b) | Value::Unused(b) => self.leaf(type_name, b),
+            Value::Struct(_) => self.leaf(type_name, &v.to_bytes()),
+        }
+    }
+
+    /// A value analyze-migration.py reads with its reader for `type_name`.
+    fn leaf(&mut self, type_name: &str, bytes: &[u8]) {
+        match analyze_reader(type_name) {
+            Some(Leaf::Bool) => {
+                let set = bytes.first().is_some_and(|&b| b != 0);
+                self.out
+                    .extend_from_slice(if set { b"true" } else { b"false" });
+            }
+            Some(Leaf::Int { signed, .. }) if bytes.len() <= 8 => {
+                self.out.extend_from_slice(b"\"0x");
+                if bytes.is_empty() {
+                    self.out.push(b'0');
+                }
+                hex_digits(self.out, bytes);
+                if signed && bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                    let raw = bytes.iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
+                    let s = raw - (1i128 << (8 * bytes.len()));
+                    self.out.extend_from_slice(format!(" ({s})").as_bytes());
+                }
+                self.out.push(b'"');
+            }
+            _ => {
+                self.out.push(b'"');
+                for (i, b) in bytes.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b' ');
+                    }
+                    hex_digits(self.out, &[*b]);
+                }
+                self.out.push(b'"');
+            }
+        }
+    }
+}
+
+fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+/// `None` when every key is distinct (entries print in order); otherwise, for each distinct
+/// key in order of first appearance, the index of its last entry.
+fn emit_order(keys: &[&str]) -> Option<Vec<usize>> {
+    let mut sorted: Vec<&str> = keys.to_vec();
+    sorted.sort_unstable();
+    if sorted.windows(2).all(|w| w[0] != w[1]) {
+        return None;
+    }
+    let mut order: Vec<usize> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        match order.iter_mut().find(|j| keys[**j] == *k) {
+            Some(j) => *j = i,
+            None => order.push(i),
+        }
+    }
+    Some(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generic::{FieldValue, Int, SubsectionValue};
+
+    fn field(name: &str, type_name: &str, value: Value) -> FieldValue {
+        FieldValue {
+            name: name.into(),
+            type_name: type_name.into(),
+            value,
+        }
+    }
+
+    fn int(width: u8, raw: u64) -> Value {
+        Value::Int(Int {
+            width,
+            signed: false,
+            raw,
+        })
+    }
+
+    /// The writer against the `Value` tree printed by serde_json, on every kind of value,
+    /// repeated keys and names that need escaping.
+    #[test]
+    fn writes_what_the_value_tree_prints() {
+        let inner = Body {
+            fields: vec![field("b", "uint8", int(1, 0x80))],
+            subsections: vec![],
+        };
+        let body = Body {
+            fields: vec![
+                field("x", "int32", int(4, 0xffff_fffe)),
+                field("x16", "int16", int(2, 0x7fff)),
+                field("u", "uint64", int(8, u64::MAX)),
+                field("flag", "bool", Value::Bool(2)),
+                field("t", "timer", Value::Timer(5)),
+                field("pad", "unused_buffer", Value::Unused(vec![0, 1])),
+                field("buf", "buffer", Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef])),
+                field("empty", "buffer", Value::Bytes(vec![])),
+                field("arr", "uint16", Value::Array(vec![int(2, 1), int(2, 2)])),
+                field("none", "uint16", Value::Array(vec![])),
+                field("s", "struct", Value::Struct(inner.clone())),
+                field(
+                    "ss",
+                    "struct",
+                    Value::Array(vec![Value::Struct(inner.clone())]),
+                ),
+                field("v", "vstruct", Value::Struct(inner.clone())),
+                field("x", "uint8", int(1, 7)),
+                field("quote\"\u{1}é", "uint8", int(1, 1)),
+            ],
+            subsections: vec![
+                SubsectionValue {
+                    name: "dev/sub".into(),
+                    version: 1,
+                    body: Body::default(),
+                },
+                SubsectionValue {
+                    name: "s".into(),
+                    version: 1,
+                    body: inner,
+                },
+            ],
+        };
+        let mut out = Vec::new();
+        Writer {
+            out: &mut out,
+            depth: 0,
+        }
+        .body(&body);
+        let expected = crate::pretty_json(&body.to_analyze_json());
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert!(expected.contains("\"x\": \"0x07\""), "{expected}");
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_first_place_and_the_last_value() {
+        assert_eq!(emit_order(&["a", "b", "c"]), None);
+        assert_eq!(emit_order(&["a", "b", "a", "c", "b"]), Some(vec![2, 4, 3]));
+    }
+}
