@@ -318,18 +318,7 @@ pub fn decode_body_mode(
     mode: Mode,
 ) -> Result<()> {
     let start = r.offset();
-    if version > vmsd.version_id {
-        return Err(r.error(ErrorKind::VersionTooNew {
-            found: version,
-            max: vmsd.version_id,
-        }));
-    }
-    if version < vmsd.minimum_version_id {
-        return Err(r.error(ErrorKind::VersionTooOld {
-            found: version,
-            min: vmsd.minimum_version_id,
-        }));
-    }
+    check_version(vmsd, version, r)?;
     if state.len() != vmsd.size {
         return Err(state_err(start).in_field(vmsd.name));
     }
@@ -699,17 +688,9 @@ fn decode_field(
     Ok(())
 }
 
-/// Measures only the top-level fields of a body of `vmsd` at `version` (no subsections), decoding
-/// them structurally into `scratch` (at least `vmsd.size` bytes). Returns the length of the
-/// fields; the reader stops where the first top-level subsection (if any) begins. Used to split a
-/// v3 body into fields and subsections (vmstate v4 conversion).
-pub fn measure_fields(
-    vmsd: &Vmsd,
-    version: u32,
-    r: &mut Reader<'_>,
-    scratch: &mut [u8],
-) -> Result<usize> {
-    let start = r.position();
+/// Checks `minimum_version_id <= version <= version_id` (errors at the reader's offset).
+#[inline]
+fn check_version(vmsd: &Vmsd, version: u32, r: &Reader<'_>) -> Result<()> {
     if version > vmsd.version_id {
         return Err(r.error(ErrorKind::VersionTooNew {
             found: version,
@@ -722,6 +703,11 @@ pub fn measure_fields(
             min: vmsd.minimum_version_id,
         }));
     }
+    Ok(())
+}
+
+/// The first `vmsd.size` bytes of `scratch`, zeroed, for a structure-only decode.
+fn zeroed_scratch<'s>(vmsd: &Vmsd, r: &Reader<'_>, scratch: &'s mut [u8]) -> Result<&'s mut [u8]> {
     let capacity = scratch.len();
     let s = scratch.get_mut(..vmsd.size).ok_or(Error::new(
         r.offset(),
@@ -731,6 +717,22 @@ pub fn measure_fields(
         },
     ))?;
     s.fill(0);
+    Ok(s)
+}
+
+/// Measures only the top-level fields of a body of `vmsd` at `version` (no subsections), decoding
+/// them structurally into `scratch` (at least `vmsd.size` bytes). Returns the length of the
+/// fields; the reader stops where the first top-level subsection (if any) begins. Used to split a
+/// v3 body into fields and subsections (vmstate v4 conversion).
+pub fn measure_fields(
+    vmsd: &Vmsd,
+    version: u32,
+    r: &mut Reader<'_>,
+    scratch: &mut [u8],
+) -> Result<usize> {
+    let start = r.position();
+    check_version(vmsd, version, r)?;
+    let s = zeroed_scratch(vmsd, r, scratch)?;
     if let Some(pre) = vmsd.pre_load {
         pre(s);
     }
@@ -752,15 +754,7 @@ pub fn measure_body(
     scratch: &mut [u8],
 ) -> Result<usize> {
     let start = r.position();
-    let capacity = scratch.len();
-    let s = scratch.get_mut(..vmsd.size).ok_or(Error::new(
-        r.offset(),
-        ErrorKind::BufferTooSmall {
-            needed: vmsd.size,
-            capacity,
-        },
-    ))?;
-    s.fill(0);
+    let s = zeroed_scratch(vmsd, r, scratch)?;
     decode_body_mode(vmsd, version, r, s, Mode::Structure)?;
     Ok(r.position() - start)
 }
