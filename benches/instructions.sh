@@ -2,7 +2,7 @@
 # Instructions per call of codec paths and their baselines, counted by callgrind (exact and
 # independent of machine load, unlike wall time). Builds the `ops` example first.
 #
-#   benches/instructions.sh [OP_DEVICE ...]     (default: every op on rtc, i8254, big4k)
+#   benches/instructions.sh [OP_DEVICE ...]     (default: every op on rtc, i8254, hpet, serial, big4k)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p vmstate-benches --example ops
@@ -10,8 +10,8 @@ bin=target/release/examples/ops
 n1=200 n2=2200
 ops=("$@")
 if [[ ${#ops[@]} -eq 0 ]]; then
-    for d in rtc i8254 big4k; do
-        for o in memcpy encode postcard_encode bincode_encode load postcard_decode; do
+    for d in rtc i8254 hpet serial big4k; do
+        for o in memcpy encode postcard_encode bincode_encode decode load postcard_decode; do
             ops+=("${o}_$d")
         done
     done

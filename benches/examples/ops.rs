@@ -12,7 +12,10 @@ use std::hint::black_box;
 
 use serde::{Deserialize, Serialize};
 use vmstate::State;
-use vmstate_benches::{BINCODE, BigSerde, Device, PitSerde, RtcSerde, big, i8254, rtc};
+use vmstate_benches::{
+    BINCODE, BigSerde, Device, HpetSerde, PitSerde, RtcSerde, SerialSerde, big, hpet, i8254, rtc,
+    serial,
+};
 
 fn run<T, M>(d: Device<T>, what: &str, n: usize)
 where
@@ -30,6 +33,12 @@ where
                 black_box(vmstate::encode_body_into(black_box(&d.state), &mut buf).expect("ok"));
             }
             "load" => vmstate::load(&mut live, d.version(), black_box(&body), 0).expect("ok"),
+            "decode" => {
+                black_box(
+                    vmstate::decode(black_box(&d.init), d.version(), black_box(&body), 0)
+                        .expect("ok"),
+                );
+            }
             "memcpy" => {
                 buf[..body.len()].copy_from_slice(black_box(&body));
                 black_box(&buf);
@@ -59,7 +68,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(which), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
         eprintln!(
-            "usage: ops OP_DEVICE N   (OP: encode load memcpy postcard_encode postcard_decode bincode_encode; DEVICE: rtc i8254 big4k)"
+            "usage: ops OP_DEVICE N   (OP: encode load decode memcpy postcard_encode postcard_decode bincode_encode; DEVICE: rtc i8254 hpet serial big4k)"
         );
         std::process::exit(2);
     };
@@ -67,6 +76,8 @@ fn main() {
     match dev {
         "rtc" => run::<_, RtcSerde>(rtc(), op, n),
         "i8254" => run::<_, PitSerde>(i8254(), op, n),
+        "hpet" => run::<_, HpetSerde>(hpet(), op, n),
+        "serial" => run::<_, SerialSerde>(serial(), op, n),
         "big4k" => run::<_, BigSerde>(big(), op, n),
         other => panic!("unknown device {other}"),
     }

@@ -112,8 +112,9 @@ pub fn encode_body_v<S: Sink>(
     match vmsd.plan_for(version) {
         Some(p) => {
             let at = out.position();
+            let (start, len) = (p.start as usize, p.len as usize);
             let body = state
-                .get(..p.len as usize)
+                .get(start..start + len)
                 .ok_or_else(|| state_err(at).in_field(vmsd.name))?;
             out.write_with_zeros(body, p.zeros())?;
         }
@@ -367,8 +368,8 @@ fn decode_planned(
     state: &mut [u8],
     mode: Mode,
 ) -> Result<bool> {
-    let len = plan.len as usize;
-    let (Some(src), Some(dst)) = (r.peek_bytes(0, len), state.get_mut(..len)) else {
+    let (start, len) = (plan.start as usize, plan.len as usize);
+    let (Some(src), Some(dst)) = (r.peek_bytes(0, len), state.get_mut(start..start + len)) else {
         return Ok(false);
     };
     for &(o, l) in plan.bools() {
@@ -971,7 +972,13 @@ mod tests {
                 },
             ),
         ];
-        assert!(crate::schema::Plan::compile(VARR, 1).is_none());
+        // A varray is no copy plan; it is the tail of a fast-path plan.
+        let varr = crate::schema::Plan::compile(VARR, 1).expect("a tail plan");
+        assert!(!varr.is_copy() && (varr.start, varr.len) == (0, 4));
+        assert!(matches!(
+            varr.tail,
+            Some(crate::schema::PlanTail::VArray { elem_size: 1, .. })
+        ));
         const SUB: Vmsd = Vmsd::new("pair/sub", 1, 1, 3).fields(&[field!(Pair, x)]);
         static WITH_SUB: Vmsd = Vmsd::new("pair", 1, 1, 3)
             .fields(&[field!(Pair, x), field!(Pair, y)])
@@ -985,7 +992,31 @@ mod tests {
                 len: 1,
             },
         )];
-        assert!(crate::schema::Plan::compile(NESTED, 1).is_none());
+        let nested = crate::schema::Plan::compile(NESTED, 1).expect("a tail plan");
+        assert!(!nested.is_copy() && nested.len == 0);
+        assert!(matches!(
+            nested.tail,
+            Some(crate::schema::PlanTail::Struct { offset: 0, .. })
+        ));
+        // Not where the copy ends, or after a check: no plan.
+        const NESTED_FIRST: &[Field] = &[
+            Field::new(
+                "p",
+                0,
+                Kind::Struct {
+                    vmsd: &WITH_SUB,
+                    len: 1,
+                },
+            ),
+            field!(S, c),
+        ];
+        assert!(crate::schema::Plan::compile(NESTED_FIRST, 1).is_none());
+        const VARR_GAP: &[Field] = &[field!(S, a), VARR[1], field!(S, c)];
+        assert!(crate::schema::Plan::compile(VARR_GAP, 1).is_none());
+        const CHECK_THEN_COPY: &[Field] = &[field!(S, a), Field::validate("ok", yes), field!(S, b)];
+        assert!(crate::schema::Plan::compile(CHECK_THEN_COPY, 1).is_none());
+        let checked = crate::schema::Plan::compile(&CHECK_THEN_COPY[..2], 1).expect("checks");
+        assert!(!checked.is_copy() && checked.checks[0].is_some() && checked.len == 4);
         const SWAPPED: &[Field] = &[field!(S, b), field!(S, a)];
         assert!(crate::schema::Plan::compile(SWAPPED, 1).is_none());
         // More than MAX_PLAN_RUNS zero runs.

@@ -29,6 +29,7 @@ pub mod body;
 pub mod dirty;
 pub mod error;
 pub mod io;
+pub mod planned;
 pub mod ram;
 pub mod schema;
 pub mod sink;
@@ -109,18 +110,50 @@ pub fn encode_section<T: State, S: Sink>(
 }
 
 /// Encodes a FULL section of a typed state into `buf`, returning the bytes used.
+#[inline]
 pub fn encode_section_into<T: State>(
     id: SectionId<'_>,
     state: &T,
     buf: &mut [u8],
 ) -> Result<usize> {
+    if let Some(n) = encode_section_planned(id, T::VMSD, state.as_bytes(), buf) {
+        return Ok(n);
+    }
     let mut sink = SliceSink::new(buf);
     encode_section(id, state, &mut sink)?;
     Ok(sink.finish())
 }
 
+/// [`encode_section_into`] through the plans (see `planned`), or `None`.
+#[inline(always)]
+fn encode_section_planned(
+    id: SectionId<'_>,
+    vmsd: &Vmsd,
+    state: &[u8],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let h = SectionHeaderRepr {
+        kind: SectionKind::Full,
+        section_id: id.section_id,
+        idstr: id.idstr,
+        instance_id: id.instance_id,
+        version_id: vmsd.version_id,
+    };
+    let mut n = 0;
+    h.emit(buf, &mut n).ok()?;
+    n += planned::encode(vmsd, state, buf.get_mut(n..)?)?;
+    let footer = footer_bytes(id.section_id);
+    buf.get_mut(n..n.checked_add(footer.len())?)?
+        .copy_from_slice(&footer);
+    n.checked_add(footer.len())
+}
+
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
+#[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
+    if let Some(n) = planned::encode(T::VMSD, state.as_bytes(), buf) {
+        return Ok(n);
+    }
     let mut sink = SliceSink::new(buf);
     body::encode_body(T::VMSD, state.as_bytes(), &mut sink)?;
     Ok(sink.finish())
@@ -149,6 +182,7 @@ pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
 /// The body is decoded into a staging copy (on the stack) that replaces `state` only when the
 /// whole body, its subsections and the device invariants passed and the body was consumed
 /// exactly: a failed load changes nothing. `base` is the absolute offset of `body[0]` for errors.
+#[inline(always)]
 pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> Result<()> {
     load_with(T::VMSD, state, version, body, base)
 }
@@ -156,6 +190,7 @@ pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> 
 /// [`load`] with a description of the same struct other than `T::VMSD`, e.g. a device's
 /// permissive table that enforces only the memory-safety invariants. `vmsd.size` must be the
 /// struct's size (otherwise an error, never a partial load).
+#[inline(always)]
 pub fn load_with<T: State>(
     vmsd: &Vmsd,
     state: &mut T,
@@ -175,12 +210,33 @@ pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<
 
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
 /// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
+#[inline(always)]
 pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
     decode_with(T::VMSD, init, version, body, base)
 }
 
 /// [`decode`] with another description of the same struct (see [`load_with`]).
+#[inline(always)]
 pub fn decode_with<T: State>(
+    vmsd: &Vmsd,
+    init: &T,
+    version: u32,
+    body: &[u8],
+    base: usize,
+) -> Result<T> {
+    // The planned path first (straight-line code when `vmsd` is a device's constant table).
+    if let Ok(mut out) = T::read_from_bytes(init.as_bytes())
+        && planned::load(vmsd, version, body, out.as_mut_bytes())
+    {
+        return Ok(out);
+    }
+    decode_general(vmsd, init, version, body, base)
+}
+
+/// [`decode_with`] on the general path, from `init` again: the same state as the planned path,
+/// or the exact error.
+#[inline(never)]
+fn decode_general<T: State>(
     vmsd: &Vmsd,
     init: &T,
     version: u32,

@@ -396,6 +396,9 @@ pub type ValidateFn = fn(&[u8], u32) -> Result<(), Violation>;
 /// Post-load hook: normalises a validated staging state, given the stream version.
 pub type PostLoadFn = fn(&mut [u8], u32);
 
+/// A test over the state and the stream version (`VMSTATE_VALIDATE`, field predicates).
+pub type TestFn = fn(&[u8], u32) -> bool;
+
 /// A description table (QEMU's `VMStateDescription`).
 #[derive(Debug, Clone, Copy)]
 pub struct Vmsd {
@@ -443,16 +446,47 @@ pub struct PlanHooks {
     pub vmsd: &'static Vmsd,
 }
 
+/// Most `VMSTATE_VALIDATE` checks a [`Plan`] holds.
+pub const MAX_PLAN_CHECKS: usize = 2;
+
+/// What follows the copied fields of a [`Plan`] (its last field).
+#[derive(Debug, Clone, Copy)]
+pub enum PlanTail {
+    /// A variable array stored right after the copied fields whose elements are plain copies
+    /// (scalars other than bool, or structs whose description is a copy plan without hooks,
+    /// bools, unused bytes or `_EQUAL`): `count` elements of `elem_size` bytes, one copy.
+    VArray {
+        /// The count field and the storage bound.
+        count: Count,
+        /// Bytes per element.
+        elem_size: u32,
+    },
+    /// A nested struct (one element) stored at `offset` whose description has a plan without a
+    /// tail but may have subsections and hooks: its body, subsections included, follows.
+    Struct {
+        /// State offset of the nested struct.
+        offset: u32,
+        /// Its description.
+        vmsd: &'static Vmsd,
+    },
+}
+
 /// The fields of a description at one version compiled (at const time) into one copy: the body
-/// is `state[..len]` with the `zeros` ranges written as zeros (`VMSTATE_UNUSED`), `bools` the
-/// ranges that must hold 0 or 1 on load, and `hooks` the inlined nested structs whose hooks run
-/// after the copy on load.
+/// is `state[start..start + len]` with the `zeros` ranges written as zeros (`VMSTATE_UNUSED`),
+/// `bools` the ranges that must hold 0 or 1 on load (both relative to the body), and `hooks`
+/// the inlined nested structs whose hooks run after the copy on load.
 ///
 /// A plan exists iff, at `version`, every field is present without a predicate and is a scalar,
 /// array, buffer, `_EQUAL`, unused bytes or a nested struct (single or fixed array) whose own
 /// description has a plan, covers its whole struct and has no subsections, no `pre_load` and
-/// no hooks of its own nested structs; and the fields are stored contiguously from offset 0 in
-/// wire order; and the runs fit in [`MAX_PLAN_RUNS`].
+/// no hooks of its own nested structs; and the fields are stored contiguously in wire order
+/// from the first field's offset (`start`: 0 for a device body, the field's offset for a
+/// subsection over a few fields of the device state); and the runs fit in [`MAX_PLAN_RUNS`].
+///
+/// Such a plan is a *copy plan* ([`Plan::is_copy`]), which the general decoder and encoder
+/// use. Two more shapes compile into plans used only by the typed fast paths
+/// (`vmstate::encode_body_into`, `vmstate::decode`, …): `VMSTATE_VALIDATE` entries between the
+/// fields (`checks`), and a last field that is a [`PlanTail`].
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
     /// The version the plan describes (a `Vmsd { version_id: X, ..OTHER }` literal keeps
@@ -460,13 +494,15 @@ pub struct Plan {
     pub version: u32,
     /// The fields the plan was compiled from (a literal replacing `fields` does not use it).
     pub fields: &'static [Field],
+    /// Offset in the state of the first body byte.
+    pub start: u32,
     /// Body length.
     pub len: u32,
-    /// Ranges written as zeros and skipped on read.
+    /// Ranges (relative to the body) written as zeros and skipped on read.
     pub zeros: [PlanRun; MAX_PLAN_RUNS],
     /// How many of `zeros` are used.
     pub n_zeros: u8,
-    /// Ranges of bools.
+    /// Ranges (relative to the body) of bools.
     pub bools: [PlanRun; MAX_PLAN_RUNS],
     /// How many of `bools` are used.
     pub n_bools: u8,
@@ -474,6 +510,10 @@ pub struct Plan {
     pub hooks: [Option<PlanHooks>; MAX_PLAN_RUNS],
     /// Whether an `_EQUAL` field is part of the body (compared on load: no load fast path).
     pub has_equal: bool,
+    /// `VMSTATE_VALIDATE` tests, run after the copied fields and before the tail.
+    pub checks: [Option<TestFn>; MAX_PLAN_CHECKS],
+    /// The last field, when it is not part of the copy.
+    pub tail: Option<PlanTail>,
 }
 
 impl Plan {
@@ -487,11 +527,17 @@ impl Plan {
         self.bools.get(..self.n_bools as usize).unwrap_or(&[])
     }
 
+    /// Whether the body is exactly the copy (no checks, no tail).
+    pub const fn is_copy(&self) -> bool {
+        self.checks[0].is_none() && self.tail.is_none()
+    }
+
     /// Compiles `fields` at `version` (see [`Plan`]).
     pub const fn compile(fields: &'static [Field], version: u32) -> Option<Plan> {
         let mut p = Plan {
             version,
             fields,
+            start: 0,
             len: 0,
             zeros: [(0, 0); MAX_PLAN_RUNS],
             n_zeros: 0,
@@ -499,13 +545,59 @@ impl Plan {
             n_bools: 0,
             hooks: [None; MAX_PLAN_RUNS],
             has_equal: false,
+            checks: [None; MAX_PLAN_CHECKS],
+            tail: None,
+        };
+        // `at` is the offset of the next field in the body (its state offset is `start + at`).
+        let start = if fields.is_empty() {
+            0
+        } else {
+            fields[0].offset
         };
         let mut at = 0usize;
         let mut i = 0;
         while i < fields.len() {
             let f = &fields[i];
             i += 1;
-            if f.exists.is_some() || f.since > version || f.offset != at {
+            if p.tail.is_some() || f.exists.is_some() || f.since > version {
+                return None;
+            }
+            if let Kind::Validate { test } = f.kind {
+                let mut c = 0;
+                while c < MAX_PLAN_CHECKS && p.checks[c].is_some() {
+                    c += 1;
+                }
+                if c == MAX_PLAN_CHECKS {
+                    return None;
+                }
+                p.checks[c] = Some(test);
+                continue;
+            }
+            let contiguous = f.offset == start + at;
+            if contiguous
+                && p.checks[0].is_none()
+                && let Kind::Struct { vmsd, len } = f.kind
+            {
+                // A nested struct that is a plain copy joins the copy; otherwise it may be
+                // the tail.
+                let mut q = p;
+                if inline(&mut q, start, at, vmsd, len) {
+                    p = q;
+                    at += f.storage_size();
+                    continue;
+                }
+            }
+            if let Some(t) = tail(f) {
+                // A variable array joins the copy's storage: it must follow it directly.
+                if let PlanTail::VArray { .. } = t
+                    && !contiguous
+                {
+                    return None;
+                }
+                p.tail = Some(t);
+                continue;
+            }
+            if !contiguous || p.checks[0].is_some() {
                 return None;
             }
             let n = f.storage_size();
@@ -520,7 +612,6 @@ impl Plan {
                     true
                 }
                 Kind::Unused { len } => push_run(&mut p.zeros, &mut p.n_zeros, at, len),
-                Kind::Struct { vmsd, len } => inline(&mut p, at, vmsd, len),
                 _ => false,
             };
             if !ok {
@@ -528,12 +619,74 @@ impl Plan {
             }
             at += n;
         }
-        if at > u32::MAX as usize {
+        if start + at > u32::MAX as usize {
             return None;
         }
+        p.start = start as u32;
         p.len = at as u32;
         Some(p)
     }
+}
+
+/// `f` as the tail of a plan, if it can be one (see [`PlanTail`]).
+const fn tail(f: &Field) -> Option<PlanTail> {
+    match f.kind {
+        Kind::VArray { elem, count } => {
+            let size = match elem {
+                Elem::Scalar(Scalar::Bool) => return None,
+                Elem::Scalar(s) => s.width(),
+                Elem::Struct(v) => {
+                    let Some(inner) = v.plan else {
+                        return None;
+                    };
+                    if !is_plain_copy(v, &inner) || inner.n_zeros != 0 || inner.n_bools != 0 {
+                        return None;
+                    }
+                    v.size
+                }
+            };
+            if size > u32::MAX as usize {
+                return None;
+            }
+            Some(PlanTail::VArray {
+                count,
+                elem_size: size as u32,
+            })
+        }
+        Kind::Struct { vmsd, len: 1 } => {
+            let Some(inner) = vmsd.plan else {
+                return None;
+            };
+            if inner.version != vmsd.version_id
+                || inner.fields.len() != vmsd.fields.len()
+                || matches!(inner.tail, Some(PlanTail::Struct { .. }))
+                || f.offset > u32::MAX as usize
+            {
+                return None;
+            }
+            Some(PlanTail::Struct {
+                offset: f.offset as u32,
+                vmsd,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether `inner` (the plan of `vmsd`) is a copy of the whole struct with no hooks to run:
+/// no subsections, no `pre_load`/`validate`/`post_load`, no `_EQUAL`, no hooked nested struct.
+const fn is_plain_copy(vmsd: &Vmsd, inner: &Plan) -> bool {
+    inner.version == vmsd.version_id
+        && inner.fields.len() == vmsd.fields.len()
+        && inner.start == 0
+        && inner.len as usize == vmsd.size
+        && inner.is_copy()
+        && !inner.has_equal
+        && inner.hooks[0].is_none()
+        && vmsd.subsections.is_empty()
+        && vmsd.pre_load.is_none()
+        && vmsd.validate.is_none()
+        && vmsd.post_load.is_none()
 }
 
 /// Appends `(at, len)` to `runs`, merging with an adjacent last run; false when full.
@@ -560,14 +713,17 @@ const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, le
     true
 }
 
-/// Inlines `len` elements of the nested `vmsd` stored from `at` into `p`; false when the nested
-/// body is not a plain copy of its whole struct or the runs do not fit.
-const fn inline(p: &mut Plan, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
+/// Inlines `len` elements of the nested `vmsd` stored from body offset `at` (state offset
+/// `start + at`) into `p`; false when the nested body is not a plain copy of its whole struct
+/// or the runs do not fit.
+const fn inline(p: &mut Plan, start: usize, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
     let Some(inner) = vmsd.plan else {
         return false;
     };
     if inner.version != vmsd.version_id
         || inner.fields.len() != vmsd.fields.len()
+        || !inner.is_copy()
+        || inner.start != 0
         || inner.len as usize != vmsd.size
         || !vmsd.subsections.is_empty()
         || vmsd.pre_load.is_some()
@@ -604,11 +760,11 @@ const fn inline(p: &mut Plan, at: usize, vmsd: &'static Vmsd, len: usize) -> boo
         while h < MAX_PLAN_RUNS && p.hooks[h].is_some() {
             h += 1;
         }
-        if h == MAX_PLAN_RUNS || at > u32::MAX as usize || len > u32::MAX as usize {
+        if h == MAX_PLAN_RUNS || start + at > u32::MAX as usize || len > u32::MAX as usize {
             return false;
         }
         p.hooks[h] = Some(PlanHooks {
-            offset: at as u32,
+            offset: (start + at) as u32,
             count: len as u32,
             vmsd,
         });
@@ -649,13 +805,23 @@ impl Vmsd {
         self
     }
 
-    /// The copy plan, if it applies to this description at `version` (see [`Plan`]).
+    /// The copy plan, if it applies to this description at `version` (see [`Plan`]): a plan
+    /// that is exactly a copy ([`Plan::is_copy`]).
     #[inline]
     pub fn plan_for(&self, version: u32) -> Option<&Plan> {
+        self.plan_at(version).filter(|p| p.is_copy())
+    }
+
+    /// The plan of any shape, if it applies to this description at `version`.
+    #[inline]
+    pub fn plan_at(&self, version: u32) -> Option<&Plan> {
         self.plan
             .as_ref()
             .filter(|p| p.version == version && p.version == self.version_id)
-            .filter(|p| core::ptr::eq(p.fields, self.fields) && p.len as usize <= self.size)
+            .filter(|p| {
+                core::ptr::eq(p.fields, self.fields)
+                    && (p.start as usize).saturating_add(p.len as usize) <= self.size
+            })
     }
 
     /// Sets the subsections.

@@ -24,22 +24,4 @@ pub mod timer;
 mod test_fixtures;
 
 #[cfg(test)]
-mod plan_tests {
-    /// The fixed-layout devices are compiled into copy plans (one copy per encode and load);
-    /// tables with variable parts are not.
-    #[test]
-    fn fixed_layout_devices_have_copy_plans() {
-        let rtc = crate::rtc::VMSD.plan_for(3).expect("rtc has a plan");
-        assert_eq!(rtc.zeros().len(), 2, "two VMSTATE_UNUSED ranges");
-        let pit = crate::i8254::VMSD.plan_for(3).expect("i8254 has a plan");
-        assert!(
-            pit.hooks[0].is_some_and(|h| h.count == 3),
-            "channel checks run on load"
-        );
-        assert!(crate::rtc::VMSD.plan_for(2).is_none());
-        assert!(
-            crate::hpet::VMSD.plan.is_none(),
-            "hpet's timers are a varray"
-        );
-    }
-}
+mod plan_tests;
