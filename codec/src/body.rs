@@ -382,7 +382,7 @@ fn decode_planned(
             return Ok(false);
         }
     }
-    dst.copy_from_slice(src);
+    crate::copy::copy(dst, src);
     for &(o, l) in plan.zeros() {
         let (o, l) = (o as usize, l as usize);
         if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
@@ -562,7 +562,7 @@ fn read_run(
     if r.remaining() >= len
         && let Some(dst) = state.get_mut(s.start..s.end)
     {
-        dst.copy_from_slice(r.bytes(len)?);
+        crate::copy::copy(dst, r.bytes(len)?);
         return Ok(());
     }
     for f in fields.get(first..=last).unwrap_or(&[]) {

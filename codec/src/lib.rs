@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod body;
+mod copy;
 // The dirty log and the snapshot cell need 64-bit atomics (x86_64, aarch64, …); Cortex-M4 has
 // none, and firmware does not track dirty guest memory.
 #[cfg(any(target_has_atomic = "64", loom))]
@@ -198,7 +199,8 @@ pub fn load_with<T: State>(
     body: &[u8],
     base: usize,
 ) -> Result<()> {
-    *state = decode_with(vmsd, state, version, body, base)?;
+    let staged = decode_with(vmsd, state, version, body, base)?;
+    copy::copy(state.as_mut_bytes(), staged.as_bytes());
     Ok(())
 }
 
@@ -224,42 +226,58 @@ pub fn decode_with<T: State>(
     body: &[u8],
     base: usize,
 ) -> Result<T> {
-    // The planned path first (straight-line code when `vmsd` is a device's constant table).
-    if let Ok(mut out) = T::read_from_bytes(init.as_bytes())
-        && planned::load(vmsd, version, body, out.as_mut_bytes())
+    // One value, built in place and returned as is (no copy of a large state on return).
+    // `T: FromBytes + IntoBytes` makes the first copy infallible; keep it an error, never a
+    // panic.
+    let mut res = if core::mem::size_of::<T>() < 1024 {
+        T::read_from_bytes(init.as_bytes()).map_err(|_| size_error::<T>(vmsd, base))
+    } else {
+        // Large states: a copy that does not depend on where the two sit (see `copy`).
+        let mut t = T::new_zeroed();
+        copy::copy(t.as_mut_bytes(), init.as_bytes());
+        Ok(t)
+    };
+    if let Ok(out) = &mut res
+        // The planned path first (straight-line code when `vmsd` is a device's constant table).
+        && !planned::load(vmsd, version, body, out.as_mut_bytes())
     {
-        return Ok(out);
+        // Not the planned case: start again from `init` on the general path (the same state,
+        // or the exact error).
+        copy::copy(out.as_mut_bytes(), init.as_bytes());
+        if let Err(e) = decode_general(vmsd, version, body, base, out.as_mut_bytes()) {
+            res = Err(e);
+        }
     }
-    decode_general(vmsd, init, version, body, base)
+    res
 }
 
-/// [`decode_with`] on the general path, from `init` again: the same state as the planned path,
-/// or the exact error.
+#[cold]
+fn size_error<T>(vmsd: &Vmsd, base: usize) -> Error {
+    Error::new(
+        base,
+        ErrorKind::BufferTooSmall {
+            needed: vmsd.size,
+            capacity: core::mem::size_of::<T>(),
+        },
+    )
+}
+
+/// The general path of [`decode_with`] into `state` (a copy of the initial state).
 #[inline(never)]
-fn decode_general<T: State>(
+fn decode_general(
     vmsd: &Vmsd,
-    init: &T,
     version: u32,
     body: &[u8],
     base: usize,
-) -> Result<T> {
-    // `T: FromBytes + IntoBytes` makes this copy infallible; keep it an error, never a panic.
-    let mut out = T::read_from_bytes(init.as_bytes()).map_err(|_| {
-        Error::new(
-            base,
-            ErrorKind::BufferTooSmall {
-                needed: vmsd.size,
-                capacity: core::mem::size_of::<T>(),
-            },
-        )
-    })?;
+    state: &mut [u8],
+) -> Result<()> {
     let mut r = wire::Reader::new(body, base);
-    body::decode_body(vmsd, version, &mut r, out.as_mut_bytes())?;
+    body::decode_body(vmsd, version, &mut r, state)?;
     if let Some(b) = r.peek(0) {
         // QEMU: "Missing section footer" — the body holds bytes the description does not.
         return Err(r.error(ErrorKind::MissingFooter { found: b }));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.

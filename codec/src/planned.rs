@@ -14,8 +14,29 @@
 //! [`crate::body`] from the original state, which writes the same bytes or reports the exact
 //! error. Tests compare the two paths byte for byte on every device.
 
+use crate::copy::copy;
 use crate::schema::{Count, CountType, Plan, PlanTail, Subsection, Vmsd};
 use crate::wire::record;
+
+/// Runs `$body` with `$sub` bound to each subsection of `$subs` and `$i` to its index, in
+/// order. The first eight are written out one by one: with a constant table the compiler then
+/// sees each subsection (its `needed` predicate becomes a direct, usually inlined, call), which
+/// it does not do for a loop it declines to unroll.
+macro_rules! each_subsection {
+    ($subs:expr, |$i:ident, $sub:ident| $body:block) => {{
+        let subs: &[Subsection] = $subs;
+        each_subsection!(@one subs, $i, $sub, $body, 0 1 2 3 4 5 6 7);
+        for ($i, $sub) in subs.iter().enumerate().skip(8) $body
+    }};
+    (@one $subs:ident, $i:ident, $sub:ident, $body:block, $($k:literal)*) => {
+        $(
+            if let Some($sub) = $subs.get($k) {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    };
+}
 
 /// The plan of `vmsd` at its current version (any shape).
 #[inline(always)]
@@ -110,7 +131,7 @@ fn encode_fields(p: &Plan, state: &[u8], out: &mut [u8]) -> Option<usize> {
     let start = p.start as usize;
     let len = (p.len as usize).checked_add(tail_len(p, state)?)?;
     let dst = out.get_mut(..len)?;
-    dst.copy_from_slice(state.get(start..start.checked_add(len)?)?);
+    copy(dst, state.get(start..start.checked_add(len)?)?);
     for &(o, n) in p.zeros() {
         let o = o as usize;
         dst.get_mut(o..o.checked_add(n as usize)?)?.fill(0);
@@ -122,11 +143,11 @@ fn encode_fields(p: &Plan, state: &[u8], out: &mut [u8]) -> Option<usize> {
 #[inline(always)]
 fn encode_subsections(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
     let mut n = 0usize;
-    for sub in vmsd.subsections {
+    each_subsection!(vmsd.subsections, |_i, sub| {
         if sub.needed.is_none_or(|needed| needed(state)) {
             n = n.checked_add(encode_subsection(sub, state, buf.get_mut(n..)?)?)?;
         }
-    }
+    });
     Some(n)
 }
 
@@ -255,7 +276,7 @@ fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
         }
     }
     let dst = state.get_mut(start..start.checked_add(len)?)?;
-    dst.copy_from_slice(src);
+    copy(dst, src);
     for &(o, n) in p.zeros() {
         let o = o as usize;
         dst.get_mut(o..o.checked_add(n as usize)?)?.fill(0);
@@ -276,9 +297,10 @@ fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
     let extra = tail_len(p, state)?;
     if extra > 0 {
         let at = start.checked_add(len)?;
-        state
-            .get_mut(at..at.checked_add(extra)?)?
-            .copy_from_slice(body.get(len..len.checked_add(extra)?)?);
+        copy(
+            state.get_mut(at..at.checked_add(extra)?)?,
+            body.get(len..len.checked_add(extra)?)?,
+        );
     }
     len.checked_add(extra)
 }
@@ -292,14 +314,14 @@ fn load_subsections(vmsd: &Vmsd, input: &[u8], state: &mut [u8]) -> Option<usize
     }
     let mut at = 0usize;
     let mut seen: u32 = 0;
-    for (i, sub) in vmsd.subsections.iter().enumerate() {
+    each_subsection!(vmsd.subsections, |i, sub| {
         if at < input.len()
             && let Some(n) = load_subsection(vmsd.name, sub, input.get(at..)?, state)
         {
             at = at.checked_add(n)?;
             seen |= 1 << i;
         }
-    }
+    });
     // The general path reads on while the input looks like a subsection of this description
     // (and refuses an unknown, repeated or out-of-order one): leave such input to it.
     if let Some(rest) = input.get(at..)
@@ -314,13 +336,13 @@ fn load_subsections(vmsd: &Vmsd, input: &[u8], state: &mut [u8]) -> Option<usize
         return None;
     }
     // Defaults for the absent ones after all present ones, as the general path does.
-    for (i, sub) in vmsd.subsections.iter().enumerate() {
+    each_subsection!(vmsd.subsections, |i, sub| {
         if seen & (1 << i) == 0
             && let Some(absent) = sub.absent
         {
             absent(state);
         }
-    }
+    });
     Some(at)
 }
 
@@ -571,5 +593,55 @@ mod tests {
             fast > 100 && declined > 100,
             "{fast} fast, {declined} declined"
         );
+    }
+
+    /// Past the eight subsections written out one by one, the rest go through the loop.
+    #[test]
+    fn more_than_eight_subsections() {
+        #[repr(C)]
+        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+        struct M {
+            head: u8,
+            s: [u8; 10],
+        }
+        macro_rules! sub {
+            ($($k:literal $name:literal),*) => {
+                &[$(Subsection::new(
+                    &Vmsd::new($name, 1, 1, 11).fields(&[Field::new(
+                        "s",
+                        1 + $k,
+                        crate::schema::Kind::Scalar(crate::Scalar::U8),
+                    )]),
+                    |st| st[1 + $k] != 0,
+                )
+                .absent(|st| st[1 + $k] = 0xab)),*]
+            };
+        }
+        static MV: Vmsd = Vmsd::new("m", 1, 1, 11)
+            .fields(&[field!(M, head)])
+            .subsections(
+                sub!(0 "m/0", 1 "m/1", 2 "m/2", 3 "m/3", 4 "m/4", 5 "m/5", 6 "m/6",
+                7 "m/7", 8 "m/8", 9 "m/9"),
+            );
+        for mask in [0u16, 1, 0x100, 0x200, 0x3ff, 0x2a5, 0x15a] {
+            let state: Vec<u8> = (0..11)
+                .map(|i| {
+                    if i == 0 || mask & (1 << (i - 1)) != 0 {
+                        i as u8 + 1
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let bytes = general_encode(&MV, &state).expect("encodes");
+            assert_eq!(
+                planned_encode(&MV, &state).as_ref(),
+                Some(&bytes),
+                "{mask:#x}"
+            );
+            let init = std::vec![0x11u8; 11];
+            let loaded = general_load(&MV, &bytes, &init).expect("loads");
+            assert_eq!(planned_load(&MV, &bytes, &init), Some(loaded), "{mask:#x}");
+        }
     }
 }

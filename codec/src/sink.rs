@@ -84,7 +84,7 @@ impl Sink for SliceSink<'_> {
         let end = self.pos + bytes.len();
         match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
-                dst.copy_from_slice(bytes);
+                crate::copy::copy(dst, bytes);
                 self.pos = end;
                 Ok(())
             }
@@ -109,7 +109,7 @@ impl Sink for SliceSink<'_> {
             // Too small: piece by piece, failing where the pieces would.
             return write_pieces(self, bytes, zeros);
         };
-        dst.copy_from_slice(bytes);
+        crate::copy::copy(dst, bytes);
         for &(o, l) in zeros {
             let (o, l) = (o as usize, l as usize);
             if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
