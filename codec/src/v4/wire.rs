@@ -494,6 +494,20 @@ impl<S: Sink> Sink for CrcSink<'_, S> {
     fn position(&self) -> usize {
         self.inner.position()
     }
+
+    fn write_with_zeros(
+        &mut self,
+        bytes: &[u8],
+        zeros: &[(u32, u32)],
+    ) -> core::result::Result<(), S::Error> {
+        if self.digest.is_some() {
+            // Piece by piece, so the digest sees the zeros.
+            crate::sink::write_pieces(self, bytes, zeros)
+        } else {
+            // Lets a slice sink copy a planned body in one piece.
+            self.inner.write_with_zeros(bytes, zeros)
+        }
+    }
 }
 
 /// Writes a whole section record: frame, head, `body_len` body bytes produced by `body`, and
