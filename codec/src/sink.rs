@@ -35,7 +35,7 @@ pub trait Sink {
 }
 
 /// [`Sink::write_with_zeros`] as copy, zeros, copy, …
-fn write_pieces<S: Sink + ?Sized>(
+pub(crate) fn write_pieces<S: Sink + ?Sized>(
     out: &mut S,
     bytes: &[u8],
     zeros: &[(u32, u32)],

@@ -424,7 +424,8 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
     if let Some(r) = downgrade_obstacle(v4)? {
         return Err(Error::Refused(r));
     }
-    for rec in Records4::new(v4) {
+    // `downgrade_obstacle` walked the whole stream and verified every checksum.
+    for rec in Records4::verified(v4) {
         let rec = rec?;
         match rec.record {
             Record4::Header(_) => {

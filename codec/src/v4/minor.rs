@@ -11,7 +11,7 @@
 use super::wire::{SectionHead, SubsectionFrame, Tag, Vendor, emit_section, sub_flags};
 use super::{Error, MAX_LEVELS, Minors, Result};
 use crate::SectionId;
-use crate::schema::{Subsection, Vmsd};
+use crate::schema::{PlanRun, Subsection, Vmsd};
 use crate::sink::{CountingSink, Sink};
 use crate::wire::section::SectionKind;
 
@@ -59,6 +59,17 @@ pub fn minors_for(vmsd: &Vmsd, state: &[u8], levels: usize) -> Result<Minors> {
     Ok(out)
 }
 
+/// The top-level fields of `state` as `vmsd`'s copy plan writes them, when it has one and
+/// `state` is a whole state: `state[..len]` with the plan's zero runs, in one piece, as
+/// [`crate::body::encode_body`] writes them before the subsections.
+fn planned<'v, 's>(vmsd: &'v Vmsd, state: &'s [u8]) -> Option<(&'s [u8], &'v [PlanRun])> {
+    let p = vmsd.plan_for(vmsd.version_id)?;
+    if state.len() != vmsd.size {
+        return None;
+    }
+    Some((state.get(..p.len as usize)?, p.zeros()))
+}
+
 /// Writes a FULL v4 section record of `state` described by `vmsd`: fields (v3 encoding), one
 /// frame per needed top-level subsection (vendor-tagged ones with their tag and flags), minors
 /// computed by [`minors_for`] for a stream of `levels` vendor levels.
@@ -71,9 +82,15 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
     out: &mut S,
 ) -> Result<()> {
     let minors = minors_for(vmsd, state, levels)?;
-    let mut fields = CountingSink::new();
-    crate::body::encode_fields(vmsd, vmsd.version_id, state, &mut fields)?;
-    let mut body_len = 4 + fields.count();
+    let fields_len = match planned(vmsd, state) {
+        Some((bytes, _)) => bytes.len(),
+        None => {
+            let mut c = CountingSink::new();
+            crate::body::encode_fields(vmsd, vmsd.version_id, state, &mut c)?;
+            c.count()
+        }
+    };
+    let mut body_len = 4 + fields_len;
     for sub in vmsd.subsections.iter().filter(|s| is_needed(s, state)) {
         let mut c = CountingSink::new();
         crate::body::encode_body(sub.vmsd, state, &mut c)?;
@@ -89,8 +106,11 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
         minors: &minors,
     };
     emit_section(out, crc, &head, body_len, |o| {
-        o.write(&(fields.count() as u32).to_be_bytes())?;
-        crate::body::encode_fields(vmsd, vmsd.version_id, state, o)?;
+        o.write(&(fields_len as u32).to_be_bytes())?;
+        match planned(vmsd, state) {
+            Some((bytes, zeros)) => o.write_with_zeros(bytes, zeros)?,
+            None => crate::body::encode_fields(vmsd, vmsd.version_id, state, o)?,
+        }
         for sub in vmsd.subsections.iter().filter(|s| is_needed(s, state)) {
             let mut c = CountingSink::new();
             crate::body::encode_body(sub.vmsd, state, &mut c)?;
@@ -127,4 +147,96 @@ pub fn encode_header<S: Sink<Error = crate::Error>>(
 pub fn encode_eof<S: Sink<Error = crate::Error>>(out: &mut S) -> Result<()> {
     out.write(&[crate::wire::record::EOF])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::field;
+    use crate::sink::SliceSink;
+    use crate::wire::record;
+    use std::vec::Vec;
+    use zerocopy::byteorder::big_endian::{U16, U32};
+
+    #[repr(C)]
+    struct Dev {
+        a: U32,
+        gap: [u8; 3],
+        b: U16,
+        flag: u8,
+        extra: U32,
+    }
+
+    const EXTRA: Vmsd = Vmsd::new("dev/extra", 1, 1, 14).fields(&[field!(Dev, extra)]);
+    const SUBS: &[Subsection] = &[Subsection::new(&EXTRA, |s| s[9] != 0)];
+    const DEV: Vmsd = Vmsd::new("dev", 2, 1, 14)
+        .fields(&[
+            field!(Dev, a),
+            field!(Dev, gap).unused(),
+            field!(Dev, b),
+            field!(Dev, flag).boolean(),
+        ])
+        .subsections(SUBS);
+
+    fn encode(vmsd: &Vmsd, state: &[u8], crc: bool) -> Vec<u8> {
+        let mut buf = [0xa5u8; 128];
+        let mut out = SliceSink::new(&mut buf);
+        let id = SectionId {
+            section_id: 3,
+            idstr: b"dev",
+            instance_id: 0,
+        };
+        encode_section(id, vmsd, state, 0, crc, &mut out).unwrap();
+        let n = out.finish();
+        buf[..n].to_vec()
+    }
+
+    /// The copy plan writes the fields in one piece; the section must be byte for byte what the
+    /// field-by-field encoder makes, with and without CRC, with and without the subsection.
+    #[test]
+    fn the_plan_path_writes_what_the_field_path_writes() {
+        assert!(DEV.plan_for(2).is_some());
+        let no_plan = Vmsd { plan: None, ..DEV };
+        for flag in [0u8, 1] {
+            let mut state = [1, 2, 3, 4, 0xee, 0xee, 0xee, 5, 6, flag, 7, 8, 9, 10];
+            for crc in [false, true] {
+                let planned = encode(&DEV, &state, crc);
+                assert_eq!(
+                    planned,
+                    encode(&no_plan, &state, crc),
+                    "flag {flag} crc {crc}"
+                );
+                // type, len, id, name, instance, version, fields_len, fields (gap zeroed).
+                assert_eq!(planned[0], SectionKind::Full.byte());
+                let fields_at = 1 + 4 + 4 + 4 + 4 + 4 + 4;
+                assert_eq!(&planned[fields_at - 4..fields_at], &10u32.to_be_bytes());
+                assert_eq!(
+                    &planned[fields_at..fields_at + 10],
+                    &[1, 2, 3, 4, 0, 0, 0, 5, 6, flag]
+                );
+                let sub_at = fields_at + 10;
+                let end = planned.len() - if crc { 4 } else { 0 };
+                let want = if flag != 0 {
+                    Some(&record::SUBSECTION)
+                } else {
+                    None
+                };
+                assert_eq!(planned[sub_at..end].first(), want);
+            }
+            // A state of the wrong size takes the field path: same result either way.
+            state[0] = 0;
+            let short = &state[..13];
+            let (mut x, mut y) = ([0u8; 128], [0u8; 128]);
+            let id = SectionId {
+                section_id: 3,
+                idstr: b"dev",
+                instance_id: 0,
+            };
+            let a = encode_section(id, &DEV, short, 0, true, &mut SliceSink::new(&mut x));
+            let b = encode_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
+            assert_eq!(a, b);
+            assert_eq!(x, y);
+        }
+    }
 }

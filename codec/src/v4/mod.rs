@@ -12,6 +12,8 @@
 //! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
 //!   subsections are `needed`, and a v4 section writer for typed device state.
 //! * [`load`]: loading a typed device straight from a v4 section record.
+//! * [`crc32c`]: the CRC-32C of the section checksums (our own slicing tables, built at
+//!   compile time).
 //! * [`caps`]: what a destination supports ([`caps::Capabilities`], postcard-encodable), what a
 //!   stream or a live device set requires ([`caps::SectionRequirement`]) and
 //!   [`caps::check`], which lists every incompatibility.
@@ -25,6 +27,7 @@
 
 pub mod caps;
 pub mod convert;
+pub mod crc32c;
 pub mod load;
 pub mod minor;
 pub mod wire;

@@ -50,13 +50,8 @@ pub mod record4 {
     pub const ANCILLARY: u8 = 0x80;
 }
 
-/// The CRC-32C (Castagnoli, iSCSI) the section checksums use.
-pub static CASTAGNOLI: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-
-/// CRC-32C of `bytes`.
-pub fn crc32c(bytes: &[u8]) -> u32 {
-    CASTAGNOLI.checksum(bytes)
-}
+use super::crc32c::Crc32c;
+pub use super::crc32c::crc32c;
 
 /// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,24 +450,34 @@ impl SectionHead<'_> {
     }
 }
 
-/// A sink that feeds a CRC-32C digest with everything written through it.
+/// A sink that feeds a CRC-32C with everything written through it, or, when made with
+/// [`CrcSink::passthrough`], only forwards (a stream without checksums costs no CRC work).
 pub struct CrcSink<'s, S> {
     inner: &'s mut S,
-    digest: crc::Digest<'static, u32>,
+    digest: Option<Crc32c>,
 }
 
 impl<'s, S: Sink> CrcSink<'s, S> {
-    /// Wraps `inner`.
+    /// Wraps `inner`, computing the CRC.
     pub fn new(inner: &'s mut S) -> Self {
         CrcSink {
             inner,
-            digest: CASTAGNOLI.digest(),
+            digest: Some(Crc32c::new()),
         }
     }
 
-    /// The CRC of everything written so far.
-    pub fn crc(self) -> u32 {
-        self.digest.finalize()
+    /// Wraps `inner` without computing a CRC.
+    pub fn passthrough(inner: &'s mut S) -> Self {
+        CrcSink {
+            inner,
+            digest: None,
+        }
+    }
+
+    /// The CRC of everything written so far; `None` for a [`passthrough`](Self::passthrough)
+    /// sink.
+    pub fn crc(&self) -> Option<u32> {
+        self.digest.as_ref().map(Crc32c::finish)
     }
 }
 
@@ -480,12 +485,28 @@ impl<S: Sink> Sink for CrcSink<'_, S> {
     type Error = S::Error;
 
     fn write(&mut self, bytes: &[u8]) -> core::result::Result<(), S::Error> {
-        self.digest.update(bytes);
+        if let Some(d) = &mut self.digest {
+            d.update(bytes);
+        }
         self.inner.write(bytes)
     }
 
     fn position(&self) -> usize {
         self.inner.position()
+    }
+
+    fn write_with_zeros(
+        &mut self,
+        bytes: &[u8],
+        zeros: &[(u32, u32)],
+    ) -> core::result::Result<(), S::Error> {
+        if self.digest.is_some() {
+            // Piece by piece, so the digest sees the zeros.
+            crate::sink::write_pieces(self, bytes, zeros)
+        } else {
+            // Lets a slice sink copy a planned body in one piece.
+            self.inner.write_with_zeros(bytes, zeros)
+        }
     }
 }
 
@@ -505,7 +526,11 @@ where
     let start = out.position();
     let payload = head.payload_head_len() + body_len + if crc { 4 } else { 0 };
     let len = len32(payload, start + 1)?;
-    let mut c = CrcSink::new(out);
+    let mut c = if crc {
+        CrcSink::new(out)
+    } else {
+        CrcSink::passthrough(out)
+    };
     c.write(&[head.kind.byte()])?;
     c.write(&len.to_be_bytes())?;
     c.write(&head.section_id.to_be_bytes())?;
@@ -529,8 +554,7 @@ where
             },
         ));
     }
-    let sum = c.crc();
-    if crc {
+    if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
     }
     Ok(())
@@ -544,11 +568,14 @@ pub fn emit_record<S: Sink<Error = crate::Error>>(
     kind: u8,
     payload: &[u8],
 ) -> crate::Result<()> {
-    let mut c = CrcSink::new(out);
+    let mut c = if crc {
+        CrcSink::new(out)
+    } else {
+        CrcSink::passthrough(out)
+    };
     emit_frame(&mut c, kind, payload.len() + if crc { 4 } else { 0 })?;
     c.write(payload)?;
-    let sum = c.crc();
-    if crc {
+    if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
     }
     Ok(())
@@ -624,6 +651,9 @@ pub struct Records4<'a> {
     phase: Phase,
     levels: u8,
     crc: bool,
+    /// Whether checksums are compared (off only for a second walk over bytes a first walk
+    /// already verified).
+    verify: bool,
     open: heapless::Vec<Open<'a>, { crate::stream::MAX_OPEN_SECTIONS }>,
     /// Section ids below [`SEEN_IDS`] already used by a START or FULL record.
     seen: [u64; SEEN_IDS / 64],
@@ -641,8 +671,19 @@ impl<'a> Records4<'a> {
             phase: Phase::Header,
             levels: 0,
             crc: false,
+            verify: true,
             open: heapless::Vec::new(),
             seen: [0; SEEN_IDS / 64],
+        }
+    }
+
+    /// Walks `buf`, which a [`Records4::new`] walk has already gone through without error:
+    /// checksums are stripped but not computed again. The bytes cannot have changed in between
+    /// (they are borrowed immutably), so this yields exactly what that walk yielded.
+    pub(crate) fn verified(buf: &'a [u8]) -> Self {
+        Records4 {
+            verify: false,
+            ..Self::new(buf)
         }
     }
 
@@ -737,6 +778,9 @@ impl<'a> Records4<'a> {
             });
         };
         let (data, sum) = frame.split_at(split);
+        if !self.verify {
+            return Ok(data);
+        }
         let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
         let computed = crc32c(data);
         if stored != computed {
@@ -926,5 +970,112 @@ impl<'a> Iterator for Records4<'a> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::sink::SliceSink;
+    use std::vec::Vec;
+
+    fn head(kind: SectionKind) -> SectionHead<'static> {
+        SectionHead {
+            kind,
+            section_id: 7,
+            idstr: b"dev",
+            instance_id: 1,
+            version_id: 3,
+            minors: &[],
+        }
+    }
+
+    fn section(crc: bool, body: &[u8]) -> Vec<u8> {
+        let mut buf = std::vec![0xa5u8; 64 + body.len()];
+        let mut out = SliceSink::new(&mut buf);
+        emit_section(&mut out, crc, &head(SectionKind::Full), body.len(), |o| {
+            o.write(body)
+        })
+        .unwrap();
+        let n = out.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_section_without_checksum_is_the_checked_one_minus_its_crc() {
+        let body: Vec<u8> = (0..100).collect();
+        let with = section(true, &body);
+        let without = section(false, &body);
+        let n = without.len();
+        assert_eq!(with.len(), n + 4);
+        // Same bytes apart from the record length, which counts the CRC.
+        let len = |r: &[u8]| u32::from_be_bytes([r[1], r[2], r[3], r[4]]) as usize;
+        assert_eq!(len(&with), len(&without) + 4);
+        assert_eq!(len(&without), n - 5);
+        assert_eq!(with[0], without[0]);
+        assert_eq!(with[5..n], without[5..]);
+        // The CRC covers the whole record before it, type byte and length included.
+        assert_eq!(
+            u32::from_be_bytes([with[n], with[n + 1], with[n + 2], with[n + 3]]),
+            crc32c(&with[..n])
+        );
+    }
+
+    #[test]
+    fn crc_sink_digests_exactly_what_reaches_the_inner_sink() {
+        let bytes: Vec<u8> = (1..=200).collect();
+        let zeros = [(3u32, 5u32), (64, 70), (199, 1)];
+        for digest in [true, false] {
+            let mut buf = [0xa5u8; 600];
+            let mut inner = SliceSink::new(&mut buf);
+            let mut c = if digest {
+                CrcSink::new(&mut inner)
+            } else {
+                CrcSink::passthrough(&mut inner)
+            };
+            c.write(b"head").unwrap();
+            c.write_zeros(130).unwrap();
+            c.write_with_zeros(&bytes, &zeros).unwrap();
+            c.write(&bytes[..17]).unwrap();
+            assert_eq!(c.position(), 4 + 130 + 200 + 17);
+            let sum = c.crc();
+            let written = inner.written();
+            assert_eq!(written.len(), 4 + 130 + 200 + 17);
+            assert_eq!(written[134 + 3..134 + 8], [0; 5]);
+            assert_eq!(written[134 + 8], 9);
+            assert_eq!(sum, digest.then(|| crc32c(written)));
+        }
+    }
+
+    #[test]
+    fn a_verified_rewalk_yields_what_the_checking_walk_yielded() {
+        let mut buf = std::vec![0u8; 512];
+        let mut out = SliceSink::new(&mut buf);
+        Header::new(&[], true).unwrap().emit(&mut out).unwrap();
+        let body: Vec<u8> = (0..40).collect();
+        emit_section(&mut out, true, &head(SectionKind::Start), body.len(), |o| {
+            o.write(&body)
+        })
+        .unwrap();
+        emit_section(&mut out, true, &head(SectionKind::End), 3, |o| {
+            o.write(b"end")
+        })
+        .unwrap();
+        out.write(&[record::EOF]).unwrap();
+        let n = out.finish();
+        let stream = &buf[..n];
+        let checked: Vec<_> = Records4::new(stream).map(|r| r.unwrap()).collect();
+        let rewalk: Vec<_> = Records4::verified(stream).map(|r| r.unwrap()).collect();
+        assert_eq!(checked.len(), 4);
+        assert_eq!(checked, rewalk);
+        // The checking walk is the one that catches corruption.
+        let mut bad = stream.to_vec();
+        bad[checked[1].offset + 20] ^= 1;
+        assert!(matches!(
+            Records4::new(&bad).nth(1),
+            Some(Err(Error::Checksum { .. }))
+        ));
     }
 }
