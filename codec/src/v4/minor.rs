@@ -60,14 +60,15 @@ pub fn minors_for(vmsd: &Vmsd, state: &[u8], levels: usize) -> Result<Minors> {
 }
 
 /// The top-level fields of `state` as `vmsd`'s copy plan writes them, when it has one and
-/// `state` is a whole state: `state[..len]` with the plan's zero runs, in one piece, as
-/// [`crate::body::encode_body`] writes them before the subsections.
+/// `state` is a whole state: `state[start..start + len]` with the plan's zero runs, in one
+/// piece, as [`crate::body::encode_body`] writes them before the subsections.
 fn planned<'v, 's>(vmsd: &'v Vmsd, state: &'s [u8]) -> Option<(&'s [u8], &'v [PlanRun])> {
     let p = vmsd.plan_for(vmsd.version_id)?;
     if state.len() != vmsd.size {
         return None;
     }
-    Some((state.get(..p.len as usize)?, p.zeros()))
+    let (start, len) = (p.start as usize, p.len as usize);
+    Some((state.get(start..start.checked_add(len)?)?, p.zeros()))
 }
 
 /// Writes a FULL v4 section record of `state` described by `vmsd`: fields (v3 encoding), one
@@ -237,6 +238,22 @@ mod tests {
             let b = encode_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
             assert_eq!(a, b);
             assert_eq!(x, y);
+        }
+    }
+
+    /// A table whose fields start past offset 0 (its plan's `start`): the plan path writes
+    /// those bytes, not the front of the state.
+    #[test]
+    fn a_plan_starting_inside_the_state_writes_its_own_bytes() {
+        const TAIL: Vmsd = Vmsd::new("dev", 2, 1, 14).fields(&[field!(Dev, b), field!(Dev, flag)]);
+        assert_eq!(TAIL.plan_for(2).map(|p| (p.start, p.len)), Some((7, 3)));
+        let no_plan = Vmsd { plan: None, ..TAIL };
+        let state = [1, 2, 3, 4, 0xee, 0xee, 0xee, 5, 6, 1, 7, 8, 9, 10];
+        for crc in [false, true] {
+            let planned = encode(&TAIL, &state, crc);
+            assert_eq!(planned, encode(&no_plan, &state, crc));
+            let fields_at = 1 + 4 + 4 + 4 + 4 + 4 + 4;
+            assert_eq!(&planned[fields_at..fields_at + 3], &[5, 6, 1]);
         }
     }
 }
