@@ -229,7 +229,7 @@ pub fn decode_with<T: State>(
     // One value, built in place and returned as is (no copy of a large state on return).
     // `T: FromBytes + IntoBytes` makes the first copy infallible; keep it an error, never a
     // panic.
-    let mut res = if core::mem::size_of::<T>() < 1024 {
+    let mut res = if core::mem::size_of::<T>() < copy::LARGE {
         T::read_from_bytes(init.as_bytes()).map_err(|_| size_error::<T>(vmsd, base))
     } else {
         // Large states: a copy that does not depend on where the two sit (see `copy`).
