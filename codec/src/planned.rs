@@ -593,6 +593,16 @@ mod tests {
             fast > 100 && declined > 100,
             "{fast} fast, {declined} declined"
         );
+        // A count within the storage that the VALIDATE check refuses (4 > 3), with all four
+        // elements present: neither path loads it.
+        let body = [&[0, 0, 0, 1, 0, 0, 0, 4][..], &[0x22; 8]].concat();
+        let init = std::vec![0u8; D_SIZE];
+        assert_eq!(general_load(&DV, &body, &init), None);
+        assert_eq!(planned_load(&DV, &body, &init), None);
+        let mut three = body.clone();
+        three[7] = 3;
+        three.truncate(14);
+        assert!(planned_load(&DV, &three, &init).is_some());
     }
 
     /// Past the eight subsections written out one by one, the rest go through the loop.

@@ -272,6 +272,17 @@ fn check_load<T: State + Copy + PartialEq + core::fmt::Debug>(
 ) {
     let mut state = init;
     let strict = vmstate::load(&mut state, version, body, BASE);
+    // The typed load tries the planned fast path first: it must agree with the general table
+    // walk, state for state and error for error.
+    let mut general = init;
+    match (
+        &strict,
+        general_load(T::VMSD, version, body, general.as_mut_bytes()),
+    ) {
+        (Ok(()), Ok(())) => assert_eq!(general, state, "fast and general paths load the same"),
+        (Err(a), Err(b)) => assert_eq!(*a, b, "fast and general paths fail the same"),
+        (a, b) => panic!("typed load {a:?}, general walk {b:?}"),
+    }
     match &strict {
         Ok(()) => {
             let mut out = vec![0xa5u8; body.len() + 4096];
@@ -310,6 +321,16 @@ fn check_load<T: State + Copy + PartialEq + core::fmt::Debug>(
             (Err(e), Ok(())) => assert!(is_rule_error(e), "only a rule separates them: {e}"),
             (Err(_), Err(_)) => assert_eq!(loose, init, "a failed load changes nothing"),
         }
+    }
+}
+
+/// The general path alone ([`vmstate::body::decode_body`]), the body consumed exactly.
+fn general_load(vmsd: &Vmsd, version: u32, body: &[u8], state: &mut [u8]) -> Result<(), Error> {
+    let mut r = Reader::new(body, BASE);
+    vmstate::body::decode_body(vmsd, version, &mut r, state)?;
+    match r.peek(0) {
+        Some(found) => Err(r.error(ErrorKind::MissingFooter { found })),
+        None => Ok(()),
     }
 }
 
@@ -513,6 +534,18 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
         instance_id: 0,
     };
     let mut stream = Vec::from(*b"QEVM\x00\x00\x00\x03\x07\x00\x00\x00\x0dpc-i440fx-7.2");
+    // The typed encoders try the planned fast path first: the same bytes (or the same error)
+    // as the general table walk.
+    let mut general = [0xa5u8; 4096];
+    let mut sink = SliceSink::new(&mut general);
+    let g = encode_body_v(T::VMSD, T::VMSD.version_id, state.as_bytes(), &mut sink)
+        .map(|()| sink.finish());
+    let mut typed = [0x5au8; 4096];
+    match (vmstate::encode_body_into(&state, &mut typed), g) {
+        (Ok(a), Ok(b)) => assert_eq!(&typed[..a], &general[..b], "fast and general encode"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "fast and general encode fail the same"),
+        (a, b) => panic!("typed encode {a:?}, general {b:?}"),
+    }
     let n = match vmstate::encode_section_into(id, &state, &mut buf) {
         Ok(n) => n,
         // Counts beyond their storage and failed VALIDATE entries cannot be encoded.
