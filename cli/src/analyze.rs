@@ -57,7 +57,7 @@ pub fn write_state(stream: &Stream<'_>, out: &mut Vec<u8>) -> bool {
 }
 
 enum Top<'s, 'a> {
-    Device(&'s Body),
+    Device(&'s Body<'a>),
     Ram(&'s crate::model::RamRecords<'a>),
 }
 
@@ -140,7 +140,7 @@ impl Writer<'_> {
         }
     }
 
-    fn body(&mut self, body: &Body) {
+    fn body(&mut self, body: &Body<'_>) {
         let keys: Vec<&str> = body
             .fields
             .iter()
@@ -154,7 +154,7 @@ impl Writer<'_> {
         });
     }
 
-    fn value(&mut self, type_name: &str, v: &Value) {
+    fn value(&mut self, type_name: &str, v: &Value<'_>) {
         match v {
             Value::Array(items) => self.array(items.len(), |w, i| w.value(type_name, &items[i])),
             Value::Struct(b) if type_name == "struct" => self.body(b),
@@ -235,7 +235,7 @@ mod tests {
     use super::*;
     use crate::generic::{FieldValue, Int, SubsectionValue};
 
-    fn field(name: &str, type_name: &str, value: Value) -> FieldValue {
+    fn field<'a>(name: &'a str, type_name: &'a str, value: Value<'a>) -> FieldValue<'a> {
         FieldValue {
             name: name.into(),
             type_name: type_name.into(),
@@ -243,7 +243,7 @@ mod tests {
         }
     }
 
-    fn int(width: u8, raw: u64) -> Value {
+    fn int(width: u8, raw: u64) -> Value<'static> {
         Value::Int(Int {
             width,
             signed: false,
@@ -271,13 +271,13 @@ mod tests {
                 field("empty", "buffer", Value::Bytes(vec![])),
                 field("arr", "uint16", Value::Array(vec![int(2, 1), int(2, 2)])),
                 field("none", "uint16", Value::Array(vec![])),
-                field("s", "struct", Value::Struct(inner.clone())),
+                field("s", "struct", Value::Struct(Box::new(inner.clone()))),
                 field(
                     "ss",
                     "struct",
-                    Value::Array(vec![Value::Struct(inner.clone())]),
+                    Value::Array(vec![Value::Struct(Box::new(inner.clone()))]),
                 ),
-                field("v", "vstruct", Value::Struct(inner.clone())),
+                field("v", "vstruct", Value::Struct(Box::new(inner.clone()))),
                 field("x", "uint8", int(1, 7)),
                 field("quote\"\u{1}é", "uint8", int(1, 1)),
             ],

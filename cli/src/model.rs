@@ -78,18 +78,18 @@ fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
 /// `devices[n]`); the idstr, instance id and version must agree, or the walk stops with
 /// `BadDescription`. The full reason is kept in [`DescLengths::take_error`].
 #[derive(Debug)]
-pub struct DescLengths<'d> {
-    desc: &'d Description,
+pub struct DescLengths<'d, 'a> {
+    desc: &'d Description<'a>,
     next: usize,
     error: Option<StreamError>,
     /// The tree of the last body measured, with its device index: finding a body's length
     /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
-    decoded: Option<(usize, Body)>,
+    decoded: Option<(usize, Body<'a>)>,
 }
 
-impl<'d> DescLengths<'d> {
+impl<'d, 'a> DescLengths<'d, 'a> {
     /// A resolver over `desc`.
-    pub fn new(desc: &'d Description) -> Self {
+    pub fn new(desc: &'d Description<'a>) -> Self {
         DescLengths {
             desc,
             next: 0,
@@ -99,7 +99,7 @@ impl<'d> DescLengths<'d> {
     }
 
     /// The tree of `devices[device]` if it was the last body measured.
-    fn take_decoded(&mut self, device: usize) -> Option<Body> {
+    fn take_decoded(&mut self, device: usize) -> Option<Body<'a>> {
         match self.decoded.take() {
             Some((d, body)) if d == device => Some(body),
             _ => None,
@@ -122,7 +122,7 @@ impl<'d> DescLengths<'d> {
     }
 }
 
-impl BodyLength for DescLengths<'_> {
+impl BodyLength for DescLengths<'_, '_> {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
@@ -240,7 +240,7 @@ pub enum Item<'a> {
         /// Index of its device object in the description.
         device: usize,
         /// The decoded body.
-        body: Body,
+        body: Body<'a>,
     },
     /// A section no description covers (the stream has no trailer), kept as bytes.
     Opaque {
@@ -402,13 +402,13 @@ pub struct Stream<'a> {
     /// The VMDESCRIPTION JSON text, if present.
     pub trailer: Option<&'a [u8]>,
     /// The parsed description, if a trailer is present.
-    pub description: Option<Description>,
+    pub description: Option<Description<'a>>,
     /// Input length.
     pub len: usize,
 }
 
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
-pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, StreamError> {
+pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>, StreamError> {
     let Some(at) = Trailer::locate(bytes) else {
         return Ok(None);
     };
@@ -420,9 +420,9 @@ pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, St
 
 /// The description for FULL sections; the footer scan for everything else, or for all
 /// sections when there is no description.
-struct Lengths<'d>(Option<DescLengths<'d>>);
+struct Lengths<'d, 'a>(Option<DescLengths<'d, 'a>>);
 
-impl BodyLength for Lengths<'_> {
+impl BodyLength for Lengths<'_, '_> {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
@@ -449,7 +449,7 @@ impl<'a> Stream<'a> {
     /// one has no trailer (`suppress-vmdesc`). Without a description, bodies stay opaque.
     pub fn parse_with(
         bytes: &'a [u8],
-        description: Option<Description>,
+        description: Option<Description<'a>>,
     ) -> Result<Stream<'a>, StreamError> {
         Stream::parse_observed(bytes, description, &mut |_| {})
     }
@@ -458,7 +458,7 @@ impl<'a> Stream<'a> {
     /// (for a progress line, or to release the input behind it).
     pub fn parse_observed(
         bytes: &'a [u8],
-        description: Option<Description>,
+        description: Option<Description<'a>>,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
         let options = Options {
@@ -690,7 +690,7 @@ impl<'a> Stream<'a> {
     }
 
     /// Device sections with their decoded bodies.
-    pub fn devices(&self) -> impl Iterator<Item = (&SectionMeta<'a>, &Body)> {
+    pub fn devices(&self) -> impl Iterator<Item = (&SectionMeta<'a>, &Body<'a>)> {
         self.entries.iter().filter_map(|e| match &e.item {
             Item::Device { section, body, .. } => Some((section, body)),
             _ => None,
