@@ -254,6 +254,8 @@ pub const MAX_DEPTH: usize = 128;
 /// known keys, an array of those), so there is no generic JSON value and nothing to skip: a
 /// value of another type is an error where it stands.
 struct Scan<'a> {
+    /// The text, checked as UTF-8 once, so that strings are slices of it.
+    str: &'a str,
     text: &'a [u8],
     at: usize,
     depth: usize,
@@ -378,22 +380,22 @@ impl<'a> Scan<'a> {
     fn string(&mut self, path: &Path<'_>) -> Result<Text<'a>, DescError> {
         self.at += 1;
         let start = self.at;
-        loop {
-            match self.text.get(self.at) {
-                Some(b'"') => break,
-                Some(b'\\') => return self.escaped(path, start),
-                Some(&b) if b >= 0x20 => self.at += 1,
-                _ => return Err(self.syntax(path, "a string character or '\"'")),
-            }
-        }
-        let raw = &self.text[start..self.at];
-        self.at += 1;
-        match std::str::from_utf8(raw) {
-            Ok(s) => Ok(Text(Cow::Borrowed(s))),
-            Err(e) => {
-                self.at = start + e.valid_up_to();
-                Err(self.syntax(path, "UTF-8 text"))
-            }
+        let rest = self.text.get(start..).unwrap_or_default();
+        self.at += rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(rest.len());
+        match self.text.get(self.at) {
+            // Both ends are ASCII quotes, so the slice is on character boundaries.
+            Some(b'"') => match self.str.get(start..self.at) {
+                Some(s) => {
+                    self.at += 1;
+                    Ok(Text(Cow::Borrowed(s)))
+                }
+                None => Err(self.syntax(path, "UTF-8 text")),
+            },
+            Some(b'\\') => self.escaped(path, start),
+            _ => Err(self.syntax(path, "a string character or '\"'")),
         }
     }
 
@@ -433,6 +435,7 @@ impl<'a> Scan<'a> {
             }
         }
         self.at += 1;
+        // The text is UTF-8 and escapes write whole characters.
         String::from_utf8(out).map(Text::from).map_err(|_| {
             self.at = start;
             self.syntax(path, "UTF-8 text in the string starting here")
@@ -767,7 +770,17 @@ impl<'a> Description<'a> {
                 ),
             ));
         }
+        let str = std::str::from_utf8(json).map_err(|e| {
+            err(
+                &Path::Root,
+                format!(
+                    "invalid JSON at byte {} of the trailer: expected UTF-8 text",
+                    e.valid_up_to()
+                ),
+            )
+        })?;
         Scan {
+            str,
             text: json,
             at: 0,
             depth: 0,

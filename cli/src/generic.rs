@@ -141,7 +141,12 @@ fn leaf_kind(type_name: &str) -> Leaf {
         "unused_buffer" => return Leaf::Unused,
         _ => {}
     }
-    let base = type_name.split(' ').next().unwrap_or("");
+    // Called per element: a byte scan, not a `str` pattern search.
+    let end = type_name
+        .bytes()
+        .position(|b| b == b' ')
+        .unwrap_or(type_name.len());
+    let base = type_name.get(..end).unwrap_or_default();
     let (signed, bits) = match base.strip_prefix('u') {
         Some(rest) => (false, rest.strip_prefix("int")),
         None => (true, base.strip_prefix("int")),

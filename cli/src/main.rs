@@ -247,14 +247,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let options = ParseOptions { count_pages: !json };
             let stream = parse_with(&file, &input, "inspect", options)?;
             if json {
-                let mut text = Vec::with_capacity(128 << 10);
-                if !vmstate_cli::analyze::write_state(&stream, &mut text) {
+                let mut out = std::io::stdout().lock();
+                let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
+                    .and_then(|w| out.flush().map(|_| w))
+                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                if !written {
                     return Err(Failure::Invalid(format!(
                         "{}: no VMDESCRIPTION trailer",
                         file.display()
                     )));
                 }
-                emit_bytes(&text)?;
                 // The process ends here: returning the decoded tree to the allocator piece by
                 // piece would cost more than everything after the parse.
                 std::mem::forget(stream);
