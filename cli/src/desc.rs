@@ -649,6 +649,8 @@ impl<'a> Scan<'a> {
         if !found {
             return Err(self.mistyped(path, "fields", "an array"));
         }
+        // The tree lives as long as the stream: give back what doubling left unused.
+        list.shrink_to_fit();
         Ok(list)
     }
 
