@@ -118,9 +118,13 @@ impl Writer<'_> {
         if self.out.len() >= CHUNK {
             (self.flush)(self.out);
         }
+        const SPACES: &[u8; 64] = &[b' '; 64];
         self.out.push(b'\n');
-        for _ in 0..self.depth {
-            self.out.extend_from_slice(b"    ");
+        let mut indent = 4 * self.depth;
+        while indent > 0 {
+            let n = indent.min(SPACES.len());
+            self.out.extend_from_slice(&SPACES[..n]);
+            indent -= n;
         }
     }
 
@@ -201,23 +205,33 @@ impl Writer<'_> {
     }
 
     fn value(&mut self, type_name: &str, v: &Value<'_>) {
+        // Once per field, not per array element.
+        let reader = analyze_reader(type_name);
+        self.element(reader, type_name == "struct", v);
+    }
+
+    /// A value of a field whose type `analyze-migration.py` reads with `reader`; `is_struct`
+    /// for `struct` fields (printed as objects; `vstruct`/`tmp` print as bytes).
+    fn element(&mut self, reader: Option<Leaf>, is_struct: bool, v: &Value<'_>) {
         match v {
-            Value::Array(items) => self.array(items.len(), |w, i| w.value(type_name, &items[i])),
-            Value::Struct(b) if type_name == "struct" => self.body(b),
+            Value::Array(items) => {
+                self.array(items.len(), |w, i| w.element(reader, is_struct, &items[i]));
+            }
+            Value::Struct(b) if is_struct => self.body(b),
             Value::Int(i) => {
                 let bytes = i.raw.to_be_bytes();
-                self.leaf(type_name, &bytes[8 - usize::from(i.width.min(8))..]);
+                self.leaf(reader, &bytes[8 - usize::from(i.width.min(8))..]);
             }
-            Value::Bool(b) => self.leaf(type_name, &[*b]),
-            Value::Timer(t) => self.leaf(type_name, &t.to_be_bytes()),
-            Value::Bytes(b) | Value::Unused(b) => self.leaf(type_name, b),
-            Value::Struct(_) => self.leaf(type_name, &v.to_bytes()),
+            Value::Bool(b) => self.leaf(reader, &[*b]),
+            Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
+            Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
+            Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
         }
     }
 
-    /// A value analyze-migration.py reads with its reader for `type_name`.
-    fn leaf(&mut self, type_name: &str, bytes: &[u8]) {
-        match analyze_reader(type_name) {
+    /// A value analyze-migration.py reads with `reader` (hex bytes when it has none).
+    fn leaf(&mut self, reader: Option<Leaf>, bytes: &[u8]) {
+        match reader {
             Some(Leaf::Bool) => {
                 let set = bytes.first().is_some_and(|&b| b != 0);
                 self.out
@@ -252,18 +266,29 @@ impl Writer<'_> {
 
 fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
     for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
     }
+}
+
+/// Whether some key is given twice. Objects are small (a device's fields): comparing pairs
+/// costs less than sorting a copy, except for long lists.
+fn has_repeats(keys: &[&str]) -> bool {
+    if keys.len() > 64 {
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        return sorted.windows(2).any(|w| w[0] == w[1]);
+    }
+    keys.iter()
+        .enumerate()
+        .any(|(i, k)| keys[i + 1..].iter().any(|o| o == k))
 }
 
 /// `None` when every key is distinct (entries print in order); otherwise, for each distinct
 /// key in order of first appearance, the index of its last entry.
 fn emit_order(keys: &[&str]) -> Option<Vec<usize>> {
-    let mut sorted: Vec<&str> = keys.to_vec();
-    sorted.sort_unstable();
-    if sorted.windows(2).all(|w| w[0] != w[1]) {
+    if !has_repeats(keys) {
         return None;
     }
     let mut order: Vec<usize> = Vec::new();
@@ -402,5 +427,12 @@ mod tests {
     fn repeated_keys_keep_the_first_place_and_the_last_value() {
         assert_eq!(emit_order(&["a", "b", "c"]), None);
         assert_eq!(emit_order(&["a", "b", "a", "c", "b"]), Some(vec![2, 4, 3]));
+        // Long lists take the sorting path.
+        let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+        let mut keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(emit_order(&keys), None);
+        keys.push("f3");
+        let order = emit_order(&keys).unwrap();
+        assert_eq!((order.len(), order[3]), (100, 100));
     }
 }
