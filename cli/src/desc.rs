@@ -185,6 +185,7 @@ pub struct FieldDesc<'a> {
     pub size: u64,
 }
 
+#[cold]
 fn err(path: &Path<'_>, message: impl Into<String>) -> DescError {
     DescError {
         path: path.to_string(),
@@ -193,6 +194,7 @@ fn err(path: &Path<'_>, message: impl Into<String>) -> DescError {
 }
 
 /// The error for `key` of the object at `path`.
+#[cold]
 fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
     let path = match path {
         Path::Root => key.to_string(),
@@ -204,10 +206,12 @@ fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
     }
 }
 
+#[cold]
 fn unexpected(path: &Path<'_>, key: &str) -> DescError {
     err(path, format!("unexpected key \"{key}\""))
 }
 
+#[cold]
 fn missing(path: &Path<'_>, key: &str) -> DescError {
     err(path, format!("missing \"{key}\""))
 }
@@ -263,6 +267,7 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     /// Malformed JSON at the current byte.
+    #[cold]
     fn syntax(&self, path: &Path<'_>, expected: &str) -> DescError {
         let found = match self.text.get(self.at) {
             Some(&b) if b.is_ascii_graphic() => format!("'{}'", char::from(b)),
@@ -279,6 +284,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A value of the wrong type for `key` (or not a JSON value at all).
+    #[cold]
     fn mistyped(&mut self, path: &Path<'_>, key: &str, expected: &str) -> DescError {
         match self.peek() {
             Some(b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
@@ -400,6 +406,7 @@ impl<'a> Scan<'a> {
     }
 
     /// The rest of a string from its first `\` on, unescaped into an owned copy.
+    #[cold]
     fn escaped(&mut self, path: &Path<'_>, start: usize) -> Result<Text<'a>, DescError> {
         let mut out = self.text[start..self.at].to_vec();
         loop {
@@ -589,6 +596,7 @@ impl<'a> Scan<'a> {
         })
     }
 
+    #[cold]
     fn not_an_object(&mut self, path: &Path<'_>) -> DescError {
         match self.peek() {
             Some(b'"' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
