@@ -1147,6 +1147,57 @@ mod tests {
         assert!(Description::from_json_bytes(deep.as_bytes()).is_err());
     }
 
+    /// Differential check against serde_json on mutations of a real QEMU trailer: malformed
+    /// JSON is refused by both, and what both accept is the same value.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_trailers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        );
+        let stream = std::fs::read(path).unwrap();
+        let at = vmstate::wire::Trailer::locate(&stream).unwrap() + 5;
+        let trailer = &stream[at..];
+        let d = Description::from_json_bytes(trailer).unwrap();
+        let v: Value = serde_json::from_slice(trailer).unwrap();
+        assert_eq!(d.to_json(), v);
+        const BYTES: &[u8] = b"\"{}[],: \\/0123456789-+.eEtfnulrsu\x01\x7f\xc3\xff";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut both_ok, mut both_refused) = (0, 0);
+        for _ in 0..1500 {
+            let mut t = trailer.to_vec();
+            let i = next(t.len());
+            let b = BYTES[next(BYTES.len())];
+            match next(3) {
+                0 => t[i] = b,
+                1 => t.insert(i, b),
+                _ => {
+                    t.remove(i);
+                }
+            }
+            let theirs = serde_json::from_slice::<Value>(&t);
+            match (Description::from_json_bytes(&t), theirs) {
+                (Ok(d), Ok(v)) => {
+                    assert_eq!(d.to_json(), v, "{}", String::from_utf8_lossy(&t));
+                    both_ok += 1;
+                }
+                (Err(e), Ok(_)) => assert!(!e.message.contains("invalid JSON"), "{e}"),
+                (Ok(_), Err(e)) => panic!("accepted what serde_json refuses: {e}"),
+                (Err(_), Err(_)) => both_refused += 1,
+            }
+        }
+        assert!(
+            both_ok > 100 && both_refused > 500,
+            "{both_ok} {both_refused}"
+        );
+    }
+
     /// Structs nested deeper than the JSON nesting limit are an error, not a stack overflow.
     #[test]
     fn nesting_is_capped() {
