@@ -258,8 +258,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     )));
                 }
                 // The process ends here: returning the decoded tree to the allocator piece by
-                // piece would cost more than everything after the parse.
+                // piece, or unmapping the input ahead of the exit that unmaps everything,
+                // would cost more than everything after the parse.
                 std::mem::forget(stream);
+                std::mem::forget(input);
             } else {
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL
