@@ -7,6 +7,9 @@
 # QEMU's script is not part of this repository (GPL; never commit it): pass a local copy.
 # FIXTURE defaults to host-tests/fixtures/pc-7.2-bios.vmstate; VMSTATE_BINARY to
 # target/release/vmstate, built with `cargo build --release -p vmstate-cli` when missing.
+# STATIC=1 measures a statically linked binary instead (target/static/release/vmstate, built
+# with `cargo rustc ... -- -C target-feature=+crt-static`: the flag reaches only the final
+# link of the `vmstate` binary, no global flags change): no dynamic loader, no libgcc_s.
 # With `perf` (perf stat; the software task-clock event works in VMs too): ROUNDS rounds
 # (default 5), each `perf stat -r RUNS` (default 20) of ours then `perf stat -r PY_RUNS`
 # (default 3) of the script, interleaved so both see the same load; prints the median over
@@ -19,6 +22,11 @@ script="${1:?usage: $0 PATH/TO/analyze-migration.py [FIXTURE] [VMSTATE_BINARY]}"
 fixture="${2:-$here/host-tests/fixtures/pc-7.2-bios.vmstate}"
 vmstate="${3:-$here/target/release/vmstate}"
 runs="${RUNS:-20}"
+if [[ -z "${3:-}" && "${STATIC:-0}" == 1 ]]; then
+    vmstate="$here/target/static/release/vmstate"
+    [[ -x "$vmstate" ]] || (cd "$here" && cargo rustc --release -q -p vmstate-cli --bin vmstate \
+        --target-dir "$here/target/static" -- -C target-feature=+crt-static)
+fi
 
 [[ -f "$script" ]] || { echo "no analyze-migration.py at $script" >&2; exit 2; }
 [[ -f "$fixture" ]] || { echo "no fixture at $fixture" >&2; exit 2; }
