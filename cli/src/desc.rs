@@ -263,6 +263,10 @@ struct Scan<'a> {
     text: &'a [u8],
     at: usize,
     depth: usize,
+    /// Emptied field lists to fill, one per nesting level in use: each `fields` array is
+    /// read into one of these and copied out at its exact length, so the tree holds no
+    /// spare capacity and the lists do not grow by doubling.
+    spare: Vec<Vec<FieldDesc<'a>>>,
 }
 
 impl<'a> Scan<'a> {
@@ -649,7 +653,7 @@ impl<'a> Scan<'a> {
 
     /// The `fields` array of the object at `path`.
     fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
-        let mut list = Vec::new();
+        let mut list = self.spare.pop().unwrap_or_default();
         let found = self.array(path, |s, i| {
             list.push(s.field(&Path::Child(path, "fields", Some(i)))?);
             Ok(())
@@ -657,9 +661,11 @@ impl<'a> Scan<'a> {
         if !found {
             return Err(self.mistyped(path, "fields", "an array"));
         }
-        // The tree lives as long as the stream: give back what doubling left unused.
-        list.shrink_to_fit();
-        Ok(list)
+        // `append` leaves `list` empty with its capacity, for the next array.
+        let mut exact = Vec::with_capacity(list.len());
+        exact.append(&mut list);
+        self.spare.push(list);
+        Ok(exact)
     }
 
     /// The `subsections` array of the object at `path`.
@@ -794,6 +800,7 @@ impl<'a> Description<'a> {
             text: json,
             at: 0,
             depth: 0,
+            spare: Vec::new(),
         }
         .description()
     }
