@@ -1,4 +1,4 @@
-//! The analyze-migration.py `-d state` text, written straight into one buffer.
+//! The analyze-migration.py `-d state` text, written straight into a buffer.
 //!
 //! [`crate::Stream::analyze_state`] builds the same object as a `serde_json::Value` and
 //! [`crate::pretty_json`] prints it. That tree costs an allocation and a hash per key and a
@@ -15,10 +15,52 @@ use vmstate::wire::section::SectionKind;
 /// Appends the `-d state` text of `stream` (with the final newline) to `out`. `false` when the
 /// stream has no description (nothing is written then).
 pub fn write_state(stream: &Stream<'_>, out: &mut Vec<u8>) -> bool {
+    write_chunked(stream, out, &mut |_| {})
+}
+
+/// Bytes [`write_state_to`] collects before handing them to the writer: small enough that
+/// the buffer's pages are few and stay warm (a 100 KiB text in one buffer costs a page fault
+/// per 4 KiB), large enough that the writes are few.
+const CHUNK: usize = 16 << 10;
+
+/// Writes the `-d state` text of `stream` (with the final newline) to `out` in chunks.
+/// `Ok(false)` when the stream has no description (nothing is written then).
+pub fn write_state_to(stream: &Stream<'_>, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    let mut failed = None;
+    let mut flush = |b: &mut Vec<u8>| {
+        if failed.is_none()
+            && let Err(e) = out.write_all(b)
+        {
+            failed = Some(e);
+        }
+        b.clear();
+    };
+    if !write_chunked(stream, &mut buf, &mut flush) {
+        return Ok(false);
+    }
+    flush(&mut buf);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(true),
+    }
+}
+
+/// [`write_state`], calling `flush` with the buffer whenever it holds [`CHUNK`] bytes or more
+/// at the end of a line (`flush` empties it, or leaves it to grow).
+fn write_chunked(
+    stream: &Stream<'_>,
+    out: &mut Vec<u8>,
+    flush: &mut dyn FnMut(&mut Vec<u8>),
+) -> bool {
     if stream.description.is_none() {
         return false;
     }
-    let mut w = Writer { out, depth: 0 };
+    let mut w = Writer {
+        out,
+        depth: 0,
+        flush,
+    };
     let entries: Vec<(String, Top<'_, '_>)> = stream
         .entries
         .iter()
@@ -57,7 +99,7 @@ pub fn write_state(stream: &Stream<'_>, out: &mut Vec<u8>) -> bool {
 }
 
 enum Top<'s, 'a> {
-    Device(&'s Body),
+    Device(&'s Body<'a>),
     Ram(&'s crate::model::RamRecords<'a>),
 }
 
@@ -68,13 +110,21 @@ fn key(s: &SectionMeta<'_>) -> String {
 struct Writer<'o> {
     out: &'o mut Vec<u8>,
     depth: usize,
+    flush: &'o mut dyn FnMut(&mut Vec<u8>),
 }
 
 impl Writer<'_> {
     fn newline(&mut self) {
+        if self.out.len() >= CHUNK {
+            (self.flush)(self.out);
+        }
+        const SPACES: &[u8; 64] = &[b' '; 64];
         self.out.push(b'\n');
-        for _ in 0..self.depth {
-            self.out.extend_from_slice(b"    ");
+        let mut indent = 4 * self.depth;
+        while indent > 0 {
+            let n = indent.min(SPACES.len());
+            self.out.extend_from_slice(&SPACES[..n]);
+            indent -= n;
         }
     }
 
@@ -140,7 +190,7 @@ impl Writer<'_> {
         }
     }
 
-    fn body(&mut self, body: &Body) {
+    fn body(&mut self, body: &Body<'_>) {
         let keys: Vec<&str> = body
             .fields
             .iter()
@@ -154,24 +204,34 @@ impl Writer<'_> {
         });
     }
 
-    fn value(&mut self, type_name: &str, v: &Value) {
+    fn value(&mut self, type_name: &str, v: &Value<'_>) {
+        // Once per field, not per array element.
+        let reader = analyze_reader(type_name);
+        self.element(reader, type_name == "struct", v);
+    }
+
+    /// A value of a field whose type `analyze-migration.py` reads with `reader`; `is_struct`
+    /// for `struct` fields (printed as objects; `vstruct`/`tmp` print as bytes).
+    fn element(&mut self, reader: Option<Leaf>, is_struct: bool, v: &Value<'_>) {
         match v {
-            Value::Array(items) => self.array(items.len(), |w, i| w.value(type_name, &items[i])),
-            Value::Struct(b) if type_name == "struct" => self.body(b),
+            Value::Array(items) => {
+                self.array(items.len(), |w, i| w.element(reader, is_struct, &items[i]));
+            }
+            Value::Struct(b) if is_struct => self.body(b),
             Value::Int(i) => {
                 let bytes = i.raw.to_be_bytes();
-                self.leaf(type_name, &bytes[8 - usize::from(i.width.min(8))..]);
+                self.leaf(reader, &bytes[8 - usize::from(i.width.min(8))..]);
             }
-            Value::Bool(b) => self.leaf(type_name, &[*b]),
-            Value::Timer(t) => self.leaf(type_name, &t.to_be_bytes()),
-            Value::Bytes(b) | Value::Unused(b) => self.leaf(type_name, b),
-            Value::Struct(_) => self.leaf(type_name, &v.to_bytes()),
+            Value::Bool(b) => self.leaf(reader, &[*b]),
+            Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
+            Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
+            Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
         }
     }
 
-    /// A value analyze-migration.py reads with its reader for `type_name`.
-    fn leaf(&mut self, type_name: &str, bytes: &[u8]) {
-        match analyze_reader(type_name) {
+    /// A value analyze-migration.py reads with `reader` (hex bytes when it has none).
+    fn leaf(&mut self, reader: Option<Leaf>, bytes: &[u8]) {
+        match reader {
             Some(Leaf::Bool) => {
                 let set = bytes.first().is_some_and(|&b| b != 0);
                 self.out
@@ -206,18 +266,29 @@ impl Writer<'_> {
 
 fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
     for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
     }
+}
+
+/// Whether some key is given twice. Objects are small (a device's fields): comparing pairs
+/// costs less than sorting a copy, except for long lists.
+fn has_repeats(keys: &[&str]) -> bool {
+    if keys.len() > 64 {
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        return sorted.windows(2).any(|w| w[0] == w[1]);
+    }
+    keys.iter()
+        .enumerate()
+        .any(|(i, k)| keys[i + 1..].iter().any(|o| o == k))
 }
 
 /// `None` when every key is distinct (entries print in order); otherwise, for each distinct
 /// key in order of first appearance, the index of its last entry.
 fn emit_order(keys: &[&str]) -> Option<Vec<usize>> {
-    let mut sorted: Vec<&str> = keys.to_vec();
-    sorted.sort_unstable();
-    if sorted.windows(2).all(|w| w[0] != w[1]) {
+    if !has_repeats(keys) {
         return None;
     }
     let mut order: Vec<usize> = Vec::new();
@@ -235,7 +306,7 @@ mod tests {
     use super::*;
     use crate::generic::{FieldValue, Int, SubsectionValue};
 
-    fn field(name: &str, type_name: &str, value: Value) -> FieldValue {
+    fn field<'a>(name: &'a str, type_name: &'a str, value: Value<'a>) -> FieldValue<'a> {
         FieldValue {
             name: name.into(),
             type_name: type_name.into(),
@@ -243,7 +314,7 @@ mod tests {
         }
     }
 
-    fn int(width: u8, raw: u64) -> Value {
+    fn int(width: u8, raw: u64) -> Value<'static> {
         Value::Int(Int {
             width,
             signed: false,
@@ -271,13 +342,13 @@ mod tests {
                 field("empty", "buffer", Value::Bytes(vec![])),
                 field("arr", "uint16", Value::Array(vec![int(2, 1), int(2, 2)])),
                 field("none", "uint16", Value::Array(vec![])),
-                field("s", "struct", Value::Struct(inner.clone())),
+                field("s", "struct", Value::Struct(Box::new(inner.clone()))),
                 field(
                     "ss",
                     "struct",
-                    Value::Array(vec![Value::Struct(inner.clone())]),
+                    Value::Array(vec![Value::Struct(Box::new(inner.clone()))]),
                 ),
-                field("v", "vstruct", Value::Struct(inner.clone())),
+                field("v", "vstruct", Value::Struct(Box::new(inner.clone()))),
                 field("x", "uint8", int(1, 7)),
                 field("quote\"\u{1}é", "uint8", int(1, 1)),
             ],
@@ -298,6 +369,7 @@ mod tests {
         Writer {
             out: &mut out,
             depth: 0,
+            flush: &mut |_| {},
         }
         .body(&body);
         let expected = crate::pretty_json(&body.to_analyze_json());
@@ -305,9 +377,62 @@ mod tests {
         assert!(expected.contains("\"x\": \"0x07\""), "{expected}");
     }
 
+    /// Chunked writing gives the same text as one buffer, and reports a failing writer.
+    #[test]
+    fn chunks_add_up_to_the_whole_text() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let stream = Stream::parse(&bytes).unwrap();
+        let mut whole = Vec::new();
+        assert!(write_state(&stream, &mut whole));
+        assert!(whole.len() > 4 * CHUNK, "{}", whole.len());
+        let mut sizes = Vec::new();
+        let mut chunked = Vec::new();
+        let mut sink = Chunks(&mut chunked, &mut sizes);
+        assert!(write_state_to(&stream, &mut sink).unwrap());
+        assert!(chunked == whole);
+        assert!(
+            sizes.len() > 4 && sizes.iter().all(|&n| n < CHUNK + 4096),
+            "{sizes:?}"
+        );
+
+        struct Chunks<'v>(&'v mut Vec<u8>, &'v mut Vec<usize>);
+        impl std::io::Write for Chunks<'_> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.extend_from_slice(b);
+                self.1.push(b.len());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::StorageFull.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let e = write_state_to(&stream, &mut Full).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+    }
+
     #[test]
     fn repeated_keys_keep_the_first_place_and_the_last_value() {
         assert_eq!(emit_order(&["a", "b", "c"]), None);
         assert_eq!(emit_order(&["a", "b", "a", "c", "b"]), Some(vec![2, 4, 3]));
+        // Long lists take the sorting path.
+        let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+        let mut keys: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(emit_order(&keys), None);
+        keys.push("f3");
+        let order = emit_order(&keys).unwrap();
+        assert_eq!((order.len(), order[3]), (100, 100));
     }
 }

@@ -1,15 +1,21 @@
 //! The VMDESCRIPTION trailer (format §8.2) as a typed tree.
 //!
-//! QEMU appends a JSON description of every VMState section it wrote. [`Description::parse`]
-//! checks its shape strictly (known keys only, in any order; integers where integers belong)
-//! and [`Description::to_json`] writes it back with QEMU's key order, so the tree can stand in
-//! for the JSON (`vmstate inspect --desc` prints it, the same value as analyze-migration.py
-//! `-d desc`).
+//! QEMU appends a JSON description of every VMState section it wrote.
+//! [`Description::from_json_bytes`] reads the text straight into the typed tree (no
+//! intermediate JSON value; names and type names borrow the trailer's bytes, see [`Text`]) and
+//! checks its shape strictly: known keys only, in any order; integers where integers belong; a
+//! key given twice counts with its last value, as in a JSON object. [`Description::to_json`]
+//! writes it back with QEMU's key order, so the tree can stand in for the JSON (`vmstate
+//! inspect --desc` prints it, the same value as analyze-migration.py `-d desc`).
+//!
+//! The trailer is attacker-controlled (untrusted-input §5): its length is capped
+//! ([`MAX_DESCRIPTION_LEN`]), nesting is capped at [`MAX_DEPTH`] levels (serde_json's limit),
+//! and every error names the JSON path and, for malformed JSON, the byte offset in the text.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 
 /// A malformed description: where in the JSON (a path like `devices[3].fields[2].size`) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,51 +34,118 @@ impl fmt::Display for DescError {
 
 impl std::error::Error for DescError {}
 
+/// A string of the description: borrowed from the trailer's text, owned only when the JSON
+/// spells it with escapes (QEMU never does). Reads as a `&str`.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A copy that owns its bytes.
+    pub fn into_owned(self) -> Text<'static> {
+        Text(Cow::Owned(self.0.into_owned()))
+    }
+}
+
+impl Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl PartialEq<str> for Text<'_> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Text<'_> {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text(Cow::Owned(s))
+    }
+}
+
 /// The whole trailer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Description {
+pub struct Description<'a> {
     /// QEMU 10.x only: the configuration record's layout, written before `page_size`.
-    pub configuration: Option<SubsectionDesc>,
+    pub configuration: Option<SubsectionDesc<'a>>,
     /// Target page size (4096 on x86).
     pub page_size: u64,
     /// One entry per FULL section, in stream order.
-    pub devices: Vec<Device>,
+    pub devices: Vec<Device<'a>>,
 }
 
 /// A device object: one FULL section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
+pub struct Device<'a> {
     /// The section idstr.
-    pub name: String,
+    pub name: Text<'a>,
     /// The section instance id.
     pub instance_id: u32,
     /// VMState devices: the vmsd name and the version written. Old-style (`save_state`)
     /// devices have none.
-    pub vmsd: Option<(String, u32)>,
+    pub vmsd: Option<(Text<'a>, u32)>,
     /// Old-style devices: the body size.
     pub size: Option<u64>,
     /// The body layout.
-    pub body: BodyDesc,
+    pub body: BodyDesc<'a>,
 }
 
 /// Fields and subsections of one body (a section, a nested struct or a subsection).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BodyDesc {
+pub struct BodyDesc<'a> {
     /// Fields in wire order.
-    pub fields: Vec<FieldDesc>,
+    pub fields: Vec<FieldDesc<'a>>,
     /// Subsections in wire order; `None` when the JSON has no `subsections` key.
-    pub subsections: Option<Vec<SubsectionDesc>>,
+    pub subsections: Option<Vec<SubsectionDesc<'a>>>,
 }
 
 /// A nested vmsd: a `struct` field's `"struct"` object, or a subsection object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubsectionDesc {
+pub struct SubsectionDesc<'a> {
     /// Full vmsd name (for subsections, the name on the wire, e.g. `fw_cfg/dma`).
-    pub vmsd_name: String,
+    pub vmsd_name: Text<'a>,
     /// Version written.
     pub version: u32,
     /// Its body.
-    pub body: BodyDesc,
+    pub body: BodyDesc<'a>,
 }
 
 /// How a field object covers array elements.
@@ -88,30 +161,31 @@ pub enum Repeat {
 
 /// What a field's elements are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FieldKind {
+pub enum FieldKind<'a> {
     /// Bytes interpreted by the type name alone (integers, buffers, timers, ...).
     Leaf,
     /// `"type": "struct"` with a `"struct"` object.
-    Struct(SubsectionDesc),
+    Struct(Box<SubsectionDesc<'a>>),
     /// `vstruct` / `tmp`: the child's keys written into the field object itself.
-    Inline(SubsectionDesc),
+    Inline(Box<SubsectionDesc<'a>>),
 }
 
 /// A field object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldDesc {
+pub struct FieldDesc<'a> {
     /// Name as QEMU spells it (may hold dots and brackets, e.g. `env.regs`, `unused[1]`).
-    pub name: String,
+    pub name: Text<'a>,
     /// Array form.
     pub repeat: Repeat,
     /// VMStateInfo name, `struct`, `vstruct` or `tmp`.
-    pub type_name: String,
+    pub type_name: Text<'a>,
     /// Nested description, if any.
-    pub kind: FieldKind,
+    pub kind: FieldKind<'a>,
     /// Bytes written for one element (for structs, including their subsections).
     pub size: u64,
 }
 
+#[cold]
 fn err(path: &Path<'_>, message: impl Into<String>) -> DescError {
     DescError {
         path: path.to_string(),
@@ -120,11 +194,26 @@ fn err(path: &Path<'_>, message: impl Into<String>) -> DescError {
 }
 
 /// The error for `key` of the object at `path`.
+#[cold]
 fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
+    let path = match path {
+        Path::Root => key.to_string(),
+        _ => format!("{path}.{key}"),
+    };
     DescError {
-        path: format!("{path}.{key}"),
+        path,
         message: message.to_string(),
     }
+}
+
+#[cold]
+fn unexpected(path: &Path<'_>, key: &str) -> DescError {
+    err(path, format!("unexpected key \"{key}\""))
+}
+
+#[cold]
+fn missing(path: &Path<'_>, key: &str) -> DescError {
+    err(path, format!("missing \"{key}\""))
 }
 
 /// Where an item is in the JSON, built only when an error names it: the root (""), a
@@ -155,167 +244,539 @@ impl fmt::Display for Path<'_> {
     }
 }
 
-/// A JSON value as the description is read: strings borrowed from the text when they hold no
-/// escapes, objects as their members in order (few keys each: found by a scan, not a hash).
-#[derive(Debug)]
-enum J<'a> {
-    Obj(Vec<(Cow<'a, str>, J<'a>)>),
-    Arr(Vec<J<'a>>),
-    Str(Cow<'a, str>),
-    /// A number: its value when it is an unsigned integer (what `Value::as_u64` accepts).
-    Num(Option<u64>),
-    /// `true`, `false`, `null`.
-    Other,
-}
-
-type Obj<'a> = [(Cow<'a, str>, J<'a>)];
-
-/// Members of an object with one key several times: the last one counts, as in a
-/// `serde_json::Map`.
-fn get<'o, 'a>(m: &'o Obj<'a>, key: &str) -> Option<&'o J<'a>> {
-    m.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
-fn contains_key(m: &Obj<'_>, key: &str) -> bool {
-    m.iter().any(|(k, _)| k == key)
-}
-
-impl<'de> Deserialize<'de> for J<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<J<'de>, D::Error> {
-        d.deserialize_any(JVisitor)
-    }
-}
-
-struct JVisitor;
-
-impl<'de> Visitor<'de> for JVisitor {
-    type Value = J<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<J<'de>, E> {
-        Ok(J::Other)
-    }
-    fn visit_unit<E>(self) -> Result<J<'de>, E> {
-        Ok(J::Other)
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<J<'de>, E> {
-        Ok(J::Num(Some(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<J<'de>, E> {
-        Ok(J::Num(u64::try_from(v).ok()))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<J<'de>, E> {
-        Ok(J::Num(None))
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Owned(v.to_string())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<J<'de>, E> {
-        Ok(J::Str(Cow::Owned(v)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<J<'de>, A::Error> {
-        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
-        while let Some(v) = a.next_element()? {
-            items.push(v);
-        }
-        Ok(J::Arr(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<J<'de>, A::Error> {
-        let mut members = Vec::new();
-        while let Some((Key(k), v)) = a.next_entry()? {
-            members.push((k, v));
-        }
-        Ok(J::Obj(members))
-    }
-}
-
-/// An object key, borrowed when it can be.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
-        match d.deserialize_str(JVisitor)? {
-            J::Str(s) => Ok(Key(s)),
-            _ => Err(serde::de::Error::custom("expected a string key")),
-        }
-    }
-}
-
-/// The borrowed form of a `serde_json::Value` (for [`Description::parse`]).
-fn from_value(v: &Value) -> J<'_> {
-    match v {
-        Value::Object(m) => J::Obj(
-            m.iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), from_value(v)))
-                .collect(),
-        ),
-        Value::Array(a) => J::Arr(a.iter().map(from_value).collect()),
-        Value::String(s) => J::Str(Cow::Borrowed(s)),
-        Value::Number(n) => J::Num(n.as_u64()),
-        Value::Bool(_) | Value::Null => J::Other,
-    }
-}
-
-fn object<'o, 'a>(v: &'o J<'a>, path: &Path<'_>) -> Result<&'o Obj<'a>, DescError> {
-    match v {
-        J::Obj(m) => Ok(m),
-        _ => Err(err(path, "expected an object")),
-    }
-}
-
-fn only_keys(m: &Obj<'_>, allowed: &[&str], path: &Path<'_>) -> Result<(), DescError> {
-    match m.iter().find(|(k, _)| !allowed.contains(&k.as_ref())) {
-        Some((k, _)) => Err(err(path, format!("unexpected key \"{k}\""))),
-        None => Ok(()),
-    }
-}
-
-fn uint(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<Option<u64>, DescError> {
-    match get(m, key) {
-        None => Ok(None),
-        Some(J::Num(Some(n))) => Ok(Some(*n)),
-        Some(_) => Err(key_err(path, key, "expected an unsigned integer")),
-    }
-}
-
-fn req_uint(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<u64, DescError> {
-    uint(m, key, path)?.ok_or_else(|| err(path, format!("missing \"{key}\"")))
-}
-
-fn req_u32(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<u32, DescError> {
-    u32::try_from(req_uint(m, key, path)?)
-        .map_err(|_| key_err(path, key, "expected a 32-bit value"))
-}
-
-fn req_str(m: &Obj<'_>, key: &str, path: &Path<'_>) -> Result<String, DescError> {
-    match get(m, key) {
-        Some(J::Str(s)) => Ok(s.to_string()),
-        Some(_) => Err(key_err(path, key, "expected a string")),
-        None => Err(err(path, format!("missing \"{key}\""))),
-    }
-}
-
-fn array<'o, 'a>(m: &'o Obj<'a>, key: &str, path: &Path<'_>) -> Result<&'o [J<'a>], DescError> {
-    match get(m, key) {
-        Some(J::Arr(a)) => Ok(a),
-        Some(_) => Err(key_err(path, key, "expected an array")),
-        None => Err(err(path, format!("missing \"{key}\""))),
-    }
-}
-
 /// Largest trailer accepted. QEMU's pc trailers are about 100 KiB; the trailer is attacker
-/// controlled (untrusted-input §5), so parsing it is capped (serde_json also caps nesting at
-/// 128 levels).
+/// controlled (untrusted-input §5), so parsing it is capped.
 pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
 
-impl Description {
-    /// Parses the trailer's JSON text.
-    pub fn from_json_bytes(json: &[u8]) -> Result<Description, DescError> {
+/// Deepest nesting of JSON objects and arrays accepted (serde_json's limit): the reader
+/// recurses once per level, so a hostile trailer cannot exhaust the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// A reader of the trailer's JSON text (RFC 8259) that fills the typed tree as it goes.
+///
+/// Every value is read as what its key calls for (a string, an unsigned integer, an object of
+/// known keys, an array of those), so there is no generic JSON value and nothing to skip: a
+/// value of another type is an error where it stands.
+struct Scan<'a> {
+    /// The text, checked as UTF-8 once, so that strings are slices of it.
+    str: &'a str,
+    text: &'a [u8],
+    at: usize,
+    depth: usize,
+    /// Emptied field lists to fill, one per nesting level in use: each `fields` array is
+    /// read into one of these and copied out at its exact length, so the tree holds no
+    /// spare capacity and the lists do not grow by doubling.
+    spare: Vec<Vec<FieldDesc<'a>>>,
+}
+
+impl<'a> Scan<'a> {
+    /// Malformed JSON at the current byte.
+    #[cold]
+    fn syntax(&self, path: &Path<'_>, expected: &str) -> DescError {
+        let found = match self.text.get(self.at) {
+            Some(&b) if b.is_ascii_graphic() => format!("'{}'", char::from(b)),
+            Some(b) => format!("byte {b:#04x}"),
+            None => "the end of the text".into(),
+        };
+        err(
+            path,
+            format!(
+                "invalid JSON at byte {} of the trailer: expected {expected}, found {found}",
+                self.at
+            ),
+        )
+    }
+
+    /// A value of the wrong type for `key` (or not a JSON value at all).
+    #[cold]
+    fn mistyped(&mut self, path: &Path<'_>, key: &str, expected: &str) -> DescError {
+        match self.peek() {
+            Some(b'"' | b'{' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                key_err(path, key, &format!("expected {expected}"))
+            }
+            _ => self.syntax(path, "a value"),
+        }
+    }
+
+    /// The next byte after white space.
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
+            self.at += 1;
+        }
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let found = self.peek() == Some(b);
+        self.at += usize::from(found);
+        found
+    }
+
+    /// Steps into the `{` or `[` just peeked.
+    fn enter(&mut self, path: &Path<'_>) -> Result<(), DescError> {
+        if self.depth == MAX_DEPTH {
+            return Err(err(
+                path,
+                format!("JSON nested deeper than {MAX_DEPTH} levels"),
+            ));
+        }
+        self.depth += 1;
+        self.at += 1;
+        Ok(())
+    }
+
+    /// An object: `member(self, key)` reads the value of each member. `Ok(false)` (nothing
+    /// read) when the next value is not an object.
+    fn object(
+        &mut self,
+        path: &Path<'_>,
+        mut member: impl FnMut(&mut Self, Text<'a>) -> Result<(), DescError>,
+    ) -> Result<bool, DescError> {
+        if self.peek() != Some(b'{') {
+            return Ok(false);
+        }
+        self.enter(path)?;
+        if !self.eat(b'}') {
+            loop {
+                if self.peek() != Some(b'"') {
+                    return Err(self.syntax(path, "a key"));
+                }
+                let key = self.string(path)?;
+                if !self.eat(b':') {
+                    return Err(self.syntax(path, "':'"));
+                }
+                member(self, key)?;
+                if self.eat(b'}') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return Err(self.syntax(path, "',' or '}'"));
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(true)
+    }
+
+    /// An array: `element(self, i)` reads element `i`. `Ok(false)` (nothing read) when the
+    /// next value is not an array.
+    fn array(
+        &mut self,
+        path: &Path<'_>,
+        mut element: impl FnMut(&mut Self, usize) -> Result<(), DescError>,
+    ) -> Result<bool, DescError> {
+        if self.peek() != Some(b'[') {
+            return Ok(false);
+        }
+        self.enter(path)?;
+        if !self.eat(b']') {
+            let mut i = 0;
+            loop {
+                element(self, i)?;
+                i += 1;
+                if self.eat(b']') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return Err(self.syntax(path, "',' or ']'"));
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(true)
+    }
+
+    /// The string whose `"` was just peeked: borrowed from the text unless it has escapes.
+    fn string(&mut self, path: &Path<'_>) -> Result<Text<'a>, DescError> {
+        self.at += 1;
+        let start = self.at;
+        let rest = self.text.get(start..).unwrap_or_default();
+        self.at += rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(rest.len());
+        match self.text.get(self.at) {
+            // Both ends are ASCII quotes, so the slice is on character boundaries.
+            Some(b'"') => match self.str.get(start..self.at) {
+                Some(s) => {
+                    self.at += 1;
+                    Ok(Text(Cow::Borrowed(s)))
+                }
+                None => Err(self.syntax(path, "UTF-8 text")),
+            },
+            Some(b'\\') => self.escaped(path, start),
+            _ => Err(self.syntax(path, "a string character or '\"'")),
+        }
+    }
+
+    /// The rest of a string from its first `\` on, unescaped into an owned copy.
+    #[cold]
+    fn escaped(&mut self, path: &Path<'_>, start: usize) -> Result<Text<'a>, DescError> {
+        let mut out = self.text[start..self.at].to_vec();
+        loop {
+            match self.text.get(self.at) {
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    self.at += 1;
+                    let c = match self.text.get(self.at) {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.at += 1;
+                            let c = self.unicode(path)?;
+                            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                            continue;
+                        }
+                        _ => return Err(self.syntax(path, "an escape character")),
+                    };
+                    self.at += 1;
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                Some(&b) if b >= 0x20 => {
+                    out.push(b);
+                    self.at += 1;
+                }
+                _ => return Err(self.syntax(path, "a string character or '\"'")),
+            }
+        }
+        self.at += 1;
+        // The text is UTF-8 and escapes write whole characters.
+        String::from_utf8(out).map(Text::from).map_err(|_| {
+            self.at = start;
+            self.syntax(path, "UTF-8 text in the string starting here")
+        })
+    }
+
+    fn hex4(&mut self, path: &Path<'_>) -> Result<u32, DescError> {
+        let mut v = 0;
+        for _ in 0..4 {
+            let d = self
+                .text
+                .get(self.at)
+                .and_then(|&b| char::from(b).to_digit(16))
+                .ok_or_else(|| self.syntax(path, "a hex digit"))?;
+            v = v << 4 | d;
+            self.at += 1;
+        }
+        Ok(v)
+    }
+
+    /// The character of a `\uXXXX` escape (a surrogate pair takes two).
+    fn unicode(&mut self, path: &Path<'_>) -> Result<char, DescError> {
+        let hi = self.hex4(path)?;
+        let code = match hi {
+            0xd800..=0xdbff => {
+                if self.text.get(self.at..self.at + 2) != Some(b"\\u") {
+                    return Err(self.syntax(path, "the low surrogate of a \\u pair"));
+                }
+                self.at += 2;
+                let lo = self.hex4(path)?;
+                if !(0xdc00..=0xdfff).contains(&lo) {
+                    self.at -= 4;
+                    return Err(self.syntax(path, "a low surrogate (\\udc00 to \\udfff)"));
+                }
+                0x10000 + ((hi - 0xd800) << 10 | (lo - 0xdc00))
+            }
+            0xdc00..=0xdfff => {
+                self.at -= 4;
+                return Err(self.syntax(path, "a high surrogate before a low one"));
+            }
+            c => c,
+        };
+        char::from_u32(code).ok_or_else(|| self.syntax(path, "a character"))
+    }
+
+    /// The number whose first byte was just peeked: its value when it is an unsigned integer
+    /// that fits 64 bits (what serde_json's `as_u64` accepts: no sign, fraction or exponent),
+    /// else `None`.
+    fn number(&mut self, path: &Path<'_>) -> Result<Option<u64>, DescError> {
+        let negative = self.text.get(self.at) == Some(&b'-');
+        self.at += usize::from(negative);
+        let mut value = Some(0u64);
+        match self.text.get(self.at) {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&d @ b'0'..=b'9') = self.text.get(self.at) {
+                    value = value
+                        .and_then(|v| v.checked_mul(10))
+                        .and_then(|v| v.checked_add(u64::from(d - b'0')));
+                    self.at += 1;
+                }
+            }
+            _ => return Err(self.syntax(path, "a digit")),
+        }
+        let mut integer = !negative;
+        if self.text.get(self.at) == Some(&b'.') {
+            self.at += 1;
+            integer = false;
+            self.digits(path)?;
+        }
+        if let Some(b'e' | b'E') = self.text.get(self.at) {
+            self.at += 1;
+            integer = false;
+            if let Some(b'+' | b'-') = self.text.get(self.at) {
+                self.at += 1;
+            }
+            self.digits(path)?;
+        }
+        Ok(value.filter(|_| integer))
+    }
+
+    fn digits(&mut self, path: &Path<'_>) -> Result<(), DescError> {
+        if !self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+            return Err(self.syntax(path, "a digit"));
+        }
+        while self.text.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        Ok(())
+    }
+
+    /// The value of `key` as an unsigned integer.
+    fn uint(&mut self, path: &Path<'_>, key: &str) -> Result<u64, DescError> {
+        const EXPECTED: &str = "an unsigned integer";
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => self
+                .number(path)?
+                .ok_or_else(|| key_err(path, key, &format!("expected {EXPECTED}"))),
+            _ => Err(self.mistyped(path, key, EXPECTED)),
+        }
+    }
+
+    fn u32(&mut self, path: &Path<'_>, key: &str) -> Result<u32, DescError> {
+        u32::try_from(self.uint(path, key)?)
+            .map_err(|_| key_err(path, key, "expected a 32-bit value"))
+    }
+
+    /// The value of `key` as a string.
+    fn text(&mut self, path: &Path<'_>, key: &str) -> Result<Text<'a>, DescError> {
+        match self.peek() {
+            Some(b'"') => self.string(path),
+            _ => Err(self.mistyped(path, key, "a string")),
+        }
+    }
+
+    /// The whole text: one description object, then only white space.
+    fn description(&mut self) -> Result<Description<'a>, DescError> {
+        let root = Path::Root;
+        let (mut configuration, mut page_size, mut devices) = (None, None, None);
+        let found = self.object(&root, |s, key| {
+            match key.as_str() {
+                "configuration" => {
+                    configuration = Some(s.subsection(&Path::Top("configuration", None))?);
+                }
+                "page_size" => page_size = Some(s.uint(&root, "page_size")?),
+                "devices" => {
+                    let mut list = Vec::new();
+                    let found = s.array(&root, |s, i| {
+                        list.push(s.device(&Path::Top("devices", Some(i)))?);
+                        Ok(())
+                    })?;
+                    if !found {
+                        return Err(s.mistyped(&root, "devices", "an array"));
+                    }
+                    devices = Some(list);
+                }
+                _ => return Err(unexpected(&root, &key)),
+            }
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.not_an_object(&root));
+        }
+        if self.peek().is_some() {
+            return Err(self.syntax(&root, "the end of the text"));
+        }
+        Ok(Description {
+            configuration,
+            page_size: page_size.ok_or_else(|| missing(&root, "page_size"))?,
+            devices: devices.ok_or_else(|| missing(&root, "devices"))?,
+        })
+    }
+
+    #[cold]
+    fn not_an_object(&mut self, path: &Path<'_>) -> DescError {
+        match self.peek() {
+            Some(b'"' | b'[' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+                err(path, "expected an object")
+            }
+            _ => self.syntax(path, "an object"),
+        }
+    }
+
+    fn device(&mut self, path: &Path<'_>) -> Result<Device<'a>, DescError> {
+        let (mut name, mut instance_id, mut vmsd_name, mut version, mut size) =
+            (None, None, None, None, None);
+        let (mut fields, mut subsections) = (None, None);
+        let found = self.object(path, |s, key| {
+            match key.as_str() {
+                "name" => name = Some(s.text(path, "name")?),
+                "instance_id" => instance_id = Some(s.u32(path, "instance_id")?),
+                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
+                "version" => version = Some(s.u32(path, "version")?),
+                "size" => size = Some(s.uint(path, "size")?),
+                "fields" => fields = Some(s.fields(path)?),
+                "subsections" => subsections = Some(s.subsections(path)?),
+                _ => return Err(unexpected(path, &key)),
+            }
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.not_an_object(path));
+        }
+        let vmsd = match (vmsd_name, version) {
+            (Some(n), Some(v)) => Some((n, v)),
+            (Some(_), None) => return Err(missing(path, "version")),
+            (None, Some(_)) => return Err(err(path, "\"version\" without \"vmsd_name\"")),
+            (None, None) => None,
+        };
+        if vmsd.is_none() && size.is_none() {
+            return Err(err(path, "neither \"vmsd_name\" nor \"size\""));
+        }
+        Ok(Device {
+            name: name.ok_or_else(|| missing(path, "name"))?,
+            instance_id: instance_id.ok_or_else(|| missing(path, "instance_id"))?,
+            vmsd,
+            size,
+            body: BodyDesc {
+                fields: fields.ok_or_else(|| missing(path, "fields"))?,
+                subsections,
+            },
+        })
+    }
+
+    /// The `fields` array of the object at `path`.
+    fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
+        let mut list = self.spare.pop().unwrap_or_default();
+        let found = self.array(path, |s, i| {
+            list.push(s.field(&Path::Child(path, "fields", Some(i)))?);
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.mistyped(path, "fields", "an array"));
+        }
+        // `append` leaves `list` empty with its capacity, for the next array.
+        let mut exact = Vec::with_capacity(list.len());
+        exact.append(&mut list);
+        self.spare.push(list);
+        Ok(exact)
+    }
+
+    /// The `subsections` array of the object at `path`.
+    fn subsections(&mut self, path: &Path<'_>) -> Result<Vec<SubsectionDesc<'a>>, DescError> {
+        let mut list = Vec::new();
+        let found = self.array(path, |s, i| {
+            list.push(s.subsection(&Path::Child(path, "subsections", Some(i)))?);
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.mistyped(path, "subsections", "an array"));
+        }
+        Ok(list)
+    }
+
+    /// A subsection object, a `struct` object or the `configuration` object.
+    fn subsection(&mut self, path: &Path<'_>) -> Result<SubsectionDesc<'a>, DescError> {
+        let (mut vmsd_name, mut version, mut fields, mut subsections) = (None, None, None, None);
+        let found = self.object(path, |s, key| {
+            match key.as_str() {
+                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
+                "version" => version = Some(s.u32(path, "version")?),
+                "fields" => fields = Some(s.fields(path)?),
+                "subsections" => subsections = Some(s.subsections(path)?),
+                _ => return Err(unexpected(path, &key)),
+            }
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.not_an_object(path));
+        }
+        Ok(SubsectionDesc {
+            vmsd_name: vmsd_name.ok_or_else(|| missing(path, "vmsd_name"))?,
+            version: version.ok_or_else(|| missing(path, "version"))?,
+            body: BodyDesc {
+                fields: fields.ok_or_else(|| missing(path, "fields"))?,
+                subsections,
+            },
+        })
+    }
+
+    fn field(&mut self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
+        let (mut name, mut array_len, mut index, mut type_name, mut size) =
+            (None, None, None, None, None);
+        let (mut strukt, mut vmsd_name, mut version, mut fields, mut subsections) =
+            (None, None, None, None, None);
+        let found = self.object(path, |s, key| {
+            match key.as_str() {
+                "name" => name = Some(s.text(path, "name")?),
+                "array_len" => array_len = Some(s.uint(path, "array_len")?),
+                "index" => index = Some(s.uint(path, "index")?),
+                "type" => type_name = Some(s.text(path, "type")?),
+                "size" => size = Some(s.uint(path, "size")?),
+                "struct" => strukt = Some(s.subsection(&Path::Child(path, "struct", None))?),
+                // vstruct / tmp: the child's keys are the field's own.
+                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
+                "version" => version = Some(s.u32(path, "version")?),
+                "fields" => fields = Some(s.fields(path)?),
+                "subsections" => subsections = Some(s.subsections(path)?),
+                _ => return Err(unexpected(path, &key)),
+            }
+            Ok(())
+        })?;
+        if !found {
+            return Err(self.not_an_object(path));
+        }
+        let type_name = type_name.ok_or_else(|| missing(path, "type"))?;
+        let inline = vmsd_name.is_some();
+        let child_keys = [
+            ("struct", strukt.is_some() && inline),
+            ("version", version.is_some() && !inline),
+            ("fields", fields.is_some() && !inline),
+            ("subsections", subsections.is_some() && !inline),
+        ];
+        if let Some((key, _)) = child_keys.iter().find(|(_, bad)| *bad) {
+            return Err(unexpected(path, key));
+        }
+        let repeat = match (array_len, index) {
+            (None, None) => Repeat::One,
+            (Some(n), None) => Repeat::ArrayLen(n),
+            (None, Some(i)) => Repeat::Index(i),
+            (Some(_), Some(_)) => return Err(err(path, "both \"array_len\" and \"index\"")),
+        };
+        let kind = match (strukt, vmsd_name) {
+            (Some(s), _) => FieldKind::Struct(Box::new(s)),
+            (None, Some(vmsd_name)) => FieldKind::Inline(Box::new(SubsectionDesc {
+                vmsd_name,
+                version: version.ok_or_else(|| missing(path, "version"))?,
+                body: BodyDesc {
+                    fields: fields.ok_or_else(|| missing(path, "fields"))?,
+                    subsections,
+                },
+            })),
+            (None, None) if type_name == "struct" => {
+                return Err(err(path, "type \"struct\" without a \"struct\" object"));
+            }
+            (None, None) => FieldKind::Leaf,
+        };
+        Ok(FieldDesc {
+            name: name.ok_or_else(|| missing(path, "name"))?,
+            repeat,
+            type_name,
+            kind,
+            size: size.ok_or_else(|| missing(path, "size"))?,
+        })
+    }
+}
+
+impl<'a> Description<'a> {
+    /// Parses the trailer's JSON text; names and type names borrow from `json`.
+    pub fn from_json_bytes(json: &'a [u8]) -> Result<Description<'a>, DescError> {
         if json.len() > MAX_DESCRIPTION_LEN {
             return Err(err(
                 &Path::Root,
@@ -325,39 +786,42 @@ impl Description {
                 ),
             ));
         }
-        let v: J<'_> = serde_json::from_slice(json).map_err(|e| err(&Path::Root, e.to_string()))?;
-        Description::read(&v)
+        let str = std::str::from_utf8(json).map_err(|e| {
+            err(
+                &Path::Root,
+                format!(
+                    "invalid JSON at byte {} of the trailer: expected UTF-8 text",
+                    e.valid_up_to()
+                ),
+            )
+        })?;
+        Scan {
+            str,
+            text: json,
+            at: 0,
+            depth: 0,
+            spare: Vec::new(),
+        }
+        .description()
     }
 
-    /// Parses an already decoded JSON value.
-    pub fn parse(v: &Value) -> Result<Description, DescError> {
-        Description::read(&from_value(v))
-    }
-
-    fn read(v: &J<'_>) -> Result<Description, DescError> {
-        let root = Path::Root;
-        let m = object(v, &root)?;
-        only_keys(m, &["configuration", "page_size", "devices"], &root)?;
-        let configuration = match get(m, "configuration") {
-            None => None,
-            Some(c) => {
-                let p = Path::Top("configuration", None);
-                let cm = object(c, &p)?;
-                only_keys(cm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
-                Some(SubsectionDesc::parse(cm, &p)?)
-            }
-        };
-        let page_size = req_uint(m, "page_size", &root)?;
-        let devices = array(m, "devices", &root)?
-            .iter()
-            .enumerate()
-            .map(|(i, d)| Device::parse(d, &Path::Top("devices", Some(i))))
-            .collect::<Result<_, _>>()?;
-        Ok(Description {
-            configuration,
-            page_size,
-            devices,
-        })
+    /// A copy that owns all its strings (independent of the trailer's bytes).
+    pub fn into_owned(self) -> Description<'static> {
+        Description {
+            configuration: self.configuration.map(SubsectionDesc::into_owned),
+            page_size: self.page_size,
+            devices: self
+                .devices
+                .into_iter()
+                .map(|d| Device {
+                    name: d.name.into_owned(),
+                    instance_id: d.instance_id,
+                    vmsd: d.vmsd.map(|(n, v)| (n.into_owned(), v)),
+                    size: d.size,
+                    body: d.body.into_owned(),
+                })
+                .collect(),
+        }
     }
 
     /// The JSON value, keys in QEMU's order.
@@ -375,48 +839,17 @@ impl Description {
     }
 }
 
-impl Device {
-    fn parse(v: &J<'_>, path: &Path<'_>) -> Result<Device, DescError> {
-        let m = object(v, path)?;
-        only_keys(
-            m,
-            &[
-                "name",
-                "instance_id",
-                "vmsd_name",
-                "version",
-                "size",
-                "fields",
-                "subsections",
-            ],
-            path,
-        )?;
-        let vmsd = match contains_key(m, "vmsd_name") {
-            true => Some((req_str(m, "vmsd_name", path)?, req_u32(m, "version", path)?)),
-            false if contains_key(m, "version") => {
-                return Err(err(path, "\"version\" without \"vmsd_name\""));
-            }
-            false => None,
-        };
-        let size = uint(m, "size", path)?;
-        if vmsd.is_none() && size.is_none() {
-            return Err(err(path, "neither \"vmsd_name\" nor \"size\""));
-        }
-        Ok(Device {
-            name: req_str(m, "name", path)?,
-            instance_id: req_u32(m, "instance_id", path)?,
-            vmsd,
-            size,
-            body: BodyDesc::parse(m, path)?,
-        })
-    }
+fn string(t: &Text<'_>) -> Value {
+    Value::String(t.as_str().to_owned())
+}
 
+impl Device<'_> {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("name".into(), self.name.clone().into());
+        m.insert("name".into(), string(&self.name));
         m.insert("instance_id".into(), self.instance_id.into());
         if let Some((n, v)) = &self.vmsd {
-            m.insert("vmsd_name".into(), n.clone().into());
+            m.insert("vmsd_name".into(), string(n));
             m.insert("version".into(), (*v).into());
         }
         if let Some(s) = self.size {
@@ -427,34 +860,7 @@ impl Device {
     }
 }
 
-impl BodyDesc {
-    fn parse(m: &Obj<'_>, path: &Path<'_>) -> Result<BodyDesc, DescError> {
-        let fields = array(m, "fields", path)?
-            .iter()
-            .enumerate()
-            .map(|(i, f)| FieldDesc::parse(f, &Path::Child(path, "fields", Some(i))))
-            .collect::<Result<_, _>>()?;
-        let subsections = match contains_key(m, "subsections") {
-            false => None,
-            true => Some(
-                array(m, "subsections", path)?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        let p = Path::Child(path, "subsections", Some(i));
-                        let sm = object(s, &p)?;
-                        only_keys(sm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
-                        SubsectionDesc::parse(sm, &p)
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
-        Ok(BodyDesc {
-            fields,
-            subsections,
-        })
-    }
-
+impl<'a> BodyDesc<'a> {
     fn write_json(&self, m: &mut Map<String, Value>) {
         m.insert(
             "fields".into(),
@@ -469,22 +875,37 @@ impl BodyDesc {
     }
 
     /// The subsections (empty when none are listed).
-    pub fn subsections(&self) -> &[SubsectionDesc] {
+    pub fn subsections(&self) -> &[SubsectionDesc<'a>] {
         self.subsections.as_deref().unwrap_or(&[])
+    }
+
+    fn into_owned(self) -> BodyDesc<'static> {
+        BodyDesc {
+            fields: self
+                .fields
+                .into_iter()
+                .map(|f| FieldDesc {
+                    name: f.name.into_owned(),
+                    repeat: f.repeat,
+                    type_name: f.type_name.into_owned(),
+                    kind: match f.kind {
+                        FieldKind::Leaf => FieldKind::Leaf,
+                        FieldKind::Struct(s) => FieldKind::Struct(Box::new(s.into_owned())),
+                        FieldKind::Inline(s) => FieldKind::Inline(Box::new(s.into_owned())),
+                    },
+                    size: f.size,
+                })
+                .collect(),
+            subsections: self
+                .subsections
+                .map(|s| s.into_iter().map(SubsectionDesc::into_owned).collect()),
+        }
     }
 }
 
-impl SubsectionDesc {
-    fn parse(m: &Obj<'_>, path: &Path<'_>) -> Result<SubsectionDesc, DescError> {
-        Ok(SubsectionDesc {
-            vmsd_name: req_str(m, "vmsd_name", path)?,
-            version: req_u32(m, "version", path)?,
-            body: BodyDesc::parse(m, path)?,
-        })
-    }
-
+impl SubsectionDesc<'_> {
     fn write_json(&self, m: &mut Map<String, Value>) {
-        m.insert("vmsd_name".into(), self.vmsd_name.clone().into());
+        m.insert("vmsd_name".into(), string(&self.vmsd_name));
         m.insert("version".into(), self.version.into());
         self.body.write_json(m);
     }
@@ -494,60 +915,20 @@ impl SubsectionDesc {
         self.write_json(&mut m);
         Value::Object(m)
     }
+
+    fn into_owned(self) -> SubsectionDesc<'static> {
+        SubsectionDesc {
+            vmsd_name: self.vmsd_name.into_owned(),
+            version: self.version,
+            body: self.body.into_owned(),
+        }
+    }
 }
 
-impl FieldDesc {
-    fn parse(v: &J<'_>, path: &Path<'_>) -> Result<FieldDesc, DescError> {
-        let m = object(v, path)?;
-        let type_name = req_str(m, "type", path)?;
-        let inline = contains_key(m, "vmsd_name");
-        let allowed: &[&str] = if inline {
-            &[
-                "name",
-                "array_len",
-                "index",
-                "type",
-                "vmsd_name",
-                "version",
-                "fields",
-                "subsections",
-                "size",
-            ]
-        } else {
-            &["name", "array_len", "index", "type", "struct", "size"]
-        };
-        only_keys(m, allowed, path)?;
-        let repeat = match (uint(m, "array_len", path)?, uint(m, "index", path)?) {
-            (None, None) => Repeat::One,
-            (Some(n), None) => Repeat::ArrayLen(n),
-            (None, Some(i)) => Repeat::Index(i),
-            (Some(_), Some(_)) => return Err(err(path, "both \"array_len\" and \"index\"")),
-        };
-        let kind = match (get(m, "struct"), inline) {
-            (Some(s), _) => {
-                let p = Path::Child(path, "struct", None);
-                let sm = object(s, &p)?;
-                only_keys(sm, &["vmsd_name", "version", "fields", "subsections"], &p)?;
-                FieldKind::Struct(SubsectionDesc::parse(sm, &p)?)
-            }
-            (None, true) => FieldKind::Inline(SubsectionDesc::parse(m, path)?),
-            (None, false) if type_name == "struct" => {
-                return Err(err(path, "type \"struct\" without a \"struct\" object"));
-            }
-            (None, false) => FieldKind::Leaf,
-        };
-        Ok(FieldDesc {
-            name: req_str(m, "name", path)?,
-            repeat,
-            type_name,
-            kind,
-            size: req_uint(m, "size", path)?,
-        })
-    }
-
+impl FieldDesc<'_> {
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("name".into(), self.name.clone().into());
+        m.insert("name".into(), string(&self.name));
         match self.repeat {
             Repeat::One => {}
             Repeat::ArrayLen(n) => {
@@ -557,7 +938,7 @@ impl FieldDesc {
                 m.insert("index".into(), i.into());
             }
         }
-        m.insert("type".into(), self.type_name.clone().into());
+        m.insert("type".into(), string(&self.type_name));
         match &self.kind {
             FieldKind::Leaf => {}
             FieldKind::Struct(s) => {
@@ -581,16 +962,19 @@ mod tests {
         let d = Description::from_json_bytes(FW_CFG.as_bytes()).unwrap();
         assert_eq!(d.devices.len(), 2);
         let fw = &d.devices[0];
-        assert_eq!(fw.vmsd, Some(("fw_cfg".to_string(), 2)));
+        assert_eq!(fw.vmsd, Some(("fw_cfg".into(), 2)));
         assert_eq!(fw.body.fields[1].name, "cur_offset[1]");
         assert_eq!(fw.body.subsections()[0].vmsd_name, "fw_cfg/dma");
         assert_eq!(d.devices[1].size, Some(3));
         assert_eq!(d.devices[1].vmsd, None);
+        // Names borrow the text.
+        assert!(matches!(fw.name.0, Cow::Borrowed(_)));
         // QEMU's order for fields is name, type, size; the old-style entry had size before type.
         let out = serde_json::to_string(&d.to_json()).unwrap();
         assert!(out.starts_with(r#"{"page_size":4096,"devices":[{"name":"fw_cfg","instance_id":0,"vmsd_name":"fw_cfg","version":2,"fields":[{"name":"cur_entry","type":"uint16","size":2}"#), "{out}");
         let v: Value = serde_json::from_str(FW_CFG).unwrap();
         assert_eq!(d.to_json(), v);
+        assert_eq!(d.clone().into_owned(), d);
     }
 
     #[test]
@@ -606,42 +990,238 @@ mod tests {
         assert_eq!(out, json.replace(": ", ":").replace(", ", ","));
     }
 
+    /// The reader takes what serde_json takes: any white space, escapes (surrogate pairs
+    /// too), a repeated key's last value.
+    #[test]
+    fn reads_any_json_spelling_like_serde_json() {
+        let json = concat!(
+            " \r\n\t{ \"page_size\" :4096,\"devices\":[ {\"n\\u0061me\":\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\",",
+            "\"instance_id\":3,\"instance_id\":7,\"size\":1,\"fields\":[{\"name\":\"é\",",
+            "\"type\":\"vstruct\",\"vmsd_name\":\"v\",\"version\":0,\"fields\":[],\"size\":0}],",
+            "\"subsections\":[]}] } \n"
+        );
+        let d = Description::from_json_bytes(json.as_bytes()).unwrap();
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(d.to_json(), v);
+        let dev = &d.devices[0];
+        assert_eq!(dev.name, "a\"b\\c/\u{8}\u{c}\n\r\té😀");
+        assert_eq!(dev.instance_id, 7);
+        assert!(matches!(dev.body.fields[0].kind, FieldKind::Inline(_)));
+        assert_eq!(dev.body.subsections, Some(vec![]));
+    }
+
     #[test]
     fn rejects_malformed_descriptions_with_a_path() {
+        let dev = r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "size": 1, "fields": [FIELD]}]}"#;
+        let field = |f: &str| dev.replace("FIELD", f);
         let cases = [
-            (r#"{"page_size": 4096}"#, "", "missing \"devices\""),
+            (r#"{"page_size": 4096}"#.to_string(), "", "missing \"devices\""),
             (
-                r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "fields": []}]}"#,
+                r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "fields": []}]}"#
+                    .into(),
                 "devices[0]",
                 "neither",
             ),
             (
-                r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "size": 1, "fields": [{"name": "a", "type": "uint8", "size": -1}]}]}"#,
+                field(r#"{"name": "a", "type": "uint8", "size": -1}"#),
                 "devices[0].fields[0].size",
                 "unsigned",
             ),
             (
-                r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "size": 1, "fields": [{"name": "a", "type": "struct", "size": 1}]}]}"#,
+                field(r#"{"name": "a", "type": "uint8", "size": 1.0}"#),
+                "devices[0].fields[0].size",
+                "unsigned",
+            ),
+            (
+                field(r#"{"name": "a", "type": "uint8", "size": 18446744073709551616}"#),
+                "devices[0].fields[0].size",
+                "unsigned",
+            ),
+            (
+                field(r#"{"name": "a", "type": "uint8", "size": "1"}"#),
+                "devices[0].fields[0].size",
+                "unsigned",
+            ),
+            (
+                field(r#"{"name": 1, "type": "uint8", "size": 1}"#),
+                "devices[0].fields[0].name",
+                "expected a string",
+            ),
+            (
+                field(r#"{"name": "a", "type": "struct", "size": 1}"#),
                 "devices[0].fields[0]",
                 "without",
             ),
             (
-                r#"{"page_size": 4096, "devices": [], "extra": 1}"#,
+                field(r#"{"name": "a", "type": "uint8", "size": 1, "fields": []}"#),
+                "devices[0].fields[0]",
+                "unexpected key \"fields\"",
+            ),
+            (
+                field(r#"{"name": "a", "type": "s", "struct": {"vmsd_name": "s", "version": 1}, "size": 1}"#),
+                "devices[0].fields[0].struct",
+                "missing \"fields\"",
+            ),
+            (
+                field(r#"{"name": "a", "type": "uint8", "array_len": 2, "index": 0, "size": 1}"#),
+                "devices[0].fields[0]",
+                "both",
+            ),
+            (field("7"), "devices[0].fields[0]", "expected an object"),
+            (
+                r#"{"page_size": 4096, "devices": [], "extra": 1}"#.into(),
                 "",
                 "unexpected key",
             ),
+            (
+                r#"{"page_size": 4096, "devices": {}}"#.into(),
+                "devices",
+                "expected an array",
+            ),
+            (
+                r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 4294967296, "size": 1, "fields": []}]}"#.into(),
+                "devices[0].instance_id",
+                "32-bit",
+            ),
+            (r#"[]"#.into(), "", "expected an object"),
+            // Malformed JSON: the byte offset in the text and the item it is in.
+            (
+                r#"{"page_size": 4096 "devices": []}"#.into(),
+                "",
+                "invalid JSON at byte 19 of the trailer: expected ',' or '}', found '\"'",
+            ),
+            (
+                field(r#"{"name": "a", "type": "uint8", "size": 01}"#),
+                "devices[0].fields[0]",
+                "expected ',' or '}', found '1'",
+            ),
+            (
+                field("{\"name\": \"a\u{1}\", \"type\": \"uint8\", \"size\": 1}"),
+                "devices[0].fields[0]",
+                "expected a string character",
+            ),
+            (
+                field(r#"{"name": "\ud800", "type": "uint8", "size": 1}"#),
+                "devices[0].fields[0]",
+                "low surrogate",
+            ),
+            (
+                field(r#"{"name": "\udc00", "type": "uint8", "size": 1}"#),
+                "devices[0].fields[0]",
+                "high surrogate",
+            ),
+            (
+                field(r#"{"name": "\x", "type": "uint8", "size": 1}"#),
+                "devices[0].fields[0]",
+                "escape",
+            ),
+            (
+                field(r#"{"name": "a", "type": "uint8", "size": 1}"#) + " x",
+                "",
+                "expected the end of the text",
+            ),
+            (
+                r#"{"page_size": 4096, "devices": [}"#.into(),
+                "devices[0]",
+                "expected an object, found '}'",
+            ),
+            (r#"{"page_size": 4096, "#.into(), "", "found the end of the text"),
         ];
         for (json, path, msg) in cases {
             let e = Description::from_json_bytes(json.as_bytes()).unwrap_err();
-            assert_eq!(e.path, path, "{json}");
-            assert!(e.message.contains(msg), "{e}");
+            assert_eq!(e.path, path, "{json}: {e}");
+            assert!(e.message.contains(msg), "{json}: {e}");
+            // What this reader calls malformed JSON, serde_json refuses too.
+            if e.message.contains("invalid JSON") {
+                assert!(serde_json::from_str::<Value>(&json).is_err(), "{json}");
+            }
         }
         assert!(Description::from_json_bytes(b"{not json").is_err());
+        assert!(Description::from_json_bytes(b"").is_err());
+        let mut bad_utf8 = field(r#"{"name": "aX", "type": "uint8", "size": 1}"#).into_bytes();
+        let x = bad_utf8.iter().position(|&b| b == b'X').unwrap();
+        bad_utf8[x] = 0xff;
+        let e = Description::from_json_bytes(&bad_utf8).unwrap_err();
+        assert!(
+            e.message
+                .contains(&format!("at byte {x} of the trailer: expected UTF-8")),
+            "{e}"
+        );
         let huge = vec![b' '; MAX_DESCRIPTION_LEN + 1];
         let e = Description::from_json_bytes(&huge).unwrap_err();
         assert!(e.message.contains("expected at most"), "{e}");
-        // Nesting deeper than serde_json's limit is an error, not a stack overflow.
         let deep = "[".repeat(100_000);
         assert!(Description::from_json_bytes(deep.as_bytes()).is_err());
+    }
+
+    /// Differential check against serde_json on mutations of a real QEMU trailer: malformed
+    /// JSON is refused by both, and what both accept is the same value.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_trailers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        );
+        let stream = std::fs::read(path).unwrap();
+        let at = vmstate::wire::Trailer::locate(&stream).unwrap() + 5;
+        let trailer = &stream[at..];
+        let d = Description::from_json_bytes(trailer).unwrap();
+        let v: Value = serde_json::from_slice(trailer).unwrap();
+        assert_eq!(d.to_json(), v);
+        const BYTES: &[u8] = b"\"{}[],: \\/0123456789-+.eEtfnulrsu\x01\x7f\xc3\xff";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut both_ok, mut both_refused) = (0, 0);
+        for _ in 0..1500 {
+            let mut t = trailer.to_vec();
+            let i = next(t.len());
+            let b = BYTES[next(BYTES.len())];
+            match next(3) {
+                0 => t[i] = b,
+                1 => t.insert(i, b),
+                _ => {
+                    t.remove(i);
+                }
+            }
+            let theirs = serde_json::from_slice::<Value>(&t);
+            match (Description::from_json_bytes(&t), theirs) {
+                (Ok(d), Ok(v)) => {
+                    assert_eq!(d.to_json(), v, "{}", String::from_utf8_lossy(&t));
+                    both_ok += 1;
+                }
+                (Err(e), Ok(_)) => assert!(!e.message.contains("invalid JSON"), "{e}"),
+                (Ok(_), Err(e)) => panic!("accepted what serde_json refuses: {e}"),
+                (Err(_), Err(_)) => both_refused += 1,
+            }
+        }
+        assert!(
+            both_ok > 100 && both_refused > 500,
+            "{both_ok} {both_refused}"
+        );
+    }
+
+    /// Structs nested deeper than the JSON nesting limit are an error, not a stack overflow.
+    #[test]
+    fn nesting_is_capped() {
+        let nest = |levels: usize| {
+            let open = r#"{"name": "s", "type": "struct", "struct": {"vmsd_name": "s", "version": 1, "fields": ["#;
+            let close = r#"]}, "size": 0}"#;
+            format!(
+                r#"{{"page_size": 4096, "devices": [{{"name": "x", "instance_id": 0, "size": 0, "fields": [{}{}]}}]}}"#,
+                open.repeat(levels),
+                close.repeat(levels)
+            )
+        };
+        // 4 levels for root, devices, the device and its fields; 3 per struct.
+        assert!(Description::from_json_bytes(nest(41).as_bytes()).is_ok());
+        let e = Description::from_json_bytes(nest(42).as_bytes()).unwrap_err();
+        assert!(e.message.contains("nested deeper than 128"), "{e}");
+        assert!(serde_json::from_str::<Value>(&nest(42)).is_err());
+        assert!(Description::from_json_bytes(nest(100_000).as_bytes()).is_err());
     }
 }

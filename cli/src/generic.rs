@@ -12,7 +12,7 @@
 //! fallback for sections no typed device in `vmstate-devices` models. [`EditCheck`] is the hook
 //! through which typed devices re-validate an edited body.
 
-use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat};
+use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat, Text};
 use std::fmt;
 use vmstate::ErrorKind;
 use vmstate::wire::Reader;
@@ -72,7 +72,7 @@ impl Int {
 
 /// One decoded element.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Value {
+pub enum Value<'a> {
     /// An integer (`uint8` … `int64`, `* equal`, `int32 le`).
     Int(Int),
     /// A `bool` byte (kept raw so a non-canonical byte writes back unchanged).
@@ -84,41 +84,43 @@ pub enum Value {
     /// Bytes the tree does not split: `buffer`, `pci config`, `pci irq state`, ... The
     /// field's type name says which.
     Bytes(Vec<u8>),
-    /// A nested struct (`struct`, `vstruct`, `tmp`) with its own subsections.
-    Struct(Body),
+    /// A nested struct (`struct`, `vstruct`, `tmp`) with its own subsections (boxed: most
+    /// values are integers, and the tree is as large as the values it holds).
+    Struct(Box<Body<'a>>),
     /// An array (`array_len`, or `index` entries of one name), one value per element.
-    Array(Vec<Value>),
+    Array(Vec<Value<'a>>),
 }
 
-/// A field of a body.
+/// A field of a body. Name and type name are the description's (borrowing the trailer's
+/// text, like the description itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldValue {
+pub struct FieldValue<'a> {
     /// Name as the description spells it.
-    pub name: String,
+    pub name: Text<'a>,
     /// The declared type name.
-    pub type_name: String,
+    pub type_name: Text<'a>,
     /// The value.
-    pub value: Value,
+    pub value: Value<'a>,
 }
 
 /// A subsection sent after a body's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubsectionValue {
+pub struct SubsectionValue<'a> {
     /// Full name on the wire, e.g. `fw_cfg/dma`.
     pub name: String,
     /// Version sent.
     pub version: u32,
     /// Its body (fields, then its own subsections).
-    pub body: Body,
+    pub body: Body<'a>,
 }
 
 /// A decoded body: fields in wire order, then subsections in wire order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Body {
+pub struct Body<'a> {
     /// The fields.
-    pub fields: Vec<FieldValue>,
+    pub fields: Vec<FieldValue<'a>>,
     /// The subsections.
-    pub subsections: Vec<SubsectionValue>,
+    pub subsections: Vec<SubsectionValue<'a>>,
 }
 
 /// How a type name reads on the wire.
@@ -139,7 +141,12 @@ fn leaf_kind(type_name: &str) -> Leaf {
         "unused_buffer" => return Leaf::Unused,
         _ => {}
     }
-    let base = type_name.split(' ').next().unwrap_or("");
+    // Called per element: a byte scan, not a `str` pattern search.
+    let end = type_name
+        .bytes()
+        .position(|b| b == b' ')
+        .unwrap_or(type_name.len());
+    let base = type_name.get(..end).unwrap_or_default();
     let (signed, bits) = match base.strip_prefix('u') {
         Some(rest) => (false, rest.strip_prefix("int")),
         None => (true, base.strip_prefix("int")),
@@ -157,14 +164,15 @@ fn leaf_kind(type_name: &str) -> Leaf {
 /// empty structs, which take no bytes, so work is bounded by this budget instead.
 const ZERO_SIZE_BUDGET: usize = 1 << 16;
 
-struct Decoder<'a, 'p> {
-    r: Reader<'a>,
-    path: &'p mut Vec<String>,
+struct Decoder<'r, 'd> {
+    r: Reader<'r>,
+    /// Names of the fields and subsections being decoded, outermost first.
+    path: Vec<&'d str>,
     /// Elements left to decode (input length + [`ZERO_SIZE_BUDGET`]).
     budget: usize,
 }
 
-impl Decoder<'_, '_> {
+impl<'d> Decoder<'_, 'd> {
     fn fail(&self, offset: usize, kind: ErrorKind, message: String) -> DecodeError {
         DecodeError {
             offset,
@@ -180,11 +188,15 @@ impl Decoder<'_, '_> {
 
     /// Decodes fields and subsections. `vmsd` names the body's vmsd for nested bodies, which
     /// QEMU's loader follows by peeking for further subsections of that name.
-    fn body(&mut self, desc: &BodyDesc, vmsd: Option<&str>) -> Result<Body, DecodeError> {
+    fn body<'a>(
+        &mut self,
+        desc: &'d BodyDesc<'a>,
+        vmsd: Option<&str>,
+    ) -> Result<Body<'a>, DecodeError> {
         let mut fields = Vec::with_capacity(desc.fields.len());
         let mut i = 0;
         while let Some(f) = desc.fields.get(i) {
-            self.path.push(f.name.clone());
+            self.path.push(&f.name);
             let value = match f.repeat {
                 Repeat::One => {
                     i += 1;
@@ -266,11 +278,11 @@ impl Decoder<'_, '_> {
                     ),
                 ));
             }
-            self.path.push(s.vmsd_name.clone());
+            self.path.push(&s.vmsd_name);
             let body = self.body(&s.body, Some(&s.vmsd_name))?;
             self.path.pop();
             subsections.push(SubsectionValue {
-                name: s.vmsd_name.clone(),
+                name: s.vmsd_name.to_string(),
                 version: h.version,
                 body,
             });
@@ -300,7 +312,7 @@ impl Decoder<'_, '_> {
     }
 
     /// An element that must take exactly `f.size` bytes.
-    fn sized_element(&mut self, f: &FieldDesc) -> Result<Value, DecodeError> {
+    fn sized_element<'a>(&mut self, f: &'d FieldDesc<'a>) -> Result<Value<'a>, DecodeError> {
         let start = self.r.offset();
         let v = self.element(f)?;
         let used = (self.r.offset() - start) as u64;
@@ -317,7 +329,7 @@ impl Decoder<'_, '_> {
         Ok(v)
     }
 
-    fn array_len(&mut self, f: &FieldDesc, n: u64) -> Result<Value, DecodeError> {
+    fn array_len<'a>(&mut self, f: &'d FieldDesc<'a>, n: u64) -> Result<Value<'a>, DecodeError> {
         // Each element takes `size` bytes or more: refuse counts the body cannot hold before
         // allocating for them.
         let fits = match f.size {
@@ -352,7 +364,7 @@ impl Decoder<'_, '_> {
         Ok(Value::Array(items))
     }
 
-    fn element(&mut self, f: &FieldDesc) -> Result<Value, DecodeError> {
+    fn element<'a>(&mut self, f: &'d FieldDesc<'a>) -> Result<Value<'a>, DecodeError> {
         self.budget = self.budget.checked_sub(1).ok_or_else(|| {
             self.fail(
                 self.r.offset(),
@@ -364,10 +376,12 @@ impl Decoder<'_, '_> {
             FieldKind::Struct(s) | FieldKind::Inline(s) => s,
             FieldKind::Leaf => return self.leaf(f),
         };
-        Ok(Value::Struct(self.body(&s.body, Some(&s.vmsd_name))?))
+        Ok(Value::Struct(Box::new(
+            self.body(&s.body, Some(&s.vmsd_name))?,
+        )))
     }
 
-    fn leaf(&mut self, f: &FieldDesc) -> Result<Value, DecodeError> {
+    fn leaf<'a>(&mut self, f: &FieldDesc<'_>) -> Result<Value<'a>, DecodeError> {
         let at = self.r.offset();
         let size = usize::try_from(f.size).unwrap_or(usize::MAX);
         match leaf_kind(&f.type_name) {
@@ -418,15 +432,14 @@ impl Decoder<'_, '_> {
 
 /// Decodes one body (fields and subsections) from the start of `bytes`, whose first byte is at
 /// absolute offset `base`. Returns the tree and the number of bytes it took.
-pub fn decode_prefix(
-    desc: &BodyDesc,
+pub fn decode_prefix<'a>(
+    desc: &BodyDesc<'a>,
     bytes: &[u8],
     base: usize,
-) -> Result<(Body, usize), DecodeError> {
-    let mut path = Vec::new();
+) -> Result<(Body<'a>, usize), DecodeError> {
     let mut d = Decoder {
         r: Reader::new(bytes, base),
-        path: &mut path,
+        path: Vec::new(),
         budget: bytes.len().saturating_add(ZERO_SIZE_BUDGET),
     };
     // A section body is followed by its footer, never by a subsection.
@@ -435,7 +448,11 @@ pub fn decode_prefix(
 }
 
 /// Decodes a whole section body: the description must account for every byte.
-pub fn decode_section(desc: &BodyDesc, body: &[u8], base: usize) -> Result<Body, DecodeError> {
+pub fn decode_section<'a>(
+    desc: &BodyDesc<'a>,
+    body: &[u8],
+    base: usize,
+) -> Result<Body<'a>, DecodeError> {
     let (tree, used) = decode_prefix(desc, body, base)?;
     if used != body.len() {
         return Err(DecodeError {
@@ -451,7 +468,7 @@ pub fn decode_section(desc: &BodyDesc, body: &[u8], base: usize) -> Result<Body,
     Ok(tree)
 }
 
-impl Value {
+impl Value<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Value::Int(i) => {
@@ -473,7 +490,7 @@ impl Value {
     }
 }
 
-impl Body {
+impl Body<'_> {
     /// Appends the wire form (fields, then each subsection with its header) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         for f in &self.fields {
@@ -551,7 +568,7 @@ fn analyze_int(bytes: &[u8], signed: bool) -> serde_json::Value {
     }
 }
 
-fn analyze_value(type_name: &str, v: &Value) -> serde_json::Value {
+fn analyze_value(type_name: &str, v: &Value<'_>) -> serde_json::Value {
     match v {
         Value::Array(items) => items.iter().map(|i| analyze_value(type_name, i)).collect(),
         Value::Struct(b) if type_name == "struct" => b.to_analyze_json(),
@@ -566,12 +583,12 @@ fn analyze_value(type_name: &str, v: &Value) -> serde_json::Value {
     }
 }
 
-impl Body {
+impl Body<'_> {
     /// The object analyze-migration.py `-d state` prints for this body.
     pub fn to_analyze_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for f in &self.fields {
-            m.insert(f.name.clone(), analyze_value(&f.type_name, &f.value));
+            m.insert(f.name.to_string(), analyze_value(&f.type_name, &f.value));
         }
         for s in &self.subsections {
             m.insert(s.name.clone(), s.body.to_analyze_json());
@@ -728,12 +745,12 @@ pub fn parse_number(s: &str) -> Result<i128, EditError> {
 }
 
 /// Where a path step leads.
-enum Step<'v> {
-    Value(&'v mut Value, String),
-    Body(&'v mut Body),
+enum Step<'v, 'a> {
+    Value(&'v mut Value<'a>, String),
+    Body(&'v mut Body<'a>),
 }
 
-impl Body {
+impl<'a> Body<'a> {
     /// Sets the scalar at `path` (a field name as the description spells it, resolved by
     /// longest match since names may contain dots and brackets, then `[k]` and `.member`
     /// steps) to `value`, checking the range against the field's width and type. A signed
@@ -805,7 +822,7 @@ impl Body {
 
     /// Resolves the longest field or subsection name that `path` starts with (followed by the
     /// end, `.` or `[`).
-    fn member<'s>(&mut self, path: &'s str) -> Result<(Step<'_>, &'s str), EditError> {
+    fn member<'s>(&mut self, path: &'s str) -> Result<(Step<'_, 'a>, &'s str), EditError> {
         let fits = |name: &str| {
             path.strip_prefix(name)
                 .is_some_and(|r| r.is_empty() || r.starts_with('.') || r.starts_with('['))
@@ -832,7 +849,10 @@ impl Body {
             }
             (Some((fi, fl)), _) => {
                 let f = &mut self.fields[fi];
-                Ok((Step::Value(&mut f.value, f.type_name.clone()), &path[fl..]))
+                Ok((
+                    Step::Value(&mut f.value, f.type_name.to_string()),
+                    &path[fl..],
+                ))
             }
             (None, Some((si, sl))) => {
                 let rest = &path[sl..];
@@ -850,7 +870,7 @@ impl Body {
     }
 }
 
-fn assign(v: &mut Value, type_name: &str, n: i128, path: &str) -> Result<(), EditError> {
+fn assign(v: &mut Value<'_>, type_name: &str, n: i128, path: &str) -> Result<(), EditError> {
     match v {
         Value::Int(i) => {
             let max = i128::from(Int::max_raw(i.width));
@@ -915,7 +935,7 @@ mod tests {
         b
     }
 
-    fn desc() -> BodyDesc {
+    fn desc() -> BodyDesc<'static> {
         Description::from_json_bytes(DESC.as_bytes())
             .unwrap()
             .devices[0]

@@ -92,7 +92,7 @@ pub fn ram_summary(stream: &Stream<'_>) -> Vec<(String, BlockPages)> {
         .collect()
 }
 
-fn subsection_names(body: &Body, out: &mut Vec<String>) {
+fn subsection_names(body: &Body<'_>, out: &mut Vec<String>) {
     for f in &body.fields {
         value_subsections(&f.value, out);
     }
@@ -102,7 +102,7 @@ fn subsection_names(body: &Body, out: &mut Vec<String>) {
     }
 }
 
-fn value_subsections(v: &crate::generic::Value, out: &mut Vec<String>) {
+fn value_subsections(v: &crate::generic::Value<'_>, out: &mut Vec<String>) {
     match v {
         crate::generic::Value::Struct(b) => subsection_names(b, out),
         crate::generic::Value::Array(items) => items.iter().for_each(|i| value_subsections(i, out)),

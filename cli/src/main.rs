@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
+use vmstate_cli::model::ParseOptions;
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::{Stream, pretty_json};
 use vmstate_devices::pc::{Pc, PcConfig};
@@ -156,6 +157,15 @@ fn open(path: &Path) -> Result<Input, Failure> {
 
 /// Parses the whole stream, releasing the input behind the walk and showing progress.
 fn parse<'a>(path: &Path, input: &'a Input, label: &'static str) -> Result<Stream<'a>, Failure> {
+    parse_with(path, input, label, ParseOptions::default())
+}
+
+fn parse_with<'a>(
+    path: &Path,
+    input: &'a Input,
+    label: &'static str,
+    options: ParseOptions,
+) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
@@ -163,7 +173,7 @@ fn parse<'a>(path: &Path, input: &'a Input, label: &'static str) -> Result<Strea
         .map_err(invalid)?
         .map(|(_, d)| d);
     let mut progress = Progress::new(label, bytes.len());
-    let s = Stream::parse_observed(bytes, description, &mut |at| {
+    let s = Stream::parse_observed(bytes, description, options, &mut |at| {
         progress.update(at);
         input.release_before(at);
     })
@@ -233,19 +243,25 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
             }
-            let stream = parse(&file, &input, "inspect")?;
+            // The state JSON shows no page counts.
+            let options = ParseOptions { count_pages: !json };
+            let stream = parse_with(&file, &input, "inspect", options)?;
             if json {
-                let mut text = Vec::with_capacity(128 << 10);
-                if !vmstate_cli::analyze::write_state(&stream, &mut text) {
+                let mut out = std::io::stdout().lock();
+                let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
+                    .and_then(|w| out.flush().map(|_| w))
+                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                if !written {
                     return Err(Failure::Invalid(format!(
                         "{}: no VMDESCRIPTION trailer",
                         file.display()
                     )));
                 }
-                emit_bytes(&text)?;
                 // The process ends here: returning the decoded tree to the allocator piece by
-                // piece would cost more than everything after the parse.
+                // piece, or unmapping the input ahead of the exit that unmaps everything,
+                // would cost more than everything after the parse.
                 std::mem::forget(stream);
+                std::mem::forget(input);
             } else {
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL

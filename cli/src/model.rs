@@ -15,7 +15,7 @@ use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
-use vmstate::ram::{RamContext, RamOptions, RamRecord, RamWriter};
+use vmstate::ram::{RamContext, RamRecord, RamWriter};
 use vmstate::stream::{BodyLength, FooterScan, Options, Record, Records, SectionInfo};
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
 use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
@@ -78,18 +78,18 @@ fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
 /// `devices[n]`); the idstr, instance id and version must agree, or the walk stops with
 /// `BadDescription`. The full reason is kept in [`DescLengths::take_error`].
 #[derive(Debug)]
-pub struct DescLengths<'d> {
-    desc: &'d Description,
+pub struct DescLengths<'d, 'a> {
+    desc: &'d Description<'a>,
     next: usize,
     error: Option<StreamError>,
     /// The tree of the last body measured, with its device index: finding a body's length
     /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
-    decoded: Option<(usize, Body)>,
+    decoded: Option<(usize, Body<'a>)>,
 }
 
-impl<'d> DescLengths<'d> {
+impl<'d, 'a> DescLengths<'d, 'a> {
     /// A resolver over `desc`.
-    pub fn new(desc: &'d Description) -> Self {
+    pub fn new(desc: &'d Description<'a>) -> Self {
         DescLengths {
             desc,
             next: 0,
@@ -99,7 +99,7 @@ impl<'d> DescLengths<'d> {
     }
 
     /// The tree of `devices[device]` if it was the last body measured.
-    fn take_decoded(&mut self, device: usize) -> Option<Body> {
+    fn take_decoded(&mut self, device: usize) -> Option<Body<'a>> {
         match self.decoded.take() {
             Some((d, body)) if d == device => Some(body),
             _ => None,
@@ -122,7 +122,7 @@ impl<'d> DescLengths<'d> {
     }
 }
 
-impl BodyLength for DescLengths<'_> {
+impl BodyLength for DescLengths<'_, '_> {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
@@ -240,7 +240,7 @@ pub enum Item<'a> {
         /// Index of its device object in the description.
         device: usize,
         /// The decoded body.
-        body: Body,
+        body: Body<'a>,
     },
     /// A section no description covers (the stream has no trailer), kept as bytes.
     Opaque {
@@ -257,15 +257,17 @@ pub enum Item<'a> {
 
 /// The records of one `ram` section, read again from the input on each iteration.
 ///
-/// They were all checked when the stream was parsed; only the body and the RAM parsing state
-/// at its start are kept, because a decoded record takes several times the 9 bytes a ZERO
-/// record takes on the wire: keeping them would make memory grow faster than the stream.
+/// They were all checked when the stream was parsed (the codec's walk reads every record to
+/// find the section's end); only the body and the RAM parsing state at its start are kept,
+/// because a decoded record takes several times the 9 bytes a ZERO record takes on the wire:
+/// keeping them would make memory grow faster than the stream.
 #[derive(Debug, Clone)]
 pub struct RamRecords<'a> {
     body: &'a [u8],
     base: usize,
     start: RamContext<'a>,
-    counts: Vec<BlockCount<'a>>,
+    /// Taken while parsing when [`ParseOptions::count_pages`] asked for it.
+    counts: Option<Vec<BlockCount<'a>>>,
 }
 
 /// How many records of each kind one RAM section holds for one block.
@@ -282,38 +284,17 @@ pub struct BlockCount<'a> {
 }
 
 impl<'a> RamRecords<'a> {
-    /// Page record counts per block (first-seen order), counted while parsing, so a summary
-    /// needs no second pass over the pages.
-    pub fn counts(&self) -> &[BlockCount<'a>] {
-        &self.counts
-    }
-
-    fn count(&mut self, rec: &RamRecord<'a>) {
-        let (block, kind) = match *rec {
-            RamRecord::Zero { block, .. } => (block, 0),
-            RamRecord::Page { block, .. } => (block, 1),
-            RamRecord::Xbzrle { block, .. } => (block, 2),
-            _ => return,
-        };
-        // CONTINUE records repeat the previous block: look there first.
-        let i = match self.counts.iter().rposition(|c| c.block == block) {
-            Some(i) => i,
-            None => {
-                self.counts.push(BlockCount {
-                    block,
-                    zero: 0,
-                    page: 0,
-                    xbzrle: 0,
-                });
-                self.counts.len() - 1
-            }
-        };
-        let c = &mut self.counts[i];
-        match kind {
-            0 => c.zero += 1,
-            1 => c.page += 1,
-            _ => c.xbzrle += 1,
+    /// Page record counts per block (first-seen order): taken while parsing, or counted now
+    /// (one pass over the records) when the parse did not count.
+    pub fn counts(&self) -> Vec<BlockCount<'a>> {
+        if let Some(c) = &self.counts {
+            return c.clone();
         }
+        let mut counts = Vec::new();
+        for rec in self {
+            count(&mut counts, &rec);
+        }
+        counts
     }
 
     /// The records, EOS last.
@@ -340,6 +321,35 @@ impl<'a> IntoIterator for &RamRecords<'a> {
 
     fn into_iter(self) -> RamIter<'a> {
         self.iter()
+    }
+}
+
+/// Adds a page record to the per-block counts.
+fn count<'a>(counts: &mut Vec<BlockCount<'a>>, rec: &RamRecord<'a>) {
+    let (block, kind) = match *rec {
+        RamRecord::Zero { block, .. } => (block, 0),
+        RamRecord::Page { block, .. } => (block, 1),
+        RamRecord::Xbzrle { block, .. } => (block, 2),
+        _ => return,
+    };
+    // CONTINUE records repeat the previous block: look there first.
+    let i = match counts.iter().rposition(|c| c.block == block) {
+        Some(i) => i,
+        None => {
+            counts.push(BlockCount {
+                block,
+                zero: 0,
+                page: 0,
+                xbzrle: 0,
+            });
+            counts.len() - 1
+        }
+    };
+    let c = &mut counts[i];
+    match kind {
+        0 => c.zero += 1,
+        1 => c.page += 1,
+        _ => c.xbzrle += 1,
     }
 }
 
@@ -402,13 +412,13 @@ pub struct Stream<'a> {
     /// The VMDESCRIPTION JSON text, if present.
     pub trailer: Option<&'a [u8]>,
     /// The parsed description, if a trailer is present.
-    pub description: Option<Description>,
+    pub description: Option<Description<'a>>,
     /// Input length.
     pub len: usize,
 }
 
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
-pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, StreamError> {
+pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>, StreamError> {
     let Some(at) = Trailer::locate(bytes) else {
         return Ok(None);
     };
@@ -418,11 +428,28 @@ pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description)>, St
         .map_err(StreamError::Description)
 }
 
+/// What [`Stream::parse_observed`] does beyond decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Count each RAM section's page records per block ([`RamRecords::counts`]) during the
+    /// parse, reporting progress record by record (so the input can be released behind a
+    /// multi-GiB section while counting). The codec's walk has already read and checked every
+    /// record to find the section's end; counting reads them a second time, about a sixth of
+    /// a whole parse, so callers that print no page counts (`inspect --json`) turn it off.
+    pub count_pages: bool,
+}
+
+impl Default for ParseOptions {
+    fn default() -> Self {
+        ParseOptions { count_pages: true }
+    }
+}
+
 /// The description for FULL sections; the footer scan for everything else, or for all
 /// sections when there is no description.
-struct Lengths<'d>(Option<DescLengths<'d>>);
+struct Lengths<'d, 'a>(Option<DescLengths<'d, 'a>>);
 
-impl BodyLength for Lengths<'_> {
+impl BodyLength for Lengths<'_, '_> {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
@@ -449,25 +476,26 @@ impl<'a> Stream<'a> {
     /// one has no trailer (`suppress-vmdesc`). Without a description, bodies stay opaque.
     pub fn parse_with(
         bytes: &'a [u8],
-        description: Option<Description>,
+        description: Option<Description<'a>>,
     ) -> Result<Stream<'a>, StreamError> {
-        Stream::parse_observed(bytes, description, &mut |_| {})
+        Stream::parse_observed(bytes, description, ParseOptions::default(), &mut |_| {})
     }
 
-    /// [`Stream::parse_with`], calling `reached` with the input offset as the walk advances
-    /// (for a progress line, or to release the input behind it).
+    /// [`Stream::parse_with`] with `options`, calling `reached` with the input offset as the
+    /// walk advances (for a progress line, or to release the input behind it).
     pub fn parse_observed(
         bytes: &'a [u8],
-        description: Option<Description>,
+        description: Option<Description<'a>>,
+        options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
-        let options = Options {
+        let walk = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
             allow_commands: true,
             ..Options::default()
         };
         let lengths = Lengths(description.as_ref().map(DescLengths::new));
-        let mut records = Records::with_options(bytes, lengths, options);
+        let mut records = Records::with_options(bytes, lengths, walk);
         let mut stream = Stream {
             version: 0,
             configuration: None,
@@ -476,9 +504,11 @@ impl<'a> Stream<'a> {
             description: None,
             len: bytes.len(),
         };
-        let mut ram = RamContext::new(RamOptions::default());
         let mut devices = 0;
         loop {
+            // The codec's walk reads (and checks) every RAM record to find a section's end;
+            // its RAM state before the record is where a later iteration starts.
+            let ram = *records.ram();
             let located = match records.next() {
                 None => break,
                 Some(Ok(l)) => {
@@ -496,9 +526,6 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Record::Configuration(c) => {
-                    ram.options.ignore_shared = c
-                        .capabilities
-                        .is_some_and(|caps| caps.iter().any(|c| c == b"x-ignore-shared"));
                     stream.configuration = Some(c);
                     continue;
                 }
@@ -519,23 +546,20 @@ impl<'a> Stream<'a> {
                         body_len: rec.body.len(),
                     };
                     if rec.is_ram() {
-                        // Check every record now; keep only where they are (RamRecords).
                         let mut records = RamRecords {
                             body: rec.body,
                             base: rec.body_offset,
                             start: ram,
-                            counts: Vec::new(),
+                            counts: None,
                         };
-                        let mut r = Reader::new(rec.body, rec.body_offset);
-                        loop {
-                            let x = ram
-                                .read_record(&mut r)
-                                .map_err(|e| e.in_section(rec.context()))?;
-                            records.count(&x);
-                            reached(r.offset());
-                            if x == RamRecord::Eos {
-                                break;
+                        if options.count_pages {
+                            let mut counts = Vec::new();
+                            let mut it = records.iter();
+                            while let Some(r) = it.next() {
+                                count(&mut counts, &r);
+                                reached(it.offset());
                             }
+                            records.counts = Some(counts);
                         }
                         Item::Ram { section, records }
                     } else if let Some(desc) = description
@@ -690,7 +714,7 @@ impl<'a> Stream<'a> {
     }
 
     /// Device sections with their decoded bodies.
-    pub fn devices(&self) -> impl Iterator<Item = (&SectionMeta<'a>, &Body)> {
+    pub fn devices(&self) -> impl Iterator<Item = (&SectionMeta<'a>, &Body<'a>)> {
         self.entries.iter().filter_map(|e| match &e.item {
             Item::Device { section, body, .. } => Some((section, body)),
             _ => None,

@@ -77,7 +77,7 @@ fn label(idstr: &[u8], instance_id: u32) -> String {
 /// Finds body ends (typed table, then description, then footer scan) and records the
 /// description check of every FULL section on the way.
 struct Lengths<'d> {
-    desc: Option<&'d Description>,
+    desc: Option<&'d Description<'d>>,
     used: Vec<bool>,
     /// A destination with every optional device configured: used for its initial states.
     init: Pc,

@@ -272,3 +272,30 @@ fn terminal_style_aligns_and_colours() {
             .any(|r| r[col..].starts_with("0000:00:01.3/piix4_pm"))
     );
 }
+
+/// A parse that leaves page counting off (`inspect --json`) decodes the same stream, and its
+/// RAM sections count the same pages on demand.
+#[test]
+fn page_counts_on_demand_equal_the_counts_taken_while_parsing() {
+    use vmstate_cli::model::{Item, ParseOptions};
+    for f in ["pc-7.2-bios", "pc-7.2-nodefaults-S", "pc-7.2-serial"] {
+        let bytes = std::fs::read(fixture(&format!("{f}.vmstate"))).unwrap();
+        let counted = vmstate_cli::Stream::parse(&bytes).unwrap();
+        let description = vmstate_cli::model::find_description(&bytes)
+            .unwrap()
+            .map(|(_, d)| d);
+        let options = ParseOptions { count_pages: false };
+        let lazy =
+            vmstate_cli::Stream::parse_observed(&bytes, description, options, &mut |_| {}).unwrap();
+        assert_eq!(lazy, counted, "{f}");
+        let mut pages = 0;
+        for (a, b) in lazy.entries.iter().zip(&counted.entries) {
+            if let (Item::Ram { records: a, .. }, Item::Ram { records: b, .. }) = (&a.item, &b.item)
+            {
+                assert_eq!(a.counts(), b.counts(), "{f}");
+                pages += a.counts().iter().map(|c| c.zero + c.page).sum::<u64>();
+            }
+        }
+        assert!(pages > 8000, "{f}: {pages}");
+    }
+}
