@@ -283,7 +283,7 @@ fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
         // Unused bytes arrive as zeros from QEMU: only clear them when they are not. Testing
         // the input rather than writing the state keeps the state's stores whole, so a copy
         // of the fresh state right after does not wait on partly overlapping stores.
-        if src.get(range.clone())?.iter().any(|&b| b != 0) {
+        if src.get(range.clone())?.iter().fold(0, |acc, &b| acc | b) != 0 {
             dst.get_mut(range)?.fill(0);
         }
     }
