@@ -328,22 +328,25 @@ impl<'a> RamContext<'a> {
         let Some((_, length)) = self.last else {
             return 0;
         };
-        // The highest page offset whose page still lies wholly inside the block.
+        const ZERO: u64 = (flags::ZERO | flags::CONTINUE) as u64;
+        const PAGE: u64 = (flags::PAGE | flags::CONTINUE) as u64;
+        // The highest page offset whose page still lies wholly inside the block. Offsets are
+        // page-aligned, so with the flags in the low bits one compare of the word checks it.
         let Some(last_page) = length.checked_sub(PAGE_SIZE as u64) else {
             return 0;
         };
+        let last_page = last_page & !FLAG_MASK;
         let any_fill = self.options.allow_nonzero_fill;
-        const ZERO: u64 = (flags::ZERO | flags::CONTINUE) as u64;
-        const PAGE: u64 = (flags::PAGE | flags::CONTINUE) as u64;
         let mut tail = rest;
-        while let Some((word, after)) = tail.split_first_chunk::<8>() {
-            let word = u64::from_be_bytes(*word);
-            if word & !FLAG_MASK > last_page {
+        // Every record the loop accepts is at least 9 bytes long (a ZERO record).
+        while let Some((head, after_zero)) = tail.split_first_chunk::<9>() {
+            let Some((word, &[fill])) = head.split_first_chunk::<8>() else {
                 break;
-            }
-            tail = match (word & FLAG_MASK, after) {
-                (ZERO, [fill, next @ ..]) if *fill == 0 || any_fill => next,
-                (PAGE, _) => match after.get(PAGE_SIZE..) {
+            };
+            let word = u64::from_be_bytes(*word);
+            tail = match word & FLAG_MASK {
+                ZERO if word <= last_page | ZERO && (fill == 0 || any_fill) => after_zero,
+                PAGE if word <= last_page | PAGE => match tail.get(8 + PAGE_SIZE..) {
                     Some(next) => next,
                     None => break,
                 },
