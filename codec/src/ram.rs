@@ -357,6 +357,10 @@ impl<'a> RamContext<'a> {
     }
 
     /// Walks a RAM section body up to and including its EOS; returns the body length.
+    ///
+    /// Accepts and refuses exactly what reading every record with
+    /// [`RamContext::read_record`] does, with the same errors; runs of continued ZERO/PAGE
+    /// records go through [`RamContext::continued_run_len`] instead of the full parser.
     pub fn measure_body(&mut self, r: &mut Reader<'a>) -> Result<usize> {
         let start = r.position();
         loop {
