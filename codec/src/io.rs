@@ -1,5 +1,5 @@
-//! Streaming I/O: write a stream record by record to any [`Sink`] (an `embedded_io::Write`
-//! through [`IoSink`]), and read one from any `embedded_io::Read` through a fixed-size working
+//! Streaming I/O: write a stream record by record to any [`Sink`](crate::Sink) (an `embedded_io::Write`
+//! through [`IoSink`](crate::IoSink)), and read one from any `embedded_io::Read` through a fixed-size working
 //! buffer the caller owns, with no whole-stream buffer.
 //!
 //! * [`StreamWriter`](crate::writer::StreamWriter) writes records; over a
