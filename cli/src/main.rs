@@ -58,6 +58,8 @@ enum Command {
         /// Where to write.
         output: PathBuf,
         /// An edit: IDSTR[INSTANCE].FIELD=VALUE (decimal or 0x-hex), e.g. i8259[0].imr=0x5a.
+        // The text is the `--help` line; its brackets are not links.
+        #[allow(rustdoc::broken_intra_doc_links)]
         #[arg(long = "set", value_name = "PATH=VALUE")]
         set: Vec<String>,
         /// Output format: v3 (QEMU) or v4 (length-prefixed, see docs/FORMAT.md).
