@@ -252,6 +252,39 @@ pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
 /// recurses once per level, so a hostile trailer cannot exhaust the stack.
 pub const MAX_DEPTH: usize = 128;
 
+/// The length of the run of plain string bytes at the start of `bytes`: up to the first `"`,
+/// `\\` or control character (or the end). Eight bytes per step: QEMU's trailer is mostly
+/// short strings, and a byte at a time cost more than the rest of the reader.
+fn string_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        // A byte of `v` is zero exactly where `x` has the byte looked for; `v - ONES` sets the
+        // high bit of such a byte (and, by the borrow, maybe of later ones: only the first
+        // hit counts). `x - 0x20..` likewise flags bytes below 0x20 that have no high bit.
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let hits = hits & HIGH;
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    at + rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len())
+}
+
 /// A reader of the trailer's JSON text (RFC 8259) that fills the typed tree as it goes.
 ///
 /// Every value is read as what its key calls for (a string, an unsigned integer, an object of
@@ -299,7 +332,16 @@ impl<'a> Scan<'a> {
     }
 
     /// The next byte after white space.
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
+        // QEMU separates tokens by one space at most: test the first byte before looping.
+        match self.text.get(self.at) {
+            Some(b' ' | b'\t' | b'\n' | b'\r') => self.skip_space(),
+            b => b.copied(),
+        }
+    }
+
+    fn skip_space(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
             self.at += 1;
         }
@@ -346,11 +388,13 @@ impl<'a> Scan<'a> {
                     return Err(self.syntax(path, "':'"));
                 }
                 member(self, key)?;
-                if self.eat(b'}') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return Err(self.syntax(path, "',' or '}'"));
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b'}') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.syntax(path, "',' or '}'")),
                 }
             }
         }
@@ -374,11 +418,13 @@ impl<'a> Scan<'a> {
             loop {
                 element(self, i)?;
                 i += 1;
-                if self.eat(b']') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return Err(self.syntax(path, "',' or ']'"));
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b']') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.syntax(path, "',' or ']'")),
                 }
             }
         }
@@ -390,11 +436,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self, path: &Path<'_>) -> Result<Text<'a>, DescError> {
         self.at += 1;
         let start = self.at;
-        let rest = self.text.get(start..).unwrap_or_default();
-        self.at += rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(rest.len());
+        self.at += string_run(self.text.get(start..).unwrap_or_default());
         match self.text.get(self.at) {
             // Both ends are ASCII quotes, so the slice is on character boundaries.
             Some(b'"') => match self.str.get(start..self.at) {
@@ -655,7 +697,12 @@ impl<'a> Scan<'a> {
     fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
         let mut list = self.spare.pop().unwrap_or_default();
         let found = self.array(path, |s, i| {
-            list.push(s.field(&Path::Child(path, "fields", Some(i)))?);
+            s.peek();
+            let field = match s.leaf_field() {
+                Some(f) => f,
+                None => s.field(&Path::Child(path, "fields", Some(i)))?,
+            };
+            list.push(field);
             Ok(())
         })?;
         if !found {
@@ -705,6 +752,84 @@ impl<'a> Scan<'a> {
                 subsections,
             },
         })
+    }
+
+    /// A leaf field object spelled exactly as QEMU writes it,
+    /// `{"name": "n", "type": "t", "size": 8}` with `"array_len": n, ` or `"index": i, `
+    /// before `"type"`, read by comparing whole literals: most of the trailer is such objects.
+    /// `None`, with nothing consumed, for any other spelling (escapes, other spacing or key
+    /// order, a nested struct, a number the general reader must judge): [`Scan::field`]
+    /// then reads it and reports what is wrong, so the two paths cannot disagree.
+    fn leaf_field(&mut self) -> Option<FieldDesc<'a>> {
+        if self.depth == MAX_DEPTH {
+            return None;
+        }
+        let mut at = self.at;
+        let name = self.literal_then_string(&mut at, b"{\"name\": \"")?;
+        let repeat = if self.literal(&mut at, b", \"array_len\": ") {
+            Repeat::ArrayLen(self.plain_uint(&mut at)?)
+        } else if self.literal(&mut at, b", \"index\": ") {
+            Repeat::Index(self.plain_uint(&mut at)?)
+        } else {
+            Repeat::One
+        };
+        let type_name = self.literal_then_string(&mut at, b", \"type\": \"")?;
+        if type_name == "struct" || !self.literal(&mut at, b", \"size\": ") {
+            return None;
+        }
+        let size = self.plain_uint(&mut at)?;
+        if !self.literal(&mut at, b"}") {
+            return None;
+        }
+        self.at = at;
+        Some(FieldDesc {
+            name,
+            repeat,
+            type_name,
+            kind: FieldKind::Leaf,
+            size,
+        })
+    }
+
+    /// Steps `at` over `literal` if the text has it there.
+    #[inline(always)]
+    fn literal(&self, at: &mut usize, literal: &[u8]) -> bool {
+        let found = self.text.get(*at..*at + literal.len()) == Some(literal);
+        *at += if found { literal.len() } else { 0 };
+        found
+    }
+
+    /// `literal` (ending in the opening `"`), then a string without escapes and its `"`.
+    #[inline(always)]
+    fn literal_then_string(&self, at: &mut usize, literal: &[u8]) -> Option<Text<'a>> {
+        if !self.literal(at, literal) {
+            return None;
+        }
+        let start = *at;
+        let end = start + string_run(self.text.get(start..)?);
+        if self.text.get(end) != Some(&b'"') {
+            return None;
+        }
+        *at = end + 1;
+        // Both ends are ASCII quotes, so the slice is on character boundaries.
+        self.str.get(start..end).map(|s| Text(Cow::Borrowed(s)))
+    }
+
+    /// Digits without a leading zero that fit 64 bits; what follows is left to the literal
+    /// after them.
+    #[inline(always)]
+    fn plain_uint(&self, at: &mut usize) -> Option<u64> {
+        let digits = self.text.get(*at..)?;
+        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 || n > 19 || (n > 1 && digits[0] == b'0') {
+            return None;
+        }
+        *at += n;
+        Some(
+            digits[..n]
+                .iter()
+                .fold(0, |v, &d| v * 10 + u64::from(d - b'0')),
+        )
     }
 
     fn field(&mut self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
@@ -1203,6 +1328,39 @@ mod tests {
             both_ok > 100 && both_refused > 500,
             "{both_ok} {both_refused}"
         );
+    }
+
+    /// The word-at-a-time scan stops where a byte loop stops, for a stop byte at every
+    /// position among bytes on both sides of each threshold.
+    #[test]
+    fn string_run_stops_at_the_first_quote_backslash_or_control_byte() {
+        let plain = [
+            b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff, b'0', b'~',
+        ];
+        let stops = [b'"', b'\\', 0x00, 0x1f, 0x0a];
+        let slow = |b: &[u8]| {
+            b.iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(b.len())
+        };
+        for len in 0..20 {
+            for (k, &p) in plain.iter().enumerate() {
+                let mut bytes: Vec<u8> = (0..len).map(|i| plain[(i + k) % plain.len()]).collect();
+                assert_eq!(string_run(&bytes), len);
+                for at in 0..len {
+                    for &stop in &stops {
+                        bytes[at] = stop;
+                        // A second stop later, which a borrow must not hide the first behind.
+                        if at + 1 < len {
+                            bytes[at + 1] = stops[(at + k) % stops.len()];
+                        }
+                        assert_eq!(string_run(&bytes), slow(&bytes), "{bytes:?}");
+                        assert_eq!(string_run(&bytes), at);
+                        bytes[at] = p;
+                    }
+                }
+            }
+        }
     }
 
     /// Structs nested deeper than the JSON nesting limit are an error, not a stack overflow.
