@@ -7,6 +7,7 @@
 //! layout with a four-space indent, and a JSON object's rule for a repeated key (the first
 //! position keeps the last value).
 
+use crate::desc::string_run;
 use crate::generic::{Body, Leaf, Value, analyze_reader};
 use crate::model::{Item, SectionMeta, Stream};
 use vmstate::ram::RamRecord;
@@ -118,13 +119,21 @@ impl Writer<'_> {
         if self.out.len() >= CHUNK {
             (self.flush)(self.out);
         }
-        const SPACES: &[u8; 64] = &[b' '; 64];
-        self.out.push(b'\n');
-        let mut indent = 4 * self.depth;
-        while indent > 0 {
-            let n = indent.min(SPACES.len());
-            self.out.extend_from_slice(&SPACES[..n]);
-            indent -= n;
+        // A newline and the indentation of the 32 shallowest levels in one copy; QEMU's
+        // structs nest a few levels, deeper ones (hostile descriptions) take the loop.
+        const LINE: [u8; 129] = {
+            let mut line = [b' '; 129];
+            line[0] = b'\n';
+            line
+        };
+        match LINE.get(..1 + 4 * self.depth) {
+            Some(line) => self.out.extend_from_slice(line),
+            None => {
+                self.out.extend_from_slice(&LINE);
+                for _ in LINE.len() / 4..self.depth {
+                    self.out.extend_from_slice(b"    ");
+                }
+            }
         }
     }
 
@@ -178,9 +187,8 @@ impl Writer<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        if s.bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        // Only `"`, `\\` and control characters are escaped (serde_json's rule).
+        if string_run(s.as_bytes()) == s.len() {
             self.out.push(b'"');
             self.out.extend_from_slice(s.as_bytes());
             self.out.push(b'"');
@@ -238,37 +246,58 @@ impl Writer<'_> {
                     .extend_from_slice(if set { b"true" } else { b"false" });
             }
             Some(Leaf::Int { signed, .. }) if bytes.len() <= 8 => {
-                self.out.extend_from_slice(b"\"0x");
-                if bytes.is_empty() {
-                    self.out.push(b'0');
-                }
-                hex_digits(self.out, bytes);
                 if signed && bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                    self.out.extend_from_slice(b"\"0x");
+                    hex_digits(self.out, bytes);
                     let raw = bytes.iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
                     let s = raw - (1i128 << (8 * bytes.len()));
-                    self.out.extend_from_slice(format!(" ({s})").as_bytes());
-                }
-                self.out.push(b'"');
-            }
-            _ => {
-                self.out.push(b'"');
-                for (i, b) in bytes.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b' ');
+                    self.out.extend_from_slice(format!(" ({s})\"").as_bytes());
+                } else {
+                    // `"0x` and the digits (`0` for no bytes) and `"` in one copy.
+                    let mut text = *b"\"0x0000000000000000\"";
+                    let n = if bytes.is_empty() { 1 } else { 2 * bytes.len() };
+                    for (d, &b) in text[3..].chunks_exact_mut(2).zip(bytes) {
+                        d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
                     }
-                    hex_digits(self.out, &[*b]);
+                    text[3 + n] = b'"';
+                    self.out.extend_from_slice(&text[..4 + n]);
                 }
-                self.out.push(b'"');
+            }
+            _ if bytes.is_empty() => self.out.extend_from_slice(b"\"\""),
+            _ => {
+                // `"xx xx … xx"`: 3 bytes per byte, the first space and the last turned into
+                // quotes.
+                let start = self.out.len();
+                self.out.resize(start + 3 * bytes.len() + 1, b' ');
+                let text = &mut self.out[start..];
+                for (d, &b) in text[1..].chunks_exact_mut(3).zip(bytes) {
+                    d[..2].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+                }
+                text[0] = b'"';
+                if let Some(last) = text.last_mut() {
+                    *last = b'"';
+                }
             }
         }
     }
 }
 
-fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
+/// The two lower-case hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [HEX[b >> 4], HEX[b & 15]];
+        b += 1;
+    }
+    pairs
+};
+
+fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(2 * bytes.len());
     for &b in bytes {
-        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        out.extend_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
@@ -330,6 +359,13 @@ mod tests {
             fields: vec![field("b", "uint8", int(1, 0x80))],
             subsections: vec![],
         };
+        let mut deep = Value::Struct(Box::new(inner.clone()));
+        for _ in 0..40 {
+            deep = Value::Struct(Box::new(Body {
+                fields: vec![field("d", "struct", deep)],
+                subsections: vec![],
+            }));
+        }
         let body = Body {
             fields: vec![
                 field("x", "int32", int(4, 0xffff_fffe)),
@@ -351,6 +387,11 @@ mod tests {
                 field("v", "vstruct", Value::Struct(Box::new(inner.clone()))),
                 field("x", "uint8", int(1, 7)),
                 field("quote\"\u{1}é", "uint8", int(1, 1)),
+                // An integer type over no bytes, and structs nested past the indentation
+                // the writer copies whole.
+                field("no bytes", "uint8", Value::Bytes(vec![])),
+                field("big", "buffer", Value::Bytes((0..=255).collect())),
+                field("deep", "struct", deep),
             ],
             subsections: vec![
                 SubsectionValue {
@@ -375,6 +416,9 @@ mod tests {
         let expected = crate::pretty_json(&body.to_analyze_json());
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         assert!(expected.contains("\"x\": \"0x07\""), "{expected}");
+        assert!(expected.contains("\"no bytes\": \"0x0\""), "{expected}");
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        assert!(expected.lines().any(|l| indent(l) > 4 * 40), "{expected}");
     }
 
     /// Chunked writing gives the same text as one buffer, and reports a failing writer.

@@ -255,7 +255,7 @@ pub const MAX_DEPTH: usize = 128;
 /// The length of the run of plain string bytes at the start of `bytes`: up to the first `"`,
 /// `\\` or control character (or the end). Eight bytes per step: QEMU's trailer is mostly
 /// short strings, and a byte at a time cost more than the rest of the reader.
-fn string_run(bytes: &[u8]) -> usize {
+pub(crate) fn string_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = bytes.chunks_exact(8);
