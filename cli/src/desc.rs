@@ -698,7 +698,7 @@ impl<'a> Scan<'a> {
         let mut list = self.spare.pop().unwrap_or_default();
         let found = self.array(path, |s, i| {
             s.peek();
-            let field = match s.leaf_field() {
+            let field = match s.qemu_field(path, i)? {
                 Some(f) => f,
                 None => s.field(&Path::Child(path, "fields", Some(i)))?,
             };
@@ -730,6 +730,10 @@ impl<'a> Scan<'a> {
 
     /// A subsection object, a `struct` object or the `configuration` object.
     fn subsection(&mut self, path: &Path<'_>) -> Result<SubsectionDesc<'a>, DescError> {
+        self.peek();
+        if let Some(s) = self.qemu_subsection(path)? {
+            return Ok(s);
+        }
         let (mut vmsd_name, mut version, mut fields, mut subsections) = (None, None, None, None);
         let found = self.object(path, |s, key| {
             match key.as_str() {
@@ -754,40 +758,130 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// A leaf field object spelled exactly as QEMU writes it,
+    /// A field object spelled exactly as QEMU writes it,
     /// `{"name": "n", "type": "t", "size": 8}` with `"array_len": n, ` or `"index": i, `
-    /// before `"type"`, read by comparing whole literals: most of the trailer is such objects.
-    /// `None`, with nothing consumed, for any other spelling (escapes, other spacing or key
-    /// order, a nested struct, a number the general reader must judge): [`Scan::field`]
-    /// then reads it and reports what is wrong, so the two paths cannot disagree.
-    fn leaf_field(&mut self) -> Option<FieldDesc<'a>> {
-        if self.depth == MAX_DEPTH {
-            return None;
-        }
-        let mut at = self.at;
-        let name = self.literal_then_string(&mut at, b"{\"name\": \"")?;
-        let repeat = if self.literal(&mut at, b", \"array_len\": ") {
-            Repeat::ArrayLen(self.plain_uint(&mut at)?)
-        } else if self.literal(&mut at, b", \"index\": ") {
-            Repeat::Index(self.plain_uint(&mut at)?)
-        } else {
-            Repeat::One
+    /// before `"type"` and, for a struct, `"struct": {…}, ` before `"size"`, read by
+    /// comparing whole literals: most of the trailer is such objects. `Ok(None)`, with
+    /// nothing consumed, for any other spelling (escapes, other spacing or key order, a number
+    /// the general reader must judge): [`Scan::field`] then reads it and reports what is
+    /// wrong. An error inside the struct object is the one the general reader meets there
+    /// (it reads the same keys before it), so the two paths cannot disagree.
+    fn qemu_field(
+        &mut self,
+        path: &Path<'_>,
+        i: usize,
+    ) -> Result<Option<FieldDesc<'a>>, DescError> {
+        let begin = self.at;
+        let mut at = begin;
+        let Some(name) = self.literal_then_string(&mut at, b"{\"name\": \"") else {
+            return Ok(None);
         };
-        let type_name = self.literal_then_string(&mut at, b", \"type\": \"")?;
-        if type_name == "struct" || !self.literal(&mut at, b", \"size\": ") {
-            return None;
+        let repeat = if self.literal(&mut at, b", \"array_len\": ") {
+            self.plain_uint(&mut at).map(Repeat::ArrayLen)
+        } else if self.literal(&mut at, b", \"index\": ") {
+            self.plain_uint(&mut at).map(Repeat::Index)
+        } else {
+            Some(Repeat::One)
+        };
+        let Some(repeat) = repeat else {
+            return Ok(None);
+        };
+        let Some(type_name) = self.literal_then_string(&mut at, b", \"type\": \"") else {
+            return Ok(None);
+        };
+        let kind = if self.literal(&mut at, b", \"struct\": ") && self.depth < MAX_DEPTH {
+            self.at = at;
+            self.depth += 1;
+            let strukt = self.subsection(&Path::Child(
+                &Path::Child(path, "fields", Some(i)),
+                "struct",
+                None,
+            ));
+            self.depth -= 1;
+            at = self.at;
+            FieldKind::Struct(Box::new(strukt?))
+        } else if type_name == "struct" || self.depth == MAX_DEPTH {
+            self.at = begin;
+            return Ok(None);
+        } else {
+            FieldKind::Leaf
+        };
+        let size = match self.literal(&mut at, b", \"size\": ") {
+            true => self.plain_uint(&mut at),
+            false => None,
+        };
+        match size {
+            Some(size) if self.literal(&mut at, b"}") => {
+                self.at = at;
+                Ok(Some(FieldDesc {
+                    name,
+                    repeat,
+                    type_name,
+                    kind,
+                    size,
+                }))
+            }
+            _ => {
+                self.at = begin;
+                Ok(None)
+            }
         }
-        let size = self.plain_uint(&mut at)?;
+    }
+
+    /// A subsection or struct object spelled exactly as QEMU writes it,
+    /// `{"vmsd_name": "v", "version": 1, "fields": […]}` with `, "subsections": […]` before
+    /// the `}`, read like [`Scan::qemu_field`]; `Ok(None)`, with nothing consumed, for any
+    /// other spelling.
+    fn qemu_subsection(
+        &mut self,
+        path: &Path<'_>,
+    ) -> Result<Option<SubsectionDesc<'a>>, DescError> {
+        let begin = self.at;
+        let mut at = begin;
+        if self.depth == MAX_DEPTH {
+            return Ok(None);
+        }
+        let Some(vmsd_name) = self.literal_then_string(&mut at, b"{\"vmsd_name\": \"") else {
+            return Ok(None);
+        };
+        let version = match self.literal(&mut at, b", \"version\": ") {
+            true => self.plain_uint(&mut at).and_then(|v| u32::try_from(v).ok()),
+            false => None,
+        };
+        let Some(version) = version.filter(|_| self.literal(&mut at, b", \"fields\": ")) else {
+            return Ok(None);
+        };
+        self.at = at;
+        self.depth += 1;
+        let body = self.qemu_body(path);
+        self.depth -= 1;
+        let body = body?;
+        let mut at = self.at;
         if !self.literal(&mut at, b"}") {
-            return None;
+            self.at = begin;
+            return Ok(None);
         }
         self.at = at;
-        Some(FieldDesc {
-            name,
-            repeat,
-            type_name,
-            kind: FieldKind::Leaf,
-            size,
+        Ok(Some(SubsectionDesc {
+            vmsd_name,
+            version,
+            body,
+        }))
+    }
+
+    /// The `fields` array, then `, "subsections": […]` if it follows.
+    fn qemu_body(&mut self, path: &Path<'_>) -> Result<BodyDesc<'a>, DescError> {
+        let fields = self.fields(path)?;
+        let mut at = self.at;
+        let subsections = if self.literal(&mut at, b", \"subsections\": ") {
+            self.at = at;
+            Some(self.subsections(path)?)
+        } else {
+            None
+        };
+        Ok(BodyDesc {
+            fields,
+            subsections,
         })
     }
 
@@ -1328,6 +1422,31 @@ mod tests {
             both_ok > 100 && both_refused > 500,
             "{both_ok} {both_refused}"
         );
+    }
+
+    /// QEMU's spelling takes the literal paths; any other spelling of the same JSON takes
+    /// the general reader, and both give the same tree.
+    #[test]
+    fn other_spellings_of_a_real_trailer_give_the_same_tree() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        );
+        let stream = std::fs::read(path).unwrap();
+        let at = vmstate::wire::Trailer::locate(&stream).unwrap() + 5;
+        let trailer = std::str::from_utf8(&stream[at..]).unwrap();
+        let qemu = Description::from_json_bytes(trailer.as_bytes()).unwrap();
+        for other in [
+            trailer.replace("\": ", "\":"),
+            trailer.replace(", \"", ",\n \""),
+            trailer.replace("\"name\"", "\"n\\u0061me\""),
+        ] {
+            assert_ne!(other, trailer);
+            assert_eq!(
+                Description::from_json_bytes(other.as_bytes()).unwrap(),
+                qemu
+            );
+        }
     }
 
     /// The word-at-a-time scan stops where a byte loop stops, for a stop byte at every
