@@ -88,9 +88,7 @@ fn write_chunked(
             w.object(&["section sizes"], |w, _| {
                 let keys: Vec<&str> = sizes.iter().map(|(k, _)| k.as_str()).collect();
                 w.object(&keys, |w, j| {
-                    w.out.extend_from_slice(b"\"0x");
-                    hex_digits(w.out, &sizes[j].1.to_be_bytes());
-                    w.out.push(b'"');
+                    w.int(sizes[j].1, 8, false);
                 });
             });
         }
@@ -115,6 +113,7 @@ struct Writer<'o> {
 }
 
 impl Writer<'_> {
+    #[inline(always)]
     fn newline(&mut self) {
         if self.out.len() >= CHUNK {
             (self.flush)(self.out);
@@ -126,7 +125,15 @@ impl Writer<'_> {
             line[0] = b'\n';
             line
         };
-        match LINE.get(..1 + 4 * self.depth) {
+        let len = 1 + 4 * self.depth;
+        match LINE.get(..len) {
+            // A copy of a constant length is a few moves, not a call: copy 33 bytes and
+            // keep those of this line.
+            Some(_) if len <= 33 => {
+                let end = self.out.len() + len;
+                self.out.extend_from_slice(&LINE[..33]);
+                self.out.truncate(end);
+            }
             Some(line) => self.out.extend_from_slice(line),
             None => {
                 self.out.extend_from_slice(&LINE);
@@ -139,12 +146,22 @@ impl Writer<'_> {
 
     /// An object with `keys`; `value(self, i)` writes the value of entry `i`. A key given
     /// twice stays at its first position with the value of its last entry.
-    fn object(&mut self, keys: &[&str], mut value: impl FnMut(&mut Self, usize)) {
-        if keys.is_empty() {
+    fn object(&mut self, keys: &[&str], value: impl FnMut(&mut Self, usize)) {
+        self.object_with(keys.len(), |i| keys[i], value);
+    }
+
+    /// [`Writer::object`] with `n` keys given by `key(i)` (no list of them is built).
+    fn object_with<'k>(
+        &mut self,
+        n: usize,
+        key: impl Fn(usize) -> &'k str + Copy,
+        mut value: impl FnMut(&mut Self, usize),
+    ) {
+        if n == 0 {
             self.out.extend_from_slice(b"{}");
             return;
         }
-        let order = emit_order(keys);
+        let order = emit_order(n, key);
         self.out.push(b'{');
         self.depth += 1;
         let mut first = true;
@@ -154,12 +171,12 @@ impl Writer<'_> {
             }
             first = false;
             w.newline();
-            w.string(keys[i]);
+            w.string(key(i));
             w.out.extend_from_slice(b": ");
             value(w, i);
         };
         match order {
-            None => (0..keys.len()).for_each(|i| item(self, i)),
+            None => (0..n).for_each(|i| item(self, i)),
             Some(order) => order.into_iter().for_each(|i| item(self, i)),
         }
         self.depth -= 1;
@@ -199,14 +216,13 @@ impl Writer<'_> {
     }
 
     fn body(&mut self, body: &Body<'_>) {
-        let keys: Vec<&str> = body
-            .fields
-            .iter()
-            .map(|f| f.name.as_str())
-            .chain(body.subsections.iter().map(|s| s.name.as_str()))
-            .collect();
         let n = body.fields.len();
-        self.object(&keys, |w, i| match body.fields.get(i) {
+        let key = |i: usize| match body.fields.get(i) {
+            Some(f) => f.name.as_str(),
+            None => body.subsections[i - n].name.as_str(),
+        };
+        let count = n + body.subsections.len();
+        self.object_with(count, key, |w, i| match body.fields.get(i) {
             Some(f) => w.value(&f.type_name, &f.value),
             None => w.body(&body.subsections[i - n].body),
         });
@@ -226,6 +242,9 @@ impl Writer<'_> {
                 self.array(items.len(), |w, i| w.element(reader, is_struct, &items[i]));
             }
             Value::Struct(b) if is_struct => self.body(b),
+            Value::Int(i) if let Some(Leaf::Int { signed, .. }) = reader => {
+                self.int(i.raw, usize::from(i.width.min(8)), signed);
+            }
             Value::Int(i) => {
                 let bytes = i.raw.to_be_bytes();
                 self.leaf(reader, &bytes[8 - usize::from(i.width.min(8))..]);
@@ -234,6 +253,36 @@ impl Writer<'_> {
             Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
             Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
             Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
+        }
+    }
+
+    /// An integer of `width` bytes (at most 8) as analyze-migration.py prints it: `"0x"` and
+    /// two digits per byte (`0x0` for none), then ` (value)` if `signed` and negative.
+    fn int(&mut self, raw: u64, width: usize, signed: bool) {
+        if width == 0 {
+            self.out.extend_from_slice(b"\"0x0\"");
+            return;
+        }
+        let bits = 8 * width as u32;
+        // The bytes on the wire, first at the top.
+        let top = raw << (64 - bits);
+        let mut text = *b"\"0x0000000000000000\"";
+        for (d, b) in text[3..19].chunks_exact_mut(2).zip(top.to_be_bytes()) {
+            d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        let digits = 3 + 2 * width;
+        if signed && top >> 63 == 1 {
+            self.out.extend_from_slice(&text[..digits]);
+            let value = (top as i64) >> (64 - bits);
+            self.out
+                .extend_from_slice(format!(" ({value})\"").as_bytes());
+        } else {
+            // A copy of a constant length is a few moves, not a call: copy all 20 bytes and
+            // keep the number's.
+            text[digits] = b'"';
+            let end = self.out.len() + digits + 1;
+            self.out.extend_from_slice(&text);
+            self.out.truncate(end);
         }
     }
 
@@ -246,22 +295,8 @@ impl Writer<'_> {
                     .extend_from_slice(if set { b"true" } else { b"false" });
             }
             Some(Leaf::Int { signed, .. }) if bytes.len() <= 8 => {
-                if signed && bytes.first().is_some_and(|b| b & 0x80 != 0) {
-                    self.out.extend_from_slice(b"\"0x");
-                    hex_digits(self.out, bytes);
-                    let raw = bytes.iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
-                    let s = raw - (1i128 << (8 * bytes.len()));
-                    self.out.extend_from_slice(format!(" ({s})\"").as_bytes());
-                } else {
-                    // `"0x` and the digits (`0` for no bytes) and `"` in one copy.
-                    let mut text = *b"\"0x0000000000000000\"";
-                    let n = if bytes.is_empty() { 1 } else { 2 * bytes.len() };
-                    for (d, &b) in text[3..].chunks_exact_mut(2).zip(bytes) {
-                        d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
-                    }
-                    text[3 + n] = b'"';
-                    self.out.extend_from_slice(&text[..4 + n]);
-                }
+                let raw = bytes.iter().fold(0, |v, &b| v << 8 | u64::from(b));
+                self.int(raw, bytes.len(), signed);
             }
             _ if bytes.is_empty() => self.out.extend_from_slice(b"\"\""),
             _ => {
@@ -294,35 +329,30 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
     pairs
 };
 
-fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.extend_from_slice(&HEX_PAIRS[usize::from(b)]);
-    }
-}
-
 /// Whether some key is given twice. Objects are small (a device's fields): comparing pairs
 /// costs less than sorting a copy, except for long lists.
-fn has_repeats(keys: &[&str]) -> bool {
-    if keys.len() > 64 {
-        let mut sorted: Vec<&str> = keys.to_vec();
+fn has_repeats<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> bool {
+    if n > 64 {
+        let mut sorted: Vec<&str> = (0..n).map(key).collect();
         sorted.sort_unstable();
         return sorted.windows(2).any(|w| w[0] == w[1]);
     }
-    keys.iter()
-        .enumerate()
-        .any(|(i, k)| keys[i + 1..].iter().any(|o| o == k))
+    (0..n).any(|i| {
+        let k = key(i);
+        (i + 1..n).any(|j| key(j) == k)
+    })
 }
 
 /// `None` when every key is distinct (entries print in order); otherwise, for each distinct
 /// key in order of first appearance, the index of its last entry.
-fn emit_order(keys: &[&str]) -> Option<Vec<usize>> {
-    if !has_repeats(keys) {
+fn emit_order<'k>(n: usize, key: impl Fn(usize) -> &'k str + Copy) -> Option<Vec<usize>> {
+    if !has_repeats(n, key) {
         return None;
     }
     let mut order: Vec<usize> = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        match order.iter_mut().find(|j| keys[**j] == *k) {
+    for i in 0..n {
+        let k = key(i);
+        match order.iter_mut().find(|j| key(**j) == k) {
             Some(j) => *j = i,
             None => order.push(i),
         }
@@ -469,6 +499,7 @@ mod tests {
 
     #[test]
     fn repeated_keys_keep_the_first_place_and_the_last_value() {
+        let emit_order = |keys: &[&str]| emit_order(keys.len(), |i| keys[i]);
         assert_eq!(emit_order(&["a", "b", "c"]), None);
         assert_eq!(emit_order(&["a", "b", "a", "c", "b"]), Some(vec![2, 4, 3]));
         // Long lists take the sorting path.

@@ -258,12 +258,8 @@ pub const MAX_DEPTH: usize = 128;
 pub(crate) fn string_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
+    // The index of the first stop byte in the word `x` (bytes in little-endian order).
+    let first_stop = |x: u64| {
         // A byte of `v` is zero exactly where `x` has the byte looked for; `v - ONES` sets the
         // high bit of such a byte (and, by the borrow, maybe of later ones: only the first
         // hit counts). `x - 0x20..` likewise flags bytes below 0x20 that have no high bit.
@@ -273,16 +269,23 @@ pub(crate) fn string_run(bytes: &[u8]) -> usize {
             | (backslash.wrapping_sub(ONES) & !backslash)
             | (x.wrapping_sub(ONES * 0x20) & !x);
         let hits = hits & HIGH;
-        if hits != 0 {
-            return at + (hits.trailing_zeros() / 8) as usize;
+        (hits != 0).then_some((hits.trailing_zeros() / 8) as usize)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if let Some(i) = first_stop(u64::from_le_bytes(word)) {
+            return at + i;
         }
         at += 8;
     }
+    // The last few bytes, padded with a plain byte to make a whole word.
     let rest = chunks.remainder();
-    at + rest
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(rest.len())
+    let mut word = [b'a'; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    first_stop(u64::from_le_bytes(word)).map_or(bytes.len(), |i| at + i)
 }
 
 /// A reader of the trailer's JSON text (RFC 8259) that fills the typed tree as it goes.
