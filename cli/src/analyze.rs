@@ -258,6 +258,7 @@ impl Writer<'_> {
 
     /// An integer of `width` bytes (at most 8) as analyze-migration.py prints it: `"0x"` and
     /// two digits per byte (`0x0` for none), then ` (value)` if `signed` and negative.
+    #[inline(always)]
     fn int(&mut self, raw: u64, width: usize, signed: bool) {
         if width == 0 {
             self.out.extend_from_slice(b"\"0x0\"");

@@ -281,11 +281,14 @@ pub(crate) fn string_run(bytes: &[u8]) -> usize {
         }
         at += 8;
     }
-    // The last few bytes, padded with a plain byte to make a whole word.
+    // The last few bytes, padded with a plain byte to make a whole word (a loop, not a
+    // copy of a variable length, which costs a call).
     let rest = chunks.remainder();
-    let mut word = [b'a'; 8];
-    word[..rest.len()].copy_from_slice(rest);
-    first_stop(u64::from_le_bytes(word)).map_or(bytes.len(), |i| at + i)
+    let word = rest
+        .iter()
+        .rev()
+        .fold(u64::from_le_bytes([b'a'; 8]), |w, &b| w << 8 | u64::from(b));
+    first_stop(word).map_or(bytes.len(), |i| at + i)
 }
 
 /// A reader of the trailer's JSON text (RFC 8259) that fills the typed tree as it goes.
