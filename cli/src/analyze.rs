@@ -239,7 +239,13 @@ impl Writer<'_> {
     fn element(&mut self, reader: Option<Leaf>, is_struct: bool, v: &Value<'_>) {
         match v {
             Value::Array(items) => {
-                self.array(items.len(), |w, i| w.element(reader, is_struct, &items[i]));
+                // Integer elements are written here, not by a call per element.
+                self.array(items.len(), |w, i| match (&items[i], reader) {
+                    (Value::Int(x), Some(Leaf::Int { signed, .. })) => {
+                        w.int(x.raw, usize::from(x.width.min(8)), signed);
+                    }
+                    (item, _) => w.element(reader, is_struct, item),
+                });
             }
             Value::Struct(b) if is_struct => self.body(b),
             Value::Int(i) if let Some(Leaf::Int { signed, .. }) = reader => {
