@@ -126,20 +126,18 @@ impl Writer<'_> {
             line
         };
         let len = 1 + 4 * self.depth;
-        match LINE.get(..len) {
-            // A copy of a constant length is a few moves, not a call: copy 33 bytes and
-            // keep those of this line.
-            Some(_) if len <= 33 => {
-                let end = self.out.len() + len;
-                self.out.extend_from_slice(&LINE[..33]);
-                self.out.truncate(end);
-            }
-            Some(line) => self.out.extend_from_slice(line),
-            None => {
-                self.out.extend_from_slice(&LINE);
-                for _ in LINE.len() / 4..self.depth {
-                    self.out.extend_from_slice(b"    ");
-                }
+        if len <= 33 {
+            // A copy of a constant length is a few moves, not a call: copy 33 bytes and keep
+            // those of this line.
+            let end = self.out.len() + len;
+            self.out.extend_from_slice(&LINE[..33]);
+            self.out.truncate(end);
+        } else if let Some(line) = LINE.get(..len) {
+            self.out.extend_from_slice(line);
+        } else {
+            self.out.extend_from_slice(&LINE);
+            for _ in LINE.len() / 4..self.depth {
+                self.out.extend_from_slice(b"    ");
             }
         }
     }
