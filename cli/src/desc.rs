@@ -384,28 +384,50 @@ impl<'a> Scan<'a> {
             return Ok(false);
         }
         self.enter(path)?;
-        if !self.eat(b'}') {
-            loop {
-                if self.peek() != Some(b'"') {
-                    return Err(self.syntax(path, "a key"));
+        if self.eat(b'}') {
+            self.depth -= 1;
+        } else {
+            self.member(path, &mut member)?;
+            self.rest_of_object(path, member)?;
+        }
+        Ok(true)
+    }
+
+    /// The members of an object after one was read, and its `}` (the object's level is left).
+    fn rest_of_object(
+        &mut self,
+        path: &Path<'_>,
+        mut member: impl FnMut(&mut Self, Text<'a>) -> Result<(), DescError>,
+    ) -> Result<(), DescError> {
+        loop {
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    break;
                 }
-                let key = self.string(path)?;
-                if !self.eat(b':') {
-                    return Err(self.syntax(path, "':'"));
-                }
-                member(self, key)?;
-                match self.peek() {
-                    Some(b',') => self.at += 1,
-                    Some(b'}') => {
-                        self.at += 1;
-                        break;
-                    }
-                    _ => return Err(self.syntax(path, "',' or '}'")),
-                }
+                _ => return Err(self.syntax(path, "',' or '}'")),
             }
+            self.member(path, &mut member)?;
         }
         self.depth -= 1;
-        Ok(true)
+        Ok(())
+    }
+
+    /// One `"key": value` member.
+    fn member(
+        &mut self,
+        path: &Path<'_>,
+        member: &mut impl FnMut(&mut Self, Text<'a>) -> Result<(), DescError>,
+    ) -> Result<(), DescError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.syntax(path, "a key"));
+        }
+        let key = self.string(path)?;
+        if !self.eat(b':') {
+            return Err(self.syntax(path, "':'"));
+        }
+        member(self, key)
     }
 
     /// An array: `element(self, i)` reads element `i`. `Ok(false)` (nothing read) when the
@@ -740,45 +762,51 @@ impl<'a> Scan<'a> {
         if let Some(s) = self.qemu_subsection(path)? {
             return Ok(s);
         }
-        let (mut vmsd_name, mut version, mut fields, mut subsections) = (None, None, None, None);
-        let found = self.object(path, |s, key| {
-            match key.as_str() {
-                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
-                "version" => version = Some(s.u32(path, "version")?),
-                "fields" => fields = Some(s.fields(path)?),
-                "subsections" => subsections = Some(s.subsections(path)?),
-                _ => return Err(unexpected(path, &key)),
-            }
-            Ok(())
-        })?;
+        let mut keys = SubsectionKeys::default();
+        let found = self.object(path, |s, key| s.subsection_member(path, &mut keys, key))?;
         if !found {
             return Err(self.not_an_object(path));
         }
-        Ok(SubsectionDesc {
-            vmsd_name: vmsd_name.ok_or_else(|| missing(path, "vmsd_name"))?,
-            version: version.ok_or_else(|| missing(path, "version"))?,
-            body: BodyDesc {
-                fields: fields.ok_or_else(|| missing(path, "fields"))?,
-                subsections,
-            },
-        })
+        keys.finish(path)
+    }
+
+    /// Reads the value of `key` of the subsection object at `path` into `keys`.
+    fn subsection_member(
+        &mut self,
+        path: &Path<'_>,
+        keys: &mut SubsectionKeys<'a>,
+        key: Text<'a>,
+    ) -> Result<(), DescError> {
+        match key.as_str() {
+            "vmsd_name" => keys.vmsd_name = Some(self.text(path, "vmsd_name")?),
+            "version" => keys.version = Some(self.u32(path, "version")?),
+            "fields" => keys.fields = Some(self.fields(path)?),
+            "subsections" => keys.subsections = Some(self.subsections(path)?),
+            _ => return Err(unexpected(path, &key)),
+        }
+        Ok(())
     }
 
     /// A field object spelled exactly as QEMU writes it,
     /// `{"name": "n", "type": "t", "size": 8}` with `"array_len": n, ` or `"index": i, `
     /// before `"type"` and, for a struct, `"struct": {…}, ` before `"size"`, read by
-    /// comparing whole literals: most of the trailer is such objects. `Ok(None)`, with
-    /// nothing consumed, for any other spelling (escapes, other spacing or key order, a number
-    /// the general reader must judge): [`Scan::field`] then reads it and reports what is
-    /// wrong. An error inside the struct object is the one the general reader meets there
-    /// (it reads the same keys before it), so the two paths cannot disagree.
+    /// comparing whole literals: most of the trailer is such objects.
+    ///
+    /// `Ok(None)`, with nothing consumed, when the text before any nested object is spelled
+    /// otherwise (escapes, other spacing or key order, a number the general reader must
+    /// judge): [`Scan::field`] then reads it and reports what is wrong. Once a nested object
+    /// is read, the rest of the object is read by the general reader from where the literals
+    /// stop, never read again: a hostile spelling cannot make nested objects be read once
+    /// per enclosing level. Errors are the general reader's, which reads the same keys first.
     fn qemu_field(
         &mut self,
         path: &Path<'_>,
         i: usize,
     ) -> Result<Option<FieldDesc<'a>>, DescError> {
-        let begin = self.at;
-        let mut at = begin;
+        if self.depth == MAX_DEPTH {
+            return Ok(None);
+        }
+        let mut at = self.at;
         let Some(name) = self.literal_then_string(&mut at, b"{\"name\": \"") else {
             return Ok(None);
         };
@@ -795,58 +823,59 @@ impl<'a> Scan<'a> {
         let Some(type_name) = self.literal_then_string(&mut at, b", \"type\": \"") else {
             return Ok(None);
         };
-        let kind = if self.literal(&mut at, b", \"struct\": ") && self.depth < MAX_DEPTH {
-            self.at = at;
-            self.depth += 1;
-            let strukt = self.subsection(&Path::Child(
-                &Path::Child(path, "fields", Some(i)),
-                "struct",
-                None,
-            ));
-            self.depth -= 1;
-            at = self.at;
-            FieldKind::Struct(Box::new(strukt?))
-        } else if type_name == "struct" || self.depth == MAX_DEPTH {
-            self.at = begin;
+        let nested = self.literal(&mut at, b", \"struct\": ");
+        if !nested && type_name == "struct" {
             return Ok(None);
-        } else {
-            FieldKind::Leaf
-        };
-        let size = match self.literal(&mut at, b", \"size\": ") {
-            true => self.plain_uint(&mut at),
+        }
+        // From here on the field object is entered.
+        self.depth += 1;
+        self.at = at;
+        let path = Path::Child(path, "fields", Some(i));
+        let strukt = match nested {
+            true => Some(self.subsection(&Path::Child(&path, "struct", None))?),
             false => None,
         };
-        match size {
-            Some(size) if self.literal(&mut at, b"}") => {
-                self.at = at;
-                Ok(Some(FieldDesc {
-                    name,
-                    repeat,
-                    type_name,
-                    kind,
-                    size,
-                }))
-            }
-            _ => {
-                self.at = begin;
-                Ok(None)
-            }
+        let mut at = self.at;
+        if self.literal(&mut at, b", \"size\": ")
+            && let Some(size) = self.plain_uint(&mut at)
+            && self.literal(&mut at, b"}")
+        {
+            self.at = at;
+            self.depth -= 1;
+            return Ok(Some(FieldDesc {
+                name,
+                repeat,
+                type_name,
+                kind: strukt.map_or(FieldKind::Leaf, |s| FieldKind::Struct(Box::new(s))),
+                size,
+            }));
         }
+        let mut keys = FieldKeys {
+            name: Some(name),
+            type_name: Some(type_name),
+            strukt,
+            ..FieldKeys::default()
+        };
+        match repeat {
+            Repeat::One => {}
+            Repeat::ArrayLen(n) => keys.array_len = Some(n),
+            Repeat::Index(i) => keys.index = Some(i),
+        }
+        self.rest_of_object(&path, |s, key| s.field_member(&path, &mut keys, key))?;
+        keys.finish(&path).map(Some)
     }
 
     /// A subsection or struct object spelled exactly as QEMU writes it,
     /// `{"vmsd_name": "v", "version": 1, "fields": […]}` with `, "subsections": […]` before
-    /// the `}`, read like [`Scan::qemu_field`]; `Ok(None)`, with nothing consumed, for any
-    /// other spelling.
+    /// the `}`, read like [`Scan::qemu_field`].
     fn qemu_subsection(
         &mut self,
         path: &Path<'_>,
     ) -> Result<Option<SubsectionDesc<'a>>, DescError> {
-        let begin = self.at;
-        let mut at = begin;
         if self.depth == MAX_DEPTH {
             return Ok(None);
         }
+        let mut at = self.at;
         let Some(vmsd_name) = self.literal_then_string(&mut at, b"{\"vmsd_name\": \"") else {
             return Ok(None);
         };
@@ -857,38 +886,37 @@ impl<'a> Scan<'a> {
         let Some(version) = version.filter(|_| self.literal(&mut at, b", \"fields\": ")) else {
             return Ok(None);
         };
-        self.at = at;
+        // From here on the object is entered.
         self.depth += 1;
-        let body = self.qemu_body(path);
-        self.depth -= 1;
-        let body = body?;
-        let mut at = self.at;
-        if !self.literal(&mut at, b"}") {
-            self.at = begin;
-            return Ok(None);
-        }
         self.at = at;
-        Ok(Some(SubsectionDesc {
-            vmsd_name,
-            version,
-            body,
-        }))
-    }
-
-    /// The `fields` array, then `, "subsections": […]` if it follows.
-    fn qemu_body(&mut self, path: &Path<'_>) -> Result<BodyDesc<'a>, DescError> {
         let fields = self.fields(path)?;
+        let mut subsections = None;
         let mut at = self.at;
-        let subsections = if self.literal(&mut at, b", \"subsections\": ") {
+        if self.literal(&mut at, b", \"subsections\": ") {
             self.at = at;
-            Some(self.subsections(path)?)
-        } else {
-            None
-        };
-        Ok(BodyDesc {
-            fields,
+            subsections = Some(self.subsections(path)?);
+            at = self.at;
+        }
+        if self.literal(&mut at, b"}") {
+            self.at = at;
+            self.depth -= 1;
+            return Ok(Some(SubsectionDesc {
+                vmsd_name,
+                version,
+                body: BodyDesc {
+                    fields,
+                    subsections,
+                },
+            }));
+        }
+        let mut keys = SubsectionKeys {
+            vmsd_name: Some(vmsd_name),
+            version: Some(version),
+            fields: Some(fields),
             subsections,
-        })
+        };
+        self.rest_of_object(path, |s, key| s.subsection_member(path, &mut keys, key))?;
+        keys.finish(path).map(Some)
     }
 
     /// Steps `at` over `literal` if the text has it there.
@@ -933,55 +961,105 @@ impl<'a> Scan<'a> {
     }
 
     fn field(&mut self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
-        let (mut name, mut array_len, mut index, mut type_name, mut size) =
-            (None, None, None, None, None);
-        let (mut strukt, mut vmsd_name, mut version, mut fields, mut subsections) =
-            (None, None, None, None, None);
-        let found = self.object(path, |s, key| {
-            match key.as_str() {
-                "name" => name = Some(s.text(path, "name")?),
-                "array_len" => array_len = Some(s.uint(path, "array_len")?),
-                "index" => index = Some(s.uint(path, "index")?),
-                "type" => type_name = Some(s.text(path, "type")?),
-                "size" => size = Some(s.uint(path, "size")?),
-                "struct" => strukt = Some(s.subsection(&Path::Child(path, "struct", None))?),
-                // vstruct / tmp: the child's keys are the field's own.
-                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
-                "version" => version = Some(s.u32(path, "version")?),
-                "fields" => fields = Some(s.fields(path)?),
-                "subsections" => subsections = Some(s.subsections(path)?),
-                _ => return Err(unexpected(path, &key)),
-            }
-            Ok(())
-        })?;
+        let mut keys = FieldKeys::default();
+        let found = self.object(path, |s, key| s.field_member(path, &mut keys, key))?;
         if !found {
             return Err(self.not_an_object(path));
         }
-        let type_name = type_name.ok_or_else(|| missing(path, "type"))?;
-        let inline = vmsd_name.is_some();
+        keys.finish(path)
+    }
+
+    /// Reads the value of `key` of the field object at `path` into `keys`.
+    fn field_member(
+        &mut self,
+        path: &Path<'_>,
+        keys: &mut FieldKeys<'a>,
+        key: Text<'a>,
+    ) -> Result<(), DescError> {
+        match key.as_str() {
+            "name" => keys.name = Some(self.text(path, "name")?),
+            "array_len" => keys.array_len = Some(self.uint(path, "array_len")?),
+            "index" => keys.index = Some(self.uint(path, "index")?),
+            "type" => keys.type_name = Some(self.text(path, "type")?),
+            "size" => keys.size = Some(self.uint(path, "size")?),
+            "struct" => {
+                keys.strukt = Some(self.subsection(&Path::Child(path, "struct", None))?);
+            }
+            // vstruct / tmp: the child's keys are the field's own.
+            "vmsd_name" => keys.vmsd_name = Some(self.text(path, "vmsd_name")?),
+            "version" => keys.version = Some(self.u32(path, "version")?),
+            "fields" => keys.fields = Some(self.fields(path)?),
+            "subsections" => keys.subsections = Some(self.subsections(path)?),
+            _ => return Err(unexpected(path, &key)),
+        }
+        Ok(())
+    }
+}
+
+/// The keys of a subsection object read so far.
+#[derive(Default)]
+struct SubsectionKeys<'a> {
+    vmsd_name: Option<Text<'a>>,
+    version: Option<u32>,
+    fields: Option<Vec<FieldDesc<'a>>>,
+    subsections: Option<Vec<SubsectionDesc<'a>>>,
+}
+
+impl<'a> SubsectionKeys<'a> {
+    fn finish(self, path: &Path<'_>) -> Result<SubsectionDesc<'a>, DescError> {
+        Ok(SubsectionDesc {
+            vmsd_name: self.vmsd_name.ok_or_else(|| missing(path, "vmsd_name"))?,
+            version: self.version.ok_or_else(|| missing(path, "version"))?,
+            body: BodyDesc {
+                fields: self.fields.ok_or_else(|| missing(path, "fields"))?,
+                subsections: self.subsections,
+            },
+        })
+    }
+}
+
+/// The keys of a field object read so far.
+#[derive(Default)]
+struct FieldKeys<'a> {
+    name: Option<Text<'a>>,
+    array_len: Option<u64>,
+    index: Option<u64>,
+    type_name: Option<Text<'a>>,
+    size: Option<u64>,
+    strukt: Option<SubsectionDesc<'a>>,
+    vmsd_name: Option<Text<'a>>,
+    version: Option<u32>,
+    fields: Option<Vec<FieldDesc<'a>>>,
+    subsections: Option<Vec<SubsectionDesc<'a>>>,
+}
+
+impl<'a> FieldKeys<'a> {
+    fn finish(self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
+        let type_name = self.type_name.ok_or_else(|| missing(path, "type"))?;
+        let inline = self.vmsd_name.is_some();
         let child_keys = [
-            ("struct", strukt.is_some() && inline),
-            ("version", version.is_some() && !inline),
-            ("fields", fields.is_some() && !inline),
-            ("subsections", subsections.is_some() && !inline),
+            ("struct", self.strukt.is_some() && inline),
+            ("version", self.version.is_some() && !inline),
+            ("fields", self.fields.is_some() && !inline),
+            ("subsections", self.subsections.is_some() && !inline),
         ];
         if let Some((key, _)) = child_keys.iter().find(|(_, bad)| *bad) {
             return Err(unexpected(path, key));
         }
-        let repeat = match (array_len, index) {
+        let repeat = match (self.array_len, self.index) {
             (None, None) => Repeat::One,
             (Some(n), None) => Repeat::ArrayLen(n),
             (None, Some(i)) => Repeat::Index(i),
             (Some(_), Some(_)) => return Err(err(path, "both \"array_len\" and \"index\"")),
         };
-        let kind = match (strukt, vmsd_name) {
+        let kind = match (self.strukt, self.vmsd_name) {
             (Some(s), _) => FieldKind::Struct(Box::new(s)),
             (None, Some(vmsd_name)) => FieldKind::Inline(Box::new(SubsectionDesc {
                 vmsd_name,
-                version: version.ok_or_else(|| missing(path, "version"))?,
+                version: self.version.ok_or_else(|| missing(path, "version"))?,
                 body: BodyDesc {
-                    fields: fields.ok_or_else(|| missing(path, "fields"))?,
-                    subsections,
+                    fields: self.fields.ok_or_else(|| missing(path, "fields"))?,
+                    subsections: self.subsections,
                 },
             })),
             (None, None) if type_name == "struct" => {
@@ -990,11 +1068,11 @@ impl<'a> Scan<'a> {
             (None, None) => FieldKind::Leaf,
         };
         Ok(FieldDesc {
-            name: name.ok_or_else(|| missing(path, "name"))?,
+            name: self.name.ok_or_else(|| missing(path, "name"))?,
             repeat,
             type_name,
             kind,
-            size: size.ok_or_else(|| missing(path, "size"))?,
+            size: self.size.ok_or_else(|| missing(path, "size"))?,
         })
     }
 }
@@ -1501,7 +1579,23 @@ mod tests {
             )
         };
         // 4 levels for root, devices, the device and its fields; 3 per struct.
-        assert!(Description::from_json_bytes(nest(41).as_bytes()).is_ok());
+        let qemu_json = nest(41);
+        let deepest = Description::from_json_bytes(qemu_json.as_bytes()).unwrap();
+        // QEMU's spelling up to each nested object and another one after it: the literal
+        // reader hands over to the general one where the spelling changes instead of
+        // reading again (which would take 2^41 reads here), and the tree is the same.
+        for (qemu, other) in [
+            (r#"]}, "size": 0}"#, r#"]},"size": 0}"#),
+            (r#"]}, "size": 0}"#, r#"] }, "size": 0}"#),
+            (r#"]}, "size": 0}"#, r#"]}, "size": 0 }"#),
+        ] {
+            let json = qemu_json.replace(qemu, other);
+            assert_ne!(json, qemu_json);
+            assert_eq!(
+                Description::from_json_bytes(json.as_bytes()).unwrap(),
+                deepest
+            );
+        }
         let e = Description::from_json_bytes(nest(42).as_bytes()).unwrap_err();
         assert!(e.message.contains("nested deeper than 128"), "{e}");
         assert!(serde_json::from_str::<Value>(&nest(42)).is_err());
