@@ -7,6 +7,7 @@
 //! layout with a four-space indent, and a JSON object's rule for a repeated key (the first
 //! position keeps the last value).
 
+use crate::desc::string_run;
 use crate::generic::{Body, Leaf, Value, analyze_reader};
 use crate::model::{Item, SectionMeta, Stream};
 use vmstate::ram::RamRecord;
@@ -87,9 +88,7 @@ fn write_chunked(
             w.object(&["section sizes"], |w, _| {
                 let keys: Vec<&str> = sizes.iter().map(|(k, _)| k.as_str()).collect();
                 w.object(&keys, |w, j| {
-                    w.out.extend_from_slice(b"\"0x");
-                    hex_digits(w.out, &sizes[j].1.to_be_bytes());
-                    w.out.push(b'"');
+                    w.int(sizes[j].1, 8, false);
                 });
             });
         }
@@ -114,28 +113,53 @@ struct Writer<'o> {
 }
 
 impl Writer<'_> {
+    #[inline(always)]
     fn newline(&mut self) {
         if self.out.len() >= CHUNK {
             (self.flush)(self.out);
         }
-        const SPACES: &[u8; 64] = &[b' '; 64];
-        self.out.push(b'\n');
-        let mut indent = 4 * self.depth;
-        while indent > 0 {
-            let n = indent.min(SPACES.len());
-            self.out.extend_from_slice(&SPACES[..n]);
-            indent -= n;
+        // A newline and the indentation of the 32 shallowest levels in one copy; QEMU's
+        // structs nest a few levels, deeper ones (hostile descriptions) take the loop.
+        const LINE: [u8; 129] = {
+            let mut line = [b' '; 129];
+            line[0] = b'\n';
+            line
+        };
+        let len = 1 + 4 * self.depth;
+        if len <= 33 {
+            // A copy of a constant length is a few moves, not a call: copy 33 bytes and keep
+            // those of this line.
+            let end = self.out.len() + len;
+            self.out.extend_from_slice(&LINE[..33]);
+            self.out.truncate(end);
+        } else if let Some(line) = LINE.get(..len) {
+            self.out.extend_from_slice(line);
+        } else {
+            self.out.extend_from_slice(&LINE);
+            for _ in LINE.len() / 4..self.depth {
+                self.out.extend_from_slice(b"    ");
+            }
         }
     }
 
     /// An object with `keys`; `value(self, i)` writes the value of entry `i`. A key given
     /// twice stays at its first position with the value of its last entry.
-    fn object(&mut self, keys: &[&str], mut value: impl FnMut(&mut Self, usize)) {
-        if keys.is_empty() {
+    fn object(&mut self, keys: &[&str], value: impl FnMut(&mut Self, usize)) {
+        self.object_with(keys.len(), |i| keys[i], value);
+    }
+
+    /// [`Writer::object`] with `n` keys given by `key(i)` (no list of them is built).
+    fn object_with<'k>(
+        &mut self,
+        n: usize,
+        key: impl Fn(usize) -> &'k str + Copy,
+        mut value: impl FnMut(&mut Self, usize),
+    ) {
+        if n == 0 {
             self.out.extend_from_slice(b"{}");
             return;
         }
-        let order = emit_order(keys);
+        let order = emit_order(n, key);
         self.out.push(b'{');
         self.depth += 1;
         let mut first = true;
@@ -145,12 +169,12 @@ impl Writer<'_> {
             }
             first = false;
             w.newline();
-            w.string(keys[i]);
+            w.string(key(i));
             w.out.extend_from_slice(b": ");
             value(w, i);
         };
         match order {
-            None => (0..keys.len()).for_each(|i| item(self, i)),
+            None => (0..n).for_each(|i| item(self, i)),
             Some(order) => order.into_iter().for_each(|i| item(self, i)),
         }
         self.depth -= 1;
@@ -178,9 +202,8 @@ impl Writer<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        if s.bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        // Only `"`, `\\` and control characters are escaped (serde_json's rule).
+        if string_run(s.as_bytes()) == s.len() {
             self.out.push(b'"');
             self.out.extend_from_slice(s.as_bytes());
             self.out.push(b'"');
@@ -191,14 +214,13 @@ impl Writer<'_> {
     }
 
     fn body(&mut self, body: &Body<'_>) {
-        let keys: Vec<&str> = body
-            .fields
-            .iter()
-            .map(|f| f.name.as_str())
-            .chain(body.subsections.iter().map(|s| s.name.as_str()))
-            .collect();
         let n = body.fields.len();
-        self.object(&keys, |w, i| match body.fields.get(i) {
+        let key = |i: usize| match body.fields.get(i) {
+            Some(f) => f.name.as_str(),
+            None => body.subsections[i - n].name.as_str(),
+        };
+        let count = n + body.subsections.len();
+        self.object_with(count, key, |w, i| match body.fields.get(i) {
             Some(f) => w.value(&f.type_name, &f.value),
             None => w.body(&body.subsections[i - n].body),
         });
@@ -215,9 +237,18 @@ impl Writer<'_> {
     fn element(&mut self, reader: Option<Leaf>, is_struct: bool, v: &Value<'_>) {
         match v {
             Value::Array(items) => {
-                self.array(items.len(), |w, i| w.element(reader, is_struct, &items[i]));
+                // Integer elements are written here, not by a call per element.
+                self.array(items.len(), |w, i| match (&items[i], reader) {
+                    (Value::Int(x), Some(Leaf::Int { signed, .. })) => {
+                        w.int(x.raw, usize::from(x.width.min(8)), signed);
+                    }
+                    (item, _) => w.element(reader, is_struct, item),
+                });
             }
             Value::Struct(b) if is_struct => self.body(b),
+            Value::Int(i) if let Some(Leaf::Int { signed, .. }) = reader => {
+                self.int(i.raw, usize::from(i.width.min(8)), signed);
+            }
             Value::Int(i) => {
                 let bytes = i.raw.to_be_bytes();
                 self.leaf(reader, &bytes[8 - usize::from(i.width.min(8))..]);
@@ -226,6 +257,37 @@ impl Writer<'_> {
             Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
             Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
             Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
+        }
+    }
+
+    /// An integer of `width` bytes (at most 8) as analyze-migration.py prints it: `"0x"` and
+    /// two digits per byte (`0x0` for none), then ` (value)` if `signed` and negative.
+    #[inline(always)]
+    fn int(&mut self, raw: u64, width: usize, signed: bool) {
+        if width == 0 {
+            self.out.extend_from_slice(b"\"0x0\"");
+            return;
+        }
+        let bits = 8 * width as u32;
+        // The bytes on the wire, first at the top.
+        let top = raw << (64 - bits);
+        let mut text = *b"\"0x0000000000000000\"";
+        for (d, b) in text[3..19].chunks_exact_mut(2).zip(top.to_be_bytes()) {
+            d.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        let digits = 3 + 2 * width;
+        if signed && top >> 63 == 1 {
+            self.out.extend_from_slice(&text[..digits]);
+            let value = (top as i64) >> (64 - bits);
+            self.out
+                .extend_from_slice(format!(" ({value})\"").as_bytes());
+        } else {
+            // A copy of a constant length is a few moves, not a call: copy all 20 bytes and
+            // keep the number's.
+            text[digits] = b'"';
+            let end = self.out.len() + digits + 1;
+            self.out.extend_from_slice(&text);
+            self.out.truncate(end);
         }
     }
 
@@ -238,62 +300,64 @@ impl Writer<'_> {
                     .extend_from_slice(if set { b"true" } else { b"false" });
             }
             Some(Leaf::Int { signed, .. }) if bytes.len() <= 8 => {
-                self.out.extend_from_slice(b"\"0x");
-                if bytes.is_empty() {
-                    self.out.push(b'0');
-                }
-                hex_digits(self.out, bytes);
-                if signed && bytes.first().is_some_and(|b| b & 0x80 != 0) {
-                    let raw = bytes.iter().fold(0i128, |a, &x| a << 8 | i128::from(x));
-                    let s = raw - (1i128 << (8 * bytes.len()));
-                    self.out.extend_from_slice(format!(" ({s})").as_bytes());
-                }
-                self.out.push(b'"');
+                let raw = bytes.iter().fold(0, |v, &b| v << 8 | u64::from(b));
+                self.int(raw, bytes.len(), signed);
             }
+            _ if bytes.is_empty() => self.out.extend_from_slice(b"\"\""),
             _ => {
-                self.out.push(b'"');
-                for (i, b) in bytes.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b' ');
-                    }
-                    hex_digits(self.out, &[*b]);
+                // `"xx xx … xx"`: 3 bytes per byte, the first space and the last turned into
+                // quotes.
+                let start = self.out.len();
+                self.out.resize(start + 3 * bytes.len() + 1, b' ');
+                let text = &mut self.out[start..];
+                for (d, &b) in text[1..].chunks_exact_mut(3).zip(bytes) {
+                    d[..2].copy_from_slice(&HEX_PAIRS[usize::from(b)]);
                 }
-                self.out.push(b'"');
+                text[0] = b'"';
+                if let Some(last) = text.last_mut() {
+                    *last = b'"';
+                }
             }
         }
     }
 }
 
-fn hex_digits(out: &mut Vec<u8>, bytes: &[u8]) {
+/// The two lower-case hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    let mut pairs = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [HEX[b >> 4], HEX[b & 15]];
+        b += 1;
     }
-}
+    pairs
+};
 
 /// Whether some key is given twice. Objects are small (a device's fields): comparing pairs
 /// costs less than sorting a copy, except for long lists.
-fn has_repeats(keys: &[&str]) -> bool {
-    if keys.len() > 64 {
-        let mut sorted: Vec<&str> = keys.to_vec();
+fn has_repeats<'k>(n: usize, key: impl Fn(usize) -> &'k str) -> bool {
+    if n > 64 {
+        let mut sorted: Vec<&str> = (0..n).map(key).collect();
         sorted.sort_unstable();
         return sorted.windows(2).any(|w| w[0] == w[1]);
     }
-    keys.iter()
-        .enumerate()
-        .any(|(i, k)| keys[i + 1..].iter().any(|o| o == k))
+    (0..n).any(|i| {
+        let k = key(i);
+        (i + 1..n).any(|j| key(j) == k)
+    })
 }
 
 /// `None` when every key is distinct (entries print in order); otherwise, for each distinct
 /// key in order of first appearance, the index of its last entry.
-fn emit_order(keys: &[&str]) -> Option<Vec<usize>> {
-    if !has_repeats(keys) {
+fn emit_order<'k>(n: usize, key: impl Fn(usize) -> &'k str + Copy) -> Option<Vec<usize>> {
+    if !has_repeats(n, key) {
         return None;
     }
     let mut order: Vec<usize> = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        match order.iter_mut().find(|j| keys[**j] == *k) {
+    for i in 0..n {
+        let k = key(i);
+        match order.iter_mut().find(|j| key(**j) == k) {
             Some(j) => *j = i,
             None => order.push(i),
         }
@@ -330,6 +394,13 @@ mod tests {
             fields: vec![field("b", "uint8", int(1, 0x80))],
             subsections: vec![],
         };
+        let mut deep = Value::Struct(Box::new(inner.clone()));
+        for _ in 0..40 {
+            deep = Value::Struct(Box::new(Body {
+                fields: vec![field("d", "struct", deep)],
+                subsections: vec![],
+            }));
+        }
         let body = Body {
             fields: vec![
                 field("x", "int32", int(4, 0xffff_fffe)),
@@ -351,6 +422,11 @@ mod tests {
                 field("v", "vstruct", Value::Struct(Box::new(inner.clone()))),
                 field("x", "uint8", int(1, 7)),
                 field("quote\"\u{1}é", "uint8", int(1, 1)),
+                // An integer type over no bytes, and structs nested past the indentation
+                // the writer copies whole.
+                field("no bytes", "uint8", Value::Bytes(vec![])),
+                field("big", "buffer", Value::Bytes((0..=255).collect())),
+                field("deep", "struct", deep),
             ],
             subsections: vec![
                 SubsectionValue {
@@ -375,6 +451,9 @@ mod tests {
         let expected = crate::pretty_json(&body.to_analyze_json());
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         assert!(expected.contains("\"x\": \"0x07\""), "{expected}");
+        assert!(expected.contains("\"no bytes\": \"0x0\""), "{expected}");
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        assert!(expected.lines().any(|l| indent(l) > 4 * 40), "{expected}");
     }
 
     /// Chunked writing gives the same text as one buffer, and reports a failing writer.
@@ -425,6 +504,7 @@ mod tests {
 
     #[test]
     fn repeated_keys_keep_the_first_place_and_the_last_value() {
+        let emit_order = |keys: &[&str]| emit_order(keys.len(), |i| keys[i]);
         assert_eq!(emit_order(&["a", "b", "c"]), None);
         assert_eq!(emit_order(&["a", "b", "a", "c", "b"]), Some(vec![2, 4, 3]));
         // Long lists take the sorting path.

@@ -252,6 +252,45 @@ pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
 /// recurses once per level, so a hostile trailer cannot exhaust the stack.
 pub const MAX_DEPTH: usize = 128;
 
+/// The length of the run of plain string bytes at the start of `bytes`: up to the first `"`,
+/// `\\` or control character (or the end). Eight bytes per step: QEMU's trailer is mostly
+/// short strings, and a byte at a time cost more than the rest of the reader.
+pub(crate) fn string_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // The index of the first stop byte in the word `x` (bytes in little-endian order).
+    let first_stop = |x: u64| {
+        // A byte of `v` is zero exactly where `x` has the byte looked for; `v - ONES` sets the
+        // high bit of such a byte (and, by the borrow, maybe of later ones: only the first
+        // hit counts). `x - 0x20..` likewise flags bytes below 0x20 that have no high bit.
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let hits = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let hits = hits & HIGH;
+        (hits != 0).then_some((hits.trailing_zeros() / 8) as usize)
+    };
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if let Some(i) = first_stop(u64::from_le_bytes(word)) {
+            return at + i;
+        }
+        at += 8;
+    }
+    // The last few bytes, padded with a plain byte to make a whole word (a loop, not a
+    // copy of a variable length, which costs a call).
+    let rest = chunks.remainder();
+    let word = rest
+        .iter()
+        .rev()
+        .fold(u64::from_le_bytes([b'a'; 8]), |w, &b| w << 8 | u64::from(b));
+    first_stop(word).map_or(bytes.len(), |i| at + i)
+}
+
 /// A reader of the trailer's JSON text (RFC 8259) that fills the typed tree as it goes.
 ///
 /// Every value is read as what its key calls for (a string, an unsigned integer, an object of
@@ -299,7 +338,16 @@ impl<'a> Scan<'a> {
     }
 
     /// The next byte after white space.
+    #[inline(always)]
     fn peek(&mut self) -> Option<u8> {
+        // QEMU separates tokens by one space at most: test the first byte before looping.
+        match self.text.get(self.at) {
+            Some(b' ' | b'\t' | b'\n' | b'\r') => self.skip_space(),
+            b => b.copied(),
+        }
+    }
+
+    fn skip_space(&mut self) -> Option<u8> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.at) {
             self.at += 1;
         }
@@ -336,26 +384,50 @@ impl<'a> Scan<'a> {
             return Ok(false);
         }
         self.enter(path)?;
-        if !self.eat(b'}') {
-            loop {
-                if self.peek() != Some(b'"') {
-                    return Err(self.syntax(path, "a key"));
-                }
-                let key = self.string(path)?;
-                if !self.eat(b':') {
-                    return Err(self.syntax(path, "':'"));
-                }
-                member(self, key)?;
-                if self.eat(b'}') {
+        if self.eat(b'}') {
+            self.depth -= 1;
+        } else {
+            self.member(path, &mut member)?;
+            self.rest_of_object(path, member)?;
+        }
+        Ok(true)
+    }
+
+    /// The members of an object after one was read, and its `}` (the object's level is left).
+    fn rest_of_object(
+        &mut self,
+        path: &Path<'_>,
+        mut member: impl FnMut(&mut Self, Text<'a>) -> Result<(), DescError>,
+    ) -> Result<(), DescError> {
+        loop {
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
                     break;
                 }
-                if !self.eat(b',') {
-                    return Err(self.syntax(path, "',' or '}'"));
-                }
+                _ => return Err(self.syntax(path, "',' or '}'")),
             }
+            self.member(path, &mut member)?;
         }
         self.depth -= 1;
-        Ok(true)
+        Ok(())
+    }
+
+    /// One `"key": value` member.
+    fn member(
+        &mut self,
+        path: &Path<'_>,
+        member: &mut impl FnMut(&mut Self, Text<'a>) -> Result<(), DescError>,
+    ) -> Result<(), DescError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.syntax(path, "a key"));
+        }
+        let key = self.string(path)?;
+        if !self.eat(b':') {
+            return Err(self.syntax(path, "':'"));
+        }
+        member(self, key)
     }
 
     /// An array: `element(self, i)` reads element `i`. `Ok(false)` (nothing read) when the
@@ -374,11 +446,13 @@ impl<'a> Scan<'a> {
             loop {
                 element(self, i)?;
                 i += 1;
-                if self.eat(b']') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return Err(self.syntax(path, "',' or ']'"));
+                match self.peek() {
+                    Some(b',') => self.at += 1,
+                    Some(b']') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.syntax(path, "',' or ']'")),
                 }
             }
         }
@@ -390,11 +464,7 @@ impl<'a> Scan<'a> {
     fn string(&mut self, path: &Path<'_>) -> Result<Text<'a>, DescError> {
         self.at += 1;
         let start = self.at;
-        let rest = self.text.get(start..).unwrap_or_default();
-        self.at += rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(rest.len());
+        self.at += string_run(self.text.get(start..).unwrap_or_default());
         match self.text.get(self.at) {
             // Both ends are ASCII quotes, so the slice is on character boundaries.
             Some(b'"') => match self.str.get(start..self.at) {
@@ -655,7 +725,12 @@ impl<'a> Scan<'a> {
     fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
         let mut list = self.spare.pop().unwrap_or_default();
         let found = self.array(path, |s, i| {
-            list.push(s.field(&Path::Child(path, "fields", Some(i)))?);
+            s.peek();
+            let field = match s.qemu_field(path, i)? {
+                Some(f) => f,
+                None => s.field(&Path::Child(path, "fields", Some(i)))?,
+            };
+            list.push(field);
             Ok(())
         })?;
         if !found {
@@ -683,80 +758,308 @@ impl<'a> Scan<'a> {
 
     /// A subsection object, a `struct` object or the `configuration` object.
     fn subsection(&mut self, path: &Path<'_>) -> Result<SubsectionDesc<'a>, DescError> {
-        let (mut vmsd_name, mut version, mut fields, mut subsections) = (None, None, None, None);
-        let found = self.object(path, |s, key| {
-            match key.as_str() {
-                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
-                "version" => version = Some(s.u32(path, "version")?),
-                "fields" => fields = Some(s.fields(path)?),
-                "subsections" => subsections = Some(s.subsections(path)?),
-                _ => return Err(unexpected(path, &key)),
-            }
-            Ok(())
-        })?;
+        self.peek();
+        if let Some(s) = self.qemu_subsection(path)? {
+            return Ok(s);
+        }
+        let mut keys = SubsectionKeys::default();
+        let found = self.object(path, |s, key| s.subsection_member(path, &mut keys, key))?;
         if !found {
             return Err(self.not_an_object(path));
         }
-        Ok(SubsectionDesc {
-            vmsd_name: vmsd_name.ok_or_else(|| missing(path, "vmsd_name"))?,
-            version: version.ok_or_else(|| missing(path, "version"))?,
-            body: BodyDesc {
-                fields: fields.ok_or_else(|| missing(path, "fields"))?,
-                subsections,
-            },
-        })
+        keys.finish(path)
+    }
+
+    /// Reads the value of `key` of the subsection object at `path` into `keys`.
+    fn subsection_member(
+        &mut self,
+        path: &Path<'_>,
+        keys: &mut SubsectionKeys<'a>,
+        key: Text<'a>,
+    ) -> Result<(), DescError> {
+        match key.as_str() {
+            "vmsd_name" => keys.vmsd_name = Some(self.text(path, "vmsd_name")?),
+            "version" => keys.version = Some(self.u32(path, "version")?),
+            "fields" => keys.fields = Some(self.fields(path)?),
+            "subsections" => keys.subsections = Some(self.subsections(path)?),
+            _ => return Err(unexpected(path, &key)),
+        }
+        Ok(())
+    }
+
+    /// A field object spelled exactly as QEMU writes it,
+    /// `{"name": "n", "type": "t", "size": 8}` with `"array_len": n, ` or `"index": i, `
+    /// before `"type"` and, for a struct, `"struct": {…}, ` before `"size"`, read by
+    /// comparing whole literals: most of the trailer is such objects.
+    ///
+    /// `Ok(None)`, with nothing consumed, when the text before any nested object is spelled
+    /// otherwise (escapes, other spacing or key order, a number the general reader must
+    /// judge): [`Scan::field`] then reads it and reports what is wrong. Once a nested object
+    /// is read, the rest of the object is read by the general reader from where the literals
+    /// stop, never read again: a hostile spelling cannot make nested objects be read once
+    /// per enclosing level. Errors are the general reader's, which reads the same keys first.
+    fn qemu_field(
+        &mut self,
+        path: &Path<'_>,
+        i: usize,
+    ) -> Result<Option<FieldDesc<'a>>, DescError> {
+        if self.depth == MAX_DEPTH {
+            return Ok(None);
+        }
+        let mut at = self.at;
+        let Some(name) = self.literal_then_string(&mut at, b"{\"name\": \"") else {
+            return Ok(None);
+        };
+        let repeat = if self.literal(&mut at, b", \"array_len\": ") {
+            self.plain_uint(&mut at).map(Repeat::ArrayLen)
+        } else if self.literal(&mut at, b", \"index\": ") {
+            self.plain_uint(&mut at).map(Repeat::Index)
+        } else {
+            Some(Repeat::One)
+        };
+        let Some(repeat) = repeat else {
+            return Ok(None);
+        };
+        let Some(type_name) = self.literal_then_string(&mut at, b", \"type\": \"") else {
+            return Ok(None);
+        };
+        let nested = self.literal(&mut at, b", \"struct\": ");
+        if !nested && type_name == "struct" {
+            return Ok(None);
+        }
+        // From here on the field object is entered.
+        self.depth += 1;
+        self.at = at;
+        let path = Path::Child(path, "fields", Some(i));
+        let strukt = match nested {
+            true => Some(self.subsection(&Path::Child(&path, "struct", None))?),
+            false => None,
+        };
+        let mut at = self.at;
+        if self.literal(&mut at, b", \"size\": ")
+            && let Some(size) = self.plain_uint(&mut at)
+            && self.literal(&mut at, b"}")
+        {
+            self.at = at;
+            self.depth -= 1;
+            return Ok(Some(FieldDesc {
+                name,
+                repeat,
+                type_name,
+                kind: strukt.map_or(FieldKind::Leaf, |s| FieldKind::Struct(Box::new(s))),
+                size,
+            }));
+        }
+        let mut keys = FieldKeys {
+            name: Some(name),
+            type_name: Some(type_name),
+            strukt,
+            ..FieldKeys::default()
+        };
+        match repeat {
+            Repeat::One => {}
+            Repeat::ArrayLen(n) => keys.array_len = Some(n),
+            Repeat::Index(i) => keys.index = Some(i),
+        }
+        self.rest_of_object(&path, |s, key| s.field_member(&path, &mut keys, key))?;
+        keys.finish(&path).map(Some)
+    }
+
+    /// A subsection or struct object spelled exactly as QEMU writes it,
+    /// `{"vmsd_name": "v", "version": 1, "fields": […]}` with `, "subsections": […]` before
+    /// the `}`, read like [`Scan::qemu_field`].
+    fn qemu_subsection(
+        &mut self,
+        path: &Path<'_>,
+    ) -> Result<Option<SubsectionDesc<'a>>, DescError> {
+        if self.depth == MAX_DEPTH {
+            return Ok(None);
+        }
+        let mut at = self.at;
+        let Some(vmsd_name) = self.literal_then_string(&mut at, b"{\"vmsd_name\": \"") else {
+            return Ok(None);
+        };
+        let version = match self.literal(&mut at, b", \"version\": ") {
+            true => self.plain_uint(&mut at).and_then(|v| u32::try_from(v).ok()),
+            false => None,
+        };
+        let Some(version) = version.filter(|_| self.literal(&mut at, b", \"fields\": ")) else {
+            return Ok(None);
+        };
+        // From here on the object is entered.
+        self.depth += 1;
+        self.at = at;
+        let fields = self.fields(path)?;
+        let mut subsections = None;
+        let mut at = self.at;
+        if self.literal(&mut at, b", \"subsections\": ") {
+            self.at = at;
+            subsections = Some(self.subsections(path)?);
+            at = self.at;
+        }
+        if self.literal(&mut at, b"}") {
+            self.at = at;
+            self.depth -= 1;
+            return Ok(Some(SubsectionDesc {
+                vmsd_name,
+                version,
+                body: BodyDesc {
+                    fields,
+                    subsections,
+                },
+            }));
+        }
+        let mut keys = SubsectionKeys {
+            vmsd_name: Some(vmsd_name),
+            version: Some(version),
+            fields: Some(fields),
+            subsections,
+        };
+        self.rest_of_object(path, |s, key| s.subsection_member(path, &mut keys, key))?;
+        keys.finish(path).map(Some)
+    }
+
+    /// Steps `at` over `literal` if the text has it there.
+    #[inline(always)]
+    fn literal(&self, at: &mut usize, literal: &[u8]) -> bool {
+        let found = self.text.get(*at..*at + literal.len()) == Some(literal);
+        *at += if found { literal.len() } else { 0 };
+        found
+    }
+
+    /// `literal` (ending in the opening `"`), then a string without escapes and its `"`.
+    #[inline(always)]
+    fn literal_then_string(&self, at: &mut usize, literal: &[u8]) -> Option<Text<'a>> {
+        if !self.literal(at, literal) {
+            return None;
+        }
+        let start = *at;
+        let end = start + string_run(self.text.get(start..)?);
+        if self.text.get(end) != Some(&b'"') {
+            return None;
+        }
+        *at = end + 1;
+        // Both ends are ASCII quotes, so the slice is on character boundaries.
+        self.str.get(start..end).map(|s| Text(Cow::Borrowed(s)))
+    }
+
+    /// Digits without a leading zero that fit 64 bits; what follows is left to the literal
+    /// after them.
+    #[inline(always)]
+    fn plain_uint(&self, at: &mut usize) -> Option<u64> {
+        let digits = self.text.get(*at..)?;
+        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 || n > 19 || (n > 1 && digits[0] == b'0') {
+            return None;
+        }
+        *at += n;
+        Some(
+            digits[..n]
+                .iter()
+                .fold(0, |v, &d| v * 10 + u64::from(d - b'0')),
+        )
     }
 
     fn field(&mut self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
-        let (mut name, mut array_len, mut index, mut type_name, mut size) =
-            (None, None, None, None, None);
-        let (mut strukt, mut vmsd_name, mut version, mut fields, mut subsections) =
-            (None, None, None, None, None);
-        let found = self.object(path, |s, key| {
-            match key.as_str() {
-                "name" => name = Some(s.text(path, "name")?),
-                "array_len" => array_len = Some(s.uint(path, "array_len")?),
-                "index" => index = Some(s.uint(path, "index")?),
-                "type" => type_name = Some(s.text(path, "type")?),
-                "size" => size = Some(s.uint(path, "size")?),
-                "struct" => strukt = Some(s.subsection(&Path::Child(path, "struct", None))?),
-                // vstruct / tmp: the child's keys are the field's own.
-                "vmsd_name" => vmsd_name = Some(s.text(path, "vmsd_name")?),
-                "version" => version = Some(s.u32(path, "version")?),
-                "fields" => fields = Some(s.fields(path)?),
-                "subsections" => subsections = Some(s.subsections(path)?),
-                _ => return Err(unexpected(path, &key)),
-            }
-            Ok(())
-        })?;
+        let mut keys = FieldKeys::default();
+        let found = self.object(path, |s, key| s.field_member(path, &mut keys, key))?;
         if !found {
             return Err(self.not_an_object(path));
         }
-        let type_name = type_name.ok_or_else(|| missing(path, "type"))?;
-        let inline = vmsd_name.is_some();
+        keys.finish(path)
+    }
+
+    /// Reads the value of `key` of the field object at `path` into `keys`.
+    fn field_member(
+        &mut self,
+        path: &Path<'_>,
+        keys: &mut FieldKeys<'a>,
+        key: Text<'a>,
+    ) -> Result<(), DescError> {
+        match key.as_str() {
+            "name" => keys.name = Some(self.text(path, "name")?),
+            "array_len" => keys.array_len = Some(self.uint(path, "array_len")?),
+            "index" => keys.index = Some(self.uint(path, "index")?),
+            "type" => keys.type_name = Some(self.text(path, "type")?),
+            "size" => keys.size = Some(self.uint(path, "size")?),
+            "struct" => {
+                keys.strukt = Some(self.subsection(&Path::Child(path, "struct", None))?);
+            }
+            // vstruct / tmp: the child's keys are the field's own.
+            "vmsd_name" => keys.vmsd_name = Some(self.text(path, "vmsd_name")?),
+            "version" => keys.version = Some(self.u32(path, "version")?),
+            "fields" => keys.fields = Some(self.fields(path)?),
+            "subsections" => keys.subsections = Some(self.subsections(path)?),
+            _ => return Err(unexpected(path, &key)),
+        }
+        Ok(())
+    }
+}
+
+/// The keys of a subsection object read so far.
+#[derive(Default)]
+struct SubsectionKeys<'a> {
+    vmsd_name: Option<Text<'a>>,
+    version: Option<u32>,
+    fields: Option<Vec<FieldDesc<'a>>>,
+    subsections: Option<Vec<SubsectionDesc<'a>>>,
+}
+
+impl<'a> SubsectionKeys<'a> {
+    fn finish(self, path: &Path<'_>) -> Result<SubsectionDesc<'a>, DescError> {
+        Ok(SubsectionDesc {
+            vmsd_name: self.vmsd_name.ok_or_else(|| missing(path, "vmsd_name"))?,
+            version: self.version.ok_or_else(|| missing(path, "version"))?,
+            body: BodyDesc {
+                fields: self.fields.ok_or_else(|| missing(path, "fields"))?,
+                subsections: self.subsections,
+            },
+        })
+    }
+}
+
+/// The keys of a field object read so far.
+#[derive(Default)]
+struct FieldKeys<'a> {
+    name: Option<Text<'a>>,
+    array_len: Option<u64>,
+    index: Option<u64>,
+    type_name: Option<Text<'a>>,
+    size: Option<u64>,
+    strukt: Option<SubsectionDesc<'a>>,
+    vmsd_name: Option<Text<'a>>,
+    version: Option<u32>,
+    fields: Option<Vec<FieldDesc<'a>>>,
+    subsections: Option<Vec<SubsectionDesc<'a>>>,
+}
+
+impl<'a> FieldKeys<'a> {
+    fn finish(self, path: &Path<'_>) -> Result<FieldDesc<'a>, DescError> {
+        let type_name = self.type_name.ok_or_else(|| missing(path, "type"))?;
+        let inline = self.vmsd_name.is_some();
         let child_keys = [
-            ("struct", strukt.is_some() && inline),
-            ("version", version.is_some() && !inline),
-            ("fields", fields.is_some() && !inline),
-            ("subsections", subsections.is_some() && !inline),
+            ("struct", self.strukt.is_some() && inline),
+            ("version", self.version.is_some() && !inline),
+            ("fields", self.fields.is_some() && !inline),
+            ("subsections", self.subsections.is_some() && !inline),
         ];
         if let Some((key, _)) = child_keys.iter().find(|(_, bad)| *bad) {
             return Err(unexpected(path, key));
         }
-        let repeat = match (array_len, index) {
+        let repeat = match (self.array_len, self.index) {
             (None, None) => Repeat::One,
             (Some(n), None) => Repeat::ArrayLen(n),
             (None, Some(i)) => Repeat::Index(i),
             (Some(_), Some(_)) => return Err(err(path, "both \"array_len\" and \"index\"")),
         };
-        let kind = match (strukt, vmsd_name) {
+        let kind = match (self.strukt, self.vmsd_name) {
             (Some(s), _) => FieldKind::Struct(Box::new(s)),
             (None, Some(vmsd_name)) => FieldKind::Inline(Box::new(SubsectionDesc {
                 vmsd_name,
-                version: version.ok_or_else(|| missing(path, "version"))?,
+                version: self.version.ok_or_else(|| missing(path, "version"))?,
                 body: BodyDesc {
-                    fields: fields.ok_or_else(|| missing(path, "fields"))?,
-                    subsections,
+                    fields: self.fields.ok_or_else(|| missing(path, "fields"))?,
+                    subsections: self.subsections,
                 },
             })),
             (None, None) if type_name == "struct" => {
@@ -765,11 +1068,11 @@ impl<'a> Scan<'a> {
             (None, None) => FieldKind::Leaf,
         };
         Ok(FieldDesc {
-            name: name.ok_or_else(|| missing(path, "name"))?,
+            name: self.name.ok_or_else(|| missing(path, "name"))?,
             repeat,
             type_name,
             kind,
-            size: size.ok_or_else(|| missing(path, "size"))?,
+            size: self.size.ok_or_else(|| missing(path, "size"))?,
         })
     }
 }
@@ -1205,6 +1508,64 @@ mod tests {
         );
     }
 
+    /// QEMU's spelling takes the literal paths; any other spelling of the same JSON takes
+    /// the general reader, and both give the same tree.
+    #[test]
+    fn other_spellings_of_a_real_trailer_give_the_same_tree() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        );
+        let stream = std::fs::read(path).unwrap();
+        let at = vmstate::wire::Trailer::locate(&stream).unwrap() + 5;
+        let trailer = std::str::from_utf8(&stream[at..]).unwrap();
+        let qemu = Description::from_json_bytes(trailer.as_bytes()).unwrap();
+        for other in [
+            trailer.replace("\": ", "\":"),
+            trailer.replace(", \"", ",\n \""),
+            trailer.replace("\"name\"", "\"n\\u0061me\""),
+        ] {
+            assert_ne!(other, trailer);
+            assert_eq!(
+                Description::from_json_bytes(other.as_bytes()).unwrap(),
+                qemu
+            );
+        }
+    }
+
+    /// The word-at-a-time scan stops where a byte loop stops, for a stop byte at every
+    /// position among bytes on both sides of each threshold.
+    #[test]
+    fn string_run_stops_at_the_first_quote_backslash_or_control_byte() {
+        let plain = [
+            b'a', b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xc3, 0xff, b'0', b'~',
+        ];
+        let stops = [b'"', b'\\', 0x00, 0x1f, 0x0a];
+        let slow = |b: &[u8]| {
+            b.iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(b.len())
+        };
+        for len in 0..20 {
+            for (k, &p) in plain.iter().enumerate() {
+                let mut bytes: Vec<u8> = (0..len).map(|i| plain[(i + k) % plain.len()]).collect();
+                assert_eq!(string_run(&bytes), len);
+                for at in 0..len {
+                    for &stop in &stops {
+                        bytes[at] = stop;
+                        // A second stop later, which a borrow must not hide the first behind.
+                        if at + 1 < len {
+                            bytes[at + 1] = stops[(at + k) % stops.len()];
+                        }
+                        assert_eq!(string_run(&bytes), slow(&bytes), "{bytes:?}");
+                        assert_eq!(string_run(&bytes), at);
+                        bytes[at] = p;
+                    }
+                }
+            }
+        }
+    }
+
     /// Structs nested deeper than the JSON nesting limit are an error, not a stack overflow.
     #[test]
     fn nesting_is_capped() {
@@ -1218,7 +1579,23 @@ mod tests {
             )
         };
         // 4 levels for root, devices, the device and its fields; 3 per struct.
-        assert!(Description::from_json_bytes(nest(41).as_bytes()).is_ok());
+        let qemu_json = nest(41);
+        let deepest = Description::from_json_bytes(qemu_json.as_bytes()).unwrap();
+        // QEMU's spelling up to each nested object and another one after it: the literal
+        // reader hands over to the general one where the spelling changes instead of
+        // reading again (which would take 2^41 reads here), and the tree is the same.
+        for (qemu, other) in [
+            (r#"]}, "size": 0}"#, r#"]},"size": 0}"#),
+            (r#"]}, "size": 0}"#, r#"] }, "size": 0}"#),
+            (r#"]}, "size": 0}"#, r#"]}, "size": 0 }"#),
+        ] {
+            let json = qemu_json.replace(qemu, other);
+            assert_ne!(json, qemu_json);
+            assert_eq!(
+                Description::from_json_bytes(json.as_bytes()).unwrap(),
+                deepest
+            );
+        }
         let e = Description::from_json_bytes(nest(42).as_bytes()).unwrap_err();
         assert!(e.message.contains("nested deeper than 128"), "{e}");
         assert!(serde_json::from_str::<Value>(&nest(42)).is_err());
