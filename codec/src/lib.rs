@@ -77,6 +77,18 @@ pub struct SectionId<'a> {
     pub instance_id: u32,
 }
 
+/// The FULL section header of `id` for `vmsd` at its current version.
+#[inline(always)]
+fn full_header<'a>(id: SectionId<'a>, vmsd: &Vmsd) -> SectionHeaderRepr<'a> {
+    SectionHeaderRepr {
+        kind: SectionKind::Full,
+        section_id: id.section_id,
+        idstr: id.idstr,
+        instance_id: id.instance_id,
+        version_id: vmsd.version_id,
+    }
+}
+
 /// Encodes a FULL section (header, body at the current version, needed subsections, footer) of
 /// `state` described by `vmsd`.
 pub fn encode_section_raw<S: Sink>(
@@ -85,13 +97,7 @@ pub fn encode_section_raw<S: Sink>(
     state: &[u8],
     out: &mut S,
 ) -> core::result::Result<(), S::Error> {
-    let h = SectionHeaderRepr {
-        kind: SectionKind::Full,
-        section_id: id.section_id,
-        idstr: id.idstr,
-        instance_id: id.instance_id,
-        version_id: vmsd.version_id,
-    };
+    let h = full_header(id, vmsd);
     let mut hb = [0u8; 14 + 255];
     let mut n = 0;
     h.emit(&mut hb, &mut n)
@@ -133,15 +139,8 @@ fn encode_section_planned(
     state: &[u8],
     buf: &mut [u8],
 ) -> Option<usize> {
-    let h = SectionHeaderRepr {
-        kind: SectionKind::Full,
-        section_id: id.section_id,
-        idstr: id.idstr,
-        instance_id: id.instance_id,
-        version_id: vmsd.version_id,
-    };
     let mut n = 0;
-    h.emit(buf, &mut n).ok()?;
+    full_header(id, vmsd).emit(buf, &mut n).ok()?;
     n += planned::encode(vmsd, state, buf.get_mut(n..)?)?;
     let footer = footer_bytes(id.section_id);
     buf.get_mut(n..n.checked_add(footer.len())?)?
