@@ -82,6 +82,18 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
     crc: bool,
     out: &mut S,
 ) -> Result<()> {
+    // As v3's `encode_body`: a state that is not the described struct is refused.
+    if state.len() != vmsd.size {
+        return Err(crate::Error::new(
+            out.position(),
+            crate::ErrorKind::BufferTooSmall {
+                needed: vmsd.size,
+                capacity: state.len(),
+            },
+        )
+        .in_field(vmsd.name)
+        .into());
+    }
     let minors = minors_for(vmsd, state, levels)?;
     let fields_len = match planned(vmsd, state) {
         Some((bytes, _)) => bytes.len(),
@@ -238,6 +250,19 @@ mod tests {
             let b = encode_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
             assert_eq!(a, b);
             assert_eq!(x, y);
+            // Refused, whether or not a subsection is needed, and nothing is written.
+            let Err(Error::Codec(e)) = a else {
+                panic!("a 13-byte state of a 14-byte struct is refused: {a:?}");
+            };
+            assert_eq!((e.offset, e.field), (0, Some("dev")));
+            assert!(matches!(
+                e.kind,
+                crate::ErrorKind::BufferTooSmall {
+                    needed: 14,
+                    capacity: 13
+                }
+            ));
+            assert!(x.iter().all(|&b| b == 0));
         }
     }
 
