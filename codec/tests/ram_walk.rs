@@ -12,19 +12,8 @@ use vmstate::ram::{RamContext, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
 
-const FIXTURES: [&str; 3] = [
-    "pc-7.2-nodefaults-S.vmstate",
-    "pc-7.2-bios.vmstate",
-    "pc-7.2-serial.vmstate",
-];
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p = format!(
-        "{}/../host-tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
+mod fixtures_support;
+use fixtures_support::{FIXTURES, fixture};
 
 /// One RAM record of a fixture: where it starts and ends, and the context before it.
 #[derive(Clone, Copy)]

@@ -18,19 +18,8 @@ use vmstate::wire::section::SectionHeaderRepr;
 use vmstate::writer::StreamWriter;
 use vmstate::{ErrorKind, IoSink, SliceSink};
 
-const FIXTURES: [&str; 3] = [
-    "pc-7.2-nodefaults-S.vmstate",
-    "pc-7.2-bios.vmstate",
-    "pc-7.2-serial.vmstate",
-];
-
-fn fixture(name: &str) -> Vec<u8> {
-    let p = format!(
-        "{}/../host-tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
+mod fixtures_support;
+use fixtures_support::{FIXTURES, fixture};
 
 /// xorshift64*: a small deterministic generator, so failures reproduce from the seed.
 struct Rng(u64);

@@ -7,19 +7,10 @@ use vmstate::v4::convert::{SubsectionSplit, UpgradeOptions, downgrade, upgrade};
 use vmstate::wire::Trailer;
 use vmstate::{Error, ErrorKind, SliceSink};
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    let p = format!(
-        "{}/../host-tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
-
-pub const FIXTURES: &[&str] = &[
-    "pc-7.2-nodefaults-S.vmstate",
-    "pc-7.2-bios.vmstate",
-    "pc-7.2-serial.vmstate",
-];
+#[path = "../fixtures_support/mod.rs"]
+mod fixtures_support;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use fixtures_support::{FIXTURES, fixture};
 
 /// Splits sections using the stream's own VMDESCRIPTION trailer: the description entry with
 /// the section's idstr and instance id gives each field's size (array_len × size, nested structs
