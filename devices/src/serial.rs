@@ -23,6 +23,7 @@
 //! | FIFO `num` ≤ 16 | MUST | `Invalid { AtMost(16) }`, field `num` |
 //! | `tsr_retry` > 0 requires LSR.TEMT clear; `tsr_retry` == 0 requires it set (QEMU's check) | MUST | `Invalid`, field `tsr_retry` / `lsr` |
 //! | `tsr_retry` ≤ 4 (`MAX_XMIT_RETRY`): **rejected**, not clamped as QEMU does, so that a load never rewrites a value and round trips stay byte-exact; a guest cannot produce more than 4 | MUST | `Invalid { AtMost(4) }`, field `tsr_retry` |
+//! | `serial/tsr` sent with `tsr_retry` 0, `serial/recv_fifo` / `serial/xmit_fifo` sent with an empty FIFO (QEMU sends them only when needed; their other values would not survive the next save) | should | `Invalid { Rule }`, field `tsr_retry` / `recv_fifo` / `xmit_fifo` |
 //! | `thr_ipending` ∈ {0, 1} when sent | should | `Invalid`, field `thr_ipending` |
 //! | `timeout_ipending` ∈ {0, 1} | should | `Invalid`, field `timeout_ipending` |
 //! | `poll_msl` ∈ {0, 1} when sent | should | `Invalid`, field `poll_msl` |
@@ -320,15 +321,52 @@ const TSR_VMSD: Vmsd = Vmsd::new("serial/tsr", 1, 1, SIZE)
                 found: s.tsr_retry.get() as u64,
             });
         }
-        Ok(())
+        sent_only_when_needed(
+            "tsr_retry",
+            "non-zero: QEMU sends serial/tsr only then",
+            s.tsr_retry.get() != 0,
+        )
     }));
+
+/// Should reject (class c, no CVE): QEMU sends these subsections only when their `needed`
+/// predicate holds. One that arrives anyway carries values (`thr`, `tsr`, FIFO bytes) that no
+/// encoder writes back — the next save drops the subsection and the load after it resets
+/// them — so the load would not round-trip.
+fn sent_only_when_needed(
+    field: &'static str,
+    rule: &'static str,
+    needed: bool,
+) -> Result<(), Violation> {
+    if needed {
+        return Ok(());
+    }
+    Err(Violation {
+        field,
+        expected: Expected::Rule(rule),
+        found: 0,
+    })
+}
+
+const FIFO_RULE: &str = "a non-empty FIFO: QEMU sends the FIFO subsections only then";
 
 // QEMU declares both FIFO structs with field version 1 (always present in a v1 subsection).
 const RECV_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, recv_fifo, FIFO8_VMSD).since(1)];
-const RECV_FIFO_VMSD: Vmsd = Vmsd::new("serial/recv_fifo", 1, 1, SIZE).fields(RECV_FIFO_FIELDS);
+const RECV_FIFO_VMSD: Vmsd = Vmsd::new("serial/recv_fifo", 1, 1, SIZE)
+    .fields(RECV_FIFO_FIELDS)
+    .validate(check!(Serial, |s, _v| sent_only_when_needed(
+        "recv_fifo",
+        FIFO_RULE,
+        !s.recv_fifo.is_empty()
+    )));
 
 const XMIT_FIFO_FIELDS: &[Field] = &[struct_field!(Serial, xmit_fifo, FIFO8_VMSD).since(1)];
-const XMIT_FIFO_VMSD: Vmsd = Vmsd::new("serial/xmit_fifo", 1, 1, SIZE).fields(XMIT_FIFO_FIELDS);
+const XMIT_FIFO_VMSD: Vmsd = Vmsd::new("serial/xmit_fifo", 1, 1, SIZE)
+    .fields(XMIT_FIFO_FIELDS)
+    .validate(check!(Serial, |s, _v| sent_only_when_needed(
+        "xmit_fifo",
+        FIFO_RULE,
+        !s.xmit_fifo.is_empty()
+    )));
 
 const FIFO_TIMEOUT_TIMER_VMSD: Vmsd = Vmsd::new("serial/fifo_timeout_timer", 1, 1, SIZE)
     .fields(&[field!(Serial, fifo_timeout_timer).timer()]);
@@ -597,6 +635,54 @@ mod tests {
         let mut r = vmstate::wire::Reader::new(&body, 0);
         let n = vmstate::body::measure_body(&VMSD, 3, &mut r, &mut scratch).unwrap();
         assert_eq!(n, body.len());
+    }
+
+    /// A subsection QEMU would not have sent (found by fuzzing `device_section`: a
+    /// `serial/tsr` with `tsr_retry` 0 loaded `thr`/`tsr` values that the next save dropped).
+    #[test]
+    fn subsections_sent_when_not_needed_are_rejected() {
+        // serial/tsr with tsr_retry 0 (and LSR.TEMT set, as that requires).
+        let mut b = with_tsr(1, 0x60);
+        b[27..31].copy_from_slice(&0u32.to_be_bytes());
+        b[31] = 0xfe;
+        let e = load_err(&b);
+        assert_eq!(
+            (e.kind, e.field, e.offset),
+            (
+                ErrorKind::Invalid {
+                    expected: Expected::Rule("non-zero: QEMU sends serial/tsr only then"),
+                    found: 0
+                },
+                Some("tsr_retry"),
+                1000 + 27
+            )
+        );
+        // serial/recv_fifo and serial/xmit_fifo with nothing in them.
+        for xmit in [false, true] {
+            let mut s = IsaSerial::new();
+            let fifo = Fifo8::with_contents(0, b"z").unwrap();
+            if xmit {
+                s.state.xmit_fifo = fifo;
+            } else {
+                s.state.recv_fifo = fifo;
+            }
+            let mut b = body_of(&s);
+            let fifo = 11 + 1 + 1 + 16 + 4; // the FIFO struct, its `num` at +20
+            b[fifo + 20..fifo + 24].copy_from_slice(&0u32.to_be_bytes());
+            let e = load_err(&b);
+            assert_eq!(
+                (e.kind, e.field, e.offset),
+                (
+                    ErrorKind::Invalid {
+                        expected: Expected::Rule(FIFO_RULE),
+                        found: 0
+                    },
+                    Some(if xmit { "xmit_fifo" } else { "recv_fifo" }),
+                    1000 + fifo
+                ),
+                "xmit {xmit}"
+            );
+        }
     }
 
     #[test]

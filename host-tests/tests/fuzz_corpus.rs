@@ -128,6 +128,14 @@ fn regression_serial_fifo_capacity_measured() {
     replay_one("round_trip", "crash-serial-fifo-capacity");
 }
 
+/// A `serial/tsr` subsection with `tsr_retry` 0 (QEMU never sends one) loaded `thr`/`tsr`
+/// values the next save dropped, so the re-encoding did not load back to the same state
+/// (devices: serial refuses subsections sent when not needed). Found by `device_section`.
+#[test]
+fn regression_serial_subsection_sent_when_not_needed() {
+    replay_one("device_section", "crash-serial-tsr-not-needed");
+}
+
 /// On the real streams, the device tables and the footer scan find the same records: every
 /// section a table describes is measured to the byte.
 #[test]
