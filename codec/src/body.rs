@@ -357,59 +357,25 @@ pub fn decode_body_mode(
     Ok(())
 }
 
-/// Decodes the fields of a body compiled into `plan` with one copy: checks the bools in the
-/// input, copies, clears the unused ranges and (on loads) runs the hooks of the inlined nested
-/// structs. Returns false, with the reader not advanced, when the input is short, a bool is bad
-/// or a nested hook refuses: the caller then decodes field by field, which fails with the
-/// exact field and offset (every byte of the state the copy touched is written again first).
+/// Decodes the fields of a body compiled into `plan` with one copy
+/// ([`crate::planned::copy_fields_in`]: bools checked in the input, unused ranges cleared, on
+/// loads the hooks of the inlined nested structs). Returns false, with the reader not advanced,
+/// when the input is short, a bool is bad or a nested hook refuses: the caller then decodes
+/// field by field, which fails with the exact field and offset (every byte of the state the
+/// copy touched is written again first).
 fn decode_planned(
     plan: &crate::schema::Plan,
     r: &mut Reader<'_>,
     state: &mut [u8],
     mode: Mode,
 ) -> Result<bool> {
-    let (start, len) = (plan.start as usize, plan.len as usize);
-    let (Some(src), Some(dst)) = (r.peek_bytes(0, len), state.get_mut(start..start + len)) else {
-        return Ok(false);
-    };
-    for &(o, l) in plan.bools() {
-        let (o, l) = (o as usize, l as usize);
-        let ok = o
-            .checked_add(l)
-            .and_then(|e| src.get(o..e))
-            .is_some_and(|b| b.iter().all(|&b| b <= 1));
-        if !ok {
-            return Ok(false);
+    match crate::planned::copy_fields_in(plan, r.rest(), state, mode == Mode::Load) {
+        Some(len) => {
+            r.skip(len)?;
+            Ok(true)
         }
+        None => Ok(false),
     }
-    crate::copy::copy(dst, src);
-    for &(o, l) in plan.zeros() {
-        let (o, l) = (o as usize, l as usize);
-        if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
-            z.fill(0);
-        }
-    }
-    if mode == Mode::Load {
-        for h in plan.hooks.iter().flatten() {
-            let v = h.vmsd;
-            for i in 0..h.count as usize {
-                let off = h.offset as usize + i * v.size;
-                let Some(s) = state.get_mut(off..off + v.size) else {
-                    return Ok(false);
-                };
-                if let Some(validate) = v.validate
-                    && validate(s, v.version_id).is_err()
-                {
-                    return Ok(false);
-                }
-                if let Some(post) = v.post_load {
-                    post(s, v.version_id);
-                }
-            }
-        }
-    }
-    r.skip(len)?;
-    Ok(true)
 }
 
 /// Best-effort absolute offset of a field named `name` in a body that started at `start`:

@@ -24,6 +24,19 @@ pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// [`copy`], then clears the `zeros` ranges (`(offset, len)` into `dst`; a copy plan's unused
+/// bytes). Ranges outside `dst` are ignored.
+#[inline]
+pub(crate) fn copy_with_zeros(dst: &mut [u8], src: &[u8], zeros: &[(u32, u32)]) {
+    copy(dst, src);
+    for &(o, l) in zeros {
+        let (o, l) = (o as usize, l as usize);
+        if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
+            z.fill(0);
+        }
+    }
+}
+
 #[inline(never)]
 fn copy_pieces(dst: &mut [u8], src: &[u8]) {
     let mut d = dst.chunks_exact_mut(64);

@@ -14,7 +14,7 @@
 //! [`crate::body`] from the original state, which writes the same bytes or reports the exact
 //! error. Tests compare the two paths byte for byte on every device.
 
-use crate::copy::copy;
+use crate::copy::{copy, copy_with_zeros};
 use crate::schema::{Count, CountType, Plan, PlanTail, Subsection, Vmsd};
 use crate::wire::record;
 
@@ -130,12 +130,11 @@ fn encode_fields(p: &Plan, state: &[u8], out: &mut [u8]) -> Option<usize> {
     }
     let start = p.start as usize;
     let len = (p.len as usize).checked_add(tail_len(p, state)?)?;
-    let dst = out.get_mut(..len)?;
-    copy(dst, state.get(start..start.checked_add(len)?)?);
-    for &(o, n) in p.zeros() {
-        let o = o as usize;
-        dst.get_mut(o..o.checked_add(n as usize)?)?.fill(0);
-    }
+    copy_with_zeros(
+        out.get_mut(..len)?,
+        state.get(start..start.checked_add(len)?)?,
+        p.zeros(),
+    );
     Some(len)
 }
 
@@ -254,15 +253,19 @@ fn finish(vmsd: &Vmsd, version: u32, state: &mut [u8]) -> bool {
     true
 }
 
-/// Reads the planned fields at the front of `body` into `state`: checks the bools in the
-/// input, copies, clears the unused ranges, runs the hooks of the inlined nested structs and
-/// the checks, then copies the variable-array tail. The bytes read, or `None` (the state may
-/// then be partly written).
+/// The copied fields of `p` at the front of `body` into `state`: checks the bools in the
+/// input, copies, clears the unused ranges and, when `hooks`, runs the `validate`/`post_load`
+/// hooks of the inlined nested structs. `_EQUAL` values are copied, not compared (callers that
+/// load exclude such plans). The bytes read, or `None` when the input is short, a bool is bad
+/// or a hook refuses (the state may then be partly written). Shared by the fast paths and the
+/// general decoder's copy plans ([`crate::body`]).
 #[inline(always)]
-fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
-    if p.has_equal {
-        return None;
-    }
+pub(crate) fn copy_fields_in(
+    p: &Plan,
+    body: &[u8],
+    state: &mut [u8],
+    hooks: bool,
+) -> Option<usize> {
     let (start, len) = (p.start as usize, p.len as usize);
     let src = body.get(..len)?;
     for &(o, n) in p.bools() {
@@ -287,16 +290,31 @@ fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
             dst.get_mut(range)?.fill(0);
         }
     }
-    for h in p.hooks.iter().flatten() {
-        let v = h.vmsd;
-        for i in 0..h.count as usize {
-            let off = (h.offset as usize).checked_add(i.checked_mul(v.size)?)?;
-            let s = state.get_mut(off..off.checked_add(v.size)?)?;
-            if !finish(v, v.version_id, s) {
-                return None;
+    if hooks {
+        for h in p.hooks.iter().flatten() {
+            let v = h.vmsd;
+            for i in 0..h.count as usize {
+                let off = (h.offset as usize).checked_add(i.checked_mul(v.size)?)?;
+                let s = state.get_mut(off..off.checked_add(v.size)?)?;
+                if !finish(v, v.version_id, s) {
+                    return None;
+                }
             }
         }
     }
+    Some(len)
+}
+
+/// Reads the planned fields at the front of `body` into `state`: the copied fields (see
+/// [`copy_fields_in`]), then the checks, then the variable-array tail. The bytes read, or
+/// `None` (the state may then be partly written).
+#[inline(always)]
+fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
+    if p.has_equal {
+        return None;
+    }
+    let len = copy_fields_in(p, body, state, true)?;
+    let start = p.start as usize;
     if !checks_pass(p, state) {
         return None;
     }

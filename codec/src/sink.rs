@@ -109,13 +109,7 @@ impl Sink for SliceSink<'_> {
             // Too small: piece by piece, failing where the pieces would.
             return write_pieces(self, bytes, zeros);
         };
-        crate::copy::copy(dst, bytes);
-        for &(o, l) in zeros {
-            let (o, l) = (o as usize, l as usize);
-            if let Some(z) = o.checked_add(l).and_then(|e| dst.get_mut(o..e)) {
-                z.fill(0);
-            }
-        }
+        crate::copy::copy_with_zeros(dst, bytes, zeros);
         self.pos = end;
         Ok(())
     }
