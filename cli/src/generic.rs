@@ -381,6 +381,24 @@ impl<'d> Decoder<'_, 'd> {
         )))
     }
 
+    /// Refuses a description whose `size` for a fixed-width type is not `width`.
+    fn width_is(
+        &self,
+        at: usize,
+        f: &FieldDesc<'_>,
+        what: &str,
+        width: u64,
+    ) -> Result<(), DecodeError> {
+        if f.size == width {
+            return Ok(());
+        }
+        Err(self.fail(
+            at,
+            ErrorKind::BadDescription,
+            format!("{what} wide, description says {}", f.size),
+        ))
+    }
+
     fn leaf<'a>(&mut self, f: &FieldDesc<'_>) -> Result<Value<'a>, DecodeError> {
         let at = self.r.offset();
         let size = usize::try_from(f.size).unwrap_or(usize::MAX);
@@ -401,23 +419,11 @@ impl<'d> Decoder<'_, 'd> {
                 Ok(Value::Int(Int { width, signed, raw }))
             }
             Leaf::Bool => {
-                if f.size != 1 {
-                    return Err(self.fail(
-                        at,
-                        ErrorKind::BadDescription,
-                        format!("bool is 1 byte wide, description says {}", f.size),
-                    ));
-                }
+                self.width_is(at, f, "bool is 1 byte", 1)?;
                 Ok(Value::Bool(self.r.u8().map_err(|e| self.codec(e))?))
             }
             Leaf::Timer => {
-                if f.size != 8 {
-                    return Err(self.fail(
-                        at,
-                        ErrorKind::BadDescription,
-                        format!("timer is 8 bytes wide, description says {}", f.size),
-                    ));
-                }
+                self.width_is(at, f, "timer is 8 bytes", 8)?;
                 Ok(Value::Timer(self.r.be64().map_err(|e| self.codec(e))?))
             }
             Leaf::Unused => Ok(Value::Unused(
