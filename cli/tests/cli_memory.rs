@@ -152,6 +152,21 @@ fn children_peak_rss() -> u64 {
     usage.ru_maxrss as u64 * 1024
 }
 
+/// Runs `vmstate ARGS` and asserts it exits 0 (showing its stderr otherwise).
+fn vmstate_ok(args: &[&str]) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 #[test]
 fn large_streams_are_processed_in_bounded_memory() {
     let dir = std::env::temp_dir().join(format!("vmstate-memory-{}", std::process::id()));
@@ -161,16 +176,7 @@ fn large_streams_are_processed_in_bounded_memory() {
     // the peak stays below the stream's size (a decoded record takes more than its 9 bytes).
     let zeros = dir.join("zeros.vmstate");
     let zlen = write_zero_stream(&zeros, 16 << 30);
-    let o = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["inspect", zeros.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = vmstate_ok(&["inspect", zeros.to_str().unwrap()]);
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
         out.contains("block=pc.ram\tlength=0x400000000\tzero=4194304\tnormal=0\txbzrle=0"),
@@ -188,16 +194,7 @@ fn large_streams_are_processed_in_bounded_memory() {
     assert!(len as u64 > RAM, "{len}");
     let file = path.to_str().unwrap();
 
-    let o = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["inspect", file])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = vmstate_ok(&["inspect", file]);
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
         out.contains("block=pc.ram\tlength=0x10000000\tzero=0\tnormal=65536\txbzrle=0"),
@@ -223,29 +220,11 @@ fn large_streams_are_processed_in_bounded_memory() {
 
     // rewrite: byte-identical, and extract: the block image holds every page.
     let copy = dir.join("copy.vmstate");
-    let o = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["rewrite", file, copy.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    vmstate_ok(&["rewrite", file, copy.to_str().unwrap()]);
     assert!(same_contents(&path, &copy), "rewrite is byte-identical");
     std::fs::remove_file(&copy).unwrap();
     let parts = dir.join("parts");
-    let o = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["extract", file, parts.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    vmstate_ok(&["extract", file, parts.to_str().unwrap()]);
     let image = std::fs::read(parts.join("ram/pc.ram.bin")).unwrap();
     assert_eq!(image.len() as u64, RAM);
     for p in [0u64, 1, 12345, 65535] {
