@@ -175,3 +175,22 @@ pub fn temp_stream(name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&p, bytes).unwrap();
     p
 }
+
+/// Asserts what the edit used by the interop tests shows in a QEMU that loaded it: i8259
+/// master IMR 0x5a, slave IRQ base 0x70 (`info pic`), RTC CMOS year 131 (`rtc-time`).
+pub fn assert_pic_and_rtc_edits(q: &mut Qemu) {
+    let pic = q.hmp("info pic");
+    let line = |prefix: &str| {
+        pic.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("pic0:").contains("imr=5a"), "{pic}");
+    assert!(line("pic1:").contains("irq_base=70"), "{pic}");
+    let tm = q.execute(
+        "qom-get",
+        serde_json::json!({ "path": "/machine", "property": "rtc-time" }),
+    );
+    assert_eq!(tm["tm_year"], 131, "{tm}");
+}

@@ -6,7 +6,7 @@ use vmstate_cli::Stream;
 use vmstate_cli::generic::PcCheck;
 use vmstate_devices::pc::Pc;
 use vmstate_host_tests::fixture;
-use vmstate_host_tests::qemu::{LoadOutcome, Qemu, temp_stream};
+use vmstate_host_tests::qemu::{LoadOutcome, Qemu, assert_pic_and_rtc_edits, temp_stream};
 
 #[test]
 fn qemu_loads_a_cli_edited_stream_with_the_edits_visible() {
@@ -35,20 +35,7 @@ fn qemu_loads_a_cli_edited_stream_with_the_edits_visible() {
         return;
     };
     assert_eq!(q.wait_loaded(), LoadOutcome::Completed, "{}", q.stderr());
-    let pic = q.hmp("info pic");
-    let line = |p: &str| {
-        pic.lines()
-            .find(|l| l.starts_with(p))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line("pic0:").contains("imr=5a"), "{pic}");
-    assert!(line("pic1:").contains("irq_base=70"), "{pic}");
-    let tm = q.execute(
-        "qom-get",
-        serde_json::json!({ "path": "/machine", "property": "rtc-time" }),
-    );
-    assert_eq!(tm["tm_year"], 131, "{tm}");
+    assert_pic_and_rtc_edits(&mut q);
     drop(q);
     let _ = std::fs::remove_file(path);
 }

@@ -6,7 +6,7 @@ use vmstate::stream::{FooterScan, Record, Records, Schemas};
 use vmstate::wire::SectionKind;
 use vmstate::{Result, SectionId, SectionRecord, SliceSink};
 use vmstate_devices::pc::{MAX_STATE_SIZE, Pc, PcConfig, Slot, VMSDS};
-use vmstate_host_tests::qemu::{LoadOutcome, Qemu, temp_stream};
+use vmstate_host_tests::qemu::{LoadOutcome, Qemu, assert_pic_and_rtc_edits, temp_stream};
 use vmstate_host_tests::{FIXTURES, fixture};
 
 fn config_for(name: &str) -> PcConfig {
@@ -171,19 +171,7 @@ fn qemu_loads_what_we_write_with_edits_visible() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let line = |prefix: &str| {
-        pic.lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(line("pic0:").contains("imr=5a"), "{pic}");
-    assert!(line("pic1:").contains("irq_base=70"), "{pic}");
-    let tm = q.execute(
-        "qom-get",
-        serde_json::json!({ "path": "/machine", "property": "rtc-time" }),
-    );
-    assert_eq!(tm["tm_year"], 131, "{tm}");
+    assert_pic_and_rtc_edits(&mut q);
     drop(q);
     let _ = std::fs::remove_file(path);
 
