@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::QemuBuild;
+
 /// The machine options every fixture was made with (see `host-tests/fixtures/README.md`).
 pub const PC_OPTIONS: &[&str] = &[
     "-display",
@@ -38,10 +40,23 @@ pub enum LoadOutcome {
 }
 
 impl Qemu {
-    /// Starts `qemu-system-x86_64 <PC_OPTIONS> <extra> -S -incoming "exec:cat STREAM"`.
-    /// Returns `None` (after a loud message) when QEMU is not installed locally; panics in CI.
+    /// Starts QEMU 7.2's `qemu-system-x86_64 <PC_OPTIONS> <extra> -S -incoming "exec:cat
+    /// STREAM"`. Returns `None` (after a loud message) when the build is not installed locally;
+    /// panics in CI.
     pub fn incoming(stream: &Path, extra: &[&str]) -> Option<Qemu> {
-        let bin = crate::require_tool("qemu-system-x86_64")?;
+        Qemu::incoming_on(QemuBuild::V7_2, stream, &[PC_OPTIONS, extra].concat())
+    }
+
+    /// Starts `build`'s `qemu-system-x86_64 <args> -S -incoming "exec:cat STREAM"` with a QMP
+    /// socket. `args` are all machine options (see [`PC_OPTIONS`] for the usual ones).
+    pub fn incoming_on(build: QemuBuild, stream: &Path, args: &[&str]) -> Option<Qemu> {
+        let incoming = format!("exec:cat {}", shell_quote(stream));
+        Qemu::start(build, &[args, &["-S", "-incoming", &incoming]].concat())
+    }
+
+    /// Starts `build`'s `qemu-system-x86_64 <args>` with a QMP socket and no other monitor.
+    pub fn start(build: QemuBuild, args: &[&str]) -> Option<Qemu> {
+        let bin = crate::require_qemu(build, "qemu-system-x86_64")?;
         let dir = std::env::temp_dir().join(format!(
             "vmstate-qemu-{}-{}",
             std::process::id(),
@@ -49,11 +64,8 @@ impl Qemu {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("qmp.sock");
-        let incoming = format!("exec:cat {}", shell_quote(stream));
         let child = Command::new(bin)
-            .args(PC_OPTIONS)
-            .args(extra)
-            .args(["-S", "-incoming", &incoming])
+            .args(args)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
             .stdin(Stdio::null())

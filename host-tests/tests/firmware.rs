@@ -15,7 +15,7 @@ use vmstate_devices::i8254::Pit;
 use vmstate_devices::i8259::Pic;
 use vmstate_devices::rtc::Rtc;
 use vmstate_devices::{i8254, i8259, rtc};
-use vmstate_host_tests::{in_ci, require_tool};
+use vmstate_host_tests::{QemuBuild, in_ci, require_qemu, require_tool};
 use zerocopy::FromZeros;
 
 /// The states and the stream writer, compiled here exactly as the firmware compiles them.
@@ -79,7 +79,7 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
     let Some(timeout) = require_tool("timeout") else {
         return;
     };
-    let Some(qemu) = require_tool("qemu-system-arm") else {
+    let Some(qemu) = require_qemu(QemuBuild::V10_0, "qemu-system-arm") else {
         return;
     };
     if !thumb_target_installed() {

@@ -27,8 +27,8 @@ use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
 use vmstate::wire::{Configuration, Reader};
 use vmstate::writer::StreamWriter;
+use vmstate_host_tests::QemuBuild;
 
-const QEMU: &str = "qemu-system-x86_64";
 /// Guest-physical = `pc.ram` offsets below 640 KiB and from 1 MiB on (pc maps `pc.ram` 1:1
 /// there).
 const PATTERN_PAGES: [u64; 4] = [0x10_0000, 0x20_0000, 0x7f_f000, 0x1ff_f000];
@@ -38,14 +38,6 @@ fn pattern(addr: u64, i: usize) -> u32 {
     0x5a00_0000 | (((addr >> 12) as u32 & 0xfff) << 12) | i as u32
 }
 
-fn qemu_available() -> bool {
-    Command::new(QEMU)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 struct Qmp {
     r: BufReader<UnixStream>,
@@ -192,16 +184,10 @@ fn write_stream(path: &std::path::Path) -> usize {
 
 #[test]
 fn qemu_loads_a_ram_only_stream_from_the_dirty_log_writer() {
-    if !qemu_available() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{QEMU} not found, and CI=true: this test must run in CI");
-        }
-        eprintln!();
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-        eprintln!("!!! SKIPPED: {QEMU} not found; QEMU did not check the RAM stream !!!");
-        eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    let Some(qemu_bin) = vmstate_host_tests::require_qemu(QemuBuild::V7_2, "qemu-system-x86_64")
+    else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("vmstate-live-qemu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ram.vmstate");
@@ -209,7 +195,7 @@ fn qemu_loads_a_ram_only_stream_from_the_dirty_log_writer() {
     let len = write_stream(&file);
 
     let mut qemu = Reaper(
-        Command::new(QEMU)
+        Command::new(&qemu_bin)
             .args(["-M", "pc", "-m", "32", "-nodefaults", "-display", "none"])
             .args(["-accel", "tcg", "-S"])
             .arg("-incoming")
