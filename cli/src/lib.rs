@@ -20,6 +20,7 @@
 
 pub mod analyze;
 pub mod desc;
+pub mod dest;
 pub mod diff;
 pub mod extract;
 pub mod generic;

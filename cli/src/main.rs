@@ -85,27 +85,38 @@ enum Command {
         /// Second stream.
         b: PathBuf,
     },
-    /// Check whether a stream (v3 or v4) can migrate to a destination (exit: the number of
-    /// incompatibilities).
+    /// Check whether a stream (v3 or v4) can be loaded by a destination QEMU (exit: the number
+    /// of incompatibilities).
     Check {
         /// The stream.
         input: PathBuf,
-        /// The destination's capabilities file (from `vmstate caps`).
+        /// The destination: a file from `vmstate caps`, the destination build's `-dump-vmstate`
+        /// JSON for its machine type, or a stream that build wrote.
         #[arg(long)]
         dest: PathBuf,
+        /// The QEMU build that made a `--dest` dump (7.2 or 10.0), when it cannot be inferred.
+        #[arg(long, value_name = "X.Y")]
+        qemu: Option<String>,
     },
-    /// Write a destination's capabilities file from a -dump-vmstate JSON and/or a stream.
+    /// Describe a destination QEMU from its -dump-vmstate JSON and/or streams it wrote.
     Caps {
-        /// QEMU's `-dump-vmstate` output of the destination build.
+        /// QEMU's `-dump-vmstate` output of the destination build, for its machine type.
         #[arg(long)]
         dump: Option<PathBuf>,
-        /// A stream the destination build wrote (v3 or v4).
-        #[arg(long)]
-        stream: Option<PathBuf>,
+        /// A stream the destination build wrote (v3 or v4); may be given more than once.
+        #[arg(long = "stream", value_name = "STREAM")]
+        streams: Vec<PathBuf>,
+        /// The QEMU build that made the dump (7.2 or 10.0), when it cannot be inferred.
+        #[arg(long, value_name = "X.Y")]
+        qemu: Option<String>,
         /// The destination's vendor chain, outermost first (e.g. org.linux-kvm).
         #[arg(long = "vendor", value_name = "ID")]
         vendors: Vec<String>,
-        /// Where to write the capabilities (postcard).
+        /// A validated migration capability the destination will set (x-ignore-shared,
+        /// mapped-ram).
+        #[arg(long = "capability", value_name = "NAME")]
+        capabilities: Vec<String>,
+        /// Where to write the destination (JSON).
         output: PathBuf,
     },
     /// Compare two -dump-vmstate JSON files like QEMU's vmstate-static-checker.py (exit: the
@@ -372,32 +383,46 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             emit(&text)?;
             Ok(u8::from(!d.is_empty()))
         }
-        Command::Check { input, dest } => {
-            let (text, code) = v4tools::check_files(&input, &dest);
+        Command::Check { input, dest, qemu } => {
+            let (text, code) = match vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
+            {
+                Ok((text, n)) => (text, n.min(254) as i32),
+                Err(e) => (format!("error: {e}\n"), 255),
+            };
             counted(text, code)
         }
         Command::Caps {
             dump,
-            stream,
+            streams,
+            qemu,
             vendors,
+            capabilities,
             output,
         } => {
-            if dump.is_none() && stream.is_none() {
+            if dump.is_none() && streams.is_empty() {
                 return Err(Failure::Usage(
                     "caps: give --dump DUMP.json, --stream STREAM or both".into(),
                 ));
             }
-            let (text, code) =
-                v4tools::caps_files(dump.as_deref(), stream.as_deref(), &vendors, &output);
-            let message = || text.trim_start_matches("error: ").trim_end().to_string();
-            match code {
-                0 => {
-                    emit(&text)?;
-                    Ok(0)
-                }
-                1 => Err(Failure::Invalid(message())),
-                _ => Err(Failure::Usage(message())),
-            }
+            let args = vmstate_cli::dest::CapsArgs {
+                dump: dump.as_deref(),
+                streams: streams.iter().map(PathBuf::as_path).collect(),
+                qemu: qemu.as_deref(),
+                vendors,
+                capabilities,
+            };
+            let d = vmstate_cli::dest::destination(&args).map_err(|(e, code)| match code {
+                1 => Failure::Invalid(e),
+                _ => Failure::Usage(e),
+            })?;
+            let json = serde_json::to_vec_pretty(&d)
+                .map_err(|e| Failure::Usage(format!("destination: {e}")))?;
+            write_atomically(&output, |mut f| {
+                f.write_all(&json)?;
+                f.write_all(b"\n")
+            })?;
+            emit(&format!("{} -> {}\n", d.summary(), output.display()))?;
+            Ok(0)
         }
         Command::StaticCheck { src, dst, reverse } => {
             let (text, code) = vmstate_cli::static_check::run(&src, &dst, reverse);

@@ -23,6 +23,52 @@ pub const PC_OPTIONS: &[&str] = &[
     "pc",
 ];
 
+/// The device options of the second-generation fixtures (`DEVICES` in
+/// `host-tests/fixtures/make-fixtures.py`): two CPUs, an e1000, two ISA serial ports, virtio-net
+/// and virtio-blk on a null block device.
+pub const DEVICES: &[&str] = &[
+    "-smp",
+    "2",
+    "-device",
+    "e1000",
+    "-serial",
+    "null",
+    "-serial",
+    "null",
+    "-device",
+    "virtio-net-pci",
+    "-blockdev",
+    "driver=null-co,node-name=vd0,size=16777216",
+    "-device",
+    "virtio-blk-pci,drive=vd0",
+];
+
+/// Guest RAM in a shared file, as the x-ignore-shared fixtures had it (`SHARED` in
+/// make-fixtures.py). The destination maps the same (or any same-sized) file.
+pub const SHARED_RAM: &[&str] = &[
+    "-object",
+    "memory-backend-file,id=pc.ram,size=32M,mem-path=/dev/shm/vmstate-fixture-shared-ram,share=on",
+    "-machine",
+    "memory-backend=pc.ram",
+];
+
+/// The options every source and destination of the fixtures shared (`COMMON`).
+pub const COMMON: &[&str] = &[
+    "-display",
+    "none",
+    "-accel",
+    "tcg",
+    "-m",
+    "32",
+    "-nodefaults",
+];
+
+/// The options of a destination for a second-generation fixture: [`COMMON`], the machine type,
+/// [`DEVICES`].
+pub fn fixture_machine(machine: &str) -> Vec<&str> {
+    [COMMON, &["-M", machine], DEVICES].concat()
+}
+
 /// A running QEMU with a QMP connection. Killed on drop.
 pub struct Qemu {
     child: Child,
