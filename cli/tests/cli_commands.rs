@@ -224,20 +224,29 @@ fn rewrite_format_round_trips_every_fixture() {
 fn caps_and_check_decide_migratability() {
     let stream = fixture("pc-7.2-bios.vmstate");
     let dump = fixture("pc-7.2.dump-vmstate.json");
-    let caps = tmp("caps.bin");
-    // Capabilities from the destination's dump and a stream it wrote: compatible.
-    let o = run(&["caps", "--dump", &dump, "--stream", &stream, &caps]);
+    let caps = tmp("caps.json");
+    // The destination from its dump alone: QEMU 7.2 (inferred), pc-i440fx-7.2 (the dump names
+    // it); sections no dump shows (ram, cpu, …) come from the build's facts. One summary line.
+    let o = run(&["caps", "--dump", &dump, &caps]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let summary = out(&o);
+    assert_eq!(summary.lines().count(), 1, "{summary}");
     assert!(
-        out(&o).contains("device mc146818rtc versions 1..=3 max_minor []\n"),
-        "{}",
-        out(&o)
+        summary.starts_with("destination pc-i440fx-7.2 (QEMU 7.2): "),
+        "{summary}"
     );
     let o = run(&["check", &stream, "--dest", &caps]);
-    assert_eq!(
-        (o.status.code(), out(&o).as_str()),
-        (Some(0), "compatible\n")
-    );
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).starts_with("compatible: "), "{}", out(&o));
+    // The dump itself, or a stream the destination wrote, may stand for the destination.
+    for dest in [&dump, &stream] {
+        let o = run(&["check", &stream, "--dest", dest]);
+        assert_eq!(o.status.code(), Some(0), "{dest}: {}{}", out(&o), err(&o));
+    }
+    // Dump + stream.
+    let o = run(&["caps", "--dump", &dump, "--stream", &stream, &caps]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(out(&o).contains("+ stream "), "{}", out(&o));
     // A v4 stream is checked the same way.
     let v4 = tmp("check.v4");
     assert_eq!(
@@ -248,18 +257,25 @@ fn caps_and_check_decide_migratability() {
     );
     assert_eq!(run(&["check", &v4, "--dest", &caps]).status.code(), Some(0));
 
-    // From the dump alone, sections QEMU registers outside qdev (ram, cpu, …) are unknown:
-    // the exit status counts the incompatibilities, one line each.
-    let o = run(&["caps", "--dump", &dump, &caps]);
-    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
-    let o = run(&["check", &stream, "--dest", &caps]);
+    // Another machine type: refused, one line per reason, exit status = their number.
+    let q35 = fixture("q72-pc-q35-7.2.vmstate");
+    let o = run(&["check", &q35, "--dest", &caps]);
     let text = out(&o);
-    let n = o.status.code().unwrap();
-    assert!(n > 0, "{text}");
-    assert_eq!(text.lines().count(), n as usize, "{text}");
+    assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("ram (instance 0): destination has no such device"),
+        text.starts_with("machine type: the stream is for machine type pc-q35-7.2, the destination is pc-i440fx-7.2"),
         "{text}"
+    );
+    // A subsection the destination build does not know (i8259/ltim is QEMU 8.0+).
+    let ltim = fixture("q10-pc-i440fx-7.2-ltim.vmstate");
+    let o = run(&["check", &ltim, "--dest", &dump]);
+    assert_eq!(
+        (o.status.code(), out(&o).as_str()),
+        (
+            Some(1),
+            "subsection: i8259 (instance 0): destination does not know must-understand \
+             subsection i8259/ltim\n"
+        )
     );
 
     // Usage and I/O errors.
@@ -275,9 +291,23 @@ fn caps_and_check_decide_migratability() {
         Some(1),
         "a stream is not a dump"
     );
+    assert_eq!(
+        run(&["caps", "--dump", &dump, "--qemu", "6.0", &caps])
+            .status
+            .code(),
+        Some(1),
+        "no facts for that build"
+    );
     let o = run(&["check", &stream, "--dest", "/nonexistent"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
+    let o = run(&[
+        "check",
+        &stream,
+        "--dest",
+        &fixture("pc-7.2-bios.state.json"),
+    ]);
+    assert_eq!(o.status.code(), Some(255), "not a destination");
     let _ = std::fs::remove_file(caps);
     let _ = std::fs::remove_file(v4);
 }
