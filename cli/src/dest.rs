@@ -491,13 +491,21 @@ impl Destination {
         }
     }
 
+    /// `pc-i440fx-7.2 (QEMU 7.2)`.
+    pub fn name(&self) -> String {
+        format!(
+            "{} (QEMU {})",
+            self.machine.as_deref().unwrap_or("of unknown machine type"),
+            self.qemu.as_deref().unwrap_or("build unknown")
+        )
+    }
+
     /// One line: machine, build, counts and sources.
     pub fn summary(&self) -> String {
         let subsections: usize = self.sections.iter().map(|s| s.subsections.len()).sum();
         format!(
-            "destination {} (QEMU {}): {} sections, {} subsections, commands {}, protocols {}{}{}; from {}",
-            self.machine.as_deref().unwrap_or("of unknown machine type"),
-            self.qemu.as_deref().unwrap_or("build unknown"),
+            "destination {}: {} sections, {} subsections, commands {}, protocols {}{}{}; from {}",
+            self.name(),
             self.sections.len(),
             subsections,
             ranges(&self.commands),
@@ -825,11 +833,7 @@ pub fn check_files(
     let problems = check(&stream, &d).map_err(|e| format!("{}: {e}", input.display()))?;
     if problems.is_empty() {
         return Ok((
-            format!(
-                "compatible: {} can be loaded by {}\n",
-                input.display(),
-                d.summary()
-            ),
+            format!("compatible: {} loads into {}\n", input.display(), d.name()),
             0,
         ));
     }
