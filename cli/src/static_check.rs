@@ -39,7 +39,11 @@
 //! standard error one line `vmstate: invalid input: …` naming the dump, section, description
 //! and key (instead of a traceback), exit 1. A file that cannot be opened exits 2 as the
 //! script's argument parser does (`vmstate: PATH: …` on standard error instead of its usage
-//! text). Numbers must be JSON integers (the script would also compare floats and booleans).
+//! text). Known differences on inputs no QEMU writes: numbers must be JSON integers (the
+//! script also compares floats and booleans), and JSON that Python reads but serde_json does
+//! not (`NaN`, lone surrogates, integers beyond 64 bits, nesting deeper than 128) is refused
+//! with exit 1; where the script fails in the middle of a line, that partial line is not
+//! printed.
 
 use serde_json::{Map, Value, json};
 use std::fmt;
@@ -427,9 +431,9 @@ pub enum Finding {
         /// The destination's machine type.
         dst: String,
     },
-    /// A section's version is below the destination's minimum. The script prints only
-    /// `Section "NAME" ` for it, without a newline and without counting it; the versions are
-    /// kept here for callers.
+    /// A section's (or a description's with an empty name) version is below the
+    /// destination's minimum. The script prints only `Section "NAME" ` for it, without a
+    /// newline and without counting it; the versions are kept here for callers.
     SectionMinimumVersion {
         /// Section.
         section: String,
@@ -694,8 +698,9 @@ impl Checker {
 
     fn sections(&mut self, src: &Value, dst: &Value) -> Checked {
         let (s_at, d_at) = (At::top(SRC), At::top(DST));
-        let dst = d_at.object(dst)?;
         for (section, s) in s_at.object(src)? {
+            // (An empty source never looks at the destination.)
+            let dst = d_at.object(dst)?;
             let d = match dst.get(section) {
                 Some(d) => d,
                 None => match dst.get(renamed_section(section)) {
