@@ -1,8 +1,9 @@
 //! `vmstate`: inspect, verify, rewrite, diff and check QEMU migration streams.
 //!
 //! Exit status: 0 success, 1 invalid input (or, for `diff`, the streams differ), 2 usage or
-//! I/O error; `check` and `static-check` exit with the number of problems found (255 when the
-//! inputs cannot be read).
+//! I/O error; `check` exits with the number of problems found (255 when the inputs cannot be
+//! read); `static-check` exits as QEMU's vmstate-static-checker.py does (the number of problems;
+//! 2 for a file that cannot be opened, 1 for a file that is not a dump).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -23,8 +24,8 @@ use vmstate_devices::pc::{Pc, PcConfig};
     version,
     about = "Inspect, verify, rewrite and check QEMU migration streams",
     after_help = "Exit status: 0 success, 1 invalid input (diff: the streams differ), \
-                  2 usage or I/O error; check and static-check: the number of problems \
-                  (255: unreadable input)."
+                  2 usage or I/O error; check: the number of problems (255: unreadable \
+                  input); static-check: as vmstate-static-checker.py."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -121,16 +122,29 @@ enum Command {
     },
     /// Compare two -dump-vmstate JSON files like QEMU's vmstate-static-checker.py (exit: the
     /// number of problems).
+    #[command(
+        override_usage = "vmstate static-check [--reverse] SRC DST\n       \
+                          vmstate static-check [--reverse] -s SRC -d DST",
+        after_help = "Output and exit status equal QEMU 10.0's \
+                      `vmstate-static-checker.py -s SRC -d DST [--reverse]`: everything the \
+                      script prints goes to stdout; exit = the number of problems (at most \
+                      255). Where the script stops with an error, stderr has one line instead \
+                      of its traceback or usage text, with its exit status: 2 for a file that \
+                      cannot be opened, 1 for a file that is not a dump."
+    )]
     StaticCheck {
-        /// The source build's dump.
-        #[arg(long)]
-        src: PathBuf,
-        /// The destination build's dump.
-        #[arg(long)]
-        dst: PathBuf,
+        /// The source build's dump (or give it as the first file argument).
+        #[arg(short = 's', long = "src", value_name = "SRC")]
+        src: Option<PathBuf>,
+        /// The destination build's dump (or give it as the last file argument).
+        #[arg(short = 'd', long = "dest", visible_alias = "dst", value_name = "DST")]
+        dst: Option<PathBuf>,
         /// Swap source and destination.
         #[arg(long)]
         reverse: bool,
+        /// SRC and DST, for those not given with -s / -d.
+        #[arg(value_name = "FILE", num_args = 0..=2)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -424,10 +438,43 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             emit(&format!("{} -> {}\n", d.summary(), output.display()))?;
             Ok(0)
         }
-        Command::StaticCheck { src, dst, reverse } => {
-            let (text, code) = vmstate_cli::static_check::run(&src, &dst, reverse);
-            counted(text, code)
+        Command::StaticCheck {
+            src,
+            dst,
+            reverse,
+            files,
+        } => {
+            let (src, dst) = static_check_files(src, dst, files)?;
+            let out = vmstate_cli::static_check::run(&src, &dst, reverse);
+            emit(&out.stdout)?;
+            eprint!("{}", out.stderr);
+            Ok(out.status)
         }
+    }
+}
+
+/// The source and destination of `static-check`: `-s`/`-d` where given, the file arguments
+/// (in that order) for the rest.
+fn static_check_files(
+    src: Option<PathBuf>,
+    dst: Option<PathBuf>,
+    files: Vec<PathBuf>,
+) -> Result<(PathBuf, PathBuf), Failure> {
+    let mut files = files.into_iter();
+    let src = src.or_else(|| files.next());
+    let dst = dst.or_else(|| files.next());
+    match (src, dst, files.next()) {
+        (Some(s), Some(d), None) => Ok((s, d)),
+        (_, _, Some(extra)) => Err(Failure::Usage(format!(
+            "static-check: unexpected argument {} (give SRC and DST once each)",
+            extra.display()
+        ))),
+        (None, _, _) => Err(Failure::Usage(
+            "static-check: missing the source dump (SRC or -s SRC)".into(),
+        )),
+        (_, None, _) => Err(Failure::Usage(
+            "static-check: missing the destination dump (DST or -d DST)".into(),
+        )),
     }
 }
 

@@ -1,39 +1,196 @@
-//! Static migration-compatibility check between two `-dump-vmstate` JSON dumps, with the rules
-//! of QEMU's `scripts/vmstate-static-checker.py` (reimplemented, not copied), and an exporter
-//! that writes our own description tables in the same JSON so they can be compared with a real
-//! QEMU dump.
+//! `vmstate static-check`: the migration-compatibility check of QEMU's
+//! `scripts/vmstate-static-checker.py` (QEMU 10.0) between two `-dump-vmstate` JSON dumps,
+//! reimplemented (not copied) so that its standard output and exit status equal the script's
+//! line for line; and an exporter that writes our own description tables in the same JSON so
+//! they can be compared with a real QEMU dump.
 //!
-//! A dump is an object keyed by section (vmsd) name; each section has `Name`, `version_id`,
-//! `minimum_version_id` and a `Description` (`name`, `version_id`, `minimum_version_id`,
-//! `Fields`, optional `Subsections`); each field has `field`, `version_id`, `field_exists`,
-//! `size` and, for nested structs, a `Description`. The special section `vmschkmachine` names the
-//! machine type.
+//! A dump is an object keyed by section (QOM type) name; each section has `Name`,
+//! `version_id`, `minimum_version_id` and a `Description` (`name`, `version_id`,
+//! `minimum_version_id`, `Fields`, optional `Subsections`); each field has `field`,
+//! `version_id`, `field_exists`, `size` and, for nested structs, a `Description`. The special
+//! section `vmschkmachine` names the machine type.
 //!
-//! Problems found, each counted once (the exit status is their number, at most 255):
-//! * a source section missing in the destination;
-//! * version errors (source `version_id` above the destination's) and minimum-version errors
-//!   (source `version_id` below the destination's `minimum_version_id`), for sections,
-//!   descriptions, nested descriptions, subsections and fields;
-//! * a description entry (`Fields`, `Subsections`, …) present in the source but not in the
-//!   destination;
-//! * fields whose names differ (after allowing for `unused` bytes absorbing whole fields of the
-//!   same total size on the other side, and for fields moved into a nested struct at the same
-//!   wire position); the rest of that description is then skipped;
-//! * size mismatches of non-struct fields;
-//! * a destination that runs out of fields first;
-//! * a source subsection the destination does not have.
+//! The rules, as the script applies them (sections, entries and fields in file order):
+//! * a source section missing in the destination (also under its renamed name, see
+//!   [`RENAMED_SECTIONS`]) is a problem; different machine types only warn;
+//! * a source `version_id` above the destination's is a problem (sections, descriptions,
+//!   nested descriptions, subsections, fields); one below the destination's
+//!   `minimum_version_id` is a problem for descriptions, but for a *section* the script
+//!   prints only `Section "NAME" ` — no newline, not counted — so the next line it prints
+//!   continues that one (and at the end of the output the text ends without a newline). We
+//!   print the same ([`Finding::SectionMinimumVersion`]);
+//! * a key of the source's section or description missing in the destination;
+//! * description names that differ (the rest of that description is skipped);
+//! * fields are walked in wire order on both sides: names must match (allowing the renames of
+//!   [`RENAMED_FIELDS`]); a field one side moved into a nested struct whose first field has
+//!   the other side's name is entered; an `unused` field absorbs fields of the other side up
+//!   to its size (a remainder that does not come out at exactly zero is an "unused size
+//!   mismatch"); otherwise the first differing name ends the walk of that description. A
+//!   destination whose fields end first is a problem, a source whose fields end first is not;
+//!   destination fields are *not* skipped by version (the script compares them all);
+//! * sizes of non-struct fields must be equal, nested descriptions are compared recursively,
+//!   and every source subsection must exist in the destination (each destination subsection
+//!   of that name is compared).
 //!
-//! Differences from the script: destination fields whose `version_id` is above the source
-//! description's version are skipped (a destination loads an older stream without them, so
-//! they are not a problem); its per-QEMU-release tables of renamed fields and sections are
-//! not carried (they describe QEMU's history, not these builds), and a section-level
-//! minimum-version error is counted (the script prints nothing for it).
+//! Exit status: the number of problems, at most 255. The script writes all of this to
+//! standard output and nothing to standard error. Where it stops with a Python exception
+//! (exit 1: a file that is not JSON, or a dump lacking a key or having the wrong JSON type
+//! where the script reads one) we stop too: standard output holds the lines found so far,
+//! standard error one line `vmstate: invalid input: …` naming the dump, section, description
+//! and key (instead of a traceback), exit 1. A file that cannot be opened exits 2 as the
+//! script's argument parser does (`vmstate: PATH: …` on standard error instead of its usage
+//! text). Known differences on inputs no QEMU writes: numbers must be JSON integers (the
+//! script also compares floats and booleans), and JSON that Python reads but serde_json does
+//! not (`NaN`, lone surrogates, integers beyond 64 bits, nesting deeper than 128) is refused
+//! with exit 1; where the script fails in the middle of a line, that partial line is not
+//! printed.
 
 use serde_json::{Map, Value, json};
 use std::fmt;
+use std::path::Path;
 use vmstate::schema::{Elem, Field, Kind, Vmsd};
 
-/// One problem between a source and a destination dump.
+/// Field (and description) names QEMU changed without changing the wire format, grouped by
+/// the section or description name they occur in: within a group any two names are taken as
+/// the same field (the allowances of the script, which also accepts two different names of
+/// one group).
+pub const RENAMED_FIELDS: &[(&str, &[&str])] = &[
+    ("apic", &["timer", "timer_expiry"]),
+    ("e1000", &["dev", "parent_obj"]),
+    ("ehci", &["dev", "pcidev"]),
+    ("I440FX", &["dev", "parent_obj"]),
+    ("ich9_ahci", &["card", "parent_obj"]),
+    ("ich9-ahci", &["ahci", "ich9_ahci"]),
+    ("ioh3420", &["PCIDevice", "PCIEDevice"]),
+    (
+        "ioh-3240-express-root-port",
+        &[
+            "port.br.dev",
+            "parent_obj.parent_obj.parent_obj",
+            "port.br.dev.exp.aer_log",
+            "parent_obj.parent_obj.parent_obj.exp.aer_log",
+        ],
+    ),
+    (
+        "cirrus_vga",
+        &[
+            "hw_cursor_x",
+            "vga.hw_cursor_x",
+            "hw_cursor_y",
+            "vga.hw_cursor_y",
+        ],
+    ),
+    ("lsiscsi", &["dev", "parent_obj"]),
+    ("mch", &["d", "parent_obj"]),
+    (
+        "pci_bridge",
+        &["bridge.dev", "parent_obj", "bridge.dev.shpc", "shpc"],
+    ),
+    ("pcnet", &["pci_dev", "parent_obj"]),
+    ("PIIX3", &["pci_irq_levels", "pci_irq_levels_vmstate"]),
+    (
+        "piix4_pm",
+        &[
+            "dev",
+            "parent_obj",
+            "pci0_status",
+            "acpi_pci_hotplug.acpi_pcihp_pci_status[0x0]",
+            "pm1a.sts",
+            "ar.pm1.evt.sts",
+            "pm1a.en",
+            "ar.pm1.evt.en",
+            "pm1_cnt.cnt",
+            "ar.pm1.cnt.cnt",
+            "tmr.timer",
+            "ar.tmr.timer",
+            "tmr.overflow_time",
+            "ar.tmr.overflow_time",
+            "gpe",
+            "ar.gpe",
+        ],
+    ),
+    ("rtl8139", &["dev", "parent_obj"]),
+    ("qxl", &["num_surfaces", "ssd.num_surfaces"]),
+    (
+        "usb-ccid",
+        &["abProtocolDataStructure", "abProtocolDataStructure.data"],
+    ),
+    ("usb-host", &["dev", "parent_obj"]),
+    ("usb-mouse", &["usb-ptr-queue", "HIDPointerEventQueue"]),
+    ("usb-tablet", &["usb-ptr-queue", "HIDPointerEventQueue"]),
+    ("vmware_vga", &["card", "parent_obj"]),
+    ("vmware_vga_internal", &["depth", "new_depth"]),
+    ("xhci", &["pci_dev", "parent_obj"]),
+    ("x3130-upstream", &["PCIDevice", "PCIEDevice"]),
+    (
+        "xio3130-express-downstream-port",
+        &[
+            "port.br.dev",
+            "parent_obj.parent_obj.parent_obj",
+            "port.br.dev.exp.aer_log",
+            "parent_obj.parent_obj.parent_obj.exp.aer_log",
+        ],
+    ),
+    ("xio3130-downstream", &["PCIDevice", "PCIEDevice"]),
+    (
+        "xio3130-express-upstream-port",
+        &[
+            "br.dev",
+            "parent_obj.parent_obj",
+            "br.dev.exp.aer_log",
+            "parent_obj.parent_obj.exp.aer_log",
+        ],
+    ),
+    (
+        "spapr_pci",
+        &[
+            "dma_liobn[0]",
+            "mig_liobn",
+            "mem_win_addr",
+            "mig_mem_win_addr",
+            "mem_win_size",
+            "mig_mem_win_size",
+            "io_win_addr",
+            "mig_io_win_addr",
+            "io_win_size",
+            "mig_io_win_size",
+        ],
+    ),
+];
+
+/// Sections QEMU renamed, as pairs: a source section missing in the destination is looked up
+/// under its partner's name (the first pair naming it wins).
+pub const RENAMED_SECTIONS: &[(&str, &str)] =
+    &[("ICH9 LPC", "ICH9-LPC"), ("e1000-82540em", "e1000")];
+
+/// Whether `a` and `b` name the same field (or description) inside `scope`.
+fn same_name(scope: &str, a: &str, b: &str) -> bool {
+    a == b
+        || RENAMED_FIELDS
+            .iter()
+            .find(|(s, _)| *s == scope)
+            .is_some_and(|(_, names)| names.contains(&a) && names.contains(&b))
+}
+
+/// The name a missing section is looked up under in the destination: its partner in
+/// [`RENAMED_SECTIONS`], or the empty string (which the script then looks up as it is).
+fn renamed_section(section: &str) -> &'static str {
+    RENAMED_SECTIONS
+        .iter()
+        .find_map(|&(a, b)| {
+            if a == section {
+                Some(b)
+            } else if b == section {
+                Some(a)
+            } else {
+                None
+            }
+        })
+        .unwrap_or("")
+}
+
+/// One problem between a source and a destination dump; its [`Display`](fmt::Display) is the
+/// script's line for it (without the newline).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// The section does not exist in the destination.
@@ -45,31 +202,33 @@ pub enum Problem {
     Version {
         /// Section.
         section: String,
-        /// Description (or field) the versions belong to, if not the section itself.
+        /// Description (or the description holding the field), if not the section itself
+        /// and not empty (the script omits an empty name).
         desc: Option<String>,
         /// Source version.
-        src: u64,
+        src: i128,
         /// Destination version.
-        dst: u64,
+        dst: i128,
     },
-    /// The source's version is below the destination's minimum.
+    /// The source's version is below the destination's minimum (descriptions and fields; for
+    /// a section see [`Finding::SectionMinimumVersion`]).
     MinimumVersion {
         /// Section.
         section: String,
-        /// Description (or field), if not the section itself.
-        desc: Option<String>,
+        /// Description (or the description holding the field); never empty.
+        desc: String,
         /// Source version.
-        src: u64,
+        src: i128,
         /// Destination minimum version.
-        dst_min: u64,
+        dst_min: i128,
     },
-    /// An entry of the source's description is missing in the destination.
+    /// A key of the source's section or description is missing in the destination.
     EntryMissing {
         /// Section.
         section: String,
         /// Description, if not the section itself.
         desc: Option<String>,
-        /// The entry's key.
+        /// The key.
         entry: String,
     },
     /// The destination has a different description where the source has `expected`.
@@ -123,14 +282,14 @@ pub enum Problem {
     Size {
         /// Section.
         section: String,
-        /// Description.
+        /// Description (omitted from the line when empty).
         desc: String,
-        /// Field.
+        /// Field (omitted from the line when empty).
         field: String,
         /// Source size.
-        src: u64,
+        src: i128,
         /// Destination size.
-        dst: u64,
+        dst: i128,
     },
     /// A source subsection is not in the destination.
     MissingSubsection {
@@ -145,10 +304,6 @@ pub enum Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = |desc: &Option<String>| match desc {
-            Some(x) => format!(" Description \"{x}\":"),
-            None => String::new(),
-        };
         match self {
             Problem::MissingSection { section } => {
                 write!(f, "Section \"{section}\" does not exist in dest")
@@ -158,11 +313,13 @@ impl fmt::Display for Problem {
                 desc,
                 src,
                 dst,
-            } => write!(
-                f,
-                "Section \"{section}\"{} version error: {src} > {dst}",
-                d(desc)
-            ),
+            } => {
+                write!(f, "Section \"{section}\" ")?;
+                if let Some(desc) = desc {
+                    write!(f, "Description \"{desc}\": ")?;
+                }
+                write!(f, "version error: {src} > {dst}")
+            }
             Problem::MinimumVersion {
                 section,
                 desc,
@@ -170,17 +327,21 @@ impl fmt::Display for Problem {
                 dst_min,
             } => write!(
                 f,
-                "Section \"{section}\"{} minimum version error: {src} < {dst_min}",
-                d(desc)
+                "Section \"{section}\" Description \"{desc}\": minimum version error: \
+                 {src} < {dst_min}"
             ),
             Problem::EntryMissing {
                 section,
-                desc,
+                desc: None,
+                entry,
+            } => write!(f, "Section \"{section}\": Entry \"{entry}\" missing"),
+            Problem::EntryMissing {
+                section,
+                desc: Some(desc),
                 entry,
             } => write!(
                 f,
-                "Section \"{section}\"{} Entry \"{entry}\" missing",
-                d(desc)
+                "Section \"{section}\" Description \"{desc}\": Entry \"{entry}\" missing"
             ),
             Problem::DescriptionMismatch {
                 section,
@@ -219,14 +380,15 @@ impl fmt::Display for Problem {
                 "Section \"{section}\", Description \"{desc}\": expected field \"{expected}\", \
                  while dest has no further fields"
             ),
+            // The script's line has a space between the opening quote and the field name.
             Problem::UnusedSizeMismatch {
                 section,
                 desc,
                 near,
             } => write!(
                 f,
-                "Section \"{section}\", Description \"{desc}\": unused size mismatch near \
-                 \"{near}\""
+                "Section \"{section}\", Description \"{desc}\": unused size mismatch near \" \
+                 {near}\""
             ),
             Problem::Size {
                 section,
@@ -234,11 +396,16 @@ impl fmt::Display for Problem {
                 field,
                 src,
                 dst,
-            } => write!(
-                f,
-                "Section \"{section}\" Description \"{desc}\" Field \"{field}\" size mismatch: \
-                 {src} , {dst}"
-            ),
+            } => {
+                write!(f, "Section \"{section}\" ")?;
+                if !desc.is_empty() {
+                    write!(f, "Description \"{desc}\" ")?;
+                }
+                if !field.is_empty() {
+                    write!(f, "Field \"{field}\" ")?;
+                }
+                write!(f, "size mismatch: {src} , {dst}")
+            }
             Problem::MissingSubsection {
                 section,
                 desc,
@@ -252,313 +419,573 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Something the check reports, in the order found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// A problem: one line, counted in the exit status.
+    Problem(Problem),
+    /// The dumps name different machine types: one line, not counted.
+    MachineTypes {
+        /// The source's machine type.
+        src: String,
+        /// The destination's machine type.
+        dst: String,
+    },
+    /// A section's (or a description's with an empty name) version is below the
+    /// destination's minimum. The script prints only `Section "NAME" ` for it, without a
+    /// newline and without counting it; the versions are kept here for callers.
+    SectionMinimumVersion {
+        /// Section.
+        section: String,
+        /// Source version.
+        src: i128,
+        /// Destination minimum version.
+        dst_min: i128,
+    },
+}
+
+impl fmt::Display for Finding {
+    /// The finding's text exactly as the script prints it (lines end with a newline; a
+    /// section's minimum-version error has none).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Problem(p) => writeln!(f, "{p}"),
+            Finding::MachineTypes { src, dst } => writeln!(
+                f,
+                "Warning: checking incompatible machine types: \"{src}\", \"{dst}\""
+            ),
+            Finding::SectionMinimumVersion { section, .. } => write!(f, "Section \"{section}\" "),
+        }
+    }
+}
+
 /// The result of comparing two dumps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Problems, in the order found.
-    pub problems: Vec<Problem>,
-    /// Warnings that are not problems (different machine types).
-    pub warnings: Vec<String>,
+    /// Everything found, in the order the script prints it.
+    pub findings: Vec<Finding>,
+    /// Set when a dump lacks a key (or has the wrong JSON type) where the check reads one:
+    /// the check stopped there, as the script does with an exception. Says where and what.
+    pub malformed: Option<String>,
 }
 
 impl Report {
-    /// The exit status: the number of problems, at most 255.
+    /// The counted problems, in order.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        self.findings.iter().filter_map(|f| match f {
+            Finding::Problem(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// The exit status: the number of problems, at most 255; 1 when the check stopped on a
+    /// malformed dump (the script's exit status for an exception).
     pub fn exit_status(&self) -> i32 {
-        self.problems.len().min(255) as i32
+        if self.malformed.is_some() {
+            return 1;
+        }
+        self.problems().count().min(255) as i32
     }
 
-    /// One line per warning and problem.
+    /// The script's standard output for this comparison.
     pub fn text(&self) -> String {
-        let mut s = String::new();
-        for w in &self.warnings {
-            s.push_str(w);
-            s.push('\n');
-        }
-        for p in &self.problems {
-            s.push_str(&p.to_string());
-            s.push('\n');
-        }
-        s
+        self.findings.iter().map(ToString::to_string).collect()
     }
 }
 
-fn num(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+/// Which dump, and where in it: the context of a malformed-dump message.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    dump: &'static str,
+    section: &'a str,
+    desc: Option<&'a str>,
+    field: Option<&'a str>,
 }
 
-fn text<'v>(v: &'v Value, key: &str) -> &'v str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} dump", self.dump)?;
+        if !self.section.is_empty() {
+            write!(f, ", section \"{}\"", self.section)?;
+        }
+        if let Some(d) = self.desc {
+            write!(f, ", description \"{d}\"")?;
+        }
+        if let Some(x) = self.field {
+            write!(f, ", field \"{x}\"")?;
+        }
+        Ok(())
+    }
 }
+
+impl<'a> At<'a> {
+    fn top(dump: &'static str) -> Self {
+        At {
+            dump,
+            section: "",
+            desc: None,
+            field: None,
+        }
+    }
+    fn section(self, section: &'a str) -> Self {
+        At { section, ..self }
+    }
+    fn desc(self, desc: &'a str) -> Self {
+        At {
+            desc: Some(desc),
+            field: None,
+            ..self
+        }
+    }
+    fn field(self, field: &'a str) -> Self {
+        At {
+            field: Some(field),
+            ..self
+        }
+    }
+
+    fn object(self, v: &Value) -> Result<&Map<String, Value>, String> {
+        v.as_object()
+            .ok_or_else(|| format!("{self}: expected a JSON object, found {}", kind(v)))
+    }
+
+    fn key<'v>(self, v: &'v Value, key: &str) -> Result<&'v Value, String> {
+        self.object(v)?
+            .get(key)
+            .ok_or_else(|| format!("{self}: no key \"{key}\""))
+    }
+
+    fn int(self, v: &Value, key: &str) -> Result<i128, String> {
+        let x = self.key(v, key)?;
+        integer(x)
+            .ok_or_else(|| format!("{self}: \"{key}\": expected an integer, found {}", kind(x)))
+    }
+
+    fn str<'v>(self, v: &'v Value, key: &str) -> Result<&'v str, String> {
+        let x = self.key(v, key)?;
+        x.as_str()
+            .ok_or_else(|| format!("{self}: \"{key}\": expected a string, found {}", kind(x)))
+    }
+
+    fn list<'v>(self, v: &'v Value, key: &str) -> Result<&'v [Value], String> {
+        v.as_array()
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("{self}: \"{key}\": expected a list, found {}", kind(v)))
+    }
+}
+
+fn integer(v: &Value) -> Option<i128> {
+    v.as_i64()
+        .map(i128::from)
+        .or_else(|| v.as_u64().map(i128::from))
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a non-integer number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// One side's walk through a field list, with the lists it descended from.
+struct Walk<'v> {
+    current: std::slice::Iter<'v, Value>,
+    outer: Vec<std::slice::Iter<'v, Value>>,
+    item: Option<&'v Value>,
+    /// Whether the next round takes a new item from this side.
+    advance: bool,
+}
+
+/// What [`Walk::step`] did.
+enum Step {
+    /// A new item.
+    Item,
+    /// The nested list ended; back in the enclosing one.
+    Ascended,
+    /// The top-level list ended.
+    End,
+}
+
+impl<'v> Walk<'v> {
+    fn new(fields: &'v [Value]) -> Self {
+        Walk {
+            current: fields.iter(),
+            outer: Vec::new(),
+            item: None,
+            advance: true,
+        }
+    }
+
+    fn step(&mut self) -> Step {
+        if let Some(v) = self.current.next() {
+            self.item = Some(v);
+            return Step::Item;
+        }
+        match self.outer.pop() {
+            Some(up) => {
+                self.current = up;
+                Step::Ascended
+            }
+            None => Step::End,
+        }
+    }
+
+    fn descend(&mut self, fields: &'v [Value]) {
+        let up = std::mem::replace(&mut self.current, fields.iter());
+        self.outer.push(up);
+    }
+}
+
+const SRC: &str = "source";
+const DST: &str = "destination";
 
 struct Checker {
-    report: Report,
+    findings: Vec<Finding>,
 }
 
+type Checked = Result<(), String>;
+
 impl Checker {
-    fn version(&mut self, s: &Value, d: &Value, section: &str, desc: Option<&str>) {
-        let (sv, dv) = (num(s, "version_id"), num(d, "version_id"));
+    fn problem(&mut self, p: Problem) {
+        self.findings.push(Finding::Problem(p));
+    }
+
+    /// Version and minimum version of `s` against `d`; `desc` is `None` for a section.
+    fn version(
+        &mut self,
+        s: &Value,
+        d: &Value,
+        section: &str,
+        desc: Option<&str>,
+        at: (At, At),
+    ) -> Checked {
+        let sv = at.0.int(s, "version_id")?;
+        let dv = at.1.int(d, "version_id")?;
+        let desc = desc.filter(|d| !d.is_empty());
         if sv > dv {
-            self.report.problems.push(Problem::Version {
+            self.problem(Problem::Version {
                 section: section.into(),
                 desc: desc.map(Into::into),
                 src: sv,
                 dst: dv,
             });
         }
-        if let Some(min) = d.get("minimum_version_id").and_then(Value::as_u64)
-            && sv < min
-        {
-            self.report.problems.push(Problem::MinimumVersion {
-                section: section.into(),
-                desc: desc.map(Into::into),
-                src: sv,
-                dst_min: min,
-            });
+        if at.1.object(d)?.contains_key("minimum_version_id") {
+            let min = at.1.int(d, "minimum_version_id")?;
+            if sv < min {
+                self.findings.push(match desc {
+                    Some(desc) => Finding::Problem(Problem::MinimumVersion {
+                        section: section.into(),
+                        desc: desc.into(),
+                        src: sv,
+                        dst_min: min,
+                    }),
+                    None => Finding::SectionMinimumVersion {
+                        section: section.into(),
+                        src: sv,
+                        dst_min: min,
+                    },
+                });
+            }
         }
+        Ok(())
     }
 
-    fn descriptions(&mut self, s: &Value, d: &Value, section: &str) {
-        let name = text(s, "name");
-        self.version(s, d, section, Some(name));
-        if name != text(d, "name") {
-            self.report.problems.push(Problem::DescriptionMismatch {
+    fn sections(&mut self, src: &Value, dst: &Value) -> Checked {
+        let (s_at, d_at) = (At::top(SRC), At::top(DST));
+        for (section, s) in s_at.object(src)? {
+            // (An empty source never looks at the destination.)
+            let dst = d_at.object(dst)?;
+            let d = match dst.get(section) {
+                Some(d) => d,
+                None => match dst.get(renamed_section(section)) {
+                    Some(d) => d,
+                    None => {
+                        self.problem(Problem::MissingSection {
+                            section: section.clone(),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let at = (s_at.section(section), d_at.section(section));
+            if section == "vmschkmachine" {
+                let (a, b) = (at.0.str(s, "Name")?, at.1.str(d, "Name")?);
+                if a != b {
+                    self.findings.push(Finding::MachineTypes {
+                        src: a.into(),
+                        dst: b.into(),
+                    });
+                }
+                continue;
+            }
+            self.version(s, d, section, None, at)?;
+            let d_entries = at.1.object(d)?;
+            for (entry, value) in at.0.object(s)? {
+                let Some(dv) = d_entries.get(entry) else {
+                    self.problem(Problem::EntryMissing {
+                        section: section.clone(),
+                        desc: None,
+                        entry: entry.clone(),
+                    });
+                    continue;
+                };
+                if entry == "Description" {
+                    self.descriptions(value, dv, section, at)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn descriptions(&mut self, s: &Value, d: &Value, section: &str, at: (At, At)) -> Checked {
+        let name = at.0.str(s, "name")?;
+        self.version(
+            s,
+            d,
+            section,
+            Some(name),
+            (at.0.desc(name), at.1.desc(name)),
+        )?;
+        let d_name = at.1.str(d, "name")?;
+        let at = (at.0.desc(name), at.1.desc(d_name));
+        if !same_name(section, name, d_name) {
+            self.problem(Problem::DescriptionMismatch {
                 section: section.into(),
                 expected: name.into(),
-                got: text(d, "name").into(),
+                got: d_name.into(),
             });
-            return;
+            return Ok(());
         }
-        let Some(entries) = s.as_object() else { return };
-        for (key, value) in entries {
-            let Some(dv) = d.get(key) else {
-                self.report.problems.push(Problem::EntryMissing {
+        let d_entries = at.1.object(d)?;
+        for (entry, value) in at.0.object(s)? {
+            let Some(dv) = d_entries.get(entry) else {
+                self.problem(Problem::EntryMissing {
                     section: section.into(),
                     desc: Some(name.into()),
-                    entry: key.clone(),
+                    entry: entry.clone(),
                 });
                 continue;
             };
-            match key.as_str() {
-                "Fields" => self.fields(value, dv, name, section, num(s, "version_id")),
-                "Subsections" => self.subsections(value, dv, name, section),
+            match entry.as_str() {
+                "Fields" => self.fields(value, dv, name, section, at)?,
+                "Subsections" => self.subsections(value, dv, name, section, at)?,
                 _ => {}
             }
         }
+        Ok(())
     }
 
-    fn subsections(&mut self, s: &Value, d: &Value, desc: &str, section: &str) {
-        let dst: &[Value] = d.as_array().map(Vec::as_slice).unwrap_or(&[]);
-        for sub in s.as_array().into_iter().flatten() {
-            match dst.iter().find(|x| text(x, "name") == text(sub, "name")) {
-                Some(dsub) => self.descriptions(sub, dsub, section),
-                None => self.report.problems.push(Problem::MissingSubsection {
-                    section: section.into(),
-                    desc: desc.into(),
-                    subsection: text(sub, "name").into(),
-                }),
-            }
-        }
-    }
-
-    /// Walks both field lists in wire order. Each side is a stack of cursors so a field that
-    /// one side moved into a nested struct (same wire bytes) can be entered and left.
-    fn fields(&mut self, s: &Value, d: &Value, desc: &str, section: &str, src_version: u64) {
-        let mut src = Cursor::new(s);
-        let mut dst = Cursor::new(d);
-        while let Some(sf) = src.next() {
-            // Destination fields newer than the source's version are not on the wire.
-            let df = loop {
-                match dst.next() {
-                    Some(df) if num(df, "version_id") > src_version => continue,
-                    other => break other,
-                }
-            };
-            let Some(df) = df else {
-                self.report.problems.push(Problem::DestinationShort {
-                    section: section.into(),
-                    desc: desc.into(),
-                    expected: text(sf, "field").into(),
-                });
-                return;
-            };
-            let (sn, dn) = (text(sf, "field"), text(df, "field"));
-            if sn != dn {
-                if first_nested_field(df) == Some(sn) {
-                    dst.enter(df);
-                    src.unread(sf);
+    fn subsections(
+        &mut self,
+        s: &Value,
+        d: &Value,
+        desc: &str,
+        section: &str,
+        at: (At, At),
+    ) -> Checked {
+        for sub in at.0.list(s, "Subsections")? {
+            let name = at.0.str(sub, "name")?;
+            let mut found = false;
+            for dsub in at.1.list(d, "Subsections")? {
+                if at.1.str(dsub, "name")? != name {
                     continue;
                 }
-                if first_nested_field(sf) == Some(dn) {
-                    src.enter(sf);
-                    dst.unread(df);
+                found = true;
+                self.descriptions(sub, dsub, section, at)?;
+            }
+            if !found {
+                self.problem(Problem::MissingSubsection {
+                    section: section.into(),
+                    desc: desc.into(),
+                    subsection: name.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks both field lists in wire order, as the script does (see the module docs).
+    fn fields(&mut self, s: &Value, d: &Value, desc: &str, section: &str, at: (At, At)) -> Checked {
+        let mut src = Walk::new(at.0.list(s, "Fields")?);
+        let mut dst = Walk::new(at.1.list(d, "Fields")?);
+        // Bytes of an `unused` field still to be matched by the other side's fields.
+        let mut unused: i128 = 0;
+        loop {
+            if src.advance {
+                match src.step() {
+                    Step::Item => {}
+                    Step::Ascended => continue,
+                    Step::End => break,
+                }
+            } else if unused == 0 {
+                src.advance = true;
+            }
+            if dst.advance {
+                match dst.step() {
+                    Step::Item => {}
+                    Step::Ascended => {
+                        src.advance = false;
+                        continue;
+                    }
+                    Step::End => {
+                        if let Some(si) = src.item {
+                            let expected = at.0.str(si, "field")?;
+                            self.problem(Problem::DestinationShort {
+                                section: section.into(),
+                                desc: desc.into(),
+                                expected: expected.into(),
+                            });
+                        }
+                        break;
+                    }
+                }
+            } else if unused == 0 {
+                dst.advance = true;
+            }
+            // Both sides have had an item since the first round.
+            let (Some(si), Some(di)) = (src.item, dst.item) else {
+                break;
+            };
+            if unused != 0 {
+                // The side that stands still holds the `unused` field; the other side's items
+                // are counted against it. (If neither stands still, compare as usual.)
+                let holder = if !dst.advance {
+                    Some((si, at.0, &mut dst))
+                } else if !src.advance {
+                    Some((di, at.1, &mut src))
+                } else {
+                    None
+                };
+                if let Some((item, item_at, holder)) = holder {
+                    unused = unused
+                        .checked_sub(item_at.int(item, "size")?)
+                        .ok_or_else(|| format!("{item_at}: \"size\" out of range"))?;
+                    if unused == 0 {
+                        holder.advance = true;
+                        continue;
+                    }
+                    if unused < 0 {
+                        let near = item_at.str(item, "field")?;
+                        self.problem(Problem::UnusedSizeMismatch {
+                            section: section.into(),
+                            desc: desc.into(),
+                            near: near.into(),
+                        });
+                        break;
+                    }
+                    continue;
+                }
+            }
+            let (sn, dn) = (at.0.str(si, "field")?, at.1.str(di, "field")?);
+            let f_at = (at.0.field(sn), at.1.field(dn));
+            if !same_name(desc, sn, dn) {
+                // A field moved into a nested struct (same wire bytes): enter it.
+                if let Some(inner) = moved_into(di, sn, f_at.1)? {
+                    dst.descend(inner);
+                    src.advance = false;
+                    continue;
+                }
+                if let Some(inner) = moved_into(si, dn, f_at.0)? {
+                    src.descend(inner);
+                    dst.advance = false;
                     continue;
                 }
                 if sn == "unused" || dn == "unused" {
-                    let (ss, ds) = (num(sf, "size"), num(df, "size"));
+                    let (ss, ds) = (total_size(si, f_at.0)?, total_size(di, f_at.1)?);
                     if ss == ds {
                         continue;
                     }
-                    // The bigger side's unused bytes must be covered by whole fields of the
-                    // other side.
-                    let (mut left, other) = if dn == "unused" && ds > ss {
-                        (ds - ss, &mut src)
-                    } else if sn == "unused" && ss > ds {
-                        (ss - ds, &mut dst)
+                    if dn == "unused" {
+                        dst.advance = false;
+                        unused = ds - ss;
                     } else {
-                        let near = if dn == "unused" { sn } else { dn };
-                        self.unused_mismatch(section, desc, near);
-                        return;
-                    };
-                    while left > 0 {
-                        let Some(next) = other.next() else {
-                            self.unused_mismatch(section, desc, "");
-                            return;
-                        };
-                        let size = num(next, "size");
-                        if size > left {
-                            self.unused_mismatch(section, desc, text(next, "field"));
-                            return;
-                        }
-                        left -= size;
+                        src.advance = false;
+                        unused = ss - ds;
                     }
                     continue;
                 }
-                self.report.problems.push(Problem::FieldMismatch {
+                self.problem(Problem::FieldMismatch {
                     section: section.into(),
                     desc: desc.into(),
                     expected: sn.into(),
                     got: dn.into(),
                 });
-                return;
+                break;
             }
-            self.version(sf, df, section, Some(desc));
-            match (sf.get("Description"), df.get("Description")) {
-                (None, _) => {
-                    let (ss, ds) = (num(sf, "size"), num(df, "size"));
-                    if ss != ds {
-                        self.report.problems.push(Problem::Size {
-                            section: section.into(),
-                            desc: desc.into(),
-                            field: sn.into(),
-                            src: ss,
-                            dst: ds,
-                        });
-                    }
+            self.version(si, di, section, Some(desc), f_at)?;
+            let s_nested = f_at.0.object(si)?.get("Description");
+            if s_nested.is_none() {
+                let (ss, ds) = (f_at.0.int(si, "size")?, f_at.1.int(di, "size")?);
+                if ss != ds {
+                    self.problem(Problem::Size {
+                        section: section.into(),
+                        desc: desc.into(),
+                        field: sn.into(),
+                        src: ss,
+                        dst: ds,
+                    });
                 }
-                (Some(sd), Some(dd)) => self.descriptions(sd, dd, section),
-                (Some(_), None) => self.report.problems.push(Problem::FieldDescriptionMissing {
-                    section: section.into(),
-                    desc: desc.into(),
-                    field: sn.into(),
-                }),
             }
-        }
-    }
-
-    fn unused_mismatch(&mut self, section: &str, desc: &str, near: &str) {
-        self.report.problems.push(Problem::UnusedSizeMismatch {
-            section: section.into(),
-            desc: desc.into(),
-            near: near.into(),
-        });
-    }
-}
-
-fn first_nested_field(f: &Value) -> Option<&str> {
-    f.get("Description")?
-        .get("Fields")?
-        .as_array()?
-        .first()?
-        .get("field")?
-        .as_str()
-}
-
-/// A position in a field list with the enclosing lists it was entered from.
-struct Cursor<'v> {
-    stack: Vec<std::slice::Iter<'v, Value>>,
-    pending: Option<&'v Value>,
-}
-
-impl<'v> Cursor<'v> {
-    fn new(fields: &'v Value) -> Self {
-        Cursor {
-            stack: vec![fields.as_array().map(|a| a.iter()).unwrap_or_default()],
-            pending: None,
-        }
-    }
-
-    fn next(&mut self) -> Option<&'v Value> {
-        if let Some(p) = self.pending.take() {
-            return Some(p);
-        }
-        loop {
-            let top = self.stack.last_mut()?;
-            match top.next() {
-                Some(v) => return Some(v),
-                None => {
-                    self.stack.pop();
+            if let Some(sd) = s_nested {
+                match f_at.1.object(di)?.get("Description") {
+                    Some(dd) => self.descriptions(sd, dd, section, f_at)?,
+                    None => self.problem(Problem::FieldDescriptionMissing {
+                        section: section.into(),
+                        desc: desc.into(),
+                        field: sn.into(),
+                    }),
                 }
             }
         }
+        Ok(())
     }
+}
 
-    fn unread(&mut self, v: &'v Value) {
-        self.pending = Some(v);
-    }
+/// The nested field list of `item` if its first field is (a rename of) `name`: the item is a
+/// struct that the other side's fields were moved into.
+fn moved_into<'v>(item: &'v Value, name: &str, at: At<'_>) -> Result<Option<&'v [Value]>, String> {
+    let Some(nested) = at.object(item)?.get("Description") else {
+        return Ok(None);
+    };
+    let Some(fields) = at.object(nested)?.get("Fields") else {
+        return Ok(None);
+    };
+    let fields = at.list(fields, "Fields")?;
+    let Some(first) = fields.first() else {
+        return Ok(None);
+    };
+    let scope = at.str(nested, "name")?;
+    let first = at.str(first, "field")?;
+    Ok(same_name(scope, first, name).then_some(fields))
+}
 
-    fn enter(&mut self, f: &'v Value) {
-        if let Some(fields) = f
-            .get("Description")
-            .and_then(|d| d.get("Fields"))
-            .and_then(Value::as_array)
-        {
-            self.stack.push(fields.iter());
-        }
+/// A field's `size` times its `num` when it has one.
+fn total_size(item: &Value, at: At) -> Result<i128, String> {
+    let size = at.int(item, "size")?;
+    if !at.object(item)?.contains_key("num") {
+        return Ok(size);
     }
+    size.checked_mul(at.int(item, "num")?)
+        .ok_or_else(|| format!("{at}: \"size\" times \"num\" out of range"))
 }
 
 /// Compares two dumps: can a VM migrate from a QEMU that produced `src` to one that produced
-/// `dst`?
+/// `dst`? The same judgement as QEMU 10.0's vmstate-static-checker.py, see the module docs.
 pub fn compare(src: &Value, dst: &Value) -> Report {
     let mut c = Checker {
-        report: Report::default(),
+        findings: Vec::new(),
     };
-    let Some(sections) = src.as_object() else {
-        return c.report;
-    };
-    for (name, s) in sections {
-        let Some(d) = dst.get(name) else {
-            c.report.problems.push(Problem::MissingSection {
-                section: name.clone(),
-            });
-            continue;
-        };
-        if name == "vmschkmachine" {
-            if text(s, "Name") != text(d, "Name") {
-                c.report.warnings.push(format!(
-                    "Warning: checking incompatible machine types: \"{}\", \"{}\"",
-                    text(s, "Name"),
-                    text(d, "Name")
-                ));
-            }
-            continue;
-        }
-        c.version(s, d, name, None);
-        for (key, value) in s.as_object().into_iter().flatten() {
-            let Some(dv) = d.get(key) else {
-                c.report.problems.push(Problem::EntryMissing {
-                    section: name.clone(),
-                    desc: None,
-                    entry: key.clone(),
-                });
-                continue;
-            };
-            if key == "Description" {
-                c.descriptions(value, dv, name);
-            }
-        }
+    let malformed = c.sections(src, dst).err();
+    Report {
+        findings: c.findings,
+        malformed,
     }
-    c.report
 }
 
 /// Keeps only the sections of `dump` that `other` also has (and `vmschkmachine`): to compare a
@@ -573,24 +1000,55 @@ pub fn restrict_to(dump: &Value, other: &Value) -> Value {
     Value::Object(out)
 }
 
-/// The CLI entry point: `vmstate static-check --src A.json --dst B.json [--reverse]`. Returns
-/// the text to print and the exit status (the number of problems, at most 255; 255 also when
-/// a file cannot be read or parsed).
-pub fn run(src: &std::path::Path, dst: &std::path::Path, reverse: bool) -> (String, i32) {
-    let load = |p: &std::path::Path| -> Result<Value, String> {
-        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))
+/// What `vmstate static-check` writes and its exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Standard output: the script's standard output.
+    pub stdout: String,
+    /// Standard error: empty when the script completes; one `vmstate: …` line where the
+    /// script stops on an unreadable file (exit 2) or invalid input (exit 1).
+    pub stderr: String,
+    /// The exit status: the number of problems (at most 255), 2 for a file that cannot be
+    /// read, 1 for input that is not a dump.
+    pub status: u8,
+}
+
+/// `vmstate static-check SRC DST [--reverse]`: compares the two `-dump-vmstate` files like
+/// `python3 vmstate-static-checker.py -s SRC -d DST [--reverse]`.
+pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
+    let fail = |stderr: String, status: u8| Outcome {
+        stdout: String::new(),
+        stderr,
+        status,
     };
-    let (a, b) = match (load(src), load(dst)) {
+    // Both files are opened before either is parsed, as the script's argument parser does.
+    let (a, b) = match (std::fs::read(src), std::fs::read(dst)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return (format!("error: {e}\n"), 255),
+        (Err(e), _) => return fail(format!("vmstate: {}: {e}\n", src.display()), 2),
+        (_, Err(e)) => return fail(format!("vmstate: {}: {e}\n", dst.display()), 2),
+    };
+    let parse = |bytes: &[u8], path: &Path| {
+        serde_json::from_slice::<Value>(bytes)
+            .map_err(|e| format!("vmstate: invalid input: {}: {e}\n", path.display()))
+    };
+    let (a, b) = match (parse(&a, src), parse(&b, dst)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return fail(e, 1),
     };
     let report = if reverse {
         compare(&b, &a)
     } else {
         compare(&a, &b)
     };
-    (report.text(), report.exit_status())
+    Outcome {
+        stdout: report.text(),
+        stderr: report
+            .malformed
+            .as_ref()
+            .map(|m| format!("vmstate: invalid input: {m}\n"))
+            .unwrap_or_default(),
+        status: report.exit_status() as u8,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -708,6 +1166,10 @@ mod tests {
     use vmstate::zerocopy::byteorder::big_endian::{U16, U32, U64};
     use vmstate::{assert_layout, field, struct_field};
 
+    fn problems(r: &Report) -> Vec<Problem> {
+        r.problems().cloned().collect()
+    }
+
     fn real_dump() -> Value {
         let p = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -751,10 +1213,10 @@ mod tests {
             s["Description"]["minimum_version_id"] = json!(3)
         });
         assert_eq!(
-            compare(&src, &dst).problems,
+            problems(&compare(&src, &dst)),
             [Problem::MinimumVersion {
                 section: "hpet".into(),
-                desc: Some("hpet".into()),
+                desc: "hpet".into(),
                 src: 2,
                 dst_min: 3
             }]
@@ -791,7 +1253,13 @@ mod tests {
         dst["vmschkmachine"]["Name"] = json!("pc-i440fx-7.1");
         let r = compare(&src, &dst);
         assert_eq!(r.exit_status(), 0);
-        assert_eq!(r.warnings.len(), 1);
+        assert_eq!(
+            r.findings,
+            [Finding::MachineTypes {
+                src: "pc-i440fx-7.2".into(),
+                dst: "pc-i440fx-7.1".into()
+            }]
+        );
     }
 
     fn fields(list: &[(&str, u64)]) -> Value {
@@ -813,11 +1281,11 @@ mod tests {
     fn unused_absorbs_whole_fields_of_the_same_size() {
         let a = one(fields(&[("a", 1), ("b", 4), ("c", 4), ("z", 2)]));
         let b = one(fields(&[("a", 1), ("unused", 8), ("z", 2)]));
-        assert_eq!(compare(&a, &b).problems, []);
-        assert_eq!(compare(&b, &a).problems, []);
+        assert_eq!(problems(&compare(&a, &b)), []);
+        assert_eq!(problems(&compare(&b, &a)), []);
         let c = one(fields(&[("a", 1), ("unused", 6), ("z", 2)]));
         assert_eq!(
-            compare(&a, &c).problems,
+            problems(&compare(&a, &c)),
             [Problem::UnusedSizeMismatch {
                 section: "d".into(),
                 desc: "d".into(),
@@ -841,8 +1309,8 @@ mod tests {
                              "Fields": fields(&[("x", 4), ("y", 4)])}},
             {"field": "z", "version_id": 0, "field_exists": false, "size": 1}
         ]));
-        assert_eq!(compare(&a, &b).problems, []);
-        assert_eq!(compare(&b, &a).problems, []);
+        assert_eq!(problems(&compare(&a, &b)), []);
+        assert_eq!(problems(&compare(&b, &a)), []);
     }
 
     // A small device table for the exporter.
@@ -900,7 +1368,7 @@ mod tests {
             }}
         });
         assert_eq!(v, expected);
-        assert_eq!(compare(&v, &v).problems, []);
+        assert_eq!(problems(&compare(&v, &v)), []);
         // An older build without the subsection and at version 2 cannot take ours.
         const OLD_FIELDS: &[Field] = &[
             field!(Small, mode),
@@ -918,7 +1386,13 @@ mod tests {
              skipping rest\n\
              Section \"small\" Description \"small\": Entry \"Subsections\" missing\n"
         );
-        assert_eq!(compare(&old, &v).problems, []);
+        // The other way the script compares every destination field, also those newer than
+        // the source's version: the new `count` stands where the old stream has `timer`.
+        assert_eq!(
+            compare(&old, &v).text(),
+            "Section \"small\", Description \"small\": expected field \"timer\", got \"count\"; \
+             skipping rest\n"
+        );
     }
 
     // QEMU 7.2's mc146818rtc as a table over a wire-layout struct, to check our tables against
@@ -1020,7 +1494,7 @@ mod tests {
             "port92": real["port92"].clone()});
         let r = restrict_to(&real, &ours);
         assert_eq!(r.as_object().unwrap().len(), 2);
-        assert_eq!(compare(&r, &ours).problems, []);
-        assert_eq!(compare(&ours, &r).problems, []);
+        assert_eq!(problems(&compare(&r, &ours)), []);
+        assert_eq!(problems(&compare(&ours, &r)), []);
     }
 }

@@ -340,8 +340,10 @@ fn static_check_counts_problems() {
         "{}",
         out(&o)
     );
+    // An unopenable file exits 2, as the script's argument parser does.
     let o = run(&["static-check", "--src", "/nonexistent", "--dst", &older]);
-    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
     assert_eq!(
         run(&["static-check", "--src", &dump]).status.code(),
         Some(2)
