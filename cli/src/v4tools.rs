@@ -290,10 +290,6 @@ mod tests {
         .unwrap()
     }
 
-    fn dump() -> Value {
-        serde_json::from_slice(&fixture("pc-7.2.dump-vmstate.json")).unwrap()
-    }
-
     #[test]
     fn rewrite_round_trips_every_fixture() {
         for name in [
