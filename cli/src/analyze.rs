@@ -257,6 +257,8 @@ impl Writer<'_> {
             Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
             Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
             Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
+            Value::Null => self.out.extend_from_slice(b"\"nullptr\""),
+            Value::Capability(name) => self.string(&String::from_utf8_lossy(name)),
         }
     }
 

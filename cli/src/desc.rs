@@ -102,14 +102,35 @@ impl From<String> for Text<'_> {
 }
 
 /// The whole trailer.
+///
+/// Both writers' conventions read into the same tree:
+///
+/// * QEMU ≥ 8.2 starts the object with `"configuration"` (the `configuration` vmsd's own
+///   description: machine name, and the `configuration/capabilities` subsection whose
+///   `capabilities` field has type `capability`, a `size` that counts the first element only
+///   and no `array_len` when one capability is listed). 7.2 has only `page_size` and
+///   `devices`.
+/// * An array that cannot be described once (structs with subsections or optional fields) is
+///   written as one field object per element, all with the array's name. QEMU 7.2 gives each
+///   an `"index": i`; 10.0 gives it to every element but the last; 10.0 also writes a `NULL`
+///   pointer of a pointer array as type `nullptr` and splits mixed arrays into several
+///   same-name objects (some with `array_len`). The reader keeps the objects as written and
+///   checks that an `index`, where there is one, counts the elements of that name before it;
+///   [`crate::generic`] reads consecutive same-name objects as one array, as QEMU 10.0's
+///   analyze-migration.py does (on what 7.2 writes, both scripts give the same result).
+///
+/// Stream sections are matched to their entry by [`Description::device`], the one rule every
+/// command uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description<'a> {
-    /// QEMU 10.x only: the configuration record's layout, written before `page_size`.
+    /// QEMU ≥ 8.2: the configuration record's layout, written before `page_size`.
     pub configuration: Option<SubsectionDesc<'a>>,
     /// Target page size (4096 on x86).
     pub page_size: u64,
-    /// One entry per FULL section, in stream order.
+    /// One entry per FULL section, in the order QEMU saved them.
     pub devices: Vec<Device<'a>>,
+    /// Indices of `devices` sorted by (name, instance id), for [`Description::device`].
+    by_key: Vec<usize>,
 }
 
 /// A device object: one FULL section.
@@ -204,6 +225,38 @@ fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
         path,
         message: message.to_string(),
     }
+}
+
+/// An `index` that does not count the same-name elements before it.
+#[cold]
+fn index_err(path: &Path<'_>, index: u64, before: u64) -> DescError {
+    key_err(
+        path,
+        "index",
+        &format!("element {index}, but {before} elements of this name come before it"),
+    )
+}
+
+/// The sorted index behind [`Description::device`]; a second entry for one (name, instance
+/// id) is an error naming both.
+fn section_keys(devices: &[Device<'_>]) -> Result<Vec<usize>, DescError> {
+    let mut keys: Vec<usize> = (0..devices.len()).collect();
+    let key = |i: &usize| (devices[*i].name.as_bytes(), devices[*i].instance_id);
+    // Stable: of two equal keys, the earlier entry comes first.
+    keys.sort_by(|a, b| key(a).cmp(&key(b)));
+    if let Some(w) = keys.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
+        let (first, again) = (w[0], w[1]);
+        let d = &devices[again];
+        return Err(err(
+            &Path::Top("devices", Some(again)),
+            format!(
+                "'{}' instance {} is described twice (also devices[{first}]): QEMU describes \
+                 each section once",
+                d.name, d.instance_id
+            ),
+        ));
+    }
+    Ok(keys)
 }
 
 #[cold]
@@ -663,10 +716,12 @@ impl<'a> Scan<'a> {
         if self.peek().is_some() {
             return Err(self.syntax(&root, "the end of the text"));
         }
+        let devices = devices.ok_or_else(|| missing(&root, "devices"))?;
         Ok(Description {
             configuration,
             page_size: page_size.ok_or_else(|| missing(&root, "page_size"))?,
-            devices: devices.ok_or_else(|| missing(&root, "devices"))?,
+            by_key: section_keys(&devices)?,
+            devices,
         })
     }
 
@@ -724,11 +779,26 @@ impl<'a> Scan<'a> {
     /// The `fields` array of the object at `path`.
     fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
         let mut list = self.spare.pop().unwrap_or_default();
+        // Elements of the current run of same-name objects before the next object.
+        let mut run = 0u64;
         let found = self.array(path, |s, i| {
             s.peek();
             let field = match s.qemu_field(path, i)? {
                 Some(f) => f,
                 None => s.field(&Path::Child(path, "fields", Some(i)))?,
+            };
+            if list
+                .last()
+                .is_none_or(|l: &FieldDesc<'_>| l.name != field.name)
+            {
+                run = 0;
+            }
+            run = match field.repeat {
+                Repeat::Index(k) if k != run => {
+                    return Err(index_err(&Path::Child(path, "fields", Some(i)), k, run));
+                }
+                Repeat::ArrayLen(n) => run.saturating_add(n),
+                _ => run + 1,
             };
             list.push(field);
             Ok(())
@@ -1108,9 +1178,37 @@ impl<'a> Description<'a> {
         .description()
     }
 
+    /// The description entry of a stream section, and its index in `devices`: the entry with
+    /// the section's idstr and instance id.
+    ///
+    /// This is the one rule that matches stream sections to the description (inspect, verify,
+    /// rewrite, diff, extract, v4 conversion). It is how QEMU's loader finds a section's
+    /// handler (`find_se(idstr, instance_id)`) and how analyze-migration.py picks the
+    /// description of a section (its `section_classes[(name, instance_id)]`); the order of
+    /// the entries does not matter. Duplicates: a trailer that describes one (idstr,
+    /// instance id) twice is refused when read (QEMU never writes one; the script would
+    /// silently take the last), so the answer is unique. A stream that carries the same
+    /// section twice gets the same entry for both (QEMU loads both, the later wins); `verify`
+    /// reports the repeat. Only FULL sections are described (not `ram` and other iterative
+    /// sections).
+    pub fn device(&self, idstr: &[u8], instance_id: u32) -> Option<(usize, &Device<'a>)> {
+        let key = |i: usize| {
+            self.devices
+                .get(i)
+                .map(|d| (d.name.as_bytes(), d.instance_id))
+        };
+        let at = self
+            .by_key
+            .binary_search_by(|&i| key(i).cmp(&Some((idstr, instance_id))))
+            .ok()?;
+        let i = self.by_key[at];
+        Some((i, self.devices.get(i)?))
+    }
+
     /// A copy that owns all its strings (independent of the trailer's bytes).
     pub fn into_owned(self) -> Description<'static> {
         Description {
+            by_key: self.by_key,
             configuration: self.configuration.map(SubsectionDesc::into_owned),
             page_size: self.page_size,
             devices: self

@@ -87,8 +87,12 @@ pub enum Value<'a> {
     /// A nested struct (`struct`, `vstruct`, `tmp`) with its own subsections (boxed: most
     /// values are integers, and the tree is as large as the values it holds).
     Struct(Box<Body<'a>>),
-    /// An array (`array_len`, or `index` entries of one name), one value per element.
+    /// An array (`array_len`, or several field objects of one name), one value per element.
     Array(Vec<Value<'a>>),
+    /// A `nullptr` element: a NULL pointer of a pointer array, sent as the byte `'0'`.
+    Null,
+    /// A `capability` (configuration record): the name, sent after a length byte.
+    Capability(Vec<u8>),
 }
 
 /// A field of a body. Name and type name are the description's (borrowing the trailer's
@@ -131,7 +135,12 @@ pub(crate) enum Leaf {
     Timer,
     Unused,
     Bytes,
+    Null,
+    Capability,
 }
+
+/// The byte QEMU sends for a NULL pointer of a pointer array (`VMS_NULLPTR_MARKER`).
+const NULLPTR_MARKER: u8 = b'0';
 
 /// Integer type names: `[u]int{8,16,32,64}` with an optional suffix (`equal`, `le`).
 fn leaf_kind(type_name: &str) -> Leaf {
@@ -139,6 +148,8 @@ fn leaf_kind(type_name: &str) -> Leaf {
         "bool" => return Leaf::Bool,
         "timer" => return Leaf::Timer,
         "unused_buffer" => return Leaf::Unused,
+        "nullptr" => return Leaf::Null,
+        "capability" => return Leaf::Capability,
         _ => {}
     }
     // Called per element: a byte scan, not a `str` pattern search.
@@ -197,38 +208,42 @@ impl<'d> Decoder<'_, 'd> {
         let mut i = 0;
         while let Some(f) = desc.fields.get(i) {
             self.path.push(&f.name);
-            let value = match f.repeat {
-                Repeat::One => {
-                    i += 1;
-                    self.sized_element(f)?
-                }
-                Repeat::ArrayLen(n) => {
-                    i += 1;
-                    self.array_len(f, n)?
-                }
-                Repeat::Index(0) => {
-                    let mut items = Vec::new();
-                    while let Some(e) = desc.fields.get(i) {
-                        if e.name != f.name || e.repeat != Repeat::Index(items.len() as u64) {
-                            break;
+            // Consecutive objects of one name are one array, whatever their `index` says (QEMU
+            // 10.0 leaves it off the last element) and whatever their types (`nullptr` runs
+            // among structs): QEMU 10.0's analyze-migration.py rule (see `crate::desc`).
+            let run = desc.fields[i..]
+                .iter()
+                .skip(1)
+                .take_while(|e| e.name == f.name)
+                .count()
+                + 1;
+            let value = match (run, f.repeat) {
+                (1, Repeat::ArrayLen(n)) => self.array_len(f, n)?,
+                (1, _) => self.sized_element(f)?,
+                _ => {
+                    let mut items = Vec::with_capacity(run);
+                    for e in &desc.fields[i..i + run] {
+                        match e.repeat {
+                            Repeat::ArrayLen(n) => match self.array_len(e, n)? {
+                                Value::Array(more) => items.extend(more),
+                                one => items.push(one),
+                            },
+                            _ => items.push(self.sized_element(e)?),
                         }
-                        items.push(self.sized_element(e)?);
-                        i += 1;
                     }
                     Value::Array(items)
                 }
-                Repeat::Index(k) => {
-                    return Err(self.fail(
-                        self.r.offset(),
-                        ErrorKind::BadDescription,
-                        format!("description lists element {k} without the elements before it"),
-                    ));
-                }
             };
+            // The elements' own type: a run may start with `nullptr` elements.
+            let typed = desc.fields[i..i + run]
+                .iter()
+                .find(|e| e.type_name != "nullptr")
+                .unwrap_or(f);
+            i += run;
             self.path.pop();
             fields.push(FieldValue {
                 name: f.name.clone(),
-                type_name: f.type_name.clone(),
+                type_name: typed.type_name.clone(),
                 value,
             });
         }
@@ -332,7 +347,13 @@ impl<'d> Decoder<'_, 'd> {
     fn array_len<'a>(&mut self, f: &'d FieldDesc<'a>, n: u64) -> Result<Value<'a>, DecodeError> {
         // Each element takes `size` bytes or more: refuse counts the body cannot hold before
         // allocating for them.
-        let fits = match f.size {
+        // A capability's `size` is its first element's (names differ in length); any
+        // element takes a byte at least.
+        let least = match leaf_kind(&f.type_name) {
+            Leaf::Capability if matches!(f.kind, FieldKind::Leaf) => f.size.min(1),
+            _ => f.size,
+        };
+        let fits = match least {
             0 => n <= 1 << 16,
             s => n
                 .checked_mul(s)
@@ -432,6 +453,23 @@ impl<'d> Decoder<'_, 'd> {
             Leaf::Bytes => Ok(Value::Bytes(
                 self.r.bytes(size).map_err(|e| self.codec(e))?.to_vec(),
             )),
+            Leaf::Null => {
+                self.width_is(at, f, "nullptr is 1 byte", 1)?;
+                match self.r.u8().map_err(|e| self.codec(e))? {
+                    NULLPTR_MARKER => Ok(Value::Null),
+                    found => Err(self.fail(
+                        at,
+                        ErrorKind::BadDescription,
+                        format!("nullptr: expected the byte 0x30 ('0'), found {found:#04x}"),
+                    )),
+                }
+            }
+            // `size` counts the first element only: each name has its own length byte.
+            Leaf::Capability => {
+                let len = self.r.u8().map_err(|e| self.codec(e))?;
+                let name = self.r.bytes(usize::from(len)).map_err(|e| self.codec(e))?;
+                Ok(Value::Capability(name.to_vec()))
+            }
         }
     }
 }
@@ -485,6 +523,12 @@ impl Value<'_> {
             Value::Bytes(b) | Value::Unused(b) => out.extend_from_slice(b),
             Value::Struct(b) => b.encode(out),
             Value::Array(items) => items.iter().for_each(|v| v.encode(out)),
+            Value::Null => out.push(NULLPTR_MARKER),
+            Value::Capability(name) => {
+                // Read after a length byte, so at most 255 bytes.
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+            }
         }
     }
 
@@ -578,6 +622,8 @@ fn analyze_value(type_name: &str, v: &Value<'_>) -> serde_json::Value {
     match v {
         Value::Array(items) => items.iter().map(|i| analyze_value(type_name, i)).collect(),
         Value::Struct(b) if type_name == "struct" => b.to_analyze_json(),
+        Value::Null => "nullptr".into(),
+        Value::Capability(name) => String::from_utf8_lossy(name).into_owned().into(),
         _ => {
             let bytes = v.to_bytes();
             match analyze_reader(type_name) {
