@@ -547,12 +547,7 @@ impl Body<'_> {
             f.value.encode(out);
         }
         for s in &self.subsections {
-            out.push(vmstate::wire::record::SUBSECTION);
-            // Names came from the wire (≤ 255 bytes); an edit cannot change them.
-            out.push(s.name.len() as u8);
-            out.extend_from_slice(s.name.as_bytes());
-            out.extend_from_slice(&s.version.to_be_bytes());
-            s.body.encode(out);
+            s.encode(out);
         }
     }
 
@@ -561,6 +556,33 @@ impl Body<'_> {
         let mut out = Vec::new();
         self.encode(&mut out);
         out
+    }
+
+    /// Where the fields end, then where each subsection ends, relative to the body's start
+    /// (the split v4 frames need, docs/FORMAT.md).
+    pub fn part_ends(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            f.value.encode(&mut out);
+        }
+        let mut ends = vec![out.len()];
+        for s in &self.subsections {
+            s.encode(&mut out);
+            ends.push(out.len());
+        }
+        ends
+    }
+}
+
+impl SubsectionValue<'_> {
+    /// Appends the subsection with its header (`05 len name version`) to `out`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(vmstate::wire::record::SUBSECTION);
+        // Names came from the wire (≤ 255 bytes); an edit cannot change them.
+        out.push(self.name.len() as u8);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        self.body.encode(out);
     }
 }
 

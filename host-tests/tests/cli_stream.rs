@@ -281,11 +281,12 @@ fn streams_that_disagree_with_their_description_are_refused() {
             r#""name": "cpu", "instance_id": 0, "vmsd_name": "cpu", "version": 13"#,
             |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'cpu' instance 0")),
         ),
-        // Another idstr at the same position.
+        // Another idstr in the entry: the `pcspk` section has no entry (sections find their
+        // entry by idstr and instance id, not by position).
         (
             r#""name": "pcspk""#,
             r#""name": "pcspq""#,
-            |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'pcspq'")),
+            |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'pcspk' instance 0 (id 21) is not in the stream's description")),
         ),
         // A field size that does not match the type's width.
         (
