@@ -97,6 +97,17 @@ fn write_chunked(
     true
 }
 
+/// The `-d state` text of one body (no final newline), as [`write_state`] writes it.
+#[cfg(test)]
+pub(crate) fn write_body(body: &Body<'_>, out: &mut Vec<u8>) {
+    Writer {
+        out,
+        depth: 0,
+        flush: &mut |_| {},
+    }
+    .body(body);
+}
+
 enum Top<'s, 'a> {
     Device(&'s Body<'a>),
     Ram(&'s crate::model::RamRecords<'a>),

@@ -1411,6 +1411,74 @@ mod tests {
         assert_eq!(dev.body.subsections, Some(vec![]));
     }
 
+    /// An `index` counts the same-name elements before it: 7.2 numbers every element, 10.0
+    /// all but the last, a `nullptr` run with `array_len` counts its length; anything else
+    /// (a gap, a restart, a number for another array) is refused with its path.
+    #[test]
+    fn an_index_counts_the_elements_of_its_name_before_it() {
+        let fields = |list: &str| {
+            format!(
+                r#"{{"page_size": 4096, "devices": [{{"name": "x", "instance_id": 0, "size": 1, "fields": [{list}]}}]}}"#
+            )
+        };
+        let f = |name: &str, repeat: &str| {
+            format!(r#"{{"name": "{name}", {repeat}"type": "uint8", "size": 1}}"#)
+        };
+        let ok = [
+            [
+                f("a", r#""index": 0, "#),
+                f("a", r#""index": 1, "#),
+                f("b", ""),
+            ]
+            .join(", "),
+            [
+                f("a", r#""index": 0, "#),
+                f("a", ""),
+                f("b", r#""index": 0, "#),
+                f("b", ""),
+            ]
+            .join(", "),
+            [
+                f("a", r#""index": 0, "#),
+                f("a", r#""array_len": 2, "#),
+                f("a", r#""index": 3, "#),
+                f("a", ""),
+            ]
+            .join(", "),
+        ];
+        for json in ok {
+            Description::from_json_bytes(fields(&json).as_bytes())
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+        let bad = [
+            (
+                f("a", r#""index": 1, "#),
+                "fields[0].index",
+                "element 1, but 0",
+            ),
+            (
+                [f("a", r#""index": 0, "#), f("a", r#""index": 2, "#)].join(", "),
+                "fields[1].index",
+                "element 2, but 1",
+            ),
+            (
+                [
+                    f("a", r#""index": 0, "#),
+                    f("b", ""),
+                    f("a", r#""index": 1, "#),
+                ]
+                .join(", "),
+                "fields[2].index",
+                "element 1, but 0",
+            ),
+        ];
+        for (json, path, message) in bad {
+            let e = Description::from_json_bytes(fields(&json).as_bytes()).unwrap_err();
+            assert_eq!(e.path, format!("devices[0].{path}"), "{json}: {e}");
+            assert!(e.message.contains(message), "{json}: {e}");
+        }
+    }
+
     #[test]
     fn rejects_malformed_descriptions_with_a_path() {
         let dev = r#"{"page_size": 4096, "devices": [{"name": "x", "instance_id": 0, "size": 1, "fields": [FIELD]}]}"#;

@@ -12,7 +12,7 @@
 //! fallback for sections no typed device in `vmstate-devices` models. [`EditCheck`] is the hook
 //! through which typed devices re-validate an edited body.
 
-use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat, Text};
+use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat, SubsectionDesc, Text};
 use std::fmt;
 use vmstate::ErrorKind;
 use vmstate::wire::Reader;
@@ -508,6 +508,42 @@ pub fn decode_section<'a>(
                 body.len() - used
             ),
         });
+    }
+    Ok(tree)
+}
+
+/// Decodes a CONFIGURATION record's body (the bytes after its `0x07`) with the trailer's
+/// `configuration` object (QEMU ≥ 8.2), as QEMU 10.0's analyze-migration.py does: the machine
+/// name, then the subsections the description lists. `caps_count` must count the
+/// `capabilities` listed (one is described without `array_len`, several with it).
+pub fn decode_configuration<'a>(
+    desc: &SubsectionDesc<'a>,
+    body: &[u8],
+    base: usize,
+) -> Result<Body<'a>, DecodeError> {
+    let tree = decode_section(&desc.body, body, base)?;
+    for s in &tree.subsections {
+        let field = |name: &str| s.body.fields.iter().find(|f| f.name == name);
+        let (Some(count), Some(caps)) = (field("caps_count"), field("capabilities")) else {
+            continue;
+        };
+        let listed = match &caps.value {
+            Value::Array(items) => items.len() as u64,
+            _ => 1,
+        };
+        if let Value::Int(n) = count.value
+            && n.raw != listed
+        {
+            return Err(DecodeError {
+                offset: base,
+                path: format!("{}.caps_count", s.name),
+                kind: ErrorKind::BadDescription,
+                message: format!(
+                    "caps_count is {}, the description lists {listed} capabilities",
+                    n.raw
+                ),
+            });
+        }
     }
     Ok(tree)
 }
@@ -1064,6 +1100,131 @@ mod tests {
         long.push(0);
         let e = decode_section(&d, &long, 10).unwrap_err();
         assert_eq!(e.offset, 10 + bytes.len());
+    }
+
+    /// One body of a device with a two-element array of structs that have a subsection,
+    /// described the way `fields` says.
+    fn struct_array(fields: &str) -> Description<'static> {
+        let json = format!(
+            r#"{{"page_size": 4096, "devices": [{{"name": "d", "instance_id": 0, "vmsd_name": "d", "version": 1, "fields": [{fields}, {{"name": "z", "type": "uint8", "size": 1}}]}}]}}"#
+        );
+        Description::from_json_bytes(json.as_bytes())
+            .unwrap()
+            .into_owned()
+    }
+
+    const ELEMENT: &str = r#""type": "struct", "struct": {"vmsd_name": "e", "version": 1, "fields": [{"name": "x", "type": "uint16", "size": 2}], "subsections": []}, "size": 2"#;
+
+    /// QEMU 7.2 gives every element of such an array an `index`; 10.0 leaves it off the last.
+    /// Both read as one array of two, and print as analyze-migration.py 10.0 prints them (7.2's
+    /// script folds the 10.0 form to its last element).
+    #[test]
+    fn arrays_of_structs_read_the_same_in_both_conventions() {
+        let bytes = [0x12, 0x34, 0x56, 0x78, 9];
+        let v72 = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", "index": 1, {ELEMENT}}}"#
+        ));
+        let v100 = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", {ELEMENT}}}"#
+        ));
+        let a = decode_section(&v72.devices[0].body, &bytes, 0).unwrap();
+        let b = decode_section(&v100.devices[0].body, &bytes, 0).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b.to_bytes(), bytes);
+        let json = b.to_analyze_json();
+        assert_eq!(json["s"][1]["x"], "0x5678");
+        assert_eq!(json["z"], "0x09");
+        let mut edited = b.clone();
+        edited.set("s[1].x", "1").unwrap();
+        assert_eq!(edited.to_bytes(), [0x12, 0x34, 0, 1, 9]);
+        // A single object is a scalar, as in both scripts.
+        let one = struct_array(&format!(r#"{{"name": "s", {ELEMENT}}}"#));
+        let c = decode_section(&one.devices[0].body, &bytes[2..], 0).unwrap();
+        assert_eq!(c.to_analyze_json()["s"]["x"], "0x5678");
+    }
+
+    /// QEMU 10.0 writes a NULL pointer of a pointer array as a `nullptr` object (the byte
+    /// `'0'` on the wire) among the struct objects of the same name: one array, the null
+    /// element printed as `"nullptr"`; any other byte is refused, as QEMU's loader does.
+    #[test]
+    fn nullptr_elements_are_part_of_their_array() {
+        let desc = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", "index": 1, "type": "nullptr", "size": 1}}, {{"name": "s", {ELEMENT}}}"#
+        ));
+        let bytes = [0x12, 0x34, b'0', 0x56, 0x78, 9];
+        let body = decode_section(&desc.devices[0].body, &bytes, 0).unwrap();
+        assert_eq!(body.fields.len(), 2);
+        assert_eq!(body.fields[0].type_name, "struct");
+        let Value::Array(items) = &body.fields[0].value else {
+            panic!()
+        };
+        assert_eq!(items[1], Value::Null);
+        assert_eq!(body.to_bytes(), bytes);
+        let json = body.to_analyze_json();
+        assert_eq!(json["s"][1], "nullptr");
+        assert_eq!(json["s"][2]["x"], "0x5678");
+        let mut out = Vec::new();
+        crate::analyze::write_body(&body, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            crate::pretty_json(&json),
+            "the fast writer prints the same"
+        );
+        let mut bad = bytes;
+        bad[2] = 0;
+        let e = decode_section(&desc.devices[0].body, &bad, 100).unwrap_err();
+        assert_eq!((e.offset, e.path.as_str()), (102, "s"));
+        assert!(e.message.contains("expected the byte 0x30"), "{e}");
+    }
+
+    /// The configuration's `capabilities` field: a length byte and a name per element; `size`
+    /// is the first element's, and one capability comes without `array_len`. `caps_count` must
+    /// count them.
+    #[test]
+    fn capabilities_are_read_as_a_scalar_or_a_list() {
+        let config = |caps: &str| {
+            let json = format!(
+                r#"{{"configuration": {{"vmsd_name": "configuration", "version": 1, "fields": [{{"name": "len", "type": "uint32", "size": 4}}, {{"name": "name", "type": "buffer", "size": 2}}], "subsections": [{{"vmsd_name": "configuration/capabilities", "version": 1, "fields": [{{"name": "caps_count", "type": "uint32", "size": 4}}, {caps}]}}]}}, "page_size": 4096, "devices": []}}"#
+            );
+            Description::from_json_bytes(json.as_bytes())
+                .unwrap()
+                .into_owned()
+                .configuration
+                .unwrap()
+        };
+        let record = |caps: &[&[u8]]| {
+            let mut b = b"\0\0\0\x02pc\x05\x1aconfiguration/capabilities\0\0\0\x01".to_vec();
+            b.extend_from_slice(&(caps.len() as u32).to_be_bytes());
+            for c in caps {
+                b.push(c.len() as u8);
+                b.extend_from_slice(c);
+            }
+            b
+        };
+        let one = config(r#"{"name": "capabilities", "type": "capability", "size": 16}"#);
+        let bytes = record(&[b"x-ignore-shared"]);
+        let tree = decode_configuration(&one, &bytes, 0).unwrap();
+        assert_eq!(tree.to_bytes(), bytes);
+        let caps = &tree.subsections[0].body.fields[1].value;
+        assert_eq!(*caps, Value::Capability(b"x-ignore-shared".to_vec()));
+        // Two: the longer first, so `array_len` × `size` overstates what is left.
+        let two =
+            config(r#"{"name": "capabilities", "array_len": 2, "type": "capability", "size": 16}"#);
+        let bytes = record(&[b"x-ignore-shared", b"mapped-ram"]);
+        let tree = decode_configuration(&two, &bytes, 0).unwrap();
+        assert_eq!(tree.to_bytes(), bytes);
+        assert_eq!(
+            tree.subsections[0].body.to_analyze_json()["capabilities"],
+            serde_json::json!(["x-ignore-shared", "mapped-ram"])
+        );
+        // caps_count says 2, one capability is described (and sent).
+        let mut bytes = record(&[b"x-ignore-shared"]);
+        bytes[41] = 2;
+        let e = decode_configuration(&one, &bytes, 0).unwrap_err();
+        assert!(e.message.contains("caps_count is 2"), "{e}");
+        // A first element of another length than described.
+        let e = decode_configuration(&one, &record(&[b"mapped-ram"]), 0).unwrap_err();
+        assert!(e.message.contains("description says 16 bytes"), "{e}");
     }
 
     #[test]

@@ -536,6 +536,18 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Record::Configuration(c) => {
+                    // QEMU ≥ 8.2 describes the record too: it must read as described.
+                    if let Some(cfg) = description.as_ref().and_then(|d| d.configuration.as_ref()) {
+                        let body = bytes
+                            .get(located.offset + 1..located.end)
+                            .unwrap_or_default();
+                        generic::decode_configuration(cfg, body, located.offset + 1).map_err(
+                            |error| StreamError::Body {
+                                section: "configuration".into(),
+                                error: Box::new(error),
+                            },
+                        )?;
+                    }
                     stream.configuration = Some(c);
                     continue;
                 }
