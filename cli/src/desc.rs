@@ -204,6 +204,10 @@ pub struct FieldDesc<'a> {
     pub kind: FieldKind<'a>,
     /// Bytes written for one element (for structs, including their subsections).
     pub size: u64,
+    /// Whether this object continues the array of the object before it (same name): QEMU
+    /// writes an array that cannot be described once as one object per element (or per run
+    /// of NULL / non-NULL pointers). Set by the reader, not written back.
+    pub continues: bool,
 }
 
 #[cold]
@@ -227,6 +231,12 @@ fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
     }
 }
 
+/// The order of [`Description::device`]'s index: length first, which settles most
+/// comparisons without comparing the names' bytes.
+fn device_key<'d>(d: &'d Device<'_>) -> (usize, &'d [u8], u32) {
+    (d.name.len(), d.name.as_bytes(), d.instance_id)
+}
+
 /// An `index` that does not count the same-name elements before it.
 #[cold]
 fn index_err(path: &Path<'_>, index: u64, before: u64) -> DescError {
@@ -241,11 +251,10 @@ fn index_err(path: &Path<'_>, index: u64, before: u64) -> DescError {
 /// id) is an error naming both.
 fn section_keys(devices: &[Device<'_>]) -> Result<Vec<usize>, DescError> {
     let mut keys: Vec<usize> = (0..devices.len()).collect();
-    let key = |i: &usize| (devices[*i].name.as_bytes(), devices[*i].instance_id);
-    // Stable: of two equal keys, the earlier entry comes first.
-    keys.sort_by(|a, b| key(a).cmp(&key(b)));
+    let key = |i: &usize| device_key(&devices[*i]);
+    keys.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
     if let Some(w) = keys.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
-        let (first, again) = (w[0], w[1]);
+        let (first, again) = (w[0].min(w[1]), w[0].max(w[1]));
         let d = &devices[again];
         return Err(err(
             &Path::Top("devices", Some(again)),
@@ -783,14 +792,14 @@ impl<'a> Scan<'a> {
         let mut run = 0u64;
         let found = self.array(path, |s, i| {
             s.peek();
-            let field = match s.qemu_field(path, i)? {
+            let mut field = match s.qemu_field(path, i)? {
                 Some(f) => f,
                 None => s.field(&Path::Child(path, "fields", Some(i)))?,
             };
-            if list
+            field.continues = list
                 .last()
-                .is_none_or(|l: &FieldDesc<'_>| l.name != field.name)
-            {
+                .is_some_and(|l: &FieldDesc<'_>| l.name == field.name);
+            if !field.continues {
                 run = 0;
             }
             run = match field.repeat {
@@ -918,6 +927,7 @@ impl<'a> Scan<'a> {
                 type_name,
                 kind: strukt.map_or(FieldKind::Leaf, |s| FieldKind::Struct(Box::new(s))),
                 size,
+                continues: false,
             }));
         }
         let mut keys = FieldKeys {
@@ -1143,6 +1153,7 @@ impl<'a> FieldKeys<'a> {
             type_name,
             kind,
             size: self.size.ok_or_else(|| missing(path, "size"))?,
+            continues: false,
         })
     }
 }
@@ -1192,14 +1203,10 @@ impl<'a> Description<'a> {
     /// reports the repeat. Only FULL sections are described (not `ram` and other iterative
     /// sections).
     pub fn device(&self, idstr: &[u8], instance_id: u32) -> Option<(usize, &Device<'a>)> {
-        let key = |i: usize| {
-            self.devices
-                .get(i)
-                .map(|d| (d.name.as_bytes(), d.instance_id))
-        };
+        let key = |i: usize| self.devices.get(i).map(device_key);
         let at = self
             .by_key
-            .binary_search_by(|&i| key(i).cmp(&Some((idstr, instance_id))))
+            .binary_search_by(|&i| key(i).cmp(&Some((idstr.len(), idstr, instance_id))))
             .ok()?;
         let i = self.by_key[at];
         Some((i, self.devices.get(i)?))
@@ -1295,6 +1302,7 @@ impl<'a> BodyDesc<'a> {
                         FieldKind::Inline(s) => FieldKind::Inline(Box::new(s.into_owned())),
                     },
                     size: f.size,
+                    continues: f.continues,
                 })
                 .collect(),
             subsections: self

@@ -142,16 +142,10 @@ pub(crate) enum Leaf {
 /// The byte QEMU sends for a NULL pointer of a pointer array (`VMS_NULLPTR_MARKER`).
 const NULLPTR_MARKER: u8 = b'0';
 
-/// Integer type names: `[u]int{8,16,32,64}` with an optional suffix (`equal`, `le`).
+/// How `type_name` reads. Integer type names are `[u]int{8,16,32,64}` with an optional suffix
+/// (`equal`, `le`); they are most leaves, so they are tried first.
+#[inline]
 fn leaf_kind(type_name: &str) -> Leaf {
-    match type_name {
-        "bool" => return Leaf::Bool,
-        "timer" => return Leaf::Timer,
-        "unused_buffer" => return Leaf::Unused,
-        "nullptr" => return Leaf::Null,
-        "capability" => return Leaf::Capability,
-        _ => {}
-    }
     // Called per element: a byte scan, not a `str` pattern search.
     let end = type_name
         .bytes()
@@ -167,6 +161,18 @@ fn leaf_kind(type_name: &str) -> Leaf {
         Some("16") => Leaf::Int { signed, width: 2 },
         Some("32") => Leaf::Int { signed, width: 4 },
         Some("64") => Leaf::Int { signed, width: 8 },
+        _ => other_leaf(type_name),
+    }
+}
+
+/// The leaf kinds that are not integers.
+fn other_leaf(type_name: &str) -> Leaf {
+    match type_name {
+        "bool" => Leaf::Bool,
+        "timer" => Leaf::Timer,
+        "unused_buffer" => Leaf::Unused,
+        "nullptr" => Leaf::Null,
+        "capability" => Leaf::Capability,
         _ => Leaf::Bytes,
     }
 }
@@ -214,7 +220,7 @@ impl<'d> Decoder<'_, 'd> {
             let run = desc.fields[i..]
                 .iter()
                 .skip(1)
-                .take_while(|e| e.name == f.name)
+                .take_while(|e| e.continues)
                 .count()
                 + 1;
             let value = match (run, f.repeat) {
@@ -349,8 +355,8 @@ impl<'d> Decoder<'_, 'd> {
         // allocating for them.
         // A capability's `size` is its first element's (names differ in length); any
         // element takes a byte at least.
-        let least = match leaf_kind(&f.type_name) {
-            Leaf::Capability if matches!(f.kind, FieldKind::Leaf) => f.size.min(1),
+        let least = match f.kind {
+            FieldKind::Leaf if f.type_name == "capability" => f.size.min(1),
             _ => f.size,
         };
         let fits = match least {

@@ -84,9 +84,9 @@ pub struct DescLengths<'d, 'a> {
     /// Which device objects a section was matched to.
     used: Vec<bool>,
     error: Option<StreamError>,
-    /// The tree of the last body measured, with its device index: finding a body's length
+    /// The last body measured (its offset, device index and tree): finding a body's length
     /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
-    decoded: Option<(usize, Body<'a>)>,
+    decoded: Option<(usize, usize, Body<'a>)>,
 }
 
 impl<'d, 'a> DescLengths<'d, 'a> {
@@ -100,10 +100,10 @@ impl<'d, 'a> DescLengths<'d, 'a> {
         }
     }
 
-    /// The tree of `devices[device]` if it was the last body measured.
-    fn take_decoded(&mut self, device: usize) -> Option<Body<'a>> {
+    /// The device index and tree of the body at `offset`, if it was the last body measured.
+    fn take_decoded(&mut self, offset: usize) -> Option<(usize, Body<'a>)> {
         match self.decoded.take() {
-            Some((d, body)) if d == device => Some(body),
+            Some((at, device, body)) if at == offset => Some((device, body)),
             _ => None,
         }
     }
@@ -178,7 +178,7 @@ impl BodyLength for DescLengths<'_, '_> {
         }
         match generic::decode_prefix(&dev.body, rest, base) {
             Ok((body, used)) => {
-                self.decoded = Some((i, body));
+                self.decoded = Some((base, i, body));
                 self.used[i] = true;
                 Ok(Some(used))
             }
@@ -588,27 +588,36 @@ impl<'a> Stream<'a> {
                         .as_ref()
                         .filter(|_| rec.kind == SectionKind::Full)
                     {
-                        // DescLengths matched this section (by the same rule) already.
-                        let (device, dev) = desc.device(rec.idstr, rec.instance_id).ok_or(
-                            StreamError::Mismatch {
-                                offset: rec.offset,
-                                message: "a FULL section the description does not list".into(),
-                            },
-                        )?;
-                        // Measuring the body decoded it (and the walk cut the body at the
-                        // length that decode used); decode here only if that tree is missing.
+                        // Measuring the body matched the section to its entry and decoded it
+                        // (and the walk cut the body at the length that decode used); match
+                        // and decode here only if that tree is missing.
                         let measured = records
                             .lengths()
                             .0
                             .as_mut()
-                            .and_then(|d| d.take_decoded(device));
-                        let body = match measured {
-                            Some(body) => body,
-                            None => generic::decode_section(&dev.body, rec.body, rec.body_offset)
-                                .map_err(|error| StreamError::Body {
-                                section: section_label(rec.idstr, rec.instance_id, rec.section_id),
-                                error: Box::new(error),
-                            })?,
+                            .and_then(|d| d.take_decoded(rec.body_offset));
+                        let (device, body) = match measured {
+                            Some(found) => found,
+                            None => {
+                                let (device, dev) = desc.device(rec.idstr, rec.instance_id).ok_or(
+                                    StreamError::Mismatch {
+                                        offset: rec.offset,
+                                        message: "a FULL section the description does not list"
+                                            .into(),
+                                    },
+                                )?;
+                                let body =
+                                    generic::decode_section(&dev.body, rec.body, rec.body_offset)
+                                        .map_err(|error| StreamError::Body {
+                                        section: section_label(
+                                            rec.idstr,
+                                            rec.instance_id,
+                                            rec.section_id,
+                                        ),
+                                        error: Box::new(error),
+                                    })?;
+                                (device, body)
+                            }
                         };
                         Item::Device {
                             section,
