@@ -71,6 +71,8 @@ pub struct TrailerSplit<'a> {
     /// The ends of the last body decoded, by its absolute offset: `BodyLength` and
     /// `SubsectionSplit` ask about the same body one after the other.
     last: Option<(usize, Vec<usize>)>,
+    /// Why the last body was refused, in full (the codec's error keeps only the kind).
+    error: Option<String>,
 }
 
 impl<'a> TrailerSplit<'a> {
@@ -88,7 +90,13 @@ impl<'a> TrailerSplit<'a> {
         TrailerSplit {
             desc: Rc::new(desc),
             last: None,
+            error: None,
         }
+    }
+
+    /// The detailed reason of the last refusal, if any.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
     }
 
     /// Field end, then each top-level subsection's end, relative to the body start, for the
@@ -106,11 +114,25 @@ impl<'a> TrailerSplit<'a> {
             let Some((_, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
                 return Ok(None);
             };
-            if dev.vmsd.as_ref().is_some_and(|(_, v)| *v != sec.version_id) {
+            let label = || {
+                format!(
+                    "section '{}' instance {}",
+                    String::from_utf8_lossy(sec.idstr),
+                    sec.instance_id
+                )
+            };
+            if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != sec.version_id) {
+                self.error = Some(format!(
+                    "at byte {base} (0x{base:x}), {}: version {} but the description says {v}",
+                    label(),
+                    sec.version_id
+                ));
                 return Err(Error::new(base, ErrorKind::BadDescription));
             }
-            let (body, _) = generic::decode_prefix(&dev.body, rest, base)
-                .map_err(|e| Error::new(e.offset, e.kind))?;
+            let (body, _) = generic::decode_prefix(&dev.body, rest, base).map_err(|e| {
+                self.error = Some(format!("{}: {e}", label()));
+                Error::new(e.offset, e.kind)
+            })?;
             self.last = Some((base, body.part_ends()));
         }
         Ok(self.last.as_ref().map(|(_, e)| e.as_slice()))
@@ -186,8 +208,20 @@ pub fn upgrade_with<L: BodyLength, P: SubsectionSplit>(
 
 /// Converts a v3 stream to v4 using its own VMDESCRIPTION trailer, with checksums.
 pub fn upgrade_v3(v3: &[u8]) -> Result<Vec<u8>, String> {
-    let split = TrailerSplit::from_stream(v3)?;
-    upgrade_with(v3, split.clone(), split, &UpgradeOptions::default()).map_err(|e| e.to_string())
+    upgrade_v3_with(v3, &UpgradeOptions::default())
+}
+
+/// [`upgrade_v3`] with `opts`; a body that does not match its description is refused with
+/// the description decoder's message (section, byte, field, expected and found).
+pub fn upgrade_v3_with(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Vec<u8>, String> {
+    let mut split = TrailerSplit::from_stream(v3)?;
+    let mut lengths = split.clone();
+    upgrade_with(v3, &mut lengths, &mut split, opts).map_err(|e| {
+        lengths
+            .take_error()
+            .or_else(|| split.take_error())
+            .unwrap_or_else(|| e.to_string())
+    })
 }
 
 /// Converts a v4 stream to v3 (refusing, with the reason, when a vendor feature is in use).

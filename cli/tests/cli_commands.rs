@@ -519,6 +519,38 @@ fn rewrite_format_round_trips_streams_with_command_records() {
     }
 }
 
+/// v3 → v4 conversion reads the trailer with the CLI's one description reader: a body that
+/// does not match its entry is refused with the section, byte, field and reason.
+#[test]
+fn rewrite_format_names_a_body_that_does_not_match_its_description() {
+    let mut bytes = std::fs::read(fixture("pc-7.2-bios.vmstate")).unwrap();
+    let field = br#"{"name": "imr", "type": "uint8", "size": 1}"#;
+    // The last `imr` is i8259 instance 1's.
+    let at = bytes
+        .windows(field.len())
+        .rposition(|w| w == field)
+        .unwrap();
+    bytes[at + field.len() - 2] = b'2';
+    let src = tmp("imr-size.vmstate");
+    std::fs::write(&src, &bytes).unwrap();
+    let v4 = tmp("imr-size.v4");
+    for extra in [&[][..], &["--no-crc"][..]] {
+        let mut args = vec!["rewrite", &src, &v4, "--format", "v4"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        assert!(
+            err(&o).contains(
+                "section 'i8259' instance 1: at byte 533199 (0x822cf), field imr: type uint8 \
+                 is 1 bytes wide, description says 2"
+            ),
+            "{}",
+            err(&o)
+        );
+    }
+    let _ = std::fs::remove_file(src);
+}
+
 fn v4_round_trip(f: &str) {
     let src = fixture(&format!("{f}.vmstate"));
     let (v4, back) = (tmp(&format!("{f}.rt.v4")), tmp(&format!("{f}.rt.v3")));
