@@ -97,6 +97,17 @@ fn write_chunked(
     true
 }
 
+/// The `-d state` text of one body (no final newline), as [`write_state`] writes it.
+#[cfg(test)]
+pub(crate) fn write_body(body: &Body<'_>, out: &mut Vec<u8>) {
+    Writer {
+        out,
+        depth: 0,
+        flush: &mut |_| {},
+    }
+    .body(body);
+}
+
 enum Top<'s, 'a> {
     Device(&'s Body<'a>),
     Ram(&'s crate::model::RamRecords<'a>),
@@ -257,6 +268,8 @@ impl Writer<'_> {
             Value::Timer(t) => self.leaf(reader, &t.to_be_bytes()),
             Value::Bytes(b) | Value::Unused(b) => self.leaf(reader, b),
             Value::Struct(_) => self.leaf(reader, &v.to_bytes()),
+            Value::Null => self.out.extend_from_slice(b"\"nullptr\""),
+            Value::Capability(name) => self.string(&String::from_utf8_lossy(name)),
         }
     }
 

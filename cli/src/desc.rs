@@ -102,14 +102,40 @@ impl From<String> for Text<'_> {
 }
 
 /// The whole trailer.
+///
+/// Both writers' conventions read into the same tree:
+///
+/// * QEMU ≥ 8.2 starts the object with `"configuration"` (the `configuration` vmsd's own
+///   description: machine name, and the `configuration/capabilities` subsection whose
+///   `capabilities` field has type `capability`, a `size` that counts the first element only
+///   and no `array_len` when one capability is listed). 7.2 has only `page_size` and
+///   `devices`.
+/// * An array that cannot be described once (structs with subsections or optional fields) is
+///   written as one field object per element, all with the array's name. QEMU 7.2 gives each
+///   an `"index": i`; 10.0 gives it to every element but the last; 10.0 also writes a `NULL`
+///   pointer of a pointer array as type `nullptr` and splits mixed arrays into several
+///   same-name objects (some with `array_len`). The reader keeps the objects as written and
+///   checks that an `index`, where there is one, counts the elements of that name before it;
+///   [`crate::generic`] reads consecutive same-name objects as one array, as QEMU 10.0's
+///   analyze-migration.py does (on what 7.2 writes, both scripts give the same result).
+///   Shapes QEMU never writes are read as written, not as either script would guess: an
+///   `array_len` below 2 is an array of that many elements, and same-name objects that are
+///   not adjacent (a vmsd's field names are unique, QEMU appends `[n]` to repeats) stay
+///   separate fields.
+///
+/// Stream sections are matched to their entry by [`Description::device`], the one rule every
+/// command uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description<'a> {
-    /// QEMU 10.x only: the configuration record's layout, written before `page_size`.
+    /// QEMU ≥ 8.2: the configuration record's layout, written before `page_size`.
     pub configuration: Option<SubsectionDesc<'a>>,
     /// Target page size (4096 on x86).
     pub page_size: u64,
-    /// One entry per FULL section, in stream order.
+    /// One entry per FULL section, in the order QEMU saved them. [`Description::device`]
+    /// indexes them when the trailer is read: treat the list as read-only.
     pub devices: Vec<Device<'a>>,
+    /// Indices of `devices` sorted by (name, instance id), for [`Description::device`].
+    by_key: Vec<usize>,
 }
 
 /// A device object: one FULL section.
@@ -183,6 +209,10 @@ pub struct FieldDesc<'a> {
     pub kind: FieldKind<'a>,
     /// Bytes written for one element (for structs, including their subsections).
     pub size: u64,
+    /// Whether this object continues the array of the object before it (same name): QEMU
+    /// writes an array that cannot be described once as one object per element (or per run
+    /// of NULL / non-NULL pointers). Set by the reader, not written back.
+    pub continues: bool,
 }
 
 #[cold]
@@ -204,6 +234,43 @@ fn key_err(path: &Path<'_>, key: &str, message: &str) -> DescError {
         path,
         message: message.to_string(),
     }
+}
+
+/// The order of [`Description::device`]'s index: length first, which settles most
+/// comparisons without comparing the names' bytes.
+fn device_key<'d>(d: &'d Device<'_>) -> (usize, &'d [u8], u32) {
+    (d.name.len(), d.name.as_bytes(), d.instance_id)
+}
+
+/// An `index` that does not count the same-name elements before it.
+#[cold]
+fn index_err(path: &Path<'_>, index: u64, before: u64) -> DescError {
+    key_err(
+        path,
+        "index",
+        &format!("element {index}, but {before} elements of this name come before it"),
+    )
+}
+
+/// The sorted index behind [`Description::device`]; a second entry for one (name, instance
+/// id) is an error naming both.
+fn section_keys(devices: &[Device<'_>]) -> Result<Vec<usize>, DescError> {
+    let mut keys: Vec<usize> = (0..devices.len()).collect();
+    let key = |i: &usize| device_key(&devices[*i]);
+    keys.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    if let Some(w) = keys.windows(2).find(|w| key(&w[0]) == key(&w[1])) {
+        let (first, again) = (w[0].min(w[1]), w[0].max(w[1]));
+        let d = &devices[again];
+        return Err(err(
+            &Path::Top("devices", Some(again)),
+            format!(
+                "'{}' instance {} is described twice (also devices[{first}]): QEMU describes \
+                 each section once",
+                d.name, d.instance_id
+            ),
+        ));
+    }
+    Ok(keys)
 }
 
 #[cold]
@@ -663,10 +730,12 @@ impl<'a> Scan<'a> {
         if self.peek().is_some() {
             return Err(self.syntax(&root, "the end of the text"));
         }
+        let devices = devices.ok_or_else(|| missing(&root, "devices"))?;
         Ok(Description {
             configuration,
             page_size: page_size.ok_or_else(|| missing(&root, "page_size"))?,
-            devices: devices.ok_or_else(|| missing(&root, "devices"))?,
+            by_key: section_keys(&devices)?,
+            devices,
         })
     }
 
@@ -724,11 +793,26 @@ impl<'a> Scan<'a> {
     /// The `fields` array of the object at `path`.
     fn fields(&mut self, path: &Path<'_>) -> Result<Vec<FieldDesc<'a>>, DescError> {
         let mut list = self.spare.pop().unwrap_or_default();
+        // Elements of the current run of same-name objects before the next object.
+        let mut run = 0u64;
         let found = self.array(path, |s, i| {
             s.peek();
-            let field = match s.qemu_field(path, i)? {
+            let mut field = match s.qemu_field(path, i)? {
                 Some(f) => f,
                 None => s.field(&Path::Child(path, "fields", Some(i)))?,
+            };
+            field.continues = list
+                .last()
+                .is_some_and(|l: &FieldDesc<'_>| l.name == field.name);
+            if !field.continues {
+                run = 0;
+            }
+            run = match field.repeat {
+                Repeat::Index(k) if k != run => {
+                    return Err(index_err(&Path::Child(path, "fields", Some(i)), k, run));
+                }
+                Repeat::ArrayLen(n) => run.saturating_add(n),
+                _ => run + 1,
             };
             list.push(field);
             Ok(())
@@ -848,6 +932,7 @@ impl<'a> Scan<'a> {
                 type_name,
                 kind: strukt.map_or(FieldKind::Leaf, |s| FieldKind::Struct(Box::new(s))),
                 size,
+                continues: false,
             }));
         }
         let mut keys = FieldKeys {
@@ -1073,6 +1158,7 @@ impl<'a> FieldKeys<'a> {
             type_name,
             kind,
             size: self.size.ok_or_else(|| missing(path, "size"))?,
+            continues: false,
         })
     }
 }
@@ -1108,9 +1194,33 @@ impl<'a> Description<'a> {
         .description()
     }
 
+    /// The description entry of a stream section, and its index in `devices`: the entry with
+    /// the section's idstr and instance id.
+    ///
+    /// This is the one rule that matches stream sections to the description (inspect, verify,
+    /// rewrite, diff, extract, v4 conversion). It is how QEMU's loader finds a section's
+    /// handler (`find_se(idstr, instance_id)`) and how analyze-migration.py picks the
+    /// description of a section (its `section_classes[(name, instance_id)]`); the order of
+    /// the entries does not matter. Duplicates: a trailer that describes one (idstr,
+    /// instance id) twice is refused when read (QEMU never writes one; the script would
+    /// silently take the last), so the answer is unique. A stream that carries the same
+    /// section twice gets the same entry for both (QEMU loads both, the later wins); `verify`
+    /// reports the repeat. Only FULL sections are described (not `ram` and other iterative
+    /// sections).
+    pub fn device(&self, idstr: &[u8], instance_id: u32) -> Option<(usize, &Device<'a>)> {
+        let key = |i: usize| self.devices.get(i).map(device_key);
+        let at = self
+            .by_key
+            .binary_search_by(|&i| key(i).cmp(&Some((idstr.len(), idstr, instance_id))))
+            .ok()?;
+        let i = self.by_key[at];
+        Some((i, self.devices.get(i)?))
+    }
+
     /// A copy that owns all its strings (independent of the trailer's bytes).
     pub fn into_owned(self) -> Description<'static> {
         Description {
+            by_key: self.by_key,
             configuration: self.configuration.map(SubsectionDesc::into_owned),
             page_size: self.page_size,
             devices: self
@@ -1197,6 +1307,7 @@ impl<'a> BodyDesc<'a> {
                         FieldKind::Inline(s) => FieldKind::Inline(Box::new(s.into_owned())),
                     },
                     size: f.size,
+                    continues: f.continues,
                 })
                 .collect(),
             subsections: self
@@ -1311,6 +1422,74 @@ mod tests {
         assert_eq!(dev.instance_id, 7);
         assert!(matches!(dev.body.fields[0].kind, FieldKind::Inline(_)));
         assert_eq!(dev.body.subsections, Some(vec![]));
+    }
+
+    /// An `index` counts the same-name elements before it: 7.2 numbers every element, 10.0
+    /// all but the last, a `nullptr` run with `array_len` counts its length; anything else
+    /// (a gap, a restart, a number for another array) is refused with its path.
+    #[test]
+    fn an_index_counts_the_elements_of_its_name_before_it() {
+        let fields = |list: &str| {
+            format!(
+                r#"{{"page_size": 4096, "devices": [{{"name": "x", "instance_id": 0, "size": 1, "fields": [{list}]}}]}}"#
+            )
+        };
+        let f = |name: &str, repeat: &str| {
+            format!(r#"{{"name": "{name}", {repeat}"type": "uint8", "size": 1}}"#)
+        };
+        let ok = [
+            [
+                f("a", r#""index": 0, "#),
+                f("a", r#""index": 1, "#),
+                f("b", ""),
+            ]
+            .join(", "),
+            [
+                f("a", r#""index": 0, "#),
+                f("a", ""),
+                f("b", r#""index": 0, "#),
+                f("b", ""),
+            ]
+            .join(", "),
+            [
+                f("a", r#""index": 0, "#),
+                f("a", r#""array_len": 2, "#),
+                f("a", r#""index": 3, "#),
+                f("a", ""),
+            ]
+            .join(", "),
+        ];
+        for json in ok {
+            Description::from_json_bytes(fields(&json).as_bytes())
+                .unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+        let bad = [
+            (
+                f("a", r#""index": 1, "#),
+                "fields[0].index",
+                "element 1, but 0",
+            ),
+            (
+                [f("a", r#""index": 0, "#), f("a", r#""index": 2, "#)].join(", "),
+                "fields[1].index",
+                "element 2, but 1",
+            ),
+            (
+                [
+                    f("a", r#""index": 0, "#),
+                    f("b", ""),
+                    f("a", r#""index": 1, "#),
+                ]
+                .join(", "),
+                "fields[2].index",
+                "element 1, but 0",
+            ),
+        ];
+        for (json, path, message) in bad {
+            let e = Description::from_json_bytes(fields(&json).as_bytes()).unwrap_err();
+            assert_eq!(e.path, format!("devices[0].{path}"), "{json}: {e}");
+            assert!(e.message.contains(message), "{json}: {e}");
+        }
     }
 
     #[test]
@@ -1457,13 +1636,20 @@ mod tests {
         assert!(Description::from_json_bytes(deep.as_bytes()).is_err());
     }
 
-    /// Differential check against serde_json on mutations of a real QEMU trailer: malformed
-    /// JSON is refused by both, and what both accept is the same value.
+    /// Differential check against serde_json on mutations of real QEMU trailers (7.2's, and
+    /// 10.0's with its configuration object, capability and index-less last elements):
+    /// malformed JSON is refused by both, and what both accept is the same value.
     #[test]
     fn agrees_with_serde_json_on_mutated_trailers() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../host-tests/fixtures/pc-7.2-bios.vmstate"
+        for name in ["pc-7.2-bios", "q10-pc-i440fx-10.0-ignore-shared"] {
+            agrees_with_serde_json_on_mutations_of(name);
+        }
+    }
+
+    fn agrees_with_serde_json_on_mutations_of(name: &str) {
+        let path = format!(
+            "{}/../host-tests/fixtures/{name}.vmstate",
+            env!("CARGO_MANIFEST_DIR")
         );
         let stream = std::fs::read(path).unwrap();
         let at = vmstate::wire::Trailer::locate(&stream).unwrap() + 5;

@@ -30,6 +30,13 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
         Value::Struct(b) => body_leaves(prefix, b, out),
         Value::Int(i) => out.push((prefix.to_string(), format!("{:#x}", i.raw))),
         Value::Bool(b) => out.push((prefix.to_string(), format!("{b}"))),
+        Value::Null => out.push((prefix.to_string(), "nullptr".into())),
+        Value::Capability(name) => {
+            out.push((
+                prefix.to_string(),
+                String::from_utf8_lossy(name).into_owned(),
+            ));
+        }
         // A timer is one be64 expiry (all ones: not armed).
         Value::Timer(t) => {
             let text = if *t == u64::MAX {

@@ -12,7 +12,7 @@
 //! fallback for sections no typed device in `vmstate-devices` models. [`EditCheck`] is the hook
 //! through which typed devices re-validate an edited body.
 
-use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat, Text};
+use crate::desc::{BodyDesc, FieldDesc, FieldKind, Repeat, SubsectionDesc, Text};
 use std::fmt;
 use vmstate::ErrorKind;
 use vmstate::wire::Reader;
@@ -87,8 +87,12 @@ pub enum Value<'a> {
     /// A nested struct (`struct`, `vstruct`, `tmp`) with its own subsections (boxed: most
     /// values are integers, and the tree is as large as the values it holds).
     Struct(Box<Body<'a>>),
-    /// An array (`array_len`, or `index` entries of one name), one value per element.
+    /// An array (`array_len`, or several field objects of one name), one value per element.
     Array(Vec<Value<'a>>),
+    /// A `nullptr` element: a NULL pointer of a pointer array, sent as the byte `'0'`.
+    Null,
+    /// A `capability` (configuration record): the name, sent after a length byte.
+    Capability(Vec<u8>),
 }
 
 /// A field of a body. Name and type name are the description's (borrowing the trailer's
@@ -131,16 +135,17 @@ pub(crate) enum Leaf {
     Timer,
     Unused,
     Bytes,
+    Null,
+    Capability,
 }
 
-/// Integer type names: `[u]int{8,16,32,64}` with an optional suffix (`equal`, `le`).
+/// The byte QEMU sends for a NULL pointer of a pointer array (`VMS_NULLPTR_MARKER`).
+const NULLPTR_MARKER: u8 = b'0';
+
+/// How `type_name` reads. Integer type names are `[u]int{8,16,32,64}` with an optional suffix
+/// (`equal`, `le`); they are most leaves, so they are tried first.
+#[inline]
 fn leaf_kind(type_name: &str) -> Leaf {
-    match type_name {
-        "bool" => return Leaf::Bool,
-        "timer" => return Leaf::Timer,
-        "unused_buffer" => return Leaf::Unused,
-        _ => {}
-    }
     // Called per element: a byte scan, not a `str` pattern search.
     let end = type_name
         .bytes()
@@ -156,6 +161,18 @@ fn leaf_kind(type_name: &str) -> Leaf {
         Some("16") => Leaf::Int { signed, width: 2 },
         Some("32") => Leaf::Int { signed, width: 4 },
         Some("64") => Leaf::Int { signed, width: 8 },
+        _ => other_leaf(type_name),
+    }
+}
+
+/// The leaf kinds that are not integers.
+fn other_leaf(type_name: &str) -> Leaf {
+    match type_name {
+        "bool" => Leaf::Bool,
+        "timer" => Leaf::Timer,
+        "unused_buffer" => Leaf::Unused,
+        "nullptr" => Leaf::Null,
+        "capability" => Leaf::Capability,
         _ => Leaf::Bytes,
     }
 }
@@ -197,38 +214,42 @@ impl<'d> Decoder<'_, 'd> {
         let mut i = 0;
         while let Some(f) = desc.fields.get(i) {
             self.path.push(&f.name);
-            let value = match f.repeat {
-                Repeat::One => {
-                    i += 1;
-                    self.sized_element(f)?
-                }
-                Repeat::ArrayLen(n) => {
-                    i += 1;
-                    self.array_len(f, n)?
-                }
-                Repeat::Index(0) => {
-                    let mut items = Vec::new();
-                    while let Some(e) = desc.fields.get(i) {
-                        if e.name != f.name || e.repeat != Repeat::Index(items.len() as u64) {
-                            break;
+            // Consecutive objects of one name are one array, whatever their `index` says (QEMU
+            // 10.0 leaves it off the last element) and whatever their types (`nullptr` runs
+            // among structs): QEMU 10.0's analyze-migration.py rule (see `crate::desc`).
+            let run = desc.fields[i..]
+                .iter()
+                .skip(1)
+                .take_while(|e| e.continues)
+                .count()
+                + 1;
+            let value = match (run, f.repeat) {
+                (1, Repeat::ArrayLen(n)) => self.array_len(f, n)?,
+                (1, _) => self.sized_element(f)?,
+                _ => {
+                    let mut items = Vec::with_capacity(run);
+                    for e in &desc.fields[i..i + run] {
+                        match e.repeat {
+                            Repeat::ArrayLen(n) => match self.array_len(e, n)? {
+                                Value::Array(more) => items.extend(more),
+                                one => items.push(one),
+                            },
+                            _ => items.push(self.sized_element(e)?),
                         }
-                        items.push(self.sized_element(e)?);
-                        i += 1;
                     }
                     Value::Array(items)
                 }
-                Repeat::Index(k) => {
-                    return Err(self.fail(
-                        self.r.offset(),
-                        ErrorKind::BadDescription,
-                        format!("description lists element {k} without the elements before it"),
-                    ));
-                }
             };
+            // The elements' own type: a run may start with `nullptr` elements.
+            let typed = desc.fields[i..i + run]
+                .iter()
+                .find(|e| e.type_name != "nullptr")
+                .unwrap_or(f);
+            i += run;
             self.path.pop();
             fields.push(FieldValue {
                 name: f.name.clone(),
-                type_name: f.type_name.clone(),
+                type_name: typed.type_name.clone(),
                 value,
             });
         }
@@ -332,7 +353,13 @@ impl<'d> Decoder<'_, 'd> {
     fn array_len<'a>(&mut self, f: &'d FieldDesc<'a>, n: u64) -> Result<Value<'a>, DecodeError> {
         // Each element takes `size` bytes or more: refuse counts the body cannot hold before
         // allocating for them.
-        let fits = match f.size {
+        // A capability's `size` is its first element's (names differ in length); any
+        // element takes a byte at least.
+        let least = match f.kind {
+            FieldKind::Leaf if f.type_name == "capability" => f.size.min(1),
+            _ => f.size,
+        };
+        let fits = match least {
             0 => n <= 1 << 16,
             s => n
                 .checked_mul(s)
@@ -432,6 +459,23 @@ impl<'d> Decoder<'_, 'd> {
             Leaf::Bytes => Ok(Value::Bytes(
                 self.r.bytes(size).map_err(|e| self.codec(e))?.to_vec(),
             )),
+            Leaf::Null => {
+                self.width_is(at, f, "nullptr is 1 byte", 1)?;
+                match self.r.u8().map_err(|e| self.codec(e))? {
+                    NULLPTR_MARKER => Ok(Value::Null),
+                    found => Err(self.fail(
+                        at,
+                        ErrorKind::BadDescription,
+                        format!("nullptr: expected the byte 0x30 ('0'), found {found:#04x}"),
+                    )),
+                }
+            }
+            // `size` counts the first element only: each name has its own length byte.
+            Leaf::Capability => {
+                let len = self.r.u8().map_err(|e| self.codec(e))?;
+                let name = self.r.bytes(usize::from(len)).map_err(|e| self.codec(e))?;
+                Ok(Value::Capability(name.to_vec()))
+            }
         }
     }
 }
@@ -474,6 +518,42 @@ pub fn decode_section<'a>(
     Ok(tree)
 }
 
+/// Decodes a CONFIGURATION record's body (the bytes after its `0x07`) with the trailer's
+/// `configuration` object (QEMU ≥ 8.2), as QEMU 10.0's analyze-migration.py does: the machine
+/// name, then the subsections the description lists. `caps_count` must count the
+/// `capabilities` listed (one is described without `array_len`, several with it).
+pub fn decode_configuration<'a>(
+    desc: &SubsectionDesc<'a>,
+    body: &[u8],
+    base: usize,
+) -> Result<Body<'a>, DecodeError> {
+    let tree = decode_section(&desc.body, body, base)?;
+    for s in &tree.subsections {
+        let field = |name: &str| s.body.fields.iter().find(|f| f.name == name);
+        let (Some(count), Some(caps)) = (field("caps_count"), field("capabilities")) else {
+            continue;
+        };
+        let listed = match &caps.value {
+            Value::Array(items) => items.len() as u64,
+            _ => 1,
+        };
+        if let Value::Int(n) = count.value
+            && n.raw != listed
+        {
+            return Err(DecodeError {
+                offset: base,
+                path: format!("{}.caps_count", s.name),
+                kind: ErrorKind::BadDescription,
+                message: format!(
+                    "caps_count is {}, the description lists {listed} capabilities",
+                    n.raw
+                ),
+            });
+        }
+    }
+    Ok(tree)
+}
+
 impl Value<'_> {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -485,6 +565,12 @@ impl Value<'_> {
             Value::Bytes(b) | Value::Unused(b) => out.extend_from_slice(b),
             Value::Struct(b) => b.encode(out),
             Value::Array(items) => items.iter().for_each(|v| v.encode(out)),
+            Value::Null => out.push(NULLPTR_MARKER),
+            Value::Capability(name) => {
+                // Read after a length byte, so at most 255 bytes.
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+            }
         }
     }
 
@@ -503,12 +589,7 @@ impl Body<'_> {
             f.value.encode(out);
         }
         for s in &self.subsections {
-            out.push(vmstate::wire::record::SUBSECTION);
-            // Names came from the wire (≤ 255 bytes); an edit cannot change them.
-            out.push(s.name.len() as u8);
-            out.extend_from_slice(s.name.as_bytes());
-            out.extend_from_slice(&s.version.to_be_bytes());
-            s.body.encode(out);
+            s.encode(out);
         }
     }
 
@@ -517,6 +598,33 @@ impl Body<'_> {
         let mut out = Vec::new();
         self.encode(&mut out);
         out
+    }
+
+    /// Where the fields end, then where each subsection ends, relative to the body's start
+    /// (the split v4 frames need, docs/FORMAT.md).
+    pub fn part_ends(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            f.value.encode(&mut out);
+        }
+        let mut ends = vec![out.len()];
+        for s in &self.subsections {
+            s.encode(&mut out);
+            ends.push(out.len());
+        }
+        ends
+    }
+}
+
+impl SubsectionValue<'_> {
+    /// Appends the subsection with its header (`05 len name version`) to `out`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(vmstate::wire::record::SUBSECTION);
+        // Names came from the wire (≤ 255 bytes); an edit cannot change them.
+        out.push(self.name.len() as u8);
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        self.body.encode(out);
     }
 }
 
@@ -578,6 +686,8 @@ fn analyze_value(type_name: &str, v: &Value<'_>) -> serde_json::Value {
     match v {
         Value::Array(items) => items.iter().map(|i| analyze_value(type_name, i)).collect(),
         Value::Struct(b) if type_name == "struct" => b.to_analyze_json(),
+        Value::Null => "nullptr".into(),
+        Value::Capability(name) => String::from_utf8_lossy(name).into_owned().into(),
         _ => {
             let bytes = v.to_bytes();
             match analyze_reader(type_name) {
@@ -996,6 +1106,131 @@ mod tests {
         long.push(0);
         let e = decode_section(&d, &long, 10).unwrap_err();
         assert_eq!(e.offset, 10 + bytes.len());
+    }
+
+    /// One body of a device with a two-element array of structs that have a subsection,
+    /// described the way `fields` says.
+    fn struct_array(fields: &str) -> Description<'static> {
+        let json = format!(
+            r#"{{"page_size": 4096, "devices": [{{"name": "d", "instance_id": 0, "vmsd_name": "d", "version": 1, "fields": [{fields}, {{"name": "z", "type": "uint8", "size": 1}}]}}]}}"#
+        );
+        Description::from_json_bytes(json.as_bytes())
+            .unwrap()
+            .into_owned()
+    }
+
+    const ELEMENT: &str = r#""type": "struct", "struct": {"vmsd_name": "e", "version": 1, "fields": [{"name": "x", "type": "uint16", "size": 2}], "subsections": []}, "size": 2"#;
+
+    /// QEMU 7.2 gives every element of such an array an `index`; 10.0 leaves it off the last.
+    /// Both read as one array of two, and print as analyze-migration.py 10.0 prints them (7.2's
+    /// script folds the 10.0 form to its last element).
+    #[test]
+    fn arrays_of_structs_read_the_same_in_both_conventions() {
+        let bytes = [0x12, 0x34, 0x56, 0x78, 9];
+        let v72 = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", "index": 1, {ELEMENT}}}"#
+        ));
+        let v100 = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", {ELEMENT}}}"#
+        ));
+        let a = decode_section(&v72.devices[0].body, &bytes, 0).unwrap();
+        let b = decode_section(&v100.devices[0].body, &bytes, 0).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b.to_bytes(), bytes);
+        let json = b.to_analyze_json();
+        assert_eq!(json["s"][1]["x"], "0x5678");
+        assert_eq!(json["z"], "0x09");
+        let mut edited = b.clone();
+        edited.set("s[1].x", "1").unwrap();
+        assert_eq!(edited.to_bytes(), [0x12, 0x34, 0, 1, 9]);
+        // A single object is a scalar, as in both scripts.
+        let one = struct_array(&format!(r#"{{"name": "s", {ELEMENT}}}"#));
+        let c = decode_section(&one.devices[0].body, &bytes[2..], 0).unwrap();
+        assert_eq!(c.to_analyze_json()["s"]["x"], "0x5678");
+    }
+
+    /// QEMU 10.0 writes a NULL pointer of a pointer array as a `nullptr` object (the byte
+    /// `'0'` on the wire) among the struct objects of the same name: one array, the null
+    /// element printed as `"nullptr"`; any other byte is refused, as QEMU's loader does.
+    #[test]
+    fn nullptr_elements_are_part_of_their_array() {
+        let desc = struct_array(&format!(
+            r#"{{"name": "s", "index": 0, {ELEMENT}}}, {{"name": "s", "index": 1, "type": "nullptr", "size": 1}}, {{"name": "s", {ELEMENT}}}"#
+        ));
+        let bytes = [0x12, 0x34, b'0', 0x56, 0x78, 9];
+        let body = decode_section(&desc.devices[0].body, &bytes, 0).unwrap();
+        assert_eq!(body.fields.len(), 2);
+        assert_eq!(body.fields[0].type_name, "struct");
+        let Value::Array(items) = &body.fields[0].value else {
+            panic!()
+        };
+        assert_eq!(items[1], Value::Null);
+        assert_eq!(body.to_bytes(), bytes);
+        let json = body.to_analyze_json();
+        assert_eq!(json["s"][1], "nullptr");
+        assert_eq!(json["s"][2]["x"], "0x5678");
+        let mut out = Vec::new();
+        crate::analyze::write_body(&body, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            crate::pretty_json(&json),
+            "the fast writer prints the same"
+        );
+        let mut bad = bytes;
+        bad[2] = 0;
+        let e = decode_section(&desc.devices[0].body, &bad, 100).unwrap_err();
+        assert_eq!((e.offset, e.path.as_str()), (102, "s"));
+        assert!(e.message.contains("expected the byte 0x30"), "{e}");
+    }
+
+    /// The configuration's `capabilities` field: a length byte and a name per element; `size`
+    /// is the first element's, and one capability comes without `array_len`. `caps_count` must
+    /// count them.
+    #[test]
+    fn capabilities_are_read_as_a_scalar_or_a_list() {
+        let config = |caps: &str| {
+            let json = format!(
+                r#"{{"configuration": {{"vmsd_name": "configuration", "version": 1, "fields": [{{"name": "len", "type": "uint32", "size": 4}}, {{"name": "name", "type": "buffer", "size": 2}}], "subsections": [{{"vmsd_name": "configuration/capabilities", "version": 1, "fields": [{{"name": "caps_count", "type": "uint32", "size": 4}}, {caps}]}}]}}, "page_size": 4096, "devices": []}}"#
+            );
+            Description::from_json_bytes(json.as_bytes())
+                .unwrap()
+                .into_owned()
+                .configuration
+                .unwrap()
+        };
+        let record = |caps: &[&[u8]]| {
+            let mut b = b"\0\0\0\x02pc\x05\x1aconfiguration/capabilities\0\0\0\x01".to_vec();
+            b.extend_from_slice(&(caps.len() as u32).to_be_bytes());
+            for c in caps {
+                b.push(c.len() as u8);
+                b.extend_from_slice(c);
+            }
+            b
+        };
+        let one = config(r#"{"name": "capabilities", "type": "capability", "size": 16}"#);
+        let bytes = record(&[b"x-ignore-shared"]);
+        let tree = decode_configuration(&one, &bytes, 0).unwrap();
+        assert_eq!(tree.to_bytes(), bytes);
+        let caps = &tree.subsections[0].body.fields[1].value;
+        assert_eq!(*caps, Value::Capability(b"x-ignore-shared".to_vec()));
+        // Two: the longer first, so `array_len` × `size` overstates what is left.
+        let two =
+            config(r#"{"name": "capabilities", "array_len": 2, "type": "capability", "size": 16}"#);
+        let bytes = record(&[b"x-ignore-shared", b"mapped-ram"]);
+        let tree = decode_configuration(&two, &bytes, 0).unwrap();
+        assert_eq!(tree.to_bytes(), bytes);
+        assert_eq!(
+            tree.subsections[0].body.to_analyze_json()["capabilities"],
+            serde_json::json!(["x-ignore-shared", "mapped-ram"])
+        );
+        // caps_count says 2, one capability is described (and sent).
+        let mut bytes = record(&[b"x-ignore-shared"]);
+        bytes[41] = 2;
+        let e = decode_configuration(&one, &bytes, 0).unwrap_err();
+        assert!(e.message.contains("caps_count is 2"), "{e}");
+        // A first element of another length than described.
+        let e = decode_configuration(&one, &record(&[b"mapped-ram"]), 0).unwrap_err();
+        assert!(e.message.contains("description says 16 bytes"), "{e}");
     }
 
     #[test]

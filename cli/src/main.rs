@@ -487,12 +487,11 @@ fn convert(
 ) -> Result<u8, Failure> {
     let format = format.unwrap_or(Format::V3);
     let out = if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
-        let split = v4tools::TrailerSplit::from_stream(bytes).map_err(Failure::Invalid)?;
         let opts = vmstate::v4::convert::UpgradeOptions {
             vendors: &[],
             crc: false,
         };
-        v4tools::upgrade_with(bytes, split.clone(), split, &opts).map_err(|e| e.to_string())
+        v4tools::upgrade_v3_with(bytes, &opts)
     } else {
         v4tools::rewrite(bytes, format)
     }

@@ -10,7 +10,7 @@
 //! without a trailer can still be walked and rewritten: its bodies are found with the codec's
 //! footer scan and kept as opaque bytes.
 
-use crate::desc::{DescError, Description};
+use crate::desc::{DescError, Description, Device};
 use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -74,17 +74,19 @@ fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
 
 /// Tells [`Records`] where FULL section bodies end, from the stream's own description.
 ///
-/// FULL sections and device objects are matched in order (the `n`-th FULL section is
-/// `devices[n]`); the idstr, instance id and version must agree, or the walk stops with
-/// `BadDescription`. The full reason is kept in [`DescLengths::take_error`].
+/// Each FULL section is decoded with its description entry, found by
+/// [`Description::device`] (idstr and instance id, as QEMU's loader keys sections); the
+/// section's version must be the one described, or the walk stops with `BadDescription`. The
+/// full reason is kept in [`DescLengths::take_error`].
 #[derive(Debug)]
 pub struct DescLengths<'d, 'a> {
     desc: &'d Description<'a>,
-    next: usize,
+    /// Which device objects a section was matched to.
+    used: Vec<bool>,
     error: Option<StreamError>,
-    /// The tree of the last body measured, with its device index: finding a body's length
+    /// The last body measured (its offset, device index and tree): finding a body's length
     /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
-    decoded: Option<(usize, Body<'a>)>,
+    decoded: Option<(usize, usize, Body<'a>)>,
 }
 
 impl<'d, 'a> DescLengths<'d, 'a> {
@@ -92,23 +94,36 @@ impl<'d, 'a> DescLengths<'d, 'a> {
     pub fn new(desc: &'d Description<'a>) -> Self {
         DescLengths {
             desc,
-            next: 0,
+            used: vec![false; desc.devices.len()],
             error: None,
             decoded: None,
         }
     }
 
-    /// The tree of `devices[device]` if it was the last body measured.
-    fn take_decoded(&mut self, device: usize) -> Option<Body<'a>> {
+    /// The device index and tree of the body at `offset`, if it was the last body measured.
+    fn take_decoded(&mut self, offset: usize) -> Option<(usize, Body<'a>)> {
         match self.decoded.take() {
-            Some((d, body)) if d == device => Some(body),
+            Some((at, device, body)) if at == offset => Some((device, body)),
             _ => None,
         }
     }
 
     /// How many device objects have been matched so far.
     pub fn matched(&self) -> usize {
-        self.next
+        self.used.iter().filter(|&&u| u).count()
+    }
+
+    /// The device objects no section has been matched to so far.
+    pub fn unmatched(&self) -> impl Iterator<Item = &'d Device<'a>> + '_ {
+        self.desc
+            .devices
+            .iter()
+            .zip(&self.used)
+            .filter_map(|(d, &used)| (!used).then_some(d))
+    }
+
+    fn devices_len(&self) -> usize {
+        self.desc.devices.len()
     }
 
     /// The detailed reason of the last failure, if any.
@@ -133,11 +148,10 @@ impl BodyLength for DescLengths<'_, '_> {
             return Ok(None);
         }
         let label = || section_label(sec.idstr, sec.instance_id, sec.section_id);
-        let Some(dev) = self.desc.devices.get(self.next) else {
+        let Some((i, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
             let message = format!(
-                "section {} is FULL section number {}, but the description lists only {} devices",
+                "section {} is not in the stream's description ({} devices)",
                 label(),
-                self.next + 1,
                 self.desc.devices.len()
             );
             let e = StreamError::Mismatch {
@@ -146,18 +160,15 @@ impl BodyLength for DescLengths<'_, '_> {
             };
             return Err(self.refuse(base, ErrorKind::BadDescription, e));
         };
-        let version_ok = dev.vmsd.as_ref().is_none_or(|(_, v)| *v == sec.version_id);
-        if dev.name.as_bytes() != sec.idstr || dev.instance_id != sec.instance_id || !version_ok {
+        if let Some((_, v)) = &dev.vmsd
+            && *v != sec.version_id
+        {
             let message = format!(
-                "section {} version {} does not match description devices[{}]: '{}' instance {}{}",
+                "section {} version {} does not match description devices[{i}]: '{}' instance {} version {v}",
                 label(),
                 sec.version_id,
-                self.next,
                 dev.name,
                 dev.instance_id,
-                dev.vmsd
-                    .as_ref()
-                    .map_or(String::new(), |(_, v)| format!(" version {v}"))
             );
             let e = StreamError::Mismatch {
                 offset: base,
@@ -167,8 +178,8 @@ impl BodyLength for DescLengths<'_, '_> {
         }
         match generic::decode_prefix(&dev.body, rest, base) {
             Ok((body, used)) => {
-                self.decoded = Some((self.next, body));
-                self.next += 1;
+                self.decoded = Some((base, i, body));
+                self.used[i] = true;
                 Ok(Some(used))
             }
             Err(error) => {
@@ -504,7 +515,6 @@ impl<'a> Stream<'a> {
             description: None,
             len: bytes.len(),
         };
-        let mut devices = 0;
         loop {
             // The codec's walk reads (and checks) every RAM record to find a section's end;
             // its RAM state before the record is where a later iteration starts.
@@ -526,6 +536,18 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Record::Configuration(c) => {
+                    // QEMU ≥ 8.2 describes the record too: it must read as described.
+                    if let Some(cfg) = description.as_ref().and_then(|d| d.configuration.as_ref()) {
+                        let body = bytes
+                            .get(located.offset + 1..located.end)
+                            .unwrap_or_default();
+                        generic::decode_configuration(cfg, body, located.offset + 1).map_err(
+                            |error| StreamError::Body {
+                                section: "configuration".into(),
+                                error: Box::new(error),
+                            },
+                        )?;
+                    }
                     stream.configuration = Some(c);
                     continue;
                 }
@@ -566,30 +588,40 @@ impl<'a> Stream<'a> {
                         .as_ref()
                         .filter(|_| rec.kind == SectionKind::Full)
                     {
-                        // DescLengths matched this section to `devices[devices]` already.
-                        let dev = desc.devices.get(devices).ok_or(StreamError::Mismatch {
-                            offset: rec.offset,
-                            message: "more FULL sections than described devices".into(),
-                        })?;
-                        // Measuring the body decoded it (and the walk cut the body at the
-                        // length that decode used); decode here only if that tree is missing.
+                        // Measuring the body matched the section to its entry and decoded it
+                        // (and the walk cut the body at the length that decode used); match
+                        // and decode here only if that tree is missing.
                         let measured = records
                             .lengths()
                             .0
                             .as_mut()
-                            .and_then(|d| d.take_decoded(devices));
-                        let body = match measured {
-                            Some(body) => body,
-                            None => generic::decode_section(&dev.body, rec.body, rec.body_offset)
-                                .map_err(|error| StreamError::Body {
-                                section: section_label(rec.idstr, rec.instance_id, rec.section_id),
-                                error: Box::new(error),
-                            })?,
+                            .and_then(|d| d.take_decoded(rec.body_offset));
+                        let (device, body) = match measured {
+                            Some(found) => found,
+                            None => {
+                                let (device, dev) = desc.device(rec.idstr, rec.instance_id).ok_or(
+                                    StreamError::Mismatch {
+                                        offset: rec.offset,
+                                        message: "a FULL section the description does not list"
+                                            .into(),
+                                    },
+                                )?;
+                                let body =
+                                    generic::decode_section(&dev.body, rec.body, rec.body_offset)
+                                        .map_err(|error| StreamError::Body {
+                                        section: section_label(
+                                            rec.idstr,
+                                            rec.instance_id,
+                                            rec.section_id,
+                                        ),
+                                        error: Box::new(error),
+                                    })?;
+                                (device, body)
+                            }
                         };
-                        devices += 1;
                         Item::Device {
                             section,
-                            device: devices - 1,
+                            device,
                             body,
                         }
                     } else {
@@ -606,14 +638,19 @@ impl<'a> Stream<'a> {
                 item,
             });
         }
-        if let Some(desc) = &description
-            && devices != desc.devices.len()
+        // Every described device must be in the stream (QEMU describes what it sent).
+        if let Some(d) = records.lengths().0.as_ref()
+            && let Some(dev) = d.unmatched().next()
         {
             return Err(StreamError::Mismatch {
                 offset: bytes.len(),
                 message: format!(
-                    "the description lists {} devices, the stream has {devices} FULL sections",
-                    desc.devices.len()
+                    "the description lists '{}' instance {}, which the stream does not carry \
+                     ({} of {} devices matched)",
+                    dev.name,
+                    dev.instance_id,
+                    d.matched(),
+                    d.devices_len()
                 ),
             });
         }
@@ -950,7 +987,60 @@ mod tests {
         more.extend_from_slice(json);
         let e = Stream::parse(&more).unwrap_err();
         assert!(
-            e.to_string().contains("lists 2 devices, the stream has 1"),
+            e.to_string()
+                .contains("lists 'dev' instance 1, which the stream does not carry"),
+            "{e}"
+        );
+    }
+
+    /// Sections find their entry by idstr and instance id, not by position: a trailer listing
+    /// the devices in another order describes the same stream, and a section the trailer does
+    /// not list is refused with its name.
+    #[test]
+    fn sections_are_matched_to_entries_by_idstr_and_instance() {
+        let with_json = |json: &[u8]| {
+            let bytes = synthetic();
+            let cut = Trailer::locate(&bytes).unwrap() + 1;
+            let mut b = bytes[..cut].to_vec();
+            b.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            b.extend_from_slice(json);
+            b
+        };
+        let other = br#"{"name": "other", "instance_id": 0, "size": 0, "fields": []}"#;
+        let dev = br#"{"name": "dev", "instance_id": 0, "vmsd_name": "dev", "version": 2, "fields": [{"name": "x", "type": "uint16", "size": 2}]}"#;
+        let json = |list: &[&[u8]]| {
+            let mut j = br#"{"page_size": 4096, "devices": ["#.to_vec();
+            j.extend_from_slice(&list.join(&b", "[..]));
+            j.extend_from_slice(b"]}");
+            j
+        };
+        // `other` first: the ordinal rule would have decoded `dev` with it.
+        let bytes = with_json(&json(&[other, dev]));
+        let e = Stream::parse(&bytes).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("lists 'other' instance 0, which the stream does not carry"),
+            "{e}"
+        );
+        let d = Description::from_json_bytes(&json(&[other, dev]))
+            .unwrap()
+            .into_owned();
+        assert_eq!(d.device(b"dev", 0).map(|(i, _)| i), Some(1));
+        assert_eq!(d.device(b"other", 0).map(|(i, _)| i), Some(0));
+        assert!(d.device(b"dev", 1).is_none() && d.device(b"de", 0).is_none());
+        // Only `other`: the FULL section `dev` is not described.
+        let bytes = with_json(&json(&[other]));
+        let e = Stream::parse(&bytes).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("section 'dev' instance 0 (id 2) is not in the stream's description"),
+            "{e}"
+        );
+        // The same section described twice is refused when the trailer is read.
+        let e = Description::from_json_bytes(&json(&[dev, other, dev])).unwrap_err();
+        assert_eq!(e.path, "devices[2]");
+        assert!(
+            e.message.contains("described twice (also devices[0])"),
             "{e}"
         );
     }

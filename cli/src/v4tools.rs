@@ -9,14 +9,16 @@
 
 // The codec's v4 error is `Copy` and carries names by value; returning it unboxed is deliberate.
 
-use serde_json::Value;
+use crate::desc::Description;
+use crate::generic;
+use crate::model::find_description;
 use std::path::Path;
+use std::rc::Rc;
 use vmstate::SliceSink;
 use vmstate::stream::{BodyLength, SectionInfo};
 use vmstate::v4::caps::Capabilities;
 use vmstate::v4::convert::{SubsectionSplit, UpgradeOptions, downgrade, upgrade};
 use vmstate::v4::wire::{Records4, Vendor};
-use vmstate::wire::Trailer;
 use vmstate::{Error, ErrorKind};
 
 /// Device capacity of capabilities files written by the CLI.
@@ -58,97 +60,93 @@ pub fn stream_version(bytes: &[u8]) -> Option<u32> {
 
 /// Splits sections (and finds v3 body lengths) from a stream's VMDESCRIPTION trailer.
 ///
-/// The description entry with the section's idstr and instance id gives every top-level
-/// field's wire size (`array_len × size`; nested structs summed recursively, their subsections
-/// included) and the top-level subsections in stream order.
+/// Each FULL section is decoded with its description entry ([`Description::device`]: idstr
+/// and instance id, the one matching rule) by the generic decoder ([`crate::generic`]), which
+/// gives the end of the top-level fields and of each top-level subsection. Sections the
+/// description does not list are left to the converter (it refuses them).
 #[derive(Debug, Clone)]
-pub struct TrailerSplit {
-    devices: Vec<Value>,
+pub struct TrailerSplit<'a> {
+    desc: Rc<Description<'a>>,
+    /// The ends of the last body decoded, by its absolute offset: `BodyLength` and
+    /// `SubsectionSplit` ask about the same body one after the other.
+    last: Option<(usize, Vec<usize>)>,
+    /// Why the last body was refused, in full (the codec's error keeps only the kind).
+    error: Option<String>,
 }
 
-impl TrailerSplit {
+impl<'a> TrailerSplit<'a> {
     /// Reads the trailer of the v3 stream `v3`.
-    pub fn from_stream(v3: &[u8]) -> Result<Self, String> {
-        let at = Trailer::locate(v3).ok_or("the stream has no VMDESCRIPTION trailer")?;
-        let json: Value = serde_json::from_slice(v3.get(at + 5..).unwrap_or(&[]))
-            .map_err(|e| format!("VMDESCRIPTION trailer: {e}"))?;
-        let devices = json
-            .get("devices")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or("VMDESCRIPTION trailer has no devices array")?;
-        Ok(TrailerSplit { devices })
+    pub fn from_stream(v3: &'a [u8]) -> Result<Self, String> {
+        let desc = find_description(v3)
+            .map_err(|e| e.to_string())?
+            .ok_or("the stream has no VMDESCRIPTION trailer")?
+            .1;
+        Ok(TrailerSplit::new(desc))
     }
 
-    fn device(&self, sec: &SectionInfo<'_>) -> Option<&Value> {
-        self.devices.iter().find(|d| {
-            d.get("name").and_then(Value::as_str).map(str::as_bytes) == Some(sec.idstr)
-                && d.get("instance_id").and_then(Value::as_u64) == Some(sec.instance_id as u64)
-        })
-    }
-
-    /// Field end, then each top-level subsection's end, relative to the body start.
-    fn ends(&self, sec: &SectionInfo<'_>) -> Option<Vec<usize>> {
-        let d = self.device(sec)?;
-        let mut at = fields_size(d.get("fields"))?;
-        let mut ends = vec![at];
-        for sub in d
-            .get("subsections")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            at = at.checked_add(subsection_size(sub)?)?;
-            ends.push(at);
+    /// A splitter over `desc`.
+    pub fn new(desc: Description<'a>) -> Self {
+        TrailerSplit {
+            desc: Rc::new(desc),
+            last: None,
+            error: None,
         }
-        Some(ends)
+    }
+
+    /// The detailed reason of the last refusal, if any.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.error.take()
+    }
+
+    /// Field end, then each top-level subsection's end, relative to the body start, for the
+    /// body at `base` whose bytes (and maybe more) are `rest`.
+    fn ends(
+        &mut self,
+        sec: &SectionInfo<'_>,
+        rest: &[u8],
+        base: usize,
+    ) -> vmstate::Result<Option<&[usize]>> {
+        if sec.kind != vmstate::wire::section::SectionKind::Full {
+            return Ok(None);
+        }
+        if self.last.as_ref().is_none_or(|(at, _)| *at != base) {
+            let Some((_, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
+                return Ok(None);
+            };
+            let label = || {
+                format!(
+                    "section '{}' instance {}",
+                    String::from_utf8_lossy(sec.idstr),
+                    sec.instance_id
+                )
+            };
+            if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != sec.version_id) {
+                self.error = Some(format!(
+                    "at byte {base} (0x{base:x}), {}: version {} but the description says {v}",
+                    label(),
+                    sec.version_id
+                ));
+                return Err(Error::new(base, ErrorKind::BadDescription));
+            }
+            let (body, _) = generic::decode_prefix(&dev.body, rest, base).map_err(|e| {
+                self.error = Some(format!("{}: {e}", label()));
+                Error::new(e.offset, e.kind)
+            })?;
+            self.last = Some((base, body.part_ends()));
+        }
+        Ok(self.last.as_ref().map(|(_, e)| e.as_slice()))
     }
 }
 
-fn fields_size(fields: Option<&Value>) -> Option<usize> {
-    let mut n = 0usize;
-    for f in fields.and_then(Value::as_array).into_iter().flatten() {
-        n = n.checked_add(field_size(f)?)?;
-    }
-    Some(n)
-}
-
-fn struct_size(desc: &Value) -> Option<usize> {
-    let mut n = fields_size(desc.get("fields"))?;
-    for s in desc
-        .get("subsections")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        n = n.checked_add(subsection_size(s)?)?;
-    }
-    Some(n)
-}
-
-fn subsection_size(sub: &Value) -> Option<usize> {
-    let name = sub.get("vmsd_name").and_then(Value::as_str)?;
-    (1 + 1 + name.len() + 4).checked_add(struct_size(sub)?)
-}
-
-fn field_size(f: &Value) -> Option<usize> {
-    let n = f.get("array_len").and_then(Value::as_u64).unwrap_or(1) as usize;
-    let one = match f.get("struct") {
-        Some(s) => struct_size(s)?,
-        None => f.get("size").and_then(Value::as_u64)? as usize,
-    };
-    n.checked_mul(one)
-}
-
-impl SubsectionSplit for TrailerSplit {
+impl SubsectionSplit for TrailerSplit<'_> {
     fn split(
         &mut self,
         sec: &SectionInfo<'_>,
-        _body: &[u8],
+        body: &[u8],
         base: usize,
         ends: &mut [usize],
     ) -> vmstate::Result<Option<usize>> {
-        let Some(e) = self.ends(sec) else {
+        let Some(e) = self.ends(sec, body, base)? else {
             return Ok(None);
         };
         let capacity = ends.len();
@@ -159,23 +157,20 @@ impl SubsectionSplit for TrailerSplit {
                 capacity,
             },
         ))?;
-        slots.copy_from_slice(&e);
-        Ok(Some(e.len()))
+        let n = e.len();
+        slots.copy_from_slice(e);
+        Ok(Some(n))
     }
 }
 
-impl BodyLength for TrailerSplit {
+impl BodyLength for TrailerSplit<'_> {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
         rest: &[u8],
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
-        match self.ends(sec).and_then(|e| e.last().copied()) {
-            Some(n) if n <= rest.len() => Ok(Some(n)),
-            Some(_) => Err(Error::new(base, ErrorKind::BadDescription)),
-            None => Ok(None),
-        }
+        Ok(self.ends(sec, rest, base)?.and_then(|e| e.last().copied()))
     }
 }
 
@@ -212,8 +207,20 @@ pub fn upgrade_with<L: BodyLength, P: SubsectionSplit>(
 
 /// Converts a v3 stream to v4 using its own VMDESCRIPTION trailer, with checksums.
 pub fn upgrade_v3(v3: &[u8]) -> Result<Vec<u8>, String> {
-    let split = TrailerSplit::from_stream(v3)?;
-    upgrade_with(v3, split.clone(), split, &UpgradeOptions::default()).map_err(|e| e.to_string())
+    upgrade_v3_with(v3, &UpgradeOptions::default())
+}
+
+/// [`upgrade_v3`] with `opts`; a body that does not match its description is refused with
+/// the description decoder's message (section, byte, field, expected and found).
+pub fn upgrade_v3_with(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Vec<u8>, String> {
+    let mut split = TrailerSplit::from_stream(v3)?;
+    let mut lengths = split.clone();
+    upgrade_with(v3, &mut lengths, &mut split, opts).map_err(|e| {
+        lengths
+            .take_error()
+            .or_else(|| split.take_error())
+            .unwrap_or_else(|| e.to_string())
+    })
 }
 
 /// Converts a v4 stream to v3 (refusing, with the reason, when a vendor feature is in use).

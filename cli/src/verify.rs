@@ -89,10 +89,7 @@ struct Lengths<'d> {
 impl Lengths<'_> {
     fn describe(&mut self, sec: &SectionInfo<'_>, rest: &[u8], base: usize) -> Option<usize> {
         let desc = self.desc?;
-        let found = desc.devices.iter().enumerate().position(|(i, d)| {
-            !self.used[i] && d.name.as_bytes() == sec.idstr && d.instance_id == sec.instance_id
-        });
-        let Some(i) = found else {
+        let Some((i, dev)) = desc.device(sec.idstr, sec.instance_id) else {
             self.problems.push(Problem {
                 offset: base,
                 message: format!(
@@ -103,7 +100,6 @@ impl Lengths<'_> {
             return None;
         };
         self.used[i] = true;
-        let dev = &desc.devices[i];
         if let Some((_, v)) = &dev.vmsd
             && *v != sec.version_id
         {

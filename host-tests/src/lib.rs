@@ -11,6 +11,21 @@ pub const FIXTURES: &[&str] = &[
     "pc-7.2-serial.vmstate",
 ];
 
+/// The second-generation streams in `host-tests/fixtures/` (made by `make-fixtures.py`): QEMU
+/// 7.2 (`q72-*`) and QEMU 10.0 (`q10-*`), pc and q35, older machine types on 10.0, the
+/// `i8259/ltim` subsection and x-ignore-shared.
+pub const FIXTURES_V2: &[&str] = &[
+    "q72-pc-i440fx-7.2.vmstate",
+    "q72-pc-q35-7.2.vmstate",
+    "q10-pc-i440fx-10.0.vmstate",
+    "q10-pc-q35-10.0.vmstate",
+    "q10-pc-i440fx-7.2.vmstate",
+    "q10-pc-q35-7.2.vmstate",
+    "q10-pc-i440fx-7.2-ltim.vmstate",
+    "q72-pc-i440fx-7.2-ignore-shared.vmstate",
+    "q10-pc-i440fx-10.0-ignore-shared.vmstate",
+];
+
 /// Path of a fixture file.
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

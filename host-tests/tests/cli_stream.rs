@@ -281,11 +281,12 @@ fn streams_that_disagree_with_their_description_are_refused() {
             r#""name": "cpu", "instance_id": 0, "vmsd_name": "cpu", "version": 13"#,
             |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'cpu' instance 0")),
         ),
-        // Another idstr at the same position.
+        // Another idstr in the entry: the `pcspk` section has no entry (sections find their
+        // entry by idstr and instance id, not by position).
         (
             r#""name": "pcspk""#,
             r#""name": "pcspq""#,
-            |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'pcspq'")),
+            |e| matches!(e, StreamError::Mismatch { message, .. } if message.contains("'pcspk' instance 0 (id 21) is not in the stream's description")),
         ),
         // A field size that does not match the type's width.
         (
@@ -551,4 +552,87 @@ fn edits_that_forge_a_subsection_header_are_refused() {
     let bm = &v[&key_of(&back, "0000:00:01.1/ide", 0)]["bmdma"][0];
     assert_eq!(bm["cmd"], "0x05");
     assert_eq!(bm["addr"], "0x50434944");
+}
+
+/// Every fixture of both builds that has analyze-migration.py outputs stored: the `-d state`
+/// text (`analyze::write_state`) and the `-d desc` text equal the script's of the QEMU build
+/// that wrote it (7.2's for `pc-7.2-*` and `q72-*`, 10.0's for `q10-*`) byte for byte, and the
+/// stream writes back unchanged.
+#[test]
+fn both_builds_streams_print_as_their_own_analyze_migration() {
+    use vmstate_host_tests::{FIXTURES_V2, fixture};
+    let mut compared = 0;
+    for f in vmstate_host_tests::FIXTURES.iter().chain(FIXTURES_V2) {
+        let bytes = fixture(f);
+        let s = Stream::parse(&bytes).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(s.to_bytes().unwrap() == bytes, "{f}: rewrite differs");
+        let stem = f.trim_end_matches(".vmstate");
+        let Ok(state) = std::fs::read_to_string(path(&format!("{stem}.state.json"))) else {
+            // Both QEMU scripts fail on this one ("Unknown section type: 5").
+            assert_eq!(stem, "q72-pc-i440fx-7.2-ignore-shared");
+            continue;
+        };
+        let mut text = Vec::new();
+        assert!(vmstate_cli::analyze::write_state(&s, &mut text));
+        assert!(text == state.as_bytes(), "{f}: -d state text differs");
+        let (desc, _) = recorded(&format!("{stem}.desc.json"));
+        let d = s.description.as_ref().unwrap();
+        assert_eq!(pretty_json(&d.to_json()) + "\n", desc, "{f}: -d desc text");
+        // QEMU >= 8.2 describes its configuration record first.
+        assert_eq!(d.configuration.is_some(), stem.starts_with("q10-"), "{f}");
+        compared += 1;
+    }
+    assert_eq!(compared, 11);
+}
+
+/// The trailer's `configuration` object (QEMU >= 8.2) describes the CONFIGURATION record, and
+/// the record must read as described, as QEMU 10.0's analyze-migration.py reads it: a
+/// capability of another size, or a machine name of another length, is refused.
+#[test]
+fn the_configuration_record_must_read_as_described() {
+    let bytes = read("q10-pc-i440fx-10.0-ignore-shared.vmstate");
+    let s = Stream::parse(&bytes).unwrap();
+    let caps = s.configuration.unwrap().capabilities.unwrap();
+    assert_eq!(caps.iter().collect::<Vec<_>>(), [b"x-ignore-shared"]);
+    for (from, to) in [
+        (
+            r#"{"name": "capabilities", "type": "capability", "size": 16}"#,
+            r#"{"name": "capabilities", "type": "capability", "size": 17}"#,
+        ),
+        (
+            r#"{"name": "name", "type": "buffer", "size": 14}"#,
+            r#"{"name": "name", "type": "buffer", "size": 15}"#,
+        ),
+    ] {
+        let e = Stream::parse(&patch_trailer(&bytes, from, to)).unwrap_err();
+        assert!(
+            matches!(&e, StreamError::Body { section, .. } if section == "configuration"),
+            "{to}: {e}"
+        );
+    }
+}
+
+/// Sections find their description entry by idstr and instance id; a real trailer edited to
+/// describe `i8259` instance 0 twice is refused when read, naming both entries.
+#[test]
+fn a_trailer_describing_a_section_twice_is_refused() {
+    let bytes = read("q10-pc-i440fx-7.2.vmstate");
+    let bad = patch_trailer(
+        &bytes,
+        r#""name": "i8259", "instance_id": 1"#,
+        r#""name": "i8259", "instance_id": 0"#,
+    );
+    let Err(StreamError::Description(e)) = Stream::parse(&bad) else {
+        panic!("accepted a duplicate entry");
+    };
+    assert!(
+        e.message.contains("'i8259' instance 0 is described twice"),
+        "{e}"
+    );
+    let (_, d) = vmstate_cli::model::find_description(&bytes)
+        .unwrap()
+        .unwrap();
+    let (i, dev) = d.device(b"i8259", 1).unwrap();
+    assert_eq!((dev.name.as_str(), dev.instance_id), ("i8259", 1));
+    assert_eq!(e.path, format!("devices[{i}]"));
 }
