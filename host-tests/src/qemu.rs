@@ -144,27 +144,39 @@ impl Qemu {
     }
 
     fn read_message(&mut self) -> Value {
+        self.try_read_message()
+            .unwrap_or_else(|e| panic!("{e}; stderr: {}", self.stderr()))
+    }
+
+    /// The next QMP message, or why there is none (QEMU closed the connection: it exited).
+    fn try_read_message(&mut self) -> Result<Value, String> {
         let mut line = String::new();
-        self.qmp.read_line(&mut line).expect("QMP read");
-        assert!(
-            !line.is_empty(),
-            "QEMU closed QMP; stderr: {}",
-            self.stderr()
-        );
-        serde_json::from_str(&line).expect("QMP JSON")
+        self.qmp
+            .read_line(&mut line)
+            .map_err(|e| format!("QMP read: {e}"))?;
+        if line.is_empty() {
+            return Err("QEMU closed QMP".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("QMP JSON: {e}"))
     }
 
     /// Runs a QMP command and returns its `return` value (events are skipped).
     pub fn execute(&mut self, cmd: &str, args: Value) -> Value {
+        self.try_execute(cmd, args)
+            .unwrap_or_else(|e| panic!("QMP {cmd}: {e}; stderr: {}", self.stderr()))
+    }
+
+    /// [`Qemu::execute`], with a connection QEMU closed (it exited) or a QMP error as `Err`.
+    fn try_execute(&mut self, cmd: &str, args: Value) -> Result<Value, String> {
         let msg = json!({ "execute": cmd, "arguments": args });
-        writeln!(self.qmp.get_mut(), "{msg}").expect("QMP write");
+        writeln!(self.qmp.get_mut(), "{msg}").map_err(|e| format!("QMP write: {e}"))?;
         loop {
-            let v = self.read_message();
+            let v = self.try_read_message()?;
             if let Some(r) = v.get("return") {
-                return r.clone();
+                return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                panic!("QMP {cmd}: {e}");
+                return Err(e.to_string());
             }
         }
     }
@@ -184,7 +196,14 @@ impl Qemu {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return LoadOutcome::Failed(self.stderr());
             }
-            let s = self.execute("query-migrate", json!({}));
+            let s = match self.try_execute("query-migrate", json!({})) {
+                Ok(s) => s,
+                // QEMU exits when a load fails; the connection may close under the query.
+                Err(e) => {
+                    let _ = self.child.wait();
+                    return LoadOutcome::Failed(format!("{e}\n{}", self.stderr()));
+                }
+            };
             match s.get("status").and_then(|s| s.as_str()) {
                 Some("completed") => return LoadOutcome::Completed,
                 Some("failed") => return LoadOutcome::Failed(self.stderr()),

@@ -295,7 +295,8 @@ fn another_machine_type_is_refused() {
     }
 }
 
-/// `port92`'s section header says version 2; both builds know version 1 only.
+/// `port92`'s section header (and its trailer entry) say version 2; both builds know version 1
+/// only.
 fn port92_version_2() -> PathBuf {
     let mut bytes = fixture("q72-pc-i440fx-7.2.vmstate");
     // FULL header tail: idstr "port92", instance 0, version 1.
@@ -312,6 +313,12 @@ fn port92_version_2() -> PathBuf {
         "one port92 header"
     );
     bytes[at + pat.len() - 1] = 2;
+    let entry = br#""name": "port92", "instance_id": 0, "vmsd_name": "port92", "version": 1"#;
+    let at = bytes
+        .windows(entry.len())
+        .position(|w| w == entry)
+        .expect("port92 trailer entry");
+    bytes[at + entry.len() - 1] = b'2';
     temp_stream("port92-v2.vmstate", &bytes)
 }
 
@@ -409,7 +416,8 @@ fn the_facts_table_covers_what_the_dumps_lack() {
         let facts = dest::build(version).expect("facts");
         for entry in std::fs::read_dir(fixture_path("")).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            if !(name.starts_with(prefix) && name.ends_with(".vmstate")) {
+            // pc-i440fx-2.2 writes no trailer (and is not in the dumps).
+            if !(name.starts_with(prefix) && name.ends_with(".vmstate")) || name.contains("-2.2") {
                 continue;
             }
             let machine = if name.contains("q35") {
