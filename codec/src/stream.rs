@@ -11,7 +11,7 @@
 //! belong to a section opened by START and not yet ended; after EOF at most one trailer whose
 //! length reaches exactly the end, then nothing. After the first error the iterator is fused.
 
-use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
@@ -261,7 +261,11 @@ pub struct Options {
     /// Require the configuration record after the header (QEMU's `send-configuration`, on for
     /// every machine newer than 2.3).
     pub require_configuration: bool,
-    /// Accept COMMAND records structurally (a file loader implements none; off by default).
+    /// Accept COMMAND records ([`Command`]: known command numbers with the payload lengths
+    /// QEMU's loader accepts). Off by default: a loader implements no command, and a QEMU 7.2
+    /// stream written to a file carries none. Streams of machine types >= 10.0 carry
+    /// SWITCHOVER_START; whether a destination knows a command is
+    /// [`CommandId::known_by`](crate::wire::command::CommandId::known_by).
     pub allow_commands: bool,
     /// RAM options.
     pub ram: RamOptions,
@@ -499,7 +503,14 @@ impl<'a, L: BodyLength> Records<'a, L> {
                     _ if SectionKind::from_byte(b).is_some() => {
                         Record::Section(self.section(&mut r)?)
                     }
-                    found => return Err(r.error(ErrorKind::UnknownRecordType { found })),
+                    found => {
+                        return Err(r.error(ErrorKind::UnknownRecordType {
+                            found,
+                            expected: RecordPosition::V3Records {
+                                commands: self.options.allow_commands,
+                            },
+                        }));
+                    }
                 }
             }
             Phase::AfterEof => {

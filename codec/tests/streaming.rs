@@ -343,7 +343,10 @@ fn cut_input_is_partial_then_truncated_and_bad_input_is_an_error() {
     let (_, st) = push_all(&bad, &mut buf, 100);
     assert_eq!(
         st.unwrap_err().kind,
-        ErrorKind::UnknownRecordType { found: 9 }
+        ErrorKind::UnknownRecordType {
+            found: 9,
+            expected: vmstate::RecordPosition::V3Records { commands: false }
+        }
     );
     let mut bad = bytes.clone();
     bad[0xc9 + 7] = 0x11; // the first PART record word: ZERO -> FULL|EOS
