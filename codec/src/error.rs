@@ -421,10 +421,9 @@ impl fmt::Display for RecordPosition {
         const SECTIONS: &str = "0x01-0x04 (section START/PART/END/FULL)";
         match self {
             RecordPosition::SectionHeader => write!(f, "a section header, {SECTIONS}"),
-            RecordPosition::V3Records { commands: true } => write!(
-                f,
-                "a v3 record: 0x00 (EOF), {SECTIONS} or 0x08 (COMMAND)"
-            ),
+            RecordPosition::V3Records { commands: true } => {
+                write!(f, "a v3 record: 0x00 (EOF), {SECTIONS} or 0x08 (COMMAND)")
+            }
             RecordPosition::V3Records { commands: false } => write!(
                 f,
                 "a v3 record: 0x00 (EOF) or {SECTIONS}; this reader does not accept COMMAND \
@@ -536,10 +535,7 @@ impl fmt::Display for ErrorKind {
                     f,
                     "record type {found:#04x} ({name}) is not allowed here: expected {expected}"
                 ),
-                None => write!(
-                    f,
-                    "unknown record type {found:#04x}: expected {expected}"
-                ),
+                None => write!(f, "unknown record type {found:#04x}: expected {expected}"),
             },
             EmptyName => f.write_str("empty name: expected 1..=255 bytes"),
             BadNameByte { found } => {

@@ -820,9 +820,10 @@ mod tests {
             (b"\0\0\0\0\0\0\0\x02\x06pc.rox\x00", |k| {
                 matches!(k, ErrorKind::RamUnknownBlock { .. })
             }),
-            (b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41", |k| {
-                matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41, page: 0, block } if block.eq_bytes(b"pc.ram"))
-            }),
+            (
+                b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41",
+                |k| matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41, page: 0, block } if block.eq_bytes(b"pc.ram")),
+            ),
             (b"\0\0\0\0\0\0\0\x11", |k| {
                 matches!(k, ErrorKind::RamFlags { flags: 0x11 })
             }),

@@ -14,6 +14,7 @@
 use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
+use crate::wire::command::CommandId;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
 use crate::wire::{Command, Configuration, Reader, StreamHeader, Trailer, record};
 
@@ -171,7 +172,12 @@ fn plausible_record_start(next: &[u8]) -> bool {
         Some(&b) if SectionKind::from_byte(b).is_some() => {
             SectionHeader::new_checked(next, 0).is_ok()
         }
-        Some(&record::COMMAND) => next.len() >= 5,
+        // A known command with a length QEMU accepts (its payload may not be buffered yet).
+        Some(&record::COMMAND) => match next.get(1..5) {
+            Some(&[c0, c1, l0, l1]) => CommandId::from_u16(u16::from_be_bytes([c0, c1]))
+                .is_some_and(|id| id.payload_len().allows(u16::from_be_bytes([l0, l1]))),
+            _ => false,
+        },
         _ => false,
     }
 }

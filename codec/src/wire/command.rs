@@ -420,7 +420,9 @@ fn check_discard(p: &[u8], at: usize) -> Result<()> {
     }
     let mut r = Reader::new(p.get(1..).unwrap_or(&[]), at + 1);
     // The length rule (>= 20) guarantees the name's length byte and a few bytes after it.
-    let name = r.name().map_err(|e| e.in_field("POSTCOPY_RAM_DISCARD block"))?;
+    let name = r
+        .name()
+        .map_err(|e| e.in_field("POSTCOPY_RAM_DISCARD block"))?;
     let nul_at = 2 + name.len();
     match p.get(nul_at) {
         Some(0) => {}
@@ -477,7 +479,10 @@ mod tests {
     #[test]
     fn fixed_and_variable_lengths() {
         let (c, n) = read(&[8, 0, 2, 0, 4, 0, 0, 0, 9, 0xee], 0).unwrap();
-        assert_eq!((c.id, c.payload, c.packaged, n), (CommandId::Ping, &[0, 0, 0, 9][..], &[][..], 9));
+        assert_eq!(
+            (c.id, c.payload, c.packaged, n),
+            (CommandId::Ping, &[0, 0, 0, 9][..], &[][..], 9)
+        );
         let e = read(&[8, 0, 2, 0, 3, 0, 0, 0], 100).unwrap_err();
         assert_eq!(
             (e.offset, e.kind),
@@ -491,7 +496,14 @@ mod tests {
             )
         );
         let e = read(&[8, 0, 11, 0, 1, 0], 0).unwrap_err();
-        assert!(matches!(e.kind, ErrorKind::CommandLength { cmd: CommandId::SwitchoverStart, found: 1, .. }));
+        assert!(matches!(
+            e.kind,
+            ErrorKind::CommandLength {
+                cmd: CommandId::SwitchoverStart,
+                found: 1,
+                ..
+            }
+        ));
         // POSTCOPY_ADVISE: 0 or 16.
         assert!(read(&[8, 0, 3, 0, 0], 0).is_ok());
         let mut advise = std::vec![8, 0, 3, 0, 16];
@@ -508,7 +520,10 @@ mod tests {
         let (c, _) = read(&d, 0).unwrap();
         assert_eq!(c.id, CommandId::PostcopyRamDiscard);
         d[5] = 1;
-        assert_eq!(read(&d, 0).unwrap_err().field, Some("POSTCOPY_RAM_DISCARD version"));
+        assert_eq!(
+            read(&d, 0).unwrap_err().field,
+            Some("POSTCOPY_RAM_DISCARD version")
+        );
     }
 
     #[test]
@@ -517,7 +532,10 @@ mod tests {
             let b = [&[8u8][..], &cmd.to_be_bytes(), &[0, 0]].concat();
             let e = read(&b, 40).unwrap_err();
             // At the command number, right after the type byte.
-            assert_eq!((e.offset, e.kind), (41, ErrorKind::UnknownCommand { cmd, len: 0 }));
+            assert_eq!(
+                (e.offset, e.kind),
+                (41, ErrorKind::UnknownCommand { cmd, len: 0 })
+            );
         }
     }
 
@@ -525,7 +543,10 @@ mod tests {
     fn packaged_data_must_be_present() {
         let rec = [8, 0, 7, 0, 4, 0, 0, 0, 3, 0xaa, 0xbb, 0xcc, 0x00];
         let (c, n) = read(&rec, 0).unwrap();
-        assert_eq!((c.id, c.packaged, n), (CommandId::Packaged, &[0xaa, 0xbb, 0xcc][..], 12));
+        assert_eq!(
+            (c.id, c.packaged, n),
+            (CommandId::Packaged, &[0xaa, 0xbb, 0xcc][..], 12)
+        );
         assert_eq!(c.buffer_len(), 12);
         // Every prefix is "need more input", at the offset where bytes are missing.
         for k in 0..12 {
@@ -535,12 +556,25 @@ mod tests {
         }
         // The largest length QEMU allows, announced in a short input.
         let e = read(&[8, 0, 7, 0, 4, 0xff, 0xff, 0xff, 0xff, 1], 0).unwrap_err();
-        assert_eq!((e.offset, e.kind), (9, ErrorKind::Truncated { needed: u32::MAX as usize, available: 1 }));
+        assert_eq!(
+            (e.offset, e.kind),
+            (
+                9,
+                ErrorKind::Truncated {
+                    needed: u32::MAX as usize,
+                    available: 1
+                }
+            )
+        );
         // A PACKAGED record whose payload is not 4 bytes has no packaged data; its length is
         // refused.
         assert!(matches!(
             read(&[8, 0, 7, 0, 0], 0).unwrap_err().kind,
-            ErrorKind::CommandLength { cmd: CommandId::Packaged, found: 0, .. }
+            ErrorKind::CommandLength {
+                cmd: CommandId::Packaged,
+                found: 0,
+                ..
+            }
         ));
     }
 
