@@ -209,7 +209,12 @@ pub fn stream(data: &[u8]) {
 /// Walks `data`, checking the iterator's contract; returns the FULL sections' (idstr,
 /// instance, version, body).
 fn walk<L: BodyLength>(data: &[u8], lengths: L) -> Vec<(&[u8], u32, u32, &[u8])> {
-    let mut records = Records::new(data, lengths);
+    // COMMAND records on, so the fuzzer reaches `wire::command` (QEMU 10.0 streams carry one).
+    let options = vmstate::stream::Options {
+        allow_commands: true,
+        ..Default::default()
+    };
+    let mut records = Records::with_options(data, lengths, options);
     let mut end = 0;
     let mut sections = Vec::new();
     while let Some(item) = records.next() {
