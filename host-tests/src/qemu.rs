@@ -98,14 +98,19 @@ impl Qemu {
     }
 
     fn read_message(&mut self) -> Value {
+        self.try_read_message().unwrap_or_else(|| {
+            panic!("QEMU closed QMP; stderr: {}", self.stderr());
+        })
+    }
+
+    /// The next QMP message, `None` when QEMU closed the connection (it exits after a failed
+    /// incoming migration, possibly between two `query-migrate`s).
+    fn try_read_message(&mut self) -> Option<Value> {
         let mut line = String::new();
-        self.qmp.read_line(&mut line).expect("QMP read");
-        assert!(
-            !line.is_empty(),
-            "QEMU closed QMP; stderr: {}",
-            self.stderr()
-        );
-        serde_json::from_str(&line).expect("QMP JSON")
+        match self.qmp.read_line(&mut line) {
+            Ok(n) if n > 0 => Some(serde_json::from_str(&line).expect("QMP JSON")),
+            _ => None,
+        }
     }
 
     /// Runs a QMP command and returns its `return` value (events are skipped).
@@ -138,7 +143,21 @@ impl Qemu {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return LoadOutcome::Failed(self.stderr());
             }
-            let s = self.execute("query-migrate", json!({}));
+            let msg = json!({ "execute": "query-migrate" });
+            let sent = writeln!(self.qmp.get_mut(), "{msg}").is_ok();
+            let reply = loop {
+                match sent.then(|| self.try_read_message()).flatten() {
+                    Some(v) if v.get("return").is_some() => break Some(v["return"].clone()),
+                    Some(v) if v.get("error").is_some() => panic!("QMP query-migrate: {v}"),
+                    Some(_) => continue, // an event
+                    None => break None,
+                }
+            };
+            let Some(s) = reply else {
+                // QEMU closed QMP: it exited after a failed load.
+                let _ = self.child.wait();
+                return LoadOutcome::Failed(self.stderr());
+            };
             match s.get("status").and_then(|s| s.as_str()) {
                 Some("completed") => return LoadOutcome::Completed,
                 Some("failed") => return LoadOutcome::Failed(self.stderr()),
