@@ -382,8 +382,8 @@ pub enum ErrorKind {
         sum: u64,
     },
     /// A ZERO page record carries a non-zero fill byte: QEMU 7.2 fills the page with it, QEMU
-    /// >= 8.2 refuses it ("Found a zero page with value %d"), and so does this reader unless
-    /// [`RamOptions::allow_nonzero_fill`](crate::ram::RamOptions::allow_nonzero_fill).
+    /// 8.2 and later refuse it ("Found a zero page with value %d"), and so does this reader
+    /// unless [`RamOptions::allow_nonzero_fill`](crate::ram::RamOptions::allow_nonzero_fill).
     RamNonZeroFill {
         /// The block the page belongs to.
         block: Name,

@@ -95,14 +95,13 @@ fn codec_accepts(bytes: &[u8], build: QemuBuild) -> bool {
         ..Options::default()
     };
     let mut it = Records::with_options(bytes, FooterScan, options);
-    let ok = it.all(|r| match r {
+    it.all(|r| match r {
         Ok(l) => match l.record {
             Record::Command(c) => c.id.known_by(major, minor),
             _ => true,
         },
         Err(_) => false,
-    });
-    ok
+    })
 }
 
 fn check(name: &str, bytes: &[u8], qemu_refusal: &str, accepted_by: &[QemuBuild]) {
@@ -138,8 +137,7 @@ fn switchover_start_is_known_from_10_0_on() {
     // Right before the RAM END record, where a pc-*-10.0 stream has it.
     let end = ram_records(&real)
         .iter()
-        .filter(|(_, _, r)| *r == RamRecord::Eos)
-        .last()
+        .rfind(|(_, _, r)| *r == RamRecord::Eos)
         .map(|(s, _, _)| *s - 5)
         .unwrap();
     assert_eq!(real[end], 0x03, "RAM END record");

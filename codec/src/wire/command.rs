@@ -80,7 +80,7 @@ pub enum CommandId {
     /// `MIG_CMD_RECV_BITMAP` (10): ask for a block's received bitmap.
     RecvBitmap = 10,
     /// `MIG_CMD_SWITCHOVER_START` (11, QEMU 10.0): the source starts switchover. Machine types
-    /// >= 10.0 send `08 00 0b 00 00` right before the RAM section's END record.
+    /// 10.0 and later send `08 00 0b 00 00` right before the RAM section's END record.
     SwitchoverStart = 11,
 }
 
@@ -436,7 +436,7 @@ fn check_discard(p: &[u8], at: usize) -> Result<()> {
         }
     }
     let ranges = p.len() - nul_at - 1;
-    if ranges % 16 != 0 {
+    if !ranges.is_multiple_of(16) {
         return Err(bad(
             nul_at + 1,
             "POSTCOPY_RAM_DISCARD ranges",
