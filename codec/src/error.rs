@@ -522,6 +522,16 @@ impl fmt::Display for ErrorKind {
             UnsupportedFileVersion { found: 2 } => {
                 f.write_str("file version 2 is obsolete: expected 3 (or 4)")
             }
+            // A v3 reader given a v4 stream, or the v4 reader given a v3 stream: say which
+            // reader reads it rather than listing the found version as expected.
+            UnsupportedFileVersion { found: 3 } => f.write_str(
+                "file version 3 (QEMU's format) where vmstate v4 was expected: convert it \
+                 (v4::convert::upgrade) or read it with the v3 reader",
+            ),
+            UnsupportedFileVersion { found: 4 } => f.write_str(
+                "file version 4 (vmstate v4) where QEMU's version 3 was expected: convert it \
+                 (v4::convert::downgrade) or read it with v4::wire::Records4",
+            ),
             UnsupportedFileVersion { found } => write!(
                 f,
                 "unsupported file version: expected 3 or 4, found {found}"

@@ -7,7 +7,9 @@
 //! its footer, which the iterator checks, so a wrong length is detected at once.
 //!
 //! Stream-level hardening (untrusted-input §5): record bytes other than START/PART/END/FULL,
-//! COMMAND and EOF are refused at record position; section ids are unique; PART/END must
+//! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
+//! must be one QEMU knows with a length its loader accepts ([`Command`]); section ids are
+//! unique; PART/END must
 //! belong to a section opened by START and not yet ended; after EOF at most one trailer whose
 //! length reaches exactly the end, then nothing. After the first error the iterator is fused.
 
