@@ -525,12 +525,12 @@ impl fmt::Display for ErrorKind {
             // A v3 reader given a v4 stream, or the v4 reader given a v3 stream: say which
             // reader reads it rather than listing the found version as expected.
             UnsupportedFileVersion { found: 3 } => f.write_str(
-                "file version 3 (QEMU's format) where vmstate v4 was expected: convert it \
-                 (v4::convert::upgrade) or read it with the v3 reader",
+                "file version 3 (QEMU's format) where vmstate v4 was expected (convert it to \
+                 v4 first)",
             ),
             UnsupportedFileVersion { found: 4 } => f.write_str(
-                "file version 4 (vmstate v4) where QEMU's version 3 was expected: convert it \
-                 (v4::convert::downgrade) or read it with v4::wire::Records4",
+                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it to \
+                 v3 first)",
             ),
             UnsupportedFileVersion { found } => write!(
                 f,
