@@ -669,3 +669,54 @@ impl core::error::Error for Error {}
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    /// No message lists the value it found among the ones it expected.
+    #[test]
+    fn messages_do_not_contradict_themselves() {
+        let kinds = [
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::V3Records { commands: false },
+            },
+            ErrorKind::UnknownRecordType {
+                found: 9,
+                expected: RecordPosition::V3Records { commands: true },
+            },
+            ErrorKind::UnknownRecordType {
+                found: 5,
+                expected: RecordPosition::V4Records,
+            },
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::SectionHeader,
+            },
+            ErrorKind::UnsupportedFileVersion { found: 3 },
+            ErrorKind::UnsupportedFileVersion { found: 4 },
+        ];
+        for k in kinds {
+            let msg = k.to_string();
+            let (found, expected) = msg.split_once("expected").unwrap();
+            let value = match k {
+                ErrorKind::UnknownRecordType { found, .. } => std::format!("{found:#04x}"),
+                ErrorKind::UnsupportedFileVersion { found } => std::format!("version {found}"),
+                _ => unreachable!(),
+            };
+            assert!(found.contains(&value), "{msg}");
+            assert!(!expected.contains(&value), "{msg}");
+        }
+        assert!(
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::V3Records { commands: false }
+            }
+            .to_string()
+            .starts_with("record type 0x08 (COMMAND) is not allowed here")
+        );
+    }
+}
