@@ -43,6 +43,7 @@ use std::fmt;
 use std::path::Path;
 use vmstate::v4::caps::{Incompatibility, Report, SectionRequirement};
 use vmstate::v4::wire::{Record4, Records4};
+use vmstate::wire::command::CommandId;
 use vmstate::wire::{Configuration, Reader};
 
 /// The `format` value of a destination file written by `vmstate caps`.
@@ -109,8 +110,10 @@ pub struct SectionFact {
 pub struct BuildFacts {
     /// `7.2`, `10.0`.
     pub version: &'static str,
-    /// The highest COMMAND number its loader knows (all of `1..=max_command` are known).
-    pub max_command: u16,
+    /// The same as numbers.
+    pub major: u16,
+    /// Minor version.
+    pub minor: u16,
     /// Sections every pc/q35 machine of that build has that are not in its dump.
     pub not_in_dump: &'static [SectionFact],
 }
@@ -160,7 +163,8 @@ macro_rules! x86_cpu_subsections {
 pub const BUILDS: &[BuildFacts] = &[
     BuildFacts {
         version: "7.2",
-        max_command: 10, // MIG_CMD_RECV_BITMAP
+        major: 7,
+        minor: 2,
         not_in_dump: &[
             fact("ram", 4, 4, &[]),
             fact("timer", 1, 2, &["timer/icount"]),
@@ -181,7 +185,8 @@ pub const BUILDS: &[BuildFacts] = &[
     },
     BuildFacts {
         version: "10.0",
-        max_command: 11, // MIG_CMD_SWITCHOVER_START
+        major: 10,
+        minor: 0,
         not_in_dump: &[
             fact("ram", 4, 4, &[]),
             fact("timer", 1, 2, &["timer/icount"]),
@@ -272,7 +277,7 @@ fn stream_facts(v4: &[u8]) -> Result<StreamFacts, String> {
                 facts.machine = Some(machine);
                 facts.capabilities = caps;
             }
-            // MERGE: Record4::Command(c) => facts.commands.push((rec.offset, c.cmd)),
+            Record4::Command(c) => facts.commands.push((rec.offset, c.id.number())),
             _ => {}
         }
     }
@@ -336,7 +341,12 @@ impl Destination {
 
     fn set_qemu(&mut self, facts: &'static BuildFacts) {
         self.qemu = Some(facts.version.into());
-        self.commands = (1..=facts.max_command).collect();
+        // The loader's command table: the codec knows which build introduced each command.
+        self.commands = CommandId::ALL
+            .iter()
+            .filter(|c| c.known_by(facts.major, facts.minor))
+            .map(|c| c.number())
+            .collect();
         for f in facts.not_in_dump {
             let s = self.section_mut(f.name, f.min_version, f.max_version);
             for sub in f.subsections {
@@ -683,8 +693,8 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
             add(
                 Reason::Command,
                 format!(
-                    "at byte {offset} ({offset:#x}): COMMAND {} is unknown to the destination{}",
-                    c, // MERGE: name
+                    "at byte {offset} ({offset:#x}): COMMAND {c} ({}) is unknown to the destination{}",
+                    CommandId::from_u16(c).map_or("(unknown)", CommandId::name),
                     dest.qemu
                         .as_deref()
                         .map(|q| format!(" (QEMU {q})"))

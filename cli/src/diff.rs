@@ -12,7 +12,8 @@ use vmstate::ram::RamRecord;
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
-    /// Where (`IDSTR[INSTANCE].FIELD`, `ram:BLOCK@OFFSET`, or a record name).
+    /// Where (`IDSTR[INSTANCE].FIELD`, `ram:BLOCK@OFFSET`, or a record name such as
+    /// `configuration.machine` or `commands`).
     pub path: String,
     /// The value in the first stream (`-` when absent).
     pub a: String,
@@ -126,6 +127,26 @@ pub fn diff(a: &Stream<'_>, b: &Stream<'_>) -> Vec<Difference> {
             "configuration.machine".into(),
             ma(a).as_deref(),
             ma(b).as_deref(),
+        );
+    }
+    // COMMAND records (SWITCHOVER_START in streams of machine types >= 10.0), in order.
+    let commands = |s: &Stream<'_>| {
+        let names: Vec<&str> = s
+            .entries
+            .iter()
+            .filter_map(|e| match &e.item {
+                Item::Command(c) => Some(c.id.name()),
+                _ => None,
+            })
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
+    };
+    if commands(a) != commands(b) {
+        push(
+            &mut out,
+            "commands".into(),
+            commands(a).as_deref(),
+            commands(b).as_deref(),
         );
     }
     let (da, db) = (device_leaves(a), device_leaves(b));

@@ -172,8 +172,8 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
                 String::new(),
                 String::new(),
                 String::new(),
-                c.data.len().to_string(),
-                format!("cmd {}", c.cmd),
+                (c.payload.len() + c.packaged.len()).to_string(),
+                format!("COMMAND {}", c.id.name()),
             ],
             Item::Ram { section, records } => {
                 let (mut z, mut p, mut x) = (0, 0, 0);

@@ -710,10 +710,7 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Item::Command(c) => {
-                    out.write(&[record::COMMAND])?;
-                    out.write(&c.cmd.to_be_bytes())?;
-                    out.write(&(c.data.len() as u16).to_be_bytes())?;
-                    out.write(c.data)?;
+                    c.emit(out)?;
                     continue;
                 }
                 Item::Ram { section, records } => {

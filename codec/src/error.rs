@@ -208,10 +208,13 @@ pub enum ErrorKind {
         /// The byte found instead.
         found: u8,
     },
-    /// A byte that is not a record type stands where a record must start.
+    /// A byte that is not a record type allowed at this position stands where a record must
+    /// start.
     UnknownRecordType {
         /// The byte found.
         found: u8,
+        /// What may stand there.
+        expected: RecordPosition,
     },
     /// A name (idstr, subsection, block or machine name) is empty.
     EmptyName,
@@ -316,12 +319,22 @@ pub enum ErrorKind {
         /// The byte found.
         found: u8,
     },
-    /// A COMMAND record this reader does not implement, or with a wrong length.
-    UnsupportedCommand {
+    /// A COMMAND record whose command number QEMU does not know (0, or above
+    /// SWITCHOVER_START = 11); QEMU: "MIG_CMD 0x%x unknown (len 0x%x)".
+    UnknownCommand {
         /// The command number.
         cmd: u16,
         /// Its payload length.
         len: u16,
+    },
+    /// A COMMAND record whose payload length QEMU's loader refuses for that command.
+    CommandLength {
+        /// The command.
+        cmd: crate::wire::command::CommandId,
+        /// The lengths QEMU accepts.
+        expected: Expected,
+        /// The declared length.
+        found: u16,
     },
     /// A record that may occur only once or only at a certain place occurs elsewhere.
     UnexpectedRecord {
@@ -368,9 +381,14 @@ pub enum ErrorKind {
         /// Sum of the lengths read so far when the list went past it.
         sum: u64,
     },
-    /// A ZERO page record carries a non-zero fill byte (accepted by QEMU 7.2, rejected by
-    /// QEMU 10.x and by default here).
+    /// A ZERO page record carries a non-zero fill byte: QEMU 7.2 fills the page with it, QEMU
+    /// 8.2 and later refuse it ("Found a zero page with value %d"), and so does this reader
+    /// unless [`RamOptions::allow_nonzero_fill`](crate::ram::RamOptions::allow_nonzero_fill).
     RamNonZeroFill {
+        /// The block the page belongs to.
+        block: Name,
+        /// The page's offset in the block.
+        page: u64,
         /// The fill byte.
         fill: u8,
     },
@@ -379,6 +397,62 @@ pub enum ErrorKind {
         /// The version read.
         found: u32,
     },
+}
+
+/// Where a record starts, for [`ErrorKind::UnknownRecordType`]: what may stand there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RecordPosition {
+    /// A section header: START, PART, END or FULL.
+    SectionHeader,
+    /// The records of a v3 stream (after the header and configuration, before EOF), with or
+    /// without COMMAND records accepted (`stream::Options::allow_commands`).
+    V3Records {
+        /// Whether COMMAND records are accepted.
+        commands: bool,
+    },
+    /// The records of a v4 stream (docs/FORMAT.md §2).
+    V4Records,
+}
+
+impl fmt::Display for RecordPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SECTIONS: &str = "0x01-0x04 (section START/PART/END/FULL)";
+        match self {
+            RecordPosition::SectionHeader => write!(f, "a section header, {SECTIONS}"),
+            RecordPosition::V3Records { commands: true } => {
+                write!(f, "a v3 record: 0x00 (EOF), {SECTIONS} or 0x08 (COMMAND)")
+            }
+            RecordPosition::V3Records { commands: false } => write!(
+                f,
+                "a v3 record: 0x00 (EOF) or {SECTIONS}; this reader does not accept COMMAND \
+                 records (stream::Options::allow_commands is off)"
+            ),
+            RecordPosition::V4Records => write!(
+                f,
+                "a v4 record: 0x00 (EOF), {SECTIONS}, 0x07 (configuration, first only), \
+                 0x08 (COMMAND) or 0x80-0xff (ancillary)"
+            ),
+        }
+    }
+}
+
+/// QEMU's name of a record type byte (`QEMU_VM_*`), if it is one.
+const fn record_name(b: u8) -> Option<&'static str> {
+    Some(match b {
+        0x00 => "EOF",
+        0x01 => "SECTION_START",
+        0x02 => "SECTION_PART",
+        0x03 => "SECTION_END",
+        0x04 => "SECTION_FULL",
+        0x05 => "SUBSECTION",
+        0x06 => "VMDESCRIPTION",
+        0x07 => "CONFIGURATION",
+        0x08 => "COMMAND",
+        0x7e => "SECTION_FOOTER",
+        _ => return None,
+    })
 }
 
 /// A codec error: where and what.
@@ -448,6 +522,16 @@ impl fmt::Display for ErrorKind {
             UnsupportedFileVersion { found: 2 } => {
                 f.write_str("file version 2 is obsolete: expected 3 (or 4)")
             }
+            // A v3 reader given a v4 stream, or the v4 reader given a v3 stream: say which
+            // reader reads it rather than listing the found version as expected.
+            UnsupportedFileVersion { found: 3 } => f.write_str(
+                "file version 3 (QEMU's format) where vmstate v4 was expected (convert it to \
+                 v4 first)",
+            ),
+            UnsupportedFileVersion { found: 4 } => f.write_str(
+                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it to \
+                 v3 first)",
+            ),
             UnsupportedFileVersion { found } => write!(
                 f,
                 "unsupported file version: expected 3 or 4, found {found}"
@@ -456,10 +540,13 @@ impl fmt::Display for ErrorKind {
                 f,
                 "configuration record missing: expected 0x07, found {found:#04x}"
             ),
-            UnknownRecordType { found } => write!(
-                f,
-                "unknown record type: expected one of 0x00-0x04, 0x08, found {found:#04x}"
-            ),
+            UnknownRecordType { found, expected } => match record_name(found) {
+                Some(name) => write!(
+                    f,
+                    "record type {found:#04x} ({name}) is not allowed here: expected {expected}"
+                ),
+                None => write!(f, "unknown record type {found:#04x}: expected {expected}"),
+            },
             EmptyName => f.write_str("empty name: expected 1..=255 bytes"),
             BadNameByte { found } => {
                 write!(f, "name holds byte {found:#04x}: expected printable ASCII")
@@ -514,9 +601,19 @@ impl fmt::Display for ErrorKind {
             BadNullMarker { found } => {
                 write!(f, "NULL pointer marker: expected 0x30, found {found:#04x}")
             }
-            UnsupportedCommand { cmd, len } => {
-                write!(f, "unsupported command {cmd:#x} (len {len})")
-            }
+            UnknownCommand { cmd, len } => write!(
+                f,
+                "unknown COMMAND {cmd:#06x} (len {len}): expected 0x0001..=0x000b \
+                 (OPEN_RETURN_PATH..SWITCHOVER_START)"
+            ),
+            CommandLength {
+                cmd,
+                expected,
+                found,
+            } => write!(
+                f,
+                "COMMAND {cmd} payload length: expected {expected}, found {found:#x}"
+            ),
             UnexpectedRecord { found } => write!(f, "record {found:#04x} is not allowed here"),
             TrailingBytes { count } => write!(
                 f,
@@ -541,9 +638,11 @@ impl fmt::Display for ErrorKind {
                 f,
                 "RAM block list: MEM_SIZE total {declared:#x}, but block lengths sum to {sum:#x}"
             ),
-            RamNonZeroFill { fill } => {
-                write!(f, "ZERO page fill byte: expected 0x00, found {fill:#04x}")
-            }
+            RamNonZeroFill { block, page, fill } => write!(
+                f,
+                "ZERO page {page:#x} of block {block}: fill byte expected 0x00 (QEMU >= 8.2 \
+                 refuses any other), found {fill:#04x}"
+            ),
             RamVersion { found } => write!(f, "RAM section version: expected 4, found {found}"),
         }
     }
@@ -570,3 +669,54 @@ impl core::error::Error for Error {}
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    /// No message lists the value it found among the ones it expected.
+    #[test]
+    fn messages_do_not_contradict_themselves() {
+        let kinds = [
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::V3Records { commands: false },
+            },
+            ErrorKind::UnknownRecordType {
+                found: 9,
+                expected: RecordPosition::V3Records { commands: true },
+            },
+            ErrorKind::UnknownRecordType {
+                found: 5,
+                expected: RecordPosition::V4Records,
+            },
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::SectionHeader,
+            },
+            ErrorKind::UnsupportedFileVersion { found: 3 },
+            ErrorKind::UnsupportedFileVersion { found: 4 },
+        ];
+        for k in kinds {
+            let msg = k.to_string();
+            let (found, expected) = msg.split_once("expected").unwrap();
+            let value = match k {
+                ErrorKind::UnknownRecordType { found, .. } => std::format!("{found:#04x}"),
+                ErrorKind::UnsupportedFileVersion { found } => std::format!("version {found}"),
+                _ => unreachable!(),
+            };
+            assert!(found.contains(&value), "{msg}");
+            assert!(!expected.contains(&value), "{msg}");
+        }
+        assert!(
+            ErrorKind::UnknownRecordType {
+                found: 8,
+                expected: RecordPosition::V3Records { commands: false }
+            }
+            .to_string()
+            .starts_with("record type 0x08 (COMMAND) is not allowed here")
+        );
+    }
+}

@@ -26,7 +26,7 @@
 //! only for an open section, RAM version 4, footers, nothing after the trailer. After an error
 //! the decoder is fused.
 
-use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
 use crate::ram::{RamContext, RamOptions, RamRecord};
 use crate::sink::IoError;
 use crate::stream::{
@@ -517,7 +517,14 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
                     _ if SectionKind::from_byte(b).is_some() => {
                         return self.parse_section().map(Some);
                     }
-                    found => return Err(r.error(ErrorKind::UnknownRecordType { found })),
+                    found => {
+                        return Err(r.error(ErrorKind::UnknownRecordType {
+                            found,
+                            expected: RecordPosition::V3Records {
+                                commands: self.options.allow_commands,
+                            },
+                        }));
+                    }
                 }
             }
             Phase::Ram {

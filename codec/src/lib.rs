@@ -44,7 +44,9 @@ pub mod vmdesc;
 pub mod wire;
 pub mod writer;
 
-pub use error::{Error, ErrorKind, Escaped, Expected, Name, Result, SectionContext, Violation};
+pub use error::{
+    Error, ErrorKind, Escaped, Expected, Name, RecordPosition, Result, SectionContext, Violation,
+};
 pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
 pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
 pub use stream::{Record, Records, SectionRecord};

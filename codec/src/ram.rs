@@ -6,8 +6,14 @@
 //! Hardened rules (untrusted-input §5): the MEM_SIZE total must equal the sum of the listed
 //! lengths (checked arithmetic, no underflow); every page record must name a listed block (or
 //! CONTINUE a previous one) and lie wholly inside it; ZERO fill bytes must be 0 unless
-//! [`RamOptions::allow_nonzero_fill`]; XBZRLE deltas are at most one page; COMPRESS_PAGE, HOOK,
-//! MULTIFD_FLUSH and unknown combinations are rejected; every body ends with EOS.
+//! [`RamOptions::allow_nonzero_fill`]; XBZRLE deltas are at most one page; a bare
+//! MULTIFD_FLUSH word is accepted only with [`RamOptions::multifd_flush`]; COMPRESS_PAGE, HOOK
+//! and unknown combinations are rejected; every body ends with EOS.
+//!
+//! What a destination QEMU accepts differs by version ([`RamOptions::for_qemu`]): 7.2 fills a
+//! ZERO page with any byte and refuses MULTIFD_FLUSH ("Unknown combination of migration
+//! flags"); 8.0 added MULTIFD_FLUSH; 8.2 refuses a fill byte other than 0 ("Found a zero page
+//! with value %d").
 
 use crate::error::{Error, ErrorKind, Name, Result};
 use crate::sink::Sink;
@@ -33,7 +39,8 @@ pub mod flags {
     pub const HOOK: u16 = 0x080;
     /// Compressed page; rejected (compression is not supported).
     pub const COMPRESS_PAGE: u16 = 0x100;
-    /// QEMU 10.x multifd flush; QEMU 7.2 rejects it, and so does this reader.
+    /// Multifd sync point, written as the bare word `0x200` (QEMU >= 8.0, multifd only); QEMU
+    /// 7.2 refuses it. Accepted with [`RamOptions::multifd_flush`](super::RamOptions).
     pub const MULTIFD_FLUSH: u16 = 0x200;
 }
 
@@ -43,13 +50,36 @@ const FLAG_MASK: u64 = (PAGE_SIZE as u64) - 1;
 /// XBZRLE encoding byte.
 pub const ENCODING_FLAG_XBZRLE: u8 = 0x01;
 
-/// What the reader accepts beyond QEMU 7.2's default precopy stream.
+/// What the reader accepts: the destination's rules for RAM records.
+///
+/// The default is the strict intersection of QEMU 7.2 and 10.0: fill bytes 0 only (as 8.2 and
+/// later require), no MULTIFD_FLUSH (as 7.2 requires). [`RamOptions::for_qemu`] gives one
+/// version's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RamOptions {
-    /// Accept ZERO records with a non-zero fill byte (QEMU 7.2 honours them; 10.x rejects).
+    /// Accept ZERO records with a non-zero fill byte, as a QEMU 7.2 destination does (it fills
+    /// the page with that byte); QEMU >= 8.2 refuses them ("Found a zero page with value %d"),
+    /// and so does this reader by default ([`ErrorKind::RamNonZeroFill`]).
     pub allow_nonzero_fill: bool,
+    /// Accept a bare MULTIFD_FLUSH record (the word `0x200`), as QEMU >= 8.0 destinations do;
+    /// QEMU 7.2 refuses it ("Unknown combination of migration flags: 0x200"), and so does this
+    /// reader by default ([`ErrorKind::RamFlags`]).
+    pub multifd_flush: bool,
     /// The block list carries a be64 `mr->addr` per block (capability `x-ignore-shared`).
     pub ignore_shared: bool,
+}
+
+impl RamOptions {
+    /// The record rules of a QEMU `major.minor` destination's precopy loader (`ram_load_precopy`):
+    /// non-zero fill bytes before 8.2, MULTIFD_FLUSH from 8.0 on. `ignore_shared` is off (it
+    /// comes from the stream's configuration record).
+    pub const fn for_qemu(major: u16, minor: u16) -> Self {
+        RamOptions {
+            allow_nonzero_fill: major < 8 || (major == 8 && minor < 2),
+            multifd_flush: major >= 8,
+            ignore_shared: false,
+        }
+    }
 }
 
 /// The block list of a START body, borrowed from the stream.
@@ -134,6 +164,8 @@ pub enum RamRecord<'a> {
         /// Whether the record used CONTINUE.
         continued: bool,
     },
+    /// A multifd sync point (the bare word `0x200`; only with [`RamOptions::multifd_flush`]).
+    MultifdFlush,
     /// End of this section's RAM data.
     Eos,
 }
@@ -179,13 +211,25 @@ impl<'a> RamContext<'a> {
         let bad = |flags| Error::new(at, ErrorKind::RamFlags { flags });
         match fl & !flags::CONTINUE {
             flags::EOS if !cont => Ok(RamRecord::Eos),
+            // Written bare (`qemu_put_be64(f, RAM_SAVE_FLAG_MULTIFD_FLUSH)`): an address would
+            // not survive a rewrite, so it is refused like an unknown combination.
+            flags::MULTIFD_FLUSH if !cont && addr == 0 && self.options.multifd_flush => {
+                Ok(RamRecord::MultifdFlush)
+            }
             flags::MEM_SIZE if !cont => self.read_block_list(addr, r).map(RamRecord::MemSize),
             flags::ZERO => {
                 let (block, offset) = self.page_target(r, addr, cont, at)?;
                 let fill_at = r.offset();
                 let fill = r.u8()?;
                 if fill != 0 && !self.options.allow_nonzero_fill {
-                    return Err(Error::new(fill_at, ErrorKind::RamNonZeroFill { fill }));
+                    return Err(Error::new(
+                        fill_at,
+                        ErrorKind::RamNonZeroFill {
+                            block: Name::new(block),
+                            page: offset,
+                            fill,
+                        },
+                    ));
                 }
                 Ok(RamRecord::Zero {
                     block,
@@ -543,6 +587,7 @@ impl<'n> RamWriter<'n> {
                 return out.write(list.raw);
             }
             RamRecord::Eos => return self.eos(out),
+            RamRecord::MultifdFlush => return self.multifd_flush(out),
             RamRecord::Zero {
                 block,
                 offset,
@@ -609,6 +654,11 @@ impl<'n> RamWriter<'n> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Writes a bare MULTIFD_FLUSH record.
+    pub fn multifd_flush<S: Sink>(&mut self, out: &mut S) -> Result<(), S::Error> {
+        out.write(&(flags::MULTIFD_FLUSH as u64).to_be_bytes())
     }
 
     /// Writes EOS.
@@ -770,9 +820,10 @@ mod tests {
             (b"\0\0\0\0\0\0\0\x02\x06pc.rox\x00", |k| {
                 matches!(k, ErrorKind::RamUnknownBlock { .. })
             }),
-            (b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41", |k| {
-                matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41 })
-            }),
+            (
+                b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41",
+                |k| matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41, page: 0, block } if block.eq_bytes(b"pc.ram")),
+            ),
             (b"\0\0\0\0\0\0\0\x11", |k| {
                 matches!(k, ErrorKind::RamFlags { flags: 0x11 })
             }),
@@ -868,7 +919,11 @@ mod tests {
                     length: 0x2800,
                 }
             } else {
-                ErrorKind::RamNonZeroFill { fill: 7 }
+                ErrorKind::RamNonZeroFill {
+                    block: Name::new(b"long"),
+                    page: 0x1000,
+                    fill: 7,
+                }
             };
             assert_eq!(e.kind, want);
             // Without a last block, nothing is skipped.

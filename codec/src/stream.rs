@@ -7,13 +7,16 @@
 //! its footer, which the iterator checks, so a wrong length is detected at once.
 //!
 //! Stream-level hardening (untrusted-input §5): record bytes other than START/PART/END/FULL,
-//! COMMAND and EOF are refused at record position; section ids are unique; PART/END must
+//! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
+//! must be one QEMU knows with a length its loader accepts ([`Command`]); section ids are
+//! unique; PART/END must
 //! belong to a section opened by START and not yet ended; after EOF at most one trailer whose
 //! length reaches exactly the end, then nothing. After the first error the iterator is fused.
 
-use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
+use crate::wire::command::CommandId;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
 use crate::wire::{Command, Configuration, Reader, StreamHeader, Trailer, record};
 
@@ -171,7 +174,12 @@ fn plausible_record_start(next: &[u8]) -> bool {
         Some(&b) if SectionKind::from_byte(b).is_some() => {
             SectionHeader::new_checked(next, 0).is_ok()
         }
-        Some(&record::COMMAND) => next.len() >= 5,
+        // A known command with a length QEMU accepts (its payload may not be buffered yet).
+        Some(&record::COMMAND) => match next.get(1..5) {
+            Some(&[c0, c1, l0, l1]) => CommandId::from_u16(u16::from_be_bytes([c0, c1]))
+                .is_some_and(|id| id.payload_len().allows(u16::from_be_bytes([l0, l1]))),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -261,7 +269,11 @@ pub struct Options {
     /// Require the configuration record after the header (QEMU's `send-configuration`, on for
     /// every machine newer than 2.3).
     pub require_configuration: bool,
-    /// Accept COMMAND records structurally (a file loader implements none; off by default).
+    /// Accept COMMAND records ([`Command`]: known command numbers with the payload lengths
+    /// QEMU's loader accepts). Off by default: a loader implements no command, and a QEMU 7.2
+    /// stream written to a file carries none. Streams of machine types >= 10.0 carry
+    /// SWITCHOVER_START; whether a destination knows a command is
+    /// [`CommandId::known_by`](crate::wire::command::CommandId::known_by).
     pub allow_commands: bool,
     /// RAM options.
     pub ram: RamOptions,
@@ -499,7 +511,14 @@ impl<'a, L: BodyLength> Records<'a, L> {
                     _ if SectionKind::from_byte(b).is_some() => {
                         Record::Section(self.section(&mut r)?)
                     }
-                    found => return Err(r.error(ErrorKind::UnknownRecordType { found })),
+                    found => {
+                        return Err(r.error(ErrorKind::UnknownRecordType {
+                            found,
+                            expected: RecordPosition::V3Records {
+                                commands: self.options.allow_commands,
+                            },
+                        }));
+                    }
                 }
             }
             Phase::AfterEof => {

@@ -152,9 +152,21 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
                 ..
             } => self.ram.page(block, offset, data, out),
             RamRecord::Eos => self.ram.eos(out),
-            RamRecord::Zero { fill, .. } => {
-                Err(Error::new(out.position(), ErrorKind::RamNonZeroFill { fill }).into())
-            }
+            RamRecord::MultifdFlush => self.ram.multifd_flush(out),
+            RamRecord::Zero {
+                fill,
+                block,
+                offset,
+                ..
+            } => Err(Error::new(
+                out.position(),
+                ErrorKind::RamNonZeroFill {
+                    block: crate::Name::new(block),
+                    page: offset,
+                    fill,
+                },
+            )
+            .into()),
             RamRecord::Xbzrle { .. } => Err(Error::new(
                 out.position(),
                 ErrorKind::RamFlags {
@@ -167,19 +179,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
 
     /// A COMMAND record.
     pub fn command(&mut self, c: &Command<'_>) -> core::result::Result<(), S::Error> {
-        let len = u16::try_from(c.data.len()).map_err(|_| {
-            Error::new(
-                self.out.position(),
-                ErrorKind::LengthTooLarge {
-                    found: c.data.len() as u64,
-                    max: u16::MAX as u64,
-                },
-            )
-        })?;
-        self.out.write(&[record::COMMAND])?;
-        self.out.write(&c.cmd.to_be_bytes())?;
-        self.out.write(&len.to_be_bytes())?;
-        self.out.write(c.data)
+        c.emit(&mut self.out)
     }
 
     /// `QEMU_VM_EOF`.

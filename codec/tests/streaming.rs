@@ -12,14 +12,44 @@
 use std::fmt::Write as _;
 use vmstate::io::{Decoder, Event, Status, StreamReader};
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
-use vmstate::stream::{FooterScan, Record, Records};
+use vmstate::stream::{FooterScan, Options, Record, Records};
 use vmstate::wire::Reader;
+use vmstate::wire::command::CommandId;
 use vmstate::wire::section::SectionHeaderRepr;
 use vmstate::writer::StreamWriter;
 use vmstate::{ErrorKind, IoSink, SliceSink};
 
 mod fixtures_support;
-use fixtures_support::{FIXTURES, fixture};
+use fixtures_support::{FIXTURES, FIXTURES_V2, WITH_COMMAND, fixture};
+
+/// Options that accept COMMAND records (QEMU 10.0 machine types send SWITCHOVER_START).
+fn with_commands() -> Options {
+    Options {
+        allow_commands: true,
+        ..Options::default()
+    }
+}
+
+/// RAM options for a fixture (the x-ignore-shared ones carry block addresses).
+fn ram_options(name: &str) -> RamOptions {
+    RamOptions {
+        ignore_shared: name.contains("ignore-shared"),
+        ..RamOptions::default()
+    }
+}
+
+/// Every fixture with the options to read it and the number of decoder rounds to run.
+fn all_fixtures() -> impl Iterator<Item = (&'static str, Options, usize)> {
+    let first = FIXTURES.into_iter().map(|n| (n, Options::default(), 10));
+    let second = FIXTURES_V2.into_iter().map(|n| {
+        let o = Options {
+            ram: ram_options(n),
+            ..with_commands()
+        };
+        (n, o, 2)
+    });
+    first.chain(second)
+}
 
 /// xorshift64*: a small deterministic generator, so failures reproduce from the seed.
 struct Rng(u64);
@@ -83,12 +113,12 @@ impl embedded_io::Write for ChunkedWriter {
 }
 
 /// The reference event list, as text: Records' records, with `ram` sections expanded.
-fn reference(bytes: &[u8]) -> (Vec<String>, Vec<u8>, usize) {
+fn reference(bytes: &[u8], options: Options) -> (Vec<String>, Vec<u8>, usize) {
     let mut out = Vec::new();
     let mut json = Vec::new();
-    let mut ram = RamContext::new(RamOptions::default());
+    let mut ram = RamContext::new(options.ram);
     let mut largest = 0;
-    for rec in Records::new(bytes, FooterScan) {
+    for rec in Records::with_options(bytes, FooterScan, options) {
         let rec = rec.unwrap();
         match rec.record {
             Record::Section(s) if s.is_ram() => {
@@ -140,21 +170,24 @@ fn describe(ev: &Event<'_>, json: &mut Vec<u8>) -> Option<String> {
 #[test]
 fn streamed_events_equal_records_for_random_chunks_and_buffers() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    for name in FIXTURES {
+    for (name, options, rounds) in all_fixtures() {
         let bytes = fixture(name);
-        let (want, want_json, largest) = reference(&bytes);
+        let (want, want_json, largest) = reference(&bytes, options);
         // A VMState section must fit with LOOKAHEAD bytes after it, next to the pinned RAM
-        // block list (140 bytes in these streams); a RAM page record is at most
-        // 8 + 256 + 4096 bytes.
-        let min = (largest + vmstate::io::LOOKAHEAD + 140).max(4400 + 140);
-        for round in 0..10 {
+        // block list (140 bytes in the first-generation streams, 211 with 8 blocks and 275
+        // with x-ignore-shared in the second); a RAM page record is at most 8 + 256 + 4096
+        // bytes.
+        let pin = 300;
+        let min = (largest + vmstate::io::LOOKAHEAD + pin).max(4400 + pin);
+        for round in 0..rounds {
             let size = min + (rng.next() % 3) as usize * (rng.next() % 40_000) as usize;
             let mut buf = vec![0u8; size];
             let input = ChunkedReader {
                 data: &bytes,
                 rng: Rng(rng.next() | 1),
             };
-            let mut sr = StreamReader::new(input, &mut buf, FooterScan);
+            let dec = Decoder::with_options(&mut buf, FooterScan, options);
+            let mut sr = StreamReader::with_decoder(input, dec);
             let mut got = Vec::new();
             let mut json = Vec::new();
             while let Some(ev) = sr
@@ -177,12 +210,12 @@ fn streamed_events_equal_records_for_random_chunks_and_buffers() {
 }
 
 /// Re-encodes a fixture through `StreamWriter` (RAM bodies record by record).
-fn reencode<'a, S: vmstate::Sink>(bytes: &'a [u8], enc: &mut StreamWriter<'a, S>)
+fn reencode<'a, S: vmstate::Sink>(bytes: &'a [u8], options: Options, enc: &mut StreamWriter<'a, S>)
 where
     S::Error: core::fmt::Debug,
 {
-    let mut ram = RamContext::new(RamOptions::default());
-    for rec in Records::new(bytes, FooterScan) {
+    let mut ram = RamContext::new(options.ram);
+    for rec in Records::with_options(bytes, FooterScan, options) {
         match rec.unwrap().record {
             Record::Section(s) if s.is_ram() => {
                 enc.section_header(&SectionHeaderRepr {
@@ -211,11 +244,11 @@ where
 #[test]
 fn io_and_slice_encoders_recreate_every_fixture() {
     let mut rng = Rng(0x0dd_ba11_cafe_f00d);
-    for name in FIXTURES {
+    for (name, options, _) in all_fixtures() {
         let bytes = fixture(name);
         let mut slice = vec![0xa5u8; bytes.len()];
         let mut enc = StreamWriter::new(SliceSink::new(&mut slice));
-        reencode(&bytes, &mut enc);
+        reencode(&bytes, options, &mut enc);
         assert_eq!(enc.into_inner().finish(), bytes.len(), "{name}");
         assert!(slice == bytes, "{name}: slice encoder differs");
         for _ in 0..4 {
@@ -224,16 +257,16 @@ fn io_and_slice_encoders_recreate_every_fixture() {
                 rng: Rng(rng.next() | 1),
             };
             let mut enc = StreamWriter::new(IoSink::new(w));
-            reencode(&bytes, &mut enc);
+            reencode(&bytes, options, &mut enc);
             let out = enc.into_inner().into_inner().out;
             assert!(out == bytes, "{name}: io encoder differs");
         }
         // Too small a slice is an error value, not a panic.
         let mut small = vec![0u8; bytes.len() - 1];
         let mut enc = StreamWriter::new(SliceSink::new(&mut small));
-        let mut ram = RamContext::new(RamOptions::default());
+        let mut ram = RamContext::new(options.ram);
         let mut failed = false;
-        for rec in Records::new(&bytes, FooterScan) {
+        for rec in Records::with_options(&bytes, FooterScan, options) {
             let r = match rec.unwrap().record {
                 Record::Section(s) if s.is_ram() => {
                     // Measured only, to keep the block list current.
@@ -343,7 +376,10 @@ fn cut_input_is_partial_then_truncated_and_bad_input_is_an_error() {
     let (_, st) = push_all(&bad, &mut buf, 100);
     assert_eq!(
         st.unwrap_err().kind,
-        ErrorKind::UnknownRecordType { found: 9 }
+        ErrorKind::UnknownRecordType {
+            found: 9,
+            expected: vmstate::RecordPosition::V3Records { commands: false }
+        }
     );
     let mut bad = bytes.clone();
     bad[0xc9 + 7] = 0x11; // the first PART record word: ZERO -> FULL|EOS
@@ -431,4 +467,214 @@ fn mutated_streams_end_in_an_error_or_done_never_a_panic() {
         }
     }
     assert!(errors > 0);
+}
+
+/// The QEMU 10.0 streams' SWITCHOVER_START: the slice iterator and the push decoder yield it at
+/// the same offset, right before the RAM END section; without `allow_commands` both refuse it
+/// with a message that names what the position allows (and does not list 0x08 as allowed).
+#[test]
+fn switchover_start_in_real_10_0_streams() {
+    let mut buf = vec![0u8; 256 * 1024];
+    for name in WITH_COMMAND {
+        let bytes = fixture(name);
+        let options = Options {
+            ram: ram_options(name),
+            ..with_commands()
+        };
+        let at = bytes
+            .windows(5)
+            .position(|w| w == [8, 0, 0x0b, 0, 0])
+            .unwrap();
+        let recs: Vec<_> = Records::with_options(&bytes, FooterScan, options)
+            .map(|r| r.unwrap())
+            .collect();
+        let i = recs
+            .iter()
+            .position(|r| matches!(r.record, Record::Command(_)))
+            .unwrap();
+        let Record::Command(c) = recs[i].record else {
+            unreachable!()
+        };
+        assert_eq!(
+            (c.id, c.payload, c.packaged, recs[i].offset, recs[i].end),
+            (CommandId::SwitchoverStart, &[][..], &[][..], at, at + 5),
+            "{name}"
+        );
+        assert!(
+            matches!(recs[i + 1].record, Record::Section(s) if s.is_ram()
+                && s.kind == vmstate::wire::section::SectionKind::End),
+            "{name}: the RAM END follows"
+        );
+        assert_eq!(
+            recs.iter()
+                .filter(|r| matches!(r.record, Record::Command(_)))
+                .count(),
+            1
+        );
+        // The push decoder, fed in small pieces.
+        let mut dec = Decoder::with_options(&mut buf, FooterScan, options);
+        let (mut fed, mut seen) = (0, None);
+        loop {
+            match dec.poll().unwrap() {
+                Status::Ready => {
+                    if let Some(Event::Record(Record::Command(c))) = dec.event() {
+                        seen = Some((c.id, dec.offset()));
+                    }
+                }
+                Status::Partial if fed < bytes.len() => {
+                    let s = dec.space();
+                    let n = s.len().min(bytes.len() - fed).min(4099);
+                    s[..n].copy_from_slice(&bytes[fed..fed + n]);
+                    dec.fill(n);
+                    fed += n;
+                }
+                Status::Partial => dec.finish(),
+                Status::Done => break,
+            }
+        }
+        assert_eq!(seen, Some((CommandId::SwitchoverStart, at)), "{name}");
+        // Default options: refused at the record, with a message that does not contradict
+        // itself.
+        let default = Options {
+            ram: ram_options(name),
+            ..Options::default()
+        };
+        let e = Records::with_options(&bytes, FooterScan, default)
+            .find_map(|r| r.err())
+            .unwrap();
+        assert_eq!(
+            (e.offset, e.kind),
+            (
+                at,
+                ErrorKind::UnknownRecordType {
+                    found: 8,
+                    expected: vmstate::RecordPosition::V3Records { commands: false }
+                }
+            )
+        );
+        let msg = e.kind.to_string();
+        let (found, expected) = msg.split_once("expected").unwrap();
+        assert!(
+            found.contains("0x08 (COMMAND) is not allowed here")
+                && !expected.contains("0x08")
+                && expected.contains("allow_commands"),
+            "{msg}"
+        );
+    }
+}
+
+/// A PACKAGED record (put where a real 10.0 stream has its SWITCHOVER_START): its sub-stream is
+/// part of the record; cut anywhere inside, the slice iterator reports a truncation at the
+/// record and the push decoder says "need more" until the input ends.
+#[test]
+fn packaged_data_must_be_in_the_input() {
+    let real = fixture("q10-pc-i440fx-10.0.vmstate");
+    let at = real
+        .windows(5)
+        .position(|w| w == [8, 0, 0x0b, 0, 0])
+        .unwrap();
+    let packaged: &[u8] = &[8, 0, 7, 0, 4, 0, 0, 0, 6, 0, 1, 2, 3, 4, 5];
+    let bytes = [&real[..at], packaged, &real[at + 5..]].concat();
+    let rec = Records::with_options(&bytes, FooterScan, with_commands())
+        .map(|r| r.unwrap())
+        .find(|r| matches!(r.record, Record::Command(_)))
+        .unwrap();
+    let Record::Command(c) = rec.record else {
+        unreachable!()
+    };
+    assert_eq!(
+        (c.id, c.payload, c.packaged, rec.end - rec.offset),
+        (
+            CommandId::Packaged,
+            &[0, 0, 0, 6][..],
+            &[0, 1, 2, 3, 4, 5][..],
+            15
+        )
+    );
+    let mut buf = vec![0u8; 256 * 1024];
+    for cut in at + 1..at + packaged.len() {
+        let e = Records::with_options(&bytes[..cut], FooterScan, with_commands())
+            .find_map(|r| r.err())
+            .unwrap();
+        assert!(
+            e.is_incomplete() && (at..=cut).contains(&e.offset),
+            "cut {cut}: {e}"
+        );
+        let mut dec = Decoder::with_options(&mut buf, FooterScan, with_commands());
+        let mut fed = 0;
+        let last = loop {
+            match dec.poll() {
+                Ok(Status::Ready) => {}
+                Ok(Status::Partial) if fed < cut => {
+                    let s = dec.space();
+                    let n = s.len().min(cut - fed);
+                    s[..n].copy_from_slice(&bytes[fed..fed + n]);
+                    dec.fill(n);
+                    fed += n;
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(last, Ok(Status::Partial), "cut {cut}");
+        assert_eq!(dec.offset(), at, "cut {cut}: waits at the record");
+    }
+    // A declared length the input cannot hold.
+    let mut huge = bytes.clone();
+    huge[at + 5..at + 9].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    let e = Records::with_options(&huge, FooterScan, with_commands())
+        .find_map(|r| r.err())
+        .unwrap();
+    assert_eq!(
+        (e.offset, e.kind),
+        (
+            at + 9,
+            ErrorKind::Truncated {
+                needed: u32::MAX as usize,
+                available: huge.len() - at - 9
+            }
+        )
+    );
+}
+
+/// Unknown command numbers are refused with the number and the record's offset, by both
+/// readers.
+#[test]
+fn unknown_commands_are_refused_with_their_number() {
+    let real = fixture("q10-pc-q35-10.0.vmstate");
+    let at = real
+        .windows(5)
+        .position(|w| w == [8, 0, 0x0b, 0, 0])
+        .unwrap();
+    for cmd in [0u16, 12, 0xffff] {
+        let mut bytes = real.clone();
+        bytes[at + 1..at + 3].copy_from_slice(&cmd.to_be_bytes());
+        let e = Records::with_options(&bytes, FooterScan, with_commands())
+            .find_map(|r| r.err())
+            .unwrap();
+        let want = (at + 1, ErrorKind::UnknownCommand { cmd, len: 0 });
+        assert_eq!((e.offset, e.kind), want);
+        assert!(e.to_string().contains(&format!("{cmd:#06x}")), "{e}");
+        let mut buf = vec![0u8; 256 * 1024];
+        let (_, st) = {
+            let mut dec = Decoder::with_options(&mut buf, FooterScan, with_commands());
+            let mut fed = 0;
+            let st = loop {
+                match dec.poll() {
+                    Ok(Status::Ready) => {}
+                    Ok(Status::Partial) if fed < bytes.len() => {
+                        let s = dec.space();
+                        let n = s.len().min(bytes.len() - fed);
+                        s[..n].copy_from_slice(&bytes[fed..fed + n]);
+                        dec.fill(n);
+                        fed += n;
+                    }
+                    Ok(Status::Partial) => dec.finish(),
+                    other => break other,
+                }
+            };
+            ((), st)
+        };
+        let e = st.unwrap_err();
+        assert_eq!((e.offset, e.kind), want);
+    }
 }

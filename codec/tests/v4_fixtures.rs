@@ -2,9 +2,10 @@
 
 mod v4_support;
 
-use v4_support::{FIXTURES, fixture, to_v3, to_v4};
+use v4_support::{FIXTURES, FIXTURES_V2, WITH_COMMAND, fixture, to_v3, to_v4};
 use vmstate::v4::Error;
 use vmstate::v4::wire::{Body, Record4, Records4};
+use vmstate::wire::command::CommandId;
 use vmstate::wire::section::SectionKind;
 
 #[test]
@@ -16,6 +17,58 @@ fn v3_v4_v3_is_byte_identical_on_every_fixture() {
             assert_eq!(&v4[4..8], &[0, 0, 0, 4], "{name}");
             let back = to_v3(&v4).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(back == v3, "{name} (crc {crc}): round trip differs");
+        }
+    }
+}
+
+/// The second-generation streams of both builds, among them the QEMU 10.0 streams whose
+/// SWITCHOVER_START record v4 carries (docs/FORMAT.md §12).
+#[test]
+fn v3_v4_v3_is_byte_identical_on_the_streams_of_both_builds() {
+    for name in FIXTURES_V2 {
+        let v3 = fixture(name);
+        for crc in [true, false] {
+            let v4 = to_v4(&v3, crc);
+            let back = to_v3(&v4).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(back == v3, "{name} (crc {crc}): round trip differs");
+            let commands: Vec<_> = Records4::new(&v4)
+                .filter_map(|r| match r.unwrap().record {
+                    Record4::Command(c) => Some(c.id),
+                    _ => None,
+                })
+                .collect();
+            let want: &[CommandId] = if WITH_COMMAND.contains(&name) {
+                &[CommandId::SwitchoverStart]
+            } else {
+                &[]
+            };
+            assert_eq!(commands, want, "{name}");
+        }
+    }
+}
+
+/// The v4 COMMAND record is CRC-protected like every other framed record: flipping any bit of
+/// it (type, length, command, CRC) makes the walk fail at or before that record.
+#[test]
+fn every_bit_flip_in_a_command_record_is_detected() {
+    let v4 = to_v4(&fixture("q10-pc-i440fx-10.0.vmstate"), true);
+    let (at, end) = Records4::new(&v4)
+        .map(|r| r.unwrap())
+        .find(|r| matches!(r.record, Record4::Command(_)))
+        .map(|r| (r.offset, r.end))
+        .unwrap();
+    assert_eq!(end - at, 1 + 4 + 4 + 4, "type, length, 00 0b 00 00, CRC");
+    for byte in at..end {
+        for bit in 0..8 {
+            let mut bad = v4.clone();
+            bad[byte] ^= 1 << bit;
+            let failed = Records4::new(&bad).any(|r| match r {
+                Err(_) => true,
+                Ok(r) => {
+                    matches!(r.record, Record4::Command(c) if c.id != CommandId::SwitchoverStart)
+                }
+            });
+            assert!(failed, "flip of bit {bit} at {byte} went unnoticed");
         }
     }
 }

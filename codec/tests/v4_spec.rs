@@ -159,6 +159,14 @@ fn render_v4(bytes: &[u8]) -> String {
                     .unwrap();
                 }
             }
+            Record4::Command(c) => writeln!(
+                out,
+                "command {} payload={} packaged={}",
+                c.id,
+                hexs(c.payload),
+                hexs(c.packaged)
+            )
+            .unwrap(),
             Record4::Ancillary { kind, payload } => {
                 writeln!(out, "ancillary type={kind:#04x} payload={}", hexs(payload)).unwrap()
             }
@@ -302,12 +310,12 @@ fn every_spec_example_holds() {
         assert_eq!(got, b.text, "check {} against {}", b.info[2], b.info[3]);
     }
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
-    assert_eq!(n("hex v4"), 4);
-    assert_eq!(n("hex v3"), 3);
+    assert_eq!(n("hex v4"), 5);
+    assert_eq!(n("hex v3"), 4);
     assert_eq!(n("text refused"), 1);
     assert_eq!(n("hex caps"), 2);
     assert_eq!(n("text check"), 4);
-    assert_eq!(n("text decoded"), 6);
+    assert_eq!(n("text decoded"), 7);
 }
 
 #[test]

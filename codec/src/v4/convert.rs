@@ -212,8 +212,11 @@ where
     let header = Header::new(opts.vendors, opts.crc)?;
     let levels = header.levels();
     // Streams of machines older than QEMU 2.4 have no configuration record.
+    // COMMAND records (SWITCHOVER_START in every stream of a machine type >= 10.0) are
+    // carried as v4 COMMAND records (§12).
     let options = Options {
         require_configuration: v3.get(8) == Some(&record::CONFIGURATION),
+        allow_commands: true,
         ..Options::default()
     };
     for rec in Records::with_options(v3, lengths, options) {
@@ -313,13 +316,8 @@ where
                 })?;
             }
             Record::Command(_) => {
-                return Err(crate::Error::new(
-                    rec.offset,
-                    ErrorKind::UnexpectedRecord {
-                        found: record::COMMAND,
-                    },
-                )
-                .into());
+                let payload = v3.get(rec.offset + 1..rec.end).unwrap_or(&[]);
+                emit_record(out, opts.crc, record::COMMAND, payload)?;
             }
             Record::Eof => out.write(&[record::EOF])?,
             Record::Trailer(t) => {
@@ -464,6 +462,7 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
                 }
                 out.write(&footer_bytes(s.section_id))?;
             }
+            Record4::Command(c) => c.emit(out)?,
             Record4::Ancillary { .. } => {}
             Record4::Eof => out.write(&[record::EOF])?,
             Record4::Trailer(json) => {

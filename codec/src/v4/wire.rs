@@ -9,6 +9,7 @@
 //! START:       section_id be32 | idstr str8 | instance be32 | version be32 | levels × minor be16
 //!              | data | [crc32c be32]
 //! PART/END:    section_id be32 | data | [crc32c be32]
+//! COMMAND:     cmd be16 | len be16 | payload[len] | [packaged] | [crc32c be32]   (v3 bytes after 08)
 //! subsection:  05 | flags u8 | [level u8 | minor be16] | name str8 | version be32 | len be32 | body
 //! ```
 //!
@@ -22,7 +23,7 @@ use crate::error::{ErrorKind, Name, SectionContext};
 use crate::sink::Sink;
 use crate::wire::header::MAGIC;
 use crate::wire::section::SectionKind;
-use crate::wire::{Reader, record};
+use crate::wire::{Command, Reader, record};
 
 /// Header flag bits (§1).
 pub mod flags {
@@ -601,6 +602,8 @@ pub enum Record4<'a> {
     Configuration(&'a [u8]),
     /// A section record, checked (frame, checksum, subsection frames, minors).
     Section(Section<'a>),
+    /// A COMMAND record (§12): the v3 record after its `08` byte, parsed by [`Command`].
+    Command(Command<'a>),
     /// An ancillary record (type `0x80..=0xff`) this reader does not know; skipped.
     Ancillary {
         /// The type byte.
@@ -727,11 +730,35 @@ impl<'a> Records4<'a> {
                         _ if SectionKind::from_byte(kind).is_some() => {
                             Record4::Section(self.section(kind, content, frame.len(), offset)?)
                         }
+                        record::COMMAND => {
+                            let declared = frame.len() - 5;
+                            let mut r = Reader::new(payload, offset + 5);
+                            let c = Command::read_body(&mut r).map_err(|e| {
+                                if e.is_incomplete() {
+                                    Error::FrameLength {
+                                        offset: e.offset,
+                                        declared,
+                                    }
+                                } else {
+                                    e.into()
+                                }
+                            })?;
+                            if r.remaining() != 0 {
+                                return Err(Error::FrameLength {
+                                    offset: r.offset(),
+                                    declared,
+                                });
+                            }
+                            Record4::Command(c)
+                        }
                         k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
                         found => {
                             return Err(crate::Error::new(
                                 offset,
-                                ErrorKind::UnknownRecordType { found },
+                                ErrorKind::UnknownRecordType {
+                                    found,
+                                    expected: crate::error::RecordPosition::V4Records,
+                                },
                             )
                             .into());
                         }

@@ -95,6 +95,7 @@ impl<T: AsRef<[u8]>> SectionHeader<T> {
             base,
             ErrorKind::UnknownRecordType {
                 found: b[field::TYPE],
+                expected: crate::error::RecordPosition::SectionHeader,
             },
         ))?;
         if kind.has_full_header() {
@@ -387,7 +388,10 @@ mod tests {
         let bad = [0x09, 0, 0, 0, 2];
         assert_eq!(
             SectionHeader::new_checked(&bad[..], 3).unwrap_err().kind,
-            ErrorKind::UnknownRecordType { found: 9 }
+            ErrorKind::UnknownRecordType {
+                found: 9,
+                expected: crate::error::RecordPosition::SectionHeader
+            }
         );
     }
 }

@@ -10,7 +10,7 @@ use vmstate::{Error, ErrorKind, SliceSink};
 #[path = "../fixtures_support/mod.rs"]
 mod fixtures_support;
 #[allow(unused_imports)] // each test crate uses its own subset
-pub use fixtures_support::{FIXTURES, fixture};
+pub use fixtures_support::{FIXTURES, FIXTURES_V2, WITH_COMMAND, fixture};
 
 /// Splits sections using the stream's own VMDESCRIPTION trailer: the description entry with
 /// the section's idstr and instance id gives each field's size (array_len × size, nested structs

@@ -209,7 +209,12 @@ pub fn stream(data: &[u8]) {
 /// Walks `data`, checking the iterator's contract; returns the FULL sections' (idstr,
 /// instance, version, body).
 fn walk<L: BodyLength>(data: &[u8], lengths: L) -> Vec<(&[u8], u32, u32, &[u8])> {
-    let mut records = Records::new(data, lengths);
+    // COMMAND records on, so the fuzzer reaches `wire::command` (QEMU 10.0 streams carry one).
+    let options = vmstate::stream::Options {
+        allow_commands: true,
+        ..Default::default()
+    };
+    let mut records = Records::with_options(data, lengths, options);
     let mut end = 0;
     let mut sections = Vec::new();
     while let Some(item) = records.next() {
@@ -632,7 +637,7 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
 // ram
 
 /// The RAM record parser: `[options, records...]` (bit 0: nonzero ZERO fill allowed, bit 1:
-/// `x-ignore-shared`).
+/// `x-ignore-shared`, bit 2: MULTIFD_FLUSH accepted).
 pub fn ram(data: &[u8]) {
     use vmstate::ram::{PAGE_SIZE, RamContext, RamOptions, RamRecord, xbzrle_apply};
     let [options, records @ ..] = data else {
@@ -641,6 +646,7 @@ pub fn ram(data: &[u8]) {
     let mut ctx = RamContext::new(RamOptions {
         allow_nonzero_fill: options & 1 != 0,
         ignore_shared: options & 2 != 0,
+        multifd_flush: options & 4 != 0,
     });
     let mut r = Reader::new(records, BASE);
     let mut page = [0u8; PAGE_SIZE];
@@ -690,6 +696,7 @@ pub fn ram(data: &[u8]) {
                         assert!(delta.len() <= PAGE_SIZE);
                         let _ = xbzrle_apply(delta, &mut page);
                     }
+                    RamRecord::MultifdFlush => assert!(options & 4 != 0),
                     RamRecord::Eos => {}
                 }
             }

@@ -68,7 +68,7 @@ fn run() -> Result<(), String> {
                     vmstate::ram::xbzrle_apply(delta, page(&mut mem, at)?)
                         .map_err(|e| e.to_string())?;
                 }
-                RamRecord::Eos => {}
+                RamRecord::MultifdFlush | RamRecord::Eos => {}
             },
             Event::Record(Record::Section(s)) => {
                 sections += 1;
