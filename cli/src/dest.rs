@@ -806,11 +806,11 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, u8)> {
         d.add_stream(&bytes, &p.display().to_string())
             .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
-    if args.dump.is_none() {
-        if let Some(q) = args.qemu {
-            let facts = build(q).ok_or_else(|| invalid(format!("unknown QEMU build {q}")))?;
-            d.set_qemu(facts);
-        }
+    if args.dump.is_none()
+        && let Some(q) = args.qemu
+    {
+        let facts = build(q).ok_or_else(|| invalid(format!("unknown QEMU build {q}")))?;
+        d.set_qemu(facts);
     }
     if !args.vendors.is_empty() {
         d.vendors = args.vendors.clone();

@@ -137,9 +137,17 @@ impl Qemu {
             qmp: BufReader::new(stream),
             dir,
         };
-        let greeting = q.read_message();
-        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
-        q.execute("qmp_capabilities", json!({}));
+        // A destination whose load fails at once may exit during the handshake; `wait_loaded`
+        // then reports the failed load with QEMU's messages.
+        match q.try_read_message() {
+            Ok(greeting) => {
+                assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
+                if let Err(e) = q.try_execute("qmp_capabilities", json!({})) {
+                    q.expect_exited(&e);
+                }
+            }
+            Err(e) => q.expect_exited(&e),
+        }
         Some(q)
     }
 
@@ -158,6 +166,18 @@ impl Qemu {
             return Err("QEMU closed QMP".into());
         }
         serde_json::from_str(&line).map_err(|e| format!("QMP JSON: {e}"))
+    }
+
+    /// A QMP failure is acceptable only when QEMU has exited.
+    fn expect_exited(&mut self, e: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("QMP handshake: {e}; stderr: {}", self.stderr());
     }
 
     /// Runs a QMP command and returns its `return` value (events are skipped).
