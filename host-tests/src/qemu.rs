@@ -151,11 +151,6 @@ impl Qemu {
         Some(q)
     }
 
-    fn read_message(&mut self) -> Value {
-        self.try_read_message()
-            .unwrap_or_else(|e| panic!("{e}; stderr: {}", self.stderr()))
-    }
-
     /// The next QMP message, or why there is none (QEMU closed the connection: it exited).
     fn try_read_message(&mut self) -> Result<Value, String> {
         let mut line = String::new();
