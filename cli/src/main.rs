@@ -291,6 +291,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Verify { file, dest } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
             let input = open(&file)?;
             let bytes = input.bytes();
             let mut progress = Progress::new("verify", bytes.len());
@@ -337,6 +338,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             no_crc,
             dest,
         } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
             let file = open(&input)?;
             if set.is_empty() && format.is_some() {
                 return convert(file.bytes(), &output, format, no_crc);
