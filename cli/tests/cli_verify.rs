@@ -582,3 +582,62 @@ fn every_serial_port_is_checked_by_the_model() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("section 'serial' instance 4 (id 26): the destination (pc-i440fx-7.2 on QEMU 10.0) has no such instance"), "{out}");
 }
+
+/// `rewrite --set` checks edits against the destination the stream's machine type gives (or
+/// `--machine` / `--serial-ports`): an edit of a q35 stream's hpet passes on pc-q35 and is
+/// refused against pc's HPET, and an edit of a serial port the destination lacks is refused.
+#[test]
+fn rewrite_checks_edits_against_the_machine_types_models() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures/q72-pc-q35-7.2.vmstate");
+    let src = src.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("vmstate-verify-rw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("edited.vmstate");
+    let out = out.to_str().unwrap();
+    let hpet = "hpet[0].timer[0].cmp=0x1234";
+    let o = run(&["rewrite", src, out, "--set", hpet]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, text) = verify("edited.vmstate", &std::fs::read(out).unwrap(), &[]);
+    assert_eq!(code, 0, "{text}");
+    let o = run(&[
+        "rewrite",
+        src,
+        out,
+        "--set",
+        hpet,
+        "--machine",
+        "pc-i440fx-7.2",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "the hpet model refuses the edited body: field timer: invalid value: expected \
+             0x400000030, found 0xff010400000030"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let scr = "serial[1].state.scr=0x42";
+    let o = run(&["rewrite", src, out, "--set", scr]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&["rewrite", src, out, "--set", scr, "--serial-ports", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("the destination (pc-q35-7.2 on QEMU 10.0) has no serial instance 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

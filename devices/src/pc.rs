@@ -484,7 +484,7 @@ mod tests {
             .find_map(|s| pc.load_section(s).err())
             .expect("refused");
         assert_eq!(e.field, Some("timer"));
-        assert_eq!(&e.section.unwrap().idstr.as_bytes()[..], b"hpet");
+        assert_eq!(e.section.unwrap().idstr.as_bytes(), b"hpet");
     }
 
     /// Every `serial` instance goes to the serial model: with one port configured the second

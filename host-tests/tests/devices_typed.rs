@@ -313,7 +313,7 @@ fn qemu_7_2_and_our_7_2_destination_refuse_the_ltim_stream() {
     let e = our_verdict(&fixture(name), "pc-i440fx-7.2", DevBuild::V7_2).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::UnknownSubsection { .. }), "{e}");
     assert!(e.to_string().contains("i8259/ltim"), "{e}");
-    assert_eq!(&e.section.unwrap().idstr.as_bytes()[..], b"i8259");
+    assert_eq!(e.section.unwrap().idstr.as_bytes(), b"i8259");
     // QEMU 7.2 exits (status 1) as soon as the load fails, which races a QMP client; run it
     // without a monitor and wait for the exit instead.
     let Some(bin) = vmstate_host_tests::require_qemu(QemuBuild::V7_2, "qemu-system-x86_64") else {
