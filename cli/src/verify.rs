@@ -95,6 +95,12 @@ impl DestSpec {
     /// Resolves the destination for a stream whose CONFIGURATION names `stream_machine`
     /// (`None`: no CONFIGURATION record). Errors are the usage errors of
     /// [`DestSpec::explicit`]; what QEMU would refuse is [`Resolved::problem`].
+    ///
+    /// The stream's name must equal the destination's machine type exactly. QEMU's
+    /// `configuration_post_load` compares only as many bytes as the stream sent (`strncmp` with
+    /// the received length), so it would also accept a truncated name that is a prefix of its
+    /// own; no QEMU writes one (the record carries the full class name, never an alias), and
+    /// this check refuses it.
     pub fn resolve(&self, stream_machine: Option<&[u8]>) -> Result<Resolved, String> {
         let explicit = self.explicit()?;
         let mut problem = None;
