@@ -38,6 +38,7 @@ fn pattern(addr: u64, i: usize) -> u32 {
     0x5a00_0000 | (((addr >> 12) as u32 & 0xfff) << 12) | i as u32
 }
 
+
 struct Qmp {
     r: BufReader<UnixStream>,
     w: UnixStream,
