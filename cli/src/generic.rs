@@ -776,10 +776,11 @@ impl<T: vmstate::State> EditCheck for TypedCheck<T> {
 }
 
 /// Re-validates edits of every section the `pc` device models cover, routed as a destination
-/// routes them (by idstr and instance, so each i8259 is checked against its own reset state and
-/// hpet / fw_cfg against the configuration `Pc` was made with): the edited body is loaded into
-/// a copy of the machine and must pass the device's description and invariants. Sections the
-/// models do not cover pass.
+/// routes them ([`vmstate_devices::pc::Pc::route`]: by device type and instance, so each i8259
+/// is checked against its own reset state and hpet / fw_cfg against the configuration `Pc` was
+/// made with, with the destination build's tables): the edited body is loaded into a copy of
+/// the machine and must pass the device's description and invariants. An instance of a
+/// modelled type the destination does not have is refused; sections of other types pass.
 #[derive(Debug, Clone)]
 pub struct PcCheck(pub vmstate_devices::pc::Pc);
 
@@ -791,8 +792,15 @@ impl EditCheck for PcCheck {
         version: u32,
         body: &[u8],
     ) -> Result<(), String> {
-        if self.0.slot(idstr.as_bytes(), instance_id).is_none() {
-            return Ok(());
+        match self.0.route(idstr.as_bytes(), instance_id) {
+            vmstate_devices::pc::Route::NotModelled => return Ok(()),
+            vmstate_devices::pc::Route::Unexpected => {
+                return Err(format!(
+                    "the destination ({}) has no {idstr} instance {instance_id}",
+                    self.0.config.destination
+                ));
+            }
+            vmstate_devices::pc::Route::Model(_) => {}
         }
         let rec = vmstate::stream::SectionRecord {
             offset: 0,

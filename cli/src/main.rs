@@ -15,8 +15,10 @@ use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::ParseOptions;
 use vmstate_cli::v4tools::{self, Format};
+use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
-use vmstate_devices::pc::{Pc, PcConfig};
+use vmstate_devices::machine::QemuBuild;
+use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc};
 
 #[derive(Parser)]
 #[command(
@@ -148,21 +150,40 @@ enum Command {
     },
 }
 
-/// The destination configuration the typed models check against.
+/// The destination the typed models check against: a QEMU build and a machine type.
 #[derive(clap::Args)]
 struct Dest {
-    /// HPET timers configured on the destination (QEMU's `timers` property; pc default 3).
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    hpet_timers: u8,
+    /// The destination's machine type: pc-i440fx-X.Y, pc-q35-X.Y, or pc / q35 (the newest of
+    /// the build). Default: the one the stream's CONFIGURATION record names (pc-i440fx-7.2
+    /// for a stream without one). A stream of another machine type is reported: QEMU refuses
+    /// it.
+    #[arg(long, value_name = "TYPE")]
+    machine: Option<String>,
+    /// The destination's QEMU build. Default: the newest that has the machine type (10.0 for
+    /// every modelled one; 7.2 refuses what only newer builds send, e.g. i8259/ltim).
+    #[arg(long, value_name = "7.2|10.0", value_parser = parse_qemu)]
+    qemu: Option<QemuBuild>,
+    /// HPET timers configured on the destination (QEMU's `timers` property; default 3).
+    #[arg(long, value_name = "N")]
+    hpet_timers: Option<u8>,
+    /// ISA serial ports on the destination (-serial, at most 4). Default: every port the
+    /// stream carries; with N, a port past the N-th is reported.
+    #[arg(long, value_name = "N")]
+    serial_ports: Option<u8>,
+}
+
+fn parse_qemu(s: &str) -> Result<QemuBuild, String> {
+    QemuBuild::parse(s).ok_or_else(|| format!("'{s}': the modelled builds are 7.2 and 10.0"))
 }
 
 impl Dest {
-    /// `pc-i440fx-7.2` with these options; serial on iff the stream has an ISA `serial`.
-    fn config(&self, serial: bool) -> PcConfig {
-        let mut c = PcConfig::PC_7_2;
-        c.hpet.num_timers = self.hpet_timers;
-        c.serial = serial;
-        c
+    fn spec(&self) -> DestSpec {
+        DestSpec {
+            machine: self.machine.clone(),
+            qemu: self.qemu,
+            hpet_timers: self.hpet_timers,
+            serial_ports: self.serial_ports,
+        }
     }
 }
 
@@ -239,12 +260,6 @@ fn write_atomically(
     Ok(())
 }
 
-fn has_isa_serial(stream: &Stream<'_>) -> bool {
-    stream
-        .devices()
-        .any(|(m, _)| m.idstr == b"serial" && m.instance_id == 0)
-}
-
 /// A count-style exit status (`check`, `static-check`): the text goes to stdout, or to stderr
 /// when the inputs could not be read.
 fn counted(text: String, code: i32) -> Result<u8, Failure> {
@@ -301,13 +316,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Verify { file, dest } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
             let input = open(&file)?;
             let bytes = input.bytes();
             let mut progress = Progress::new("verify", bytes.len());
-            let report = vmstate_cli::verify::verify(bytes, dest.config(false), &mut |at| {
+            let report = vmstate_cli::verify::verify(bytes, &dest.spec(), &mut |at| {
                 progress.update(at);
                 input.release_before(at);
-            });
+            })
+            .map_err(Failure::Usage)?;
             progress.finish();
             let name = file.display();
             let mut out = String::new();
@@ -346,16 +363,29 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             no_crc,
             dest,
         } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
             let file = open(&input)?;
             if set.is_empty() && format.is_some() {
                 return convert(file.bytes(), &output, format, no_crc);
             }
             let mut stream = parse(&input, &file, "rewrite")?;
-            let check = PcCheck(Pc::new(dest.config(has_isa_serial(&stream))));
-            for s in &set {
-                stream
-                    .set(s, &check)
-                    .map_err(|e| Failure::Usage(format!("--set {e}")))?;
+            if !set.is_empty() {
+                let machine = stream.configuration.as_ref().map(|c| c.machine);
+                let resolved = dest.spec().resolve(machine).map_err(Failure::Usage)?;
+                // Edits are checked against a known destination only (never a guessed one).
+                let Some(mut config) = resolved.config else {
+                    let why = resolved.problem.unwrap_or_default();
+                    return Err(Failure::Invalid(format!("{}: {why}", input.display())));
+                };
+                if resolved.serial_from_stream {
+                    config.serial_ports = MAX_ISA_SERIAL;
+                }
+                let check = PcCheck(Pc::new(config));
+                for s in &set {
+                    stream
+                        .set(s, &check)
+                        .map_err(|e| Failure::Usage(format!("--set {e}")))?;
+                }
             }
             if format.is_some() {
                 let bytes = stream

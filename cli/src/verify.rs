@@ -1,9 +1,19 @@
 //! `vmstate verify`: decode every section and enforce every invariant, listing each problem.
 //!
-//! * Sections a typed model in `vmstate-devices` covers ([`Pc`]) are loaded into it: the load
-//!   enforces the device's description, its `_EQUAL` fields against the destination
-//!   configuration, and its invariants (untrusted-input §4). A second copy of a section is a
-//!   problem (QEMU would load it twice).
+//! * The destination is a QEMU build and a machine type ([`DestSpec`]): the machine type the
+//!   stream's CONFIGURATION record names, or `--machine` (which must then equal the stream's:
+//!   QEMU refuses a stream of another machine type); the build is `--qemu`, by default the
+//!   newest modelled build that has the machine type (QEMU 10.0 for every modelled one). Its
+//!   [`PcConfig`] ([`vmstate_devices::machine::Destination::config`]) is what the typed models
+//!   check against. A machine type no build defines, or older than the modelled ones, is a
+//!   problem, and the typed models are then not applied (their configuration is not guessed).
+//! * Every section of a device type a typed model in `vmstate-devices` covers ([`Pc`]) is
+//!   loaded into it, every instance: the load enforces the device's description (the
+//!   destination build's table), its `_EQUAL` fields against the destination configuration,
+//!   and its invariants (untrusted-input §4). An instance the destination does not have (a
+//!   fifth ISA serial port, a second hpet, more serial ports than `--serial-ports`) is a
+//!   problem, as it is for QEMU. A second copy of a section is a problem (QEMU would load it
+//!   twice).
 //! * Every FULL section the stream's VMDESCRIPTION describes is also decoded with the
 //!   description ([`crate::generic`]): the body must match it exactly, typed or not.
 //! * RAM records are checked against the block list (by the codec's stream walker).
@@ -23,7 +33,136 @@ use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{BodyLength, FooterScan, Options, Record, Records, SectionInfo};
 use vmstate::wire::section::SectionKind;
 use vmstate::wire::{Reader, record};
-use vmstate_devices::pc::{Pc, PcConfig};
+use vmstate_devices::machine::{Destination, MachineType, QemuBuild};
+use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc, PcConfig, Route};
+
+/// How the destination is chosen: the `--machine`, `--qemu`, `--hpet-timers` and
+/// `--serial-ports` options shared by `verify`, `rewrite` and `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestSpec {
+    /// `--machine TYPE`: the destination's machine type (`pc-i440fx-X.Y`, `pc-q35-X.Y`, `pc`,
+    /// `q35`); default: the stream's.
+    pub machine: Option<String>,
+    /// `--qemu 7.2|10.0`: the destination build; default: the newest modelled build that has
+    /// the machine type.
+    pub qemu: Option<QemuBuild>,
+    /// `--hpet-timers N`: the HPET `timers` property; default: the machine type's (3).
+    pub hpet_timers: Option<u8>,
+    /// `--serial-ports N`: ISA serial ports on the destination (`-serial`); default: as many
+    /// as the stream carries.
+    pub serial_ports: Option<u8>,
+}
+
+/// A destination resolved against a stream ([`DestSpec::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The typed models' configuration, or `None` when the machine type is unknown (then the
+    /// models are not applied). `serial_ports` is `--serial-ports` or 0 (see
+    /// [`Resolved::serial_from_stream`]).
+    pub config: Option<PcConfig>,
+    /// Whether the serial port count is to be taken from the stream (no `--serial-ports`).
+    pub serial_from_stream: bool,
+    /// Why QEMU would refuse the stream at its CONFIGURATION record, or why the destination is
+    /// unknown (no offset; the caller places it).
+    pub problem: Option<String>,
+}
+
+/// The machine type a stream without CONFIGURATION record is checked against (with the build
+/// `--qemu` names, QEMU 10.0 by default) unless `--machine` is given: the `pc` of the first
+/// streams this tool was built on.
+pub const DEFAULT_MACHINE: MachineType = MachineType::I440FX_7_2;
+
+impl DestSpec {
+    /// The destination `--machine` / `--qemu` name on their own, if `--machine` is given; an
+    /// error (a usage error) for a machine type the build does not have or that is not
+    /// modelled, or a serial port count above 4.
+    pub fn explicit(&self) -> Result<Option<Destination>, String> {
+        if let Some(n) = self.serial_ports
+            && n > MAX_ISA_SERIAL
+        {
+            return Err(format!(
+                "--serial-ports {n}: a PC has at most {MAX_ISA_SERIAL} ISA serial ports"
+            ));
+        }
+        let Some(name) = &self.machine else {
+            return Ok(None);
+        };
+        Destination::parse(name.as_bytes(), self.qemu)
+            .map(Some)
+            .map_err(|e| format!("--machine {name}: {e}"))
+    }
+
+    /// Resolves the destination for a stream whose CONFIGURATION names `stream_machine`
+    /// (`None`: no CONFIGURATION record). Errors are the usage errors of
+    /// [`DestSpec::explicit`]; what QEMU would refuse is [`Resolved::problem`].
+    ///
+    /// The stream's name must equal the destination's machine type exactly. QEMU's
+    /// `configuration_post_load` compares only as many bytes as the stream sent (`strncmp` with
+    /// the received length), so it would also accept a truncated name that is a prefix of its
+    /// own; no QEMU writes one (the record carries the full class name, never an alias), and
+    /// this check refuses it.
+    pub fn resolve(&self, stream_machine: Option<&[u8]>) -> Result<Resolved, String> {
+        let explicit = self.explicit()?;
+        let mut problem = None;
+        let dest = match (explicit, stream_machine) {
+            (Some(d), Some(name)) => {
+                if name != d.machine.to_string().as_bytes() {
+                    let name = vmstate::Escaped(name);
+                    // QEMU's configuration_post_load (7.2 and 10.0) fails the load with this.
+                    problem = Some(format!(
+                        "stream machine type {name}, destination {}: QEMU refuses the stream \
+                         (\"Machine type received is '{name}' and local is '{}'\")",
+                        d.machine, d.machine
+                    ));
+                }
+                Some(d)
+            }
+            (Some(d), None) => Some(d),
+            (None, Some(name)) => {
+                match MachineType::parse(name).and_then(|m| Destination::for_machine(m, self.qemu))
+                {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        problem = Some(format!(
+                            "stream machine type {}: {e}; the typed device models are not \
+                             applied (give --machine to check against a modelled machine type)",
+                            vmstate::Escaped(name)
+                        ));
+                        None
+                    }
+                }
+            }
+            (None, None) => Some(
+                Destination::for_machine(DEFAULT_MACHINE, self.qemu)
+                    .map_err(|e| format!("--qemu: {e}"))?,
+            ),
+        };
+        let config = dest.map(|d| {
+            let mut c = d.config();
+            if let Some(n) = self.hpet_timers {
+                c.hpet.num_timers = n;
+            }
+            c.serial_ports = self.serial_ports.unwrap_or(0);
+            c
+        });
+        Ok(Resolved {
+            config,
+            serial_from_stream: self.serial_ports.is_none(),
+            problem,
+        })
+    }
+}
+
+/// The machine type a stream's CONFIGURATION record names, if it has one (at byte 8).
+pub fn stream_machine(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.get(8) != Some(&record::CONFIGURATION) {
+        return None;
+    }
+    let mut r = Reader::new(&bytes[8..], 8);
+    vmstate::wire::Configuration::read(&mut r)
+        .ok()
+        .map(|c| c.machine)
+}
 
 /// One problem found, at a byte offset of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,10 +315,21 @@ impl BodyLength for Lengths<'_> {
     }
 }
 
-/// Verifies `bytes`. `config` is the destination (its `serial` flag is turned on when the
-/// stream carries an ISA `serial` section); `progress` is called with the offset reached.
-pub fn verify(bytes: &[u8], config: PcConfig, progress: &mut dyn FnMut(usize)) -> Report {
+/// Verifies `bytes` against the destination `dest` names (module docs); `progress` is called
+/// with the offset reached. The error is a usage error of `dest` ([`DestSpec::explicit`]).
+pub fn verify(
+    bytes: &[u8],
+    dest: &DestSpec,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Report, String> {
+    let resolved = dest.resolve(stream_machine(bytes))?;
     let mut report = Report::default();
+    if let Some(p) = &resolved.problem {
+        report.problems.push(Problem {
+            offset: 8,
+            message: format!("at byte 8 (0x8), CONFIGURATION: {p}"),
+        });
+    }
     let desc = match find_description(bytes) {
         Ok(d) => d.map(|(_, d)| d),
         Err(e) => {
@@ -192,13 +342,23 @@ pub fn verify(bytes: &[u8], config: PcConfig, progress: &mut dyn FnMut(usize)) -
         }
     };
     report.described = desc.is_some();
-    let mut pc = Pc::new(config);
+    let mut pc = resolved.config.map(|mut c| {
+        if resolved.serial_from_stream {
+            // Whatever ports the stream carries (up to the PC's four) are the destination's;
+            // each is checked by the serial model.
+            c.serial_ports = MAX_ISA_SERIAL;
+        }
+        Pc::new(c)
+    });
     let lengths = Lengths {
         desc: desc.as_ref(),
         used: vec![false; desc.as_ref().map_or(0, |d| d.devices.len())],
+        // Measures bodies only: QEMU 10.0's tables read every body 7.2's read.
         init: Pc::new(PcConfig {
-            serial: true,
-            ..config
+            serial_ports: MAX_ISA_SERIAL,
+            ..Destination::new(MachineType::I440FX_10_0, QemuBuild::V10_0)
+                .map_err(|e| e.to_string())?
+                .config()
         }),
         problems: Vec::new(),
         described: false,
@@ -285,17 +445,51 @@ pub fn verify(bytes: &[u8], config: PcConfig, progress: &mut dyn FnMut(usize)) -
             });
             continue;
         }
-        if rec.idstr == b"serial" && rec.instance_id == 0 {
-            pc.config.serial = true;
-        }
         let described = records.lengths().described;
+        let Some(pc) = pc.as_mut() else {
+            if described {
+                report.generic += 1;
+            } else {
+                unchecked.push(name);
+            }
+            continue;
+        };
+        if pc.route(rec.idstr, rec.instance_id) == Route::Unexpected {
+            let at = rec.offset;
+            let c = pc.config;
+            let idstr = vmstate::Escaped(rec.idstr);
+            let ports = if resolved.serial_from_stream {
+                String::new()
+            } else {
+                format!(", ISA serial ports: {}", c.serial_ports)
+            };
+            report.problems.push(Problem {
+                offset: at,
+                message: format!(
+                    "at byte {at} (0x{at:x}), section {name} (id {}): the destination ({}{ports}) \
+                     has no such instance; QEMU refuses the stream (\"Unknown savevm section or \
+                     instance '{idstr}' {}\")",
+                    rec.section_id, c.destination, rec.instance_id
+                ),
+            });
+            report.typed += 1;
+            continue;
+        }
         match pc.load_section(&rec) {
             Ok(true) => report.typed += 1,
             Err(e) => {
                 report.typed += 1;
+                let mut message = e.to_string();
+                if let vmstate::ErrorKind::UnknownSubsection { .. } = e.kind {
+                    // A subsection only a newer build sends (i8259/ltim on QEMU 7.2).
+                    message.push_str(&format!(
+                        " (the destination, {}, does not know it: QEMU refuses the stream)",
+                        pc.config.destination
+                    ));
+                }
                 report.problems.push(Problem {
                     offset: e.offset,
-                    message: e.to_string(),
+                    message,
                 });
             }
             Ok(false) if described => report.generic += 1,
@@ -319,5 +513,5 @@ pub fn verify(bytes: &[u8], config: PcConfig, progress: &mut dyn FnMut(usize)) -
         }
     }
     report.unchecked = unchecked;
-    report
+    Ok(report)
 }

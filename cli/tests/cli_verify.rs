@@ -186,16 +186,19 @@ fn globalstate_without_nul_is_refused() {
     let mut bad = good.clone();
     bad[body + 4..body + 104].fill(b'A');
     assert_eq!(end, body + 104 + 5);
-    let (code, out) = verify("globalstate.vmstate", &bad, &[]);
-    assert_eq!(code, 1, "{out}");
-    let p = problems(&out, "section 'globalstate' instance 0", "field runstate");
-    assert_eq!(p.len(), 1, "{out}");
-    assert!((body..body + 104).contains(&p[0].1), "{}", p[0].0);
-    assert!(
-        p[0].0.contains("a NUL within the 100-byte buffer"),
-        "{}",
-        p[0].0
-    );
+    // QEMU 7.2 reads a 100-byte buffer; QEMU 10.0 (the default destination build) a 32-byte
+    // one.
+    for (extra, rule) in [
+        (&["--qemu", "7.2"][..], "a NUL within the 100-byte buffer"),
+        (&[][..], "a NUL within the 32-byte buffer"),
+    ] {
+        let (code, out) = verify("globalstate.vmstate", &bad, extra);
+        assert_eq!(code, 1, "{out}");
+        let p = problems(&out, "section 'globalstate' instance 0", "field runstate");
+        assert_eq!(p.len(), 1, "{out}");
+        assert!((body..body + 104).contains(&p[0].1), "{}", p[0].0);
+        assert!(p[0].0.contains(rule), "{}", p[0].0);
+    }
 }
 
 /// hpet body: config, isr, counter (8 bytes each), num_timers, then 42-byte timers.
@@ -373,6 +376,7 @@ fn usage_and_io_errors_exit_2() {
         vec!["verify"],
         vec!["verify", "/nonexistent/stream"],
         vec!["verify", "x", "--hpet-timers", "300"],
+        vec!["verify", "x", "--qemu", "8.2"],
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
@@ -384,4 +388,258 @@ fn usage_and_io_errors_exit_2() {
         out.contains("at byte 0 (0x0): not a migration stream"),
         "{out}"
     );
+}
+
+/// Every real stream in host-tests/fixtures, of both builds (pc and q35, older machine types
+/// on the newer build, x-ignore-shared, i8259/ltim), verifies against the destination its
+/// CONFIGURATION names, every modelled section (both ISA serial ports) by its typed model.
+#[test]
+fn every_fixture_of_both_builds_verifies() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host-tests/fixtures");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".vmstate"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 12, "{names:?}");
+    for name in names {
+        let bytes = fixture(&name);
+        let (code, out) = verify("all.vmstate", &bytes, &[]);
+        assert_eq!(code, 0, "{name}: {out}");
+        let typed = if name.starts_with('q') {
+            13
+        } else if name.contains("serial") {
+            12
+        } else {
+            11
+        };
+        assert!(
+            out.contains(&format!(
+                ": ok: {typed} sections checked with typed models, "
+            )),
+            "{name}: {out}"
+        );
+        assert!(out.ends_with(" bytes\n"), "{name}: {out}");
+        assert_eq!(out.lines().count(), 1, "{name}: {out}");
+    }
+}
+
+/// The byte offset of a fixture's CONFIGURATION machine name (after `07 be32-len`).
+const MACHINE_NAME_AT: usize = 8 + 1 + 4;
+
+fn renamed(stream: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut b = stream.to_vec();
+    let at = MACHINE_NAME_AT;
+    assert_eq!(&b[at..at + from.len()], from.as_bytes());
+    b[at..at + to.len()].copy_from_slice(to.as_bytes());
+    b
+}
+
+#[test]
+fn machine_type_problems_are_reported() {
+    let q35 = fixture("q72-pc-q35-7.2.vmstate");
+    // The destination's machine type differs from the stream's: QEMU's own refusal, then what
+    // the destination's devices say (the q35 HPET's intcap is not pc's).
+    let (code, out) = verify("q35.vmstate", &q35, &["--machine", "pc-i440fx-7.2"]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].ends_with(
+            ": at byte 8 (0x8), CONFIGURATION: stream machine type pc-q35-7.2, destination \
+             pc-i440fx-7.2: QEMU refuses the stream (\"Machine type received is 'pc-q35-7.2' \
+             and local is 'pc-i440fx-7.2'\")"
+        ),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("section 'hpet' instance 0 (id 21), field timer: invalid value: expected 0x400000030, found 0xff010400000030"),
+        "{out}"
+    );
+    assert!(out.ends_with(": 2 problems found\n"), "{out}");
+    // The same machine type, spelled as QEMU's alias for the build's newest.
+    let (code, out) = verify("q35.vmstate", &q35, &["--machine", "q35", "--qemu", "7.2"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify("q35.vmstate", &q35, &["--machine", "pc-q35-7.2"]);
+    assert_eq!(code, 0, "{out}");
+    // A build that lacks the stream's machine type.
+    let new = fixture("q10-pc-i440fx-10.0.vmstate");
+    let (code, out) = verify("new.vmstate", &new, &["--qemu", "7.2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "at byte 8 (0x8), CONFIGURATION: stream machine type pc-i440fx-10.0: QEMU 7.2 has \
+             no machine type pc-i440fx-10.0; the typed device models are not applied"
+        ),
+        "{out}"
+    );
+    // Stream machine types that are not modelled are reported, not guessed.
+    let pc = fixture("q72-pc-i440fx-7.2.vmstate");
+    for (to, why) in [
+        (
+            "pc-i440fx-2.0",
+            "pc-i440fx-2.0 is older than the oldest modelled machine type (2.4)",
+        ),
+        (
+            "pc-i440fx-9.9",
+            "QEMU 10.0 has no machine type pc-i440fx-9.9",
+        ),
+        (
+            "microvm-7.2xx",
+            "not a pc-i440fx-X.Y or pc-q35-X.Y machine type",
+        ),
+    ] {
+        let (code, out) = verify("old.vmstate", &renamed(&pc, "pc-i440fx-7.2", to), &[]);
+        assert_eq!(code, 1, "{to}: {out}");
+        assert!(
+            out.contains(&format!("CONFIGURATION: stream machine type {to}: {why}")),
+            "{out}"
+        );
+        assert!(out.ends_with(": 1 problem found\n"), "{to}: {out}");
+    }
+    // An unknown --machine is a usage error.
+    for m in ["pc-i440fx-2.0", "microvm", "pc-q35-10.0"] {
+        let o = run(&["verify", "x", "--machine", m, "--qemu", "7.2"]);
+        assert_eq!(o.status.code(), Some(2), "{m}");
+        assert!(
+            String::from_utf8(o.stderr)
+                .unwrap()
+                .contains(&format!("--machine {m}: ")),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn a_subsection_only_newer_builds_know_is_refused_by_a_7_2_destination() {
+    let ltim = fixture("q10-pc-i440fx-7.2-ltim.vmstate");
+    let (code, out) = verify("ltim.vmstate", &ltim, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (_, body, _) = section(&ltim, b"i8259", 0);
+    let (code, out) = verify("ltim.vmstate", &ltim, &["--qemu", "7.2"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.lines()
+            .next()
+            .unwrap()
+            .split(": ")
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(": "),
+        format!(
+            "at byte {} (0x{:x}), section 'i8259' instance 0 (id 21): unknown subsection \
+             i8259/ltim (the destination, pc-i440fx-7.2 on QEMU 7.2, does not know it: QEMU \
+             refuses the stream)",
+            body + 16,
+            body + 16
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with(": 1 problem found\n"), "{out}");
+}
+
+/// Every `serial` section is the serial model's: a port the destination lacks is refused (as
+/// QEMU refuses it), and a third port the stream adds is checked by the model, not by the
+/// description alone.
+#[test]
+fn every_serial_port_is_checked_by_the_model() {
+    let good = fixture("q72-pc-i440fx-7.2.vmstate");
+    let (at, _, _) = section(&good, b"serial", 1);
+    let (code, out) = verify("ports.vmstate", &good, &["--serial-ports", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "at byte {at} (0x{at:x}), section 'serial' instance 1 (id 26): the destination \
+             (pc-i440fx-7.2 on QEMU 10.0, ISA serial ports: 1) has no such instance; QEMU \
+             refuses the stream (\"Unknown savevm section or instance 'serial' 1\")"
+        )),
+        "{out}"
+    );
+    // The second port renumbered as a third (instance 2), with an IER bit the guest cannot
+    // set: the serial model refuses it. Without a trailer, nothing else could check it.
+    let mut third = without_trailer(&good);
+    let instance_at = at + 1 + 4 + 1 + b"serial".len();
+    third[instance_at..instance_at + 4].copy_from_slice(&2u32.to_be_bytes());
+    let (_, body, _) = section(&good, b"serial", 1);
+    let (code, out) = verify("ports.vmstate", &third, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok: 13 sections checked with typed models"),
+        "{out}"
+    );
+    third[body + 3] = 0xf0;
+    let (code, out) = verify("ports.vmstate", &third, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_problem(
+        &out,
+        "section 'serial' instance 2",
+        "field ier",
+        body + 3,
+        "0xf0",
+    );
+    // A fifth port: a PC has four.
+    third[instance_at..instance_at + 4].copy_from_slice(&4u32.to_be_bytes());
+    let (code, out) = verify("ports.vmstate", &third, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("section 'serial' instance 4 (id 26): the destination (pc-i440fx-7.2 on QEMU 10.0) has no such instance"), "{out}");
+}
+
+/// `rewrite --set` checks edits against the destination the stream's machine type gives (or
+/// `--machine` / `--serial-ports`): an edit of a q35 stream's hpet passes on pc-q35 and is
+/// refused against pc's HPET, and an edit of a serial port the destination lacks is refused.
+#[test]
+fn rewrite_checks_edits_against_the_machine_types_models() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures/q72-pc-q35-7.2.vmstate");
+    let src = src.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("vmstate-verify-rw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("edited.vmstate");
+    let out = out.to_str().unwrap();
+    let hpet = "hpet[0].timer[0].cmp=0x1234";
+    let o = run(&["rewrite", src, out, "--set", hpet]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (code, text) = verify("edited.vmstate", &std::fs::read(out).unwrap(), &[]);
+    assert_eq!(code, 0, "{text}");
+    let o = run(&[
+        "rewrite",
+        src,
+        out,
+        "--set",
+        hpet,
+        "--machine",
+        "pc-i440fx-7.2",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "the hpet model refuses the edited body: field timer: invalid value: expected \
+             0x400000030, found 0xff010400000030"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let scr = "serial[1].state.scr=0x42";
+    let o = run(&["rewrite", src, out, "--set", scr]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&["rewrite", src, out, "--set", scr, "--serial-ports", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("the destination (pc-q35-7.2 on QEMU 10.0) has no serial instance 1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,6 +7,14 @@
 //! body has no `num_timers` byte: `pre_load` sets it to 3, so a v1 body is 24 + 3 × 42 = 150
 //! bytes.
 //!
+//! QEMU 10.0 renamed the count field `num_timers_save` (same byte; "hpet: do not overwrite
+//! properties on post_load") and replaced 7.2's range check with `VMSTATE_VALIDATE("num_timers
+//! must match")`: the stream's count must equal the configured `timers` property. [`VMSD`] is
+//! QEMU 10.0's table, [`VMSD_7_2`] QEMU 7.2's; they read the same bytes. Both enforce the
+//! equality (below): for a QEMU 10.0 destination it is QEMU's own rule, for a QEMU 7.2
+//! destination it is this model's hardening (7.2 accepts any count in 3..=32 and rewrites the
+//! guest-visible NUM_TIM capability from it).
+//!
 //! The destination's configuration (configured timer count, `hpet-intcap`, `msi`,
 //! `hpet-offset-saved`) is an input of the model: [`Hpet::new`] stores it in the state struct
 //! after the wire fields, where no table field covers it, so the `needed` predicates and the
@@ -18,7 +26,7 @@
 //! | rule | class | error |
 //! |---|---|---|
 //! | 3 ≤ `num_timers` ≤ 32 before the timers are read (QEMU 7.2's VALIDATE) | MUST | `ValidationFailed { check: "num_timers in range" }` |
-//! | `num_timers` equals the configured count (QEMU 10.2's rule) | MUST | `Invalid`, field `num_timers` |
+//! | `num_timers` equals the configured count (QEMU 10.0's rule; this model's hardening against a 7.2 destination, class c there) | MUST | `Invalid { Equal(configured) }`, field `num_timers` (7.2 table) / `num_timers_save` (10.0 table) |
 //! | `timer[i].tn == i` | MUST | `Invalid { Equal(i), found: tn }`, field `timer` |
 //! | `timer[i].config` read-only bits equal the destination's reset value | should | `Invalid`, field `timer` |
 //! | `timer[i].wrap_flag` ≤ 1 | should | `Invalid`, field `timer` |
@@ -212,13 +220,16 @@ impl Hpet {
     }
 
     /// The load-time invariants (module docs); `Ok` for every state a guest can reach.
-    pub fn check(&self) -> Result<(), Violation> {
+    /// `count_field` is the count's name in the table in use (`num_timers` in QEMU 7.2's,
+    /// `num_timers_save` in QEMU 10.0's).
+    pub fn check(&self, count_field: &'static str) -> Result<(), Violation> {
         // CVE-2013-4527 class (stream count used as a loop bound over `timer[32]`), tightened
         // as in QEMU commit 1433e38cc840: the stream must not reconfigure the device, because
-        // QEMU 7.2 rewrites the guest-visible NUM_TIM capability from this count.
+        // QEMU 7.2 rewrites the guest-visible NUM_TIM capability from this count (QEMU 10.0
+        // refuses the stream: "num_timers must match").
         if self.num_timers != self.dest_num_timers {
             return Err(Violation {
-                field: "num_timers",
+                field: count_field,
                 expected: Expected::Equal(self.dest_num_timers as u64),
                 found: self.num_timers as u64,
             });
@@ -296,7 +307,7 @@ const RTC_IRQ_LEVEL_VMSD: Vmsd =
 
 const OFFSET_VMSD: Vmsd = Vmsd::new("hpet/offset", 1, 1, SIZE).fields(&[field!(Hpet, hpet_offset)]);
 
-const FIELDS: &[Field] = &[
+const FIELDS_7_2: &[Field] = &[
     field!(Hpet, config),
     field!(Hpet, isr),
     field!(Hpet, hpet_counter),
@@ -305,9 +316,27 @@ const FIELDS: &[Field] = &[
     struct_varray!(Hpet, timer, TIMER_VMSD, count = num_timers),
 ];
 
-/// `hpet` description (version 2, minimum 1).
-pub const VMSD: Vmsd = Vmsd::new("hpet", 2, 1, SIZE)
+// The same bytes with QEMU 10.0's name for the count. The range check stays before the
+// timers (the loop bound); the equality QEMU 10.0 checks there is the whole-state check below,
+// which names the expected count.
+const FIELDS: &[Field] = &[
+    field!(Hpet, config),
+    field!(Hpet, isr),
+    field!(Hpet, hpet_counter),
+    field!(Hpet, num_timers).named("num_timers_save").since(2),
+    Field::validate("num_timers in range", num_timers_in_range),
+    struct_varray!(Hpet, timer, TIMER_VMSD, count = num_timers),
+];
+
+/// QEMU 10.0's `hpet` description (version 2, minimum 1; the count is `num_timers_save`).
+pub const VMSD: Vmsd = VMSD_7_2
     .fields(FIELDS)
+    .validate(check!(Hpet, |s, _version| s.check("num_timers_save")));
+assert_layout!(Hpet, VMSD);
+
+/// QEMU 7.2's `hpet` description (version 2, minimum 1; the count is `num_timers`).
+pub const VMSD_7_2: Vmsd = Vmsd::new("hpet", 2, 1, SIZE)
+    .fields(FIELDS_7_2)
     .subsections(&[
         Subsection::new(&RTC_IRQ_LEVEL_VMSD, pred!(Hpet, |s| s.rtc_irq_level != 0))
             .absent(mutate!(Hpet, |s| s.rtc_irq_level = 0)),
@@ -319,8 +348,8 @@ pub const VMSD: Vmsd = Vmsd::new("hpet", 2, 1, SIZE)
     ])
     // What a v1 stream (no count byte) implies.
     .pre_load(mutate!(Hpet, |s| s.num_timers = 3))
-    .validate(check!(Hpet, |s, _version| s.check()));
-assert_layout!(Hpet, VMSD);
+    .validate(check!(Hpet, |s, _version| s.check("num_timers")));
+assert_layout!(Hpet, VMSD_7_2);
 
 impl State for Hpet {
     const VMSD: &'static Vmsd = &VMSD;
@@ -341,6 +370,11 @@ mod tests {
 
     /// The decoded state as `analyze-migration.py` prints it (compact).
     fn analyze(s: &Hpet) -> String {
+        analyze_named(s, "num_timers")
+    }
+
+    /// `count` is the count field's name: `num_timers` (7.2) or `num_timers_save` (10.0).
+    fn analyze_named(s: &Hpet, count: &str) -> String {
         let timers: Vec<String> = s
             .timers()
             .iter()
@@ -363,7 +397,7 @@ mod tests {
             .collect();
         format!(
             "{{\"config\":\"0x{:016x}\",\"isr\":\"0x{:016x}\",\"hpet_counter\":\"0x{:016x}\",\
-             \"num_timers\":\"0x{:02x}\",\"timer\":[{}]}}",
+             \"{count}\":\"0x{:02x}\",\"timer\":[{}]}}",
             s.config.get(),
             s.isr.get(),
             s.hpet_counter.get(),
@@ -378,10 +412,78 @@ mod tests {
             let rec = section(stream, "hpet", 0);
             assert_eq!((rec.version_id, rec.body.len()), (2, 151));
             // Header + body + footer, byte for byte.
-            let s = fixtures::round_trip(stream, "hpet", 0, Hpet::new(HpetConfig::PC_7_2));
-            fixtures::describes_like_qemu(stream, state_json, "hpet", &s, &analyze(&s));
+            let init = Hpet::new(HpetConfig::PC_7_2);
+            let s = fixtures::round_trip_with(&VMSD_7_2, stream, "hpet", 0, init);
+            fixtures::describes_like_qemu_with(
+                &VMSD_7_2,
+                stream,
+                state_json,
+                "hpet",
+                &s,
+                &analyze(&s),
+            );
             assert_eq!(s.timers()[1].config.get(), 0x0000_0004_0000_0030);
             assert_eq!(s.dest_config(), HpetConfig::PC_7_2);
+            // QEMU 10.0's table reads the same bytes.
+            assert_eq!(fixtures::round_trip(stream, "hpet", 0, init), s);
+        }
+    }
+
+    /// pc and q35 streams of both builds: the configuration derived from the stream's machine
+    /// type gives each timer's read-only capability bits (intcap 0x4 on pc-i440fx, 0xff0104
+    /// on pc-q35); each build's table describes its streams as its trailer does. A q35 stream
+    /// against pc's configuration is refused, as before machine types were modelled.
+    #[test]
+    fn pc_and_q35_streams_of_both_builds_load_with_their_machine_types_configuration() {
+        use crate::machine::{Chipset, Destination, MachineType};
+        for (name, stream, state_json) in fixtures::V2 {
+            let machine = name.split_once('-').unwrap().1.trim_end_matches("-ltim");
+            let machine = machine.trim_end_matches("-ignore-shared");
+            let m = MachineType::parse(machine.as_bytes()).unwrap();
+            let cfg = Destination::for_machine(m, None).unwrap().config().hpet;
+            let init = Hpet::new(cfg);
+            let s = fixtures::round_trip(stream, "hpet", 0, init);
+            let intcap: u64 = if m.chipset == Chipset::Q35 {
+                0xff_0104
+            } else {
+                4
+            };
+            for t in s.timers() {
+                assert_eq!(
+                    t.config.get() & !TN_CFG_WRITE_MASK,
+                    intcap << 32 | 0x30,
+                    "{name}"
+                );
+            }
+            assert_eq!(
+                fixtures::round_trip_with(&VMSD_7_2, stream, "hpet", 0, init),
+                s
+            );
+            if let Some(state_json) = state_json {
+                let (vmsd, count) = if name.starts_with("q10") {
+                    (&VMSD, "num_timers_save")
+                } else {
+                    (&VMSD_7_2, "num_timers")
+                };
+                let a = analyze_named(&s, count);
+                fixtures::describes_like_qemu_with(vmsd, stream, state_json, "hpet", &s, &a);
+            }
+            if m.chipset == Chipset::Q35 {
+                let rec = section(stream, "hpet", 0);
+                let mut pc = Hpet::new(HpetConfig::PC_7_2);
+                let e = vmstate::load_section(&mut pc, &rec).unwrap_err();
+                assert_eq!(
+                    (e.field, e.kind),
+                    (
+                        Some("timer"),
+                        ErrorKind::Invalid {
+                            expected: Expected::Equal(0x4_0000_0030),
+                            found: 0xff_0104_0000_0030
+                        }
+                    ),
+                    "{name}"
+                );
+            }
         }
     }
 
@@ -454,7 +556,14 @@ mod tests {
                 found: 4
             }
         );
-        assert_eq!((e.offset, e.field), (1024, Some("num_timers")));
+        assert_eq!((e.offset, e.field), (1024, Some("num_timers_save")));
+        // QEMU 7.2's table names the same byte `num_timers`.
+        let mut s = Hpet::new(HpetConfig::PC_7_2);
+        let e7 = vmstate::load_with(&VMSD_7_2, &mut s, 2, &four, 1000).unwrap_err();
+        assert_eq!(
+            (e7.kind, e7.offset, e7.field),
+            (e.kind, 1024, Some("num_timers"))
+        );
         // The same bytes load on a destination configured with four timers.
         let mut s = Hpet::new(HpetConfig {
             num_timers: 4,
@@ -470,7 +579,7 @@ mod tests {
             ..HpetConfig::PC_7_2
         });
         let e = load(&mut s4, 1, &v1, 0).unwrap_err();
-        assert_eq!(e.field, Some("num_timers"));
+        assert_eq!(e.field, Some("num_timers_save"));
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! `hw/intc/i8259_common.c`, `hw/intc/i8259.c`; format §16.2, untrusted-input §4.2).
 //!
 //! idstr `i8259`, instance 0 (master, I/O base 0x20) and instance 1 (slave, 0xa0), version 1
-//! (minimum 1). The body is 16 single bytes and there are no subsections in QEMU 7.2.
+//! (minimum 1). The body is 16 single bytes. QEMU 8.0 added the subsection `i8259/ltim`
+//! (version 1, one byte `ltim`: ICW1's level-triggered mode bit, stored as `val & 8`), sent
+//! only when `ltim != 0`. [`VMSD`] is QEMU 10.0's table (with the subsection), [`VMSD_7_2`]
+//! QEMU 7.2's (without it): a QEMU 7.2 destination refuses a stream that carries the
+//! subsection ("unknown subsection i8259/ltim"), as QEMU 7.2 itself does (`-ENOENT` from
+//! `vmstate_subsection_load`). Both read every body without the subsection identically.
 //!
 //! The state carries one destination configuration byte that is not on the wire, `elcr_mask`
 //! (the edge/level control bits the chip implements: 0xf8 on the master, 0xde on the slave);
@@ -23,11 +28,13 @@
 //! | flag bytes | 0 or 1 | should reject: the guest stores single bits |
 //! | `elcr` | bits inside `elcr_mask` | should reject: the guest's write is masked |
 //! | `last_irr`, `irr`, `imr`, `isr` | any | accept: 8 independent line bits |
+//! | `ltim` (subsection) | 0 or 8 | should reject: the guest stores `val & 8` (QEMU 10.0 `pic_ioport_write`); the subsection is sent only when non-zero |
 //!
 //! [`VMSD`] enforces every rule. [`PERMISSIVE_VMSD`] is the same table enforcing only the MUST
 //! rule; load with it through [`vmstate::load_with`].
 
-use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field};
+use vmstate::schema::Subsection;
+use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field, mutate, pred};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The `i8259` body: 16 bytes in wire order (a zero-copy view of a section body).
@@ -81,7 +88,13 @@ pub struct Pic {
     /// ELCR bits this chip implements (configuration, not on the wire): 0xf8 master, 0xde
     /// slave. A zeroed state therefore accepts only `elcr == 0`.
     pub elcr_mask: u8,
+    /// ICW1 level-triggered mode (LTIM), as QEMU ≥ 8.0 stores it: 0 or 8 (subsection
+    /// `i8259/ltim`; QEMU 7.2 does not migrate it).
+    pub ltim: u8,
 }
+
+/// The value QEMU stores for ICW1's LTIM bit (`val & 8`).
+pub const LTIM: u8 = 8;
 
 /// Checks the body against the invariants in the module table, in wire order; with `strict`
 /// false, only the MUST rule.
@@ -149,8 +162,24 @@ fn bad(field: &'static str, expected: Expected, found: u8) -> Violation {
     }
 }
 
-/// The description table of `i8259` (version 1, minimum 1).
-pub const VMSD: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
+const LTIM_VMSD: Vmsd = Vmsd::new("i8259/ltim", 1, 1, core::mem::size_of::<Pic>())
+    .fields(&[field!(Pic, ltim)])
+    // Should reject (guest cannot produce it: ICW1 stores `val & 8`); the subsection is sent
+    // only when the value is non-zero.
+    .validate(check!(Pic, |s, _version| match s.ltim {
+        LTIM => Ok(()),
+        v => Err(bad("ltim", Expected::OneOf(&[LTIM as u64]), v)),
+    }));
+
+const SUBSECTIONS: &[Subsection] =
+    &[Subsection::new(&LTIM_VMSD, pred!(Pic, |s| s.ltim != 0))
+        .absent(mutate!(Pic, |s| s.ltim = 0))];
+
+/// QEMU 10.0's description table of `i8259` (version 1, minimum 1; subsection `i8259/ltim`).
+pub const VMSD: Vmsd = VMSD_7_2.subsections(SUBSECTIONS);
+
+/// QEMU 7.2's description table of `i8259` (version 1, minimum 1; no subsections).
+pub const VMSD_7_2: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
     .fields(&[
         field!(Pic, body.last_irr),
         field!(Pic, body.irr),
@@ -176,6 +205,7 @@ pub const VMSD: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
 pub const PERMISSIVE_VMSD: Vmsd = VMSD.validate(check!(Pic, |s, _version| validate(s, false)));
 
 assert_layout!(Pic, VMSD, body = PicBody);
+assert_layout!(Pic, VMSD_7_2, body = PicBody);
 assert_layout!(Pic, PERMISSIVE_VMSD, body = PicBody);
 
 impl vmstate::State for Pic {
@@ -210,11 +240,13 @@ impl Pic {
     pub const MASTER: Pic = Pic {
         body: PicBody::RESET,
         elcr_mask: 0xf8,
+        ltim: 0,
     };
     /// The slave PIC (instance 1, I/O base 0xa0) at power-on.
     pub const SLAVE: Pic = Pic {
         body: PicBody::RESET,
         elcr_mask: 0xde,
+        ltim: 0,
     };
 
     /// The interrupt mask register.
@@ -446,5 +478,98 @@ mod tests {
             b[15] &= 0xf8;
         }
         random_bodies_round_trip(Pic::MASTER, 16, &[], fix, 256);
+    }
+
+    /// The guest set LTIM on the master (q10-pc-i440fx-7.2-ltim, written by QEMU 10.0): the
+    /// subsection decodes into `ltim`, re-encodes byte for byte and is described as QEMU 10.0
+    /// describes it; QEMU 7.2's table refuses the section, naming the subsection.
+    #[test]
+    fn ltim_subsection_round_trips_and_a_7_2_destination_refuses_it() {
+        extern crate std;
+        let stream = v2("q10-pc-i440fx-7.2-ltim");
+        let rec = section(stream, "i8259", 0);
+        assert!(
+            rec.body
+                .ends_with(b"\x05\x0ai8259/ltim\x00\x00\x00\x01\x08")
+        );
+        let s = round_trip(stream, "i8259", 0, Pic::MASTER);
+        assert_eq!((s.ltim, s.body.irq_base, s.body.init4), (LTIM, 0x08, 1));
+        assert_eq!(
+            our_device_json("i8259", 0, &s),
+            qemu_device_json(stream, "i8259", 0)
+        );
+        let mut old = Pic::MASTER;
+        let e = vmstate::load_with(&VMSD_7_2, &mut old, 1, rec.body, rec.body_offset).unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::UnknownSubsection { .. }), "{e}");
+        assert_eq!(e.offset, rec.body_offset + 16, "{e}");
+        assert!(std::format!("{e}").contains("i8259/ltim"), "{e}");
+        assert_eq!(old, Pic::MASTER, "state unchanged");
+        // The slave never had LTIM set: no subsection, both tables agree.
+        let slave = round_trip(stream, "i8259", 1, Pic::SLAVE);
+        assert_eq!(slave.ltim, 0);
+        let mut s72 = Pic::SLAVE;
+        let rec1 = section(stream, "i8259", 1);
+        vmstate::load_with(&VMSD_7_2, &mut s72, 1, rec1.body, 0).unwrap();
+        assert_eq!(s72, slave);
+    }
+
+    #[test]
+    fn ltim_is_what_the_guest_can_store() {
+        let stream = v2("q10-pc-i440fx-7.2-ltim");
+        let rec = section(stream, "i8259", 0);
+        let at = rec.body.len() - 1;
+        for bad in [0u8, 1, 9, 0xff] {
+            let mut b = rec.body.to_vec();
+            b[at] = bad;
+            let mut p = Pic::MASTER;
+            let e = vmstate::load(&mut p, 1, &b, 100).unwrap_err();
+            assert_eq!(
+                (e.kind, e.field, e.offset),
+                (
+                    ErrorKind::Invalid {
+                        expected: Expected::OneOf(&[8]),
+                        found: bad as u64
+                    },
+                    Some("ltim"),
+                    100 + at
+                ),
+                "{bad}"
+            );
+            assert_eq!(p, Pic::MASTER);
+        }
+        // A state without LTIM sends no subsection, and an absent subsection clears it.
+        let mut p = Pic::MASTER;
+        p.ltim = LTIM;
+        vmstate::load(&mut p, 1, &rec.body[..16], 0).unwrap();
+        assert_eq!(p.ltim, 0);
+    }
+
+    /// Every i8259 section of both builds' pc and q35 streams loads with both tables (none but
+    /// the ltim fixture carries the subsection) and is described as its writer described it.
+    #[test]
+    fn both_builds_streams_load_and_describe_like_qemu() {
+        for (name, stream, _) in V2 {
+            for instance in [0, 1] {
+                let s = round_trip(stream, "i8259", instance, config(instance));
+                let mut s72 = config(instance);
+                let rec = section(stream, "i8259", instance);
+                let r = vmstate::load_with(&VMSD_7_2, &mut s72, 1, rec.body, 0);
+                let ltim = name.ends_with("-ltim") && instance == 0;
+                assert_eq!(r.is_err(), ltim, "{name} {instance}");
+                if !ltim {
+                    assert_eq!(s72, s, "{name}");
+                }
+                let vmsd = if name.starts_with("q10") {
+                    &VMSD
+                } else {
+                    &VMSD_7_2
+                };
+                assert_eq!(
+                    our_device_json_with(vmsd, "i8259", instance, &s),
+                    qemu_device_json(stream, "i8259", instance),
+                    "{name}"
+                );
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Typed, hardened models of QEMU 7.2 `pc` device state for the `vmstate` codec.
+//! Typed, hardened models of QEMU 7.2 and 10.0 `pc-i440fx` / `pc-q35` device state for the
+//! `vmstate` codec; [`machine`] derives their destination configuration from a machine type.
 //!
 //! One file per device: the zerocopy state struct(s), the const description table(s) checked
 //! against them at compile time, the `needed` predicates, the invariants enforced on load (each
@@ -13,6 +14,7 @@ pub mod hpet;
 pub mod i8254;
 pub mod i8259;
 pub mod ioapic;
+pub mod machine;
 pub mod pc;
 pub mod pcspk;
 pub mod port92;

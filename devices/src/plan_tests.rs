@@ -68,7 +68,7 @@ fn sections(stream: &[u8], config: PcConfig) -> Vec<(&'static Vmsd, u32, &[u8], 
 
 fn fixtures() -> Vec<(&'static Vmsd, u32, &'static [u8], Vec<u8>)> {
     let serial = PcConfig {
-        serial: true,
+        serial_ports: 1,
         ..PcConfig::PC_7_2
     };
     let mut all = sections(NODEFAULTS, PcConfig::PC_7_2);

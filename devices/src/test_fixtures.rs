@@ -6,8 +6,22 @@
 extern crate std;
 
 use std::vec::Vec;
-use vmstate::stream::{FooterScan, Record, Records, SectionRecord};
+use vmstate::stream::{FooterScan, Options, Record, Records, SectionRecord};
 use vmstate::{SectionId, State};
+
+macro_rules! v2 {
+    ($name:literal) => {
+        (
+            $name,
+            include_bytes!(concat!("../../host-tests/fixtures/", $name, ".vmstate")),
+            Some(include_str!(concat!(
+                "../../host-tests/fixtures/",
+                $name,
+                ".state.json"
+            ))),
+        )
+    };
+}
 
 /// `-S` stream: the guest never ran.
 pub const NODEFAULTS: &[u8] =
@@ -34,9 +48,33 @@ pub const ALL_STREAMS: [(&[u8], &str); 3] = [
     (SERIAL, SERIAL_STATE),
 ];
 
+/// The second-generation fixtures (QEMU 7.2 and 10.0, pc and q35, `-smp 2`, two ISA serial
+/// ports, e1000, virtio-net, virtio-blk): (name, stream, `analyze-migration.py -d state` of
+/// the build that wrote it, if the script could read it).
+pub const V2: [(&str, &[u8], Option<&str>); 9] = [
+    v2!("q72-pc-i440fx-7.2"),
+    v2!("q72-pc-q35-7.2"),
+    v2!("q10-pc-i440fx-10.0"),
+    v2!("q10-pc-q35-10.0"),
+    v2!("q10-pc-i440fx-7.2"),
+    v2!("q10-pc-q35-7.2"),
+    v2!("q10-pc-i440fx-7.2-ltim"),
+    (
+        "q72-pc-i440fx-7.2-ignore-shared",
+        include_bytes!("../../host-tests/fixtures/q72-pc-i440fx-7.2-ignore-shared.vmstate"),
+        None,
+    ),
+    v2!("q10-pc-i440fx-10.0-ignore-shared"),
+];
+
+/// A second-generation fixture by name.
+pub fn v2(name: &str) -> &'static [u8] {
+    V2.iter().find(|f| f.0 == name).expect("fixture").1
+}
+
 /// The FULL section `idstr`/`instance` of `stream`.
 pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecord<'a> {
-    for rec in Records::new(stream, FooterScan) {
+    for rec in records(stream) {
         if let Record::Section(s) = rec.expect("fixture walks cleanly").record
             && s.idstr == idstr.as_bytes()
             && s.instance_id == instance
@@ -47,6 +85,15 @@ pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecor
     panic!("section {idstr} ({instance}) not in fixture");
 }
 
+/// The records of a real stream (QEMU 10.0's COMMAND records allowed).
+pub fn records(stream: &[u8]) -> Records<'_, FooterScan> {
+    let options = Options {
+        allow_commands: true,
+        ..Options::default()
+    };
+    Records::with_options(stream, FooterScan, options)
+}
+
 /// The whole section (header, body, footer) as it sits in the stream.
 pub fn section_bytes<'a>(stream: &'a [u8], rec: &SectionRecord<'a>) -> &'a [u8] {
     &stream[rec.offset..rec.end()]
@@ -55,7 +102,7 @@ pub fn section_bytes<'a>(stream: &'a [u8], rec: &SectionRecord<'a>) -> &'a [u8] 
 /// The VMDESCRIPTION JSON of `stream`.
 pub fn trailer_json(stream: &[u8]) -> &str {
     let mut json = None;
-    for rec in Records::new(stream, FooterScan) {
+    for rec in records(stream) {
         if let Record::Trailer(t) = rec.expect("fixture walks cleanly").record {
             json = Some(t.json);
         }
@@ -115,13 +162,23 @@ pub fn qemu_device_json<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> &'a
 
 /// Our JSON description of `state` as section `idstr`/`instance`.
 pub fn our_device_json<T: State>(idstr: &str, instance: u32, state: &T) -> std::string::String {
+    our_device_json_with(T::VMSD, idstr, instance, state)
+}
+
+/// [`our_device_json`] with another table of the same state (e.g. QEMU 7.2's).
+pub fn our_device_json_with<T: State>(
+    vmsd: &vmstate::Vmsd,
+    idstr: &str,
+    instance: u32,
+    state: &T,
+) -> std::string::String {
     let mut buf = [0u8; 8192];
     let mut sink = vmstate::SliceSink::new(&mut buf);
     vmstate::vmdesc::device(
         &mut sink,
         idstr.as_bytes(),
         instance,
-        T::VMSD,
+        vmsd,
         state.as_bytes(),
     )
     .expect("JSON fits");
@@ -140,10 +197,22 @@ pub fn describes_like_qemu<T: State>(
     state: &T,
     analyzed: &str,
 ) {
+    describes_like_qemu_with(T::VMSD, stream, state_json, idstr, state, analyzed)
+}
+
+/// [`describes_like_qemu`] with another table of the same state (e.g. QEMU 7.2's).
+pub fn describes_like_qemu_with<T: State>(
+    vmsd: &vmstate::Vmsd,
+    stream: &[u8],
+    state_json: &str,
+    idstr: &str,
+    state: &T,
+    analyzed: &str,
+) {
     let key = std::format!("{idstr} ({})", section(stream, idstr, 0).section_id);
     assert_eq!(analyzed, compact(state_object(state_json, &key)), "{key}");
     assert_eq!(
-        our_device_json(idstr, 0, state),
+        our_device_json_with(vmsd, idstr, 0, state),
         qemu_device_json(stream, idstr, 0),
         "{key} description"
     );
@@ -187,9 +256,21 @@ pub fn parse_bytes(s: &str) -> Vec<u8> {
 /// buffer pre-filled with 0xa5 and checks the bytes equal the original section exactly.
 /// Returns the decoded state.
 pub fn round_trip<T: State + Copy>(stream: &[u8], idstr: &str, instance: u32, init: T) -> T {
+    round_trip_with(T::VMSD, stream, idstr, instance, init)
+}
+
+/// [`round_trip`] with another table of the same state (e.g. QEMU 7.2's).
+pub fn round_trip_with<T: State + Copy>(
+    vmsd: &vmstate::Vmsd,
+    stream: &[u8],
+    idstr: &str,
+    instance: u32,
+    init: T,
+) -> T {
     let rec = section(stream, idstr, instance);
     let mut state = init;
-    vmstate::load_section(&mut state, &rec).expect("real section loads");
+    vmstate::load_with(vmsd, &mut state, rec.version_id, rec.body, rec.body_offset)
+        .expect("real section loads");
     let original = section_bytes(stream, &rec);
     let mut buf = [0xa5u8; 4096];
     let id = SectionId {
@@ -197,7 +278,9 @@ pub fn round_trip<T: State + Copy>(stream: &[u8], idstr: &str, instance: u32, in
         idstr: rec.idstr,
         instance_id: rec.instance_id,
     };
-    let n = vmstate::encode_section_into(id, &state, &mut buf).expect("encodes");
+    let mut sink = vmstate::SliceSink::new(&mut buf);
+    vmstate::encode_section_raw(id, vmsd, state.as_bytes(), &mut sink).expect("encodes");
+    let n = sink.finish();
     assert!(buf[n..].iter().all(|&b| b == 0xa5), "wrote past its length");
     assert_eq!(
         &buf[..n],
