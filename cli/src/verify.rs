@@ -363,13 +363,23 @@ pub fn verify(
         problems: Vec::new(),
         described: false,
     };
+    // The destination build's loader rules for RAM records and COMMAND records.
+    let build = resolved.config.map(|c| c.destination.build);
+    let version = build.map(|b| {
+        let (major, minor) = b.version();
+        (u16::from(major), u16::from(minor))
+    });
+    let ram_options = version.map_or(RamOptions::default(), |(major, minor)| {
+        RamOptions::for_qemu(major, minor)
+    });
     let options = Options {
         require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
         allow_commands: true,
+        ram: ram_options,
         ..Options::default()
     };
     let mut records = Records::with_options(bytes, lengths, options);
-    let mut ram = RamContext::new(RamOptions::default());
+    let mut ram = RamContext::new(ram_options);
     let mut seen = HashSet::new();
     let mut unchecked = Vec::new();
     let mut complete = true;
@@ -400,6 +410,25 @@ pub fn verify(
                 ram.options.ignore_shared = c
                     .capabilities
                     .is_some_and(|caps| caps.iter().any(|c| c == b"x-ignore-shared"));
+                continue;
+            }
+            Record::Command(c) => {
+                if let Some((major, minor)) = version
+                    && !c.id.known_by(major, minor)
+                {
+                    let at = located.offset;
+                    report.problems.push(Problem {
+                        offset: at,
+                        message: format!(
+                            "at byte {at} (0x{at:x}): COMMAND {} ({}) is unknown to the \
+                             destination (QEMU {major}.{minor} refuses it: \"MIG_CMD 0x{:x} \
+                             unknown\")",
+                            c.id.name(),
+                            c.id.number(),
+                            c.id.number()
+                        ),
+                    });
+                }
                 continue;
             }
             Record::Section(rec) => rec,

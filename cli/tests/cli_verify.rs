@@ -643,3 +643,32 @@ fn rewrite_checks_edits_against_the_machine_types_models() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A COMMAND record is judged by the destination build: SWITCHOVER_START (QEMU 10.0) spliced
+/// into a real pc-i440fx-7.2 stream before its RAM END record is fine for 10.0 and refused
+/// for 7.2 ("MIG_CMD 0xb unknown"; host-tests/tests/destination_rules.rs shows both builds
+/// doing so).
+#[test]
+fn commands_follow_the_destination_build() {
+    let original = fixture("q10-pc-i440fx-7.2.vmstate");
+    // RAM is section id 1 in QEMU 10.0 streams: the last PART's footer, then END's header.
+    let end = b"\x7e\x00\x00\x00\x01\x03\x00\x00\x00\x01";
+    let at = original
+        .windows(end.len())
+        .rposition(|w| w == end)
+        .expect("RAM END")
+        + 5;
+    let mut with_cmd = original[..at].to_vec();
+    with_cmd.extend_from_slice(&[0x08, 0x00, 0x0b, 0x00, 0x00]);
+    with_cmd.extend_from_slice(&original[at..]);
+    let (code, out) = verify("switchover.vmstate", &with_cmd, &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify("switchover.vmstate", &with_cmd, &["--qemu", "7.2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "at byte {at} (0x{at:x}): COMMAND SWITCHOVER_START (11) is unknown to the destination (QEMU 7.2"
+        )),
+        "{out}"
+    );
+}

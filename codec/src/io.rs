@@ -546,7 +546,9 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
                 .map_err(|e| e.in_section(context))?;
                 match rec {
                     RamRecord::Eos => {
-                        read_footer(&mut r, section_id).map_err(|e| e.in_section(context))?;
+                        if self.options.section_footers {
+                            read_footer(&mut r, section_id).map_err(|e| e.in_section(context))?;
+                        }
                         Pending::RamEos
                     }
                     rec => Pending::Ram {
@@ -658,7 +660,12 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             check_ram_version(&info, offset)?;
             return Ok((header_len, Pending::RamSection { meta }));
         }
-        let body_len = resolve_body(&mut self.lengths, &info, &mut r)?;
+        let body_len = resolve_body(
+            &mut self.lengths,
+            &info,
+            &mut r,
+            self.options.section_footers,
+        )?;
         // A resolver may decide a body's end by looking at what follows it (FooterScan checks
         // that a record header starts after the footer). Decide only once the longest such
         // header is buffered, so a cut in the input can never change the answer.

@@ -277,6 +277,10 @@ pub struct Options {
     pub allow_commands: bool,
     /// RAM options.
     pub ram: RamOptions,
+    /// Every section record ends with a footer (`7e` + section id): QEMU's
+    /// `send-section-footer`, on for every machine type newer than pc-*-2.2. Without footers a
+    /// body's end comes from [`BodyLength`] alone (and the RAM parser for `ram`), unchecked.
+    pub section_footers: bool,
 }
 
 impl Default for Options {
@@ -285,6 +289,7 @@ impl Default for Options {
             require_configuration: true,
             allow_commands: false,
             ram: RamOptions::default(),
+            section_footers: true,
         }
     }
 }
@@ -380,12 +385,13 @@ pub(crate) fn check_ram_version(info: &SectionInfo<'_>, offset: usize) -> Result
     Ok(())
 }
 
-/// Asks `lengths` where the VMState body at `r` ends, skips it and checks the footer; returns
-/// the body length.
+/// Asks `lengths` where the VMState body at `r` ends, skips it and checks the footer (when the
+/// stream has footers); returns the body length.
 pub(crate) fn resolve_body<L: BodyLength>(
     lengths: &mut L,
     info: &SectionInfo<'_>,
     r: &mut Reader<'_>,
+    footers: bool,
 ) -> Result<usize> {
     let context = ctx(info.idstr, info.instance_id, info.section_id);
     let body_offset = r.offset();
@@ -394,7 +400,9 @@ pub(crate) fn resolve_body<L: BodyLength>(
         .map_err(|e| e.in_section(context))?
         .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
     r.skip(n).map_err(|e| e.in_section(context))?;
-    read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
+    if footers {
+        read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
+    }
     Ok(n)
 }
 
@@ -587,10 +595,12 @@ impl<'a, L: BodyLength> Records<'a, L> {
                 .ram
                 .measure_body(r)
                 .map_err(|e| e.in_section(context))?;
-            read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
+            if self.options.section_footers {
+                read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
+            }
             n
         } else {
-            resolve_body(&mut self.lengths, &info, r)?
+            resolve_body(&mut self.lengths, &info, r, self.options.section_footers)?
         };
         let body = &r.buffer()[body_offset..body_offset + len];
         // Bookkeeping only after the whole record parsed, so a truncated record can be retried.
