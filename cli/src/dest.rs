@@ -45,6 +45,7 @@ use vmstate::v4::caps::{Incompatibility, Report, SectionRequirement};
 use vmstate::v4::wire::{Record4, Records4};
 use vmstate::wire::command::CommandId;
 use vmstate::wire::{Configuration, Reader};
+use vmstate_devices::machine::{MachineType, QemuBuild};
 
 /// The `format` value of a destination file written by `vmstate caps`.
 pub const FORMAT: &str = "vmstate-destination/1";
@@ -108,12 +109,8 @@ pub struct SectionFact {
 /// The facts of one QEMU build.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildFacts {
-    /// `7.2`, `10.0`.
-    pub version: &'static str,
-    /// The same as numbers.
-    pub major: u16,
-    /// Minor version.
-    pub minor: u16,
+    /// The build.
+    pub build: QemuBuild,
     /// Sections every pc/q35 machine of that build has that are not in its dump.
     pub not_in_dump: &'static [SectionFact],
 }
@@ -162,9 +159,7 @@ macro_rules! x86_cpu_subsections {
 /// fixture of both builds by `host-tests/tests/check_matrix.rs`.
 pub const BUILDS: &[BuildFacts] = &[
     BuildFacts {
-        version: "7.2",
-        major: 7,
-        minor: 2,
+        build: QemuBuild::V7_2,
         not_in_dump: &[
             fact("ram", 4, 4, &[]),
             fact("timer", 1, 2, &["timer/icount"]),
@@ -184,9 +179,7 @@ pub const BUILDS: &[BuildFacts] = &[
         ],
     },
     BuildFacts {
-        version: "10.0",
-        major: 10,
-        minor: 0,
+        build: QemuBuild::V10_0,
         not_in_dump: &[
             fact("ram", 4, 4, &[]),
             fact("timer", 1, 2, &["timer/icount"]),
@@ -216,16 +209,26 @@ pub const BUILDS: &[BuildFacts] = &[
     },
 ];
 
-/// The facts of build `version` (`7.2`, `10.0`).
-pub fn build(version: &str) -> Option<&'static BuildFacts> {
-    BUILDS.iter().find(|b| b.version == version)
+impl BuildFacts {
+    /// `7.2`, `10.0`.
+    pub fn version(&self) -> String {
+        let (major, minor) = self.build.version();
+        format!("{major}.{minor}")
+    }
 }
 
-/// The `X.Y` of a versioned machine type name (`pc-i440fx-7.2` → (7, 2)).
-pub fn machine_version(machine: &str) -> Option<(u32, u32)> {
-    let (_, v) = machine.rsplit_once('-')?;
-    let (major, minor) = v.split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
+/// The facts of build `version` (`7.2`, `10.0`).
+pub fn build(version: &str) -> Option<&'static BuildFacts> {
+    let b = QemuBuild::parse(version)?;
+    BUILDS.iter().find(|f| f.build == b)
+}
+
+fn known_builds() -> String {
+    BUILDS
+        .iter()
+        .map(BuildFacts::version)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// The validated migration capabilities (QEMU `should_validate_capability`).
@@ -340,11 +343,12 @@ impl Destination {
     }
 
     fn set_qemu(&mut self, facts: &'static BuildFacts) {
-        self.qemu = Some(facts.version.into());
+        self.qemu = Some(facts.version());
+        let (major, minor) = facts.build.version();
         // The loader's command table: the codec knows which build introduced each command.
         self.commands = CommandId::ALL
             .iter()
-            .filter(|c| c.known_by(facts.major, facts.minor))
+            .filter(|c| c.known_by(major.into(), minor.into()))
             .map(|c| c.number())
             .collect();
         for f in facts.not_in_dump {
@@ -353,7 +357,7 @@ impl Destination {
                 Destination::add_subsection(s, sub);
             }
         }
-        self.from.push(format!("QEMU {} facts", facts.version));
+        self.from.push(format!("QEMU {} facts", facts.version()));
     }
 
     /// From a QEMU `-dump-vmstate` JSON. `qemu` names the build that made the dump; without it
@@ -392,16 +396,8 @@ impl Destination {
         d.from
             .push(format!("dump {machine} ({types} device types)"));
         let facts = match qemu {
-            Some(v) => build(v).ok_or_else(|| {
-                format!(
-                    "unknown QEMU build {v} (known: {})",
-                    BUILDS
-                        .iter()
-                        .map(|b| b.version)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?,
+            Some(v) => build(v)
+                .ok_or_else(|| format!("unknown QEMU build {v} (known: {})", known_builds()))?,
             None => infer_build(dump, &machine)?,
         };
         d.set_machine(machine, "the dump")?;
@@ -562,8 +558,8 @@ fn ranges(v: &[u16]) -> String {
     }
 }
 
-/// Which build made a dump: a dump for a machine type newer than 7.2 needs a newer build; the
-/// 10.0 `hpet` description names its timer count `num_timers_save` (7.2: `num_timers`).
+/// Which build made a dump: QEMU 10.0's `hpet` description names its timer count
+/// `num_timers_save` (7.2's: `num_timers`); a 7.2 dump must be for a machine type 7.2 defines.
 pub fn infer_build(dump: &Value, machine: &str) -> Result<&'static BuildFacts, String> {
     let hpet_fields = dump
         .get("hpet")
@@ -576,22 +572,22 @@ pub fn infer_build(dump: &Value, machine: &str) -> Result<&'static BuildFacts, S
             .flatten()
             .any(|f| f.get("field").and_then(Value::as_str) == Some(name))
     };
-    let newest = BUILDS.last().expect("builds");
-    let at_least = machine_version(machine);
-    if has_field("num_timers_save") {
-        return Ok(newest);
-    }
-    if has_field("num_timers") && at_least.is_some_and(|v| v <= (7, 2)) {
-        return Ok(&BUILDS[0]);
-    }
-    Err(format!(
-        "cannot tell which QEMU build made the dump for {machine}: give --qemu {}",
-        BUILDS
-            .iter()
-            .map(|b| b.version)
-            .collect::<Vec<_>>()
-            .join("|")
-    ))
+    let by = |b: QemuBuild| BUILDS.iter().find(|f| f.build == b);
+    let defined_by_7_2 =
+        MachineType::parse(machine.as_bytes()).is_ok_and(|m| QemuBuild::V7_2.defines(m));
+    let found = if has_field("num_timers_save") {
+        by(QemuBuild::V10_0)
+    } else if has_field("num_timers") && defined_by_7_2 {
+        by(QemuBuild::V7_2)
+    } else {
+        None
+    };
+    found.ok_or_else(|| {
+        format!(
+            "cannot tell which QEMU build made the dump for {machine}: give --qemu {}",
+            known_builds()
+        )
+    })
 }
 
 /// The vmsd name of a section idstr (the part after a qdev path).
@@ -859,10 +855,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn machine_versions_and_ranges() {
-        assert_eq!(machine_version("pc-i440fx-7.2"), Some((7, 2)));
-        assert_eq!(machine_version("pc-q35-10.0"), Some((10, 0)));
-        assert_eq!(machine_version("pc"), None);
+    fn builds_and_ranges() {
+        assert_eq!(
+            build("7.2").map(BuildFacts::version).as_deref(),
+            Some("7.2")
+        );
+        assert_eq!(
+            build("10.0").map(BuildFacts::version).as_deref(),
+            Some("10.0")
+        );
+        assert!(build("9.2").is_none());
         assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
         assert_eq!(ranges(&[]), "none");
     }

@@ -265,6 +265,17 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     for r in &rows {
         line(r, &mut o, false);
     }
+    if let Some(u) = &stream.unmeasured {
+        let _ = writeln!(
+            o,
+            "{} at 0x{:08x}: section {} cannot be measured (no section footers, no \
+             VMDESCRIPTION trailer, no typed model): the map stops here, {} bytes before the end",
+            head("stop"),
+            u.offset,
+            u.section,
+            stream.len - u.offset
+        );
+    }
     if let Some(json) = stream.trailer {
         let devices = stream.description.as_ref().map_or(0, |d| d.devices.len());
         let _ = writeln!(

@@ -285,8 +285,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
             }
-            // The state JSON shows no page counts.
-            let options = ParseOptions { count_pages: !json };
+            // The state JSON shows no page counts; the map of a stream without footers and
+            // trailer shows what the typed models measure.
+            let options = ParseOptions {
+                count_pages: !json,
+                stop_at_unmeasured: !json,
+            };
             let stream = parse_with(&file, &input, "inspect", options)?;
             if json {
                 let mut out = std::io::stdout().lock();

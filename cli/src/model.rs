@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
 use vmstate::ram::{RamContext, RamRecord, RamWriter};
-use vmstate::stream::{BodyLength, FooterScan, Options, Record, Records, SectionInfo};
+use vmstate::stream::{
+    BodyLength, FooterScan, Options, Record, Records, Schemas, SectionInfo, probe_section_footers,
+};
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
 use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
 use vmstate::{ErrorKind, Sink};
@@ -426,6 +428,8 @@ pub struct Stream<'a> {
     pub description: Option<Description<'a>>,
     /// Input length.
     pub len: usize,
+    /// Where a walk with [`ParseOptions::stop_at_unmeasured`] stopped (the entries end there).
+    pub unmeasured: Option<Unmeasured>,
 }
 
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
@@ -448,17 +452,40 @@ pub struct ParseOptions {
     /// record to find the section's end; counting reads them a second time, about a sixth of
     /// a whole parse, so callers that print no page counts (`inspect --json`) turn it off.
     pub count_pages: bool,
+    /// A stream without section footers and without a trailer (machine types up to
+    /// pc-*-2.2) can be measured only as far as the typed device tables reach: stop at the
+    /// first section none of them describes and keep what was read ([`Stream::unmeasured`])
+    /// instead of failing. Only for showing a map: such a stream cannot be written back.
+    pub stop_at_unmeasured: bool,
 }
 
 impl Default for ParseOptions {
     fn default() -> Self {
-        ParseOptions { count_pages: true }
+        ParseOptions {
+            count_pages: true,
+            stop_at_unmeasured: false,
+        }
     }
 }
 
+/// Where the walk of a stream without footers and trailer stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmeasured {
+    /// Offset of the section record.
+    pub offset: usize,
+    /// `'cpu_common' instance 0 (id 3)`.
+    pub section: String,
+}
+
 /// The description for FULL sections; the footer scan for everything else, or for all
-/// sections when there is no description.
-struct Lengths<'d, 'a>(Option<DescLengths<'d, 'a>>);
+/// sections when there is no description. A stream without footers has nothing to scan for:
+/// without a description its FULL bodies are measured by the typed device tables
+/// (`vmstate_devices::pc::VMSDS`), and any other body cannot be measured.
+struct Lengths<'d, 'a> {
+    desc: Option<DescLengths<'d, 'a>>,
+    footers: bool,
+    scratch: Vec<u8>,
+}
 
 impl BodyLength for Lengths<'_, '_> {
     fn body_len(
@@ -467,10 +494,15 @@ impl BodyLength for Lengths<'_, '_> {
         rest: &[u8],
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
-        match &mut self.0 {
+        match &mut self.desc {
             Some(d) if sec.kind == SectionKind::Full => d.body_len(sec, rest, base),
             // Iterative sections other than `ram` are not in the description.
-            _ => FooterScan.body_len(sec, rest, base),
+            _ if self.footers => FooterScan.body_len(sec, rest, base),
+            _ if sec.kind == SectionKind::Full => {
+                Schemas::new(vmstate_devices::pc::VMSDS, &mut self.scratch)
+                    .body_len(sec, rest, base)
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -500,12 +532,22 @@ impl<'a> Stream<'a> {
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
+        let footers = probe_section_footers(bytes);
         let walk = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
             allow_commands: true,
+            section_footers: footers,
             ..Options::default()
         };
-        let lengths = Lengths(description.as_ref().map(DescLengths::new));
+        let lengths = Lengths {
+            desc: description.as_ref().map(DescLengths::new),
+            footers,
+            scratch: if footers {
+                Vec::new()
+            } else {
+                vec![0; vmstate_devices::pc::MAX_STATE_SIZE]
+            },
+        };
         let mut records = Records::with_options(bytes, lengths, walk);
         let mut stream = Stream {
             version: 0,
@@ -514,6 +556,7 @@ impl<'a> Stream<'a> {
             trailer: None,
             description: None,
             len: bytes.len(),
+            unmeasured: None,
         };
         loop {
             // The codec's walk reads (and checks) every RAM record to find a section's end;
@@ -526,7 +569,33 @@ impl<'a> Stream<'a> {
                     l
                 }
                 Some(Err(e)) => {
-                    let detail = records.lengths().0.as_mut().and_then(|d| d.take_error());
+                    let detail = records.lengths().desc.as_mut().and_then(|d| d.take_error());
+                    if !footers
+                        && detail.is_none()
+                        && e.kind == ErrorKind::BodyLengthUnknown
+                        && let Some(section) = e.section
+                    {
+                        let section = section_label(
+                            section.idstr.as_bytes(),
+                            section.instance_id,
+                            section.section_id,
+                        );
+                        if options.stop_at_unmeasured {
+                            stream.unmeasured = Some(Unmeasured {
+                                offset: e.offset,
+                                section,
+                            });
+                            break;
+                        }
+                        return Err(StreamError::Mismatch {
+                            offset: e.offset,
+                            message: format!(
+                                "section {section}: cannot measure its body: the stream has no \
+                                 section footers (machine types up to pc-*-2.2) and no \
+                                 VMDESCRIPTION trailer, and no typed model describes it"
+                            ),
+                        });
+                    }
                     return Err(detail.unwrap_or(StreamError::from(e)));
                 }
             };
@@ -593,7 +662,7 @@ impl<'a> Stream<'a> {
                         // and decode here only if that tree is missing.
                         let measured = records
                             .lengths()
-                            .0
+                            .desc
                             .as_mut()
                             .and_then(|d| d.take_decoded(rec.body_offset));
                         let (device, body) = match measured {
@@ -639,7 +708,7 @@ impl<'a> Stream<'a> {
             });
         }
         // Every described device must be in the stream (QEMU describes what it sent).
-        if let Some(d) = records.lengths().0.as_ref()
+        if let Some(d) = records.lengths().desc.as_ref()
             && let Some(dev) = d.unmatched().next()
         {
             return Err(StreamError::Mismatch {

@@ -30,7 +30,9 @@ use std::collections::HashSet;
 use std::fmt;
 use vmstate::body::{Mode, decode_body_mode};
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
-use vmstate::stream::{BodyLength, FooterScan, Options, Record, Records, SectionInfo};
+use vmstate::stream::{
+    BodyLength, FooterScan, Options, Record, Records, SectionInfo, probe_section_footers,
+};
 use vmstate::wire::section::SectionKind;
 use vmstate::wire::{Reader, record};
 use vmstate_devices::machine::{Destination, MachineType, QemuBuild};
@@ -223,6 +225,25 @@ struct Lengths<'d> {
     problems: Vec<Problem>,
     /// Whether the last FULL section had a description entry.
     described: bool,
+    /// Whether the stream has section footers to scan for (not up to pc-*-2.2).
+    footers: bool,
+}
+
+impl Lengths<'_> {
+    /// The footer scan, where the stream has footers; without, a body nothing else measures
+    /// cannot be measured.
+    fn scan(
+        &self,
+        sec: &SectionInfo<'_>,
+        rest: &[u8],
+        base: usize,
+    ) -> vmstate::Result<Option<usize>> {
+        if self.footers {
+            FooterScan.body_len(sec, rest, base)
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 impl Lengths<'_> {
@@ -291,7 +312,7 @@ impl BodyLength for Lengths<'_> {
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
         if sec.kind != SectionKind::Full {
-            return FooterScan.body_len(sec, rest, base);
+            return self.scan(sec, rest, base);
         }
         self.described = false;
         let by_desc = self.describe(sec, rest, base);
@@ -310,7 +331,7 @@ impl BodyLength for Lengths<'_> {
         }
         match by_type.or(by_desc) {
             Some(n) => Ok(Some(n)),
-            None => FooterScan.body_len(sec, rest, base),
+            None => self.scan(sec, rest, base),
         }
     }
 }
@@ -362,6 +383,7 @@ pub fn verify(
         }),
         problems: Vec::new(),
         described: false,
+        footers: probe_section_footers(bytes),
     };
     // The destination build's loader rules for RAM records and COMMAND records.
     let build = resolved.config.map(|c| c.destination.build);
@@ -376,7 +398,7 @@ pub fn verify(
         require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
         allow_commands: true,
         ram: ram_options,
-        ..Options::default()
+        section_footers: lengths.footers,
     };
     let mut records = Records::with_options(bytes, lengths, options);
     let mut ram = RamContext::new(ram_options);

@@ -598,3 +598,52 @@ fn v4_round_trip(f: &str) {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// A stream without section footers and trailer (QEMU 7.2, `-M pc-i440fx-2.2`): `inspect`
+/// shows the map as far as the RAM parser and the typed device tables measure it and names the
+/// first section it cannot measure; commands that write a stream refuse it, saying why.
+#[test]
+fn inspect_maps_a_stream_without_footers_as_far_as_the_typed_models_reach() {
+    let old = fixture("q72-pc-i440fx-2.2.vmstate");
+    let o = run(&["inspect", &old]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    for row in [
+        "offset=0x00000008\tkind=start\tid=2\tidstr=ram\tinstance=0\tversion=4\tbody=121\tdetail=5 blocks",
+        "offset=0x00042539\tkind=end\tid=2\tidstr=ram",
+        "offset=0x00042546\tkind=full\tid=0\tidstr=timer\tinstance=0\tversion=2\tbody=24",
+        "stop at 0x00042589: section 'cpu_common' instance 0 (id 4) cannot be measured (no section \
+         footers, no VMDESCRIPTION trailer, no typed model): the map stops here, 12439 bytes \
+         before the end",
+        "RAM total 5 blocks, 8273 zero pages, 48 normal pages",
+    ] {
+        assert!(text.contains(row), "{row}\n{text}");
+    }
+    // Every stream with footers is told apart from it.
+    for name in
+        std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host-tests/fixtures"))
+            .unwrap()
+    {
+        let name = name.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".vmstate") {
+            let bytes = std::fs::read(fixture(&name)).unwrap();
+            assert_eq!(
+                vmstate::stream::probe_section_footers(&bytes),
+                !name.contains("-2.2."),
+                "{name}"
+            );
+        }
+    }
+    let dir = tmp("old-rewrite.vmstate");
+    let o = run(&["rewrite", &old, &dir]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains(
+            "at byte 271753 (0x42589): section 'cpu_common' instance 0 (id 4): cannot measure its \
+             body: the stream has no section footers"
+        ),
+        "{}",
+        err(&o)
+    );
+    assert!(!std::path::Path::new(&dir).exists());
+}

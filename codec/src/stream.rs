@@ -406,6 +406,34 @@ pub(crate) fn resolve_body<L: BodyLength>(
     Ok(n)
 }
 
+/// Whether a v3 stream's section records end with footers (QEMU's `send-section-footer`,
+/// off for machine types up to pc-*-2.2, which also send no CONFIGURATION record). Told from
+/// the first section record, as a reader must: a stream with a CONFIGURATION record has
+/// footers; otherwise the first section (`ram`, measured by the RAM parser) is followed by its
+/// footer or not. Anything else (an unreadable start) answers `true`, so the walk with footers
+/// reports the real error.
+pub fn probe_section_footers(bytes: &[u8]) -> bool {
+    if bytes.get(8) == Some(&crate::wire::record::CONFIGURATION) {
+        return true;
+    }
+    let options = Options {
+        require_configuration: false,
+        allow_commands: true,
+        ..Options::default()
+    };
+    for rec in Records::with_options(bytes, (), options) {
+        match rec {
+            Ok(Located {
+                record: Record::Section(_),
+                ..
+            }) => return true,
+            Ok(_) => continue,
+            Err(e) => return !matches!(e.kind, ErrorKind::MissingFooter { .. }),
+        }
+    }
+    true
+}
+
 /// Walks a stream record by record.
 #[derive(Debug, Clone)]
 pub struct Records<'a, L> {

@@ -150,27 +150,15 @@ pub fn require_tool(tool: &str) -> Option<PathBuf> {
     }
 }
 
-/// One of the two QEMU builds the tests use as peers, unpacked side by side by
-/// `.ci/install-qemu` (see that script for why apt cannot install both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QemuBuild {
-    /// Debian bookworm's QEMU 7.2 (`1:7.2+dfsg-7+deb12u18+b3`).
-    V7_2,
-    /// bookworm-backports' QEMU 10.0 (`1:10.0.2+ds-2+deb13u1~bpo12+1`), Debian 13's build.
-    V10_0,
-}
+/// The two QEMU builds the tests use as peers (the device models' own notion of a build),
+/// unpacked side by side by `.ci/install-qemu` (see that script for why apt cannot install
+/// both): Debian bookworm's QEMU 7.2 and bookworm-backports' QEMU 10.0.
+pub use vmstate_devices::machine::QemuBuild;
 
-impl QemuBuild {
-    /// Both builds, oldest first.
-    pub const ALL: [QemuBuild; 2] = [QemuBuild::V7_2, QemuBuild::V10_0];
-
-    /// The folder name under the QEMU directory (`7.2`, `10.0`).
-    pub fn version(self) -> &'static str {
-        match self {
-            QemuBuild::V7_2 => "7.2",
-            QemuBuild::V10_0 => "10.0",
-        }
-    }
+/// The folder of `build` under [`qemu_dir`] (`7.2`, `10.0`).
+pub fn build_dir(build: QemuBuild) -> String {
+    let (major, minor) = build.version();
+    format!("{major}.{minor}")
 }
 
 /// Where `.ci/install-qemu` puts the builds: `$VMSTATE_QEMU_DIR`, else `target/qemu` in the
@@ -186,13 +174,13 @@ pub fn qemu_dir() -> PathBuf {
 /// own firmware and modules. Locally a missing build makes the caller skip with a loud message
 /// naming the install command; in CI (`CI=true`) it panics.
 pub fn require_qemu(build: QemuBuild, tool: &str) -> Option<PathBuf> {
-    let p = qemu_dir().join(build.version()).join("bin").join(tool);
+    let p = qemu_dir().join(build_dir(build)).join("bin").join(tool);
     if p.is_file() {
         return Some(p);
     }
     let what = format!(
         "QEMU {} ({tool}) not found at {}: run `bash .ci/install-qemu`",
-        build.version(),
+        build_dir(build),
         p.display()
     );
     if in_ci() {

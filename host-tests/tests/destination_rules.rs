@@ -56,10 +56,8 @@ fn load(build: QemuBuild, name: &str, bytes: &[u8]) -> Option<LoadOutcome> {
 }
 
 fn version(build: QemuBuild) -> (u16, u16) {
-    match build {
-        QemuBuild::V7_2 => (7, 2),
-        QemuBuild::V10_0 => (10, 0),
-    }
+    let (major, minor) = build.version();
+    (major.into(), minor.into())
 }
 
 /// RAM records of the stream: (offset, end, record).

@@ -7,7 +7,7 @@
 use vmstate::stream::{FooterScan, Options, Record, Records, Schemas};
 use vmstate::wire::SectionKind;
 use vmstate::{ErrorKind, Result, SectionId, SectionRecord, SliceSink};
-use vmstate_devices::machine::{Destination, QemuBuild as DevBuild};
+use vmstate_devices::machine::Destination;
 use vmstate_devices::pc::{MAX_STATE_SIZE, Pc, PcConfig, Slot, VMSDS};
 use vmstate_host_tests::qemu::{LoadOutcome, Qemu, assert_pic_and_rtc_edits, temp_stream};
 use vmstate_host_tests::{FIXTURES, QemuBuild, fixture};
@@ -221,7 +221,7 @@ const DEVICES: &[&str] = &[
 
 /// Our typed destination's verdict on `stream` for `machine` on `build` (two ISA serial
 /// ports, as DEVICES configures): every section of a modelled type loaded, or the first error.
-fn our_verdict(stream: &[u8], machine: &str, build: DevBuild) -> Result<usize, vmstate::Error> {
+fn our_verdict(stream: &[u8], machine: &str, build: QemuBuild) -> Result<usize, vmstate::Error> {
     let dest = Destination::parse(machine.as_bytes(), Some(build)).unwrap();
     let mut config = dest.config();
     config.serial_ports = 2;
@@ -257,41 +257,20 @@ fn qemu_loads(build: QemuBuild, fixture_name: &str, machine: &str) -> Option<Loa
 #[test]
 fn real_qemu_and_our_models_load_the_q35_and_ltim_streams() {
     let cases = [
-        (
-            "q10-pc-q35-10.0.vmstate",
-            "pc-q35-10.0",
-            QemuBuild::V10_0,
-            DevBuild::V10_0,
-        ),
-        (
-            "q10-pc-q35-7.2.vmstate",
-            "pc-q35-7.2",
-            QemuBuild::V10_0,
-            DevBuild::V10_0,
-        ),
-        (
-            "q72-pc-q35-7.2.vmstate",
-            "pc-q35-7.2",
-            QemuBuild::V10_0,
-            DevBuild::V10_0,
-        ),
-        (
-            "q72-pc-q35-7.2.vmstate",
-            "pc-q35-7.2",
-            QemuBuild::V7_2,
-            DevBuild::V7_2,
-        ),
+        ("q10-pc-q35-10.0.vmstate", "pc-q35-10.0", QemuBuild::V10_0),
+        ("q10-pc-q35-7.2.vmstate", "pc-q35-7.2", QemuBuild::V10_0),
+        ("q72-pc-q35-7.2.vmstate", "pc-q35-7.2", QemuBuild::V10_0),
+        ("q72-pc-q35-7.2.vmstate", "pc-q35-7.2", QemuBuild::V7_2),
         (
             "q10-pc-i440fx-7.2-ltim.vmstate",
             "pc-i440fx-7.2",
             QemuBuild::V10_0,
-            DevBuild::V10_0,
         ),
     ];
-    for (name, machine, build, ours) in cases {
+    for (name, machine, build) in cases {
         let stream = fixture(name);
-        let typed = our_verdict(&stream, machine, ours)
-            .unwrap_or_else(|e| panic!("{name} on {machine}/{ours:?}: we refuse: {e}"));
+        let typed = our_verdict(&stream, machine, build)
+            .unwrap_or_else(|e| panic!("{name} on {machine}/{build:?}: we refuse: {e}"));
         assert_eq!(typed, 13, "{name}");
         let Some(outcome) = qemu_loads(build, name, machine) else {
             return;
@@ -310,7 +289,7 @@ fn real_qemu_and_our_models_load_the_q35_and_ltim_streams() {
 #[test]
 fn qemu_7_2_and_our_7_2_destination_refuse_the_ltim_stream() {
     let name = "q10-pc-i440fx-7.2-ltim.vmstate";
-    let e = our_verdict(&fixture(name), "pc-i440fx-7.2", DevBuild::V7_2).unwrap_err();
+    let e = our_verdict(&fixture(name), "pc-i440fx-7.2", QemuBuild::V7_2).unwrap_err();
     assert!(matches!(e.kind, ErrorKind::UnknownSubsection { .. }), "{e}");
     assert!(e.to_string().contains("i8259/ltim"), "{e}");
     assert_eq!(e.section.unwrap().idstr.as_bytes(), b"i8259");
