@@ -284,7 +284,10 @@ fn page_counts_on_demand_equal_the_counts_taken_while_parsing() {
         let description = vmstate_cli::model::find_description(&bytes)
             .unwrap()
             .map(|(_, d)| d);
-        let options = ParseOptions { count_pages: false };
+        let options = ParseOptions {
+            count_pages: false,
+            ..ParseOptions::default()
+        };
         let lazy =
             vmstate_cli::Stream::parse_observed(&bytes, description, options, &mut |_| {}).unwrap();
         assert_eq!(lazy, counted, "{f}");
