@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::QemuBuild;
 
-/// The machine options every fixture was made with (see `host-tests/fixtures/README.md`).
-pub const PC_OPTIONS: &[&str] = &[
-    "-display",
-    "none",
-    "-accel",
-    "tcg",
-    "-m",
-    "32",
-    "-nodefaults",
-    "-M",
-    "pc",
-];
-
 /// The device options of the second-generation fixtures (`DEVICES` in
 /// `host-tests/fixtures/make-fixtures.py`): two CPUs, an e1000, two ISA serial ports, virtio-net
 /// and virtio-blk on a null block device.
@@ -86,15 +73,19 @@ pub enum LoadOutcome {
 }
 
 impl Qemu {
-    /// Starts QEMU 7.2's `qemu-system-x86_64 <PC_OPTIONS> <extra> -S -incoming "exec:cat
-    /// STREAM"`. Returns `None` (after a loud message) when the build is not installed locally;
+    /// Starts QEMU 7.2's `qemu-system-x86_64 <COMMON> -M pc <extra> -S -incoming "exec:cat
+    /// STREAM"` (how the first-generation fixtures were made). Returns `None` (after a loud message) when the build is not installed locally;
     /// panics in CI.
     pub fn incoming(stream: &Path, extra: &[&str]) -> Option<Qemu> {
-        Qemu::incoming_on(QemuBuild::V7_2, stream, &[PC_OPTIONS, extra].concat())
+        Qemu::incoming_on(
+            QemuBuild::V7_2,
+            stream,
+            &[COMMON, &["-M", "pc"], extra].concat(),
+        )
     }
 
     /// Starts `build`'s `qemu-system-x86_64 <args> -S -incoming "exec:cat STREAM"` with a QMP
-    /// socket. `args` are all machine options (see [`PC_OPTIONS`] for the usual ones).
+    /// socket. `args` are all machine options (see [`fixture_machine`] for the usual ones).
     pub fn incoming_on(build: QemuBuild, stream: &Path, args: &[&str]) -> Option<Qemu> {
         let incoming = format!("exec:cat {}", shell_quote(stream));
         Qemu::start(build, &[args, &["-S", "-incoming", &incoming]].concat())

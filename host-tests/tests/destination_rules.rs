@@ -10,7 +10,7 @@ use vmstate::ram::{RamContext, RamOptions, RamRecord, flags};
 use vmstate::stream::{FooterScan, Options, Record, Records};
 use vmstate::wire::Reader;
 use vmstate::wire::command::CommandId;
-use vmstate_host_tests::qemu::{LoadOutcome, Qemu, temp_stream};
+use vmstate_host_tests::qemu::{self, LoadOutcome, Qemu, temp_stream};
 use vmstate_host_tests::{QemuBuild, fixture};
 
 /// `q10-pc-i440fx-7.2`: written by QEMU 10.0 with a machine type both builds have; both load
@@ -18,31 +18,7 @@ use vmstate_host_tests::{QemuBuild, fixture};
 const STREAM: &str = "q10-pc-i440fx-7.2.vmstate";
 
 fn args() -> Vec<&'static str> {
-    vec![
-        "-display",
-        "none",
-        "-accel",
-        "tcg",
-        "-m",
-        "32",
-        "-nodefaults",
-        "-M",
-        "pc-i440fx-7.2",
-        "-smp",
-        "2",
-        "-device",
-        "e1000",
-        "-serial",
-        "null",
-        "-serial",
-        "null",
-        "-device",
-        "virtio-net-pci",
-        "-blockdev",
-        "driver=null-co,node-name=vd0,size=16777216",
-        "-device",
-        "virtio-blk-pci,drive=vd0",
-    ]
+    qemu::fixture_machine("pc-i440fx-7.2")
 }
 
 /// Loads `bytes` into `build`; `None` when the build is not installed (outside CI).

@@ -192,33 +192,6 @@ fn qemu_loads_what_we_write_with_edits_visible() {
     assert_eq!(e.field, Some("count"), "{e}");
 }
 
-/// The options make-fixtures.py gives every source and destination (COMMON + DEVICES).
-const COMMON: &[&str] = &[
-    "-display",
-    "none",
-    "-accel",
-    "tcg",
-    "-m",
-    "32",
-    "-nodefaults",
-];
-const DEVICES: &[&str] = &[
-    "-smp",
-    "2",
-    "-device",
-    "e1000",
-    "-serial",
-    "null",
-    "-serial",
-    "null",
-    "-device",
-    "virtio-net-pci",
-    "-blockdev",
-    "driver=null-co,node-name=vd0,size=16777216",
-    "-device",
-    "virtio-blk-pci,drive=vd0",
-];
-
 /// Our typed destination's verdict on `stream` for `machine` on `build` (two ISA serial
 /// ports, as DEVICES configures): every section of a modelled type loaded, or the first error.
 fn our_verdict(stream: &[u8], machine: &str, build: QemuBuild) -> Result<usize, vmstate::Error> {
@@ -245,7 +218,7 @@ fn our_verdict(stream: &[u8], machine: &str, build: QemuBuild) -> Result<usize, 
 /// Loads `fixture` into the real `build` with the machine options that wrote it.
 fn qemu_loads(build: QemuBuild, fixture_name: &str, machine: &str) -> Option<LoadOutcome> {
     let path = vmstate_host_tests::fixture_path(fixture_name);
-    let args = [COMMON, &["-M", machine], DEVICES].concat();
+    let args = vmstate_host_tests::qemu::fixture_machine(machine);
     let mut q = Qemu::incoming_on(build, &path, &args)?;
     Some(q.wait_loaded())
 }
