@@ -266,46 +266,15 @@ fn qemu_7_2_and_our_7_2_destination_refuse_the_ltim_stream() {
     assert!(matches!(e.kind, ErrorKind::UnknownSubsection { .. }), "{e}");
     assert!(e.to_string().contains("i8259/ltim"), "{e}");
     assert_eq!(e.section.unwrap().idstr.as_bytes(), b"i8259");
-    // QEMU 7.2 exits (status 1) as soon as the load fails, which races a QMP client; run it
-    // without a monitor and wait for the exit instead.
-    let Some(bin) = vmstate_host_tests::require_qemu(QemuBuild::V7_2, "qemu-system-x86_64") else {
+    // QEMU 7.2 exits (status 1) as soon as the load fails.
+    let Some(outcome) = qemu_loads(QemuBuild::V7_2, name, "pc-i440fx-7.2") else {
         return;
     };
-    let path = vmstate_host_tests::fixture_path(name);
-    let incoming = format!("exec:cat '{}'", path.display());
-    let args = [
-        COMMON,
-        &["-M", "pc-i440fx-7.2"],
-        DEVICES,
-        &["-S", "-incoming", &incoming],
-    ]
-    .concat();
-    let mut child = std::process::Command::new(bin)
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start QEMU 7.2");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let status = status.expect("QEMU 7.2 was still running: it did not refuse the stream");
-    assert!(!status.success(), "{status}: {stderr}");
-    assert!(
-        stderr.contains("i8259"),
-        "QEMU 7.2 refuses, naming the device: {stderr}"
-    );
-    println!("QEMU 7.2 refuses the ltim stream ({status}):\n{stderr}");
+    match outcome {
+        LoadOutcome::Failed(stderr) => assert!(
+            stderr.contains("i8259"),
+            "QEMU 7.2 refuses, naming the device: {stderr}"
+        ),
+        LoadOutcome::Completed => panic!("QEMU 7.2 loaded the ltim stream"),
+    }
 }
