@@ -7,9 +7,9 @@
 //!
 //! * [`VmsdSplit`] derives them from the codec's description tables (modelled devices);
 //! * a host tool derives them from the stream's own VMDESCRIPTION trailer: the trailer's
-//!   `devices[ordinal]` entry describes the section whose [`SectionInfo::ordinal`] is `ordinal`,
-//!   its `fields` give where the fields end and its `subsections` list the top-level
-//!   subsections in order. Subsections of nested structs stay inside the fields blob, so the
+//!   `devices` entry with the section's idstr and instance id describes it (as QEMU's loader
+//!   and analyze-migration.py key sections), its `fields` give where the fields end and its
+//!   `subsections` list the top-level subsections in order. Subsections of nested structs stay inside the fields blob, so the
 //!   splitter only deals with the top level.
 //!
 //! The v4 stream keeps every byte the v3 stream had (configuration record verbatim, section
@@ -34,8 +34,8 @@ use crate::wire::{Reader, SubsectionHeader, record};
 /// Tells the v3 → v4 converter where a FULL section's top-level fields end and where each
 /// top-level subsection ends.
 ///
-/// `split` receives the section (its [`SectionInfo::ordinal`] indexes the VMDESCRIPTION
-/// `devices` array), the body (without footer) and its absolute offset. It fills
+/// `split` receives the section (idstr, instance id, version; the host tools find its
+/// VMDESCRIPTION entry by idstr and instance id), the body (without footer) and its absolute offset. It fills
 /// `ends[0]` with the length of the top-level fields and `ends[1..n]` with the end of each
 /// top-level subsection (`05 | name | version | body`), relative to `body[0]`, in stream
 /// order, and returns `Some(n)`; `ends[n - 1]` must be `body.len()`. `None` means "I do not
