@@ -329,10 +329,9 @@ pub enum ErrorKind {
     },
     /// A COMMAND record whose payload length QEMU's loader refuses for that command.
     CommandLength {
-        /// The command.
+        /// The command (its accepted lengths: `cmd.payload_len().expected()`; not stored, so
+        /// that `ErrorKind` keeps its size on 32-bit targets).
         cmd: crate::wire::command::CommandId,
-        /// The lengths QEMU accepts.
-        expected: Expected,
         /// The declared length.
         found: u16,
     },
@@ -385,10 +384,10 @@ pub enum ErrorKind {
     /// 8.2 and later refuse it ("Found a zero page with value %d"), and so does this reader
     /// unless [`RamOptions::allow_nonzero_fill`](crate::ram::RamOptions::allow_nonzero_fill).
     RamNonZeroFill {
-        /// The block the page belongs to.
+        /// The block the page belongs to (the error's offset is the fill byte's; the page
+        /// offset precedes it in the record). No page offset here: it would grow every
+        /// `ErrorKind` by 8 bytes on 32-bit targets.
         block: Name,
-        /// The page's offset in the block.
-        page: u64,
         /// The fill byte.
         fill: u8,
     },
@@ -415,6 +414,14 @@ pub enum RecordPosition {
     /// The records of a v4 stream (docs/FORMAT.md §2).
     V4Records,
 }
+
+// Every fallible codec function returns an `Error` by value: a variant that outgrows four
+// u64 words plus a pointer grows every one of them (the Cortex-M firmware's `.text` grew by
+// 1.4 KiB when one did).
+const _: () = assert!(
+    core::mem::size_of::<ErrorKind>()
+        <= 4 * core::mem::size_of::<u64>() + core::mem::size_of::<usize>()
+);
 
 impl fmt::Display for RecordPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -606,13 +613,10 @@ impl fmt::Display for ErrorKind {
                 "unknown COMMAND {cmd:#06x} (len {len}): expected 0x0001..=0x000b \
                  (OPEN_RETURN_PATH..SWITCHOVER_START)"
             ),
-            CommandLength {
-                cmd,
-                expected,
-                found,
-            } => write!(
+            CommandLength { cmd, found } => write!(
                 f,
-                "COMMAND {cmd} payload length: expected {expected}, found {found:#x}"
+                "COMMAND {cmd} payload length: expected {}, found {found:#x}",
+                cmd.payload_len().expected()
             ),
             UnexpectedRecord { found } => write!(f, "record {found:#04x} is not allowed here"),
             TrailingBytes { count } => write!(
@@ -638,10 +642,10 @@ impl fmt::Display for ErrorKind {
                 f,
                 "RAM block list: MEM_SIZE total {declared:#x}, but block lengths sum to {sum:#x}"
             ),
-            RamNonZeroFill { block, page, fill } => write!(
+            RamNonZeroFill { block, fill } => write!(
                 f,
-                "ZERO page {page:#x} of block {block}: fill byte expected 0x00 (QEMU >= 8.2 \
-                 refuses any other), found {fill:#04x}"
+                "ZERO page of block {block}: fill byte expected 0x00 (QEMU >= 8.2 refuses any \
+                 other), found {fill:#04x}"
             ),
             RamVersion { found } => write!(f, "RAM section version: expected 4, found {found}"),
         }

@@ -226,7 +226,6 @@ impl<'a> RamContext<'a> {
                         fill_at,
                         ErrorKind::RamNonZeroFill {
                             block: Name::new(block),
-                            page: offset,
                             fill,
                         },
                     ));
@@ -822,7 +821,7 @@ mod tests {
             }),
             (
                 b"\0\0\0\0\0\0\0\x02\x06pc.ram\x41",
-                |k| matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41, page: 0, block } if block.eq_bytes(b"pc.ram")),
+                |k| matches!(k, ErrorKind::RamNonZeroFill { fill: 0x41, block } if block.eq_bytes(b"pc.ram")),
             ),
             (b"\0\0\0\0\0\0\0\x11", |k| {
                 matches!(k, ErrorKind::RamFlags { flags: 0x11 })
@@ -921,7 +920,6 @@ mod tests {
             } else {
                 ErrorKind::RamNonZeroFill {
                     block: Name::new(b"long"),
-                    page: 0x1000,
                     fill: 7,
                 }
             };

@@ -153,16 +153,10 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
             } => self.ram.page(block, offset, data, out),
             RamRecord::Eos => self.ram.eos(out),
             RamRecord::MultifdFlush => self.ram.multifd_flush(out),
-            RamRecord::Zero {
-                fill,
-                block,
-                offset,
-                ..
-            } => Err(Error::new(
+            RamRecord::Zero { fill, block, .. } => Err(Error::new(
                 out.position(),
                 ErrorKind::RamNonZeroFill {
                     block: crate::Name::new(block),
-                    page: offset,
                     fill,
                 },
             )

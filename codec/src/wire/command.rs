@@ -325,7 +325,6 @@ impl<'a> Command<'a> {
                 base + field::LEN.start,
                 ErrorKind::CommandLength {
                     cmd: id,
-                    expected: rule.expected(),
                     found: len,
                 },
             ));
@@ -490,7 +489,6 @@ mod tests {
                 103,
                 ErrorKind::CommandLength {
                     cmd: CommandId::Ping,
-                    expected: Expected::Equal(4),
                     found: 3
                 }
             )
