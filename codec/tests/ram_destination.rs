@@ -8,7 +8,7 @@
 //! `RamOptions::for_qemu` gives each version's rules; the default is the strict intersection.
 
 use vmstate::ram::{RamContext, RamOptions, RamRecord, RamWriter, flags};
-use vmstate::stream::{FooterScan, Options, Record, Records};
+use vmstate::stream::{FooterScan, Options, Records};
 use vmstate::wire::Reader;
 use vmstate::{ErrorKind, Name, SliceSink};
 
@@ -17,26 +17,10 @@ use fixtures_support::fixture;
 
 /// Every RAM record of `stream`: (offset, end, record).
 fn ram_records(stream: &[u8], options: Options) -> Vec<(usize, usize, RamRecord<'_>)> {
-    let mut out = Vec::new();
-    let mut it = Records::with_options(stream, FooterScan, options);
-    loop {
-        let mut ctx = *it.ram();
-        let Some(rec) = it.next() else { break };
-        let Record::Section(s) = rec.unwrap().record else {
-            continue;
-        };
-        if !s.is_ram() {
-            continue;
-        }
-        let mut r = Reader::new(stream, 0);
-        r.skip(s.body_offset).unwrap();
-        while r.offset() < s.body_offset + s.body.len() {
-            let start = r.offset();
-            let rec = ctx.read_record(&mut r).unwrap();
-            out.push((start, r.offset(), rec));
-        }
-    }
-    out
+    fixtures_support::ram_records(stream, options)
+        .into_iter()
+        .map(|at| (at.start, at.end, at.record))
+        .collect()
 }
 
 fn walk(stream: &[u8], ram: RamOptions) -> Result<usize, vmstate::Error> {

@@ -9,48 +9,11 @@
 
 use vmstate::Result;
 use vmstate::ram::{RamContext, RamRecord};
-use vmstate::stream::{FooterScan, Record, Records};
+use vmstate::stream::{FooterScan, Options, Record, Records};
 use vmstate::wire::Reader;
 
 mod fixtures_support;
-use fixtures_support::{FIXTURES, fixture};
-
-/// One RAM record of a fixture: where it starts and ends, and the context before it.
-#[derive(Clone, Copy)]
-struct RamAt<'a> {
-    start: usize,
-    end: usize,
-    before: RamContext<'a>,
-}
-
-/// Every record of every RAM section of `stream`, read with `read_record` only.
-fn ram_records(stream: &[u8]) -> Vec<RamAt<'_>> {
-    let mut out = Vec::new();
-    let mut it = Records::new(stream, FooterScan);
-    loop {
-        let mut ctx = *it.ram();
-        let Some(rec) = it.next() else { break };
-        let Record::Section(s) = rec.unwrap().record else {
-            continue;
-        };
-        if !s.is_ram() {
-            continue;
-        }
-        let mut r = Reader::new(stream, 0);
-        r.skip(s.body_offset).unwrap();
-        while r.offset() < s.body_offset + s.body.len() {
-            let before = ctx;
-            let start = r.offset();
-            ctx.read_record(&mut r).unwrap();
-            out.push(RamAt {
-                start,
-                end: r.offset(),
-                before,
-            });
-        }
-    }
-    out
-}
+use fixtures_support::{FIXTURES, fixture, ram_records};
 
 fn is_continued_page(rec: &Result<RamRecord<'_>>) -> bool {
     matches!(
@@ -69,7 +32,7 @@ fn is_continued_page(rec: &Result<RamRecord<'_>>) -> bool {
 fn the_skipped_run_is_exactly_the_continued_pages_read_record_reads() {
     for name in FIXTURES {
         let stream = fixture(name);
-        let records = ram_records(&stream);
+        let records = ram_records(&stream, Options::default());
         assert!(
             records.len() > 8000,
             "{name}: {} RAM records",
@@ -139,7 +102,7 @@ impl Rng {
 fn mutated_and_cut_records_give_the_same_result_and_error() {
     for name in FIXTURES {
         let stream = fixture(name);
-        let records = ram_records(&stream);
+        let records = ram_records(&stream, Options::default());
         let mut rng = Rng(0x7a3e ^ stream.len() as u64);
         let mut checked = 0;
         for (i, at) in records.iter().enumerate() {

@@ -37,3 +37,47 @@ pub fn fixture(name: &str) -> Vec<u8> {
     );
     std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
+
+/// One RAM record of a stream: where it is, the RAM state before it, and what it reads as.
+pub struct RamAt<'a> {
+    /// Offset of its first byte.
+    pub start: usize,
+    /// Offset just past it.
+    pub end: usize,
+    /// The RAM state before it (where a reader continues from).
+    pub before: vmstate::ram::RamContext<'a>,
+    /// The record.
+    pub record: vmstate::ram::RamRecord<'a>,
+}
+
+/// Every record of every RAM section of `stream` (walked with `options`), each read with
+/// `RamContext::read_record` only.
+pub fn ram_records(stream: &[u8], options: vmstate::stream::Options) -> Vec<RamAt<'_>> {
+    use vmstate::stream::{FooterScan, Record, Records};
+    let mut out = Vec::new();
+    let mut it = Records::with_options(stream, FooterScan, options);
+    loop {
+        let mut ctx = *it.ram();
+        let Some(rec) = it.next() else { break };
+        let Record::Section(s) = rec.unwrap().record else {
+            continue;
+        };
+        if !s.is_ram() {
+            continue;
+        }
+        let mut r = vmstate::wire::Reader::new(stream, 0);
+        r.skip(s.body_offset).unwrap();
+        while r.offset() < s.body_offset + s.body.len() {
+            let before = ctx;
+            let start = r.offset();
+            let record = ctx.read_record(&mut r).unwrap();
+            out.push(RamAt {
+                start,
+                end: r.offset(),
+                before,
+                record,
+            });
+        }
+    }
+    out
+}
