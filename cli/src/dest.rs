@@ -537,7 +537,7 @@ fn ranges(v: &[u16]) -> String {
     let mut i = 0;
     while i < v.len() {
         let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+        while j + 1 < v.len() && v[j].checked_add(1) == Some(v[j + 1]) {
             j += 1;
         }
         out.push(if i == j {
@@ -863,5 +863,7 @@ mod tests {
         assert!(build("9.2").is_none());
         assert_eq!(ranges(&[1, 2, 3, 5, 7, 8]), "1-3,5,7-8");
         assert_eq!(ranges(&[]), "none");
+        // A destination file is input: the largest command number must not overflow.
+        assert_eq!(ranges(&[65534, 65535]), "65534-65535");
     }
 }
