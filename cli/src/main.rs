@@ -452,6 +452,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     "caps: give --dump DUMP.json, --stream STREAM or both".into(),
                 ));
             }
+            // Never write the destination over one of the inputs.
+            let same = |p: &Path| {
+                matches!(
+                    (std::fs::canonicalize(p), std::fs::canonicalize(&output)),
+                    (Ok(a), Ok(b)) if a == b
+                )
+            };
+            if let Some(p) = dump.iter().chain(&streams).find(|p| same(p)) {
+                return Err(Failure::Usage(format!(
+                    "caps: the output {} is an input; refusing to overwrite it",
+                    p.display()
+                )));
+            }
             let args = vmstate_cli::dest::CapsArgs {
                 dump: dump.as_deref(),
                 streams: streams.iter().map(PathBuf::as_path).collect(),

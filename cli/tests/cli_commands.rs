@@ -317,6 +317,12 @@ fn caps_and_check_decide_migratability() {
         Some(1),
         "no facts for that build"
     );
+    // The output is never one of the inputs.
+    let copy = tmp("caps-input.vmstate");
+    std::fs::copy(&stream, &copy).unwrap();
+    let o = run(&["caps", "--stream", &copy, &copy]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&stream).unwrap());
     let o = run(&["check", &stream, "--dest", "/nonexistent"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
