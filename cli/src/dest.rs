@@ -266,7 +266,12 @@ fn as_v4(stream: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn stream_facts(v4: &[u8]) -> Result<StreamFacts, String> {
+/// Walks the v4 stream once (each record, its checksum verified once): collects the
+/// configuration and COMMAND facts and hands every other record to `each`.
+fn walk_stream<'a>(
+    v4: &'a [u8],
+    mut each: impl FnMut(Record4<'a>) -> Result<(), String>,
+) -> Result<StreamFacts, String> {
     let mut facts = StreamFacts::default();
     for rec in Records4::new(v4) {
         let rec = rec.map_err(|e| e.to_string())?;
@@ -277,7 +282,7 @@ fn stream_facts(v4: &[u8]) -> Result<StreamFacts, String> {
                 facts.capabilities = caps;
             }
             Record4::Command(c) => facts.commands.push((rec.offset, c.id.number())),
-            _ => {}
+            other => each(other)?,
         }
     }
     Ok(facts)
@@ -407,23 +412,8 @@ impl Destination {
     /// command in it.
     pub fn add_stream(&mut self, stream: &[u8], label: &str) -> Result<(), String> {
         let v4 = as_v4(stream)?;
-        let facts = stream_facts(&v4)?;
-        if let Some(m) = facts.machine {
-            self.set_machine(m, label)?;
-        }
-        for c in &facts.capabilities {
-            if !self.capabilities.contains(c) {
-                self.capabilities.push(c.clone());
-            }
-        }
-        for &(_, c) in &facts.commands {
-            if !self.commands.contains(&c) {
-                self.commands.push(c);
-            }
-        }
-        for rec in Records4::new(&v4) {
-            let rec = rec.map_err(|e| e.to_string())?;
-            let s = match rec.record {
+        let facts = walk_stream(&v4, |record| {
+            let s = match record {
                 Record4::Header(h) => {
                     if self.vendors.is_empty() {
                         self.vendors = h
@@ -432,10 +422,10 @@ impl Destination {
                             .map(|v| String::from_utf8_lossy(v.id).into_owned())
                             .collect();
                     }
-                    continue;
+                    return Ok(());
                 }
                 Record4::Section(s) if s.kind.has_full_header() => s,
-                _ => continue,
+                _ => return Ok(()),
             };
             let name = String::from_utf8_lossy(vmsd_name(s.idstr)).into_owned();
             // A build writes its own version_id; what it accepts below that is not shown.
@@ -449,6 +439,20 @@ impl Destination {
             for sub in s.subsections() {
                 let sub = sub.map_err(|e| e.to_string())?;
                 Destination::add_subsection(caps, &String::from_utf8_lossy(sub.name));
+            }
+            Ok(())
+        })?;
+        if let Some(m) = facts.machine {
+            self.set_machine(m, label)?;
+        }
+        for c in &facts.capabilities {
+            if !self.capabilities.contains(c) {
+                self.capabilities.push(c.clone());
+            }
+        }
+        for &(_, c) in &facts.commands {
+            if !self.commands.contains(&c) {
+                self.commands.push(c);
             }
         }
         self.commands.sort_unstable();
@@ -645,7 +649,24 @@ impl fmt::Display for Problem {
 /// Every reason `stream` (v3 or v4) cannot be loaded by `dest` (empty: it can).
 pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> {
     let v4 = as_v4(stream)?;
-    let facts = stream_facts(&v4)?;
+    let caps = host_caps(dest)?;
+    let mut vendors = vmstate::v4::wire::VendorChain::new();
+    let mut report = Box::new(Report::<256>::new());
+    let mut headers = 0;
+    let facts = walk_stream(&v4, |record| {
+        match record {
+            Record4::Header(h) => {
+                headers += 1;
+                vendors = h.vendors;
+            }
+            Record4::Section(s) if s.kind.has_full_header() => {
+                let req = SectionRequirement::from_section(&s).map_err(|e| e.to_string())?;
+                vmstate::v4::caps::check(&vendors, &req, &caps, &mut report);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     let mut problems = Vec::new();
     let mut add = |reason, text: String| problems.push(Problem { reason, text });
     match (&facts.machine, &dest.machine) {
@@ -695,27 +716,11 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
             );
         }
     }
-    let caps = host_caps(dest)?;
-    let mut vendors = vmstate::v4::wire::VendorChain::new();
-    let mut report = Box::new(Report::<256>::new());
-    for rec in Records4::new(&v4) {
-        let rec = rec.map_err(|e| e.to_string())?;
-        match rec.record {
-            Record4::Header(h) => {
-                if !dest.protocols.contains(&4) && !dest.protocols.contains(&3) {
-                    add(
-                        Reason::Protocol,
-                        "destination speaks neither savevm protocol 4 nor 3".into(),
-                    );
-                }
-                vendors = h.vendors;
-            }
-            Record4::Section(s) if s.kind.has_full_header() => {
-                let req = SectionRequirement::from_section(&s).map_err(|e| e.to_string())?;
-                vmstate::v4::caps::check(&vendors, &req, &caps, &mut report);
-            }
-            _ => {}
-        }
+    if headers > 0 && !dest.protocols.contains(&4) && !dest.protocols.contains(&3) {
+        add(
+            Reason::Protocol,
+            "destination speaks neither savevm protocol 4 nor 3".into(),
+        );
     }
     for i in report.found.iter() {
         let reason = match i {
