@@ -167,6 +167,28 @@ fn describe(ev: &Event<'_>, json: &mut Vec<u8>) -> Option<String> {
     })
 }
 
+/// Polls `dec`, skipping events and feeding it `bytes` from `fed` on as it asks, until it
+/// says something else (done, an error, or "need more" with `bytes` used up).
+fn feed<L: vmstate::stream::BodyLength>(
+    dec: &mut Decoder<'_, L>,
+    bytes: &[u8],
+    fed: &mut usize,
+) -> Result<Status, vmstate::Error> {
+    loop {
+        match dec.poll() {
+            Ok(Status::Ready) => {}
+            Ok(Status::Partial) if *fed < bytes.len() => {
+                let s = dec.space();
+                let n = s.len().min(bytes.len() - *fed);
+                s[..n].copy_from_slice(&bytes[*fed..*fed + n]);
+                dec.fill(n);
+                *fed += n;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn streamed_events_equal_records_for_random_chunks_and_buffers() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
@@ -333,17 +355,10 @@ fn cut_input_is_partial_then_truncated_and_bad_input_is_an_error() {
         let mut dec = Decoder::new(&mut buf, FooterScan);
         let mut fed = 0;
         let err = loop {
-            match dec.poll() {
-                Ok(Status::Ready) => {}
-                Ok(Status::Partial) if fed < cut => {
-                    let s = dec.space();
-                    let n = s.len().min(cut - fed);
-                    s[..n].copy_from_slice(&bytes[fed..fed + n]);
-                    dec.fill(n);
-                    fed += n;
-                }
+            match feed(&mut dec, &bytes[..cut], &mut fed) {
                 Ok(Status::Partial) => dec.finish(),
                 Ok(Status::Done) => panic!("cut {cut}: a cut stream ended cleanly"),
+                Ok(Status::Ready) => unreachable!("feed polls past Ready"),
                 Err(e) => break e,
             }
         };
@@ -602,19 +617,7 @@ fn packaged_data_must_be_in_the_input() {
         );
         let mut dec = Decoder::with_options(&mut buf, FooterScan, with_commands());
         let mut fed = 0;
-        let last = loop {
-            match dec.poll() {
-                Ok(Status::Ready) => {}
-                Ok(Status::Partial) if fed < cut => {
-                    let s = dec.space();
-                    let n = s.len().min(cut - fed);
-                    s[..n].copy_from_slice(&bytes[fed..fed + n]);
-                    dec.fill(n);
-                    fed += n;
-                }
-                other => break other,
-            }
-        };
+        let last = feed(&mut dec, &bytes[..cut], &mut fed);
         assert_eq!(last, Ok(Status::Partial), "cut {cut}");
         assert_eq!(dec.offset(), at, "cut {cut}: waits at the record");
     }
