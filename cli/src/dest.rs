@@ -35,6 +35,7 @@
 //! What a destination cannot tell from a dump is not guessed: the number of instances of each
 //! device (that is the destination's command line) is not checked.
 
+use crate::exit::Exit;
 use crate::v4tools::{HostCaps, stream_version, upgrade_v3};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -479,16 +480,20 @@ impl Destination {
     /// JSON, or a stream (v3 or v4) the destination build wrote.
     pub fn read(bytes: &[u8], label: &str, qemu: Option<&str>) -> Result<Destination, String> {
         if stream_version(bytes).is_some() {
-            return Destination::from_stream(bytes, label);
+            return Destination::from_stream(bytes, label).map_err(|e| format!("{label}: {e}"));
         }
         let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-            format!("{label}: not a destination file, -dump-vmstate JSON or QEVM stream: {e}")
+            format!(
+                "{label}: not a destination file, -dump-vmstate JSON or QEVM stream: {}",
+                json_error(bytes, &e)
+            )
         })?;
         if v.get("vmschkmachine").is_some() {
-            return Destination::from_dump(&v, qemu);
+            return Destination::from_dump(&v, qemu).map_err(|e| format!("{label}: {e}"));
         }
         match v.get("format").and_then(Value::as_str) {
-            Some(FORMAT) => serde_json::from_value(v).map_err(|e| format!("{label}: {e}")),
+            Some(FORMAT) => serde_json::from_slice::<Destination>(bytes)
+                .map_err(|e| format!("{label}: {}", json_error(bytes, &e))),
             Some(f) => Err(format!("{label}: unknown destination format {f:?}")),
             None => Err(format!(
                 "{label}: not a destination file (no \"format\"), -dump-vmstate JSON \
@@ -766,8 +771,23 @@ pub fn reasons(problems: &[Problem]) -> BTreeMap<Reason, usize> {
     m
 }
 
-fn read_file(p: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+fn read_file(p: &Path) -> Result<Vec<u8>, (String, Exit)> {
+    std::fs::read(p).map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))
+}
+
+/// A JSON error with the byte offset it was found at (serde_json counts lines and columns).
+pub fn json_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    let offset = if e.is_eof() {
+        bytes.len()
+    } else {
+        bytes
+            .split_inclusive(|&b| b == b'\n')
+            .take(e.line().saturating_sub(1))
+            .map(<[u8]>::len)
+            .sum::<usize>()
+            + e.column().saturating_sub(1)
+    };
+    format!("at byte {offset} (0x{offset:x}): {e}")
 }
 
 /// What `vmstate caps` was given.
@@ -785,21 +805,22 @@ pub struct CapsArgs<'p> {
     pub capabilities: Vec<String>,
 }
 
-/// Builds the destination `vmstate caps` describes. Errors are (message, exit status): 1 for
-/// inputs that are not what they should be, 2 for unreadable files.
-pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, u8)> {
-    let invalid = |e: String| (e, 1u8);
+/// Builds the destination `vmstate caps` describes. Errors are (message, exit status):
+/// [`Exit::Invalid`] for inputs that are not what they should be, [`Exit::Unreadable`] for
+/// files that cannot be read.
+pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, Exit)> {
+    let invalid = |e: String| (e, Exit::Invalid);
     let mut d = match args.dump {
         Some(p) => {
-            let bytes = read_file(p).map_err(|e| (e, 2))?;
+            let bytes = read_file(p)?;
             let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
+                .map_err(|e| invalid(format!("{}: {}", p.display(), json_error(&bytes, &e))))?;
             Destination::from_dump(&v, args.qemu).map_err(invalid)?
         }
         None => Destination::empty(),
     };
     for p in &args.streams {
-        let bytes = read_file(p).map_err(|e| (e, 2))?;
+        let bytes = read_file(p)?;
         d.add_stream(&bytes, &p.display().to_string())
             .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
@@ -828,16 +849,19 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, u8)> {
 }
 
 /// `vmstate check IN --dest DEST`: every problem on its own line, or `compatible with …`. The
-/// count is the number of problems; `Err` is for inputs that cannot be read.
+/// count is the number of problems; `Err` is for inputs that cannot be read
+/// ([`Exit::Unreadable`]) or are not a stream or destination ([`Exit::Invalid`]).
 pub fn check_files(
     input: &Path,
     dest: &Path,
     qemu: Option<&str>,
-) -> Result<(String, usize), String> {
+) -> Result<(String, usize), (String, Exit)> {
     let stream = read_file(input)?;
     let dest_bytes = read_file(dest)?;
-    let d = Destination::read(&dest_bytes, &dest.display().to_string(), qemu)?;
-    let problems = check(&stream, &d).map_err(|e| format!("{}: {e}", input.display()))?;
+    let d = Destination::read(&dest_bytes, &dest.display().to_string(), qemu)
+        .map_err(|e| (e, Exit::Invalid))?;
+    let problems =
+        check(&stream, &d).map_err(|e| (format!("{}: {e}", input.display()), Exit::Invalid))?;
     if problems.is_empty() {
         return Ok((
             format!("compatible: {} loads into {}\n", input.display(), d.name()),

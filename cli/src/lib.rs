@@ -9,6 +9,8 @@
 //! * [`inspect`]: the human-readable map.
 //! * [`diff`]: field-level comparison of two streams.
 //! * [`extract`]: a stream's parts as files.
+//! * [`output`]: the one safe writer every output file goes through.
+//! * [`exit`]: the exit statuses of the `vmstate` binary.
 //! * [`static_check`]: compares `-dump-vmstate` descriptions like QEMU's static checker.
 //! * [`verify`]: every section decoded and every invariant enforced, all problems listed.
 //! * [`v4tools`]: v3 ↔ v4 rewriting, capabilities files and the migratability check.
@@ -22,11 +24,13 @@ pub mod analyze;
 pub mod desc;
 pub mod dest;
 pub mod diff;
+pub mod exit;
 pub mod extract;
 pub mod generic;
 pub mod input;
 pub mod inspect;
 pub mod model;
+pub mod output;
 pub mod static_check;
 pub mod v4tools;
 pub mod verify;

@@ -1,19 +1,20 @@
 //! `vmstate`: inspect, verify, rewrite, diff and check QEMU migration streams.
 //!
-//! Exit status: 0 success, 1 invalid input (or, for `diff`, the streams differ), 2 usage or
-//! I/O error; `check` exits with the number of problems found (255 when the inputs cannot be
-//! read); `static-check` exits as QEMU's vmstate-static-checker.py does (the number of problems;
-//! 2 for a file that cannot be opened, 1 for a file that is not a dump).
+//! Exit statuses: see [`vmstate_cli::exit`] (0 success, 1–100 problems found, 101 invalid
+//! input, 102 usage, 103 unreadable input, 104 output failure). Every output file is written
+//! through [`vmstate_cli::output`].
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vmstate_cli::exit::Exit;
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::ParseOptions;
+use vmstate_cli::output::{Links, OutputError, OutputFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
@@ -25,9 +26,7 @@ use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc};
     name = "vmstate",
     version,
     about = "Inspect, verify, rewrite and check QEMU migration streams",
-    after_help = "Exit status: 0 success, 1 invalid input (diff: the streams differ), \
-                  2 usage or I/O error; check: the number of problems (255: unreadable \
-                  input); static-check: as vmstate-static-checker.py."
+    after_help = Exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -89,7 +88,7 @@ enum Command {
         b: PathBuf,
     },
     /// Check whether a stream (v3 or v4) can be loaded by a destination QEMU (exit: the number
-    /// of incompatibilities).
+    /// of incompatibilities, 100 for 100 or more).
     Check {
         /// The stream.
         input: PathBuf,
@@ -123,16 +122,17 @@ enum Command {
         output: PathBuf,
     },
     /// Compare two -dump-vmstate JSON files like QEMU's vmstate-static-checker.py (exit: the
-    /// number of problems).
+    /// number of problems, 100 for 100 or more).
     #[command(
         override_usage = "vmstate static-check [--reverse] SRC DST\n       \
                           vmstate static-check [--reverse] -s SRC -d DST",
         after_help = "Output and exit status equal QEMU 10.0's \
                       `vmstate-static-checker.py -s SRC -d DST [--reverse]`: everything the \
-                      script prints goes to stdout; exit = the number of problems (at most \
-                      255). Where the script stops with an error, stderr has one line instead \
-                      of its traceback or usage text, with its exit status: 2 for a file that \
-                      cannot be opened, 1 for a file that is not a dump."
+                      script prints goes to stdout; exit = the number of problems (100 means \
+                      100 or more). Where the script stops with an error, stderr has one line \
+                      instead of its traceback or usage text, and the exit status is 103 for a \
+                      file that cannot be opened (the script: 2), 101 for a file that is not a \
+                      dump (the script: 1)."
     )]
     StaticCheck {
         /// The source build's dump (or give it as the first file argument).
@@ -187,16 +187,66 @@ impl Dest {
     }
 }
 
-/// What went wrong, and the exit status it maps to.
+/// What went wrong, and the exit status it maps to ([`Failure::exit`]).
 enum Failure {
+    /// An input is not what it should be.
     Invalid(String),
+    /// Bad arguments, or an output the command refuses to write.
     Usage(String),
+    /// An input cannot be read.
+    Unreadable(String),
+    /// An output cannot be written.
+    Output(String),
 }
 
 impl Failure {
+    /// An input that cannot be read.
     fn io(path: &Path, e: std::io::Error) -> Failure {
-        Failure::Usage(format!("{}: {e}", path.display()))
+        Failure::Unreadable(format!("{}: {e}", path.display()))
     }
+
+    /// The failure of a library call that classifies its own errors.
+    fn classified(message: String, exit: Exit) -> Failure {
+        match exit {
+            Exit::Unreadable => Failure::Unreadable(message),
+            Exit::Usage => Failure::Usage(message),
+            Exit::Output => Failure::Output(message),
+            _ => Failure::Invalid(message),
+        }
+    }
+
+    fn exit(&self) -> Exit {
+        match self {
+            Failure::Invalid(_) => Exit::Invalid,
+            Failure::Usage(_) => Exit::Usage,
+            Failure::Unreadable(_) => Exit::Unreadable,
+            Failure::Output(_) => Exit::Output,
+        }
+    }
+}
+
+impl From<OutputError> for Failure {
+    fn from(e: OutputError) -> Failure {
+        match e {
+            OutputError::Io { .. } => Failure::Output(e.to_string()),
+            OutputError::IsInput { .. } | OutputError::Refused { .. } => {
+                Failure::Usage(e.to_string())
+            }
+        }
+    }
+}
+
+/// Opens `output` for a command that reads `inputs` (checked before any input is read).
+fn create_output(output: &Path, inputs: &[&Path]) -> Result<OutputFile, Failure> {
+    Ok(OutputFile::create(output, inputs, Links::Follow)?)
+}
+
+/// Writes `bytes` into `out` and puts it in place.
+fn finish_output(mut out: OutputFile, output: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    out.file()
+        .write_all(bytes)
+        .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
+    Ok(out.commit()?)
 }
 
 fn open(path: &Path) -> Result<Input, Failure> {
@@ -238,37 +288,7 @@ fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     out.write_all(text)
         .and_then(|_| out.flush())
-        .map_err(|e| Failure::Usage(format!("stdout: {e}")))
-}
-
-/// Writes `output` through a temporary file beside it and a rename, so a failed write (or
-/// OUT == IN) never leaves a half-written file under the output name.
-fn write_atomically(
-    output: &Path,
-    write: impl FnOnce(std::fs::File) -> std::io::Result<()>,
-) -> Result<(), Failure> {
-    let mut tmp = output.to_path_buf().into_os_string();
-    tmp.push(".vmstate-tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::File::create(&tmp)
-        .and_then(write)
-        .and_then(|_| std::fs::rename(&tmp, output));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::io(output, e));
-    }
-    Ok(())
-}
-
-/// A count-style exit status (`check`, `static-check`): the text goes to stdout, or to stderr
-/// when the inputs could not be read.
-fn counted(text: String, code: i32) -> Result<u8, Failure> {
-    if code == 255 && text.starts_with("error:") {
-        eprint!("vmstate: {text}");
-    } else {
-        emit(&text)?;
-    }
-    Ok(code.clamp(0, 255) as u8)
+        .map_err(|e| Failure::Output(format!("stdout: {e}")))
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
@@ -296,7 +316,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let mut out = std::io::stdout().lock();
                 let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
                     .and_then(|w| out.flush().map(|_| w))
-                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                    .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
                 if !written {
                     return Err(Failure::Invalid(format!(
                         "{}: no VMDESCRIPTION trailer",
@@ -368,9 +388,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             dest,
         } => {
             dest.spec().explicit().map_err(Failure::Usage)?;
+            let out = create_output(&output, &[&input])?;
             let file = open(&input)?;
             if set.is_empty() && format.is_some() {
-                return convert(file.bytes(), &output, format, no_crc);
+                return convert(file.bytes(), out, &output, format, no_crc);
             }
             let mut stream = parse(&input, &file, "rewrite")?;
             if !set.is_empty() {
@@ -395,26 +416,28 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let bytes = stream
                     .to_bytes()
                     .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
-                return convert(&bytes, &output, format, no_crc);
+                return convert(&bytes, out, &output, format, no_crc);
             }
+            let mut out = out;
             let mut progress = Progress::new("rewrite", file.bytes().len());
-            write_atomically(&output, |f| {
-                stream.write_observed(f, &mut |at| {
+            stream
+                .write_observed(out.file(), &mut |at| {
                     progress.update(at);
                     file.release_before(at);
                 })
-            })?;
+                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
+            out.commit()?;
+            progress.finish();
             Ok(0)
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;
             let stream = parse(&input, &file, "extract")?;
             let mut progress = Progress::new("extract", file.bytes().len());
-            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &mut |at| {
+            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &input, &mut |at| {
                 progress.update(at);
                 file.release_before(at);
-            })
-            .map_err(|e| Failure::io(&dir, e))?;
+            })?;
             progress.finish();
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
@@ -432,12 +455,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(u8::from(!d.is_empty()))
         }
         Command::Check { input, dest, qemu } => {
-            let (text, code) = match vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
-            {
-                Ok((text, n)) => (text, n.min(254) as i32),
-                Err(e) => (format!("error: {e}\n"), 255),
-            };
-            counted(text, code)
+            let (text, n) = vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
+                .map_err(|(e, exit)| Failure::classified(e, exit))?;
+            emit(&text)?;
+            Ok(Exit::Problems(n).code())
         }
         Command::Caps {
             dump,
@@ -453,18 +474,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 ));
             }
             // Never write the destination over one of the inputs.
-            let same = |p: &Path| {
-                matches!(
-                    (std::fs::canonicalize(p), std::fs::canonicalize(&output)),
-                    (Ok(a), Ok(b)) if a == b
-                )
-            };
-            if let Some(p) = dump.iter().chain(&streams).find(|p| same(p)) {
-                return Err(Failure::Usage(format!(
-                    "caps: the output {} is an input; refusing to overwrite it",
-                    p.display()
-                )));
-            }
+            let inputs: Vec<&Path> = dump.iter().chain(&streams).map(PathBuf::as_path).collect();
+            let out = create_output(&output, &inputs)?;
             let args = vmstate_cli::dest::CapsArgs {
                 dump: dump.as_deref(),
                 streams: streams.iter().map(PathBuf::as_path).collect(),
@@ -472,16 +483,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 vendors,
                 capabilities,
             };
-            let d = vmstate_cli::dest::destination(&args).map_err(|(e, code)| match code {
-                1 => Failure::Invalid(e),
-                _ => Failure::Usage(e),
-            })?;
-            let json = serde_json::to_vec_pretty(&d)
-                .map_err(|e| Failure::Usage(format!("destination: {e}")))?;
-            write_atomically(&output, |mut f| {
-                f.write_all(&json)?;
-                f.write_all(b"\n")
-            })?;
+            let d = vmstate_cli::dest::destination(&args)
+                .map_err(|(e, exit)| Failure::classified(e, exit))?;
+            let mut json = serde_json::to_vec_pretty(&d)
+                .map_err(|e| Failure::Invalid(format!("destination: {e}")))?;
+            json.push(b'\n');
+            finish_output(out, &output, &json)?;
             emit(&format!("{} -> {}\n", d.summary(), output.display()))?;
             Ok(0)
         }
@@ -525,25 +532,27 @@ fn static_check_files(
     }
 }
 
-/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` into `output`.
+/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` into `out` (the file `output`).
 fn convert(
     bytes: &[u8],
+    out: OutputFile,
     output: &Path,
     format: Option<Format>,
     no_crc: bool,
 ) -> Result<u8, Failure> {
     let format = format.unwrap_or(Format::V3);
-    let out = if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
-        let opts = vmstate::v4::convert::UpgradeOptions {
-            vendors: &[],
-            crc: false,
-        };
-        v4tools::upgrade_v3_with(bytes, &opts)
-    } else {
-        v4tools::rewrite(bytes, format)
-    }
-    .map_err(Failure::Invalid)?;
-    write_atomically(output, |mut f| f.write_all(&out))?;
+    let converted =
+        if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
+            let opts = vmstate::v4::convert::UpgradeOptions {
+                vendors: &[],
+                crc: false,
+            };
+            v4tools::upgrade_v3_with(bytes, &opts)
+        } else {
+            v4tools::rewrite(bytes, format)
+        }
+        .map_err(Failure::Invalid)?;
+    finish_output(out, output, &converted)?;
     Ok(0)
 }
 
@@ -552,18 +561,24 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            let exit = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+            return ExitCode::from(exit.code());
         }
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(Failure::Invalid(m)) => {
-            eprintln!("vmstate: invalid input: {m}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(m)) => {
-            eprintln!("vmstate: {m}");
-            ExitCode::from(2)
+        Err(f) => {
+            match &f {
+                Failure::Invalid(m) => eprintln!("vmstate: invalid input: {m}"),
+                Failure::Usage(m) | Failure::Unreadable(m) | Failure::Output(m) => {
+                    eprintln!("vmstate: {m}")
+                }
+            }
+            ExitCode::from(f.exit().code())
         }
     }
 }

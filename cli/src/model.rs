@@ -903,12 +903,27 @@ impl<'a> Stream<'a> {
             *body = edited;
         }
         if found {
-            Ok(())
-        } else {
-            Err(EditError(format!(
-                "{path}: no section '{idstr}' instance {instance} in this stream"
-            )))
+            return Ok(());
         }
+        // The section may be there without a field layout to edit it by.
+        let opaque = self.entries.iter().any(|e| {
+            matches!(&e.item, Item::Opaque { section, .. }
+                if section.idstr == idstr.as_bytes() && section.instance_id == instance)
+        });
+        Err(EditError(if opaque {
+            format!(
+                "{path}: section '{idstr}' instance {instance} is in this stream but its fields \
+                 are not described: {}",
+                if self.description.is_some() {
+                    "the VMDESCRIPTION trailer has no entry for it"
+                } else {
+                    "the stream has no VMDESCRIPTION trailer (edits use the field layout the \
+                     trailer gives)"
+                }
+            )
+        } else {
+            format!("{path}: no section '{idstr}' instance {instance} in this stream")
+        }))
     }
 }
 

@@ -32,14 +32,16 @@
 //!   and every source subsection must exist in the destination (each destination subsection
 //!   of that name is compared).
 //!
-//! Exit status: the number of problems, at most 255. The script writes all of this to
+//! Exit status: the number of problems, as the script's, but at most 100 (100 means 100 or
+//! more; the script's own status wraps modulo 256). The script writes all of this to
 //! standard output and nothing to standard error. Where it stops with a Python exception
 //! (exit 1: a file that is not JSON, or a dump lacking a key or having the wrong JSON type
 //! where the script reads one) we stop too: standard output holds the lines found so far,
 //! standard error one line `vmstate: invalid input: …` naming the dump, section, description
-//! and key (instead of a traceback), exit 1. A file that cannot be opened exits 2 as the
-//! script's argument parser does (`vmstate: PATH: …` on standard error instead of its usage
-//! text). Known differences on inputs no QEMU writes: numbers must be JSON integers (the
+//! and key (instead of a traceback), exit 101 (not 1, which would read as one problem). A file
+//! that cannot be opened exits 103 where the script's argument parser exits 2 (`vmstate:
+//! PATH: …` on standard error instead of its usage text); [`status_of_script`] maps the
+//! script's statuses to ours. Known differences on inputs no QEMU writes: numbers must be JSON integers (the
 //! script also compares floats and booleans), and JSON that Python reads but serde_json does
 //! not (`NaN`, lone surrogates, integers beyond 64 bits, nesting deeper than 128) is refused
 //! with exit 1; where the script fails in the middle of a line, that partial line is not
@@ -478,8 +480,9 @@ impl Report {
         })
     }
 
-    /// The exit status: the number of problems, at most 255; 1 when the check stopped on a
-    /// malformed dump (the script's exit status for an exception).
+    /// The script's exit status: the number of problems, at most 255; 1 when the check stopped
+    /// on a malformed dump (the script's exit status for an exception). `vmstate`'s own is
+    /// [`Outcome::status`].
     pub fn exit_status(&self) -> i32 {
         if self.malformed.is_some() {
             return 1;
@@ -1006,16 +1009,31 @@ pub struct Outcome {
     /// Standard output: the script's standard output.
     pub stdout: String,
     /// Standard error: empty when the script completes; one `vmstate: …` line where the
-    /// script stops on an unreadable file (exit 2) or invalid input (exit 1).
+    /// script stops on an unreadable file (its exit 2) or invalid input (its exit 1).
     pub stderr: String,
-    /// The exit status: the number of problems (at most 255), 2 for a file that cannot be
-    /// read, 1 for input that is not a dump.
+    /// The exit status ([`crate::exit::Exit`]): the number of problems (100 for 100 or more),
+    /// 103 for a file that cannot be read, 101 for input that is not a dump.
     pub status: u8,
+}
+
+/// `vmstate static-check`'s exit status for a run where the script exits `script` and stops
+/// with an error (`stopped`: it wrote to standard error): the count up to 100; the script's 1
+/// (an exception: not a dump) is 101 and its 2 (a file it cannot open) is 103.
+pub fn status_of_script(script: u8, stopped: bool) -> u8 {
+    use crate::exit::Exit;
+    match (stopped, script) {
+        (true, 2) => Exit::Unreadable.code(),
+        (true, _) => Exit::Invalid.code(),
+        (false, n) => Exit::Problems(usize::from(n)).code(),
+    }
 }
 
 /// `vmstate static-check SRC DST [--reverse]`: compares the two `-dump-vmstate` files like
 /// `python3 vmstate-static-checker.py -s SRC -d DST [--reverse]`.
 pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
+    use crate::exit::Exit;
+    const UNREADABLE: u8 = Exit::Unreadable.code();
+    const INVALID: u8 = Exit::Invalid.code();
     let fail = |stderr: String, status: u8| Outcome {
         stdout: String::new(),
         stderr,
@@ -1024,8 +1042,8 @@ pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
     // Both files are opened before either is parsed, as the script's argument parser does.
     let (a, b) = match (std::fs::read(src), std::fs::read(dst)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) => return fail(format!("vmstate: {}: {e}\n", src.display()), 2),
-        (_, Err(e)) => return fail(format!("vmstate: {}: {e}\n", dst.display()), 2),
+        (Err(e), _) => return fail(format!("vmstate: {}: {e}\n", src.display()), UNREADABLE),
+        (_, Err(e)) => return fail(format!("vmstate: {}: {e}\n", dst.display()), UNREADABLE),
     };
     let parse = |bytes: &[u8], path: &Path| {
         serde_json::from_slice::<Value>(bytes)
@@ -1033,7 +1051,7 @@ pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
     };
     let (a, b) = match (parse(&a, src), parse(&b, dst)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return fail(e, 1),
+        (Err(e), _) | (_, Err(e)) => return fail(e, INVALID),
     };
     let report = if reverse {
         compare(&b, &a)
@@ -1047,7 +1065,11 @@ pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
             .as_ref()
             .map(|m| format!("vmstate: invalid input: {m}\n"))
             .unwrap_or_default(),
-        status: report.exit_status() as u8,
+        status: if report.malformed.is_some() {
+            INVALID
+        } else {
+            Exit::Problems(report.problems().count()).code()
+        },
     }
 }
 

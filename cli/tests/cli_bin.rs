@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use vmstate_cli::exit::Exit;
 
 const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
 
@@ -144,25 +145,44 @@ fn exit_status_says_what_went_wrong() {
             vec!["rewrite", f.to_str().unwrap(), out],
         ] {
             let o = vmstate(&args);
-            assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(Exit::Invalid.status()),
+                "{args:?}: {}",
+                stderr(&o)
+            );
             assert!(stderr(&o).contains("invalid input"), "{}", stderr(&o));
             assert!(stderr(&o).contains("at byte "), "{}", stderr(&o));
         }
     }
 
-    // Usage and I/O errors: 2.
-    for args in [
-        vec!["inspect"],
-        vec!["frobnicate", src],
-        vec!["inspect", "--json", "--desc", src],
-        vec!["inspect", "/nonexistent/stream"],
-        vec!["rewrite", src, "/nonexistent/dir/out"],
-        vec!["rewrite", src, out, "--set", "i8259[0].imr=0x100"],
-        vec!["rewrite", src, out, "--set", "nosuch[0].x=1"],
-        vec!["rewrite", src, out, "--set", "i8259[0].imr"],
+    // Usage errors 102, unreadable inputs 103, unwritable outputs 104.
+    for (args, exit) in [
+        (vec!["inspect"], Exit::Usage),
+        (vec!["frobnicate", src], Exit::Usage),
+        (vec!["inspect", "--json", "--desc", src], Exit::Usage),
+        (vec!["inspect", "/nonexistent/stream"], Exit::Unreadable),
+        (vec!["rewrite", src, "/nonexistent/dir/out"], Exit::Output),
+        (
+            vec!["rewrite", src, out, "--set", "i8259[0].imr=0x100"],
+            Exit::Usage,
+        ),
+        (
+            vec!["rewrite", src, out, "--set", "nosuch[0].x=1"],
+            Exit::Usage,
+        ),
+        (
+            vec!["rewrite", src, out, "--set", "i8259[0].imr"],
+            Exit::Usage,
+        ),
     ] {
         let o = vmstate(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(exit.status()),
+            "{args:?}: {}",
+            stderr(&o)
+        );
         assert!(!stderr(&o).is_empty());
     }
     // --help is not an error.

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use vmstate_cli::exit::Exit;
 
 const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
 
@@ -91,7 +92,12 @@ fn edits_of_modelled_sections_are_revalidated_by_the_device() {
     for (f, edit, why) in refused {
         let src = fixture(&format!("{f}.vmstate"));
         let o = run(&["rewrite", &src, &out_file, "--set", edit]);
-        assert_eq!(o.status.code(), Some(2), "{edit}: {}", err(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(Exit::Usage.status()),
+            "{edit}: {}",
+            err(&o)
+        );
         let idstr = edit.split('[').next().unwrap();
         assert!(
             err(&o).contains(&format!("the {idstr} model refuses the edited body")),
@@ -169,7 +175,7 @@ fn edits_of_modelled_sections_are_revalidated_by_the_device() {
         "--set",
         "hpet[0].timer[2].cmp=0x1000",
     ]);
-    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(Exit::Usage.status()), "{}", err(&o));
     assert!(err(&o).contains("field num_timers"), "{}", err(&o));
 }
 
@@ -202,7 +208,12 @@ fn rewrite_format_round_trips_every_fixture() {
         bad[at] ^= 0x10;
         std::fs::write(&plain, &bad).unwrap();
         let o = run(&["rewrite", &plain, &back, "--format", "v3"]);
-        assert_eq!(o.status.code(), Some(1), "{f}: {}", err(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(Exit::Invalid.status()),
+            "{f}: {}",
+            err(&o)
+        );
         assert!(err(&o).contains("invalid input"), "{}", err(&o));
         for p in [v4, plain, back] {
             let _ = std::fs::remove_file(p);
@@ -231,11 +242,11 @@ fn rewrite_format_round_trips_every_fixture() {
     assert_eq!(out(&o), "i8259[0].imr: 0xb8 -> 0x5a\n");
     assert_eq!(
         run(&["rewrite", &src, &v4, "--format", "v5"]).status.code(),
-        Some(2)
+        Some(Exit::Usage.status())
     );
     assert_eq!(
         run(&["rewrite", &src, &v4, "--no-crc"]).status.code(),
-        Some(2)
+        Some(Exit::Usage.status())
     );
 }
 
@@ -298,33 +309,36 @@ fn caps_and_check_decide_migratability() {
     );
 
     // Usage and I/O errors.
-    assert_eq!(run(&["caps", &caps]).status.code(), Some(2));
+    assert_eq!(
+        run(&["caps", &caps]).status.code(),
+        Some(Exit::Usage.status())
+    );
     assert_eq!(
         run(&["caps", "--dump", "/nonexistent.json", &caps])
             .status
             .code(),
-        Some(2)
+        Some(Exit::Unreadable.status())
     );
     assert_eq!(
         run(&["caps", "--dump", &stream, &caps]).status.code(),
-        Some(1),
+        Some(Exit::Invalid.status()),
         "a stream is not a dump"
     );
     assert_eq!(
         run(&["caps", "--dump", &dump, "--qemu", "6.0", &caps])
             .status
             .code(),
-        Some(1),
+        Some(Exit::Invalid.status()),
         "no facts for that build"
     );
     // The output is never one of the inputs.
     let copy = tmp("caps-input.vmstate");
     std::fs::copy(&stream, &copy).unwrap();
     let o = run(&["caps", "--stream", &copy, &copy]);
-    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(Exit::Usage.status()), "{}", err(&o));
     assert!(std::fs::read(&copy).unwrap() == std::fs::read(&stream).unwrap());
     let o = run(&["check", &stream, "--dest", "/nonexistent"]);
-    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(o.status.code(), Some(Exit::Unreadable.status()));
     assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
     let o = run(&[
         "check",
@@ -332,7 +346,11 @@ fn caps_and_check_decide_migratability() {
         "--dest",
         &fixture("pc-7.2-bios.state.json"),
     ]);
-    assert_eq!(o.status.code(), Some(255), "not a destination");
+    assert_eq!(
+        o.status.code(),
+        Some(Exit::Invalid.status()),
+        "not a destination"
+    );
     let _ = std::fs::remove_file(caps);
     let _ = std::fs::remove_file(v4);
 }
@@ -365,13 +383,13 @@ fn static_check_counts_problems() {
         "{}",
         out(&o)
     );
-    // An unopenable file exits 2, as the script's argument parser does.
+    // An unopenable file exits 103 (the script's argument parser: 2).
     let o = run(&["static-check", "--src", "/nonexistent", "--dst", &older]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(Exit::Unreadable.status()));
     assert!(err(&o).contains("/nonexistent"), "{}", err(&o));
     assert_eq!(
         run(&["static-check", "--src", &dump]).status.code(),
-        Some(2)
+        Some(Exit::Usage.status())
     );
     let _ = std::fs::remove_file(older);
 }
@@ -576,7 +594,7 @@ fn rewrite_format_names_a_body_that_does_not_match_its_description() {
         let mut args = vec!["rewrite", &src, &v4, "--format", "v4"];
         args.extend_from_slice(extra);
         let o = run(&args);
-        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        assert_eq!(o.status.code(), Some(Exit::Invalid.status()), "{}", err(&o));
         assert!(
             err(&o).contains(
                 "section 'i8259' instance 1: at byte 533199 (0x822cf), field imr: type uint8 \
@@ -642,7 +660,7 @@ fn inspect_maps_a_stream_without_footers_as_far_as_the_typed_models_reach() {
     }
     let dir = tmp("old-rewrite.vmstate");
     let o = run(&["rewrite", &old, &dir]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(Exit::Invalid.status()));
     assert!(
         err(&o).contains(
             "at byte 271753 (0x42589): section 'cpu_common' instance 0 (id 4): cannot measure its \

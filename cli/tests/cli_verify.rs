@@ -7,6 +7,7 @@ use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Trailer;
 use vmstate::wire::section::SectionKind;
 use vmstate::{SectionId, SectionRecord};
+use vmstate_cli::exit::Exit;
 
 const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
 
@@ -371,15 +372,15 @@ fn full_or_start(stream: &[u8]) -> SectionRecord<'_> {
 }
 
 #[test]
-fn usage_and_io_errors_exit_2() {
-    for args in [
-        vec!["verify"],
-        vec!["verify", "/nonexistent/stream"],
-        vec!["verify", "x", "--hpet-timers", "300"],
-        vec!["verify", "x", "--qemu", "8.2"],
+fn usage_and_io_errors_exit_102_and_103() {
+    for (args, exit) in [
+        (vec!["verify"], Exit::Usage),
+        (vec!["verify", "/nonexistent/stream"], Exit::Unreadable),
+        (vec!["verify", "x", "--hpet-timers", "300"], Exit::Usage),
+        (vec!["verify", "x", "--qemu", "8.2"], Exit::Usage),
     ] {
         let o = run(&args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert_eq!(o.status.code(), Some(exit.status()), "{args:?}");
     }
     // Not a stream at all: one problem, exit 1.
     let (code, out) = verify("text.vmstate", b"hello, world", &[]);
@@ -503,7 +504,7 @@ fn machine_type_problems_are_reported() {
     // An unknown --machine is a usage error.
     for m in ["pc-i440fx-2.0", "microvm", "pc-q35-10.0"] {
         let o = run(&["verify", "x", "--machine", m, "--qemu", "7.2"]);
-        assert_eq!(o.status.code(), Some(2), "{m}");
+        assert_eq!(o.status.code(), Some(Exit::Usage.status()), "{m}");
         assert!(
             String::from_utf8(o.stderr)
                 .unwrap()
@@ -618,7 +619,7 @@ fn rewrite_checks_edits_against_the_machine_types_models() {
         "--machine",
         "pc-i440fx-7.2",
     ]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(Exit::Usage.status()));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(
             "the hpet model refuses the edited body: field timer: invalid value: expected \
@@ -636,7 +637,7 @@ fn rewrite_checks_edits_against_the_machine_types_models() {
         String::from_utf8_lossy(&o.stderr)
     );
     let o = run(&["rewrite", src, out, "--set", scr, "--serial-ports", "1"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(Exit::Usage.status()));
     assert!(
         String::from_utf8_lossy(&o.stderr)
             .contains("the destination (pc-q35-7.2 on QEMU 10.0) has no serial instance 1"),
