@@ -388,8 +388,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             dest,
         } => {
             dest.spec().explicit().map_err(Failure::Usage)?;
-            let out = create_output(&output, &[&input])?;
             let file = open(&input)?;
+            let out = create_output(&output, &[&input])?;
             if set.is_empty() && format.is_some() {
                 return convert(file.bytes(), out, &output, format, no_crc);
             }

@@ -342,21 +342,6 @@ impl Drop for OutputFile {
     }
 }
 
-/// Writes `output` with `write` (see the module docs), refusing to write over `inputs`.
-pub fn write_output(
-    output: &Path,
-    inputs: &[&Path],
-    write: impl FnOnce(&mut File) -> io::Result<()>,
-) -> Result<(), OutputError> {
-    let mut out = OutputFile::create(output, inputs, Links::Follow)?;
-    write(out.file()).map_err(|error| OutputError::Io {
-        output: output.to_path_buf(),
-        reason: "write failed (the old file, if any, is unchanged)".into(),
-        error,
-    })?;
-    out.commit()
-}
-
 /// Creates `dir/.vmstate-<random>.tmp` exclusively. An existing file's replacement starts
 /// at mode 0600 (its real mode is set after the owner, see `keep_owner_and_mode`); a new file
 /// starts at 0666 minus the umask, which is then its mode.
