@@ -70,6 +70,27 @@ pub struct Full {
     pub list: &'static str,
 }
 
+/// Capabilities bytes that do not decode: where the decoder stopped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapsDecodeError {
+    /// Byte offset into the capabilities bytes at which decoding stopped.
+    pub offset: usize,
+    /// postcard's reason (e.g. "Hit the end of buffer").
+    pub error: postcard::Error,
+}
+
+impl core::fmt::Display for CapsDecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "capabilities: at byte {} (0x{:x}): {}",
+            self.offset, self.offset, self.error
+        )
+    }
+}
+
+impl core::error::Error for CapsDecodeError {}
+
 impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
     /// Empty capabilities speaking `protocols` with the vendor chain `vendors`.
     pub fn new(protocols: &[u32], vendors: &[&'a str]) -> core::result::Result<Self, Full> {
@@ -156,9 +177,16 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
         postcard::to_slice(self, buf)
     }
 
-    /// Decodes from postcard bytes (names borrow from `bytes`).
-    pub fn from_postcard(bytes: &'a [u8]) -> core::result::Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+    /// Decodes from postcard bytes (names borrow from `bytes`). The error says at which byte
+    /// the decoder stopped.
+    pub fn from_postcard(bytes: &'a [u8]) -> core::result::Result<Self, CapsDecodeError> {
+        use serde::Deserialize;
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        Self::deserialize(&mut de).map_err(|error| CapsDecodeError {
+            // The slice flavor's remainder cannot fail; where it stopped is the offset.
+            offset: de.finalize().map_or(0, |rest| bytes.len() - rest.len()),
+            error,
+        })
     }
 
     /// The entry for a section idstr (exact vmsd name, or `path/` + name).
@@ -559,4 +587,38 @@ pub fn check_stream<'a, const D: usize, const K: usize, const N: usize>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cut of a valid encoding names the byte where decoding stopped (the start of the
+    /// item that does not fit, at most the end of what it was given: "Hit the end of
+    /// buffer"), never an unplaced error.
+    #[test]
+    fn cut_capabilities_say_where_they_end() {
+        let mut caps: Capabilities<'_, 4, 4> = Capabilities::new(&[3, 4], &["org.qemu"]).unwrap();
+        caps.add_subsection("i8259/ltim").unwrap();
+        let mut buf = [0u8; 256];
+        let bytes = caps.to_postcard(&mut buf).unwrap();
+        let back: Capabilities<'_, 4, 4> = Capabilities::from_postcard(bytes).unwrap();
+        assert_eq!(back, caps);
+        let mut last = 0;
+        for cut in 0..bytes.len() {
+            let e = Capabilities::<'_, 4, 4>::from_postcard(&bytes[..cut]).unwrap_err();
+            assert_eq!(e.error, postcard::Error::DeserializeUnexpectedEnd, "{cut}");
+            // Within what was given, and further along the more was given.
+            assert!(e.offset <= cut && e.offset >= last, "{cut}: {e}");
+            last = e.offset;
+        }
+        assert!(last > bytes.len() / 2, "{last} of {}", bytes.len());
+        // A length that points past the end is reported where the decoder stood.
+        let mut bad = [0u8; 64];
+        let n = bytes.len();
+        bad[..n].copy_from_slice(bytes);
+        bad[0] = 0x7f;
+        let e = Capabilities::<'_, 4, 4>::from_postcard(&bad[..n]).unwrap_err();
+        assert!(e.offset <= n, "{e:?}");
+    }
 }
