@@ -504,6 +504,14 @@ fn no_command_writes_over_one_of_its_inputs() {
         }
     }
     assert_eq!(names(&dir), ["hard.vmstate", "in.vmstate", "soft.vmstate"]);
+    // extract: a file of the output directory that is the input (a hard link to it).
+    let parts = dir.join("parts");
+    fs::create_dir_all(&parts).unwrap();
+    fs::hard_link(&src, parts.join("state.json")).unwrap();
+    let o = vmstate(&["extract", s(&src), s(&parts)]);
+    assert_eq!(o.status.code(), Some(Exit::Usage.status()), "{}", err(&o));
+    assert!(err(&o).contains("refusing to overwrite"), "{}", err(&o));
+    assert!(fs::read(&src).unwrap() == want, "extract changed its input");
     fs::remove_dir_all(dir).unwrap();
 }
 
