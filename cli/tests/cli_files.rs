@@ -454,6 +454,29 @@ fn a_failed_write_leaves_the_old_output_and_no_temporary_file() {
     assert_eq!(o.status.code(), Some(Exit::Invalid.status()), "{}", err(&o));
     assert_eq!(fs::read(&out).unwrap(), b"old");
     assert_eq!(names(&dir), ["bad", "out.vmstate"]);
+    // A write that fails half-way (the file size limit stands in for a full disk): exit 104,
+    // the old output unchanged, no temporary file left.
+    for args in [
+        format!("rewrite {} {}", s(&fixture(SMALL)), s(&out)),
+        format!("rewrite --format v4 {} {}", s(&fixture(SMALL)), s(&out)),
+    ] {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -f 64; trap '' XFSZ; exec {} {args}",
+                env!("CARGO_BIN_EXE_vmstate")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(Exit::Output.status()),
+            "{args}: {}",
+            err(&o)
+        );
+        assert_eq!(fs::read(&out).unwrap(), b"old", "{args}");
+        assert_eq!(names(&dir), ["bad", "out.vmstate"], "{args}");
+    }
     // A full device: the write fails, exit 104, the device stays.
     let full = own_device(&dir, "full", 1, 7, "/dev/full");
     let o = vmstate(&["rewrite", s(&fixture(SMALL)), s(&full)]);
