@@ -18,8 +18,8 @@
 //! `index.json` holds the full name of every file.
 //!
 //! Every file is written through [`crate::output`]: a temporary file created exclusively and
-//! renamed into place, so a symlink planted in the output directory (at a file name, at a
-//! temporary name, or as `ram`/`sections`) is never followed. Pages are written straight from
+//! renamed into place, so a symlink or hard link planted in the output directory (at a file
+//! name, at a temporary name, or as `ram`/`sections`) is never followed or written through. Pages are written straight from
 //! the input buffer with positioned writes; nothing is copied per page.
 
 use crate::model::{Item, Stream};

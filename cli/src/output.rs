@@ -118,8 +118,9 @@ impl FileId {
 pub enum Links {
     /// Follow them to the final target and write that (a command's OUT argument).
     Follow,
-    /// Replace whatever directory entry is at the name, never following a symlink (files a
-    /// command names itself inside an output directory, e.g. `extract`).
+    /// Replace whatever directory entry is at the name, never following a symlink, and keep
+    /// nothing of it (no mode, owner or hard link): files a command names itself inside an
+    /// output directory, e.g. `extract`.
     Replace,
 }
 
@@ -244,7 +245,11 @@ impl OutputFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let old = meta.filter(|m| m.file_type().is_file()).map(|m| Old {
+        // A name a command chose itself inside an output directory starts afresh: what was
+        // there may have been planted, and its owner, mode or other hard links (a victim's
+        // inode) must not carry over.
+        let kept = meta.filter(|m| m.file_type().is_file() && links == Links::Follow);
+        let old = kept.map(|m| Old {
             mode: m.mode(),
             uid: m.uid(),
             gid: m.gid(),

@@ -601,6 +601,8 @@ fn extract_follows_no_symlink_planted_in_the_output_directory() {
         std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
     }
     std::os::unix::fs::symlink(&victim, out.join("sections/1-timer.0.bin")).unwrap();
+    // A hard link to the victim is replaced too, not written through.
+    fs::hard_link(&victim, out.join("sections/0-timer.0.bin")).unwrap();
     let src = fixture(SMALL);
     let o = vmstate(&["extract", s(&src), s(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
