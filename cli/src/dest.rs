@@ -35,7 +35,8 @@
 //! What a destination cannot tell from a dump is not guessed: the number of instances of each
 //! device (that is the destination's command line) is not checked.
 
-use crate::v4tools::{HostCaps, stream_version, upgrade_v3};
+use crate::input::{Expect, Input};
+use crate::v4tools::{HostCaps, stream_version, upgrade_v3_spooled};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -256,11 +257,29 @@ fn configuration(bytes_after_type: &[u8]) -> Result<(String, Vec<String>), Strin
     Ok((String::from_utf8_lossy(c.machine).into_owned(), caps))
 }
 
+/// A stream as v4: the input itself, or a v3 stream converted (with its own trailer) into an
+/// unlinked temporary file, so memory stays bounded whatever the stream's size.
+enum AsV4<'a> {
+    Same(&'a [u8]),
+    Converted(Input),
+}
+
+impl AsV4<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            AsV4::Same(b) => b,
+            AsV4::Converted(i) => i.bytes(),
+        }
+    }
+}
+
 /// The stream as v4 (a v3 stream is converted with its own trailer).
-fn as_v4(stream: &[u8]) -> Result<Vec<u8>, String> {
+fn as_v4(stream: &[u8]) -> Result<AsV4<'_>, String> {
     match stream_version(stream) {
-        Some(3) => upgrade_v3(stream),
-        Some(4) => Ok(stream.to_vec()),
+        Some(3) => upgrade_v3_spooled(stream, &Default::default())
+            .map(AsV4::Converted)
+            .map_err(|e| e.to_string()),
+        Some(4) => Ok(AsV4::Same(stream)),
         Some(v) => Err(format!("unsupported file version {v}")),
         None => Err("not a QEVM stream".into()),
     }
@@ -412,7 +431,7 @@ impl Destination {
     /// command in it.
     pub fn add_stream(&mut self, stream: &[u8], label: &str) -> Result<(), String> {
         let v4 = as_v4(stream)?;
-        let facts = walk_stream(&v4, |record| {
+        let facts = walk_stream(v4.bytes(), |record| {
             let s = match record {
                 Record4::Header(h) => {
                     if self.vendors.is_empty() {
@@ -653,7 +672,7 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
     let mut vendors = vmstate::v4::wire::VendorChain::new();
     let mut report = Box::new(Report::<256>::new());
     let mut headers = 0;
-    let facts = walk_stream(&v4, |record| {
+    let facts = walk_stream(v4.bytes(), |record| {
         match record {
             Record4::Header(h) => {
                 headers += 1;
@@ -766,8 +785,17 @@ pub fn reasons(problems: &[Problem]) -> BTreeMap<Reason, usize> {
     m
 }
 
-fn read_file(p: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+/// Opens an input (mapped; a pipe is spooled, see [`crate::input`]).
+fn read_file(p: &Path, expect: Expect) -> Result<Input, String> {
+    Input::open_as(p, expect).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// `result`, unless `input` changed while it was read (then that is the error).
+fn unchanged<T>(p: &Path, input: &Input, result: T) -> Result<T, String> {
+    input
+        .unchanged()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(result)
 }
 
 /// What `vmstate caps` was given.
@@ -791,16 +819,20 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, u8)> {
     let invalid = |e: String| (e, 1u8);
     let mut d = match args.dump {
         Some(p) => {
-            let bytes = read_file(p).map_err(|e| (e, 2))?;
-            let v: Value = serde_json::from_slice(&bytes)
+            let input = read_file(p, Expect::StreamOrText).map_err(|e| (e, 2))?;
+            let v = serde_json::from_slice::<Value>(input.bytes());
+            let v = unchanged(p, &input, v)
+                .map_err(|e| (e, 2))?
                 .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
             Destination::from_dump(&v, args.qemu).map_err(invalid)?
         }
         None => Destination::empty(),
     };
     for p in &args.streams {
-        let bytes = read_file(p).map_err(|e| (e, 2))?;
-        d.add_stream(&bytes, &p.display().to_string())
+        let input = read_file(p, Expect::Stream).map_err(|e| (e, 2))?;
+        let added = d.add_stream(input.bytes(), &p.display().to_string());
+        unchanged(p, &input, added)
+            .map_err(|e| (e, 2))?
             .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
     if args.dump.is_none()
@@ -834,10 +866,14 @@ pub fn check_files(
     dest: &Path,
     qemu: Option<&str>,
 ) -> Result<(String, usize), String> {
-    let stream = read_file(input)?;
-    let dest_bytes = read_file(dest)?;
-    let d = Destination::read(&dest_bytes, &dest.display().to_string(), qemu)?;
-    let problems = check(&stream, &d).map_err(|e| format!("{}: {e}", input.display()))?;
+    let stream = read_file(input, Expect::Stream)?;
+    let dest_input = read_file(dest, Expect::StreamOrText)?;
+    let d = Destination::read(dest_input.bytes(), &dest.display().to_string(), qemu);
+    let d = unchanged(dest, &dest_input, d)??;
+    drop(dest_input);
+    let problems = check(stream.bytes(), &d);
+    let problems =
+        unchanged(input, &stream, problems)?.map_err(|e| format!("{}: {e}", input.display()))?;
     if problems.is_empty() {
         return Ok((
             format!("compatible: {} loads into {}\n", input.display(), d.name()),

@@ -199,8 +199,26 @@ impl Failure {
     }
 }
 
+/// Opens a stream; what cannot be one (a pipe that does not start with the magic) is invalid
+/// input, anything else that fails is an I/O error.
 fn open(path: &Path) -> Result<Input, Failure> {
-    Input::open(path).map_err(|e| Failure::io(path, e))
+    Input::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
+        _ => Failure::io(path, e),
+    })
+}
+
+/// An I/O error when `input` changed while it was read (see [`Input::unchanged`]); called
+/// before anything computed from it is reported or committed.
+fn unchanged(path: &Path, input: &Input) -> Result<(), Failure> {
+    input.unchanged().map_err(|e| Failure::io(path, e))
+}
+
+/// `result`, unless `input` changed while it was read: an error found in (or an answer
+/// computed from) bytes that changed under the walk is not reported.
+fn checked<T>(path: &Path, input: &Input, result: Result<T, Failure>) -> Result<T, Failure> {
+    unchanged(path, input)?;
+    result
 }
 
 /// Parses the whole stream, releasing the input behind the walk and showing progress.
@@ -217,17 +235,20 @@ fn parse_with<'a>(
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
-    let description = vmstate_cli::model::find_description(bytes)
-        .map_err(invalid)?
-        .map(|(_, d)| d);
+    let description = checked(
+        path,
+        input,
+        vmstate_cli::model::find_description(bytes).map_err(invalid),
+    )?
+    .map(|(_, d)| d);
     let mut progress = Progress::new(label, bytes.len());
     let s = Stream::parse_observed(bytes, description, options, &mut |at| {
         progress.update(at);
         input.release_before(at);
     })
-    .map_err(invalid)?;
+    .map_err(invalid);
     progress.finish();
-    Ok(s)
+    checked(path, input, s)
 }
 
 fn emit(text: &str) -> Result<(), Failure> {
@@ -278,10 +299,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let bytes = input.bytes();
             if desc {
                 let d = vmstate_cli::model::find_description(bytes)
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?
-                    .ok_or_else(|| {
-                        Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
-                    })?;
+                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))
+                    .and_then(|d| {
+                        d.ok_or_else(|| {
+                            Failure::Invalid(format!(
+                                "{}: no VMDESCRIPTION trailer",
+                                file.display()
+                            ))
+                        })
+                    });
+                let d = checked(&file, &input, d)?;
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
             }
@@ -296,7 +323,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let mut out = std::io::stdout().lock();
                 let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
                     .and_then(|w| out.flush().map(|_| w))
-                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                    .map_err(|e| Failure::Usage(format!("stdout: {e}")));
+                let written = checked(&file, &input, written)?;
                 if !written {
                     return Err(Failure::Invalid(format!(
                         "{}: no VMDESCRIPTION trailer",
@@ -328,8 +356,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 progress.update(at);
                 input.release_before(at);
             })
-            .map_err(Failure::Usage)?;
+            .map_err(Failure::Usage);
             progress.finish();
+            let report = checked(&file, &input, report)?;
             let name = file.display();
             let mut out = String::new();
             if !report.unchecked.is_empty() {
@@ -370,7 +399,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             dest.spec().explicit().map_err(Failure::Usage)?;
             let file = open(&input)?;
             if set.is_empty() && format.is_some() {
-                return convert(file.bytes(), &output, format, no_crc);
+                let converted = convert(file.bytes(), &file, &output, format, no_crc);
+                return checked(&input, &file, converted);
             }
             let mut stream = parse(&input, &file, "rewrite")?;
             if !set.is_empty() {
@@ -392,18 +422,25 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             if format.is_some() {
-                let bytes = stream
-                    .to_bytes()
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
-                return convert(&bytes, &output, format, no_crc);
+                // The edited stream goes through an unlinked temporary file, not memory.
+                let edited = vmstate_cli::input::scratch_file()
+                    .and_then(|mut f| stream.write_to(&mut f).map(|_| f))
+                    .and_then(Input::from_file)
+                    .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())));
+                let edited = checked(&input, &file, edited)?;
+                let converted = convert(edited.bytes(), &file, &output, format, no_crc);
+                return checked(&input, &file, converted);
             }
             let mut progress = Progress::new("rewrite", file.bytes().len());
-            write_atomically(&output, |f| {
+            let written = write_atomically(&output, |f| {
                 stream.write_observed(f, &mut |at| {
                     progress.update(at);
                     file.release_before(at);
-                })
-            })?;
+                })?;
+                // Before the output replaces anything.
+                file.unchanged()
+            });
+            checked(&input, &file, written)?;
             Ok(0)
         }
         Command::Extract { input, dir } => {
@@ -414,8 +451,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 progress.update(at);
                 file.release_before(at);
             })
-            .map_err(|e| Failure::io(&dir, e))?;
+            .map_err(|e| Failure::io(&dir, e));
             progress.finish();
+            let files = checked(&input, &file, files)?;
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)
@@ -424,6 +462,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let (fa, fb) = (open(&a)?, open(&b)?);
             let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
             let d = vmstate_cli::diff::diff(&sa, &sb);
+            unchanged(&a, &fa)?;
+            unchanged(&b, &fb)?;
             let mut text = String::new();
             for x in &d {
                 text.push_str(&format!("{}: {} -> {}\n", x.path, x.a, x.b));
@@ -525,25 +565,34 @@ fn static_check_files(
     }
 }
 
-/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` into `output`.
+/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` (read from `input`, or from a stream
+/// written from it) into `output`, written as it is converted (never a whole-stream buffer).
 fn convert(
     bytes: &[u8],
+    input: &Input,
     output: &Path,
     format: Option<Format>,
     no_crc: bool,
 ) -> Result<u8, Failure> {
     let format = format.unwrap_or(Format::V3);
-    let out = if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
-        let opts = vmstate::v4::convert::UpgradeOptions {
-            vendors: &[],
-            crc: false,
-        };
-        v4tools::upgrade_v3_with(bytes, &opts)
-    } else {
-        v4tools::rewrite(bytes, format)
-    }
-    .map_err(Failure::Invalid)?;
-    write_atomically(output, |mut f| f.write_all(&out))?;
+    let opts = vmstate::v4::convert::UpgradeOptions {
+        vendors: &[],
+        crc: !no_crc,
+    };
+    let mut refused = None;
+    write_atomically(output, |f| {
+        v4tools::rewrite_to(bytes, format, &opts, f)
+            .map_err(|e| match e {
+                v4tools::ConvertError::Io(e) => e,
+                v4tools::ConvertError::Invalid(m) => {
+                    refused = Some(m);
+                    std::io::Error::other("conversion refused")
+                }
+            })
+            // Before the output replaces anything.
+            .and_then(|_| input.unchanged())
+    })
+    .map_err(|e| refused.take().map_or(e, Failure::Invalid))?;
     Ok(0)
 }
 
