@@ -245,11 +245,16 @@ pub fn scratch_file() -> io::Result<File> {
 
 /// Copies a non-seekable input into a [`scratch_file`], refusing early what cannot be a
 /// stream (a pipe's first four bytes decide) or a text too large for [`Expect::StreamOrText`].
+/// A v3 stream is also fed to the codec's push decoder as it arrives ([`watch`]), so one that
+/// turns into garbage (`QEVM` header, then `/dev/zero`) is refused at its first invalid
+/// record instead of being copied until the disk is full.
 fn spool(mut src: File, expect: Expect) -> io::Result<File> {
     let mut out = scratch_file()?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut head = Vec::with_capacity(MAGIC.len());
-    let mut stream = None;
+    let mut work = vec![0u8; WATCH_BUFFER];
+    let mut decoder = None;
+    // The header (magic and version) and the byte after it.
+    let mut head = Vec::with_capacity(HEAD);
     let mut total = 0u64;
     loop {
         let n = match src.read(&mut buf) {
@@ -259,13 +264,11 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
             Err(e) => return Err(e),
         };
         let chunk = &buf[..n];
-        if stream.is_none() {
-            let need = MAGIC.len() - head.len();
-            head.extend_from_slice(&chunk[..need.min(n)]);
-            if head.len() == MAGIC.len() {
-                stream = Some(head == MAGIC);
-            }
+        let before = head.len();
+        if before < HEAD {
+            head.extend_from_slice(&chunk[..(HEAD - before).min(n)]);
         }
+        let stream = (head.len() >= MAGIC.len()).then(|| head.starts_with(MAGIC));
         match (stream, expect) {
             (Some(false), Expect::Stream) => return Err(not_a_stream(&head)),
             (Some(false), Expect::StreamOrText) if total + n as u64 > MAX_TEXT_INPUT => {
@@ -273,13 +276,81 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
             }
             _ => {}
         }
+        if before < HEAD && head.len() == HEAD && head[..8] == V3_HEADER[..] {
+            // Only v3 has a push decoder; a v4 stream is checked when it is read.
+            let options = vmstate::stream::Options {
+                require_configuration: head[8] == vmstate::wire::record::CONFIGURATION,
+                allow_commands: true,
+                ..Default::default()
+            };
+            let mut d =
+                vmstate::io::Decoder::with_options(&mut work, vmstate::stream::FooterScan, options);
+            // Everything spooled before this chunk is in `head`.
+            watch(&mut d, &head[..before])?;
+            decoder = Some(d);
+        }
+        if let Some(d) = decoder.as_mut()
+            && !watch(d, chunk)?
+        {
+            decoder = None;
+        }
         out.write_all(chunk)?;
         total += n as u64;
     }
-    if expect == Expect::Stream && total > 0 && stream != Some(true) {
+    if expect == Expect::Stream && total > 0 && !head.starts_with(MAGIC) {
         return Err(not_a_stream(&head));
     }
     Ok(out)
+}
+
+/// Bytes read before the decoder starts: magic, version and the record type after the header
+/// (whether it is a CONFIGURATION record decides what the walk requires).
+const HEAD: usize = 9;
+/// The v3 file header.
+const V3_HEADER: [u8; 8] = *b"QEVM\0\0\0\x03";
+/// Working buffer of the guard decoder: the largest VMState section it follows whole.
+const WATCH_BUFFER: usize = 1 << 20;
+
+/// Feeds `data` to the guard decoder and reads every item it completes. An error that the
+/// parse of the whole stream reports too (an unknown record type, a bad section id, a
+/// malformed RAM record) refuses the input at once; errors that only mean the decoder cannot
+/// follow the stream (a body whose end needs the description: no section footers; a section
+/// larger than its buffer) stop the guard (`Ok(false)`), and the full parse decides later.
+fn watch<L: vmstate::stream::BodyLength>(
+    d: &mut vmstate::io::Decoder<'_, L>,
+    mut data: &[u8],
+) -> io::Result<bool> {
+    use vmstate::ErrorKind as K;
+    use vmstate::io::Status;
+    loop {
+        loop {
+            match d.poll() {
+                Ok(Status::Ready) => continue,
+                Ok(Status::Partial) => break,
+                Ok(Status::Done) => return Ok(false),
+                Err(e) => {
+                    return match e.kind {
+                        K::BodyLengthUnknown
+                        | K::BufferTooSmall { .. }
+                        | K::MissingFooter { .. }
+                        | K::FooterMismatch { .. } => Ok(false),
+                        _ => Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("not a valid migration stream: {e}"),
+                        )),
+                    };
+                }
+            }
+        }
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let space = d.space();
+        let k = space.len().min(data.len());
+        space[..k].copy_from_slice(&data[..k]);
+        d.fill(k);
+        data = &data[k..];
+    }
 }
 
 fn not_a_stream(head: &[u8]) -> io::Error {

@@ -1,0 +1,292 @@
+//! Inputs that are not plain, unchanging regular files: a file truncated or rewritten while
+//! it is read (an I/O error, never a signal death), pipes, FIFOs, character devices and
+//! directories.
+
+mod support;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn vmstate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../host-tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// The output of `vmstate ARGS` with `name` in place of every `path` (so a file and a pipe
+/// can be compared).
+fn output(cmd: &mut Command, path: &str, name: &str) -> (Option<i32>, String, String) {
+    let o = cmd.output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).replace(path, name);
+    (o.status.code(), text(&o.stdout), text(&o.stderr))
+}
+
+/// Waits at most `limit` for `child`; kills it (and fails) if it is still running.
+fn wait_limited(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn pipes_fifos_and_stdin_are_read_as_streams() {
+    let dir = support::scratch("vmstate-inputs-pipes");
+    for name in [
+        "q10-pc-q35-10.0.vmstate",
+        "q72-pc-i440fx-7.2.vmstate",
+        // No section footers: the guard decoder cannot follow it, the parse can.
+        "q72-pc-i440fx-2.2.vmstate",
+    ] {
+        let file = fixture(name);
+        for args in [&["verify"][..], &["inspect"], &["inspect", "--json"]] {
+            let want = output(vmstate().args(args).arg(&file), &file, "IN");
+            // (The pc-*-2.2 stream has no trailer: `inspect --json` refuses it, as the script
+            // does; the pipe must give the same answer, whatever it is.)
+            assert!(matches!(want.0, Some(0 | 1)), "{name} {args:?}: {}", want.2);
+
+            // stdin from a spawned `cat` (a pipe).
+            let cat = Command::new("cat")
+                .arg(&file)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let got = output(
+                vmstate()
+                    .args(args)
+                    .arg("/dev/stdin")
+                    .stdin(cat.stdout.unwrap()),
+                "/dev/stdin",
+                "IN",
+            );
+            assert_eq!(got, want, "{name} {args:?} through a pipe");
+
+            // A FIFO another thread writes into.
+            let fifo = dir.join("fifo");
+            let _ = std::fs::remove_file(&fifo);
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: `c` is a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let (f, bytes) = (fifo.clone(), std::fs::read(&file).unwrap());
+            let writer = std::thread::spawn(move || {
+                let mut w = OpenOptions::new().write(true).open(f).unwrap();
+                let _ = w.write_all(&bytes);
+            });
+            let fifo_s = fifo.to_str().unwrap();
+            let got = output(vmstate().args(args).arg(fifo_s), fifo_s, "IN");
+            writer.join().unwrap();
+            assert_eq!(got, want, "{name} {args:?} through a FIFO");
+        }
+    }
+    // check and caps read their streams (and a destination) the same way.
+    let file = fixture("q10-pc-q35-10.0.vmstate");
+    let cat = Command::new("cat")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = vmstate()
+        .args(["check", "/dev/stdin", "--dest", &file])
+        .stdin(cat.stdout.unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("compatible"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_directory_is_refused_as_a_directory() {
+    let dir = support::scratch("vmstate-inputs-dir");
+    let d = dir.to_str().unwrap();
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    for args in [
+        vec!["verify", d],
+        vec!["inspect", d],
+        vec!["rewrite", d, out],
+        vec!["check", d, "--dest", d],
+    ] {
+        let o = vmstate().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{d}: is a directory")),
+            "{args:?}: {err}"
+        );
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn endless_garbage_is_refused_at_its_first_bytes() {
+    // /dev/zero is not a stream: refused after its first read, for every command.
+    for args in [
+        vec!["verify", "/dev/zero"],
+        vec!["inspect", "/dev/zero"],
+        vec!["check", "/dev/zero", "--dest", "/dev/zero"],
+        vec!["caps", "--stream", "/dev/zero", "/dev/null"],
+    ] {
+        let child = vmstate()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = wait_limited(child, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("/dev/zero: not a migration stream") && err.contains("QEVM"),
+            "{args:?}: {err}"
+        );
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+    }
+    // A real stream's first megabyte, then zeros without end: refused at the first invalid
+    // record (the guard decoder follows the stream as it is spooled), not after the disk is
+    // full.
+    let file = fixture("q10-pc-q35-10.0.vmstate");
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "head -c 1000000 {file} | cat - /dev/zero | {} verify /dev/stdin",
+                env!("CARGO_BIN_EXE_vmstate")
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_limited(child, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a valid migration stream: at byte 1000607 (0xf449f), section 'ram'"),
+        "{err}"
+    );
+}
+
+/// What one run over a file changed under it did.
+fn race(
+    path: &Path,
+    args: &[&str],
+    change: impl FnOnce() + Send + 'static,
+    after: Duration,
+) -> (std::process::Output, bool) {
+    let child = vmstate()
+        .args(args)
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let changer = std::thread::spawn(move || {
+        std::thread::sleep(after);
+        // When the change starts: truncating a file with dirty pages can take a while.
+        let at = Instant::now();
+        change();
+        at
+    });
+    let o = child.wait_with_output().unwrap();
+    let exited = Instant::now();
+    let changed_at = changer.join().unwrap();
+    (o, changed_at < exited)
+}
+
+#[test]
+fn an_input_changed_while_it_is_read_is_an_io_error_not_a_crash() {
+    let dir = support::scratch("vmstate-inputs-race");
+    let original = dir.join("original.vmstate");
+    let len = support::write_stream(&original, 300 << 20, true);
+    let victim = dir.join("victim.vmstate");
+
+    // How long a run takes: changes land at random points inside it.
+    std::fs::copy(&original, &victim).unwrap();
+    let t = Instant::now();
+    let o = vmstate().arg("verify").arg(&victim).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let want_verify = String::from_utf8(o.stdout).unwrap();
+    let took = t.elapsed();
+
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut caught, mut during) = (0, 0);
+    for round in 0..24 {
+        std::fs::copy(&original, &victim).unwrap();
+        let args: &[&str] = if round % 2 == 0 {
+            &["verify"]
+        } else {
+            &["inspect"]
+        };
+        // Not at once: a file truncated before it is opened is just a shorter file.
+        let after = took.mul_f64((50 + next() % 850) as f64 / 1000.0);
+        let v = victim.clone();
+        let shrink = round % 4 != 3;
+        let cut = next() % len as u64;
+        let (o, changed_during) = race(
+            &victim,
+            args,
+            move || {
+                let f = OpenOptions::new().write(true).open(v).unwrap();
+                if shrink {
+                    // Another process rewriting the file: it shrinks first.
+                    f.set_len(cut).unwrap();
+                } else {
+                    // Rewritten in place without changing its size.
+                    f.write_all_at(b"\xff\xff\xff\xff", cut).unwrap();
+                    f.sync_all().unwrap();
+                }
+            },
+            after,
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code().is_some(),
+            "round {round} {args:?}: killed by a signal: {:?} {err}",
+            o.status
+        );
+        if o.status.code() == Some(2) {
+            assert!(
+                err.contains("the input changed while it was read"),
+                "round {round}: {err}"
+            );
+            caught += 1;
+        } else {
+            // Only a run that ended before the change (or between its last check and its
+            // exit) reports a verdict, and it is the verdict of the unchanged bytes.
+            assert_eq!(o.status.code(), Some(0), "round {round} {args:?}: {err}");
+            if args == ["verify"] {
+                assert_eq!(
+                    String::from_utf8_lossy(&o.stdout).replace(victim.to_str().unwrap(), ""),
+                    want_verify.replace(victim.to_str().unwrap(), ""),
+                );
+            }
+        }
+        during += usize::from(changed_during);
+    }
+    println!("{caught} runs reported the change, of {during} changed while running");
+    assert!(
+        caught >= during / 2 && caught >= 6,
+        "{caught} runs reported the change, of {during} changed while running"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
