@@ -5,7 +5,7 @@
 //! [`Input::release_before`] with the offset they reached, which drops the mapping's pages
 //! behind that point from this process (they are read back from the page cache or the file if
 //! touched again). Passes that report no progress (the codec's v3 ↔ v4 conversions, the v4
-//! checksum walk of `check`) are covered by a governor thread: every 10 ms it reads the
+//! checksum walk of `check`) are covered by a governor thread: every 5 ms it reads the
 //! process's resident file-backed memory (`/proc/self/statm`), and above
 //! [`RESIDENT_BUDGET`] it releases every input mapping (the pages in use are faulted back in
 //! from the page cache). So the mapped inputs take at most about [`RESIDENT_BUDGET`] plus what
@@ -53,10 +53,10 @@ const RELEASE_STEP: usize = 8 << 20;
 
 /// Resident file-backed memory (the mapped inputs, the program's own code) above which the
 /// governor releases the input mappings.
-pub const RESIDENT_BUDGET: usize = 48 << 20;
+pub const RESIDENT_BUDGET: usize = 32 << 20;
 
 /// How often the governor looks.
-const GOVERNOR_TICK: Duration = Duration::from_millis(10);
+const GOVERNOR_TICK: Duration = Duration::from_millis(5);
 
 /// The largest non-stream input read from a pipe or accepted from a file when
 /// [`Expect::StreamOrText`] is given (a `-dump-vmstate` JSON is about 1 MiB).

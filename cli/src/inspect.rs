@@ -4,7 +4,7 @@
 //! tab-separated `key=value` cells, stable for scripts and diffs.
 
 use crate::generic::Body;
-use crate::model::{Item, Stream};
+use crate::model::{Entry, Item, Stream};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use vmstate::ram::RamRecord;
@@ -112,6 +112,88 @@ fn value_subsections(v: &crate::generic::Value<'_>, out: &mut Vec<String>) {
 
 /// Renders the map of `stream` (`name` is the file name shown in the first line).
 pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = render_to(stream, name, style, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The row of one record: offset, kind, id, idstr, instance, version, body length, detail.
+fn row(e: &Entry<'_>) -> [String; 8] {
+    let offset = format!("0x{:08x}", e.offset);
+    match &e.item {
+        Item::Eof => [
+            offset,
+            "eof".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+        Item::Command(c) => [
+            offset,
+            "command".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            (c.payload.len() + c.packaged.len()).to_string(),
+            format!("COMMAND {}", c.id.name()),
+        ],
+        Item::Ram { section, records } => {
+            let (mut z, mut p, mut x) = (0, 0, 0);
+            for c in records.counts() {
+                z += c.zero;
+                p += c.page;
+                x += c.xbzrle;
+            }
+            let mut blocks = 0;
+            if section.kind == vmstate::wire::section::SectionKind::Start {
+                for r in records {
+                    if let RamRecord::MemSize(l) = r {
+                        blocks = l.count;
+                    }
+                }
+            }
+            let mut detail = Vec::new();
+            if blocks > 0 {
+                detail.push(format!("{blocks} blocks"));
+            }
+            if z + p + x > 0 {
+                detail.push(format!("{z} zero, {p} normal pages"));
+            }
+            if x > 0 {
+                detail.push(format!("{x} xbzrle"));
+            }
+            section_row(offset, section, detail.join(", "))
+        }
+        Item::Device { section, body, .. } => {
+            let mut subs = Vec::new();
+            subsection_names(body, &mut subs);
+            let detail = if subs.is_empty() {
+                String::new()
+            } else {
+                format!("subsections: {}", subs.join(", "))
+            };
+            section_row(offset, section, detail)
+        }
+        Item::Opaque { section, .. } => {
+            section_row(offset, section, "no description: body not decoded".into())
+        }
+    }
+}
+
+/// [`render`] into `out`, one line at a time: nothing is kept per record (aligned output
+/// measures the column widths in a first pass over the records), so memory does not grow
+/// with the number of sections beyond the decoded stream itself.
+pub fn render_to(
+    stream: &Stream<'_>,
+    name: &str,
+    style: Style,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut o = String::new();
     let head = |k: &str| style.paint("1", k);
     let _ = writeln!(o, "{} {name} ({} bytes)", head("file"), stream.len);
@@ -151,77 +233,10 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     let header = [
         "offset", "kind", "id", "idstr", "instance", "version", "body", "detail",
     ];
-    let mut rows: Vec<[String; 8]> = Vec::new();
-    for e in &stream.entries {
-        let offset = format!("0x{:08x}", e.offset);
-        let row = match &e.item {
-            Item::Eof => [
-                offset,
-                "eof".into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ],
-            Item::Command(c) => [
-                offset,
-                "command".into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                (c.payload.len() + c.packaged.len()).to_string(),
-                format!("COMMAND {}", c.id.name()),
-            ],
-            Item::Ram { section, records } => {
-                let (mut z, mut p, mut x) = (0, 0, 0);
-                for c in records.counts() {
-                    z += c.zero;
-                    p += c.page;
-                    x += c.xbzrle;
-                }
-                let mut blocks = 0;
-                if section.kind == vmstate::wire::section::SectionKind::Start {
-                    for r in records {
-                        if let RamRecord::MemSize(l) = r {
-                            blocks = l.count;
-                        }
-                    }
-                }
-                let mut detail = Vec::new();
-                if blocks > 0 {
-                    detail.push(format!("{blocks} blocks"));
-                }
-                if z + p + x > 0 {
-                    detail.push(format!("{z} zero, {p} normal pages"));
-                }
-                if x > 0 {
-                    detail.push(format!("{x} xbzrle"));
-                }
-                section_row(offset, section, detail.join(", "))
-            }
-            Item::Device { section, body, .. } => {
-                let mut subs = Vec::new();
-                subsection_names(body, &mut subs);
-                let detail = if subs.is_empty() {
-                    String::new()
-                } else {
-                    format!("subsections: {}", subs.join(", "))
-                };
-                section_row(offset, section, detail)
-            }
-            Item::Opaque { section, .. } => {
-                section_row(offset, section, "no description: body not decoded".into())
-            }
-        };
-        rows.push(row);
-    }
     let mut width = header.map(str::len);
     if style.align {
-        for r in &rows {
-            for (w, c) in width.iter_mut().zip(r) {
+        for r in stream.entries.iter().map(row) {
+            for (w, c) in width.iter_mut().zip(&r) {
                 *w = (*w).max(c.len());
             }
         }
@@ -262,8 +277,12 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     if style.align {
         line(&header.map(String::from), &mut o, true);
     }
-    for r in &rows {
-        line(r, &mut o, false);
+    for e in &stream.entries {
+        line(&row(e), &mut o, false);
+        if o.len() >= 1 << 16 {
+            out.write_all(o.as_bytes())?;
+            o.clear();
+        }
     }
     if let Some(u) = &stream.unmeasured {
         let _ = writeln!(
@@ -324,7 +343,7 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
             ram.len()
         );
     }
-    o
+    out.write_all(o.as_bytes())
 }
 
 fn section_row(offset: String, s: &crate::model::SectionMeta<'_>, detail: String) -> [String; 8] {

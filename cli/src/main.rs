@@ -343,7 +343,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     Style::PLAIN
                 };
                 let name = file.display().to_string();
-                emit(&inspect::render(&stream, &name, style))?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                inspect::render_to(&stream, &name, style, &mut out)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                unchanged(&file, &input)?;
             }
             Ok(0)
         }

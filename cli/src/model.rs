@@ -274,8 +274,15 @@ pub enum Item<'a> {
 /// find the section's end); only the body and the RAM parsing state at its start are kept,
 /// because a decoded record takes several times the 9 bytes a ZERO record takes on the wire:
 /// keeping them would make memory grow faster than the stream.
+///
+/// Boxed: a RAM section is one of few, and its parsing state is larger than a whole device
+/// section's entry, which would otherwise grow every [`Entry`] of a stream of many small
+/// sections.
 #[derive(Debug, Clone)]
-pub struct RamRecords<'a> {
+pub struct RamRecords<'a>(Box<RamSectionState<'a>>);
+
+#[derive(Debug, Clone)]
+struct RamSectionState<'a> {
     body: &'a [u8],
     base: usize,
     start: RamContext<'a>,
@@ -300,7 +307,7 @@ impl<'a> RamRecords<'a> {
     /// Page record counts per block (first-seen order): taken while parsing, or counted now
     /// (one pass over the records) when the parse did not count.
     pub fn counts(&self) -> Vec<BlockCount<'a>> {
-        if let Some(c) = &self.counts {
+        if let Some(c) = &self.0.counts {
             return c.clone();
         }
         let mut counts = Vec::new();
@@ -313,8 +320,8 @@ impl<'a> RamRecords<'a> {
     /// The records, EOS last.
     pub fn iter(&self) -> RamIter<'a> {
         RamIter {
-            r: Reader::new(self.body, self.base),
-            ram: self.start,
+            r: Reader::new(self.0.body, self.0.base),
+            ram: self.0.start,
             done: false,
         }
     }
@@ -637,12 +644,12 @@ impl<'a> Stream<'a> {
                         body_len: rec.body.len(),
                     };
                     if rec.is_ram() {
-                        let mut records = RamRecords {
+                        let mut records = RamRecords(Box::new(RamSectionState {
                             body: rec.body,
                             base: rec.body_offset,
                             start: ram,
                             counts: None,
-                        };
+                        }));
                         if options.count_pages {
                             let mut counts = Vec::new();
                             let mut it = records.iter();
@@ -650,7 +657,7 @@ impl<'a> Stream<'a> {
                                 count(&mut counts, &r);
                                 reached(it.offset());
                             }
-                            records.counts = Some(counts);
+                            records.0.counts = Some(counts);
                         }
                         Item::Ram { section, records }
                     } else if let Some(desc) = description

@@ -193,6 +193,16 @@ pub struct Run {
     pub peak: u64,
 }
 
+/// The first 256 KiB of a file as text. A child's peak resident size includes this process's
+/// peak at the time it was spawned (Linux carries the parent's high-water mark across
+/// `exec`), so the measuring process never holds a large output.
+fn head(path: &Path) -> String {
+    use std::io::Read;
+    let mut v = Vec::new();
+    let _ = File::open(path).map(|f| f.take(256 << 10).read_to_end(&mut v));
+    String::from_utf8_lossy(&v).into_owned()
+}
+
 /// Runs `vmstate ARGS` with stdout and stderr in files under `dir` and measures it.
 pub fn run(dir: &Path, args: &[&str]) -> Run {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
@@ -216,8 +226,8 @@ pub fn run(dir: &Path, args: &[&str]) -> Run {
     Run {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        stdout: head(&out),
+        stderr: head(&err),
         // Linux reports KiB.
         peak: usage.ru_maxrss as u64 * 1024,
     }
