@@ -10,7 +10,7 @@
 //! without a trailer can still be walked and rewritten: its bodies are found with the codec's
 //! footer scan and kept as opaque bytes.
 
-use crate::desc::{DescError, Description, Device};
+use crate::desc::{DescError, Description, Device, MAX_DESCRIPTION_LEN};
 use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -440,8 +440,18 @@ pub struct Stream<'a> {
 }
 
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
+///
+/// Only the last [`MAX_DESCRIPTION_LEN`] bytes (and the six before them: EOF, type byte and
+/// length) are looked at: a longer trailer is refused anyway, and a multi-GiB file without a
+/// trailer (and with no NUL byte near its end) is not read back to front. A longer trailer
+/// that ends the stream is refused by [`Stream::parse_observed`] when it reaches it.
 pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>, StreamError> {
-    let Some(at) = Trailer::locate(bytes) else {
+    let from = bytes.len().saturating_sub(MAX_DESCRIPTION_LEN + 6);
+    let Some(at) = bytes
+        .get(from..)
+        .and_then(Trailer::locate)
+        .map(|at| from + at)
+    else {
         return Ok(None);
     };
     let json = &bytes[at + 5..];
@@ -628,6 +638,11 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Record::Trailer(t) => {
+                    if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
+                        // Too long for `find_description` to look for: the parser's length
+                        // check refuses it with its own message.
+                        Description::from_json_bytes(t.json).map_err(StreamError::Description)?;
+                    }
                     stream.trailer = Some(t.json);
                     continue;
                 }
@@ -1002,6 +1017,38 @@ mod tests {
         b.extend_from_slice(&(json.len() as u32).to_be_bytes());
         b.extend_from_slice(json);
         b
+    }
+
+    #[test]
+    fn the_trailer_is_looked_for_only_as_far_back_as_it_may_reach() {
+        // A trailer one byte longer than the parser accepts: not found by the bounded look
+        // back, and refused (with the parser's message) when the walk reaches it.
+        let mut b = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\0\x06".to_vec();
+        let json_len = MAX_DESCRIPTION_LEN + 1;
+        b.extend_from_slice(&(json_len as u32).to_be_bytes());
+        b.push(b'{');
+        b.resize(b.len() + json_len - 2, b' ');
+        b.push(b'}');
+        assert!(find_description(&b).unwrap().is_none());
+        let e = Stream::parse(&b).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{json_len} bytes of JSON: expected at most {MAX_DESCRIPTION_LEN}"
+            )),
+            "{e}"
+        );
+        // One byte shorter is found where it is (and read: it lacks the required keys).
+        let json_len = MAX_DESCRIPTION_LEN;
+        b.truncate(28);
+        b.extend_from_slice(&(json_len as u32).to_be_bytes());
+        b.push(b'{');
+        b.resize(b.len() + json_len - 2, b' ');
+        b.push(b'}');
+        let e = find_description(&b).err().map(|e| e.to_string());
+        assert!(
+            e.as_ref().is_some_and(|e| !e.contains("expected at most")),
+            "{e:?}"
+        );
     }
 
     #[test]

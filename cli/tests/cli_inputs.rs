@@ -60,7 +60,7 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
             assert!(matches!(want.0, Some(0 | 1)), "{name} {args:?}: {}", want.2);
 
             // stdin from a spawned `cat` (a pipe).
-            let cat = Command::new("cat")
+            let mut cat = Command::new("cat")
                 .arg(&file)
                 .stdout(Stdio::piped())
                 .spawn()
@@ -69,10 +69,11 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
                 vmstate()
                     .args(args)
                     .arg("/dev/stdin")
-                    .stdin(cat.stdout.unwrap()),
+                    .stdin(cat.stdout.take().unwrap()),
                 "/dev/stdin",
                 "IN",
             );
+            assert!(cat.wait().unwrap().success());
             assert_eq!(got, want, "{name} {args:?} through a pipe");
 
             // A FIFO another thread writes into.
@@ -94,16 +95,17 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
     }
     // check and caps read their streams (and a destination) the same way.
     let file = fixture("q10-pc-q35-10.0.vmstate");
-    let cat = Command::new("cat")
+    let mut cat = Command::new("cat")
         .arg(&file)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let o = vmstate()
         .args(["check", "/dev/stdin", "--dest", &file])
-        .stdin(cat.stdout.unwrap())
+        .stdin(cat.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(cat.wait().unwrap().success());
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("compatible"));
     std::fs::remove_dir_all(&dir).unwrap();
