@@ -157,6 +157,28 @@ fn endless_garbage_is_refused_at_its_first_bytes() {
         );
         assert_ne!(o.status.code(), Some(0), "{args:?}");
     }
+    // Inputs that may also be JSON (a destination, a dump) stop at 64 MiB.
+    let dump = fixture("pc-7.2.dump-vmstate.json");
+    for args in [
+        vec!["static-check", "/dev/zero", &dump],
+        vec!["check", &dump, "--dest", "/dev/zero"],
+        vec!["caps", "--dump", "/dev/zero", "/dev/null"],
+    ] {
+        let child = vmstate()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = wait_limited(child, Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("/dev/zero: neither a migration stream (no QEVM magic) nor a text of at most 67108864 bytes")
+                || err.contains("/dev/zero: not a migration stream"),
+            "{args:?}: {err}"
+        );
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+    }
     // A real stream's first megabyte, then zeros without end: refused at the first invalid
     // record (the guard decoder follows the stream as it is spooled), not after the disk is
     // full.
