@@ -108,6 +108,28 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
     assert!(cat.wait().unwrap().success());
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("compatible"));
+
+    // A v4 stream through a pipe (followed by the v4 guard: checked as it doubles).
+    let v4 = dir.join("s.v4");
+    let o = vmstate()
+        .args(["rewrite", &file])
+        .arg(&v4)
+        .args(["--format", "v4"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let mut cat = Command::new("cat")
+        .arg(&v4)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = vmstate()
+        .args(["check", "/dev/stdin", "--dest", &file])
+        .stdin(cat.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(cat.wait().unwrap().success());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -202,6 +224,46 @@ fn endless_garbage_is_refused_at_its_first_bytes() {
         err.contains("not a valid migration stream: at byte 1000607 (0xf449f), section 'ram'"),
         "{err}"
     );
+
+    // The same for v4: a v4 header then zeros, and a real v4 stream's first 1.5 MB then zeros.
+    let dir = support::scratch("vmstate-inputs-garbage");
+    let v4 = dir.join("s.v4");
+    let o = vmstate()
+        .args(["rewrite", &file])
+        .arg(&v4)
+        .args(["--format", "v4"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    for (head, says) in [
+        (
+            "printf 'QEVM\\0\\0\\0\\4'".to_string(),
+            "not a valid migration stream: at byte 14 (0xe)",
+        ),
+        (
+            format!("head -c 1500000 {}", v4.display()),
+            "not a valid migration stream: offset 1446277: section 0000:00:01.0/e1000 (id 42, \
+             instance 0): CRC-32C mismatch",
+        ),
+    ] {
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "{head} | cat - /dev/zero | {} check /dev/stdin --dest {file}",
+                    env!("CARGO_BIN_EXE_vmstate")
+                ),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = wait_limited(child, Duration::from_secs(60));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_ne!(o.status.code(), Some(0), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// What one run over a file changed under it did.
