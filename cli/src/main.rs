@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
-use vmstate_cli::model::ParseOptions;
+use vmstate_cli::model::{Entry, ParseOptions};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
@@ -232,6 +232,17 @@ fn parse_with<'a>(
     label: &'static str,
     options: ParseOptions,
 ) -> Result<Stream<'a>, Failure> {
+    parse_visit(path, input, label, options, &mut |_, e| Some(e))
+}
+
+/// [`parse_with`] handing each record to `visit` (see `Stream::parse_visit`).
+fn parse_visit<'a>(
+    path: &Path,
+    input: &'a Input,
+    label: &'static str,
+    options: ParseOptions,
+    visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
@@ -242,10 +253,16 @@ fn parse_with<'a>(
     )?
     .map(|(_, d)| d);
     let mut progress = Progress::new(label, bytes.len());
-    let s = Stream::parse_observed(bytes, description, options, &mut |at| {
-        progress.update(at);
-        input.release_before(at);
-    })
+    let s = Stream::parse_visit(
+        bytes,
+        description,
+        options,
+        &mut |at| {
+            progress.update(at);
+            input.release_before(at);
+        },
+        visit,
+    )
     .map_err(invalid);
     progress.finish();
     checked(path, input, s)
@@ -318,8 +335,39 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 count_pages: !json,
                 stop_at_unmeasured: !json,
             };
+            if !json {
+                // The map is written record by record from two walks (column widths and RAM
+                // counts, then the lines): no entry is kept, so memory does not grow with the
+                // number of sections.
+                let style = if std::io::stdout().is_terminal() {
+                    Style::TERMINAL
+                } else {
+                    Style::PLAIN
+                };
+                let mut map = inspect::MapWriter::new(style);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
+                    map.measure(&e);
+                    None
+                })?;
+                let name = file.display().to_string();
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut written = map.head(&stream, &name, &mut out);
+                drop(stream);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
+                    if written.is_ok() {
+                        written = map.row(&e, &mut out);
+                    }
+                    None
+                })?;
+                written
+                    .and_then(|_| map.tail(&stream, &mut out))
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+                unchanged(&file, &input)?;
+                return Ok(0);
+            }
             let stream = parse_with(&file, &input, "inspect", options)?;
-            if json {
+            {
                 let mut out = std::io::stdout().lock();
                 let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
                     .and_then(|w| out.flush().map(|_| w))
@@ -336,18 +384,6 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 // would cost more than everything after the parse.
                 std::mem::forget(stream);
                 std::mem::forget(input);
-            } else {
-                let style = if std::io::stdout().is_terminal() {
-                    Style::TERMINAL
-                } else {
-                    Style::PLAIN
-                };
-                let name = file.display().to_string();
-                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                inspect::render_to(&stream, &name, style, &mut out)
-                    .and_then(|_| out.flush())
-                    .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
-                unchanged(&file, &input)?;
             }
             Ok(0)
         }

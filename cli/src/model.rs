@@ -549,6 +549,20 @@ impl<'a> Stream<'a> {
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
+        Stream::parse_visit(bytes, description, options, reached, &mut |_, e| Some(e))
+    }
+
+    /// [`Stream::parse_observed`] handing each record's entry to `visit` as soon as it is
+    /// decoded, with the stream read so far (header and configuration); the entry is kept in
+    /// [`Stream::entries`] only if `visit` gives it back. A command that needs one record at a
+    /// time (`inspect`'s map) keeps nothing per record this way.
+    pub fn parse_visit(
+        bytes: &'a [u8],
+        description: Option<Description<'a>>,
+        options: ParseOptions,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+    ) -> Result<Stream<'a>, StreamError> {
         let footers = probe_section_footers(bytes);
         let walk = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
@@ -723,11 +737,14 @@ impl<'a> Stream<'a> {
                     }
                 }
             };
-            stream.entries.push(Entry {
+            let entry = Entry {
                 offset: located.offset,
                 end: located.end,
                 item,
-            });
+            };
+            if let Some(kept) = visit(&stream, entry) {
+                stream.entries.push(kept);
+            }
         }
         // Every described device must be in the stream (QEMU describes what it sent).
         if let Some(d) = records.lengths().desc.as_ref()

@@ -159,11 +159,35 @@ pub fn write_small_sections(path: &Path, n: u32) -> usize {
     finish(w)
 }
 
-/// A scratch folder under this crate's `target/` (never in git, on the same disk as builds).
-pub fn scratch(name: &str) -> PathBuf {
+/// A scratch folder under `target/` (never in git, on the same disk as builds), removed when
+/// dropped — also when a test fails, so no half-gigabyte stream is left behind.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A new [`Scratch`] folder.
+pub fn scratch(name: &str) -> Scratch {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Whether two files hold the same bytes (compared in chunks).
