@@ -397,3 +397,42 @@ fn an_input_changed_while_it_is_read_is_an_io_error_not_a_crash() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sigbus_that_is_not_a_vanished_input_page_still_kills() {
+    // The handler repairs faults inside input mappings only; any other SIGBUS (here one sent
+    // with kill(2) while the tool waits for more of a piped v4 stream, after its first MiB was
+    // mapped and checked) keeps the default action.
+    let dir = support::scratch("vmstate-inputs-sigbus");
+    let file = fixture("q10-pc-q35-10.0.vmstate");
+    let v4 = dir.join("s.v4");
+    let o = vmstate()
+        .args(["rewrite", &file])
+        .arg(&v4)
+        .args(["--format", "v4"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let bytes = std::fs::read(&v4).unwrap();
+    let mut child = vmstate()
+        .args(["check", "/dev/stdin", "--dest", &file])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..1_200_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGBUS) },
+        0
+    );
+    // Had the signal been swallowed, the end of input would let the run finish normally.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stdin);
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status:?}");
+}
