@@ -424,11 +424,10 @@ fn a_sigbus_that_is_not_a_vanished_input_page_still_kills() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&bytes[..1_200_000]).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGBUS) },
-        0
-    );
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) has no memory effects; `pid` is our child, not yet reaped.
+    let sent = unsafe { libc::kill(pid, libc::SIGBUS) };
+    assert_eq!(sent, 0);
     // Had the signal been swallowed, the end of input would let the run finish normally.
     std::thread::sleep(Duration::from_millis(300));
     drop(stdin);
