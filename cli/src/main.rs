@@ -367,24 +367,22 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 return Ok(0);
             }
             let stream = parse_with(&file, &input, "inspect", options)?;
-            {
-                let mut out = std::io::stdout().lock();
-                let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
-                    .and_then(|w| out.flush().map(|_| w))
-                    .map_err(|e| Failure::Usage(format!("stdout: {e}")));
-                let written = checked(&file, &input, written)?;
-                if !written {
-                    return Err(Failure::Invalid(format!(
-                        "{}: no VMDESCRIPTION trailer",
-                        file.display()
-                    )));
-                }
-                // The process ends here: returning the decoded tree to the allocator piece by
-                // piece, or unmapping the input ahead of the exit that unmaps everything,
-                // would cost more than everything after the parse.
-                std::mem::forget(stream);
-                std::mem::forget(input);
+            let mut out = std::io::stdout().lock();
+            let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
+                .and_then(|w| out.flush().map(|_| w))
+                .map_err(|e| Failure::Usage(format!("stdout: {e}")));
+            let written = checked(&file, &input, written)?;
+            if !written {
+                return Err(Failure::Invalid(format!(
+                    "{}: no VMDESCRIPTION trailer",
+                    file.display()
+                )));
             }
+            // The process ends here: returning the decoded tree to the allocator piece by
+            // piece, or unmapping the input ahead of the exit that unmaps everything,
+            // would cost more than everything after the parse.
+            std::mem::forget(stream);
+            std::mem::forget(input);
             Ok(0)
         }
         Command::Verify { file, dest } => {
