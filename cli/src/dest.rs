@@ -36,7 +36,8 @@
 //! device (that is the destination's command line) is not checked.
 
 use crate::exit::Exit;
-use crate::v4tools::{HostCaps, stream_version, upgrade_v3};
+use crate::input::{Expect, Input};
+use crate::v4tools::{HostCaps, stream_version, upgrade_v3_spooled};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -257,11 +258,29 @@ fn configuration(bytes_after_type: &[u8]) -> Result<(String, Vec<String>), Strin
     Ok((String::from_utf8_lossy(c.machine).into_owned(), caps))
 }
 
+/// A stream as v4: the input itself, or a v3 stream converted (with its own trailer) into an
+/// unlinked temporary file, so memory stays bounded whatever the stream's size.
+enum AsV4<'a> {
+    Same(&'a [u8]),
+    Converted(Input),
+}
+
+impl AsV4<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            AsV4::Same(b) => b,
+            AsV4::Converted(i) => i.bytes(),
+        }
+    }
+}
+
 /// The stream as v4 (a v3 stream is converted with its own trailer).
-fn as_v4(stream: &[u8]) -> Result<Vec<u8>, String> {
+fn as_v4(stream: &[u8]) -> Result<AsV4<'_>, String> {
     match stream_version(stream) {
-        Some(3) => upgrade_v3(stream),
-        Some(4) => Ok(stream.to_vec()),
+        Some(3) => upgrade_v3_spooled(stream, &Default::default())
+            .map(AsV4::Converted)
+            .map_err(|e| e.to_string()),
+        Some(4) => Ok(AsV4::Same(stream)),
         Some(v) => Err(format!("unsupported file version {v}")),
         None => Err("not a QEVM stream".into()),
     }
@@ -413,7 +432,7 @@ impl Destination {
     /// command in it.
     pub fn add_stream(&mut self, stream: &[u8], label: &str) -> Result<(), String> {
         let v4 = as_v4(stream)?;
-        let facts = walk_stream(&v4, |record| {
+        let facts = walk_stream(v4.bytes(), |record| {
             let s = match record {
                 Record4::Header(h) => {
                     if self.vendors.is_empty() {
@@ -658,7 +677,7 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
     let mut vendors = vmstate::v4::wire::VendorChain::new();
     let mut report = Box::new(Report::<256>::new());
     let mut headers = 0;
-    let facts = walk_stream(&v4, |record| {
+    let facts = walk_stream(v4.bytes(), |record| {
         match record {
             Record4::Header(h) => {
                 headers += 1;
@@ -771,8 +790,17 @@ pub fn reasons(problems: &[Problem]) -> BTreeMap<Reason, usize> {
     m
 }
 
-fn read_file(p: &Path) -> Result<Vec<u8>, (String, Exit)> {
-    std::fs::read(p).map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))
+/// Opens an input (mapped; a pipe is spooled, see [`crate::input`]).
+fn read_file(p: &Path, expect: Expect) -> Result<Input, (String, Exit)> {
+    Input::open_as(p, expect).map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))
+}
+
+/// `result`, unless `input` changed while it was read (then that is the error).
+fn unchanged<T>(p: &Path, input: &Input, result: T) -> Result<T, (String, Exit)> {
+    input
+        .unchanged()
+        .map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))?;
+    Ok(result)
 }
 
 /// A JSON error with the byte offset it was found at (serde_json counts lines and columns).
@@ -812,17 +840,19 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, Exit)> {
     let invalid = |e: String| (e, Exit::Invalid);
     let mut d = match args.dump {
         Some(p) => {
-            let bytes = read_file(p)?;
-            let v: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| invalid(format!("{}: {}", p.display(), json_error(&bytes, &e))))?;
+            let input = read_file(p, Expect::StreamOrText)?;
+            let bytes = input.bytes();
+            let v = serde_json::from_slice::<Value>(bytes);
+            let v = unchanged(p, &input, v)?
+                .map_err(|e| invalid(format!("{}: {}", p.display(), json_error(bytes, &e))))?;
             Destination::from_dump(&v, args.qemu).map_err(invalid)?
         }
         None => Destination::empty(),
     };
     for p in &args.streams {
-        let bytes = read_file(p)?;
-        d.add_stream(&bytes, &p.display().to_string())
-            .map_err(|e| invalid(format!("{}: {e}", p.display())))?;
+        let input = read_file(p, Expect::Stream)?;
+        let added = d.add_stream(input.bytes(), &p.display().to_string());
+        unchanged(p, &input, added)?.map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
     if args.dump.is_none()
         && let Some(q) = args.qemu
@@ -856,12 +886,14 @@ pub fn check_files(
     dest: &Path,
     qemu: Option<&str>,
 ) -> Result<(String, usize), (String, Exit)> {
-    let stream = read_file(input)?;
-    let dest_bytes = read_file(dest)?;
-    let d = Destination::read(&dest_bytes, &dest.display().to_string(), qemu)
-        .map_err(|e| (e, Exit::Invalid))?;
-    let problems =
-        check(&stream, &d).map_err(|e| (format!("{}: {e}", input.display()), Exit::Invalid))?;
+    let stream = read_file(input, Expect::Stream)?;
+    let dest_input = read_file(dest, Expect::StreamOrText)?;
+    let d = Destination::read(dest_input.bytes(), &dest.display().to_string(), qemu);
+    let d = unchanged(dest, &dest_input, d)?.map_err(|e| (e, Exit::Invalid))?;
+    drop(dest_input);
+    let problems = check(stream.bytes(), &d);
+    let problems = unchanged(input, &stream, problems)?
+        .map_err(|e| (format!("{}: {e}", input.display()), Exit::Invalid))?;
     if problems.is_empty() {
         return Ok((
             format!("compatible: {} loads into {}\n", input.display(), d.name()),

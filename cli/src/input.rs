@@ -4,70 +4,504 @@
 //! A mapped file still becomes resident as it is read. Walks over the input call
 //! [`Input::release_before`] with the offset they reached, which drops the mapping's pages
 //! behind that point from this process (they are read back from the page cache or the file if
-//! touched again), so resident memory stays bounded by the largest single record plus the
-//! decoded model, not by the file size.
+//! touched again). Passes that report no progress (the codec's v3 ↔ v4 conversions, the v4
+//! checksum walk of `check`) are covered by a governor thread: every 5 ms it reads the
+//! process's resident file-backed memory (`/proc/self/statm`), and above
+//! [`RESIDENT_BUDGET`] it releases every input mapping (the pages in use are faulted back in
+//! from the page cache). So the mapped inputs take at most about [`RESIDENT_BUDGET`] plus what
+//! is read in one tick, and resident memory is bounded by that plus the decoded model, not by
+//! the file size.
 //!
-//! The two calls into `memmap2` that the compiler cannot check are the only `unsafe` code of
-//! the crate; each states why it is sound for this read-only tool.
+//! # What can be an input
+//!
+//! * A regular file is mapped as it is.
+//! * A pipe, FIFO, socket or character device (`<(cat f)`, `/dev/stdin`) cannot be mapped: it
+//!   is copied ("spooled") into an unlinked temporary file in `$TMPDIR` as it is read, and that
+//!   file is mapped. Disk use is the stream's size; memory stays bounded as for a file. What is
+//!   read must start with the `QEVM` magic ([`Expect::Stream`]) — so `/dev/zero` is refused
+//!   after its first bytes instead of being copied until the disk is full — or, for inputs that
+//!   may also be JSON ([`Expect::StreamOrText`]), be a stream or at most [`MAX_TEXT_INPUT`]
+//!   bytes. A stream that starts well and turns into garbage is refused early too: a v3 stream
+//!   is followed by the codec's push decoder as it arrives, and a v4 stream's records are
+//!   walked each time the copy doubled in size.
+//! * A directory is refused ("is a directory").
+//!
+//! # An input that changes while it is read
+//!
+//! A mapped file that another process truncates makes the pages past its new end fault with
+//! `SIGBUS`, which would kill the process without a word. This module installs (once) a
+//! `SIGBUS` handler that checks the faulting address lies in one of the mappings made here; if
+//! so it maps a page of zeros over the faulting page and records that the input was truncated,
+//! and the walk goes on reading zeros. A fault anywhere else gets the default action (the
+//! process dies as it would without the handler). Every command asks [`Input::unchanged`]
+//! before it reports a verdict or commits an output: that fails when a truncation was caught,
+//! or when the file's size or modification time differs from when it was opened (a file
+//! rewritten in place, without shrinking). The answer computed from a changed input is never
+//! reported.
+//!
+//! This is the only `unsafe` code of the crate; each block states why it is sound.
 
 use std::cell::Cell;
-use std::fs::File;
-use std::io::{self, IsTerminal, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// Granularity of [`Input::release_before`].
 const RELEASE_STEP: usize = 8 << 20;
 
+/// Resident file-backed memory (the mapped inputs, the program's own code) above which the
+/// governor releases the input mappings.
+pub const RESIDENT_BUDGET: usize = 32 << 20;
+
+/// How often the governor looks.
+const GOVERNOR_TICK: Duration = Duration::from_millis(5);
+
+/// The largest non-stream input read from a pipe or accepted from a file when
+/// [`Expect::StreamOrText`] is given (a `-dump-vmstate` JSON is about 1 MiB).
+pub const MAX_TEXT_INPUT: u64 = 64 << 20;
+
+/// The stream magic every migration stream (v3 and v4) starts with.
+const MAGIC: &[u8; 4] = b"QEVM";
+
+/// What an input must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A migration stream (v3 or v4): a pipe's bytes must start with `QEVM`.
+    Stream,
+    /// A stream, or a text (JSON) of at most [`MAX_TEXT_INPUT`] bytes.
+    StreamOrText,
+}
+
+/// Size and modification time of an input when it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: m.len(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        }
+    }
+}
+
 /// A read-only view of an input file.
 #[derive(Debug)]
 pub struct Input {
-    map: Option<memmap2::Mmap>,
+    map: Option<Guarded>,
     released: Cell<usize>,
+    file: File,
+    stamp: Stamp,
 }
 
 impl Input {
-    /// Maps `path` read-only (an empty file is an empty input).
+    /// Opens a migration stream ([`Expect::Stream`]): maps a regular file, spools anything
+    /// else that can be read (see the module docs). An empty file is an empty input.
     pub fn open(path: &Path) -> io::Result<Input> {
+        Input::open_as(path, Expect::Stream)
+    }
+
+    /// Opens `path` as [`Input::open`] does, with `expect` deciding what a non-stream may be.
+    pub fn open_as(path: &Path, expect: Expect) -> io::Result<Input> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        let map = if len == 0 { None } else { Some(map(&file)?) };
+        let meta = file.metadata()?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        if !kind.is_file() {
+            return Input::from_file(spool(file, expect)?);
+        }
+        if expect == Expect::StreamOrText && meta.len() > MAX_TEXT_INPUT {
+            let mut head = [0u8; 4];
+            let n = (&file).read(&mut head)?;
+            if head[..n] != MAGIC[..] {
+                return Err(too_large());
+            }
+        }
+        Input::from_file(file)
+    }
+
+    /// Maps `file` (a regular file, e.g. one from [`scratch_file`]) from its start.
+    pub fn from_file(file: File) -> io::Result<Input> {
+        let stamp = Stamp::of(&file.metadata()?);
+        let map = if stamp.len == 0 {
+            None
+        } else {
+            Some(Guarded::map(&file)?)
+        };
         Ok(Input {
             map,
             released: Cell::new(0),
+            file,
+            stamp,
         })
     }
 
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.as_ref().map_or(&[], |g| &g.map[..])
+    }
+
+    /// Fails when the input changed since it was opened: it was truncated under the mapping
+    /// (the bytes past its new end read as zeros), or its size or modification time differ.
+    /// Call it before reporting anything computed from [`Input::bytes`].
+    pub fn unchanged(&self) -> io::Result<()> {
+        let changed = |what: String| {
+            Err(io::Error::other(format!(
+                "the input changed while it was read ({what}); nothing computed from it is \
+                 reported"
+            )))
+        };
+        let now = Stamp::of(&self.file.metadata()?);
+        if self.map.as_ref().is_some_and(Guarded::truncated) || now.len < self.stamp.len {
+            return changed(format!(
+                "it shrank from {} to {} bytes",
+                self.stamp.len, now.len
+            ));
+        }
+        if now != self.stamp {
+            return changed(if now.len != self.stamp.len {
+                format!("its size went from {} to {} bytes", self.stamp.len, now.len)
+            } else {
+                "it was modified".into()
+            });
+        }
+        Ok(())
     }
 
     /// Tells the kernel that the bytes before `offset` are not needed for now: their pages
     /// leave this process's resident set (later reads fault them back in). Called with
     /// increasing offsets during one pass; an offset behind the last one starts a new pass.
     pub fn release_before(&self, offset: usize) {
-        let Some(m) = &self.map else { return };
+        let Some(g) = &self.map else { return };
         let from = self.released.get();
-        let to = offset.min(m.len()) & !(RELEASE_STEP - 1);
+        let to = offset.min(g.map.len()) & !(RELEASE_STEP - 1);
         if to < from {
             // A new pass over the input (e.g. writing after parsing) started behind the last
             // release point: release from here on again.
             self.released.set(to);
         } else if to > from {
-            release(m, from, to - from);
+            release(&g.map, from, to - from);
             self.released.set(to);
         }
     }
 }
 
-// SAFETY (both functions below): `memmap2` marks mapping a file `unsafe` because the mapping
-// aliases the file, and another process that truncates or writes the file while we read it
-// would change (or, for truncation, unmap with SIGBUS) memory Rust treats as immutable. This
-// tool only reads: a concurrently modified input can make it report garbage or die with
-// SIGBUS, exactly like any reader of a file being overwritten, but it cannot make the tool
-// write anywhere. Inputs are migration streams an operator points the tool at, not files
-// another process is expected to change underneath it.
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "neither a migration stream (no QEVM magic) nor a text of at most {MAX_TEXT_INPUT} \
+             bytes"
+        ),
+    )
+}
+
+/// An unlinked read-write temporary file in `$TMPDIR` (`O_TMPFILE`, or a file created
+/// exclusively under a unique name and removed at once where the file system lacks it): it
+/// disappears when closed, whatever way the process ends.
+pub fn scratch_file() -> io::Result<File> {
+    let dir = std::env::temp_dir();
+    let tmpfile = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&dir);
+    if let Ok(f) = tmpfile {
+        return Ok(f);
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".vmstate-spool-{}-{n}", std::process::id()));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(f) => {
+                std::fs::remove_file(&path)?;
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies a non-seekable input into a [`scratch_file`], refusing early what cannot be a
+/// stream (a pipe's first four bytes decide) or a text too large for [`Expect::StreamOrText`].
+/// A v3 stream is also fed to the codec's push decoder as it arrives ([`watch`]), so one that
+/// turns into garbage (`QEVM` header, then `/dev/zero`) is refused at its first invalid
+/// record instead of being copied until the disk is full.
+fn spool(mut src: File, expect: Expect) -> io::Result<File> {
+    let mut out = scratch_file()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut work = vec![0u8; WATCH_BUFFER];
+    let mut decoder = None;
+    // The header (magic and version) and the byte after it.
+    let mut head = Vec::with_capacity(HEAD);
+    let mut total = 0u64;
+    let mut next_v4_check = 1u64 << 20;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buf[..n];
+        let before = head.len();
+        if before < HEAD {
+            head.extend_from_slice(&chunk[..(HEAD - before).min(n)]);
+        }
+        let stream = (head.len() >= MAGIC.len()).then(|| head.starts_with(MAGIC));
+        match (stream, expect) {
+            (Some(false), Expect::Stream) => return Err(not_a_stream(&head)),
+            (Some(false), Expect::StreamOrText) if total + n as u64 > MAX_TEXT_INPUT => {
+                return Err(too_large());
+            }
+            _ => {}
+        }
+        if before < HEAD && head.len() == HEAD && head[..8] == V3_HEADER[..] {
+            // Only v3 has a push decoder; a v4 stream is checked when it is read.
+            let options = vmstate::stream::Options {
+                require_configuration: head[8] == vmstate::wire::record::CONFIGURATION,
+                allow_commands: true,
+                ..Default::default()
+            };
+            let mut d =
+                vmstate::io::Decoder::with_options(&mut work, vmstate::stream::FooterScan, options);
+            // Everything spooled before this chunk is in `head`.
+            watch(&mut d, &head[..before])?;
+            decoder = Some(d);
+        }
+        if let Some(d) = decoder.as_mut()
+            && !watch(d, chunk)?
+        {
+            decoder = None;
+        }
+        out.write_all(chunk)?;
+        total += n as u64;
+        if head.len() == HEAD && head[..8] == V4_HEADER[..] && total >= next_v4_check {
+            check_v4_prefix(&out)?;
+            next_v4_check = next_v4_check.saturating_mul(2);
+        }
+    }
+    if expect == Expect::Stream && total > 0 && !head.starts_with(MAGIC) {
+        return Err(not_a_stream(&head));
+    }
+    Ok(out)
+}
+
+/// Bytes read before the decoder starts: magic, version and the record type after the header
+/// (whether it is a CONFIGURATION record decides what the walk requires).
+const HEAD: usize = 9;
+/// The v3 file header.
+const V3_HEADER: [u8; 8] = *b"QEVM\0\0\0\x03";
+/// The v4 file header's first bytes.
+const V4_HEADER: [u8; 8] = *b"QEVM\0\0\0\x04";
+
+/// The v4 guard: v4 has no push decoder, so the records spooled so far are walked (checksums
+/// included) whenever the spool doubled in size, from 1 MiB on — twice the stream's size in
+/// work overall. Only a record cut off at the end of what arrived is accepted; anything else
+/// refuses the input, so garbage after a valid start is copied at most until the spool has
+/// doubled (or until a frame it declares is complete).
+fn check_v4_prefix(out: &File) -> io::Result<()> {
+    let spooled = Input::from_file(out.try_clone()?)?;
+    for r in vmstate::v4::wire::Records4::new(spooled.bytes()) {
+        match r {
+            Ok(_) => {}
+            Err(vmstate::v4::Error::Codec(e))
+                if matches!(e.kind, vmstate::ErrorKind::Truncated { .. }) =>
+            {
+                break;
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("not a valid migration stream: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+/// Working buffer of the guard decoder: the largest VMState section it follows whole.
+const WATCH_BUFFER: usize = 1 << 20;
+
+/// Feeds `data` to the guard decoder and reads every item it completes. An error that the
+/// parse of the whole stream reports too (an unknown record type, a bad section id, a
+/// malformed RAM record) refuses the input at once; errors that only mean the decoder cannot
+/// follow the stream (a body whose end needs the description: no section footers; a section
+/// larger than its buffer) stop the guard (`Ok(false)`), and the full parse decides later.
+fn watch<L: vmstate::stream::BodyLength>(
+    d: &mut vmstate::io::Decoder<'_, L>,
+    mut data: &[u8],
+) -> io::Result<bool> {
+    use vmstate::ErrorKind as K;
+    use vmstate::io::Status;
+    loop {
+        loop {
+            match d.poll() {
+                Ok(Status::Ready) => continue,
+                Ok(Status::Partial) => break,
+                Ok(Status::Done) => return Ok(false),
+                Err(e) => {
+                    return match e.kind {
+                        K::BodyLengthUnknown
+                        | K::BufferTooSmall { .. }
+                        | K::MissingFooter { .. }
+                        | K::FooterMismatch { .. } => Ok(false),
+                        _ => Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("not a valid migration stream: {e}"),
+                        )),
+                    };
+                }
+            }
+        }
+        if data.is_empty() {
+            return Ok(true);
+        }
+        let space = d.space();
+        let k = space.len().min(data.len());
+        space[..k].copy_from_slice(&data[..k]);
+        d.fill(k);
+        data = &data[k..];
+    }
+}
+
+fn not_a_stream(head: &[u8]) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "not a migration stream: it starts with {head:02x?}, expected the QEVM magic \
+             {MAGIC:02x?}"
+        ),
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// Mappings and the SIGBUS guard
+
+/// How many inputs can be mapped at once (`diff` maps two, a conversion one more).
+const SLOTS: usize = 32;
+
+/// One mapping the `SIGBUS` handler may repair. Only atomics: the handler reads them.
+struct Slot {
+    used: AtomicBool,
+    start: AtomicUsize,
+    end: AtomicUsize,
+    truncated: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE: Slot = Slot {
+    used: AtomicBool::new(false),
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+    truncated: AtomicBool::new(false),
+};
+
+static MAPPINGS: [Slot; SLOTS] = [FREE; SLOTS];
+/// The page size, read once before the handler is installed (`sysconf` is not
+/// async-signal-safe).
+static PAGE: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: Once = Once::new();
+/// Held while a mapping is registered or unregistered, and while the governor releases the
+/// registered ones: a range is never advised after it was unmapped.
+static REGISTRY: Mutex<()> = Mutex::new(());
+
+/// A mapping registered with the `SIGBUS` handler for as long as it lives.
+struct Guarded {
+    map: memmap2::Mmap,
+    slot: usize,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("len", &self.map.len())
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+impl Guarded {
+    fn map(file: &File) -> io::Result<Guarded> {
+        INSTALL.call_once(|| {
+            install_handler();
+            // Without the governor only the walks' own releases bound memory.
+            let _ = std::thread::Builder::new()
+                .name("vmstate-governor".into())
+                .spawn(governor);
+        });
+        let _registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = MAPPINGS
+            .iter()
+            .position(|s| {
+                s.used
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+            .ok_or_else(|| io::Error::other(format!("more than {SLOTS} inputs mapped at once")))?;
+        let map = match map(file) {
+            Ok(m) => m,
+            Err(e) => {
+                MAPPINGS[slot].used.store(false, Ordering::Release);
+                return Err(e);
+            }
+        };
+        let s = &MAPPINGS[slot];
+        s.truncated.store(false, Ordering::Release);
+        let start = map.as_ptr() as usize;
+        // `end` before `start`: the handler never sees a range that is not this mapping's.
+        s.end.store(start + map.len(), Ordering::Release);
+        s.start.store(start, Ordering::Release);
+        Ok(Guarded { map, slot })
+    }
+
+    fn truncated(&self) -> bool {
+        MAPPINGS[self.slot].truncated.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Guarded {
+    // Runs before `map` is unmapped: once the range is free it may be reused by another
+    // mapping, whose faults are not ours to repair.
+    fn drop(&mut self) {
+        let _registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &MAPPINGS[self.slot];
+        s.start.store(usize::MAX, Ordering::Release);
+        s.end.store(0, Ordering::Release);
+        s.used.store(false, Ordering::Release);
+    }
+}
+
+// SAFETY (`map` and `release` below): `memmap2` marks mapping a file `unsafe` because the
+// mapping aliases the file: another process that writes the file while we read it changes
+// memory Rust treats as immutable, and one that truncates it makes reads past the new end
+// fault. Faults are repaired by the SIGBUS handler (a page of zeros), and every command checks
+// [`Input::unchanged`] before it reports or commits anything, so bytes read from a changed
+// file never reach an answer. The mapping is read-only and shared: nothing is written
+// through it.
 #[allow(unsafe_code)]
 fn map(file: &File) -> io::Result<memmap2::Mmap> {
     // SAFETY: see the comment above; the mapping is read-only and shared.
@@ -80,11 +514,116 @@ fn map(file: &File) -> io::Result<memmap2::Mmap> {
 // `MADV_DONTNEED` is `unsafe` in memmap2 because on a private or anonymous mapping it
 // discards data (the next read sees zeros or the file's contents). This mapping is a shared,
 // read-only file mapping: there is no private copy to lose, and the next read faults in the
-// same file contents, so every `&[u8]` into the mapping stays valid and unchanged.
+// same file contents, so every `&[u8]` into the mapping stays valid and unchanged. (A page of
+// zeros the SIGBUS handler put over a truncated part reads as zeros again.)
 #[allow(unsafe_code)]
 fn release(m: &memmap2::Mmap, offset: usize, len: usize) {
     // SAFETY: shared read-only file mapping (see above); advice failure only costs memory.
     let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+}
+
+/// Resident file-backed bytes of this process (`/proc/self/statm`, third field, in pages).
+fn resident_file_bytes(statm: &File, buf: &mut [u8; 128]) -> Option<usize> {
+    use std::os::unix::fs::FileExt;
+    let n = statm.read_at(buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let pages: usize = text.split_ascii_whitespace().nth(2)?.parse().ok()?;
+    Some(pages.saturating_mul(PAGE.load(Ordering::Acquire)))
+}
+
+/// The governor thread (see the module docs).
+fn governor() {
+    let Ok(statm) = File::open("/proc/self/statm") else {
+        return;
+    };
+    let mut buf = [0u8; 128];
+    loop {
+        std::thread::sleep(GOVERNOR_TICK);
+        if resident_file_bytes(&statm, &mut buf).is_none_or(|n| n <= RESIDENT_BUDGET) {
+            continue;
+        }
+        let _registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        for s in MAPPINGS.iter().filter(|s| s.used.load(Ordering::Acquire)) {
+            let (start, end) = (
+                s.start.load(Ordering::Acquire),
+                s.end.load(Ordering::Acquire),
+            );
+            if start < end {
+                release_range(start, end - start);
+            }
+        }
+    }
+}
+
+/// `MADV_DONTNEED` over a registered mapping, by address (the governor has no `Mmap`).
+#[allow(unsafe_code)]
+fn release_range(start: usize, len: usize) {
+    // SAFETY: the caller holds REGISTRY and the range is registered, so it is a live shared
+    // read-only file mapping of ours (see `release`: dropping its pages loses nothing, the
+    // next read faults in the same contents), possibly with private zero pages the SIGBUS
+    // handler put there, which read as zeros again after the advice.
+    let _ = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}
+
+#[allow(unsafe_code)]
+fn install_handler() {
+    // SAFETY: `sysconf` has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    PAGE.store(usize::try_from(page).unwrap_or(4096), Ordering::Release);
+    // SAFETY: a zeroed `sigaction` is a valid value (empty mask, no flags); the handler is an
+    // `extern "C"` function of the SA_SIGINFO signature that stays valid for the whole
+    // program, and uses only atomics and async-signal-safe calls (`mmap`, `signal`, `raise`).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut action.sa_mask);
+        // Without the handler a truncated input kills the process as before.
+        let _ = libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+    }
+}
+
+#[allow(unsafe_code)]
+extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: with SA_SIGINFO the kernel passes a valid `siginfo_t`; for SIGBUS `si_addr` is
+    // the faulting address (for a SIGBUS sent with kill(2) it is some number, matched below
+    // against our mappings' ranges only).
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let page = PAGE.load(Ordering::Acquire);
+    for s in &MAPPINGS {
+        let (start, end) = (
+            s.start.load(Ordering::Acquire),
+            s.end.load(Ordering::Acquire),
+        );
+        if start <= addr && addr < end && page.is_power_of_two() {
+            // SAFETY: the page lies inside a live read-only mapping of ours (registered for
+            // as long as it is mapped), which this replaces by a private page of zeros: the
+            // faulting read is retried and reads zeros, and nothing else refers to the old
+            // page's contents. `mmap` is async-signal-safe.
+            let p = unsafe {
+                libc::mmap(
+                    (addr & !(page - 1)) as *mut libc::c_void,
+                    page,
+                    libc::PROT_READ,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                s.truncated.store(true, Ordering::Release);
+                return;
+            }
+            break;
+        }
+    }
+    // Not ours (or not repairable): the default action. SIGBUS is blocked while the handler
+    // runs, so the raised signal is delivered, and kills the process, when it returns.
+    // SAFETY: `signal` and `raise` are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        libc::raise(libc::SIGBUS);
+    }
 }
 
 /// A `\r`-updated percentage line on stderr, shown only when stderr is a terminal and at most

@@ -5,7 +5,8 @@
 //! * [`generic`]: a description-driven decoder/encoder for any VMState section body, the
 //!   analyze-migration.py rendering, and field edits.
 //! * [`model`]: a whole stream decoded record by record and written back byte for byte.
-//! * [`input`]: memory-mapped input released behind the walk, and the progress line.
+//! * [`input`]: inputs memory-mapped (pipes spooled into an unlinked temporary file), guarded
+//!   against a file that changes while it is read, released behind the walk; the progress line.
 //! * [`inspect`]: the human-readable map.
 //! * [`diff`]: field-level comparison of two streams.
 //! * [`extract`]: a stream's parts as files.

@@ -13,7 +13,7 @@ use vmstate_cli::exit::Exit;
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
-use vmstate_cli::model::ParseOptions;
+use vmstate_cli::model::{Entry, ParseOptions};
 use vmstate_cli::output::{Links, OutputError, OutputFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
@@ -249,8 +249,26 @@ fn finish_output(mut out: OutputFile, output: &Path, bytes: &[u8]) -> Result<(),
     Ok(out.commit()?)
 }
 
+/// Opens a stream; what cannot be one (a pipe that does not start with the magic) is invalid
+/// input, anything else that fails is an I/O error.
 fn open(path: &Path) -> Result<Input, Failure> {
-    Input::open(path).map_err(|e| Failure::io(path, e))
+    Input::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
+        _ => Failure::io(path, e),
+    })
+}
+
+/// An I/O error when `input` changed while it was read (see [`Input::unchanged`]); called
+/// before anything computed from it is reported or committed.
+fn unchanged(path: &Path, input: &Input) -> Result<(), Failure> {
+    input.unchanged().map_err(|e| Failure::io(path, e))
+}
+
+/// `result`, unless `input` changed while it was read: an error found in (or an answer
+/// computed from) bytes that changed under the walk is not reported.
+fn checked<T>(path: &Path, input: &Input, result: Result<T, Failure>) -> Result<T, Failure> {
+    unchanged(path, input)?;
+    result
 }
 
 /// Parses the whole stream, releasing the input behind the walk and showing progress.
@@ -264,20 +282,40 @@ fn parse_with<'a>(
     label: &'static str,
     options: ParseOptions,
 ) -> Result<Stream<'a>, Failure> {
+    parse_visit(path, input, label, options, &mut |_, e| Some(e))
+}
+
+/// [`parse_with`] handing each record to `visit` (see `Stream::parse_visit`).
+fn parse_visit<'a>(
+    path: &Path,
+    input: &'a Input,
+    label: &'static str,
+    options: ParseOptions,
+    visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
-    let description = vmstate_cli::model::find_description(bytes)
-        .map_err(invalid)?
-        .map(|(_, d)| d);
+    let description = checked(
+        path,
+        input,
+        vmstate_cli::model::find_description(bytes).map_err(invalid),
+    )?
+    .map(|(_, d)| d);
     let mut progress = Progress::new(label, bytes.len());
-    let s = Stream::parse_observed(bytes, description, options, &mut |at| {
-        progress.update(at);
-        input.release_before(at);
-    })
-    .map_err(invalid)?;
+    let s = Stream::parse_visit(
+        bytes,
+        description,
+        options,
+        &mut |at| {
+            progress.update(at);
+            input.release_before(at);
+        },
+        visit,
+    )
+    .map_err(invalid);
     progress.finish();
-    Ok(s)
+    checked(path, input, s)
 }
 
 fn emit(text: &str) -> Result<(), Failure> {
@@ -298,10 +336,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let bytes = input.bytes();
             if desc {
                 let d = vmstate_cli::model::find_description(bytes)
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?
-                    .ok_or_else(|| {
-                        Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
-                    })?;
+                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))
+                    .and_then(|d| {
+                        d.ok_or_else(|| {
+                            Failure::Invalid(format!(
+                                "{}: no VMDESCRIPTION trailer",
+                                file.display()
+                            ))
+                        })
+                    });
+                let d = checked(&file, &input, d)?;
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
             }
@@ -311,32 +355,54 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 count_pages: !json,
                 stop_at_unmeasured: !json,
             };
-            let stream = parse_with(&file, &input, "inspect", options)?;
-            if json {
-                let mut out = std::io::stdout().lock();
-                let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
-                    .and_then(|w| out.flush().map(|_| w))
-                    .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
-                if !written {
-                    return Err(Failure::Invalid(format!(
-                        "{}: no VMDESCRIPTION trailer",
-                        file.display()
-                    )));
-                }
-                // The process ends here: returning the decoded tree to the allocator piece by
-                // piece, or unmapping the input ahead of the exit that unmaps everything,
-                // would cost more than everything after the parse.
-                std::mem::forget(stream);
-                std::mem::forget(input);
-            } else {
+            if !json {
+                // The map is written record by record from two walks (column widths and RAM
+                // counts, then the lines): no entry is kept, so memory does not grow with the
+                // number of sections.
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL
                 } else {
                     Style::PLAIN
                 };
+                let mut map = inspect::MapWriter::new(style);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
+                    map.measure(&e);
+                    None
+                })?;
                 let name = file.display().to_string();
-                emit(&inspect::render(&stream, &name, style))?;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let mut written = map.head(&stream, &name, &mut out);
+                drop(stream);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
+                    if written.is_ok() {
+                        written = map.row(&e, &mut out);
+                    }
+                    None
+                })?;
+                written
+                    .and_then(|_| map.tail(&stream, &mut out))
+                    .and_then(|_| out.flush())
+                    .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
+                unchanged(&file, &input)?;
+                return Ok(0);
             }
+            let stream = parse_with(&file, &input, "inspect", options)?;
+            let mut out = std::io::stdout().lock();
+            let written = vmstate_cli::analyze::write_state_to(&stream, &mut out)
+                .and_then(|w| out.flush().map(|_| w))
+                .map_err(|e| Failure::Output(format!("stdout: {e}")));
+            let written = checked(&file, &input, written)?;
+            if !written {
+                return Err(Failure::Invalid(format!(
+                    "{}: no VMDESCRIPTION trailer",
+                    file.display()
+                )));
+            }
+            // The process ends here: returning the decoded tree to the allocator piece by
+            // piece, or unmapping the input ahead of the exit that unmaps everything,
+            // would cost more than everything after the parse.
+            std::mem::forget(stream);
+            std::mem::forget(input);
             Ok(0)
         }
         Command::Verify { file, dest } => {
@@ -348,8 +414,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 progress.update(at);
                 input.release_before(at);
             })
-            .map_err(Failure::Usage)?;
+            .map_err(Failure::Usage);
             progress.finish();
+            let report = checked(&file, &input, report)?;
             let name = file.display();
             let mut out = String::new();
             if !report.unchecked.is_empty() {
@@ -391,7 +458,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let file = open(&input)?;
             let out = create_output(&output, &[&input])?;
             if set.is_empty() && format.is_some() {
-                return convert(file.bytes(), out, &output, format, no_crc);
+                let converted = convert(file.bytes(), &file, out, &output, format, no_crc);
+                return checked(&input, &file, converted);
             }
             let mut stream = parse(&input, &file, "rewrite")?;
             if !set.is_empty() {
@@ -413,21 +481,27 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             if format.is_some() {
-                let bytes = stream
-                    .to_bytes()
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
-                return convert(&bytes, out, &output, format, no_crc);
+                // The edited stream goes through an unlinked temporary file, not memory.
+                let edited = vmstate_cli::input::scratch_file()
+                    .and_then(|mut f| stream.write_to(&mut f).map(|_| f))
+                    .and_then(Input::from_file)
+                    .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())));
+                let edited = checked(&input, &file, edited)?;
+                let converted = convert(edited.bytes(), &file, out, &output, format, no_crc);
+                return checked(&input, &file, converted);
             }
             let mut out = out;
             let mut progress = Progress::new("rewrite", file.bytes().len());
-            stream
+            let written = stream
                 .write_observed(out.file(), &mut |at| {
                     progress.update(at);
                     file.release_before(at);
                 })
-                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
-            out.commit()?;
+                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())));
             progress.finish();
+            // Before the output replaces anything.
+            checked(&input, &file, written)?;
+            out.commit()?;
             Ok(0)
         }
         Command::Extract { input, dir } => {
@@ -437,8 +511,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let files = vmstate_cli::extract::extract_observed(&stream, &dir, &input, &mut |at| {
                 progress.update(at);
                 file.release_before(at);
-            })?;
+            })
+            .map_err(Failure::from);
             progress.finish();
+            let files = checked(&input, &file, files)?;
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)
@@ -447,6 +523,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let (fa, fb) = (open(&a)?, open(&b)?);
             let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
             let d = vmstate_cli::diff::diff(&sa, &sb);
+            unchanged(&a, &fa)?;
+            unchanged(&b, &fb)?;
             let mut text = String::new();
             for x in &d {
                 text.push_str(&format!("{}: {} -> {}\n", x.path, x.a, x.b));
@@ -532,27 +610,31 @@ fn static_check_files(
     }
 }
 
-/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` into `out` (the file `output`).
+/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` (read from `input`, or from a stream
+/// written from it) into `out` (the file `output`), written as it is converted (never a
+/// whole-stream buffer).
 fn convert(
     bytes: &[u8],
-    out: OutputFile,
+    input: &Input,
+    mut out: OutputFile,
     output: &Path,
     format: Option<Format>,
     no_crc: bool,
 ) -> Result<u8, Failure> {
     let format = format.unwrap_or(Format::V3);
-    let converted =
-        if no_crc && format == Format::V4 && v4tools::stream_version(bytes) == Some(3) {
-            let opts = vmstate::v4::convert::UpgradeOptions {
-                vendors: &[],
-                crc: false,
-            };
-            v4tools::upgrade_v3_with(bytes, &opts)
-        } else {
-            v4tools::rewrite(bytes, format)
-        }
-        .map_err(Failure::Invalid)?;
-    finish_output(out, output, &converted)?;
+    let opts = vmstate::v4::convert::UpgradeOptions {
+        vendors: &[],
+        crc: !no_crc,
+    };
+    v4tools::rewrite_to(bytes, format, &opts, out.file()).map_err(|e| match e {
+        v4tools::ConvertError::Io(e) => Failure::Output(format!("{}: {e}", output.display())),
+        v4tools::ConvertError::Invalid(m) => Failure::Invalid(m),
+    })?;
+    // Before the output replaces anything (the caller names the input).
+    input
+        .unchanged()
+        .map_err(|e| Failure::Unreadable(e.to_string()))?;
+    out.commit()?;
     Ok(0)
 }
 

@@ -10,7 +10,7 @@
 //! without a trailer can still be walked and rewritten: its bodies are found with the codec's
 //! footer scan and kept as opaque bytes.
 
-use crate::desc::{DescError, Description, Device};
+use crate::desc::{DescError, Description, Device, MAX_DESCRIPTION_LEN};
 use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -274,8 +274,15 @@ pub enum Item<'a> {
 /// find the section's end); only the body and the RAM parsing state at its start are kept,
 /// because a decoded record takes several times the 9 bytes a ZERO record takes on the wire:
 /// keeping them would make memory grow faster than the stream.
+///
+/// Boxed: a RAM section is one of few, and its parsing state is larger than a whole device
+/// section's entry, which would otherwise grow every [`Entry`] of a stream of many small
+/// sections.
 #[derive(Debug, Clone)]
-pub struct RamRecords<'a> {
+pub struct RamRecords<'a>(Box<RamSectionState<'a>>);
+
+#[derive(Debug, Clone)]
+struct RamSectionState<'a> {
     body: &'a [u8],
     base: usize,
     start: RamContext<'a>,
@@ -300,7 +307,7 @@ impl<'a> RamRecords<'a> {
     /// Page record counts per block (first-seen order): taken while parsing, or counted now
     /// (one pass over the records) when the parse did not count.
     pub fn counts(&self) -> Vec<BlockCount<'a>> {
-        if let Some(c) = &self.counts {
+        if let Some(c) = &self.0.counts {
             return c.clone();
         }
         let mut counts = Vec::new();
@@ -313,8 +320,8 @@ impl<'a> RamRecords<'a> {
     /// The records, EOS last.
     pub fn iter(&self) -> RamIter<'a> {
         RamIter {
-            r: Reader::new(self.body, self.base),
-            ram: self.start,
+            r: Reader::new(self.0.body, self.0.base),
+            ram: self.0.start,
             done: false,
         }
     }
@@ -433,8 +440,18 @@ pub struct Stream<'a> {
 }
 
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
+///
+/// Only the last [`MAX_DESCRIPTION_LEN`] bytes (and the six before them: EOF, type byte and
+/// length) are looked at: a longer trailer is refused anyway, and a multi-GiB file without a
+/// trailer (and with no NUL byte near its end) is not read back to front. A longer trailer
+/// that ends the stream is refused by [`Stream::parse_observed`] when it reaches it.
 pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>, StreamError> {
-    let Some(at) = Trailer::locate(bytes) else {
+    let from = bytes.len().saturating_sub(MAX_DESCRIPTION_LEN + 6);
+    let Some(at) = bytes
+        .get(from..)
+        .and_then(Trailer::locate)
+        .map(|at| from + at)
+    else {
         return Ok(None);
     };
     let json = &bytes[at + 5..];
@@ -532,6 +549,20 @@ impl<'a> Stream<'a> {
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
+        Stream::parse_visit(bytes, description, options, reached, &mut |_, e| Some(e))
+    }
+
+    /// [`Stream::parse_observed`] handing each record's entry to `visit` as soon as it is
+    /// decoded, with the stream read so far (header and configuration); the entry is kept in
+    /// [`Stream::entries`] only if `visit` gives it back. A command that needs one record at a
+    /// time (`inspect`'s map) keeps nothing per record this way.
+    pub fn parse_visit(
+        bytes: &'a [u8],
+        description: Option<Description<'a>>,
+        options: ParseOptions,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+    ) -> Result<Stream<'a>, StreamError> {
         let footers = probe_section_footers(bytes);
         let walk = Options {
             require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
@@ -621,6 +652,11 @@ impl<'a> Stream<'a> {
                     continue;
                 }
                 Record::Trailer(t) => {
+                    if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
+                        // Too long for `find_description` to look for: the parser's length
+                        // check refuses it with its own message.
+                        Description::from_json_bytes(t.json).map_err(StreamError::Description)?;
+                    }
                     stream.trailer = Some(t.json);
                     continue;
                 }
@@ -637,12 +673,12 @@ impl<'a> Stream<'a> {
                         body_len: rec.body.len(),
                     };
                     if rec.is_ram() {
-                        let mut records = RamRecords {
+                        let mut records = RamRecords(Box::new(RamSectionState {
                             body: rec.body,
                             base: rec.body_offset,
                             start: ram,
                             counts: None,
-                        };
+                        }));
                         if options.count_pages {
                             let mut counts = Vec::new();
                             let mut it = records.iter();
@@ -650,7 +686,7 @@ impl<'a> Stream<'a> {
                                 count(&mut counts, &r);
                                 reached(it.offset());
                             }
-                            records.counts = Some(counts);
+                            records.0.counts = Some(counts);
                         }
                         Item::Ram { section, records }
                     } else if let Some(desc) = description
@@ -701,11 +737,14 @@ impl<'a> Stream<'a> {
                     }
                 }
             };
-            stream.entries.push(Entry {
+            let entry = Entry {
                 offset: located.offset,
                 end: located.end,
                 item,
-            });
+            };
+            if let Some(kept) = visit(&stream, entry) {
+                stream.entries.push(kept);
+            }
         }
         // Every described device must be in the stream (QEMU describes what it sent).
         if let Some(d) = records.lengths().desc.as_ref()
@@ -1010,6 +1049,38 @@ mod tests {
         b.extend_from_slice(&(json.len() as u32).to_be_bytes());
         b.extend_from_slice(json);
         b
+    }
+
+    #[test]
+    fn the_trailer_is_looked_for_only_as_far_back_as_it_may_reach() {
+        // A trailer one byte longer than the parser accepts: not found by the bounded look
+        // back, and refused (with the parser's message) when the walk reaches it.
+        let mut b = b"QEVM\0\0\0\x03\x07\0\0\0\x0dpc-i440fx-7.2\0\x06".to_vec();
+        let json_len = MAX_DESCRIPTION_LEN + 1;
+        b.extend_from_slice(&(json_len as u32).to_be_bytes());
+        b.push(b'{');
+        b.resize(b.len() + json_len - 2, b' ');
+        b.push(b'}');
+        assert!(find_description(&b).unwrap().is_none());
+        let e = Stream::parse(&b).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{json_len} bytes of JSON: expected at most {MAX_DESCRIPTION_LEN}"
+            )),
+            "{e}"
+        );
+        // One byte shorter is found where it is (and read: it lacks the required keys).
+        let json_len = MAX_DESCRIPTION_LEN;
+        b.truncate(28);
+        b.extend_from_slice(&(json_len as u32).to_be_bytes());
+        b.push(b'{');
+        b.resize(b.len() + json_len - 2, b' ');
+        b.push(b'}');
+        let e = find_description(&b).err().map(|e| e.to_string());
+        assert!(
+            e.as_ref().is_some_and(|e| !e.contains("expected at most")),
+            "{e:?}"
+        );
     }
 
     #[test]

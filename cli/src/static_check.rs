@@ -1040,7 +1040,10 @@ pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
         status,
     };
     // Both files are opened before either is parsed, as the script's argument parser does.
-    let (a, b) = match (std::fs::read(src), std::fs::read(dst)) {
+    // (Read as any input: mapped, a pipe spooled, at most 64 MiB unless it is a stream, so
+    // `/dev/zero` ends with an error instead of exhausting memory.)
+    let open = |p: &Path| crate::input::Input::open_as(p, crate::input::Expect::StreamOrText);
+    let (a, b) = match (open(src), open(dst)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) => return fail(format!("vmstate: {}: {e}\n", src.display()), UNREADABLE),
         (_, Err(e)) => return fail(format!("vmstate: {}: {e}\n", dst.display()), UNREADABLE),
@@ -1049,7 +1052,13 @@ pub fn run(src: &Path, dst: &Path, reverse: bool) -> Outcome {
         serde_json::from_slice::<Value>(bytes)
             .map_err(|e| format!("vmstate: invalid input: {}: {e}\n", path.display()))
     };
-    let (a, b) = match (parse(&a, src), parse(&b, dst)) {
+    let parsed = (parse(a.bytes(), src), parse(b.bytes(), dst));
+    for (input, path) in [(&a, src), (&b, dst)] {
+        if let Err(e) = input.unchanged() {
+            return fail(format!("vmstate: {}: {e}\n", path.display()), 2);
+        }
+    }
+    let (a, b) = match parsed {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return fail(e, INVALID),
     };

@@ -11,7 +11,9 @@
 
 use crate::desc::Description;
 use crate::generic;
+use crate::input::{Input, scratch_file};
 use crate::model::find_description;
+use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
 use vmstate::SliceSink;
@@ -186,6 +188,75 @@ where
     Ok(buf)
 }
 
+/// Why a conversion written to an [`io::Write`] failed.
+#[derive(Debug)]
+pub enum ConvertError {
+    /// The input is malformed or the conversion is refused (the message says where and why).
+    Invalid(String),
+    /// Writing the output failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConvertError::Invalid(m) => f.write_str(m),
+            ConvertError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A [`vmstate::Sink`] over an [`io::Write`] (buffered here): the codec's conversions write
+/// straight into a file, never into a whole-stream buffer. A write error is kept (the codec
+/// sees a "buffer too small" at that position) and reported by [`WriteSink::result`].
+struct WriteSink<W: Write> {
+    w: io::BufWriter<W>,
+    n: usize,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> WriteSink<W> {
+    fn new(w: W) -> Self {
+        WriteSink {
+            w: io::BufWriter::with_capacity(1 << 20, w),
+            n: 0,
+            error: None,
+        }
+    }
+
+    /// The conversion's outcome, the writer's error first; flushes on success.
+    fn result(mut self, r: Result<(), String>) -> Result<(), ConvertError> {
+        if let Some(e) = self.error.take() {
+            return Err(ConvertError::Io(e));
+        }
+        r.map_err(ConvertError::Invalid)?;
+        self.w.flush().map_err(ConvertError::Io)
+    }
+}
+
+impl<W: Write> vmstate::Sink for WriteSink<W> {
+    type Error = Error;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Err(e) = self.w.write_all(bytes) {
+            self.error = Some(e);
+            return Err(Error::new(
+                self.n,
+                ErrorKind::BufferTooSmall {
+                    needed: bytes.len(),
+                    capacity: 0,
+                },
+            ));
+        }
+        self.n += bytes.len();
+        Ok(())
+    }
+
+    fn position(&self) -> usize {
+        self.n
+    }
+}
+
 /// Bytes of v4 framing per v3 byte are bounded: each record grows by at most its frame, CRC,
 /// minors and subsection frames; 2× + 64 KiB is ample for any stream.
 fn v4_capacity(v3_len: usize) -> usize {
@@ -213,14 +284,28 @@ pub fn upgrade_v3(v3: &[u8]) -> Result<Vec<u8>, String> {
 /// [`upgrade_v3`] with `opts`; a body that does not match its description is refused with
 /// the description decoder's message (section, byte, field, expected and found).
 pub fn upgrade_v3_with(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Vec<u8>, String> {
-    let mut split = TrailerSplit::from_stream(v3)?;
+    let mut out = Vec::new();
+    upgrade_v3_to(v3, opts, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// [`upgrade_v3_with`] writing into `out` as it goes (memory: the description and a write
+/// buffer, not the stream).
+pub fn upgrade_v3_to(
+    v3: &[u8],
+    opts: &UpgradeOptions<'_>,
+    out: impl Write,
+) -> Result<(), ConvertError> {
+    let mut split = TrailerSplit::from_stream(v3).map_err(ConvertError::Invalid)?;
     let mut lengths = split.clone();
-    upgrade_with(v3, &mut lengths, &mut split, opts).map_err(|e| {
+    let mut sink = WriteSink::new(out);
+    let r = upgrade(v3, &mut lengths, &mut split, opts, &mut sink).map_err(|e| {
         lengths
             .take_error()
             .or_else(|| split.take_error())
             .unwrap_or_else(|| e.to_string())
-    })
+    });
+    sink.result(r)
 }
 
 /// Converts a v4 stream to v3 (refusing, with the reason, when a vendor feature is in use).
@@ -228,21 +313,52 @@ pub fn downgrade_v4(v4: &[u8]) -> Result<Vec<u8>, vmstate::v4::Error> {
     sized(v4.len(), |out| downgrade(v4, out))
 }
 
+/// [`downgrade_v4`] writing into `out` as it goes.
+pub fn downgrade_v4_to(v4: &[u8], out: impl Write) -> Result<(), ConvertError> {
+    let mut sink = WriteSink::new(out);
+    let r = downgrade(v4, &mut sink).map_err(|e| e.to_string());
+    sink.result(r)
+}
+
+/// The stream `v3` as v4, in an unlinked temporary file ([`scratch_file`]) mapped as an
+/// [`Input`]: disk use is the v4 stream's size, memory stays bounded.
+pub fn upgrade_v3_spooled(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Input, ConvertError> {
+    let mut file = scratch_file().map_err(ConvertError::Io)?;
+    upgrade_v3_to(v3, opts, &mut file)?;
+    Input::from_file(file).map_err(ConvertError::Io)
+}
+
 /// Rewrites `input` (v3 or v4) in `format`. Same-format rewrites go through the other format
 /// and back, so they also validate the stream.
 pub fn rewrite(input: &[u8], format: Format) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    rewrite_to(input, format, &UpgradeOptions::default(), &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// [`rewrite`] into `out` as it goes, with `opts` for an upgrade: memory stays bounded by the
+/// description and write buffers. A v3 → v3 rewrite goes through a v4 copy in a temporary
+/// file (disk: the v4 stream's size).
+pub fn rewrite_to(
+    input: &[u8],
+    format: Format,
+    opts: &UpgradeOptions<'_>,
+    mut out: impl Write,
+) -> Result<(), ConvertError> {
     match (stream_version(input), format) {
-        (Some(3), Format::V4) => upgrade_v3(input),
-        (Some(3), Format::V3) => downgrade_v4(&upgrade_v3(input)?).map_err(|e| e.to_string()),
-        (Some(4), Format::V3) => downgrade_v4(input).map_err(|e| e.to_string()),
+        (Some(3), Format::V4) => upgrade_v3_to(input, opts, out),
+        (Some(3), Format::V3) => downgrade_v4_to(upgrade_v3_spooled(input, opts)?.bytes(), out),
+        (Some(4), Format::V3) => downgrade_v4_to(input, out),
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
-                r.map_err(|e| e.to_string())?;
+                r.map_err(|e| ConvertError::Invalid(e.to_string()))?;
             }
-            Ok(input.to_vec())
+            out.write_all(input).map_err(ConvertError::Io)
         }
-        (Some(v), _) => Err(format!("unsupported file version {v}")),
-        (None, _) => Err("not a QEVM stream".into()),
+        (Some(v), _) => Err(ConvertError::Invalid(format!(
+            "unsupported file version {v}"
+        ))),
+        (None, _) => Err(ConvertError::Invalid("not a QEVM stream".into())),
     }
 }
 
