@@ -59,9 +59,11 @@ impl Deref for Text<'_> {
     }
 }
 
+/// Shows the name escaped ([`vmstate::Escaped`]): the text comes from the input, and a
+/// terminal must not see its control characters. [`Text::as_str`] is the name itself.
 impl fmt::Display for Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        vmstate::Escaped(self.0.as_bytes()).fmt(f)
     }
 }
 
@@ -275,7 +277,10 @@ fn section_keys(devices: &[Device<'_>]) -> Result<Vec<usize>, DescError> {
 
 #[cold]
 fn unexpected(path: &Path<'_>, key: &str) -> DescError {
-    err(path, format!("unexpected key \"{key}\""))
+    err(
+        path,
+        format!("unexpected key \"{}\"", vmstate::Escaped(key.as_bytes())),
+    )
 }
 
 #[cold]

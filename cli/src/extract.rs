@@ -131,7 +131,7 @@ fn write_at(
     let f = images.get_mut(block).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("page for unlisted block {}", String::from_utf8_lossy(block)),
+            format!("page for unlisted block {}", vmstate::Escaped(block)),
         )
     })?;
     f.seek(SeekFrom::Start(offset))?;

@@ -97,7 +97,7 @@ fn subsection_names(body: &Body<'_>, out: &mut Vec<String>) {
         value_subsections(&f.value, out);
     }
     for s in &body.subsections {
-        out.push(s.name.clone());
+        out.push(vmstate::Escaped(s.name.as_bytes()).to_string());
         subsection_names(&s.body, out);
     }
 }
@@ -126,7 +126,7 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
             let mut line = format!(
                 "{} at 0x00000008: machine {}",
                 head("configuration"),
-                String::from_utf8_lossy(c.machine)
+                vmstate::Escaped(c.machine)
             );
             if let Some(b) = c.target_page_bits {
                 let _ = write!(line, ", target-page-bits {b}");
@@ -134,7 +134,7 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
             if let Some(caps) = &c.capabilities {
                 let names: Vec<String> = caps
                     .iter()
-                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .map(|c| vmstate::Escaped(c).to_string())
                     .collect();
                 let _ = write!(line, ", capabilities [{}]", names.join(", "));
             }
@@ -291,7 +291,15 @@ pub fn render(stream: &Stream<'_>, name: &str, style: Style) -> String {
     if !ram.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(o, "{}", head("RAM blocks"));
-        let nw = ram.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        let ram: Vec<(String, &BlockPages)> = ram
+            .iter()
+            .map(|(n, p)| (vmstate::Escaped(n.as_bytes()).to_string(), p))
+            .collect();
+        let nw = ram
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0);
         let (mut tz, mut tp) = (0, 0);
         for (n, p) in &ram {
             tz += p.zero;

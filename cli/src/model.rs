@@ -70,7 +70,7 @@ impl From<vmstate::Error> for StreamError {
 fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
     format!(
         "'{}' instance {instance_id} (id {section_id})",
-        String::from_utf8_lossy(idstr)
+        vmstate::Escaped(idstr)
     )
 }
 
@@ -216,9 +216,9 @@ pub struct SectionMeta<'a> {
 }
 
 impl SectionMeta<'_> {
-    /// The idstr as text (names are printable ASCII on the wire).
+    /// The idstr as text for a terminal ([`vmstate::Escaped`]: it comes from the input).
     pub fn name(&self) -> String {
-        String::from_utf8_lossy(self.idstr).into_owned()
+        vmstate::Escaped(self.idstr).to_string()
     }
 
     fn write_header(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
@@ -913,7 +913,7 @@ impl<'a> Stream<'a> {
 }
 
 fn key(s: &SectionMeta<'_>) -> String {
-    format!("{} ({})", s.name(), s.section_id)
+    format!("{} ({})", String::from_utf8_lossy(s.idstr), s.section_id)
 }
 
 /// Splits `IDSTR[INSTANCE].REST`. The idstr may itself hold dots, slashes and colons

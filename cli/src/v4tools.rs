@@ -116,7 +116,7 @@ impl<'a> TrailerSplit<'a> {
             let label = || {
                 format!(
                     "section '{}' instance {}",
-                    String::from_utf8_lossy(sec.idstr),
+                    vmstate::Escaped(sec.idstr),
                     sec.instance_id
                 )
             };

@@ -63,16 +63,57 @@ impl Name {
     }
 }
 
-/// Displays bytes from the stream as text: printable ASCII as is, anything else as `\xNN`.
+/// Displays bytes from the input as text that cannot drive a terminal: the one escaping rule
+/// for every name a stream or trailer supplies (idstrs, field, subsection and RAM block names,
+/// JSON paths) on its way to a terminal or a log.
+///
+/// Printable ASCII and printable UTF-8 pass as they are. Escaped: C0 controls (`\n`, `\r`,
+/// `\t`, ESC, BEL…), DEL and the backslash as `\xNN`; every byte of invalid UTF-8 as `\xNN`;
+/// C1 controls (U+0080–U+009F), bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069), the line and paragraph separators (U+2028, U+2029) and
+/// U+FEFF as `\u{NNNN}`. An escape sequence, a carriage return or a bidi override read from a
+/// stream can therefore neither forge an output line nor reorder one. No allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Escaped<'a>(pub &'a [u8]);
 
+impl Escaped<'_> {
+    /// Whether `c` is shown as a `\u{…}` escape rather than as itself (non-ASCII only).
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{feff}'
+            )
+    }
+}
+
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in self.0 {
-            if (0x20..0x7f).contains(&b) && b != b'\\' {
-                write!(f, "{}", b as char)?;
-            } else {
+        for chunk in self.0.utf8_chunks() {
+            let valid = chunk.valid();
+            let mut from = 0;
+            for (i, c) in valid.char_indices() {
+                let ascii_shown = (' '..'\x7f').contains(&c) && c != '\\';
+                if ascii_shown || (!c.is_ascii() && !Self::hidden(c)) {
+                    continue;
+                }
+                f.write_str(&valid[from..i])?;
+                if c.is_ascii() {
+                    write!(f, "\\x{:02x}", c as u32)?;
+                } else {
+                    write!(f, "\\u{{{:04x}}}", c as u32)?;
+                }
+                from = i + c.len_utf8();
+            }
+            f.write_str(&valid[from..])?;
+            for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }
         }
@@ -679,6 +720,27 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    /// Terminal controls from the input never reach the output as themselves.
+    #[test]
+    fn escaped_shows_text_and_escapes_controls() {
+        let show = |b: &[u8]| std::format!("{}", Escaped(b));
+        assert_eq!(show(b"cpu/xsave 0000:00:01.1"), "cpu/xsave 0000:00:01.1");
+        assert_eq!(show("gr\u{fc}n \u{65e5}".as_bytes()), "gr\u{fc}n \u{65e5}");
+        assert_eq!(
+            show(b"a\x1b[2J\r\n\x07\t\x7f\\z"),
+            "a\\x1b[2J\\x0d\\x0a\\x07\\x09\\x7f\\x5cz"
+        );
+        assert_eq!(show(b"\xff\xc3x\xe2\x80"), "\\xff\\xc3x\\xe2\\x80");
+        assert_eq!(
+            show("x\u{85}\u{9b}\u{202e}\u{2066}\u{2069}\u{200f}\u{2028}y".as_bytes()),
+            "x\\u{0085}\\u{009b}\\u{202e}\\u{2066}\\u{2069}\\u{200f}\\u{2028}y"
+        );
+        for b in 0..=255u8 {
+            let s = show(&[b]);
+            assert!(s.chars().all(|c| !c.is_control()), "{b:#x}: {s:?}");
+        }
+    }
 
     /// No message lists the value it found among the ones it expected.
     #[test]
