@@ -423,13 +423,21 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
             let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
-            let d = vmstate_cli::diff::diff(&sa, &sb);
-            let mut text = String::new();
-            for x in &d {
-                text.push_str(&format!("{}: {} -> {}\n", x.path, x.a, x.b));
-            }
-            emit(&text)?;
-            Ok(u8::from(!d.is_empty()))
+            // Differences go to stdout as they are found; what was compared, to stderr.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let compared = vmstate_cli::diff::diff_to(
+                &sa,
+                &sb,
+                &mut |d| writeln!(out, "{d}"),
+                &mut |side, at| match side {
+                    vmstate_cli::diff::Side::A => fa.release_before(at),
+                    vmstate_cli::diff::Side::B => fb.release_before(at),
+                },
+            )
+            .and_then(|c| out.flush().map(|_| c))
+            .map_err(|e| Failure::Usage(format!("stdout: {e}")))?;
+            eprintln!("vmstate: {compared}");
+            Ok(u8::from(compared.differences > 0))
         }
         Command::Check { input, dest, qemu } => {
             let (text, code) = match vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
