@@ -317,8 +317,9 @@ impl fmt::Display for Path<'_> {
 }
 
 /// Largest trailer accepted. QEMU's pc trailers are about 100 KiB; the trailer is attacker
-/// controlled (untrusted-input §5), so parsing it is capped.
-pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
+/// controlled (untrusted-input §5), so parsing it is capped: the codec's cap, which the record
+/// walks and [`vmstate::wire::Trailer::locate`] apply too.
+pub const MAX_DESCRIPTION_LEN: usize = vmstate::wire::Trailer::MAX_LEN;
 
 /// Deepest nesting of JSON objects and arrays accepted (serde_json's limit): the reader
 /// recurses once per level, so a hostile trailer cannot exhaust the stack.

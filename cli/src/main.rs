@@ -280,7 +280,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let d = vmstate_cli::model::find_description(bytes)
                     .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?
                     .ok_or_else(|| {
-                        Failure::Invalid(format!("{}: no VMDESCRIPTION trailer", file.display()))
+                        Failure::Invalid(format!(
+                            "{}: {}",
+                            file.display(),
+                            vmstate_cli::model::NO_DESCRIPTION
+                        ))
                     })?;
                 emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
                 return Ok(0);
@@ -337,6 +341,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     "{name}: not checked ({}): {}\n",
                     if report.described {
                         "no typed model and not in the description"
+                    } else if vmstate::wire::Trailer::locate(bytes).is_some() {
+                        "the VMDESCRIPTION trailer is refused and no typed model"
                     } else {
                         "no VMDESCRIPTION trailer and no typed model"
                     },

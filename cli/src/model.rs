@@ -432,7 +432,15 @@ pub struct Stream<'a> {
     pub unmeasured: Option<Unmeasured>,
 }
 
+/// What to say when [`find_description`] finds none, for commands that need one.
+pub const NO_DESCRIPTION: &str =
+    "no VMDESCRIPTION trailer (of at most 16 MiB of JSON) ends the input";
+
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
+/// The one reader of the description for every command: the record walk refuses a trailer
+/// this does not find ([`vmstate::ErrorKind::TrailerAmbiguous`], or a length over
+/// [`vmstate::wire::Trailer::MAX_LEN`]), so no command reads a stream without the
+/// description another command uses.
 pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>, StreamError> {
     let Some(at) = Trailer::locate(bytes) else {
         return Ok(None);

@@ -79,7 +79,7 @@ impl<'a> TrailerSplit<'a> {
     pub fn from_stream(v3: &'a [u8]) -> Result<Self, String> {
         let desc = find_description(v3)
             .map_err(|e| e.to_string())?
-            .ok_or("the stream has no VMDESCRIPTION trailer")?
+            .ok_or(crate::model::NO_DESCRIPTION)?
             .1;
         Ok(TrailerSplit::new(desc))
     }

@@ -395,6 +395,14 @@ pub enum ErrorKind {
     },
     /// The VMDESCRIPTION JSON is malformed or does not describe the stream.
     BadDescription,
+    /// The trailer the walk reaches after EOF is not the one found from the end of the input
+    /// ([`crate::wire::Trailer::locate`], as analyze-migration.py finds it): its JSON holds a
+    /// NUL byte and what reads as another trailer, so readers would disagree on the
+    /// description.
+    TrailerAmbiguous {
+        /// Offset of the `06` byte found from the end, if any.
+        located: Option<usize>,
+    },
     /// A RAM record word carries a flag combination this reader does not accept.
     RamFlags {
         /// The flag bits (low 12 bits of the record word).
@@ -672,6 +680,15 @@ impl fmt::Display for ErrorKind {
                 "description trailer length: declared {declared}, found {available} bytes"
             ),
             BadDescription => f.write_str("malformed or mismatching VMDESCRIPTION JSON"),
+            TrailerAmbiguous { located: Some(at) } => write!(
+                f,
+                "VMDESCRIPTION trailer: the JSON holds a NUL byte and another trailer at byte \
+                 {at} (0x{at:x}); expected one trailer of JSON text"
+            ),
+            TrailerAmbiguous { located: None } => f.write_str(
+                "VMDESCRIPTION trailer: not found from the end of the input; expected JSON text \
+                 without NUL bytes",
+            ),
             RamFlags { flags } => write!(f, "unknown combination of RAM flags {flags:#x}"),
             RamContinueWithoutBlock => f.write_str("RAM CONTINUE record with no previous block"),
             RamUnknownBlock { name } => write!(f, "unknown RAM block {name}"),

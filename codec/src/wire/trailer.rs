@@ -11,7 +11,13 @@ pub struct Trailer<'a> {
 }
 
 impl<'a> Trailer<'a> {
-    /// Reads a trailer (including the `0x06` byte); the declared length must fit the input.
+    /// Largest JSON text accepted (QEMU's pc trailers are about 100 KiB). The trailer is
+    /// attacker-controlled: every reader refuses a longer one before using it, and
+    /// [`Trailer::locate`] looks no further back than this from the end.
+    pub const MAX_LEN: usize = 16 << 20;
+
+    /// Reads a trailer (including the `0x06` byte); the declared length must fit the input and
+    /// be at most [`Trailer::MAX_LEN`].
     pub fn read(r: &mut Reader<'a>) -> Result<Self> {
         let at = r.offset();
         let marker = r.u8()?;
@@ -21,32 +27,33 @@ impl<'a> Trailer<'a> {
                 ErrorKind::UnexpectedRecord { found: marker },
             ));
         }
+        let at = r.offset();
         let len = r.be32()?;
+        if len as usize > Self::MAX_LEN {
+            return Err(Error::new(
+                at,
+                ErrorKind::LengthTooLarge {
+                    found: len.into(),
+                    max: Self::MAX_LEN as u64,
+                },
+            ));
+        }
         let json = r.bytes(len as usize)?;
         Ok(Trailer { json })
     }
 
-    /// Finds a trailer that ends exactly at the end of `stream` by looking for `00 06 len`
-    /// where `len` reaches the end, scanning back from the end (the JSON holds no NUL byte).
-    /// Returns the offset of the `06` byte.
+    /// Finds a trailer that ends exactly at the end of `stream`: `00 06 len` where `len`
+    /// reaches the end, at most [`Trailer::MAX_LEN`] bytes of JSON. Returns the offset of the
+    /// `06` byte; of several candidates, the last.
+    ///
+    /// QEMU's JSON holds no NUL byte, so the last NUL is the EOF byte or inside the length and
+    /// is found by scanning back a few bytes per block. A JSON text with a NUL byte is found
+    /// by trying every position (a stream without a trailer ends with the EOF byte and is not
+    /// searched, so page contents cannot pose as a trailer); the record walk then refuses the
+    /// NUL ([`ErrorKind::TrailerAmbiguous`] or the JSON reader), so no reader skips it.
     pub fn locate(stream: &[u8]) -> Option<usize> {
-        // Back from the end in blocks: `contains` on bytes is a word-at-a-time memchr, where a
-        // byte-by-byte `rposition` over a 100 KiB JSON text costs about a million instructions.
-        let mut end = stream.len();
-        let nul = loop {
-            let start = end.saturating_sub(256);
-            let block = stream.get(start..end)?;
-            if block.contains(&0) {
-                break start + block.iter().rposition(|&b| b == 0)?;
-            }
-            if start == 0 {
-                return None;
-            }
-            end = start;
-        };
-        // The last NUL is either the EOF byte itself or inside the be32 length.
-        let lo = nul.saturating_sub(5);
-        (lo..=nul + 1).rev().find(|&p| {
+        let floor = stream.len().saturating_sub(Self::MAX_LEN + 5);
+        let is_trailer = |p: usize| {
             p >= 1
                 && stream.get(p - 1) == Some(&record::EOF)
                 && stream.get(p) == Some(&record::VMDESCRIPTION)
@@ -54,7 +61,33 @@ impl<'a> Trailer<'a> {
                     .get(p + 1..p + 5)
                     .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
                     == Some(stream.len().saturating_sub(p + 5))
-        })
+        };
+        // Back from the end in blocks: `contains` on bytes is a word-at-a-time memchr, where a
+        // byte-by-byte `rposition` over a 100 KiB JSON text costs about a million instructions.
+        let mut end = stream.len();
+        let nul = loop {
+            let start = end.saturating_sub(256).max(floor);
+            let block = stream.get(start..end)?;
+            if block.contains(&0) {
+                break block.iter().rposition(|&b| b == 0).map(|i| start + i);
+            }
+            if start == floor {
+                break None;
+            }
+            end = start;
+        };
+        if let Some(nul) = nul {
+            // The last NUL is either the EOF byte itself or inside the be32 length.
+            let lo = nul.saturating_sub(5);
+            if let Some(p) = (lo..=nul + 1).rev().find(|&p| is_trailer(p)) {
+                return Some(p);
+            }
+        }
+        if stream.last().is_none_or(|&b| b == record::EOF) {
+            return None;
+        }
+        let top = stream.len().checked_sub(5)?;
+        (floor.max(1)..=top).rev().find(|&p| is_trailer(p))
     }
 
     /// Encoded length.
