@@ -275,18 +275,22 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Inspect { json, desc, file } => {
             let input = open(&file)?;
-            let bytes = input.bytes();
             if desc {
-                let d = vmstate_cli::model::find_description(bytes)
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))?
-                    .ok_or_else(|| {
-                        Failure::Invalid(format!(
-                            "{}: {}",
-                            file.display(),
-                            vmstate_cli::model::NO_DESCRIPTION
-                        ))
-                    })?;
-                emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
+                // The whole stream is walked, so `--desc` refuses whatever the other commands
+                // refuse (one verdict), e.g. a trailer the walk does not end with.
+                let options = ParseOptions {
+                    count_pages: false,
+                    stop_at_unmeasured: false,
+                };
+                let stream = parse_with(&file, &input, "inspect", options)?;
+                let d = stream.description.as_ref().ok_or_else(|| {
+                    Failure::Invalid(format!(
+                        "{}: {}",
+                        file.display(),
+                        vmstate_cli::model::NO_DESCRIPTION
+                    ))
+                })?;
+                emit(&(pretty_json(&d.to_json()) + "\n"))?;
                 return Ok(0);
             }
             // The state JSON shows no page counts; the map of a stream without footers and
