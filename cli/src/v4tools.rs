@@ -149,12 +149,10 @@ impl SubsectionSplit for TrailerSplit<'_> {
         let Some(e) = self.ends(sec, body, base)? else {
             return Ok(None);
         };
-        let capacity = ends.len();
         let slots = ends.get_mut(..e.len()).ok_or(Error::new(
             base,
-            ErrorKind::BufferTooSmall {
-                needed: e.len(),
-                capacity,
+            ErrorKind::TooManySubsections {
+                limit: vmstate::schema::MAX_SUBSECTIONS as u16,
             },
         ))?;
         let n = e.len();
@@ -228,13 +226,40 @@ pub fn downgrade_v4(v4: &[u8]) -> Result<Vec<u8>, vmstate::v4::Error> {
     sized(v4.len(), |out| downgrade(v4, out))
 }
 
+/// Walks the v3 stream `v3` decoding every FULL section with its own trailer, as `upgrade_v3`
+/// (and so `rewrite --format v3` of a v3 stream) does: a v4 → v3 conversion is held to the
+/// same rules as the decoders (a subsection the description does not list, a frame nested in
+/// a subsection's body, bytes left after the body), so it never writes a v3 stream that
+/// `verify` refuses. A stream without a trailer has only its structure checked (the walk).
+pub fn check_v3(v3: &[u8]) -> Result<(), String> {
+    let Some((_, desc)) = find_description(v3).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let options = vmstate::stream::Options {
+        require_configuration: v3.get(8) == Some(&vmstate::wire::record::CONFIGURATION),
+        allow_commands: true,
+        ..vmstate::stream::Options::default()
+    };
+    let mut walk = vmstate::Records::with_options(v3, TrailerSplit::new(desc), options);
+    while let Some(r) = walk.next() {
+        if let Err(e) = r {
+            return Err(walk.lengths().take_error().unwrap_or_else(|| e.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites `input` (v3 or v4) in `format`. Same-format rewrites go through the other format
 /// and back, so they also validate the stream.
 pub fn rewrite(input: &[u8], format: Format) -> Result<Vec<u8>, String> {
     match (stream_version(input), format) {
         (Some(3), Format::V4) => upgrade_v3(input),
         (Some(3), Format::V3) => downgrade_v4(&upgrade_v3(input)?).map_err(|e| e.to_string()),
-        (Some(4), Format::V3) => downgrade_v4(input).map_err(|e| e.to_string()),
+        (Some(4), Format::V3) => {
+            let v3 = downgrade_v4(input).map_err(|e| e.to_string())?;
+            check_v3(&v3).map_err(|e| format!("the stream converted to v3 would not load: {e}"))?;
+            Ok(v3)
+        }
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
                 r.map_err(|e| e.to_string())?;

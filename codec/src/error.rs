@@ -314,6 +314,13 @@ pub enum ErrorKind {
         /// The subsection name read.
         name: Name,
     },
+    /// A section has more top-level subsections than the format allows
+    /// ([`crate::schema::MAX_SUBSECTIONS`]; `docs/FORMAT.md` §8). The offset is the first
+    /// subsection past the limit.
+    TooManySubsections {
+        /// The limit.
+        limit: u16,
+    },
     /// The same subsection appears twice in one body.
     DuplicateSubsection {
         /// The subsection's name.
@@ -585,8 +592,8 @@ impl fmt::Display for ErrorKind {
                  v4 first)",
             ),
             UnsupportedFileVersion { found: 4 } => f.write_str(
-                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it to \
-                 v3 first)",
+                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it \
+                 first: vmstate rewrite IN OUT --format v3)",
             ),
             UnsupportedFileVersion { found } => write!(
                 f,
@@ -634,6 +641,11 @@ impl fmt::Display for ErrorKind {
                 write!(f, "version {found} is too old: expected at least {min}")
             }
             UnknownSubsection { name } => write!(f, "unknown subsection {name}"),
+            TooManySubsections { limit } => write!(
+                f,
+                "too many subsections: expected at most {limit} top-level subsections in one \
+                 section"
+            ),
             DuplicateSubsection { name } => write!(f, "subsection {name} occurs twice"),
             SubsectionVersionOverflow { found } => write!(
                 f,
