@@ -511,11 +511,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let (src, dst) = static_check_files(src, dst, files)?;
             let out = vmstate_cli::static_check::run(&src, &dst, reverse);
-            emit(&out.stdout)?;
-            eprint!("{}", out.stderr);
+            emit(&shown_lines(&out.stdout))?;
+            eprint!("{}", shown_lines(&out.stderr));
             Ok(out.status)
         }
     }
+}
+
+/// Text that quotes names from an input file as they are (static-check prints what
+/// vmstate-static-checker.py prints): unchanged when every line is plain text, otherwise each
+/// line shown through [`vmstate::Escaped`], so a name cannot drive the terminal.
+fn shown_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |line: &str| vmstate::Escaped(line.as_bytes()).to_string() == line;
+    if text.split('\n').all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|l| vmstate::Escaped(l.as_bytes()).to_string())
+        .collect();
+    std::borrow::Cow::Owned(lines.join("\n"))
 }
 
 /// The source and destination of `static-check`: `-s`/`-d` where given, the file arguments

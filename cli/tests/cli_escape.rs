@@ -185,3 +185,20 @@ fn names_in_errors_are_shown_escaped() {
     }
     let _ = std::fs::remove_file(&p);
 }
+
+#[test]
+fn static_check_escapes_names_from_the_dumps() {
+    let src = fixture("q72-pc-i440fx-7.2.dump-vmstate.json");
+    let json = std::fs::read(&src).unwrap();
+    let renamed = replace_all(&json, br#""serial""#, br#""ser\u001b[2J\u202eial""#);
+    let dst = path("renamed.dump-vmstate.json");
+    std::fs::write(&dst, renamed).unwrap();
+    let (code, text) = run(&[os("static-check"), src.as_os_str(), os(&dst)]);
+    assert!(
+        code.is_some_and(|c| c > 0),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
+    assert_clean("static-check", &text, &["ser\\x1b[2J\\u{202e}ial"]);
+    let _ = std::fs::remove_file(&dst);
+}
