@@ -137,4 +137,57 @@ mod tests {
         assert_eq!(Trailer::locate(&s[14..]), None);
         assert_eq!(Trailer::locate(&[]), None);
     }
+
+    /// A NUL inside the JSON hides the trailer from a search for the last NUL; every
+    /// candidate is tried instead, so the walk and the description reader see one trailer.
+    #[test]
+    fn locate_finds_a_trailer_whose_json_holds_a_nul() {
+        let s = b"QEVM\0\0\0\x03\x00\x06\x00\x00\x01\x00{\0\x06  \"x\": 1}";
+        let mut s = s.to_vec();
+        let len = (s.len() - 14) as u32;
+        s[10..14].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(Trailer::locate(&s), Some(9));
+        // A stream that ends with its EOF byte has no trailer, whatever precedes it.
+        let mut eof = s.clone();
+        eof.push(0);
+        assert_eq!(Trailer::locate(&eof), None);
+        // The walk refuses a trailer other than the located one.
+        let mut inner = b"QEVM\0\0\0\x03\x00\x06\0\0\0\0[\0\x06\0\0\0\x02{}".to_vec();
+        let len = (inner.len() - 14) as u32;
+        inner[10..14].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(Trailer::locate(&inner), Some(inner.len() - 7));
+        let options = crate::stream::Options {
+            require_configuration: false,
+            ..crate::stream::Options::default()
+        };
+        let e = crate::stream::Records::with_options(&inner, crate::stream::FooterScan, options)
+            .find_map(|r| r.err())
+            .unwrap();
+        assert_eq!(
+            (e.offset, e.kind),
+            (
+                9,
+                ErrorKind::TrailerAmbiguous {
+                    located: Some(inner.len() - 7)
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_trailer_longer_than_the_cap_is_refused_before_it_is_read() {
+        let mut s = b"\x06".to_vec();
+        s.extend_from_slice(&(Trailer::MAX_LEN as u32 + 1).to_be_bytes());
+        let e = Trailer::read(&mut Reader::new(&s, 0)).unwrap_err();
+        assert_eq!(
+            (e.offset, e.kind),
+            (
+                1,
+                ErrorKind::LengthTooLarge {
+                    found: Trailer::MAX_LEN as u64 + 1,
+                    max: Trailer::MAX_LEN as u64
+                }
+            )
+        );
+    }
 }
