@@ -136,3 +136,45 @@ fn ram_block_lengths_are_compared() {
     assert_eq!(out, "ram:pc.ram#length: 0x2000000 -> 0x10000000000\n");
     assert!(err.contains("RAM block lists (8 blocks)"), "{err}");
 }
+
+/// A stream whose RAM block list is `blocks` (no pages sent).
+fn blocks_stream(blocks: &[(&[u8], u64)]) -> Vec<u8> {
+    use vmstate::ram::{BlockEntry, RamWriter};
+    let mut buf = vec![0u8; 4096];
+    let mut w = vmstate::writer::StreamWriter::new(vmstate::SliceSink::new(&mut buf));
+    w.header(vmstate::wire::header::VERSION_V3).unwrap();
+    let list: Vec<BlockEntry<'_>> = blocks
+        .iter()
+        .map(|&(name, length)| BlockEntry {
+            name,
+            length,
+            addr: None,
+        })
+        .collect();
+    w.ram_start(1, &list).unwrap();
+    let mut ram = RamWriter::new();
+    w.ram_part(1, true, &mut ram, |_, _| Ok(())).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn ram_block_names_and_order_are_compared() {
+    let a = blocks_stream(&[(b"pc.ram", 1 << 20), (b"pc.bios", 1 << 16)]);
+    let (code, out, err) = diff(&a, &a, "blocks-same");
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+    assert!(err.contains("RAM block lists (2 blocks)"), "{err}");
+    let swapped = blocks_stream(&[(b"pc.bios", 1 << 16), (b"pc.ram", 1 << 20)]);
+    let (code, out, err) = diff(&a, &swapped, "blocks-order");
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(out, "ram#block-order: pc.ram, pc.bios -> pc.bios, pc.ram\n");
+    let renamed = blocks_stream(&[(b"pc.ram", 1 << 20), (b"pc.rom", 1 << 16)]);
+    let (code, out, err) = diff(&a, &renamed, "blocks-names");
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        out,
+        "ram:pc.bios#length: 0x10000 -> -\nram:pc.rom#length: - -> 0x10000\n"
+    );
+}
