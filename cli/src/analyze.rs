@@ -213,14 +213,13 @@ impl Writer<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        // Only `"`, `\\` and control characters are escaped (serde_json's rule).
-        if string_run(s.as_bytes()) == s.len() {
+        // Escaped as the Value printer does (`crate::write_json_string`, Python's rule).
+        if string_run(s.as_bytes()) == s.len() && s.is_ascii() && !s.contains('\x7f') {
             self.out.push(b'"');
             self.out.extend_from_slice(s.as_bytes());
             self.out.push(b'"');
         } else {
-            // Escapes exactly as the Value printer does; writing into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *self.out, s);
+            crate::write_json_string(self.out, s);
         }
     }
 

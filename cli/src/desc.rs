@@ -59,9 +59,11 @@ impl Deref for Text<'_> {
     }
 }
 
+/// Shows the name escaped ([`vmstate::Escaped`]): the text comes from the input, and a
+/// terminal must not see its control characters. [`Text::as_str`] is the name itself.
 impl fmt::Display for Text<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        vmstate::Escaped(self.0.as_bytes()).fmt(f)
     }
 }
 
@@ -275,7 +277,10 @@ fn section_keys(devices: &[Device<'_>]) -> Result<Vec<usize>, DescError> {
 
 #[cold]
 fn unexpected(path: &Path<'_>, key: &str) -> DescError {
-    err(path, format!("unexpected key \"{key}\""))
+    err(
+        path,
+        format!("unexpected key \"{}\"", vmstate::Escaped(key.as_bytes())),
+    )
 }
 
 #[cold]
@@ -312,8 +317,9 @@ impl fmt::Display for Path<'_> {
 }
 
 /// Largest trailer accepted. QEMU's pc trailers are about 100 KiB; the trailer is attacker
-/// controlled (untrusted-input §5), so parsing it is capped.
-pub const MAX_DESCRIPTION_LEN: usize = 16 << 20;
+/// controlled (untrusted-input §5), so parsing it is capped: the codec's cap, which the record
+/// walks and [`vmstate::wire::Trailer::locate`] apply too.
+pub const MAX_DESCRIPTION_LEN: usize = vmstate::wire::Trailer::MAX_LEN;
 
 /// Deepest nesting of JSON objects and arrays accepted (serde_json's limit): the reader
 /// recurses once per level, so a hostile trailer cannot exhaust the stack.

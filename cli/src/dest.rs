@@ -523,10 +523,15 @@ impl Destination {
 
     /// `pc-i440fx-7.2 (QEMU 7.2)`.
     pub fn name(&self) -> String {
+        let shown = |s: &Option<String>, none: &str| {
+            s.as_deref().map_or(none.to_string(), |s| {
+                vmstate::Escaped(s.as_bytes()).to_string()
+            })
+        };
         format!(
             "{} (QEMU {})",
-            self.machine.as_deref().unwrap_or("of unknown machine type"),
-            self.qemu.as_deref().unwrap_or("build unknown")
+            shown(&self.machine, "of unknown machine type"),
+            shown(&self.qemu, "build unknown")
         )
     }
 
@@ -693,7 +698,12 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
     })?;
     let mut problems = Vec::new();
     let mut add = |reason, text: String| problems.push(Problem { reason, text });
-    match (&facts.machine, &dest.machine) {
+    // Machine names come from the inputs: shown escaped.
+    let shown = |m: &Option<String>| {
+        m.as_deref()
+            .map(|m| vmstate::Escaped(m.as_bytes()).to_string())
+    };
+    match (&shown(&facts.machine), &shown(&dest.machine)) {
         (Some(s), Some(d)) if s != d => add(
             Reason::MachineType,
             format!(

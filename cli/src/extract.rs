@@ -303,7 +303,7 @@ fn write_at(
     // The RAM parser only accepts pages of listed blocks, so the image exists.
     let Some((p, f)) = images.get_mut(block) else {
         return Err((
-            PathBuf::from(String::from_utf8_lossy(block).into_owned()),
+            PathBuf::from(vmstate::Escaped(block).to_string()),
             io::Error::new(io::ErrorKind::InvalidData, "page for an unlisted block"),
         ));
     };

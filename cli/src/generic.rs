@@ -34,7 +34,7 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "at byte {} (0x{:x})", self.offset, self.offset)?;
         if !self.path.is_empty() {
-            write!(f, ", field {}", self.path)?;
+            write!(f, ", field {}", vmstate::Escaped(self.path.as_bytes()))?;
         }
         write!(f, ": {}", self.message)
     }
@@ -280,7 +280,7 @@ impl<'d> Decoder<'_, 'd> {
             let h =
                 vmstate::wire::SubsectionHeader::read(&mut self.r).map_err(|e| self.codec(e))?;
             if h.name != s.vmsd_name.as_bytes() {
-                let name = String::from_utf8_lossy(h.name).into_owned();
+                let name = vmstate::Escaped(h.name);
                 return Err(self.fail(
                     at,
                     ErrorKind::UnknownSubsection {
@@ -303,7 +303,7 @@ impl<'d> Decoder<'_, 'd> {
             let body = self.body(&s.body, Some(&s.vmsd_name))?;
             self.path.pop();
             subsections.push(SubsectionValue {
-                name: s.vmsd_name.to_string(),
+                name: s.vmsd_name.as_str().to_owned(),
                 version: h.version,
                 body,
             });
@@ -322,7 +322,7 @@ impl<'d> Decoder<'_, 'd> {
                 format!(
                     "the bytes after {name} read as subsection {} to QEMU, which the \
                      description does not list",
-                    String::from_utf8_lossy(found)
+                    vmstate::Escaped(found)
                 ),
             ));
         }
@@ -542,7 +542,7 @@ pub fn decode_configuration<'a>(
         {
             return Err(DecodeError {
                 offset: base,
-                path: format!("{}.caps_count", s.name),
+                path: format!("{}.caps_count", s.name.as_str()),
                 kind: ErrorKind::BadDescription,
                 message: format!(
                     "caps_count is {}, the description lists {listed} capabilities",
@@ -704,7 +704,10 @@ impl Body<'_> {
     pub fn to_analyze_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for f in &self.fields {
-            m.insert(f.name.to_string(), analyze_value(&f.type_name, &f.value));
+            m.insert(
+                f.name.as_str().to_owned(),
+                analyze_value(&f.type_name, &f.value),
+            );
         }
         for s in &self.subsections {
             m.insert(s.name.clone(), s.body.to_analyze_json());
@@ -904,7 +907,8 @@ impl<'a> Body<'a> {
                                 continue;
                             }
                             _ => Err(EditError(format!(
-                                "{path}: cannot step into '{rest}' of a {type_name} value"
+                                "{path}: cannot step into '{rest}' of a {} value",
+                                vmstate::Escaped(type_name.as_bytes())
                             ))),
                         };
                     };
@@ -935,7 +939,8 @@ impl<'a> Body<'a> {
                         }
                         _ => {
                             return Err(EditError(format!(
-                                "{path}: a {type_name} value has no elements"
+                                "{path}: a {} value has no elements",
+                                vmstate::Escaped(type_name.as_bytes())
                             )));
                         }
                     }
@@ -974,7 +979,7 @@ impl<'a> Body<'a> {
             (Some((fi, fl)), _) => {
                 let f = &mut self.fields[fi];
                 Ok((
-                    Step::Value(&mut f.value, f.type_name.to_string()),
+                    Step::Value(&mut f.value, f.type_name.as_str().to_owned()),
                     &path[fl..],
                 ))
             }
@@ -984,7 +989,7 @@ impl<'a> Body<'a> {
                 Ok((Step::Body(&mut self.subsections[si].body), rest))
             }
             (None, None) => {
-                let names: Vec<&str> = self.fields.iter().map(|f| f.name.as_str()).collect();
+                let names: Vec<String> = self.fields.iter().map(|f| f.name.to_string()).collect();
                 Err(EditError(format!(
                     "no field matches '{path}' (fields here: {})",
                     names.join(", ")
@@ -995,6 +1000,8 @@ impl<'a> Body<'a> {
 }
 
 fn assign(v: &mut Value<'_>, type_name: &str, n: i128, path: &str) -> Result<(), EditError> {
+    // The type name comes from the trailer.
+    let type_name = vmstate::Escaped(type_name.as_bytes());
     match v {
         Value::Int(i) => {
             let max = i128::from(Int::max_raw(i.width));

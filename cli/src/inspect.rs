@@ -73,7 +73,7 @@ impl RamTally {
         let Item::Ram { section, records } = &e.item else {
             return;
         };
-        let name = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let name = |b: &[u8]| vmstate::Escaped(b).to_string();
         // Only START carries the block list, and its records are few; page counts were
         // taken while parsing, so the pages are not read again.
         if section.kind == vmstate::wire::section::SectionKind::Start {
@@ -113,7 +113,7 @@ fn subsection_names(body: &Body<'_>, out: &mut Vec<String>) {
         value_subsections(&f.value, out);
     }
     for s in &body.subsections {
-        out.push(s.name.clone());
+        out.push(vmstate::Escaped(s.name.as_bytes()).to_string());
         subsection_names(&s.body, out);
     }
 }
@@ -259,7 +259,7 @@ impl MapWriter {
                 let mut line = format!(
                     "{} at 0x00000008: machine {}",
                     head("configuration"),
-                    String::from_utf8_lossy(c.machine)
+                    vmstate::Escaped(c.machine)
                 );
                 if let Some(b) = c.target_page_bits {
                     let _ = write!(line, ", target-page-bits {b}");
@@ -267,7 +267,7 @@ impl MapWriter {
                 if let Some(caps) = &c.capabilities {
                     let names: Vec<String> = caps
                         .iter()
-                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .map(|c| vmstate::Escaped(c).to_string())
                         .collect();
                     let _ = write!(line, ", capabilities [{}]", names.join(", "));
                 }
@@ -326,7 +326,11 @@ impl MapWriter {
         if !ram.is_empty() {
             let _ = writeln!(o);
             let _ = writeln!(o, "{}", head("RAM blocks"));
-            let nw = ram.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            let nw = ram
+                .iter()
+                .map(|(n, _)| n.chars().count())
+                .max()
+                .unwrap_or(0);
             let (mut tz, mut tp) = (0, 0);
             for (n, p) in &ram {
                 tz += p.zero;

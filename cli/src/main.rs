@@ -333,20 +333,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Inspect { json, desc, file } => {
             let input = open(&file)?;
-            let bytes = input.bytes();
             if desc {
-                let d = vmstate_cli::model::find_description(bytes)
-                    .map_err(|e| Failure::Invalid(format!("{}: {e}", file.display())))
-                    .and_then(|d| {
-                        d.ok_or_else(|| {
-                            Failure::Invalid(format!(
-                                "{}: no VMDESCRIPTION trailer",
-                                file.display()
-                            ))
-                        })
-                    });
-                let d = checked(&file, &input, d)?;
-                emit(&(pretty_json(&d.1.to_json()) + "\n"))?;
+                // The whole stream is walked, so `--desc` refuses whatever the other commands
+                // refuse (one verdict), e.g. a trailer the walk does not end with.
+                let options = ParseOptions {
+                    count_pages: false,
+                    stop_at_unmeasured: false,
+                };
+                let stream = parse_with(&file, &input, "inspect", options)?;
+                unchanged(&file, &input)?;
+                let d = stream.description.as_ref().ok_or_else(|| {
+                    Failure::Invalid(format!(
+                        "{}: {}",
+                        file.display(),
+                        vmstate_cli::model::NO_DESCRIPTION
+                    ))
+                })?;
+                emit(&(pretty_json(&d.to_json()) + "\n"))?;
                 return Ok(0);
             }
             // The state JSON shows no page counts; the map of a stream without footers and
@@ -424,6 +427,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     "{name}: not checked ({}): {}\n",
                     if report.described {
                         "no typed model and not in the description"
+                    } else if vmstate::wire::Trailer::locate(bytes).is_some() {
+                        "the VMDESCRIPTION trailer is refused and no typed model"
                     } else {
                         "no VMDESCRIPTION trailer and no typed model"
                     },
@@ -522,15 +527,25 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
             let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
-            let d = vmstate_cli::diff::diff(&sa, &sb);
+            // Differences go to stdout as they are found; what was compared, to stderr.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let compared = vmstate_cli::diff::diff_to(
+                &sa,
+                &sb,
+                &mut |d| writeln!(out, "{d}"),
+                &mut |side, at| match side {
+                    vmstate_cli::diff::Side::A => fa.release_before(at),
+                    vmstate_cli::diff::Side::B => fb.release_before(at),
+                },
+            )
+            .and_then(|c| out.flush().map(|_| c))
+            .map_err(|e| Failure::Output(format!("stdout: {e}")));
+            // An answer computed from bytes that changed under the walk is not an answer.
             unchanged(&a, &fa)?;
             unchanged(&b, &fb)?;
-            let mut text = String::new();
-            for x in &d {
-                text.push_str(&format!("{}: {} -> {}\n", x.path, x.a, x.b));
-            }
-            emit(&text)?;
-            Ok(u8::from(!d.is_empty()))
+            let compared = compared?;
+            eprintln!("vmstate: {compared}");
+            Ok(u8::from(compared.differences > 0))
         }
         Command::Check { input, dest, qemu } => {
             let (text, n) = vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
@@ -578,11 +593,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             let (src, dst) = static_check_files(src, dst, files)?;
             let out = vmstate_cli::static_check::run(&src, &dst, reverse);
-            emit(&out.stdout)?;
-            eprint!("{}", out.stderr);
+            emit(&shown_lines(&out.stdout))?;
+            eprint!("{}", shown_lines(&out.stderr));
             Ok(out.status)
         }
     }
+}
+
+/// Text that quotes names from an input file as they are (static-check prints what
+/// vmstate-static-checker.py prints): unchanged when every line is plain text, otherwise each
+/// line shown through [`vmstate::Escaped`], so a name cannot drive the terminal.
+fn shown_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |line: &str| vmstate::Escaped(line.as_bytes()).to_string() == line;
+    if text.split('\n').all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|l| vmstate::Escaped(l.as_bytes()).to_string())
+        .collect();
+    std::borrow::Cow::Owned(lines.join("\n"))
 }
 
 /// The source and destination of `static-check`: `-s`/`-d` where given, the file arguments

@@ -70,7 +70,7 @@ impl From<vmstate::Error> for StreamError {
 fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
     format!(
         "'{}' instance {instance_id} (id {section_id})",
-        String::from_utf8_lossy(idstr)
+        vmstate::Escaped(idstr)
     )
 }
 
@@ -216,9 +216,9 @@ pub struct SectionMeta<'a> {
 }
 
 impl SectionMeta<'_> {
-    /// The idstr as text (names are printable ASCII on the wire).
+    /// The idstr as text for a terminal ([`vmstate::Escaped`]: it comes from the input).
     pub fn name(&self) -> String {
-        String::from_utf8_lossy(self.idstr).into_owned()
+        vmstate::Escaped(self.idstr).to_string()
     }
 
     fn write_header(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
@@ -439,7 +439,15 @@ pub struct Stream<'a> {
     pub unmeasured: Option<Unmeasured>,
 }
 
+/// What to say when [`find_description`] finds none, for commands that need one.
+pub const NO_DESCRIPTION: &str =
+    "no VMDESCRIPTION trailer (of at most 16 MiB of JSON) ends the input";
+
 /// Finds and parses the trailer the way analyze-migration.py does (it must end the input).
+/// The one reader of the description for every command: the record walk refuses a trailer
+/// this does not find ([`vmstate::ErrorKind::TrailerAmbiguous`], or a length over
+/// [`vmstate::wire::Trailer::MAX_LEN`]), so no command reads a stream without the
+/// description another command uses.
 ///
 /// Only the last [`MAX_DESCRIPTION_LEN`] bytes (and the six before them: EOF, type byte and
 /// length) are looked at: a longer trailer is refused anyway, and a multi-GiB file without a
@@ -967,7 +975,7 @@ impl<'a> Stream<'a> {
 }
 
 fn key(s: &SectionMeta<'_>) -> String {
-    format!("{} ({})", s.name(), s.section_id)
+    format!("{} ({})", String::from_utf8_lossy(s.idstr), s.section_id)
 }
 
 /// Splits `IDSTR[INSTANCE].REST`. The idstr may itself hold dots, slashes and colons
@@ -1065,7 +1073,7 @@ mod tests {
         let e = Stream::parse(&b).unwrap_err().to_string();
         assert!(
             e.contains(&format!(
-                "{json_len} bytes of JSON: expected at most {MAX_DESCRIPTION_LEN}"
+                "length too large: expected at most {MAX_DESCRIPTION_LEN}, found {json_len}"
             )),
             "{e}"
         );

@@ -81,7 +81,7 @@ impl<'a> TrailerSplit<'a> {
     pub fn from_stream(v3: &'a [u8]) -> Result<Self, String> {
         let desc = find_description(v3)
             .map_err(|e| e.to_string())?
-            .ok_or("the stream has no VMDESCRIPTION trailer")?
+            .ok_or(crate::model::NO_DESCRIPTION)?
             .1;
         Ok(TrailerSplit::new(desc))
     }
@@ -118,7 +118,7 @@ impl<'a> TrailerSplit<'a> {
             let label = || {
                 format!(
                     "section '{}' instance {}",
-                    String::from_utf8_lossy(sec.idstr),
+                    vmstate::Escaped(sec.idstr),
                     sec.instance_id
                 )
             };
@@ -151,12 +151,10 @@ impl SubsectionSplit for TrailerSplit<'_> {
         let Some(e) = self.ends(sec, body, base)? else {
             return Ok(None);
         };
-        let capacity = ends.len();
         let slots = ends.get_mut(..e.len()).ok_or(Error::new(
             base,
-            ErrorKind::BufferTooSmall {
-                needed: e.len(),
-                capacity,
+            ErrorKind::TooManySubsections {
+                limit: vmstate::schema::MAX_SUBSECTIONS as u16,
             },
         ))?;
         let n = e.len();
@@ -328,6 +326,29 @@ pub fn upgrade_v3_spooled(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Input,
     Input::from_file(file).map_err(ConvertError::Io)
 }
 
+/// Walks the v3 stream `v3` decoding every FULL section with its own trailer, as `upgrade_v3`
+/// (and so `rewrite --format v3` of a v3 stream) does: a v4 → v3 conversion is held to the
+/// same rules as the decoders (a subsection the description does not list, a frame nested in
+/// a subsection's body, bytes left after the body), so it never writes a v3 stream that
+/// `verify` refuses. A stream without a trailer has only its structure checked (the walk).
+pub fn check_v3(v3: &[u8]) -> Result<(), String> {
+    let Some((_, desc)) = find_description(v3).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let options = vmstate::stream::Options {
+        require_configuration: v3.get(8) == Some(&vmstate::wire::record::CONFIGURATION),
+        allow_commands: true,
+        ..vmstate::stream::Options::default()
+    };
+    let mut walk = vmstate::Records::with_options(v3, TrailerSplit::new(desc), options);
+    while let Some(r) = walk.next() {
+        if let Err(e) = r {
+            return Err(walk.lengths().take_error().unwrap_or_else(|| e.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// Rewrites `input` (v3 or v4) in `format`. Same-format rewrites go through the other format
 /// and back, so they also validate the stream.
 pub fn rewrite(input: &[u8], format: Format) -> Result<Vec<u8>, String> {
@@ -348,7 +369,17 @@ pub fn rewrite_to(
     match (stream_version(input), format) {
         (Some(3), Format::V4) => upgrade_v3_to(input, opts, out),
         (Some(3), Format::V3) => downgrade_v4_to(upgrade_v3_spooled(input, opts)?.bytes(), out),
-        (Some(4), Format::V3) => downgrade_v4_to(input, out),
+        (Some(4), Format::V3) => {
+            // Converted into a temporary file first: the v3 result is checked like the
+            // decoders check a stream before any of it reaches the output.
+            let mut file = scratch_file().map_err(ConvertError::Io)?;
+            downgrade_v4_to(input, &mut file)?;
+            let v3 = Input::from_file(file).map_err(ConvertError::Io)?;
+            check_v3(v3.bytes()).map_err(|e| {
+                ConvertError::Invalid(format!("the stream converted to v3 would not load: {e}"))
+            })?;
+            out.write_all(v3.bytes()).map_err(ConvertError::Io)
+        }
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
                 r.map_err(|e| ConvertError::Invalid(e.to_string()))?;

@@ -248,7 +248,7 @@ fn endless_garbage_is_refused_at_its_first_bytes() {
         ),
         (
             format!("head -c 1500000 {}", v4.display()),
-            "not a valid migration stream: offset 1446277: section 0000:00:01.0/e1000 (id 42, \
+            "not a valid migration stream: offset 1446277: section '0000:00:01.0/e1000' (id 42, \
              instance 0): CRC-32C mismatch",
         ),
     ] {

@@ -246,10 +246,8 @@ fn every_command_runs_in_bounded_memory_on_a_large_stream() {
     }
     std::fs::remove_dir_all(&parts).unwrap();
 
-    // `diff` is being reworked elsewhere (today it keeps one map entry per RAM page of each
-    // stream: about 150 MiB here). README's bound for it is WALK once that lands; until then
-    // this asserts only that it does not hold the streams themselves.
-    let r = measured(&dir, &mut table, "diff", &["diff", &big, &big], len / 2);
+    // Pages of both streams are merged in stream order, none kept.
+    let r = measured(&dir, &mut table, "diff", &["diff", &big, &big], WALK);
     assert_eq!(r.stdout, "");
 
     std::fs::remove_dir_all(&dir).unwrap();

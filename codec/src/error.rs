@@ -63,16 +63,57 @@ impl Name {
     }
 }
 
-/// Displays bytes from the stream as text: printable ASCII as is, anything else as `\xNN`.
+/// Displays bytes from the input as text that cannot drive a terminal: the one escaping rule
+/// for every name a stream or trailer supplies (idstrs, field, subsection and RAM block names,
+/// JSON paths) on its way to a terminal or a log.
+///
+/// Printable ASCII and printable UTF-8 pass as they are. Escaped: C0 controls (`\n`, `\r`,
+/// `\t`, ESC, BEL…), DEL and the backslash as `\xNN`; every byte of invalid UTF-8 as `\xNN`;
+/// C1 controls (U+0080–U+009F), bidirectional controls (U+061C, U+200E, U+200F,
+/// U+202A–U+202E, U+2066–U+2069), the line and paragraph separators (U+2028, U+2029) and
+/// U+FEFF as `\u{NNNN}`. An escape sequence, a carriage return or a bidi override read from a
+/// stream can therefore neither forge an output line nor reorder one. No allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Escaped<'a>(pub &'a [u8]);
 
+impl Escaped<'_> {
+    /// Whether `c` is shown as a `\u{…}` escape rather than as itself (non-ASCII only).
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{feff}'
+            )
+    }
+}
+
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in self.0 {
-            if (0x20..0x7f).contains(&b) && b != b'\\' {
-                write!(f, "{}", b as char)?;
-            } else {
+        for chunk in self.0.utf8_chunks() {
+            let valid = chunk.valid();
+            let mut from = 0;
+            for (i, c) in valid.char_indices() {
+                let ascii_shown = (' '..'\x7f').contains(&c) && c != '\\';
+                if ascii_shown || (!c.is_ascii() && !Self::hidden(c)) {
+                    continue;
+                }
+                f.write_str(&valid[from..i])?;
+                if c.is_ascii() {
+                    write!(f, "\\x{:02x}", c as u32)?;
+                } else {
+                    write!(f, "\\u{{{:04x}}}", c as u32)?;
+                }
+                from = i + c.len_utf8();
+            }
+            f.write_str(&valid[from..])?;
+            for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }
         }
@@ -273,6 +314,13 @@ pub enum ErrorKind {
         /// The subsection name read.
         name: Name,
     },
+    /// A section has more top-level subsections than the format allows
+    /// ([`crate::schema::MAX_SUBSECTIONS`]; `docs/FORMAT.md` §8). The offset is the first
+    /// subsection past the limit.
+    TooManySubsections {
+        /// The limit.
+        limit: u16,
+    },
     /// The same subsection appears twice in one body.
     DuplicateSubsection {
         /// The subsection's name.
@@ -354,6 +402,14 @@ pub enum ErrorKind {
     },
     /// The VMDESCRIPTION JSON is malformed or does not describe the stream.
     BadDescription,
+    /// The trailer the walk reaches after EOF is not the one found from the end of the input
+    /// ([`crate::wire::Trailer::locate`], as analyze-migration.py finds it): its JSON holds a
+    /// NUL byte and what reads as another trailer, so readers would disagree on the
+    /// description.
+    TrailerAmbiguous {
+        /// Offset of the `06` byte found from the end, if any.
+        located: Option<usize>,
+    },
     /// A RAM record word carries a flag combination this reader does not accept.
     RamFlags {
         /// The flag bits (low 12 bits of the record word).
@@ -536,8 +592,8 @@ impl fmt::Display for ErrorKind {
                  v4 first)",
             ),
             UnsupportedFileVersion { found: 4 } => f.write_str(
-                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it to \
-                 v3 first)",
+                "file version 4 (vmstate v4) where QEMU's version 3 was expected (convert it \
+                 first: vmstate rewrite IN OUT --format v3)",
             ),
             UnsupportedFileVersion { found } => write!(
                 f,
@@ -585,6 +641,11 @@ impl fmt::Display for ErrorKind {
                 write!(f, "version {found} is too old: expected at least {min}")
             }
             UnknownSubsection { name } => write!(f, "unknown subsection {name}"),
+            TooManySubsections { limit } => write!(
+                f,
+                "too many subsections: expected at most {limit} top-level subsections in one \
+                 section"
+            ),
             DuplicateSubsection { name } => write!(f, "subsection {name} occurs twice"),
             SubsectionVersionOverflow { found } => write!(
                 f,
@@ -631,6 +692,15 @@ impl fmt::Display for ErrorKind {
                 "description trailer length: declared {declared}, found {available} bytes"
             ),
             BadDescription => f.write_str("malformed or mismatching VMDESCRIPTION JSON"),
+            TrailerAmbiguous { located: Some(at) } => write!(
+                f,
+                "VMDESCRIPTION trailer: the JSON holds a NUL byte and another trailer at byte \
+                 {at} (0x{at:x}); expected one trailer of JSON text"
+            ),
+            TrailerAmbiguous { located: None } => f.write_str(
+                "VMDESCRIPTION trailer: not found from the end of the input; expected JSON text \
+                 without NUL bytes",
+            ),
             RamFlags { flags } => write!(f, "unknown combination of RAM flags {flags:#x}"),
             RamContinueWithoutBlock => f.write_str("RAM CONTINUE record with no previous block"),
             RamUnknownBlock { name } => write!(f, "unknown RAM block {name}"),
@@ -679,6 +749,27 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    /// Terminal controls from the input never reach the output as themselves.
+    #[test]
+    fn escaped_shows_text_and_escapes_controls() {
+        let show = |b: &[u8]| std::format!("{}", Escaped(b));
+        assert_eq!(show(b"cpu/xsave 0000:00:01.1"), "cpu/xsave 0000:00:01.1");
+        assert_eq!(show("gr\u{fc}n \u{65e5}".as_bytes()), "gr\u{fc}n \u{65e5}");
+        assert_eq!(
+            show(b"a\x1b[2J\r\n\x07\t\x7f\\z"),
+            "a\\x1b[2J\\x0d\\x0a\\x07\\x09\\x7f\\x5cz"
+        );
+        assert_eq!(show(b"\xff\xc3x\xe2\x80"), "\\xff\\xc3x\\xe2\\x80");
+        assert_eq!(
+            show("x\u{85}\u{9b}\u{202e}\u{2066}\u{2069}\u{200f}\u{2028}y".as_bytes()),
+            "x\\u{0085}\\u{009b}\\u{202e}\\u{2066}\\u{2069}\\u{200f}\\u{2028}y"
+        );
+        for b in 0..=255u8 {
+            let s = show(&[b]);
+            assert!(s.chars().all(|c| !c.is_control()), "{b:#x}: {s:?}");
+        }
+    }
 
     /// No message lists the value it found among the ones it expected.
     #[test]

@@ -574,7 +574,19 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
                     }));
                 }
                 r.skip(1)?;
-                Pending::TrailerStart { len: r.be32()? }
+                let at = r.offset();
+                let len = r.be32()?;
+                // The slice walk's limit (`Trailer::read`): one rule for every reader.
+                if len as usize > crate::wire::Trailer::MAX_LEN {
+                    return Err(crate::Error::new(
+                        at,
+                        ErrorKind::LengthTooLarge {
+                            found: len.into(),
+                            max: crate::wire::Trailer::MAX_LEN as u64,
+                        },
+                    ));
+                }
+                Pending::TrailerStart { len }
             }
             Phase::Trailer { left } => {
                 let n = left.min(r.remaining());

@@ -577,6 +577,11 @@ impl<'a, L: BodyLength> Records<'a, L> {
                         count: r.remaining(),
                     }));
                 }
+                // Every reader must take this trailer as the description (issue 13 item 11).
+                let located = Trailer::locate(self.buf);
+                if located != Some(at) {
+                    return Err(Error::new(at, ErrorKind::TrailerAmbiguous { located }));
+                }
                 self.phase = Phase::Done;
                 Record::Trailer(t)
             }

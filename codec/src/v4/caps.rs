@@ -244,9 +244,8 @@ impl<'a> SectionRequirement<'a> {
                 .map_err(|_| {
                     crate::Error::new(
                         sub.offset,
-                        crate::ErrorKind::BufferTooSmall {
-                            needed: MAX_SUBSECTIONS + 1,
-                            capacity: MAX_SUBSECTIONS,
+                        crate::ErrorKind::TooManySubsections {
+                            limit: MAX_SUBSECTIONS as u16,
                         },
                     )
                     .in_section(s.context())

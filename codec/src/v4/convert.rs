@@ -150,9 +150,8 @@ impl SubsectionSplit for VmsdSplit<'_> {
                 .map_err(|e| e.in_field(sub.vmsd.name))?;
             let slot = ends.get_mut(n).ok_or(crate::Error::new(
                 at,
-                ErrorKind::BufferTooSmall {
-                    needed: n + 1,
-                    capacity: n,
+                ErrorKind::TooManySubsections {
+                    limit: MAX_SUBSECTIONS as u16,
                 },
             ))?;
             *slot = r.position();
@@ -339,7 +338,16 @@ fn check_split<'a>(
 ) -> crate::Result<usize> {
     let bad = |at: usize| crate::Error::new(base + at, ErrorKind::BadDescription);
     let (&fields_len, rest) = ends.split_first().ok_or(bad(0))?;
-    if ends.last() != Some(&body.len()) || fields_len > body.len() || rest.len() > MAX_SUBSECTIONS {
+    if rest.len() > MAX_SUBSECTIONS {
+        let at = rest.get(MAX_SUBSECTIONS - 1).copied().unwrap_or(fields_len);
+        return Err(crate::Error::new(
+            base + at.min(body.len()),
+            ErrorKind::TooManySubsections {
+                limit: MAX_SUBSECTIONS as u16,
+            },
+        ));
+    }
+    if ends.last() != Some(&body.len()) || fields_len > body.len() {
         return Err(bad(fields_len.min(body.len())));
     }
     // The section's vmsd name is the idstr without a qdev path prefix.

@@ -56,7 +56,9 @@ pub enum Error {
     Checksum {
         /// Offset of the record's type byte.
         offset: usize,
-        /// The section (as far as its header could be read).
+        /// The record's type byte (a section kind, or `07` for the configuration record…).
+        kind: u8,
+        /// The section (as far as its header could be read; empty for other records).
         section: SectionContext,
         /// The checksum stored in the record.
         stored: u32,
@@ -164,15 +166,27 @@ impl fmt::Display for Error {
             Error::Codec(e) => write!(f, "{e}"),
             Error::Checksum {
                 offset,
+                kind,
                 section,
                 stored,
                 computed,
-            } => write!(
-                f,
-                "offset {offset}: section {} (id {}, instance {}): CRC-32C mismatch: stored \
-                 {stored:#010x}, computed {computed:#010x}",
-                section.idstr, section.section_id, section.instance_id
-            ),
+            } => {
+                write!(f, "offset {offset}: ")?;
+                match *kind {
+                    k if crate::wire::section::SectionKind::from_byte(k).is_some() => write!(
+                        f,
+                        "section '{}' (id {}, instance {})",
+                        section.idstr, section.section_id, section.instance_id
+                    )?,
+                    crate::wire::record::CONFIGURATION => f.write_str("configuration record")?,
+                    crate::wire::record::COMMAND => f.write_str("COMMAND record")?,
+                    k => write!(f, "record type {k:#04x}")?,
+                }
+                write!(
+                    f,
+                    ": CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
+            }
             Error::ReservedFlags { offset, found } => {
                 write!(f, "offset {offset}: reserved flag bits set in {found:#x}")
             }

@@ -813,6 +813,7 @@ impl<'a> Records4<'a> {
         if stored != computed {
             return Err(Error::Checksum {
                 offset,
+                kind,
                 section: self.best_effort_context(kind, data),
                 stored,
                 computed,
@@ -900,7 +901,20 @@ impl<'a> Records4<'a> {
             levels: self.levels,
         };
         let ctx = sec.context();
-        for sub in sec.subsections() {
+        for (i, sub) in sec.subsections().enumerate() {
+            // The format's limit (§8), which every reader and converter keeps: a v3 body can
+            // carry no more top-level subsections than the v3 decoders take.
+            if i == crate::schema::MAX_SUBSECTIONS {
+                let at = sub.as_ref().map_or(offset, |s| s.offset);
+                return Err(crate::Error::new(
+                    at,
+                    ErrorKind::TooManySubsections {
+                        limit: crate::schema::MAX_SUBSECTIONS as u16,
+                    },
+                )
+                .in_section(ctx)
+                .into());
+            }
             let sub = sub.map_err(|e| match e {
                 Error::Codec(c) if c.is_incomplete() => Error::FrameLength {
                     offset: c.offset,
