@@ -332,6 +332,12 @@ pub fn upgrade_v3_spooled(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Input,
 /// a subsection's body, bytes left after the body), so it never writes a v3 stream that
 /// `verify` refuses. A stream without a trailer has only its structure checked (the walk).
 pub fn check_v3(v3: &[u8]) -> Result<(), String> {
+    check_v3_observed(v3, &mut |_| {})
+}
+
+/// [`check_v3`], calling `observe` with the offset reached after each record (to release
+/// the input behind the walk).
+pub fn check_v3_observed(v3: &[u8], observe: &mut dyn FnMut(usize)) -> Result<(), String> {
     let Some((_, desc)) = find_description(v3).map_err(|e| e.to_string())? else {
         return Ok(());
     };
@@ -345,6 +351,7 @@ pub fn check_v3(v3: &[u8]) -> Result<(), String> {
         if let Err(e) = r {
             return Err(walk.lengths().take_error().unwrap_or_else(|| e.to_string()));
         }
+        observe(walk.offset());
     }
     Ok(())
 }
@@ -375,10 +382,17 @@ pub fn rewrite_to(
             let mut file = scratch_file().map_err(ConvertError::Io)?;
             downgrade_v4_to(input, &mut file)?;
             let v3 = Input::from_file(file).map_err(ConvertError::Io)?;
-            check_v3(v3.bytes()).map_err(|e| {
+            check_v3_observed(v3.bytes(), &mut |at| v3.release_before(at)).map_err(|e| {
                 ConvertError::Invalid(format!("the stream converted to v3 would not load: {e}"))
             })?;
-            out.write_all(v3.bytes()).map_err(ConvertError::Io)
+            // Copied in steps, releasing the copy's pages behind each one.
+            let mut at = 0;
+            for chunk in v3.bytes().chunks(8 << 20) {
+                out.write_all(chunk).map_err(ConvertError::Io)?;
+                at += chunk.len();
+                v3.release_before(at);
+            }
+            Ok(())
         }
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
