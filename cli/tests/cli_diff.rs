@@ -6,43 +6,10 @@
 //! This file holds one test so that the peak resident size of this process's children
 //! (`getrusage(RUSAGE_CHILDREN)`) is that of the `vmstate diff` runs alone.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+mod support;
+
 use std::process::Command;
 use vmstate::ram::{BlockEntry, PAGE_SIZE, RamWriter};
-use vmstate::writer::StreamWriter;
-
-/// A [`vmstate::Sink`] over a file.
-struct FileSink {
-    w: BufWriter<File>,
-    n: usize,
-}
-
-#[derive(Debug)]
-enum SinkError {
-    Io(#[allow(dead_code)] std::io::Error),
-    Codec(#[allow(dead_code)] vmstate::Error),
-}
-
-impl From<vmstate::Error> for SinkError {
-    fn from(e: vmstate::Error) -> Self {
-        SinkError::Codec(e)
-    }
-}
-
-impl vmstate::Sink for FileSink {
-    type Error = SinkError;
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.w.write_all(bytes).map_err(SinkError::Io)?;
-        self.n += bytes.len();
-        Ok(())
-    }
-
-    fn position(&self) -> usize {
-        self.n
-    }
-}
 
 /// How the pages of the `pc.ram` block are sent.
 #[derive(Clone, Copy)]
@@ -56,11 +23,7 @@ enum Fill {
 /// Writes a stream with one `pc.ram` block of `ram` bytes sent as `fill`, except page
 /// `changed`, whose first byte is 0x5a (sent as a PAGE record).
 fn write_stream(path: &std::path::Path, ram: u64, fill: Fill, changed: Option<u64>) -> usize {
-    let f = File::create(path).unwrap();
-    let mut w = StreamWriter::new(FileSink {
-        w: BufWriter::with_capacity(1 << 20, f),
-        n: 0,
-    });
+    let mut w = support::writer(path);
     w.header(vmstate::wire::header::VERSION_V3).unwrap();
     let blocks = [BlockEntry {
         name: b"pc.ram",
@@ -105,9 +68,7 @@ fn write_stream(path: &std::path::Path, ram: u64, fill: Fill, changed: Option<u6
     }
     w.ram_part(1, true, &mut writer, |_, _| Ok(())).unwrap();
     w.eof().unwrap();
-    let mut sink = w.into_inner();
-    sink.w.flush().unwrap();
-    sink.n
+    support::finish(w)
 }
 
 /// Peak resident set of the waited-for children so far, in bytes.

@@ -7,13 +7,14 @@
 //! is made with `mknod` where permitted; `/dev/null` is used only where a non-root user
 //! cannot replace it anyway).
 
+mod support;
+
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use vmstate::ram::{BlockEntry, PAGE_SIZE, RamWriter};
-use vmstate::writer::StreamWriter;
 use vmstate_cli::exit::Exit;
 
 fn fixture(name: &str) -> PathBuf {
@@ -55,46 +56,10 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A [`vmstate::Sink`] over a file.
-struct FileSink {
-    w: BufWriter<File>,
-    n: usize,
-}
-
-#[derive(Debug)]
-enum SinkError {
-    Io(#[allow(dead_code)] std::io::Error),
-    Codec(#[allow(dead_code)] vmstate::Error),
-}
-
-impl From<vmstate::Error> for SinkError {
-    fn from(e: vmstate::Error) -> Self {
-        SinkError::Codec(e)
-    }
-}
-
-impl vmstate::Sink for FileSink {
-    type Error = SinkError;
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
-        self.w.write_all(bytes).map_err(SinkError::Io)?;
-        self.n += bytes.len();
-        Ok(())
-    }
-
-    fn position(&self) -> usize {
-        self.n
-    }
-}
-
 /// Writes a v3 stream with the given RAM blocks, every page of block `i` sent as a PAGE
 /// record filled with `fill + i` (its first 8 bytes hold the page number).
 fn write_stream(path: &Path, blocks: &[(&[u8], u64)], fill: u8) {
-    let f = File::create(path).unwrap();
-    let mut w = StreamWriter::new(FileSink {
-        w: BufWriter::with_capacity(1 << 20, f),
-        n: 0,
-    });
+    let mut w = support::writer(path);
     w.header(vmstate::wire::header::VERSION_V3).unwrap();
     let entries: Vec<BlockEntry<'_>> = blocks
         .iter()
@@ -126,8 +91,7 @@ fn write_stream(path: &Path, blocks: &[(&[u8], u64)], fill: u8) {
     }
     w.ram_part(1, true, &mut ram, |_, _| Ok(())).unwrap();
     w.eof().unwrap();
-    let mut sink = w.into_inner();
-    sink.w.flush().unwrap();
+    support::finish(w);
 }
 
 const SMALL: &str = "pc-7.2-bios.vmstate";

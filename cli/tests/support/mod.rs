@@ -42,7 +42,8 @@ impl vmstate::Sink for FileSink {
     }
 }
 
-fn writer(path: &Path) -> StreamWriter<'static, FileSink> {
+/// A stream writer into a new file at `path`.
+pub fn writer(path: &Path) -> StreamWriter<'static, FileSink> {
     let f = File::create(path).unwrap();
     StreamWriter::new(FileSink {
         w: BufWriter::with_capacity(1 << 20, f),
@@ -50,7 +51,8 @@ fn writer(path: &Path) -> StreamWriter<'static, FileSink> {
     })
 }
 
-fn finish(w: StreamWriter<'static, FileSink>) -> usize {
+/// Flushes the file of `w`; returns the stream's length.
+pub fn finish(w: StreamWriter<'static, FileSink>) -> usize {
     let mut sink = w.into_inner();
     sink.w.flush().unwrap();
     sink.n
