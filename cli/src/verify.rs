@@ -514,13 +514,25 @@ pub fn verify(
             } else {
                 format!(", ISA serial ports: {}", c.serial_ports)
             };
+            // QEMU's find_se also matches instance id 0xffffffff to a handler registered
+            // without an alias id (alias -1, most devices): QEMU may load it into the first
+            // instance. Refusing it is a hardening rule (docs/DIFFERENTIAL.md).
+            let qemu = if rec.instance_id == u32::MAX {
+                "instance id 0xffffffff: QEMU may load it into the first instance (its alias id \
+                 -1 matches), refused (hardening rule stream.instance-any)"
+                    .to_string()
+            } else {
+                format!(
+                    "QEMU refuses the stream (\"Unknown savevm section or instance '{idstr}' {}\")",
+                    rec.instance_id
+                )
+            };
             report.problems.push(Problem {
                 offset: at,
                 message: format!(
                     "at byte {at} (0x{at:x}), section {name} (id {}): the destination ({}{ports}) \
-                     has no such instance; QEMU refuses the stream (\"Unknown savevm section or \
-                     instance '{idstr}' {}\")",
-                    rec.section_id, c.destination, rec.instance_id
+                     has no such instance; {qemu}",
+                    rec.section_id, c.destination
                 ),
             });
             report.typed += 1;
