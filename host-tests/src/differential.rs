@@ -696,12 +696,17 @@ pub enum Class {
     Explained(&'static str),
     /// QEMU refuses, `verify` accepts: `verify` is looser than QEMU (QEMU's message).
     Looser(String),
+    /// The harness failed on this mutant (the panic message).
+    HarnessError(String),
 }
 
 impl Class {
     /// Whether this is a disagreement (neither agreement nor a documented/explained case).
     pub fn is_disagreement(&self) -> bool {
-        matches!(self, Class::Undocumented(_) | Class::Looser(_))
+        matches!(
+            self,
+            Class::Undocumented(_) | Class::Looser(_) | Class::HarnessError(_)
+        )
     }
 
     /// The table column.
@@ -710,7 +715,7 @@ impl Class {
             Class::AgreeLoad | Class::AgreeRefuse => "agree",
             Class::Hardening(_) => "documented hardening",
             Class::Explained(_) => "explained",
-            Class::Undocumented(_) | Class::Looser(_) => "disagreement",
+            Class::Undocumented(_) | Class::Looser(_) | Class::HarnessError(_) => "disagreement",
         }
     }
 }
@@ -804,7 +809,18 @@ pub fn run(mutants: &[Mutant], workers: usize) -> Vec<Outcome> {
                         break;
                     };
                     std::fs::write(&path, &mutants[i].bytes).unwrap();
-                    if let Some(class) = judge(&mutants[i], build, &path) {
+                    // A panic of the harness (QEMU misbehaving as a peer) is a result too,
+                    // counted as a disagreement so it is looked at, not a lost campaign.
+                    let judged = std::panic::catch_unwind(|| judge(&mutants[i], build, &path))
+                        .unwrap_or_else(|e| {
+                            let why = e
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default();
+                            Some(Class::HarnessError(why))
+                        });
+                    if let Some(class) = judged {
                         out.lock().unwrap().push(Outcome {
                             mutant: i,
                             build,
