@@ -137,11 +137,11 @@ pub const HARDENING: &[Hardening] = &[
     h("i8254.bcd", "a flag"),
     h("i8254.gate", "a flag"),
     h(
-        "i8254.irq_disabled",
+        "i8254.channels.irq_disabled",
         "a flag only the HPET legacy mode toggles",
     ),
     h(
-        "i8254.next_transition_time",
+        "i8254.channels.next_transition_time",
         "one variable in QEMU, two copies on the wire",
     ),
     // ioapic
@@ -226,6 +226,17 @@ pub const HARDENING: &[Hardening] = &[
          destination does not have",
     ),
     h(
+        "subsection.once",
+        "QEMU loads a subsection its table knows again (the later wins) and in any order; \
+         verify accepts each once, where the table and the description allow it",
+    ),
+    h(
+        "command.live-only",
+        "a COMMAND other than SWITCHOVER_START (return path, postcopy, COLO, packaged): QEMU \
+         accepts some only in a live migration's state (PING after OPEN_RETURN_PATH); verify \
+         refuses them all",
+    ),
+    h(
         "trailer.unlisted",
         "the VMDESCRIPTION trailer lists a section the stream does not carry; QEMU never \
          reads the trailer",
@@ -259,6 +270,14 @@ pub fn rule_of(message: &str) -> String {
     if message.contains("section occurs twice") {
         return "stream.duplicate-section".into();
     }
+    if message.contains("hardening rule command.live-only") {
+        return "command.live-only".into();
+    }
+    if message.contains("hardening rule subsection.once")
+        || (message.contains("subsection ") && message.contains(" occurs twice"))
+    {
+        return "subsection.once".into();
+    }
     if message.contains("instance id 0xffffffff") {
         return "stream.instance-any".into();
     }
@@ -279,8 +298,18 @@ pub fn rule_of(message: &str) -> String {
     if let Some(sec) = between(message, "section '", "'")
         && let Some(field) = between(message, ", field ", ":")
     {
-        let field = field.split(['[', '.', ' ']).next().unwrap_or(field);
-        return format!("{sec}.{field}");
+        // `channels[0].irq_disabled` -> `channels.irq_disabled`: one rule for every element.
+        let mut path = String::new();
+        let mut depth = 0;
+        for ch in field.chars() {
+            match ch {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => path.push(c),
+                _ => {}
+            }
+        }
+        return format!("{sec}.{path}");
     }
     message.into()
 }
@@ -525,7 +554,7 @@ impl Prepared {
         let mut b = self.bytes.clone();
         let s = &self.sections[rng.below(self.sections.len())];
         let label = format!("{}[{}]", s.idstr, s.instance_id);
-        let (kind, what) = match rng.below(20) {
+        let (kind, what) = match rng.below(21) {
             0..=10 => {
                 // A field value: pick a field (a name, then one of its elements).
                 let names: Vec<&str> = {
@@ -578,7 +607,15 @@ impl Prepared {
                 write_be(&mut b, s.body_offset - 8, 4, v.into());
                 ("instance id", format!("{label} -> {v}"))
             }
-            13 if !s.subs.is_empty() => {
+            13 | 14 if self.sections.iter().any(|s| !s.subs.is_empty()) => {
+                // Among the sections that carry a subsection (few do).
+                let with: Vec<&Section> = self
+                    .sections
+                    .iter()
+                    .filter(|s| !s.subs.is_empty())
+                    .collect();
+                let s = with[rng.below(with.len())];
+                let label = format!("{}[{}]", s.idstr, s.instance_id);
                 let sub = &s.subs[rng.below(s.subs.len())];
                 let name = String::from_utf8_lossy(&b[sub.name_at..sub.version_at]).into_owned();
                 match rng.below(5) {
@@ -618,7 +655,7 @@ impl Prepared {
                     }
                 }
             }
-            13 | 14 => {
+            13..=15 => {
                 // Body length: cut or add bytes at the end of the body (before the footer).
                 match rng.below(4) {
                     0 => {
@@ -641,12 +678,12 @@ impl Prepared {
                     }
                 }
             }
-            15 => {
+            16 => {
                 let copy = b[s.offset..s.end].to_vec();
                 b.splice(s.end..s.end, copy);
                 ("section", format!("{label} sent twice"))
             }
-            16 => {
+            17 => {
                 b.drain(s.offset..s.end);
                 ("section", format!("{label} dropped"))
             }
@@ -671,13 +708,36 @@ impl Prepared {
     }
 }
 
+/// The fixtures laid out once; mutant `i` of a seed is made on demand (a long run never holds
+/// thousands of 2 MB streams).
+pub struct Campaign {
+    prepared: Vec<Prepared>,
+    seed: u64,
+}
+
+impl Campaign {
+    /// Reads and lays out [`FIXTURES`].
+    pub fn new(seed: u64) -> Campaign {
+        Campaign {
+            prepared: FIXTURES.iter().map(|f| prepare(*f)).collect(),
+            seed,
+        }
+    }
+
+    /// Mutant `i`: fixtures in turn, each mutant from its own generator (seed and index).
+    pub fn mutant(&self, i: usize) -> Mutant {
+        let mut rng = Rng::new(
+            self.seed
+                .wrapping_add((i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        self.prepared[i % self.prepared.len()].mutate(&mut rng)
+    }
+}
+
 /// Makes `n` mutants from `seed`, spread evenly over [`FIXTURES`].
 pub fn mutants(seed: u64, n: usize) -> Vec<Mutant> {
-    let prepared: Vec<Prepared> = FIXTURES.iter().map(|f| prepare(*f)).collect();
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|i| prepared[i % prepared.len()].mutate(&mut rng))
-        .collect()
+    let c = Campaign::new(seed);
+    (0..n).map(|i| c.mutant(i)).collect()
 }
 
 /// The verdict on one mutant and one build.
@@ -736,7 +796,7 @@ fn qemu_reason(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     lines
         .iter()
-        .find(|l| !l.contains("load of migration failed"))
+        .find(|l| !l.contains("load of migration failed") && !l.contains("warning:"))
         .or(lines.first())
         .map(|l| l.to_string())
         .unwrap_or_default()
@@ -783,7 +843,16 @@ pub fn judge(m: &Mutant, build: QemuBuild, path: &std::path::Path) -> Option<Cla
 
 /// Runs the campaign: every mutant on every build that has its machine type, `workers` QEMU
 /// loads at a time. Mutant files go to a scratch folder under the system temp dir.
-pub fn run(mutants: &[Mutant], workers: usize) -> Vec<Outcome> {
+///
+/// Returns the mutants without their bytes (for [`table`]) and the outcomes.
+pub fn run(campaign: &Campaign, n: usize, workers: usize) -> (Vec<Mutant>, Vec<Outcome>) {
+    let mutants: Vec<Mutant> = (0..n)
+        .map(|i| Mutant {
+            bytes: Vec::new(),
+            ..campaign.mutant(i)
+        })
+        .collect();
+    let mutants = &mutants;
     let dir = std::env::temp_dir().join(format!("vmstate-differential-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let jobs: Vec<(usize, QemuBuild)> = mutants
@@ -808,10 +877,11 @@ pub fn run(mutants: &[Mutant], workers: usize) -> Vec<Outcome> {
                     let Some(&(i, build)) = jobs.get(j) else {
                         break;
                     };
-                    std::fs::write(&path, &mutants[i].bytes).unwrap();
+                    let m = campaign.mutant(i);
+                    std::fs::write(&path, &m.bytes).unwrap();
                     // A panic of the harness (QEMU misbehaving as a peer) is a result too,
                     // counted as a disagreement so it is looked at, not a lost campaign.
-                    let judged = std::panic::catch_unwind(|| judge(&mutants[i], build, &path))
+                    let judged = std::panic::catch_unwind(|| judge(&m, build, &path))
                         .unwrap_or_else(|e| {
                             let why = e
                                 .downcast_ref::<String>()
@@ -834,7 +904,7 @@ pub fn run(mutants: &[Mutant], workers: usize) -> Vec<Outcome> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut v = out.into_inner().unwrap();
     v.sort_by_key(|o| (o.mutant, o.build.version()));
-    v
+    (mutants.clone(), v)
 }
 
 /// The table of counts: rows = mutation kind (and a total), columns = agree / documented

@@ -7,7 +7,7 @@
 //! `VMSTATE_DIFFERENTIAL_MUTANTS=5000` (and optionally `VMSTATE_DIFFERENTIAL_SEED=N`); it prints
 //! the table that docs/DIFFERENTIAL.md records (run with `--nocapture`).
 
-use vmstate_host_tests::differential::{self, HARDENING, mutants, rule_of, run, table};
+use vmstate_host_tests::differential::{self, Campaign, HARDENING, mutants, rule_of, run, table};
 
 /// Mutants of the CI run.
 const SMALL: usize = 210;
@@ -32,9 +32,9 @@ fn verify_is_never_looser_than_qemu_and_every_stricter_verdict_is_a_documented_r
     }
     let n = env_number("VMSTATE_DIFFERENTIAL_MUTANTS").map_or(SMALL, |n| n as usize);
     let seed = env_number("VMSTATE_DIFFERENTIAL_SEED").unwrap_or(SEED);
-    let ms = mutants(seed, n);
+    let campaign = Campaign::new(seed);
     let started = std::time::Instant::now();
-    let outcomes = run(&ms, 2);
+    let (ms, outcomes) = run(&campaign, n, 2);
     let t = table(&ms, &outcomes);
     println!(
         "differential run: {n} mutants, seed {seed:#x}, {} loads, {:.0} s\n{t}",
@@ -137,4 +137,71 @@ fn instance_id_any_is_loaded_by_qemu_and_refused_as_documented_hardening() {
         }
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// Loads `bytes` (a mutant of `fx`) on every build and returns the verdicts.
+fn judge_all(fx: differential::Fixture, what: &str, bytes: Vec<u8>) -> Vec<differential::Class> {
+    let m = differential::Mutant {
+        fixture: fx,
+        kind: "test",
+        what: what.into(),
+        bytes,
+    };
+    let path = vmstate_host_tests::qemu::temp_stream(what, &m.bytes);
+    let out = fx
+        .builds
+        .iter()
+        .filter_map(|b| differential::judge(&m, *b, &path))
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
+/// POSTCOPY_RUN in a plain load: QEMU refuses it (postcopy never started); `verify` accepted
+/// it (a command the build knows, with its length) until rule `command.live-only`.
+#[test]
+fn a_live_migration_command_is_refused_like_qemu_does() {
+    use vmstate::stream::{FooterScan, Options, Record, Records};
+    let fx = differential::FIXTURES[2];
+    let real = vmstate_host_tests::fixture(fx.file);
+    let options = Options {
+        allow_commands: true,
+        ..Options::default()
+    };
+    let at = Records::with_options(&real, FooterScan, options)
+        .find_map(|l| {
+            let l = l.unwrap();
+            matches!(l.record, Record::Configuration(_)).then_some(l.end)
+        })
+        .unwrap();
+    let bytes = [&real[..at], &[8, 0, 5, 0, 0][..], &real[at..]].concat();
+    for class in judge_all(fx, "postcopy-run", bytes) {
+        assert_eq!(class, differential::Class::AgreeRefuse);
+    }
+}
+
+/// `fw_cfg/acpi_mr` sent twice: QEMU loads it again (the later wins); `verify` refuses, and
+/// its message names the rule (`subsection.once`).
+#[test]
+fn a_repeated_subsection_is_documented_hardening() {
+    use vmstate::stream::{FooterScan, Record, Records};
+    let fx = differential::FIXTURES[0];
+    let real = vmstate_host_tests::fixture(fx.file);
+    let (start, end) = Records::new(&real, FooterScan)
+        .find_map(|l| match l.unwrap().record {
+            Record::Section(s) if s.idstr == b"fw_cfg" => {
+                let name = b"\x05\x0efw_cfg/acpi_mr";
+                let i = s.body.windows(name.len()).position(|w| w == name)?;
+                Some((s.body_offset + i, s.body_offset + s.body.len()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    let bytes = [&real[..end], &real[start..end], &real[end..]].concat();
+    for class in judge_all(fx, "acpi-mr-twice", bytes) {
+        match class {
+            differential::Class::Hardening(ids) => assert!(ids.contains(&"subsection.once")),
+            other => panic!("{other:?}"),
+        }
+    }
 }
