@@ -806,7 +806,10 @@ fn qemu_reason(stderr: &str) -> String {
 pub fn judge(m: &Mutant, build: QemuBuild, path: &std::path::Path) -> Option<Class> {
     let args = qemu::fixture_machine(m.fixture.machine);
     let mut q = Qemu::incoming_on(build, path, &args)?;
-    let outcome = q.wait_loaded();
+    // A destination still loading after 60 s (a COMMAND that waits for a peer, e.g.
+    // POSTCOPY_LISTEN) has not loaded the stream: that is a refusal.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.wait_loaded()))
+        .unwrap_or_else(|_| LoadOutcome::Failed("did not finish loading in 60 s".into()));
     drop(q);
     let spec = DestSpec {
         machine: Some(m.fixture.machine.into()),
