@@ -979,8 +979,11 @@ pub fn description(data: &[u8]) {
 /// Walks a v3 stream with the footer scan (COMMAND records allowed): `Err` with the error
 /// when it does not read to its end.
 fn v3_reads(v3: &[u8]) -> Result<(), Error> {
+    // A v4 stream without a configuration record (machine types up to 2.3) downgrades to a
+    // v3 stream without one: that is valid v3.
     let options = vmstate::stream::Options {
         allow_commands: true,
+        require_configuration: v3.get(8) == Some(&vmstate::wire::record::CONFIGURATION),
         ..Default::default()
     };
     for r in Records::with_options(v3, FooterScan, options) {
