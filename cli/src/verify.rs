@@ -33,6 +33,7 @@ use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{
     BodyLength, FooterScan, Options, Record, Records, SectionInfo, probe_section_footers,
 };
+use vmstate::wire::command::CommandId;
 use vmstate::wire::section::SectionKind;
 use vmstate::wire::{Reader, record};
 use vmstate_devices::machine::{Destination, MachineType, QemuBuild};
@@ -411,9 +412,17 @@ pub fn verify(
         let located = match next {
             Ok(l) => l,
             Err(e) => {
+                let mut message = e.to_string();
+                if let vmstate::ErrorKind::MissingFooter { found: 0x05 } = e.kind {
+                    // QEMU loads any subsection the table knows, again and in any order.
+                    message.push_str(
+                        " (a subsection after the body's end: one sent twice or not allowed \
+                         here; hardening rule subsection.once)",
+                    );
+                }
                 report.problems.push(Problem {
                     offset: e.offset,
-                    message: e.to_string(),
+                    message,
                 });
                 complete = false;
                 break;
@@ -447,6 +456,22 @@ pub fn verify(
                              unknown\")",
                             c.id.name(),
                             c.id.number(),
+                            c.id.number()
+                        ),
+                    });
+                } else if c.id != CommandId::SwitchoverStart {
+                    // Every other command belongs to a live migration (return path, postcopy,
+                    // COLO, packaged streams): QEMU refuses it unless the destination is in
+                    // the state it needs (PING without a return path, POSTCOPY_RUN before
+                    // LISTEN, ...), which a stream alone cannot show.
+                    let at = located.offset;
+                    report.problems.push(Problem {
+                        offset: at,
+                        message: format!(
+                            "at byte {at} (0x{at:x}): COMMAND {} ({}) needs a live migration's \
+                             destination state (QEMU refuses it in a plain load); refused \
+                             (hardening rule command.live-only)",
+                            c.id.name(),
                             c.id.number()
                         ),
                     });
@@ -514,13 +539,25 @@ pub fn verify(
             } else {
                 format!(", ISA serial ports: {}", c.serial_ports)
             };
+            // QEMU's find_se also matches instance id 0xffffffff to a handler registered
+            // without an alias id (alias -1, most devices): QEMU may load it into the first
+            // instance. Refusing it is a hardening rule (docs/DIFFERENTIAL.md).
+            let qemu = if rec.instance_id == u32::MAX {
+                "instance id 0xffffffff: QEMU may load it into the first instance (its alias id \
+                 -1 matches), refused (hardening rule stream.instance-any)"
+                    .to_string()
+            } else {
+                format!(
+                    "QEMU refuses the stream (\"Unknown savevm section or instance '{idstr}' {}\")",
+                    rec.instance_id
+                )
+            };
             report.problems.push(Problem {
                 offset: at,
                 message: format!(
                     "at byte {at} (0x{at:x}), section {name} (id {}): the destination ({}{ports}) \
-                     has no such instance; QEMU refuses the stream (\"Unknown savevm section or \
-                     instance '{idstr}' {}\")",
-                    rec.section_id, c.destination, rec.instance_id
+                     has no such instance; {qemu}",
+                    rec.section_id, c.destination
                 ),
             });
             report.typed += 1;

@@ -190,4 +190,5 @@ pub fn require_qemu(build: QemuBuild, tool: &str) -> Option<PathBuf> {
     None
 }
 
+pub mod differential;
 pub mod qemu;

@@ -101,7 +101,7 @@ impl Qemu {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("qmp.sock");
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args(args)
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", sock.display()))
@@ -114,6 +114,12 @@ impl Qemu {
         let stream = loop {
             match UnixStream::connect(&sock) {
                 Ok(s) => break s,
+                // A destination whose load fails at once may exit before it accepts QMP: a
+                // connection whose peer is gone reads as closed, and `wait_loaded` reports
+                // the failed load with QEMU's messages.
+                Err(_) if matches!(child.try_wait(), Ok(Some(_))) => {
+                    break UnixStream::pair().expect("socket pair").0;
+                }
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }

@@ -167,6 +167,29 @@ fn v4_caps_corpus() {
     assert!(replay("v4_caps") >= 2);
 }
 
+#[test]
+fn description_corpus() {
+    // The trailers of both builds' streams (whole for pc-q35, the modelled devices for all).
+    assert!(replay("description") >= 6);
+}
+
+#[test]
+fn v4_convert_corpus() {
+    // Small v3 streams with a matching trailer, from both builds, and their v4 upgrades.
+    assert!(replay("v4_convert") >= 12);
+}
+
+#[test]
+fn dest_check_corpus() {
+    assert!(replay("dest_check") >= 12);
+}
+
+#[test]
+fn command_corpus() {
+    // Every command number with payloads around its rule, and the records of real streams.
+    assert!(replay("command") >= 60);
+}
+
 /// An i8254 state with channel 1's count 0x05d27069 encodes bytes that read as a `pit channel`
 /// subsection header after channel 0 (QEMU's peek rule): the format is ambiguous for states the
 /// device rules refuse (count must be 1..=0x10000, so a valid count never starts with 0x05).

@@ -185,6 +185,7 @@ fn main() {
         }
     }
     q10_command_seeds();
+    second_campaign_seeds();
     for vendors in [&[][..], &["org.example.vendor"][..]] {
         let caps = vmstate_fuzz_harness::device_caps(vendors);
         let mut buf = vec![0u8; 8192];
@@ -248,6 +249,104 @@ fn q10_command_seeds() {
     upgrade(&live_only, FooterScan, split, &opts, &mut sink).expect("upgrade");
     let n = sink.finish();
     put("v4_stream", "q10-command-crc", &buf[..n]);
+}
+
+/// Seeds of the targets added for issue 13 (`description`, `v4_convert`, `dest_check`,
+/// `command`), cut from streams of both builds: per fixture, a v3 stream of the header, the
+/// configuration, the COMMAND records, the sections of modelled devices and the EOF, with a
+/// trailer describing exactly those sections (so it converts); its v4 upgrade; the trailer
+/// JSON alone (and the whole trailer of the pc-q35 streams, the smallest); a `vmstate caps`
+/// destination of the fixture followed by the small stream; every COMMAND record.
+fn second_campaign_seeds() {
+    use vmstate::stream::Options;
+    use vmstate_cli::dest::Destination;
+    use vmstate_cli::v4tools::upgrade_v3;
+    for (short, file) in [
+        ("q72-pc", "q72-pc-i440fx-7.2.vmstate"),
+        ("q72-q35", "q72-pc-q35-7.2.vmstate"),
+        ("q10-pc", "q10-pc-i440fx-10.0.vmstate"),
+        ("q10-q35", "q10-pc-q35-10.0.vmstate"),
+        ("q10-ltim", "q10-pc-i440fx-7.2-ltim.vmstate"),
+        ("nodefaults", "pc-7.2-nodefaults-S.vmstate"),
+    ] {
+        let stream = fs::read(root().join("host-tests/fixtures").join(file)).unwrap();
+        let options = Options {
+            allow_commands: true,
+            ..Options::default()
+        };
+        let records: Vec<_> = Records::with_options(&stream, FooterScan, options)
+            .collect::<Result<_, _>>()
+            .expect("fixture walks");
+        let mut small = Vec::new();
+        let mut kept = Vec::new();
+        let mut json = None;
+        for l in &records {
+            let bytes = &stream[l.offset..l.end];
+            match l.record {
+                Record::Header { .. } | Record::Configuration(_) | Record::Eof => {
+                    small.extend_from_slice(bytes)
+                }
+                Record::Command(_) => {
+                    small.extend_from_slice(bytes);
+                    put("command", &format!("{short}-at-{}", l.offset), &bytes[1..]);
+                }
+                Record::Section(s)
+                    if s.kind.has_full_header()
+                        && !s.is_ram()
+                        && device_for(s.idstr, s.instance_id).is_some() =>
+                {
+                    small.extend_from_slice(bytes);
+                    kept.push((String::from_utf8_lossy(s.idstr).into_owned(), s.instance_id));
+                }
+                Record::Trailer(t) => json = Some(t.json),
+                _ => {}
+            }
+        }
+        let json = json.expect("the fixture has a trailer");
+        if short.ends_with("q35") {
+            put("description", &format!("{short}-whole"), json);
+        }
+        let mut desc: serde_json::Value = serde_json::from_slice(json).unwrap();
+        desc["devices"].as_array_mut().unwrap().retain(|d| {
+            kept.iter().any(|(n, i)| {
+                d["name"].as_str() == Some(n) && d["instance_id"].as_u64() == Some(u64::from(*i))
+            })
+        });
+        let text = serde_json::to_vec(&desc).unwrap();
+        put("description", &format!("{short}-modelled"), &text);
+        small.push(vmstate::wire::record::VMDESCRIPTION);
+        small.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        small.extend_from_slice(&text);
+        put("v4_convert", &format!("{short}-v3"), &small);
+        let v4 = upgrade_v3(&small).unwrap_or_else(|e| panic!("{short}: upgrade: {e}"));
+        put("v4_convert", &format!("{short}-v4"), &v4);
+        let dest = Destination::from_stream(&stream, file).expect("destination of a fixture");
+        let caps = serde_json::to_vec(&dest).unwrap();
+        let mut input = (caps.len() as u16).to_be_bytes().to_vec();
+        input.extend_from_slice(&caps);
+        input.extend_from_slice(&small);
+        put("dest_check", &format!("{short}-caps-v3"), &input);
+        let mut input = (caps.len() as u16).to_be_bytes().to_vec();
+        input.extend_from_slice(&caps);
+        input.extend_from_slice(&v4);
+        put("dest_check", &format!("{short}-caps-v4"), &input);
+    }
+    // Every command number with payloads around its rule (after the `08` type byte).
+    for cmd in 0u16..=12 {
+        for len in [0u16, 1, 4, 8, 16] {
+            let mut r = cmd.to_be_bytes().to_vec();
+            r.extend_from_slice(&len.to_be_bytes());
+            r.extend((0..len).map(|i| i as u8));
+            put("command", &format!("cmd{cmd:02}-len{len}"), &r);
+        }
+    }
+    // PACKAGED with a 4-byte length and its sub-stream; RECV_BITMAP with a block name.
+    let mut packaged = vec![0, 7, 0, 4, 0, 0, 0, 8];
+    packaged.extend_from_slice(b"QEVM\0\0\0\x03");
+    put("command", "packaged-8", &packaged);
+    let mut recv = vec![0, 10, 0, 7, 6];
+    recv.extend_from_slice(b"pc.ram");
+    put("command", "recv-bitmap-pc-ram", &recv);
 }
 
 /// The state bytes a device entry loads from a body (its default state, then the body).

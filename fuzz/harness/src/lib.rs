@@ -15,6 +15,10 @@
 //! | `configuration` | a configuration record | the parsed record re-emits to bytes that parse to the same record, and to the input itself when the input was in canonical order |
 //! | `v4_stream` | a v4 stream | [`Records4`] keeps the iterator contract; per FULL section of a modelled device, the header-only requirement check agrees with a full typed load |
 //! | `v4_caps` | a postcard capabilities record | decode → encode → decode is the identity; checking each device's requirement refuses exactly what the record lacks |
+//! | `description` | a VMDESCRIPTION trailer's JSON | [`Description::from_json_bytes`] refuses or reads it; what it reads, written back as JSON ([`Description::to_json`]), reads again to the same description (a fixed point) |
+//! | `v4_convert` | a v3 or v4 stream | v3: an upgrade that succeeds gives a v4 stream that reads cleanly and downgrades; v4: `downgrade_obstacle` and `downgrade` agree (an obstacle means a refusal), a downgrade that succeeds gives a v3 stream that reads cleanly; errors point inside the input |
+//! | `dest_check` | be16 length, a destination (caps file, dump or stream), a stream | [`Destination::read`] and [`dest::check`] refuse or answer; a destination that reads writes back (JSON) to one that reads the same; the problems of `check` are the same when asked twice |
+//! | `command` | a COMMAND record after its type byte | [`Command::read_body`] refuses it or parses it; a parsed record re-emits to exactly the bytes it was read from and parses to the same command; a refusal points inside the input |
 
 use vmstate::body::{encode_body_v, encode_fields, is_present};
 use vmstate::schema::{CountType, Elem, Kind};
@@ -22,8 +26,12 @@ use vmstate::stream::{BodyLength, FooterScan, Record, Records, Schemas, idstr_ma
 use vmstate::v4;
 use vmstate::v4::caps::{Capabilities, Incompatibility, Report, SectionRequirement, check};
 use vmstate::v4::wire::{Record4, Records4, Vendor};
+use vmstate::wire::command::Command;
 use vmstate::wire::{Configuration, Reader, SubsectionHeader};
 use vmstate::{CountingSink, Error, ErrorKind, SectionId, SliceSink, State, Vmsd};
+use vmstate_cli::desc::Description;
+use vmstate_cli::dest::{self, Destination};
+use vmstate_cli::v4tools::{downgrade_v4, stream_version, upgrade_v3};
 use vmstate_devices::fw_cfg::{FwCfg, FwCfgConfig};
 use vmstate_devices::globalstate::{GlobalState, RunState};
 use vmstate_devices::hpet::{Hpet, HpetConfig};
@@ -53,6 +61,10 @@ pub const TARGETS: &[Target] = &[
     ("configuration", configuration),
     ("v4_stream", v4_stream),
     ("v4_caps", v4_caps),
+    ("description", description),
+    ("v4_convert", v4_convert),
+    ("dest_check", dest_check),
+    ("command", command),
 ];
 
 /// A modelled device with its destination state and the checks run on it.
@@ -939,5 +951,143 @@ pub fn v4_caps(data: &[u8]) {
             d.name,
             report.found
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// description
+
+/// The VMDESCRIPTION reader: see the module table.
+pub fn description(data: &[u8]) {
+    let Ok(desc) = Description::from_json_bytes(data) else {
+        return;
+    };
+    let json = desc.to_json();
+    let text = serde_json::to_vec(&json).expect("a JSON value serializes");
+    let again = Description::from_json_bytes(&text)
+        .unwrap_or_else(|e| panic!("the reader refuses its own output {json}: {e}"));
+    assert_eq!(
+        again.to_json(),
+        json,
+        "read → write → read is not a fixed point"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// v4_convert
+
+/// Walks a v3 stream with the footer scan (COMMAND records allowed): `Err` with the error
+/// when it does not read to its end.
+fn v3_reads(v3: &[u8]) -> Result<(), Error> {
+    // A v4 stream without a configuration record (machine types up to 2.3) downgrades to a
+    // v3 stream without one: that is valid v3.
+    let options = vmstate::stream::Options {
+        allow_commands: true,
+        require_configuration: v3.get(8) == Some(&vmstate::wire::record::CONFIGURATION),
+        ..Default::default()
+    };
+    for r in Records::with_options(v3, FooterScan, options) {
+        r?;
+    }
+    Ok(())
+}
+
+/// v3 ↔ v4 conversion: see the module table.
+pub fn v4_convert(data: &[u8]) {
+    match stream_version(data) {
+        Some(3) => {
+            let Ok(v4) = upgrade_v3(data) else {
+                return;
+            };
+            for r in v4::wire::Records4::new(&v4) {
+                if let Err(e) = r {
+                    panic!("the upgrade wrote a v4 stream that does not read: {e}");
+                }
+            }
+            downgrade_v4(&v4)
+                .unwrap_or_else(|e| panic!("an upgraded v3 stream does not downgrade: {e}"));
+        }
+        Some(4) => {
+            let obstacle = v4::convert::downgrade_obstacle(data);
+            let out = downgrade_v4(data);
+            if let Ok(Some(refusal)) = &obstacle {
+                assert!(
+                    out.is_err(),
+                    "downgrade_obstacle says {refusal:?}, the downgrade succeeds"
+                );
+            }
+            match out {
+                Ok(v3) => {
+                    if let Err(e) = v3_reads(&v3) {
+                        panic!("the downgrade wrote a v3 stream that does not read: {e}");
+                    }
+                }
+                Err(e) => {
+                    if let Some(at) = v4_offset(&e) {
+                        assert!(at <= data.len(), "error past the input: {e}");
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dest_check
+
+/// Destination file + `check`: see the module table.
+pub fn dest_check(data: &[u8]) {
+    let Some((len, rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let split = (u16::from_be_bytes(*len) as usize).min(rest.len());
+    let (dest_bytes, stream) = rest.split_at(split);
+    let Ok(dest) = Destination::read(dest_bytes, "fuzz", None) else {
+        return;
+    };
+    let written = serde_json::to_vec(&dest).expect("a destination serializes");
+    let again = Destination::read(&written, "fuzz", None)
+        .unwrap_or_else(|e| panic!("a written destination does not read back: {e}"));
+    assert_eq!(again, dest, "write → read changes the destination");
+    let first = dest::check(stream, &dest);
+    let second = dest::check(stream, &dest);
+    assert_eq!(
+        first.as_ref().map(|p| dest::reasons(p)),
+        second.as_ref().map(|p| dest::reasons(p)),
+        "check answers differently twice"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// command
+
+/// COMMAND records: see the module table.
+pub fn command(data: &[u8]) {
+    const BASE_AT: usize = 77;
+    let mut r = Reader::new(data, BASE_AT);
+    match Command::read_body(&mut r) {
+        Ok(c) => {
+            let used = r.offset() - BASE_AT;
+            // buffer_len counts the type byte, which `read_body` starts after.
+            assert_eq!(used + 1, c.buffer_len(), "consumed = buffer_len");
+            let mut out = vec![0u8; c.buffer_len()];
+            let mut sink = SliceSink::new(&mut out);
+            c.emit(&mut sink)
+                .unwrap_or_else(|e| panic!("a parsed command does not emit: {e}"));
+            let n = sink.finish();
+            assert_eq!(n, c.buffer_len(), "emit writes buffer_len bytes");
+            assert_eq!(out[0], vmstate::wire::record::COMMAND);
+            assert_eq!(&out[1..n], &data[..used], "emit differs from the input");
+            let mut again = Reader::new(&out, 0);
+            let c2 = Command::read(&mut again).expect("re-parses");
+            assert_eq!(c2, c);
+        }
+        Err(e) => assert!(
+            e.offset >= BASE_AT && e.offset <= BASE_AT + data.len(),
+            "error offset {} outside the input ({} bytes at {BASE_AT}): {e}",
+            e.offset,
+            data.len()
+        ),
     }
 }
