@@ -158,3 +158,23 @@ fn a_vendor_tag_above_the_declared_levels_is_refused() {
     let mut out = [0u8; 128];
     assert!(downgrade(&s, &mut SliceSink::new(&mut out)).is_err());
 }
+
+#[test]
+fn a_configuration_record_the_v3_reader_refuses_is_refused_in_v4() {
+    // Found by the v4_convert fuzz target: a v4 configuration record (checksum off) whose
+    // machine name declares 0x574 bytes, past v3's cap of 255. The v4 reader passed the
+    // payload through and the downgrade wrote a v3 stream no reader accepts; now the payload
+    // is held to the v3 record's rules.
+    let crash: &[u8] =
+        include_bytes!("../../fuzz/corpus/v4_convert/crash-configuration-name-too-long");
+    let e = Records4::new(crash)
+        .find_map(|r| r.err())
+        .expect("the fuzzer's input is refused");
+    assert!(
+        e.to_string()
+            .contains("length too large: expected at most 255, found 1396"),
+        "{e}"
+    );
+    let mut out = [0u8; 4096];
+    assert!(downgrade(crash, &mut SliceSink::new(&mut out)).is_err());
+}

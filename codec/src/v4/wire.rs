@@ -725,6 +725,26 @@ impl<'a> Records4<'a> {
                     let payload = content.get(5..).unwrap_or(&[]);
                     let rec = match kind {
                         record::CONFIGURATION if self.phase == Phase::Configuration => {
+                            // The v3 record's rules (name length and bytes, subsections): a
+                            // configuration the v3 reader refuses never reaches a downgrade.
+                            let declared = frame.len() - 5;
+                            let mut r = Reader::new(payload, offset + 5);
+                            crate::wire::config::Configuration::read_body(&mut r).map_err(|e| {
+                                if e.is_incomplete() {
+                                    Error::FrameLength {
+                                        offset: e.offset,
+                                        declared,
+                                    }
+                                } else {
+                                    e.into()
+                                }
+                            })?;
+                            if r.remaining() != 0 {
+                                return Err(Error::FrameLength {
+                                    offset: r.offset(),
+                                    declared,
+                                });
+                            }
                             Record4::Configuration(payload)
                         }
                         _ if SectionKind::from_byte(kind).is_some() => {

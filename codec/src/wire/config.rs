@@ -86,6 +86,12 @@ impl<'a> Configuration<'a> {
                 ErrorKind::ConfigurationMissing { found: marker },
             ));
         }
+        Self::read_body(r)
+    }
+
+    /// Reads the record after its `0x07` byte (the v4 configuration record's payload, FORMAT.md
+    /// §2: the same bytes, so the same rules).
+    pub fn read_body(r: &mut Reader<'a>) -> Result<Self> {
         let len_at = r.offset();
         let len = r.be32()?;
         if len > MAX_MACHINE_NAME {
