@@ -136,7 +136,15 @@ impl Qemu {
         };
         // A destination whose load fails at once may exit during the handshake; `wait_loaded`
         // then reports the failed load with QEMU's messages.
-        match q.try_read_message() {
+        // QEMU 7.2 has been seen to send a MIGRATION event ahead of the greeting when the
+        // incoming migration starts as the client connects: events before it are skipped.
+        let greeting = loop {
+            match q.try_read_message() {
+                Ok(m) if m.get("event").is_some() => continue,
+                other => break other,
+            }
+        };
+        match greeting {
             Ok(greeting) => {
                 assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
                 if let Err(e) = q.try_execute("qmp_capabilities", json!({})) {
