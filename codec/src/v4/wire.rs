@@ -593,6 +593,35 @@ pub fn emit_frame<S: Sink>(
     out.write(&len.to_be_bytes())
 }
 
+/// Reads the v3 record body `payload` (at `offset` in the stream, in a frame that declared
+/// `declared` bytes) with `read`, which must take all of it: running out inside the frame or
+/// bytes left after the body are a frame length error.
+fn read_whole<'a, T>(
+    payload: &'a [u8],
+    offset: usize,
+    declared: usize,
+    read: impl FnOnce(&mut Reader<'a>) -> crate::Result<T>,
+) -> Result<T> {
+    let mut r = Reader::new(payload, offset);
+    let value = read(&mut r).map_err(|e| {
+        if e.is_incomplete() {
+            Error::FrameLength {
+                offset: e.offset,
+                declared,
+            }
+        } else {
+            e.into()
+        }
+    })?;
+    if r.remaining() != 0 {
+        return Err(Error::FrameLength {
+            offset: r.offset(),
+            declared,
+        });
+    }
+    Ok(value)
+}
+
 /// One v4 record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record4<'a> {
@@ -727,50 +756,20 @@ impl<'a> Records4<'a> {
                         record::CONFIGURATION if self.phase == Phase::Configuration => {
                             // The v3 record's rules (name length and bytes, subsections): a
                             // configuration the v3 reader refuses never reaches a downgrade.
-                            let declared = frame.len() - 5;
-                            let mut r = Reader::new(payload, offset + 5);
-                            crate::wire::config::Configuration::read_body(&mut r).map_err(|e| {
-                                if e.is_incomplete() {
-                                    Error::FrameLength {
-                                        offset: e.offset,
-                                        declared,
-                                    }
-                                } else {
-                                    e.into()
-                                }
+                            read_whole(payload, offset + 5, frame.len() - 5, |r| {
+                                crate::wire::config::Configuration::read_body(r)
                             })?;
-                            if r.remaining() != 0 {
-                                return Err(Error::FrameLength {
-                                    offset: r.offset(),
-                                    declared,
-                                });
-                            }
                             Record4::Configuration(payload)
                         }
                         _ if SectionKind::from_byte(kind).is_some() => {
                             Record4::Section(self.section(kind, content, frame.len(), offset)?)
                         }
-                        record::COMMAND => {
-                            let declared = frame.len() - 5;
-                            let mut r = Reader::new(payload, offset + 5);
-                            let c = Command::read_body(&mut r).map_err(|e| {
-                                if e.is_incomplete() {
-                                    Error::FrameLength {
-                                        offset: e.offset,
-                                        declared,
-                                    }
-                                } else {
-                                    e.into()
-                                }
-                            })?;
-                            if r.remaining() != 0 {
-                                return Err(Error::FrameLength {
-                                    offset: r.offset(),
-                                    declared,
-                                });
-                            }
-                            Record4::Command(c)
-                        }
+                        record::COMMAND => Record4::Command(read_whole(
+                            payload,
+                            offset + 5,
+                            frame.len() - 5,
+                            Command::read_body,
+                        )?),
                         k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
                         found => {
                             return Err(crate::Error::new(
