@@ -321,6 +321,10 @@ pub enum ErrorKind {
         /// The limit.
         limit: u16,
     },
+    /// v4 → v3: the opaque data of a live section other than `ram` holds the v3 footer of its
+    /// own section id. A v3 reader finds the end of such data only by its footer, so the v3
+    /// stream would be cut there (`docs/FORMAT.md` §9).
+    FooterInLiveData,
     /// The same subsection appears twice in one body.
     DuplicateSubsection {
         /// The subsection's name.
@@ -645,6 +649,10 @@ impl fmt::Display for ErrorKind {
                 f,
                 "too many subsections: expected at most {limit} top-level subsections in one \
                  section"
+            ),
+            FooterInLiveData => f.write_str(
+                "live section data holds its own section footer: a v3 reader would end the \
+                 section there, so it has no v3 form",
             ),
             DuplicateSubsection { name } => write!(f, "subsection {name} occurs twice"),
             SubsectionVersionOverflow { found } => write!(

@@ -178,3 +178,21 @@ fn a_configuration_record_the_v3_reader_refuses_is_refused_in_v4() {
     let mut out = [0u8; 4096];
     assert!(downgrade(crash, &mut SliceSink::new(&mut out)).is_err());
 }
+
+#[test]
+fn live_data_holding_its_own_v3_footer_is_not_downgraded() {
+    // Found by the v4_convert fuzz target: a START of a live section ('"', not ram) whose
+    // opaque data begins with `7e` and the section's own id. In v3 the end of such data is
+    // found only by its footer, so the downgraded stream was cut there and did not read.
+    let crash: &[u8] =
+        include_bytes!("../../fuzz/corpus/v4_convert/crash-live-data-holds-its-footer");
+    assert!(Records4::new(crash).all(|r| r.is_ok()), "a valid v4 stream");
+    let mut out = [0u8; 4096];
+    let e = downgrade(crash, &mut SliceSink::new(&mut out)).unwrap_err();
+    assert!(
+        e.to_string().contains("at byte 32 (0x20)")
+            && e.to_string()
+                .contains("live section data holds its own section footer"),
+        "{e}"
+    );
+}

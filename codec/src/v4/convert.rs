@@ -452,7 +452,19 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
                     out.write(&s.version_id.to_be_bytes())?;
                 }
                 match s.body {
-                    Body::Opaque { data, .. } => out.write(data)?,
+                    Body::Opaque { data, offset } => {
+                        // RAM records are measured by the RAM parser; any other live data
+                        // is found by its footer in v3, so it must not contain one.
+                        let footer = footer_bytes(s.section_id);
+                        if s.idstr != b"ram"
+                            && let Some(i) = data.windows(5).position(|w| w == footer)
+                        {
+                            return Err(crate::Error::new(offset + i, ErrorKind::FooterInLiveData)
+                                .in_section(s.context())
+                                .into());
+                        }
+                        out.write(data)?
+                    }
                     Body::Structured { fields, .. } => {
                         out.write(fields)?;
                         for sub in s.subsections() {
