@@ -44,6 +44,23 @@ fn wait_limited(mut child: std::process::Child, limit: Duration) -> std::process
     child.wait_with_output().unwrap()
 }
 
+/// `cat STREAM | vmstate check /dev/stdin --dest DEST`, which must succeed.
+fn check_through_a_pipe(stream: &Path, dest: &str) -> std::process::Output {
+    let mut cat = Command::new("cat")
+        .arg(stream)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = vmstate()
+        .args(["check", "/dev/stdin", "--dest", dest])
+        .stdin(cat.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(cat.wait().unwrap().success());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    o
+}
+
 #[test]
 fn pipes_fifos_and_stdin_are_read_as_streams() {
     let dir = support::scratch("vmstate-inputs-pipes");
@@ -101,18 +118,7 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
     }
     // check and caps read their streams (and a destination) the same way.
     let file = fixture("q10-pc-q35-10.0.vmstate");
-    let mut cat = Command::new("cat")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = vmstate()
-        .args(["check", "/dev/stdin", "--dest", &file])
-        .stdin(cat.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(cat.wait().unwrap().success());
-    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = check_through_a_pipe(Path::new(&file), &file);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("compatible"));
 
     // A v4 stream through a pipe (followed by the v4 guard: checked as it doubles).
@@ -124,18 +130,7 @@ fn pipes_fifos_and_stdin_are_read_as_streams() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let mut cat = Command::new("cat")
-        .arg(&v4)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = vmstate()
-        .args(["check", "/dev/stdin", "--dest", &file])
-        .stdin(cat.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(cat.wait().unwrap().success());
-    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    check_through_a_pipe(&v4, &file);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
