@@ -224,12 +224,15 @@ impl<'a> Configuration<'a> {
         put(out, pos, &[record::CONFIGURATION])?;
         put(out, pos, &(self.machine.len() as u32).to_be_bytes())?;
         put(out, pos, self.machine)?;
-        let sub = |name: &'static str, out: &mut [u8], pos: &mut usize| {
+        let sub = |name: &'static str, out: &mut [u8], pos: &mut usize| -> Result<()> {
+            let mut s = crate::sink::SliceSink::new(out.get_mut(*pos..).unwrap_or_default());
             SubsectionHeader {
                 name: name.as_bytes(),
                 version: 1,
             }
-            .emit(out, pos)
+            .emit(&mut s)?;
+            *pos += s.finish();
+            Ok(())
         };
         if let Some(bits) = self.target_page_bits {
             sub(TARGET_PAGE_BITS, out, pos)?;
@@ -251,6 +254,7 @@ impl<'a> Configuration<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::{Sink, SliceSink};
 
     const PC: &[u8] = b"\x07\x00\x00\x00\x0dpc-i440fx-7.2";
 
@@ -275,22 +279,17 @@ mod tests {
     #[test]
     fn subsections_round_trip_and_are_checked() {
         let mut s = [0u8; 128];
-        let mut n = 0;
-        put(&mut s, &mut n, PC).unwrap();
-        SubsectionHeader {
-            name: CAPABILITIES.as_bytes(),
+        let mut sink = SliceSink::new(&mut s);
+        sink.write(PC).unwrap();
+        let sub = |name: &'static str| SubsectionHeader {
+            name: name.as_bytes(),
             version: 1,
-        }
-        .emit(&mut s, &mut n)
-        .unwrap();
-        put(&mut s, &mut n, b"\x00\x00\x00\x01\x0fx-ignore-shared").unwrap();
-        SubsectionHeader {
-            name: UUID.as_bytes(),
-            version: 1,
-        }
-        .emit(&mut s, &mut n)
-        .unwrap();
-        put(&mut s, &mut n, &[7; 16]).unwrap();
+        };
+        sub(CAPABILITIES).emit(&mut sink).unwrap();
+        sink.write(b"\x00\x00\x00\x01\x0fx-ignore-shared").unwrap();
+        sub(UUID).emit(&mut sink).unwrap();
+        sink.write(&[7; 16]).unwrap();
+        let n = sink.finish();
         let c = Configuration::read(&mut Reader::new(&s[..n], 0)).unwrap();
         assert_eq!(c.uuid, Some([7; 16]));
         let caps = c.capabilities.unwrap();

@@ -4,8 +4,9 @@
 //! 05 | name str8 | version be32 | body
 //! ```
 
-use super::{Reader, put, record};
+use super::{Reader, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// A parsed subsection header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +75,16 @@ impl<'a> SubsectionHeader<'a> {
         1 + 1 + self.name.len() + 4
     }
 
-    /// Writes the header at `out[*pos..]`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        put(out, pos, &[record::SUBSECTION, self.name.len() as u8])?;
-        put(out, pos, self.name)?;
-        put(out, pos, &self.version.to_be_bytes())
+    /// Writes the header (marker, name, version) to `out`: the one place a v3 subsection
+    /// header is written. A name outside 1..=255 bytes is refused.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        let len = u8::try_from(self.name.len())
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or_else(|| Error::new(out.position(), ErrorKind::EmptyName))?;
+        out.write(&[record::SUBSECTION, len])?;
+        out.write(self.name)?;
+        out.write(&self.version.to_be_bytes())
     }
 }
 
@@ -106,8 +112,8 @@ mod tests {
         let h = SubsectionHeader::read(&mut r).unwrap();
         assert_eq!((h.name, h.version), (&b"fw_cfg/dma"[..], 0));
         let mut out = [0xa5u8; 16];
-        let mut pos = 0;
-        h.emit(&mut out, &mut pos).unwrap();
-        assert_eq!(&out[..pos], &b[..]);
+        let mut sink = crate::sink::SliceSink::new(&mut out);
+        h.emit(&mut sink).unwrap();
+        assert_eq!(sink.written(), &b[..]);
     }
 }
