@@ -26,15 +26,17 @@
 //! only for an open section, RAM version 4, footers, nothing after the trailer. After an error
 //! the decoder is fused.
 
-use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
+// Offsets are sums of lengths of bytes held in the working buffer and cannot overflow; the
+// buffer is indexed through `get` (a window `start..end` the decoder keeps inside it).
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use crate::error::{Error, ErrorKind, Result, SectionContext};
+use crate::machine::{Head, IdstrBuf, Machine, Phase, SectionHead, Step};
 use crate::ram::{RamContext, RamOptions, RamRecord};
 use crate::sink::IoError;
-use crate::stream::{
-    BodyLength, MAX_OPEN_SECTIONS, Options, Record, SectionInfo, SectionRecord, SeenSections,
-    check_ram_version, ctx, resolve_body,
-};
-use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
-use crate::wire::{Command, Configuration, Reader, StreamHeader, record};
+use crate::stream::{BodyLength, Options, Record, SectionRecord, body_len};
+use crate::wire::section::SectionKind;
+use crate::wire::{Command, Configuration, Reader};
 
 // ------------------------------------------------------------------------------------------
 // Decoder
@@ -101,74 +103,21 @@ pub enum Event<'a> {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Header,
-    Configuration,
-    Records,
-    Ram {
-        section_id: u32,
-        instance_id: u32,
-        kind: SectionKind,
-    },
-    AfterEof,
-    Trailer {
-        left: usize,
-    },
-    AfterTrailer,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct OpenSection {
-    section_id: u32,
-    idstr: [u8; 255],
-    idstr_len: u8,
-    instance_id: u32,
-    version_id: u32,
-    ordinal: usize,
-}
-
-impl OpenSection {
-    fn idstr(&self) -> &[u8] {
-        &self.idstr[..self.idstr_len as usize]
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Meta {
-    offset: usize,
-    kind: SectionKind,
-    section_id: u32,
-    instance_id: u32,
-    version_id: u32,
-    header_len: usize,
-    ordinal: usize,
-    /// For PART/END: the index of the open START in `open`.
-    open: Option<usize>,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Pending {
     Header {
         version: u32,
-        next: Phase,
     },
-    Configuration {
-        ignore_shared: bool,
-    },
+    Configuration,
     Command,
     Eof,
     Section {
-        meta: Meta,
+        head: SectionHead<IdstrBuf>,
         body_len: usize,
     },
-    RamSection {
-        meta: Meta,
-    },
+    RamSection(SectionHead<IdstrBuf>),
     Ram {
         last_before: Option<usize>,
-        last_after: Option<usize>,
         pin: bool,
     },
     RamEos,
@@ -178,11 +127,21 @@ enum Pending {
     TrailerData,
 }
 
+/// What [`Decoder::parse`] found.
+enum Parsed {
+    /// An item is pending.
+    Ready,
+    /// Need more input (inside this section, if any).
+    NeedMore(Option<SectionContext>),
+    /// The clean end.
+    Done,
+}
+
 /// Bytes past a VMState section's footer the decoder wants buffered before it accepts the
 /// section (unless the input ended): the longest record header, `14 + 255`.
 pub const LOOKAHEAD: usize = 14 + 255;
 
-/// A push decoder over a caller-owned working buffer.
+/// A push decoder over a caller-owned working buffer: the stream [`Machine`] fed from it.
 #[derive(Debug)]
 pub struct Decoder<'b, L> {
     buf: &'b mut [u8],
@@ -193,11 +152,10 @@ pub struct Decoder<'b, L> {
     /// Absolute stream offset of `buf[start]`.
     abs: usize,
     input_done: bool,
-    phase: Phase,
+    machine: Machine<IdstrBuf>,
     lengths: L,
-    options: Options,
-    open: heapless::Vec<OpenSection, MAX_OPEN_SECTIONS>,
-    seen: SeenSections,
+    /// The `ram` section whose records are being read.
+    ram: Option<SectionHead<IdstrBuf>>,
     /// Index in the pinned block list of the block CONTINUE refers to.
     ram_last: Option<usize>,
     pending: Option<(usize, Pending)>,
@@ -219,11 +177,9 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             end: 0,
             abs: 0,
             input_done: false,
-            phase: Phase::Header,
+            machine: Machine::new(options),
             lengths,
-            options,
-            open: heapless::Vec::new(),
-            seen: SeenSections::new(),
+            ram: None,
             ram_last: None,
             pending: None,
         }
@@ -245,15 +201,15 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         self.settle();
         if self.start > self.pin {
             self.buf.copy_within(self.start..self.end, self.pin);
-            self.end -= self.start - self.pin;
+            self.end = self.pin.saturating_add(self.end.saturating_sub(self.start));
             self.start = self.pin;
         }
-        &mut self.buf[self.end..]
+        self.buf.get_mut(self.end..).unwrap_or_default()
     }
 
     /// Reports `n` bytes copied into [`Decoder::space`].
     pub fn fill(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.buf.len());
+        self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
     /// Reports the end of input: from now on a truncated record is an error.
@@ -264,36 +220,34 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
     /// Parses the next item (after consuming the last one).
     pub fn poll(&mut self) -> Result<Status> {
         self.settle();
-        if self.phase == Phase::Done {
+        if self.machine.phase() == Phase::Done {
             return Ok(Status::Done);
         }
         match self.parse() {
-            Ok(Some(p)) => {
-                self.pending = Some(p);
-                Ok(Status::Ready)
-            }
-            Ok(None) => {
-                self.phase = Phase::Done;
+            Ok(Parsed::Ready) => Ok(Status::Ready),
+            Ok(Parsed::Done) => {
+                self.machine.stop();
                 Ok(Status::Done)
             }
-            Err(e) if needs_more(&e) && !self.input_done => {
+            Ok(Parsed::NeedMore(section)) => {
                 if self.start == self.pin && self.end == self.buf.len() {
-                    self.phase = Phase::Done;
+                    self.machine.stop();
+                    let capacity = self.buf.len().saturating_sub(self.pin);
                     let mut full = Error::new(
                         self.abs,
                         ErrorKind::BufferTooSmall {
-                            needed: self.buf.len() - self.pin + 1,
-                            capacity: self.buf.len() - self.pin,
+                            needed: capacity.saturating_add(1),
+                            capacity,
                         },
                     );
-                    full.section = e.section;
+                    full.section = section;
                     Err(full)
                 } else {
                     Ok(Status::Partial)
                 }
             }
             Err(e) => {
-                self.phase = Phase::Done;
+                self.machine.stop();
                 Err(e)
             }
         }
@@ -301,46 +255,41 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
 
     /// The item [`Decoder::poll`] found, until the next `poll` or `space`.
     pub fn event(&self) -> Option<Event<'_>> {
-        let (len, p) = self.pending?;
+        let (len, p) = self.pending.as_ref()?;
         let data = self.buf.get(self.start..self.end)?;
         let mut r = Reader::new(data, self.abs);
         Some(match p {
-            Pending::Header { version, .. } => Event::Record(Record::Header { version }),
-            Pending::Configuration { .. } => {
+            Pending::Header { version } => Event::Record(Record::Header { version: *version }),
+            Pending::Configuration => {
                 Event::Record(Record::Configuration(Configuration::read(&mut r).ok()?))
             }
             Pending::Command => Event::Record(Record::Command(Command::read(&mut r).ok()?)),
             Pending::Eof => Event::Record(Record::Eof),
-            Pending::Section { meta, body_len } => {
-                let idstr = match meta.open {
-                    Some(i) => self.open.get(i)?.idstr(),
-                    None => SectionHeaderRepr::read(&mut r).ok()?.idstr,
-                };
-                Event::Record(Record::Section(SectionRecord {
-                    offset: meta.offset,
-                    kind: meta.kind,
-                    section_id: meta.section_id,
-                    idstr,
-                    instance_id: meta.instance_id,
-                    version_id: meta.version_id,
-                    header_len: meta.header_len,
-                    body: data.get(meta.header_len..meta.header_len + body_len)?,
-                    body_offset: meta.offset + meta.header_len,
-                    ordinal: meta.ordinal,
-                }))
-            }
-            Pending::RamSection { meta } => Event::RamSection(RamSection {
-                offset: meta.offset,
-                kind: meta.kind,
-                section_id: meta.section_id,
-                instance_id: meta.instance_id,
-                version_id: meta.version_id,
-                header_len: meta.header_len,
-                ordinal: meta.ordinal,
+            Pending::Section { head, body_len } => Event::Record(Record::Section(SectionRecord {
+                offset: head.offset,
+                kind: head.kind,
+                section_id: head.section_id,
+                idstr: head.idstr.as_ref(),
+                instance_id: head.instance_id,
+                version_id: head.version_id,
+                header_len: head.header_len,
+                body: data.get(head.header_len..head.header_len.checked_add(*body_len)?)?,
+                body_offset: head.body_offset(),
+                ordinal: head.ordinal,
+            })),
+            Pending::RamSection(head) => Event::RamSection(RamSection {
+                offset: head.offset,
+                kind: head.kind,
+                section_id: head.section_id,
+                instance_id: head.instance_id,
+                version_id: head.version_id,
+                header_len: head.header_len,
+                ordinal: head.ordinal,
             }),
             Pending::Ram { last_before, .. } => {
-                let (record, _) =
-                    ram_parse(&self.buf[..self.pin], last_before, self.options.ram, &mut r).ok()?;
+                let pinned = self.buf.get(..self.pin)?;
+                let options = self.machine.options().ram;
+                let (record, _) = ram_parse(pinned, *last_before, options, &mut r).ok()?;
                 Event::Ram {
                     offset: self.abs,
                     record,
@@ -352,344 +301,112 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             },
             Pending::TrailerStart { len } => Event::TrailerStart {
                 offset: self.abs,
-                len,
+                len: *len,
             },
             Pending::TrailerData => Event::TrailerData {
                 offset: self.abs,
-                data: data.get(..len)?,
+                data: data.get(..*len)?,
             },
         })
     }
 
-    /// Applies the bookkeeping of the pending item and consumes its bytes.
+    /// Consumes the pending item's bytes (the machine booked it when it was parsed).
     fn settle(&mut self) {
         let Some((len, p)) = self.pending.take() else {
             return;
         };
-        let at = self.start;
-        match p {
-            Pending::Header { next, .. } => self.phase = next,
-            Pending::Configuration { ignore_shared } => {
-                self.options.ram.ignore_shared |= ignore_shared;
-                self.phase = Phase::Records;
-            }
-            Pending::Command => {}
-            Pending::Eof => self.phase = Phase::AfterEof,
-            Pending::Section { meta, .. } => self.book_section(&meta, at),
-            Pending::RamSection { meta } => {
-                self.book_section(&meta, at);
-                self.phase = Phase::Ram {
-                    section_id: meta.section_id,
-                    instance_id: meta.instance_id,
-                    kind: meta.kind,
-                };
-            }
-            Pending::Ram {
-                last_after, pin, ..
-            } => {
-                self.ram_last = last_after;
-                if pin {
-                    // The block list stays at the front of the buffer for later records.
-                    self.buf.copy_within(at..at + len, 0);
-                    self.pin = len;
-                }
-            }
-            Pending::RamEos => {
-                if let Phase::Ram {
-                    section_id,
-                    kind: SectionKind::End,
-                    ..
-                } = self.phase
-                    && let Some(i) = self.open.iter().position(|o| o.section_id == section_id)
-                {
-                    self.open.swap_remove(i);
-                }
-                self.phase = Phase::Records;
-            }
-            Pending::TrailerStart { len } => {
-                self.phase = if len == 0 {
-                    Phase::AfterTrailer
-                } else {
-                    Phase::Trailer { left: len as usize }
-                }
-            }
-            Pending::TrailerData => {
-                if let Phase::Trailer { left } = self.phase {
-                    self.phase = if left <= len {
-                        Phase::AfterTrailer
-                    } else {
-                        Phase::Trailer { left: left - len }
-                    };
-                }
-            }
+        if let Pending::Ram { pin: true, .. } = p {
+            // The block list stays at the front of the buffer for later records.
+            let end = self.start.saturating_add(len);
+            self.buf.copy_within(self.start..end, 0);
+            self.pin = len;
         }
-        self.start += len;
-        self.abs += len;
+        self.start = self.start.saturating_add(len);
+        self.abs = self.abs.saturating_add(len);
     }
 
-    fn book_section(&mut self, meta: &Meta, header_at: usize) {
-        if meta.kind.has_full_header() {
-            self.seen.mark(meta.section_id);
-        }
-        match meta.kind {
-            SectionKind::Start => {
-                let mut r = Reader::new(&self.buf[header_at..self.end], 0);
-                if let Ok(h) = SectionHeaderRepr::read(&mut r) {
-                    let mut o = OpenSection {
-                        section_id: meta.section_id,
-                        idstr: [0; 255],
-                        idstr_len: h.idstr.len() as u8,
-                        instance_id: meta.instance_id,
-                        version_id: meta.version_id,
-                        ordinal: meta.ordinal,
-                    };
-                    o.idstr[..h.idstr.len()].copy_from_slice(h.idstr);
-                    // A full list was refused when the header was parsed.
-                    let _ = self.open.push(o);
-                }
-            }
-            SectionKind::End if !matches!(self.phase, Phase::Ram { .. }) => {
-                if let Some(i) = self
-                    .open
-                    .iter()
-                    .position(|o| o.section_id == meta.section_id)
-                {
-                    self.open.swap_remove(i);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Parses the next item without consuming it: its length and bookkeeping.
-    fn parse(&mut self) -> Result<Option<(usize, Pending)>> {
-        let data = &self.buf[self.start..self.end];
+    /// Parses the next item without consuming it.
+    fn parse(&mut self) -> Result<Parsed> {
+        let data = self.buf.get(self.start..self.end).unwrap_or_default();
         let mut r = Reader::new(data, self.abs);
-        let p = match self.phase {
-            Phase::Done => return Ok(None),
-            Phase::Header => {
-                let h = StreamHeader::new_checked(r.bytes(StreamHeader::<&[u8]>::LEN)?)?;
-                let version = h.validate()?;
-                if version != crate::wire::header::VERSION_V3 {
-                    return Err(Error::new(
-                        4,
-                        ErrorKind::UnsupportedFileVersion { found: version },
-                    ));
-                }
-                let next = if self.options.require_configuration {
-                    Phase::Configuration
-                } else {
-                    Phase::Records
-                };
-                Pending::Header { version, next }
-            }
-            Phase::Configuration => {
-                let c = Configuration::read(&mut r)?;
-                // The record's end is found by looking for subsections: with the input cut
-                // right after the record, one more byte decides.
-                if r.remaining() == 0 && !self.input_done {
-                    return Err(r.error(ErrorKind::Truncated {
-                        needed: 1,
-                        available: 0,
-                    }));
-                }
-                let ignore_shared = c
-                    .capabilities
-                    .iter()
-                    .flat_map(|c| c.iter())
-                    .any(|cap| cap == b"x-ignore-shared");
-                Pending::Configuration { ignore_shared }
-            }
-            Phase::Records => {
-                let b = r.peek(0).ok_or(r.error(ErrorKind::Truncated {
-                    needed: 1,
-                    available: 0,
-                }))?;
-                match b {
-                    record::EOF => {
-                        r.skip(1)?;
-                        Pending::Eof
-                    }
-                    record::COMMAND if self.options.allow_commands => {
-                        Command::read(&mut r)?;
-                        Pending::Command
-                    }
-                    _ if SectionKind::from_byte(b).is_some() => {
-                        return self.parse_section().map(Some);
-                    }
-                    found => {
-                        return Err(r.error(ErrorKind::UnknownRecordType {
-                            found,
-                            expected: RecordPosition::V3Records {
-                                commands: self.options.allow_commands,
-                            },
-                        }));
-                    }
-                }
-            }
-            Phase::Ram {
-                section_id,
-                instance_id,
-                ..
-            } => {
-                let context = SectionContext {
-                    idstr: Name::new(b"ram"),
-                    instance_id,
-                    section_id,
-                };
-                let (rec, last_after) = ram_parse(
-                    &self.buf[..self.pin],
-                    self.ram_last,
-                    self.options.ram,
-                    &mut r,
-                )
-                .map_err(|e| e.in_section(context))?;
-                match rec {
-                    RamRecord::Eos => {
-                        if self.options.section_footers {
-                            read_footer(&mut r, section_id).map_err(|e| e.in_section(context))?;
-                        }
-                        Pending::RamEos
-                    }
-                    rec => Pending::Ram {
-                        last_before: self.ram_last,
-                        last_after,
-                        pin: matches!(rec, RamRecord::MemSize(_)),
-                    },
-                }
-            }
-            Phase::AfterEof => {
-                let Some(b) = r.peek(0) else {
-                    if self.input_done {
-                        return Ok(None);
-                    }
-                    return Err(r.error(ErrorKind::Truncated {
-                        needed: 1,
-                        available: 0,
-                    }));
-                };
-                if b != record::VMDESCRIPTION {
-                    return Err(r.error(ErrorKind::TrailingBytes {
-                        count: r.remaining(),
-                    }));
-                }
-                r.skip(1)?;
-                let at = r.offset();
-                let len = r.be32()?;
-                // The slice walk's limit (`Trailer::read`): one rule for every reader.
-                if len as usize > crate::wire::Trailer::MAX_LEN {
-                    return Err(crate::Error::new(
-                        at,
-                        ErrorKind::LengthTooLarge {
-                            found: len.into(),
-                            max: crate::wire::Trailer::MAX_LEN as u64,
-                        },
-                    ));
-                }
-                Pending::TrailerStart { len }
-            }
-            Phase::Trailer { left } => {
-                let n = left.min(r.remaining());
-                if n == 0 {
-                    return Err(r.error(ErrorKind::Truncated {
-                        needed: left,
-                        available: 0,
-                    }));
-                }
-                return Ok(Some((n, Pending::TrailerData)));
-            }
-            Phase::AfterTrailer => {
-                if r.remaining() != 0 {
-                    return Err(r.error(ErrorKind::TrailingBytes {
-                        count: r.remaining(),
-                    }));
-                }
-                if self.input_done {
-                    return Ok(None);
-                }
-                return Err(r.error(ErrorKind::Truncated {
-                    needed: 1,
-                    available: 0,
-                }));
+        let more = |e: Error, done: bool| {
+            if needs_more(&e) && !done {
+                Ok(Parsed::NeedMore(e.section))
+            } else {
+                Err(e)
             }
         };
-        Ok(Some((r.position(), p)))
-    }
-
-    fn parse_section(&mut self) -> Result<(usize, Pending)> {
-        let data = &self.buf[self.start..self.end];
-        let mut r = Reader::new(data, self.abs);
-        let offset = r.offset();
-        let h = SectionHeaderRepr::read(&mut r)?;
-        let header_len = r.offset() - offset;
-        let (info, open) = if h.kind.has_full_header() {
-            let info = self.seen.full_info(&h, offset)?;
-            if h.kind == SectionKind::Start && self.open.is_full() {
-                return Err(Error::new(
-                    offset,
-                    ErrorKind::BufferTooSmall {
-                        needed: MAX_OPEN_SECTIONS + 1,
-                        capacity: MAX_OPEN_SECTIONS,
-                    },
-                )
-                .in_section(ctx(h.idstr, h.instance_id, h.section_id)));
-            }
-            (info, None)
-        } else {
-            let i = self
-                .open
-                .iter()
-                .position(|o| o.section_id == h.section_id)
-                .ok_or(Error::new(
-                    offset + 1,
-                    ErrorKind::UnknownSectionId {
-                        found: h.section_id,
-                    },
-                ))?;
-            let o = &self.open[i];
-            let info = SectionInfo {
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: o.idstr(),
-                instance_id: o.instance_id,
-                version_id: o.version_id,
-                ordinal: o.ordinal,
+        if let Some(head) = &self.ram {
+            let pinned = self.buf.get(..self.pin).unwrap_or_default();
+            let options = self.machine.options().ram;
+            let rec = ram_parse(pinned, self.ram_last, options, &mut r)
+                .map_err(|e| e.in_section(head.context()))
+                .and_then(|(rec, last)| {
+                    if rec == RamRecord::Eos {
+                        self.machine.footer(head, &mut r)?;
+                    }
+                    Ok((rec, last))
+                });
+            let (rec, last_after) = match rec {
+                Ok(x) => x,
+                Err(e) => return more(e, self.input_done),
             };
-            (info, Some(i))
-        };
-        let context = ctx(info.idstr, info.instance_id, info.section_id);
-        let meta = Meta {
-            offset,
-            kind: h.kind,
-            section_id: info.section_id,
-            instance_id: info.instance_id,
-            version_id: info.version_id,
-            header_len,
-            ordinal: info.ordinal,
-            open,
-        };
-        if info.idstr == b"ram" {
-            check_ram_version(&info, offset)?;
-            return Ok((header_len, Pending::RamSection { meta }));
+            let p = match rec {
+                RamRecord::Eos => {
+                    self.ram = None;
+                    Pending::RamEos
+                }
+                rec => Pending::Ram {
+                    last_before: core::mem::replace(&mut self.ram_last, last_after),
+                    pin: matches!(rec, RamRecord::MemSize(_)),
+                },
+            };
+            self.pending = Some((r.position(), p));
+            return Ok(Parsed::Ready);
         }
-        let body_len = resolve_body(
-            &mut self.lengths,
-            &info,
-            &mut r,
-            self.options.section_footers,
-        )?;
-        // A resolver may decide a body's end by looking at what follows it (FooterScan checks
-        // that a record header starts after the footer). Decide only once the longest such
-        // header is buffered, so a cut in the input can never change the answer.
-        if !self.input_done && r.remaining() < LOOKAHEAD {
-            return Err(r
-                .error(ErrorKind::Truncated {
-                    needed: LOOKAHEAD,
-                    available: r.remaining(),
-                })
-                .in_section(context));
-        }
-        Ok((r.position(), Pending::Section { meta, body_len }))
+        let (len, head) = match self.machine.step(data, self.abs, self.input_done)? {
+            Step::NeedMore => return Ok(Parsed::NeedMore(None)),
+            Step::Done => return Ok(Parsed::Done),
+            Step::Item { len, head } => (len, head),
+        };
+        let p = match head {
+            Head::Header { version } => Pending::Header { version },
+            Head::Configuration(_) => Pending::Configuration,
+            Head::Command(_) => Pending::Command,
+            Head::Eof => Pending::Eof,
+            Head::TrailerStart { len } => Pending::TrailerStart { len },
+            Head::TrailerData => Pending::TrailerData,
+            Head::Section(head) if head.is_ram() => {
+                self.machine.commit(&head);
+                self.ram = Some(head);
+                Pending::RamSection(head)
+            }
+            Head::Section(head) => {
+                let context = head.context();
+                let measured = r.skip(len).and_then(|()| {
+                    let n = body_len(&mut self.lengths, &head, r.rest())?;
+                    r.skip(n).map_err(|e| e.in_section(context))?;
+                    self.machine.footer(&head, &mut r)?;
+                    Ok(n)
+                });
+                let body_len = match measured {
+                    Ok(n) => n,
+                    Err(e) => return more(e, self.input_done),
+                };
+                // A resolver may decide a body's end by looking at what follows it (FooterScan
+                // checks that a record header starts after the footer). Decide only once the
+                // longest such header is buffered, so a cut in the input can never change the
+                // answer.
+                if !self.input_done && r.remaining() < LOOKAHEAD {
+                    return Ok(Parsed::NeedMore(Some(context)));
+                }
+                self.machine.commit(&head);
+                self.pending = Some((r.position(), Pending::Section { head, body_len }));
+                return Ok(Parsed::Ready);
+            }
+        };
+        self.pending = Some((len, p));
+        Ok(Parsed::Ready)
     }
 }
 

@@ -30,6 +30,7 @@ mod copy;
 pub mod dirty;
 pub mod error;
 pub mod io;
+pub mod machine;
 pub mod planned;
 pub mod ram;
 pub mod schema;
@@ -47,6 +48,7 @@ pub mod writer;
 pub use error::{
     Error, ErrorKind, Escaped, Expected, Name, RecordPosition, Result, SectionContext, Violation,
 };
+pub use machine::{Machine, SectionHead, Step};
 pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
 pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
 pub use stream::{Record, Records, SectionRecord};

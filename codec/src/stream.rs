@@ -1,24 +1,24 @@
-//! Walking a whole v3 stream: a record iterator yielding borrowed slices.
+//! Walking a whole v3 stream: a record iterator yielding borrowed slices, built on the stream
+//! [`Machine`] (which holds the stream-level rules, untrusted-input §5).
 //!
 //! v3 section bodies carry no length, so the iterator asks a [`BodyLength`] resolver where each
 //! VMState body ends: the destination's description tables ([`Schemas`]), a heuristic
-//! [`FooterScan`], or anything the caller provides (the host tools use the stream's own
-//! VMDESCRIPTION). `ram` bodies are self-delimiting and handled here. Every body is followed by
-//! its footer, which the iterator checks, so a wrong length is detected at once.
-//!
-//! Stream-level hardening (untrusted-input §5): record bytes other than START/PART/END/FULL,
-//! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
-//! must be one QEMU knows with a length its loader accepts ([`Command`]); section ids are
-//! unique; PART/END must
-//! belong to a section opened by START and not yet ended; after EOF at most one trailer whose
-//! length reaches exactly the end, then nothing. After the first error the iterator is fused.
+//! [`FooterScan`], or anything the caller provides. `ram` bodies are self-delimiting and
+//! measured by the RAM parser. A caller that decodes bodies anyway takes section heads instead
+//! ([`Records::next_head`]), decodes each body once and tells the walk its length
+//! ([`Records::commit`]). Every body is followed by its footer, which the walk checks, so a
+//! wrong length is detected at once. A trailer must reach exactly the end of the input. After
+//! the first error the iterator is fused.
 
-use crate::error::{Error, ErrorKind, Name, RecordPosition, Result, SectionContext};
+use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::machine::{Head, Machine, SectionHead, Step};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
 use crate::wire::command::CommandId;
-use crate::wire::section::{SectionHeaderRepr, SectionKind, read_footer};
-use crate::wire::{Command, Configuration, Reader, StreamHeader, Trailer, record};
+use crate::wire::section::SectionKind;
+use crate::wire::{Command, Configuration, Reader, Trailer, record};
+
+pub use crate::machine::MAX_OPEN_SECTIONS;
 
 /// What the iterator knows of a section when it asks for the body length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,118 +294,6 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Header,
-    Configuration,
-    Records,
-    AfterEof,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Open<'a> {
-    section_id: u32,
-    idstr: &'a [u8],
-    instance_id: u32,
-    version_id: u32,
-    ordinal: usize,
-}
-
-/// Live sections open at once (START seen, END not yet). QEMU 7.2 on pc has one (`ram`).
-pub const MAX_OPEN_SECTIONS: usize = 16;
-const SEEN_IDS: usize = 4096;
-
-/// Section-id bookkeeping shared by [`Records`] and the streaming decoder
-/// ([`crate::io::Decoder`]): the ids START/FULL records already used (ids are unique in a
-/// stream; below [`SEEN_IDS`] they are tracked) and the ordinal of the next one.
-#[derive(Debug, Clone)]
-pub(crate) struct SeenSections {
-    seen: [u64; SEEN_IDS / 64],
-    ordinal: usize,
-}
-
-impl SeenSections {
-    pub(crate) const fn new() -> Self {
-        SeenSections {
-            seen: [0; SEEN_IDS / 64],
-            ordinal: 0,
-        }
-    }
-
-    /// What the iterator knows of a START/FULL section; a reused id is
-    /// [`ErrorKind::DuplicateSection`]. `offset` is the record's first byte.
-    pub(crate) fn full_info<'x>(
-        &self,
-        h: &SectionHeaderRepr<'x>,
-        offset: usize,
-    ) -> Result<SectionInfo<'x>> {
-        let id = h.section_id as usize;
-        if id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
-            return Err(
-                Error::new(offset + 1, ErrorKind::DuplicateSection).in_section(ctx(
-                    h.idstr,
-                    h.instance_id,
-                    h.section_id,
-                )),
-            );
-        }
-        Ok(SectionInfo {
-            kind: h.kind,
-            section_id: h.section_id,
-            idstr: h.idstr,
-            instance_id: h.instance_id,
-            version_id: h.version_id,
-            ordinal: self.ordinal,
-        })
-    }
-
-    /// Records a START/FULL section once its whole record parsed (so a cut record can be
-    /// retried with more input).
-    pub(crate) fn mark(&mut self, section_id: u32) {
-        let id = section_id as usize;
-        if id < SEEN_IDS {
-            self.seen[id / 64] |= 1 << (id % 64);
-        }
-        self.ordinal += 1;
-    }
-}
-
-/// Refuses a `ram` section whose version is not 4.
-pub(crate) fn check_ram_version(info: &SectionInfo<'_>, offset: usize) -> Result<()> {
-    if info.version_id != 4 {
-        return Err(Error::new(
-            offset,
-            ErrorKind::RamVersion {
-                found: info.version_id,
-            },
-        )
-        .in_section(ctx(info.idstr, info.instance_id, info.section_id)));
-    }
-    Ok(())
-}
-
-/// Asks `lengths` where the VMState body at `r` ends, skips it and checks the footer (when the
-/// stream has footers); returns the body length.
-pub(crate) fn resolve_body<L: BodyLength>(
-    lengths: &mut L,
-    info: &SectionInfo<'_>,
-    r: &mut Reader<'_>,
-    footers: bool,
-) -> Result<usize> {
-    let context = ctx(info.idstr, info.instance_id, info.section_id);
-    let body_offset = r.offset();
-    let n = lengths
-        .body_len(info, r.rest(), body_offset)
-        .map_err(|e| e.in_section(context))?
-        .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))?;
-    r.skip(n).map_err(|e| e.in_section(context))?;
-    if footers {
-        read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
-    }
-    Ok(n)
-}
-
 /// Whether a v3 stream's section records end with footers (QEMU's `send-section-footer`,
 /// off for machine types up to pc-*-2.2, which also send no CONFIGURATION record). Told from
 /// the first section record, as a reader must: a stream with a CONFIGURATION record has
@@ -434,20 +322,29 @@ pub fn probe_section_footers(bytes: &[u8]) -> bool {
     true
 }
 
-/// Walks a stream record by record.
+/// What [`Records::next_head`] found: a whole record, or a section's head (the caller
+/// measures its body and calls [`Records::commit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next<'a> {
+    /// A record other than a section, whole.
+    Record(Located<'a>),
+    /// A section header; the body starts at [`SectionHead::body_offset`].
+    Section(SectionHead<&'a [u8]>),
+}
+
+/// Walks a stream record by record: the [`Machine`] over a slice. As an iterator it measures
+/// bodies with `L` (and RAM bodies with the RAM parser); [`Records::next_head`] and
+/// [`Records::commit`] leave measuring to the caller instead.
 #[derive(Debug, Clone)]
 pub struct Records<'a, L> {
     buf: &'a [u8],
     pos: usize,
-    phase: Phase,
+    machine: Machine<&'a [u8]>,
     lengths: L,
-    options: Options,
-    open: heapless::Vec<Open<'a>, MAX_OPEN_SECTIONS>,
-    seen: SeenSections,
     ram: RamContext<'a>,
 }
 
-impl<'a, L: BodyLength> Records<'a, L> {
+impl<'a, L> Records<'a, L> {
     /// Walks `buf` with default options, asking `lengths` for body ends.
     pub fn new(buf: &'a [u8], lengths: L) -> Self {
         Self::with_options(buf, lengths, Options::default())
@@ -458,11 +355,8 @@ impl<'a, L: BodyLength> Records<'a, L> {
         Records {
             buf,
             pos: 0,
-            phase: Phase::Header,
+            machine: Machine::new(options),
             lengths,
-            options,
-            open: heapless::Vec::new(),
-            seen: SeenSections::new(),
             ram: RamContext::new(options.ram),
         }
     }
@@ -477,6 +371,12 @@ impl<'a, L: BodyLength> Records<'a, L> {
         &self.ram
     }
 
+    /// The RAM parsing state, for a caller that reads a `ram` body itself (between
+    /// [`Records::next_head`] and [`Records::commit`]).
+    pub fn ram_mut(&mut self) -> &mut RamContext<'a> {
+        &mut self.ram
+    }
+
     /// The resolver.
     pub fn lengths(&mut self) -> &mut L {
         &mut self.lengths
@@ -489,223 +389,151 @@ impl<'a, L: BodyLength> Records<'a, L> {
         L: Clone,
     {
         let mut c = self.clone();
-        c.buf = &self.buf[..len.min(self.buf.len())];
+        c.buf = self.buf.get(..len).unwrap_or(self.buf);
         c
     }
 
-    fn fail(&mut self, e: Error) -> Option<Result<Located<'a>>> {
-        self.phase = Phase::Done;
-        Some(Err(e))
+    /// The input from `head`'s body to the end: a caller measures the body in it.
+    pub fn body_rest(&self, head: &SectionHead<&'a [u8]>) -> &'a [u8] {
+        self.buf.get(head.body_offset()..).unwrap_or(&[])
     }
 
-    fn step(&mut self) -> Result<Option<Located<'a>>> {
-        let mut r = Reader::new(self.buf, 0);
-        r.skip(self.pos)?;
+    fn fail<T>(&mut self, e: Error) -> Result<T> {
+        self.machine.stop();
+        Err(e)
+    }
+
+    /// The next record, or the head of the next section; `None` at the end (and after an
+    /// error: the walk is fused).
+    pub fn next_head(&mut self) -> Option<Result<Next<'a>>> {
         let offset = self.pos;
-        let record = match self.phase {
-            Phase::Done => return Ok(None),
-            Phase::Header => {
-                let h = StreamHeader::new_checked(r.bytes(StreamHeader::<&[u8]>::LEN)?)?;
-                let version = h.validate()?;
-                if version != crate::wire::header::VERSION_V3 {
-                    return Err(Error::new(
-                        4,
-                        ErrorKind::UnsupportedFileVersion { found: version },
-                    ));
-                }
-                self.phase = if self.options.require_configuration {
-                    Phase::Configuration
-                } else {
-                    Phase::Records
-                };
-                Record::Header { version }
-            }
-            Phase::Configuration => {
-                let c = Configuration::read(&mut r)?;
-                for cap in c.capabilities.iter().flat_map(|c| c.iter()) {
-                    if cap == b"x-ignore-shared" {
-                        self.ram.options.ignore_shared = true;
-                    }
-                }
-                self.phase = Phase::Records;
+        let input = self.buf.get(offset..).unwrap_or(&[]);
+        let (len, head) = match self.machine.step(input, offset, true) {
+            Err(e) => return Some(self.fail(e)),
+            // `at_eof` is set: no `NeedMore`.
+            Ok(Step::Done | Step::NeedMore) => return None,
+            Ok(Step::Item { len, head }) => (len, head),
+        };
+        let mut end = offset + len;
+        let record = match head {
+            Head::Section(h) => return Some(Ok(Next::Section(h))),
+            Head::Header { version } => Record::Header { version },
+            Head::Configuration(c) => {
+                self.ram.options.ignore_shared = self.machine.options().ram.ignore_shared;
                 Record::Configuration(c)
             }
-            Phase::Records => {
-                let b = r.peek(0).ok_or(r.error(ErrorKind::Truncated {
-                    needed: 1,
-                    available: 0,
-                }))?;
-                match b {
-                    record::EOF => {
-                        r.skip(1)?;
-                        self.phase = Phase::AfterEof;
-                        Record::Eof
-                    }
-                    record::COMMAND if self.options.allow_commands => {
-                        Record::Command(Command::read(&mut r)?)
-                    }
-                    _ if SectionKind::from_byte(b).is_some() => {
-                        Record::Section(self.section(&mut r)?)
-                    }
-                    found => {
-                        return Err(r.error(ErrorKind::UnknownRecordType {
-                            found,
-                            expected: RecordPosition::V3Records {
-                                commands: self.options.allow_commands,
-                            },
-                        }));
-                    }
+            Head::Command(c) => Record::Command(c),
+            Head::Eof => Record::Eof,
+            Head::TrailerStart { len } => match self.trailer(offset, end, len as usize) {
+                Ok((t, e)) => {
+                    end = e;
+                    Record::Trailer(t)
                 }
-            }
-            Phase::AfterEof => {
-                if r.remaining() == 0 {
-                    self.phase = Phase::Done;
-                    return Ok(None);
-                }
-                let at = r.offset();
-                if r.peek(0) != Some(record::VMDESCRIPTION) {
-                    return Err(Error::new(
-                        at,
-                        ErrorKind::TrailingBytes {
-                            count: r.remaining(),
-                        },
-                    ));
-                }
-                let t = Trailer::read(&mut r)?;
-                if r.remaining() != 0 {
-                    return Err(r.error(ErrorKind::TrailingBytes {
-                        count: r.remaining(),
-                    }));
-                }
-                // Every reader must take this trailer as the description (issue 13 item 11).
-                let located = Trailer::locate(self.buf);
-                if located != Some(at) {
-                    return Err(Error::new(at, ErrorKind::TrailerAmbiguous { located }));
-                }
-                self.phase = Phase::Done;
-                Record::Trailer(t)
-            }
+                Err(e) => return Some(self.fail(e)),
+            },
+            // `trailer` takes the JSON with its head.
+            Head::TrailerData => return None,
         };
-        self.pos = r.position();
-        Ok(Some(Located {
+        self.pos = end;
+        Some(Ok(Next::Record(Located {
             offset,
-            end: self.pos,
+            end,
             record,
-        }))
+        })))
     }
 
-    fn section(&mut self, r: &mut Reader<'a>) -> Result<SectionRecord<'a>> {
-        let offset = r.offset();
-        let h = SectionHeaderRepr::read(r)?;
-        let header_len = r.offset() - offset;
-        let info = if h.kind.has_full_header() {
-            self.seen.full_info(&h, offset)?
-        } else {
-            let open = self
-                .open
-                .iter()
-                .find(|o| o.section_id == h.section_id)
-                .ok_or(Error::new(
-                    offset + 1,
-                    ErrorKind::UnknownSectionId {
-                        found: h.section_id,
-                    },
-                ))?;
-            SectionInfo {
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: open.idstr,
-                instance_id: open.instance_id,
-                version_id: open.version_id,
-                ordinal: open.ordinal,
-            }
-        };
-        let context = ctx(info.idstr, info.instance_id, info.section_id);
-        let body_offset = r.offset();
-        let len = if info.idstr == b"ram" {
-            check_ram_version(&info, offset)?;
-            let n = self
-                .ram
-                .measure_body(r)
-                .map_err(|e| e.in_section(context))?;
-            if self.options.section_footers {
-                read_footer(r, info.section_id).map_err(|e| e.in_section(context))?;
-            }
-            n
-        } else {
-            resolve_body(&mut self.lengths, &info, r, self.options.section_footers)?
-        };
-        let body = &r.buffer()[body_offset..body_offset + len];
-        // Bookkeeping only after the whole record parsed, so a truncated record can be retried.
-        match h.kind {
-            SectionKind::Start => {
-                self.open
-                    .push(Open {
-                        section_id: info.section_id,
-                        idstr: info.idstr,
-                        instance_id: info.instance_id,
-                        version_id: info.version_id,
-                        ordinal: info.ordinal,
-                    })
-                    .map_err(|_| {
-                        Error::new(
-                            offset,
-                            ErrorKind::BufferTooSmall {
-                                needed: MAX_OPEN_SECTIONS + 1,
-                                capacity: MAX_OPEN_SECTIONS,
-                            },
-                        )
-                        .in_section(context)
-                    })?;
-            }
-            SectionKind::End => {
-                if let Some(i) = self
-                    .open
-                    .iter()
-                    .position(|o| o.section_id == info.section_id)
-                {
-                    self.open.swap_remove(i);
-                }
-            }
-            _ => {}
+    /// The trailer whose head (at `at`) ends at `json_at`: all its JSON, then the end of the
+    /// input; every reader must take it as the description (issue 13 item 11).
+    fn trailer(&mut self, at: usize, json_at: usize, len: usize) -> Result<(Trailer<'a>, usize)> {
+        let mut r = Reader::new(self.buf, 0);
+        r.skip(json_at)?;
+        let json = r.bytes(len)?;
+        if len != 0 {
+            self.machine.step(json, json_at, true)?;
         }
-        if h.kind.has_full_header() {
-            self.seen.mark(h.section_id);
+        self.machine.step(r.rest(), r.offset(), true)?;
+        let located = Trailer::locate(self.buf);
+        if located != Some(at) {
+            return Err(Error::new(at, ErrorKind::TrailerAmbiguous { located }));
         }
-        Ok(SectionRecord {
-            offset,
-            kind: h.kind,
-            section_id: info.section_id,
-            idstr: info.idstr,
-            instance_id: info.instance_id,
-            version_id: info.version_id,
-            header_len,
-            body,
-            body_offset,
-            ordinal: info.ordinal,
+        Ok((Trailer { json }, r.offset()))
+    }
+
+    /// Ends the section `head` after `body_len` body bytes: checks its footer, books it, and
+    /// returns the whole record. An error fuses the walk.
+    pub fn commit(&mut self, head: &SectionHead<&'a [u8]>, body_len: usize) -> Result<Located<'a>> {
+        let context = head.context();
+        let body_offset = head.body_offset();
+        let mut r = Reader::new(self.buf, 0);
+        let body = r
+            .skip(body_offset)
+            .and_then(|()| r.bytes(body_len))
+            .map_err(|e| e.in_section(context));
+        let body = match body.and_then(|b| self.machine.footer(head, &mut r).map(|()| b)) {
+            Ok(b) => b,
+            Err(e) => return self.fail(e),
+        };
+        self.machine.commit(head);
+        self.pos = r.position();
+        Ok(Located {
+            offset: head.offset,
+            end: self.pos,
+            record: Record::Section(SectionRecord {
+                offset: head.offset,
+                kind: head.kind,
+                section_id: head.section_id,
+                idstr: head.idstr,
+                instance_id: head.instance_id,
+                version_id: head.version_id,
+                header_len: head.header_len,
+                body,
+                body_offset,
+                ordinal: head.ordinal,
+            }),
         })
     }
 }
 
-pub(crate) fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionContext {
-    SectionContext {
-        idstr: Name::new(idstr),
-        instance_id,
-        section_id,
+impl<'a, L: BodyLength> Records<'a, L> {
+    /// Where `head`'s body ends: the RAM parser for `ram`, the resolver for anything else.
+    pub fn measure(&mut self, head: &SectionHead<&'a [u8]>) -> Result<usize> {
+        let rest = self.body_rest(head);
+        if head.is_ram() {
+            return self
+                .ram
+                .measure_body(&mut Reader::new(rest, head.body_offset()))
+                .map_err(|e| e.in_section(head.context()));
+        }
+        body_len(&mut self.lengths, head, rest)
     }
+}
+
+/// Asks `lengths` where `head`'s body, at the start of `rest`, ends; a section it does not
+/// know is [`ErrorKind::BodyLengthUnknown`].
+pub(crate) fn body_len<L: BodyLength, I: AsRef<[u8]>>(
+    lengths: &mut L,
+    head: &SectionHead<I>,
+    rest: &[u8],
+) -> Result<usize> {
+    let context = head.context();
+    let body_offset = head.body_offset();
+    lengths
+        .body_len(&head.info(), rest, body_offset)
+        .map_err(|e| e.in_section(context))?
+        .ok_or(Error::new(body_offset, ErrorKind::BodyLengthUnknown).in_section(context))
 }
 
 impl<'a, L: BodyLength> Iterator for Records<'a, L> {
     type Item = Result<Located<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(rec)) => Some(Ok(rec)),
-            Ok(None) => {
-                self.phase = Phase::Done;
-                None
-            }
-            Err(e) => self.fail(e),
+        match self.next_head()? {
+            Ok(Next::Record(l)) => Some(Ok(l)),
+            Ok(Next::Section(head)) => Some(match self.measure(&head) {
+                Ok(n) => self.commit(&head, n),
+                Err(e) => self.fail(e),
+            }),
+            Err(e) => Some(Err(e)),
         }
     }
 }
