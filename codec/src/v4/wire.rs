@@ -53,6 +53,7 @@ pub mod record4 {
 
 use super::crc32c::Crc32c;
 pub use super::crc32c::crc32c;
+use crate::machine::{Open, Phase, Sections};
 
 /// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -657,24 +658,6 @@ pub struct Located4<'a> {
     pub record: Record4<'a>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Header,
-    Configuration,
-    Records,
-    AfterEof,
-    Done,
-}
-
-#[derive(Debug, Clone)]
-struct Open<'a> {
-    section_id: u32,
-    idstr: &'a [u8],
-    instance_id: u32,
-    version_id: u32,
-    minors: Minors,
-}
-
 /// Walks a v4 stream record by record. After the first error the iterator is fused.
 #[derive(Debug, Clone)]
 pub struct Records4<'a> {
@@ -686,13 +669,9 @@ pub struct Records4<'a> {
     /// Whether checksums are compared (off only for a second walk over bytes a first walk
     /// already verified).
     verify: bool,
-    open: heapless::Vec<Open<'a>, { crate::stream::MAX_OPEN_SECTIONS }>,
-    /// Section ids below [`SEEN_IDS`] already used by a START or FULL record.
-    seen: [u64; SEEN_IDS / 64],
+    /// The stream machine's section-id bookkeeping (the v3 readers' rules).
+    sections: Sections<&'a [u8]>,
 }
-
-/// Section ids tracked for duplicates (as in the v3 iterator).
-const SEEN_IDS: usize = 4096;
 
 impl<'a> Records4<'a> {
     /// Walks `buf`.
@@ -704,8 +683,7 @@ impl<'a> Records4<'a> {
             levels: 0,
             crc: false,
             verify: true,
-            open: heapless::Vec::new(),
-            seen: [0; SEEN_IDS / 64],
+            sections: Sections::new(),
         }
     }
 
@@ -724,7 +702,8 @@ impl<'a> Records4<'a> {
         r.skip(self.pos)?;
         let offset = self.pos;
         let record = match self.phase {
-            Phase::Done => return Ok(None),
+            // The trailer is read whole after EOF: no trailer phases here.
+            Phase::Done | Phase::Trailer { .. } | Phase::AfterTrailer => return Ok(None),
             Phase::Header => {
                 let h = Header::read(&mut r)?;
                 self.levels = h.vendors.len() as u8;
@@ -858,10 +837,11 @@ impl<'a> Records4<'a> {
             declared,
         };
         let section_id = r.be32().map_err(|_| frame_err(&r))?;
-        let id = section_id as usize;
-        if kind.has_full_header() && id < SEEN_IDS && self.seen[id / 64] & (1 << (id % 64)) != 0 {
-            return Err(crate::Error::new(offset + 5, ErrorKind::DuplicateSection).into());
-        }
+        let ordinal = if kind.has_full_header() {
+            self.sections.fresh(section_id, offset + 5)?
+        } else {
+            0
+        };
         let (idstr, instance_id, version_id, minors) = if kind.has_full_header() {
             let idstr = r.name().map_err(|e| match e.kind {
                 ErrorKind::Truncated { .. } => frame_err(&r),
@@ -875,14 +855,7 @@ impl<'a> Records4<'a> {
             }
             (idstr, instance_id, version_id, minors)
         } else {
-            let open = self
-                .open
-                .iter()
-                .find(|o| o.section_id == section_id)
-                .ok_or(crate::Error::new(
-                    offset + 5,
-                    ErrorKind::UnknownSectionId { found: section_id },
-                ))?;
+            let open = self.sections.open(section_id, offset + 5)?;
             (
                 open.idstr,
                 open.instance_id,
@@ -954,36 +927,15 @@ impl<'a> Records4<'a> {
                 }
             }
         }
-        match kind {
-            SectionKind::Start => {
-                self.open
-                    .push(Open {
-                        section_id,
-                        idstr,
-                        instance_id,
-                        version_id,
-                        minors: sec.minors.clone(),
-                    })
-                    .map_err(|_| {
-                        crate::Error::new(
-                            offset,
-                            ErrorKind::BufferTooSmall {
-                                needed: crate::stream::MAX_OPEN_SECTIONS + 1,
-                                capacity: crate::stream::MAX_OPEN_SECTIONS,
-                            },
-                        )
-                    })?;
-            }
-            SectionKind::End => {
-                if let Some(i) = self.open.iter().position(|o| o.section_id == section_id) {
-                    self.open.swap_remove(i);
-                }
-            }
-            _ => {}
-        }
-        if kind.has_full_header() && id < SEEN_IDS {
-            self.seen[id / 64] |= 1 << (id % 64);
-        }
+        let open = Open {
+            section_id,
+            idstr,
+            instance_id,
+            version_id,
+            ordinal,
+            minors: sec.minors.clone(),
+        };
+        self.sections.commit(kind, open, offset)?;
         Ok(sec)
     }
 
@@ -1001,9 +953,8 @@ impl<'a> Records4<'a> {
             let idstr = r.name().unwrap_or(&[]);
             (idstr, r.be32().unwrap_or(0))
         } else {
-            self.open
-                .iter()
-                .find(|o| o.section_id == section_id)
+            self.sections
+                .find(section_id)
                 .map(|o| (o.idstr, o.instance_id))
                 .unwrap_or((&[], 0))
         };
