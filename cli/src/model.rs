@@ -15,9 +15,11 @@ use crate::generic::{self, Body, DecodeError, EditCheck, EditError};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
+use vmstate::SectionHead;
 use vmstate::ram::{RamContext, RamRecord, RamWriter};
 use vmstate::stream::{
-    BodyLength, FooterScan, Options, Record, Records, Schemas, SectionInfo, probe_section_footers,
+    BodyLength, FooterScan, Next, Options, Record, Records, Schemas, SectionInfo,
+    probe_section_footers,
 };
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
 use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
@@ -74,39 +76,27 @@ fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
     )
 }
 
-/// Tells [`Records`] where FULL section bodies end, from the stream's own description.
+/// Decodes FULL section bodies with the stream's own description: the caller takes a
+/// section's head from the walk ([`Records::next_head`]), decodes the body here once, and
+/// commits the length the decode used.
 ///
 /// Each FULL section is decoded with its description entry, found by
 /// [`Description::device`] (idstr and instance id, as QEMU's loader keys sections); the
-/// section's version must be the one described, or the walk stops with `BadDescription`. The
-/// full reason is kept in [`DescLengths::take_error`].
+/// section's version must be the one described. Which entries were used is kept, so the
+/// caller can name a described device the stream does not carry.
 #[derive(Debug)]
-pub struct DescLengths<'d, 'a> {
+pub struct DescDecoder<'d, 'a> {
     desc: &'d Description<'a>,
     /// Which device objects a section was matched to.
     used: Vec<bool>,
-    error: Option<StreamError>,
-    /// The last body measured (its offset, device index and tree): finding a body's length
-    /// means decoding it, and [`Stream::parse`] keeps that tree instead of decoding again.
-    decoded: Option<(usize, usize, Body<'a>)>,
 }
 
-impl<'d, 'a> DescLengths<'d, 'a> {
-    /// A resolver over `desc`.
+impl<'d, 'a> DescDecoder<'d, 'a> {
+    /// A decoder over `desc`.
     pub fn new(desc: &'d Description<'a>) -> Self {
-        DescLengths {
+        DescDecoder {
             desc,
             used: vec![false; desc.devices.len()],
-            error: None,
-            decoded: None,
-        }
-    }
-
-    /// The device index and tree of the body at `offset`, if it was the last body measured.
-    fn take_decoded(&mut self, offset: usize) -> Option<(usize, Body<'a>)> {
-        match self.decoded.take() {
-            Some((at, device, body)) if at == offset => Some((device, body)),
-            _ => None,
         }
     }
 
@@ -128,71 +118,48 @@ impl<'d, 'a> DescLengths<'d, 'a> {
         self.desc.devices.len()
     }
 
-    /// The detailed reason of the last failure, if any.
-    pub fn take_error(&mut self) -> Option<StreamError> {
-        self.error.take()
-    }
-
-    fn refuse(&mut self, at: usize, kind: ErrorKind, e: StreamError) -> vmstate::Error {
-        self.error = Some(e);
-        vmstate::Error::new(at, kind)
-    }
-}
-
-impl BodyLength for DescLengths<'_, '_> {
-    fn body_len(
+    /// Decodes the FULL section `head`, whose body starts `rest`: its device index, tree and
+    /// body length.
+    pub fn decode(
         &mut self,
-        sec: &SectionInfo<'_>,
+        head: &SectionHead<&[u8]>,
         rest: &[u8],
-        base: usize,
-    ) -> vmstate::Result<Option<usize>> {
-        if sec.kind != SectionKind::Full {
-            return Ok(None);
-        }
-        let label = || section_label(sec.idstr, sec.instance_id, sec.section_id);
-        let Some((i, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
+    ) -> Result<(usize, Body<'a>, usize), StreamError> {
+        let base = head.body_offset();
+        let label = || section_label(head.idstr, head.instance_id, head.section_id);
+        let Some((i, dev)) = self.desc.device(head.idstr, head.instance_id) else {
             let message = format!(
                 "section {} is not in the stream's description ({} devices)",
                 label(),
                 self.desc.devices.len()
             );
-            let e = StreamError::Mismatch {
+            return Err(StreamError::Mismatch {
                 offset: base,
                 message,
-            };
-            return Err(self.refuse(base, ErrorKind::BadDescription, e));
+            });
         };
         if let Some((_, v)) = &dev.vmsd
-            && *v != sec.version_id
+            && *v != head.version_id
         {
             let message = format!(
                 "section {} version {} does not match description devices[{i}]: '{}' instance {} version {v}",
                 label(),
-                sec.version_id,
+                head.version_id,
                 dev.name,
                 dev.instance_id,
             );
-            let e = StreamError::Mismatch {
+            return Err(StreamError::Mismatch {
                 offset: base,
                 message,
-            };
-            return Err(self.refuse(base, ErrorKind::BadDescription, e));
+            });
         }
-        match generic::decode_prefix(&dev.body, rest, base) {
-            Ok((body, used)) => {
-                self.decoded = Some((base, i, body));
-                self.used[i] = true;
-                Ok(Some(used))
-            }
-            Err(error) => {
-                let (at, kind) = (error.offset, error.kind);
-                let e = StreamError::Body {
-                    section: label(),
-                    error: Box::new(error),
-                };
-                Err(self.refuse(at, kind, e))
-            }
-        }
+        let (body, used) =
+            generic::decode_prefix(&dev.body, rest, base).map_err(|error| StreamError::Body {
+                section: label(),
+                error: Box::new(error),
+            })?;
+        self.used[i] = true;
+        Ok((i, body, used))
     }
 }
 
@@ -502,25 +469,22 @@ pub struct Unmeasured {
     pub section: String,
 }
 
-/// The description for FULL sections; the footer scan for everything else, or for all
-/// sections when there is no description. A stream without footers has nothing to scan for:
-/// without a description its FULL bodies are measured by the typed device tables
-/// (`vmstate_devices::pc::VMSDS`), and any other body cannot be measured.
-struct Lengths<'d, 'a> {
-    desc: Option<DescLengths<'d, 'a>>,
+/// Where a body nothing decodes ends: found by the footer scan, or, in a stream without
+/// footers, by the typed device tables (`vmstate_devices::pc::VMSDS`) for FULL sections; any
+/// other body cannot be measured then.
+struct Lengths {
     footers: bool,
     scratch: Vec<u8>,
 }
 
-impl BodyLength for Lengths<'_, '_> {
+impl BodyLength for Lengths {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
         rest: &[u8],
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
-        match &mut self.desc {
-            Some(d) if sec.kind == SectionKind::Full => d.body_len(sec, rest, base),
+        match () {
             // Iterative sections other than `ram` are not in the description.
             _ if self.footers => FooterScan.body_len(sec, rest, base),
             _ if sec.kind == SectionKind::Full => {
@@ -579,7 +543,6 @@ impl<'a> Stream<'a> {
             ..Options::default()
         };
         let lengths = Lengths {
-            desc: description.as_ref().map(DescLengths::new),
             footers,
             scratch: if footers {
                 Vec::new()
@@ -588,6 +551,7 @@ impl<'a> Stream<'a> {
             },
         };
         let mut records = Records::with_options(bytes, lengths, walk);
+        let mut decoder = description.as_ref().map(DescDecoder::new);
         let mut stream = Stream {
             version: 0,
             configuration: None,
@@ -597,28 +561,115 @@ impl<'a> Stream<'a> {
             len: bytes.len(),
             unmeasured: None,
         };
-        loop {
-            // The codec's walk reads (and checks) every RAM record to find a section's end;
-            // its RAM state before the record is where a later iteration starts.
-            let ram = *records.ram();
-            let located = match records.next() {
-                None => break,
-                Some(Ok(l)) => {
-                    reached(l.offset);
-                    l
+        while let Some(next) = records.next_head() {
+            let head = match next? {
+                Next::Section(head) => head,
+                Next::Record(located) => {
+                    reached(located.offset);
+                    let item = match located.record {
+                        Record::Header { version } => {
+                            stream.version = version;
+                            continue;
+                        }
+                        Record::Configuration(c) => {
+                            // QEMU ≥ 8.2 describes the record too: it must read as described.
+                            if let Some(cfg) =
+                                description.as_ref().and_then(|d| d.configuration.as_ref())
+                            {
+                                let body = bytes
+                                    .get(located.offset + 1..located.end)
+                                    .unwrap_or_default();
+                                generic::decode_configuration(cfg, body, located.offset + 1)
+                                    .map_err(|error| StreamError::Body {
+                                        section: "configuration".into(),
+                                        error: Box::new(error),
+                                    })?;
+                            }
+                            stream.configuration = Some(c);
+                            continue;
+                        }
+                        Record::Trailer(t) => {
+                            if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
+                                // Too long for `find_description` to look for: the parser's
+                                // length check refuses it with its own message.
+                                Description::from_json_bytes(t.json)
+                                    .map_err(StreamError::Description)?;
+                            }
+                            stream.trailer = Some(t.json);
+                            continue;
+                        }
+                        Record::Eof => Item::Eof,
+                        Record::Command(c) => Item::Command(c),
+                        // Sections come as heads.
+                        Record::Section(_) => continue,
+                    };
+                    let entry = Entry {
+                        offset: located.offset,
+                        end: located.end,
+                        item,
+                    };
+                    if let Some(kept) = visit(&stream, entry) {
+                        stream.entries.push(kept);
+                    }
+                    continue;
                 }
-                Some(Err(e)) => {
-                    let detail = records.lengths().desc.as_mut().and_then(|d| d.take_error());
-                    if !footers
-                        && detail.is_none()
-                        && e.kind == ErrorKind::BodyLengthUnknown
-                        && let Some(section) = e.section
-                    {
-                        let section = section_label(
-                            section.idstr.as_bytes(),
-                            section.instance_id,
-                            section.section_id,
-                        );
+            };
+            reached(head.offset);
+            let rest = records.body_rest(&head);
+            let section = |body_len| SectionMeta {
+                kind: head.kind,
+                section_id: head.section_id,
+                idstr: head.idstr,
+                instance_id: head.instance_id,
+                version_id: head.version_id,
+                body_offset: head.body_offset(),
+                body_len,
+            };
+            // Each body is read once: RAM records counted as they are checked, FULL bodies
+            // decoded with the description, and the walk told where the body ended.
+            let (len, item) = if head.is_ram() {
+                // The RAM state before the section is where a later iteration starts.
+                let start = *records.ram();
+                let (len, counts) = if options.count_pages {
+                    let mut counts = Vec::new();
+                    let mut r = Reader::new(rest, head.body_offset());
+                    let ram = records.ram_mut();
+                    loop {
+                        let rec = ram
+                            .read_record(&mut r)
+                            .map_err(|e| e.in_section(head.context()))?;
+                        count(&mut counts, &rec);
+                        reached(r.offset());
+                        if rec == RamRecord::Eos {
+                            break;
+                        }
+                    }
+                    (r.position(), Some(counts))
+                } else {
+                    (records.measure(&head)?, None)
+                };
+                let records = RamRecords(Box::new(RamSectionState {
+                    body: rest.get(..len).unwrap_or_default(),
+                    base: head.body_offset(),
+                    start,
+                    counts,
+                }));
+                let section = section(len);
+                (len, Item::Ram { section, records })
+            } else if let Some(d) = decoder.as_mut().filter(|_| head.kind == SectionKind::Full) {
+                let (device, body, len) = d.decode(&head, rest)?;
+                let section = section(len);
+                let item = Item::Device {
+                    section,
+                    device,
+                    body,
+                };
+                (len, item)
+            } else {
+                let len = match records.measure(&head) {
+                    Ok(n) => n,
+                    Err(e) if !footers && e.kind == ErrorKind::BodyLengthUnknown => {
+                        let section = section_label(head.idstr, head.instance_id, head.section_id);
                         if options.stop_at_unmeasured {
                             stream.unmeasured = Some(Unmeasured {
                                 offset: e.offset,
@@ -635,116 +686,16 @@ impl<'a> Stream<'a> {
                             ),
                         });
                     }
-                    return Err(detail.unwrap_or(StreamError::from(e)));
-                }
+                    Err(e) => return Err(e.into()),
+                };
+                let section = section(len);
+                let item = Item::Opaque {
+                    section,
+                    body: rest.get(..len).unwrap_or_default(),
+                };
+                (len, item)
             };
-            let item = match located.record {
-                Record::Header { version } => {
-                    stream.version = version;
-                    continue;
-                }
-                Record::Configuration(c) => {
-                    // QEMU ≥ 8.2 describes the record too: it must read as described.
-                    if let Some(cfg) = description.as_ref().and_then(|d| d.configuration.as_ref()) {
-                        let body = bytes
-                            .get(located.offset + 1..located.end)
-                            .unwrap_or_default();
-                        generic::decode_configuration(cfg, body, located.offset + 1).map_err(
-                            |error| StreamError::Body {
-                                section: "configuration".into(),
-                                error: Box::new(error),
-                            },
-                        )?;
-                    }
-                    stream.configuration = Some(c);
-                    continue;
-                }
-                Record::Trailer(t) => {
-                    if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
-                        // Too long for `find_description` to look for: the parser's length
-                        // check refuses it with its own message.
-                        Description::from_json_bytes(t.json).map_err(StreamError::Description)?;
-                    }
-                    stream.trailer = Some(t.json);
-                    continue;
-                }
-                Record::Eof => Item::Eof,
-                Record::Command(c) => Item::Command(c),
-                Record::Section(rec) => {
-                    let section = SectionMeta {
-                        kind: rec.kind,
-                        section_id: rec.section_id,
-                        idstr: rec.idstr,
-                        instance_id: rec.instance_id,
-                        version_id: rec.version_id,
-                        body_offset: rec.body_offset,
-                        body_len: rec.body.len(),
-                    };
-                    if rec.is_ram() {
-                        let mut records = RamRecords(Box::new(RamSectionState {
-                            body: rec.body,
-                            base: rec.body_offset,
-                            start: ram,
-                            counts: None,
-                        }));
-                        if options.count_pages {
-                            let mut counts = Vec::new();
-                            let mut it = records.iter();
-                            while let Some(r) = it.next() {
-                                count(&mut counts, &r);
-                                reached(it.offset());
-                            }
-                            records.0.counts = Some(counts);
-                        }
-                        Item::Ram { section, records }
-                    } else if let Some(desc) = description
-                        .as_ref()
-                        .filter(|_| rec.kind == SectionKind::Full)
-                    {
-                        // Measuring the body matched the section to its entry and decoded it
-                        // (and the walk cut the body at the length that decode used); match
-                        // and decode here only if that tree is missing.
-                        let measured = records
-                            .lengths()
-                            .desc
-                            .as_mut()
-                            .and_then(|d| d.take_decoded(rec.body_offset));
-                        let (device, body) = match measured {
-                            Some(found) => found,
-                            None => {
-                                let (device, dev) = desc.device(rec.idstr, rec.instance_id).ok_or(
-                                    StreamError::Mismatch {
-                                        offset: rec.offset,
-                                        message: "a FULL section the description does not list"
-                                            .into(),
-                                    },
-                                )?;
-                                let body =
-                                    generic::decode_section(&dev.body, rec.body, rec.body_offset)
-                                        .map_err(|error| StreamError::Body {
-                                        section: section_label(
-                                            rec.idstr,
-                                            rec.instance_id,
-                                            rec.section_id,
-                                        ),
-                                        error: Box::new(error),
-                                    })?;
-                                (device, body)
-                            }
-                        };
-                        Item::Device {
-                            section,
-                            device,
-                            body,
-                        }
-                    } else {
-                        Item::Opaque {
-                            section,
-                            body: rec.body,
-                        }
-                    }
-                }
-            };
+            let located = records.commit(&head, len)?;
             let entry = Entry {
                 offset: located.offset,
                 end: located.end,
@@ -755,7 +706,7 @@ impl<'a> Stream<'a> {
             }
         }
         // Every described device must be in the stream (QEMU describes what it sent).
-        if let Some(d) = records.lengths().desc.as_ref()
+        if let Some(d) = decoder.as_ref()
             && let Some(dev) = d.unmatched().next()
         {
             return Err(StreamError::Mismatch {
