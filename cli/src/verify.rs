@@ -29,13 +29,14 @@ use crate::model::find_description;
 use std::collections::HashSet;
 use std::fmt;
 use vmstate::body::{Mode, decode_body_mode};
-use vmstate::ram::{RamContext, RamOptions, RamRecord};
+use vmstate::ram::{RamOptions, RamRecord};
 use vmstate::stream::{
-    BodyLength, FooterScan, Options, Record, Records, SectionInfo, probe_section_footers,
+    BodyLength, FooterScan, Next, Options, Record, Records, SectionInfo, probe_section_footers,
 };
 use vmstate::wire::command::CommandId;
 use vmstate::wire::section::SectionKind;
 use vmstate::wire::{Reader, record};
+use vmstate::{SectionHead, SectionRecord};
 use vmstate_devices::machine::{Destination, MachineType, QemuBuild};
 use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc, PcConfig, Route};
 
@@ -216,81 +217,68 @@ fn label(idstr: &[u8], instance_id: u32) -> String {
     format!("'{}' instance {instance_id}", vmstate::Escaped(idstr))
 }
 
-/// Finds body ends (typed table, then description, then footer scan) and records the
-/// description check of every FULL section on the way.
-struct Lengths<'d> {
+/// What measures a FULL body: the description (checking it on the way) and the typed table.
+struct Checks<'d> {
     desc: Option<&'d Description<'d>>,
     used: Vec<bool>,
     /// A destination with every optional device configured: used for its initial states.
     init: Pc,
-    problems: Vec<Problem>,
-    /// Whether the last FULL section had a description entry.
-    described: bool,
-    /// Whether the stream has section footers to scan for (not up to pc-*-2.2).
-    footers: bool,
 }
 
-impl Lengths<'_> {
-    /// The footer scan, where the stream has footers; without, a body nothing else measures
-    /// cannot be measured.
-    fn scan(
-        &self,
-        sec: &SectionInfo<'_>,
+impl Checks<'_> {
+    /// Decodes the body with its description entry (the check of every described section);
+    /// its length, or `None` (with the problem) when there is no entry or it does not match.
+    /// Sets `described` when the section has an entry of its version.
+    fn describe(
+        &mut self,
+        head: &SectionHead<&[u8]>,
         rest: &[u8],
-        base: usize,
-    ) -> vmstate::Result<Option<usize>> {
-        if self.footers {
-            FooterScan.body_len(sec, rest, base)
-        } else {
-            Ok(None)
-        }
-    }
-}
-
-impl Lengths<'_> {
-    fn describe(&mut self, sec: &SectionInfo<'_>, rest: &[u8], base: usize) -> Option<usize> {
+        problems: &mut Vec<Problem>,
+        described: &mut bool,
+    ) -> Option<usize> {
         let desc = self.desc?;
-        let Some((i, dev)) = desc.device(sec.idstr, sec.instance_id) else {
-            self.problems.push(Problem {
+        let base = head.body_offset();
+        let Some((i, dev)) = desc.device(head.idstr, head.instance_id) else {
+            problems.push(Problem {
                 offset: base,
                 message: format!(
                     "at byte {base} (0x{base:x}), section {}: not in the stream's description",
-                    label(sec.idstr, sec.instance_id)
+                    label(head.idstr, head.instance_id)
                 ),
             });
             return None;
         };
         self.used[i] = true;
         if let Some((_, v)) = &dev.vmsd
-            && *v != sec.version_id
+            && *v != head.version_id
         {
-            self.problems.push(Problem {
+            problems.push(Problem {
                 offset: base,
                 message: format!(
                     "at byte {base} (0x{base:x}), section {}: version {} but the description says {v}",
-                    label(sec.idstr, sec.instance_id),
-                    sec.version_id
+                    label(head.idstr, head.instance_id),
+                    head.version_id
                 ),
             });
             return None;
         }
-        self.described = true;
+        *described = true;
         match generic::decode_prefix(&dev.body, rest, base) {
             Ok((_, n)) => Some(n),
             Err(e) => {
-                self.problems
-                    .push(decode_problem(sec.idstr, sec.instance_id, &e));
+                problems.push(decode_problem(head.idstr, head.instance_id, &e));
                 None
             }
         }
     }
 
-    fn typed(&mut self, sec: &SectionInfo<'_>, rest: &[u8], base: usize) -> Option<usize> {
-        let slot = self.init.slot(sec.idstr, sec.instance_id)?;
+    /// The body's length by QEMU 10.0's table of its device type, if modelled.
+    fn typed(&mut self, head: &SectionHead<&[u8]>, rest: &[u8]) -> Option<usize> {
+        let slot = self.init.slot(head.idstr, head.instance_id)?;
         let (vmsd, state) = self.init.state(slot);
         let mut scratch = state.to_vec();
-        let mut r = Reader::new(rest, base);
-        decode_body_mode(vmsd, sec.version_id, &mut r, &mut scratch, Mode::Structure).ok()?;
+        let mut r = Reader::new(rest, head.body_offset());
+        decode_body_mode(vmsd, head.version_id, &mut r, &mut scratch, Mode::Structure).ok()?;
         Some(r.position())
     }
 }
@@ -305,35 +293,40 @@ fn decode_problem(idstr: &[u8], instance_id: u32, e: &DecodeError) -> Problem {
     }
 }
 
-impl BodyLength for Lengths<'_> {
+/// Where a body no table measures ends: the footer scan, where the stream has footers;
+/// without, such a body cannot be measured.
+struct Scan {
+    footers: bool,
+}
+
+impl BodyLength for Scan {
     fn body_len(
         &mut self,
         sec: &SectionInfo<'_>,
         rest: &[u8],
         base: usize,
     ) -> vmstate::Result<Option<usize>> {
-        if sec.kind != SectionKind::Full {
-            return self.scan(sec, rest, base);
+        if self.footers {
+            FooterScan.body_len(sec, rest, base)
+        } else {
+            Ok(None)
         }
-        self.described = false;
-        let by_desc = self.describe(sec, rest, base);
-        let by_type = self.typed(sec, rest, base);
-        if let (Some(d), Some(t)) = (by_desc, by_type)
-            && d != t
-        {
-            let at = base + d.min(t);
-            self.problems.push(Problem {
-                offset: at,
-                message: format!(
-                    "at byte {at} (0x{at:x}), section {}: the description makes the body {d} bytes, the device's table {t}",
-                    label(sec.idstr, sec.instance_id)
-                ),
-            });
-        }
-        match by_type.or(by_desc) {
-            Some(n) => Ok(Some(n)),
-            None => self.scan(sec, rest, base),
-        }
+    }
+}
+
+/// A record the walk could not read: the problem that ends it.
+fn walk_problem(e: &vmstate::Error) -> Problem {
+    let mut message = e.to_string();
+    if let vmstate::ErrorKind::MissingFooter { found: 0x05 } = e.kind {
+        // QEMU loads any subsection the table knows, again and in any order.
+        message.push_str(
+            " (a subsection after the body's end: one sent twice or not allowed \
+             here; hardening rule subsection.once)",
+        );
+    }
+    Problem {
+        offset: e.offset,
+        message,
     }
 }
 
@@ -372,7 +365,7 @@ pub fn verify(
         }
         Pc::new(c)
     });
-    let lengths = Lengths {
+    let mut checks = Checks {
         desc: desc.as_ref(),
         used: vec![false; desc.as_ref().map_or(0, |d| d.devices.len())],
         // Measures bodies only: QEMU 10.0's tables read every body 7.2's read.
@@ -382,125 +375,125 @@ pub fn verify(
                 .map_err(|e| e.to_string())?
                 .config()
         }),
-        problems: Vec::new(),
-        described: false,
-        footers: probe_section_footers(bytes),
     };
+    let footers = probe_section_footers(bytes);
     // The destination build's loader rules for RAM records and COMMAND records.
     let build = resolved.config.map(|c| c.destination.build);
     let version = build.map(|b| {
         let (major, minor) = b.version();
         (u16::from(major), u16::from(minor))
     });
-    let ram_options = version.map_or(RamOptions::default(), |(major, minor)| {
-        RamOptions::for_qemu(major, minor)
-    });
     let options = Options {
         require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
         allow_commands: true,
-        ram: ram_options,
-        section_footers: lengths.footers,
+        ram: version.map_or(RamOptions::default(), |(major, minor)| {
+            RamOptions::for_qemu(major, minor)
+        }),
+        section_footers: footers,
     };
-    let mut records = Records::with_options(bytes, lengths, options);
-    let mut ram = RamContext::new(ram_options);
+    let mut records = Records::with_options(bytes, Scan { footers }, options);
     let mut seen = HashSet::new();
     let mut unchecked = Vec::new();
     let mut complete = true;
-    while let Some(next) = records.next() {
-        let found = std::mem::take(&mut records.lengths().problems);
-        report.problems.extend(found);
-        let located = match next {
-            Ok(l) => l,
-            Err(e) => {
-                let mut message = e.to_string();
-                if let vmstate::ErrorKind::MissingFooter { found: 0x05 } = e.kind {
-                    // QEMU loads any subsection the table knows, again and in any order.
-                    message.push_str(
-                        " (a subsection after the body's end: one sent twice or not allowed \
-                         here; hardening rule subsection.once)",
-                    );
+    while let Some(next) = records.next_head() {
+        let head = match next {
+            Ok(Next::Section(head)) => head,
+            Ok(Next::Record(located)) => {
+                progress(located.offset);
+                report.bytes = located.end;
+                match located.record {
+                    Record::Eof | Record::Trailer(_) => progress(located.end),
+                    Record::Command(c) => {
+                        if let Some(p) = command_problem(&c, located.offset, version) {
+                            report.problems.push(p);
+                        }
+                    }
+                    _ => {}
                 }
-                report.problems.push(Problem {
-                    offset: e.offset,
-                    message,
-                });
+                continue;
+            }
+            Err(e) => {
+                report.problems.push(walk_problem(&e));
                 complete = false;
                 break;
             }
         };
-        // Only bytes before the record are done with: reading its RAM records below touches
-        // the record again.
-        progress(located.offset);
-        report.bytes = located.end;
-        let rec = match located.record {
-            Record::Eof | Record::Trailer(_) => {
-                progress(located.end);
-                continue;
-            }
-            Record::Configuration(c) => {
-                ram.options.ignore_shared = c
-                    .capabilities
-                    .is_some_and(|caps| caps.iter().any(|c| c == b"x-ignore-shared"));
-                continue;
-            }
-            Record::Command(c) => {
-                if let Some((major, minor)) = version
-                    && !c.id.known_by(major, minor)
-                {
-                    let at = located.offset;
-                    report.problems.push(Problem {
-                        offset: at,
-                        message: format!(
-                            "at byte {at} (0x{at:x}): COMMAND {} ({}) is unknown to the \
-                             destination (QEMU {major}.{minor} refuses it: \"MIG_CMD 0x{:x} \
-                             unknown\")",
-                            c.id.name(),
-                            c.id.number(),
-                            c.id.number()
-                        ),
-                    });
-                } else if c.id != CommandId::SwitchoverStart {
-                    // Every other command belongs to a live migration (return path, postcopy,
-                    // COLO, packaged streams): QEMU refuses it unless the destination is in
-                    // the state it needs (PING without a return path, POSTCOPY_RUN before
-                    // LISTEN, ...), which a stream alone cannot show.
-                    let at = located.offset;
-                    report.problems.push(Problem {
-                        offset: at,
-                        message: format!(
-                            "at byte {at} (0x{at:x}): COMMAND {} ({}) needs a live migration's \
-                             destination state (QEMU refuses it in a plain load); refused \
-                             (hardening rule command.live-only)",
-                            c.id.name(),
-                            c.id.number()
-                        ),
-                    });
-                }
-                continue;
-            }
-            Record::Section(rec) => rec,
-            _ => continue,
-        };
-        if rec.is_ram() {
-            let mut r = Reader::new(rec.body, rec.body_offset);
+        let rest = records.body_rest(&head);
+        // Each body is read once to find its end: RAM records checked (by the walk's RAM
+        // parser, which knows the block list and x-ignore-shared), a FULL body decoded with its
+        // description, and the typed table only where that does not settle it.
+        let mut problems = Vec::new();
+        let mut described = false;
+        let mut loaded = None;
+        let measured = if head.is_ram() {
+            let mut r = Reader::new(rest, head.body_offset());
+            let ram = records.ram_mut();
+            let mut n = 0;
             loop {
                 match ram.read_record(&mut r) {
                     Ok(x) => {
-                        report.ram_records += 1;
+                        n += 1;
                         if x == RamRecord::Eos {
-                            break;
+                            break Ok(r.position());
                         }
                     }
-                    Err(e) => {
-                        let e = e.in_section(rec.context());
-                        report.problems.push(Problem {
-                            offset: e.offset,
-                            message: e.to_string(),
-                        });
-                        break;
-                    }
+                    Err(e) => break Err(e.in_section(head.context())),
                 }
             }
+            .map(|len| {
+                report.ram_records += n;
+                len
+            })
+        } else if head.kind == SectionKind::Full {
+            let by_desc = checks.describe(&head, rest, &mut problems, &mut described);
+            // A body the destination's model loads at the description's length needs no
+            // second measure: load it now, and keep the result.
+            if let (Some(d), Some(pc)) = (by_desc, pc.as_mut())
+                && !seen.contains(&(head.idstr, head.instance_id))
+                && matches!(pc.route(head.idstr, head.instance_id), Route::Model(_))
+            {
+                let rec = section_record(&head, rest.get(..d).unwrap_or_default());
+                loaded = Some((d, pc.load_section(&rec)));
+            }
+            let by_type = match &loaded {
+                Some((d, Ok(true))) => Some(*d),
+                _ => checks.typed(&head, rest),
+            };
+            if let (Some(d), Some(t)) = (by_desc, by_type)
+                && d != t
+            {
+                let at = head.body_offset() + d.min(t);
+                problems.push(Problem {
+                    offset: at,
+                    message: format!(
+                        "at byte {at} (0x{at:x}), section {}: the description makes the body {d} bytes, the device's table {t}",
+                        label(head.idstr, head.instance_id)
+                    ),
+                });
+            }
+            match by_type.or(by_desc) {
+                Some(n) => Ok(n),
+                None => records.measure(&head),
+            }
+        } else {
+            records.measure(&head)
+        };
+        report.problems.append(&mut problems);
+        let located = match measured.and_then(|n| records.commit(&head, n)) {
+            Ok(l) => l,
+            Err(e) => {
+                report.problems.push(walk_problem(&e));
+                complete = false;
+                break;
+            }
+        };
+        // Only bytes before the record are done with.
+        progress(located.offset);
+        report.bytes = located.end;
+        let Record::Section(rec) = located.record else {
+            continue;
+        };
+        if rec.is_ram() {
             continue;
         }
         let name = label(rec.idstr, rec.instance_id);
@@ -521,7 +514,6 @@ pub fn verify(
             });
             continue;
         }
-        let described = records.lengths().described;
         let Some(pc) = pc.as_mut() else {
             if described {
                 report.generic += 1;
@@ -563,7 +555,12 @@ pub fn verify(
             report.typed += 1;
             continue;
         }
-        match pc.load_section(&rec) {
+        // The load of the description's length, if that is the body.
+        let result = match loaded {
+            Some((d, r)) if d == rec.body.len() => r,
+            _ => pc.load_section(&rec),
+        };
+        match result {
             Ok(true) => report.typed += 1,
             Err(e) => {
                 report.typed += 1;
@@ -584,10 +581,8 @@ pub fn verify(
             Ok(false) => unchecked.push(name),
         }
     }
-    let lengths = records.lengths();
-    report.problems.append(&mut lengths.problems);
     if let Some(d) = desc.as_ref().filter(|_| complete) {
-        for (dev, used) in d.devices.iter().zip(&lengths.used) {
+        for (dev, used) in d.devices.iter().zip(&checks.used) {
             if !used {
                 let at = bytes.len();
                 report.problems.push(Problem {
@@ -602,4 +597,56 @@ pub fn verify(
     }
     report.unchecked = unchecked;
     Ok(report)
+}
+
+/// The section record `head` with `body`.
+fn section_record<'a>(head: &SectionHead<&'a [u8]>, body: &'a [u8]) -> SectionRecord<'a> {
+    SectionRecord {
+        offset: head.offset,
+        kind: head.kind,
+        section_id: head.section_id,
+        idstr: head.idstr,
+        instance_id: head.instance_id,
+        version_id: head.version_id,
+        header_len: head.header_len,
+        body,
+        body_offset: head.body_offset(),
+        ordinal: head.ordinal,
+    }
+}
+
+/// Why the destination refuses a COMMAND record at `at`, if it does.
+fn command_problem(
+    c: &vmstate::wire::Command<'_>,
+    at: usize,
+    version: Option<(u16, u16)>,
+) -> Option<Problem> {
+    if let Some((major, minor)) = version
+        && !c.id.known_by(major, minor)
+    {
+        return Some(Problem {
+            offset: at,
+            message: format!(
+                "at byte {at} (0x{at:x}): COMMAND {} ({}) is unknown to the \
+                 destination (QEMU {major}.{minor} refuses it: \"MIG_CMD 0x{:x} \
+                 unknown\")",
+                c.id.name(),
+                c.id.number(),
+                c.id.number()
+            ),
+        });
+    }
+    // Every other command belongs to a live migration (return path, postcopy, COLO, packaged
+    // streams): QEMU refuses it unless the destination is in the state it needs (PING without
+    // a return path, POSTCOPY_RUN before LISTEN, ...), which a stream alone cannot show.
+    (c.id != CommandId::SwitchoverStart).then(|| Problem {
+        offset: at,
+        message: format!(
+            "at byte {at} (0x{at:x}): COMMAND {} ({}) needs a live migration's \
+             destination state (QEMU refuses it in a plain load); refused \
+             (hardening rule command.live-only)",
+            c.id.name(),
+            c.id.number()
+        ),
+    })
 }
