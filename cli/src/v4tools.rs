@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::rc::Rc;
 use vmstate::SliceSink;
-use vmstate::stream::{BodyLength, SectionInfo};
+use vmstate::stream::{BodyLength, Next, SectionInfo};
 use vmstate::v4::caps::Capabilities;
 use vmstate::v4::convert::{SubsectionSplit, UpgradeOptions, downgrade, upgrade};
 use vmstate::v4::wire::{Records4, Vendor};
@@ -101,40 +101,58 @@ impl<'a> TrailerSplit<'a> {
     }
 
     /// Field end, then each top-level subsection's end, relative to the body start, for the
-    /// body at `base` whose bytes (and maybe more) are `rest`.
+    /// body at `base` whose bytes (and maybe more) are `rest`; `None` for a section that is
+    /// not FULL or not described. The error says why the body does not match its entry.
+    pub fn decode_ends(
+        &self,
+        sec: &SectionInfo<'_>,
+        rest: &[u8],
+        base: usize,
+    ) -> Result<Option<Vec<usize>>, (Error, String)> {
+        if sec.kind != vmstate::wire::section::SectionKind::Full {
+            return Ok(None);
+        }
+        let Some((_, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
+            return Ok(None);
+        };
+        let label = || {
+            format!(
+                "section '{}' instance {}",
+                vmstate::Escaped(sec.idstr),
+                sec.instance_id
+            )
+        };
+        if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != sec.version_id) {
+            let message = format!(
+                "at byte {base} (0x{base:x}), {}: version {} but the description says {v}",
+                label(),
+                sec.version_id
+            );
+            return Err((Error::new(base, ErrorKind::BadDescription), message));
+        }
+        let (body, _) = generic::decode_prefix(&dev.body, rest, base)
+            .map_err(|e| (Error::new(e.offset, e.kind), format!("{}: {e}", label())))?;
+        Ok(Some(body.part_ends()))
+    }
+
+    /// [`TrailerSplit::decode_ends`] for the converter, which asks about the same body twice
+    /// (its length, then its split) through traits that return codec errors: the ends are
+    /// kept for the second question and the full reason for [`TrailerSplit::take_error`].
     fn ends(
         &mut self,
         sec: &SectionInfo<'_>,
         rest: &[u8],
         base: usize,
     ) -> vmstate::Result<Option<&[usize]>> {
-        if sec.kind != vmstate::wire::section::SectionKind::Full {
-            return Ok(None);
-        }
         if self.last.as_ref().is_none_or(|(at, _)| *at != base) {
-            let Some((_, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
-                return Ok(None);
-            };
-            let label = || {
-                format!(
-                    "section '{}' instance {}",
-                    vmstate::Escaped(sec.idstr),
-                    sec.instance_id
-                )
-            };
-            if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != sec.version_id) {
-                self.error = Some(format!(
-                    "at byte {base} (0x{base:x}), {}: version {} but the description says {v}",
-                    label(),
-                    sec.version_id
-                ));
-                return Err(Error::new(base, ErrorKind::BadDescription));
+            match self.decode_ends(sec, rest, base) {
+                Ok(Some(ends)) => self.last = Some((base, ends)),
+                Ok(None) => return Ok(None),
+                Err((e, message)) => {
+                    self.error = Some(message);
+                    return Err(e);
+                }
             }
-            let (body, _) = generic::decode_prefix(&dev.body, rest, base).map_err(|e| {
-                self.error = Some(format!("{}: {e}", label()));
-                Error::new(e.offset, e.kind)
-            })?;
-            self.last = Some((base, body.part_ends()));
         }
         Ok(self.last.as_ref().map(|(_, e)| e.as_slice()))
     }
@@ -346,10 +364,21 @@ pub fn check_v3_observed(v3: &[u8], observe: &mut dyn FnMut(usize)) -> Result<()
         allow_commands: true,
         ..vmstate::stream::Options::default()
     };
-    let mut walk = vmstate::Records::with_options(v3, TrailerSplit::new(desc), options);
-    while let Some(r) = walk.next() {
-        if let Err(e) = r {
-            return Err(walk.lengths().take_error().unwrap_or_else(|| e.to_string()));
+    let split = TrailerSplit::new(desc);
+    let mut walk = vmstate::Records::with_options(v3, (), options);
+    while let Some(next) = walk.next_head() {
+        if let Next::Section(head) = next.map_err(|e| e.to_string())? {
+            let rest = walk.body_rest(&head);
+            let ends = split
+                .decode_ends(&head.info(), rest, head.body_offset())
+                .map_err(|(_, message)| message)?;
+            let len = match ends.as_ref().and_then(|e| e.last()) {
+                Some(&n) => Ok(n),
+                // RAM records; anything else the description does not cover is refused.
+                None => walk.measure(&head),
+            };
+            len.and_then(|n| walk.commit(&head, n))
+                .map_err(|e| e.to_string())?;
         }
         observe(walk.offset());
     }

@@ -456,25 +456,34 @@ fn diff_reports_field_and_page_differences() {
     assert_eq!(pc_ram, 61, "pages of pc.ram sent only in the bios stream");
 }
 
-/// `DescLengths` on its own drives the codec's record iterator over every fixture: each FULL
-/// body ends exactly where the description says, checked by the footer that follows.
+/// `DescDecoder` on its own drives the codec's record walk over every fixture: each FULL body
+/// ends exactly where its decode says, checked by the footer that follows.
 #[test]
-fn desc_lengths_walks_every_fixture_with_the_codec_iterator() {
-    use vmstate::stream::{Record, Records};
-    use vmstate_cli::model::{DescLengths, find_description};
+fn desc_decoder_walks_every_fixture_with_the_codec_walk() {
+    use vmstate::stream::{FooterScan, Next, Record, Records};
+    use vmstate_cli::model::{DescDecoder, find_description};
     for f in FIXTURES {
         let bytes = read(&format!("{f}.vmstate"));
         let (_, desc) = find_description(&bytes).unwrap().unwrap();
-        let mut records = Records::new(&bytes, DescLengths::new(&desc));
+        let mut decoder = DescDecoder::new(&desc);
+        let mut records = Records::new(&bytes, FooterScan);
         let mut full = Vec::new();
-        for r in records.by_ref() {
-            if let Record::Section(s) = r.unwrap().record
+        while let Some(next) = records.next_head() {
+            let Next::Section(head) = next.unwrap() else {
+                continue;
+            };
+            let len = if head.kind == vmstate::wire::SectionKind::Full {
+                decoder.decode(&head, records.body_rest(&head)).unwrap().2
+            } else {
+                records.measure(&head).unwrap()
+            };
+            if let Record::Section(s) = records.commit(&head, len).unwrap().record
                 && s.kind == vmstate::wire::SectionKind::Full
             {
                 full.push((String::from_utf8_lossy(s.idstr).into_owned(), s.body.len()));
             }
         }
-        assert_eq!(records.lengths().matched(), desc.devices.len(), "{f}");
+        assert_eq!(decoder.matched(), desc.devices.len(), "{f}");
         let names: Vec<&str> = desc.devices.iter().map(|d| d.name.as_str()).collect();
         let seen: Vec<&str> = full.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(seen, names, "{f}");
