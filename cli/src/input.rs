@@ -281,11 +281,7 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
         }
         if before < HEAD && head.len() == HEAD && head[..8] == V3_HEADER[..] {
             // Only v3 has a push decoder; a v4 stream is checked when it is read.
-            let options = vmstate::stream::Options {
-                require_configuration: head[8] == vmstate::wire::record::CONFIGURATION,
-                allow_commands: true,
-                ..Default::default()
-            };
+            let options = vmstate::stream::Options::for_stream(&head);
             let mut d =
                 vmstate::io::Decoder::with_options(&mut work, vmstate::stream::FooterScan, options);
             // Everything spooled before this chunk is in `head`.

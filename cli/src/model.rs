@@ -537,10 +537,8 @@ impl<'a> Stream<'a> {
     ) -> Result<Stream<'a>, StreamError> {
         let footers = probe_section_footers(bytes);
         let walk = Options {
-            require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
-            allow_commands: true,
             section_footers: footers,
-            ..Options::default()
+            ..Options::for_stream(bytes)
         };
         let lengths = Lengths {
             footers,

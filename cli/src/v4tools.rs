@@ -108,7 +108,7 @@ impl<'a> TrailerSplit<'a> {
         sec: &SectionInfo<'_>,
         rest: &[u8],
         base: usize,
-    ) -> Result<Option<Vec<usize>>, (Error, String)> {
+    ) -> Result<Option<Vec<usize>>, Box<(Error, String)>> {
         if sec.kind != vmstate::wire::section::SectionKind::Full {
             return Ok(None);
         }
@@ -128,10 +128,13 @@ impl<'a> TrailerSplit<'a> {
                 label(),
                 sec.version_id
             );
-            return Err((Error::new(base, ErrorKind::BadDescription), message));
+            return Err(Box::new((
+                Error::new(base, ErrorKind::BadDescription),
+                message,
+            )));
         }
         let (body, _) = generic::decode_prefix(&dev.body, rest, base)
-            .map_err(|e| (Error::new(e.offset, e.kind), format!("{}: {e}", label())))?;
+            .map_err(|e| Box::new((Error::new(e.offset, e.kind), format!("{}: {e}", label()))))?;
         Ok(Some(body.part_ends()))
     }
 
@@ -148,7 +151,8 @@ impl<'a> TrailerSplit<'a> {
             match self.decode_ends(sec, rest, base) {
                 Ok(Some(ends)) => self.last = Some((base, ends)),
                 Ok(None) => return Ok(None),
-                Err((e, message)) => {
+                Err(refusal) => {
+                    let (e, message) = *refusal;
                     self.error = Some(message);
                     return Err(e);
                 }
@@ -359,19 +363,14 @@ pub fn check_v3_observed(v3: &[u8], observe: &mut dyn FnMut(usize)) -> Result<()
     let Some((_, desc)) = find_description(v3).map_err(|e| e.to_string())? else {
         return Ok(());
     };
-    let options = vmstate::stream::Options {
-        require_configuration: v3.get(8) == Some(&vmstate::wire::record::CONFIGURATION),
-        allow_commands: true,
-        ..vmstate::stream::Options::default()
-    };
     let split = TrailerSplit::new(desc);
-    let mut walk = vmstate::Records::with_options(v3, (), options);
+    let mut walk = vmstate::Records::with_options(v3, (), vmstate::stream::Options::for_stream(v3));
     while let Some(next) = walk.next_head() {
         if let Next::Section(head) = next.map_err(|e| e.to_string())? {
             let rest = walk.body_rest(&head);
             let ends = split
                 .decode_ends(&head.info(), rest, head.body_offset())
-                .map_err(|(_, message)| message)?;
+                .map_err(|refusal| refusal.1)?;
             let len = match ends.as_ref().and_then(|e| e.last()) {
                 Some(&n) => Ok(n),
                 // RAM records; anything else the description does not cover is refused.

@@ -384,12 +384,11 @@ pub fn verify(
         (u16::from(major), u16::from(minor))
     });
     let options = Options {
-        require_configuration: bytes.get(8) == Some(&record::CONFIGURATION),
-        allow_commands: true,
         ram: version.map_or(RamOptions::default(), |(major, minor)| {
             RamOptions::for_qemu(major, minor)
         }),
         section_footers: footers,
+        ..Options::for_stream(bytes)
     };
     let mut records = Records::with_options(bytes, Scan { footers }, options);
     let mut seen = HashSet::new();
@@ -440,10 +439,7 @@ pub fn verify(
                     Err(e) => break Err(e.in_section(head.context())),
                 }
             }
-            .map(|len| {
-                report.ram_records += n;
-                len
-            })
+            .inspect(|_| report.ram_records += n)
         } else if head.kind == SectionKind::Full {
             let by_desc = checks.describe(&head, rest, &mut problems, &mut described);
             // A body the destination's model loads at the description's length needs no

@@ -294,6 +294,19 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// Options for a stream file as some QEMU wrote it, told from its first bytes (at least 9):
+    /// the CONFIGURATION record is required when the stream starts with one (machine types up
+    /// to 2.3 send none), and COMMAND records are accepted.
+    pub fn for_stream(start: &[u8]) -> Options {
+        Options {
+            require_configuration: start.get(8) == Some(&record::CONFIGURATION),
+            allow_commands: true,
+            ..Options::default()
+        }
+    }
+}
+
 /// Whether a v3 stream's section records end with footers (QEMU's `send-section-footer`,
 /// off for machine types up to pc-*-2.2, which also send no CONFIGURATION record). Told from
 /// the first section record, as a reader must: a stream with a CONFIGURATION record has
