@@ -604,3 +604,93 @@ impl AsRef<[u8]> for IdstrBuf {
         self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// Header, configuration (x-ignore-shared), a FULL section `dev` (id 2, body `00 2a`),
+    /// EOF.
+    fn stream() -> Vec<u8> {
+        let parts: [&[u8]; 8] = [
+            b"QEVM\0\0\0\x03",
+            b"\x07\0\0\0\x0dpc-i440fx-7.2",
+            b"\x05\x1aconfiguration/capabilities\0\0\0\x01",
+            b"\0\0\0\x01\x0fx-ignore-shared",
+            b"\x04\0\0\0\x02\x03dev\0\0\0\0\0\0\0\x02",
+            b"\x00\x2a",
+            b"\x7e\0\0\0\x02",
+            b"\x00",
+        ];
+        parts.concat()
+    }
+
+    #[test]
+    fn a_cut_item_is_need_more_until_the_input_ends_and_a_head_waits_for_commit() {
+        let s = stream();
+        let mut m = Machine::<&[u8]>::new(Options::default());
+        // The header, offered byte by byte.
+        for k in 0..8 {
+            assert_eq!(m.step(&s[..k], 0, false), Ok(Step::NeedMore));
+        }
+        assert_eq!(
+            m.step(&s[..8], 0, true),
+            Ok(Step::Item {
+                len: 8,
+                head: Head::Header { version: 3 }
+            })
+        );
+        let mut at = 8;
+        // The configuration: complete only with one byte after it, or at the end of input.
+        assert_eq!(m.step(&s[at..at + 70], at, false), Ok(Step::NeedMore));
+        assert!(!m.options().ram.ignore_shared);
+        let Ok(Step::Item {
+            len,
+            head: Head::Configuration(c),
+        }) = m.step(&s[at..at + 70], at, true)
+        else {
+            panic!("configuration")
+        };
+        assert_eq!((len, c.machine), (70, &b"pc-i440fx-7.2"[..]));
+        assert!(m.options().ram.ignore_shared);
+        at += len;
+        // The section head: nothing is booked until commit, so stepping again gives it again.
+        let first = m.step(&s[at..], at, false);
+        assert_eq!(m.step(&s[at..], at, false), first);
+        let Ok(Step::Item {
+            head: Head::Section(h),
+            ..
+        }) = first
+        else {
+            panic!("section")
+        };
+        assert_eq!(
+            (h.idstr, h.section_id, h.body_offset()),
+            (&b"dev"[..], 2, at + 17)
+        );
+        let body_end = h.body_offset() + 2;
+        m.footer(&h, &mut Reader::new(&s[body_end..], body_end))
+            .unwrap();
+        m.commit(&h);
+        // Now the id is used: the same section again is refused.
+        assert_eq!(
+            m.step(&s[at..], at, true).unwrap_err().kind,
+            ErrorKind::DuplicateSection
+        );
+        at = body_end + 5;
+        assert_eq!(
+            m.step(&s[at..], at, true),
+            Ok(Step::Item {
+                len: 1,
+                head: Head::Eof
+            })
+        );
+        // After EOF: more may come (a trailer) until the input ends.
+        assert_eq!(m.step(&[], s.len(), false), Ok(Step::NeedMore));
+        assert_eq!(m.step(&[], s.len(), true), Ok(Step::Done));
+        assert_eq!(m.phase(), Phase::Done);
+    }
+}
