@@ -34,6 +34,29 @@ pub trait Sink {
     }
 }
 
+/// A borrowed sink is a sink: a writer can own `&mut S` and leave `S` with the caller.
+impl<S: Sink + ?Sized> Sink for &mut S {
+    type Error = S::Error;
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), S::Error> {
+        (**self).write(bytes)
+    }
+
+    fn position(&self) -> usize {
+        (**self).position()
+    }
+
+    fn write_zeros(&mut self, n: usize) -> Result<(), S::Error> {
+        (**self).write_zeros(n)
+    }
+
+    #[inline]
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), S::Error> {
+        (**self).write_with_zeros(bytes, zeros)
+    }
+}
+
 /// [`Sink::write_with_zeros`] as copy, zeros, copy, …
 pub(crate) fn write_pieces<S: Sink + ?Sized>(
     out: &mut S,

@@ -384,7 +384,7 @@ impl<'a> Command<'a> {
 
     /// Writes the record exactly as QEMU does (`qemu_savevm_command_send`, then for PACKAGED
     /// the sub-stream). A payload longer than 65535 bytes is [`ErrorKind::LengthTooLarge`].
-    pub fn emit<S: Sink>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
         let len = u16::try_from(self.payload.len()).map_err(|_| {
             Error::new(
                 out.position(),
@@ -394,9 +394,9 @@ impl<'a> Command<'a> {
                 },
             )
         })?;
-        let n = self.id.number().to_be_bytes();
-        let l = len.to_be_bytes();
-        out.write(&[record::COMMAND, n[0], n[1], l[0], l[1]])?;
+        let [n0, n1] = self.id.number().to_be_bytes();
+        let [l0, l1] = len.to_be_bytes();
+        out.write(&[record::COMMAND, n0, n1, l0, l1])?;
         out.write(self.payload)?;
         out.write(self.packaged)
     }

@@ -8,8 +8,9 @@
 //! here it is capped at [`MAX_MACHINE_NAME`] and borrowed. The capability count is capped at the
 //! number of capabilities QEMU can validate, and every name must be one of them.
 
-use super::{Reader, SubsectionHeader, put, record};
+use super::{Reader, SubsectionHeader, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// Longest machine name accepted.
 pub const MAX_MACHINE_NAME: u32 = 255;
@@ -210,42 +211,40 @@ impl<'a> Configuration<'a> {
         n
     }
 
-    /// Writes the record at `out[*pos..]`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        if self.machine.len() > MAX_MACHINE_NAME as usize {
-            return Err(Error::new(
-                *pos,
-                ErrorKind::LengthTooLarge {
-                    found: self.machine.len() as u64,
-                    max: MAX_MACHINE_NAME as u64,
-                },
-            ));
-        }
-        put(out, pos, &[record::CONFIGURATION])?;
-        put(out, pos, &(self.machine.len() as u32).to_be_bytes())?;
-        put(out, pos, self.machine)?;
-        let sub = |name: &'static str, out: &mut [u8], pos: &mut usize| -> Result<()> {
-            let mut s = crate::sink::SliceSink::new(out.get_mut(*pos..).unwrap_or_default());
-            SubsectionHeader {
-                name: name.as_bytes(),
-                version: 1,
-            }
-            .emit(&mut s)?;
-            *pos += s.finish();
-            Ok(())
+    /// Writes the record; a machine name longer than [`MAX_MACHINE_NAME`] is refused before
+    /// anything is written.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        let len = u32::try_from(self.machine.len())
+            .ok()
+            .filter(|&l| l <= MAX_MACHINE_NAME)
+            .ok_or_else(|| {
+                Error::new(
+                    out.position(),
+                    ErrorKind::LengthTooLarge {
+                        found: self.machine.len() as u64,
+                        max: MAX_MACHINE_NAME as u64,
+                    },
+                )
+            })?;
+        let [a, b, c, d] = len.to_be_bytes();
+        out.write(&[record::CONFIGURATION, a, b, c, d])?;
+        out.write(self.machine)?;
+        let sub = |name: &'static str| SubsectionHeader {
+            name: name.as_bytes(),
+            version: 1,
         };
         if let Some(bits) = self.target_page_bits {
-            sub(TARGET_PAGE_BITS, out, pos)?;
-            put(out, pos, &bits.to_be_bytes())?;
+            sub(TARGET_PAGE_BITS).emit(out)?;
+            out.write(&bits.to_be_bytes())?;
         }
         if let Some(c) = &self.capabilities {
-            sub(CAPABILITIES, out, pos)?;
-            put(out, pos, &c.count.to_be_bytes())?;
-            put(out, pos, c.raw)?;
+            sub(CAPABILITIES).emit(out)?;
+            out.write(&c.count.to_be_bytes())?;
+            out.write(c.raw)?;
         }
         if let Some(u) = &self.uuid {
-            sub(UUID, out, pos)?;
-            put(out, pos, u)?;
+            sub(UUID).emit(out)?;
+            out.write(u)?;
         }
         Ok(())
     }
@@ -264,9 +263,10 @@ mod tests {
         let c = Configuration::read(&mut r).unwrap();
         assert_eq!(c, Configuration::new(b"pc-i440fx-7.2"));
         let mut out = [0xa5u8; 18];
-        let mut pos = 0;
-        c.emit(&mut out, &mut pos).unwrap();
-        assert_eq!((&out[..], pos), (PC, c.buffer_len()));
+        let mut sink = SliceSink::new(&mut out);
+        c.emit(&mut sink).unwrap();
+        assert_eq!(sink.finish(), c.buffer_len());
+        assert_eq!(&out[..], PC);
         for n in 0..PC.len() {
             assert!(
                 Configuration::read(&mut Reader::new(&PC[..n], 0))
@@ -298,9 +298,9 @@ mod tests {
             &[b"x-ignore-shared"]
         );
         let mut out = [0u8; 128];
-        let mut m = 0;
-        c.emit(&mut out, &mut m).unwrap();
-        assert_eq!(&out[..m], &s[..n]);
+        let mut sink = SliceSink::new(&mut out);
+        c.emit(&mut sink).unwrap();
+        assert_eq!(sink.written(), &s[..n]);
 
         // An unknown capability, an oversized count and an unknown subsection are rejected.
         let mut bad = s;

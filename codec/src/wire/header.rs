@@ -66,13 +66,11 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> StreamHeader<T> {
-    /// Writes magic and `version`.
-    pub fn emit(&mut self, version: u32) {
-        let b = self.buffer.as_mut();
-        b[field::MAGIC].copy_from_slice(&MAGIC.to_be_bytes());
-        b[field::VERSION].copy_from_slice(&version.to_be_bytes());
-    }
+/// The file header for `version`, as written.
+pub const fn header_bytes(version: u32) -> [u8; field::LEN] {
+    let [a, b, c, d] = MAGIC.to_be_bytes();
+    let [e, f, g, h] = version.to_be_bytes();
+    [a, b, c, d, e, f, g, h]
 }
 
 pub(crate) fn be32(b: &[u8]) -> u32 {
@@ -90,9 +88,7 @@ mod tests {
         let bytes = [0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3];
         let h = StreamHeader::new_checked(&bytes[..]).unwrap();
         assert_eq!(h.validate().unwrap(), 3);
-        let mut out = [0xa5u8; 8];
-        StreamHeader::new_unchecked(&mut out[..]).emit(3);
-        assert_eq!(out, bytes);
+        assert_eq!(header_bytes(3), bytes);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use subsection::SubsectionHeader;
 pub use trailer::Trailer;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// Record type bytes (QEMU 7.2 `migration/savevm.h`).
 pub mod record {
@@ -50,21 +51,24 @@ pub mod record {
     pub const SECTION_FOOTER: u8 = 0x7e;
 }
 
-/// Copies `bytes` into `out` at `*pos`, advancing it; errors if `out` is too small.
-pub(crate) fn put(out: &mut [u8], pos: &mut usize, bytes: &[u8]) -> Result<()> {
-    let end = pos
-        .checked_add(bytes.len())
-        .filter(|&e| e <= out.len())
-        .ok_or(Error::new(
-            *pos,
-            ErrorKind::BufferTooSmall {
-                needed: pos.saturating_add(bytes.len()),
-                capacity: out.len(),
-            },
-        ))?;
-    out[*pos..end].copy_from_slice(bytes);
-    *pos = end;
-    Ok(())
+/// The length byte of a counted name (`str8`) about to be written at `at`: 1..=255 bytes, else
+/// [`ErrorKind::EmptyName`] or [`ErrorKind::NameTooLong`].
+pub(crate) fn name_len(name: &[u8], at: usize) -> Result<u8> {
+    match u8::try_from(name.len()) {
+        Ok(0) => Err(Error::new(at, ErrorKind::EmptyName)),
+        Ok(n) => Ok(n),
+        Err(_) => Err(Error::new(at, ErrorKind::NameTooLong { len: name.len() })),
+    }
+}
+
+/// Writes a counted name (`len u8 | bytes`), refused as [`name_len`] says before anything is
+/// written.
+pub(crate) fn emit_name<S: Sink + ?Sized>(
+    out: &mut S,
+    name: &[u8],
+) -> core::result::Result<(), S::Error> {
+    out.write(&[name_len(name, out.position())?])?;
+    out.write(name)
 }
 
 /// Checks that `buf` holds at least `len` bytes, as a `Truncated` error at `base`.

@@ -6,8 +6,9 @@
 //! footer:     7e | section_id be32
 //! ```
 
-use super::{Reader, check_len, put, record};
+use super::{Reader, check_len, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 mod field {
     use core::ops::Range;
@@ -223,29 +224,19 @@ impl<'a> SectionHeaderRepr<'a> {
         }
     }
 
-    /// Writes the header at `out[*pos..]`, advancing `pos`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        if self.kind.has_full_header() && (self.idstr.is_empty() || self.idstr.len() > 255) {
-            return Err(Error::new(*pos, ErrorKind::EmptyName));
+    /// Writes the header. A START/FULL idstr outside 1..=255 bytes is refused before anything
+    /// is written.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        let [a, b, c, d] = self.section_id.to_be_bytes();
+        if !self.kind.has_full_header() {
+            return out.write(&[self.kind.byte(), a, b, c, d]);
         }
-        if out.len().saturating_sub(*pos) < self.buffer_len() {
-            return Err(Error::new(
-                *pos,
-                ErrorKind::BufferTooSmall {
-                    needed: *pos + self.buffer_len(),
-                    capacity: out.len(),
-                },
-            ));
-        }
-        put(out, pos, &[self.kind.byte()])?;
-        put(out, pos, &self.section_id.to_be_bytes())?;
-        if self.kind.has_full_header() {
-            put(out, pos, &[self.idstr.len() as u8])?;
-            put(out, pos, self.idstr)?;
-            put(out, pos, &self.instance_id.to_be_bytes())?;
-            put(out, pos, &self.version_id.to_be_bytes())?;
-        }
-        Ok(())
+        let len = super::name_len(self.idstr, out.position())?;
+        out.write(&[self.kind.byte(), a, b, c, d, len])?;
+        out.write(self.idstr)?;
+        let [e, f, g, h] = self.instance_id.to_be_bytes();
+        let [i, j, k, l] = self.version_id.to_be_bytes();
+        out.write(&[e, f, g, h, i, j, k, l])
     }
 }
 
@@ -339,11 +330,12 @@ mod tests {
         assert_eq!(r.offset(), 20);
         assert_eq!(r.u8().unwrap(), 0);
         read_footer(&mut r, 27).unwrap();
-        let mut out = [0xa5u8; 20];
-        let mut pos = 0;
-        h.emit(&mut out, &mut pos).unwrap();
-        assert_eq!(pos, h.buffer_len());
-        assert_eq!(&out[..], &PORT92[..20]);
+        let mut out = [0xa5u8; 21];
+        let mut sink = crate::sink::SliceSink::new(&mut out);
+        h.emit(&mut sink).unwrap();
+        assert_eq!(sink.finish(), h.buffer_len());
+        assert_eq!(&out[..20], &PORT92[..20]);
+        assert_eq!(out[20], 0xa5);
         assert_eq!(footer_bytes(27), PORT92[21..]);
     }
 

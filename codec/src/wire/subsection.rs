@@ -76,12 +76,9 @@ impl<'a> SubsectionHeader<'a> {
     }
 
     /// Writes the header (marker, name, version) to `out`: the one place a v3 subsection
-    /// header is written. A name outside 1..=255 bytes is refused.
+    /// header is written. A name outside 1..=255 bytes is refused before anything is written.
     pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
-        let len = u8::try_from(self.name.len())
-            .ok()
-            .filter(|&l| l > 0)
-            .ok_or_else(|| Error::new(out.position(), ErrorKind::EmptyName))?;
+        let len = super::name_len(self.name, out.position())?;
         out.write(&[record::SUBSECTION, len])?;
         out.write(self.name)?;
         out.write(&self.version.to_be_bytes())

@@ -1,7 +1,8 @@
 //! The VMDESCRIPTION trailer after EOF: `06 | len be32 | len bytes of JSON`.
 
-use super::{Reader, put, record};
+use super::{Reader, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// A parsed trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,21 +96,28 @@ impl<'a> Trailer<'a> {
         5 + self.json.len()
     }
 
-    /// Writes the trailer at `out[*pos..]`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        let len = u32::try_from(self.json.len()).map_err(|_| {
+    /// Writes the trailer.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        emit_head(out, self.json.len())?;
+        out.write(self.json)
+    }
+}
+
+/// Writes what precedes `len` bytes of JSON in a trailer (`06 | len be32`), for a writer that
+/// produces the JSON as it goes.
+pub fn emit_head<S: Sink + ?Sized>(out: &mut S, len: usize) -> core::result::Result<(), S::Error> {
+    let [a, b, c, d] = u32::try_from(len)
+        .map_err(|_| {
             Error::new(
-                *pos,
+                out.position(),
                 ErrorKind::LengthTooLarge {
-                    found: self.json.len() as u64,
+                    found: len as u64,
                     max: u32::MAX as u64,
                 },
             )
-        })?;
-        put(out, pos, &[record::VMDESCRIPTION])?;
-        put(out, pos, &len.to_be_bytes())?;
-        put(out, pos, self.json)
-    }
+        })?
+        .to_be_bytes();
+    out.write(&[record::VMDESCRIPTION, a, b, c, d])
 }
 
 #[cfg(test)]
