@@ -106,11 +106,10 @@ impl<'a> Configuration<'a> {
             .in_field("name"));
         }
         let machine = r.bytes(len as usize)?;
-        if let Some(i) = machine.iter().position(|&b| !(0x20..0x7f).contains(&b)) {
-            return Err(
-                Error::new(len_at + 4 + i, ErrorKind::BadNameByte { found: machine[i] })
-                    .in_field("name"),
-            );
+        let bad = machine.iter().enumerate();
+        if let Some((i, &found)) = bad.clone().find(|(_, b)| !(0x20..0x7f).contains(*b)) {
+            let at = len_at.saturating_add(4).saturating_add(i);
+            return Err(Error::new(at, ErrorKind::BadNameByte { found }).in_field("name"));
         }
         let mut cfg = Configuration::new(machine);
         while let Some(name) = SubsectionHeader::peek_name(r, "configuration") {
@@ -182,7 +181,7 @@ impl<'a> Configuration<'a> {
                             .in_field("capabilities"));
                         }
                     }
-                    let raw = &r.buffer()[start..r.position()];
+                    let raw = r.buffer().get(start..r.position()).unwrap_or_default();
                     cfg.capabilities = Some(Capabilities { count, raw });
                 }
                 _ => {
@@ -196,19 +195,11 @@ impl<'a> Configuration<'a> {
         Ok(cfg)
     }
 
-    /// Encoded length.
+    /// Encoded length: what [`Configuration::emit`] writes (0 for a record it refuses).
     pub fn buffer_len(&self) -> usize {
-        let mut n = 1 + 4 + self.machine.len();
-        if self.target_page_bits.is_some() {
-            n += 2 + TARGET_PAGE_BITS.len() + 4 + 4;
-        }
-        if let Some(c) = &self.capabilities {
-            n += 2 + CAPABILITIES.len() + 4 + 4 + c.raw.len();
-        }
-        if self.uuid.is_some() {
-            n += 2 + UUID.len() + 4 + 16;
-        }
-        n
+        let mut n = crate::sink::CountingSink::new();
+        let _ = self.emit(&mut n);
+        n.count()
     }
 
     /// Writes the record; a machine name longer than [`MAX_MACHINE_NAME`] is refused before

@@ -1,12 +1,11 @@
 //! The 8-byte file header: magic `QEVM` and the file version.
 
-use super::check_len;
+use super::{be32, check_len};
 use crate::error::{Error, ErrorKind, Result};
 
 mod field {
-    use core::ops::Range;
-    pub const MAGIC: Range<usize> = 0..4;
-    pub const VERSION: Range<usize> = 4..8;
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
     pub const LEN: usize = 8;
 }
 
@@ -27,7 +26,7 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
     /// Length of the header in bytes.
     pub const LEN: usize = field::LEN;
 
-    /// Wraps `buffer` without checks; accessors may panic if it is shorter than 8 bytes.
+    /// Wraps `buffer` without checks; accessors read bytes past its end as 0.
     pub const fn new_unchecked(buffer: T) -> Self {
         StreamHeader { buffer }
     }
@@ -41,12 +40,12 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
 
     /// The magic number.
     pub fn magic(&self) -> u32 {
-        be32(&self.buffer.as_ref()[field::MAGIC])
+        be32(self.buffer.as_ref(), field::MAGIC)
     }
 
     /// The file version.
     pub fn version(&self) -> u32 {
-        be32(&self.buffer.as_ref()[field::VERSION])
+        be32(self.buffer.as_ref(), field::VERSION)
     }
 
     /// Checks magic and version (3 or 4); returns the version.
@@ -71,12 +70,6 @@ pub const fn header_bytes(version: u32) -> [u8; field::LEN] {
     let [a, b, c, d] = MAGIC.to_be_bytes();
     let [e, f, g, h] = version.to_be_bytes();
     [a, b, c, d, e, f, g, h]
-}
-
-pub(crate) fn be32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    u32::from_be_bytes(a)
 }
 
 #[cfg(test)]
