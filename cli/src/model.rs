@@ -16,13 +16,14 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
 use vmstate::SectionHead;
-use vmstate::ram::{RamContext, RamRecord, RamWriter};
+use vmstate::ram::{RamContext, RamRecord};
 use vmstate::stream::{
     BodyLength, FooterScan, Next, Options, Record, Records, Schemas, SectionInfo,
     probe_section_footers,
 };
-use vmstate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
 use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
+use vmstate::writer::StreamWriter;
 use vmstate::{ErrorKind, Sink};
 
 /// Why a stream could not be decoded.
@@ -182,24 +183,20 @@ pub struct SectionMeta<'a> {
     pub body_len: usize,
 }
 
-impl SectionMeta<'_> {
+impl<'a> SectionMeta<'a> {
     /// The idstr as text for a terminal ([`vmstate::Escaped`]: it comes from the input).
     pub fn name(&self) -> String {
         vmstate::Escaped(self.idstr).to_string()
     }
 
-    fn write_header(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
-        let h = SectionHeaderRepr {
+    fn header(&self) -> SectionHeaderRepr<'a> {
+        SectionHeaderRepr {
             kind: self.kind,
             section_id: self.section_id,
             idstr: self.idstr,
             instance_id: self.instance_id,
             version_id: self.version_id,
-        };
-        let start = out.len();
-        out.resize(start + h.buffer_len(), 0);
-        let mut pos = start;
-        Ok(h.emit(out, &mut pos)?)
+        }
     }
 }
 
@@ -757,57 +754,37 @@ impl<'a> Stream<'a> {
         out: &mut IoWrite<impl Write>,
         reached: &mut dyn FnMut(usize),
     ) -> Result<(), WriteError> {
-        out.write(&vmstate::wire::header::MAGIC.to_be_bytes())?;
-        out.write(&self.version.to_be_bytes())?;
-        let mut buf = Vec::new();
+        let mut w = StreamWriter::new(out);
+        w.header(self.version)?;
         if let Some(c) = &self.configuration {
-            buf.resize(c.buffer_len(), 0);
-            c.emit(&mut buf, &mut 0)?;
-            out.write(&buf)?;
+            w.configuration(c)?;
         }
-        let mut ram = RamWriter::new();
+        let mut buf = Vec::new();
         for e in &self.entries {
             reached(e.offset);
-            buf.clear();
-            let section = match &e.item {
-                Item::Eof => {
-                    out.write(&[record::EOF])?;
-                    continue;
-                }
-                Item::Command(c) => {
-                    c.emit(out)?;
-                    continue;
-                }
+            match &e.item {
+                Item::Eof => w.eof()?,
+                Item::Command(c) => w.command(c)?,
                 Item::Ram { section, records } => {
-                    section.write_header(&mut buf)?;
-                    out.write(&buf)?;
+                    w.section_header(&section.header())?;
                     let mut it = records.iter();
                     while let Some(r) = it.next() {
+                        let (ram, out) = w.ram_parts();
                         ram.record(&r, out)?;
                         reached(it.offset());
                     }
-                    section
+                    w.footer(section.section_id)?;
                 }
                 Item::Device { section, body, .. } => {
-                    section.write_header(&mut buf)?;
+                    buf.clear();
                     body.encode(&mut buf);
-                    out.write(&buf)?;
-                    section
+                    w.section_bytes(&section.header(), &buf)?;
                 }
-                Item::Opaque { section, body } => {
-                    section.write_header(&mut buf)?;
-                    out.write(&buf)?;
-                    out.write(body)?;
-                    section
-                }
-            };
-            out.write(&footer_bytes(section.section_id))?;
+                Item::Opaque { section, body } => w.section_bytes(&section.header(), body)?,
+            }
         }
         if let Some(json) = self.trailer {
-            let t = Trailer { json };
-            buf.resize(t.buffer_len(), 0);
-            t.emit(&mut buf, &mut 0)?;
-            out.write(&buf)?;
+            w.trailer(json)?;
         }
         Ok(())
     }
@@ -969,12 +946,6 @@ impl From<vmstate::Error> for WriteError {
 struct IoWrite<W: Write> {
     w: io::BufWriter<W>,
     n: usize,
-}
-
-impl<W: Write> IoWrite<W> {
-    fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
-        Sink::write(self, bytes)
-    }
 }
 
 impl<W: Write> Sink for IoWrite<W> {

@@ -259,6 +259,11 @@ pub enum ErrorKind {
     },
     /// A name (idstr, subsection, block or machine name) is empty.
     EmptyName,
+    /// A name to be written is longer than its one length byte can say (255).
+    NameTooLong {
+        /// The name's length.
+        len: usize,
+    },
     /// A name holds a NUL or non-printable byte (QEMU would compare it with `strcmp` and silently
     /// ignore what follows a NUL).
     BadNameByte {
@@ -615,6 +620,7 @@ impl fmt::Display for ErrorKind {
                 None => write!(f, "unknown record type {found:#04x}: expected {expected}"),
             },
             EmptyName => f.write_str("empty name: expected 1..=255 bytes"),
+            NameTooLong { len } => write!(f, "name too long: expected 1..=255 bytes, found {len}"),
             BadNameByte { found } => {
                 write!(f, "name holds byte {found:#04x}: expected printable ASCII")
             }

@@ -101,12 +101,7 @@ pub fn encode_section_raw<S: Sink>(
     state: &[u8],
     out: &mut S,
 ) -> core::result::Result<(), S::Error> {
-    let h = full_header(id, vmsd);
-    let mut hb = [0u8; 14 + 255];
-    let mut n = 0;
-    h.emit(&mut hb, &mut n)
-        .map_err(|e| Error::new(out.position(), e.kind))?;
-    out.write(&hb[..n])?;
+    full_header(id, vmsd).emit(out)?;
     body::encode_body(vmsd, state, out)?;
     out.write(&footer_bytes(id.section_id))
 }
@@ -143,8 +138,9 @@ fn encode_section_planned(
     state: &[u8],
     buf: &mut [u8],
 ) -> Option<usize> {
-    let mut n = 0;
-    full_header(id, vmsd).emit(buf, &mut n).ok()?;
+    let mut head = SliceSink::new(buf);
+    full_header(id, vmsd).emit(&mut head).ok()?;
+    let mut n = head.finish();
     n += planned::encode(vmsd, state, buf.get_mut(n..)?)?;
     let footer = footer_bytes(id.section_id);
     buf.get_mut(n..n.checked_add(footer.len())?)?

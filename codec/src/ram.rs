@@ -494,7 +494,7 @@ impl<'n> RamWriter<'n> {
         // A reader forgets the previous block at a new list: name it again.
         self.last = None;
         for b in blocks {
-            put_name(b.name, out)?;
+            crate::wire::emit_name(out, b.name)?;
             out.write(&b.length.to_be_bytes())?;
             if let Some(a) = b.addr {
                 out.write(&a.to_be_bytes())?;
@@ -521,7 +521,7 @@ impl<'n> RamWriter<'n> {
         let word = offset | fl as u64 | if cont { flags::CONTINUE as u64 } else { 0 };
         out.write(&word.to_be_bytes())?;
         if !cont {
-            put_name(block, out)?;
+            crate::wire::emit_name(out, block)?;
             self.last = Some(block);
         }
         Ok(())
@@ -640,7 +640,7 @@ impl<'n> RamWriter<'n> {
         let cont = if continued { flags::CONTINUE } else { 0 };
         out.write(&(offset | (fl | cont) as u64).to_be_bytes())?;
         if !continued {
-            put_name(block, out)?;
+            crate::wire::emit_name(out, block)?;
         }
         self.last = Some(block);
         match *rec {
@@ -664,14 +664,6 @@ impl<'n> RamWriter<'n> {
     pub fn eos<S: Sink>(&mut self, out: &mut S) -> Result<(), S::Error> {
         out.write(&(flags::EOS as u64).to_be_bytes())
     }
-}
-
-fn put_name<S: Sink>(name: &[u8], out: &mut S) -> Result<(), S::Error> {
-    if name.is_empty() || name.len() > 255 {
-        return Err(Error::new(out.position(), ErrorKind::EmptyName).into());
-    }
-    out.write(&[name.len() as u8])?;
-    out.write(name)
 }
 
 /// Whether a page is all zeros (word-at-a-time).

@@ -2,6 +2,12 @@
 //!
 //! The encoder is written once against [`Sink`]; each sink decides what a write failure is.
 
+// Tests index freely: a panic there is a failed test.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::error::{Error, ErrorKind};
 
 /// Where encoded bytes go.
@@ -20,8 +26,8 @@ pub trait Sink {
         const ZEROS: [u8; 64] = [0; 64];
         while n > 0 {
             let k = n.min(ZEROS.len());
-            self.write(&ZEROS[..k])?;
-            n -= k;
+            self.write(ZEROS.get(..k).unwrap_or_default())?;
+            n = n.saturating_sub(k);
         }
         Ok(())
     }
@@ -31,6 +37,29 @@ pub trait Sink {
     /// The default writes the pieces in turn; [`SliceSink`] copies once and clears the ranges.
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Self::Error> {
         write_pieces(self, bytes, zeros)
+    }
+}
+
+/// A borrowed sink is a sink: a writer can own `&mut S` and leave `S` with the caller.
+impl<S: Sink + ?Sized> Sink for &mut S {
+    type Error = S::Error;
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), S::Error> {
+        (**self).write(bytes)
+    }
+
+    fn position(&self) -> usize {
+        (**self).position()
+    }
+
+    fn write_zeros(&mut self, n: usize) -> Result<(), S::Error> {
+        (**self).write_zeros(n)
+    }
+
+    #[inline]
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), S::Error> {
+        (**self).write_with_zeros(bytes, zeros)
     }
 }
 
@@ -67,7 +96,7 @@ impl<'a> SliceSink<'a> {
 
     /// The bytes written.
     pub fn written(&self) -> &[u8] {
-        &self.buf[..self.pos]
+        self.buf.get(..self.pos).unwrap_or_default()
     }
 
     /// Consumes the sink, returning the number of bytes written.
@@ -81,7 +110,7 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let end = self.pos + bytes.len();
+        let end = self.pos.saturating_add(bytes.len());
         match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
                 crate::copy::copy(dst, bytes);
@@ -104,7 +133,7 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
-        let end = self.pos + bytes.len();
+        let end = self.pos.saturating_add(bytes.len());
         let Some(dst) = self.buf.get_mut(self.pos..end) else {
             // Too small: piece by piece, failing where the pieces would.
             return write_pieces(self, bytes, zeros);
@@ -115,7 +144,7 @@ impl Sink for SliceSink<'_> {
     }
 
     fn write_zeros(&mut self, n: usize) -> Result<(), Error> {
-        let end = self.pos + n;
+        let end = self.pos.saturating_add(n);
         match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
                 dst.fill(0);
@@ -155,7 +184,7 @@ impl Sink for CountingSink {
     type Error = Error;
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.n += bytes.len();
+        self.n = self.n.saturating_add(bytes.len());
         Ok(())
     }
 
@@ -164,7 +193,7 @@ impl Sink for CountingSink {
     }
 
     fn write_zeros(&mut self, n: usize) -> Result<(), Error> {
-        self.n += n;
+        self.n = self.n.saturating_add(n);
         Ok(())
     }
 }
@@ -220,7 +249,7 @@ impl<W: embedded_io::Write> Sink for IoSink<W> {
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
         self.w.write_all(bytes).map_err(IoError::Io)?;
-        self.n += bytes.len();
+        self.n = self.n.saturating_add(bytes.len());
         Ok(())
     }
 

@@ -12,8 +12,9 @@ use crate::ram::{BlockEntry, RamRecord, RamWriter};
 use crate::schema::Vmsd;
 use crate::sink::{CountingSink, Sink};
 use crate::stream::Record;
+use crate::wire::header::header_bytes;
 use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
-use crate::wire::{Command, Configuration, StreamHeader, record};
+use crate::wire::{Command, Configuration, Trailer, record, trailer};
 use crate::{SectionId, State};
 
 /// One FULL section to describe in the trailer: where it went and what state it carried.
@@ -73,18 +74,12 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
 
     /// The file header (`QEVM` + version).
     pub fn header(&mut self, version: u32) -> core::result::Result<(), S::Error> {
-        let mut b = [0u8; 8];
-        StreamHeader::new_unchecked(&mut b[..]).emit(version);
-        self.out.write(&b)
+        self.out.write(&header_bytes(version))
     }
 
     /// The configuration record.
     pub fn configuration(&mut self, c: &Configuration<'_>) -> core::result::Result<(), S::Error> {
-        let mut b = [0u8; 1024];
-        let mut n = 0;
-        c.emit(&mut b, &mut n)
-            .map_err(|e| Error::new(self.out.position() + e.offset, e.kind))?;
-        self.out.write(&b[..n])
+        c.emit(&mut self.out)
     }
 
     /// A section header (START/FULL with idstr, instance and version; PART/END with the id).
@@ -92,11 +87,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         &mut self,
         h: &SectionHeaderRepr<'_>,
     ) -> core::result::Result<(), S::Error> {
-        let mut b = [0u8; 14 + 255];
-        let mut n = 0;
-        h.emit(&mut b, &mut n)
-            .map_err(|e| Error::new(self.out.position(), e.kind))?;
-        self.out.write(&b[..n])
+        h.emit(&mut self.out)
     }
 
     /// A section footer.
@@ -183,18 +174,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
 
     /// The VMDESCRIPTION trailer (write it right after [`StreamWriter::eof`]).
     pub fn trailer(&mut self, json: &[u8]) -> core::result::Result<(), S::Error> {
-        let len = u32::try_from(json.len()).map_err(|_| {
-            Error::new(
-                self.out.position(),
-                ErrorKind::LengthTooLarge {
-                    found: json.len() as u64,
-                    max: u32::MAX as u64,
-                },
-            )
-        })?;
-        self.out.write(&[record::VMDESCRIPTION])?;
-        self.out.write(&len.to_be_bytes())?;
-        self.out.write(json)
+        Trailer { json }.emit(&mut self.out)
     }
 
     /// Writes a record as [`Records`](crate::stream::Records) yields it; section bodies are
@@ -215,7 +195,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
             ),
             Record::Command(c) => self.command(c),
             Record::Eof => self.eof(),
-            Record::Trailer(t) => self.trailer(t.json),
+            Record::Trailer(t) => t.emit(&mut self.out),
         }
     }
 
@@ -234,19 +214,15 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         crate::encode_section_raw(id, vmsd, state, &mut self.out)
     }
 
-    fn live_header(&mut self, kind: SectionKind, section_id: u32) -> Result<(), S::Error> {
-        let h = SectionHeaderRepr {
+    /// The header of a `ram` section (idstr, instance and version only in a START).
+    fn ram_header(&mut self, kind: SectionKind, section_id: u32) -> Result<(), S::Error> {
+        self.section_header(&SectionHeaderRepr {
             kind,
             section_id,
             idstr: b"ram",
             instance_id: 0,
             version_id: 4,
-        };
-        let mut buf = [0u8; 32];
-        let mut n = 0;
-        h.emit(&mut buf, &mut n)
-            .map_err(|e| Error::new(self.out.position(), e.kind))?;
-        self.out.write(&buf[..n])
+        })
     }
 
     /// Writes the RAM START section: block list, EOS, footer.
@@ -255,7 +231,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         section_id: u32,
         blocks: &[BlockEntry<'_>],
     ) -> Result<(), S::Error> {
-        self.live_header(SectionKind::Start, section_id)?;
+        self.ram_header(SectionKind::Start, section_id)?;
         self.ram.block_list(blocks, &mut self.out)?;
         self.ram.eos(&mut self.out)?;
         self.out.write(&footer_bytes(section_id))
@@ -275,10 +251,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         } else {
             SectionKind::Part
         };
-        let mut h = [0u8; 5];
-        h[0] = kind.byte();
-        h[1..].copy_from_slice(&section_id.to_be_bytes());
-        self.out.write(&h)?;
+        self.ram_header(kind, section_id)?;
         pages(ram, &mut self.out)?;
         ram.eos(&mut self.out)?;
         self.out.write(&footer_bytes(section_id))
@@ -289,17 +262,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
     pub fn trailer_for(&mut self, sections: &[Described<'_>]) -> Result<(), S::Error> {
         let mut counter = CountingSink::new();
         write_json(&mut counter, sections)?;
-        let len = u32::try_from(counter.count()).map_err(|_| {
-            Error::new(
-                self.out.position(),
-                ErrorKind::LengthTooLarge {
-                    found: counter.count() as u64,
-                    max: u32::MAX as u64,
-                },
-            )
-        })?;
-        self.out.write(&[record::VMDESCRIPTION])?;
-        self.out.write(&len.to_be_bytes())?;
+        trailer::emit_head(&mut self.out, counter.count())?;
         write_json(&mut self.out, sections)
     }
 }

@@ -28,8 +28,9 @@ use crate::error::{ErrorKind, Name};
 use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
 use crate::sink::Sink;
 use crate::stream::{BodyLength, Options, Record, Records, SectionInfo, idstr_matches};
-use crate::wire::section::{SectionKind, footer_bytes};
-use crate::wire::{Reader, SubsectionHeader, record};
+use crate::wire::header::{VERSION_V3, header_bytes};
+use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use crate::wire::{Reader, SubsectionHeader, Trailer, record};
 
 /// Tells the v3 → v4 converter where a FULL section's top-level fields end and where each
 /// top-level subsection ends.
@@ -434,23 +435,20 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
     for rec in Records4::verified(v4) {
         let rec = rec?;
         match rec.record {
-            Record4::Header(_) => {
-                out.write(&crate::wire::header::MAGIC.to_be_bytes())?;
-                out.write(&crate::wire::header::VERSION_V3.to_be_bytes())?;
-            }
+            Record4::Header(_) => out.write(&header_bytes(VERSION_V3))?,
             Record4::Configuration(payload) => {
                 out.write(&[record::CONFIGURATION])?;
                 out.write(payload)?;
             }
             Record4::Section(s) => {
-                out.write(&[s.kind.byte()])?;
-                out.write(&s.section_id.to_be_bytes())?;
-                if s.kind.has_full_header() {
-                    out.write(&[s.idstr.len() as u8])?;
-                    out.write(s.idstr)?;
-                    out.write(&s.instance_id.to_be_bytes())?;
-                    out.write(&s.version_id.to_be_bytes())?;
+                SectionHeaderRepr {
+                    kind: s.kind,
+                    section_id: s.section_id,
+                    idstr: s.idstr,
+                    instance_id: s.instance_id,
+                    version_id: s.version_id,
                 }
+                .emit(out)?;
                 match s.body {
                     Body::Opaque { data, offset } => {
                         // RAM records are measured by the RAM parser; any other live data
@@ -473,9 +471,11 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
                                 // Skippable, minor 0 (anything else was refused above).
                                 continue;
                             }
-                            out.write(&[record::SUBSECTION, sub.name.len() as u8])?;
-                            out.write(sub.name)?;
-                            out.write(&sub.version.to_be_bytes())?;
+                            SubsectionHeader {
+                                name: sub.name,
+                                version: sub.version,
+                            }
+                            .emit(out)?;
                             out.write(sub.body)?;
                         }
                     }
@@ -485,11 +485,7 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
             Record4::Command(c) => c.emit(out)?,
             Record4::Ancillary { .. } => {}
             Record4::Eof => out.write(&[record::EOF])?,
-            Record4::Trailer(json) => {
-                out.write(&[record::VMDESCRIPTION])?;
-                out.write(&(json.len() as u32).to_be_bytes())?;
-                out.write(json)?;
-            }
+            Record4::Trailer(json) => Trailer { json }.emit(out)?,
         }
     }
     Ok(())

@@ -19,7 +19,8 @@ use super::{Error, Refusal, Result};
 use crate::State;
 use crate::error::{ErrorKind, Name};
 use crate::schema::MAX_SUBSECTIONS;
-use crate::wire::record;
+use crate::sink::{Sink, SliceSink};
+use crate::wire::SubsectionHeader;
 
 /// A piece of the rebuilt v3 body and where its bytes came from.
 #[derive(Clone, Copy, Default)]
@@ -88,25 +89,21 @@ pub fn load_section<T: State>(
     }
     let mut pieces = [Piece::default(); 2 * MAX_SUBSECTIONS + 1];
     let mut n_pieces = 0;
-    let mut len = 0;
-    let mut put = |bytes: &[u8], from: usize, pieces: &mut [Piece], n: &mut usize| {
-        let end = len + bytes.len();
-        let dst = scratch.get_mut(len..end).ok_or(crate::Error::new(
-            from,
-            ErrorKind::BufferTooSmall {
-                needed: end,
-                capacity: 0,
-            },
-        ))?;
-        dst.copy_from_slice(bytes);
-        if let Some(p) = pieces.get_mut(*n) {
-            *p = Piece { at: len, from };
-            *n += 1;
+    let mut out = SliceSink::new(scratch);
+    // A piece starts where the rebuilt body stands and maps back to `from`; so does a scratch
+    // too small for it.
+    let mut piece = |out: &SliceSink<'_>, from: usize| {
+        if let Some(p) = pieces.get_mut(n_pieces) {
+            *p = Piece {
+                at: out.position(),
+                from,
+            };
+            n_pieces += 1;
         }
-        len = end;
-        Ok::<(), crate::Error>(())
+        move |e: crate::Error| crate::Error::new(from, e.kind)
     };
-    put(fields, fields_offset, &mut pieces, &mut n_pieces)?;
+    let e = piece(&out, fields_offset);
+    out.write(fields).map_err(e)?;
     for sub in sec.subsections() {
         let sub = sub?;
         if vmsd.subsection(sub.name).is_none() {
@@ -122,20 +119,17 @@ pub fn load_section<T: State>(
             }
             continue;
         }
-        let mut head = [0u8; 2 + 255 + 4];
-        head[0] = record::SUBSECTION;
-        head[1] = sub.name.len() as u8;
-        let name_end = 2 + sub.name.len();
-        head[2..name_end].copy_from_slice(sub.name);
-        head[name_end..name_end + 4].copy_from_slice(&sub.version.to_be_bytes());
-        put(
-            &head[..name_end + 4],
-            sub.offset,
-            &mut pieces,
-            &mut n_pieces,
-        )?;
-        put(sub.body, sub.body_offset, &mut pieces, &mut n_pieces)?;
+        let e = piece(&out, sub.offset);
+        SubsectionHeader {
+            name: sub.name,
+            version: sub.version,
+        }
+        .emit(&mut out)
+        .map_err(e)?;
+        let e = piece(&out, sub.body_offset);
+        out.write(sub.body).map_err(e)?;
     }
+    let len = out.finish();
     let body = scratch.get(..len).unwrap_or(&[]);
     crate::load(state, sec.version_id, body, 0).map_err(|mut e| {
         // Map the offset in the rebuilt body back to the stream.

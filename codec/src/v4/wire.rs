@@ -21,7 +21,8 @@
 use super::{Error, MAX_LEVELS, Minors, Result};
 use crate::error::{ErrorKind, Name, SectionContext};
 use crate::sink::Sink;
-use crate::wire::header::MAGIC;
+use crate::wire::emit_name;
+use crate::wire::header::{MAGIC, header_bytes};
 use crate::wire::section::SectionKind;
 use crate::wire::{Command, Reader, record};
 
@@ -158,25 +159,16 @@ impl<'a> Header<'a> {
     }
 
     /// Writes the header.
-    pub fn emit<S: Sink<Error = crate::Error>>(&self, out: &mut S) -> crate::Result<()> {
-        out.write(&MAGIC.to_be_bytes())?;
-        out.write(&super::VERSION.to_be_bytes())?;
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        out.write(&header_bytes(super::VERSION))?;
         out.write(&self.flags.to_be_bytes())?;
         out.write(&[self.vendors.len() as u8])?;
         for v in &self.vendors {
-            write_name(out, v.id)?;
+            emit_name(out, v.id)?;
             out.write(&v.protocol_minor.to_be_bytes())?;
         }
         Ok(())
     }
-}
-
-fn write_name<S: Sink<Error = crate::Error>>(out: &mut S, name: &[u8]) -> crate::Result<()> {
-    if name.is_empty() || name.len() > 255 {
-        return Err(crate::Error::new(out.position(), ErrorKind::EmptyName));
-    }
-    out.write(&[name.len() as u8])?;
-    out.write(name)
 }
 
 /// A vendor tag as carried by a subsection frame: (level, minor).
@@ -275,14 +267,14 @@ impl<'a> SubsectionFrame<'a> {
 
     /// Writes a frame header (everything before the body); the caller writes `body_len` bytes
     /// of body after it.
-    pub fn emit_head<S: Sink<Error = crate::Error>>(
+    pub fn emit_head<S: Sink + ?Sized>(
         out: &mut S,
         flags: u8,
         vendor: Option<Tag>,
         name: &[u8],
         version: u32,
         body_len: usize,
-    ) -> crate::Result<()> {
+    ) -> core::result::Result<(), S::Error> {
         let flags = (flags & sub_flags::MUST_UNDERSTAND)
             | if vendor.is_some() {
                 sub_flags::VENDOR
@@ -294,7 +286,7 @@ impl<'a> SubsectionFrame<'a> {
             out.write(&[t.level])?;
             out.write(&t.minor.to_be_bytes())?;
         }
-        write_name(out, name)?;
+        emit_name(out, name)?;
         out.write(&version.to_be_bytes())?;
         out.write(&len32(body_len, out.position())?.to_be_bytes())
     }
@@ -537,7 +529,7 @@ where
     c.write(&len.to_be_bytes())?;
     c.write(&head.section_id.to_be_bytes())?;
     if head.kind.has_full_header() {
-        write_name(&mut c, head.idstr)?;
+        emit_name(&mut c, head.idstr)?;
         c.write(&head.instance_id.to_be_bytes())?;
         c.write(&head.version_id.to_be_bytes())?;
         for m in head.minors {

@@ -34,16 +34,15 @@
 //! Contract: once [`CommandRecord::new_checked`] succeeded, no accessor panics; [`Command::emit`]
 //! never panics. Nothing here allocates.
 
-use super::{Reader, record};
+use super::{Reader, be16, record};
 use crate::error::{Error, ErrorKind, Expected, Result};
 use crate::sink::Sink;
 
 /// Byte ranges of the record *after* its type byte (the type byte is framing: `08` in v3, the
 /// record frame in v4).
 mod field {
-    use core::ops::Range;
-    pub const CMD: Range<usize> = 0..2;
-    pub const LEN: Range<usize> = 2..4;
+    pub const CMD: usize = 0;
+    pub const LEN: usize = 2;
     pub const PAYLOAD: usize = 4;
 }
 
@@ -134,6 +133,11 @@ impl CommandId {
     ];
 
     /// The command with number `n`, if QEMU 10.0 knows it (0 is `MIG_CMD_INVALID`).
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "n is 1..=11 in this arm (a const fn has no `get`)"
+    )]
     pub const fn from_u16(n: u16) -> Option<CommandId> {
         match n {
             1..=11 => Some(CommandId::ALL[n as usize - 1]),
@@ -238,7 +242,7 @@ impl<T: AsRef<[u8]>> CommandRecord<T> {
         let n = CommandRecord::new_unchecked(b).packaged_len_field();
         if n > PACKAGED_MAX as u64 || usize::try_from(n).is_err() {
             return Err(Error::new(
-                base + field::PAYLOAD,
+                base.saturating_add(field::PAYLOAD),
                 ErrorKind::LengthTooLarge {
                     found: n,
                     max: PACKAGED_MAX as u64,
@@ -251,32 +255,31 @@ impl<T: AsRef<[u8]>> CommandRecord<T> {
 
     /// The command number.
     pub fn cmd(&self) -> u16 {
-        let b = &self.buffer.as_ref()[field::CMD];
-        u16::from_be_bytes([b[0], b[1]])
+        be16(self.buffer.as_ref(), field::CMD)
     }
 
     /// The declared payload length.
     pub fn payload_len(&self) -> u16 {
-        let b = &self.buffer.as_ref()[field::LEN];
-        u16::from_be_bytes([b[0], b[1]])
+        be16(self.buffer.as_ref(), field::LEN)
     }
 
     fn payload_range(&self) -> core::ops::Range<usize> {
-        field::PAYLOAD..field::PAYLOAD + self.payload_len() as usize
+        field::PAYLOAD..field::PAYLOAD.saturating_add(self.payload_len().into())
     }
 
     /// The be32 length of a PACKAGED record's sub-stream, 0 for any other record.
     fn packaged_len_field(&self) -> u64 {
-        let p = &self.buffer.as_ref()[self.payload_range()];
-        match (self.cmd(), p) {
-            (7, &[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]) as u64,
+        match (self.cmd(), self.buffer.as_ref().get(self.payload_range())) {
+            (7, Some(&[a, b, c, d])) => u32::from_be_bytes([a, b, c, d]) as u64,
             _ => 0,
         }
     }
 
     /// Length of what this view covers: command number, length, payload, packaged bytes.
     pub fn len(&self) -> usize {
-        self.payload_range().end + self.packaged_len_field() as usize
+        self.payload_range()
+            .end
+            .saturating_add(self.packaged_len_field() as usize)
     }
 
     /// Never true: a checked view holds at least the command number and length.
@@ -288,13 +291,14 @@ impl<T: AsRef<[u8]>> CommandRecord<T> {
 impl<'a> CommandRecord<&'a [u8]> {
     /// The payload, borrowed from the buffer.
     pub fn payload(&self) -> &'a [u8] {
-        &self.buffer[self.payload_range()]
+        self.buffer.get(self.payload_range()).unwrap_or_default()
     }
 
     /// A PACKAGED record's sub-stream (empty for other records), borrowed from the buffer.
     pub fn packaged(&self) -> &'a [u8] {
         let start = self.payload_range().end;
-        &self.buffer[start..start + self.packaged_len_field() as usize]
+        let end = start.saturating_add(self.packaged_len_field() as usize);
+        self.buffer.get(start..end).unwrap_or_default()
     }
 }
 
@@ -322,7 +326,7 @@ impl<'a> Command<'a> {
         let rule = id.payload_len();
         if !rule.allows(len) {
             return Err(Error::new(
-                base + field::LEN.start,
+                base.saturating_add(field::LEN),
                 ErrorKind::CommandLength {
                     cmd: id,
                     found: len,
@@ -330,17 +334,19 @@ impl<'a> Command<'a> {
             ));
         }
         let payload = v.payload();
-        let at = base + field::PAYLOAD;
+        let at = base.saturating_add(field::PAYLOAD);
         match id {
             CommandId::PostcopyRamDiscard => check_discard(payload, at)?,
             CommandId::RecvBitmap => {
                 let n = payload.first().copied().unwrap_or(0) as usize;
                 super::reader::check_name(payload.get(1..).unwrap_or(&[]), at)?;
-                if n + 1 != payload.len() {
+                // The length rule (>= 2) leaves at least one byte after the name's length.
+                let rest = payload.len().saturating_sub(1);
+                if n != rest {
                     return Err(Error::new(
                         at,
                         ErrorKind::Invalid {
-                            expected: Expected::Equal(payload.len() as u64 - 1),
+                            expected: Expected::Equal(rest as u64),
                             found: n as u64,
                         },
                     )
@@ -379,12 +385,14 @@ impl<'a> Command<'a> {
 
     /// Length of the record on the wire: header, payload, packaged bytes.
     pub const fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.payload.len() + self.packaged.len()
+        HEADER_LEN
+            .saturating_add(self.payload.len())
+            .saturating_add(self.packaged.len())
     }
 
     /// Writes the record exactly as QEMU does (`qemu_savevm_command_send`, then for PACKAGED
     /// the sub-stream). A payload longer than 65535 bytes is [`ErrorKind::LengthTooLarge`].
-    pub fn emit<S: Sink>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
         let len = u16::try_from(self.payload.len()).map_err(|_| {
             Error::new(
                 out.position(),
@@ -394,9 +402,9 @@ impl<'a> Command<'a> {
                 },
             )
         })?;
-        let n = self.id.number().to_be_bytes();
-        let l = len.to_be_bytes();
-        out.write(&[record::COMMAND, n[0], n[1], l[0], l[1]])?;
+        let [n0, n1] = self.id.number().to_be_bytes();
+        let [l0, l1] = len.to_be_bytes();
+        out.write(&[record::COMMAND, n0, n1, l0, l1])?;
         out.write(self.payload)?;
         out.write(self.packaged)
     }
@@ -406,7 +414,11 @@ impl<'a> Command<'a> {
 /// a counted block name, a NUL, then whole be64 (start, length) pairs.
 fn check_discard(p: &[u8], at: usize) -> Result<()> {
     let bad = |off: usize, field, expected, found: u64| {
-        Error::new(at + off, ErrorKind::Invalid { expected, found }).in_field(field)
+        Error::new(
+            at.saturating_add(off),
+            ErrorKind::Invalid { expected, found },
+        )
+        .in_field(field)
     };
     let version = p.first().copied().unwrap_or(0xff);
     if version != 0 {
@@ -417,12 +429,12 @@ fn check_discard(p: &[u8], at: usize) -> Result<()> {
             version as u64,
         ));
     }
-    let mut r = Reader::new(p.get(1..).unwrap_or(&[]), at + 1);
+    let mut r = Reader::new(p.get(1..).unwrap_or(&[]), at.saturating_add(1));
     // The length rule (>= 20) guarantees the name's length byte and a few bytes after it.
     let name = r
         .name()
         .map_err(|e| e.in_field("POSTCOPY_RAM_DISCARD block"))?;
-    let nul_at = 2 + name.len();
+    let nul_at = name.len().saturating_add(2);
     match p.get(nul_at) {
         Some(0) => {}
         other => {
@@ -434,10 +446,11 @@ fn check_discard(p: &[u8], at: usize) -> Result<()> {
             ));
         }
     }
-    let ranges = p.len() - nul_at - 1;
+    // The terminator was found at `nul_at`, so `p` is longer than that.
+    let ranges = p.len().saturating_sub(nul_at).saturating_sub(1);
     if !ranges.is_multiple_of(16) {
         return Err(bad(
-            nul_at + 1,
+            nul_at.saturating_add(1),
             "POSTCOPY_RAM_DISCARD ranges",
             Expected::Rule("whole 16-byte (start, length) pairs"),
             ranges as u64,

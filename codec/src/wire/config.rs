@@ -8,8 +8,9 @@
 //! here it is capped at [`MAX_MACHINE_NAME`] and borrowed. The capability count is capped at the
 //! number of capabilities QEMU can validate, and every name must be one of them.
 
-use super::{Reader, SubsectionHeader, put, record};
+use super::{Reader, SubsectionHeader, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// Longest machine name accepted.
 pub const MAX_MACHINE_NAME: u32 = 255;
@@ -105,11 +106,10 @@ impl<'a> Configuration<'a> {
             .in_field("name"));
         }
         let machine = r.bytes(len as usize)?;
-        if let Some(i) = machine.iter().position(|&b| !(0x20..0x7f).contains(&b)) {
-            return Err(
-                Error::new(len_at + 4 + i, ErrorKind::BadNameByte { found: machine[i] })
-                    .in_field("name"),
-            );
+        let bad = machine.iter().enumerate();
+        if let Some((i, &found)) = bad.clone().find(|(_, b)| !(0x20..0x7f).contains(*b)) {
+            let at = len_at.saturating_add(4).saturating_add(i);
+            return Err(Error::new(at, ErrorKind::BadNameByte { found }).in_field("name"));
         }
         let mut cfg = Configuration::new(machine);
         while let Some(name) = SubsectionHeader::peek_name(r, "configuration") {
@@ -181,7 +181,7 @@ impl<'a> Configuration<'a> {
                             .in_field("capabilities"));
                         }
                     }
-                    let raw = &r.buffer()[start..r.position()];
+                    let raw = r.buffer().get(start..r.position()).unwrap_or_default();
                     cfg.capabilities = Some(Capabilities { count, raw });
                 }
                 _ => {
@@ -195,57 +195,47 @@ impl<'a> Configuration<'a> {
         Ok(cfg)
     }
 
-    /// Encoded length.
+    /// Encoded length: what [`Configuration::emit`] writes (0 for a record it refuses).
     pub fn buffer_len(&self) -> usize {
-        let mut n = 1 + 4 + self.machine.len();
-        if self.target_page_bits.is_some() {
-            n += 2 + TARGET_PAGE_BITS.len() + 4 + 4;
-        }
-        if let Some(c) = &self.capabilities {
-            n += 2 + CAPABILITIES.len() + 4 + 4 + c.raw.len();
-        }
-        if self.uuid.is_some() {
-            n += 2 + UUID.len() + 4 + 16;
-        }
-        n
+        let mut n = crate::sink::CountingSink::new();
+        let _ = self.emit(&mut n);
+        n.count()
     }
 
-    /// Writes the record at `out[*pos..]`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        if self.machine.len() > MAX_MACHINE_NAME as usize {
-            return Err(Error::new(
-                *pos,
-                ErrorKind::LengthTooLarge {
-                    found: self.machine.len() as u64,
-                    max: MAX_MACHINE_NAME as u64,
-                },
-            ));
-        }
-        put(out, pos, &[record::CONFIGURATION])?;
-        put(out, pos, &(self.machine.len() as u32).to_be_bytes())?;
-        put(out, pos, self.machine)?;
-        let sub = |name: &'static str, out: &mut [u8], pos: &mut usize| -> Result<()> {
-            let mut s = crate::sink::SliceSink::new(out.get_mut(*pos..).unwrap_or_default());
-            SubsectionHeader {
-                name: name.as_bytes(),
-                version: 1,
-            }
-            .emit(&mut s)?;
-            *pos += s.finish();
-            Ok(())
+    /// Writes the record; a machine name longer than [`MAX_MACHINE_NAME`] is refused before
+    /// anything is written.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        let len = u32::try_from(self.machine.len())
+            .ok()
+            .filter(|&l| l <= MAX_MACHINE_NAME)
+            .ok_or_else(|| {
+                Error::new(
+                    out.position(),
+                    ErrorKind::LengthTooLarge {
+                        found: self.machine.len() as u64,
+                        max: MAX_MACHINE_NAME as u64,
+                    },
+                )
+            })?;
+        let [a, b, c, d] = len.to_be_bytes();
+        out.write(&[record::CONFIGURATION, a, b, c, d])?;
+        out.write(self.machine)?;
+        let sub = |name: &'static str| SubsectionHeader {
+            name: name.as_bytes(),
+            version: 1,
         };
         if let Some(bits) = self.target_page_bits {
-            sub(TARGET_PAGE_BITS, out, pos)?;
-            put(out, pos, &bits.to_be_bytes())?;
+            sub(TARGET_PAGE_BITS).emit(out)?;
+            out.write(&bits.to_be_bytes())?;
         }
         if let Some(c) = &self.capabilities {
-            sub(CAPABILITIES, out, pos)?;
-            put(out, pos, &c.count.to_be_bytes())?;
-            put(out, pos, c.raw)?;
+            sub(CAPABILITIES).emit(out)?;
+            out.write(&c.count.to_be_bytes())?;
+            out.write(c.raw)?;
         }
         if let Some(u) = &self.uuid {
-            sub(UUID, out, pos)?;
-            put(out, pos, u)?;
+            sub(UUID).emit(out)?;
+            out.write(u)?;
         }
         Ok(())
     }
@@ -264,9 +254,10 @@ mod tests {
         let c = Configuration::read(&mut r).unwrap();
         assert_eq!(c, Configuration::new(b"pc-i440fx-7.2"));
         let mut out = [0xa5u8; 18];
-        let mut pos = 0;
-        c.emit(&mut out, &mut pos).unwrap();
-        assert_eq!((&out[..], pos), (PC, c.buffer_len()));
+        let mut sink = SliceSink::new(&mut out);
+        c.emit(&mut sink).unwrap();
+        assert_eq!(sink.finish(), c.buffer_len());
+        assert_eq!(&out[..], PC);
         for n in 0..PC.len() {
             assert!(
                 Configuration::read(&mut Reader::new(&PC[..n], 0))
@@ -298,9 +289,9 @@ mod tests {
             &[b"x-ignore-shared"]
         );
         let mut out = [0u8; 128];
-        let mut m = 0;
-        c.emit(&mut out, &mut m).unwrap();
-        assert_eq!(&out[..m], &s[..n]);
+        let mut sink = SliceSink::new(&mut out);
+        c.emit(&mut sink).unwrap();
+        assert_eq!(sink.written(), &s[..n]);
 
         // An unknown capability, an oversized count and an unknown subsection are rejected.
         let mut bad = s;

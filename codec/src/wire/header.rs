@@ -1,12 +1,11 @@
 //! The 8-byte file header: magic `QEVM` and the file version.
 
-use super::check_len;
+use super::{be32, check_len};
 use crate::error::{Error, ErrorKind, Result};
 
 mod field {
-    use core::ops::Range;
-    pub const MAGIC: Range<usize> = 0..4;
-    pub const VERSION: Range<usize> = 4..8;
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
     pub const LEN: usize = 8;
 }
 
@@ -27,7 +26,7 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
     /// Length of the header in bytes.
     pub const LEN: usize = field::LEN;
 
-    /// Wraps `buffer` without checks; accessors may panic if it is shorter than 8 bytes.
+    /// Wraps `buffer` without checks; accessors read bytes past its end as 0.
     pub const fn new_unchecked(buffer: T) -> Self {
         StreamHeader { buffer }
     }
@@ -41,12 +40,12 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
 
     /// The magic number.
     pub fn magic(&self) -> u32 {
-        be32(&self.buffer.as_ref()[field::MAGIC])
+        be32(self.buffer.as_ref(), field::MAGIC)
     }
 
     /// The file version.
     pub fn version(&self) -> u32 {
-        be32(&self.buffer.as_ref()[field::VERSION])
+        be32(self.buffer.as_ref(), field::VERSION)
     }
 
     /// Checks magic and version (3 or 4); returns the version.
@@ -66,19 +65,11 @@ impl<T: AsRef<[u8]>> StreamHeader<T> {
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> StreamHeader<T> {
-    /// Writes magic and `version`.
-    pub fn emit(&mut self, version: u32) {
-        let b = self.buffer.as_mut();
-        b[field::MAGIC].copy_from_slice(&MAGIC.to_be_bytes());
-        b[field::VERSION].copy_from_slice(&version.to_be_bytes());
-    }
-}
-
-pub(crate) fn be32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b);
-    u32::from_be_bytes(a)
+/// The file header for `version`, as written.
+pub const fn header_bytes(version: u32) -> [u8; field::LEN] {
+    let [a, b, c, d] = MAGIC.to_be_bytes();
+    let [e, f, g, h] = version.to_be_bytes();
+    [a, b, c, d, e, f, g, h]
 }
 
 #[cfg(test)]
@@ -90,9 +81,7 @@ mod tests {
         let bytes = [0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3];
         let h = StreamHeader::new_checked(&bytes[..]).unwrap();
         assert_eq!(h.validate().unwrap(), 3);
-        let mut out = [0xa5u8; 8];
-        StreamHeader::new_unchecked(&mut out[..]).emit(3);
-        assert_eq!(out, bytes);
+        assert_eq!(header_bytes(3), bytes);
     }
 
     #[test]

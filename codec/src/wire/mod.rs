@@ -8,6 +8,12 @@
 //! buffer of at least `buffer_len()` bytes (it returns [`ErrorKind::BufferTooSmall`] otherwise).
 //! Byte ranges are named once in each module's private `field` module.
 
+// Tests index freely: a panic there is a failed test.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 pub mod command;
 pub mod config;
 pub mod header;
@@ -25,6 +31,7 @@ pub use subsection::SubsectionHeader;
 pub use trailer::Trailer;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// Record type bytes (QEMU 7.2 `migration/savevm.h`).
 pub mod record {
@@ -50,34 +57,77 @@ pub mod record {
     pub const SECTION_FOOTER: u8 = 0x7e;
 }
 
-/// Copies `bytes` into `out` at `*pos`, advancing it; errors if `out` is too small.
-pub(crate) fn put(out: &mut [u8], pos: &mut usize, bytes: &[u8]) -> Result<()> {
-    let end = pos
-        .checked_add(bytes.len())
-        .filter(|&e| e <= out.len())
-        .ok_or(Error::new(
-            *pos,
-            ErrorKind::BufferTooSmall {
-                needed: pos.saturating_add(bytes.len()),
-                capacity: out.len(),
-            },
-        ))?;
-    out[*pos..end].copy_from_slice(bytes);
-    *pos = end;
-    Ok(())
+/// The length byte of a counted name (`str8`) about to be written at `at`: 1..=255 bytes, else
+/// [`ErrorKind::EmptyName`] or [`ErrorKind::NameTooLong`].
+pub(crate) fn name_len(name: &[u8], at: usize) -> Result<u8> {
+    match u8::try_from(name.len()) {
+        Ok(0) => Err(Error::new(at, ErrorKind::EmptyName)),
+        Ok(n) => Ok(n),
+        Err(_) => Err(Error::new(at, ErrorKind::NameTooLong { len: name.len() })),
+    }
+}
+
+/// Writes a counted name (`len u8 | bytes`), refused as [`name_len`] says before anything is
+/// written.
+pub(crate) fn emit_name<S: Sink + ?Sized>(
+    out: &mut S,
+    name: &[u8],
+) -> core::result::Result<(), S::Error> {
+    out.write(&[name_len(name, out.position())?])?;
+    out.write(name)
 }
 
 /// Checks that `buf` holds at least `len` bytes, as a `Truncated` error at `base`.
 pub(crate) fn check_len(buf: &[u8], len: usize, base: usize) -> Result<()> {
-    if buf.len() < len {
-        Err(Error::new(
-            base + buf.len(),
+    match len.checked_sub(buf.len()) {
+        Some(needed @ 1..) => Err(Error::new(
+            base.saturating_add(buf.len()),
             ErrorKind::Truncated {
-                needed: len - buf.len(),
+                needed,
                 available: 0,
             },
-        ))
-    } else {
-        Ok(())
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The byte at `at` of a view's buffer; 0 past its end, where a checked view never reads.
+pub(crate) fn byte(b: &[u8], at: usize) -> u8 {
+    b.get(at).copied().unwrap_or(0)
+}
+
+/// The be16 at `at` of a view's buffer; 0 past its end, where a checked view never reads.
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+    b.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |&a| u16::from_be_bytes(a))
+}
+
+/// The be32 at `at` of a view's buffer; 0 past its end, where a checked view never reads.
+pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+    b.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |&a| u32::from_be_bytes(a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SliceSink;
+
+    /// The counted-name writer behind v4 headers, subsection frames and RAM block names: a
+    /// name over 255 bytes is too long, not empty.
+    #[test]
+    fn counted_names_are_1_to_255_bytes() {
+        let mut out = [0xa5u8; 300];
+        let mut sink = SliceSink::new(&mut out);
+        let e = emit_name(&mut sink, &[b'x'; 300]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NameTooLong { len: 300 });
+        assert_eq!(
+            emit_name(&mut sink, b"").unwrap_err().kind,
+            ErrorKind::EmptyName
+        );
+        emit_name(&mut sink, b"pc.ram").unwrap();
+        assert_eq!(sink.written(), b"\x06pc.ram");
     }
 }

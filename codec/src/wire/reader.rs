@@ -23,7 +23,7 @@ impl<'a> Reader<'a> {
 
     /// Absolute offset of the next byte.
     pub const fn offset(&self) -> usize {
-        self.base + self.pos
+        self.base.saturating_add(self.pos)
     }
 
     /// Position relative to the start of this reader's slice.
@@ -33,7 +33,7 @@ impl<'a> Reader<'a> {
 
     /// Bytes left.
     pub const fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len().saturating_sub(self.pos)
     }
 
     /// The unread bytes.
@@ -129,10 +129,14 @@ pub fn check_name(bytes: &[u8], at: usize) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::new(at, ErrorKind::EmptyName));
     }
-    match bytes.iter().position(|&b| !(0x20..0x7f).contains(&b)) {
-        Some(i) => Err(Error::new(
-            at + 1 + i,
-            ErrorKind::BadNameByte { found: bytes[i] },
+    match bytes
+        .iter()
+        .enumerate()
+        .find(|(_, b)| !(0x20..0x7f).contains(*b))
+    {
+        Some((i, &found)) => Err(Error::new(
+            at.saturating_add(1).saturating_add(i),
+            ErrorKind::BadNameByte { found },
         )),
         None => Ok(()),
     }

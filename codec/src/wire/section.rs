@@ -6,13 +6,13 @@
 //! footer:     7e | section_id be32
 //! ```
 
-use super::{Reader, check_len, put, record};
+use super::{Reader, be32, byte, check_len, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 mod field {
-    use core::ops::Range;
     pub const TYPE: usize = 0;
-    pub const SECTION_ID: Range<usize> = 1..5;
+    pub const SECTION_ID: usize = 1;
     pub const IDSTR_LEN: usize = 5;
     pub const IDSTR: usize = 6;
     /// Length of a PART/END header.
@@ -91,49 +91,51 @@ impl<T: AsRef<[u8]>> SectionHeader<T> {
     pub fn new_checked(buffer: T, base: usize) -> Result<Self> {
         let b = buffer.as_ref();
         check_len(b, 1, base)?;
-        let kind = SectionKind::from_byte(b[field::TYPE]).ok_or(Error::new(
+        let found = byte(b, field::TYPE);
+        let kind = SectionKind::from_byte(found).ok_or(Error::new(
             base,
             ErrorKind::UnknownRecordType {
-                found: b[field::TYPE],
+                found,
                 expected: crate::error::RecordPosition::SectionHeader,
             },
         ))?;
+        let view = SectionHeader { buffer };
         if kind.has_full_header() {
-            check_len(b, field::IDSTR, base)?;
-            let n = b[field::IDSTR_LEN] as usize;
-            check_len(b, field::FULL_FIXED_LEN + n, base)?;
-            super::reader::check_name(&b[field::IDSTR..field::IDSTR + n], base + field::IDSTR_LEN)?;
+            check_len(view.buffer.as_ref(), field::IDSTR, base)?;
+            check_len(view.buffer.as_ref(), view.header_len(), base)?;
+            super::reader::check_name(view.idstr(), base.saturating_add(field::IDSTR_LEN))?;
         } else {
-            check_len(b, field::SHORT_LEN, base)?;
+            check_len(view.buffer.as_ref(), field::SHORT_LEN, base)?;
         }
-        Ok(SectionHeader { buffer })
+        Ok(view)
     }
 
     /// The record kind.
     pub fn kind(&self) -> SectionKind {
-        SectionKind::from_byte(self.buffer.as_ref()[field::TYPE]).unwrap_or(SectionKind::Full)
+        SectionKind::from_byte(byte(self.buffer.as_ref(), field::TYPE)).unwrap_or(SectionKind::Full)
     }
 
     /// The section id.
     pub fn section_id(&self) -> u32 {
-        super::header::be32(&self.buffer.as_ref()[field::SECTION_ID])
+        be32(self.buffer.as_ref(), field::SECTION_ID)
     }
 
     fn idstr_len(&self) -> usize {
         if self.kind().has_full_header() {
-            self.buffer.as_ref()[field::IDSTR_LEN] as usize
+            byte(self.buffer.as_ref(), field::IDSTR_LEN) as usize
         } else {
             0
         }
     }
 
+    fn idstr_end(&self) -> usize {
+        field::IDSTR.saturating_add(self.idstr_len())
+    }
+
     /// The idstr (empty for PART/END).
     pub fn idstr(&self) -> &[u8] {
-        let n = self.idstr_len();
-        if n == 0 {
-            return &[];
-        }
-        &self.buffer.as_ref()[field::IDSTR..field::IDSTR + n]
+        let b = self.buffer.as_ref();
+        b.get(field::IDSTR..self.idstr_end()).unwrap_or_default()
     }
 
     /// The instance id (0 for PART/END).
@@ -141,8 +143,7 @@ impl<T: AsRef<[u8]>> SectionHeader<T> {
         if !self.kind().has_full_header() {
             return 0;
         }
-        let at = field::IDSTR + self.idstr_len();
-        super::header::be32(&self.buffer.as_ref()[at..at + 4])
+        be32(self.buffer.as_ref(), self.idstr_end())
     }
 
     /// The version id (0 for PART/END).
@@ -150,14 +151,13 @@ impl<T: AsRef<[u8]>> SectionHeader<T> {
         if !self.kind().has_full_header() {
             return 0;
         }
-        let at = field::IDSTR + self.idstr_len() + 4;
-        super::header::be32(&self.buffer.as_ref()[at..at + 4])
+        be32(self.buffer.as_ref(), self.idstr_end().saturating_add(4))
     }
 
     /// Length of this header in bytes: 14 + idstr length, or 5.
     pub fn header_len(&self) -> usize {
         if self.kind().has_full_header() {
-            field::FULL_FIXED_LEN + self.idstr_len()
+            field::FULL_FIXED_LEN.saturating_add(self.idstr_len())
         } else {
             field::SHORT_LEN
         }
@@ -199,14 +199,7 @@ impl<'a> SectionHeaderRepr<'a> {
         let repr = SectionHeaderRepr {
             kind: view.kind(),
             section_id: view.section_id(),
-            idstr: {
-                let n = view.idstr_len();
-                if n == 0 {
-                    &[]
-                } else {
-                    &rest[field::IDSTR..field::IDSTR + n]
-                }
-            },
+            idstr: rest.get(field::IDSTR..view.idstr_end()).unwrap_or_default(),
             instance_id: view.instance_id(),
             version_id: view.version_id(),
         };
@@ -217,35 +210,25 @@ impl<'a> SectionHeaderRepr<'a> {
     /// Encoded length.
     pub fn buffer_len(&self) -> usize {
         if self.kind.has_full_header() {
-            field::FULL_FIXED_LEN + self.idstr.len()
+            field::FULL_FIXED_LEN.saturating_add(self.idstr.len())
         } else {
             field::SHORT_LEN
         }
     }
 
-    /// Writes the header at `out[*pos..]`, advancing `pos`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        if self.kind.has_full_header() && (self.idstr.is_empty() || self.idstr.len() > 255) {
-            return Err(Error::new(*pos, ErrorKind::EmptyName));
+    /// Writes the header. A START/FULL idstr outside 1..=255 bytes is refused before anything
+    /// is written.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        let [a, b, c, d] = self.section_id.to_be_bytes();
+        if !self.kind.has_full_header() {
+            return out.write(&[self.kind.byte(), a, b, c, d]);
         }
-        if out.len().saturating_sub(*pos) < self.buffer_len() {
-            return Err(Error::new(
-                *pos,
-                ErrorKind::BufferTooSmall {
-                    needed: *pos + self.buffer_len(),
-                    capacity: out.len(),
-                },
-            ));
-        }
-        put(out, pos, &[self.kind.byte()])?;
-        put(out, pos, &self.section_id.to_be_bytes())?;
-        if self.kind.has_full_header() {
-            put(out, pos, &[self.idstr.len() as u8])?;
-            put(out, pos, self.idstr)?;
-            put(out, pos, &self.instance_id.to_be_bytes())?;
-            put(out, pos, &self.version_id.to_be_bytes())?;
-        }
-        Ok(())
+        let len = super::name_len(self.idstr, out.position())?;
+        out.write(&[self.kind.byte(), a, b, c, d, len])?;
+        out.write(self.idstr)?;
+        let [e, f, g, h] = self.instance_id.to_be_bytes();
+        let [i, j, k, l] = self.version_id.to_be_bytes();
+        out.write(&[e, f, g, h, i, j, k, l])
     }
 }
 
@@ -267,12 +250,12 @@ impl<T: AsRef<[u8]>> SectionFooter<T> {
 
     /// The marker byte (must be `0x7e`).
     pub fn marker(&self) -> u8 {
-        self.buffer.as_ref()[0]
+        byte(self.buffer.as_ref(), 0)
     }
 
     /// The section id the footer repeats.
     pub fn section_id(&self) -> u32 {
-        super::header::be32(&self.buffer.as_ref()[1..5])
+        be32(self.buffer.as_ref(), 1)
     }
 
     /// Checks marker and id; `base` is the footer's absolute offset.
@@ -287,7 +270,7 @@ impl<T: AsRef<[u8]>> SectionFooter<T> {
         }
         if self.section_id() != expected_id {
             return Err(Error::new(
-                base + 1,
+                base.saturating_add(1),
                 ErrorKind::FooterMismatch {
                     expected: expected_id,
                     found: self.section_id(),
@@ -339,12 +322,46 @@ mod tests {
         assert_eq!(r.offset(), 20);
         assert_eq!(r.u8().unwrap(), 0);
         read_footer(&mut r, 27).unwrap();
-        let mut out = [0xa5u8; 20];
-        let mut pos = 0;
-        h.emit(&mut out, &mut pos).unwrap();
-        assert_eq!(pos, h.buffer_len());
-        assert_eq!(&out[..], &PORT92[..20]);
+        let mut out = [0xa5u8; 21];
+        let mut sink = crate::sink::SliceSink::new(&mut out);
+        h.emit(&mut sink).unwrap();
+        assert_eq!(sink.finish(), h.buffer_len());
+        assert_eq!(&out[..20], &PORT92[..20]);
+        assert_eq!(out[20], 0xa5);
         assert_eq!(footer_bytes(27), PORT92[21..]);
+    }
+
+    /// An idstr its length byte cannot carry is refused as too long (it used to be reported as
+    /// empty), an empty one as empty; nothing is written either way.
+    #[test]
+    fn an_idstr_outside_1_to_255_bytes_is_refused_before_writing() {
+        extern crate std;
+        use crate::sink::{Sink, SliceSink};
+        use std::string::ToString;
+        let long = [b'a'; 256];
+        let mut h = SectionHeaderRepr {
+            kind: SectionKind::Full,
+            section_id: 1,
+            idstr: &long,
+            instance_id: 0,
+            version_id: 1,
+        };
+        let mut out = [0xa5u8; 300];
+        let mut sink = SliceSink::new(&mut out);
+        sink.write(b"QE").unwrap();
+        let e = h.emit(&mut sink).unwrap_err();
+        assert_eq!((e.offset, e.kind), (2, ErrorKind::NameTooLong { len: 256 }));
+        assert_eq!(
+            e.kind.to_string(),
+            "name too long: expected 1..=255 bytes, found 256"
+        );
+        h.idstr = b"";
+        assert_eq!(h.emit(&mut sink).unwrap_err().kind, ErrorKind::EmptyName);
+        assert_eq!(sink.position(), 2);
+        h.idstr = &long[..255];
+        h.emit(&mut sink).unwrap();
+        assert_eq!(sink.position(), 2 + h.buffer_len());
+        assert_eq!(sink.written()[2 + 5], 255);
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl<'a> SubsectionHeader<'a> {
             return None;
         }
         let len = r.peek(1)? as usize;
-        if len < parent.len() + 1 {
+        if len <= parent.len() {
             return None;
         }
         let name = r.peek_bytes(2, len)?;
@@ -44,15 +44,14 @@ impl<'a> SubsectionHeader<'a> {
             return true;
         };
         let len = len as usize;
-        if len < parent.len() + 1 {
+        if len <= parent.len() {
             return false;
         }
         let avail = r.rest().get(2..).unwrap_or(&[]);
         if avail.len() >= len {
             return false;
         }
-        let n = avail.len().min(parent.len());
-        avail[..n] == parent.as_bytes()[..n]
+        avail.iter().zip(parent.as_bytes()).all(|(a, b)| a == b)
     }
 
     /// Reads a header (marker, name, version), advancing the reader.
@@ -72,16 +71,13 @@ impl<'a> SubsectionHeader<'a> {
 
     /// Encoded length.
     pub fn buffer_len(&self) -> usize {
-        1 + 1 + self.name.len() + 4
+        self.name.len().saturating_add(1 + 1 + 4)
     }
 
     /// Writes the header (marker, name, version) to `out`: the one place a v3 subsection
-    /// header is written. A name outside 1..=255 bytes is refused.
+    /// header is written. A name outside 1..=255 bytes is refused before anything is written.
     pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
-        let len = u8::try_from(self.name.len())
-            .ok()
-            .filter(|&l| l > 0)
-            .ok_or_else(|| Error::new(out.position(), ErrorKind::EmptyName))?;
+        let len = super::name_len(self.name, out.position())?;
         out.write(&[record::SUBSECTION, len])?;
         out.write(self.name)?;
         out.write(&self.version.to_be_bytes())

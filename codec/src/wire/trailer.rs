@@ -1,7 +1,8 @@
 //! The VMDESCRIPTION trailer after EOF: `06 | len be32 | len bytes of JSON`.
 
-use super::{Reader, put, record};
+use super::{Reader, record};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
 
 /// A parsed trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,15 +53,17 @@ impl<'a> Trailer<'a> {
     /// searched, so page contents cannot pose as a trailer); the record walk then refuses the
     /// NUL ([`ErrorKind::TrailerAmbiguous`] or the JSON reader), so no reader skips it.
     pub fn locate(stream: &[u8]) -> Option<usize> {
-        let floor = stream.len().saturating_sub(Self::MAX_LEN + 5);
+        const REACH: usize = Trailer::MAX_LEN + 5;
+        let floor = stream.len().saturating_sub(REACH);
         let is_trailer = |p: usize| {
-            p >= 1
-                && stream.get(p - 1) == Some(&record::EOF)
+            p.checked_sub(1)
+                .is_some_and(|eof| stream.get(eof) == Some(&record::EOF))
                 && stream.get(p) == Some(&record::VMDESCRIPTION)
                 && stream
-                    .get(p + 1..p + 5)
-                    .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-                    == Some(stream.len().saturating_sub(p + 5))
+                    .get(p.saturating_add(1)..)
+                    .and_then(<[u8]>::first_chunk)
+                    .map(|&l| u32::from_be_bytes(l) as usize)
+                    == Some(stream.len().saturating_sub(p.saturating_add(5)))
         };
         // Back from the end in blocks: `contains` on bytes is a word-at-a-time memchr, where a
         // byte-by-byte `rposition` over a 100 KiB JSON text costs about a million instructions.
@@ -69,7 +72,10 @@ impl<'a> Trailer<'a> {
             let start = end.saturating_sub(256).max(floor);
             let block = stream.get(start..end)?;
             if block.contains(&0) {
-                break block.iter().rposition(|&b| b == 0).map(|i| start + i);
+                break block
+                    .iter()
+                    .rposition(|&b| b == 0)
+                    .map(|i| start.saturating_add(i));
             }
             if start == floor {
                 break None;
@@ -79,7 +85,7 @@ impl<'a> Trailer<'a> {
         if let Some(nul) = nul {
             // The last NUL is either the EOF byte itself or inside the be32 length.
             let lo = nul.saturating_sub(5);
-            if let Some(p) = (lo..=nul + 1).rev().find(|&p| is_trailer(p)) {
+            if let Some(p) = (lo..=nul.saturating_add(1)).rev().find(|&p| is_trailer(p)) {
                 return Some(p);
             }
         }
@@ -92,24 +98,31 @@ impl<'a> Trailer<'a> {
 
     /// Encoded length.
     pub fn buffer_len(&self) -> usize {
-        5 + self.json.len()
+        self.json.len().saturating_add(5)
     }
 
-    /// Writes the trailer at `out[*pos..]`.
-    pub fn emit(&self, out: &mut [u8], pos: &mut usize) -> Result<()> {
-        let len = u32::try_from(self.json.len()).map_err(|_| {
+    /// Writes the trailer.
+    pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
+        emit_head(out, self.json.len())?;
+        out.write(self.json)
+    }
+}
+
+/// Writes what precedes `len` bytes of JSON in a trailer (`06 | len be32`), for a writer that
+/// produces the JSON as it goes.
+pub fn emit_head<S: Sink + ?Sized>(out: &mut S, len: usize) -> core::result::Result<(), S::Error> {
+    let [a, b, c, d] = u32::try_from(len)
+        .map_err(|_| {
             Error::new(
-                *pos,
+                out.position(),
                 ErrorKind::LengthTooLarge {
-                    found: self.json.len() as u64,
+                    found: len as u64,
                     max: u32::MAX as u64,
                 },
             )
-        })?;
-        put(out, pos, &[record::VMDESCRIPTION])?;
-        put(out, pos, &len.to_be_bytes())?;
-        put(out, pos, self.json)
-    }
+        })?
+        .to_be_bytes();
+    out.write(&[record::VMDESCRIPTION, a, b, c, d])
 }
 
 #[cfg(test)]

@@ -740,9 +740,10 @@ pub fn configuration(data: &[u8]) {
     };
     let consumed = &data[..r.position()];
     let mut out = vec![0xa5u8; c.buffer_len() + 16];
-    let mut n = 0;
-    c.emit(&mut out, &mut n)
+    let mut sink = SliceSink::new(&mut out);
+    c.emit(&mut sink)
         .unwrap_or_else(|e| panic!("a parsed record emits: {e}"));
+    let n = sink.finish();
     assert_eq!(n, c.buffer_len(), "buffer_len is the emitted length");
     let emitted = &out[..n];
     let mut again = Reader::new(emitted, 0);
