@@ -22,7 +22,7 @@ use vmstate::stream::{
     probe_section_footers,
 };
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
-use vmstate::wire::{Command, Configuration, Reader, Trailer, record};
+use vmstate::wire::{Command, Configuration, Reader, Trailer};
 use vmstate::writer::StreamWriter;
 use vmstate::{ErrorKind, Sink};
 
