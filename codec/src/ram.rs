@@ -288,7 +288,7 @@ impl<'a> RamContext<'a> {
     fn read_block_list(&mut self, total: u64, r: &mut Reader<'a>) -> Result<BlockList<'a>> {
         let start = r.position();
         let mut remaining = total;
-        let mut count = 0;
+        let mut count: usize = 0;
         while remaining > 0 {
             let _name = r.name()?;
             let len_at = r.offset();
@@ -300,13 +300,13 @@ impl<'a> RamContext<'a> {
                 len_at,
                 ErrorKind::RamTotalMismatch {
                     declared: total,
-                    sum: (total - remaining).saturating_add(length),
+                    sum: total.saturating_sub(remaining).saturating_add(length),
                 },
             ))?;
-            count += 1;
+            count = count.saturating_add(1);
         }
         let list = BlockList {
-            raw: &r.buffer()[start..r.position()],
+            raw: r.buffer().get(start..r.position()).unwrap_or_default(),
             count,
             total,
             ignore_shared: self.options.ignore_shared,
@@ -396,7 +396,7 @@ impl<'a> RamContext<'a> {
                 _ => break,
             };
         }
-        rest.len() - tail.len()
+        rest.len().saturating_sub(tail.len())
     }
 
     /// Walks a RAM section body up to and including its EOS; returns the body length.
@@ -409,7 +409,7 @@ impl<'a> RamContext<'a> {
         loop {
             r.skip(self.continued_run_len(r.rest()))?;
             if let RamRecord::Eos = self.read_record(r)? {
-                return Ok(r.position() - start);
+                return Ok(r.position().saturating_sub(start));
             }
         }
     }
@@ -455,7 +455,11 @@ pub fn xbzrle_apply(delta: &[u8], page: &mut [u8]) -> Result<()> {
                 found: nzrun as u64,
                 max: page.len() as u64,
             }))?;
-        page[pos..end].copy_from_slice(r.bytes(nzrun)?);
+        let changed = r.bytes(nzrun)?;
+        // `pos <= end <= page.len()` was just checked.
+        if let Some(dst) = page.get_mut(pos..end) {
+            dst.copy_from_slice(changed);
+        }
         pos = end;
     }
     Ok(())
@@ -486,7 +490,7 @@ impl<'n> RamWriter<'n> {
                 out.position(),
                 ErrorKind::LengthTooLarge {
                     found: b.length,
-                    max: u64::MAX - total,
+                    max: u64::MAX.saturating_sub(total),
                 },
             ))?;
         }
@@ -681,6 +685,11 @@ pub fn is_zero(page: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     use super::*;
     use crate::sink::SliceSink;
