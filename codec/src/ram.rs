@@ -1,10 +1,10 @@
-//! The `ram` section (version 4): block list, page records, EOS (format §10).
+//! The `ram` section (version 4): block list, page records, EOS (docs/V3-WIRE.md §10).
 //!
 //! Every record starts with a be64 word: the low 12 bits are flags, the rest is a page-aligned
 //! offset in the current block (or, for MEM_SIZE, the total byte count).
 //!
-//! Hardened rules (untrusted-input §5): the MEM_SIZE total must equal the sum of the listed
-//! lengths (checked arithmetic, no underflow); every page record must name a listed block (or
+//! Hardened rules (docs/UNTRUSTED-INPUT.md §5): the MEM_SIZE total must equal the sum of the
+//! listed lengths (checked arithmetic, no underflow); every page record must name a listed block (or
 //! CONTINUE a previous one) and lie wholly inside it; ZERO fill bytes must be 0 unless
 //! [`RamOptions::allow_nonzero_fill`]; XBZRLE deltas are at most one page; a bare
 //! MULTIFD_FLUSH word is accepted only with [`RamOptions::multifd_flush`]; COMPRESS_PAGE, HOOK

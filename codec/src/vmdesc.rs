@@ -1,5 +1,5 @@
-//! Writes the VMDESCRIPTION JSON (format §8.2) for sections encoded from description tables,
-//! without allocation, byte-identical to QEMU 7.2's compact `JSONWriter` output.
+//! Writes the VMDESCRIPTION JSON (docs/V3-WIRE.md §8.2) for sections encoded from description
+//! tables, without allocation, byte-identical to QEMU 7.2's compact `JSONWriter` output.
 //!
 //! QEMU's rules reproduced here:
 //! * a field name used more than once in a table becomes `name[k]` for every occurrence;
