@@ -1,4 +1,4 @@
-//! The VMDESCRIPTION trailer (format §8.2) as a typed tree.
+//! The VMDESCRIPTION trailer (docs/V3-WIRE.md §8.2) as a typed tree.
 //!
 //! QEMU appends a JSON description of every VMState section it wrote.
 //! [`Description::from_json_bytes`] reads the text straight into the typed tree (no
@@ -8,7 +8,7 @@
 //! writes it back with QEMU's key order, so the tree can stand in for the JSON (`vmstate
 //! inspect --desc` prints it, the same value as analyze-migration.py `-d desc`).
 //!
-//! The trailer is attacker-controlled (untrusted-input §5): its length is capped
+//! The trailer is attacker-controlled (docs/UNTRUSTED-INPUT.md §5): its length is capped
 //! ([`MAX_DESCRIPTION_LEN`]), nesting is capped at [`MAX_DEPTH`] levels (serde_json's limit),
 //! and every error names the JSON path and, for malformed JSON, the byte offset in the text.
 
@@ -317,8 +317,8 @@ impl fmt::Display for Path<'_> {
 }
 
 /// Largest trailer accepted. QEMU's pc trailers are about 100 KiB; the trailer is attacker
-/// controlled (untrusted-input §5), so parsing it is capped: the codec's cap, which the record
-/// walks and [`vmstate::wire::Trailer::locate`] apply too.
+/// controlled (docs/UNTRUSTED-INPUT.md §5), so parsing it is capped: the codec's cap, which the
+/// record walks and [`vmstate::wire::Trailer::locate`] apply too.
 pub const MAX_DESCRIPTION_LEN: usize = vmstate::wire::Trailer::MAX_LEN;
 
 /// Deepest nesting of JSON objects and arrays accepted (serde_json's limit): the reader

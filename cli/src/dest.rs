@@ -35,7 +35,7 @@
 //! What a destination cannot tell from a dump is not guessed: the number of instances of each
 //! device (that is the destination's command line) is not checked.
 
-use crate::exit::Exit;
+use crate::exit::Failure;
 use crate::input::{Expect, Input};
 use crate::v4tools::{HostCaps, stream_version, upgrade_v3_spooled};
 use serde::{Deserialize, Serialize};
@@ -801,15 +801,13 @@ pub fn reasons(problems: &[Problem]) -> BTreeMap<Reason, usize> {
 }
 
 /// Opens an input (mapped; a pipe is spooled, see [`crate::input`]).
-fn read_file(p: &Path, expect: Expect) -> Result<Input, (String, Exit)> {
-    Input::open_as(p, expect).map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))
+fn read_file(p: &Path, expect: Expect) -> Result<Input, Failure> {
+    Input::open_as(p, expect).map_err(|e| Failure::io(p, e))
 }
 
 /// `result`, unless `input` changed while it was read (then that is the error).
-fn unchanged<T>(p: &Path, input: &Input, result: T) -> Result<T, (String, Exit)> {
-    input
-        .unchanged()
-        .map_err(|e| (format!("{}: {e}", p.display()), Exit::Unreadable))?;
+fn unchanged<T>(p: &Path, input: &Input, result: T) -> Result<T, Failure> {
+    input.unchanged().map_err(|e| Failure::io(p, e))?;
     Ok(result)
 }
 
@@ -843,11 +841,10 @@ pub struct CapsArgs<'p> {
     pub capabilities: Vec<String>,
 }
 
-/// Builds the destination `vmstate caps` describes. Errors are (message, exit status):
-/// [`Exit::Invalid`] for inputs that are not what they should be, [`Exit::Unreadable`] for
-/// files that cannot be read.
-pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, Exit)> {
-    let invalid = |e: String| (e, Exit::Invalid);
+/// Builds the destination `vmstate caps` describes. Errors: [`Failure::Invalid`] for inputs
+/// that are not what they should be, [`Failure::Unreadable`] for files that cannot be read.
+pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, Failure> {
+    let invalid = Failure::Invalid;
     let mut d = match args.dump {
         Some(p) => {
             let input = read_file(p, Expect::StreamOrText)?;
@@ -890,20 +887,20 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, (String, Exit)> {
 
 /// `vmstate check IN --dest DEST`: every problem on its own line, or `compatible with …`. The
 /// count is the number of problems; `Err` is for inputs that cannot be read
-/// ([`Exit::Unreadable`]) or are not a stream or destination ([`Exit::Invalid`]).
+/// ([`Failure::Unreadable`]) or are not a stream or destination ([`Failure::Invalid`]).
 pub fn check_files(
     input: &Path,
     dest: &Path,
     qemu: Option<&str>,
-) -> Result<(String, usize), (String, Exit)> {
+) -> Result<(String, usize), Failure> {
     let stream = read_file(input, Expect::Stream)?;
     let dest_input = read_file(dest, Expect::StreamOrText)?;
     let d = Destination::read(dest_input.bytes(), &dest.display().to_string(), qemu);
-    let d = unchanged(dest, &dest_input, d)?.map_err(|e| (e, Exit::Invalid))?;
+    let d = unchanged(dest, &dest_input, d)?.map_err(Failure::Invalid)?;
     drop(dest_input);
     let problems = check(stream.bytes(), &d);
     let problems = unchanged(input, &stream, problems)?
-        .map_err(|e| (format!("{}: {e}", input.display()), Exit::Invalid))?;
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
     if problems.is_empty() {
         return Ok((
             format!("compatible: {} loads into {}\n", input.display(), d.name()),

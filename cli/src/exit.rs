@@ -15,6 +15,10 @@
 //! 2 for a file it cannot open) `vmstate` exits 101 and 103, which cannot be mistaken for
 //! counts.
 
+use crate::output::OutputError;
+use std::fmt;
+use std::path::Path;
+
 /// Why `vmstate` exits: [`Exit::code`] is the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -60,6 +64,60 @@ impl Exit {
         problems (100: 100 or more), verify 1 (problems found), diff 1 (the streams differ); \
         101 invalid input; 102 usage error or refused output; 103 an input cannot be read; \
         104 an output cannot be written.";
+}
+
+/// Why a command failed: the error every library function of a command returns. The kind
+/// decides the exit status ([`Failure::exit`], the one place it is mapped) and the message is
+/// what `vmstate` prints after `vmstate: ` ([`fmt::Display`]).
+#[derive(Debug)]
+pub enum Failure {
+    /// An input is not what it should be ([`Exit::Invalid`]; printed as `invalid input: …`).
+    Invalid(String),
+    /// Bad arguments, or an output the command refuses to write ([`Exit::Usage`]).
+    Usage(String),
+    /// An input cannot be read ([`Exit::Unreadable`]).
+    Unreadable(String),
+    /// An output cannot be written ([`Exit::Output`]).
+    Output(String),
+}
+
+impl Failure {
+    /// An input at `path` that cannot be read.
+    pub fn io(path: &Path, e: std::io::Error) -> Failure {
+        Failure::Unreadable(format!("{}: {e}", path.display()))
+    }
+
+    /// The exit status this failure ends `vmstate` with.
+    pub const fn exit(&self) -> Exit {
+        match self {
+            Failure::Invalid(_) => Exit::Invalid,
+            Failure::Usage(_) => Exit::Usage,
+            Failure::Unreadable(_) => Exit::Unreadable,
+            Failure::Output(_) => Exit::Output,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Invalid(m) => write!(f, "invalid input: {m}"),
+            Failure::Usage(m) | Failure::Unreadable(m) | Failure::Output(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<OutputError> for Failure {
+    fn from(e: OutputError) -> Failure {
+        match e {
+            OutputError::Io { .. } => Failure::Output(e.to_string()),
+            OutputError::IsInput { .. } | OutputError::Refused { .. } => {
+                Failure::Usage(e.to_string())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

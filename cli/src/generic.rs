@@ -309,8 +309,8 @@ impl<'d> Decoder<'_, 'd> {
             });
         }
         // QEMU's loader takes any `05 len name…` whose name starts with this vmsd's name for
-        // another subsection (format §7.2): if the bytes that follow (the parent's next field)
-        // look like that, QEMU would fail or misread them, whatever the description says.
+        // another subsection (docs/V3-WIRE.md §7.2): if the bytes that follow (the parent's next
+        // field) look like that, QEMU would fail or misread them, whatever the description says.
         if let Some(name) = vmsd
             && let Some(found) = vmstate::wire::SubsectionHeader::peek_name(&self.r, name)
         {

@@ -9,12 +9,12 @@ use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vmstate_cli::exit::Exit;
+use vmstate_cli::exit::{Exit, Failure};
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::{Entry, ParseOptions};
-use vmstate_cli::output::{Links, OutputError, OutputFile};
+use vmstate_cli::output::{Links, OutputFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
@@ -183,55 +183,6 @@ impl Dest {
             qemu: self.qemu,
             hpet_timers: self.hpet_timers,
             serial_ports: self.serial_ports,
-        }
-    }
-}
-
-/// What went wrong, and the exit status it maps to ([`Failure::exit`]).
-enum Failure {
-    /// An input is not what it should be.
-    Invalid(String),
-    /// Bad arguments, or an output the command refuses to write.
-    Usage(String),
-    /// An input cannot be read.
-    Unreadable(String),
-    /// An output cannot be written.
-    Output(String),
-}
-
-impl Failure {
-    /// An input that cannot be read.
-    fn io(path: &Path, e: std::io::Error) -> Failure {
-        Failure::Unreadable(format!("{}: {e}", path.display()))
-    }
-
-    /// The failure of a library call that classifies its own errors.
-    fn classified(message: String, exit: Exit) -> Failure {
-        match exit {
-            Exit::Unreadable => Failure::Unreadable(message),
-            Exit::Usage => Failure::Usage(message),
-            Exit::Output => Failure::Output(message),
-            _ => Failure::Invalid(message),
-        }
-    }
-
-    fn exit(&self) -> Exit {
-        match self {
-            Failure::Invalid(_) => Exit::Invalid,
-            Failure::Usage(_) => Exit::Usage,
-            Failure::Unreadable(_) => Exit::Unreadable,
-            Failure::Output(_) => Exit::Output,
-        }
-    }
-}
-
-impl From<OutputError> for Failure {
-    fn from(e: OutputError) -> Failure {
-        match e {
-            OutputError::Io { .. } => Failure::Output(e.to_string()),
-            OutputError::IsInput { .. } | OutputError::Refused { .. } => {
-                Failure::Usage(e.to_string())
-            }
         }
     }
 }
@@ -548,8 +499,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(u8::from(compared.differences > 0))
         }
         Command::Check { input, dest, qemu } => {
-            let (text, n) = vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())
-                .map_err(|(e, exit)| Failure::classified(e, exit))?;
+            let (text, n) = vmstate_cli::dest::check_files(&input, &dest, qemu.as_deref())?;
             emit(&text)?;
             Ok(Exit::Problems(n).code())
         }
@@ -576,8 +526,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 vendors,
                 capabilities,
             };
-            let d = vmstate_cli::dest::destination(&args)
-                .map_err(|(e, exit)| Failure::classified(e, exit))?;
+            let d = vmstate_cli::dest::destination(&args)?;
             let mut json = serde_json::to_vec_pretty(&d)
                 .map_err(|e| Failure::Invalid(format!("destination: {e}")))?;
             json.push(b'\n');
@@ -684,12 +633,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            match &f {
-                Failure::Invalid(m) => eprintln!("vmstate: invalid input: {m}"),
-                Failure::Usage(m) | Failure::Unreadable(m) | Failure::Output(m) => {
-                    eprintln!("vmstate: {m}")
-                }
-            }
+            eprintln!("vmstate: {f}");
             ExitCode::from(f.exit().code())
         }
     }

@@ -858,7 +858,7 @@ impl<'a> Stream<'a> {
                 .map_err(|e| EditError(format!("{assignment}: {e}")))?;
             let bytes = edited.to_bytes();
             // The edited body must still read back as the same tree: a value can make the
-            // bytes after a nested struct look like a subsection to QEMU (format §7.2).
+            // bytes after a nested struct look like a subsection to QEMU (docs/V3-WIRE.md §7.2).
             if let Some(d) = desc.and_then(|d| d.devices.get(*device)) {
                 match generic::decode_section(&d.body, &bytes, section.body_offset) {
                     Ok(back) if back == edited => {}

@@ -10,6 +10,7 @@
 // The codec's v4 error is `Copy` and carries names by value; returning it unboxed is deliberate.
 
 use crate::desc::Description;
+use crate::exit::Failure;
 use crate::generic;
 use crate::input::{Input, scratch_file};
 use crate::model::find_description;
@@ -435,33 +436,25 @@ pub fn rewrite_to(
     }
 }
 
-/// `vmstate rewrite IN OUT --format v3|v4`: exit 0 on success, 1 when the conversion is refused
-/// or the input is malformed, 2 on an I/O error.
-pub fn rewrite_files(input: &Path, output: &Path, format: Format) -> (String, i32) {
-    let bytes = match std::fs::read(input) {
-        Ok(b) => b,
-        Err(e) => return (format!("error: {}: {e}\n", input.display()), 2),
-    };
-    match rewrite(&bytes, format) {
-        Ok(out) => match std::fs::write(output, &out) {
-            Ok(()) => (
-                format!(
-                    "{}: {} bytes -> {}: {} bytes ({})\n",
-                    input.display(),
-                    bytes.len(),
-                    output.display(),
-                    out.len(),
-                    match format {
-                        Format::V3 => "v3",
-                        Format::V4 => "v4",
-                    }
-                ),
-                0,
-            ),
-            Err(e) => (format!("error: {}: {e}\n", output.display()), 2),
-        },
-        Err(e) => (format!("error: {e}\n"), 1),
-    }
+/// `vmstate rewrite IN OUT --format v3|v4` on whole files: the summary line, or
+/// [`Failure::Unreadable`] (the input cannot be read), [`Failure::Invalid`] (the input is
+/// malformed or the conversion is refused), [`Failure::Output`] (the output cannot be written).
+pub fn rewrite_files(input: &Path, output: &Path, format: Format) -> Result<String, Failure> {
+    let bytes = std::fs::read(input).map_err(|e| Failure::io(input, e))?;
+    let out = rewrite(&bytes, format).map_err(Failure::Invalid)?;
+    std::fs::write(output, &out)
+        .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
+    Ok(format!(
+        "{}: {} bytes -> {}: {} bytes ({})\n",
+        input.display(),
+        bytes.len(),
+        output.display(),
+        out.len(),
+        match format {
+            Format::V3 => "v3",
+            Format::V4 => "v4",
+        }
+    ))
 }
 
 /// A vendor chain from ids (protocol minors 0).
@@ -513,13 +506,13 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         let out = dir.join("serial.v4");
-        let (text, code) = rewrite_files(Path::new(&input), &out, Format::V4);
-        assert_eq!(code, 0, "{text}");
+        let text = rewrite_files(Path::new(&input), &out, Format::V4).unwrap();
+        assert!(text.ends_with("bytes (v4)\n"), "{text}");
         let back = dir.join("serial.v3");
-        assert_eq!(rewrite_files(&out, &back, Format::V3).1, 0);
+        rewrite_files(&out, &back, Format::V3).unwrap();
         assert!(std::fs::read(&back).unwrap() == fixture("pc-7.2-serial.vmstate"));
-        let (text, code) = rewrite_files(&dir.join("missing"), &back, Format::V3);
-        assert_eq!(code, 2, "{text}");
+        let e = rewrite_files(&dir.join("missing"), &back, Format::V3).unwrap_err();
+        assert!(matches!(e, Failure::Unreadable(_)), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

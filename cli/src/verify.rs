@@ -10,7 +10,7 @@
 //! * Every section of a device type a typed model in `vmstate-devices` covers ([`Pc`]) is
 //!   loaded into it, every instance: the load enforces the device's description (the
 //!   destination build's table), its `_EQUAL` fields against the destination configuration,
-//!   and its invariants (untrusted-input §4). An instance the destination does not have (a
+//!   and its invariants (docs/UNTRUSTED-INPUT.md §4). An instance the destination does not have (a
 //!   fifth ISA serial port, a second hpet, more serial ports than `--serial-ports`) is a
 //!   problem, as it is for QEMU. A second copy of a section is a problem (QEMU would load it
 //!   twice).

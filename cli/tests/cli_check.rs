@@ -1,6 +1,7 @@
 //! The edit re-validation hook with a typed state: a stand-in for the `vmstate-devices` i8259
-//! model (16 × u8, format §16.2) carrying one of its invariants from untrusted-input §4.2:
-//! `priority_add` is reachable only as 0-7, so a load must refuse more.
+//! model (16 × u8, docs/V3-WIRE.md §16.2) carrying one of its invariants from
+//! docs/UNTRUSTED-INPUT.md §4.2: `priority_add` is reachable only as 0-7, so a load must refuse
+//! more.
 
 use std::path::PathBuf;
 use vmstate::zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -48,6 +48,11 @@ fn copy_pieces(dst: &mut [u8], src: &[u8]) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     extern crate std;
     use super::*;

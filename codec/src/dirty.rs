@@ -75,19 +75,21 @@ impl<'a> DirtyLog<'a> {
         if page >= self.pages {
             return false;
         }
-        self.words[page / PAGES_PER_WORD].fetch_or(1 << (page % PAGES_PER_WORD), Ordering::Release);
+        if let Some(w) = self.words.get(page / PAGES_PER_WORD) {
+            w.fetch_or(1 << (page % PAGES_PER_WORD), Ordering::Release);
+        }
         true
     }
 
     /// Marks every page dirty (the first round of a migration sends all of memory).
     pub fn mark_all(&self) {
         for (i, w) in self.words.iter().enumerate() {
-            let lo = i * PAGES_PER_WORD;
-            let n = (self.pages - lo).min(PAGES_PER_WORD);
+            let lo = i.saturating_mul(PAGES_PER_WORD);
+            let n = self.pages.saturating_sub(lo).min(PAGES_PER_WORD);
             let bits = if n == PAGES_PER_WORD {
                 u64::MAX
             } else {
-                (1u64 << n) - 1
+                !(u64::MAX << n)
             };
             w.fetch_or(bits, Ordering::Release);
         }
@@ -96,9 +98,10 @@ impl<'a> DirtyLog<'a> {
     /// Whether `page` is currently marked (a racy snapshot, for tests and statistics).
     pub fn is_marked(&self, page: usize) -> bool {
         page < self.pages
-            && self.words[page / PAGES_PER_WORD].load(Ordering::Relaxed)
-                & (1 << (page % PAGES_PER_WORD))
-                != 0
+            && self
+                .words
+                .get(page / PAGES_PER_WORD)
+                .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (page % PAGES_PER_WORD)) != 0)
     }
 
     /// Takes and clears the bits of word `i` in one atomic step (0 if out of range).
@@ -138,10 +141,10 @@ impl<'a> DirtyLog<'a> {
                 capacity,
             },
         ))?;
-        let mut n = 0;
+        let mut n: usize = 0;
         for (i, o) in out.iter_mut().enumerate() {
             *o = self.harvest_word(i);
-            n += o.count_ones() as usize;
+            n = n.saturating_add(o.count_ones() as usize);
         }
         Ok(n)
     }
@@ -163,8 +166,9 @@ pub fn dirty_pages(bitmap: &[u64]) -> impl Iterator<Item = usize> + '_ {
                 return None;
             }
             let b = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            Some(i * PAGES_PER_WORD + b)
+            // Clears the lowest set bit (`bits` is not 0 here).
+            bits &= bits.wrapping_sub(1);
+            Some(i.saturating_mul(PAGES_PER_WORD).saturating_add(b))
         })
     })
 }
@@ -192,19 +196,24 @@ pub fn encode_round<'n, S: Sink>(
     let mut page = [0u8; PAGE_SIZE];
     for p in dirty_pages(bitmap) {
         read_page(p, &mut page);
-        let offset = (p as u64) * PAGE_SIZE as u64;
+        let offset = (p as u64).saturating_mul(PAGE_SIZE as u64);
         if crate::ram::is_zero(&page) {
             w.zero(block, offset, out)?;
-            stats.zero += 1;
+            stats.zero = stats.zero.saturating_add(1);
         } else {
             w.page(block, offset, &page, out)?;
-            stats.full += 1;
+            stats.full = stats.full.saturating_add(1);
         }
     }
     Ok(stats)
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     use super::*;
     use crate::ram::{RamContext, RamOptions, RamRecord};

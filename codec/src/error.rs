@@ -38,10 +38,10 @@ impl Name {
         } else {
             name.len()
         };
-        let mut i = 0;
-        while i < n {
-            out.bytes[i] = name[i];
-            i += 1;
+        if let (Some((kept, _)), Some((to, _))) =
+            (name.split_at_checked(n), out.bytes.split_at_mut_checked(n))
+        {
+            to.copy_from_slice(kept);
         }
         out.len = n as u8;
         out
@@ -49,7 +49,7 @@ impl Name {
 
     /// The kept bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
+        self.bytes.get(..self.len as usize).unwrap_or_default()
     }
 
     /// Whether the original name was longer than what is kept.
@@ -110,7 +110,7 @@ impl fmt::Display for Escaped<'_> {
                 } else {
                     write!(f, "\\u{{{:04x}}}", c as u32)?;
                 }
-                from = i + c.len_utf8();
+                from = i.saturating_add(c.len_utf8());
             }
             f.write_str(&valid[from..])?;
             for b in chunk.invalid() {

@@ -1,10 +1,10 @@
-//! The `ram` section (version 4): block list, page records, EOS (format §10).
+//! The `ram` section (version 4): block list, page records, EOS (docs/V3-WIRE.md §10).
 //!
 //! Every record starts with a be64 word: the low 12 bits are flags, the rest is a page-aligned
 //! offset in the current block (or, for MEM_SIZE, the total byte count).
 //!
-//! Hardened rules (untrusted-input §5): the MEM_SIZE total must equal the sum of the listed
-//! lengths (checked arithmetic, no underflow); every page record must name a listed block (or
+//! Hardened rules (docs/UNTRUSTED-INPUT.md §5): the MEM_SIZE total must equal the sum of the
+//! listed lengths (checked arithmetic, no underflow); every page record must name a listed block (or
 //! CONTINUE a previous one) and lie wholly inside it; ZERO fill bytes must be 0 unless
 //! [`RamOptions::allow_nonzero_fill`]; XBZRLE deltas are at most one page; a bare
 //! MULTIFD_FLUSH word is accepted only with [`RamOptions::multifd_flush`]; COMPRESS_PAGE, HOOK
@@ -288,7 +288,7 @@ impl<'a> RamContext<'a> {
     fn read_block_list(&mut self, total: u64, r: &mut Reader<'a>) -> Result<BlockList<'a>> {
         let start = r.position();
         let mut remaining = total;
-        let mut count = 0;
+        let mut count: usize = 0;
         while remaining > 0 {
             let _name = r.name()?;
             let len_at = r.offset();
@@ -300,13 +300,13 @@ impl<'a> RamContext<'a> {
                 len_at,
                 ErrorKind::RamTotalMismatch {
                     declared: total,
-                    sum: (total - remaining).saturating_add(length),
+                    sum: total.saturating_sub(remaining).saturating_add(length),
                 },
             ))?;
-            count += 1;
+            count = count.saturating_add(1);
         }
         let list = BlockList {
-            raw: &r.buffer()[start..r.position()],
+            raw: r.buffer().get(start..r.position()).unwrap_or_default(),
             count,
             total,
             ignore_shared: self.options.ignore_shared,
@@ -396,7 +396,7 @@ impl<'a> RamContext<'a> {
                 _ => break,
             };
         }
-        rest.len() - tail.len()
+        rest.len().saturating_sub(tail.len())
     }
 
     /// Walks a RAM section body up to and including its EOS; returns the body length.
@@ -409,7 +409,7 @@ impl<'a> RamContext<'a> {
         loop {
             r.skip(self.continued_run_len(r.rest()))?;
             if let RamRecord::Eos = self.read_record(r)? {
-                return Ok(r.position() - start);
+                return Ok(r.position().saturating_sub(start));
             }
         }
     }
@@ -455,7 +455,11 @@ pub fn xbzrle_apply(delta: &[u8], page: &mut [u8]) -> Result<()> {
                 found: nzrun as u64,
                 max: page.len() as u64,
             }))?;
-        page[pos..end].copy_from_slice(r.bytes(nzrun)?);
+        let changed = r.bytes(nzrun)?;
+        // `pos <= end <= page.len()` was just checked.
+        if let Some(dst) = page.get_mut(pos..end) {
+            dst.copy_from_slice(changed);
+        }
         pos = end;
     }
     Ok(())
@@ -486,7 +490,7 @@ impl<'n> RamWriter<'n> {
                 out.position(),
                 ErrorKind::LengthTooLarge {
                     found: b.length,
-                    max: u64::MAX - total,
+                    max: u64::MAX.saturating_sub(total),
                 },
             ))?;
         }
@@ -673,6 +677,11 @@ pub fn is_zero(page: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     use super::*;
     use crate::sink::SliceSink;

@@ -47,12 +47,12 @@ impl<T: FromBytes + IntoBytes + Immutable, const W: usize> SnapshotCell<T, W> {
     }
 
     fn store_words(&self, value: &T) {
-        let bytes = value.as_bytes();
-        for (i, w) in self.words.iter().enumerate() {
+        let mut chunks = value.as_bytes().chunks(8);
+        for w in &self.words {
             let mut word = [0u8; 8];
-            let lo = (i * 8).min(bytes.len());
-            let hi = (lo + 8).min(bytes.len());
-            word[..hi - lo].copy_from_slice(&bytes[lo..hi]);
+            for (d, s) in word.iter_mut().zip(chunks.next().unwrap_or_default()) {
+                *d = *s;
+            }
             w.store(u64::from_ne_bytes(word), Ordering::Release);
         }
     }
@@ -64,7 +64,12 @@ impl<T: FromBytes + IntoBytes + Immutable, const W: usize> SnapshotCell<T, W> {
             if s & 1 == 0
                 && self
                     .seq
-                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange_weak(
+                        s,
+                        s.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
             {
                 break s;
@@ -72,7 +77,8 @@ impl<T: FromBytes + IntoBytes + Immutable, const W: usize> SnapshotCell<T, W> {
             spin_loop();
         };
         self.store_words(value);
-        self.seq.store(s + 2, Ordering::Release);
+        // A sequence number wraps (after 2^63 writes): only equality and parity are read.
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
     /// One attempt at a consistent copy: `None` if a write was in progress or overlapped.
@@ -126,6 +132,11 @@ impl<T: FromBytes + IntoBytes + Immutable, const W: usize> SnapshotCell<T, W> {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     extern crate std;
     use super::*;

@@ -1,5 +1,5 @@
-//! Writes the VMDESCRIPTION JSON (format §8.2) for sections encoded from description tables,
-//! without allocation, byte-identical to QEMU 7.2's compact `JSONWriter` output.
+//! Writes the VMDESCRIPTION JSON (docs/V3-WIRE.md §8.2) for sections encoded from description
+//! tables, without allocation, byte-identical to QEMU 7.2's compact `JSONWriter` output.
 //!
 //! QEMU's rules reproduced here:
 //! * a field name used more than once in a table becomes `name[k]` for every occurrence;
@@ -30,14 +30,15 @@ fn string<S: Sink>(out: &mut S, s: &[u8]) -> Result<(), S::Error> {
             }
             Some(b) if b < 0x20 => {
                 out.write(head)?;
-                let hex = b"0123456789abcdef";
+                // `b < 0x20`: the high digit is 0 or 1, the low one a hex digit.
+                let low = b"0123456789abcdef".get(usize::from(b & 15)).copied();
                 out.write(&[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
-                    hex[(b >> 4) as usize],
-                    hex[(b & 15) as usize],
+                    b'0' | (b >> 4),
+                    low.unwrap_or(b'0'),
                 ])?;
             }
             _ => out.write(chunk)?,
@@ -52,18 +53,21 @@ fn int<S: Sink>(out: &mut S, v: i64) -> Result<(), S::Error> {
     let mut i = buf.len();
     let neg = v < 0;
     let mut u = v.unsigned_abs();
+    // 20 digits hold `u64::MAX`: the buffer never runs out before `u` does.
     loop {
-        i -= 1;
-        buf[i] = b'0' + (u % 10) as u8;
+        i = i.saturating_sub(1);
+        if let Some(d) = buf.get_mut(i) {
+            *d = b'0' | (u % 10) as u8;
+        }
         u /= 10;
-        if u == 0 {
+        if u == 0 || i == 0 {
             break;
         }
     }
     if neg {
         out.write(b"-")?;
     }
-    out.write(&buf[i..])
+    out.write(buf.get(i..).unwrap_or_default())
 }
 
 fn key<S: Sink>(out: &mut S, comma: bool, k: &str) -> Result<(), S::Error> {
@@ -241,10 +245,10 @@ fn field<S: Sink>(
         }
         key(out, true, "type")?;
         string(out, type_name(f).as_bytes())?;
-        let off = f.offset + i * esize;
+        let off = f.offset.saturating_add(i.saturating_mul(esize));
         let size = match nested {
             Some(v) => {
-                let s = state.get(off..off + v.size).unwrap_or(&[]);
+                let s = state.get(off..off.saturating_add(v.size)).unwrap_or(&[]);
                 key(out, true, "struct")?;
                 out.write(b"{")?;
                 vmsd_body(out, v, v.version_id, s)?;

@@ -487,7 +487,7 @@ fn full_section_golden() {
         instance_id: 0,
     };
     let n = vmstate::encode_section_into(id, &Port92 { outport: 0 }, &mut buf).unwrap();
-    // format §15.3, from the real pc-i440fx-7.2 stream.
+    // docs/V3-WIRE.md §15.3, from the real pc-i440fx-7.2 stream.
     assert_eq!(
         &buf[..n],
         &[

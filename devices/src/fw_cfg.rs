@@ -1,5 +1,5 @@
 //! Firmware configuration device (`fw_cfg`; the pc device is `fw_cfg_io`): QEMU 7.2
-//! `hw/nvram/fw_cfg.c`, format §16.9, invariants `untrusted-input.md` §4.7.
+//! `hw/nvram/fw_cfg.c`, docs/V3-WIRE.md §16.9, invariants docs/UNTRUSTED-INPUT.md §4.7.
 //!
 //! Wire layout (version 2, minimum 1): `cur_entry` u16, then `cur_offset`: in a version-1 body a
 //! be16 (QEMU's `VMSTATE_UINT16_HACK`, info `int32_as_uint16`, present only when the version is
@@ -15,7 +15,7 @@
 //! no table field covers it, so loads never change it and the checks can see it.
 //!
 //! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
-//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
+//! docs/UNTRUSTED-INPUT.md §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|

@@ -1,5 +1,5 @@
-//! Global migration state (`globalstate`): QEMU `migration/global_state.c`, format §17,
-//! invariants `untrusted-input.md` §2.1 and §4.7.
+//! Global migration state (`globalstate`): QEMU `migration/global_state.c`, docs/V3-WIRE.md §17,
+//! invariants docs/UNTRUSTED-INPUT.md §2.1 and §4.7.
 //!
 //! The body is 104 bytes in both builds (version 1, minimum 1), laid out differently:
 //!
@@ -21,7 +21,7 @@
 //! either table.
 //!
 //! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
-//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
+//! docs/UNTRUSTED-INPUT.md §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | destination | class | error |
 //! |---|---|---|---|

@@ -1,5 +1,5 @@
-//! HPET (`hpet`, `hpet_timer`): QEMU 7.2 `hw/timer/hpet.c`, format §16.6, invariants
-//! `untrusted-input.md` §4.6.
+//! HPET (`hpet`, `hpet_timer`): QEMU 7.2 `hw/timer/hpet.c`, docs/V3-WIRE.md §16.6, invariants
+//! docs/UNTRUSTED-INPUT.md §4.6.
 //!
 //! Wire layout (version 2, minimum 1): `config` u64, `isr` u64, `hpet_counter` u64,
 //! `num_timers` u8 (since 2), the zero-width check "num_timers in range", then `num_timers`
@@ -21,7 +21,7 @@
 //! load checks see it and a load never changes it.
 //!
 //! Load rules (a rejected load leaves the state unchanged, see [`vmstate::load`]; "MUST" is
-//! class (a) of `untrusted-input.md` §3.3, "should" class (c), rejected by default):
+//! class (a) of docs/UNTRUSTED-INPUT.md §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|

@@ -1,5 +1,5 @@
 //! `i8254`: the programmable interval timer (QEMU 7.2 `hw/timer/i8254_common.c`,
-//! `hw/timer/i8254.c`; format §16.3, untrusted-input §4.3).
+//! `hw/timer/i8254.c`; docs/V3-WIRE.md §16.3, docs/UNTRUSTED-INPUT.md §4.3).
 //!
 //! idstr `i8254`, instance 0, **version 3, minimum 2**. Body (108 bytes; 104 in version 2):
 //!

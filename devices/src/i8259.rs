@@ -1,5 +1,6 @@
 //! `i8259`: the two cascaded 8259A programmable interrupt controllers (QEMU 7.2
-//! `hw/intc/i8259_common.c`, `hw/intc/i8259.c`; format §16.2, untrusted-input §4.2).
+//! `hw/intc/i8259_common.c`, `hw/intc/i8259.c`; docs/V3-WIRE.md §16.2, docs/UNTRUSTED-INPUT.md
+//! §4.2).
 //!
 //! idstr `i8259`, instance 0 (master, I/O base 0x20) and instance 1 (slave, 0xa0), version 1
 //! (minimum 1). The body is 16 single bytes. QEMU 8.0 added the subsection `i8259/ltim`
@@ -24,7 +25,7 @@
 //! | `priority_add` | 0..=7 | MUST: a priority rotation index (out-of-bounds index if used unmasked) |
 //! | `irq_base` | multiple of 8 | should reject: the guest stores `val & 0xf8`; an unaligned base makes `irq_base + irq` overflow the 8-bit vector |
 //! | `init_state` | 0..=3 | should reject: selects the ICW sequence step (state-machine dispatch) |
-//! | `single_mode` | 0 or 2 | accept 2: the guest stores `val & 2` (untrusted-input §3.2); others should reject |
+//! | `single_mode` | 0 or 2 | accept 2: the guest stores `val & 2` (docs/UNTRUSTED-INPUT.md §3.2); others should reject |
 //! | flag bytes | 0 or 1 | should reject: the guest stores single bits |
 //! | `elcr` | bits inside `elcr_mask` | should reject: the guest's write is masked |
 //! | `last_irr`, `irr`, `imr`, `isr` | any | accept: 8 independent line bits |
@@ -138,8 +139,8 @@ fn validate(s: &Pic, strict: bool) -> Result<(), Violation> {
             return Err(bad(name, Expected::AtMost(1), v));
         }
     }
-    // Accept 0 and 2 (the guest stores `val & 2`, untrusted-input §3.2); anything else should
-    // reject: guest cannot produce it.
+    // Accept 0 and 2 (the guest stores `val & 2`, docs/UNTRUSTED-INPUT.md §3.2); anything else
+    // should reject: guest cannot produce it.
     if b.single_mode != 0 && b.single_mode != 2 {
         return Err(bad("single_mode", Expected::OneOf(&[0, 2]), b.single_mode));
     }

@@ -1,5 +1,5 @@
 //! `ioapic`: the I/O APIC (QEMU 7.2 `hw/intc/ioapic_common.c`, `hw/intc/ioapic.c`; format
-//! §16.5, untrusted-input §4.5).
+//! §16.5, docs/UNTRUSTED-INPUT.md §4.5).
 //!
 //! idstr `ioapic`, instance 0, **version 3, minimum 1**. Body: `id`, `ioregsel`, 8 unused bytes
 //! (since version 2, "to account for qemu-kvm's v2 format"), `irr` (since version 2) and the 24
@@ -12,7 +12,7 @@
 //!
 //! | field | accepted | why |
 //! |---|---|---|
-//! | `ioregsel` | **any byte** | accept: the guest writes it directly (untrusted-input §3.2); the bound lives at the use site, see [`Ioapic::selected_pin`] |
+//! | `ioregsel` | **any byte** | accept: the guest writes it directly (docs/UNTRUSTED-INPUT.md §3.2); the bound lives at the use site, see [`Ioapic::selected_pin`] |
 //! | `id` | 0..=15 | should reject: the guest stores `(val >> 24) & 0xf` |
 //! | `irr` | bits 0..=23 | should reject: only the 24 pins can raise a request |
 //! | `ioredtbl[24]` | any | accept: writable bits are guest-chosen; a stuck remote IRR is a guest-level DoS only, and QEMU does not normalise it on load either |

@@ -3,7 +3,7 @@
 //!
 //! One file per device: the zerocopy state struct(s), the const description table(s) checked
 //! against them at compile time, the `needed` predicates, the invariants enforced on load (each
-//! naming the CVE class it prevents, per `untrusted-input.md` §4) and tests on real bytes.
+//! naming the CVE class it prevents, per docs/UNTRUSTED-INPUT.md §4) and tests on real bytes.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -1,48 +1,27 @@
 //! The modelled devices of QEMU's `pc-i440fx-*` / `pc-q35-*` machines together.
 //!
-//! [`VMSDS`] lists every top-level table (QEMU 10.0's, which read every body QEMU 7.2's read,
-//! for `vmstate::stream::Schemas` and for exporting the tables); [`Pc`] is a typed destination
-//! made from a [`PcConfig`] (derived from the machine type and build, see
-//! [`crate::machine`]): it routes every FULL section of a modelled device type to its model by
-//! idstr and instance ([`Pc::route`]; an instance the configuration does not have is refused,
-//! never left to a description), loads it atomically with the build's table (a rejected
-//! section changes nothing), refuses a second copy of the same section (QEMU would load it
-//! twice; untrusted-input §5), and encodes the modelled sections back. Sections it does not
-//! model are reported as such so a host tool can fall back to the description-driven decoder.
+//! The device list is declared once, in the `pc_devices!` invocation below: each row names a
+//! device's [`Slot`], its field in [`Pc`] and power-on state, its tables (QEMU 10.0's and, where
+//! they differ, QEMU 7.2's), its wire instance ids and which instances the configuration has.
+//! Everything else here is generated from that list: [`VMSDS`] (every top-level table, QEMU
+//! 10.0's, which read every body QEMU 7.2's read, for `vmstate::stream::Schemas` and for
+//! exporting the tables), [`Slot`], the fields of [`Pc`], and the routing, loading, encoding
+//! and missing-section checks.
+//!
+//! [`Pc`] is a typed destination made from a [`PcConfig`] (derived from the machine type and
+//! build, see [`crate::machine`]): it routes every FULL section of a modelled device type to its
+//! model by idstr and instance ([`Pc::route`]; an instance the configuration does not have is
+//! refused, never left to a description), loads it atomically with the build's table (a
+//! rejected section changes nothing), refuses a second copy of the same section (QEMU would
+//! load it twice; docs/UNTRUSTED-INPUT.md §5), and encodes the modelled sections back. Sections
+//! it does not model are reported as such so a host tool can fall back to the
+//! description-driven decoder.
 
 use crate::machine::{Destination, QemuBuild};
 use crate::{fw_cfg, globalstate, hpet, i8254, i8259, ioapic, pcspk, port92, rtc, serial, timer};
 use vmstate::stream::{SectionRecord, idstr_matches};
 use vmstate::{Error, ErrorKind, Result, SectionId, Sink, State, Vmsd};
 use zerocopy::{FromZeros, IntoBytes};
-
-/// Every top-level table this crate models.
-pub const VMSDS: &[&Vmsd] = &[
-    &timer::VMSD,
-    &fw_cfg::VMSD,
-    &i8259::VMSD,
-    &ioapic::VMSD,
-    &hpet::VMSD,
-    &rtc::VMSD,
-    &i8254::VMSD,
-    &pcspk::VMSD,
-    &serial::VMSD,
-    &port92::VMSD,
-    &globalstate::VMSD,
-];
-
-/// The largest state struct among [`VMSDS`]: scratch space for `Schemas`.
-pub const MAX_STATE_SIZE: usize = {
-    let mut i = 0;
-    let mut m = 0;
-    while i < VMSDS.len() {
-        if VMSDS[i].size > m {
-            m = VMSDS[i].size;
-        }
-        i += 1;
-    }
-    m
-};
 
 /// The destination's configuration (what is not on the wire but decides what loads).
 ///
@@ -79,54 +58,6 @@ impl Default for PcConfig {
     }
 }
 
-/// Which device a section belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Slot {
-    /// `timer`.
-    Timer,
-    /// `fw_cfg`.
-    FwCfg,
-    /// `i8259` instance 0 or 1.
-    Pic(u8),
-    /// `ioapic`.
-    Ioapic,
-    /// `hpet`.
-    Hpet,
-    /// `mc146818rtc`.
-    Rtc,
-    /// `i8254`.
-    Pit,
-    /// `pcspk`.
-    Pcspk,
-    /// ISA `serial` instance 0..=3.
-    Serial(u8),
-    /// `port92`.
-    Port92,
-    /// `globalstate`.
-    GlobalState,
-}
-
-impl Slot {
-    const COUNT: usize = 15;
-
-    fn index(self) -> usize {
-        match self {
-            Slot::Timer => 0,
-            Slot::FwCfg => 1,
-            Slot::Pic(i) => 2 + (i & 1) as usize,
-            Slot::Ioapic => 4,
-            Slot::Hpet => 5,
-            Slot::Rtc => 6,
-            Slot::Pit => 7,
-            Slot::Pcspk => 8,
-            Slot::Serial(i) => 9 + (i & 3) as usize,
-            Slot::Port92 => 13,
-            Slot::GlobalState => 14,
-        }
-    }
-}
-
 /// Where a section goes on this destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -141,98 +72,223 @@ pub enum Route {
     NotModelled,
 }
 
-/// The typed state of the modelled `pc` devices.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pc {
-    /// Configuration.
-    pub config: PcConfig,
-    /// `timer`.
-    pub timer: timer::Timers,
-    /// `fw_cfg`.
-    pub fw_cfg: fw_cfg::FwCfg,
-    /// `i8259` master (0) and slave (1).
-    pub pic: [i8259::Pic; 2],
-    /// `ioapic`.
-    pub ioapic: ioapic::Ioapic,
-    /// `hpet`.
-    pub hpet: hpet::Hpet,
-    /// `mc146818rtc`.
-    pub rtc: rtc::Rtc,
-    /// `i8254`.
-    pub pit: i8254::Pit,
-    /// `pcspk`.
-    pub pcspk: pcspk::Pcspk,
-    /// ISA `serial` ports (only the configured ones are loaded).
-    pub serial: [serial::IsaSerial; MAX_ISA_SERIAL as usize],
-    /// `port92`.
-    pub port92: port92::Port92,
-    /// `globalstate`.
-    pub globalstate: globalstate::GlobalState,
-    loaded: u16,
+/// Declares the device list once and generates from it everything that walks the list.
+///
+/// A row: `Slot(i)? => field: ElementType = power-on state, table (10.0) [, 7.2: table],
+/// instances [[wire ids of instance 0], …] [, configured count] [, expected condition];`.
+/// A row with `(i)` keeps one state per instance in an array (`Slot::Pic(i)` is `pic[i]`);
+/// `configured` (default: every instance) and `expected` (default: true) may read the
+/// configuration through the identifier given before the rows.
+macro_rules! pc_devices {
+    (
+        config = $cfg:ident;
+        $(
+            $(#[$doc:meta])*
+            $slot:ident $(($i:ident))? => $field:ident: $ty:ty = $init:expr,
+                $vmsd:expr $(, 7.2: $old:expr)?,
+                instances $instances:expr
+                $(, configured $configured:expr)?
+                $(, expected $expected:expr)?;
+        )*
+    ) => {
+        /// Every top-level table this crate models.
+        pub const VMSDS: &[&Vmsd] = &[$($vmsd),*];
+
+        /// Which device a section belongs to.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        pub enum Slot {
+            $($(#[$doc])* $slot $((pc_devices!(@u8 $i)))?,)*
+        }
+
+        impl Slot {
+            const COUNT: usize = 0 $(+ $instances.len())*;
+
+            /// This slot's bit in [`Pc`]'s loaded set: declaration order, instances in turn.
+            fn index(self) -> usize {
+                let mut base = 0;
+                $(
+                    if let Slot::$slot $(($i))? = self {
+                        return base $(+ usize::from($i) % $instances.len())?;
+                    }
+                    base += $instances.len();
+                )*
+                base
+            }
+        }
+
+        /// The typed state of the modelled `pc` devices.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Pc {
+            /// Configuration.
+            pub config: PcConfig,
+            $($(#[$doc])* pub $field: pc_devices!(@ty $ty, $instances $(, $i)?),)*
+            loaded: u16,
+        }
+
+        impl Pc {
+            /// Devices at their power-on state for `config`.
+            pub fn new($cfg: PcConfig) -> Pc {
+                Pc { config: $cfg, $($field: $init,)* loaded: 0 }
+            }
+
+            /// Where a section goes: every instance of a modelled device type is either a
+            /// model's or [`Route::Unexpected`], never left to a description alone.
+            pub fn route(&self, idstr: &[u8], instance_id: u32) -> Route {
+                #[allow(unused_variables)]
+                let $cfg = self.config;
+                $(
+                    if idstr_matches(idstr, $vmsd.name) {
+                        let configured = $instances.len() $(.min(usize::from($configured)))?;
+                        return match $instances.iter().position(|ids| ids.contains(&instance_id)) {
+                            Some(k) if k < configured => {
+                                Route::Model(Slot::$slot $((pc_devices!(@nth k $i)))?)
+                            }
+                            _ => Route::Unexpected,
+                        };
+                    }
+                )*
+                Route::NotModelled
+            }
+
+            /// The table a slot loads and encodes with on this destination's build: QEMU 10.0's
+            /// tables know `i8259/ltim`, name the hpet count `num_timers_save` and split
+            /// globalstate's buffer; QEMU 7.2's do not.
+            pub fn vmsd(&self, slot: Slot) -> &'static Vmsd {
+                #[allow(unused_variables)]
+                let old = self.config.destination.build != QemuBuild::V10_0;
+                match slot {
+                    $(Slot::$slot { .. } => {
+                        $(if old { return $old; })?
+                        $vmsd
+                    })*
+                }
+            }
+
+            /// Loads a FULL section record into its model. Returns `Ok(false)` when the device
+            /// type is not modelled here (the caller decides what to do with it), `Ok(true)`
+            /// when loaded, and an error (state unchanged) when it is rejected, was already
+            /// loaded, or is an instance the configuration does not have (`UnknownSection`).
+            pub fn load_section(&mut self, rec: &SectionRecord<'_>) -> Result<bool> {
+                let slot = match self.route(rec.idstr, rec.instance_id) {
+                    Route::Model(s) => s,
+                    Route::NotModelled => return Ok(false),
+                    Route::Unexpected => {
+                        return Err(Error::new(rec.offset, ErrorKind::UnknownSection)
+                            .in_section(rec.context()));
+                    }
+                };
+                if self.is_loaded(slot) {
+                    return Err(Error::new(rec.offset, ErrorKind::DuplicateSection)
+                        .in_section(rec.context()));
+                }
+                fn load<T: State>(vmsd: &Vmsd, s: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
+                    vmstate::load_with(vmsd, s, rec.version_id, rec.body, rec.body_offset)
+                        .map_err(|e| e.in_section(rec.context()))
+                }
+                let vmsd = self.vmsd(slot);
+                match slot {
+                    $(Slot::$slot $(($i))? => load(
+                        vmsd,
+                        &mut self.$field $([usize::from($i) % $instances.len()])?,
+                        rec,
+                    ),)*
+                }?;
+                self.loaded |= 1 << slot.index();
+                Ok(true)
+            }
+
+            /// The table (for this destination's build, see [`Pc::vmsd`]) and state bytes of a
+            /// slot.
+            pub fn state(&self, slot: Slot) -> (&'static Vmsd, &[u8]) {
+                let bytes = match slot {
+                    $(Slot::$slot $(($i))? => {
+                        self.$field $([usize::from($i) % $instances.len()])?.as_bytes()
+                    })*
+                };
+                (self.vmsd(slot), bytes)
+            }
+
+            /// Slot number `k` in declaration order, and whether this configuration expects it
+            /// in a full stream.
+            fn nth(&self, k: usize) -> Option<(Slot, bool)> {
+                #[allow(unused_variables)]
+                let $cfg = self.config;
+                let mut k = k;
+                $(
+                    if k < $instances.len() {
+                        let configured = $instances.len() $(.min(usize::from($configured)))?;
+                        let expected = k < configured $(&& $expected)?;
+                        return Some((Slot::$slot $((pc_devices!(@nth k $i)))?, expected));
+                    }
+                    k -= $instances.len();
+                )*
+                None
+            }
+        }
+    };
+    (@u8 $i:ident) => { u8 };
+    (@nth $k:ident $i:ident) => { $k as u8 };
+    (@ty $ty:ty, $instances:expr) => { $ty };
+    (@ty $ty:ty, $instances:expr, $i:ident) => { [$ty; $instances.len()] };
 }
 
-impl Pc {
-    /// Devices at their power-on state for `config`.
-    pub fn new(config: PcConfig) -> Pc {
-        Pc {
-            config,
-            timer: timer::Timers::DEFAULT,
-            fw_cfg: fw_cfg::FwCfg::new(config.fw_cfg),
-            pic: [i8259::Pic::MASTER, i8259::Pic::SLAVE],
-            ioapic: ioapic::Ioapic::DEFAULT,
-            hpet: hpet::Hpet::new(config.hpet),
-            rtc: rtc::Rtc::new_zeroed(),
-            pit: i8254::Pit::DEFAULT,
-            pcspk: pcspk::Pcspk::DEFAULT,
-            serial: [serial::IsaSerial::new(); MAX_ISA_SERIAL as usize],
-            port92: port92::Port92::DEFAULT,
-            globalstate: globalstate::GlobalState::new(globalstate::RunState::Prelaunch),
-            loaded: 0,
+pc_devices! {
+    config = config;
+    /// `timer`.
+    Timer => timer: timer::Timers = timer::Timers::DEFAULT,
+        &timer::VMSD, instances [[0]];
+    /// `fw_cfg`.
+    FwCfg => fw_cfg: fw_cfg::FwCfg = fw_cfg::FwCfg::new(config.fw_cfg),
+        &fw_cfg::VMSD, instances [[0]];
+    /// `i8259` master (0) and slave (1); legacy alias: the iobase (docs/V3-WIRE.md §5.5).
+    Pic(i) => pic: i8259::Pic = [i8259::Pic::MASTER, i8259::Pic::SLAVE],
+        &i8259::VMSD, 7.2: &i8259::VMSD_7_2, instances [[0, 0x20], [1, 0xa0]];
+    /// `ioapic`.
+    Ioapic => ioapic: ioapic::Ioapic = ioapic::Ioapic::DEFAULT,
+        &ioapic::VMSD, instances [[0]];
+    /// `hpet`.
+    Hpet => hpet: hpet::Hpet = hpet::Hpet::new(config.hpet),
+        &hpet::VMSD, 7.2: &hpet::VMSD_7_2, instances [[0]];
+    /// `mc146818rtc`.
+    Rtc => rtc: rtc::Rtc = rtc::Rtc::new_zeroed(),
+        &rtc::VMSD, instances [[0, 0x70]];
+    /// `i8254`.
+    Pit => pit: i8254::Pit = i8254::Pit::DEFAULT,
+        &i8254::VMSD, instances [[0, 0x40]];
+    /// `pcspk` (not expected when the machine type does not migrate it; still checked).
+    Pcspk => pcspk: pcspk::Pcspk = pcspk::Pcspk::DEFAULT,
+        &pcspk::VMSD, instances [[0]], expected config.pcspk;
+    /// ISA `serial` instance 0..=3 (only the configured ones are loaded); legacy aliases:
+    /// COM1-COM4's iobases.
+    Serial(i) => serial: serial::IsaSerial = [serial::IsaSerial::new(); MAX_ISA_SERIAL as usize],
+        &serial::VMSD, instances [[0, 0x3f8], [1, 0x2f8], [2, 0x3e8], [3, 0x2e8]],
+        configured config.serial_ports;
+    /// `port92`.
+    Port92 => port92: port92::Port92 = port92::Port92::DEFAULT,
+        &port92::VMSD, instances [[0]];
+    /// `globalstate`.
+    GlobalState => globalstate: globalstate::GlobalState =
+        globalstate::GlobalState::new(globalstate::RunState::Prelaunch),
+        &globalstate::VMSD, 7.2: &globalstate::VMSD_7_2, instances [[0]];
+}
+
+/// The largest state struct among [`VMSDS`]: scratch space for `Schemas`.
+pub const MAX_STATE_SIZE: usize = {
+    let mut i = 0;
+    let mut m = 0;
+    while i < VMSDS.len() {
+        if VMSDS[i].size > m {
+            m = VMSDS[i].size;
         }
+        i += 1;
     }
+    m
+};
 
-    /// Where a section goes: every instance of a modelled device type is either a model's or
-    /// [`Route::Unexpected`], never left to a description alone.
-    pub fn route(&self, idstr: &[u8], instance_id: u32) -> Route {
-        let Some(name) = VMSDS
-            .iter()
-            .find(|v| idstr_matches(idstr, v.name))
-            .map(|v| v.name)
-        else {
-            return Route::NotModelled;
-        };
-        let one = |s: Slot| (instance_id == 0).then_some(s);
-        let slot = match name {
-            "timer" => one(Slot::Timer),
-            "fw_cfg" => one(Slot::FwCfg),
-            // Legacy alias: the iobase (format §5.5).
-            "i8259" => match instance_id {
-                0 | 0x20 => Some(Slot::Pic(0)),
-                1 | 0xa0 => Some(Slot::Pic(1)),
-                _ => None,
-            },
-            "ioapic" => one(Slot::Ioapic),
-            "hpet" => one(Slot::Hpet),
-            "mc146818rtc" => (instance_id == 0 || instance_id == 0x70).then_some(Slot::Rtc),
-            "i8254" => (instance_id == 0 || instance_id == 0x40).then_some(Slot::Pit),
-            "pcspk" => one(Slot::Pcspk),
-            // Legacy aliases: COM1-COM4's iobases.
-            "serial" => match instance_id {
-                0 | 0x3f8 => Some(0),
-                1 | 0x2f8 => Some(1),
-                2 | 0x3e8 => Some(2),
-                3 | 0x2e8 => Some(3),
-                _ => None,
-            }
-            .filter(|&i| i < self.config.serial_ports.min(MAX_ISA_SERIAL))
-            .map(Slot::Serial),
-            "port92" => one(Slot::Port92),
-            "globalstate" => one(Slot::GlobalState),
-            _ => None,
-        };
-        slot.map_or(Route::Unexpected, Route::Model)
-    }
+const _: () = assert!(Slot::COUNT <= 16);
 
+impl Pc {
     /// The slot for a section, if modelled and configured (see [`Pc::route`]).
     pub fn slot(&self, idstr: &[u8], instance_id: u32) -> Option<Slot> {
         match self.route(idstr, instance_id) {
@@ -244,88 +300,6 @@ impl Pc {
     /// Whether a slot was loaded from a stream.
     pub fn is_loaded(&self, slot: Slot) -> bool {
         self.loaded & (1 << slot.index()) != 0
-    }
-
-    /// The table a slot loads and encodes with on this destination's build: QEMU 10.0's
-    /// tables know `i8259/ltim`, name the hpet count `num_timers_save` and split globalstate's
-    /// buffer; QEMU 7.2's do not.
-    pub fn vmsd(&self, slot: Slot) -> &'static Vmsd {
-        let new = self.config.destination.build == QemuBuild::V10_0;
-        match slot {
-            Slot::Timer => &timer::VMSD,
-            Slot::FwCfg => &fw_cfg::VMSD,
-            Slot::Pic(_) if new => &i8259::VMSD,
-            Slot::Pic(_) => &i8259::VMSD_7_2,
-            Slot::Ioapic => &ioapic::VMSD,
-            Slot::Hpet if new => &hpet::VMSD,
-            Slot::Hpet => &hpet::VMSD_7_2,
-            Slot::Rtc => &rtc::VMSD,
-            Slot::Pit => &i8254::VMSD,
-            Slot::Pcspk => &pcspk::VMSD,
-            Slot::Serial(_) => &serial::VMSD,
-            Slot::Port92 => &port92::VMSD,
-            Slot::GlobalState if new => &globalstate::VMSD,
-            Slot::GlobalState => &globalstate::VMSD_7_2,
-        }
-    }
-
-    /// Loads a FULL section record into its model. Returns `Ok(false)` when the device type is
-    /// not modelled here (the caller decides what to do with it), `Ok(true)` when loaded, and
-    /// an error (state unchanged) when it is rejected, was already loaded, or is an instance
-    /// the configuration does not have (`UnknownSection`).
-    pub fn load_section(&mut self, rec: &SectionRecord<'_>) -> Result<bool> {
-        let slot = match self.route(rec.idstr, rec.instance_id) {
-            Route::Model(s) => s,
-            Route::NotModelled => return Ok(false),
-            Route::Unexpected => {
-                return Err(
-                    Error::new(rec.offset, ErrorKind::UnknownSection).in_section(rec.context())
-                );
-            }
-        };
-        if self.is_loaded(slot) {
-            return Err(
-                Error::new(rec.offset, ErrorKind::DuplicateSection).in_section(rec.context())
-            );
-        }
-        fn load<T: State>(vmsd: &Vmsd, s: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
-            vmstate::load_with(vmsd, s, rec.version_id, rec.body, rec.body_offset)
-                .map_err(|e| e.in_section(rec.context()))
-        }
-        let vmsd = self.vmsd(slot);
-        match slot {
-            Slot::Timer => load(vmsd, &mut self.timer, rec),
-            Slot::FwCfg => load(vmsd, &mut self.fw_cfg, rec),
-            Slot::Pic(i) => load(vmsd, &mut self.pic[(i & 1) as usize], rec),
-            Slot::Ioapic => load(vmsd, &mut self.ioapic, rec),
-            Slot::Hpet => load(vmsd, &mut self.hpet, rec),
-            Slot::Rtc => load(vmsd, &mut self.rtc, rec),
-            Slot::Pit => load(vmsd, &mut self.pit, rec),
-            Slot::Pcspk => load(vmsd, &mut self.pcspk, rec),
-            Slot::Serial(i) => load(vmsd, &mut self.serial[(i & 3) as usize], rec),
-            Slot::Port92 => load(vmsd, &mut self.port92, rec),
-            Slot::GlobalState => load(vmsd, &mut self.globalstate, rec),
-        }?;
-        self.loaded |= 1 << slot.index();
-        Ok(true)
-    }
-
-    /// The table (for this destination's build, see [`Pc::vmsd`]) and state bytes of a slot.
-    pub fn state(&self, slot: Slot) -> (&'static Vmsd, &[u8]) {
-        let bytes = match slot {
-            Slot::Timer => self.timer.as_bytes(),
-            Slot::FwCfg => self.fw_cfg.as_bytes(),
-            Slot::Pic(i) => self.pic[(i & 1) as usize].as_bytes(),
-            Slot::Ioapic => self.ioapic.as_bytes(),
-            Slot::Hpet => self.hpet.as_bytes(),
-            Slot::Rtc => self.rtc.as_bytes(),
-            Slot::Pit => self.pit.as_bytes(),
-            Slot::Pcspk => self.pcspk.as_bytes(),
-            Slot::Serial(i) => self.serial[(i & 3) as usize].as_bytes(),
-            Slot::Port92 => self.port92.as_bytes(),
-            Slot::GlobalState => self.globalstate.as_bytes(),
-        };
-        (self.vmsd(slot), bytes)
     }
 
     /// Encodes the FULL section for `slot` with the given wire identity.
@@ -342,35 +316,12 @@ impl Pc {
     /// Slots expected in a full `pc` stream for this configuration but not loaded (QEMU
     /// silently keeps reset state for a missing section; a strict loader asks).
     pub fn missing(&self) -> impl Iterator<Item = Slot> + '_ {
-        let c = self.config;
-        [
-            Slot::Timer,
-            Slot::FwCfg,
-            Slot::Pic(0),
-            Slot::Pic(1),
-            Slot::Ioapic,
-            Slot::Hpet,
-            Slot::Rtc,
-            Slot::Pit,
-            Slot::Pcspk,
-            Slot::Serial(0),
-            Slot::Serial(1),
-            Slot::Serial(2),
-            Slot::Serial(3),
-            Slot::Port92,
-            Slot::GlobalState,
-        ]
-        .into_iter()
-        .filter(move |s| match *s {
-            Slot::Serial(i) => i < c.serial_ports,
-            Slot::Pcspk => c.pcspk,
-            _ => true,
-        })
-        .filter(move |s| !self.is_loaded(*s))
+        (0..Slot::COUNT)
+            .filter_map(|k| self.nth(k))
+            .filter(move |&(s, expected)| expected && !self.is_loaded(s))
+            .map(|(s, _)| s)
     }
 }
-
-const _: () = assert!(Slot::COUNT <= 16);
 
 impl Default for Pc {
     fn default() -> Self {

@@ -1,4 +1,5 @@
-//! `pcspk`: the PC speaker (QEMU 7.2 `hw/audio/pcspk.c`; format §16.7, untrusted-input §4.7).
+//! `pcspk`: the PC speaker (QEMU 7.2 `hw/audio/pcspk.c`; docs/V3-WIRE.md §16.7,
+//! docs/UNTRUSTED-INPUT.md §4.7).
 //!
 //! idstr `pcspk`, instance 0, version 1 (minimum 1), a 2-byte body, no subsections.
 //!
@@ -8,7 +9,7 @@
 //!
 //! Invariants: none. `data_on` is written as `(val >> 1) & 1` by the guest but only ever used
 //! as a truth value, and `dummy_refresh_clock` is a toggling read-back bit; QEMU 7.2 checks
-//! neither and no value can cause harm, so every byte is accepted (untrusted-input §4.7).
+//! neither and no value can cause harm, so every byte is accepted (docs/UNTRUSTED-INPUT.md §4.7).
 
 use vmstate::{Vmsd, assert_layout, field};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

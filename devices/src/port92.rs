@@ -1,11 +1,11 @@
 //! `port92`: System Control Port A (A20 gate, fast reset) of the pc machine
-//! (QEMU 7.2 `hw/i386/port92.c`; format §16.8, untrusted-input §4.7).
+//! (QEMU 7.2 `hw/i386/port92.c`; docs/V3-WIRE.md §16.8, docs/UNTRUSTED-INPUT.md §4.7).
 //!
 //! idstr `port92`, instance 0, version 1 (minimum 1). The body is the single byte `outport`;
 //! there are no subsections.
 //!
 //! Invariants: none. The guest's port write stores the whole byte (`outport = val`), so every
-//! value is reachable and must load (untrusted-input §3.2); nothing indexes with it.
+//! value is reachable and must load (docs/UNTRUSTED-INPUT.md §3.2); nothing indexes with it.
 
 use vmstate::{Vmsd, assert_layout, field};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};

@@ -1,5 +1,5 @@
 //! `mc146818rtc`: the MC146818 real-time clock and CMOS RAM (QEMU 7.2 `hw/rtc/mc146818rtc.c`;
-//! format §16.1, untrusted-input §4.1).
+//! docs/V3-WIRE.md §16.1, docs/UNTRUSTED-INPUT.md §4.1).
 //!
 //! idstr `mc146818rtc`, instance 0, **version 3, minimum 1**. The body is 245 bytes in
 //! version 3, 205 in version 2 and 197 in version 1 (the later fields are gated with
@@ -95,7 +95,8 @@ pub struct Rtc {
 /// `strict` false, only the MUST rule.
 fn validate(s: &Rtc, strict: bool) -> Result<(), Violation> {
     // MUST reject: an index outside CMOS RAM turns the guest's port-0x71 accesses into
-    // intra-object out-of-bounds reads and writes (memory-safety class; untrusted-input §4.1).
+    // intra-object out-of-bounds reads and writes (memory-safety class; docs/UNTRUSTED-INPUT.md
+    // §4.1).
     if s.body.cmos_index as usize >= CMOS_SIZE {
         return Err(Violation {
             field: "cmos_index",

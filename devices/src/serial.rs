@@ -1,11 +1,11 @@
 //! ISA 16550A UART (`serial`): QEMU 7.2 `hw/char/serial.c`, `hw/char/serial-isa.c`,
-//! `util/fifo8.c`; format §16.4, invariants `untrusted-input.md` §4.4.
+//! `util/fifo8.c`; docs/V3-WIRE.md §16.4, invariants docs/UNTRUSTED-INPUT.md §4.4.
 //!
 //! The section's vmsd (`vmstate_isa_serial`, version 3, minimum 2) has one field, `state`, a
 //! `VMSTATE_STRUCT` of the nested vmsd also named `serial` (version 3, minimum 2): an 11-byte body
 //! (`divider` since 2, eight registers, `fcr_vmstate` since 3) followed by the nested vmsd's seven
-//! subsections. A nested struct is always read with its own current version (format §6.3), so the
-//! layout is the same 11 bytes whatever version the section header carries.
+//! subsections. A nested struct is always read with its own current version (docs/V3-WIRE.md
+//! §6.3), so the layout is the same 11 bytes whatever version the section header carries.
 //!
 //! The two FIFOs are QEMU `Fifo8`s (`vmstate_fifo8`): a `VMSTATE_VBUFFER_UINT32` of `capacity`
 //! bytes, then be32 `head` and be32 `num`. The capacity is the destination's and is not on the
@@ -15,7 +15,7 @@
 //! capacity disagrees with its storage or with the head/num bounds checked below.
 //!
 //! Load rules (a rejected load leaves the state unchanged; "MUST" is class (a) of
-//! `untrusted-input.md` §3.3, "should" class (c), rejected by default):
+//! docs/UNTRUSTED-INPUT.md §3.3, "should" class (c), rejected by default):
 //!
 //! | rule | class | error |
 //! |---|---|---|

@@ -1,5 +1,5 @@
 //! `timer`: the guest clock offsets (QEMU 7.2 `softmmu/cpu-timers.c`, `vmstate_timers`;
-//! format §17).
+//! docs/V3-WIRE.md §17).
 //!
 //! idstr `timer`, instance 0, **version 2, minimum 1** (QEMU 7.2 declares
 //! `minimum_version_id = 1`). Body: `cpu_ticks_offset` (i64), 8 unused bytes (formerly

@@ -217,7 +217,7 @@ pub const HARDENING: &[Hardening] = &[
     h(
         "stream.duplicate-section",
         "QEMU loads a section sent twice (the later wins); verify refuses the repeat \
-         (untrusted-input §5)",
+         (docs/UNTRUSTED-INPUT.md §5)",
     ),
     h(
         "stream.instance-any",

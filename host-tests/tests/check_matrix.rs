@@ -85,7 +85,7 @@ fn destination(case: &Case<'_>, dump: bool, stream: Option<&Path>) -> Destinatio
         vendors: Vec::new(),
         capabilities: case.capabilities.iter().map(|c| c.to_string()).collect(),
     };
-    dest::destination(&args).unwrap_or_else(|(e, _)| panic!("{}: destination: {e}", case.what))
+    dest::destination(&args).unwrap_or_else(|e| panic!("{}: destination: {e}", case.what))
 }
 
 fn verdict(case: &Case<'_>, d: &Destination, form: &str) -> Vec<Problem> {

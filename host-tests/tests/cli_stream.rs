@@ -532,8 +532,8 @@ fn flipped_trailer_bytes_fail_cleanly_or_round_trip() {
     assert!(ok > 50 && refused > 200, "ok {ok}, refused {refused}");
 }
 
-/// QEMU's loader peeks for subsections after every nested struct (format §7.2): an edit that
-/// makes the next field's bytes spell `05 len "PCIDevice…"` after `ide.parent_obj` would be
+/// QEMU's loader peeks for subsections after every nested struct (docs/V3-WIRE.md §7.2): an edit
+/// that makes the next field's bytes spell `05 len "PCIDevice…"` after `ide.parent_obj` would be
 /// read as a subsection of `PCIDevice` by QEMU, so it is refused.
 #[test]
 fn edits_that_forge_a_subsection_header_are_refused() {

@@ -4,8 +4,8 @@
 //! real `pc-7.2-nodefaults-S` fixture, so it matches the destination's blocks exactly) + one
 //! RAM PART with a few `pc.ram` pages carrying a recognisable pattern, written by
 //! `dirty::encode_round` from a `DirtyLog` round + RAM END (EOS) + EOF, with no device sections
-//! (format §14: QEMU 7.2 accepts that). A real `qemu-system-x86_64 -M pc -m 32` loads it with
-//! `-incoming "exec:cat FILE"`; the test then reads guest memory back over QMP (`xp`) and
+//! (docs/V3-WIRE.md §14: QEMU 7.2 accepts that). A real `qemu-system-x86_64 -M pc -m 32` loads it
+//! with `-incoming "exec:cat FILE"`; the test then reads guest memory back over QMP (`xp`) and
 //! checks the pattern.
 //!
 //! Without QEMU the test fails when `CI=true` and otherwise prints a loud skip message.

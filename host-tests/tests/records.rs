@@ -119,7 +119,8 @@ fn walks_fixtures_with_the_boundaries_the_description_implies() {
 
 #[test]
 fn section_ids_and_order_match_qemu_registration() {
-    // format §15.2: `timer` has id 0 but comes after `ram` (id 2); ids 1 and 3 never occur.
+    // docs/V3-WIRE.md §15.2: `timer` has id 0 but comes after `ram` (id 2); ids 1 and 3 never
+    // occur.
     let stream = fixture("pc-7.2-nodefaults-S.vmstate");
     let recs = walk(&stream, FooterScan);
     let full = full_sections(&recs);

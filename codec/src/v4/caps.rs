@@ -121,7 +121,9 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
                 while max_minor.len() <= i {
                     max_minor.push(0).map_err(|_| Full { list: "max_minor" })?;
                 }
-                max_minor[i] = max_minor[i].max(t.minor);
+                if let Some(m) = max_minor.get_mut(i) {
+                    *m = t.minor.max(*m);
+                }
             }
             self.subsections.push(sub.vmsd.name).map_err(|_| Full {
                 list: "subsections",
@@ -184,7 +186,9 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
         let mut de = postcard::Deserializer::from_bytes(bytes);
         Self::deserialize(&mut de).map_err(|error| CapsDecodeError {
             // The slice flavor's remainder cannot fail; where it stopped is the offset.
-            offset: de.finalize().map_or(0, |rest| bytes.len() - rest.len()),
+            offset: de
+                .finalize()
+                .map_or(0, |rest| bytes.len().saturating_sub(rest.len())),
             error,
         })
     }
@@ -466,7 +470,7 @@ impl<'a, const N: usize> Report<'a, N> {
     }
 
     fn add(&mut self, i: Incompatibility<'a>) {
-        self.total += 1;
+        self.total = self.total.saturating_add(1);
         let _ = self.found.push(i);
     }
 }
@@ -499,7 +503,7 @@ pub fn check<'a, const D: usize, const K: usize, const N: usize>(
         if needed == 0 {
             continue;
         }
-        let level = i as u8 + 1;
+        let level = (i as u8).saturating_add(1);
         let vendor = vendors.get(i).map(|v| v.id).unwrap_or(&[]);
         let dest_vendor = caps.vendors.get(i).map(|v| v.as_bytes());
         let supported = if dest_vendor == Some(vendor) {
@@ -589,6 +593,11 @@ pub fn check_stream<'a, const D: usize, const K: usize, const N: usize>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     use super::*;
 

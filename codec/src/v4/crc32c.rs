@@ -28,6 +28,11 @@ pub const SLICES: usize = 8;
 /// contribution of a byte that sits `k` positions before the end of a step.
 static TABLES: [[u32; 256]; SLICES] = tables();
 
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "runs at compile time only: an out-of-range index or overflow is a build error"
+)]
 const fn tables() -> [[u32; 256]; SLICES] {
     let mut t = [[0u32; 256]; SLICES];
     let mut b = 0;
@@ -83,6 +88,11 @@ impl Crc32c {
     /// [`update`](Self::update) with steps of `N` bytes (8 or 16, at most [`SLICES`]); the
     /// tables for fewer slices are a prefix of the tables for more, so the tests run the
     /// 32-bit targets' step on the host too.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "a `u8` indexes a 256-entry table: in bounds by type, and the hot loop keeps no \
+                  branch for it"
+    )]
     fn update_sliced<const N: usize>(&mut self, bytes: &[u8]) {
         const { assert!((N == 8 || N == 16) && N <= SLICES) };
         let mut reg = self.reg;
@@ -111,6 +121,13 @@ impl Crc32c {
 /// rest overlap with it. (A running `acc ^= lookup` would chain all `N` XORs behind the
 /// register, about one byte per cycle.)
 #[inline(always)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "`step` is exactly `N` bytes (`chunks_exact`), `N` is 8 or 16 and at most `SLICES` \
+              (asserted at compile time) and a `u8` indexes a 256-entry table, so every index is \
+              in bounds and every offset below `N`; the checksum's hot loop keeps no branch for them"
+)]
 fn fold<const N: usize>(reg: u32, step: &[u8]) -> u32 {
     let word = |w: usize| {
         let at = 4 * w;
@@ -139,6 +156,11 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "tests: a panic is a failed test"
+)]
 mod tests {
     extern crate std;
     use super::*;

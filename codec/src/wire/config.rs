@@ -25,12 +25,12 @@ const UUID: &str = "configuration/uuid";
 
 /// The capability names listed in the record (borrowed, already validated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Capabilities<'a> {
+pub struct MigrationCapabilities<'a> {
     count: u32,
     raw: &'a [u8],
 }
 
-impl<'a> Capabilities<'a> {
+impl<'a> MigrationCapabilities<'a> {
     /// Number of capabilities.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -61,7 +61,7 @@ pub struct Configuration<'a> {
     /// `configuration/target-page-bits`, if sent.
     pub target_page_bits: Option<u32>,
     /// `configuration/capabilities`, if sent.
-    pub capabilities: Option<Capabilities<'a>>,
+    pub capabilities: Option<MigrationCapabilities<'a>>,
     /// `configuration/uuid`, if sent.
     pub uuid: Option<[u8; 16]>,
 }
@@ -182,7 +182,7 @@ impl<'a> Configuration<'a> {
                         }
                     }
                     let raw = r.buffer().get(start..r.position()).unwrap_or_default();
-                    cfg.capabilities = Some(Capabilities { count, raw });
+                    cfg.capabilities = Some(MigrationCapabilities { count, raw });
                 }
                 _ => {
                     if cfg.uuid.is_some() {
