@@ -491,18 +491,7 @@ impl<'a, L> Records<'a, L> {
         Ok(Located {
             offset: head.offset,
             end: self.pos,
-            record: Record::Section(SectionRecord {
-                offset: head.offset,
-                kind: head.kind,
-                section_id: head.section_id,
-                idstr: head.idstr,
-                instance_id: head.instance_id,
-                version_id: head.version_id,
-                header_len: head.header_len,
-                body,
-                body_offset,
-                ordinal: head.ordinal,
-            }),
+            record: Record::Section(head.record(body)),
         })
     }
 }
