@@ -28,6 +28,7 @@ use crate::generic::{self, DecodeError};
 use crate::model::find_description;
 use std::collections::HashSet;
 use std::fmt;
+use vmstate::SectionHead;
 use vmstate::body::{Mode, decode_body_mode};
 use vmstate::ram::{RamOptions, RamRecord};
 use vmstate::stream::{
@@ -36,7 +37,6 @@ use vmstate::stream::{
 use vmstate::wire::command::CommandId;
 use vmstate::wire::section::SectionKind;
 use vmstate::wire::{Reader, record};
-use vmstate::{SectionHead, SectionRecord};
 use vmstate_devices::machine::{Destination, MachineType, QemuBuild};
 use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc, PcConfig, Route};
 
@@ -448,7 +448,7 @@ pub fn verify(
                 && !seen.contains(&(head.idstr, head.instance_id))
                 && matches!(pc.route(head.idstr, head.instance_id), Route::Model(_))
             {
-                let rec = section_record(&head, rest.get(..d).unwrap_or_default());
+                let rec = head.record(rest.get(..d).unwrap_or_default());
                 loaded = Some((d, pc.load_section(&rec)));
             }
             let by_type = match &loaded {
@@ -593,22 +593,6 @@ pub fn verify(
     }
     report.unchecked = unchecked;
     Ok(report)
-}
-
-/// The section record `head` with `body`.
-fn section_record<'a>(head: &SectionHead<&'a [u8]>, body: &'a [u8]) -> SectionRecord<'a> {
-    SectionRecord {
-        offset: head.offset,
-        kind: head.kind,
-        section_id: head.section_id,
-        idstr: head.idstr,
-        instance_id: head.instance_id,
-        version_id: head.version_id,
-        header_len: head.header_len,
-        body,
-        body_offset: head.body_offset(),
-        ordinal: head.ordinal,
-    }
 }
 
 /// Why the destination refuses a COMMAND record at `at`, if it does.

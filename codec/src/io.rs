@@ -22,9 +22,9 @@
 //! list (the MEM_SIZE record) at its front once the RAM START was read, and a RAM record (up to
 //! 8 + 256 + 4096 bytes) must fit in the rest.
 //!
-//! The stream-level checks are those of `Records`: record types, unique section ids, PART/END
-//! only for an open section, RAM version 4, footers, nothing after the trailer. After an error
-//! the decoder is fused.
+//! The stream-level checks are those of `Records`, because both are the stream
+//! [`Machine`]: record types, unique section ids, PART/END only for an open section, RAM
+//! version 4, footers, nothing after the trailer. After an error the decoder is fused.
 
 // Offsets are sums of lengths of bytes held in the working buffer and cannot overflow; the
 // buffer is indexed through `get` (a window `start..end` the decoder keeps inside it).

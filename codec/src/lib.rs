@@ -6,7 +6,8 @@
 //!   zerocopy state struct at compile time.
 //! * [`body`]: the table-driven body encoder and decoder (version gating, predicates, nested
 //!   structs, variable arrays, subsections).
-//! * [`stream`]: a record iterator that walks a whole stream, yielding borrowed slices.
+//! * [`machine`]: the sans-IO stream machine every reader is built on; [`stream`]: a record
+//!   iterator over it that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
 //! * [`vmdesc`]: the VMDESCRIPTION JSON writer; [`writer`]: a whole-stream writer.
 //! * [`io`]: streaming encode/decode over `embedded_io` with a fixed working buffer;

@@ -246,6 +246,24 @@ impl<I: AsRef<[u8]>> SectionHead<I> {
     }
 }
 
+impl<'a> SectionHead<&'a [u8]> {
+    /// The whole section record, with `body` (which starts at [`SectionHead::body_offset`]).
+    pub fn record(&self, body: &'a [u8]) -> crate::SectionRecord<'a> {
+        crate::SectionRecord {
+            offset: self.offset,
+            kind: self.kind,
+            section_id: self.section_id,
+            idstr: self.idstr,
+            instance_id: self.instance_id,
+            version_id: self.version_id,
+            header_len: self.header_len,
+            body,
+            body_offset: self.body_offset(),
+            ordinal: self.ordinal,
+        }
+    }
+}
+
 /// What a record starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head<'x, I> {
@@ -563,7 +581,8 @@ pub(crate) fn ctx(idstr: &[u8], instance_id: u32, section_id: u32) -> SectionCon
 }
 
 /// An idstr kept by value, for readers whose input buffer is reused (the push decoder).
-#[derive(Clone, Copy)]
+/// Bytes past its length are zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct IdstrBuf {
     len: u8,
     bytes: [u8; 255],
@@ -574,14 +593,6 @@ impl core::fmt::Debug for IdstrBuf {
         write!(f, "{:?}", crate::Escaped(self.as_ref()))
     }
 }
-
-impl PartialEq for IdstrBuf {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_ref() == other.as_ref()
-    }
-}
-
-impl Eq for IdstrBuf {}
 
 impl From<&[u8]> for IdstrBuf {
     /// Keeps the first 255 bytes (an idstr is at most 255: its length is a byte).

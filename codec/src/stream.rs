@@ -10,6 +10,10 @@
 //! wrong length is detected at once. A trailer must reach exactly the end of the input. After
 //! the first error the iterator is fused.
 
+// Offsets are sums of lengths of bytes held in the input slice and cannot overflow; the input
+// is indexed through `get`.
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
 use crate::machine::{Head, Machine, SectionHead, Step};
 use crate::ram::{RamContext, RamOptions};
@@ -87,7 +91,9 @@ impl<L: BodyLength + ?Sized> BodyLength for &mut L {
 pub fn idstr_matches(idstr: &[u8], vmsd_name: &str) -> bool {
     let n = vmsd_name.as_bytes();
     idstr == n
-        || (idstr.len() > n.len() && idstr.ends_with(n) && idstr[idstr.len() - n.len() - 1] == b'/')
+        || idstr
+            .strip_suffix(n)
+            .is_some_and(|p| p.last() == Some(&b'/'))
 }
 
 /// Resolves body lengths from description tables by decoding the body structurally into a
@@ -149,14 +155,14 @@ impl BodyLength for FooterScan {
             .get(from..)
             .and_then(|r| r.windows(5).position(|w| w == footer))
         {
-            let at = from + i;
-            if plausible_record_start(rest.get(at + 5..).unwrap_or(&[])) {
+            let at = from.saturating_add(i);
+            if plausible_record_start(rest.get(at.saturating_add(5)..).unwrap_or(&[])) {
                 return Ok(Some(at));
             }
-            from = at + 1;
+            from = at.saturating_add(1);
         }
         Err(Error::new(
-            base + rest.len(),
+            base.saturating_add(rest.len()),
             ErrorKind::Truncated {
                 needed: 5,
                 available: 0,
@@ -223,7 +229,9 @@ impl SectionRecord<'_> {
 
     /// Offset just past the footer.
     pub fn end(&self) -> usize {
-        self.body_offset + self.body.len() + 5
+        self.body_offset
+            .saturating_add(self.body.len())
+            .saturating_add(5)
     }
 
     /// Whether this is the `ram` section.
@@ -427,7 +435,7 @@ impl<'a, L> Records<'a, L> {
             Ok(Step::Done | Step::NeedMore) => return None,
             Ok(Step::Item { len, head }) => (len, head),
         };
-        let mut end = offset + len;
+        let mut end = offset.saturating_add(len);
         let record = match head {
             Head::Section(h) => return Some(Ok(Next::Section(h))),
             Head::Header { version } => Record::Header { version },
@@ -491,18 +499,7 @@ impl<'a, L> Records<'a, L> {
         Ok(Located {
             offset: head.offset,
             end: self.pos,
-            record: Record::Section(SectionRecord {
-                offset: head.offset,
-                kind: head.kind,
-                section_id: head.section_id,
-                idstr: head.idstr,
-                instance_id: head.instance_id,
-                version_id: head.version_id,
-                header_len: head.header_len,
-                body,
-                body_offset,
-                ordinal: head.ordinal,
-            }),
+            record: Record::Section(head.record(body)),
         })
     }
 }
