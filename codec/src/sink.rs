@@ -110,7 +110,9 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let end = self.pos.saturating_add(bytes.len());
+        // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
+        // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).
+        let end = self.pos.wrapping_add(bytes.len());
         match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
                 crate::copy::copy(dst, bytes);
@@ -133,7 +135,9 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
-        let end = self.pos.saturating_add(bytes.len());
+        // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
+        // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).
+        let end = self.pos.wrapping_add(bytes.len());
         let Some(dst) = self.buf.get_mut(self.pos..end) else {
             // Too small: piece by piece, failing where the pieces would.
             return write_pieces(self, bytes, zeros);
@@ -184,7 +188,9 @@ impl Sink for CountingSink {
     type Error = Error;
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.n = self.n.saturating_add(bytes.len());
+        // Wraps only past `usize::MAX` bytes counted, which no output of this codec reaches; a
+        // plain add keeps the counting pass as small as the writing one.
+        self.n = self.n.wrapping_add(bytes.len());
         Ok(())
     }
 

@@ -234,7 +234,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         self.ram_header(SectionKind::Start, section_id)?;
         self.ram.block_list(blocks, &mut self.out)?;
         self.ram.eos(&mut self.out)?;
-        self.out.write(&footer_bytes(section_id))
+        self.footer(section_id)
     }
 
     /// Writes a RAM PART (or END, with `end`) section whose page records `pages` writes
@@ -254,7 +254,7 @@ impl<'n, S: Sink> StreamWriter<'n, S> {
         self.ram_header(kind, section_id)?;
         pages(ram, &mut self.out)?;
         ram.eos(&mut self.out)?;
-        self.out.write(&footer_bytes(section_id))
+        self.footer(section_id)
     }
 
     /// Writes the VMDESCRIPTION trailer for `sections` (in the order they were written), with
