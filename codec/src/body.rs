@@ -105,6 +105,7 @@ pub(crate) use each_subsection;
 
 /// Encodes the body of `vmsd` at its current version from `state`: fields, then the needed
 /// subsections (each with its header and its own subsections).
+#[inline(always)]
 pub fn encode_body<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
     encode_body_v(vmsd, vmsd.version_id, state, out)
 }
@@ -138,12 +139,21 @@ fn encode<S: Sink, const GENERAL: bool>(
     if state.len() != vmsd.size {
         return Err(state_err(out.position()).in_field(vmsd.name).into());
     }
-    let planned = match vmsd.plan_at(version) {
+    // The general path takes copy plans only, so that it stays small (it runs for any table,
+    // once per sink type); the planned steps take every plan.
+    let plan = if GENERAL {
+        vmsd.plan_for(version)
+    } else {
+        vmsd.plan_at(version)
+    };
+    let planned = match plan {
         Some(p) => encode_planned(p, version, state, out)?,
         None => Planned::Declined,
     };
     match planned {
         Planned::Done => {}
+        // The general path (any table, one copy per sink) stays small: nested bodies are calls.
+        Planned::Struct(inner, nested) if GENERAL => encode_body(inner, nested, out)?,
         Planned::Struct(inner, nested) => {
             if encode_flat_fields::<S, GENERAL>(inner, nested, out)? {
                 encode_subsections_of::<S, GENERAL>(inner, nested, out)?;
@@ -264,14 +274,20 @@ fn encode_planned<'s, S: Sink>(
     let (extra, done) = match p.tail {
         None => (0, Planned::Done),
         Some(PlanTail::VArray { count, elem_size }) => {
-            match count.bounded(state).and_then(|n| n.checked_mul(elem_size as usize)) {
+            match count
+                .bounded(state)
+                .and_then(|n| n.checked_mul(elem_size as usize))
+            {
                 Some(extra) => (extra, Planned::Done),
                 None => return Ok(Planned::Declined),
             }
         }
         Some(PlanTail::Struct { offset, vmsd }) => {
             let offset = offset as usize;
-            match offset.checked_add(vmsd.size).and_then(|end| state.get(offset..end)) {
+            match offset
+                .checked_add(vmsd.size)
+                .and_then(|end| state.get(offset..end))
+            {
                 Some(nested) => (0, Planned::Struct(vmsd, nested)),
                 None => return Ok(Planned::Declined),
             }
@@ -301,7 +317,10 @@ fn encode_flat_fields<S: Sink, const GENERAL: bool>(
 ) -> Result<bool, S::Error> {
     match vmsd.plan_at(vmsd.version_id) {
         Some(p) if state.len() == vmsd.size && !matches!(p.tail, Some(PlanTail::Struct { .. })) => {
-            if !matches!(encode_planned(p, vmsd.version_id, state, out)?, Planned::Done) {
+            if !matches!(
+                encode_planned(p, vmsd.version_id, state, out)?,
+                Planned::Done
+            ) {
                 general::<S, GENERAL>(out)?;
                 encode_fields(vmsd, vmsd.version_id, state, out)?;
             }
@@ -319,14 +338,19 @@ fn encode_subsections_of<S: Sink, const GENERAL: bool>(
     state: &[u8],
     out: &mut S,
 ) -> Result<(), S::Error> {
+    if GENERAL {
+        for sub in vmsd.subsections {
+            if sub.needed.is_none_or(|needed| needed(state)) {
+                header(sub.vmsd).emit(out)?;
+                encode_body(sub.vmsd, state, out)?;
+            }
+        }
+        return Ok(());
+    }
     each_subsection!(vmsd.subsections, |_i, sub| {
         if sub.needed.is_none_or(|needed| needed(state)) {
             let v = sub.vmsd;
-            SubsectionHeader {
-                name: v.name.as_bytes(),
-                version: v.version_id,
-            }
-            .emit(out)?;
+            header(v).emit(out)?;
             if !(v.subsections.is_empty() && encode_flat_fields::<S, GENERAL>(v, state, out)?) {
                 general::<S, GENERAL>(out)?;
                 encode_body(v, state, out)?;
@@ -334,6 +358,15 @@ fn encode_subsections_of<S: Sink, const GENERAL: bool>(
         }
     });
     Ok(())
+}
+
+/// The header of a subsection described by `v`, at its current version.
+#[inline(always)]
+fn header(v: &Vmsd) -> SubsectionHeader<'static> {
+    SubsectionHeader {
+        name: v.name.as_bytes(),
+        version: v.version_id,
+    }
 }
 
 /// Encodes the subsections of `vmsd` whose `needed` holds, in table order.

@@ -49,10 +49,7 @@ fn tail_len(p: &Plan, state: &[u8]) -> Option<usize> {
 /// Runs the `VMSTATE_VALIDATE` checks of `p`.
 #[inline(always)]
 fn checks_pass(p: &Plan, version: u32, state: &[u8]) -> bool {
-    p.checks
-        .iter()
-        .flatten()
-        .all(|check| check(state, version))
+    p.checks.iter().flatten().all(|check| check(state, version))
 }
 
 // ---------------------------------------------------------------------------------------------

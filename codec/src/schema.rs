@@ -860,7 +860,9 @@ impl Vmsd {
     /// current version only.
     #[inline(always)]
     pub fn plan_at(&self, version: u32) -> Option<&Plan> {
-        self.plan.as_ref().filter(|_| version == self.table.version_id)
+        self.plan
+            .as_ref()
+            .filter(|_| version == self.table.version_id)
     }
 
     /// The copy plan at `version`: a plan that is exactly a copy ([`Plan::is_copy`]).
@@ -994,7 +996,9 @@ impl Vmsd {
         let mut s = 0;
         while s < self.table.subsections.len() {
             let sub = self.table.subsections[s].vmsd;
-            if !starts_with(sub.table.name, self.table.name) || sub.table.name.len() <= self.table.name.len() {
+            if !starts_with(sub.table.name, self.table.name)
+                || sub.table.name.len() <= self.table.name.len()
+            {
                 panic!("a subsection's name must extend its parent's name");
             }
             sub.check(size);
@@ -1348,7 +1352,10 @@ mod tests {
         assert!(matches!(INNER.fields[0].kind, Kind::Buffer { len: 3 }));
         assert_eq!(last_segment("inner . y"), "y");
         assert_eq!(T.fixed_wire_len(), Some(7));
-        assert!(T.storage_plan().is_none(), "the struct has a gap before `y`");
+        assert!(
+            T.storage_plan().is_none(),
+            "the struct has a gap before `y`"
+        );
         assert!(INNER.storage_plan().is_some_and(|p| p.len == 5));
     }
 }
