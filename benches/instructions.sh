@@ -2,7 +2,8 @@
 # Instructions per call of codec paths and their baselines, counted by callgrind (exact and
 # independent of machine load, unlike wall time). Builds the `ops` example first.
 #
-#   benches/instructions.sh [OP_DEVICE ...]     (default: every op on rtc, i8254, hpet, serial, big4k)
+#   benches/instructions.sh [OP_DEVICE ...]     (default: every op on rtc, i8254, hpet, serial, big4k,
+#                                                 then walk_q35 and walk_bios: whole streams)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -n "${NO_BUILD:-}" ]] || cargo build --release -q -p vmstate-benches --example ops
@@ -15,6 +16,7 @@ if [[ ${#ops[@]} -eq 0 ]]; then
             ops+=("${o}_$d")
         done
     done
+    ops+=(walk_q35 walk_bios)
 fi
 count() {
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |

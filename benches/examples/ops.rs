@@ -12,10 +12,32 @@ use std::hint::black_box;
 
 use serde::{Deserialize, Serialize};
 use vmstate::State;
+use vmstate::stream::{FooterScan, Options, Records, Schemas};
 use vmstate_benches::{
-    BINCODE, BigSerde, Device, HpetSerde, PitSerde, RtcSerde, SerialSerde, big, hpet, i8254, rtc,
-    serial,
+    BINCODE, BIOS, BigSerde, DEVICE_TABLES, Device, HpetSerde, PitSerde, RtcSerde, SCRATCH_LEN,
+    SerialSerde, big, hpet, i8254, rtc, serial,
 };
+
+/// QEMU 10.0, `-M pc-q35-10.0`, two CPUs, e1000, two serial ports, virtio-net and virtio-blk.
+const Q35: &[u8] = include_bytes!("../../host-tests/fixtures/q10-pc-q35-10.0.vmstate");
+
+/// One whole-stream walk: `Records` with `Schemas` over the device tables (the footer scan
+/// for sections no table describes), every record, as `benches/benches/stream.rs` does;
+/// COMMAND records allowed (10.0 machine types send SWITCHOVER_START).
+fn walk(stream: &[u8], n: usize) {
+    let mut scratch = vec![0u8; SCRATCH_LEN];
+    let options = Options {
+        allow_commands: true,
+        ..Options::default()
+    };
+    for _ in 0..n {
+        let lengths = (Schemas::new(&DEVICE_TABLES, &mut scratch), FooterScan);
+        let end = Records::with_options(black_box(stream), lengths, options)
+            .map(|r| r.expect("fixture walks").end)
+            .sum::<usize>();
+        black_box(end);
+    }
+}
 
 fn run<T, M>(d: Device<T>, what: &str, n: usize)
 where
@@ -67,11 +89,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(which), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok())) else {
         eprintln!(
-            "usage: ops OP_DEVICE N   (OP: encode load decode memcpy postcard_encode postcard_decode bincode_encode; DEVICE: rtc i8254 hpet serial big4k)"
+            "usage: ops OP_DEVICE N   (OP: encode load decode memcpy postcard_encode postcard_decode bincode_encode; DEVICE: rtc i8254 hpet serial big4k) | ops walk_STREAM N (STREAM: q35 bios)"
         );
         std::process::exit(2);
     };
     let (op, dev) = which.rsplit_once('_').expect("OP_DEVICE");
+    if op == "walk" {
+        return match dev {
+            "q35" => walk(Q35, n),
+            "bios" => walk(BIOS, n),
+            other => panic!("unknown stream {other}"),
+        };
+    }
     match dev {
         "rtc" => run::<_, RtcSerde>(rtc(), op, n),
         "i8254" => run::<_, PitSerde>(i8254(), op, n),

@@ -14,9 +14,9 @@
 //! size is an error.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema::{Count, CountType, Elem, Field, Kind, Scalar, Vmsd};
+use crate::schema::{Count, Elem, Field, Kind, Plan, PlanTail, Scalar, Vmsd};
 use crate::sink::Sink;
-use crate::wire::{Reader, SubsectionHeader, record};
+use crate::wire::{Reader, SubsectionHeader};
 
 fn state_err(offset: usize) -> Error {
     Error::new(
@@ -40,31 +40,20 @@ fn range_mut(state: &mut [u8], off: usize, len: usize, at: usize) -> Result<&mut
         .ok_or_else(|| state_err(at))
 }
 
-/// Reads a count/size field from the state as a signed 64-bit value.
-pub(crate) fn read_count(state: &[u8], c: &Count, at: usize) -> Result<i64> {
-    let b = range(state, c.offset, c.ty.width(), at)?;
-    Ok(match c.ty {
-        CountType::U8 => b[0] as i64,
-        CountType::U16 => u16::from_be_bytes([b[0], b[1]]) as i64,
-        CountType::U32 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
-        CountType::I32 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
-    })
-}
-
-/// Reads a count and checks it against the storage capacity (the CVE-2013-4527 class: a count
-/// from the stream used as a loop bound over fixed storage).
+/// Reads a count and checks it against the storage capacity ([`Count::bounded`]), with the
+/// error a caller reports.
 pub(crate) fn bounded_count(state: &[u8], c: &Count, at: usize) -> Result<usize> {
-    let n = read_count(state, c, at)?;
-    if n < 0 || n as u64 > c.capacity as u64 {
-        return Err(Error::new(
-            at,
-            ErrorKind::CountOverCapacity {
-                count: n,
-                capacity: c.capacity as u64,
-            },
-        ));
+    if let Some(n) = c.bounded(state) {
+        return Ok(n);
     }
-    Ok(n as usize)
+    let count = c.value(state).ok_or_else(|| state_err(at))?;
+    Err(Error::new(
+        at,
+        ErrorKind::CountOverCapacity {
+            count,
+            capacity: c.capacity as u64,
+        },
+    ))
 }
 
 /// Whether field `f` is present in a body of `version` given the state so far.
@@ -93,8 +82,30 @@ pub fn scalar_value(s: Scalar, b: &[u8]) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
+/// Runs `$body` with `$sub` bound to each subsection of `$subs` and `$i` to its index, in
+/// order. The first eight are written out one by one: with a constant table the compiler then
+/// sees each subsection (its `needed` predicate becomes a direct, usually inlined, call), which
+/// it does not do for a loop it declines to unroll.
+macro_rules! each_subsection {
+    ($subs:expr, |$i:ident, $sub:ident| $body:block) => {{
+        let subs: &[crate::schema::Subsection] = $subs;
+        each_subsection!(@one subs, $i, $sub, $body, 0 1 2 3 4 5 6 7);
+        for ($i, $sub) in subs.iter().enumerate().skip(8) $body
+    }};
+    (@one $subs:ident, $i:ident, $sub:ident, $body:block, $($k:literal)*) => {
+        $(
+            if let Some($sub) = $subs.get($k) {
+                let $i: usize = $k;
+                $body
+            }
+        )*
+    };
+}
+pub(crate) use each_subsection;
+
 /// Encodes the body of `vmsd` at its current version from `state`: fields, then the needed
 /// subsections (each with its header and its own subsections).
+#[inline(always)]
 pub fn encode_body<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
     encode_body_v(vmsd, vmsd.version_id, state, out)
 }
@@ -106,21 +117,261 @@ pub fn encode_body_v<S: Sink>(
     state: &[u8],
     out: &mut S,
 ) -> Result<(), S::Error> {
+    encode::<S, true>(vmsd, version, state, out)
+}
+
+/// The body encoder: the state's size, the fields ([`encode_planned`] when the table has a plan
+/// at `version`, field by field otherwise or when the plan declines), then the needed
+/// subsections. `#[inline(always)]`: with a device's constant table (the typed entry points)
+/// the plan, the predicates and the subsection headers are constants. The bodies nested in it
+/// (a struct tail with its subsections, subsection bodies) are inlined one level deep and
+/// reached through [`encode_body`] below that.
+///
+/// Without `GENERAL` it only takes the planned steps and declines (an error) where the general
+/// ones would run ([`encode_planned_into`]).
+#[inline(always)]
+fn encode<S: Sink, const GENERAL: bool>(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
     if state.len() != vmsd.size {
         return Err(state_err(out.position()).in_field(vmsd.name).into());
     }
-    match vmsd.plan_for(version) {
-        Some(p) => {
-            let at = out.position();
-            let (start, len) = (p.start as usize, p.len as usize);
-            let body = state
-                .get(start..start + len)
-                .ok_or_else(|| state_err(at).in_field(vmsd.name))?;
-            out.write_with_zeros(body, p.zeros())?;
+    // The general path takes copy plans only, so that it stays small (it runs for any table,
+    // once per sink type); the planned steps take every plan.
+    let plan = if GENERAL {
+        vmsd.plan_for(version)
+    } else {
+        vmsd.plan_at(version)
+    };
+    let planned = match plan {
+        Some(p) => encode_planned(p, version, state, out)?,
+        None => Planned::Declined,
+    };
+    match planned {
+        Planned::Done => {}
+        // The general path (any table, one copy per sink) stays small: nested bodies are calls.
+        Planned::Struct(inner, nested) if GENERAL => encode_body(inner, nested, out)?,
+        Planned::Struct(inner, nested) => {
+            if encode_flat_fields::<S, GENERAL>(inner, nested, out)? {
+                encode_subsections_of::<S, GENERAL>(inner, nested, out)?;
+            } else {
+                general::<S, GENERAL>(out)?;
+                encode_body(inner, nested, out)?;
+            }
         }
-        None => encode_fields(vmsd, version, state, out)?,
+        Planned::Declined => {
+            general::<S, GENERAL>(out)?;
+            encode_fields(vmsd, version, state, out)?;
+        }
     }
-    encode_subsections(vmsd, state, out)
+    encode_subsections_of::<S, GENERAL>(vmsd, state, out)
+}
+
+/// [`encode`] of the current version taking only the planned steps, into `buf`: the bytes
+/// written, or `None` where the general path would run or `buf` is short. What the typed entry
+/// points try first; [`encode_body`] writes the same bytes or reports the exact error.
+#[inline(always)]
+pub fn encode_planned_into(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let mut fits = Fits { buf, pos: 0 };
+    encode::<_, false>(vmsd, vmsd.version_id, state, &mut fits).ok()?;
+    Some(fits.pos)
+}
+
+/// Where [`encode`] leaves its planned steps: an error unless `GENERAL`.
+#[inline(always)]
+fn general<S: Sink, const GENERAL: bool>(out: &S) -> Result<(), S::Error> {
+    if GENERAL {
+        Ok(())
+    } else {
+        Err(state_err(out.position()).into())
+    }
+}
+
+/// A sink over a caller slice that declines (with no detail) where a [`crate::SliceSink`]
+/// reports ([`encode_planned_into`]). Nothing takes its address, so it lives in registers.
+struct Fits<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// A [`Fits`] declined.
+struct Declined;
+
+impl From<Error> for Declined {
+    #[inline(always)]
+    fn from(_: Error) -> Declined {
+        Declined
+    }
+}
+
+impl Fits<'_> {
+    /// The next `n` bytes of the slice, advancing past them.
+    #[inline(always)]
+    fn next(&mut self, n: usize) -> Result<&mut [u8], Declined> {
+        let end = self.pos.checked_add(n).ok_or(Declined)?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(Declined)?;
+        self.pos = end;
+        Ok(dst)
+    }
+}
+
+impl Sink for Fits<'_> {
+    type Error = Declined;
+
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Declined> {
+        crate::copy::copy(self.next(bytes.len())?, bytes);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    #[inline(always)]
+    fn write_zeros(&mut self, n: usize) -> Result<(), Declined> {
+        self.next(n)?.fill(0);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Declined> {
+        crate::copy::copy_with_zeros(self.next(bytes.len())?, bytes, zeros);
+        Ok(())
+    }
+}
+
+/// What [`encode_planned`] did.
+enum Planned<'s> {
+    /// Nothing written: the checks or the count refused, encode field by field.
+    Declined,
+    /// The body's fields are written.
+    Done,
+    /// The fields before the nested struct tail are written; the tail's body (this table over
+    /// this state) follows.
+    Struct(&'static Vmsd, &'s [u8]),
+}
+
+/// The fields of a body compiled into `p`: when its checks pass and its count is within the
+/// storage, one copy of the fields (unused ranges as zeros), then the variable-array tail.
+/// Nothing is written when it declines: the field-by-field path then fails with the exact
+/// check, field and offset.
+#[inline(always)]
+fn encode_planned<'s, S: Sink>(
+    p: &Plan,
+    version: u32,
+    state: &'s [u8],
+    out: &mut S,
+) -> Result<Planned<'s>, S::Error> {
+    if !p.checks.iter().flatten().all(|check| check(state, version)) {
+        return Ok(Planned::Declined);
+    }
+    let (start, len) = (p.start as usize, p.len as usize);
+    let (extra, done) = match p.tail {
+        None => (0, Planned::Done),
+        Some(PlanTail::VArray { count, elem_size }) => {
+            match count
+                .bounded(state)
+                .and_then(|n| n.checked_mul(elem_size as usize))
+            {
+                Some(extra) => (extra, Planned::Done),
+                None => return Ok(Planned::Declined),
+            }
+        }
+        Some(PlanTail::Struct { offset, vmsd }) => {
+            let offset = offset as usize;
+            match offset
+                .checked_add(vmsd.size)
+                .and_then(|end| state.get(offset..end))
+            {
+                Some(nested) => (0, Planned::Struct(vmsd, nested)),
+                None => return Ok(Planned::Declined),
+            }
+        }
+    };
+    let end = start.checked_add(len);
+    let (Some(fields), Some(more)) = (
+        end.and_then(|end| state.get(start..end)),
+        end.and_then(|end| state.get(end..end.checked_add(extra)?)),
+    ) else {
+        return Ok(Planned::Declined);
+    };
+    out.write_with_zeros(fields, p.zeros())?;
+    if extra > 0 {
+        out.write(more)?;
+    }
+    Ok(done)
+}
+
+/// The fields of a body at its current version whose plan has no struct tail, inlined; false
+/// (nothing written) for any other body, which the caller encodes with [`encode_body`].
+#[inline(always)]
+fn encode_flat_fields<S: Sink, const GENERAL: bool>(
+    vmsd: &Vmsd,
+    state: &[u8],
+    out: &mut S,
+) -> Result<bool, S::Error> {
+    match vmsd.plan_at(vmsd.version_id) {
+        Some(p) if state.len() == vmsd.size && !matches!(p.tail, Some(PlanTail::Struct { .. })) => {
+            if !matches!(
+                encode_planned(p, vmsd.version_id, state, out)?,
+                Planned::Done
+            ) {
+                general::<S, GENERAL>(out)?;
+                encode_fields(vmsd, vmsd.version_id, state, out)?;
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// The needed subsections of `vmsd`, in table order: each one's header
+/// ([`SubsectionHeader::emit`]), then its body (inlined when it has no subsections of its own).
+#[inline(always)]
+fn encode_subsections_of<S: Sink, const GENERAL: bool>(
+    vmsd: &Vmsd,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
+    if GENERAL {
+        for sub in vmsd.subsections {
+            if sub.needed.is_none_or(|needed| needed(state)) {
+                header(sub.vmsd).emit(out)?;
+                encode_body(sub.vmsd, state, out)?;
+            }
+        }
+        return Ok(());
+    }
+    each_subsection!(vmsd.subsections, |_i, sub| {
+        if sub.needed.is_none_or(|needed| needed(state)) {
+            let v = sub.vmsd;
+            header(v).emit(out)?;
+            if !(v.subsections.is_empty() && encode_flat_fields::<S, GENERAL>(v, state, out)?) {
+                general::<S, GENERAL>(out)?;
+                encode_body(v, state, out)?;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The header of a subsection described by `v`, at its current version.
+#[inline(always)]
+fn header(v: &Vmsd) -> SubsectionHeader<'static> {
+    SubsectionHeader {
+        name: v.name.as_bytes(),
+        version: v.version_id,
+    }
+}
+
+/// Encodes the subsections of `vmsd` whose `needed` holds, in table order.
+pub fn encode_subsections<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
+    encode_subsections_of::<S, true>(vmsd, state, out)
 }
 
 /// Encodes only the fields of `vmsd` (no subsections).
@@ -191,47 +442,16 @@ fn copy_len(f: &Field) -> Option<usize> {
     }
 }
 
+/// Wire bytes of `len` nested bodies of `vmsd` that are exactly their storage (its
+/// [`Vmsd::storage_plan`] covers the whole struct, writes no zeros and no subsection follows).
 #[inline(never)]
 fn struct_copy_len(vmsd: &Vmsd, len: usize) -> Option<usize> {
-    if body_is_storage(vmsd) {
-        vmsd.size.checked_mul(len)
-    } else {
-        None
-    }
-}
-
-/// Whether a nested description's current-version body is exactly its state bytes: no
-/// subsections, every field present at that version, a plain copy, laid out contiguously in
-/// wire order over the whole struct.
-fn body_is_storage(vmsd: &Vmsd) -> bool {
-    if !vmsd.subsections.is_empty() {
-        return false;
-    }
-    let mut at = 0usize;
-    for f in vmsd.fields {
-        if f.exists.is_some() || f.since > vmsd.version_id || f.offset != at {
-            return false;
+    match vmsd.storage_plan() {
+        Some(p) if p.len as usize == vmsd.size && p.n_zeros == 0 && vmsd.subsections.is_empty() => {
+            vmsd.size.checked_mul(len)
         }
-        match copy_len(f) {
-            Some(n) => at = at.saturating_add(n),
-            None => return false,
-        }
+        _ => None,
     }
-    at == vmsd.size
-}
-
-/// Encodes the subsections of `vmsd` whose `needed` holds, in table order.
-pub fn encode_subsections<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
-    for sub in vmsd.subsections {
-        if sub.needed.is_none_or(|needed| needed(state)) {
-            let name = sub.vmsd.name.as_bytes();
-            out.write(&[record::SUBSECTION, name.len() as u8])?;
-            out.write(name)?;
-            out.write(&sub.vmsd.version_id.to_be_bytes())?;
-            encode_body(sub.vmsd, state, out)?;
-        }
-    }
-    Ok(())
 }
 
 fn encode_field<S: Sink>(
@@ -853,7 +1073,7 @@ mod tests {
         field!(P, tail),
     ];
     const PT: Vmsd = Vmsd::new("p", 1, 1, 27).fields(PF);
-    const PT_SLOW: Vmsd = Vmsd { plan: None, ..PT };
+    const PT_SLOW: Vmsd = PT.without_plan();
     const PF_EQ: &[Field] = &[
         field!(P, a),
         field!(P, arr),
@@ -873,7 +1093,7 @@ mod tests {
         field!(P, tail),
     ];
     const PE: Vmsd = Vmsd::new("p", 1, 1, 27).fields(PF_EQ);
-    const PE_SLOW: Vmsd = Vmsd { plan: None, ..PE };
+    const PE_SLOW: Vmsd = PE.without_plan();
     assert_layout!(P, PT, wire);
 
     fn p_wire() -> [u8; 27] {
@@ -898,10 +1118,10 @@ mod tests {
         let t = T.plan_for(2).expect("T has a plan at its version");
         assert_eq!((t.len, t.zeros()), (17, &[(8u32, 2u32)][..]));
         assert!(T.plan_for(1).is_none());
-        // A literal with another version keeps the old plan, which must not apply.
-        let newer = Vmsd { version_id: 3, ..T };
-        assert!(newer.plan_for(3).is_none() && newer.plan_for(2).is_none());
-        // So does a literal with other fields, even as many.
+        // The same table at another version compiles its own plan: all fields present at 3.
+        let newer = T.versions(3, 1);
+        assert!(newer.plan_for(2).is_none() && newer.plan_for(3).is_some_and(|p| p.len == 17));
+        // Other fields compile their own plan too (here none: out of wire order).
         const SWAPPED5: &[Field] = &[
             field!(S, b),
             field!(S, a),
@@ -909,20 +1129,13 @@ mod tests {
             struct_field!(S, pairs, PAIR),
             field!(S, c).since(2),
         ];
-        assert!(
-            Vmsd {
-                fields: SWAPPED5,
-                ..T
-            }
-            .plan_for(2)
-            .is_none()
-        );
+        assert!(T.fields(SWAPPED5).plan_for(2).is_none());
         // A predicate, a varray, a nested struct with subsections, a field out of wire order.
         fn yes(_: &[u8], _: u32) -> bool {
             true
         }
         const PRED: &[Field] = &[field!(S, a).exists(yes), field!(S, b)];
-        assert!(crate::schema::Plan::compile(PRED, 1).is_none());
+        assert!(crate::schema::Plan::compile(PRED, 1, 64).is_none());
         const VARR: &[Field] = &[
             field!(S, a),
             Field::new(
@@ -932,14 +1145,14 @@ mod tests {
                     elem: Elem::Scalar(Scalar::U8),
                     count: crate::schema::Count {
                         offset: 0,
-                        ty: CountType::U8,
+                        ty: crate::schema::CountType::U8,
                         capacity: 4,
                     },
                 },
             ),
         ];
         // A varray is no copy plan; it is the tail of a fast-path plan.
-        let varr = crate::schema::Plan::compile(VARR, 1).expect("a tail plan");
+        let varr = crate::schema::Plan::compile(VARR, 1, 64).expect("a tail plan");
         assert!(!varr.is_copy() && (varr.start, varr.len) == (0, 4));
         assert!(matches!(
             varr.tail,
@@ -949,7 +1162,7 @@ mod tests {
         static WITH_SUB: Vmsd = Vmsd::new("pair", 1, 1, 3)
             .fields(&[field!(Pair, x), field!(Pair, y)])
             .subsections(&[crate::schema::Subsection::new(&SUB, |_| true)]);
-        assert!(WITH_SUB.plan.is_some(), "its own body is a copy");
+        assert!(WITH_SUB.plan_for(1).is_some(), "its own body is a copy");
         const NESTED: &[Field] = &[Field::new(
             "p",
             0,
@@ -958,7 +1171,7 @@ mod tests {
                 len: 1,
             },
         )];
-        let nested = crate::schema::Plan::compile(NESTED, 1).expect("a tail plan");
+        let nested = crate::schema::Plan::compile(NESTED, 1, 64).expect("a tail plan");
         assert!(!nested.is_copy() && nested.len == 0);
         assert!(matches!(
             nested.tail,
@@ -976,24 +1189,24 @@ mod tests {
             ),
             field!(S, c),
         ];
-        assert!(crate::schema::Plan::compile(NESTED_FIRST, 1).is_none());
+        assert!(crate::schema::Plan::compile(NESTED_FIRST, 1, 64).is_none());
         const VARR_GAP: &[Field] = &[field!(S, a), VARR[1], field!(S, c)];
-        assert!(crate::schema::Plan::compile(VARR_GAP, 1).is_none());
+        assert!(crate::schema::Plan::compile(VARR_GAP, 1, 64).is_none());
         const CHECK_THEN_COPY: &[Field] = &[field!(S, a), Field::validate("ok", yes), field!(S, b)];
-        assert!(crate::schema::Plan::compile(CHECK_THEN_COPY, 1).is_none());
-        let checked = crate::schema::Plan::compile(&CHECK_THEN_COPY[..2], 1).expect("checks");
+        assert!(crate::schema::Plan::compile(CHECK_THEN_COPY, 1, 64).is_none());
+        let checked = crate::schema::Plan::compile(&CHECK_THEN_COPY[..2], 1, 64).expect("checks");
         assert!(!checked.is_copy() && checked.checks[0].is_some() && checked.len == 4);
         const SWAPPED: &[Field] = &[field!(S, b), field!(S, a)];
-        assert!(crate::schema::Plan::compile(SWAPPED, 1).is_none());
+        assert!(crate::schema::Plan::compile(SWAPPED, 1, 64).is_none());
         // More than MAX_PLAN_RUNS zero runs.
         const ONE: Vmsd = Vmsd::new("one", 1, 1, 2).fields(&[
             Field::new("x", 0, Kind::Scalar(Scalar::U8)),
             Field::new("unused", 1, Kind::Unused { len: 1 }),
         ]);
         const MANY: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 9 })];
-        assert!(crate::schema::Plan::compile(MANY, 1).is_none());
+        assert!(crate::schema::Plan::compile(MANY, 1, 64).is_none());
         const EIGHT: &[Field] = &[Field::new("ones", 0, Kind::Struct { vmsd: &ONE, len: 8 })];
-        assert!(crate::schema::Plan::compile(EIGHT, 1).is_some());
+        assert!(crate::schema::Plan::compile(EIGHT, 1, 64).is_some());
     }
 
     fn encode_vec(vmsd: &Vmsd, state: &[u8], cap: usize) -> (Result<usize>, std::vec::Vec<u8>) {

@@ -168,7 +168,7 @@ fn encode_section_planned(
     let mut head = SliceSink::new(buf);
     full_header(id, vmsd).emit(&mut head).ok()?;
     let mut n = head.finish();
-    n = n.checked_add(planned::encode(vmsd, state, buf.get_mut(n..)?)?)?;
+    n = n.checked_add(body::encode_planned_into(vmsd, state, buf.get_mut(n..)?)?)?;
     let footer = footer_bytes(id.section_id);
     buf.get_mut(n..n.checked_add(footer.len())?)?
         .copy_from_slice(&footer);
@@ -178,7 +178,9 @@ fn encode_section_planned(
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
-    if let Some(n) = planned::encode(T::VMSD, state.as_bytes(), buf) {
+    // The planned steps first (straight-line code for a device's constant table); the general
+    // path from the start when they decline, which writes the same bytes or the exact error.
+    if let Some(n) = body::encode_planned_into(T::VMSD, state.as_bytes(), buf) {
         return Ok(n);
     }
     let mut sink = SliceSink::new(buf);

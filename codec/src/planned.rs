@@ -14,29 +14,10 @@
 //! [`crate::body`] from the original state, which writes the same bytes or reports the exact
 //! error. Tests compare the two paths byte for byte on every device.
 
-use crate::copy::{copy, copy_with_zeros};
-use crate::schema::{Count, CountType, Plan, PlanTail, Subsection, Vmsd};
+use crate::body::each_subsection;
+use crate::copy::copy;
+use crate::schema::{Plan, PlanTail, Subsection, Vmsd};
 use crate::wire::record;
-
-/// Runs `$body` with `$sub` bound to each subsection of `$subs` and `$i` to its index, in
-/// order. The first eight are written out one by one: with a constant table the compiler then
-/// sees each subsection (its `needed` predicate becomes a direct, usually inlined, call), which
-/// it does not do for a loop it declines to unroll.
-macro_rules! each_subsection {
-    ($subs:expr, |$i:ident, $sub:ident| $body:block) => {{
-        let subs: &[Subsection] = $subs;
-        each_subsection!(@one subs, $i, $sub, $body, 0 1 2 3 4 5 6 7);
-        for ($i, $sub) in subs.iter().enumerate().skip(8) $body
-    }};
-    (@one $subs:ident, $i:ident, $sub:ident, $body:block, $($k:literal)*) => {
-        $(
-            if let Some($sub) = $subs.get($k) {
-                let $i: usize = $k;
-                $body
-            }
-        )*
-    };
-}
 
 /// The plan of `vmsd` at its current version (any shape).
 #[inline(always)]
@@ -53,27 +34,13 @@ fn struct_tail(p: &Plan) -> Option<(usize, &'static Vmsd)> {
     }
 }
 
-/// A count field's value if it is within the storage bound (what the general path checks
-/// before using it, CVE-2013-4527 class).
-#[inline(always)]
-fn bounded(state: &[u8], c: &Count) -> Option<usize> {
-    let b = state.get(c.offset..c.offset.checked_add(c.ty.width())?)?;
-    let n = match c.ty {
-        CountType::U8 => b[0] as i64,
-        CountType::U16 => u16::from_be_bytes([b[0], b[1]]) as i64,
-        CountType::U32 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
-        CountType::I32 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
-    };
-    (0..=c.capacity as i64).contains(&n).then_some(n as usize)
-}
-
 /// Bytes of the variable-array tail of `p` for `state` (0 without one), or `None` when its
 /// count is out of bounds.
 #[inline(always)]
 fn tail_len(p: &Plan, state: &[u8]) -> Option<usize> {
     match p.tail {
         Some(PlanTail::VArray { count, elem_size }) => {
-            bounded(state, &count)?.checked_mul(elem_size as usize)
+            count.bounded(state)?.checked_mul(elem_size as usize)
         }
         _ => Some(0),
     }
@@ -81,96 +48,8 @@ fn tail_len(p: &Plan, state: &[u8]) -> Option<usize> {
 
 /// Runs the `VMSTATE_VALIDATE` checks of `p`.
 #[inline(always)]
-fn checks_pass(p: &Plan, state: &[u8]) -> bool {
-    p.checks
-        .iter()
-        .flatten()
-        .all(|check| check(state, p.version))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Encoding
-
-/// Encodes the body of `vmsd` (current version) from `state` into the front of `buf`: the
-/// planned fields (and a nested struct tail with its subsections), then each needed subsection
-/// (header and planned body). `None` when any part has no plan, a check or count fails, or
-/// `buf` is too short.
-#[inline(always)]
-pub fn encode(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
-    let p = current_plan(vmsd)?;
-    let Some((offset, inner)) = struct_tail(p) else {
-        return encode_flat(vmsd, state, buf);
-    };
-    if state.len() != vmsd.size {
-        return None;
-    }
-    let mut n = encode_fields(p, state, buf)?;
-    let nested = state.get(offset..offset.checked_add(inner.size)?)?;
-    n = n.checked_add(encode_flat(inner, nested, buf.get_mut(n..)?)?)?;
-    n.checked_add(encode_subsections(vmsd, state, buf.get_mut(n..)?)?)
-}
-
-/// [`encode`] for a description whose plan has no nested struct tail.
-#[inline(always)]
-fn encode_flat(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
-    let p = current_plan(vmsd)?;
-    if state.len() != vmsd.size || struct_tail(p).is_some() {
-        return None;
-    }
-    let n = encode_fields(p, state, buf)?;
-    n.checked_add(encode_subsections(vmsd, state, buf.get_mut(n..)?)?)
-}
-
-/// The fields of `p`: checks, then one copy of the fields and the variable-array tail (stored
-/// right after them), then the unused ranges cleared.
-#[inline(always)]
-fn encode_fields(p: &Plan, state: &[u8], out: &mut [u8]) -> Option<usize> {
-    if !checks_pass(p, state) {
-        return None;
-    }
-    let start = p.start as usize;
-    let len = (p.len as usize).checked_add(tail_len(p, state)?)?;
-    copy_with_zeros(
-        out.get_mut(..len)?,
-        state.get(start..start.checked_add(len)?)?,
-        p.zeros(),
-    );
-    Some(len)
-}
-
-/// The needed subsections of `vmsd`, in table order.
-#[inline(always)]
-fn encode_subsections(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
-    let mut n = 0usize;
-    each_subsection!(vmsd.subsections, |_i, sub| {
-        if sub.needed.is_none_or(|needed| needed(state)) {
-            n = n.checked_add(encode_subsection(sub, state, buf.get_mut(n..)?)?)?;
-        }
-    });
-    Some(n)
-}
-
-/// One subsection: `05 | len | name | version be32 | body`.
-#[inline(always)]
-fn encode_subsection(sub: &Subsection, state: &[u8], out: &mut [u8]) -> Option<usize> {
-    let v = sub.vmsd;
-    let p = current_plan(v)?;
-    let name = v.name.as_bytes();
-    if !v.subsections.is_empty()
-        || name.len() > 255
-        || v.size != state.len()
-        || struct_tail(p).is_some()
-    {
-        return None;
-    }
-    let head = 2 + name.len() + 4;
-    let h = out.get_mut(..head)?;
-    h[0] = record::SUBSECTION;
-    h[1] = name.len() as u8;
-    h.get_mut(2..2 + name.len())?.copy_from_slice(name);
-    h.get_mut(2 + name.len()..)?
-        .copy_from_slice(&v.version_id.to_be_bytes());
-    head.checked_add(encode_fields(p, state, out.get_mut(head..)?)?)
+fn checks_pass(p: &Plan, version: u32, state: &[u8]) -> bool {
+    p.checks.iter().flatten().all(|check| check(state, version))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,7 +79,7 @@ fn load_consumed(vmsd: &Vmsd, version: u32, body: &[u8], state: &mut [u8]) -> Op
     if let Some(pre) = vmsd.pre_load {
         pre(state);
     }
-    let mut n = load_fields(p, body, state)?;
+    let mut n = load_fields(p, version, body, state)?;
     let nested = state.get_mut(offset..offset.checked_add(inner.size)?)?;
     n = n.checked_add(load_flat(inner, inner.version_id, body.get(n..)?, nested)?)?;
     n = n.checked_add(load_subsections(vmsd, body.get(n..)?, state)?)?;
@@ -236,7 +115,7 @@ fn load_head(vmsd: &Vmsd, version: u32, body: &[u8], state: &mut [u8]) -> Option
     if let Some(pre) = vmsd.pre_load {
         pre(state);
     }
-    load_fields(p, body, state)
+    load_fields(p, version, body, state)
 }
 
 /// The device's `validate` then `post_load`; false when `validate` refuses.
@@ -309,13 +188,13 @@ pub(crate) fn copy_fields_in(
 /// [`copy_fields_in`]), then the checks, then the variable-array tail. The bytes read, or
 /// `None` (the state may then be partly written).
 #[inline(always)]
-fn load_fields(p: &Plan, body: &[u8], state: &mut [u8]) -> Option<usize> {
+fn load_fields(p: &Plan, version: u32, body: &[u8], state: &mut [u8]) -> Option<usize> {
     if p.has_equal {
         return None;
     }
     let len = copy_fields_in(p, body, state, true)?;
     let start = p.start as usize;
-    if !checks_pass(p, state) {
+    if !checks_pass(p, version, state) {
         return None;
     }
     let extra = tail_len(p, state)?;
@@ -503,7 +382,7 @@ mod tests {
 
     fn planned_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
         let mut buf = std::vec![0xa5u8; 256];
-        let n = encode(vmsd, state, &mut buf)?;
+        let n = body::encode_planned_into(vmsd, state, &mut buf)?;
         buf.truncate(n);
         Some(buf)
     }

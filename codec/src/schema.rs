@@ -121,6 +121,31 @@ pub struct Count {
     pub capacity: usize,
 }
 
+impl Count {
+    /// The count's value in `state` (an `I32` sign-extended), or `None` when its bytes lie
+    /// outside `state`.
+    #[inline(always)]
+    pub fn value(&self, state: &[u8]) -> Option<i64> {
+        let b = state.get(self.offset..self.offset.checked_add(self.ty.width())?)?;
+        let mut be = [0u8; 4];
+        be.get_mut(4 - b.len()..)?.copy_from_slice(b);
+        let n = u32::from_be_bytes(be);
+        Some(match self.ty {
+            CountType::I32 => n as i32 as i64,
+            _ => n as i64,
+        })
+    }
+
+    /// The count in `state` when it is within the storage bound: the one check before a count
+    /// from the stream bounds a loop or a copy over fixed storage (CVE-2013-4527 class).
+    #[inline(always)]
+    pub fn bounded(&self, state: &[u8]) -> Option<usize> {
+        self.value(state)
+            .filter(|&n| (0..=self.capacity as i64).contains(&n))
+            .map(|n| n as usize)
+    }
+}
+
 /// The element of a variable array.
 #[derive(Debug, Clone, Copy)]
 pub enum Elem {
@@ -135,7 +160,7 @@ impl Elem {
     pub const fn size(&self) -> usize {
         match self {
             Elem::Scalar(s) => s.width(),
-            Elem::Struct(v) => v.size,
+            Elem::Struct(v) => v.table.size,
         }
     }
 }
@@ -318,7 +343,7 @@ impl Field {
             Kind::Scalar(s) | Kind::Equal(s) => s.width(),
             Kind::Array { elem, len } => elem.width() * len,
             Kind::Buffer { len } | Kind::Unused { len } => len,
-            Kind::Struct { vmsd, len } => vmsd.size * len,
+            Kind::Struct { vmsd, len } => vmsd.table.size * len,
             Kind::VArray { elem, count } => elem.size() * count.capacity,
             Kind::VBuffer { size } => size.capacity,
             Kind::Validate { .. } | Kind::NullPtr => 0,
@@ -330,7 +355,7 @@ impl Field {
     pub const fn fixed_wire_size(&self) -> Option<usize> {
         match self.kind {
             Kind::Struct { vmsd, len } => match vmsd.fixed_wire_len() {
-                Some(n) if vmsd.subsections.is_empty() => Some(n * len),
+                Some(n) if vmsd.table.subsections.is_empty() => Some(n * len),
                 _ => None,
             },
             Kind::VArray { .. } | Kind::VBuffer { .. } => None,
@@ -399,9 +424,30 @@ pub type PostLoadFn = fn(&mut [u8], u32);
 /// A test over the state and the stream version (`VMSTATE_VALIDATE`, field predicates).
 pub type TestFn = fn(&[u8], u32) -> bool;
 
-/// A description table (QEMU's `VMStateDescription`).
+/// A description table (QEMU's `VMStateDescription`): its data ([`Table`], read through
+/// `Deref`: `vmsd.name`, `vmsd.fields`, …) and the [`Plan`] its fields compile into.
+///
+/// Built only by the const builder (`Vmsd::new(..).fields(..).subsections(..)…`), which compiles
+/// the plan whenever the fields or the version change, and never changed afterwards (there is no
+/// `DerefMut`): the plan cannot disagree with the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Vmsd {
+    table: Table,
+    plan: Option<Plan>,
+}
+
+impl core::ops::Deref for Vmsd {
+    type Target = Table;
+
+    #[inline(always)]
+    fn deref(&self) -> &Table {
+        &self.table
+    }
+}
+
+/// The data of a [`Vmsd`].
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
     /// The vmsd name (and, for top-level sections, the idstr without a qdev path).
     pub name: &'static str,
     /// Current version, written by the encoder.
@@ -422,9 +468,6 @@ pub struct Vmsd {
     /// Runs on the staging state after `validate` passed, with the stream version (QEMU's
     /// `post_load` normalisations, e.g. moving a v1-only field into its current storage).
     pub post_load: Option<PostLoadFn>,
-    /// The fields compiled into a copy plan by [`Vmsd::fields`] (`None` when the body is not a
-    /// plain copy of the state); see [`Plan`].
-    pub plan: Option<Plan>,
 }
 
 /// Most zero runs, bool runs or hooked nested elements a [`Plan`] holds (more: no plan).
@@ -489,11 +532,6 @@ pub enum PlanTail {
 /// fields (`checks`), and a last field that is a [`PlanTail`].
 #[derive(Debug, Clone, Copy)]
 pub struct Plan {
-    /// The version the plan describes (a `Vmsd { version_id: X, ..OTHER }` literal keeps
-    /// `OTHER`'s plan, which then does not apply).
-    pub version: u32,
-    /// The fields the plan was compiled from (a literal replacing `fields` does not use it).
-    pub fields: &'static [Field],
     /// Offset in the state of the first body byte.
     pub start: u32,
     /// Body length.
@@ -532,11 +570,9 @@ impl Plan {
         self.checks[0].is_none() && self.tail.is_none()
     }
 
-    /// Compiles `fields` at `version` (see [`Plan`]).
-    pub const fn compile(fields: &'static [Field], version: u32) -> Option<Plan> {
+    /// Compiles `fields` at `version` over a state of `size` bytes (see [`Plan`]).
+    pub(crate) const fn compile(fields: &[Field], version: u32, size: usize) -> Option<Plan> {
         let mut p = Plan {
-            version,
-            fields,
             start: 0,
             len: 0,
             zeros: [(0, 0); MAX_PLAN_RUNS],
@@ -619,7 +655,7 @@ impl Plan {
             }
             at += n;
         }
-        if start + at > u32::MAX as usize {
+        if start + at > u32::MAX as usize || start + at > size {
             return None;
         }
         p.start = start as u32;
@@ -635,15 +671,20 @@ const fn tail(f: &Field) -> Option<PlanTail> {
             let size = match elem {
                 Elem::Scalar(Scalar::Bool) => return None,
                 Elem::Scalar(s) => s.width(),
-                Elem::Struct(v) => {
-                    let Some(inner) = v.plan else {
-                        return None;
-                    };
-                    if !is_plain_copy(v, &inner) || inner.n_zeros != 0 || inner.n_bools != 0 {
-                        return None;
+                // Elements copied at once: bodies that are their storage with nothing to run,
+                // check or clear.
+                Elem::Struct(v) => match inlined(v) {
+                    Some(inner)
+                        if !inner.has_equal
+                            && inner.n_zeros == 0
+                            && inner.n_bools == 0
+                            && v.table.validate.is_none()
+                            && v.table.post_load.is_none() =>
+                    {
+                        v.table.size
                     }
-                    v.size
-                }
+                    _ => return None,
+                },
             };
             if size > u32::MAX as usize {
                 return None;
@@ -653,40 +694,37 @@ const fn tail(f: &Field) -> Option<PlanTail> {
                 elem_size: size as u32,
             })
         }
-        Kind::Struct { vmsd, len: 1 } => {
-            let Some(inner) = vmsd.plan else {
-                return None;
-            };
-            if inner.version != vmsd.version_id
-                || inner.fields.len() != vmsd.fields.len()
-                || matches!(inner.tail, Some(PlanTail::Struct { .. }))
-                || f.offset > u32::MAX as usize
+        Kind::Struct { vmsd, len: 1 } => match vmsd.plan {
+            Some(inner)
+                if !matches!(inner.tail, Some(PlanTail::Struct { .. }))
+                    && f.offset <= u32::MAX as usize =>
             {
-                return None;
+                Some(PlanTail::Struct {
+                    offset: f.offset as u32,
+                    vmsd,
+                })
             }
-            Some(PlanTail::Struct {
-                offset: f.offset as u32,
-                vmsd,
-            })
-        }
+            _ => None,
+        },
         _ => None,
     }
 }
 
-/// Whether `inner` (the plan of `vmsd`) is a copy of the whole struct with no hooks to run:
-/// no subsections, no `pre_load`/`validate`/`post_load`, no `_EQUAL`, no hooked nested struct.
-const fn is_plain_copy(vmsd: &Vmsd, inner: &Plan) -> bool {
-    inner.version == vmsd.version_id
-        && inner.fields.len() == vmsd.fields.len()
-        && inner.start == 0
-        && inner.len as usize == vmsd.size
-        && inner.is_copy()
-        && !inner.has_equal
-        && inner.hooks[0].is_none()
-        && vmsd.subsections.is_empty()
-        && vmsd.pre_load.is_none()
-        && vmsd.validate.is_none()
-        && vmsd.post_load.is_none()
+/// The plan of a nested `vmsd` whose body can join its parent's copy: its body is its whole
+/// storage ([`Vmsd::storage_plan`]) and nothing runs before its fields or between its elements
+/// (no subsections, no `pre_load`, no hooked nested struct of its own).
+const fn inlined(vmsd: &Vmsd) -> Option<&Plan> {
+    match vmsd.storage_plan() {
+        Some(inner)
+            if inner.len as usize == vmsd.table.size
+                && vmsd.table.subsections.is_empty()
+                && vmsd.table.pre_load.is_none()
+                && inner.hooks[0].is_none() =>
+        {
+            Some(inner)
+        }
+        _ => None,
+    }
 }
 
 /// Appends `(at, len)` to `runs`, merging with an adjacent last run; false when full.
@@ -714,29 +752,18 @@ const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, le
 }
 
 /// Inlines `len` elements of the nested `vmsd` stored from body offset `at` (state offset
-/// `start + at`) into `p`; false when the nested body is not a plain copy of its whole struct
-/// or the runs do not fit.
+/// `start + at`) into `p`; false when the nested body cannot join the copy ([`inlined`]) or
+/// the runs do not fit.
 const fn inline(p: &mut Plan, start: usize, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
-    let Some(inner) = vmsd.plan else {
+    let Some(inner) = inlined(vmsd) else {
         return false;
     };
-    if inner.version != vmsd.version_id
-        || inner.fields.len() != vmsd.fields.len()
-        || !inner.is_copy()
-        || inner.start != 0
-        || inner.len as usize != vmsd.size
-        || !vmsd.subsections.is_empty()
-        || vmsd.pre_load.is_some()
-        || inner.hooks[0].is_some()
-    {
-        return false;
-    }
     if inner.has_equal {
         p.has_equal = true;
     }
     let mut e = 0;
     while e < len {
-        let base = at + e * vmsd.size;
+        let base = at + e * vmsd.table.size;
         let mut k = 0;
         while k < inner.n_zeros as usize {
             let (o, l) = inner.zeros[k];
@@ -755,7 +782,7 @@ const fn inline(p: &mut Plan, start: usize, at: usize, vmsd: &'static Vmsd, len:
         }
         e += 1;
     }
-    if vmsd.validate.is_some() || vmsd.post_load.is_some() {
+    if vmsd.table.validate.is_some() || vmsd.table.post_load.is_some() {
         let mut h = 0;
         while h < MAX_PLAN_RUNS && p.hooks[h].is_some() {
             h += 1;
@@ -785,66 +812,99 @@ impl Vmsd {
         size: usize,
     ) -> Vmsd {
         Vmsd {
-            name,
-            version_id,
-            minimum_version_id,
-            size,
-            fields: &[],
-            subsections: &[],
-            pre_load: None,
-            validate: None,
-            post_load: None,
-            plan: Plan::compile(&[], version_id),
+            table: Table {
+                name,
+                version_id,
+                minimum_version_id,
+                size,
+                fields: &[],
+                subsections: &[],
+                pre_load: None,
+                validate: None,
+                post_load: None,
+            },
+            plan: Plan::compile(&[], version_id, size),
         }
     }
 
     /// Sets the fields (and compiles them into the [`Plan`] at `version_id`).
     pub const fn fields(mut self, fields: &'static [Field]) -> Vmsd {
-        self.fields = fields;
-        self.plan = Plan::compile(fields, self.version_id);
+        self.table.fields = fields;
+        self.plan = Plan::compile(fields, self.table.version_id, self.table.size);
         self
     }
 
-    /// The copy plan, if it applies to this description at `version` (see [`Plan`]): a plan
-    /// that is exactly a copy ([`Plan::is_copy`]).
+    /// Sets the current and the oldest accepted version (and compiles the fields into the
+    /// [`Plan`] at the new `version_id`): a table like another at other versions.
+    pub const fn versions(mut self, version_id: u32, minimum_version_id: u32) -> Vmsd {
+        self.table.version_id = version_id;
+        self.table.minimum_version_id = minimum_version_id;
+        self.fields(self.table.fields)
+    }
+
+    /// The table's data (what `Deref` gives, for `const` contexts, where `Deref` is not
+    /// callable).
+    pub const fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The same table without its plan: every body takes the field-by-field path (tests compare
+    /// the two).
+    #[cfg(test)]
+    pub(crate) const fn without_plan(mut self) -> Vmsd {
+        self.plan = None;
+        self
+    }
+
+    /// The plan of any shape (see [`Plan`]), if there is one at `version`: plans describe the
+    /// current version only.
+    #[inline(always)]
+    pub fn plan_at(&self, version: u32) -> Option<&Plan> {
+        self.plan
+            .as_ref()
+            .filter(|_| version == self.table.version_id)
+    }
+
+    /// The copy plan at `version`: a plan that is exactly a copy ([`Plan::is_copy`]).
     #[inline]
     pub fn plan_for(&self, version: u32) -> Option<&Plan> {
         self.plan_at(version).filter(|p| p.is_copy())
     }
 
-    /// The plan of any shape, if it applies to this description at `version`.
-    #[inline]
-    pub fn plan_at(&self, version: u32) -> Option<&Plan> {
-        self.plan
-            .as_ref()
-            .filter(|p| p.version == version && p.version == self.version_id)
-            .filter(|p| {
-                core::ptr::eq(p.fields, self.fields)
-                    && (p.start as usize).saturating_add(p.len as usize) <= self.size
-            })
+    /// The plan of the current-version fields when that body is the state's own storage: the
+    /// first `plan.len` bytes of the struct as one copy (unused ranges travel as zeros, bools
+    /// are checked on load), no check, no tail; subsections not counted. The one answer to "is
+    /// this body its storage?": a zero-copy view (`assert_layout!`), a nested struct joining
+    /// its parent's copy, struct elements of a variable array copied at once, runs of plain
+    /// fields on the field-by-field path.
+    pub const fn storage_plan(&self) -> Option<&Plan> {
+        match &self.plan {
+            Some(p) if p.start == 0 && p.is_copy() => Some(p),
+            _ => None,
+        }
     }
 
     /// Sets the subsections.
     pub const fn subsections(mut self, subsections: &'static [Subsection]) -> Vmsd {
-        self.subsections = subsections;
+        self.table.subsections = subsections;
         self
     }
 
     /// Sets the `pre_load` hook.
     pub const fn pre_load(mut self, f: fn(&mut [u8])) -> Vmsd {
-        self.pre_load = Some(f);
+        self.table.pre_load = Some(f);
         self
     }
 
     /// Sets the validation hook.
     pub const fn validate(mut self, f: ValidateFn) -> Vmsd {
-        self.validate = Some(f);
+        self.table.validate = Some(f);
         self
     }
 
     /// Sets the post-load hook (runs after `validate` passed, on loads only).
     pub const fn post_load(mut self, f: PostLoadFn) -> Vmsd {
-        self.post_load = Some(f);
+        self.table.post_load = Some(f);
         self
     }
 
@@ -853,12 +913,12 @@ impl Vmsd {
     pub const fn fixed_wire_len(&self) -> Option<usize> {
         let mut i = 0;
         let mut n = 0;
-        while i < self.fields.len() {
-            let f = &self.fields[i];
+        while i < self.table.fields.len() {
+            let f = &self.table.fields[i];
             if f.exists.is_some() {
                 return None;
             }
-            if f.since <= self.version_id {
+            if f.since <= self.table.version_id {
                 match f.fixed_wire_size() {
                     Some(s) => n += s,
                     None => return None,
@@ -867,30 +927,6 @@ impl Vmsd {
             i += 1;
         }
         Some(n)
-    }
-
-    /// Whether the current-version fields are stored contiguously from offset 0 in wire order,
-    /// so that a struct of exactly [`Vmsd::fixed_wire_len`] bytes *is* the body (zero-copy view).
-    pub const fn is_wire_layout(&self) -> bool {
-        let mut i = 0;
-        let mut at = 0;
-        while i < self.fields.len() {
-            let f = &self.fields[i];
-            if f.exists.is_some() || f.fixed_wire_size().is_none() {
-                return false;
-            }
-            if matches!(f.kind, Kind::NullPtr) {
-                return false;
-            }
-            if f.storage_size() > 0 {
-                if f.offset != at {
-                    return false;
-                }
-                at += f.storage_size();
-            }
-            i += 1;
-        }
-        true
     }
 
     /// Finds a subsection by full name.
@@ -904,36 +940,36 @@ impl Vmsd {
     /// Checks the table against a struct of `size` bytes; panics (a compile error when called
     /// in a const item) with the reason if they disagree.
     pub const fn check(&self, size: usize) {
-        if self.size != size {
+        if self.table.size != size {
             panic!("vmsd size differs from the state struct's size");
         }
-        if self.minimum_version_id > self.version_id {
+        if self.table.minimum_version_id > self.table.version_id {
             panic!("minimum_version_id > version_id");
         }
-        if self.name.is_empty() || self.name.len() > 255 {
+        if self.table.name.is_empty() || self.table.name.len() > 255 {
             panic!("vmsd name must be 1..=255 bytes");
         }
-        if self.subsections.len() > MAX_SUBSECTIONS {
+        if self.table.subsections.len() > MAX_SUBSECTIONS {
             panic!("too many subsections");
         }
         let mut i = 0;
-        while i < self.fields.len() {
-            let f = &self.fields[i];
+        while i < self.table.fields.len() {
+            let f = &self.table.fields[i];
             let end = f.offset + f.storage_size();
             if end > size {
                 panic!("field storage lies outside the state struct");
             }
-            if f.since > self.version_id {
+            if f.since > self.table.version_id {
                 panic!("field is gated on a version newer than the vmsd");
             }
             match f.kind {
-                Kind::Struct { vmsd, .. } => vmsd.check(vmsd.size),
+                Kind::Struct { vmsd, .. } => vmsd.check(vmsd.table.size),
                 Kind::VArray { elem, count } => {
                     if count.offset + count.ty.width() > size {
                         panic!("varray count lies outside the state struct");
                     }
                     if let Elem::Struct(v) = elem {
-                        v.check(v.size)
+                        v.check(v.table.size)
                     }
                 }
                 Kind::VBuffer { size: count } if count.offset + count.ty.width() > size => {
@@ -944,7 +980,7 @@ impl Vmsd {
             // Storage ranges of two fields must not overlap.
             let mut j = 0;
             while j < i {
-                let g = &self.fields[j];
+                let g = &self.table.fields[j];
                 let g_end = g.offset + g.storage_size();
                 if f.storage_size() > 0
                     && g.storage_size() > 0
@@ -958,9 +994,11 @@ impl Vmsd {
             i += 1;
         }
         let mut s = 0;
-        while s < self.subsections.len() {
-            let sub = self.subsections[s].vmsd;
-            if !starts_with(sub.name, self.name) || sub.name.len() <= self.name.len() {
+        while s < self.table.subsections.len() {
+            let sub = self.table.subsections[s].vmsd;
+            if !starts_with(sub.table.name, self.table.name)
+                || sub.table.name.len() <= self.table.name.len()
+            {
                 panic!("a subsection's name must extend its parent's name");
             }
             sub.check(size);
@@ -1160,12 +1198,12 @@ macro_rules! vbuffer {
 
 /// The kind of a struct field of `size` bytes holding elements described by `vmsd`.
 pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
-    if vmsd.size == 0 || size == 0 || !size.is_multiple_of(vmsd.size) {
+    if vmsd.table.size == 0 || size == 0 || !size.is_multiple_of(vmsd.table.size) {
         panic!("struct field size is not a multiple of the nested vmsd size");
     }
     Kind::Struct {
         vmsd,
-        len: size / vmsd.size,
+        len: size / vmsd.table.size,
     }
 }
 
@@ -1177,7 +1215,7 @@ pub const fn struct_varray_kind(
     count_offset: usize,
     ty: CountType,
 ) -> Kind {
-    if vmsd.size == 0 || !size.is_multiple_of(vmsd.size) {
+    if vmsd.table.size == 0 || !size.is_multiple_of(vmsd.table.size) {
         panic!("varray storage is not a multiple of the element size");
     }
     Kind::VArray {
@@ -1185,7 +1223,7 @@ pub const fn struct_varray_kind(
         count: Count {
             offset: count_offset,
             ty,
-            capacity: size / vmsd.size,
+            capacity: size / vmsd.table.size,
         },
     }
 }
@@ -1216,34 +1254,20 @@ macro_rules! assert_layout {
         const _: () = $vmsd.check(::core::mem::size_of::<$S>());
     };
     ($S:ty, $vmsd:expr, body = $B:ty) => {
-        const _: () = {
-            $vmsd.check(::core::mem::size_of::<$S>());
-            assert!(
-                $vmsd.is_wire_layout(),
-                "fields are not stored in wire order"
-            );
-            match $vmsd.fixed_wire_len() {
-                Some(n) => assert!(
-                    n == ::core::mem::size_of::<$B>(),
-                    "body struct is not the exact body"
-                ),
-                None => panic!("body size varies"),
-            }
-        };
+        $crate::assert_layout!(@body $S, $vmsd, $B);
     };
     ($S:ty, $vmsd:expr, wire) => {
+        $crate::assert_layout!(@body $S, $vmsd, $S);
+    };
+    (@body $S:ty, $vmsd:expr, $B:ty) => {
         const _: () = {
             $vmsd.check(::core::mem::size_of::<$S>());
-            assert!(
-                $vmsd.is_wire_layout(),
-                "fields are not stored in wire order"
-            );
-            match $vmsd.fixed_wire_len() {
-                Some(n) => assert!(
-                    n == ::core::mem::size_of::<$S>(),
-                    "struct is not the exact body"
+            match $vmsd.storage_plan() {
+                Some(p) => assert!(
+                    p.len as usize == ::core::mem::size_of::<$B>(),
+                    "the struct is not the exact body"
                 ),
-                None => panic!("body size varies"),
+                None => panic!("the fields are not one copy of the struct in wire order"),
             }
         };
     };
@@ -1328,7 +1352,10 @@ mod tests {
         assert!(matches!(INNER.fields[0].kind, Kind::Buffer { len: 3 }));
         assert_eq!(last_segment("inner . y"), "y");
         assert_eq!(T.fixed_wire_len(), Some(7));
-        assert!(!T.is_wire_layout());
-        assert!(INNER.is_wire_layout());
+        assert!(
+            T.storage_plan().is_none(),
+            "the struct has a gap before `y`"
+        );
+        assert!(INNER.storage_plan().is_some_and(|p| p.len == 5));
     }
 }

@@ -278,8 +278,8 @@ pub const MAX_STATE_SIZE: usize = {
     let mut i = 0;
     let mut m = 0;
     while i < VMSDS.len() {
-        if VMSDS[i].size > m {
-            m = VMSDS[i].size;
+        if VMSDS[i].table().size > m {
+            m = VMSDS[i].table().size;
         }
         i += 1;
     }

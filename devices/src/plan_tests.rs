@@ -101,7 +101,7 @@ fn general_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
 
 fn planned_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
     let mut buf = std::vec![0xa5u8; 1 << 16];
-    let n = planned::encode(vmsd, state, &mut buf)?;
+    let n = body::encode_planned_into(vmsd, state, &mut buf)?;
     buf.truncate(n);
     Some(buf)
 }

@@ -62,11 +62,7 @@ fn modelled_tables_match_qemu_7_2_in_both_directions() {
 
 #[test]
 fn a_changed_table_shows_the_problem() {
-    static NEWER_PORT92: Vmsd = Vmsd {
-        version_id: 2,
-        minimum_version_id: 2,
-        ..port92::VMSD
-    };
+    static NEWER_PORT92: Vmsd = port92::VMSD.versions(2, 2);
     let dump = real_dump();
     let mut tables = ours();
     tables.retain(|(n, _)| *n != "port92");

@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn the_plan_path_writes_what_the_field_path_writes() {
         assert!(DEV.plan_for(2).is_some());
-        let no_plan = Vmsd { plan: None, ..DEV };
+        let no_plan = DEV.without_plan();
         for flag in [0u8, 1] {
             let mut state = [1, 2, 3, 4, 0xee, 0xee, 0xee, 5, 6, flag, 7, 8, 9, 10];
             for crc in [false, true] {
@@ -272,7 +272,7 @@ mod tests {
     fn a_plan_starting_inside_the_state_writes_its_own_bytes() {
         const TAIL: Vmsd = Vmsd::new("dev", 2, 1, 14).fields(&[field!(Dev, b), field!(Dev, flag)]);
         assert_eq!(TAIL.plan_for(2).map(|p| (p.start, p.len)), Some((7, 3)));
-        let no_plan = Vmsd { plan: None, ..TAIL };
+        let no_plan = TAIL.without_plan();
         let state = [1, 2, 3, 4, 0xee, 0xee, 0xee, 5, 6, 1, 7, 8, 9, 10];
         for crc in [false, true] {
             let planned = encode(&TAIL, &state, crc);

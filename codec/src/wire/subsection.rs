@@ -76,6 +76,7 @@ impl<'a> SubsectionHeader<'a> {
 
     /// Writes the header (marker, name, version) to `out`: the one place a v3 subsection
     /// header is written. A name outside 1..=255 bytes is refused before anything is written.
+    #[inline(always)]
     pub fn emit<S: Sink + ?Sized>(&self, out: &mut S) -> core::result::Result<(), S::Error> {
         let len = super::name_len(self.name, out.position())?;
         out.write(&[record::SUBSECTION, len])?;

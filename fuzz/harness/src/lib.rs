@@ -94,7 +94,7 @@ macro_rules! device {
     ($name:literal, $inst:expr, $T:ty, $init:expr, [$($p:expr),*]) => {
         Device {
             name: $name,
-            idstr: <$T as State>::VMSD.name,
+            idstr: <$T as State>::VMSD.table().name,
             instance: $inst,
             vmsd: <$T as State>::VMSD,
             load: |v, b| {
