@@ -1,4 +1,4 @@
-//! Encoding and decoding of VMState bodies driven by a [`Vmsd`] table (format §6, §7).
+//! Encoding and decoding of VMState bodies driven by a [`Vmsd`] table (docs/V3-WIRE.md §6, §7).
 //!
 //! The state is the erased bytes of the struct the table describes. Encoding copies each
 //! present field's storage range to the sink, then emits the subsections whose `needed` holds.
@@ -170,7 +170,7 @@ fn encode<S: Sink, const GENERAL: bool>(
     encode_subsections_of::<S, GENERAL>(vmsd, state, out)
 }
 
-/// [`encode`] of the current version taking only the planned steps, into `buf`: the bytes
+/// `encode` of the current version taking only the planned steps, into `buf`: the bytes
 /// written, or `None` where the general path would run or `buf` is short. What the typed entry
 /// points try first; [`encode_body`] writes the same bytes or reports the exact error.
 #[inline(always)]
@@ -635,7 +635,7 @@ fn locate_field(
     start
 }
 
-/// Decodes the subsections following a body (format §7.2), recording where each body began.
+/// Decodes the subsections following a body (docs/V3-WIRE.md §7.2), recording where each body began.
 fn decode_subsections(
     vmsd: &Vmsd,
     r: &mut Reader<'_>,

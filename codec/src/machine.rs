@@ -17,7 +17,7 @@
 //! * [`crate::v4::wire::Records4`] has its own framing (length prefixes, CRC-32C) and uses the
 //!   same [`Phase`] and [`Sections`].
 //!
-//! Stream-level hardening (untrusted-input §5): record bytes other than START/PART/END/FULL,
+//! Stream-level hardening (docs/UNTRUSTED-INPUT.md §5): record bytes other than START/PART/END/FULL,
 //! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
 //! must be one QEMU knows with a length its loader accepts ([`Command`]); section ids are
 //! unique; PART/END must belong to a section opened by START and not yet ended; after EOF at

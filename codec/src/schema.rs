@@ -463,7 +463,7 @@ pub struct Table {
     /// Runs on the staging state before fields are decoded (QEMU `pre_load`: sentinels).
     pub pre_load: Option<fn(&mut [u8])>,
     /// Device invariants checked after the body and all its subsections (QEMU's `post_load`
-    /// checks, hardened per `untrusted-input.md`).
+    /// checks, hardened per docs/UNTRUSTED-INPUT.md §4).
     pub validate: Option<ValidateFn>,
     /// Runs on the staging state after `validate` passed, with the stream version (QEMU's
     /// `post_load` normalisations, e.g. moving a v1-only field into its current storage).

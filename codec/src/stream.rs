@@ -1,5 +1,5 @@
 //! Walking a whole v3 stream: a record iterator yielding borrowed slices, built on the stream
-//! [`Machine`] (which holds the stream-level rules, untrusted-input §5).
+//! [`Machine`] (which holds the stream-level rules, docs/UNTRUSTED-INPUT.md §5).
 //!
 //! v3 section bodies carry no length, so the iterator asks a [`BodyLength`] resolver where each
 //! VMState body ends: the destination's description tables ([`Schemas`]), a heuristic

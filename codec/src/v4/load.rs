@@ -60,7 +60,7 @@ pub fn load_section<T: State>(
         if minor == 0 {
             continue;
         }
-        let level = i as u8 + 1;
+        let level = (i as u8).saturating_add(1);
         let vendor = stream.get(i).map(|v| v.id).unwrap_or(&[]);
         let same_vendor = local.get(i).map(|v| v.id) == Some(vendor);
         let supported = vmsd
@@ -98,7 +98,7 @@ pub fn load_section<T: State>(
                 at: out.position(),
                 from,
             };
-            n_pieces += 1;
+            n_pieces = n_pieces.saturating_add(1);
         }
         move |e: crate::Error| crate::Error::new(from, e.kind)
     };
@@ -133,8 +133,14 @@ pub fn load_section<T: State>(
     let body = scratch.get(..len).unwrap_or(&[]);
     crate::load(state, sec.version_id, body, 0).map_err(|mut e| {
         // Map the offset in the rebuilt body back to the stream.
-        if let Some(p) = pieces[..n_pieces].iter().rev().find(|p| p.at <= e.offset) {
-            e.offset = p.from + (e.offset - p.at);
+        if let Some(p) = pieces
+            .get(..n_pieces)
+            .unwrap_or(&[])
+            .iter()
+            .rev()
+            .find(|p| p.at <= e.offset)
+        {
+            e.offset = p.from.saturating_add(e.offset.saturating_sub(p.at));
         }
         e.in_section(ctx).into()
     })

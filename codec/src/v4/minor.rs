@@ -51,7 +51,7 @@ pub fn minors_for(vmsd: &Vmsd, state: &[u8], levels: usize) -> Result<Minors> {
         } else if m != 0 {
             return Err(Error::BadVendorLevel {
                 offset: 0,
-                level: i as u8 + 1,
+                level: (i as u8).saturating_add(1),
                 levels: levels as u8,
             });
         }
@@ -103,12 +103,15 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
             c.count()
         }
     };
-    let mut body_len = 4 + fields_len;
+    let mut body_len = fields_len.saturating_add(4);
     for sub in vmsd.subsections.iter().filter(|s| is_needed(s, state)) {
         let mut c = CountingSink::new();
         crate::body::encode_body(sub.vmsd, state, &mut c)?;
-        body_len +=
-            SubsectionFrame::frame_len(sub.vmsd.name.len(), sub.vendor.is_some(), c.count());
+        body_len = body_len.saturating_add(SubsectionFrame::frame_len(
+            sub.vmsd.name.len(),
+            sub.vendor.is_some(),
+            c.count(),
+        ));
     }
     let head = SectionHead {
         kind: SectionKind::Full,

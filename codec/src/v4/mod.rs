@@ -30,9 +30,7 @@ pub mod caps;
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod convert;
 pub mod crc32c;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod load;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod minor;
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod wire;

@@ -29,7 +29,7 @@
 //! its length at `MAX_VM_CMD_PACKAGED_SIZE` = `UINT32_MAX` ([`PACKAGED_MAX`], the same in 7.2
 //! and 10.0), so the operative rule is that the declared bytes are present: a cut record is
 //! [`ErrorKind::Truncated`] ("need more input" for a streaming reader), never a guess. The
-//! sub-stream is not walked here (untrusted-input §5: no recursive loader).
+//! sub-stream is not walked here (docs/UNTRUSTED-INPUT.md §5: no recursive loader).
 //!
 //! Contract: once [`CommandRecord::new_checked`] succeeded, no accessor panics; [`Command::emit`]
 //! never panics. Nothing here allocates.

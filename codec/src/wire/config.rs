@@ -1,10 +1,10 @@
 //! The configuration record: `07 | len be32 | machine name | subsections`.
 //!
-//! It has no section id, idstr, version or footer (format §4). Its subsections are
+//! It has no section id, idstr, version or footer (docs/V3-WIRE.md §4). Its subsections are
 //! `configuration/target-page-bits` (be32), `configuration/capabilities` (be32 count, then that
 //! many `str8` names) and `configuration/uuid` (16 bytes), all version 1, in that order.
 //!
-//! Hardening (untrusted-input §5): QEMU allocates the machine-name length before reading it;
+//! Hardening (docs/UNTRUSTED-INPUT.md §5): QEMU allocates the machine-name length before reading it;
 //! here it is capped at [`MAX_MACHINE_NAME`] and borrowed. The capability count is capped at the
 //! number of capabilities QEMU can validate, and every name must be one of them.
 

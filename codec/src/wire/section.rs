@@ -305,7 +305,7 @@ pub const fn footer_bytes(section_id: u32) -> [u8; 5] {
 mod tests {
     use super::*;
 
-    // port92 from the real pc-i440fx-7.2 stream (format §15.3).
+    // port92 from the real pc-i440fx-7.2 stream (docs/V3-WIRE.md §15.3).
     const PORT92: &[u8] = &[
         0x04, 0, 0, 0, 0x1b, 6, b'p', b'o', b'r', b't', b'9', b'2', 0, 0, 0, 0, 0, 0, 0, 1, 0x00,
         0x7e, 0, 0, 0, 0x1b,

@@ -7,7 +7,7 @@ use crate::sink::Sink;
 /// A parsed trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer<'a> {
-    /// The JSON text (never parsed for decoding; see `untrusted-input.md` §5).
+    /// The JSON text (never parsed for decoding; see docs/UNTRUSTED-INPUT.md §5).
     pub json: &'a [u8],
 }
 
