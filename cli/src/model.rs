@@ -6,7 +6,7 @@
 //! commands borrow too. Only VMState section bodies are decoded into owned trees
 //! ([`crate::generic::Body`]), which are small.
 //!
-//! FULL sections are decoded with the stream's own VMDESCRIPTION ([`DescLengths`]). A stream
+//! FULL sections are decoded with the stream's own VMDESCRIPTION ([`DescDecoder`]). A stream
 //! without a trailer can still be walked and rewritten: its bodies are found with the codec's
 //! footer scan and kept as opaque bytes.
 
