@@ -19,7 +19,7 @@
 //! malformed record. Nothing here panics on any input.
 
 use super::{Error, MAX_LEVELS, Minors, Result};
-use crate::error::{ErrorKind, Name, SectionContext};
+use crate::error::{ErrorKind, SectionContext};
 use crate::sink::Sink;
 use crate::wire::emit_name;
 use crate::wire::header::{MAGIC, header_bytes};
@@ -54,7 +54,7 @@ pub mod record4 {
 
 use super::crc32c::Crc32c;
 pub use super::crc32c::crc32c;
-use crate::machine::{Open, Phase, Sections};
+use crate::machine::{Open, Phase, Sections, ctx};
 
 /// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,11 +381,7 @@ pub struct Section<'a> {
 impl<'a> Section<'a> {
     /// Error context for this section.
     pub fn context(&self) -> SectionContext {
-        SectionContext {
-            idstr: Name::new(self.idstr),
-            instance_id: self.instance_id,
-            section_id: self.section_id,
-        }
+        ctx(self.idstr, self.instance_id, self.section_id)
     }
 
     /// The subsection frames (none for START/PART/END).
@@ -933,11 +929,7 @@ impl<'a> Records4<'a> {
 
     fn best_effort_context(&self, kind: u8, data: &[u8]) -> SectionContext {
         let Some(kind) = SectionKind::from_byte(kind) else {
-            return SectionContext {
-                idstr: Name::EMPTY,
-                instance_id: 0,
-                section_id: 0,
-            };
+            return ctx(&[], 0, 0);
         };
         let mut r = Reader::new(data.get(5..).unwrap_or(&[]), 0);
         let section_id = r.be32().unwrap_or(0);
@@ -950,11 +942,7 @@ impl<'a> Records4<'a> {
                 .map(|o| (o.idstr, o.instance_id))
                 .unwrap_or((&[], 0))
         };
-        SectionContext {
-            idstr: Name::new(idstr),
-            instance_id,
-            section_id,
-        }
+        ctx(idstr, instance_id, section_id)
     }
 }
 
