@@ -521,6 +521,19 @@ impl<'a> Stream<'a> {
         Stream::parse_visit(bytes, description, options, reached, &mut |_, e| Some(e))
     }
 
+    /// Hands the entry of bytes `offset..end` to `visit` and keeps what it gives back.
+    fn keep(
+        &mut self,
+        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+        offset: usize,
+        end: usize,
+        item: Item<'a>,
+    ) {
+        if let Some(kept) = visit(self, Entry { offset, end, item }) {
+            self.entries.push(kept);
+        }
+    }
+
     /// [`Stream::parse_observed`] handing each record's entry to `visit` as soon as it is
     /// decoded, with the stream read so far (header and configuration); the entry is kept in
     /// [`Stream::entries`] only if `visit` gives it back. A command that needs one record at a
@@ -598,14 +611,7 @@ impl<'a> Stream<'a> {
                         // Sections come as heads.
                         Record::Section(_) => continue,
                     };
-                    let entry = Entry {
-                        offset: located.offset,
-                        end: located.end,
-                        item,
-                    };
-                    if let Some(kept) = visit(&stream, entry) {
-                        stream.entries.push(kept);
-                    }
+                    stream.keep(visit, located.offset, located.end, item);
                     continue;
                 }
             };
@@ -691,14 +697,7 @@ impl<'a> Stream<'a> {
                 (len, item)
             };
             let located = records.commit(&head, len)?;
-            let entry = Entry {
-                offset: located.offset,
-                end: located.end,
-                item,
-            };
-            if let Some(kept) = visit(&stream, entry) {
-                stream.entries.push(kept);
-            }
+            stream.keep(visit, located.offset, located.end, item);
         }
         // Every described device must be in the stream (QEMU describes what it sent).
         if let Some(d) = decoder.as_ref()
