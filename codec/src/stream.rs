@@ -150,13 +150,18 @@ impl BodyLength for FooterScan {
         base: usize,
     ) -> Result<Option<usize>> {
         let footer = crate::wire::section::footer_bytes(sec.section_id);
+        // Find the footer's first byte, then compare the other four: the byte search is the
+        // whole cost of walking a section no table describes.
+        let (&first, id) = footer.split_first().unwrap_or((&0, &[]));
         let mut from = 0;
         while let Some(i) = rest
             .get(from..)
-            .and_then(|r| r.windows(5).position(|w| w == footer))
+            .and_then(|r| r.iter().position(|&b| b == first))
         {
             let at = from.saturating_add(i);
-            if plausible_record_start(rest.get(at.saturating_add(5)..).unwrap_or(&[])) {
+            if rest.get(at.saturating_add(1)..at.saturating_add(5)) == Some(id)
+                && plausible_record_start(rest.get(at.saturating_add(5)..).unwrap_or(&[]))
+            {
                 return Ok(Some(at));
             }
             from = at.saturating_add(1);
