@@ -149,19 +149,13 @@ impl BodyLength for FooterScan {
         rest: &[u8],
         base: usize,
     ) -> Result<Option<usize>> {
-        let footer = crate::wire::section::footer_bytes(sec.section_id);
-        // Find the footer's first byte, then compare the other four: the byte search is the
-        // whole cost of walking a section no table describes.
-        let (&first, id) = footer.split_first().unwrap_or((&0, &[]));
         let mut from = 0;
         while let Some(i) = rest
             .get(from..)
-            .and_then(|r| r.iter().position(|&b| b == first))
+            .and_then(|r| crate::wire::section::find_footer(r, sec.section_id))
         {
             let at = from.saturating_add(i);
-            if rest.get(at.saturating_add(1)..at.saturating_add(5)) == Some(id)
-                && plausible_record_start(rest.get(at.saturating_add(5)..).unwrap_or(&[]))
-            {
+            if plausible_record_start(rest.get(at.saturating_add(5)..).unwrap_or(&[])) {
                 return Ok(Some(at));
             }
             from = at.saturating_add(1);

@@ -29,7 +29,7 @@ use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
 use crate::sink::Sink;
 use crate::stream::{BodyLength, Options, Record, Records, SectionInfo, idstr_matches};
 use crate::wire::header::{VERSION_V3, header_bytes};
-use crate::wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use crate::wire::section::{SectionHeaderRepr, SectionKind, find_footer, footer_bytes};
 use crate::wire::{Reader, SubsectionHeader, Trailer, record};
 
 /// Tells the v3 → v4 converter where a FULL section's top-level fields end and where each
@@ -453,9 +453,8 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
                     Body::Opaque { data, offset } => {
                         // RAM records are measured by the RAM parser; any other live data
                         // is found by its footer in v3, so it must not contain one.
-                        let footer = footer_bytes(s.section_id);
                         if s.idstr != b"ram"
-                            && let Some(i) = data.windows(5).position(|w| w == footer)
+                            && let Some(i) = find_footer(data, s.section_id)
                         {
                             return Err(crate::Error::new(offset + i, ErrorKind::FooterInLiveData)
                                 .in_section(s.context())

@@ -301,6 +301,22 @@ pub const fn footer_bytes(section_id: u32) -> [u8; 5] {
     [record::SECTION_FOOTER, id[0], id[1], id[2], id[3]]
 }
 
+/// Offset of the first footer of `section_id` in `bytes`: the footer byte is searched for and
+/// the id compared only there (this search is the whole cost of walking a section no table
+/// describes).
+pub fn find_footer(bytes: &[u8], section_id: u32) -> Option<usize> {
+    let footer = footer_bytes(section_id);
+    let (&first, id) = footer.split_first()?;
+    let mut from = 0usize;
+    loop {
+        let at = from.saturating_add(bytes.get(from..)?.iter().position(|&b| b == first)?);
+        if bytes.get(at.saturating_add(1)..at.saturating_add(5)) == Some(id) {
+            return Some(at);
+        }
+        from = at.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
