@@ -2,10 +2,8 @@
 //! CAPS`, `caps …` (docs/FORMAT.md §8–§11). Each takes paths or bytes and returns the text to
 //! print and the exit status, or a typed result, so the binary only parses arguments.
 //!
-//! v3 → v4 needs to know where each section body's top-level subsections start; here that comes
-//! from the stream's own VMDESCRIPTION trailer ([`TrailerSplit`]). Any other
-//! [`SubsectionSplit`] (e.g. a generic description decoder, or `VmsdSplit` over our device
-//! tables) can be passed to [`upgrade_with`].
+//! v3 → v4 needs to know where each section body and its top-level subsections end; here that
+//! comes from the stream's own VMDESCRIPTION trailer, each body decoded once.
 
 // The codec's v4 error is `Copy` and carries names by value; returning it unboxed is deliberate.
 
@@ -16,13 +14,12 @@ use crate::input::{Input, scratch_file};
 use crate::model::find_description;
 use std::io::{self, Write};
 use std::path::Path;
-use std::rc::Rc;
 use vmstate::SliceSink;
-use vmstate::stream::{BodyLength, Next, SectionInfo};
+use vmstate::stream::Next;
 use vmstate::v4::caps::Capabilities;
-use vmstate::v4::convert::{SubsectionSplit, UpgradeOptions, downgrade, upgrade};
+use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade};
 use vmstate::v4::wire::{Records4, Vendor};
-use vmstate::{Error, ErrorKind};
+use vmstate::{Error, ErrorKind, SectionHead};
 
 /// Device capacity of capabilities files written by the CLI.
 pub const CAPS_DEVICES: usize = 1024;
@@ -61,139 +58,72 @@ pub fn stream_version(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
 }
 
-/// Splits sections (and finds v3 body lengths) from a stream's VMDESCRIPTION trailer.
+/// Measures and splits section bodies for the converter from a stream's VMDESCRIPTION trailer.
 ///
-/// Each FULL section is decoded with its description entry ([`Description::device`]: idstr
-/// and instance id, the one matching rule) by the generic decoder ([`crate::generic`]), which
-/// gives the end of the top-level fields and of each top-level subsection. Sections the
+/// Each FULL section is decoded once with its description entry ([`Description::device`]:
+/// idstr and instance id, the one matching rule) by the generic decoder ([`crate::generic`]),
+/// which gives the end of the top-level fields and of each top-level subsection. Sections the
 /// description does not list are left to the converter (it refuses them).
-#[derive(Debug, Clone)]
-pub struct TrailerSplit<'a> {
-    desc: Rc<Description<'a>>,
-    /// The ends of the last body decoded, by its absolute offset: `BodyLength` and
-    /// `SubsectionSplit` ask about the same body one after the other.
-    last: Option<(usize, Vec<usize>)>,
-    /// Why the last body was refused, in full (the codec's error keeps only the kind).
-    error: Option<String>,
+struct TrailerSplit<'a> {
+    desc: Description<'a>,
 }
 
-impl<'a> TrailerSplit<'a> {
-    /// Reads the trailer of the v3 stream `v3`.
-    pub fn from_stream(v3: &'a [u8]) -> Result<Self, String> {
-        let desc = find_description(v3)
-            .map_err(|e| e.to_string())?
-            .ok_or(crate::model::NO_DESCRIPTION)?
-            .1;
-        Ok(TrailerSplit::new(desc))
-    }
-
-    /// A splitter over `desc`.
-    pub fn new(desc: Description<'a>) -> Self {
-        TrailerSplit {
-            desc: Rc::new(desc),
-            last: None,
-            error: None,
-        }
-    }
-
-    /// The detailed reason of the last refusal, if any.
-    pub fn take_error(&mut self) -> Option<String> {
-        self.error.take()
-    }
-
+impl TrailerSplit<'_> {
     /// Field end, then each top-level subsection's end, relative to the body start, for the
-    /// body at `base` whose bytes (and maybe more) are `rest`; `None` for a section that is
+    /// body of `head` whose bytes (and maybe more) are `rest`; `None` for a section that is
     /// not FULL or not described. The error says why the body does not match its entry.
-    pub fn decode_ends(
+    fn decode_ends(
         &self,
-        sec: &SectionInfo<'_>,
+        head: &SectionHead<&[u8]>,
         rest: &[u8],
-        base: usize,
-    ) -> Result<Option<Vec<usize>>, Box<(Error, String)>> {
-        if sec.kind != vmstate::wire::section::SectionKind::Full {
+    ) -> Result<Option<Vec<usize>>, String> {
+        if head.kind != vmstate::wire::section::SectionKind::Full {
             return Ok(None);
         }
-        let Some((_, dev)) = self.desc.device(sec.idstr, sec.instance_id) else {
+        let Some((_, dev)) = self.desc.device(head.idstr, head.instance_id) else {
             return Ok(None);
         };
-        let label = || {
-            format!(
-                "section '{}' instance {}",
-                vmstate::Escaped(sec.idstr),
-                sec.instance_id
-            )
-        };
-        if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != sec.version_id) {
-            let message = format!(
-                "at byte {base} (0x{base:x}), {}: version {} but the description says {v}",
-                label(),
-                sec.version_id
-            );
-            return Err(Box::new((
-                Error::new(base, ErrorKind::BadDescription),
-                message,
-            )));
+        let label = format!(
+            "section '{}' instance {}",
+            vmstate::Escaped(head.idstr),
+            head.instance_id
+        );
+        let base = head.body_offset();
+        if let Some((_, v)) = dev.vmsd.as_ref().filter(|(_, v)| *v != head.version_id) {
+            return Err(format!(
+                "at byte {base} (0x{base:x}), {label}: version {} but the description says {v}",
+                head.version_id
+            ));
         }
-        let (body, _) = generic::decode_prefix(&dev.body, rest, base)
-            .map_err(|e| Box::new((Error::new(e.offset, e.kind), format!("{}: {e}", label()))))?;
+        let (body, _) =
+            generic::decode_prefix(&dev.body, rest, base).map_err(|e| format!("{label}: {e}"))?;
         Ok(Some(body.part_ends()))
     }
-
-    /// [`TrailerSplit::decode_ends`] for the converter, which asks about the same body twice
-    /// (its length, then its split) through traits that return codec errors: the ends are
-    /// kept for the second question and the full reason for [`TrailerSplit::take_error`].
-    fn ends(
-        &mut self,
-        sec: &SectionInfo<'_>,
-        rest: &[u8],
-        base: usize,
-    ) -> vmstate::Result<Option<&[usize]>> {
-        if self.last.as_ref().is_none_or(|(at, _)| *at != base) {
-            match self.decode_ends(sec, rest, base) {
-                Ok(Some(ends)) => self.last = Some((base, ends)),
-                Ok(None) => return Ok(None),
-                Err(refusal) => {
-                    let (e, message) = *refusal;
-                    self.error = Some(message);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(self.last.as_ref().map(|(_, e)| e.as_slice()))
-    }
 }
 
-impl SubsectionSplit for TrailerSplit<'_> {
+impl BodySplit for TrailerSplit<'_> {
+    type Error = ConvertError;
+
     fn split(
         &mut self,
-        sec: &SectionInfo<'_>,
-        body: &[u8],
-        base: usize,
+        head: &SectionHead<&[u8]>,
+        rest: &[u8],
         ends: &mut [usize],
-    ) -> vmstate::Result<Option<usize>> {
-        let Some(e) = self.ends(sec, body, base)? else {
+    ) -> Result<Option<usize>, ConvertError> {
+        let Some(e) = self
+            .decode_ends(head, rest)
+            .map_err(ConvertError::Invalid)?
+        else {
             return Ok(None);
         };
-        let slots = ends.get_mut(..e.len()).ok_or(Error::new(
-            base,
-            ErrorKind::TooManySubsections {
-                limit: vmstate::schema::MAX_SUBSECTIONS as u16,
-            },
-        ))?;
-        let n = e.len();
-        slots.copy_from_slice(e);
-        Ok(Some(n))
-    }
-}
-
-impl BodyLength for TrailerSplit<'_> {
-    fn body_len(
-        &mut self,
-        sec: &SectionInfo<'_>,
-        rest: &[u8],
-        base: usize,
-    ) -> vmstate::Result<Option<usize>> {
-        Ok(self.ends(sec, rest, base)?.and_then(|e| e.last().copied()))
+        let too_many = ErrorKind::TooManySubsections {
+            limit: vmstate::schema::MAX_SUBSECTIONS as u16,
+        };
+        let slots = ends
+            .get_mut(..e.len())
+            .ok_or_else(|| vmstate::v4::Error::from(Error::new(head.body_offset(), too_many)))?;
+        slots.copy_from_slice(&e);
+        Ok(Some(e.len()))
     }
 }
 
@@ -216,6 +146,12 @@ pub enum ConvertError {
     Invalid(String),
     /// Writing the output failed.
     Io(io::Error),
+}
+
+impl From<vmstate::v4::Error> for ConvertError {
+    fn from(e: vmstate::v4::Error) -> Self {
+        ConvertError::Invalid(e.to_string())
+    }
 }
 
 impl std::fmt::Display for ConvertError {
@@ -246,11 +182,11 @@ impl<W: Write> WriteSink<W> {
     }
 
     /// The conversion's outcome, the writer's error first; flushes on success.
-    fn result(mut self, r: Result<(), String>) -> Result<(), ConvertError> {
+    fn result(mut self, r: Result<(), ConvertError>) -> Result<(), ConvertError> {
         if let Some(e) = self.error.take() {
             return Err(ConvertError::Io(e));
         }
-        r.map_err(ConvertError::Invalid)?;
+        r?;
         self.w.flush().map_err(ConvertError::Io)
     }
 }
@@ -278,25 +214,6 @@ impl<W: Write> vmstate::Sink for WriteSink<W> {
     }
 }
 
-/// Bytes of v4 framing per v3 byte are bounded: each record grows by at most its frame, CRC,
-/// minors and subsection frames; 2× + 64 KiB is ample for any stream.
-fn v4_capacity(v3_len: usize) -> usize {
-    v3_len.saturating_mul(2).saturating_add(1 << 16)
-}
-
-/// Converts a v3 stream to v4 with `split` telling where subsections start (body lengths come
-/// from `lengths`).
-pub fn upgrade_with<L: BodyLength, P: SubsectionSplit>(
-    v3: &[u8],
-    lengths: L,
-    split: P,
-    opts: &UpgradeOptions<'_>,
-) -> Result<Vec<u8>, vmstate::v4::Error> {
-    sized(v4_capacity(v3.len()), |out| {
-        upgrade(v3, lengths, split, opts, out)
-    })
-}
-
 /// Converts a v3 stream to v4 using its own VMDESCRIPTION trailer, with checksums.
 pub fn upgrade_v3(v3: &[u8]) -> Result<Vec<u8>, String> {
     upgrade_v3_with(v3, &UpgradeOptions::default())
@@ -317,15 +234,12 @@ pub fn upgrade_v3_to(
     opts: &UpgradeOptions<'_>,
     out: impl Write,
 ) -> Result<(), ConvertError> {
-    let mut split = TrailerSplit::from_stream(v3).map_err(ConvertError::Invalid)?;
-    let mut lengths = split.clone();
+    let desc = find_description(v3)
+        .map_err(|e| ConvertError::Invalid(e.to_string()))?
+        .ok_or(ConvertError::Invalid(crate::model::NO_DESCRIPTION.into()))?
+        .1;
     let mut sink = WriteSink::new(out);
-    let r = upgrade(v3, &mut lengths, &mut split, opts, &mut sink).map_err(|e| {
-        lengths
-            .take_error()
-            .or_else(|| split.take_error())
-            .unwrap_or_else(|| e.to_string())
-    });
+    let r = upgrade(v3, TrailerSplit { desc }, opts, &mut sink);
     sink.result(r)
 }
 
@@ -337,7 +251,7 @@ pub fn downgrade_v4(v4: &[u8]) -> Result<Vec<u8>, vmstate::v4::Error> {
 /// [`downgrade_v4`] writing into `out` as it goes.
 pub fn downgrade_v4_to(v4: &[u8], out: impl Write) -> Result<(), ConvertError> {
     let mut sink = WriteSink::new(out);
-    let r = downgrade(v4, &mut sink).map_err(|e| e.to_string());
+    let r = downgrade(v4, &mut sink).map_err(ConvertError::from);
     sink.result(r)
 }
 
@@ -364,14 +278,12 @@ pub fn check_v3_observed(v3: &[u8], observe: &mut dyn FnMut(usize)) -> Result<()
     let Some((_, desc)) = find_description(v3).map_err(|e| e.to_string())? else {
         return Ok(());
     };
-    let split = TrailerSplit::new(desc);
+    let split = TrailerSplit { desc };
     let mut walk = vmstate::Records::with_options(v3, (), vmstate::stream::Options::for_stream(v3));
     while let Some(next) = walk.next_head() {
         if let Next::Section(head) = next.map_err(|e| e.to_string())? {
             let rest = walk.body_rest(&head);
-            let ends = split
-                .decode_ends(&head.info(), rest, head.body_offset())
-                .map_err(|refusal| refusal.1)?;
+            let ends = split.decode_ends(&head, rest)?;
             let len = match ends.as_ref().and_then(|e| e.last()) {
                 Some(&n) => Ok(n),
                 // RAM records; anything else the description does not cover is refused.

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vmstate::schema::{Subsection, VendorTag, Vmsd};
-use vmstate::stream::{FooterScan, Schemas};
+use vmstate::stream::{BodyLength, FooterScan};
 use vmstate::v4::Error;
 use vmstate::v4::caps::{Capabilities, Report, check_stream};
-use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, upgrade};
+use vmstate::v4::convert::{BodySplit, UpgradeOptions, VmsdSplit, downgrade, upgrade};
 use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
 use vmstate::v4::wire::{Body, Header, Record4, Records4};
-use vmstate::{SectionId, SliceSink, assert_layout, field, pred};
+use vmstate::{SectionHead, SectionId, SliceSink, assert_layout, field, pred};
 use zerocopy::byteorder::big_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -218,6 +218,37 @@ fn to_v3(v4: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// The spec's `dev` split by its table; the body of any other START/PART/END section (the
+/// spec's live data) found by its footer.
+struct SpecSplit<'s>(VmsdSplit<'s>);
+
+impl BodySplit for SpecSplit<'_> {
+    type Error = Error;
+
+    fn split(
+        &mut self,
+        head: &SectionHead<&[u8]>,
+        rest: &[u8],
+        ends: &mut [usize],
+    ) -> Result<Option<usize>, Error> {
+        if let Some(n) = self.0.split(head, rest, ends)? {
+            return Ok(Some(n));
+        }
+        if head.kind == vmstate::wire::section::SectionKind::Full {
+            return Ok(None);
+        }
+        let len = FooterScan.body_len(&head.info(), rest, head.body_offset())?;
+        Ok(len.map(|len| {
+            ends[0] = len;
+            1
+        }))
+    }
+
+    fn vendor_tag(&self, head: &SectionHead<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
+        self.0.vendor_tag(head, subsection)
+    }
+}
+
 fn to_v4(v3: &[u8], like: &[u8]) -> Vec<u8> {
     let Some(Ok(first)) = Records4::new(like).next() else {
         panic!()
@@ -226,21 +257,15 @@ fn to_v4(v3: &[u8], like: &[u8]) -> Vec<u8> {
         panic!()
     };
     let vmsds: [&'static Vmsd; 1] = [&DEV_KVM];
-    let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
+    let mut scratch = [0u8; 16];
     let opts = UpgradeOptions {
         vendors: &h.vendors,
         crc: h.crc(),
     };
     let mut buf = vec![0xa5u8; v3.len() * 2 + 64];
     let mut out = SliceSink::new(&mut buf);
-    upgrade(
-        v3,
-        (Schemas::new(&vmsds, &mut a), FooterScan),
-        VmsdSplit::new(&vmsds, &mut b),
-        &opts,
-        &mut out,
-    )
-    .unwrap();
+    let split = SpecSplit(VmsdSplit::new(&vmsds, &mut scratch));
+    upgrade(v3, split, &opts, &mut out).unwrap();
     let n = out.finish();
     buf.truncate(n);
     buf

@@ -470,9 +470,7 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
         let v3 = v3_stream(&RTC_RHEL, &rtc);
         let vmsds: [&'static Vmsd; 2] = [&RTC_RHEL, &PORT92];
         let mut scratch = [0u8; 64];
-        let mut lengths_scratch = [0u8; 64];
         let split = VmsdSplit::new(&vmsds, &mut scratch);
-        let lengths = vmstate::stream::Schemas::new(&vmsds, &mut lengths_scratch);
         let vendors = Build::Rhel.vendors();
         let opts = UpgradeOptions {
             vendors: &vendors,
@@ -480,7 +478,7 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
         };
         let mut buf = vec![0xa5u8; 4096];
         let mut out = SliceSink::new(&mut buf);
-        upgrade(&v3, lengths, split, &opts, &mut out).unwrap();
+        upgrade(&v3, split, &opts, &mut out).unwrap();
         let n = out.finish();
         assert!(
             buf[..n] == v4_stream(Build::Rhel, &rtc)[..],
@@ -732,7 +730,7 @@ fn round_trips_hold_for_random_states() {
         // v3 from the RHEL build, upgraded with its tables, is what its v4 writer makes.
         let v3 = v3_stream(&RTC_RHEL, &rtc);
         let vmsds: [&'static Vmsd; 2] = [&RTC_RHEL, &PORT92];
-        let (mut a, mut b) = ([0u8; 64], [0u8; 64]);
+        let mut scratch = [0u8; 64];
         let vendors = Build::Rhel.vendors();
         let opts = UpgradeOptions {
             vendors: &vendors,
@@ -740,14 +738,7 @@ fn round_trips_hold_for_random_states() {
         };
         let mut buf = vec![0xa5u8; 4096];
         let mut out = SliceSink::new(&mut buf);
-        upgrade(
-            &v3,
-            vmstate::stream::Schemas::new(&vmsds, &mut a),
-            VmsdSplit::new(&vmsds, &mut b),
-            &opts,
-            &mut out,
-        )
-        .unwrap();
+        upgrade(&v3, VmsdSplit::new(&vmsds, &mut scratch), &opts, &mut out).unwrap();
         let n = out.finish();
         let v4 = v4_stream(Build::Rhel, &rtc);
         assert!(buf[..n] == v4[..]);

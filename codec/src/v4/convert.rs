@@ -1,16 +1,16 @@
 //! v3 ↔ v4 conversion (`docs/FORMAT.md` §8, §9).
 //!
-//! **v3 → v4** ([`upgrade`]) walks a v3 stream with the codec's record iterator (which needs a
-//! [`BodyLength`] resolver to find where each body ends) and frames every FULL section body as
-//! top-level fields plus one frame per top-level subsection. v3 bodies carry no such
-//! boundaries, so a [`SubsectionSplit`] says where they are:
+//! **v3 → v4** ([`upgrade`]) walks a v3 stream with section heads ([`Records::next_head`]) and
+//! frames every FULL section body as top-level fields plus one frame per top-level subsection.
+//! v3 bodies carry neither their length nor such boundaries, so a [`BodySplit`] says where they
+//! are, in one answer per body:
 //!
 //! * [`VmsdSplit`] derives them from the codec's description tables (modelled devices);
 //! * a host tool derives them from the stream's own VMDESCRIPTION trailer: the trailer's
 //!   `devices` entry with the section's idstr and instance id describes it (as QEMU's loader
 //!   and analyze-migration.py key sections), its `fields` give where the fields end and its
-//!   `subsections` list the top-level subsections in order. Subsections of nested structs stay inside the fields blob, so the
-//!   splitter only deals with the top level.
+//!   `subsections` list the top-level subsections in order. Subsections of nested structs stay
+//!   inside the fields blob, so the splitter only deals with the top level.
 //!
 //! The v4 stream keeps every byte the v3 stream had (configuration record verbatim, section
 //! ids, instance ids, versions, RAM records, trailer); the v3 footer is implied by the section
@@ -25,78 +25,46 @@ use super::wire::{
 };
 use super::{Error, MAX_LEVELS, Refusal, Result};
 use crate::error::{ErrorKind, Name};
+use crate::machine::SectionHead as V3Head;
 use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
 use crate::sink::Sink;
-use crate::stream::{BodyLength, Options, Record, Records, SectionInfo, idstr_matches};
+use crate::stream::{Next, Options, Record, Records, SectionRecord, idstr_matches};
 use crate::wire::header::{VERSION_V3, header_bytes};
 use crate::wire::section::{SectionHeaderRepr, SectionKind, find_footer, footer_bytes};
 use crate::wire::{Reader, SubsectionHeader, Trailer, record};
 
-/// Tells the v3 → v4 converter where a FULL section's top-level fields end and where each
-/// top-level subsection ends.
+/// Tells the v3 → v4 converter, in one answer, where a section body ends and, for a FULL
+/// section, where its top-level fields and each top-level subsection end.
 ///
-/// `split` receives the section (idstr, instance id, version; the host tools find its
-/// VMDESCRIPTION entry by idstr and instance id), the body (without footer) and its absolute offset. It fills
-/// `ends[0]` with the length of the top-level fields and `ends[1..n]` with the end of each
-/// top-level subsection (`05 | name | version | body`), relative to `body[0]`, in stream
-/// order, and returns `Some(n)`; `ends[n - 1]` must be `body.len()`. `None` means "I do not
-/// know this section" (conversion then fails with [`Error::NotSplit`]). `ends` holds
-/// `MAX_SUBSECTIONS + 1` entries. The converter checks the result: ends increasing, every
-/// subsection range holding one well-formed v3 subsection header whose name extends the
-/// section's, so a wrong splitter makes conversion fail, never produce a wrong stream.
-pub trait SubsectionSplit {
-    /// Splits `body`; see the trait documentation.
+/// `split` receives the section's head (kind, idstr, instance id, version; the host tools find
+/// its VMDESCRIPTION entry by idstr and instance id) and the input from the body's first byte
+/// ([`V3Head::body_offset`]) on. It fills `ends[0]` with the length of the top-level fields and
+/// `ends[1..n]` with the end of each top-level subsection (`05 | name | version | body`),
+/// relative to the body's start, in stream order, and returns `Some(n)`: `ends[n - 1]` is the
+/// body's length (all a START/PART/END section needs). `None` means "I do not know this
+/// section": a `ram` body is then measured by the RAM parser, any other is
+/// [`ErrorKind::BodyLengthUnknown`], and a FULL section stays unsplit ([`Error::NotSplit`]).
+/// `ends` holds `MAX_SUBSECTIONS + 1` entries. The converter checks the answer: the footer
+/// after the body, ends increasing, every subsection range holding one well-formed v3
+/// subsection header whose name extends the section's, so a wrong splitter makes conversion
+/// fail, never produce a wrong stream. [`upgrade`] returns the splitter's errors as they are.
+pub trait BodySplit {
+    /// The splitter's refusals; the converter's own errors convert into it.
+    type Error: From<Error>;
+
+    /// Measures and splits the body at the start of `rest`; see the trait documentation.
     fn split(
         &mut self,
-        sec: &SectionInfo<'_>,
-        body: &[u8],
-        base: usize,
+        head: &V3Head<&[u8]>,
+        rest: &[u8],
         ends: &mut [usize],
-    ) -> crate::Result<Option<usize>>;
+    ) -> core::result::Result<Option<usize>, Self::Error>;
 
     /// The vendor tag of a subsection of this section, if it is a vendor feature. The default
     /// knows none (an upstream QEMU stream has no vendor features).
-    fn vendor_tag(&self, sec: &SectionInfo<'_>, subsection: &[u8]) -> Option<VendorTag> {
-        let _ = (sec, subsection);
+    fn vendor_tag(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
+        let _ = (head, subsection);
         None
-    }
-}
-
-impl<P: SubsectionSplit + ?Sized> SubsectionSplit for &mut P {
-    fn split(
-        &mut self,
-        sec: &SectionInfo<'_>,
-        body: &[u8],
-        base: usize,
-        ends: &mut [usize],
-    ) -> crate::Result<Option<usize>> {
-        (**self).split(sec, body, base, ends)
-    }
-
-    fn vendor_tag(&self, sec: &SectionInfo<'_>, subsection: &[u8]) -> Option<VendorTag> {
-        (**self).vendor_tag(sec, subsection)
-    }
-}
-
-/// Tries `A`, then `B`.
-impl<A: SubsectionSplit, B: SubsectionSplit> SubsectionSplit for (A, B) {
-    fn split(
-        &mut self,
-        sec: &SectionInfo<'_>,
-        body: &[u8],
-        base: usize,
-        ends: &mut [usize],
-    ) -> crate::Result<Option<usize>> {
-        match self.0.split(sec, body, base, ends)? {
-            Some(n) => Ok(Some(n)),
-            None => self.1.split(sec, body, base, ends),
-        }
-    }
-
-    fn vendor_tag(&self, sec: &SectionInfo<'_>, subsection: &[u8]) -> Option<VendorTag> {
-        self.0
-            .vendor_tag(sec, subsection)
-            .or_else(|| self.1.vendor_tag(sec, subsection))
     }
 }
 
@@ -120,49 +88,67 @@ impl<'s> VmsdSplit<'s> {
             .copied()
             .find(|v| idstr_matches(idstr, v.name))
     }
-}
 
-impl SubsectionSplit for VmsdSplit<'_> {
-    fn split(
+    /// The ends of `vmsd`'s body at the start of `rest` (see [`BodySplit`]); their number.
+    fn ends(
         &mut self,
-        sec: &SectionInfo<'_>,
-        body: &[u8],
-        base: usize,
+        vmsd: &Vmsd,
+        head: &V3Head<&[u8]>,
+        rest: &[u8],
         ends: &mut [usize],
-    ) -> crate::Result<Option<usize>> {
-        let Some(vmsd) = self.find(sec.idstr) else {
-            return Ok(None);
-        };
-        let mut r = Reader::new(body, base);
-        ends[0] = crate::body::measure_fields(vmsd, sec.version_id, &mut r, self.scratch)?;
-        let mut n = 1;
-        while let Some(name) = SubsectionHeader::peek_name(&r, vmsd.name) {
-            let at = r.offset();
-            let Some((_, sub)) = vmsd.subsection(name) else {
-                return Err(crate::Error::new(
-                    at,
-                    ErrorKind::UnknownSubsection {
-                        name: Name::new(name),
-                    },
-                ));
-            };
-            let h = SubsectionHeader::read(&mut r)?;
-            crate::body::measure_body(sub.vmsd, h.version, &mut r, self.scratch)
-                .map_err(|e| e.in_field(sub.vmsd.name))?;
-            let slot = ends.get_mut(n).ok_or(crate::Error::new(
+    ) -> crate::Result<usize> {
+        let mut r = Reader::new(rest, head.body_offset());
+        let too_many = |at| {
+            crate::Error::new(
                 at,
                 ErrorKind::TooManySubsections {
                     limit: MAX_SUBSECTIONS as u16,
                 },
-            ))?;
-            *slot = r.position();
-            n += 1;
+            )
+        };
+        let (fields, mut slots) = match ends.split_first_mut() {
+            Some((f, s)) => (f, s.iter_mut()),
+            None => return Err(too_many(r.offset())),
+        };
+        *fields = crate::body::measure_fields(vmsd, head.version_id, &mut r, self.scratch)?;
+        let mut n = 1usize;
+        while let Some(name) = SubsectionHeader::peek_name(&r, vmsd.name) {
+            let at = r.offset();
+            let Some((_, sub)) = vmsd.subsection(name) else {
+                let name = Name::new(name);
+                return Err(crate::Error::new(at, ErrorKind::UnknownSubsection { name }));
+            };
+            let h = SubsectionHeader::read(&mut r)?;
+            crate::body::measure_body(sub.vmsd, h.version, &mut r, self.scratch)
+                .map_err(|e| e.in_field(sub.vmsd.name))?;
+            *slots.next().ok_or(too_many(at))? = r.position();
+            // At most `ends.len()`.
+            n = n.saturating_add(1);
         }
-        Ok(Some(n))
+        Ok(n)
+    }
+}
+
+impl BodySplit for VmsdSplit<'_> {
+    type Error = Error;
+
+    fn split(
+        &mut self,
+        head: &V3Head<&[u8]>,
+        rest: &[u8],
+        ends: &mut [usize],
+    ) -> Result<Option<usize>> {
+        let Some(vmsd) = self.find(head.idstr) else {
+            return Ok(None);
+        };
+        match self.ends(vmsd, head, rest, ends) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(e.in_section(head.context()).into()),
+        }
     }
 
-    fn vendor_tag(&self, sec: &SectionInfo<'_>, subsection: &[u8]) -> Option<VendorTag> {
-        self.find(sec.idstr)?.subsection(subsection)?.1.vendor
+    fn vendor_tag(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
+        self.find(head.idstr)?.subsection(subsection)?.1.vendor
     }
 }
 
@@ -195,176 +181,185 @@ struct V3Sub<'a> {
 
 /// Converts the v3 stream `v3` to v4, writing to `out`.
 ///
-/// `lengths` finds v3 body ends (as for [`Records`]); `split` finds the top-level subsections.
-/// Every FULL section must be split; START/PART/END bodies are carried opaque.
-pub fn upgrade<L, P, S>(
+/// `split` measures and splits each body in one answer ([`BodySplit`]); a body it does not
+/// know is measured by the RAM parser if it is `ram`, else refused. Every FULL section must be
+/// split; START/PART/END bodies are carried opaque. The splitter's errors are returned as they
+/// are; the converter's own become `P::Error`.
+pub fn upgrade<P, S>(
     v3: &[u8],
-    lengths: L,
     mut split: P,
     opts: &UpgradeOptions<'_>,
     out: &mut S,
-) -> Result<()>
+) -> core::result::Result<(), P::Error>
 where
-    L: BodyLength,
-    P: SubsectionSplit,
+    P: BodySplit,
     S: Sink<Error = crate::Error>,
 {
     let header = Header::new(opts.vendors, opts.crc)?;
-    let levels = header.levels();
     // Streams of machines older than QEMU 2.4 have no configuration record.
     // COMMAND records (SWITCHOVER_START in every stream of a machine type >= 10.0) are
     // carried as v4 COMMAND records (§12).
-    let options = Options {
-        require_configuration: v3.get(8) == Some(&record::CONFIGURATION),
-        allow_commands: true,
-        ..Options::default()
-    };
-    for rec in Records::with_options(v3, lengths, options) {
-        let rec = rec?;
+    let mut walk = Records::with_options(v3, (), Options::for_stream(v3));
+    let mut ends = [0usize; MAX_SUBSECTIONS + 1];
+    while let Some(next) = walk.next_head() {
+        let rec = match next.map_err(Error::from)? {
+            Next::Record(rec) => rec,
+            Next::Section(head) => {
+                let n = split.split(&head, walk.body_rest(&head), &mut ends)?;
+                let ends = n.map(|n| ends.get(..n).unwrap_or(&ends));
+                let len = match ends.and_then(<[usize]>::last) {
+                    Some(&len) => Ok(len),
+                    None => walk.measure(&head),
+                };
+                let rec = len.and_then(|len| walk.commit(&head, len));
+                if let Record::Section(s) = rec.map_err(Error::from)?.record {
+                    upgrade_section(&s, ends, |name| split.vendor_tag(&head, name), &header, out)?;
+                }
+                continue;
+            }
+        };
+        let payload = v3.get(rec.offset.saturating_add(1)..rec.end).unwrap_or(&[]);
         match rec.record {
-            Record::Header { .. } => header.emit(out)?,
-            Record::Configuration(_) => {
-                let payload = v3.get(rec.offset + 1..rec.end).unwrap_or(&[]);
-                emit_record(out, opts.crc, record::CONFIGURATION, payload)?;
-            }
-            Record::Section(s) => {
-                let info = SectionInfo {
-                    kind: s.kind,
-                    section_id: s.section_id,
-                    idstr: s.idstr,
-                    instance_id: s.instance_id,
-                    version_id: s.version_id,
-                    ordinal: s.ordinal,
-                };
-                let zeros = [0u16; MAX_LEVELS];
-                if s.kind != SectionKind::Full {
-                    let head = SectionHead {
-                        kind: s.kind,
-                        section_id: s.section_id,
-                        idstr: s.idstr,
-                        instance_id: s.instance_id,
-                        version_id: s.version_id,
-                        minors: &zeros[..levels],
-                    };
-                    emit_section(out, opts.crc, &head, s.body.len(), |o| o.write(s.body))?;
-                    continue;
-                }
-                let mut ends = [0usize; MAX_SUBSECTIONS + 1];
-                let n = split
-                    .split(&info, s.body, s.body_offset, &mut ends)?
-                    .ok_or(Error::NotSplit {
-                        section: s.context(),
-                    })?;
-                let mut subs = [None::<V3Sub<'_>>; MAX_SUBSECTIONS];
-                let fields_len = check_split(
-                    &info,
-                    s.body,
-                    s.body_offset,
-                    &ends[..n.min(ends.len())],
-                    &mut subs,
-                )
-                .map_err(|e| Error::from(e.in_section(s.context())))?;
-                let mut minors = [0u16; MAX_LEVELS];
-                let mut frames_len = 0;
-                for sub in subs.iter_mut().flatten() {
-                    sub.tag = split.vendor_tag(&info, sub.name);
-                    if let Some(t) = sub.tag {
-                        if t.level == 0 || t.level as usize > levels {
-                            return Err(Error::BadVendorLevel {
-                                offset: s.body_offset,
-                                level: t.level,
-                                levels: levels as u8,
-                            });
-                        }
-                        let m = &mut minors[t.level as usize - 1];
-                        *m = (*m).max(t.minor);
-                    }
-                    frames_len += SubsectionFrame::frame_len(
-                        sub.name.len(),
-                        sub.tag.is_some(),
-                        sub.body.len(),
-                    );
-                }
-                let head = SectionHead {
-                    kind: s.kind,
-                    section_id: s.section_id,
-                    idstr: s.idstr,
-                    instance_id: s.instance_id,
-                    version_id: s.version_id,
-                    minors: &minors[..levels],
-                };
-                let fields = s.body.get(..fields_len).unwrap_or(&[]);
-                emit_section(out, opts.crc, &head, 4 + fields_len + frames_len, |o| {
-                    o.write(&(fields_len as u32).to_be_bytes())?;
-                    o.write(fields)?;
-                    for sub in subs.iter().flatten() {
-                        let must = sub.tag.is_none_or(|t| t.must_understand);
-                        SubsectionFrame::emit_head(
-                            o,
-                            if must { sub_flags::MUST_UNDERSTAND } else { 0 },
-                            sub.tag.map(|t| Tag {
-                                level: t.level,
-                                minor: t.minor,
-                            }),
-                            sub.name,
-                            sub.version,
-                            sub.body.len(),
-                        )?;
-                        o.write(sub.body)?;
-                    }
-                    Ok(())
-                })?;
-            }
-            Record::Command(_) => {
-                let payload = v3.get(rec.offset + 1..rec.end).unwrap_or(&[]);
-                emit_record(out, opts.crc, record::COMMAND, payload)?;
-            }
-            Record::Eof => out.write(&[record::EOF])?,
-            Record::Trailer(t) => {
-                emit_frame(out, record::VMDESCRIPTION, t.json.len())?;
-                out.write(t.json)?;
-            }
+            Record::Header { .. } => header.emit(out),
+            Record::Configuration(_) => emit_record(out, opts.crc, record::CONFIGURATION, payload),
+            Record::Command(_) => emit_record(out, opts.crc, record::COMMAND, payload),
+            Record::Eof => out.write(&[record::EOF]),
+            Record::Trailer(t) => emit_frame(out, record::VMDESCRIPTION, t.json.len())
+                .and_then(|()| out.write(t.json)),
+            // Sections come as heads (above).
+            Record::Section(_) => Ok(()),
         }
+        .map_err(Error::from)?;
     }
     Ok(())
 }
 
-/// Checks a splitter's answer and extracts the subsections; returns the fields length.
+/// Writes the v3 section `s` as a v4 section record: opaque unless FULL, else its fields and
+/// one frame per top-level subsection at `ends` (the splitter's answer), tagged by `tag`.
+fn upgrade_section<S: Sink<Error = crate::Error>>(
+    s: &SectionRecord<'_>,
+    ends: Option<&[usize]>,
+    tag: impl Fn(&[u8]) -> Option<VendorTag>,
+    header: &Header<'_>,
+    out: &mut S,
+) -> Result<()> {
+    let (levels, crc) = (header.levels(), header.crc());
+    let mut minors = [0u16; MAX_LEVELS];
+    if s.kind != SectionKind::Full {
+        return Ok(emit_section(
+            out,
+            crc,
+            &v4_head(s, &minors, levels),
+            s.body.len(),
+            |o| o.write(s.body),
+        )?);
+    }
+    let ends = ends.ok_or(Error::NotSplit {
+        section: s.context(),
+    })?;
+    let mut subs = [None::<V3Sub<'_>>; MAX_SUBSECTIONS];
+    let fields_len = check_split(s, ends, &mut subs).map_err(|e| e.in_section(s.context()))?;
+    // The frames' lengths are bounded by the body's: the sums cannot overflow.
+    let mut frames_len = 0usize;
+    for sub in subs.iter_mut().flatten() {
+        sub.tag = tag(sub.name);
+        if let Some(t) = sub.tag {
+            let minor = usize::from(t.level)
+                .checked_sub(1)
+                .filter(|&i| i < levels)
+                .and_then(|i| minors.get_mut(i))
+                .ok_or(Error::BadVendorLevel {
+                    offset: s.body_offset,
+                    level: t.level,
+                    levels: levels as u8,
+                })?;
+            *minor = (*minor).max(t.minor);
+        }
+        frames_len = frames_len.saturating_add(SubsectionFrame::frame_len(
+            sub.name.len(),
+            sub.tag.is_some(),
+            sub.body.len(),
+        ));
+    }
+    let fields = s.body.get(..fields_len).unwrap_or(&[]);
+    let len = fields_len.saturating_add(4).saturating_add(frames_len);
+    Ok(emit_section(
+        out,
+        crc,
+        &v4_head(s, &minors, levels),
+        len,
+        |o| {
+            o.write(&(fields_len as u32).to_be_bytes())?;
+            o.write(fields)?;
+            for sub in subs.iter().flatten() {
+                let must = sub.tag.is_none_or(|t| t.must_understand);
+                SubsectionFrame::emit_head(
+                    o,
+                    if must { sub_flags::MUST_UNDERSTAND } else { 0 },
+                    sub.tag.map(|t| Tag {
+                        level: t.level,
+                        minor: t.minor,
+                    }),
+                    sub.name,
+                    sub.version,
+                    sub.body.len(),
+                )?;
+                o.write(sub.body)?;
+            }
+            Ok(())
+        },
+    )?)
+}
+
+/// The v4 head of the v3 section `s`, with the first `levels` of `minors`.
+fn v4_head<'a>(
+    s: &SectionRecord<'a>,
+    minors: &'a [u16; MAX_LEVELS],
+    levels: usize,
+) -> SectionHead<'a> {
+    SectionHead {
+        kind: s.kind,
+        section_id: s.section_id,
+        idstr: s.idstr,
+        instance_id: s.instance_id,
+        version_id: s.version_id,
+        // `levels <= MAX_LEVELS` (`Header::new`).
+        minors: minors.get(..levels).unwrap_or(&[]),
+    }
+}
+
+/// Checks a splitter's answer `ends` for the FULL section `s` and extracts the subsections;
+/// returns the fields length.
 fn check_split<'a>(
-    info: &SectionInfo<'_>,
-    body: &'a [u8],
-    base: usize,
+    s: &SectionRecord<'a>,
     ends: &[usize],
     subs: &mut [Option<V3Sub<'a>>; MAX_SUBSECTIONS],
 ) -> crate::Result<usize> {
-    let bad = |at: usize| crate::Error::new(base + at, ErrorKind::BadDescription);
+    let (body, base) = (s.body, s.body_offset);
+    let at = |at: usize| base.saturating_add(at);
+    let bad = |offset: usize| crate::Error::new(at(offset), ErrorKind::BadDescription);
     let (&fields_len, rest) = ends.split_first().ok_or(bad(0))?;
-    if rest.len() > MAX_SUBSECTIONS {
-        let at = rest.get(MAX_SUBSECTIONS - 1).copied().unwrap_or(fields_len);
-        return Err(crate::Error::new(
-            base + at.min(body.len()),
-            ErrorKind::TooManySubsections {
-                limit: MAX_SUBSECTIONS as u16,
-            },
-        ));
-    }
     if ends.last() != Some(&body.len()) || fields_len > body.len() {
         return Err(bad(fields_len.min(body.len())));
     }
     // The section's vmsd name is the idstr without a qdev path prefix.
-    let vmsd_name = match info.idstr.iter().rposition(|&b| b == b'/') {
-        Some(i) => &info.idstr[i + 1..],
-        None => info.idstr,
-    };
+    let vmsd_name = s.idstr.rsplit(|&b| b == b'/').next().unwrap_or(s.idstr);
+    let mut slots = subs.iter_mut();
     let mut start = fields_len;
-    for (i, &end) in rest.iter().enumerate() {
+    for &end in rest {
+        let slot = slots.next().ok_or(crate::Error::new(
+            at(start),
+            ErrorKind::TooManySubsections {
+                limit: MAX_SUBSECTIONS as u16,
+            },
+        ))?;
         let range = body.get(start..end).ok_or(bad(start))?;
-        let mut r = Reader::new(range, base + start);
+        let mut r = Reader::new(range, at(start));
         let h = SubsectionHeader::read(&mut r)?;
         if !h.name.starts_with(vmsd_name) || h.name.len() <= vmsd_name.len() {
             return Err(bad(start));
         }
-        subs[i] = Some(V3Sub {
+        *slot = Some(V3Sub {
             name: h.name,
             version: h.version,
             body: r.rest(),
@@ -402,7 +397,12 @@ fn section_obstacle(
         offset,
         section: s.context(),
         level,
-        vendor: Name::new(vendors.get(level as usize - 1).map(|v| v.id).unwrap_or(&[])),
+        vendor: Name::new(
+            usize::from(level)
+                .checked_sub(1)
+                .and_then(|i| vendors.get(i))
+                .map_or(&[][..], |v| v.id),
+        ),
         minor: s.minor(level),
         feature: feature.map(Name::new),
     };
@@ -416,12 +416,8 @@ fn section_obstacle(
             return Ok(Some(refusal(sub.offset, t.level, Some(sub.name))));
         }
     }
-    for (i, &m) in s.minors.iter().enumerate() {
-        if m != 0 {
-            return Ok(Some(refusal(s.offset, i as u8 + 1, None)));
-        }
-    }
-    Ok(None)
+    let raised = (1..=u8::MAX).zip(s.minors.iter()).find(|(_, m)| **m != 0);
+    Ok(raised.map(|(level, _)| refusal(s.offset, level, None)))
 }
 
 /// Converts the v4 stream `v4` to v3, writing to `out`: byte-identical to what a v3 writer
@@ -456,9 +452,12 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
                         if s.idstr != b"ram"
                             && let Some(i) = find_footer(data, s.section_id)
                         {
-                            return Err(crate::Error::new(offset + i, ErrorKind::FooterInLiveData)
-                                .in_section(s.context())
-                                .into());
+                            return Err(crate::Error::new(
+                                offset.saturating_add(i),
+                                ErrorKind::FooterInLiveData,
+                            )
+                            .in_section(s.context())
+                            .into());
                         }
                         out.write(data)?
                     }

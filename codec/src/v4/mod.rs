@@ -6,9 +6,9 @@
 //! * [`wire`]: the stream header with its vendor chain (§1), the record frame (§2), section
 //!   records (§4, §5), subsection frames (§6) and a record iterator ([`wire::Records4`]) that
 //!   checks frames and checksums before handing out any body byte.
-//! * [`convert`]: v3 → v4 ([`convert::upgrade`]) with a [`convert::SubsectionSplit`] telling
-//!   where top-level subsections start, and v4 → v3 ([`convert::downgrade`]), which refuses
-//!   when a vendor minor or a must-understand vendor feature is in use.
+//! * [`convert`]: v3 → v4 ([`convert::upgrade`]) with a [`convert::BodySplit`] telling where
+//!   each body and its top-level subsections end, and v4 → v3 ([`convert::downgrade`]), which
+//!   refuses when a vendor minor or a must-understand vendor feature is in use.
 //! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
 //!   subsections are `needed`, and a v4 section writer for typed device state.
 //! * [`load`]: loading a typed device straight from a v4 section record.
@@ -26,12 +26,11 @@
 // input), so it is large by design.
 
 pub mod caps;
-// Not yet under the crate's no-panic lints (see the crate docs).
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod convert;
 pub mod crc32c;
 pub mod load;
 pub mod minor;
+// Not yet under the crate's no-panic lints (see the crate docs).
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod wire;
 

@@ -2,10 +2,9 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use vmstate::stream::{BodyLength, SectionInfo};
-use vmstate::v4::convert::{SubsectionSplit, UpgradeOptions, downgrade, upgrade};
+use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade};
 use vmstate::wire::Trailer;
-use vmstate::{Error, ErrorKind, SliceSink};
+use vmstate::{Error, ErrorKind, SectionHead, SliceSink};
 
 #[path = "../fixtures_support/mod.rs"]
 mod fixtures_support;
@@ -29,7 +28,7 @@ impl DescSplit {
         }
     }
 
-    fn device(&self, sec: &SectionInfo<'_>) -> Option<&Value> {
+    fn device(&self, sec: &SectionHead<&[u8]>) -> Option<&Value> {
         self.devices.iter().find(|d| {
             d["name"].as_str().map(str::as_bytes) == Some(sec.idstr)
                 && d["instance_id"].as_u64() == Some(sec.instance_id as u64)
@@ -37,7 +36,7 @@ impl DescSplit {
     }
 
     /// Field ends then subsection ends, relative to the body start.
-    fn ends(&self, sec: &SectionInfo<'_>) -> Option<Vec<usize>> {
+    fn ends(&self, sec: &SectionHead<&[u8]>) -> Option<Vec<usize>> {
         let d = self.device(sec)?;
         let mut ends = vec![fields_size(&d["fields"])];
         let mut at = ends[0];
@@ -79,34 +78,24 @@ fn field_size(f: &Value) -> usize {
     n * one
 }
 
-impl SubsectionSplit for DescSplit {
+impl BodySplit for DescSplit {
+    type Error = vmstate::v4::Error;
+
     fn split(
         &mut self,
-        sec: &SectionInfo<'_>,
-        _body: &[u8],
-        _base: usize,
+        sec: &SectionHead<&[u8]>,
+        rest: &[u8],
         ends: &mut [usize],
-    ) -> vmstate::Result<Option<usize>> {
+    ) -> Result<Option<usize>, Self::Error> {
         let Some(e) = self.ends(sec) else {
             return Ok(None);
         };
+        if *e.last().unwrap() > rest.len() {
+            let e = Error::new(sec.body_offset(), ErrorKind::BadDescription);
+            return Err(e.in_section(sec.context()).into());
+        }
         ends[..e.len()].copy_from_slice(&e);
         Ok(Some(e.len()))
-    }
-}
-
-impl BodyLength for DescSplit {
-    fn body_len(
-        &mut self,
-        sec: &SectionInfo<'_>,
-        rest: &[u8],
-        base: usize,
-    ) -> vmstate::Result<Option<usize>> {
-        match self.ends(sec) {
-            Some(e) if *e.last().unwrap() <= rest.len() => Ok(e.last().copied()),
-            Some(_) => Err(Error::new(base, ErrorKind::BadDescription)),
-            None => Ok(None),
-        }
     }
 }
 
@@ -115,7 +104,7 @@ pub fn to_v4(v3: &[u8], crc: bool) -> Vec<u8> {
     let mut out = vec![0xa5u8; v3.len() * 2 + 4096];
     let mut sink = SliceSink::new(&mut out);
     let opts = UpgradeOptions { vendors: &[], crc };
-    upgrade(v3, split.clone(), split, &opts, &mut sink).expect("upgrade");
+    upgrade(v3, split, &opts, &mut sink).expect("upgrade");
     let n = sink.finish();
     out.truncate(n);
     out

@@ -246,7 +246,7 @@ fn q10_command_seeds() {
     };
     // No FULL section: nothing to split.
     let split = vmstate::v4::convert::VmsdSplit::new(&[], &mut []);
-    upgrade(&live_only, FooterScan, split, &opts, &mut sink).expect("upgrade");
+    upgrade(&live_only, split, &opts, &mut sink).expect("upgrade");
     let n = sink.finish();
     put("v4_stream", "q10-command-crc", &buf[..n]);
 }
