@@ -13,7 +13,7 @@ use vmstate_cli::exit::{Exit, Failure};
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
-use vmstate_cli::model::{Entry, ParseOptions};
+use vmstate_cli::model::{KeepAll, ParseOptions, Visit};
 use vmstate_cli::output::{Links, OutputFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
@@ -233,16 +233,16 @@ fn parse_with<'a>(
     label: &'static str,
     options: ParseOptions,
 ) -> Result<Stream<'a>, Failure> {
-    parse_visit(path, input, label, options, &mut |_, e| Some(e))
+    parse_visit(path, input, label, options, &mut KeepAll)
 }
 
-/// [`parse_with`] handing each record to `visit` (see `Stream::parse_visit`).
+/// [`parse_with`] handing each RAM record and each entry to `visit` (see `Stream::parse_visit`).
 fn parse_visit<'a>(
     path: &Path,
     input: &'a Input,
     label: &'static str,
     options: ParseOptions,
-    visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+    visit: &mut dyn Visit<'a>,
 ) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
     let invalid =
@@ -287,11 +287,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             if desc {
                 // The whole stream is walked, so `--desc` refuses whatever the other commands
                 // refuse (one verdict), e.g. a trailer the walk does not end with.
-                let options = ParseOptions {
-                    count_pages: false,
-                    stop_at_unmeasured: false,
-                };
-                let stream = parse_with(&file, &input, "inspect", options)?;
+                let stream = parse(&file, &input, "inspect")?;
                 unchanged(&file, &input)?;
                 let d = stream.description.as_ref().ok_or_else(|| {
                     Failure::Invalid(format!(
@@ -303,40 +299,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 emit(&(pretty_json(&d.to_json()) + "\n"))?;
                 return Ok(0);
             }
-            // The state JSON shows no page counts; the map of a stream without footers and
-            // trailer shows what the typed models measure.
+            // The map of a stream without footers and trailer shows what the typed models measure.
             let options = ParseOptions {
-                count_pages: !json,
                 stop_at_unmeasured: !json,
             };
             if !json {
-                // The map is written record by record from two walks (column widths and RAM
-                // counts, then the lines): no entry is kept, so memory does not grow with the
-                // number of sections.
+                // One walk: each record's row is measured and spooled to an unlinked temporary
+                // file, then written in the measured widths; no entry is kept, so memory does
+                // not grow with the number of sections.
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL
                 } else {
                     Style::PLAIN
                 };
-                let mut map = inspect::MapWriter::new(style);
-                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
-                    map.measure(&e);
-                    None
-                })?;
+                let spool = vmstate_cli::input::scratch_file()
+                    .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+                let mut map = inspect::MapWriter::new(style, spool);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut map)?;
                 let name = file.display().to_string();
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                let mut written = map.head(&stream, &name, &mut out);
-                drop(stream);
-                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
-                    if written.is_ok() {
-                        written = map.row(&e, &mut out);
-                    }
-                    None
-                })?;
-                written
-                    .and_then(|_| map.tail(&stream, &mut out))
-                    .and_then(|_| out.flush())
-                    .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
+                map.finish(&stream, &name, &mut out)?;
                 unchanged(&file, &input)?;
                 return Ok(0);
             }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
 use vmstate::SectionHead;
-use vmstate::ram::{RamContext, RamRecord};
+use vmstate::ram::{BlockList, RamContext, RamRecord};
 use vmstate::stream::{
     BodyLength, FooterScan, Next, Options, Record, Records, Schemas, SectionInfo,
     probe_section_footers,
@@ -154,6 +154,8 @@ impl<'d, 'a> DescDecoder<'d, 'a> {
                 message,
             });
         }
+        #[cfg(test)]
+        reads::bump(&reads::DECODED);
         let (body, used) =
             generic::decode_prefix(&dev.body, rest, base).map_err(|error| StreamError::Body {
                 section: label(),
@@ -250,8 +252,8 @@ struct RamSectionState<'a> {
     body: &'a [u8],
     base: usize,
     start: RamContext<'a>,
-    /// Taken while parsing when [`ParseOptions::count_pages`] asked for it.
-    counts: Option<Vec<BlockCount<'a>>>,
+    /// The MEM_SIZE records' block lists, taken while parsing (views into the body).
+    lists: Vec<BlockList<'a>>,
 }
 
 /// How many records of each kind one RAM section holds for one block.
@@ -268,17 +270,21 @@ pub struct BlockCount<'a> {
 }
 
 impl<'a> RamRecords<'a> {
-    /// Page record counts per block (first-seen order): taken while parsing, or counted now
-    /// (one pass over the records) when the parse did not count.
+    /// Page record counts per block (first-seen order), counted now: one pass over the
+    /// records. A walk that needs them counts while it reads ([`Visit::ram`],
+    /// [`BlockCount::add`]).
     pub fn counts(&self) -> Vec<BlockCount<'a>> {
-        if let Some(c) = &self.0.counts {
-            return c.clone();
-        }
         let mut counts = Vec::new();
         for rec in self {
-            count(&mut counts, &rec);
+            BlockCount::add(&mut counts, &rec);
         }
         counts
+    }
+
+    /// The block lists of the section's MEM_SIZE records, in order (taken while parsing: no
+    /// record is read again).
+    pub fn block_lists(&self) -> &[BlockList<'a>] {
+        &self.0.lists
     }
 
     /// The records, EOS last.
@@ -308,32 +314,34 @@ impl<'a> IntoIterator for &RamRecords<'a> {
     }
 }
 
-/// Adds a page record to the per-block counts.
-fn count<'a>(counts: &mut Vec<BlockCount<'a>>, rec: &RamRecord<'a>) {
-    let (block, kind) = match *rec {
-        RamRecord::Zero { block, .. } => (block, 0),
-        RamRecord::Page { block, .. } => (block, 1),
-        RamRecord::Xbzrle { block, .. } => (block, 2),
-        _ => return,
-    };
-    // CONTINUE records repeat the previous block: look there first.
-    let i = match counts.iter().rposition(|c| c.block == block) {
-        Some(i) => i,
-        None => {
-            counts.push(BlockCount {
-                block,
-                zero: 0,
-                page: 0,
-                xbzrle: 0,
-            });
-            counts.len() - 1
+impl<'a> BlockCount<'a> {
+    /// Adds a page record to the per-block counts (other records are not counted).
+    pub fn add(counts: &mut Vec<BlockCount<'a>>, rec: &RamRecord<'a>) {
+        let (block, kind) = match *rec {
+            RamRecord::Zero { block, .. } => (block, 0),
+            RamRecord::Page { block, .. } => (block, 1),
+            RamRecord::Xbzrle { block, .. } => (block, 2),
+            _ => return,
+        };
+        // CONTINUE records repeat the previous block: look there first.
+        let i = match counts.iter().rposition(|c| c.block == block) {
+            Some(i) => i,
+            None => {
+                counts.push(BlockCount {
+                    block,
+                    zero: 0,
+                    page: 0,
+                    xbzrle: 0,
+                });
+                counts.len() - 1
+            }
+        };
+        let c = &mut counts[i];
+        match kind {
+            0 => c.zero += 1,
+            1 => c.page += 1,
+            _ => c.xbzrle += 1,
         }
-    };
-    let c = &mut counts[i];
-    match kind {
-        0 => c.zero += 1,
-        1 => c.page += 1,
-        _ => c.xbzrle += 1,
     }
 }
 
@@ -359,6 +367,8 @@ impl<'a> Iterator for RamIter<'a> {
         if self.done {
             return None;
         }
+        #[cfg(test)]
+        reads::bump(&reads::AGAIN);
         // Parsing checked these bytes already; an error cannot happen, but ends the walk.
         match self.ram.read_record(&mut self.r) {
             Ok(x) => {
@@ -433,14 +443,8 @@ pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>
 }
 
 /// What [`Stream::parse_observed`] does beyond decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ParseOptions {
-    /// Count each RAM section's page records per block ([`RamRecords::counts`]) during the
-    /// parse, reporting progress record by record (so the input can be released behind a
-    /// multi-GiB section while counting). The codec's walk has already read and checked every
-    /// record to find the section's end; counting reads them a second time, about a sixth of
-    /// a whole parse, so callers that print no page counts (`inspect --json`) turn it off.
-    pub count_pages: bool,
     /// A stream without section footers and without a trailer (machine types up to
     /// pc-*-2.2) can be measured only as far as the typed device tables reach: stop at the
     /// first section none of them describes and keep what was read ([`Stream::unmeasured`])
@@ -448,12 +452,55 @@ pub struct ParseOptions {
     pub stop_at_unmeasured: bool,
 }
 
-impl Default for ParseOptions {
-    fn default() -> Self {
-        ParseOptions {
-            count_pages: true,
-            stop_at_unmeasured: false,
-        }
+/// What a walk ([`Stream::parse_visit`]) hands out as it reads: each RAM record once, as it
+/// is read and checked, and each record's entry once it is decoded (after the RAM records of
+/// its section). A command that compares or writes pages does it here, so no RAM record is
+/// read twice.
+pub trait Visit<'a> {
+    /// A RAM record of a section of kind `kind`, as the walk reads it.
+    fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
+        let _ = (kind, record);
+    }
+
+    /// The entry of one record, with the stream read so far (header and configuration); it
+    /// is kept in [`Stream::entries`] only if given back.
+    fn entry(&mut self, stream: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>>;
+}
+
+/// The visitor that keeps every entry and looks at nothing else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepAll;
+
+impl<'a> Visit<'a> for KeepAll {
+    fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
+        Some(entry)
+    }
+}
+
+/// How often the parse read a RAM record and decoded a section body, for the tests that
+/// show each command does each once.
+#[cfg(test)]
+pub(crate) mod reads {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// RAM records read by the walk.
+        pub static WALKED: Cell<u64> = const { Cell::new(0) };
+        /// RAM records read again from a kept entry ([`super::RamIter`]).
+        pub static AGAIN: Cell<u64> = const { Cell::new(0) };
+        /// Section bodies decoded with the description ([`super::DescDecoder::decode`]).
+        pub static DECODED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Adds one to `counter`.
+    pub fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+        counter.with(|c| c.set(c.get() + 1));
+    }
+
+    /// The three counters (walked, again, decoded), set back to zero.
+    pub fn take() -> (u64, u64, u64) {
+        let t = |c: &'static std::thread::LocalKey<Cell<u64>>| c.with(|c| c.replace(0));
+        (t(&WALKED), t(&AGAIN), t(&DECODED))
     }
 }
 
@@ -518,32 +565,26 @@ impl<'a> Stream<'a> {
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
-        Stream::parse_visit(bytes, description, options, reached, &mut |_, e| Some(e))
+        Stream::parse_visit(bytes, description, options, reached, &mut KeepAll)
     }
 
     /// Hands the entry of bytes `offset..end` to `visit` and keeps what it gives back.
-    fn keep(
-        &mut self,
-        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
-        offset: usize,
-        end: usize,
-        item: Item<'a>,
-    ) {
-        if let Some(kept) = visit(self, Entry { offset, end, item }) {
+    fn keep(&mut self, visit: &mut dyn Visit<'a>, offset: usize, end: usize, item: Item<'a>) {
+        if let Some(kept) = visit.entry(self, Entry { offset, end, item }) {
             self.entries.push(kept);
         }
     }
 
-    /// [`Stream::parse_observed`] handing each record's entry to `visit` as soon as it is
-    /// decoded, with the stream read so far (header and configuration); the entry is kept in
-    /// [`Stream::entries`] only if `visit` gives it back. A command that needs one record at a
-    /// time (`inspect`'s map) keeps nothing per record this way.
+    /// [`Stream::parse_observed`] handing each RAM record and each record's entry to `visit`
+    /// as soon as it is read ([`Visit`]); an entry is kept in [`Stream::entries`] only if
+    /// `visit` gives it back. A command that needs one record at a time (`inspect`'s map)
+    /// keeps nothing per record this way.
     pub fn parse_visit(
         bytes: &'a [u8],
         description: Option<Description<'a>>,
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
-        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+        visit: &mut dyn Visit<'a>,
     ) -> Result<Stream<'a>, StreamError> {
         let footers = probe_section_footers(bytes);
         let walk = Options {
@@ -626,34 +667,35 @@ impl<'a> Stream<'a> {
                 body_offset: head.body_offset(),
                 body_len,
             };
-            // Each body is read once: RAM records counted as they are checked, FULL bodies
-            // decoded with the description, and the walk told where the body ended.
+            // Each body is read once: RAM records handed to the visitor as they are checked,
+            // FULL bodies decoded with the description, and the walk told where the body ended.
             let (len, item) = if head.is_ram() {
                 // The RAM state before the section is where a later iteration starts.
                 let start = *records.ram();
-                let (len, counts) = if options.count_pages {
-                    let mut counts = Vec::new();
-                    let mut r = Reader::new(rest, head.body_offset());
-                    let ram = records.ram_mut();
-                    loop {
-                        let rec = ram
-                            .read_record(&mut r)
-                            .map_err(|e| e.in_section(head.context()))?;
-                        count(&mut counts, &rec);
-                        reached(r.offset());
-                        if rec == RamRecord::Eos {
-                            break;
-                        }
+                let mut lists = Vec::new();
+                let mut r = Reader::new(rest, head.body_offset());
+                let ram = records.ram_mut();
+                loop {
+                    let rec = ram
+                        .read_record(&mut r)
+                        .map_err(|e| e.in_section(head.context()))?;
+                    #[cfg(test)]
+                    reads::bump(&reads::WALKED);
+                    if let RamRecord::MemSize(list) = rec {
+                        lists.push(list);
                     }
-                    (r.position(), Some(counts))
-                } else {
-                    (records.measure(&head)?, None)
-                };
+                    visit.ram(head.kind, &rec);
+                    reached(r.offset());
+                    if rec == RamRecord::Eos {
+                        break;
+                    }
+                }
+                let len = r.position();
                 let records = RamRecords(Box::new(RamSectionState {
                     body: rest.get(..len).unwrap_or_default(),
                     base: head.body_offset(),
                     start,
-                    counts,
+                    lists,
                 }));
                 let section = section(len);
                 (len, Item::Ram { section, records })
@@ -806,15 +848,11 @@ impl<'a> Stream<'a> {
             match &e.item {
                 Item::Ram { section, records } if section.kind == SectionKind::Start => {
                     let mut sizes = Map::new();
-                    for r in records {
-                        if let RamRecord::MemSize(list) = r {
-                            for b in list.iter() {
-                                sizes.insert(
-                                    String::from_utf8_lossy(b.name).into_owned(),
-                                    format!("0x{:016x}", b.length).into(),
-                                );
-                            }
-                        }
+                    for b in records.block_lists().iter().flat_map(|l| l.iter()) {
+                        sizes.insert(
+                            String::from_utf8_lossy(b.name).into_owned(),
+                            format!("0x{:016x}", b.length).into(),
+                        );
                     }
                     let mut v = Map::new();
                     v.insert("section sizes".into(), Value::Object(sizes));
