@@ -444,14 +444,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;
-            let stream = parse(&input, &file, "extract")?;
-            let mut progress = Progress::new("extract", file.bytes().len());
-            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &input, &mut |at| {
-                progress.update(at);
-                file.release_before(at);
-            })
-            .map_err(Failure::from);
-            progress.finish();
+            // Pages go into the images as the walk reads them.
+            let mut extract = vmstate_cli::extract::Extract::new(&dir, &input);
+            let options = ParseOptions::default();
+            let stream = match parse_visit(&input, &file, "extract", options, &mut extract) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    extract.abandon();
+                    return Err(e);
+                }
+            };
+            let files = extract.finish(&stream).map_err(Failure::from);
             let files = checked(&input, &file, files)?;
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
