@@ -540,6 +540,280 @@ impl BodyLength for Lengths {
     }
 }
 
+/// A walk of a v3 stream that its caller drives one step at a time: one RAM record inside a
+/// RAM section, one whole record otherwise. [`Stream::parse_visit`] runs one to its end;
+/// `diff` runs two side by side, so it compares their pages as it reads them. Every body is
+/// read once: RAM records handed to the visitor as they are checked, FULL bodies decoded with
+/// the description, and the codec's walk told where each body ended.
+pub struct Walk<'d, 'a> {
+    bytes: &'a [u8],
+    records: Records<'a, Lengths>,
+    description: Option<&'d Description<'a>>,
+    decoder: Option<DescDecoder<'d, 'a>>,
+    options: ParseOptions,
+    footers: bool,
+    stream: Stream<'a>,
+    /// The RAM section being read.
+    ram: Option<RamSection<'a>>,
+    done: bool,
+}
+
+/// A RAM section between its head and its EOS record.
+struct RamSection<'a> {
+    head: SectionHead<&'a [u8]>,
+    rest: &'a [u8],
+    r: Reader<'a>,
+    /// The RAM state before the section: where a later iteration of its records starts.
+    start: RamContext<'a>,
+    lists: Vec<BlockList<'a>>,
+}
+
+fn section_meta<'a>(head: &SectionHead<&'a [u8]>, body_len: usize) -> SectionMeta<'a> {
+    SectionMeta {
+        kind: head.kind,
+        section_id: head.section_id,
+        idstr: head.idstr,
+        instance_id: head.instance_id,
+        version_id: head.version_id,
+        body_offset: head.body_offset(),
+        body_len,
+    }
+}
+
+impl<'d, 'a> Walk<'d, 'a> {
+    /// A walk of `bytes` decoding FULL sections with `description` (see
+    /// [`Stream::parse_with`]).
+    pub fn new(
+        bytes: &'a [u8],
+        description: Option<&'d Description<'a>>,
+        options: ParseOptions,
+    ) -> Self {
+        let footers = probe_section_footers(bytes);
+        let walk = Options {
+            section_footers: footers,
+            ..Options::for_stream(bytes)
+        };
+        let lengths = Lengths {
+            footers,
+            scratch: if footers {
+                Vec::new()
+            } else {
+                vec![0; vmstate_devices::pc::MAX_STATE_SIZE]
+            },
+        };
+        Walk {
+            bytes,
+            records: Records::with_options(bytes, lengths, walk),
+            description,
+            decoder: description.map(DescDecoder::new),
+            options,
+            footers,
+            stream: Stream {
+                version: 0,
+                configuration: None,
+                entries: Vec::new(),
+                trailer: None,
+                description: None,
+                len: bytes.len(),
+                unmeasured: None,
+            },
+            ram: None,
+            done: false,
+        }
+    }
+
+    /// Takes one step, handing what it read to `visit` and the offset reached to `reached`:
+    /// `Ok(false)` once the walk has ended (and after an error).
+    pub fn step(
+        &mut self,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<bool, StreamError> {
+        if self.done {
+            return Ok(false);
+        }
+        let stepped = self.advance(reached, visit);
+        self.done = !matches!(stepped, Ok(true));
+        stepped
+    }
+
+    fn advance(
+        &mut self,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<bool, StreamError> {
+        if let Some(ram) = &mut self.ram {
+            let rec = self
+                .records
+                .ram_mut()
+                .read_record(&mut ram.r)
+                .map_err(|e| e.in_section(ram.head.context()))?;
+            #[cfg(test)]
+            reads::bump(&reads::WALKED);
+            if let RamRecord::MemSize(list) = rec {
+                ram.lists.push(list);
+            }
+            visit.ram(ram.head.kind, &rec);
+            reached(ram.r.offset());
+            if rec == RamRecord::Eos
+                && let Some(ram) = self.ram.take()
+            {
+                let len = ram.r.position();
+                let records = RamRecords(Box::new(RamSectionState {
+                    body: ram.rest.get(..len).unwrap_or_default(),
+                    base: ram.head.body_offset(),
+                    start: ram.start,
+                    lists: ram.lists,
+                }));
+                let section = section_meta(&ram.head, len);
+                self.commit(&ram.head, len, Item::Ram { section, records }, visit)?;
+            }
+            return Ok(true);
+        }
+        let Some(next) = self.records.next_head() else {
+            return Ok(false);
+        };
+        let head = match next? {
+            Next::Section(head) => head,
+            Next::Record(located) => {
+                reached(located.offset);
+                let stream = &mut self.stream;
+                let item = match located.record {
+                    Record::Header { version } => {
+                        stream.version = version;
+                        return Ok(true);
+                    }
+                    Record::Configuration(c) => {
+                        // QEMU ≥ 8.2 describes the record too: it must read as described.
+                        if let Some(cfg) = self.description.and_then(|d| d.configuration.as_ref())
+                        {
+                            let body = self
+                                .bytes
+                                .get(located.offset + 1..located.end)
+                                .unwrap_or_default();
+                            generic::decode_configuration(cfg, body, located.offset + 1).map_err(
+                                |error| StreamError::Body {
+                                    section: "configuration".into(),
+                                    error: Box::new(error),
+                                },
+                            )?;
+                        }
+                        stream.configuration = Some(c);
+                        return Ok(true);
+                    }
+                    Record::Trailer(t) => {
+                        if self.description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
+                            // Too long for `find_description` to look for: the parser's
+                            // length check refuses it with its own message.
+                            Description::from_json_bytes(t.json)
+                                .map_err(StreamError::Description)?;
+                        }
+                        stream.trailer = Some(t.json);
+                        return Ok(true);
+                    }
+                    Record::Eof => Item::Eof,
+                    Record::Command(c) => Item::Command(c),
+                    // Sections come as heads.
+                    Record::Section(_) => return Ok(true),
+                };
+                stream.keep(visit, located.offset, located.end, item);
+                return Ok(true);
+            }
+        };
+        reached(head.offset);
+        let rest = self.records.body_rest(&head);
+        if head.is_ram() {
+            self.ram = Some(RamSection {
+                head,
+                rest,
+                r: Reader::new(rest, head.body_offset()),
+                start: *self.records.ram(),
+                lists: Vec::new(),
+            });
+            return Ok(true);
+        }
+        let (len, item) = if let Some(d) = self
+            .decoder
+            .as_mut()
+            .filter(|_| head.kind == SectionKind::Full)
+        {
+            let (device, body, len) = d.decode(&head, rest)?;
+            let section = section_meta(&head, len);
+            let item = Item::Device {
+                section,
+                device,
+                body,
+            };
+            (len, item)
+        } else {
+            let len = match self.records.measure(&head) {
+                Ok(n) => n,
+                Err(e) if !self.footers && e.kind == ErrorKind::BodyLengthUnknown => {
+                    let section = section_label(head.idstr, head.instance_id, head.section_id);
+                    if self.options.stop_at_unmeasured {
+                        self.stream.unmeasured = Some(Unmeasured {
+                            offset: e.offset,
+                            section,
+                        });
+                        return Ok(false);
+                    }
+                    return Err(StreamError::Mismatch {
+                        offset: e.offset,
+                        message: format!(
+                            "section {section}: cannot measure its body: the stream has no \
+                             section footers (machine types up to pc-*-2.2) and no \
+                             VMDESCRIPTION trailer, and no typed model describes it"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let section = section_meta(&head, len);
+            let item = Item::Opaque {
+                section,
+                body: rest.get(..len).unwrap_or_default(),
+            };
+            (len, item)
+        };
+        self.commit(&head, len, item, visit)?;
+        Ok(true)
+    }
+
+    /// Tells the codec's walk where the body of `head` ended and hands its entry over.
+    fn commit(
+        &mut self,
+        head: &SectionHead<&'a [u8]>,
+        len: usize,
+        item: Item<'a>,
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<(), StreamError> {
+        let located = self.records.commit(head, len)?;
+        self.stream.keep(visit, located.offset, located.end, item);
+        Ok(())
+    }
+
+    /// The stream walked, once every described device was found in it (QEMU describes what
+    /// it sent); its description is the caller's to set.
+    pub fn finish(self) -> Result<Stream<'a>, StreamError> {
+        if let Some(d) = self.decoder.as_ref()
+            && let Some(dev) = d.unmatched().next()
+        {
+            return Err(StreamError::Mismatch {
+                offset: self.bytes.len(),
+                message: format!(
+                    "the description lists '{}' instance {}, which the stream does not carry \
+                     ({} of {} devices matched)",
+                    dev.name,
+                    dev.instance_id,
+                    d.matched(),
+                    d.devices_len()
+                ),
+            });
+        }
+        Ok(self.stream)
+    }
+}
+
 impl<'a> Stream<'a> {
     /// Decodes every record of `bytes`, using its own VMDESCRIPTION trailer if it has one.
     pub fn parse(bytes: &'a [u8]) -> Result<Stream<'a>, StreamError> {
@@ -586,177 +860,9 @@ impl<'a> Stream<'a> {
         reached: &mut dyn FnMut(usize),
         visit: &mut dyn Visit<'a>,
     ) -> Result<Stream<'a>, StreamError> {
-        let footers = probe_section_footers(bytes);
-        let walk = Options {
-            section_footers: footers,
-            ..Options::for_stream(bytes)
-        };
-        let lengths = Lengths {
-            footers,
-            scratch: if footers {
-                Vec::new()
-            } else {
-                vec![0; vmstate_devices::pc::MAX_STATE_SIZE]
-            },
-        };
-        let mut records = Records::with_options(bytes, lengths, walk);
-        let mut decoder = description.as_ref().map(DescDecoder::new);
-        let mut stream = Stream {
-            version: 0,
-            configuration: None,
-            entries: Vec::new(),
-            trailer: None,
-            description: None,
-            len: bytes.len(),
-            unmeasured: None,
-        };
-        while let Some(next) = records.next_head() {
-            let head = match next? {
-                Next::Section(head) => head,
-                Next::Record(located) => {
-                    reached(located.offset);
-                    let item = match located.record {
-                        Record::Header { version } => {
-                            stream.version = version;
-                            continue;
-                        }
-                        Record::Configuration(c) => {
-                            // QEMU ≥ 8.2 describes the record too: it must read as described.
-                            if let Some(cfg) =
-                                description.as_ref().and_then(|d| d.configuration.as_ref())
-                            {
-                                let body = bytes
-                                    .get(located.offset + 1..located.end)
-                                    .unwrap_or_default();
-                                generic::decode_configuration(cfg, body, located.offset + 1)
-                                    .map_err(|error| StreamError::Body {
-                                        section: "configuration".into(),
-                                        error: Box::new(error),
-                                    })?;
-                            }
-                            stream.configuration = Some(c);
-                            continue;
-                        }
-                        Record::Trailer(t) => {
-                            if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
-                                // Too long for `find_description` to look for: the parser's
-                                // length check refuses it with its own message.
-                                Description::from_json_bytes(t.json)
-                                    .map_err(StreamError::Description)?;
-                            }
-                            stream.trailer = Some(t.json);
-                            continue;
-                        }
-                        Record::Eof => Item::Eof,
-                        Record::Command(c) => Item::Command(c),
-                        // Sections come as heads.
-                        Record::Section(_) => continue,
-                    };
-                    stream.keep(visit, located.offset, located.end, item);
-                    continue;
-                }
-            };
-            reached(head.offset);
-            let rest = records.body_rest(&head);
-            let section = |body_len| SectionMeta {
-                kind: head.kind,
-                section_id: head.section_id,
-                idstr: head.idstr,
-                instance_id: head.instance_id,
-                version_id: head.version_id,
-                body_offset: head.body_offset(),
-                body_len,
-            };
-            // Each body is read once: RAM records handed to the visitor as they are checked,
-            // FULL bodies decoded with the description, and the walk told where the body ended.
-            let (len, item) = if head.is_ram() {
-                // The RAM state before the section is where a later iteration starts.
-                let start = *records.ram();
-                let mut lists = Vec::new();
-                let mut r = Reader::new(rest, head.body_offset());
-                let ram = records.ram_mut();
-                loop {
-                    let rec = ram
-                        .read_record(&mut r)
-                        .map_err(|e| e.in_section(head.context()))?;
-                    #[cfg(test)]
-                    reads::bump(&reads::WALKED);
-                    if let RamRecord::MemSize(list) = rec {
-                        lists.push(list);
-                    }
-                    visit.ram(head.kind, &rec);
-                    reached(r.offset());
-                    if rec == RamRecord::Eos {
-                        break;
-                    }
-                }
-                let len = r.position();
-                let records = RamRecords(Box::new(RamSectionState {
-                    body: rest.get(..len).unwrap_or_default(),
-                    base: head.body_offset(),
-                    start,
-                    lists,
-                }));
-                let section = section(len);
-                (len, Item::Ram { section, records })
-            } else if let Some(d) = decoder.as_mut().filter(|_| head.kind == SectionKind::Full) {
-                let (device, body, len) = d.decode(&head, rest)?;
-                let section = section(len);
-                let item = Item::Device {
-                    section,
-                    device,
-                    body,
-                };
-                (len, item)
-            } else {
-                let len = match records.measure(&head) {
-                    Ok(n) => n,
-                    Err(e) if !footers && e.kind == ErrorKind::BodyLengthUnknown => {
-                        let section = section_label(head.idstr, head.instance_id, head.section_id);
-                        if options.stop_at_unmeasured {
-                            stream.unmeasured = Some(Unmeasured {
-                                offset: e.offset,
-                                section,
-                            });
-                            break;
-                        }
-                        return Err(StreamError::Mismatch {
-                            offset: e.offset,
-                            message: format!(
-                                "section {section}: cannot measure its body: the stream has no \
-                                 section footers (machine types up to pc-*-2.2) and no \
-                                 VMDESCRIPTION trailer, and no typed model describes it"
-                            ),
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let section = section(len);
-                let item = Item::Opaque {
-                    section,
-                    body: rest.get(..len).unwrap_or_default(),
-                };
-                (len, item)
-            };
-            let located = records.commit(&head, len)?;
-            stream.keep(visit, located.offset, located.end, item);
-        }
-        // Every described device must be in the stream (QEMU describes what it sent).
-        if let Some(d) = decoder.as_ref()
-            && let Some(dev) = d.unmatched().next()
-        {
-            return Err(StreamError::Mismatch {
-                offset: bytes.len(),
-                message: format!(
-                    "the description lists '{}' instance {}, which the stream does not carry \
-                     ({} of {} devices matched)",
-                    dev.name,
-                    dev.instance_id,
-                    d.matched(),
-                    d.devices_len()
-                ),
-            });
-        }
+        let mut walk = Walk::new(bytes, description.as_ref(), options);
+        while walk.step(reached, visit)? {}
+        let mut stream = walk.finish()?;
         stream.description = description;
         Ok(stream)
     }
