@@ -6,9 +6,10 @@
 use crate::exit::Failure;
 use crate::generic::Body;
 use crate::model::{BlockCount, Entry, Item, Stream, Visit};
+use crate::output::Spool;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::io::{self, BufRead};
+use std::io;
 use vmstate::ram::RamRecord;
 use vmstate::wire::section::SectionKind;
 
@@ -230,13 +231,11 @@ const HEADER: [&str; 8] = [
 /// does not grow with the number of sections; `inspect` spools to an unlinked temporary file
 /// ([`crate::input::scratch_file`]), and prints nothing for a stream it refuses.
 #[derive(Debug)]
-pub struct MapWriter<'a, S: io::Write> {
+pub struct MapWriter<'a, S: io::Read + io::Write + io::Seek> {
     style: Style,
     width: [usize; 8],
     ram: RamTally<'a>,
-    spool: io::BufWriter<S>,
-    /// The first error writing the spool.
-    spooled: io::Result<()>,
+    spool: Spool<S>,
 }
 
 impl<'a, S: io::Read + io::Write + io::Seek> MapWriter<'a, S> {
@@ -246,8 +245,7 @@ impl<'a, S: io::Read + io::Write + io::Seek> MapWriter<'a, S> {
             style,
             width: HEADER.map(str::len),
             ram: RamTally::default(),
-            spool: io::BufWriter::new(spool),
-            spooled: Ok(()),
+            spool: Spool::new(spool),
         }
     }
 
@@ -261,22 +259,25 @@ impl<'a, S: io::Read + io::Write + io::Seek> MapWriter<'a, S> {
     ) -> Result<(), Failure> {
         let spool_error = |e: io::Error| Failure::Output(format!("temporary file: {e}"));
         let stdout_error = |e: io::Error| Failure::Output(format!("stdout: {e}"));
-        let head = self.head(stream, name);
-        self.spooled.map_err(spool_error)?;
-        out.write_all(head.as_bytes()).map_err(stdout_error)?;
-        let mut spool = self
-            .spool
-            .into_inner()
-            .map_err(|e| spool_error(e.into_error()))?;
-        spool.rewind().map_err(spool_error)?;
-        let mut rows = io::BufReader::new(spool);
+        out.write_all(self.head(stream, name).as_bytes())
+            .map_err(stdout_error)?;
+        let (style, width) = (self.style, self.width);
         let mut line = String::new();
-        while !rows.fill_buf().map_err(spool_error)?.is_empty() {
-            let cells = read_cells(&mut rows).map_err(spool_error)?;
+        let mut failed = None;
+        let read = self.spool.rows(8, &mut |cells| {
             line.clear();
-            line_into(self.style, &self.width, &cells, &mut line, false);
-            out.write_all(line.as_bytes()).map_err(stdout_error)?;
+            if let Ok(cells) = <[String; 8]>::try_from(cells) {
+                line_into(style, &width, &cells, &mut line, false);
+            }
+            out.write_all(line.as_bytes()).map_err(|e| {
+                failed = Some(e);
+                io::Error::other("stdout")
+            })
+        });
+        if let Some(e) = failed {
+            return Err(stdout_error(e));
         }
+        read.map_err(spool_error)?;
         let tail = tail(self.style, self.ram, stream);
         out.write_all(tail.as_bytes())
             .and_then(|()| out.flush())
@@ -329,7 +330,7 @@ impl<'a, S: io::Read + io::Write + io::Seek> MapWriter<'a, S> {
     }
 }
 
-impl<'a, S: io::Write> Visit<'a> for MapWriter<'a, S> {
+impl<'a, S: io::Read + io::Write + io::Seek> Visit<'a> for MapWriter<'a, S> {
     fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
         self.ram.record(kind, record);
     }
@@ -342,34 +343,9 @@ impl<'a, S: io::Write> Visit<'a> for MapWriter<'a, S> {
                 *w = (*w).max(c.len());
             }
         }
-        if self.spooled.is_ok() {
-            self.spooled = write_cells(&mut self.spool, &cells);
-        }
+        self.spool.push(&cells.each_ref().map(String::as_str));
         None
     }
-}
-
-/// Spools a row: each cell as its length (4 bytes, little-endian) and its bytes.
-fn write_cells(spool: &mut impl io::Write, cells: &[String; 8]) -> io::Result<()> {
-    for c in cells {
-        let len = u32::try_from(c.len()).map_err(io::Error::other)?;
-        spool.write_all(&len.to_le_bytes())?;
-        spool.write_all(c.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// Reads back a row [`write_cells`] spooled.
-fn read_cells(spool: &mut impl io::Read) -> io::Result<[String; 8]> {
-    let mut cells: [String; 8] = Default::default();
-    for c in &mut cells {
-        let mut len = [0; 4];
-        spool.read_exact(&mut len)?;
-        let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
-        spool.read_exact(&mut bytes)?;
-        *c = String::from_utf8(bytes).map_err(io::Error::other)?;
-    }
-    Ok(cells)
 }
 
 /// The lines after the records: where an unmeasurable stream stopped, the trailer, and the

@@ -685,8 +685,7 @@ impl<'d, 'a> Walk<'d, 'a> {
                     }
                     Record::Configuration(c) => {
                         // QEMU ≥ 8.2 describes the record too: it must read as described.
-                        if let Some(cfg) = self.description.and_then(|d| d.configuration.as_ref())
-                        {
+                        if let Some(cfg) = self.description.and_then(|d| d.configuration.as_ref()) {
                             let body = self
                                 .bytes
                                 .get(located.offset + 1..located.end)
