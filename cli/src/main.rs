@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vmstate_cli::desc::Description;
 use vmstate_cli::exit::{Exit, Failure};
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
@@ -236,6 +237,13 @@ fn parse_with<'a>(
     parse_visit(path, input, label, options, &mut KeepAll)
 }
 
+/// The stream's own description, if it ends with one.
+fn description<'a>(path: &Path, input: &'a Input) -> Result<Option<Description<'a>>, Failure> {
+    let found = vmstate_cli::model::find_description(input.bytes())
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", path.display())));
+    checked(path, input, found).map(|d| d.map(|(_, d)| d))
+}
+
 /// [`parse_with`] handing each RAM record and each entry to `visit` (see `Stream::parse_visit`).
 fn parse_visit<'a>(
     path: &Path,
@@ -247,12 +255,7 @@ fn parse_visit<'a>(
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
-    let description = checked(
-        path,
-        input,
-        vmstate_cli::model::find_description(bytes).map_err(invalid),
-    )?
-    .map(|(_, d)| d);
+    let description = description(path, input)?;
     let mut progress = Progress::new(label, bytes.len());
     let s = Stream::parse_visit(
         bytes,
@@ -462,24 +465,54 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
-            let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
-            // Differences go to stdout as they are found; what was compared, to stderr.
+            let da = description(&a, &fa)?;
+            let db = match description(&b, &fb) {
+                Ok(db) => db,
+                Err(e) => {
+                    // The first stream's verdict comes first.
+                    parse(&a, &fa, "diff")?;
+                    return Err(e);
+                }
+            };
+            let spool = vmstate_cli::input::scratch_file()
+                .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+            // Both streams are walked side by side, their pages compared as they are read;
+            // differences go to stdout once the walks are done, what was compared to stderr.
+            let mut progress = Progress::new("diff", fa.bytes().len() + fb.bytes().len());
+            let mut at = [0, 0];
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let compared = vmstate_cli::diff::diff_to(
-                &sa,
-                &sb,
+            let compared = vmstate_cli::diff::diff_walked(
+                (fa.bytes(), da),
+                (fb.bytes(), db),
+                spool,
                 &mut |d| writeln!(out, "{d}"),
-                &mut |side, at| match side {
-                    vmstate_cli::diff::Side::A => fa.release_before(at),
-                    vmstate_cli::diff::Side::B => fb.release_before(at),
+                &mut |side, offset| {
+                    let (input, i) = match side {
+                        vmstate_cli::diff::Side::A => (&fa, 0),
+                        vmstate_cli::diff::Side::B => (&fb, 1),
+                    };
+                    at[i] = offset;
+                    progress.update(at[0] + at[1]);
+                    input.release_before(offset);
                 },
-            )
-            .and_then(|c| out.flush().map(|_| c))
-            .map_err(|e| Failure::Output(format!("stdout: {e}")));
+            );
+            progress.finish();
+            use vmstate_cli::diff::{DiffError, Side};
+            let compared = match compared {
+                Ok(c) => out.flush().map(|_| c).map_err(DiffError::Found),
+                Err(e) => Err(e),
+            };
             // An answer computed from bytes that changed under the walk is not an answer.
             unchanged(&a, &fa)?;
             unchanged(&b, &fb)?;
-            let compared = compared?;
+            let compared = compared.map_err(|e| match e {
+                DiffError::Stream(side, e) => {
+                    let path = if side == Side::A { &a } else { &b };
+                    Failure::Invalid(format!("{}: {e}", path.display()))
+                }
+                DiffError::Spool(e) => Failure::Output(format!("temporary file: {e}")),
+                DiffError::Found(e) => Failure::Output(format!("stdout: {e}")),
+            })?;
             eprintln!("vmstate: {compared}");
             Ok(u8::from(compared.differences > 0))
         }
