@@ -456,6 +456,8 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
         None => walk.finish().map_err(|e| DiffError::Stream(side, e)),
     };
     let lists = (fa.list.blocks, fb.list.blocks);
+    // A block listed after the first pages (never by QEMU) was not ranked: block by block.
+    let in_order = in_order && list_names(&lists.0, &lists.1) == names;
     let mut sa = finish(wa, ea, Side::A)?;
     sa.description = a.1;
     let mut sb = finish(wb, eb, Side::B)?;
