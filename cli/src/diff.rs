@@ -464,7 +464,7 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
     sb.description = b.1;
     let mut c = Compared::default();
     let found_e = &mut |d| found(d).map_err(DiffError::Found);
-    heads(&sa, &sb, (&lists.0, &lists.1), &mut c, found_e)?;
+    let names = heads(&sa, &sb, (&lists.0, &lists.1), &mut c, found_e)?;
     if in_order {
         c.add_pages(&merged);
         let mut failed = None;
@@ -484,7 +484,7 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
         }
         read.map_err(DiffError::Spool)?;
     } else {
-        by_blocks(&sa, &sb, &names, &rank, &mut c, found_e)?;
+        by_blocks(&sa, &sb, &names, &ranks(&names), &mut c, found_e)?;
     }
     Ok(c)
 }
