@@ -22,7 +22,7 @@
 //! name, at a temporary name, or as `ram`/`sections`) is never followed or written through. Pages are written straight from
 //! the input buffer with positioned writes; nothing is copied per page.
 
-use crate::model::{Item, Stream};
+use crate::model::{Entry, Item, Stream, Visit};
 use crate::output::{Links, OutputError, OutputFile};
 use crate::pretty_json;
 use serde_json::{Value, json};
@@ -31,6 +31,7 @@ use std::fs;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use vmstate::ram::{PAGE_SIZE, RamRecord};
+use vmstate::wire::section::SectionKind;
 
 /// The longest encoded name kept whole (longer ones are cut and hashed, see the module docs).
 pub const MAX_ENCODED: usize = 200;
@@ -89,115 +90,201 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Writes the parts of `stream` under `dir` (created if needed). Returns the files written.
-pub fn extract(stream: &Stream<'_>, dir: &Path) -> Result<Vec<PathBuf>, OutputError> {
-    extract_observed(stream, dir, Path::new(""), &mut |_| {})
+/// `extract` as the visitor of the walk ([`crate::model::Stream::parse_visit`]): each RAM
+/// block's image is created at its MEM_SIZE record and each page is written into it as the
+/// walk reads the page, so no RAM record is read twice; [`Extract::finish`] then writes the
+/// rest from the decoded stream. Nothing is in place before `finish` succeeds: the images are
+/// temporary files until then, and an error writing them is reported where `finish` reaches
+/// their section (after `desc.json`, `state.json` and the sections before it), so an invalid
+/// input is reported first; [`Extract::abandon`] removes what a refused walk left.
+pub struct Extract<'p, 'a> {
+    out: Extraction<'p>,
+    images: HashMap<&'a [u8], (PathBuf, OutputFile)>,
+    order: Vec<&'a [u8]>,
+    names: HashSet<String>,
+    /// Entries the walk has handed over: the index of the section whose records come next.
+    entries: usize,
+    /// The first error writing an image, and the index of its section's entry.
+    failed: Option<(usize, OutputError)>,
+    /// Directories this extraction created, outermost first.
+    created: Vec<PathBuf>,
 }
 
-/// [`extract`] of the stream read from `input` (never overwritten), calling `reached` with the
-/// input offset of each record before it is written out (for a progress line, or to release
-/// the input behind it).
-pub fn extract_observed(
-    stream: &Stream<'_>,
-    dir: &Path,
-    input: &Path,
-    reached: &mut dyn FnMut(usize),
-) -> Result<Vec<PathBuf>, OutputError> {
-    let mut out = Extraction {
-        dir,
-        inputs: if input.as_os_str().is_empty() {
-            vec![]
-        } else {
-            vec![input]
-        },
-        written: Vec::new(),
-        index_ram: Vec::new(),
-        index_sections: Vec::new(),
-    };
-    fs::create_dir_all(dir).map_err(|e| out.error(dir, "cannot create the directory", e))?;
-    if let Some(d) = &stream.description {
-        out.write(
-            &dir.join("desc.json"),
-            (pretty_json(&d.to_json()) + "\n").as_bytes(),
-        )?;
+impl<'p, 'a> Extract<'p, 'a> {
+    /// An extraction into `dir` (created when first needed) of the stream read from `input`
+    /// (never overwritten; empty: none).
+    pub fn new(dir: &'p Path, input: &'p Path) -> Self {
+        Extract {
+            out: Extraction {
+                dir,
+                inputs: if input.as_os_str().is_empty() {
+                    vec![]
+                } else {
+                    vec![input]
+                },
+                written: Vec::new(),
+                index_ram: Vec::new(),
+                index_sections: Vec::new(),
+            },
+            images: HashMap::new(),
+            order: Vec::new(),
+            names: HashSet::new(),
+            entries: 0,
+            failed: None,
+            created: Vec::new(),
+        }
     }
-    if let Some(v) = stream.analyze_state() {
-        out.write(&dir.join("state.json"), (pretty_json(&v) + "\n").as_bytes())?;
+
+    /// Creates the output directory and its missing parents (remembered for
+    /// [`Extract::abandon`]).
+    fn create_dir(&mut self) -> Result<(), OutputError> {
+        let dir = self.out.dir;
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && fs::symlink_metadata(d).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        fs::create_dir_all(dir)
+            .map_err(|e| self.out.error(dir, "cannot create the directory", e))?;
+        missing.reverse();
+        self.created.extend(missing);
+        Ok(())
     }
-    let mut images: HashMap<Vec<u8>, (PathBuf, OutputFile)> = HashMap::new();
-    let mut order = Vec::new();
-    let mut names = HashSet::new();
-    for e in &stream.entries {
-        reached(e.offset);
-        match &e.item {
-            Item::Ram { records, .. } => {
-                for r in records {
-                    match r {
-                        RamRecord::MemSize(list) => {
-                            let ram = out.subdir("ram")?;
-                            for b in list.iter() {
-                                let name = safe_name(b.name);
-                                if !names.insert(name.clone()) {
-                                    return Err(out.refused(
-                                        &ram,
-                                        format!("two RAM blocks map to the file name {name}"),
-                                    ));
-                                }
-                                let p = ram.join(format!("{name}.bin"));
-                                let mut f = out.create(&p)?;
-                                f.file()
-                                    .set_len(b.length)
-                                    .map_err(|e| out.error(&p, "cannot size the image", e))?;
-                                out.index_ram.push(json!({
-                                    "name": String::from_utf8_lossy(b.name),
-                                    "name_escaped": escaped(b.name),
-                                    "file": format!("ram/{name}.bin"),
-                                    "length": b.length,
-                                }));
-                                order.push(b.name.to_vec());
-                                images.insert(b.name.to_vec(), (p, f));
-                            }
-                        }
-                        RamRecord::Page {
-                            block,
-                            offset,
-                            data,
-                            ..
-                        } => write_at(&mut images, block, offset, data)
-                            .map_err(|(p, e)| out.error(&p, "write failed", e))?,
-                        RamRecord::Zero {
-                            block,
-                            offset,
-                            fill,
-                            ..
-                        } if fill != 0 => write_at(&mut images, block, offset, &[fill; PAGE_SIZE])
-                            .map_err(|(p, e)| out.error(&p, "write failed", e))?,
-                        _ => {}
-                    }
+
+    /// Takes one RAM record: a block list creates the images, a page is written into its
+    /// image.
+    fn record(&mut self, rec: &RamRecord<'a>) -> Result<(), OutputError> {
+        match *rec {
+            RamRecord::MemSize(list) => {
+                self.create_dir()?;
+                let (ram, new) = self.out.subdir("ram")?;
+                if new {
+                    self.created.push(ram.clone());
                 }
+                for b in list.iter() {
+                    let name = safe_name(b.name);
+                    if !self.names.insert(name.clone()) {
+                        return Err(self
+                            .out
+                            .refused(&ram, format!("two RAM blocks map to the file name {name}")));
+                    }
+                    let p = ram.join(format!("{name}.bin"));
+                    let mut f = self.out.create(&p)?;
+                    f.file()
+                        .set_len(b.length)
+                        .map_err(|e| self.out.error(&p, "cannot size the image", e))?;
+                    self.out.index_ram.push(json!({
+                        "name": String::from_utf8_lossy(b.name),
+                        "name_escaped": escaped(b.name),
+                        "file": format!("ram/{name}.bin"),
+                        "length": b.length,
+                    }));
+                    self.order.push(b.name);
+                    self.images.insert(b.name, (p, f));
+                }
+                Ok(())
             }
-            Item::Device { section, body, .. } => {
-                out.section(section, &body.to_bytes())?;
-            }
-            Item::Opaque { section, body } => {
-                out.section(section, body)?;
-            }
-            Item::Command(_) | Item::Eof => {}
+            RamRecord::Page {
+                block,
+                offset,
+                data,
+                ..
+            } => self.write_at(block, offset, data),
+            RamRecord::Zero {
+                block,
+                offset,
+                fill,
+                ..
+            } if fill != 0 => self.write_at(block, offset, &[fill; PAGE_SIZE]),
+            _ => Ok(()),
         }
     }
-    // Blocks in stream order, each image complete before it takes its name.
-    for name in order {
-        if let Some((p, f)) = images.remove(&name) {
-            f.commit()?;
-            out.written.push(p);
+
+    fn write_at(&mut self, block: &[u8], offset: u64, data: &[u8]) -> Result<(), OutputError> {
+        // The RAM parser only accepts pages of listed blocks, so the image exists.
+        let Some((p, f)) = self.images.get_mut(block) else {
+            let p = PathBuf::from(vmstate::Escaped(block).to_string());
+            let e = io::Error::new(io::ErrorKind::InvalidData, "page for an unlisted block");
+            return Err(self.out.error(&p, "write failed", e));
+        };
+        let f = f.file();
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.write_all(data))
+            .map_err(|e| OutputError::Io {
+                output: p.clone(),
+                reason: "write failed".into(),
+                error: e,
+            })
+    }
+
+    /// Writes the parts of the walked `stream` (its entries kept) and puts every file in
+    /// place. Returns the files written.
+    pub fn finish(mut self, stream: &Stream<'_>) -> Result<Vec<PathBuf>, OutputError> {
+        self.create_dir()?;
+        let out = &mut self.out;
+        if let Some(d) = &stream.description {
+            out.write(
+                &out.dir.join("desc.json"),
+                (pretty_json(&d.to_json()) + "\n").as_bytes(),
+            )?;
+        }
+        if let Some(v) = stream.analyze_state() {
+            out.write(
+                &out.dir.join("state.json"),
+                (pretty_json(&v) + "\n").as_bytes(),
+            )?;
+        }
+        for (i, e) in stream.entries.iter().enumerate() {
+            if let Some((at, _)) = &self.failed
+                && *at == i
+                && let Some((_, error)) = self.failed.take()
+            {
+                return Err(error);
+            }
+            match &e.item {
+                Item::Device { section, body, .. } => out.section(section, &body.to_bytes())?,
+                Item::Opaque { section, body } => out.section(section, body)?,
+                Item::Ram { .. } | Item::Command(_) | Item::Eof => {}
+            }
+        }
+        // Blocks in stream order, each image complete before it takes its name.
+        for name in self.order {
+            if let Some((p, f)) = self.images.remove(name) {
+                f.commit()?;
+                out.written.push(p);
+            }
+        }
+        let index = json!({ "ram": out.index_ram, "sections": out.index_sections });
+        out.write(
+            &out.dir.join("index.json"),
+            (pretty_json(&index) + "\n").as_bytes(),
+        )?;
+        Ok(self.out.written)
+    }
+
+    /// Removes what a walk that was refused left: the temporary images and the (empty)
+    /// directories this extraction created.
+    pub fn abandon(self) {
+        drop(self.images);
+        for d in self.created.iter().rev() {
+            let _ = fs::remove_dir(d);
         }
     }
-    let index = json!({ "ram": out.index_ram, "sections": out.index_sections });
-    out.write(
-        &dir.join("index.json"),
-        (pretty_json(&index) + "\n").as_bytes(),
-    )?;
-    Ok(out.written)
+}
+
+impl<'a> Visit<'a> for Extract<'_, 'a> {
+    fn ram(&mut self, _: SectionKind, record: &RamRecord<'a>) {
+        if self.failed.is_none()
+            && let Err(e) = self.record(record)
+        {
+            self.failed = Some((self.entries, e));
+        }
+    }
+
+    fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
+        self.entries += 1;
+        Some(entry)
+    }
 }
 
 /// A name as an escaped JSON-safe string: `safe_name` without the cut, always reversible.
@@ -251,16 +338,17 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    /// `DIR/name`, created if needed; a symlink or a non-directory there is refused.
-    fn subdir(&self, name: &str) -> Result<PathBuf, OutputError> {
+    /// `DIR/name`, created if needed (then `true`); a symlink or a non-directory there is
+    /// refused.
+    fn subdir(&self, name: &str) -> Result<(PathBuf, bool), OutputError> {
         let d = self.dir.join(name);
         match fs::create_dir(&d) {
-            Ok(()) => return Ok(d),
+            Ok(()) => return Ok((d, true)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(self.error(&d, "cannot create the directory", e)),
         }
         match fs::symlink_metadata(&d) {
-            Ok(m) if m.file_type().is_dir() => Ok(d),
+            Ok(m) if m.file_type().is_dir() => Ok((d, false)),
             Ok(_) => {
                 Err(self.refused(&d, "exists and is not a directory (or is a symlink)".into()))
             }
@@ -279,7 +367,7 @@ impl Extraction<'_> {
             safe_name(section.idstr),
             section.instance_id
         );
-        let p = self.subdir("sections")?.join(&file);
+        let p = self.subdir("sections")?.0.join(&file);
         self.write(&p, body)?;
         self.index_sections.push(json!({
             "section_id": section.section_id,
@@ -294,28 +382,100 @@ impl Extraction<'_> {
     }
 }
 
-fn write_at(
-    images: &mut HashMap<Vec<u8>, (PathBuf, OutputFile)>,
-    block: &[u8],
-    offset: u64,
-    data: &[u8],
-) -> Result<(), (PathBuf, io::Error)> {
-    // The RAM parser only accepts pages of listed blocks, so the image exists.
-    let Some((p, f)) = images.get_mut(block) else {
-        return Err((
-            PathBuf::from(vmstate::Escaped(block).to_string()),
-            io::Error::new(io::ErrorKind::InvalidData, "page for an unlisted block"),
-        ));
-    };
-    let f = f.file();
-    f.seek(SeekFrom::Start(offset))
-        .and_then(|_| f.write_all(data))
-        .map_err(|e| (p.clone(), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `extract` is one walk, as `vmstate extract` runs it (the visitor, then `finish`): on
+    /// real streams each FULL body is decoded once and each RAM record read once, none again
+    /// from the kept entries; the images hold every page.
+    #[test]
+    fn extract_decodes_each_section_once_and_reads_each_ram_record_once() {
+        use crate::model::{ParseOptions, find_description, reads};
+        let dir = std::env::temp_dir().join(format!("vmstate-extract-once-{}", std::process::id()));
+        for name in ["pc-7.2-bios", "q72-pc-i440fx-7.2", "q10-pc-q35-10.0"] {
+            let bytes = std::fs::read(format!(
+                "{}/../host-tests/fixtures/{name}.vmstate",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap();
+            reads::take();
+            let out = dir.join(name);
+            let mut extract = Extract::new(&out, Path::new(""));
+            let description = find_description(&bytes).unwrap().map(|(_, d)| d);
+            let options = ParseOptions::default();
+            let stream =
+                Stream::parse_visit(&bytes, description, options, &mut |_| {}, &mut extract)
+                    .unwrap();
+            let files = extract.finish(&stream).unwrap();
+            let (walked, again, decoded) = reads::take();
+            // What the stream holds, counted on the kept entries.
+            let mut records = 0;
+            let mut pages = 0;
+            let mut images = HashMap::new();
+            for e in &stream.entries {
+                if let Item::Ram { records: r, .. } = &e.item {
+                    for rec in r {
+                        records += 1;
+                        if let RamRecord::Page {
+                            block,
+                            offset,
+                            data,
+                            ..
+                        } = rec
+                        {
+                            let image = images.entry(block).or_insert_with(|| {
+                                let p = out.join(format!("ram/{}.bin", safe_name(block)));
+                                std::fs::read(p).unwrap()
+                            });
+                            let at = offset as usize;
+                            assert!(image[at..at + data.len()] == *data, "{name}");
+                            pages += 1;
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                (walked, again, decoded),
+                (records, 0, stream.devices().count() as u64),
+                "{name}: (RAM records walked, read again, bodies decoded)"
+            );
+            assert!(
+                pages > 40 && files.len() > 30,
+                "{name}: {pages} {}",
+                files.len()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stream refused after its block list was read leaves nothing behind: no image, no
+    /// directory (the images and directories were made while it was walked).
+    #[test]
+    fn a_refused_stream_leaves_no_directory() {
+        use crate::model::{ParseOptions, find_description};
+        let bytes = std::fs::read(format!(
+            "{}/../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let cut = &bytes[..300_000];
+        let dir = std::env::temp_dir().join(format!("vmstate-extract-cut-{}", std::process::id()));
+        let out = dir.join("a/b");
+        let mut extract = Extract::new(&out, Path::new(""));
+        let description = find_description(cut).unwrap().map(|(_, d)| d);
+        let walked = Stream::parse_visit(
+            cut,
+            description,
+            ParseOptions::default(),
+            &mut |_| {},
+            &mut extract,
+        );
+        assert!(walked.is_err());
+        assert!(out.join("ram").is_dir(), "the images were begun");
+        extract.abandon();
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn names_cannot_escape_their_directory_and_come_back() {

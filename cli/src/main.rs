@@ -9,11 +9,12 @@ use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use vmstate_cli::desc::Description;
 use vmstate_cli::exit::{Exit, Failure};
 use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
-use vmstate_cli::model::{Entry, ParseOptions};
+use vmstate_cli::model::{KeepAll, ParseOptions, Visit};
 use vmstate_cli::output::{Links, OutputFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
@@ -233,26 +234,28 @@ fn parse_with<'a>(
     label: &'static str,
     options: ParseOptions,
 ) -> Result<Stream<'a>, Failure> {
-    parse_visit(path, input, label, options, &mut |_, e| Some(e))
+    parse_visit(path, input, label, options, &mut KeepAll)
 }
 
-/// [`parse_with`] handing each record to `visit` (see `Stream::parse_visit`).
+/// The stream's own description, if it ends with one.
+fn description<'a>(path: &Path, input: &'a Input) -> Result<Option<Description<'a>>, Failure> {
+    let found = vmstate_cli::model::find_description(input.bytes())
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", path.display())));
+    checked(path, input, found).map(|d| d.map(|(_, d)| d))
+}
+
+/// [`parse_with`] handing each RAM record and each entry to `visit` (see `Stream::parse_visit`).
 fn parse_visit<'a>(
     path: &Path,
     input: &'a Input,
     label: &'static str,
     options: ParseOptions,
-    visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+    visit: &mut dyn Visit<'a>,
 ) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
     let invalid =
         |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
-    let description = checked(
-        path,
-        input,
-        vmstate_cli::model::find_description(bytes).map_err(invalid),
-    )?
-    .map(|(_, d)| d);
+    let description = description(path, input)?;
     let mut progress = Progress::new(label, bytes.len());
     let s = Stream::parse_visit(
         bytes,
@@ -287,11 +290,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             if desc {
                 // The whole stream is walked, so `--desc` refuses whatever the other commands
                 // refuse (one verdict), e.g. a trailer the walk does not end with.
-                let options = ParseOptions {
-                    count_pages: false,
-                    stop_at_unmeasured: false,
-                };
-                let stream = parse_with(&file, &input, "inspect", options)?;
+                let stream = parse(&file, &input, "inspect")?;
                 unchanged(&file, &input)?;
                 let d = stream.description.as_ref().ok_or_else(|| {
                     Failure::Invalid(format!(
@@ -303,40 +302,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 emit(&(pretty_json(&d.to_json()) + "\n"))?;
                 return Ok(0);
             }
-            // The state JSON shows no page counts; the map of a stream without footers and
-            // trailer shows what the typed models measure.
+            // The map of a stream without footers and trailer shows what the typed models measure.
             let options = ParseOptions {
-                count_pages: !json,
                 stop_at_unmeasured: !json,
             };
             if !json {
-                // The map is written record by record from two walks (column widths and RAM
-                // counts, then the lines): no entry is kept, so memory does not grow with the
-                // number of sections.
+                // One walk: each record's row is measured and spooled to an unlinked temporary
+                // file, then written in the measured widths; no entry is kept, so memory does
+                // not grow with the number of sections.
                 let style = if std::io::stdout().is_terminal() {
                     Style::TERMINAL
                 } else {
                     Style::PLAIN
                 };
-                let mut map = inspect::MapWriter::new(style);
-                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
-                    map.measure(&e);
-                    None
-                })?;
+                let spool = vmstate_cli::input::scratch_file()
+                    .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+                let mut map = inspect::MapWriter::new(style, spool);
+                let stream = parse_visit(&file, &input, "inspect", options, &mut map)?;
                 let name = file.display().to_string();
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                let mut written = map.head(&stream, &name, &mut out);
-                drop(stream);
-                let stream = parse_visit(&file, &input, "inspect", options, &mut |_, e| {
-                    if written.is_ok() {
-                        written = map.row(&e, &mut out);
-                    }
-                    None
-                })?;
-                written
-                    .and_then(|_| map.tail(&stream, &mut out))
-                    .and_then(|_| out.flush())
-                    .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
+                map.finish(&stream, &name, &mut out)?;
                 unchanged(&file, &input)?;
                 return Ok(0);
             }
@@ -462,14 +447,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;
-            let stream = parse(&input, &file, "extract")?;
-            let mut progress = Progress::new("extract", file.bytes().len());
-            let files = vmstate_cli::extract::extract_observed(&stream, &dir, &input, &mut |at| {
-                progress.update(at);
-                file.release_before(at);
-            })
-            .map_err(Failure::from);
-            progress.finish();
+            // Pages go into the images as the walk reads them.
+            let mut extract = vmstate_cli::extract::Extract::new(&dir, &input);
+            let options = ParseOptions::default();
+            let stream = match parse_visit(&input, &file, "extract", options, &mut extract) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    extract.abandon();
+                    return Err(e);
+                }
+            };
+            let files = extract.finish(&stream).map_err(Failure::from);
             let files = checked(&input, &file, files)?;
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
@@ -477,24 +465,54 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
-            let (sa, sb) = (parse(&a, &fa, "diff")?, parse(&b, &fb, "diff")?);
-            // Differences go to stdout as they are found; what was compared, to stderr.
+            let da = description(&a, &fa)?;
+            let db = match description(&b, &fb) {
+                Ok(db) => db,
+                Err(e) => {
+                    // The first stream's verdict comes first.
+                    parse(&a, &fa, "diff")?;
+                    return Err(e);
+                }
+            };
+            let spool = vmstate_cli::input::scratch_file()
+                .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+            // Both streams are walked side by side, their pages compared as they are read;
+            // differences go to stdout once the walks are done, what was compared to stderr.
+            let mut progress = Progress::new("diff", fa.bytes().len() + fb.bytes().len());
+            let mut at = [0, 0];
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let compared = vmstate_cli::diff::diff_to(
-                &sa,
-                &sb,
+            let compared = vmstate_cli::diff::diff_walked(
+                (fa.bytes(), da),
+                (fb.bytes(), db),
+                spool,
                 &mut |d| writeln!(out, "{d}"),
-                &mut |side, at| match side {
-                    vmstate_cli::diff::Side::A => fa.release_before(at),
-                    vmstate_cli::diff::Side::B => fb.release_before(at),
+                &mut |side, offset| {
+                    let (input, i) = match side {
+                        vmstate_cli::diff::Side::A => (&fa, 0),
+                        vmstate_cli::diff::Side::B => (&fb, 1),
+                    };
+                    at[i] = offset;
+                    progress.update(at[0] + at[1]);
+                    input.release_before(offset);
                 },
-            )
-            .and_then(|c| out.flush().map(|_| c))
-            .map_err(|e| Failure::Output(format!("stdout: {e}")));
+            );
+            progress.finish();
+            use vmstate_cli::diff::{DiffError, Side};
+            let compared = match compared {
+                Ok(c) => out.flush().map(|_| c).map_err(DiffError::Found),
+                Err(e) => Err(e),
+            };
             // An answer computed from bytes that changed under the walk is not an answer.
             unchanged(&a, &fa)?;
             unchanged(&b, &fb)?;
-            let compared = compared?;
+            let compared = compared.map_err(|e| match e {
+                DiffError::Stream(side, e) => {
+                    let path = if side == Side::A { &a } else { &b };
+                    Failure::Invalid(format!("{}: {e}", path.display()))
+                }
+                DiffError::Spool(e) => Failure::Output(format!("temporary file: {e}")),
+                DiffError::Found(e) => Failure::Output(format!("stdout: {e}")),
+            })?;
             eprintln!("vmstate: {compared}");
             Ok(u8::from(compared.differences > 0))
         }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::io::{self, Write};
 use vmstate::SectionHead;
-use vmstate::ram::{RamContext, RamRecord};
+use vmstate::ram::{BlockList, RamContext, RamRecord};
 use vmstate::stream::{
     BodyLength, FooterScan, Next, Options, Record, Records, Schemas, SectionInfo,
     probe_section_footers,
@@ -154,6 +154,8 @@ impl<'d, 'a> DescDecoder<'d, 'a> {
                 message,
             });
         }
+        #[cfg(test)]
+        reads::bump(&reads::DECODED);
         let (body, used) =
             generic::decode_prefix(&dev.body, rest, base).map_err(|error| StreamError::Body {
                 section: label(),
@@ -250,8 +252,8 @@ struct RamSectionState<'a> {
     body: &'a [u8],
     base: usize,
     start: RamContext<'a>,
-    /// Taken while parsing when [`ParseOptions::count_pages`] asked for it.
-    counts: Option<Vec<BlockCount<'a>>>,
+    /// The MEM_SIZE records' block lists, taken while parsing (views into the body).
+    lists: Vec<BlockList<'a>>,
 }
 
 /// How many records of each kind one RAM section holds for one block.
@@ -268,17 +270,21 @@ pub struct BlockCount<'a> {
 }
 
 impl<'a> RamRecords<'a> {
-    /// Page record counts per block (first-seen order): taken while parsing, or counted now
-    /// (one pass over the records) when the parse did not count.
+    /// Page record counts per block (first-seen order), counted now: one pass over the
+    /// records. A walk that needs them counts while it reads ([`Visit::ram`],
+    /// [`BlockCount::add`]).
     pub fn counts(&self) -> Vec<BlockCount<'a>> {
-        if let Some(c) = &self.0.counts {
-            return c.clone();
-        }
         let mut counts = Vec::new();
         for rec in self {
-            count(&mut counts, &rec);
+            BlockCount::add(&mut counts, &rec);
         }
         counts
+    }
+
+    /// The block lists of the section's MEM_SIZE records, in order (taken while parsing: no
+    /// record is read again).
+    pub fn block_lists(&self) -> &[BlockList<'a>] {
+        &self.0.lists
     }
 
     /// The records, EOS last.
@@ -308,32 +314,34 @@ impl<'a> IntoIterator for &RamRecords<'a> {
     }
 }
 
-/// Adds a page record to the per-block counts.
-fn count<'a>(counts: &mut Vec<BlockCount<'a>>, rec: &RamRecord<'a>) {
-    let (block, kind) = match *rec {
-        RamRecord::Zero { block, .. } => (block, 0),
-        RamRecord::Page { block, .. } => (block, 1),
-        RamRecord::Xbzrle { block, .. } => (block, 2),
-        _ => return,
-    };
-    // CONTINUE records repeat the previous block: look there first.
-    let i = match counts.iter().rposition(|c| c.block == block) {
-        Some(i) => i,
-        None => {
-            counts.push(BlockCount {
-                block,
-                zero: 0,
-                page: 0,
-                xbzrle: 0,
-            });
-            counts.len() - 1
+impl<'a> BlockCount<'a> {
+    /// Adds a page record to the per-block counts (other records are not counted).
+    pub fn add(counts: &mut Vec<BlockCount<'a>>, rec: &RamRecord<'a>) {
+        let (block, kind) = match *rec {
+            RamRecord::Zero { block, .. } => (block, 0),
+            RamRecord::Page { block, .. } => (block, 1),
+            RamRecord::Xbzrle { block, .. } => (block, 2),
+            _ => return,
+        };
+        // CONTINUE records repeat the previous block: look there first.
+        let i = match counts.iter().rposition(|c| c.block == block) {
+            Some(i) => i,
+            None => {
+                counts.push(BlockCount {
+                    block,
+                    zero: 0,
+                    page: 0,
+                    xbzrle: 0,
+                });
+                counts.len() - 1
+            }
+        };
+        let c = &mut counts[i];
+        match kind {
+            0 => c.zero += 1,
+            1 => c.page += 1,
+            _ => c.xbzrle += 1,
         }
-    };
-    let c = &mut counts[i];
-    match kind {
-        0 => c.zero += 1,
-        1 => c.page += 1,
-        _ => c.xbzrle += 1,
     }
 }
 
@@ -359,6 +367,8 @@ impl<'a> Iterator for RamIter<'a> {
         if self.done {
             return None;
         }
+        #[cfg(test)]
+        reads::bump(&reads::AGAIN);
         // Parsing checked these bytes already; an error cannot happen, but ends the walk.
         match self.ram.read_record(&mut self.r) {
             Ok(x) => {
@@ -433,14 +443,8 @@ pub fn find_description(bytes: &[u8]) -> Result<Option<(usize, Description<'_>)>
 }
 
 /// What [`Stream::parse_observed`] does beyond decoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ParseOptions {
-    /// Count each RAM section's page records per block ([`RamRecords::counts`]) during the
-    /// parse, reporting progress record by record (so the input can be released behind a
-    /// multi-GiB section while counting). The codec's walk has already read and checked every
-    /// record to find the section's end; counting reads them a second time, about a sixth of
-    /// a whole parse, so callers that print no page counts (`inspect --json`) turn it off.
-    pub count_pages: bool,
     /// A stream without section footers and without a trailer (machine types up to
     /// pc-*-2.2) can be measured only as far as the typed device tables reach: stop at the
     /// first section none of them describes and keep what was read ([`Stream::unmeasured`])
@@ -448,12 +452,55 @@ pub struct ParseOptions {
     pub stop_at_unmeasured: bool,
 }
 
-impl Default for ParseOptions {
-    fn default() -> Self {
-        ParseOptions {
-            count_pages: true,
-            stop_at_unmeasured: false,
-        }
+/// What a walk ([`Stream::parse_visit`]) hands out as it reads: each RAM record once, as it
+/// is read and checked, and each record's entry once it is decoded (after the RAM records of
+/// its section). A command that compares or writes pages does it here, so no RAM record is
+/// read twice.
+pub trait Visit<'a> {
+    /// A RAM record of a section of kind `kind`, as the walk reads it.
+    fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
+        let _ = (kind, record);
+    }
+
+    /// The entry of one record, with the stream read so far (header and configuration); it
+    /// is kept in [`Stream::entries`] only if given back.
+    fn entry(&mut self, stream: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>>;
+}
+
+/// The visitor that keeps every entry and looks at nothing else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeepAll;
+
+impl<'a> Visit<'a> for KeepAll {
+    fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
+        Some(entry)
+    }
+}
+
+/// How often the parse read a RAM record and decoded a section body, for the tests that
+/// show each command does each once.
+#[cfg(test)]
+pub(crate) mod reads {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// RAM records read by the walk.
+        pub static WALKED: Cell<u64> = const { Cell::new(0) };
+        /// RAM records read again from a kept entry ([`super::RamIter`]).
+        pub static AGAIN: Cell<u64> = const { Cell::new(0) };
+        /// Section bodies decoded with the description ([`super::DescDecoder::decode`]).
+        pub static DECODED: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Adds one to `counter`.
+    pub fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+        counter.with(|c| c.set(c.get() + 1));
+    }
+
+    /// The three counters (walked, again, decoded), set back to zero.
+    pub fn take() -> (u64, u64, u64) {
+        let t = |c: &'static std::thread::LocalKey<Cell<u64>>| c.with(|c| c.replace(0));
+        (t(&WALKED), t(&AGAIN), t(&DECODED))
     }
 }
 
@@ -493,6 +540,279 @@ impl BodyLength for Lengths {
     }
 }
 
+/// A walk of a v3 stream that its caller drives one step at a time: one RAM record inside a
+/// RAM section, one whole record otherwise. [`Stream::parse_visit`] runs one to its end;
+/// `diff` runs two side by side, so it compares their pages as it reads them. Every body is
+/// read once: RAM records handed to the visitor as they are checked, FULL bodies decoded with
+/// the description, and the codec's walk told where each body ended.
+pub struct Walk<'d, 'a> {
+    bytes: &'a [u8],
+    records: Records<'a, Lengths>,
+    description: Option<&'d Description<'a>>,
+    decoder: Option<DescDecoder<'d, 'a>>,
+    options: ParseOptions,
+    footers: bool,
+    stream: Stream<'a>,
+    /// The RAM section being read.
+    ram: Option<RamSection<'a>>,
+    done: bool,
+}
+
+/// A RAM section between its head and its EOS record.
+struct RamSection<'a> {
+    head: SectionHead<&'a [u8]>,
+    rest: &'a [u8],
+    r: Reader<'a>,
+    /// The RAM state before the section: where a later iteration of its records starts.
+    start: RamContext<'a>,
+    lists: Vec<BlockList<'a>>,
+}
+
+fn section_meta<'a>(head: &SectionHead<&'a [u8]>, body_len: usize) -> SectionMeta<'a> {
+    SectionMeta {
+        kind: head.kind,
+        section_id: head.section_id,
+        idstr: head.idstr,
+        instance_id: head.instance_id,
+        version_id: head.version_id,
+        body_offset: head.body_offset(),
+        body_len,
+    }
+}
+
+impl<'d, 'a> Walk<'d, 'a> {
+    /// A walk of `bytes` decoding FULL sections with `description` (see
+    /// [`Stream::parse_with`]).
+    pub fn new(
+        bytes: &'a [u8],
+        description: Option<&'d Description<'a>>,
+        options: ParseOptions,
+    ) -> Self {
+        let footers = probe_section_footers(bytes);
+        let walk = Options {
+            section_footers: footers,
+            ..Options::for_stream(bytes)
+        };
+        let lengths = Lengths {
+            footers,
+            scratch: if footers {
+                Vec::new()
+            } else {
+                vec![0; vmstate_devices::pc::MAX_STATE_SIZE]
+            },
+        };
+        Walk {
+            bytes,
+            records: Records::with_options(bytes, lengths, walk),
+            description,
+            decoder: description.map(DescDecoder::new),
+            options,
+            footers,
+            stream: Stream {
+                version: 0,
+                configuration: None,
+                entries: Vec::new(),
+                trailer: None,
+                description: None,
+                len: bytes.len(),
+                unmeasured: None,
+            },
+            ram: None,
+            done: false,
+        }
+    }
+
+    /// Takes one step, handing what it read to `visit` and the offset reached to `reached`:
+    /// `Ok(false)` once the walk has ended (and after an error).
+    pub fn step(
+        &mut self,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<bool, StreamError> {
+        if self.done {
+            return Ok(false);
+        }
+        let stepped = self.advance(reached, visit);
+        self.done = !matches!(stepped, Ok(true));
+        stepped
+    }
+
+    fn advance(
+        &mut self,
+        reached: &mut dyn FnMut(usize),
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<bool, StreamError> {
+        if let Some(ram) = &mut self.ram {
+            let rec = self
+                .records
+                .ram_mut()
+                .read_record(&mut ram.r)
+                .map_err(|e| e.in_section(ram.head.context()))?;
+            #[cfg(test)]
+            reads::bump(&reads::WALKED);
+            if let RamRecord::MemSize(list) = rec {
+                ram.lists.push(list);
+            }
+            visit.ram(ram.head.kind, &rec);
+            reached(ram.r.offset());
+            if rec == RamRecord::Eos
+                && let Some(ram) = self.ram.take()
+            {
+                let len = ram.r.position();
+                let records = RamRecords(Box::new(RamSectionState {
+                    body: ram.rest.get(..len).unwrap_or_default(),
+                    base: ram.head.body_offset(),
+                    start: ram.start,
+                    lists: ram.lists,
+                }));
+                let section = section_meta(&ram.head, len);
+                self.commit(&ram.head, len, Item::Ram { section, records }, visit)?;
+            }
+            return Ok(true);
+        }
+        let Some(next) = self.records.next_head() else {
+            return Ok(false);
+        };
+        let head = match next? {
+            Next::Section(head) => head,
+            Next::Record(located) => {
+                reached(located.offset);
+                let stream = &mut self.stream;
+                let item = match located.record {
+                    Record::Header { version } => {
+                        stream.version = version;
+                        return Ok(true);
+                    }
+                    Record::Configuration(c) => {
+                        // QEMU ≥ 8.2 describes the record too: it must read as described.
+                        if let Some(cfg) = self.description.and_then(|d| d.configuration.as_ref()) {
+                            let body = self
+                                .bytes
+                                .get(located.offset + 1..located.end)
+                                .unwrap_or_default();
+                            generic::decode_configuration(cfg, body, located.offset + 1).map_err(
+                                |error| StreamError::Body {
+                                    section: "configuration".into(),
+                                    error: Box::new(error),
+                                },
+                            )?;
+                        }
+                        stream.configuration = Some(c);
+                        return Ok(true);
+                    }
+                    Record::Trailer(t) => {
+                        if self.description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
+                            // Too long for `find_description` to look for: the parser's
+                            // length check refuses it with its own message.
+                            Description::from_json_bytes(t.json)
+                                .map_err(StreamError::Description)?;
+                        }
+                        stream.trailer = Some(t.json);
+                        return Ok(true);
+                    }
+                    Record::Eof => Item::Eof,
+                    Record::Command(c) => Item::Command(c),
+                    // Sections come as heads.
+                    Record::Section(_) => return Ok(true),
+                };
+                stream.keep(visit, located.offset, located.end, item);
+                return Ok(true);
+            }
+        };
+        reached(head.offset);
+        let rest = self.records.body_rest(&head);
+        if head.is_ram() {
+            self.ram = Some(RamSection {
+                head,
+                rest,
+                r: Reader::new(rest, head.body_offset()),
+                start: *self.records.ram(),
+                lists: Vec::new(),
+            });
+            return Ok(true);
+        }
+        let (len, item) = if let Some(d) = self
+            .decoder
+            .as_mut()
+            .filter(|_| head.kind == SectionKind::Full)
+        {
+            let (device, body, len) = d.decode(&head, rest)?;
+            let section = section_meta(&head, len);
+            let item = Item::Device {
+                section,
+                device,
+                body,
+            };
+            (len, item)
+        } else {
+            let len = match self.records.measure(&head) {
+                Ok(n) => n,
+                Err(e) if !self.footers && e.kind == ErrorKind::BodyLengthUnknown => {
+                    let section = section_label(head.idstr, head.instance_id, head.section_id);
+                    if self.options.stop_at_unmeasured {
+                        self.stream.unmeasured = Some(Unmeasured {
+                            offset: e.offset,
+                            section,
+                        });
+                        return Ok(false);
+                    }
+                    return Err(StreamError::Mismatch {
+                        offset: e.offset,
+                        message: format!(
+                            "section {section}: cannot measure its body: the stream has no \
+                             section footers (machine types up to pc-*-2.2) and no \
+                             VMDESCRIPTION trailer, and no typed model describes it"
+                        ),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let section = section_meta(&head, len);
+            let item = Item::Opaque {
+                section,
+                body: rest.get(..len).unwrap_or_default(),
+            };
+            (len, item)
+        };
+        self.commit(&head, len, item, visit)?;
+        Ok(true)
+    }
+
+    /// Tells the codec's walk where the body of `head` ended and hands its entry over.
+    fn commit(
+        &mut self,
+        head: &SectionHead<&'a [u8]>,
+        len: usize,
+        item: Item<'a>,
+        visit: &mut dyn Visit<'a>,
+    ) -> Result<(), StreamError> {
+        let located = self.records.commit(head, len)?;
+        self.stream.keep(visit, located.offset, located.end, item);
+        Ok(())
+    }
+
+    /// The stream walked, once every described device was found in it (QEMU describes what
+    /// it sent); its description is the caller's to set.
+    pub fn finish(self) -> Result<Stream<'a>, StreamError> {
+        if let Some(d) = self.decoder.as_ref()
+            && let Some(dev) = d.unmatched().next()
+        {
+            return Err(StreamError::Mismatch {
+                offset: self.bytes.len(),
+                message: format!(
+                    "the description lists '{}' instance {}, which the stream does not carry \
+                     ({} of {} devices matched)",
+                    dev.name,
+                    dev.instance_id,
+                    d.matched(),
+                    d.devices_len()
+                ),
+            });
+        }
+        Ok(self.stream)
+    }
+}
+
 impl<'a> Stream<'a> {
     /// Decodes every record of `bytes`, using its own VMDESCRIPTION trailer if it has one.
     pub fn parse(bytes: &'a [u8]) -> Result<Stream<'a>, StreamError> {
@@ -518,203 +838,30 @@ impl<'a> Stream<'a> {
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
     ) -> Result<Stream<'a>, StreamError> {
-        Stream::parse_visit(bytes, description, options, reached, &mut |_, e| Some(e))
+        Stream::parse_visit(bytes, description, options, reached, &mut KeepAll)
     }
 
     /// Hands the entry of bytes `offset..end` to `visit` and keeps what it gives back.
-    fn keep(
-        &mut self,
-        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
-        offset: usize,
-        end: usize,
-        item: Item<'a>,
-    ) {
-        if let Some(kept) = visit(self, Entry { offset, end, item }) {
+    fn keep(&mut self, visit: &mut dyn Visit<'a>, offset: usize, end: usize, item: Item<'a>) {
+        if let Some(kept) = visit.entry(self, Entry { offset, end, item }) {
             self.entries.push(kept);
         }
     }
 
-    /// [`Stream::parse_observed`] handing each record's entry to `visit` as soon as it is
-    /// decoded, with the stream read so far (header and configuration); the entry is kept in
-    /// [`Stream::entries`] only if `visit` gives it back. A command that needs one record at a
-    /// time (`inspect`'s map) keeps nothing per record this way.
+    /// [`Stream::parse_observed`] handing each RAM record and each record's entry to `visit`
+    /// as soon as it is read ([`Visit`]); an entry is kept in [`Stream::entries`] only if
+    /// `visit` gives it back. A command that needs one record at a time (`inspect`'s map)
+    /// keeps nothing per record this way.
     pub fn parse_visit(
         bytes: &'a [u8],
         description: Option<Description<'a>>,
         options: ParseOptions,
         reached: &mut dyn FnMut(usize),
-        visit: &mut dyn FnMut(&Stream<'a>, Entry<'a>) -> Option<Entry<'a>>,
+        visit: &mut dyn Visit<'a>,
     ) -> Result<Stream<'a>, StreamError> {
-        let footers = probe_section_footers(bytes);
-        let walk = Options {
-            section_footers: footers,
-            ..Options::for_stream(bytes)
-        };
-        let lengths = Lengths {
-            footers,
-            scratch: if footers {
-                Vec::new()
-            } else {
-                vec![0; vmstate_devices::pc::MAX_STATE_SIZE]
-            },
-        };
-        let mut records = Records::with_options(bytes, lengths, walk);
-        let mut decoder = description.as_ref().map(DescDecoder::new);
-        let mut stream = Stream {
-            version: 0,
-            configuration: None,
-            entries: Vec::new(),
-            trailer: None,
-            description: None,
-            len: bytes.len(),
-            unmeasured: None,
-        };
-        while let Some(next) = records.next_head() {
-            let head = match next? {
-                Next::Section(head) => head,
-                Next::Record(located) => {
-                    reached(located.offset);
-                    let item = match located.record {
-                        Record::Header { version } => {
-                            stream.version = version;
-                            continue;
-                        }
-                        Record::Configuration(c) => {
-                            // QEMU ≥ 8.2 describes the record too: it must read as described.
-                            if let Some(cfg) =
-                                description.as_ref().and_then(|d| d.configuration.as_ref())
-                            {
-                                let body = bytes
-                                    .get(located.offset + 1..located.end)
-                                    .unwrap_or_default();
-                                generic::decode_configuration(cfg, body, located.offset + 1)
-                                    .map_err(|error| StreamError::Body {
-                                        section: "configuration".into(),
-                                        error: Box::new(error),
-                                    })?;
-                            }
-                            stream.configuration = Some(c);
-                            continue;
-                        }
-                        Record::Trailer(t) => {
-                            if description.is_none() && t.json.len() > MAX_DESCRIPTION_LEN {
-                                // Too long for `find_description` to look for: the parser's
-                                // length check refuses it with its own message.
-                                Description::from_json_bytes(t.json)
-                                    .map_err(StreamError::Description)?;
-                            }
-                            stream.trailer = Some(t.json);
-                            continue;
-                        }
-                        Record::Eof => Item::Eof,
-                        Record::Command(c) => Item::Command(c),
-                        // Sections come as heads.
-                        Record::Section(_) => continue,
-                    };
-                    stream.keep(visit, located.offset, located.end, item);
-                    continue;
-                }
-            };
-            reached(head.offset);
-            let rest = records.body_rest(&head);
-            let section = |body_len| SectionMeta {
-                kind: head.kind,
-                section_id: head.section_id,
-                idstr: head.idstr,
-                instance_id: head.instance_id,
-                version_id: head.version_id,
-                body_offset: head.body_offset(),
-                body_len,
-            };
-            // Each body is read once: RAM records counted as they are checked, FULL bodies
-            // decoded with the description, and the walk told where the body ended.
-            let (len, item) = if head.is_ram() {
-                // The RAM state before the section is where a later iteration starts.
-                let start = *records.ram();
-                let (len, counts) = if options.count_pages {
-                    let mut counts = Vec::new();
-                    let mut r = Reader::new(rest, head.body_offset());
-                    let ram = records.ram_mut();
-                    loop {
-                        let rec = ram
-                            .read_record(&mut r)
-                            .map_err(|e| e.in_section(head.context()))?;
-                        count(&mut counts, &rec);
-                        reached(r.offset());
-                        if rec == RamRecord::Eos {
-                            break;
-                        }
-                    }
-                    (r.position(), Some(counts))
-                } else {
-                    (records.measure(&head)?, None)
-                };
-                let records = RamRecords(Box::new(RamSectionState {
-                    body: rest.get(..len).unwrap_or_default(),
-                    base: head.body_offset(),
-                    start,
-                    counts,
-                }));
-                let section = section(len);
-                (len, Item::Ram { section, records })
-            } else if let Some(d) = decoder.as_mut().filter(|_| head.kind == SectionKind::Full) {
-                let (device, body, len) = d.decode(&head, rest)?;
-                let section = section(len);
-                let item = Item::Device {
-                    section,
-                    device,
-                    body,
-                };
-                (len, item)
-            } else {
-                let len = match records.measure(&head) {
-                    Ok(n) => n,
-                    Err(e) if !footers && e.kind == ErrorKind::BodyLengthUnknown => {
-                        let section = section_label(head.idstr, head.instance_id, head.section_id);
-                        if options.stop_at_unmeasured {
-                            stream.unmeasured = Some(Unmeasured {
-                                offset: e.offset,
-                                section,
-                            });
-                            break;
-                        }
-                        return Err(StreamError::Mismatch {
-                            offset: e.offset,
-                            message: format!(
-                                "section {section}: cannot measure its body: the stream has no \
-                                 section footers (machine types up to pc-*-2.2) and no \
-                                 VMDESCRIPTION trailer, and no typed model describes it"
-                            ),
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let section = section(len);
-                let item = Item::Opaque {
-                    section,
-                    body: rest.get(..len).unwrap_or_default(),
-                };
-                (len, item)
-            };
-            let located = records.commit(&head, len)?;
-            stream.keep(visit, located.offset, located.end, item);
-        }
-        // Every described device must be in the stream (QEMU describes what it sent).
-        if let Some(d) = decoder.as_ref()
-            && let Some(dev) = d.unmatched().next()
-        {
-            return Err(StreamError::Mismatch {
-                offset: bytes.len(),
-                message: format!(
-                    "the description lists '{}' instance {}, which the stream does not carry \
-                     ({} of {} devices matched)",
-                    dev.name,
-                    dev.instance_id,
-                    d.matched(),
-                    d.devices_len()
-                ),
-            });
-        }
+        let mut walk = Walk::new(bytes, description.as_ref(), options);
+        while walk.step(reached, visit)? {}
+        let mut stream = walk.finish()?;
         stream.description = description;
         Ok(stream)
     }
@@ -806,15 +953,11 @@ impl<'a> Stream<'a> {
             match &e.item {
                 Item::Ram { section, records } if section.kind == SectionKind::Start => {
                     let mut sizes = Map::new();
-                    for r in records {
-                        if let RamRecord::MemSize(list) = r {
-                            for b in list.iter() {
-                                sizes.insert(
-                                    String::from_utf8_lossy(b.name).into_owned(),
-                                    format!("0x{:016x}", b.length).into(),
-                                );
-                            }
-                        }
+                    for b in records.block_lists().iter().flat_map(|l| l.iter()) {
+                        sizes.insert(
+                            String::from_utf8_lossy(b.name).into_owned(),
+                            format!("0x{:016x}", b.length).into(),
+                        );
                     }
                     let mut v = Map::new();
                     v.insert("section sizes".into(), Value::Object(sizes));

@@ -419,3 +419,62 @@ fn copy_into(from: &mut File, target: &Path) -> io::Result<()> {
     to.set_len(len)?;
     to.sync_all()
 }
+/// Rows of text a command prints only once its walk is done (`inspect`'s lines wait for the
+/// column widths, `diff`'s page differences for the sections after the pages), kept in an
+/// unlinked temporary file ([`crate::input::scratch_file`]) or any other seekable store
+/// instead of memory. Each string is written as its length (4 bytes, little-endian) and its
+/// bytes.
+#[derive(Debug)]
+pub struct Spool<S: io::Write> {
+    w: io::BufWriter<S>,
+    /// The first write error: later rows are dropped and [`Spool::rows`] reports it.
+    error: io::Result<()>,
+}
+
+impl<S: io::Read + io::Write + io::Seek> Spool<S> {
+    /// A spool writing to `store` (empty).
+    pub fn new(store: S) -> Self {
+        Spool {
+            w: io::BufWriter::new(store),
+            error: Ok(()),
+        }
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, row: &[&str]) {
+        if self.error.is_ok() {
+            self.error = row.iter().try_for_each(|c| {
+                let len = u32::try_from(c.len()).map_err(io::Error::other)?;
+                self.w.write_all(&len.to_le_bytes())?;
+                self.w.write_all(c.as_bytes())
+            });
+        }
+    }
+
+    /// Reads the rows back in order, each of `cells` strings, handing each to `row`.
+    pub fn rows(
+        self,
+        cells: usize,
+        row: &mut dyn FnMut(Vec<String>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.error?;
+        let mut store = self
+            .w
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        store.rewind()?;
+        let mut r = io::BufReader::new(store);
+        while !io::BufRead::fill_buf(&mut r)?.is_empty() {
+            let mut v = Vec::with_capacity(cells);
+            for _ in 0..cells {
+                let mut len = [0; 4];
+                io::Read::read_exact(&mut r, &mut len)?;
+                let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+                io::Read::read_exact(&mut r, &mut bytes)?;
+                v.push(String::from_utf8(bytes).map_err(io::Error::other)?);
+            }
+            row(v)?;
+        }
+        Ok(())
+    }
+}
