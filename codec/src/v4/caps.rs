@@ -5,6 +5,10 @@
 //! [`Capabilities`] is a serde type meant to be exchanged with postcard
 //! (`postcard::to_slice` / `postcard::from_bytes`): names are borrowed from the encoded bytes and
 //! lists are `heapless` vectors whose capacities are const parameters, so nothing allocates.
+//! The serde derives and the postcard encoding ([`Capabilities::to_postcard`],
+//! [`Capabilities::from_postcard`], [`CapsDecodeError`]) need the crate feature `caps` (on by
+//! default); without it neither serde nor postcard is built, and [`check`] still decides
+//! migratability from capabilities built in code ([`Capabilities::add_vmsd`]).
 //!
 //! The rules, for each section the source will send:
 //! * the destination must speak protocol 4 (or 3, for a stream [`downgrade`](super::convert)
@@ -24,6 +28,7 @@ use crate::SectionId;
 use crate::schema::{MAX_SUBSECTIONS, Vmsd};
 use crate::stream::idstr_matches;
 use core::fmt;
+#[cfg(feature = "caps")]
 use serde::{Deserialize, Serialize};
 
 /// Default device capacity of [`Capabilities`].
@@ -34,7 +39,8 @@ pub const MAX_KNOWN_SUBSECTIONS: usize = 256;
 pub const MAX_PROTOCOLS: usize = 4;
 
 /// What a destination build can load, per device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "caps", derive(Serialize, Deserialize))]
 pub struct DeviceCaps<'a> {
     /// The vmsd name (`mc146818rtc`).
     pub name: &'a str,
@@ -47,18 +53,19 @@ pub struct DeviceCaps<'a> {
 }
 
 /// What a destination build supports, exchanged before migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "caps", derive(Serialize, Deserialize))]
 pub struct Capabilities<'a, const D: usize = MAX_DEVICES, const K: usize = MAX_KNOWN_SUBSECTIONS> {
     /// Savevm protocol versions accepted (3, 4).
     pub protocols: heapless::Vec<u32, MAX_PROTOCOLS>,
     /// The destination's vendor chain, level 1 first.
-    #[serde(borrow)]
+    #[cfg_attr(feature = "caps", serde(borrow))]
     pub vendors: heapless::Vec<&'a str, MAX_LEVELS>,
     /// Devices.
-    #[serde(borrow)]
+    #[cfg_attr(feature = "caps", serde(borrow))]
     pub devices: heapless::Vec<DeviceCaps<'a>, D>,
     /// Full names of every subsection the destination can load (`mc146818rtc/td_hack`).
-    #[serde(borrow)]
+    #[cfg_attr(feature = "caps", serde(borrow))]
     pub subsections: heapless::Vec<&'a str, K>,
 }
 
@@ -71,6 +78,7 @@ pub struct Full {
 }
 
 /// Capabilities bytes that do not decode: where the decoder stopped, and why.
+#[cfg(feature = "caps")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapsDecodeError {
     /// Byte offset into the capabilities bytes at which decoding stopped.
@@ -79,6 +87,7 @@ pub struct CapsDecodeError {
     pub error: postcard::Error,
 }
 
+#[cfg(feature = "caps")]
 impl core::fmt::Display for CapsDecodeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
@@ -89,6 +98,7 @@ impl core::fmt::Display for CapsDecodeError {
     }
 }
 
+#[cfg(feature = "caps")]
 impl core::error::Error for CapsDecodeError {}
 
 impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
@@ -172,6 +182,7 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
     }
 
     /// Encodes with postcard into `buf`, returning the used part.
+    #[cfg(feature = "caps")]
     pub fn to_postcard<'b>(
         &self,
         buf: &'b mut [u8],
@@ -181,6 +192,7 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
 
     /// Decodes from postcard bytes (names borrow from `bytes`). The error says at which byte
     /// the decoder stopped.
+    #[cfg(feature = "caps")]
     pub fn from_postcard(bytes: &'a [u8]) -> core::result::Result<Self, CapsDecodeError> {
         use serde::Deserialize;
         let mut de = postcard::Deserializer::from_bytes(bytes);
@@ -592,7 +604,7 @@ pub fn check_stream<'a, const D: usize, const K: usize, const N: usize>(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "caps"))]
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
