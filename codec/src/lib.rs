@@ -74,6 +74,10 @@ pub mod vmdesc;
 pub mod wire;
 pub mod writer;
 
+/// The `embedded-io` crate (version 0.7) whose `Write` [`IoSink`] writes to and whose `Read`
+/// [`io::StreamReader`] reads from: implement these traits through this re-export and the
+/// versions cannot disagree (another major version's traits would not be these).
+pub use embedded_io;
 pub use error::{
     Error, ErrorKind, Escaped, Expected, Name, RecordPosition, Result, SectionContext, Violation,
 };

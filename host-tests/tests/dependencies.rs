@@ -21,7 +21,14 @@ const CAPS_ONLY: &[&str] = &[
 /// among them.
 fn tree(manifest: &Path, args: &[&str]) -> (Vec<String>, Vec<String>) {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "-e", "normal", "--prefix", "none", "--manifest-path"])
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .args(args)
         .output()
@@ -72,7 +79,10 @@ fn codec_without_caps_builds_no_serde_or_postcard() {
         let (names, macros) = tree(&manifest, &args);
         assert!(names.iter().any(|n| n == "vmstate"), "{names:?}");
         for c in CAPS_ONLY {
-            assert!(!names.iter().any(|n| n == c), "{target:?}: {c} in {names:?}");
+            assert!(
+                !names.iter().any(|n| n == c),
+                "{target:?}: {c} in {names:?}"
+            );
         }
         assert_eq!(macros, ["zerocopy-derive"], "{target:?}");
     }
