@@ -314,6 +314,74 @@ fn decode_general(
     Ok(())
 }
 
+/// Generates [`sizes`]' table from one list, and its checks: a unit test on 64-bit hosts and a
+/// compile-time assertion on 32-bit targets (the firmware's), so the documented numbers
+/// cannot go stale.
+macro_rules! sizes {
+    ($( $name:literal $t:ty = $b64:literal, $b32:literal, $what:literal; )*) => {
+        /// The sizes of the types a firmware keeps on its stack, in bytes, on 64-bit targets
+        /// (x86_64, aarch64) and 32-bit ones (thumbv7em): what a call that returns one, or a
+        /// frame that holds one, costs. Checked by a test (64-bit) and at compile time
+        /// (32-bit), so the table is the truth.
+        ///
+        /// | Type | 64-bit | 32-bit | What |
+        /// |---|---:|---:|---|
+        #[doc = concat!($( "| ", $name, " | ", stringify!($b64), " | ", stringify!($b32),
+            " | ", $what, " |\n", )*)]
+        ///
+        /// Working buffers are the caller's (`&mut [u8]`), so they are not in these numbers;
+        /// [`IoSink`] adds its writer, two `usize` and its `N`-byte buffer.
+        pub mod sizes {}
+
+        #[cfg(target_pointer_width = "32")]
+        const _: () = {
+            $( assert!(
+                core::mem::size_of::<$t>() == $b32,
+                concat!("the 32-bit size of ", stringify!($t), " in `sizes` is stale")
+            ); )*
+        };
+
+        #[cfg(all(test, target_pointer_width = "64"))]
+        #[test]
+        fn documented_sizes_are_current() {
+            extern crate std;
+            let mut stale = std::vec::Vec::new();
+            $( if core::mem::size_of::<$t>() != $b64 {
+                stale.push(std::format!(
+                    "{}: documented {}, is {}",
+                    stringify!($t),
+                    $b64,
+                    core::mem::size_of::<$t>()
+                ));
+            } )*
+            assert!(stale.is_empty(), "stale sizes in `sizes`: {stale:#?}");
+        }
+    };
+}
+
+sizes! {
+    "[`Error`]" Error = 104, 80,
+        "returned by every fallible call; why not smaller: its docs";
+    "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
+    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1672, 1304,
+        "the record iterator (its [`Machine`] and the idstr of the open section)";
+    "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
+        "the sans-IO stream machine";
+    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6096, 5824,
+        "the push decoder (its working buffer is the caller's)";
+    "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>
+        = 40, 20, "the v3 stream writer";
+    "[`SliceSink`]" SliceSink<'static> = 24, 12, "a caller-slice sink";
+    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1600, 1248,
+        "the v4 record iterator";
+    "[`v4::caps::Capabilities`] (defaults)" v4::caps::Capabilities<'static> = 2736, 1760,
+        "32 devices, 64 subsection names";
+    "[`v4::caps::SectionRequirement`]" v4::caps::SectionRequirement<'static> = 1080, 680,
+        "room for the 32 top-level subsections one section may carry";
+    "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
+        "eight incompatibilities";
+}
+
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
