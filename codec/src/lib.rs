@@ -20,6 +20,17 @@
 //! loop without consuming input; errors carry the absolute byte offset, the section and the
 //! field. Nothing allocates.
 //!
+//! # Features and costs
+//!
+//! * `caps` (default): the serde derives of [`v4::caps::Capabilities`] and its postcard
+//!   encoding, for exchanging capabilities with a destination. A firmware that never exchanges
+//!   them turns it off (`default-features = false`) and builds neither serde nor postcard;
+//!   [`v4::caps::check`] stays.
+//! * `defmt`: `defmt::Format` for the error and record types.
+//!
+//! [`embedded_io`] (0.7) is re-exported for [`IoSink`] and [`io::StreamReader`]. What each
+//! type a firmware keeps on its stack costs is in [`sizes`].
+//!
 //! # The no-panic lints
 //!
 //! The contract is backed by `clippy::indexing_slicing` (no `a[i]`, `a[i..j]`: bounds are
