@@ -375,11 +375,13 @@ sizes! {
         "returned by every fallible call; why not smaller: its docs";
     "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
     "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1672, 1304,
-        "the record iterator (its [`Machine`] and the idstr of the open section)";
+        "the record iterator: its [`Machine`] tracks up to [`machine::MAX_OPEN_SECTIONS`] \
+         open sections";
     "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
         "the sans-IO stream machine";
     "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6096, 5824,
-        "the push decoder (its working buffer is the caller's)";
+        "the push decoder: its machine keeps each open section's idstr by value (255 bytes \
+         each, [`machine::IdstrBuf`]), as the working buffer (the caller's) is reused";
     "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>
         = 40, 20, "the v3 stream writer";
     "[`SliceSink`]" SliceSink<'static> = 24, 12, "a caller-slice sink";

@@ -471,6 +471,9 @@ impl fmt::Display for Incompatibility<'_> {
 }
 
 /// The incompatibilities found, kept in caller storage (`N` of them; `total` counts all).
+///
+/// `16 + 80 N` bytes on 64-bit targets, `8 + 44 N` on 32-bit (an [`Incompatibility`] is 80
+/// bytes, 44); `Report<8>` is in [`crate::sizes`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report<'a, const N: usize> {
     /// The first `N` incompatibilities.
@@ -631,6 +634,8 @@ fn documented_sizes_are_current() {
     };
     assert!(documented(core::mem::size_of::<SectionRequirement<'_>>()));
     assert!(documented(core::mem::size_of::<Capabilities<'_>>()));
+    assert_eq!(core::mem::size_of::<Incompatibility<'_>>(), 80);
+    assert_eq!(core::mem::size_of::<Report<'_, 3>>(), 16 + 80 * 3);
 }
 
 #[cfg(all(test, feature = "caps"))]
