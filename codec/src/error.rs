@@ -528,6 +528,27 @@ const fn record_name(b: u8) -> Option<&'static str> {
 }
 
 /// A codec error: where and what.
+///
+/// # Size
+///
+/// 104 bytes on 64-bit targets, 80 on 32-bit ones ([`crate::sizes`]): more than the 32 bytes a
+/// value that every call returns should ideally be, for a documented reason. It holds by value
+/// what "where and what" needs, because it does not borrow the input:
+///
+/// * `offset`: 8 bytes (4 on 32-bit);
+/// * `kind`: 40 bytes (32): the largest kinds carry three `u64` (a value against an expected
+///   range, [`ErrorKind::Invalid`] with [`Expected::Range`]) or two (a RAM page offset and its
+///   block's length);
+/// * `section`: 36 bytes: the first [`Name::CAPACITY`] (24) bytes of the idstr — QEMU's
+///   `0000:00:03.0/virtio-net` is 23 — its length and whether it was cut, the instance and the
+///   section id;
+/// * `field`: 16 bytes (8), the description table's `&'static str`.
+///
+/// Reaching 32 bytes would mean borrowing the idstr from the input (a lifetime on every
+/// `Result`, and no error that outlives the buffer) or dropping values the messages print.
+/// A `Result<T, Error>` this large is returned in a stack slot of the caller, so the cost is
+/// that stack space in each frame that holds one, not a copy on success; the assertion below
+/// keeps it from growing.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -541,6 +562,12 @@ pub struct Error {
     /// The description-table field (or subsection) being processed, if any.
     pub field: Option<&'static str>,
 }
+
+// The sizes stated above: growing `Error` is a compile error, not a silent cost on every call.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(core::mem::size_of::<Error>() <= 104);
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(core::mem::size_of::<Error>() <= 80);
 
 impl Error {
     /// An error of `kind` at `offset` with no context yet.
@@ -763,6 +790,15 @@ mod tests {
     extern crate std;
     use super::*;
     use std::string::ToString;
+
+    /// The size `Error`'s rustdoc states is its size.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn documented_size_is_current() {
+        let n = core::mem::size_of::<Error>();
+        let doc = std::format!("/// {n} bytes on 64-bit targets, 80 on 32-bit ones");
+        assert!(include_str!("error.rs").contains(&doc), "{doc}");
+    }
 
     /// Terminal controls from the input never reach the output as themselves.
     #[test]

@@ -20,6 +20,17 @@
 //! loop without consuming input; errors carry the absolute byte offset, the section and the
 //! field. Nothing allocates.
 //!
+//! # Features and costs
+//!
+//! * `caps` (default): the serde derives of [`v4::caps::Capabilities`] and its postcard
+//!   encoding, for exchanging capabilities with a destination. A firmware that never exchanges
+//!   them turns it off (`default-features = false`) and builds neither serde nor postcard;
+//!   [`v4::caps::check`] stays.
+//! * `defmt`: `defmt::Format` for the error and record types.
+//!
+//! [`embedded_io`] (0.7) is re-exported for [`IoSink`] and [`io::StreamReader`]. What each
+//! type a firmware keeps on its stack costs is in [`sizes`].
+//!
 //! # The no-panic lints
 //!
 //! The contract is backed by `clippy::indexing_slicing` (no `a[i]`, `a[i..j]`: bounds are
@@ -74,6 +85,10 @@ pub mod vmdesc;
 pub mod wire;
 pub mod writer;
 
+/// The `embedded-io` crate (version 0.7) whose `Write` [`IoSink`] writes to and whose `Read`
+/// [`io::StreamReader`] reads from: implement these traits through this re-export and the
+/// versions cannot disagree (another major version's traits would not be these).
+pub use embedded_io;
 pub use error::{
     Error, ErrorKind, Escaped, Expected, Name, RecordPosition, Result, SectionContext, Violation,
 };
@@ -308,6 +323,76 @@ fn decode_general(
         return Err(r.error(ErrorKind::MissingFooter { found: b }));
     }
     Ok(())
+}
+
+/// Generates [`sizes`]' table from one list, and its checks: a unit test on 64-bit hosts and a
+/// compile-time assertion on 32-bit targets (the firmware's), so the documented numbers
+/// cannot go stale.
+macro_rules! sizes {
+    ($( $name:literal $t:ty = $b64:literal, $b32:literal, $what:literal; )*) => {
+        /// The sizes of the types a firmware keeps on its stack, in bytes, on 64-bit targets
+        /// (x86_64, aarch64) and 32-bit ones (thumbv7em): what a call that returns one, or a
+        /// frame that holds one, costs. Checked by a test (64-bit) and at compile time
+        /// (32-bit), so the table is the truth.
+        ///
+        /// | Type | 64-bit | 32-bit | What |
+        /// |---|---:|---:|---|
+        #[doc = concat!($( "| ", $name, " | ", stringify!($b64), " | ", stringify!($b32),
+            " | ", $what, " |\n", )*)]
+        ///
+        /// Working buffers are the caller's (`&mut [u8]`), so they are not in these numbers;
+        /// [`IoSink`] adds its writer, two `usize` and its `N`-byte buffer.
+        pub mod sizes {}
+
+        #[cfg(target_pointer_width = "32")]
+        const _: () = {
+            $( assert!(
+                core::mem::size_of::<$t>() == $b32,
+                concat!("the 32-bit size of ", stringify!($t), " in `sizes` is stale")
+            ); )*
+        };
+
+        #[cfg(all(test, target_pointer_width = "64"))]
+        #[test]
+        fn documented_sizes_are_current() {
+            extern crate std;
+            let mut stale = std::vec::Vec::new();
+            $( if core::mem::size_of::<$t>() != $b64 {
+                stale.push(std::format!(
+                    "{}: documented {}, is {}",
+                    stringify!($t),
+                    $b64,
+                    core::mem::size_of::<$t>()
+                ));
+            } )*
+            assert!(stale.is_empty(), "stale sizes in `sizes`: {stale:#?}");
+        }
+    };
+}
+
+sizes! {
+    "[`Error`]" Error = 104, 80,
+        "returned by every fallible call; why not smaller: its docs";
+    "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
+    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1672, 1304,
+        "the record iterator: its [`Machine`] tracks up to [`machine::MAX_OPEN_SECTIONS`] \
+         open sections";
+    "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
+        "the sans-IO stream machine";
+    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6096, 5824,
+        "the push decoder: its machine keeps each open section's idstr by value (255 bytes \
+         each, [`machine::IdstrBuf`]), as the working buffer (the caller's) is reused";
+    "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>
+        = 40, 20, "the v3 stream writer";
+    "[`SliceSink`]" SliceSink<'static> = 24, 12, "a caller-slice sink";
+    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1600, 1248,
+        "the v4 record iterator";
+    "[`v4::caps::Capabilities`] (defaults)" v4::caps::Capabilities<'static> = 2736, 1760,
+        "32 devices, 64 subsection names";
+    "[`v4::caps::SectionRequirement`]" v4::caps::SectionRequirement<'static> = 1080, 680,
+        "room for the 32 top-level subsections one section may carry";
+    "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
+        "eight incompatibilities";
 }
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
