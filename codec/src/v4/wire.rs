@@ -54,7 +54,7 @@ pub mod record4 {
 
 use super::crc32c::Crc32c;
 pub use super::crc32c::crc32c;
-use crate::machine::{Open, Phase, Sections, ctx};
+use crate::machine::{Admitted, Machine, Open, Phase, RecordType, ctx};
 
 /// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,14 +651,13 @@ pub struct Located4<'a> {
 pub struct Records4<'a> {
     buf: &'a [u8],
     pos: usize,
-    phase: Phase,
     levels: u8,
     crc: bool,
     /// Whether checksums are compared (off only for a second walk over bytes a first walk
     /// already verified).
     verify: bool,
-    /// The stream machine's section-id bookkeeping (the v3 readers' rules).
-    sections: Sections<&'a [u8]>,
+    /// The stream machine: phase, record-position and section-id rules.
+    machine: Machine<&'a [u8]>,
 }
 
 impl<'a> Records4<'a> {
@@ -667,11 +666,10 @@ impl<'a> Records4<'a> {
         Records4 {
             buf,
             pos: 0,
-            phase: Phase::Header,
             levels: 0,
             crc: false,
             verify: true,
-            sections: Sections::new(),
+            machine: Machine::v4(),
         }
     }
 
@@ -686,17 +684,16 @@ impl<'a> Records4<'a> {
     }
 
     fn step(&mut self) -> Result<Option<Located4<'a>>> {
-        let mut r = Reader::new(self.buf, 0);
-        r.skip(self.pos)?;
         let offset = self.pos;
-        let record = match self.phase {
+        let mut r = Reader::new(self.buf.get(offset..).unwrap_or_default(), offset);
+        let record = match self.machine.phase() {
             // The trailer is read whole after EOF: no trailer phases here.
             Phase::Done | Phase::Trailer { .. } | Phase::AfterTrailer => return Ok(None),
             Phase::Header => {
                 let h = Header::read(&mut r)?;
                 self.levels = h.vendors.len() as u8;
                 self.crc = h.crc();
-                self.phase = Phase::Configuration;
+                self.machine.header_read();
                 Record4::Header(h)
             }
             Phase::Configuration | Phase::Records => {
@@ -704,58 +701,48 @@ impl<'a> Records4<'a> {
                     needed: 1,
                     available: 0,
                 }))?;
-                if kind == record::EOF {
-                    r.skip(1)?;
-                    self.phase = Phase::AfterEof;
-                    Record4::Eof
+                // EOF is the one unframed record.
+                let (content, declared) = if kind == record::EOF {
+                    (r.bytes(1)?, 0)
                 } else {
                     r.skip(1)?;
                     let declared = r.be32()? as usize;
-                    let payload_offset = r.offset();
-                    let payload = r.bytes(declared)?;
-                    let frame = &self.buf[offset..payload_offset + declared];
-                    let _ = payload;
+                    r.skip(declared)?;
+                    let frame = self.buf.get(offset..r.offset()).unwrap_or_default();
                     // Checksum first: nothing inside a corrupt record is interpreted, and a
                     // flipped type byte cannot turn a section into a skippable record.
-                    let content = self.verify(kind, frame, offset)?;
-                    let payload = content.get(5..).unwrap_or(&[]);
-                    let rec = match kind {
-                        record::CONFIGURATION if self.phase == Phase::Configuration => {
-                            // The v3 record's rules (name length and bytes, subsections): a
-                            // configuration the v3 reader refuses never reaches a downgrade.
-                            read_whole(payload, offset + 5, frame.len() - 5, |r| {
-                                crate::wire::config::Configuration::read_body(r)
-                            })?;
-                            Record4::Configuration(payload)
-                        }
-                        _ if SectionKind::from_byte(kind).is_some() => {
-                            Record4::Section(self.section(kind, content, frame.len(), offset)?)
-                        }
-                        record::COMMAND => Record4::Command(read_whole(
-                            payload,
-                            offset + 5,
-                            frame.len() - 5,
-                            Command::read_body,
-                        )?),
-                        k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
-                        found => {
-                            return Err(crate::Error::new(
-                                offset,
-                                ErrorKind::UnknownRecordType {
-                                    found,
-                                    expected: crate::error::RecordPosition::V4Records,
-                                },
-                            )
-                            .into());
-                        }
-                    };
-                    self.phase = Phase::Records;
-                    rec
-                }
+                    (self.verify(kind, frame, offset, declared)?, declared)
+                };
+                let payload = content.get(5..).unwrap_or_default();
+                let payload_at = offset.saturating_add(5);
+                let t = self.machine.record(kind, offset)?;
+                let rec = match t {
+                    RecordType::Eof => Record4::Eof,
+                    RecordType::Configuration => {
+                        // The v3 record's rules (name length and bytes, subsections): a
+                        // configuration the v3 reader refuses never reaches a downgrade.
+                        read_whole(payload, payload_at, declared, |r| {
+                            crate::wire::config::Configuration::read_body(r)
+                        })?;
+                        Record4::Configuration(payload)
+                    }
+                    RecordType::Section(k) => {
+                        Record4::Section(self.section(k, payload, declared, offset, r.offset())?)
+                    }
+                    RecordType::Command => Record4::Command(read_whole(
+                        payload,
+                        payload_at,
+                        declared,
+                        Command::read_body,
+                    )?),
+                    RecordType::Ancillary => Record4::Ancillary { kind, payload },
+                };
+                self.machine.passed(t);
+                rec
             }
             Phase::AfterEof => {
                 if r.remaining() == 0 {
-                    self.phase = Phase::Done;
+                    self.machine.stop();
                     return Ok(None);
                 }
                 let t = crate::wire::Trailer::read(&mut r)?;
@@ -766,11 +753,11 @@ impl<'a> Records4<'a> {
                         })
                         .into());
                 }
-                self.phase = Phase::Done;
+                self.machine.stop();
                 Record4::Trailer(t.json)
             }
         };
-        self.pos = r.position();
+        self.pos = r.offset();
         Ok(Some(Located4 {
             offset,
             end: self.pos,
@@ -778,23 +765,31 @@ impl<'a> Records4<'a> {
         }))
     }
 
-    /// Checks a framed record's CRC-32C (when the stream carries them) and returns the record
-    /// without it.
-    fn verify(&self, kind: u8, frame: &'a [u8], offset: usize) -> Result<&'a [u8]> {
+    /// Checks a framed record's CRC-32C (when the stream carries them; `declared`: the frame's
+    /// length field) and returns the record without it.
+    fn verify(
+        &self,
+        kind: u8,
+        frame: &'a [u8],
+        offset: usize,
+        declared: usize,
+    ) -> Result<&'a [u8]> {
         if !self.crc {
             return Ok(frame);
         }
-        let Some(split) = frame.len().checked_sub(4).filter(|&n| n >= 5) else {
+        let Some((data, sum)) = frame
+            .split_last_chunk::<4>()
+            .filter(|(data, _)| data.len() >= 5)
+        else {
             return Err(Error::FrameLength {
-                offset: offset + 1,
-                declared: frame.len() - 5,
+                offset: offset.saturating_add(1),
+                declared,
             });
         };
-        let (data, sum) = frame.split_at(split);
         if !self.verify {
             return Ok(data);
         }
-        let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
+        let stored = u32::from_be_bytes(*sum);
         let computed = crc32c(data);
         if stored != computed {
             return Err(Error::Checksum {
@@ -808,49 +803,46 @@ impl<'a> Records4<'a> {
         Ok(data)
     }
 
-    /// Parses a section record from its checked content (type byte included, CRC excluded);
-    /// `frame_len` is the whole record's length.
+    /// Parses the section record at `offset` (ending at `end`) from its checked payload (CRC
+    /// excluded); `declared` is the frame's length field.
     fn section(
         &mut self,
-        kind_byte: u8,
-        content: &'a [u8],
-        frame_len: usize,
+        kind: SectionKind,
+        payload: &'a [u8],
+        declared: usize,
         offset: usize,
+        end: usize,
     ) -> Result<Section<'a>> {
-        let kind = SectionKind::from_byte(kind_byte).unwrap_or(SectionKind::Full);
-        let declared = frame_len - 5;
-        let mut r = Reader::new(&content[5..], offset + 5);
+        let id_at = offset.saturating_add(5);
+        let mut r = Reader::new(payload, id_at);
         let frame_err = |r: &Reader<'_>| Error::FrameLength {
             offset: r.offset(),
             declared,
         };
         let section_id = r.be32().map_err(|_| frame_err(&r))?;
-        let ordinal = if kind.has_full_header() {
-            self.sections.fresh(section_id, offset + 5)?
-        } else {
-            0
-        };
-        let (idstr, instance_id, version_id, minors) = if kind.has_full_header() {
-            let idstr = r.name().map_err(|e| match e.kind {
-                ErrorKind::Truncated { .. } => frame_err(&r),
-                _ => e.into(),
-            })?;
-            let instance_id = r.be32().map_err(|_| frame_err(&r))?;
-            let version_id = r.be32().map_err(|_| frame_err(&r))?;
-            let mut minors = Minors::new();
-            for _ in 0..self.levels {
-                let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
-            }
-            (idstr, instance_id, version_id, minors)
-        } else {
-            let open = self.sections.open(section_id, offset + 5)?;
-            (
-                open.idstr,
-                open.instance_id,
-                open.version_id,
-                open.minors.clone(),
-            )
-        };
+        let (idstr, instance_id, version_id, minors, ordinal) =
+            match self.machine.admit(kind, section_id, id_at, None)? {
+                Admitted::New(ordinal) => {
+                    let idstr = r.name().map_err(|e| match e.kind {
+                        ErrorKind::Truncated { .. } => frame_err(&r),
+                        _ => e.into(),
+                    })?;
+                    let instance_id = r.be32().map_err(|_| frame_err(&r))?;
+                    let version_id = r.be32().map_err(|_| frame_err(&r))?;
+                    let mut minors = Minors::new();
+                    for _ in 0..self.levels {
+                        let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
+                    }
+                    (idstr, instance_id, version_id, minors, ordinal)
+                }
+                Admitted::Continues(o) => (
+                    o.idstr,
+                    o.instance_id,
+                    o.version_id,
+                    o.minors.clone(),
+                    o.ordinal,
+                ),
+            };
         let body = if kind == SectionKind::Full {
             let fields_len = r.be32().map_err(|_| frame_err(&r))? as usize;
             let fields_offset = r.offset();
@@ -870,7 +862,7 @@ impl<'a> Records4<'a> {
         };
         let sec = Section {
             offset,
-            end: offset + frame_len,
+            end,
             kind,
             section_id,
             idstr,
@@ -907,7 +899,7 @@ impl<'a> Records4<'a> {
                 let m = sec.minor(t.level);
                 if t.minor > m {
                     return Err(Error::MinorInconsistent {
-                        offset: sub.offset + 3,
+                        offset: sub.offset.saturating_add(3),
                         level: t.level,
                         minor: t.minor,
                         section_minor: m,
@@ -923,7 +915,7 @@ impl<'a> Records4<'a> {
             ordinal,
             minors: sec.minors.clone(),
         };
-        self.sections.commit(kind, open, offset)?;
+        self.machine.book(kind, open, offset)?;
         Ok(sec)
     }
 
@@ -937,7 +929,8 @@ impl<'a> Records4<'a> {
             let idstr = r.name().unwrap_or(&[]);
             (idstr, r.be32().unwrap_or(0))
         } else {
-            self.sections
+            self.machine
+                .sections()
                 .find(section_id)
                 .map(|o| (o.idstr, o.instance_id))
                 .unwrap_or((&[], 0))
@@ -950,17 +943,11 @@ impl<'a> Iterator for Records4<'a> {
     type Item = Result<Located4<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(rec)) => Some(Ok(rec)),
-            Ok(None) => {
-                self.phase = Phase::Done;
-                None
-            }
-            Err(e) => {
-                self.phase = Phase::Done;
-                Some(Err(e))
-            }
+        let item = self.step().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.machine.stop();
         }
+        item
     }
 }
 
