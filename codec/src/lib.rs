@@ -37,9 +37,9 @@
 //! Not yet under the lints (the `#[allow]` on their `mod` lines below and in [`v4`]):
 //! [`body`], [`planned`] and [`schema`] (the body codec and its const-fn table compiler, whose
 //! hot loops index plans whose bounds the compiler proved; issue 14 unified their encode side
-//! but not yet their load side) and `v4::{wire, convert}` (the v4 reader and the v3 ↔ v4
+//! but not yet their load side) and `v4::convert` (the v3 ↔ v4
 //! converter). Everything else — [`machine`], [`stream`], [`io`], [`wire`], [`sink`],
-//! [`writer`], [`ram`], [`vmdesc`], `v4::{caps, minor, load}` — is under them.
+//! [`writer`], [`ram`], [`vmdesc`], `v4::{caps, minor, load, wire}` — is under them.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -15,9 +15,9 @@
 //! * [`crate::io::Decoder`] (push decoder over a small buffer) steps with `at_eof` unset until
 //!   the input ends, and streams RAM records and the trailer in pieces.
 //! * [`crate::v4::wire::Records4`] reads v4 frames (length prefixes, CRC-32C), its own header
-//!   and its whole trailer, and takes the rules between them from a [`Format::V4`] machine:
+//!   and its whole trailer, and takes the rules between them from a [`Machine::v4`]:
 //!   what a record's type byte may be where the walk is ([`Machine::record`], then
-//!   [`Machine::passed`]) and the section-id rules ([`Machine::admit`], [`Machine::book`]).
+//!   [`Machine::passed`]) and the section-id rules ([`Sections::admit`], [`Machine::book`]).
 //!
 //! Stream-level hardening (docs/UNTRUSTED-INPUT.md §5): record bytes other than START/PART/END/FULL,
 //! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
@@ -80,18 +80,6 @@ pub struct Open<I> {
     pub minors: Minors,
 }
 
-/// The framing of the stream a machine reads: which records its record position takes
-/// ([`Machine::record`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// QEMU's v3 stream: CONFIGURATION required when [`Options::require_configuration`],
-    /// COMMAND when [`Options::allow_commands`].
-    V3,
-    /// v4 (docs/FORMAT.md §2): CONFIGURATION optional but only first, COMMAND always,
-    /// unknown ancillary records (`0x80..`) skipped.
-    V4,
-}
-
 /// What a record's type byte is where the walk is ([`Machine::record`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordType {
@@ -107,7 +95,7 @@ pub enum RecordType {
     Ancillary,
 }
 
-/// What [`Machine::admit`] found for a section record's id.
+/// What [`Sections::admit`] found for a section record's id.
 #[derive(Debug, Clone, Copy)]
 pub enum Admitted<'m, I> {
     /// A START/FULL with a fresh id, and its ordinal.
@@ -148,24 +136,36 @@ impl<I> Sections<I> {
         Some((id / 64, 1u64 << (id % 64)))
     }
 
-    /// The ordinal a START/FULL section with `section_id` gets; a reused id is
-    /// [`ErrorKind::DuplicateSection`] at `id_at` (the id field's offset).
-    pub fn fresh(&self, section_id: u32, id_at: usize) -> Result<usize> {
+    /// The section-id rules: a START/FULL must use an id no section used before (it gets the
+    /// next ordinal), else [`ErrorKind::DuplicateSection`]; a PART/END must continue an open
+    /// section, else [`ErrorKind::UnknownSectionId`]. A refusal is at `id_at` (the id field's
+    /// offset); a reused id's carries `context` (v3 reads the whole header first; v4 checks
+    /// the id before the name, with none). Books nothing ([`Sections::commit`]).
+    pub fn admit(
+        &self,
+        kind: SectionKind,
+        section_id: u32,
+        id_at: usize,
+        context: Option<SectionContext>,
+    ) -> Result<Admitted<'_, I>> {
+        if !kind.has_full_header() {
+            return self
+                .find(section_id)
+                .map(Admitted::Continues)
+                .ok_or(Error::new(
+                    id_at,
+                    ErrorKind::UnknownSectionId { found: section_id },
+                ));
+        }
         if let Some((word, bit)) = Self::seen_bit(section_id)
             && self.seen.get(word).is_some_and(|w| w & bit != 0)
         {
-            return Err(Error::new(id_at, ErrorKind::DuplicateSection));
+            return Err(Error {
+                section: context,
+                ..Error::new(id_at, ErrorKind::DuplicateSection)
+            });
         }
-        Ok(self.ordinal)
-    }
-
-    /// The START a PART/END section with `section_id` continues; an id no open section has is
-    /// [`ErrorKind::UnknownSectionId`] at `id_at`.
-    pub fn open(&self, section_id: u32, id_at: usize) -> Result<&Open<I>> {
-        self.find(section_id).ok_or(Error::new(
-            id_at,
-            ErrorKind::UnknownSectionId { found: section_id },
-        ))
+        Ok(Admitted::New(self.ordinal))
     }
 
     /// The open section `section_id`, if any.
@@ -348,7 +348,9 @@ pub enum Step<'x, I> {
 #[derive(Debug, Clone)]
 pub struct Machine<I> {
     phase: Phase,
-    format: Format,
+    /// A v4 stream's records (docs/FORMAT.md §2): CONFIGURATION optional but only first,
+    /// COMMAND always, ancillary records (`0x80..`) skipped.
+    v4: bool,
     options: Options,
     sections: Sections<I>,
 }
@@ -358,7 +360,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     pub const fn new(options: Options) -> Self {
         Machine {
             phase: Phase::Header,
-            format: Format::V3,
+            v4: false,
             options,
             sections: Sections::new(),
         }
@@ -368,7 +370,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// trailer itself).
     pub fn v4() -> Self {
         Machine {
-            format: Format::V4,
+            v4: true,
             ..Self::new(Options {
                 allow_commands: true,
                 ..Options::default()
@@ -412,7 +414,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// ([`ErrorKind::ConfigurationMissing`] in v3, else [`ErrorKind::UnknownRecordType`]).
     /// Nothing changes until [`Machine::passed`].
     pub fn record(&self, b: u8, at: usize) -> Result<RecordType> {
-        let v4 = self.format == Format::V4;
+        let v4 = self.v4;
         Ok(match b {
             record::CONFIGURATION if self.phase == Phase::Configuration => {
                 RecordType::Configuration
@@ -443,40 +445,11 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// A record of type `t` was read whole: after EOF a trailer or the end may come, after
     /// anything else the records.
     pub fn passed(&mut self, t: RecordType) {
-        self.phase = Self::after(t);
-    }
-
-    fn after(t: RecordType) -> Phase {
-        if t == RecordType::Eof {
+        self.phase = if t == RecordType::Eof {
             Phase::AfterEof
         } else {
             Phase::Records
-        }
-    }
-
-    /// The section-id rules: a START/FULL must use an id no section used before, a PART/END
-    /// must continue an open section. `id_at` is the id field's offset, where a refusal is;
-    /// `context` the section's for a reused id, when its header was read (v3; v4 checks the
-    /// id before the name). Books nothing ([`Machine::book`]).
-    pub fn admit(
-        &self,
-        kind: SectionKind,
-        section_id: u32,
-        id_at: usize,
-        context: Option<SectionContext>,
-    ) -> Result<Admitted<'_, I>> {
-        if kind.has_full_header() {
-            let fresh = self.sections.fresh(section_id, id_at);
-            match context {
-                Some(c) => fresh.map_err(|e| e.in_section(c)),
-                None => fresh,
-            }
-            .map(Admitted::New)
-        } else {
-            self.sections
-                .open(section_id, id_at)
-                .map(Admitted::Continues)
-        }
+        };
     }
 
     /// Books a section record read whole ([`Sections::commit`]).
@@ -555,7 +528,11 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                         });
                     }
                 };
-                (head, Self::after(t))
+                self.passed(t);
+                return Ok(Step::Item {
+                    len: r.position(),
+                    head,
+                });
             }
             Phase::AfterEof => {
                 let Some(b) = r.peek(0) else {
@@ -639,7 +616,10 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         let id_at = offset.saturating_add(1);
         let context = ctx(h.idstr, h.instance_id, h.section_id);
         let (idstr, instance_id, version_id, ordinal) =
-            match self.admit(h.kind, h.section_id, id_at, Some(context))? {
+            match self
+                .sections
+                .admit(h.kind, h.section_id, id_at, Some(context))?
+            {
                 Admitted::New(ordinal) => {
                     if h.kind == SectionKind::Start {
                         self.sections

@@ -32,7 +32,6 @@ pub mod convert;
 pub mod crc32c;
 pub mod load;
 pub mod minor;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod wire;
 
 use crate::error::{Name, SectionContext};

@@ -151,11 +151,10 @@ impl<'a> Header<'a> {
 
     /// Encoded length.
     pub fn buffer_len(&self) -> usize {
-        13 + self
-            .vendors
-            .iter()
-            .map(|v| 1 + v.id.len() + 2)
-            .sum::<usize>()
+        // Names are at most 255 bytes, at most MAX_LEVELS of them.
+        self.vendors.iter().fold(13, |n: usize, v| {
+            n.saturating_add(v.id.len()).saturating_add(3)
+        })
     }
 
     /// Writes the header.
@@ -212,7 +211,11 @@ impl<'a> SubsectionFrame<'a> {
     /// Frame length for a name of `name_len` bytes and a body of `body_len`, with or without a
     /// vendor tag.
     pub const fn frame_len(name_len: usize, vendor: bool, body_len: usize) -> usize {
-        Self::FIXED + name_len + if vendor { 3 } else { 0 } + body_len
+        let tag = if vendor { 3 } else { 0 };
+        Self::FIXED
+            .saturating_add(name_len)
+            .saturating_add(tag)
+            .saturating_add(body_len)
     }
 
     /// Reads one frame; `levels` is the stream's protocol minor.
@@ -433,39 +436,33 @@ pub struct SectionHead<'a> {
 impl SectionHead<'_> {
     fn payload_head_len(&self) -> usize {
         if self.kind.has_full_header() {
-            4 + 1 + self.idstr.len() + 4 + 4 + 2 * self.minors.len()
+            let minors = self.minors.len().saturating_mul(2);
+            13usize
+                .saturating_add(self.idstr.len())
+                .saturating_add(minors)
         } else {
             4
         }
     }
 }
 
-/// A sink that feeds a CRC-32C with everything written through it, or, when made with
-/// [`CrcSink::passthrough`], only forwards (a stream without checksums costs no CRC work).
+/// A sink that feeds a CRC-32C with everything written through it, or, when made without
+/// `crc`, only forwards (a stream without checksums costs no CRC work).
 pub struct CrcSink<'s, S> {
     inner: &'s mut S,
     digest: Option<Crc32c>,
 }
 
 impl<'s, S: Sink> CrcSink<'s, S> {
-    /// Wraps `inner`, computing the CRC.
-    pub fn new(inner: &'s mut S) -> Self {
+    /// Wraps `inner`, computing the CRC when `crc` is set.
+    pub fn new(inner: &'s mut S, crc: bool) -> Self {
         CrcSink {
             inner,
-            digest: Some(Crc32c::new()),
+            digest: crc.then(Crc32c::new),
         }
     }
 
-    /// Wraps `inner` without computing a CRC.
-    pub fn passthrough(inner: &'s mut S) -> Self {
-        CrcSink {
-            inner,
-            digest: None,
-        }
-    }
-
-    /// The CRC of everything written so far; `None` for a [`passthrough`](Self::passthrough)
-    /// sink.
+    /// The CRC of everything written so far; `None` for a sink made without `crc`.
     pub fn crc(&self) -> Option<u32> {
         self.digest.as_ref().map(Crc32c::finish)
     }
@@ -513,16 +510,12 @@ where
     S: Sink<Error = crate::Error>,
     F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
 {
-    let start = out.position();
-    let payload = head.payload_head_len() + body_len + if crc { 4 } else { 0 };
-    let len = len32(payload, start + 1)?;
-    let mut c = if crc {
-        CrcSink::new(out)
-    } else {
-        CrcSink::passthrough(out)
-    };
-    c.write(&[head.kind.byte()])?;
-    c.write(&len.to_be_bytes())?;
+    let payload = head
+        .payload_head_len()
+        .saturating_add(body_len)
+        .saturating_add(crc_len(crc));
+    let mut c = CrcSink::new(out, crc);
+    emit_frame(&mut c, head.kind.byte(), payload)?;
     c.write(&head.section_id.to_be_bytes())?;
     if head.kind.has_full_header() {
         emit_name(&mut c, head.idstr)?;
@@ -534,7 +527,7 @@ where
     }
     let body_start = c.position();
     body(&mut c)?;
-    let written = c.position() - body_start;
+    let written = c.position().saturating_sub(body_start);
     if written != body_len {
         return Err(crate::Error::new(
             body_start,
@@ -558,12 +551,8 @@ pub fn emit_record<S: Sink<Error = crate::Error>>(
     kind: u8,
     payload: &[u8],
 ) -> crate::Result<()> {
-    let mut c = if crc {
-        CrcSink::new(out)
-    } else {
-        CrcSink::passthrough(out)
-    };
-    emit_frame(&mut c, kind, payload.len() + if crc { 4 } else { 0 })?;
+    let mut c = CrcSink::new(out, crc);
+    emit_frame(&mut c, kind, payload.len().saturating_add(crc_len(crc)))?;
     c.write(payload)?;
     if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
@@ -577,9 +566,14 @@ pub fn emit_frame<S: Sink>(
     kind: u8,
     payload_len: usize,
 ) -> core::result::Result<(), S::Error> {
-    let len = len32(payload_len, out.position() + 1)?;
+    let len = len32(payload_len, out.position().saturating_add(1))?;
     out.write(&[kind])?;
     out.write(&len.to_be_bytes())
+}
+
+/// Bytes a record's CRC-32C takes.
+const fn crc_len(crc: bool) -> usize {
+    if crc { 4 } else { 0 }
 }
 
 /// Reads the v3 record body `payload` (at `offset` in the stream, in a frame that declared
@@ -820,29 +814,32 @@ impl<'a> Records4<'a> {
             declared,
         };
         let section_id = r.be32().map_err(|_| frame_err(&r))?;
-        let (idstr, instance_id, version_id, minors, ordinal) =
-            match self.machine.admit(kind, section_id, id_at, None)? {
-                Admitted::New(ordinal) => {
-                    let idstr = r.name().map_err(|e| match e.kind {
-                        ErrorKind::Truncated { .. } => frame_err(&r),
-                        _ => e.into(),
-                    })?;
-                    let instance_id = r.be32().map_err(|_| frame_err(&r))?;
-                    let version_id = r.be32().map_err(|_| frame_err(&r))?;
-                    let mut minors = Minors::new();
-                    for _ in 0..self.levels {
-                        let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
-                    }
-                    (idstr, instance_id, version_id, minors, ordinal)
+        let (idstr, instance_id, version_id, minors, ordinal) = match self
+            .machine
+            .sections()
+            .admit(kind, section_id, id_at, None)?
+        {
+            Admitted::New(ordinal) => {
+                let idstr = r.name().map_err(|e| match e.kind {
+                    ErrorKind::Truncated { .. } => frame_err(&r),
+                    _ => e.into(),
+                })?;
+                let instance_id = r.be32().map_err(|_| frame_err(&r))?;
+                let version_id = r.be32().map_err(|_| frame_err(&r))?;
+                let mut minors = Minors::new();
+                for _ in 0..self.levels {
+                    let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
                 }
-                Admitted::Continues(o) => (
-                    o.idstr,
-                    o.instance_id,
-                    o.version_id,
-                    o.minors.clone(),
-                    o.ordinal,
-                ),
-            };
+                (idstr, instance_id, version_id, minors, ordinal)
+            }
+            Admitted::Continues(o) => (
+                o.idstr,
+                o.instance_id,
+                o.version_id,
+                o.minors.clone(),
+                o.ordinal,
+            ),
+        };
         let body = if kind == SectionKind::Full {
             let fields_len = r.be32().map_err(|_| frame_err(&r))? as usize;
             let fields_offset = r.offset();
@@ -953,6 +950,7 @@ impl<'a> Iterator for Records4<'a> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     extern crate std;
     use super::*;
     use crate::sink::SliceSink;
@@ -1008,11 +1006,7 @@ mod tests {
         for digest in [true, false] {
             let mut buf = [0xa5u8; 600];
             let mut inner = SliceSink::new(&mut buf);
-            let mut c = if digest {
-                CrcSink::new(&mut inner)
-            } else {
-                CrcSink::passthrough(&mut inner)
-            };
+            let mut c = CrcSink::new(&mut inner, digest);
             c.write(b"head").unwrap();
             c.write_zeros(130).unwrap();
             c.write_with_zeros(&bytes, &zeros).unwrap();
