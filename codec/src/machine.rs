@@ -139,14 +139,14 @@ impl<I> Sections<I> {
     /// The section-id rules: a START/FULL must use an id no section used before (it gets the
     /// next ordinal), else [`ErrorKind::DuplicateSection`]; a PART/END must continue an open
     /// section, else [`ErrorKind::UnknownSectionId`]. A refusal is at `id_at` (the id field's
-    /// offset); a reused id's carries `context` (v3 reads the whole header first; v4 checks
+    /// offset); a reused id's carries `context()` (v3 reads the whole header first; v4 checks
     /// the id before the name, with none). Books nothing ([`Sections::commit`]).
     pub fn admit(
         &self,
         kind: SectionKind,
         section_id: u32,
         id_at: usize,
-        context: Option<SectionContext>,
+        context: impl FnOnce() -> Option<SectionContext>,
     ) -> Result<Admitted<'_, I>> {
         if !kind.has_full_header() {
             return self
@@ -161,7 +161,7 @@ impl<I> Sections<I> {
             && self.seen.get(word).is_some_and(|w| w & bit != 0)
         {
             return Err(Error {
-                section: context,
+                section: context(),
                 ..Error::new(id_at, ErrorKind::DuplicateSection)
             });
         }
@@ -614,17 +614,17 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         let h = SectionHeaderRepr::read(r)?;
         let header_len = r.offset().saturating_sub(offset);
         let id_at = offset.saturating_add(1);
-        let context = ctx(h.idstr, h.instance_id, h.section_id);
+        let context = || ctx(h.idstr, h.instance_id, h.section_id);
         let (idstr, instance_id, version_id, ordinal) =
             match self
                 .sections
-                .admit(h.kind, h.section_id, id_at, Some(context))?
+                .admit(h.kind, h.section_id, id_at, || Some(context()))?
             {
                 Admitted::New(ordinal) => {
                     if h.kind == SectionKind::Start {
                         self.sections
                             .room(offset)
-                            .map_err(|e| e.in_section(context))?;
+                            .map_err(|e| e.in_section(context()))?;
                     }
                     (I::from(h.idstr), h.instance_id, h.version_id, ordinal)
                 }

@@ -817,7 +817,7 @@ impl<'a> Records4<'a> {
         let (idstr, instance_id, version_id, minors, ordinal) = match self
             .machine
             .sections()
-            .admit(kind, section_id, id_at, None)?
+            .admit(kind, section_id, id_at, || None)?
         {
             Admitted::New(ordinal) => {
                 let idstr = r.name().map_err(|e| match e.kind {
