@@ -17,7 +17,8 @@
 //! * [`crate::v4::wire::Records4`] reads v4 frames (length prefixes, CRC-32C), its own header
 //!   and its whole trailer, and takes the rules between them from a [`Machine::v4`]:
 //!   what a record's type byte may be where the walk is ([`Machine::record`], then
-//!   [`Machine::passed`]) and the section-id rules ([`Sections::admit`], [`Machine::book`]).
+//!   [`Machine::passed`]) and the section-id rules ([`Sections::admit`] and
+//!   [`Sections::commit`] of [`Machine::sections`]).
 //!
 //! Stream-level hardening (docs/UNTRUSTED-INPUT.md §5): record bytes other than START/PART/END/FULL,
 //! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
@@ -394,9 +395,9 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         self.phase = Phase::Done;
     }
 
-    /// The sections seen so far.
-    pub fn sections(&self) -> &Sections<I> {
-        &self.sections
+    /// The section-id bookkeeping, for a reader that reads section heads itself (v4).
+    pub fn sections(&mut self) -> &mut Sections<I> {
+        &mut self.sections
     }
 
     /// The file header was read: the CONFIGURATION record's place is next when the options
@@ -414,20 +415,19 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// ([`ErrorKind::ConfigurationMissing`] in v3, else [`ErrorKind::UnknownRecordType`]).
     /// Nothing changes until [`Machine::passed`].
     pub fn record(&self, b: u8, at: usize) -> Result<RecordType> {
-        let v4 = self.v4;
         Ok(match b {
             record::CONFIGURATION if self.phase == Phase::Configuration => {
                 RecordType::Configuration
             }
-            found if self.phase == Phase::Configuration && !v4 => {
+            found if self.phase == Phase::Configuration && !self.v4 => {
                 return Err(Error::new(at, ErrorKind::ConfigurationMissing { found }));
             }
             record::EOF => RecordType::Eof,
             record::COMMAND if self.options.allow_commands => RecordType::Command,
             _ if let Some(kind) = SectionKind::from_byte(b) => RecordType::Section(kind),
-            crate::v4::wire::record4::ANCILLARY.. if v4 => RecordType::Ancillary,
+            crate::v4::wire::record4::ANCILLARY.. if self.v4 => RecordType::Ancillary,
             found => {
-                let expected = if v4 {
+                let expected = if self.v4 {
                     RecordPosition::V4Records
                 } else {
                     RecordPosition::V3Records {
@@ -450,11 +450,6 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         } else {
             Phase::Records
         };
-    }
-
-    /// Books a section record read whole ([`Sections::commit`]).
-    pub fn book(&mut self, kind: SectionKind, open: Open<I>, at: usize) -> Result<()> {
-        self.sections.commit(kind, open, at)
     }
 
     /// Reads the next item from `input` (whose first byte is at absolute offset `base`);
@@ -494,10 +489,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                     ));
                 }
                 self.header_read();
-                return Ok(Step::Item {
-                    len: r.position(),
-                    head: Head::Header { version },
-                });
+                (Head::Header { version }, self.phase)
             }
             Phase::Configuration | Phase::Records => {
                 let b = r.peek(0).ok_or(truncated(&r))?;
@@ -529,10 +521,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                     }
                 };
                 self.passed(t);
-                return Ok(Step::Item {
-                    len: r.position(),
-                    head,
-                });
+                (head, self.phase)
             }
             Phase::AfterEof => {
                 let Some(b) = r.peek(0) else {
@@ -673,7 +662,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
             minors: Minors::new(),
         };
         // Cannot fail: `section` refused a START without room.
-        let _ = self.book(head.kind, open, head.offset);
+        let _ = self.sections.commit(head.kind, open, head.offset);
     }
 }
 

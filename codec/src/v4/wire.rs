@@ -389,19 +389,17 @@ impl<'a> Section<'a> {
 
     /// The subsection frames (none for START/PART/END).
     pub fn subsections(&self) -> Subsections<'a> {
-        match self.body {
+        let (frames, at) = match self.body {
             Body::Structured {
                 subsections,
                 subsections_offset,
                 ..
-            } => Subsections {
-                r: Reader::new(subsections, subsections_offset),
-                levels: self.levels,
-            },
-            Body::Opaque { offset, .. } => Subsections {
-                r: Reader::new(&[], offset),
-                levels: self.levels,
-            },
+            } => (subsections, subsections_offset),
+            Body::Opaque { offset, .. } => (&[][..], offset),
+        };
+        Subsections {
+            r: Reader::new(frames, at),
+            levels: self.levels,
         }
     }
 
@@ -576,6 +574,22 @@ const fn crc_len(crc: bool) -> usize {
     if crc { 4 } else { 0 }
 }
 
+/// Reads with `read` inside a frame that declared `declared` bytes: running out is a frame
+/// length error.
+fn framed<'a, T>(
+    r: &mut Reader<'a>,
+    declared: usize,
+    read: impl FnOnce(&mut Reader<'a>) -> crate::Result<T>,
+) -> Result<T> {
+    read(r).map_err(|e| match e.is_incomplete() {
+        true => Error::FrameLength {
+            offset: e.offset,
+            declared,
+        },
+        false => e.into(),
+    })
+}
+
 /// Reads the v3 record body `payload` (at `offset` in the stream, in a frame that declared
 /// `declared` bytes) with `read`, which must take all of it: running out inside the frame or
 /// bytes left after the body are a frame length error.
@@ -586,16 +600,7 @@ fn read_whole<'a, T>(
     read: impl FnOnce(&mut Reader<'a>) -> crate::Result<T>,
 ) -> Result<T> {
     let mut r = Reader::new(payload, offset);
-    let value = read(&mut r).map_err(|e| {
-        if e.is_incomplete() {
-            Error::FrameLength {
-                offset: e.offset,
-                declared,
-            }
-        } else {
-            e.into()
-        }
-    })?;
+    let value = framed(&mut r, declared, read)?;
     if r.remaining() != 0 {
         return Err(Error::FrameLength {
             offset: r.offset(),
@@ -762,7 +767,7 @@ impl<'a> Records4<'a> {
     /// Checks a framed record's CRC-32C (when the stream carries them; `declared`: the frame's
     /// length field) and returns the record without it.
     fn verify(
-        &self,
+        &mut self,
         kind: u8,
         frame: &'a [u8],
         offset: usize,
@@ -809,29 +814,21 @@ impl<'a> Records4<'a> {
     ) -> Result<Section<'a>> {
         let id_at = offset.saturating_add(5);
         let mut r = Reader::new(payload, id_at);
-        let frame_err = |r: &Reader<'_>| Error::FrameLength {
-            offset: r.offset(),
-            declared,
-        };
-        let section_id = r.be32().map_err(|_| frame_err(&r))?;
+        let section_id = framed(&mut r, declared, Reader::be32)?;
+        let levels = self.levels;
         let (idstr, instance_id, version_id, minors, ordinal) = match self
             .machine
             .sections()
             .admit(kind, section_id, id_at, || None)?
         {
-            Admitted::New(ordinal) => {
-                let idstr = r.name().map_err(|e| match e.kind {
-                    ErrorKind::Truncated { .. } => frame_err(&r),
-                    _ => e.into(),
-                })?;
-                let instance_id = r.be32().map_err(|_| frame_err(&r))?;
-                let version_id = r.be32().map_err(|_| frame_err(&r))?;
+            Admitted::New(ordinal) => framed(&mut r, declared, |r| {
+                let (idstr, instance_id, version_id) = (r.name()?, r.be32()?, r.be32()?);
                 let mut minors = Minors::new();
-                for _ in 0..self.levels {
-                    let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
+                for _ in 0..levels {
+                    let _ = minors.push(r.be16()?);
                 }
-                (idstr, instance_id, version_id, minors, ordinal)
-            }
+                Ok((idstr, instance_id, version_id, minors, ordinal))
+            })?,
             Admitted::Continues(o) => (
                 o.idstr,
                 o.instance_id,
@@ -841,9 +838,9 @@ impl<'a> Records4<'a> {
             ),
         };
         let body = if kind == SectionKind::Full {
-            let fields_len = r.be32().map_err(|_| frame_err(&r))? as usize;
+            let fields_len = framed(&mut r, declared, Reader::be32)? as usize;
             let fields_offset = r.offset();
-            let fields = r.bytes(fields_len).map_err(|_| frame_err(&r))?;
+            let fields = framed(&mut r, declared, |r| r.bytes(fields_len))?;
             let subsections_offset = r.offset();
             Body::Structured {
                 fields,
@@ -912,11 +909,11 @@ impl<'a> Records4<'a> {
             ordinal,
             minors: sec.minors.clone(),
         };
-        self.machine.book(kind, open, offset)?;
+        self.machine.sections().commit(kind, open, offset)?;
         Ok(sec)
     }
 
-    fn best_effort_context(&self, kind: u8, data: &[u8]) -> SectionContext {
+    fn best_effort_context(&mut self, kind: u8, data: &[u8]) -> SectionContext {
         let Some(kind) = SectionKind::from_byte(kind) else {
             return ctx(&[], 0, 0);
         };
