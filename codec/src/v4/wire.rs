@@ -211,11 +211,8 @@ impl<'a> SubsectionFrame<'a> {
     /// Frame length for a name of `name_len` bytes and a body of `body_len`, with or without a
     /// vendor tag.
     pub const fn frame_len(name_len: usize, vendor: bool, body_len: usize) -> usize {
-        let tag = if vendor { 3 } else { 0 };
-        Self::FIXED
-            .saturating_add(name_len)
-            .saturating_add(tag)
-            .saturating_add(body_len)
+        let fixed = if vendor { Self::FIXED + 3 } else { Self::FIXED };
+        fixed.saturating_add(name_len).saturating_add(body_len)
     }
 
     /// Reads one frame; `levels` is the stream's protocol minor.
@@ -432,15 +429,21 @@ pub struct SectionHead<'a> {
 }
 
 impl SectionHead<'_> {
-    fn payload_head_len(&self) -> usize {
-        if self.kind.has_full_header() {
-            let minors = self.minors.len().saturating_mul(2);
-            13usize
-                .saturating_add(self.idstr.len())
-                .saturating_add(minors)
-        } else {
-            4
-        }
+    /// The record's payload length (its length field) with a body of `body_len` bytes.
+    fn payload_len(&self, crc: bool, body_len: usize) -> usize {
+        let full = self.kind.has_full_header();
+        // id [+ idstr length, instance, version] [+ CRC]
+        let fixed = match (full, crc) {
+            (true, true) => 17,
+            (true, false) => 13,
+            (false, true) => 8,
+            (false, false) => 4,
+        };
+        let names = match full {
+            true => self.idstr.len().saturating_add(size_of_val(self.minors)),
+            false => 0,
+        };
+        body_len.saturating_add(fixed).saturating_add(names)
     }
 }
 
@@ -508,17 +511,16 @@ where
     S: Sink<Error = crate::Error>,
     F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
 {
-    let payload = head
-        .payload_head_len()
-        .saturating_add(body_len)
-        .saturating_add(crc_len(crc));
+    let payload = head.payload_len(crc, body_len);
+    let [l0, l1, l2, l3] = len32(payload, out.position().saturating_add(1))?.to_be_bytes();
+    let [i0, i1, i2, i3] = head.section_id.to_be_bytes();
     let mut c = CrcSink::new(out, crc);
-    emit_frame(&mut c, head.kind.byte(), payload)?;
-    c.write(&head.section_id.to_be_bytes())?;
+    c.write(&[head.kind.byte(), l0, l1, l2, l3, i0, i1, i2, i3])?;
     if head.kind.has_full_header() {
         emit_name(&mut c, head.idstr)?;
-        c.write(&head.instance_id.to_be_bytes())?;
-        c.write(&head.version_id.to_be_bytes())?;
+        let [n0, n1, n2, n3] = head.instance_id.to_be_bytes();
+        let [v0, v1, v2, v3] = head.version_id.to_be_bytes();
+        c.write(&[n0, n1, n2, n3, v0, v1, v2, v3])?;
         for m in head.minors {
             c.write(&m.to_be_bytes())?;
         }
@@ -550,7 +552,8 @@ pub fn emit_record<S: Sink<Error = crate::Error>>(
     payload: &[u8],
 ) -> crate::Result<()> {
     let mut c = CrcSink::new(out, crc);
-    emit_frame(&mut c, kind, payload.len().saturating_add(crc_len(crc)))?;
+    let crc_len = if crc { 4 } else { 0 };
+    emit_frame(&mut c, kind, payload.len().saturating_add(crc_len))?;
     c.write(payload)?;
     if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
@@ -567,11 +570,6 @@ pub fn emit_frame<S: Sink>(
     let len = len32(payload_len, out.position().saturating_add(1))?;
     out.write(&[kind])?;
     out.write(&len.to_be_bytes())
-}
-
-/// Bytes a record's CRC-32C takes.
-const fn crc_len(crc: bool) -> usize {
-    if crc { 4 } else { 0 }
 }
 
 /// Reads with `read` inside a frame that declared `declared` bytes: running out is a frame
