@@ -195,15 +195,9 @@ impl<I> Sections<I> {
         let section_id = open.section_id;
         match kind {
             SectionKind::Start => {
-                self.open.push(open).map_err(|_| {
-                    Error::new(
-                        at,
-                        ErrorKind::BufferTooSmall {
-                            needed: MAX_OPEN_SECTIONS.saturating_add(1),
-                            capacity: MAX_OPEN_SECTIONS,
-                        },
-                    )
-                })?;
+                self.room(at)?;
+                // Cannot fail: there is room.
+                let _ = self.open.push(open);
             }
             SectionKind::End => {
                 if let Some(i) = self.open.iter().position(|o| o.section_id == section_id) {
@@ -349,9 +343,10 @@ pub enum Step<'x, I> {
 #[derive(Debug, Clone)]
 pub struct Machine<I> {
     phase: Phase,
-    /// A v4 stream's records (docs/FORMAT.md §2): CONFIGURATION optional but only first,
-    /// COMMAND always, ancillary records (`0x80..`) skipped.
-    v4: bool,
+    /// The records this machine reads: v3 ([`Options::require_configuration`],
+    /// [`Options::allow_commands`]) or v4 (docs/FORMAT.md §2: CONFIGURATION optional but only
+    /// first, COMMAND always, ancillary records `0x80..` skipped).
+    records: RecordPosition,
     options: Options,
     sections: Sections<I>,
 }
@@ -361,7 +356,9 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     pub const fn new(options: Options) -> Self {
         Machine {
             phase: Phase::Header,
-            v4: false,
+            records: RecordPosition::V3Records {
+                commands: options.allow_commands,
+            },
             options,
             sections: Sections::new(),
         }
@@ -371,7 +368,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// trailer itself).
     pub fn v4() -> Self {
         Machine {
-            v4: true,
+            records: RecordPosition::V4Records,
             ..Self::new(Options {
                 allow_commands: true,
                 ..Options::default()
@@ -415,25 +412,20 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// ([`ErrorKind::ConfigurationMissing`] in v3, else [`ErrorKind::UnknownRecordType`]).
     /// Nothing changes until [`Machine::passed`].
     pub fn record(&self, b: u8, at: usize) -> Result<RecordType> {
+        let v4 = self.records == RecordPosition::V4Records;
         Ok(match b {
             record::CONFIGURATION if self.phase == Phase::Configuration => {
                 RecordType::Configuration
             }
-            found if self.phase == Phase::Configuration && !self.v4 => {
+            found if self.phase == Phase::Configuration && !v4 => {
                 return Err(Error::new(at, ErrorKind::ConfigurationMissing { found }));
             }
             record::EOF => RecordType::Eof,
             record::COMMAND if self.options.allow_commands => RecordType::Command,
             _ if let Some(kind) = SectionKind::from_byte(b) => RecordType::Section(kind),
-            crate::v4::wire::record4::ANCILLARY.. if self.v4 => RecordType::Ancillary,
+            crate::v4::wire::record4::ANCILLARY.. if v4 => RecordType::Ancillary,
             found => {
-                let expected = if self.v4 {
-                    RecordPosition::V4Records
-                } else {
-                    RecordPosition::V3Records {
-                        commands: self.options.allow_commands,
-                    }
-                };
+                let expected = self.records;
                 return Err(Error::new(
                     at,
                     ErrorKind::UnknownRecordType { found, expected },
@@ -511,7 +503,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                         Head::Eof
                     }
                     RecordType::Command => Head::Command(Command::read(&mut r)?),
-                    // A v3 machine takes no ancillary record.
+                    // (`record` answers `Ancillary` only to the v4 reader, which does not step.)
                     RecordType::Section(_) | RecordType::Ancillary => {
                         let head = self.section(&mut r)?;
                         return Ok(Step::Item {

@@ -739,7 +739,6 @@ impl<'a> Records4<'a> {
             }
             Phase::AfterEof => {
                 if r.remaining() == 0 {
-                    self.machine.stop();
                     return Ok(None);
                 }
                 let t = crate::wire::Trailer::read(&mut r)?;
