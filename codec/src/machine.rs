@@ -14,8 +14,11 @@
 //!   ([`crate::stream::Records::next_head`]).
 //! * [`crate::io::Decoder`] (push decoder over a small buffer) steps with `at_eof` unset until
 //!   the input ends, and streams RAM records and the trailer in pieces.
-//! * [`crate::v4::wire::Records4`] has its own framing (length prefixes, CRC-32C) and uses the
-//!   same [`Phase`] and [`Sections`].
+//! * [`crate::v4::wire::Records4`] reads v4 frames (length prefixes, CRC-32C), its own header
+//!   and its whole trailer, and takes the rules between them from a [`Machine::v4`]:
+//!   what a record's type byte may be where the walk is ([`Machine::record`], then
+//!   [`Machine::passed`]) and the section-id rules ([`Sections::admit`] and
+//!   [`Sections::commit`] of [`Machine::sections`]).
 //!
 //! Stream-level hardening (docs/UNTRUSTED-INPUT.md §5): record bytes other than START/PART/END/FULL,
 //! EOF and (with [`Options::allow_commands`]) COMMAND are refused at record position; a COMMAND
@@ -78,6 +81,30 @@ pub struct Open<I> {
     pub minors: Minors,
 }
 
+/// What a record's type byte is where the walk is ([`Machine::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordType {
+    /// The configuration record.
+    Configuration,
+    /// A COMMAND record.
+    Command,
+    /// `QEMU_VM_EOF`.
+    Eof,
+    /// A section record.
+    Section(SectionKind),
+    /// A v4 ancillary record (`0x80..=0xff`) to skip.
+    Ancillary,
+}
+
+/// What [`Sections::admit`] found for a section record's id.
+#[derive(Debug, Clone, Copy)]
+pub enum Admitted<'m, I> {
+    /// A START/FULL with a fresh id, and its ordinal.
+    New(usize),
+    /// A PART/END of this open section.
+    Continues(&'m Open<I>),
+}
+
 /// Section-id bookkeeping: the ids START/FULL records used (ids are unique in a stream; below
 /// 4096 they are tracked), the sections open, and the ordinal of the next START/FULL.
 #[derive(Debug, Clone)]
@@ -110,24 +137,36 @@ impl<I> Sections<I> {
         Some((id / 64, 1u64 << (id % 64)))
     }
 
-    /// The ordinal a START/FULL section with `section_id` gets; a reused id is
-    /// [`ErrorKind::DuplicateSection`] at `id_at` (the id field's offset).
-    pub fn fresh(&self, section_id: u32, id_at: usize) -> Result<usize> {
+    /// The section-id rules: a START/FULL must use an id no section used before (it gets the
+    /// next ordinal), else [`ErrorKind::DuplicateSection`]; a PART/END must continue an open
+    /// section, else [`ErrorKind::UnknownSectionId`]. A refusal is at `id_at` (the id field's
+    /// offset); a reused id's carries `context()` (v3 reads the whole header first; v4 checks
+    /// the id before the name, with none). Books nothing ([`Sections::commit`]).
+    pub fn admit(
+        &self,
+        kind: SectionKind,
+        section_id: u32,
+        id_at: usize,
+        context: impl FnOnce() -> Option<SectionContext>,
+    ) -> Result<Admitted<'_, I>> {
+        if !kind.has_full_header() {
+            return self
+                .find(section_id)
+                .map(Admitted::Continues)
+                .ok_or(Error::new(
+                    id_at,
+                    ErrorKind::UnknownSectionId { found: section_id },
+                ));
+        }
         if let Some((word, bit)) = Self::seen_bit(section_id)
             && self.seen.get(word).is_some_and(|w| w & bit != 0)
         {
-            return Err(Error::new(id_at, ErrorKind::DuplicateSection));
+            return Err(Error {
+                section: context(),
+                ..Error::new(id_at, ErrorKind::DuplicateSection)
+            });
         }
-        Ok(self.ordinal)
-    }
-
-    /// The START a PART/END section with `section_id` continues; an id no open section has is
-    /// [`ErrorKind::UnknownSectionId`] at `id_at`.
-    pub fn open(&self, section_id: u32, id_at: usize) -> Result<&Open<I>> {
-        self.find(section_id).ok_or(Error::new(
-            id_at,
-            ErrorKind::UnknownSectionId { found: section_id },
-        ))
+        Ok(Admitted::New(self.ordinal))
     }
 
     /// The open section `section_id`, if any.
@@ -156,15 +195,9 @@ impl<I> Sections<I> {
         let section_id = open.section_id;
         match kind {
             SectionKind::Start => {
-                self.open.push(open).map_err(|_| {
-                    Error::new(
-                        at,
-                        ErrorKind::BufferTooSmall {
-                            needed: MAX_OPEN_SECTIONS.saturating_add(1),
-                            capacity: MAX_OPEN_SECTIONS,
-                        },
-                    )
-                })?;
+                self.room(at)?;
+                // Cannot fail: there is room.
+                let _ = self.open.push(open);
             }
             SectionKind::End => {
                 if let Some(i) = self.open.iter().position(|o| o.section_id == section_id) {
@@ -306,21 +339,40 @@ pub enum Step<'x, I> {
     },
 }
 
-/// The v3 stream machine (module docs). `I` is how it keeps an open section's idstr.
+/// The stream machine (module docs). `I` is how it keeps an open section's idstr.
 #[derive(Debug, Clone)]
 pub struct Machine<I> {
     phase: Phase,
+    /// The records this machine reads: v3 ([`Options::require_configuration`],
+    /// [`Options::allow_commands`]) or v4 (docs/FORMAT.md §2: CONFIGURATION optional but only
+    /// first, COMMAND always, ancillary records `0x80..` skipped).
+    records: RecordPosition,
     options: Options,
     sections: Sections<I>,
 }
 
 impl<I: Clone + AsRef<[u8]>> Machine<I> {
-    /// A machine before the file header.
+    /// A v3 machine before the file header.
     pub const fn new(options: Options) -> Self {
         Machine {
             phase: Phase::Header,
+            records: RecordPosition::V3Records {
+                commands: options.allow_commands,
+            },
             options,
             sections: Sections::new(),
+        }
+    }
+
+    /// A v4 machine before the file header (the v4 reader reads the header, frames and
+    /// trailer itself).
+    pub fn v4() -> Self {
+        Machine {
+            records: RecordPosition::V4Records,
+            ..Self::new(Options {
+                allow_commands: true,
+                ..Options::default()
+            })
         }
     }
 
@@ -338,6 +390,58 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
     /// Ends the walk (after an error: the readers are fused).
     pub fn stop(&mut self) {
         self.phase = Phase::Done;
+    }
+
+    /// The section-id bookkeeping, for a reader that reads section heads itself (v4).
+    pub fn sections(&mut self) -> &mut Sections<I> {
+        &mut self.sections
+    }
+
+    /// The file header was read: the CONFIGURATION record's place is next when the options
+    /// require one (in v4, where it is optional, always), else the records.
+    pub fn header_read(&mut self) {
+        self.phase = if self.options.require_configuration {
+            Phase::Configuration
+        } else {
+            Phase::Records
+        };
+    }
+
+    /// The record-position rule of both formats: what the type byte `b` of the record at `at`
+    /// is where the walk is, or the error for a record that may not be there
+    /// ([`ErrorKind::ConfigurationMissing`] in v3, else [`ErrorKind::UnknownRecordType`]).
+    /// Nothing changes until [`Machine::passed`].
+    pub fn record(&self, b: u8, at: usize) -> Result<RecordType> {
+        let v4 = self.records == RecordPosition::V4Records;
+        Ok(match b {
+            record::CONFIGURATION if self.phase == Phase::Configuration => {
+                RecordType::Configuration
+            }
+            found if self.phase == Phase::Configuration && !v4 => {
+                return Err(Error::new(at, ErrorKind::ConfigurationMissing { found }));
+            }
+            record::EOF => RecordType::Eof,
+            record::COMMAND if self.options.allow_commands => RecordType::Command,
+            _ if let Some(kind) = SectionKind::from_byte(b) => RecordType::Section(kind),
+            crate::v4::wire::record4::ANCILLARY.. if v4 => RecordType::Ancillary,
+            found => {
+                let expected = self.records;
+                return Err(Error::new(
+                    at,
+                    ErrorKind::UnknownRecordType { found, expected },
+                ));
+            }
+        })
+    }
+
+    /// A record of type `t` was read whole: after EOF a trailer or the end may come, after
+    /// anything else the records.
+    pub fn passed(&mut self, t: RecordType) {
+        self.phase = if t == RecordType::Eof {
+            Phase::AfterEof
+        } else {
+            Phase::Records
+        };
     }
 
     /// Reads the next item from `input` (whose first byte is at absolute offset `base`);
@@ -376,49 +480,40 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                         ErrorKind::UnsupportedFileVersion { found: version },
                     ));
                 }
-                let next = if self.options.require_configuration {
-                    Phase::Configuration
-                } else {
-                    Phase::Records
-                };
-                (Head::Header { version }, next)
+                self.header_read();
+                (Head::Header { version }, self.phase)
             }
-            Phase::Configuration => {
-                let c = Configuration::read(&mut r)?;
-                // The record's end is found by looking for subsections: with the input cut
-                // right after the record, one more byte decides.
-                if r.remaining() == 0 && !at_eof {
-                    return Ok(Step::NeedMore);
-                }
-                self.options.ram.ignore_shared |= ignores_shared(&c);
-                (Head::Configuration(c), Phase::Records)
-            }
-            Phase::Records => {
+            Phase::Configuration | Phase::Records => {
                 let b = r.peek(0).ok_or(truncated(&r))?;
-                match b {
-                    record::EOF => {
+                let t = self.record(b, r.offset())?;
+                let head = match t {
+                    RecordType::Configuration => {
                         r.skip(1)?;
-                        (Head::Eof, Phase::AfterEof)
+                        let c = Configuration::read_body(&mut r)?;
+                        // The record's end is found by looking for subsections: with the input
+                        // cut right after the record, one more byte decides.
+                        if r.remaining() == 0 && !at_eof {
+                            return Ok(Step::NeedMore);
+                        }
+                        self.options.ram.ignore_shared |= ignores_shared(&c);
+                        Head::Configuration(c)
                     }
-                    record::COMMAND if self.options.allow_commands => {
-                        (Head::Command(Command::read(&mut r)?), Phase::Records)
+                    RecordType::Eof => {
+                        r.skip(1)?;
+                        Head::Eof
                     }
-                    _ if SectionKind::from_byte(b).is_some() => {
+                    RecordType::Command => Head::Command(Command::read(&mut r)?),
+                    // (`record` answers `Ancillary` only to the v4 reader, which does not step.)
+                    RecordType::Section(_) | RecordType::Ancillary => {
                         let head = self.section(&mut r)?;
                         return Ok(Step::Item {
                             len: head.header_len,
                             head: Head::Section(head),
                         });
                     }
-                    found => {
-                        return Err(r.error(ErrorKind::UnknownRecordType {
-                            found,
-                            expected: RecordPosition::V3Records {
-                                commands: self.options.allow_commands,
-                            },
-                        }));
-                    }
-                }
+                };
+                self.passed(t);
+                (head, self.phase)
             }
             Phase::AfterEof => {
                 let Some(b) = r.peek(0) else {
@@ -500,39 +595,31 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         let h = SectionHeaderRepr::read(r)?;
         let header_len = r.offset().saturating_sub(offset);
         let id_at = offset.saturating_add(1);
-        let head = if h.kind.has_full_header() {
-            let context = ctx(h.idstr, h.instance_id, h.section_id);
-            let ordinal = self
+        let context = || ctx(h.idstr, h.instance_id, h.section_id);
+        let (idstr, instance_id, version_id, ordinal) =
+            match self
                 .sections
-                .fresh(h.section_id, id_at)
-                .map_err(|e| e.in_section(context))?;
-            if h.kind == SectionKind::Start {
-                self.sections
-                    .room(offset)
-                    .map_err(|e| e.in_section(context))?;
-            }
-            SectionHead {
-                offset,
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: I::from(h.idstr),
-                instance_id: h.instance_id,
-                version_id: h.version_id,
-                header_len,
-                ordinal,
-            }
-        } else {
-            let o = self.sections.open(h.section_id, id_at)?;
-            SectionHead {
-                offset,
-                kind: h.kind,
-                section_id: h.section_id,
-                idstr: o.idstr.clone(),
-                instance_id: o.instance_id,
-                version_id: o.version_id,
-                header_len,
-                ordinal: o.ordinal,
-            }
+                .admit(h.kind, h.section_id, id_at, || Some(context()))?
+            {
+                Admitted::New(ordinal) => {
+                    if h.kind == SectionKind::Start {
+                        self.sections
+                            .room(offset)
+                            .map_err(|e| e.in_section(context()))?;
+                    }
+                    (I::from(h.idstr), h.instance_id, h.version_id, ordinal)
+                }
+                Admitted::Continues(o) => (o.idstr.clone(), o.instance_id, o.version_id, o.ordinal),
+            };
+        let head = SectionHead {
+            offset,
+            kind: h.kind,
+            section_id: h.section_id,
+            idstr,
+            instance_id,
+            version_id,
+            header_len,
+            ordinal,
         };
         if head.is_ram() && head.version_id != 4 {
             return Err(Error::new(

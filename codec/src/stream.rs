@@ -14,7 +14,7 @@
 // is indexed through `get`.
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
-use crate::error::{Error, ErrorKind, Name, Result, SectionContext};
+use crate::error::{Error, ErrorKind, Result, SectionContext};
 use crate::machine::{Head, Machine, SectionHead, Step};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
@@ -219,11 +219,7 @@ pub struct SectionRecord<'a> {
 impl SectionRecord<'_> {
     /// Context for errors about this section.
     pub fn context(&self) -> SectionContext {
-        SectionContext {
-            idstr: Name::new(self.idstr),
-            instance_id: self.instance_id,
-            section_id: self.section_id,
-        }
+        crate::machine::ctx(self.idstr, self.instance_id, self.section_id)
     }
 
     /// Offset just past the footer.

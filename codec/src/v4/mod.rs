@@ -30,8 +30,6 @@ pub mod convert;
 pub mod crc32c;
 pub mod load;
 pub mod minor;
-// Not yet under the crate's no-panic lints (see the crate docs).
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod wire;
 
 use crate::error::{Name, SectionContext};

@@ -54,7 +54,7 @@ pub mod record4 {
 
 use super::crc32c::Crc32c;
 pub use super::crc32c::crc32c;
-use crate::machine::{Open, Phase, Sections, ctx};
+use crate::machine::{Admitted, Machine, Open, Phase, RecordType, ctx};
 
 /// One vendor of the chain: a reverse-FQDN id and that vendor's protocol minor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,11 +151,10 @@ impl<'a> Header<'a> {
 
     /// Encoded length.
     pub fn buffer_len(&self) -> usize {
-        13 + self
-            .vendors
-            .iter()
-            .map(|v| 1 + v.id.len() + 2)
-            .sum::<usize>()
+        // Names are at most 255 bytes, at most MAX_LEVELS of them.
+        self.vendors.iter().fold(13, |n: usize, v| {
+            n.saturating_add(v.id.len()).saturating_add(3)
+        })
     }
 
     /// Writes the header.
@@ -212,7 +211,8 @@ impl<'a> SubsectionFrame<'a> {
     /// Frame length for a name of `name_len` bytes and a body of `body_len`, with or without a
     /// vendor tag.
     pub const fn frame_len(name_len: usize, vendor: bool, body_len: usize) -> usize {
-        Self::FIXED + name_len + if vendor { 3 } else { 0 } + body_len
+        let fixed = if vendor { Self::FIXED + 3 } else { Self::FIXED };
+        fixed.saturating_add(name_len).saturating_add(body_len)
     }
 
     /// Reads one frame; `levels` is the stream's protocol minor.
@@ -386,19 +386,17 @@ impl<'a> Section<'a> {
 
     /// The subsection frames (none for START/PART/END).
     pub fn subsections(&self) -> Subsections<'a> {
-        match self.body {
+        let (frames, at) = match self.body {
             Body::Structured {
                 subsections,
                 subsections_offset,
                 ..
-            } => Subsections {
-                r: Reader::new(subsections, subsections_offset),
-                levels: self.levels,
-            },
-            Body::Opaque { offset, .. } => Subsections {
-                r: Reader::new(&[], offset),
-                levels: self.levels,
-            },
+            } => (subsections, subsections_offset),
+            Body::Opaque { offset, .. } => (&[][..], offset),
+        };
+        Subsections {
+            r: Reader::new(frames, at),
+            levels: self.levels,
         }
     }
 
@@ -431,41 +429,41 @@ pub struct SectionHead<'a> {
 }
 
 impl SectionHead<'_> {
-    fn payload_head_len(&self) -> usize {
-        if self.kind.has_full_header() {
-            4 + 1 + self.idstr.len() + 4 + 4 + 2 * self.minors.len()
-        } else {
-            4
-        }
+    /// The record's payload length (its length field) with a body of `body_len` bytes.
+    fn payload_len(&self, crc: bool, body_len: usize) -> usize {
+        let full = self.kind.has_full_header();
+        // id [+ idstr length, instance, version] [+ CRC]
+        let fixed = match (full, crc) {
+            (true, true) => 17,
+            (true, false) => 13,
+            (false, true) => 8,
+            (false, false) => 4,
+        };
+        let names = match full {
+            true => self.idstr.len().saturating_add(size_of_val(self.minors)),
+            false => 0,
+        };
+        body_len.saturating_add(fixed).saturating_add(names)
     }
 }
 
-/// A sink that feeds a CRC-32C with everything written through it, or, when made with
-/// [`CrcSink::passthrough`], only forwards (a stream without checksums costs no CRC work).
+/// A sink that feeds a CRC-32C with everything written through it, or, when made without
+/// `crc`, only forwards (a stream without checksums costs no CRC work).
 pub struct CrcSink<'s, S> {
     inner: &'s mut S,
     digest: Option<Crc32c>,
 }
 
 impl<'s, S: Sink> CrcSink<'s, S> {
-    /// Wraps `inner`, computing the CRC.
-    pub fn new(inner: &'s mut S) -> Self {
+    /// Wraps `inner`, computing the CRC when `crc` is set.
+    pub fn new(inner: &'s mut S, crc: bool) -> Self {
         CrcSink {
             inner,
-            digest: Some(Crc32c::new()),
+            digest: crc.then(Crc32c::new),
         }
     }
 
-    /// Wraps `inner` without computing a CRC.
-    pub fn passthrough(inner: &'s mut S) -> Self {
-        CrcSink {
-            inner,
-            digest: None,
-        }
-    }
-
-    /// The CRC of everything written so far; `None` for a [`passthrough`](Self::passthrough)
-    /// sink.
+    /// The CRC of everything written so far; `None` for a sink made without `crc`.
     pub fn crc(&self) -> Option<u32> {
         self.digest.as_ref().map(Crc32c::finish)
     }
@@ -513,28 +511,23 @@ where
     S: Sink<Error = crate::Error>,
     F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
 {
-    let start = out.position();
-    let payload = head.payload_head_len() + body_len + if crc { 4 } else { 0 };
-    let len = len32(payload, start + 1)?;
-    let mut c = if crc {
-        CrcSink::new(out)
-    } else {
-        CrcSink::passthrough(out)
-    };
-    c.write(&[head.kind.byte()])?;
-    c.write(&len.to_be_bytes())?;
-    c.write(&head.section_id.to_be_bytes())?;
+    let payload = head.payload_len(crc, body_len);
+    let [l0, l1, l2, l3] = len32(payload, out.position().saturating_add(1))?.to_be_bytes();
+    let [i0, i1, i2, i3] = head.section_id.to_be_bytes();
+    let mut c = CrcSink::new(out, crc);
+    c.write(&[head.kind.byte(), l0, l1, l2, l3, i0, i1, i2, i3])?;
     if head.kind.has_full_header() {
         emit_name(&mut c, head.idstr)?;
-        c.write(&head.instance_id.to_be_bytes())?;
-        c.write(&head.version_id.to_be_bytes())?;
+        let [n0, n1, n2, n3] = head.instance_id.to_be_bytes();
+        let [v0, v1, v2, v3] = head.version_id.to_be_bytes();
+        c.write(&[n0, n1, n2, n3, v0, v1, v2, v3])?;
         for m in head.minors {
             c.write(&m.to_be_bytes())?;
         }
     }
     let body_start = c.position();
     body(&mut c)?;
-    let written = c.position() - body_start;
+    let written = c.position().saturating_sub(body_start);
     if written != body_len {
         return Err(crate::Error::new(
             body_start,
@@ -558,12 +551,9 @@ pub fn emit_record<S: Sink<Error = crate::Error>>(
     kind: u8,
     payload: &[u8],
 ) -> crate::Result<()> {
-    let mut c = if crc {
-        CrcSink::new(out)
-    } else {
-        CrcSink::passthrough(out)
-    };
-    emit_frame(&mut c, kind, payload.len() + if crc { 4 } else { 0 })?;
+    let mut c = CrcSink::new(out, crc);
+    let crc_len = if crc { 4 } else { 0 };
+    emit_frame(&mut c, kind, payload.len().saturating_add(crc_len))?;
     c.write(payload)?;
     if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
@@ -577,9 +567,25 @@ pub fn emit_frame<S: Sink>(
     kind: u8,
     payload_len: usize,
 ) -> core::result::Result<(), S::Error> {
-    let len = len32(payload_len, out.position() + 1)?;
+    let len = len32(payload_len, out.position().saturating_add(1))?;
     out.write(&[kind])?;
     out.write(&len.to_be_bytes())
+}
+
+/// Reads with `read` inside a frame that declared `declared` bytes: running out is a frame
+/// length error.
+fn framed<'a, T>(
+    r: &mut Reader<'a>,
+    declared: usize,
+    read: impl FnOnce(&mut Reader<'a>) -> crate::Result<T>,
+) -> Result<T> {
+    read(r).map_err(|e| match e.is_incomplete() {
+        true => Error::FrameLength {
+            offset: e.offset,
+            declared,
+        },
+        false => e.into(),
+    })
 }
 
 /// Reads the v3 record body `payload` (at `offset` in the stream, in a frame that declared
@@ -592,16 +598,7 @@ fn read_whole<'a, T>(
     read: impl FnOnce(&mut Reader<'a>) -> crate::Result<T>,
 ) -> Result<T> {
     let mut r = Reader::new(payload, offset);
-    let value = read(&mut r).map_err(|e| {
-        if e.is_incomplete() {
-            Error::FrameLength {
-                offset: e.offset,
-                declared,
-            }
-        } else {
-            e.into()
-        }
-    })?;
+    let value = framed(&mut r, declared, read)?;
     if r.remaining() != 0 {
         return Err(Error::FrameLength {
             offset: r.offset(),
@@ -651,14 +648,13 @@ pub struct Located4<'a> {
 pub struct Records4<'a> {
     buf: &'a [u8],
     pos: usize,
-    phase: Phase,
     levels: u8,
     crc: bool,
     /// Whether checksums are compared (off only for a second walk over bytes a first walk
     /// already verified).
     verify: bool,
-    /// The stream machine's section-id bookkeeping (the v3 readers' rules).
-    sections: Sections<&'a [u8]>,
+    /// The stream machine: phase, record-position and section-id rules.
+    machine: Machine<&'a [u8]>,
 }
 
 impl<'a> Records4<'a> {
@@ -667,11 +663,10 @@ impl<'a> Records4<'a> {
         Records4 {
             buf,
             pos: 0,
-            phase: Phase::Header,
             levels: 0,
             crc: false,
             verify: true,
-            sections: Sections::new(),
+            machine: Machine::v4(),
         }
     }
 
@@ -686,17 +681,16 @@ impl<'a> Records4<'a> {
     }
 
     fn step(&mut self) -> Result<Option<Located4<'a>>> {
-        let mut r = Reader::new(self.buf, 0);
-        r.skip(self.pos)?;
         let offset = self.pos;
-        let record = match self.phase {
+        let mut r = Reader::new(self.buf.get(offset..).unwrap_or_default(), offset);
+        let record = match self.machine.phase() {
             // The trailer is read whole after EOF: no trailer phases here.
             Phase::Done | Phase::Trailer { .. } | Phase::AfterTrailer => return Ok(None),
             Phase::Header => {
                 let h = Header::read(&mut r)?;
                 self.levels = h.vendors.len() as u8;
                 self.crc = h.crc();
-                self.phase = Phase::Configuration;
+                self.machine.header_read();
                 Record4::Header(h)
             }
             Phase::Configuration | Phase::Records => {
@@ -704,58 +698,47 @@ impl<'a> Records4<'a> {
                     needed: 1,
                     available: 0,
                 }))?;
-                if kind == record::EOF {
-                    r.skip(1)?;
-                    self.phase = Phase::AfterEof;
-                    Record4::Eof
+                // EOF is the one unframed record.
+                let (content, declared) = if kind == record::EOF {
+                    (r.bytes(1)?, 0)
                 } else {
                     r.skip(1)?;
                     let declared = r.be32()? as usize;
-                    let payload_offset = r.offset();
-                    let payload = r.bytes(declared)?;
-                    let frame = &self.buf[offset..payload_offset + declared];
-                    let _ = payload;
+                    r.skip(declared)?;
+                    let frame = self.buf.get(offset..r.offset()).unwrap_or_default();
                     // Checksum first: nothing inside a corrupt record is interpreted, and a
                     // flipped type byte cannot turn a section into a skippable record.
-                    let content = self.verify(kind, frame, offset)?;
-                    let payload = content.get(5..).unwrap_or(&[]);
-                    let rec = match kind {
-                        record::CONFIGURATION if self.phase == Phase::Configuration => {
-                            // The v3 record's rules (name length and bytes, subsections): a
-                            // configuration the v3 reader refuses never reaches a downgrade.
-                            read_whole(payload, offset + 5, frame.len() - 5, |r| {
-                                crate::wire::config::Configuration::read_body(r)
-                            })?;
-                            Record4::Configuration(payload)
-                        }
-                        _ if SectionKind::from_byte(kind).is_some() => {
-                            Record4::Section(self.section(kind, content, frame.len(), offset)?)
-                        }
-                        record::COMMAND => Record4::Command(read_whole(
-                            payload,
-                            offset + 5,
-                            frame.len() - 5,
-                            Command::read_body,
-                        )?),
-                        k if k >= record4::ANCILLARY => Record4::Ancillary { kind: k, payload },
-                        found => {
-                            return Err(crate::Error::new(
-                                offset,
-                                ErrorKind::UnknownRecordType {
-                                    found,
-                                    expected: crate::error::RecordPosition::V4Records,
-                                },
-                            )
-                            .into());
-                        }
-                    };
-                    self.phase = Phase::Records;
-                    rec
-                }
+                    (self.verify(kind, frame, offset, declared)?, declared)
+                };
+                let payload = content.get(5..).unwrap_or_default();
+                let payload_at = offset.saturating_add(5);
+                let t = self.machine.record(kind, offset)?;
+                let rec = match t {
+                    RecordType::Eof => Record4::Eof,
+                    RecordType::Configuration => {
+                        // The v3 record's rules (name length and bytes, subsections): a
+                        // configuration the v3 reader refuses never reaches a downgrade.
+                        read_whole(payload, payload_at, declared, |r| {
+                            crate::wire::config::Configuration::read_body(r)
+                        })?;
+                        Record4::Configuration(payload)
+                    }
+                    RecordType::Section(k) => {
+                        Record4::Section(self.section(k, payload, declared, offset, r.offset())?)
+                    }
+                    RecordType::Command => Record4::Command(read_whole(
+                        payload,
+                        payload_at,
+                        declared,
+                        Command::read_body,
+                    )?),
+                    RecordType::Ancillary => Record4::Ancillary { kind, payload },
+                };
+                self.machine.passed(t);
+                rec
             }
             Phase::AfterEof => {
                 if r.remaining() == 0 {
-                    self.phase = Phase::Done;
                     return Ok(None);
                 }
                 let t = crate::wire::Trailer::read(&mut r)?;
@@ -766,11 +749,11 @@ impl<'a> Records4<'a> {
                         })
                         .into());
                 }
-                self.phase = Phase::Done;
+                self.machine.stop();
                 Record4::Trailer(t.json)
             }
         };
-        self.pos = r.position();
+        self.pos = r.offset();
         Ok(Some(Located4 {
             offset,
             end: self.pos,
@@ -778,23 +761,31 @@ impl<'a> Records4<'a> {
         }))
     }
 
-    /// Checks a framed record's CRC-32C (when the stream carries them) and returns the record
-    /// without it.
-    fn verify(&self, kind: u8, frame: &'a [u8], offset: usize) -> Result<&'a [u8]> {
+    /// Checks a framed record's CRC-32C (when the stream carries them; `declared`: the frame's
+    /// length field) and returns the record without it.
+    fn verify(
+        &mut self,
+        kind: u8,
+        frame: &'a [u8],
+        offset: usize,
+        declared: usize,
+    ) -> Result<&'a [u8]> {
         if !self.crc {
             return Ok(frame);
         }
-        let Some(split) = frame.len().checked_sub(4).filter(|&n| n >= 5) else {
+        let Some((data, sum)) = frame
+            .split_last_chunk::<4>()
+            .filter(|(data, _)| data.len() >= 5)
+        else {
             return Err(Error::FrameLength {
-                offset: offset + 1,
-                declared: frame.len() - 5,
+                offset: offset.saturating_add(1),
+                declared,
             });
         };
-        let (data, sum) = frame.split_at(split);
         if !self.verify {
             return Ok(data);
         }
-        let stored = u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]);
+        let stored = u32::from_be_bytes(*sum);
         let computed = crc32c(data);
         if stored != computed {
             return Err(Error::Checksum {
@@ -808,53 +799,45 @@ impl<'a> Records4<'a> {
         Ok(data)
     }
 
-    /// Parses a section record from its checked content (type byte included, CRC excluded);
-    /// `frame_len` is the whole record's length.
+    /// Parses the section record at `offset` (ending at `end`) from its checked payload (CRC
+    /// excluded); `declared` is the frame's length field.
     fn section(
         &mut self,
-        kind_byte: u8,
-        content: &'a [u8],
-        frame_len: usize,
+        kind: SectionKind,
+        payload: &'a [u8],
+        declared: usize,
         offset: usize,
+        end: usize,
     ) -> Result<Section<'a>> {
-        let kind = SectionKind::from_byte(kind_byte).unwrap_or(SectionKind::Full);
-        let declared = frame_len - 5;
-        let mut r = Reader::new(&content[5..], offset + 5);
-        let frame_err = |r: &Reader<'_>| Error::FrameLength {
-            offset: r.offset(),
-            declared,
-        };
-        let section_id = r.be32().map_err(|_| frame_err(&r))?;
-        let ordinal = if kind.has_full_header() {
-            self.sections.fresh(section_id, offset + 5)?
-        } else {
-            0
-        };
-        let (idstr, instance_id, version_id, minors) = if kind.has_full_header() {
-            let idstr = r.name().map_err(|e| match e.kind {
-                ErrorKind::Truncated { .. } => frame_err(&r),
-                _ => e.into(),
-            })?;
-            let instance_id = r.be32().map_err(|_| frame_err(&r))?;
-            let version_id = r.be32().map_err(|_| frame_err(&r))?;
-            let mut minors = Minors::new();
-            for _ in 0..self.levels {
-                let _ = minors.push(r.be16().map_err(|_| frame_err(&r))?);
-            }
-            (idstr, instance_id, version_id, minors)
-        } else {
-            let open = self.sections.open(section_id, offset + 5)?;
-            (
-                open.idstr,
-                open.instance_id,
-                open.version_id,
-                open.minors.clone(),
-            )
+        let id_at = offset.saturating_add(5);
+        let mut r = Reader::new(payload, id_at);
+        let section_id = framed(&mut r, declared, Reader::be32)?;
+        let levels = self.levels;
+        let (idstr, instance_id, version_id, minors, ordinal) = match self
+            .machine
+            .sections()
+            .admit(kind, section_id, id_at, || None)?
+        {
+            Admitted::New(ordinal) => framed(&mut r, declared, |r| {
+                let (idstr, instance_id, version_id) = (r.name()?, r.be32()?, r.be32()?);
+                let mut minors = Minors::new();
+                for _ in 0..levels {
+                    let _ = minors.push(r.be16()?);
+                }
+                Ok((idstr, instance_id, version_id, minors, ordinal))
+            })?,
+            Admitted::Continues(o) => (
+                o.idstr,
+                o.instance_id,
+                o.version_id,
+                o.minors.clone(),
+                o.ordinal,
+            ),
         };
         let body = if kind == SectionKind::Full {
-            let fields_len = r.be32().map_err(|_| frame_err(&r))? as usize;
+            let fields_len = framed(&mut r, declared, Reader::be32)? as usize;
             let fields_offset = r.offset();
-            let fields = r.bytes(fields_len).map_err(|_| frame_err(&r))?;
+            let fields = framed(&mut r, declared, |r| r.bytes(fields_len))?;
             let subsections_offset = r.offset();
             Body::Structured {
                 fields,
@@ -870,7 +853,7 @@ impl<'a> Records4<'a> {
         };
         let sec = Section {
             offset,
-            end: offset + frame_len,
+            end,
             kind,
             section_id,
             idstr,
@@ -907,7 +890,7 @@ impl<'a> Records4<'a> {
                 let m = sec.minor(t.level);
                 if t.minor > m {
                     return Err(Error::MinorInconsistent {
-                        offset: sub.offset + 3,
+                        offset: sub.offset.saturating_add(3),
                         level: t.level,
                         minor: t.minor,
                         section_minor: m,
@@ -923,11 +906,11 @@ impl<'a> Records4<'a> {
             ordinal,
             minors: sec.minors.clone(),
         };
-        self.sections.commit(kind, open, offset)?;
+        self.machine.sections().commit(kind, open, offset)?;
         Ok(sec)
     }
 
-    fn best_effort_context(&self, kind: u8, data: &[u8]) -> SectionContext {
+    fn best_effort_context(&mut self, kind: u8, data: &[u8]) -> SectionContext {
         let Some(kind) = SectionKind::from_byte(kind) else {
             return ctx(&[], 0, 0);
         };
@@ -937,7 +920,8 @@ impl<'a> Records4<'a> {
             let idstr = r.name().unwrap_or(&[]);
             (idstr, r.be32().unwrap_or(0))
         } else {
-            self.sections
+            self.machine
+                .sections()
                 .find(section_id)
                 .map(|o| (o.idstr, o.instance_id))
                 .unwrap_or((&[], 0))
@@ -950,22 +934,17 @@ impl<'a> Iterator for Records4<'a> {
     type Item = Result<Located4<'a>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.step() {
-            Ok(Some(rec)) => Some(Ok(rec)),
-            Ok(None) => {
-                self.phase = Phase::Done;
-                None
-            }
-            Err(e) => {
-                self.phase = Phase::Done;
-                Some(Err(e))
-            }
+        let item = self.step().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.machine.stop();
         }
+        item
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     extern crate std;
     use super::*;
     use crate::sink::SliceSink;
@@ -1021,11 +1000,7 @@ mod tests {
         for digest in [true, false] {
             let mut buf = [0xa5u8; 600];
             let mut inner = SliceSink::new(&mut buf);
-            let mut c = if digest {
-                CrcSink::new(&mut inner)
-            } else {
-                CrcSink::passthrough(&mut inner)
-            };
+            let mut c = CrcSink::new(&mut inner, digest);
             c.write(b"head").unwrap();
             c.write_zeros(130).unwrap();
             c.write_with_zeros(&bytes, &zeros).unwrap();
