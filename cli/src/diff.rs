@@ -988,18 +988,7 @@ mod tests {
                     )
                 };
                 merged += usize::from(in_order);
-                let count = |s: &Stream<'_>| -> (u64, u64) {
-                    let records = s
-                        .entries
-                        .iter()
-                        .map(|e| match &e.item {
-                            Item::Ram { records, .. } => records.iter().count() as u64,
-                            _ => 0,
-                        })
-                        .sum();
-                    (records, s.devices().count() as u64)
-                };
-                let ((ra, da), (rb, db)) = (count(&sa), count(&sb));
+                let ((ra, da), (rb, db)) = (reads::held(&sa), reads::held(&sb));
                 reads::take();
                 let desc = |b| find_description(b).unwrap().map(|(_, d)| d);
                 let mut got = Vec::new();

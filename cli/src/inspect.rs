@@ -484,15 +484,7 @@ mod tests {
             .unwrap();
             // What the stream holds, counted on a kept parse.
             let kept = Stream::parse(&bytes).unwrap();
-            let devices = kept.devices().count() as u64;
-            let records: u64 = kept
-                .entries
-                .iter()
-                .map(|e| match &e.item {
-                    Item::Ram { records, .. } => records.iter().count() as u64,
-                    _ => 0,
-                })
-                .sum();
+            let (records, devices) = reads::held(&kept);
             assert!(
                 devices > 20 && records > 1000,
                 "{name}: {devices} {records}"

@@ -502,6 +502,19 @@ pub(crate) mod reads {
         let t = |c: &'static std::thread::LocalKey<Cell<u64>>| c.with(|c| c.replace(0));
         (t(&WALKED), t(&AGAIN), t(&DECODED))
     }
+
+    /// What a kept parse holds: (RAM records, device sections) — what one walk reads once.
+    pub fn held(s: &super::Stream<'_>) -> (u64, u64) {
+        let records = s
+            .entries
+            .iter()
+            .map(|e| match &e.item {
+                super::Item::Ram { records, .. } => records.iter().count() as u64,
+                _ => 0,
+            })
+            .sum();
+        (records, s.devices().count() as u64)
+    }
 }
 
 /// Where the walk of a stream without footers and trailer stopped.
