@@ -291,6 +291,12 @@ pub enum ErrorKind {
     },
     /// The section's idstr/instance is not in the destination's schema.
     UnknownSection,
+    /// The section is another one than the caller asked for (`vmstate::load_section`): its
+    /// idstr (in the error's section context) is not the expected one.
+    OtherSection {
+        /// The idstr the caller expected.
+        expected: Name,
+    },
     /// A PART or END record names a section id that no START opened.
     UnknownSectionId {
         /// The id read.
@@ -663,6 +669,12 @@ impl fmt::Display for ErrorKind {
                 "mismatched section id in footer: expected {expected:#x}, found {found:#x}"
             ),
             UnknownSection => f.write_str("unknown section or instance for this destination"),
+            OtherSection { expected } => {
+                write!(
+                    f,
+                    "another section than expected: expected idstr '{expected}'"
+                )
+            }
             UnknownSectionId { found } => write!(
                 f,
                 "PART/END for section id {found:#x}, which no START opened"

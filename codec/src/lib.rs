@@ -99,7 +99,7 @@ pub use stream::{Record, Records, SectionRecord};
 #[doc(hidden)]
 pub use zerocopy;
 
-use wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use wire::section::{SectionFooter, SectionHeader, SectionHeaderRepr, SectionKind, footer_bytes};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The byte a NULL element of a pointer array is written as (`VMS_NULLPTR_MARKER`, ASCII `0`).
@@ -249,10 +249,157 @@ pub fn load_with<T: State>(
     Ok(())
 }
 
-/// Loads a FULL/START section record from the stream iterator into `state`, adding the section
-/// context to errors. The record's idstr is not checked here (the caller routes by idstr).
-pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
+/// Loads a FULL/START section record from the stream iterator ([`Records`]) into `state`, adding
+/// the section context to errors. The record's idstr is not checked here (the caller routes by
+/// idstr); to load the bytes of one encoded section, see [`load_section`].
+pub fn load_record<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
     load(state, rec.version_id, rec.body, rec.body_offset).map_err(|e| e.in_section(rec.context()))
+}
+
+/// Loads the bytes of one encoded FULL section — header, body, footer, as
+/// [`encode_section`]/[`encode_section_into`] write them — into `state`: the counterpart of
+/// [`encode_section_into`], in one call.
+///
+/// Checked, in this order, each error naming the byte offset (from `section[0]`), the section
+/// as its header gives it and, for header fields, the field (`section_id`, `idstr`,
+/// `instance_id`, `version_id`):
+///
+/// * a FULL section header ([`ErrorKind::UnexpectedRecord`] for START/PART/END);
+/// * `section_id`, `idstr` and `instance_id` equal `id`'s ([`ErrorKind::Invalid`] with the
+///   expected value, [`ErrorKind::OtherSection`] for the idstr);
+/// * the version is within `T::VMSD`'s `minimum_version_id..=version_id`
+///   ([`ErrorKind::VersionTooOld`], [`ErrorKind::VersionTooNew`]);
+/// * the footer follows the body and repeats the section id ([`ErrorKind::MissingFooter`],
+///   [`ErrorKind::FooterMismatch`]), and nothing follows it ([`ErrorKind::TrailingBytes`]);
+///   input cut short is [`ErrorKind::Truncated`];
+/// * the body itself, as [`load`] checks it (fields, subsections, device invariants).
+///
+/// A failed load changes nothing in `state`.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field, ErrorKind};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut buf = [0u8; 64];
+/// let n = vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf)?;
+///
+/// let mut live = Port92 { outport: 0 };
+/// vmstate::load_section(&mut live, id, &buf[..n])?;
+/// assert_eq!(live, Port92 { outport: 2 });
+///
+/// // Another instance than the one asked for: refused, `live` unchanged.
+/// let other = SectionId { instance_id: 1, ..id };
+/// let n = vmstate::encode_section_into(other, &Port92 { outport: 7 }, &mut buf)?;
+/// let e = vmstate::load_section(&mut live, id, &buf[..n]).unwrap_err();
+/// assert_eq!((e.offset, e.field), (12, Some("instance_id")));
+/// assert_eq!(live, Port92 { outport: 2 });
+/// # Ok::<(), vmstate::Error>(())
+/// ```
+pub fn load_section<T: State>(state: &mut T, id: SectionId<'_>, section: &[u8]) -> Result<()> {
+    let head = SectionHeader::new_checked(section, 0)?;
+    let ctx = machine::ctx(head.idstr(), head.instance_id(), head.section_id());
+    load_section_checked(state, id, section, &head).map_err(|e| e.in_section(ctx))
+}
+
+/// [`load_section`] once its header parsed: the checks, the footer, the body.
+fn load_section_checked<T: State>(
+    state: &mut T,
+    id: SectionId<'_>,
+    section: &[u8],
+    head: &SectionHeader<&[u8]>,
+) -> Result<()> {
+    const SECTION_ID_AT: usize = 1;
+    const IDSTR_AT: usize = 5;
+    let kind = head.kind();
+    if kind != SectionKind::Full {
+        return Err(Error::new(
+            0,
+            ErrorKind::UnexpectedRecord { found: kind.byte() },
+        ));
+    }
+    let unequal = |at: usize, field: &'static str, expected: u32, found: u32| {
+        let kind = ErrorKind::Invalid {
+            expected: Expected::Equal(expected.into()),
+            found: found.into(),
+        };
+        Error::new(at, kind).in_field(field)
+    };
+    if head.section_id() != id.section_id {
+        let found = head.section_id();
+        return Err(unequal(SECTION_ID_AT, "section_id", id.section_id, found));
+    }
+    if head.idstr() != id.idstr {
+        let kind = ErrorKind::OtherSection {
+            expected: Name::new(id.idstr),
+        };
+        return Err(Error::new(IDSTR_AT, kind).in_field("idstr"));
+    }
+    let hl = head.header_len();
+    // instance_id and version_id are the header's last eight bytes.
+    let instance_at = hl.saturating_sub(8);
+    if head.instance_id() != id.instance_id {
+        let found = head.instance_id();
+        return Err(unequal(instance_at, "instance_id", id.instance_id, found));
+    }
+    let (version, vmsd) = (head.version_id(), T::VMSD);
+    let version_err = if version > vmsd.version_id {
+        Some(ErrorKind::VersionTooNew {
+            found: version,
+            max: vmsd.version_id,
+        })
+    } else if version < vmsd.minimum_version_id {
+        Some(ErrorKind::VersionTooOld {
+            found: version,
+            min: vmsd.minimum_version_id,
+        })
+    } else {
+        None
+    };
+    if let Some(kind) = version_err {
+        return Err(Error::new(instance_at.saturating_add(4), kind).in_field("version_id"));
+    }
+    // The usual case: the footer is the last five bytes, the body what lies between.
+    let footer_at = section
+        .len()
+        .saturating_sub(SectionFooter::<&[u8]>::LEN)
+        .max(hl);
+    let (Some(body), Some(footer)) = (section.get(hl..footer_at), section.get(footer_at..)) else {
+        return Err(Error::new(
+            hl,
+            ErrorKind::Truncated {
+                needed: 5,
+                available: 0,
+            },
+        ));
+    };
+    if footer.len() == SectionFooter::<&[u8]>::LEN && footer.first() == Some(&0x7e) {
+        SectionFooter::new_checked(footer, footer_at)?.validate(head.section_id(), footer_at)?;
+        match load(state, version, body, hl) {
+            // The body ends before the last five bytes: said below.
+            Err(e) if matches!(e.kind, ErrorKind::MissingFooter { .. }) => {}
+            done => return done,
+        }
+    }
+    // No footer at the end: say where the body really ends and what stands there instead,
+    // decoding into a copy (never `state`).
+    let rest = section.get(hl..).unwrap_or_default();
+    let end = match decode(state, version, rest, hl) {
+        Ok(_) => section.len(),
+        Err(e) if matches!(e.kind, ErrorKind::MissingFooter { .. }) => e.offset,
+        Err(e) => return Err(e),
+    };
+    let mut r = wire::Reader::new(section.get(end..).unwrap_or_default(), end);
+    wire::section::read_footer(&mut r, head.section_id())?;
+    Err(r.error(ErrorKind::TrailingBytes {
+        count: r.rest().len(),
+    }))
 }
 
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a

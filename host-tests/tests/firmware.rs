@@ -136,9 +136,9 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
                     s.section_id
                 ));
                 match (s.idstr, s.instance_id) {
-                    (b"mc146818rtc", 0) => vmstate::load_section(&mut rtc_state, &s),
-                    (b"i8259", i @ (0 | 1)) => vmstate::load_section(&mut pics[i as usize], &s),
-                    (b"i8254", 0) => vmstate::load_section(&mut pit, &s),
+                    (b"mc146818rtc", 0) => vmstate::load_record(&mut rtc_state, &s),
+                    (b"i8259", i @ (0 | 1)) => vmstate::load_record(&mut pics[i as usize], &s),
+                    (b"i8254", 0) => vmstate::load_record(&mut pit, &s),
                     other => panic!("unexpected section {other:?}"),
                 }
                 .expect("section loads");
