@@ -21,7 +21,9 @@ pub const FIFO_LEN: usize = 16;
 /// The UART's migrated state. `#[repr(C)]`, big-endian fields and `Unaligned`: the struct
 /// holds the wire bytes, so encoding is a copy and loading validates in place.
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq,
+)]
 pub struct Uart {
     /// Baud divisor latch (16 bits).
     pub divisor: U16,
@@ -54,8 +56,8 @@ impl Uart {
 }
 
 /// A subsection's table describes fields of the parent's struct.
-const TIMEOUT: Vmsd = Vmsd::new("example-uart/timeout", 1, 1, size_of::<Uart>())
-    .fields(&[field!(Uart, timeout)]);
+const TIMEOUT: Vmsd =
+    Vmsd::new("example-uart/timeout", 1, 1, size_of::<Uart>()).fields(&[field!(Uart, timeout)]);
 
 const SUBSECTIONS: &[Subsection] = &[
     // Sent only when `needed` (a typed predicate) says so; on a load whose body does not carry

@@ -113,8 +113,14 @@ fn the_program_runs() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("section: 87 bytes, loaded back equal"), "{text}");
-    assert!(text.contains("stream: 114 bytes: 5145564d00000003"), "{text}");
+    assert!(
+        text.contains("section: 87 bytes, loaded back equal"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stream: 114 bytes: 5145564d00000003"),
+        "{text}"
+    );
 }
 
 /// The README's "Using the library" example starts with this program's device definition,
