@@ -103,18 +103,48 @@ use wire::section::{SectionFooter, SectionHeader, SectionHeaderRepr, SectionKind
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The byte a NULL element of a pointer array is written as (`VMS_NULLPTR_MARKER`, ASCII `0`).
+///
+/// ```
+/// assert_eq!(vmstate::NULL_PTR_MARKER, b'0');
+/// ```
 pub const NULL_PTR_MARKER: u8 = 0x30;
 
 /// A device state struct and its description table.
 ///
 /// The struct is `#[repr(C)]` zerocopy over bytes; `VMSD` describes it (checked at compile time
 /// with [`assert_layout!`]).
+///
+/// ```
+/// use vmstate::{State, Vmsd, assert_layout, field};
+/// use zerocopy::byteorder::big_endian::U16;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+///
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// struct Counter { value: U16, enabled: u8 }
+///
+/// const COUNTER: Vmsd = Vmsd::new("counter", 1, 1, size_of::<Counter>())
+///     .fields(&[field!(Counter, value), field!(Counter, enabled).boolean()]);
+/// assert_layout!(Counter, COUNTER, wire);
+///
+/// impl State for Counter {
+///     const VMSD: &'static Vmsd = &COUNTER;
+/// }
+/// assert_eq!(Counter::VMSD.name, "counter");
+/// ```
 pub trait State: FromBytes + IntoBytes + KnownLayout + Immutable + Sized {
     /// The top-level description.
     const VMSD: &'static Vmsd;
 }
 
 /// Identifies a section instance on the wire.
+///
+/// ```
+/// use vmstate::SectionId;
+/// // QEMU 7.2's `pc` machine registers `port92` as section 27, instance 0.
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// assert_eq!(id.idstr, b"port92");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SectionId<'a> {
     /// Section id (registration order in QEMU).
@@ -139,6 +169,26 @@ fn full_header<'a>(id: SectionId<'a>, vmsd: &Vmsd) -> SectionHeaderRepr<'a> {
 
 /// Encodes a FULL section (header, body at the current version, needed subsections, footer) of
 /// `state` described by `vmsd`.
+///
+/// For a table and state bytes chosen at run time (a typed state uses [`encode_section`]).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut out = [0u8; 64];
+/// let mut sink = vmstate::SliceSink::new(&mut out);
+/// vmstate::encode_section_raw(id, &PORT92, Port92 { outport: 2 }.as_bytes(), &mut sink)?;
+/// assert_eq!(sink.finish(), 26);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn encode_section_raw<S: Sink>(
     id: SectionId<'_>,
     vmsd: &Vmsd,
@@ -151,6 +201,26 @@ pub fn encode_section_raw<S: Sink>(
 }
 
 /// Encodes a FULL section of a typed state.
+///
+/// Into any [`Sink`]: a [`SliceSink`], an [`IoSink`] over `embedded_io::Write`, a
+/// [`CountingSink`] to learn the length first.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut count = vmstate::CountingSink::new();
+/// vmstate::encode_section(id, &Port92 { outport: 2 }, &mut count)?;
+/// assert_eq!(count.count(), 26);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn encode_section<T: State, S: Sink>(
     id: SectionId<'_>,
     state: &T,
@@ -160,6 +230,26 @@ pub fn encode_section<T: State, S: Sink>(
 }
 
 /// Encodes a FULL section of a typed state into `buf`, returning the bytes used.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut buf = [0u8; 64];
+/// let n = vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf)?;
+/// // FULL, section id, idstr, instance, version | body | footer
+/// assert_eq!(&buf[..n], b"\x04\0\0\0\x1b\x06port92\0\0\0\0\0\0\0\x01\x02\x7e\0\0\0\x1b");
+/// // Too small a buffer is an error, never a partial section.
+/// assert!(vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf[..20]).is_err());
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline]
 pub fn encode_section_into<T: State>(
     id: SectionId<'_>,
@@ -193,6 +283,22 @@ fn encode_section_planned(
 }
 
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let mut buf = [0u8; 8];
+/// assert_eq!(vmstate::encode_body_into(&Port92 { outport: 2 }, &mut buf)?, 1);
+/// assert_eq!(buf[0], 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
     // The planned steps first (straight-line code for a device's constant table); the general
@@ -208,6 +314,23 @@ pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
 /// A zero-copy view of a current-version body as the struct `B` that is its exact wire layout
 /// (a device's body struct, checked with `assert_layout!(…, body = B)`). The body may carry
 /// subsections after the fields; they are not part of the view.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let body = [0x02u8];
+/// let p: &Port92 = vmstate::view(&body, 0)?;
+/// assert_eq!(p.outport, 2);
+/// assert!(vmstate::view::<Port92>(&[], 0).is_err());
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
     body: &[u8],
     base: usize,
@@ -228,6 +351,26 @@ pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
 /// The body is decoded into a staging copy (on the stack) that replaces `state` only when the
 /// whole body, its subsections and the device invariants passed and the body was consumed
 /// exactly: a failed load changes nothing. `base` is the absolute offset of `body[0]` for errors.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let mut live = Port92 { outport: 0 };
+/// vmstate::load(&mut live, 1, &[0x02], 0)?;
+/// assert_eq!(live.outport, 2);
+/// // A body with a byte too many: refused at that byte, `live` unchanged.
+/// let e = vmstate::load(&mut live, 1, &[0x03, 0x00], 100).unwrap_err();
+/// assert_eq!(e.offset, 101);
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> Result<()> {
     load_with(T::VMSD, state, version, body, base)
@@ -236,6 +379,25 @@ pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> 
 /// [`load`] with a description of the same struct other than `T::VMSD`, e.g. a device's
 /// permissive table that enforces only the memory-safety invariants. `vmsd.size` must be the
 /// struct's size (otherwise an error, never a partial load).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// // A permissive table of the same struct: also accepts version 0 bodies.
+/// const ANY_VERSION: Vmsd = PORT92.versions(1, 0);
+/// let mut live = Port92 { outport: 0 };
+/// assert!(vmstate::load(&mut live, 0, &[0x02], 0).is_err());
+/// vmstate::load_with(&ANY_VERSION, &mut live, 0, &[0x02], 0)?;
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn load_with<T: State>(
     vmsd: &Vmsd,
@@ -252,6 +414,38 @@ pub fn load_with<T: State>(
 /// Loads a FULL/START section record from the stream iterator ([`Records`]) into `state`, adding
 /// the section context to errors. The record's idstr is not checked here (the caller routes by
 /// idstr); to load the bytes of one encoded section, see [`load_section`].
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// use vmstate::stream::{Record, Records, Schemas};
+/// use vmstate::wire::Configuration;
+/// use vmstate::writer::StreamWriter;
+/// let mut buf = [0u8; 128];
+/// let mut out = StreamWriter::new(vmstate::SliceSink::new(&mut buf));
+/// out.header(3)?;
+/// out.configuration(&Configuration::new(b"pc-i440fx-7.2"))?;
+/// out.section(SectionId { section_id: 27, idstr: b"port92", instance_id: 0 }, &Port92 { outport: 2 })?;
+/// out.eof()?;
+/// let n = out.into_inner().finish();
+///
+/// let mut scratch = [0u8; 8];
+/// let mut live = Port92 { outport: 0 };
+/// for rec in Records::new(&buf[..n], Schemas::new(&[&PORT92], &mut scratch)) {
+///     if let Record::Section(s) = rec?.record {
+///         vmstate::load_record(&mut live, &s)?;
+///     }
+/// }
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn load_record<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
     load(state, rec.version_id, rec.body, rec.body_offset).map_err(|e| e.in_section(rec.context()))
 }
@@ -404,12 +598,44 @@ fn load_section_checked<T: State>(
 
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
 /// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let init = Port92 { outport: 0 };
+/// let got = vmstate::decode(&init, 1, &[0x02], 0)?;
+/// assert_eq!((got.outport, init.outport), (2, 0));
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
     decode_with(T::VMSD, init, version, body, base)
 }
 
 /// [`decode`] with another description of the same struct (see [`load_with`]).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// const ANY_VERSION: Vmsd = PORT92.versions(1, 0);
+/// let got = vmstate::decode_with(&ANY_VERSION, &Port92 { outport: 0 }, 0, &[0x02], 0)?;
+/// assert_eq!(got.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn decode_with<T: State>(
     vmsd: &Vmsd,
