@@ -14,7 +14,9 @@
 //!   [`dirty`]: the lock-free dirty-page log; [`snapshot`]: a seqlock cell for device state.
 //! * [`v4`]: vmstate v4 (`docs/FORMAT.md`): vendor chain and minors, framed records and
 //!   subsections, CRC-32C, v3 ↔ v4 conversion, capabilities and the migratability check.
-//! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
+//! * [`State`], [`encode_section_into`] / [`load_section`] (one section's bytes),
+//!   [`load`] (a body), [`load_record`] (a section of [`Records`]): the typed layer devices use;
+//!   the README's "Using the library" walks through a device.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
 //! loop without consuming input; errors carry the absolute byte offset, the section and the
