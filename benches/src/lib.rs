@@ -71,7 +71,7 @@ pub fn section<'a>(stream: &'a [u8], idstr: &str, instance: u32) -> SectionRecor
 pub fn loaded<T: State>(init: T, stream: &[u8], idstr: &str) -> T {
     let rec = section(stream, idstr, 0);
     let mut s = init;
-    vmstate::load_section(&mut s, &rec).expect("fixture section loads");
+    vmstate::load_record(&mut s, &rec).expect("fixture section loads");
     s
 }
 

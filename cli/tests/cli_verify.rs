@@ -260,7 +260,7 @@ fn serial_fifo_head_out_of_range_is_refused() {
     let sections = full_sections(&good);
     let rec = sections.iter().find(|s| s.idstr == b"serial").unwrap();
     let mut uart = IsaSerial::new();
-    vmstate::load_section(&mut uart, rec).unwrap();
+    vmstate::load_record(&mut uart, rec).unwrap();
     // One byte in the receive FIFO, head one past its 16 bytes: the subsection is sent.
     uart.state.recv_fifo.num = 1.into();
     uart.state.recv_fifo.head = 16.into();

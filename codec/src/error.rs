@@ -11,6 +11,14 @@ use core::fmt;
 ///
 /// Names on the wire are at most 255 bytes; errors keep the first [`Name::CAPACITY`] bytes and
 /// remember whether the name was cut.
+///
+/// ```
+/// use vmstate::Name;
+/// let n = Name::new(b"0000:00:03.0/virtio-net-device");
+/// assert!(n.is_truncated());
+/// assert_eq!(n.as_bytes().len(), Name::CAPACITY);
+/// assert!(Name::new(b"i8259").eq_bytes(b"i8259"));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Name {
     len: u8,
@@ -73,6 +81,11 @@ impl Name {
 /// U+202A–U+202E, U+2066–U+2069), the line and paragraph separators (U+2028, U+2029) and
 /// U+FEFF as `\u{NNNN}`. An escape sequence, a carriage return or a bidi override read from a
 /// stream can therefore neither forge an output line nor reorder one. No allocation.
+///
+/// ```
+/// use vmstate::Escaped;
+/// assert_eq!(Escaped(b"evil\x1b[2J\n").to_string(), "evil\\x1b[2J\\x0a");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Escaped<'a>(pub &'a [u8]);
 
@@ -145,6 +158,13 @@ impl defmt::Format for Name {
 }
 
 /// The section an error happened in.
+///
+/// ```
+/// use vmstate::{Error, ErrorKind, Name, SectionContext};
+/// let ctx = SectionContext { idstr: Name::new(b"i8259"), instance_id: 1, section_id: 22 };
+/// let e = Error::new(100, ErrorKind::DuplicateSection).in_section(ctx);
+/// assert_eq!(e.to_string(), "at byte 100 (0x64), section 'i8259' instance 1 (id 22): section occurs twice");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SectionContext {
@@ -157,6 +177,12 @@ pub struct SectionContext {
 }
 
 /// What a value should have been (the "expected" half of an invariant error).
+///
+/// ```
+/// use vmstate::Expected;
+/// assert_eq!(Expected::Range(1, 4).to_string(), "0x1..=0x4");
+/// assert_eq!(Expected::OneOf(&[0, 1]).to_string(), "one of [0x0, 0x1]");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -201,6 +227,13 @@ impl fmt::Display for Expected {
 }
 
 /// An invariant that a decoded state breaks, as reported by a device's validation hook.
+///
+/// ```
+/// use vmstate::{Expected, Violation};
+/// // What a `check!` hook returns for a FIFO index out of range.
+/// let v = Violation { field: "head", expected: Expected::Below(16), found: 16 };
+/// assert_eq!(v.expected.to_string(), "< 0x10");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Violation {
@@ -213,6 +246,12 @@ pub struct Violation {
 }
 
 /// What went wrong.
+///
+/// ```
+/// use vmstate::ErrorKind;
+/// let k = ErrorKind::FooterMismatch { expected: 3, found: 4 };
+/// assert_eq!(k.to_string(), "mismatched section id in footer: expected 0x3, found 0x4");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -291,6 +330,12 @@ pub enum ErrorKind {
     },
     /// The section's idstr/instance is not in the destination's schema.
     UnknownSection,
+    /// The section is another one than the caller asked for (`vmstate::load_section`): its
+    /// idstr (in the error's section context) is not the expected one.
+    OtherSection {
+        /// The idstr the caller expected.
+        expected: Name,
+    },
     /// A PART or END record names a section id that no START opened.
     UnknownSectionId {
         /// The id read.
@@ -464,6 +509,20 @@ pub enum ErrorKind {
 }
 
 /// Where a record starts, for [`ErrorKind::UnknownRecordType`]: what may stand there.
+///
+/// ```
+/// use vmstate::stream::{FooterScan, Records};
+/// use vmstate::{ErrorKind, RecordPosition};
+/// // A QEVM header, then a byte that starts no record.
+/// let e = Records::new(b"QEVM\0\0\0\x03\x07\0\0\0\x01x\x09", FooterScan)
+///     .find_map(|r| r.err())
+///     .unwrap();
+/// assert_eq!(e.offset, 14);
+/// assert_eq!(
+///     e.kind,
+///     ErrorKind::UnknownRecordType { found: 9, expected: RecordPosition::V3Records { commands: false } }
+/// );
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -549,6 +608,13 @@ const fn record_name(b: u8) -> Option<&'static str> {
 /// A `Result<T, Error>` this large is returned in a stack slot of the caller, so the cost is
 /// that stack space in each frame that holds one, not a copy on success; the assertion below
 /// keeps it from growing.
+///
+/// ```
+/// use vmstate::{Error, ErrorKind};
+/// let e = Error::new(40, ErrorKind::BadBool { found: 2 }).in_field("enabled");
+/// assert_eq!(e.to_string(), "at byte 40 (0x28), field enabled: bool out of range: expected 0 or 1, found 0x02");
+/// assert!(!e.is_incomplete());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -663,6 +729,12 @@ impl fmt::Display for ErrorKind {
                 "mismatched section id in footer: expected {expected:#x}, found {found:#x}"
             ),
             UnknownSection => f.write_str("unknown section or instance for this destination"),
+            OtherSection { expected } => {
+                write!(
+                    f,
+                    "another section than expected: expected idstr '{expected}'"
+                )
+            }
             UnknownSectionId { found } => write!(
                 f,
                 "PART/END for section id {found:#x}, which no START opened"
@@ -783,6 +855,13 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// Shorthand for results of this crate.
+///
+/// ```
+/// fn body_len(body: &[u8]) -> vmstate::Result<usize> {
+///     Ok(body.len())
+/// }
+/// assert_eq!(body_len(b"ab"), Ok(2));
+/// ```
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
 #[cfg(test)]

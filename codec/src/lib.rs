@@ -14,7 +14,9 @@
 //!   [`dirty`]: the lock-free dirty-page log; [`snapshot`]: a seqlock cell for device state.
 //! * [`v4`]: vmstate v4 (`docs/FORMAT.md`): vendor chain and minors, framed records and
 //!   subsections, CRC-32C, v3 ↔ v4 conversion, capabilities and the migratability check.
-//! * [`State`], [`load`], [`encode_section`]: the typed layer devices use.
+//! * [`State`], [`encode_section_into`] / [`load_section`] (one section's bytes),
+//!   [`load`] (a body), [`load_record`] (a section of [`Records`]): the typed layer devices use;
+//!   the README's "Using the library" walks through a device.
 //!
 //! Contract for every decoder in this crate: no input can make it panic, read out of bounds or
 //! loop without consuming input; errors carry the absolute byte offset, the section and the
@@ -99,22 +101,52 @@ pub use stream::{Record, Records, SectionRecord};
 #[doc(hidden)]
 pub use zerocopy;
 
-use wire::section::{SectionHeaderRepr, SectionKind, footer_bytes};
+use wire::section::{SectionFooter, SectionHeader, SectionHeaderRepr, SectionKind, footer_bytes};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The byte a NULL element of a pointer array is written as (`VMS_NULLPTR_MARKER`, ASCII `0`).
+///
+/// ```
+/// assert_eq!(vmstate::NULL_PTR_MARKER, b'0');
+/// ```
 pub const NULL_PTR_MARKER: u8 = 0x30;
 
 /// A device state struct and its description table.
 ///
 /// The struct is `#[repr(C)]` zerocopy over bytes; `VMSD` describes it (checked at compile time
 /// with [`assert_layout!`]).
+///
+/// ```
+/// use vmstate::{State, Vmsd, assert_layout, field};
+/// use zerocopy::byteorder::big_endian::U16;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+///
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// struct Counter { value: U16, enabled: u8 }
+///
+/// const COUNTER: Vmsd = Vmsd::new("counter", 1, 1, size_of::<Counter>())
+///     .fields(&[field!(Counter, value), field!(Counter, enabled).boolean()]);
+/// assert_layout!(Counter, COUNTER, wire);
+///
+/// impl State for Counter {
+///     const VMSD: &'static Vmsd = &COUNTER;
+/// }
+/// assert_eq!(Counter::VMSD.name, "counter");
+/// ```
 pub trait State: FromBytes + IntoBytes + KnownLayout + Immutable + Sized {
     /// The top-level description.
     const VMSD: &'static Vmsd;
 }
 
 /// Identifies a section instance on the wire.
+///
+/// ```
+/// use vmstate::SectionId;
+/// // QEMU 7.2's `pc` machine registers `port92` as section 27, instance 0.
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// assert_eq!(id.idstr, b"port92");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SectionId<'a> {
     /// Section id (registration order in QEMU).
@@ -139,6 +171,26 @@ fn full_header<'a>(id: SectionId<'a>, vmsd: &Vmsd) -> SectionHeaderRepr<'a> {
 
 /// Encodes a FULL section (header, body at the current version, needed subsections, footer) of
 /// `state` described by `vmsd`.
+///
+/// For a table and state bytes chosen at run time (a typed state uses [`encode_section`]).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut out = [0u8; 64];
+/// let mut sink = vmstate::SliceSink::new(&mut out);
+/// vmstate::encode_section_raw(id, &PORT92, Port92 { outport: 2 }.as_bytes(), &mut sink)?;
+/// assert_eq!(sink.finish(), 26);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn encode_section_raw<S: Sink>(
     id: SectionId<'_>,
     vmsd: &Vmsd,
@@ -151,6 +203,26 @@ pub fn encode_section_raw<S: Sink>(
 }
 
 /// Encodes a FULL section of a typed state.
+///
+/// Into any [`Sink`]: a [`SliceSink`], an [`IoSink`] over `embedded_io::Write`, a
+/// [`CountingSink`] to learn the length first.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut count = vmstate::CountingSink::new();
+/// vmstate::encode_section(id, &Port92 { outport: 2 }, &mut count)?;
+/// assert_eq!(count.count(), 26);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn encode_section<T: State, S: Sink>(
     id: SectionId<'_>,
     state: &T,
@@ -160,6 +232,26 @@ pub fn encode_section<T: State, S: Sink>(
 }
 
 /// Encodes a FULL section of a typed state into `buf`, returning the bytes used.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut buf = [0u8; 64];
+/// let n = vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf)?;
+/// // FULL, section id, idstr, instance, version | body | footer
+/// assert_eq!(&buf[..n], b"\x04\0\0\0\x1b\x06port92\0\0\0\0\0\0\0\x01\x02\x7e\0\0\0\x1b");
+/// // Too small a buffer is an error, never a partial section.
+/// assert!(vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf[..20]).is_err());
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline]
 pub fn encode_section_into<T: State>(
     id: SectionId<'_>,
@@ -193,6 +285,22 @@ fn encode_section_planned(
 }
 
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let mut buf = [0u8; 8];
+/// assert_eq!(vmstate::encode_body_into(&Port92 { outport: 2 }, &mut buf)?, 1);
+/// assert_eq!(buf[0], 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
     // The planned steps first (straight-line code for a device's constant table); the general
@@ -208,6 +316,23 @@ pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
 /// A zero-copy view of a current-version body as the struct `B` that is its exact wire layout
 /// (a device's body struct, checked with `assert_layout!(…, body = B)`). The body may carry
 /// subsections after the fields; they are not part of the view.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let body = [0x02u8];
+/// let p: &Port92 = vmstate::view(&body, 0)?;
+/// assert_eq!(p.outport, 2);
+/// assert!(vmstate::view::<Port92>(&[], 0).is_err());
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
     body: &[u8],
     base: usize,
@@ -228,6 +353,26 @@ pub fn view<B: FromBytes + KnownLayout + Immutable + zerocopy::Unaligned>(
 /// The body is decoded into a staging copy (on the stack) that replaces `state` only when the
 /// whole body, its subsections and the device invariants passed and the body was consumed
 /// exactly: a failed load changes nothing. `base` is the absolute offset of `body[0]` for errors.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let mut live = Port92 { outport: 0 };
+/// vmstate::load(&mut live, 1, &[0x02], 0)?;
+/// assert_eq!(live.outport, 2);
+/// // A body with a byte too many: refused at that byte, `live` unchanged.
+/// let e = vmstate::load(&mut live, 1, &[0x03, 0x00], 100).unwrap_err();
+/// assert_eq!(e.offset, 101);
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> Result<()> {
     load_with(T::VMSD, state, version, body, base)
@@ -236,6 +381,25 @@ pub fn load<T: State>(state: &mut T, version: u32, body: &[u8], base: usize) -> 
 /// [`load`] with a description of the same struct other than `T::VMSD`, e.g. a device's
 /// permissive table that enforces only the memory-safety invariants. `vmsd.size` must be the
 /// struct's size (otherwise an error, never a partial load).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// // A permissive table of the same struct: also accepts version 0 bodies.
+/// const ANY_VERSION: Vmsd = PORT92.versions(1, 0);
+/// let mut live = Port92 { outport: 0 };
+/// assert!(vmstate::load(&mut live, 0, &[0x02], 0).is_err());
+/// vmstate::load_with(&ANY_VERSION, &mut live, 0, &[0x02], 0)?;
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn load_with<T: State>(
     vmsd: &Vmsd,
@@ -249,20 +413,231 @@ pub fn load_with<T: State>(
     Ok(())
 }
 
-/// Loads a FULL/START section record from the stream iterator into `state`, adding the section
-/// context to errors. The record's idstr is not checked here (the caller routes by idstr).
-pub fn load_section<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
+/// Loads a FULL/START section record from the stream iterator ([`Records`]) into `state`, adding
+/// the section context to errors. The record's idstr is not checked here (the caller routes by
+/// idstr); to load the bytes of one encoded section, see [`load_section`].
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// use vmstate::stream::{Record, Records, Schemas};
+/// use vmstate::wire::Configuration;
+/// use vmstate::writer::StreamWriter;
+/// let mut buf = [0u8; 128];
+/// let mut out = StreamWriter::new(vmstate::SliceSink::new(&mut buf));
+/// out.header(3)?;
+/// out.configuration(&Configuration::new(b"pc-i440fx-7.2"))?;
+/// out.section(SectionId { section_id: 27, idstr: b"port92", instance_id: 0 }, &Port92 { outport: 2 })?;
+/// out.eof()?;
+/// let n = out.into_inner().finish();
+///
+/// let mut scratch = [0u8; 8];
+/// let mut live = Port92 { outport: 0 };
+/// for rec in Records::new(&buf[..n], Schemas::new(&[&PORT92], &mut scratch)) {
+///     if let Record::Section(s) = rec?.record {
+///         vmstate::load_record(&mut live, &s)?;
+///     }
+/// }
+/// assert_eq!(live.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
+pub fn load_record<T: State>(state: &mut T, rec: &SectionRecord<'_>) -> Result<()> {
     load(state, rec.version_id, rec.body, rec.body_offset).map_err(|e| e.in_section(rec.context()))
+}
+
+/// Loads the bytes of one encoded FULL section — header, body, footer, as
+/// [`encode_section`]/[`encode_section_into`] write them — into `state`: the counterpart of
+/// [`encode_section_into`], in one call.
+///
+/// Checked, in this order, each error naming the byte offset (from `section[0]`), the section
+/// as its header gives it and, for header fields, the field (`section_id`, `idstr`,
+/// `instance_id`, `version_id`):
+///
+/// * a FULL section header ([`ErrorKind::UnexpectedRecord`] for START/PART/END);
+/// * `section_id`, `idstr` and `instance_id` equal `id`'s ([`ErrorKind::Invalid`] with the
+///   expected value, [`ErrorKind::OtherSection`] for the idstr);
+/// * the version is within `T::VMSD`'s `minimum_version_id..=version_id`
+///   ([`ErrorKind::VersionTooOld`], [`ErrorKind::VersionTooNew`]);
+/// * the footer follows the body and repeats the section id ([`ErrorKind::MissingFooter`],
+///   [`ErrorKind::FooterMismatch`]), and nothing follows it ([`ErrorKind::TrailingBytes`]);
+///   input cut short is [`ErrorKind::Truncated`];
+/// * the body itself, as [`load`] checks it (fields, subsections, device invariants).
+///
+/// A failed load changes nothing in `state`.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field, ErrorKind};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let id = SectionId { section_id: 27, idstr: b"port92", instance_id: 0 };
+/// let mut buf = [0u8; 64];
+/// let n = vmstate::encode_section_into(id, &Port92 { outport: 2 }, &mut buf)?;
+///
+/// let mut live = Port92 { outport: 0 };
+/// vmstate::load_section(&mut live, id, &buf[..n])?;
+/// assert_eq!(live, Port92 { outport: 2 });
+///
+/// // Another instance than the one asked for: refused, `live` unchanged.
+/// let other = SectionId { instance_id: 1, ..id };
+/// let n = vmstate::encode_section_into(other, &Port92 { outport: 7 }, &mut buf)?;
+/// let e = vmstate::load_section(&mut live, id, &buf[..n]).unwrap_err();
+/// assert_eq!((e.offset, e.field), (12, Some("instance_id")));
+/// assert_eq!(live, Port92 { outport: 2 });
+/// # Ok::<(), vmstate::Error>(())
+/// ```
+pub fn load_section<T: State>(state: &mut T, id: SectionId<'_>, section: &[u8]) -> Result<()> {
+    let head = SectionHeader::new_checked(section, 0)?;
+    let ctx = machine::ctx(head.idstr(), head.instance_id(), head.section_id());
+    load_section_checked(state, id, section, &head).map_err(|e| e.in_section(ctx))
+}
+
+/// [`load_section`] once its header parsed: the checks, the footer, the body.
+fn load_section_checked<T: State>(
+    state: &mut T,
+    id: SectionId<'_>,
+    section: &[u8],
+    head: &SectionHeader<&[u8]>,
+) -> Result<()> {
+    const SECTION_ID_AT: usize = 1;
+    const IDSTR_AT: usize = 5;
+    let kind = head.kind();
+    if kind != SectionKind::Full {
+        return Err(Error::new(
+            0,
+            ErrorKind::UnexpectedRecord { found: kind.byte() },
+        ));
+    }
+    let unequal = |at: usize, field: &'static str, expected: u32, found: u32| {
+        let kind = ErrorKind::Invalid {
+            expected: Expected::Equal(expected.into()),
+            found: found.into(),
+        };
+        Error::new(at, kind).in_field(field)
+    };
+    if head.section_id() != id.section_id {
+        let found = head.section_id();
+        return Err(unequal(SECTION_ID_AT, "section_id", id.section_id, found));
+    }
+    if head.idstr() != id.idstr {
+        let kind = ErrorKind::OtherSection {
+            expected: Name::new(id.idstr),
+        };
+        return Err(Error::new(IDSTR_AT, kind).in_field("idstr"));
+    }
+    let hl = head.header_len();
+    // instance_id and version_id are the header's last eight bytes.
+    let instance_at = hl.saturating_sub(8);
+    if head.instance_id() != id.instance_id {
+        let found = head.instance_id();
+        return Err(unequal(instance_at, "instance_id", id.instance_id, found));
+    }
+    let (version, vmsd) = (head.version_id(), T::VMSD);
+    let version_err = if version > vmsd.version_id {
+        Some(ErrorKind::VersionTooNew {
+            found: version,
+            max: vmsd.version_id,
+        })
+    } else if version < vmsd.minimum_version_id {
+        Some(ErrorKind::VersionTooOld {
+            found: version,
+            min: vmsd.minimum_version_id,
+        })
+    } else {
+        None
+    };
+    if let Some(kind) = version_err {
+        return Err(Error::new(instance_at.saturating_add(4), kind).in_field("version_id"));
+    }
+    // The usual case: the footer is the last five bytes, the body what lies between.
+    let footer_at = section
+        .len()
+        .saturating_sub(SectionFooter::<&[u8]>::LEN)
+        .max(hl);
+    let (Some(body), Some(footer)) = (section.get(hl..footer_at), section.get(footer_at..)) else {
+        return Err(Error::new(
+            hl,
+            ErrorKind::Truncated {
+                needed: 5,
+                available: 0,
+            },
+        ));
+    };
+    if footer.len() == SectionFooter::<&[u8]>::LEN && footer.first() == Some(&0x7e) {
+        SectionFooter::new_checked(footer, footer_at)?.validate(head.section_id(), footer_at)?;
+        match load(state, version, body, hl) {
+            // The body ends before the last five bytes: said below.
+            Err(e) if matches!(e.kind, ErrorKind::MissingFooter { .. }) => {}
+            done => return done,
+        }
+    }
+    // No footer at the end: say where the body really ends and what stands there instead,
+    // decoding into a copy (never `state`).
+    let rest = section.get(hl..).unwrap_or_default();
+    let end = match decode(state, version, rest, hl) {
+        Ok(_) => section.len(),
+        Err(e) if matches!(e.kind, ErrorKind::MissingFooter { .. }) => e.offset,
+        Err(e) => return Err(e),
+    };
+    let mut r = wire::Reader::new(section.get(end..).unwrap_or_default(), end);
+    wire::section::read_footer(&mut r, head.section_id())?;
+    Err(r.error(ErrorKind::TrailingBytes {
+        count: r.rest().len(),
+    }))
 }
 
 /// Decodes a body into a fresh copy of `init` and returns it (for callers that do not keep a
 /// live state). `init` provides the destination values for `_EQUAL` fields and configuration.
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// let init = Port92 { outport: 0 };
+/// let got = vmstate::decode(&init, 1, &[0x02], 0)?;
+/// assert_eq!((got.outport, init.outport), (2, 0));
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn decode<T: State>(init: &T, version: u32, body: &[u8], base: usize) -> Result<T> {
     decode_with(T::VMSD, init, version, body, base)
 }
 
 /// [`decode`] with another description of the same struct (see [`load_with`]).
+///
+/// ```
+/// # use vmstate::{State, SectionId, Vmsd, assert_layout, field};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// # #[repr(C)]
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Debug)]
+/// # struct Port92 { outport: u8 }
+/// # const PORT92: Vmsd = Vmsd::new("port92", 1, 1, size_of::<Port92>())
+/// #     .fields(&[field!(Port92, outport)]);
+/// # assert_layout!(Port92, PORT92, wire);
+/// # impl State for Port92 { const VMSD: &'static Vmsd = &PORT92; }
+/// const ANY_VERSION: Vmsd = PORT92.versions(1, 0);
+/// let got = vmstate::decode_with(&ANY_VERSION, &Port92 { outport: 0 }, 0, &[0x02], 0)?;
+/// assert_eq!(got.outport, 2);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[inline(always)]
 pub fn decode_with<T: State>(
     vmsd: &Vmsd,

@@ -228,6 +228,8 @@ pub fn ignores_shared(c: &Configuration<'_>) -> bool {
 }
 
 /// A v3 section header, with what its START said for PART/END. The body follows.
+///
+/// See [`Machine`]'s example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SectionHead<I> {
     /// Offset of the type byte.
@@ -324,6 +326,8 @@ pub enum Head<'x, I> {
 }
 
 /// What [`Machine::step`] found.
+///
+/// See [`Machine`]'s example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step<'x, I> {
     /// The input holds no whole item yet (only when more input can come).
@@ -340,6 +344,42 @@ pub enum Step<'x, I> {
 }
 
 /// The stream machine (module docs). `I` is how it keeps an open section's idstr.
+///
+/// # Example
+///
+/// What [`crate::stream::Records`] does, by hand: step, measure a section's body, commit.
+///
+/// ```
+/// use vmstate::machine::Head;
+/// use vmstate::stream::Options;
+/// use vmstate::{Machine, Step};
+///
+/// // Header, a FULL section `a` (id 1, instance 0, version 1) with a one-byte body and its
+/// // footer, EOF. No CONFIGURATION record: the options say it is not required.
+/// let stream = b"QEVM\0\0\0\x03\x04\0\0\0\x01\x01a\0\0\0\0\0\0\0\x01\x07\x7e\0\0\0\x01\x00";
+/// let options = Options { require_configuration: false, ..Options::default() };
+/// let mut m: Machine<&[u8]> = Machine::new(options);
+/// let (mut pos, mut seen) = (0, Vec::new());
+/// loop {
+///     match m.step(&stream[pos..], pos, true)? {
+///         Step::Item { len, head: Head::Section(h) } => {
+///             // The caller knows this body is one byte (a table would say), then the footer.
+///             assert_eq!((h.idstr, h.body_offset()), (&b"a"[..], 23));
+///             m.commit(&h);
+///             pos += len + 1 + 5;
+///             seen.push("section");
+///         }
+///         Step::Item { len, head } => {
+///             pos += len;
+///             seen.push(if matches!(head, Head::Eof) { "eof" } else { "header" });
+///         }
+///         Step::Done => break,
+///         Step::NeedMore => unreachable!("the whole stream is here"),
+///     }
+/// }
+/// assert_eq!(seen, ["header", "section", "eof"]);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Machine<I> {
     phase: Phase,

@@ -192,6 +192,19 @@ fn plausible_record_start(next: &[u8]) -> bool {
 use crate::wire::SectionHeader;
 
 /// A section record with its body.
+///
+/// ```
+/// use vmstate::stream::{FooterScan, Record, Records};
+/// static STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate");
+/// let timer = Records::new(STREAM, FooterScan)
+///     .find_map(|r| match r.ok()?.record {
+///         Record::Section(s) if s.idstr == b"timer" => Some(s),
+///         _ => None,
+///     })
+///     .unwrap();
+/// assert_eq!((timer.instance_id, timer.version_id, timer.body.len()), (0, 2, 24));
+/// assert_eq!(timer.end(), timer.body_offset + timer.body.len() + 5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SectionRecord<'a> {
     /// Offset of the type byte.
@@ -236,6 +249,15 @@ impl SectionRecord<'_> {
 }
 
 /// One record of a stream.
+///
+/// ```
+/// use vmstate::stream::{FooterScan, Record, Records};
+/// static STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate");
+/// let mut records = Records::new(STREAM, FooterScan);
+/// assert_eq!(records.next().unwrap()?.record, Record::Header { version: 3 });
+/// assert!(matches!(records.next().unwrap()?.record, Record::Configuration(c) if c.machine == b"pc-i440fx-7.2"));
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     /// The file header.
@@ -351,6 +373,23 @@ pub enum Next<'a> {
 /// Walks a stream record by record: the [`Machine`] over a slice. As an iterator it measures
 /// bodies with `L` (and RAM bodies with the RAM parser); [`Records::next_head`] and
 /// [`Records::commit`] leave measuring to the caller instead.
+///
+/// ```
+/// use vmstate::stream::{FooterScan, Record, Records};
+/// static STREAM: &[u8] = include_bytes!("../../host-tests/fixtures/pc-7.2-nodefaults-S.vmstate");
+/// // Every record of a real QEMU 7.2 stream; no allocation, each body a borrowed slice.
+/// let mut sections = 0;
+/// for rec in Records::new(STREAM, FooterScan) {
+///     if let Record::Section(_) = rec?.record {
+///         sections += 1;
+///     }
+/// }
+/// assert!(sections > 30);
+/// // A cut stream: an error with its offset, never a panic.
+/// let cut = &STREAM[..1000];
+/// assert!(Records::new(cut, FooterScan).any(|r| r.is_err_and(|e| e.offset <= 1000)));
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Records<'a, L> {
     buf: &'a [u8],

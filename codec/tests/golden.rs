@@ -611,7 +611,12 @@ fn encode_and_decode_make_no_heap_allocation() {
             idstr: b"kinds",
             instance_id: 0,
         };
-        vmstate::encode_section_into(id, &state, &mut buf).unwrap();
+        let n = vmstate::encode_section_into(id, &state, &mut buf).unwrap();
+        // One encoded section loaded in one call, and a cut one refused.
+        let mut one = init;
+        vmstate::load_section(&mut one, id, &buf[..n]).unwrap();
+        assert!(one == state);
+        assert!(vmstate::load_section(&mut one, id, &buf[..n - 3]).is_err());
         let got = vmstate::decode(&init, 2, &golden, 0).unwrap();
         assert!(got == state);
         let mut live = init;
@@ -717,7 +722,7 @@ fn stream_writer_output_walks_back_and_io_sink_matches_slice() {
         ..Kinds::default()
     };
     let mut live = init;
-    vmstate::load_section(&mut live, &s).unwrap();
+    vmstate::load_record(&mut live, &s).unwrap();
     assert_eq!(live, state);
     let Record::Trailer(t) = recs[7].record else {
         panic!()

@@ -313,7 +313,7 @@ mod tests {
         // The bios run left an entry selected mid-read.
         let rec = section(BIOS, "fw_cfg", 0);
         let mut s = FwCfg::new(FwCfgConfig::PC_7_2);
-        vmstate::load_section(&mut s, &rec).unwrap();
+        vmstate::load_record(&mut s, &rec).unwrap();
         assert_eq!((s.entry_index(), s.cur_offset.get()), (Some(0x0e), 2));
     }
 

@@ -471,7 +471,7 @@ mod tests {
             if m.chipset == Chipset::Q35 {
                 let rec = section(stream, "hpet", 0);
                 let mut pc = Hpet::new(HpetConfig::PC_7_2);
-                let e = vmstate::load_section(&mut pc, &rec).unwrap_err();
+                let e = vmstate::load_record(&mut pc, &rec).unwrap_err();
                 assert_eq!(
                     (e.field, e.kind),
                     (

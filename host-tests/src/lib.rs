@@ -130,6 +130,29 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether the rustup target `target` (e.g. `thumbv7em-none-eabihf`) is installed. Locally a
+/// missing target makes the caller skip with a loud message; in CI (`CI=true`) it panics.
+pub fn require_rust_target(target: &str) -> bool {
+    let out = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    let found = out.is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.trim() == target)
+    });
+    if !found {
+        if in_ci() {
+            panic!("the {target} target is required in CI but is not installed");
+        }
+        eprintln!(
+            "\n*** SKIPPING: rustup target {target} is not installed (in CI this is a failure) ***\n"
+        );
+    }
+    found
+}
+
 /// Finds `tool` on PATH. Locally a missing tool makes the caller skip with a loud message; in
 /// CI (`CI=true`) it panics: no test may skip for want of a peer there.
 pub fn require_tool(tool: &str) -> Option<PathBuf> {

@@ -15,7 +15,7 @@ use vmstate_devices::i8254::Pit;
 use vmstate_devices::i8259::Pic;
 use vmstate_devices::rtc::Rtc;
 use vmstate_devices::{i8254, i8259, rtc};
-use vmstate_host_tests::{QemuBuild, in_ci, require_qemu, require_tool};
+use vmstate_host_tests::{QemuBuild, require_qemu, require_rust_target, require_tool};
 use zerocopy::FromZeros;
 
 /// The states and the stream writer, compiled here exactly as the firmware compiles them.
@@ -25,27 +25,6 @@ mod firmware_stream;
 
 fn firmware_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/firmware")
-}
-
-fn thumb_target_installed() -> bool {
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(firmware_dir())
-        .output();
-    let found = out.is_ok_and(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .any(|l| l.trim() == "thumbv7em-none-eabihf")
-    });
-    if !found {
-        if in_ci() {
-            panic!("the thumbv7em-none-eabihf target is required in CI but is not installed");
-        }
-        eprintln!(
-            "\n*** SKIPPING: rustup target thumbv7em-none-eabihf is not installed (in CI this is a failure) ***\n"
-        );
-    }
-    found
 }
 
 /// Builds the firmware in release mode (in its own workspace and target directory,
@@ -82,7 +61,7 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
     let Some(qemu) = require_qemu(QemuBuild::V10_0, "qemu-system-arm") else {
         return;
     };
-    if !thumb_target_installed() {
+    if !require_rust_target("thumbv7em-none-eabihf") {
         return;
     }
     let elf = build_firmware();
@@ -136,9 +115,9 @@ fn firmware_stream_on_cortex_m4_equals_host_encoding() {
                     s.section_id
                 ));
                 match (s.idstr, s.instance_id) {
-                    (b"mc146818rtc", 0) => vmstate::load_section(&mut rtc_state, &s),
-                    (b"i8259", i @ (0 | 1)) => vmstate::load_section(&mut pics[i as usize], &s),
-                    (b"i8254", 0) => vmstate::load_section(&mut pit, &s),
+                    (b"mc146818rtc", 0) => vmstate::load_record(&mut rtc_state, &s),
+                    (b"i8259", i @ (0 | 1)) => vmstate::load_record(&mut pics[i as usize], &s),
+                    (b"i8254", 0) => vmstate::load_record(&mut pit, &s),
                     other => panic!("unexpected section {other:?}"),
                 }
                 .expect("section loads");

@@ -613,7 +613,7 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
     let fields = rec.header_len..rec.header_len + counter.count();
     assert!(fields.end <= n - 5);
     let mut back = state;
-    if let Err(e) = vmstate::load_section(&mut back, &rec) {
+    if let Err(e) = vmstate::load_record(&mut back, &rec) {
         assert!(!valid, "a valid state loads back: {e}");
         assert_eq!(back, state, "a failed load changes nothing");
         return;
@@ -633,7 +633,7 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
     // Decoded into the default state (another configuration), a field the decoder skipped
     // would show in the encoded fields.
     let mut fresh = init;
-    if vmstate::load_section(&mut fresh, &rec).is_ok() {
+    if vmstate::load_record(&mut fresh, &rec).is_ok() {
         let m = vmstate::encode_section_into(id, &fresh, &mut again)
             .unwrap_or_else(|e| panic!("a loaded state encodes: {e}"));
         assert!(m >= fields.end);

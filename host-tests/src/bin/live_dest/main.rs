@@ -73,15 +73,15 @@ fn run() -> Result<(), String> {
             Event::Record(Record::Section(s)) => {
                 sections += 1;
                 let r = if idstr_matches(s.idstr, "port92") {
-                    vmstate::load_section(&mut dev.port92, &s)
+                    vmstate::load_record(&mut dev.port92, &s)
                 } else if idstr_matches(s.idstr, "i8259") {
                     let pic = dev
                         .pic
                         .get_mut(s.instance_id as usize)
                         .ok_or(format!("i8259 instance {}", s.instance_id))?;
-                    vmstate::load_section(pic, &s)
+                    vmstate::load_record(pic, &s)
                 } else if idstr_matches(s.idstr, "live-counter") {
-                    vmstate::load_section(&mut dev.counter, &s)
+                    vmstate::load_record(&mut dev.counter, &s)
                 } else {
                     return Err(format!("unknown section {:?}", s.context()));
                 };

@@ -1,0 +1,145 @@
+//! The embedder's first hour (issue 15), as one program: a UART-like device with mixed-width
+//! fields, a receive FIFO and one optional subsection, encoded as one section, loaded back in
+//! one call, and streamed as a whole migration stream over `embedded_io::Write`.
+//!
+//! `#![no_std]` and allocation-free: `host-tests/tests/first_hour.rs` builds this library for
+//! `thumbv7em-none-eabihf`; `tests/first_hour.rs` runs every step on the host, and checks that
+//! the README's example is this file's device definition.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+// ANCHOR: device
+use vmstate::schema::Subsection;
+use vmstate::{Expected, State, Violation, Vmsd, assert_layout, check, field, mutate, pred};
+use zerocopy::byteorder::big_endian::{U16, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Bytes in the receive FIFO.
+pub const FIFO_LEN: usize = 16;
+
+/// The UART's migrated state. `#[repr(C)]`, big-endian fields and `Unaligned`: the struct
+/// holds the wire bytes, so encoding is a copy and loading validates in place.
+#[repr(C)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq,
+)]
+pub struct Uart {
+    /// Baud divisor latch (16 bits).
+    pub divisor: U16,
+    /// Interrupt enable register.
+    pub ier: u8,
+    /// Line status register.
+    pub lsr: u8,
+    /// Index of the oldest byte in `rx_fifo`.
+    pub rx_head: u8,
+    /// Bytes held in `rx_fifo`.
+    pub rx_count: u8,
+    /// Receive FIFO storage.
+    pub rx_fifo: [u8; FIFO_LEN],
+    /// Character-timeout deadline in ns, `u64::MAX` when not armed: sent in the subsection
+    /// `example-uart/timeout` only when armed.
+    pub timeout: U64,
+}
+
+impl Uart {
+    /// The state after reset.
+    pub const RESET: Uart = Uart {
+        divisor: U16::new(12),
+        ier: 0,
+        lsr: 0x60,
+        rx_head: 0,
+        rx_count: 0,
+        rx_fifo: [0; FIFO_LEN],
+        timeout: U64::new(u64::MAX),
+    };
+}
+
+/// A subsection's table describes fields of the parent's struct.
+const TIMEOUT: Vmsd =
+    Vmsd::new("example-uart/timeout", 1, 1, size_of::<Uart>()).fields(&[field!(Uart, timeout)]);
+
+const SUBSECTIONS: &[Subsection] = &[
+    // Sent only when `needed` (a typed predicate) says so; on a load whose body does not carry
+    // it, `absent` resets the fields it would have set.
+    Subsection::new(&TIMEOUT, pred!(Uart, |s| s.timeout.get() != u64::MAX))
+        .absent(mutate!(Uart, |s| s.timeout = U64::new(u64::MAX))),
+];
+
+/// The section's table: name, version 1 (oldest accepted 1), the fields in wire order.
+pub const UART: Vmsd = Vmsd::new("example-uart", 1, 1, size_of::<Uart>())
+    .fields(&[
+        field!(Uart, divisor),
+        field!(Uart, ier),
+        field!(Uart, lsr),
+        field!(Uart, rx_head),
+        field!(Uart, rx_count),
+        field!(Uart, rx_fifo),
+    ])
+    .subsections(SUBSECTIONS)
+    // Runs after the whole body and its subsections; an error refuses the load.
+    .validate(check!(Uart, |s, _version| {
+        if usize::from(s.rx_head) >= FIFO_LEN {
+            return Err(Violation {
+                field: "rx_head",
+                expected: Expected::Below(FIFO_LEN as u64),
+                found: s.rx_head.into(),
+            });
+        }
+        if usize::from(s.rx_count) > FIFO_LEN {
+            return Err(Violation {
+                field: "rx_count",
+                expected: Expected::AtMost(FIFO_LEN as u64),
+                found: s.rx_count.into(),
+            });
+        }
+        Ok(())
+    }));
+// Compile-time: each field's offset, size and kind come from the struct, and the table fits it.
+assert_layout!(Uart, UART);
+
+impl State for Uart {
+    const VMSD: &'static Vmsd = &UART;
+}
+// ANCHOR_END: device
+
+use vmstate::embedded_io::Write;
+use vmstate::wire::Configuration;
+use vmstate::writer::StreamWriter;
+use vmstate::{IoError, IoSink, SectionId};
+
+/// The UART's identity on the wire.
+pub const ID: SectionId<'static> = SectionId {
+    section_id: 3,
+    idstr: b"example-uart",
+    instance_id: 0,
+};
+
+/// Largest encoded section of a [`Uart`]: header (14 + idstr), the 22-byte body, the
+/// subsection (2 + name + 4 + 8) and the footer (5).
+pub const MAX_SECTION_LEN: usize = 14 + 12 + 22 + (2 + 20 + 4 + 8) + 5;
+
+/// Step 1: one section in a caller buffer, and back in one call ([`vmstate::load_section`]).
+pub fn round_trip(uart: &Uart, into: &mut Uart) -> vmstate::Result<usize> {
+    let mut buf = [0u8; MAX_SECTION_LEN];
+    let n = vmstate::encode_section_into(ID, uart, &mut buf)?;
+    let section = buf.get(..n).unwrap_or_default();
+    vmstate::load_section(into, ID, section)?;
+    Ok(n)
+}
+
+/// Step 2: a whole v3 migration stream (header, configuration, the UART's section, EOF) over any
+/// `embedded_io::Write`, through a 64-byte buffer so the writer sees few, large writes.
+pub fn stream<W: Write>(w: W, uart: &Uart) -> Result<W, IoError<W::Error>> {
+    let mut out = StreamWriter::new(IoSink::buffered(w, [0u8; 64]));
+    out.header(3)?;
+    out.configuration(&Configuration::new(b"example-board"))?;
+    out.section(ID, uart)?;
+    out.eof()?;
+    out.into_inner().finish()
+}
+
+// ── v4 (a vendor feature `com.example`, migratability with and without it in use) ──────────
+// Added by the lead once the typed v4 writer (`v4::StreamWriter`) lands: tag a subsection
+// with the vendor, write a v4 stream, and decide migratability against a destination that
+// knows the vendor and one that does not.
