@@ -913,6 +913,17 @@ mod tests {
 
     /// Both page comparisons (the merge of two in-order walks, and block by block) find the
     /// same differences, in the same order, on real streams.
+    /// Whether the merge of the two kept streams' pages runs to the end (both send their pages
+    /// in one increasing run against the common block order).
+    fn pages_in_one_run(a: &Stream<'_>, b: &Stream<'_>) -> bool {
+        let names = list_names(&BlockList::of(a).blocks, &BlockList::of(b).blocks);
+        let rank = ranks(&names);
+        let (mut xs, mut ys) = (kept_pages(a), kept_pages(b));
+        let (x, y) = (xs.next(), ys.next());
+        let mut compared = Compared::default();
+        merge(x, &mut xs, y, &mut ys, &rank, &mut compared, &mut |_| {})
+    }
+
     #[test]
     fn merge_and_block_by_block_agree() {
         let names = ["pc-7.2-nodefaults-S", "pc-7.2-bios", "q72-pc-i440fx-7.2"];
@@ -927,23 +938,7 @@ mod tests {
                     (c, out)
                 };
                 let (merged, by_block) = (run(false), run(true));
-                in_order += usize::from(
-                    merged.0.pages > 0 && {
-                        let names = list_names(&BlockList::of(a).blocks, &BlockList::of(b).blocks);
-                        let rank = ranks(&names);
-                        let (mut xs, mut ys) = (kept_pages(a), kept_pages(b));
-                        let (x, y) = (xs.next(), ys.next());
-                        merge(
-                            x,
-                            &mut xs,
-                            y,
-                            &mut ys,
-                            &rank,
-                            &mut Compared::default(),
-                            &mut |_| {},
-                        )
-                    },
-                );
+                in_order += usize::from(merged.0.pages > 0 && pages_in_one_run(a, b));
                 assert_eq!(merged, by_block);
                 assert_eq!(merged.0.differences as usize, merged.1.len());
             }
@@ -972,21 +967,7 @@ mod tests {
             for b in &bytes[i..] {
                 let (sa, sb) = (Stream::parse(a).unwrap(), Stream::parse(b).unwrap());
                 let want = diff(&sa, &sb);
-                let in_order = {
-                    let names = list_names(&BlockList::of(&sa).blocks, &BlockList::of(&sb).blocks);
-                    let rank = ranks(&names);
-                    let (mut xs, mut ys) = (kept_pages(&sa), kept_pages(&sb));
-                    let (x, y) = (xs.next(), ys.next());
-                    merge(
-                        x,
-                        &mut xs,
-                        y,
-                        &mut ys,
-                        &rank,
-                        &mut Compared::default(),
-                        &mut |_| {},
-                    )
-                };
+                let in_order = pages_in_one_run(&sa, &sb);
                 merged += usize::from(in_order);
                 let ((ra, da), (rb, db)) = (reads::held(&sa), reads::held(&sb));
                 reads::take();
