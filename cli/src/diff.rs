@@ -424,20 +424,10 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
     let (mut fa, mut fb) = (Feed::default(), Feed::default());
     let reached = std::cell::RefCell::new(reached);
     let mut ra = |at| (reached.borrow_mut())(Side::A, at);
-    let mut xs = Walked {
-        walk: &mut wa,
-        feed: &mut fa,
-        reached: &mut ra,
-        error: None,
-    };
+    let mut xs = Walked::new(&mut wa, &mut fa, &mut ra);
     let x = xs.next();
     let mut rb = |at| (reached.borrow_mut())(Side::B, at);
-    let mut ys = Walked {
-        walk: &mut wb,
-        feed: &mut fb,
-        reached: &mut rb,
-        error: None,
-    };
+    let mut ys = Walked::new(&mut wb, &mut fb, &mut rb);
     let y = ys.next();
     // Both block lists are complete: each precedes its stream's first page.
     let names = list_names(&xs.feed.list.blocks, &ys.feed.list.blocks);
@@ -516,6 +506,22 @@ struct Walked<'w, 'd, 'a> {
     feed: &'w mut Feed<'a>,
     reached: &'w mut dyn FnMut(usize),
     error: Option<crate::model::StreamError>,
+}
+
+impl<'w, 'd, 'a> Walked<'w, 'd, 'a> {
+    /// One side of the comparison, before its first page.
+    fn new(
+        walk: &'w mut Walk<'d, 'a>,
+        feed: &'w mut Feed<'a>,
+        reached: &'w mut dyn FnMut(usize),
+    ) -> Self {
+        Walked {
+            walk,
+            feed,
+            reached,
+            error: None,
+        }
+    }
 }
 
 impl<'a> Iterator for Walked<'_, '_, 'a> {
