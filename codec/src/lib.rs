@@ -32,14 +32,14 @@
 //! Where they do not fit, the exception is an `#[allow(…, reason = "…")]` on the one item
 //! it covers: the CRC-32C tables are built by a `const fn` at compile time, and its hot loop
 //! indexes 256-entry tables with a `u8` and `chunks_exact` steps with offsets below the step
-//! length ([`v4::crc32c`]); test modules, where a panic is a failed test.
+//! length ([`v4::crc32c`]); the table compiler and checker of [`schema`] (`const fn`s run on
+//! table constants, where `get` and iterators are not callable and an index or a sum out of
+//! range is a compile error); test modules, where a panic is a failed test.
 //!
-//! Not yet under the lints (the `#[allow]` on their `mod` lines below and in [`v4`]):
-//! [`body`], [`planned`] and [`schema`] (the body codec and its const-fn table compiler, whose
-//! hot loops index plans whose bounds the compiler proved; issue 14 unified their encode side
-//! but not yet their load side) and `v4::{wire, convert}` (the v4 reader and the v3 ↔ v4
-//! converter). Everything else — [`machine`], [`stream`], [`io`], [`wire`], [`sink`],
-//! [`writer`], [`ram`], [`vmdesc`], `v4::{caps, minor, load}` — is under them.
+//! Not yet under the lints (the `#[allow]` on their `mod` lines in [`v4`]): `v4::{wire,
+//! convert}` (the v4 reader and the v3 ↔ v4 converter). Everything else — [`body`],
+//! [`schema`], [`machine`], [`stream`], [`io`], [`wire`], [`sink`], [`writer`], [`ram`],
+//! [`vmdesc`], `v4::{caps, minor, load}` — is under them.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -48,7 +48,6 @@
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod body;
 mod copy;
 // The dirty log and the snapshot cell need 64-bit atomics (x86_64, aarch64, …); Cortex-M4 has
@@ -58,10 +57,7 @@ pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod machine;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-pub mod planned;
 pub mod ram;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod schema;
 pub mod sink;
 #[cfg(any(target_has_atomic = "64", loom))]
@@ -151,42 +147,18 @@ pub fn encode_section_into<T: State>(
     state: &T,
     buf: &mut [u8],
 ) -> Result<usize> {
-    if let Some(n) = encode_section_planned(id, T::VMSD, state.as_bytes(), buf) {
-        return Ok(n);
-    }
     let mut sink = SliceSink::new(buf);
-    encode_section(id, state, &mut sink)?;
+    full_header(id, T::VMSD).emit(&mut sink)?;
+    body::encode_typed(T::VMSD, state.as_bytes(), &mut sink)?;
+    sink.write(&footer_bytes(id.section_id))?;
     Ok(sink.finish())
-}
-
-/// [`encode_section_into`] through the plans (see `planned`), or `None`.
-#[inline(always)]
-fn encode_section_planned(
-    id: SectionId<'_>,
-    vmsd: &Vmsd,
-    state: &[u8],
-    buf: &mut [u8],
-) -> Option<usize> {
-    let mut head = SliceSink::new(buf);
-    full_header(id, vmsd).emit(&mut head).ok()?;
-    let mut n = head.finish();
-    n = n.checked_add(body::encode_planned_into(vmsd, state, buf.get_mut(n..)?)?)?;
-    let footer = footer_bytes(id.section_id);
-    buf.get_mut(n..n.checked_add(footer.len())?)?
-        .copy_from_slice(&footer);
-    n.checked_add(footer.len())
 }
 
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
-    // The planned steps first (straight-line code for a device's constant table); the general
-    // path from the start when they decline, which writes the same bytes or the exact error.
-    if let Some(n) = body::encode_planned_into(T::VMSD, state.as_bytes(), buf) {
-        return Ok(n);
-    }
     let mut sink = SliceSink::new(buf);
-    body::encode_body(T::VMSD, state.as_bytes(), &mut sink)?;
+    body::encode_typed(T::VMSD, state.as_bytes(), &mut sink)?;
     Ok(sink.finish())
 }
 
@@ -268,15 +240,9 @@ pub fn decode_with<T: State>(
         Ok(t)
     };
     if let Ok(out) = &mut res
-        // The planned path first (straight-line code when `vmsd` is a device's constant table).
-        && !planned::load(vmsd, version, body, out.as_mut_bytes())
+        && let Err(e) = body::decode_typed(vmsd, version, body, base, out.as_mut_bytes())
     {
-        // Not the planned case: start again from `init` on the general path (the same state,
-        // or the exact error).
-        copy::copy(out.as_mut_bytes(), init.as_bytes());
-        if let Err(e) = decode_general(vmsd, version, body, base, out.as_mut_bytes()) {
-            res = Err(e);
-        }
+        res = Err(e);
     }
     res
 }
@@ -290,24 +256,6 @@ fn size_error<T>(vmsd: &Vmsd, base: usize) -> Error {
             capacity: core::mem::size_of::<T>(),
         },
     )
-}
-
-/// The general path of [`decode_with`] into `state` (a copy of the initial state).
-#[inline(never)]
-fn decode_general(
-    vmsd: &Vmsd,
-    version: u32,
-    body: &[u8],
-    base: usize,
-    state: &mut [u8],
-) -> Result<()> {
-    let mut r = wire::Reader::new(body, base);
-    body::decode_body(vmsd, version, &mut r, state)?;
-    if let Some(b) = r.peek(0) {
-        // QEMU: "Missing section footer" — the body holds bytes the description does not.
-        return Err(r.error(ErrorKind::MissingFooter { found: b }));
-    }
-    Ok(())
 }
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
