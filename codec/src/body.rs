@@ -108,14 +108,19 @@ pub fn scalar_value(s: Scalar, b: &[u8]) -> u64 {
 }
 
 /// Runs `$body` with `$sub` bound to each subsection of `$subs` and `$i` to its index, in
-/// order. The first eight are written out one by one: with a constant table the compiler then
-/// sees each subsection (its `needed` predicate becomes a direct, usually inlined, call), which
-/// it does not do for a loop it declines to unroll.
+/// order. When `$unroll` (a constant: the nested bodies are inlined), the first eight are
+/// written out one by one: with a constant table the compiler then sees each subsection (its
+/// `needed` predicate becomes a direct, usually inlined, call), which it does not do for a loop
+/// it declines to unroll. Otherwise one loop, which keeps the general path small.
 macro_rules! each_subsection {
-    ($subs:expr, |$i:ident, $sub:ident| $body:block) => {{
+    ($unroll:expr, $subs:expr, |$i:ident, $sub:ident| $body:block) => {{
         let subs: &[crate::schema::Subsection] = $subs;
-        each_subsection!(@one subs, $i, $sub, $body, 0 1 2 3 4 5 6 7);
-        for ($i, $sub) in subs.iter().enumerate().skip(8) $body
+        if $unroll {
+            each_subsection!(@one subs, $i, $sub, $body, 0 1 2 3 4 5 6 7);
+            for ($i, $sub) in subs.iter().enumerate().skip(8) $body
+        } else {
+            for ($i, $sub) in subs.iter().enumerate() $body
+        }
     }};
     (@one $subs:ident, $i:ident, $sub:ident, $body:block, $($k:literal)*) => {
         $(
@@ -207,6 +212,8 @@ pub fn encode_typed<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(
 /// The typed entry points inline a struct tail's body and the subsection bodies of both (the
 /// bodies nested in those are calls): [`LEAF`] and `Inline(Call, LEAF)`.
 trait Nested: Copy {
+    /// Whether the runner writes the subsections out one by one ([`each_subsection!`]).
+    const UNROLL: bool;
     /// Encodes the body of `v` at its current version.
     fn encode<S: Sink>(self, v: &'static Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error>;
     /// Decodes a body of `v` at its current version.
@@ -232,6 +239,8 @@ struct Inline<T, U>(T, U);
 const LEAF: Inline<Call, Call> = Inline(Call, Call);
 
 impl Nested for Call {
+    const UNROLL: bool = false;
+
     #[inline(always)]
     fn encode<S: Sink>(self, v: &'static Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
         encode_body(v, state, out)
@@ -245,11 +254,13 @@ impl Nested for Call {
         state: &mut [u8],
         mode: Mode,
     ) -> Result<()> {
-        decode_body_mode(v, v.version_id, r, state, mode)
+        lend(r, |r| decode_body_mode(v, v.version_id, r, state, mode))
     }
 }
 
 impl<T: Nested, U: Nested> Nested for Inline<T, U> {
+    const UNROLL: bool = true;
+
     #[inline(always)]
     fn encode<S: Sink>(self, v: &'static Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
         encode_run(v, v.version_id, state, out, self.0, self.1)
@@ -304,7 +315,7 @@ fn encode_run<S: Sink, T: Nested, U: Nested>(
         }
         None => encode_fields(vmsd, version, state, out)?,
     }
-    each_subsection!(vmsd.subsections, |_i, sub| {
+    each_subsection!(U::UNROLL, vmsd.subsections, |_i, sub| {
         if sub.needed.is_none_or(|needed| needed(state)) {
             header(sub.vmsd).emit(out)?;
             sub_body.encode(sub.vmsd, state, out)?;
@@ -540,7 +551,7 @@ fn decode_run<T: Nested, U: Nested>(
         .and_then(|p| planned_in(p, version, r.rest(), state, mode))
     {
         Some((n, tail)) => {
-            r.skip(n)?;
+            lend(r, |r| r.skip(n))?;
             if let Tail::Struct(v, at, name) = tail {
                 let s = span_mut(state, at, v.size).ok_or_else(|| state_err(r.offset()))?;
                 tail_body
@@ -548,13 +559,13 @@ fn decode_run<T: Nested, U: Nested>(
                     .map_err(|e| e.in_field(name))?;
             }
         }
-        None => decode_fields(vmsd.fields, version, r, state, mode)?,
+        None => lend(r, |r| decode_fields(vmsd.fields, version, r, state, mode))?,
     }
     let mut starts = [usize::MAX; MAX_SUBSECTIONS];
     let mut seen = 0u32;
-    each_subsection!(vmsd.subsections, |i, sub| {
+    each_subsection!(U::UNROLL, vmsd.subsections, |i, sub| {
         if let Some(n) = exact_header(vmsd.name, sub.vmsd, r.rest()) {
-            r.skip(n)?;
+            lend(r, |r| r.skip(n))?;
             seen |= bit(i);
             if let Some(s) = starts.get_mut(i) {
                 *s = r.offset();
@@ -566,9 +577,11 @@ fn decode_run<T: Nested, U: Nested>(
         }
     });
     if r.peek(0) == Some(record::SUBSECTION) {
-        decode_subsections(vmsd, r, state, &mut starts, &mut seen, mode)?;
+        lend(r, |r| {
+            decode_subsections(vmsd, r, state, &mut starts, &mut seen, mode)
+        })?;
     }
-    each_subsection!(vmsd.subsections, |i, sub| {
+    each_subsection!(U::UNROLL, vmsd.subsections, |i, sub| {
         if seen & bit(i) == 0
             && let Some(absent) = sub.absent
         {
@@ -590,6 +603,16 @@ fn decode_run<T: Nested, U: Nested>(
         post(state, version);
     }
     Ok(())
+}
+
+/// `f` over a copy of `r`, whose position `r` then takes: the runner lends its reader to no
+/// call, so inlined with a local reader (the typed entry points) it stays in registers.
+#[inline(always)]
+fn lend<'a, T>(r: &mut Reader<'a>, f: impl FnOnce(&mut Reader<'a>) -> T) -> T {
+    let mut lent = *r;
+    let out = f(&mut lent);
+    *r = lent;
+    out
 }
 
 /// The length of the header of subsection `v` of the description named `parent` when `input`
