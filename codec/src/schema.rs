@@ -577,7 +577,7 @@ impl Plan {
     #[allow(
         clippy::indexing_slicing,
         clippy::arithmetic_side_effects,
-        reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+        reason = "const fn"
     )]
     pub(crate) const fn compile(fields: &[Field], version: u32, size: usize) -> Option<Plan> {
         let mut p = Plan {
@@ -740,7 +740,7 @@ const fn inlined(vmsd: &Vmsd) -> Option<&Plan> {
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, len: usize) -> bool {
     if len == 0 {
@@ -771,7 +771,7 @@ const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, le
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 const fn inline(p: &mut Plan, start: usize, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
     let Some(inner) = inlined(vmsd) else {
@@ -932,7 +932,7 @@ impl Vmsd {
     #[allow(
         clippy::indexing_slicing,
         clippy::arithmetic_side_effects,
-        reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+        reason = "const fn"
     )]
     pub const fn fixed_wire_len(&self) -> Option<usize> {
         let mut i = 0;
@@ -966,7 +966,7 @@ impl Vmsd {
     #[allow(
         clippy::indexing_slicing,
         clippy::arithmetic_side_effects,
-        reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+        reason = "const fn"
     )]
     pub const fn check(&self, size: usize) {
         if self.table.size != size {
@@ -1039,7 +1039,7 @@ impl Vmsd {
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 const fn starts_with(s: &str, prefix: &str) -> bool {
     let (s, p) = (s.as_bytes(), prefix.as_bytes());
@@ -1132,7 +1132,7 @@ pub const fn count_type_of<S, F: CountWire>(_f: fn(&S) -> &F) -> CountType {
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 pub const fn last_segment(path: &str) -> &str {
     let b = path.as_bytes();
@@ -1239,7 +1239,7 @@ macro_rules! vbuffer {
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
     if vmsd.table.size == 0 || size == 0 || !size.is_multiple_of(vmsd.table.size) {
@@ -1256,7 +1256,7 @@ pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
-    reason = "const fn on table constants: `get` and iterators are not const, and an index or a sum out of range fails the build"
+    reason = "const fn"
 )]
 pub const fn struct_varray_kind(
     size: usize,
