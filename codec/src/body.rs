@@ -243,7 +243,7 @@ impl Nested for Call {
 
     #[inline(always)]
     fn encode<S: Sink>(self, v: &'static Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
-        encode_body(v, state, out)
+        out.lend(|out| encode_body(v, state, out))
     }
 
     #[inline(always)]
@@ -313,7 +313,7 @@ fn encode_run<S: Sink, T: Nested, U: Nested>(
                 }
             }
         }
-        None => encode_fields(vmsd, version, state, out)?,
+        None => out.lend(|out| encode_fields(vmsd, version, state, out))?,
     }
     each_subsection!(U::UNROLL, vmsd.subsections, |_i, sub| {
         if sub.needed.is_none_or(|needed| needed(state)) {
