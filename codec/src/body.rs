@@ -710,17 +710,20 @@ fn copy_fields_in(p: &Plan, body: &[u8], state: &mut [u8], hooks: bool) -> Optio
             span_mut(dst, o as usize, n as usize)?.fill(0);
         }
     }
-    for h in p.hooks.iter().flatten().filter(|_| hooks) {
-        let v = h.vmsd;
-        for i in 0..h.count as usize {
-            let s = span_mut(state, elem_at(h.offset as usize, i, v.size), v.size)?;
-            if v.validate
-                .is_some_and(|validate| validate(s, v.version_id).is_err())
-            {
-                return None;
-            }
-            if let Some(post) = v.post_load {
-                post(s, v.version_id);
+    if hooks {
+        // The plan fills `hooks` from the front: the first `None` ends them.
+        for h in p.hooks.iter().map_while(Option::as_ref) {
+            let v = h.vmsd;
+            for i in 0..h.count as usize {
+                let s = span_mut(state, elem_at(h.offset as usize, i, v.size), v.size)?;
+                if v.validate
+                    .is_some_and(|validate| validate(s, v.version_id).is_err())
+                {
+                    return None;
+                }
+                if let Some(post) = v.post_load {
+                    post(s, v.version_id);
+                }
             }
         }
     }
