@@ -114,15 +114,6 @@ impl<'a> SliceSink<'a> {
     pub fn finish(self) -> usize {
         self.pos
     }
-
-    /// The next `n` bytes of the slice, or `None` when fewer are left. Taken as the rest, then
-    /// its first `n`: with the position known, one comparison of `n` against the room left.
-    /// (`pos + n`, where the caller needs it, is exact then: `pos` <= the slice's length and
-    /// `n` the length of another slice, each at most `isize::MAX`.)
-    #[inline(always)]
-    fn room(&mut self, n: usize) -> Option<&mut [u8]> {
-        self.buf.get_mut(self.pos..)?.get_mut(..n)
-    }
 }
 
 impl Sink for SliceSink<'_> {
@@ -130,8 +121,10 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
+        // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).
         let end = self.pos.wrapping_add(bytes.len());
-        match self.room(bytes.len()) {
+        match self.buf.get_mut(self.pos..end) {
             Some(dst) => {
                 crate::copy::copy(dst, bytes);
                 self.pos = end;
@@ -165,8 +158,10 @@ impl Sink for SliceSink<'_> {
 
     #[inline]
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
+        // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
+        // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).
         let end = self.pos.wrapping_add(bytes.len());
-        let Some(dst) = self.room(bytes.len()) else {
+        let Some(dst) = self.buf.get_mut(self.pos..end) else {
             // Too small: piece by piece, failing where the pieces would.
             return self.lend(|s| write_pieces(s, bytes, zeros));
         };
