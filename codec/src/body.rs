@@ -185,19 +185,91 @@ fn tail<'s>(p: &Plan, version: u32, state: &'s [u8], at: usize, checks: bool) ->
 /// Encodes the body of `vmsd` at its current version from `state`: fields, then the needed
 /// subsections (each with its header and its own subsections).
 #[inline(always)]
-pub fn encode_body<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
+pub fn encode_body<S: Sink + ?Sized>(
+    vmsd: &Vmsd,
+    state: &[u8],
+    out: &mut S,
+) -> Result<(), S::Error> {
     encode_body_v(vmsd, vmsd.version_id, state, out)
 }
 
 /// Encodes the body of `vmsd` as `version` (older layouts leave out the fields gated above it).
 /// The general encoder: one instance per sink type, nested bodies are calls of itself.
-pub fn encode_body_v<S: Sink>(
+pub fn encode_body_v<S: Sink + ?Sized>(
     vmsd: &Vmsd,
     version: u32,
     state: &[u8],
     out: &mut S,
 ) -> Result<(), S::Error> {
-    encode_run(vmsd, version, state, out, Call, Call)
+    erased(out, |out| general_body(vmsd, version, state, out))
+}
+
+/// [`encode_body_v`] over the one sink type of the general encoder.
+fn general_body(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    mut out: &mut dyn Sink<Error = Error>,
+) -> Result<()> {
+    encode_run(vmsd, version, state, &mut out, Call, Call)
+}
+
+/// A sink seen as `dyn Sink<Error = Error>`: the general encoder ([`encode_body_v`],
+/// [`encode_fields`]) is one function for every sink type (on a firmware: one copy, not one per
+/// sink), while the typed path stays generic and inlined. A failure of the sink itself is kept
+/// here; the codec error that carries it up is only a marker, which [`erased`] replaces by it.
+struct Erased<'a, S: Sink + ?Sized> {
+    sink: &'a mut S,
+    failed: Option<S::Error>,
+}
+
+impl<S: Sink + ?Sized> Erased<'_, S> {
+    /// Keeps the sink's error `e` and returns the marker that carries it up.
+    #[cold]
+    fn keep(&mut self, e: S::Error) -> Error {
+        self.failed = Some(e);
+        state_err(self.sink.position())
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Erased<'_, S> {
+    type Error = Error;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.sink.write(bytes).map_err(|e| self.keep(e))
+    }
+
+    fn position(&self) -> usize {
+        self.sink.position()
+    }
+
+    fn write_zeros(&mut self, n: usize) -> Result<()> {
+        self.sink.write_zeros(n).map_err(|e| self.keep(e))
+    }
+
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<()> {
+        self.sink
+            .write_with_zeros(bytes, zeros)
+            .map_err(|e| self.keep(e))
+    }
+}
+
+/// Runs the general encoder `f` over `out` seen as one sink type ([`Erased`]): its result, the
+/// sink's own error where the sink failed.
+#[inline(always)]
+fn erased<S: Sink + ?Sized>(
+    out: &mut S,
+    f: impl FnOnce(&mut dyn Sink<Error = Error>) -> Result<()>,
+) -> Result<(), S::Error> {
+    let mut e = Erased {
+        sink: out,
+        failed: None,
+    };
+    match (f(&mut e), e.failed) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(failed)) => Err(failed),
+        (Err(codec), None) => Err(codec.into()),
+    }
 }
 
 /// [`encode_body`] for the typed entry points: the runner and the bodies nested in it two
@@ -340,12 +412,17 @@ pub fn encode_subsections<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Re
 /// Present fields that are plain copies of adjacent storage go out as one write per run (the
 /// same bytes; one sink call per run instead of one per field, which dominated the encode time
 /// of tables made of many small scalars).
-pub fn encode_fields<S: Sink>(
+pub fn encode_fields<S: Sink + ?Sized>(
     vmsd: &Vmsd,
     version: u32,
     state: &[u8],
     out: &mut S,
 ) -> Result<(), S::Error> {
+    erased(out, |out| fields(vmsd, version, state, out))
+}
+
+/// [`encode_fields`] over the one sink type of the general encoder.
+fn fields(vmsd: &Vmsd, version: u32, state: &[u8], out: &mut dyn Sink<Error = Error>) -> Result<()> {
     let mut run: Option<Run> = None;
     for f in vmsd.fields {
         if !is_present(f, state, version) {
@@ -379,7 +456,7 @@ struct Run {
     name: &'static str,
 }
 
-fn write_run<S: Sink>(run: Option<Run>, state: &[u8], out: &mut S) -> Result<(), S::Error> {
+fn write_run(run: Option<Run>, state: &[u8], out: &mut dyn Sink<Error = Error>) -> Result<()> {
     if let Some(r) = run {
         let at = out.position();
         let bytes = state
@@ -415,15 +492,15 @@ fn struct_copy_len(vmsd: &Vmsd, len: usize) -> Option<usize> {
     }
 }
 
-fn encode_field<S: Sink>(
+fn encode_field(
     f: &Field,
     version: u32,
     state: &[u8],
-    out: &mut S,
-) -> Result<(), S::Error> {
+    out: &mut dyn Sink<Error = Error>,
+) -> Result<()> {
     let at = out.position();
     let ctx = |e: Error| e.in_field(f.name);
-    let structs = |vmsd: &Vmsd, n: usize, out: &mut S| -> Result<(), S::Error> {
+    let structs = |vmsd: &Vmsd, n: usize, out: &mut dyn Sink<Error = Error>| -> Result<()> {
         for i in 0..n {
             let s = range(state, elem_at(f.offset, i, vmsd.size), vmsd.size, at).map_err(ctx)?;
             encode_body(vmsd, s, out)?;
