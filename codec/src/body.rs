@@ -272,11 +272,102 @@ fn erased<S: Sink + ?Sized>(
     }
 }
 
-/// [`encode_body`] for the typed entry points: the runner and the bodies nested in it two
-/// levels deep inlined (with a device's constant table: straight-line code).
+/// [`encode_body`] into `buf` for the typed entry points, returning the bytes written: the
+/// runner and the bodies nested in it two levels deep inlined over a sink that declines with no
+/// detail ([`encode_planned`]; with a device's constant table: straight-line code), and where it
+/// declines the general encoder from the start, which writes the same bytes or the exact error.
 #[inline(always)]
-pub fn encode_typed<S: Sink>(vmsd: &Vmsd, state: &[u8], out: &mut S) -> Result<(), S::Error> {
-    encode_run(vmsd, vmsd.version_id, state, out, Inline(Call, LEAF), LEAF)
+pub fn encode_typed(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Result<usize> {
+    if let Some(n) = encode_planned(vmsd, state, buf) {
+        return Ok(n);
+    }
+    let mut sink = crate::SliceSink::new(buf);
+    encode_body(vmsd, state, &mut sink)?;
+    Ok(sink.finish())
+}
+
+/// The inlined half of [`encode_typed`]: the body's bytes in `buf` and their length, or `None`
+/// where the general encoder would report an error (or `buf` is too small).
+#[inline(always)]
+pub fn encode_planned(vmsd: &Vmsd, state: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let mut fits = Fits { buf, pos: 0 };
+    encode_run(
+        vmsd,
+        vmsd.version_id,
+        state,
+        &mut fits,
+        Inline(Call, LEAF),
+        LEAF,
+    )
+    .ok()?;
+    Some(fits.pos)
+}
+
+/// A sink over a caller slice that declines with no detail where [`crate::SliceSink`] reports:
+/// a failure costs the inlined runner nothing to carry. It lends itself by value
+/// ([`Sink::lend`]), so nothing takes its address and it lives in registers.
+struct Fits<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+/// A [`Fits`] declined.
+struct Declined;
+
+impl From<Error> for Declined {
+    #[inline(always)]
+    fn from(_: Error) -> Declined {
+        Declined
+    }
+}
+
+impl Fits<'_> {
+    /// The next `n` bytes of the slice, advancing past them.
+    #[inline(always)]
+    fn next(&mut self, n: usize) -> Result<&mut [u8], Declined> {
+        let end = self.pos.checked_add(n).ok_or(Declined)?;
+        let dst = self.buf.get_mut(self.pos..end).ok_or(Declined)?;
+        self.pos = end;
+        Ok(dst)
+    }
+}
+
+impl Sink for Fits<'_> {
+    type Error = Declined;
+
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Declined> {
+        copy(self.next(bytes.len())?, bytes);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    #[inline(always)]
+    fn write_zeros(&mut self, n: usize) -> Result<(), Declined> {
+        self.next(n)?.fill(0);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Declined> {
+        crate::copy::copy_with_zeros(self.next(bytes.len())?, bytes, zeros);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn lend<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut lent = Fits {
+            buf: core::mem::take(&mut self.buf),
+            pos: self.pos,
+        };
+        let out = f(&mut lent);
+        *self = lent;
+        out
+    }
 }
 
 /// How a runner reaches the bodies nested in the one it runs (a struct tail, subsection
@@ -422,7 +513,12 @@ pub fn encode_fields<S: Sink + ?Sized>(
 }
 
 /// [`encode_fields`] over the one sink type of the general encoder.
-fn fields(vmsd: &Vmsd, version: u32, state: &[u8], out: &mut dyn Sink<Error = Error>) -> Result<()> {
+fn fields(
+    vmsd: &Vmsd,
+    version: u32,
+    state: &[u8],
+    out: &mut dyn Sink<Error = Error>,
+) -> Result<()> {
     let mut run: Option<Run> = None;
     for f in vmsd.fields {
         if !is_present(f, state, version) {
@@ -525,8 +621,7 @@ fn encode_field(
             return Err(ctx(Error::new(
                 at,
                 ErrorKind::ValidationFailed { check: f.name },
-            ))
-            .into());
+            )));
         }
         Kind::Validate { .. } => return Ok(()),
         Kind::NullPtr => return out.write(&[crate::NULL_PTR_MARKER]),
@@ -1634,8 +1729,7 @@ mod tests {
         /// The typed runner and field-by-field encoding without plans: the bytes or the error.
         fn encodes(fast: &Vmsd, slow: &Vmsd, state: &[u8]) -> [Result<Vec<u8>>; 2] {
             let mut buf = std::vec![0xa5u8; 256];
-            let mut sink = SliceSink::new(&mut buf);
-            let typed = encode_typed(fast, state, &mut sink).map(|()| sink.written().to_vec());
+            let typed = encode_typed(fast, state, &mut buf).map(|n| buf[..n].to_vec());
             let mut sink = SliceSink::new(&mut buf);
             let general = encode_body(slow, state, &mut sink).map(|()| sink.written().to_vec());
             [typed, general]
@@ -1694,10 +1788,14 @@ mod tests {
                 for (fast, slow, state) in [(&DV, &DV_SLOW, d), (&WV, &WV_SLOW, &w[..])] {
                     let [typed, general] = encodes(fast, slow, state);
                     assert_eq!(typed, general, "encode");
+                    let mut buf = std::vec![0u8; 256];
+                    let planned = encode_planned(fast, state, &mut buf).map(|n| buf[..n].to_vec());
                     let Ok(bytes) = general else {
                         assert!(state[7] > 3, "only the bad count fails");
+                        assert_eq!(planned, None, "the inlined runner declines");
                         continue;
                     };
+                    assert_eq!(planned.as_ref(), Some(&bytes), "the inlined runner's bytes");
                     let init = std::vec![0u8; state.len()];
                     let [typed, general] = loads(fast, slow, &bytes, &init);
                     assert!(general.is_ok());
@@ -1706,6 +1804,77 @@ mod tests {
                 }
             }
             assert_eq!(both, 40);
+        }
+
+        /// A sink with its own error type that fills up after `room` bytes.
+        struct Short {
+            n: usize,
+            room: usize,
+        }
+
+        #[derive(Debug, PartialEq)]
+        enum Fail {
+            Codec(Error),
+            Full { at: usize },
+        }
+
+        impl From<Error> for Fail {
+            fn from(e: Error) -> Fail {
+                Fail::Codec(e)
+            }
+        }
+
+        impl Sink for Short {
+            type Error = Fail;
+
+            fn write(&mut self, bytes: &[u8]) -> core::result::Result<(), Fail> {
+                if self.n + bytes.len() > self.room {
+                    return Err(Fail::Full { at: self.n });
+                }
+                self.n += bytes.len();
+                Ok(())
+            }
+
+            fn position(&self) -> usize {
+                self.n
+            }
+        }
+
+        /// The general encoder runs over one sink type (`Erased`): a failing sink's own error
+        /// comes back unchanged wherever it fails, and a codec error converts into the sink's
+        /// error type as it is.
+        #[test]
+        fn the_general_encoder_returns_the_sinks_own_error() {
+            let (mut full, mut codec) = (0, 0);
+            for w in states() {
+                for vmsd in [&WV, &WV_SLOW] {
+                    let mut buf = std::vec![0u8; 256];
+                    let mut sink = SliceSink::new(&mut buf);
+                    match encode_body(vmsd, &w, &mut sink) {
+                        Ok(()) => {
+                            let len = sink.finish();
+                            for room in 0..len {
+                                let mut short = Short { n: 0, room };
+                                let got = encode_body(vmsd, &w, &mut short);
+                                assert!(
+                                    matches!(got, Err(Fail::Full { at }) if at <= room),
+                                    "{got:?}"
+                                );
+                                full += 1;
+                            }
+                            let mut enough = Short { n: 0, room: len };
+                            assert_eq!(encode_body(vmsd, &w, &mut enough), Ok(()));
+                            assert_eq!(enough.n, len);
+                        }
+                        Err(e) => {
+                            let mut short = Short { n: 0, room: 256 };
+                            assert_eq!(encode_body(vmsd, &w, &mut short), Err(Fail::Codec(e)));
+                            codec += 1;
+                        }
+                    }
+                }
+            }
+            assert!(full > 100 && codec == 10, "{full} {codec}");
         }
 
         /// Changed bytes, cut bodies, swapped and repeated subsections: the runner's fast cases

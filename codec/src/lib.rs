@@ -147,19 +147,36 @@ pub fn encode_section_into<T: State>(
     state: &T,
     buf: &mut [u8],
 ) -> Result<usize> {
+    if let Some(n) = encode_section_planned(id, T::VMSD, state.as_bytes(), buf) {
+        return Ok(n);
+    }
     let mut sink = SliceSink::new(buf);
-    full_header(id, T::VMSD).emit(&mut sink)?;
-    body::encode_typed(T::VMSD, state.as_bytes(), &mut sink)?;
-    sink.write(&footer_bytes(id.section_id))?;
+    encode_section(id, state, &mut sink)?;
     Ok(sink.finish())
+}
+
+/// [`encode_section_into`] through the inlined runner ([`body::encode_planned`]), or `None`.
+#[inline(always)]
+fn encode_section_planned(
+    id: SectionId<'_>,
+    vmsd: &Vmsd,
+    state: &[u8],
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut head = SliceSink::new(buf);
+    full_header(id, vmsd).emit(&mut head).ok()?;
+    let mut n = head.finish();
+    n = n.checked_add(body::encode_planned(vmsd, state, buf.get_mut(n..)?)?)?;
+    let footer = footer_bytes(id.section_id);
+    buf.get_mut(n..n.checked_add(footer.len())?)?
+        .copy_from_slice(&footer);
+    n.checked_add(footer.len())
 }
 
 /// Encodes just the body (fields and needed subsections) of a typed state into `buf`.
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
-    let mut sink = SliceSink::new(buf);
-    body::encode_typed(T::VMSD, state.as_bytes(), &mut sink)?;
-    Ok(sink.finish())
+    body::encode_typed(T::VMSD, state.as_bytes(), buf)
 }
 
 /// A zero-copy view of a current-version body as the struct `B` that is its exact wire layout

@@ -156,7 +156,7 @@ impl Sink for SliceSink<'_> {
         out
     }
 
-    #[inline]
+    #[inline(always)]
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
         // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
         // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).

@@ -1,4 +1,4 @@
-//! The device tables' plans, and the typed runner (`vmstate::body::{encode_typed,
+//! The device tables' plans, and the typed runner (`vmstate::body::{encode_planned,
 //! decode_typed}`: the planned steps inlined for a constant table) against the general entry
 //! points (`vmstate::body::{encode_body, decode_body}`) on every modelled section of the real
 //! QEMU 7.2 fixtures: the same bytes, the same loaded state, and on every changed body byte the
@@ -104,9 +104,7 @@ fn general_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
 
 fn planned_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
     let mut buf = std::vec![0xa5u8; 1 << 16];
-    let mut sink = SliceSink::new(&mut buf);
-    body::encode_typed(vmsd, state, &mut sink).ok()?;
-    let n = sink.finish();
+    let n = body::encode_planned(vmsd, state, &mut buf)?;
     buf.truncate(n);
     Some(buf)
 }
