@@ -45,14 +45,13 @@
 //! Where they do not fit, the exception is an `#[allow(…, reason = "…")]` on the one item
 //! it covers: the CRC-32C tables are built by a `const fn` at compile time, and its hot loop
 //! indexes 256-entry tables with a `u8` and `chunks_exact` steps with offsets below the step
-//! length ([`v4::crc32c`]); test modules, where a panic is a failed test.
+//! length ([`v4::crc32c`]); the table compiler and checker of [`schema`] (`const fn`s run on
+//! table constants, where `get` and iterators are not callable and an index or a sum out of
+//! range is a compile error); test modules, where a panic is a failed test.
 //!
-//! Not yet under the lints (the `#[allow]` on their `mod` lines below):
-//! [`body`], [`planned`] and [`schema`] (the body codec and its const-fn table compiler, whose
-//! hot loops index plans whose bounds the compiler proved; issue 14 unified their encode side
-//! but not yet their load side). Everything else — [`machine`], [`stream`], [`io`], [`wire`],
-//! [`sink`], [`writer`], [`ram`], [`vmdesc`], `v4::{caps, minor, load, convert, wire}` — is
-//! under them.
+//! Every module is under them: [`body`], [`schema`], [`machine`], [`stream`], [`io`],
+//! [`wire`], [`sink`], [`writer`], [`ram`], [`vmdesc`] and all of [`v4`]; the exceptions are
+//! the item-level `#[allow]`s named above.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -61,7 +60,6 @@
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod body;
 mod copy;
 // The dirty log and the snapshot cell need 64-bit atomics (x86_64, aarch64, …); Cortex-M4 has
@@ -71,10 +69,7 @@ pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod machine;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-pub mod planned;
 pub mod ram;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 pub mod schema;
 pub mod sink;
 #[cfg(any(target_has_atomic = "64", loom))]
@@ -266,7 +261,7 @@ pub fn encode_section_into<T: State>(
     Ok(sink.finish())
 }
 
-/// [`encode_section_into`] through the plans (see `planned`), or `None`.
+/// [`encode_section_into`] through the inlined runner ([`body::encode_planned`]), or `None`.
 #[inline(always)]
 fn encode_section_planned(
     id: SectionId<'_>,
@@ -277,7 +272,7 @@ fn encode_section_planned(
     let mut head = SliceSink::new(buf);
     full_header(id, vmsd).emit(&mut head).ok()?;
     let mut n = head.finish();
-    n = n.checked_add(body::encode_planned_into(vmsd, state, buf.get_mut(n..)?)?)?;
+    n = n.checked_add(body::encode_planned(vmsd, state, buf.get_mut(n..)?)?)?;
     let footer = footer_bytes(id.section_id);
     buf.get_mut(n..n.checked_add(footer.len())?)?
         .copy_from_slice(&footer);
@@ -303,14 +298,7 @@ fn encode_section_planned(
 /// ```
 #[inline]
 pub fn encode_body_into<T: State>(state: &T, buf: &mut [u8]) -> Result<usize> {
-    // The planned steps first (straight-line code for a device's constant table); the general
-    // path from the start when they decline, which writes the same bytes or the exact error.
-    if let Some(n) = body::encode_planned_into(T::VMSD, state.as_bytes(), buf) {
-        return Ok(n);
-    }
-    let mut sink = SliceSink::new(buf);
-    body::encode_body(T::VMSD, state.as_bytes(), &mut sink)?;
-    Ok(sink.finish())
+    body::encode_typed(T::VMSD, state.as_bytes(), buf)
 }
 
 /// A zero-copy view of a current-version body as the struct `B` that is its exact wire layout
@@ -658,15 +646,9 @@ pub fn decode_with<T: State>(
         Ok(t)
     };
     if let Ok(out) = &mut res
-        // The planned path first (straight-line code when `vmsd` is a device's constant table).
-        && !planned::load(vmsd, version, body, out.as_mut_bytes())
+        && let Err(e) = body::decode_typed(vmsd, version, body, base, out.as_mut_bytes())
     {
-        // Not the planned case: start again from `init` on the general path (the same state,
-        // or the exact error).
-        copy::copy(out.as_mut_bytes(), init.as_bytes());
-        if let Err(e) = decode_general(vmsd, version, body, base, out.as_mut_bytes()) {
-            res = Err(e);
-        }
+        res = Err(e);
     }
     res
 }
@@ -680,24 +662,6 @@ fn size_error<T>(vmsd: &Vmsd, base: usize) -> Error {
             capacity: core::mem::size_of::<T>(),
         },
     )
-}
-
-/// The general path of [`decode_with`] into `state` (a copy of the initial state).
-#[inline(never)]
-fn decode_general(
-    vmsd: &Vmsd,
-    version: u32,
-    body: &[u8],
-    base: usize,
-    state: &mut [u8],
-) -> Result<()> {
-    let mut r = wire::Reader::new(body, base);
-    body::decode_body(vmsd, version, &mut r, state)?;
-    if let Some(b) = r.peek(0) {
-        // QEMU: "Missing section footer" — the body holds bytes the description does not.
-        return Err(r.error(ErrorKind::MissingFooter { found: b }));
-    }
-    Ok(())
 }
 
 /// Generates [`sizes`]' table from one list, and its checks: a unit test on 64-bit hosts and a

@@ -128,7 +128,8 @@ impl Count {
     pub fn value(&self, state: &[u8]) -> Option<i64> {
         let b = state.get(self.offset..self.offset.checked_add(self.ty.width())?)?;
         let mut be = [0u8; 4];
-        be.get_mut(4 - b.len()..)?.copy_from_slice(b);
+        be.get_mut(4usize.saturating_sub(b.len())..)?
+            .copy_from_slice(b);
         let n = u32::from_be_bytes(be);
         Some(match self.ty {
             CountType::I32 => n as i32 as i64,
@@ -341,10 +342,10 @@ impl Field {
     pub const fn storage_size(&self) -> usize {
         match self.kind {
             Kind::Scalar(s) | Kind::Equal(s) => s.width(),
-            Kind::Array { elem, len } => elem.width() * len,
+            Kind::Array { elem, len } => elem.width().saturating_mul(len),
             Kind::Buffer { len } | Kind::Unused { len } => len,
-            Kind::Struct { vmsd, len } => vmsd.table.size * len,
-            Kind::VArray { elem, count } => elem.size() * count.capacity,
+            Kind::Struct { vmsd, len } => vmsd.table.size.saturating_mul(len),
+            Kind::VArray { elem, count } => elem.size().saturating_mul(count.capacity),
             Kind::VBuffer { size } => size.capacity,
             Kind::Validate { .. } | Kind::NullPtr => 0,
         }
@@ -355,7 +356,7 @@ impl Field {
     pub const fn fixed_wire_size(&self) -> Option<usize> {
         match self.kind {
             Kind::Struct { vmsd, len } => match vmsd.fixed_wire_len() {
-                Some(n) if vmsd.table.subsections.is_empty() => Some(n * len),
+                Some(n) if vmsd.table.subsections.is_empty() => n.checked_mul(len),
                 _ => None,
             },
             Kind::VArray { .. } | Kind::VBuffer { .. } => None,
@@ -511,6 +512,8 @@ pub enum PlanTail {
         offset: u32,
         /// Its description.
         vmsd: &'static Vmsd,
+        /// The field's name (for errors).
+        name: &'static str,
     },
 }
 
@@ -571,6 +574,11 @@ impl Plan {
     }
 
     /// Compiles `fields` at `version` over a state of `size` bytes (see [`Plan`]).
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn"
+    )]
     pub(crate) const fn compile(fields: &[Field], version: u32, size: usize) -> Option<Plan> {
         let mut p = Plan {
             start: 0,
@@ -702,6 +710,7 @@ const fn tail(f: &Field) -> Option<PlanTail> {
                 Some(PlanTail::Struct {
                     offset: f.offset as u32,
                     vmsd,
+                    name: f.name,
                 })
             }
             _ => None,
@@ -728,6 +737,11 @@ const fn inlined(vmsd: &Vmsd) -> Option<&Plan> {
 }
 
 /// Appends `(at, len)` to `runs`, merging with an adjacent last run; false when full.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, len: usize) -> bool {
     if len == 0 {
         return true;
@@ -754,6 +768,11 @@ const fn push_run(runs: &mut [PlanRun; MAX_PLAN_RUNS], n: &mut u8, at: usize, le
 /// Inlines `len` elements of the nested `vmsd` stored from body offset `at` (state offset
 /// `start + at`) into `p`; false when the nested body cannot join the copy ([`inlined`]) or
 /// the runs do not fit.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 const fn inline(p: &mut Plan, start: usize, at: usize, vmsd: &'static Vmsd, len: usize) -> bool {
     let Some(inner) = inlined(vmsd) else {
         return false;
@@ -910,6 +929,11 @@ impl Vmsd {
 
     /// Wire length of the fields of the current version when it does not depend on state
     /// (subsections not counted); `None` if a field's size varies or is gated by a predicate.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn"
+    )]
     pub const fn fixed_wire_len(&self) -> Option<usize> {
         let mut i = 0;
         let mut n = 0;
@@ -939,6 +963,11 @@ impl Vmsd {
 
     /// Checks the table against a struct of `size` bytes; panics (a compile error when called
     /// in a const item) with the reason if they disagree.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn"
+    )]
     pub const fn check(&self, size: usize) {
         if self.table.size != size {
             panic!("vmsd size differs from the state struct's size");
@@ -1007,6 +1036,11 @@ impl Vmsd {
     }
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 const fn starts_with(s: &str, prefix: &str) -> bool {
     let (s, p) = (s.as_bytes(), prefix.as_bytes());
     if p.len() > s.len() {
@@ -1095,6 +1129,11 @@ pub const fn count_type_of<S, F: CountWire>(_f: fn(&S) -> &F) -> CountType {
 }
 
 /// The last `.`-separated segment of a stringified field path (`"a . b"` → `"b"`).
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 pub const fn last_segment(path: &str) -> &str {
     let b = path.as_bytes();
     let mut i = b.len();
@@ -1197,6 +1236,11 @@ macro_rules! vbuffer {
 }
 
 /// The kind of a struct field of `size` bytes holding elements described by `vmsd`.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
     if vmsd.table.size == 0 || size == 0 || !size.is_multiple_of(vmsd.table.size) {
         panic!("struct field size is not a multiple of the nested vmsd size");
@@ -1209,6 +1253,11 @@ pub const fn struct_kind(size: usize, vmsd: &'static Vmsd) -> Kind {
 
 /// The kind of a struct varray of `size` bytes of storage counted by the field at
 /// `count_offset`.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn"
+)]
 pub const fn struct_varray_kind(
     size: usize,
     vmsd: &'static Vmsd,

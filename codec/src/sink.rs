@@ -38,6 +38,17 @@ pub trait Sink {
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Self::Error> {
         write_pieces(self, bytes, zeros)
     }
+
+    /// Runs `f` on this sink lent as another value, whose position this sink then takes. A
+    /// runner inlined over a local sink lends it to the calls it makes ([`SliceSink`] moves its
+    /// slice into the lent value), so the local one stays in registers on the inlined path.
+    #[inline(always)]
+    fn lend<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R
+    where
+        Self: Sized,
+    {
+        f(self)
+    }
 }
 
 /// A borrowed sink is a sink: a writer can own `&mut S` and leave `S` with the caller.
@@ -129,18 +140,30 @@ impl Sink for SliceSink<'_> {
         }
     }
 
+    #[inline]
     fn position(&self) -> usize {
         self.pos
     }
 
-    #[inline]
+    #[inline(always)]
+    fn lend<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let mut lent = SliceSink {
+            buf: core::mem::take(&mut self.buf),
+            pos: self.pos,
+        };
+        let out = f(&mut lent);
+        *self = lent;
+        out
+    }
+
+    #[inline(always)]
     fn write_with_zeros(&mut self, bytes: &[u8], zeros: &[(u32, u32)]) -> Result<(), Error> {
         // Exact: `pos` <= the slice's length and `bytes` is another slice, each at most
         // `isize::MAX` bytes, so the sum cannot wrap (and costs the hot path no saturation).
         let end = self.pos.wrapping_add(bytes.len());
         let Some(dst) = self.buf.get_mut(self.pos..end) else {
             // Too small: piece by piece, failing where the pieces would.
-            return write_pieces(self, bytes, zeros);
+            return self.lend(|s| write_pieces(s, bytes, zeros));
         };
         crate::copy::copy_with_zeros(dst, bytes, zeros);
         self.pos = end;

@@ -1,7 +1,8 @@
-//! The device tables' plans, and the typed fast paths (`vmstate::planned`) against the general
-//! table walk (`vmstate::body`) on every modelled section of the real QEMU 7.2 fixtures: the
-//! same bytes, the same loaded state, and on every changed body byte either the same state or
-//! a fallback to the general path (which then reports the error).
+//! The device tables' plans, and the typed runner (`vmstate::body::{encode_planned,
+//! decode_typed}`: the planned steps inlined for a constant table) against the general entry
+//! points (`vmstate::body::{encode_body, decode_body}`) on every modelled section of the real
+//! QEMU 7.2 fixtures: the same bytes, the same loaded state, and on every changed body byte the
+//! same state or the same refusal.
 
 extern crate std;
 
@@ -10,7 +11,7 @@ use std::vec::Vec;
 use vmstate::schema::PlanTail;
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
-use vmstate::{SliceSink, Vmsd, body, planned};
+use vmstate::{SliceSink, Vmsd, body};
 
 use crate::pc::{Pc, PcConfig};
 use crate::test_fixtures::{BIOS, NODEFAULTS, SERIAL};
@@ -45,7 +46,7 @@ fn device_tables_compile_into_the_expected_plans() {
         .plan_at(3)
         .expect("serial has a fast-path plan");
     assert!(
-        matches!(isa.tail, Some(PlanTail::Struct { offset: 0, vmsd }) if core::ptr::eq(vmsd, &serial::SERIAL_VMSD))
+        matches!(isa.tail, Some(PlanTail::Struct { offset: 0, vmsd, .. }) if core::ptr::eq(vmsd, &serial::SERIAL_VMSD))
     );
     assert!(serial::SERIAL_VMSD.plan_for(3).is_some());
 }
@@ -87,7 +88,9 @@ fn general_load(vmsd: &Vmsd, version: u32, body: &[u8], init: &[u8]) -> Option<V
 
 fn planned_load(vmsd: &Vmsd, version: u32, body: &[u8], init: &[u8]) -> Option<Vec<u8>> {
     let mut state = init.to_vec();
-    planned::load(vmsd, version, body, &mut state).then_some(state)
+    body::decode_typed(vmsd, version, body, 0, &mut state)
+        .ok()
+        .map(|()| state)
 }
 
 fn general_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
@@ -101,7 +104,7 @@ fn general_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
 
 fn planned_encode(vmsd: &Vmsd, state: &[u8]) -> Option<Vec<u8>> {
     let mut buf = std::vec![0xa5u8; 1 << 16];
-    let n = body::encode_planned_into(vmsd, state, &mut buf)?;
+    let n = body::encode_planned(vmsd, state, &mut buf)?;
     buf.truncate(n);
     Some(buf)
 }
@@ -135,13 +138,12 @@ fn fast_paths_match_the_general_path_on_the_fixtures() {
     }
 }
 
-/// Each body byte changed to several values: where the fast path loads, the general path loads
-/// the same state; where the general path refuses, the fast path does too (and the typed API
-/// then reports the general path's error). Encoding each such state agrees the same way.
+/// Each body byte changed to several values: the typed runner loads the general path's state
+/// or refuses where it refuses. Encoding each such state agrees the same way.
 #[test]
 fn fast_paths_agree_with_the_general_path_on_every_changed_byte() {
     let mut loads = 0usize;
-    let mut fallbacks = 0usize;
+    let mut refused = 0usize;
     for (vmsd, version, body, init) in fixtures() {
         if vmsd.plan_at(version).is_none() {
             continue;
@@ -151,23 +153,15 @@ fn fast_paths_agree_with_the_general_path_on_every_changed_byte() {
             for v in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, body[i] ^ 0x01] {
                 changed[i] = v;
                 let general = general_load(vmsd, version, &changed, &init);
-                match planned_load(vmsd, version, &changed, &init) {
-                    Some(fast) => {
-                        assert_eq!(
-                            Some(&fast),
-                            general.as_ref(),
-                            "{} byte {i} = {v:#x}",
-                            vmsd.name
-                        );
-                        loads += 1;
-                    }
-                    None => fallbacks += 1,
+                let fast = planned_load(vmsd, version, &changed, &init);
+                assert_eq!(fast, general, "{} byte {i} = {v:#x}", vmsd.name);
+                match fast {
+                    Some(_) => loads += 1,
+                    None => refused += 1,
                 }
-                if let Some(state) = &general
-                    && let Some(fast) = planned_encode(vmsd, state)
-                {
+                if let Some(state) = &general {
                     assert_eq!(
-                        Some(fast),
+                        planned_encode(vmsd, state),
                         general_encode(vmsd, state),
                         "{} byte {i} = {v:#x}",
                         vmsd.name
@@ -176,21 +170,22 @@ fn fast_paths_agree_with_the_general_path_on_every_changed_byte() {
             }
             changed[i] = body[i];
         }
-        // Cut bodies never load on the fast path unless the general path loads them too.
+        // Cut bodies load (or not) the same way.
         for cut in 0..body.len() {
-            if planned_load(vmsd, version, &body[..cut], &init).is_some() {
-                assert!(general_load(vmsd, version, &body[..cut], &init).is_some());
-            }
+            assert_eq!(
+                planned_load(vmsd, version, &body[..cut], &init),
+                general_load(vmsd, version, &body[..cut], &init)
+            );
         }
     }
     assert!(
-        loads > 1000 && fallbacks > 100,
-        "{loads} loads, {fallbacks} fallbacks"
+        loads > 1000 && refused > 100,
+        "{loads} loads, {refused} refused"
     );
 }
 
 /// Encoding states with changed bytes (counts past the storage, checks failing, subsections
-/// turned on): the fast path writes the general path's bytes or leaves the state to it.
+/// turned on): the typed runner writes the general path's bytes (or refuses where it does).
 #[test]
 fn planned_encode_agrees_on_changed_states() {
     let mut encoded = 0usize;
@@ -203,15 +198,14 @@ fn planned_encode_agrees_on_changed_states() {
         for i in 0..state.len() {
             for v in [0x00, 0x01, 0x21, 0xff] {
                 changed[i] = v;
-                if let Some(fast) = planned_encode(vmsd, &changed) {
-                    assert_eq!(
-                        Some(fast),
-                        general_encode(vmsd, &changed),
-                        "{} state byte {i}",
-                        vmsd.name
-                    );
-                    encoded += 1;
-                }
+                let fast = planned_encode(vmsd, &changed);
+                assert_eq!(
+                    fast,
+                    general_encode(vmsd, &changed),
+                    "{} state byte {i}",
+                    vmsd.name
+                );
+                encoded += usize::from(fast.is_some());
             }
             changed[i] = state[i];
         }
