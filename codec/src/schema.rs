@@ -377,6 +377,20 @@ pub struct VendorTag {
     pub must_understand: bool,
 }
 
+/// Storage of the state struct that a table deliberately does not migrate: destination
+/// configuration or host-side state. Built by [`not_migrated!`](crate::not_migrated) and listed
+/// with [`Vmsd::not_migrated`], it only tells [`assert_layout!`](crate::assert_layout) that
+/// leaving these bytes out of the table is intended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotMigrated {
+    /// The struct field's name.
+    pub name: &'static str,
+    /// Its offset in the state struct.
+    pub offset: usize,
+    /// Its size.
+    pub len: usize,
+}
+
 /// A subsection of a description: sent only when `needed` says so.
 #[derive(Debug, Clone, Copy)]
 pub struct Subsection {
@@ -460,6 +474,10 @@ pub struct Table {
     pub fields: &'static [Field],
     /// Subsections in emission order.
     pub subsections: &'static [Subsection],
+    /// Storage of the state struct that this table deliberately does not migrate (destination
+    /// configuration, host-side state): named so [`assert_layout!`](crate::assert_layout) can
+    /// prove every byte is either migrated or marked. Never read by the encoder or decoder.
+    pub not_migrated: &'static [NotMigrated],
     /// Runs on the staging state before fields are decoded (QEMU `pre_load`: sentinels).
     pub pre_load: Option<fn(&mut [u8])>,
     /// Device invariants checked after the body and all its subsections (QEMU's `post_load`
@@ -819,6 +837,7 @@ impl Vmsd {
                 size,
                 fields: &[],
                 subsections: &[],
+                not_migrated: &[],
                 pre_load: None,
                 validate: None,
                 post_load: None,
@@ -890,6 +909,13 @@ impl Vmsd {
         self
     }
 
+    /// Marks storage of the state struct as deliberately not migrated by this table (see
+    /// [`not_migrated!`](crate::not_migrated)); costs nothing at run time.
+    pub const fn not_migrated(mut self, storage: &'static [NotMigrated]) -> Vmsd {
+        self.table.not_migrated = storage;
+        self
+    }
+
     /// Sets the `pre_load` hook.
     pub const fn pre_load(mut self, f: fn(&mut [u8])) -> Vmsd {
         self.table.pre_load = Some(f);
@@ -937,72 +963,766 @@ impl Vmsd {
             .find(|(_, s)| s.vmsd.name.as_bytes() == name)
     }
 
-    /// Checks the table against a struct of `size` bytes; panics (a compile error when called
-    /// in a const item) with the reason if they disagree.
-    pub const fn check(&self, size: usize) {
-        if self.table.size != size {
-            panic!("vmsd size differs from the state struct's size");
+    /// Checks the table against the state struct `layout` describes; panics (a compile error
+    /// when called in a `const` item, as [`assert_layout!`](crate::assert_layout) does) with
+    /// the first [`LayoutProblem`]'s message, which names the table and the field.
+    pub const fn check(&self, layout: StateLayout) {
+        if let Some(p) = self.layout_problem(layout) {
+            let m = p.message();
+            panic!("{}", m.as_str());
         }
-        if self.table.minimum_version_id > self.table.version_id {
-            panic!("minimum_version_id > version_id");
+    }
+
+    /// The first way the table disagrees with the state struct `layout` describes, or `None`
+    /// (what [`Vmsd::check`] panics on). In order:
+    ///
+    /// 1. each table of the tree (this one and its subsections, recursively) on its own: its
+    ///    size is the struct's, `minimum_version_id <= version_id`, a name of 1..=255 bytes, at
+    ///    most [`MAX_SUBSECTIONS`] subsections, every field's and [`NotMigrated`] entry's
+    ///    storage (and every count) inside the struct, no field gated on a newer version, no
+    ///    two fields of one table sharing storage, subsection names extending their parent's,
+    ///    vendor tags at levels `1..=`[`MAX_LEVELS`](crate::v4::MAX_LEVELS) and at most
+    ///    `layout.vendors`; nested struct descriptions checked the same way against their own
+    ///    size (every byte of the nested struct included);
+    /// 2. no [`NotMigrated`] entry overlaps a field of the tree (storage is migrated or not);
+    /// 3. every byte of the struct is the storage of a field or of a [`NotMigrated`] entry of
+    ///    the tree (subsections describe the same struct; a nested struct field covers its
+    ///    whole storage, its own description proving its inside);
+    /// 4. with `layout.body`, the current-version fields are exactly the first `body` bytes of
+    ///    the struct, one copy in wire order ([`Vmsd::storage_plan`]).
+    ///
+    /// ```
+    /// use vmstate::schema::{LayoutRule, StateLayout, Vmsd};
+    /// use vmstate::{field, not_migrated};
+    /// #[repr(C)]
+    /// struct S { a: u8, b: u8, c: u8 }
+    /// const T: Vmsd = Vmsd::new("s", 1, 1, 3).fields(&[field!(S, a), field!(S, c)]);
+    /// let p = T.layout_problem(StateLayout::of(3)).unwrap();
+    /// assert!(matches!(p.rule, LayoutRule::Uncovered { start: 1, end: 2, .. }));
+    /// assert_eq!(
+    ///     p.message().as_str(),
+    ///     "vmsd `s`: state bytes 1..2 are in no table (after field `a`, before field `c`): \
+    ///      add the struct field to the table or mark it with not_migrated!"
+    /// );
+    /// const U: Vmsd = T.not_migrated(&[not_migrated!(S, b)]);
+    /// assert_eq!(U.layout_problem(StateLayout::of(3)), None);
+    /// ```
+    pub const fn layout_problem(&self, layout: StateLayout) -> Option<LayoutProblem> {
+        if layout.vendors > crate::v4::MAX_LEVELS {
+            return problem(
+                self,
+                "",
+                LayoutRule::ChainTooLong {
+                    vendors: layout.vendors,
+                },
+            );
         }
-        if self.table.name.is_empty() || self.table.name.len() > 255 {
-            panic!("vmsd name must be 1..=255 bytes");
+        if let Some(p) = self.table_problem(layout.size, layout.vendors) {
+            return Some(p);
         }
-        if self.table.subsections.len() > MAX_SUBSECTIONS {
-            panic!("too many subsections");
+        if let Some(p) = marker_problem(self, self) {
+            return Some(p);
+        }
+        if let Some(p) = coverage_problem(self, layout.size) {
+            return Some(p);
+        }
+        match layout.body {
+            Some(body) => self.body_problem(body),
+            None => None,
+        }
+    }
+
+    /// Rule 1 of [`Vmsd::layout_problem`] for this table and its subsections.
+    const fn table_problem(&self, size: usize, vendors: usize) -> Option<LayoutProblem> {
+        let t = &self.table;
+        if t.size != size {
+            let rule = LayoutRule::Size {
+                table: t.size,
+                state: size,
+            };
+            return problem(self, "", rule);
+        }
+        if t.minimum_version_id > t.version_id {
+            let rule = LayoutRule::Versions {
+                minimum: t.minimum_version_id,
+                current: t.version_id,
+            };
+            return problem(self, "", rule);
+        }
+        if t.name.is_empty() || t.name.len() > 255 {
+            return problem(self, "", LayoutRule::Name { len: t.name.len() });
+        }
+        if t.subsections.len() > MAX_SUBSECTIONS {
+            let rule = LayoutRule::TooManySubsections {
+                count: t.subsections.len(),
+            };
+            return problem(self, "", rule);
         }
         let mut i = 0;
-        while i < self.table.fields.len() {
-            let f = &self.table.fields[i];
-            let end = f.offset + f.storage_size();
+        while i < t.fields.len() + t.not_migrated.len() {
+            let (name, start, end, _) = storage(t, i);
             if end > size {
-                panic!("field storage lies outside the state struct");
+                return problem(self, name, LayoutRule::Outside { start, end, size });
             }
-            if f.since > self.table.version_id {
-                panic!("field is gated on a version newer than the vmsd");
-            }
-            match f.kind {
-                Kind::Struct { vmsd, .. } => vmsd.check(vmsd.table.size),
-                Kind::VArray { elem, count } => {
-                    if count.offset + count.ty.width() > size {
-                        panic!("varray count lies outside the state struct");
-                    }
-                    if let Elem::Struct(v) = elem {
-                        v.check(v.table.size)
-                    }
-                }
-                Kind::VBuffer { size: count } if count.offset + count.ty.width() > size => {
-                    panic!("vbuffer size lies outside the state struct");
-                }
-                _ => {}
-            }
-            // Storage ranges of two fields must not overlap.
+            // Storage ranges of two fields must not overlap (markers: rule 2).
             let mut j = 0;
-            while j < i {
-                let g = &self.table.fields[j];
-                let g_end = g.offset + g.storage_size();
-                if f.storage_size() > 0
-                    && g.storage_size() > 0
-                    && f.offset < g_end
-                    && g.offset < end
-                {
-                    panic!("two fields share storage");
+            while j < i && i < t.fields.len() {
+                let (other, o_start, o_end, _) = storage(t, j);
+                if start < end && o_start < o_end && start < o_end && o_start < end {
+                    let rule = LayoutRule::Overlap { start, end, other };
+                    return problem(self, name, rule);
                 }
                 j += 1;
             }
             i += 1;
         }
-        let mut s = 0;
-        while s < self.table.subsections.len() {
-            let sub = self.table.subsections[s].vmsd;
-            if !starts_with(sub.table.name, self.table.name)
-                || sub.table.name.len() <= self.table.name.len()
-            {
-                panic!("a subsection's name must extend its parent's name");
+        i = 0;
+        while i < t.fields.len() {
+            let f = &t.fields[i];
+            i += 1;
+            if f.since > t.version_id {
+                let rule = LayoutRule::FutureVersion {
+                    since: f.since,
+                    current: t.version_id,
+                };
+                return problem(self, f.name, rule);
             }
-            sub.check(size);
-            s += 1;
+            let (count, nested) = match f.kind {
+                Kind::Struct { vmsd, .. } => (None, Some(vmsd)),
+                Kind::VArray {
+                    elem: Elem::Struct(vmsd),
+                    count,
+                } => (Some(count), Some(vmsd)),
+                Kind::VArray { count, .. } | Kind::VBuffer { size: count } => (Some(count), None),
+                _ => (None, None),
+            };
+            if let Some(c) = count {
+                let end = c.offset.saturating_add(c.ty.width());
+                if end > size {
+                    let rule = LayoutRule::CountOutside {
+                        start: c.offset,
+                        end,
+                        size,
+                    };
+                    return problem(self, f.name, rule);
+                }
+            }
+            if let Some(v) = nested {
+                let layout = StateLayout::of(v.table.size).vendors(vendors);
+                if let Some(p) = v.layout_problem(layout) {
+                    return Some(p);
+                }
+            }
+        }
+        i = 0;
+        while i < t.subsections.len() {
+            let sub = &t.subsections[i];
+            i += 1;
+            let parent = t.name;
+            if !starts_with(sub.vmsd.table.name, parent)
+                || sub.vmsd.table.name.len() <= parent.len()
+            {
+                return problem(sub.vmsd, "", LayoutRule::SubsectionName { parent });
+            }
+            if let Some(tag) = sub.vendor {
+                let level = tag.level as usize;
+                if level == 0 || level > crate::v4::MAX_LEVELS {
+                    let rule = LayoutRule::VendorLevel {
+                        parent,
+                        level: tag.level,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
+                if level > vendors {
+                    let rule = LayoutRule::AboveChain {
+                        parent,
+                        level: tag.level,
+                        vendors,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
+            }
+            if let Some(p) = sub.vmsd.table_problem(size, vendors) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Rule 4 of [`Vmsd::layout_problem`]: the fields are the first `body` bytes, one copy.
+    const fn body_problem(&self, body: usize) -> Option<LayoutProblem> {
+        match self.storage_plan() {
+            Some(p) if p.len as usize == body => None,
+            Some(p) => {
+                let rule = LayoutRule::NotTheBody {
+                    body,
+                    copy: p.len as usize,
+                };
+                problem(self, "", rule)
+            }
+            None => {
+                // Name the first field that is not the next bytes of the copy.
+                let t = &self.table;
+                let mut at = 0;
+                let mut i = 0;
+                while i < t.fields.len() {
+                    let f = &t.fields[i];
+                    let plain = f.exists.is_none()
+                        && f.since <= t.version_id
+                        && !matches!(
+                            f.kind,
+                            Kind::VArray { .. }
+                                | Kind::VBuffer { .. }
+                                | Kind::Validate { .. }
+                                | Kind::NullPtr
+                        );
+                    if f.offset != at || !plain {
+                        break;
+                    }
+                    at += f.storage_size();
+                    i += 1;
+                }
+                let name = if i < t.fields.len() {
+                    t.fields[i].name
+                } else {
+                    ""
+                };
+                problem(self, name, LayoutRule::NotACopy)
+            }
+        }
+    }
+}
+
+/// The `i`th storage range of `t`: `(name, start, end, migrated)`, fields first, then the
+/// [`NotMigrated`] entries.
+const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize, bool) {
+    if i < t.fields.len() {
+        let f = &t.fields[i];
+        (
+            f.name,
+            f.offset,
+            f.offset.saturating_add(f.storage_size()),
+            true,
+        )
+    } else {
+        let m = &t.not_migrated[i - t.fields.len()];
+        (m.name, m.offset, m.offset.saturating_add(m.len), false)
+    }
+}
+
+/// Rule 2 of [`Vmsd::layout_problem`]: a [`NotMigrated`] entry of `v` (a table of `root`'s
+/// tree) overlapping a field of the tree.
+const fn marker_problem(root: &Vmsd, v: &Vmsd) -> Option<LayoutProblem> {
+    let t = &v.table;
+    let mut i = t.fields.len();
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (name, start, end, _) = storage(t, i);
+        if let Some(by) = migrated_in(root, start, end) {
+            return problem(v, name, LayoutRule::Migrated { by });
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        if let Some(p) = marker_problem(root, t.subsections[s].vmsd) {
+            return Some(p);
+        }
+        s += 1;
+    }
+    None
+}
+
+/// The name of a field of `v`'s tree whose storage overlaps `start..end`.
+const fn migrated_in(v: &Vmsd, start: usize, end: usize) -> Option<&'static str> {
+    let t = &v.table;
+    let mut i = 0;
+    while i < t.fields.len() {
+        let (name, s, e, _) = storage(t, i);
+        if s < e && start < end && s < end && start < e {
+            return Some(name);
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        if let Some(name) = migrated_in(t.subsections[s].vmsd, start, end) {
+            return Some(name);
+        }
+        s += 1;
+    }
+    None
+}
+
+/// Rule 3 of [`Vmsd::layout_problem`]: the first bytes of `size` no storage range of `root`'s
+/// tree covers.
+const fn coverage_problem(root: &Vmsd, size: usize) -> Option<LayoutProblem> {
+    let mut pos = 0;
+    while pos < size {
+        let reach = reach(root, pos);
+        if reach > pos {
+            pos = reach;
+            continue;
+        }
+        let (after, end) = match next_range(root, pos, None) {
+            Some((name, start)) if start < size => (name, start),
+            _ => ("", size),
+        };
+        let before = match last_range(root, pos, None) {
+            Some((name, _)) => name,
+            None => "",
+        };
+        let rule = LayoutRule::Uncovered {
+            start: pos,
+            end,
+            before,
+            after,
+        };
+        return problem(root, "", rule);
+    }
+    None
+}
+
+/// The furthest end of a storage range of `v`'s tree holding the byte at `pos` (`pos` if none).
+const fn reach(v: &Vmsd, pos: usize) -> usize {
+    let t = &v.table;
+    let mut best = pos;
+    let mut i = 0;
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (_, start, end, _) = storage(t, i);
+        if start <= pos && pos < end && end > best {
+            best = end;
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        let r = reach(t.subsections[s].vmsd, pos);
+        if r > best {
+            best = r;
+        }
+        s += 1;
+    }
+    best
+}
+
+/// The non-empty storage range of `v`'s tree starting first after `pos` (name, start), or
+/// `best`.
+const fn next_range(
+    v: &Vmsd,
+    pos: usize,
+    mut best: Option<(&'static str, usize)>,
+) -> Option<(&'static str, usize)> {
+    let t = &v.table;
+    let mut i = 0;
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (name, start, end, _) = storage(t, i);
+        let earlier = match best {
+            Some((_, b)) => start < b,
+            None => true,
+        };
+        if start > pos && start < end && earlier {
+            best = Some((name, start));
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        best = next_range(t.subsections[s].vmsd, pos, best);
+        s += 1;
+    }
+    best
+}
+
+/// The non-empty storage range of `v`'s tree ending last at or before `pos` (name, end), or
+/// `best`.
+const fn last_range(
+    v: &Vmsd,
+    pos: usize,
+    mut best: Option<(&'static str, usize)>,
+) -> Option<(&'static str, usize)> {
+    let t = &v.table;
+    let mut i = 0;
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (name, start, end, _) = storage(t, i);
+        let later = match best {
+            Some((_, b)) => end > b,
+            None => true,
+        };
+        if end <= pos && start < end && later {
+            best = Some((name, end));
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        best = last_range(t.subsections[s].vmsd, pos, best);
+        s += 1;
+    }
+    best
+}
+
+const fn problem(v: &Vmsd, field: &'static str, rule: LayoutRule) -> Option<LayoutProblem> {
+    Some(LayoutProblem {
+        vmsd: v.table.name,
+        field,
+        rule,
+    })
+}
+
+/// What [`assert_layout!`](crate::assert_layout) checks a table against: the state struct's
+/// size, optionally the body at its start, and the vendor levels of the streams it is written
+/// to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLayout {
+    /// `size_of` the state struct.
+    pub size: usize,
+    /// `size_of` the struct that must be exactly the current-version body (`wire`, `body = B`).
+    pub body: Option<usize>,
+    /// Vendor levels of the header's chain: vendor tags above it are refused (the v4 writer
+    /// checks the actual header at run time).
+    pub vendors: usize,
+}
+
+impl StateLayout {
+    /// A state struct of `size` bytes, no body requirement, any chain
+    /// ([`MAX_LEVELS`](crate::v4::MAX_LEVELS) vendor levels).
+    pub const fn of(size: usize) -> StateLayout {
+        StateLayout {
+            size,
+            body: None,
+            vendors: crate::v4::MAX_LEVELS,
+        }
+    }
+
+    /// Requires the current-version fields to be exactly the first `len` bytes of the struct.
+    pub const fn body(mut self, len: usize) -> StateLayout {
+        self.body = Some(len);
+        self
+    }
+
+    /// Refuses vendor tags above level `levels`.
+    pub const fn vendors(mut self, levels: usize) -> StateLayout {
+        self.vendors = levels;
+        self
+    }
+}
+
+/// The first disagreement [`Vmsd::layout_problem`] finds between a table and its state struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutProblem {
+    /// The table it is in (a subsection's or a nested struct's own table when it is there).
+    pub vmsd: &'static str,
+    /// The field or [`NotMigrated`] entry concerned (`""`: the table itself).
+    pub field: &'static str,
+    /// What is wrong.
+    pub rule: LayoutRule,
+}
+
+/// The rule a [`LayoutProblem`] breaks. Ranges are byte offsets `start..end` in the state
+/// struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutRule {
+    /// The table's size is not the struct's.
+    Size {
+        /// The table's `size`.
+        table: usize,
+        /// The struct's.
+        state: usize,
+    },
+    /// `minimum_version_id > version_id`.
+    Versions {
+        /// `minimum_version_id`.
+        minimum: u32,
+        /// `version_id`.
+        current: u32,
+    },
+    /// The table's name is empty or longer than 255 bytes.
+    Name {
+        /// Its length.
+        len: usize,
+    },
+    /// More than [`MAX_SUBSECTIONS`] subsections.
+    TooManySubsections {
+        /// How many.
+        count: usize,
+    },
+    /// The field's storage ends past the struct.
+    Outside {
+        /// Storage start.
+        start: usize,
+        /// Storage end.
+        end: usize,
+        /// The struct's size.
+        size: usize,
+    },
+    /// A variable array's count (or buffer's size) field ends past the struct.
+    CountOutside {
+        /// Count start.
+        start: usize,
+        /// Count end.
+        end: usize,
+        /// The struct's size.
+        size: usize,
+    },
+    /// The field is gated on a version newer than the table's.
+    FutureVersion {
+        /// The field's `since`.
+        since: u32,
+        /// The table's `version_id`.
+        current: u32,
+    },
+    /// The field shares storage with an earlier field of the same table.
+    Overlap {
+        /// Storage start.
+        start: usize,
+        /// Storage end.
+        end: usize,
+        /// The earlier field.
+        other: &'static str,
+    },
+    /// A subsection's name does not extend its parent's.
+    SubsectionName {
+        /// The parent's name.
+        parent: &'static str,
+    },
+    /// A [`NotMigrated`] entry's storage is migrated by a field.
+    Migrated {
+        /// The field.
+        by: &'static str,
+    },
+    /// Bytes of the struct no field or [`NotMigrated`] entry covers: a struct field left out
+    /// of the table.
+    Uncovered {
+        /// First uncovered byte.
+        start: usize,
+        /// End of the uncovered run.
+        end: usize,
+        /// The field (or entry) ending last before them (`""`: none).
+        before: &'static str,
+        /// The field (or entry) starting first after them (`""`: none).
+        after: &'static str,
+    },
+    /// A vendor-tagged subsection at level 0 (upstream) or above
+    /// [`MAX_LEVELS`](crate::v4::MAX_LEVELS).
+    VendorLevel {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+    },
+    /// A vendor-tagged subsection above the chain `assert_layout!(…, vendors = N)` names.
+    AboveChain {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+        /// The chain's vendor levels.
+        vendors: usize,
+    },
+    /// `vendors = N` with `N` above [`MAX_LEVELS`](crate::v4::MAX_LEVELS).
+    ChainTooLong {
+        /// `N`.
+        vendors: usize,
+    },
+    /// The fields are one copy, but not of the body's size.
+    NotTheBody {
+        /// The body struct's size.
+        body: usize,
+        /// The copy's length.
+        copy: usize,
+    },
+    /// The fields are not one copy of the struct in wire order (the field named, if any, is
+    /// the first that breaks it).
+    NotACopy,
+}
+
+impl LayoutProblem {
+    /// The problem in words: `vmsd `NAME`, field `FIELD`: …` (what `assert_layout!` panics
+    /// with, at compile time).
+    pub const fn message(&self) -> LayoutMessage {
+        let mut m = LayoutMessage {
+            buf: [0; LAYOUT_MESSAGE_LEN],
+            len: 0,
+        };
+        m.push("vmsd `").push(self.vmsd).push("`");
+        if !self.field.is_empty() {
+            m.push(", field `").push(self.field).push("`");
+        }
+        m.push(": ");
+        match self.rule {
+            LayoutRule::Size { table, state } => {
+                m.push("the table's size is ").num(table);
+                m.push(" bytes, the state struct's ").num(state);
+            }
+            LayoutRule::Versions { minimum, current } => {
+                m.push("minimum_version_id ").num(minimum as usize);
+                m.push(" > version_id ").num(current as usize);
+            }
+            LayoutRule::Name { len } => {
+                m.push("the name is ").num(len).push(" bytes (1..=255)");
+            }
+            LayoutRule::TooManySubsections { count } => {
+                m.push("")
+                    .num(count)
+                    .push(" subsections, at most ")
+                    .num(MAX_SUBSECTIONS);
+            }
+            LayoutRule::Outside { start, end, size } => {
+                m.push("storage ").num(start).push("..").num(end);
+                m.push(" lies outside the ")
+                    .num(size)
+                    .push("-byte state struct");
+            }
+            LayoutRule::CountOutside { start, end, size } => {
+                m.push("count ").num(start).push("..").num(end);
+                m.push(" lies outside the ")
+                    .num(size)
+                    .push("-byte state struct");
+            }
+            LayoutRule::FutureVersion { since, current } => {
+                m.push("gated on version ").num(since as usize);
+                m.push(", newer than the table's ").num(current as usize);
+            }
+            LayoutRule::Overlap { start, end, other } => {
+                m.push("storage ").num(start).push("..").num(end);
+                m.push(" overlaps field `").push(other).push("`");
+            }
+            LayoutRule::SubsectionName { parent } => {
+                m.push("a subsection's name must extend its parent's `")
+                    .push(parent)
+                    .push("`");
+            }
+            LayoutRule::Migrated { by } => {
+                m.push("marked not_migrated! but field `")
+                    .push(by)
+                    .push("` migrates it");
+            }
+            LayoutRule::Uncovered {
+                start,
+                end,
+                before,
+                after,
+            } => {
+                m.push("state bytes ")
+                    .num(start)
+                    .push("..")
+                    .num(end)
+                    .push(" are in no table (");
+                if !before.is_empty() {
+                    m.push("after field `").push(before).push("`");
+                }
+                if !before.is_empty() && !after.is_empty() {
+                    m.push(", ");
+                }
+                if !after.is_empty() {
+                    m.push("before field `").push(after).push("`");
+                }
+                if before.is_empty() && after.is_empty() {
+                    m.push("the table has no fields");
+                }
+                m.push("): add the struct field to the table or mark it with not_migrated!");
+            }
+            LayoutRule::VendorLevel { parent, level } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize)
+                    .push(", outside 1..=")
+                    .num(crate::v4::MAX_LEVELS);
+                m.push(" (level 0 is upstream QEMU)");
+            }
+            LayoutRule::AboveChain {
+                parent,
+                level,
+                vendors,
+            } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize)
+                    .push(", above the chain's ")
+                    .num(vendors);
+                m.push(" (vendors = ").num(vendors).push(")");
+            }
+            LayoutRule::ChainTooLong { vendors } => {
+                m.push("vendors = ")
+                    .num(vendors)
+                    .push(", a chain has at most ");
+                m.num(crate::v4::MAX_LEVELS).push(" vendor levels");
+            }
+            LayoutRule::NotTheBody { body, copy } => {
+                m.push("the fields are one copy of ").num(copy);
+                m.push(" bytes, not of the ").num(body).push("-byte body");
+            }
+            LayoutRule::NotACopy => {
+                m.push("the fields are not one copy of the struct in wire order");
+            }
+        }
+        m
+    }
+}
+
+impl core::fmt::Display for LayoutProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message().as_str())
+    }
+}
+
+/// Bytes a [`LayoutMessage`] holds (a longer message is cut at a character boundary).
+pub const LAYOUT_MESSAGE_LEN: usize = 512;
+
+/// A [`LayoutProblem`]'s message, formatted in a `const` context into a fixed buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutMessage {
+    buf: [u8; LAYOUT_MESSAGE_LEN],
+    len: usize,
+}
+
+impl LayoutMessage {
+    /// The message.
+    pub const fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.buf.split_at(self.len).0) {
+            Ok(s) => s,
+            // Unreachable: only whole characters of `&str`s are pushed.
+            Err(_) => "layout problem",
+        }
+    }
+
+    /// Appends `s`, or as many of its leading characters as fit.
+    const fn push(&mut self, s: &str) -> &mut LayoutMessage {
+        let b = s.as_bytes();
+        let mut n = b.len();
+        if n > LAYOUT_MESSAGE_LEN - self.len {
+            n = LAYOUT_MESSAGE_LEN - self.len;
+            // Cut before a continuation byte's character.
+            while n > 0 && b[n] & 0xc0 == 0x80 {
+                n -= 1;
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            self.buf[self.len + i] = b[i];
+            i += 1;
+        }
+        self.len += n;
+        self
+    }
+
+    /// Appends `n` in decimal.
+    const fn num(&mut self, mut n: usize) -> &mut LayoutMessage {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        match core::str::from_utf8(digits.split_at(i).1) {
+            Ok(s) => self.push(s),
+            Err(_) => self,
         }
     }
 }
@@ -1245,31 +1965,163 @@ pub const fn varray_kind(storage: Kind, count_offset: usize, ty: CountType) -> K
     }
 }
 
-/// Checks at compile time that `$vmsd` describes `$S` (see [`Vmsd::check`]); with `wire`, also
-/// that `$S` is exactly the current-version body so it can serve as a zero-copy view; with
-/// `body = B`, that the struct `B` at the start of `$S` is exactly the current-version body.
+/// Storage of the state struct a table deliberately does not migrate: `not_migrated!(S, path)`
+/// gives a [`NotMigrated`](crate::schema::NotMigrated) for `S.path`, listed with
+/// [`Vmsd::not_migrated`](crate::schema::Vmsd::not_migrated) so that
+/// [`assert_layout!`](crate::assert_layout) accepts leaving it out of the table.
+///
+/// ```
+/// use vmstate::{assert_layout, field, not_migrated, Vmsd};
+/// #[repr(C)]
+/// struct Pic { irr: u8, imr: u8, elcr_mask: u8 }
+/// // `elcr_mask` is the destination's configuration, not part of the wire state.
+/// const PIC: Vmsd = Vmsd::new("pic", 1, 1, size_of::<Pic>())
+///     .fields(&[field!(Pic, irr), field!(Pic, imr)])
+///     .not_migrated(&[not_migrated!(Pic, elcr_mask)]);
+/// assert_layout!(Pic, PIC);
+/// ```
+#[macro_export]
+macro_rules! not_migrated {
+    ($S:ty, $($p:ident).+) => {
+        $crate::schema::NotMigrated {
+            name: $crate::schema::last_segment(stringify!($($p).+)),
+            offset: ::core::mem::offset_of!($S, $($p).+),
+            len: $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+),
+        }
+    };
+}
+
+/// Checks at compile time that `$vmsd` describes the state struct `$S` (every rule of
+/// [`Vmsd::layout_problem`](crate::schema::Vmsd::layout_problem)); a disagreement fails the
+/// build with a message naming the table and the field.
+///
+/// * `assert_layout!(S, T)`: the table fits the struct, and every byte of `S` is the storage of
+///   a field of `T` or of its subsections (recursively; nested struct fields through their own
+///   tables) or is marked with [`not_migrated!`](crate::not_migrated): a struct field cannot be
+///   left out of the table by accident. Vendor tags must be at levels `1..=8`.
+/// * `assert_layout!(S, T, wire)`: also, the current-version fields are exactly `S`, one copy in
+///   wire order (what makes `vmstate::view` a zero-copy read).
+/// * `assert_layout!(S, T, body = B)`: also, the current-version fields are exactly the struct
+///   `B` at the start of `S`.
+/// * `, vendors = N` after any of these: vendor tags above level `N` are refused, for tables
+///   written under a header whose vendor chain has `N` levels. The table cannot see the
+///   header: the v4 writer checks each tag against the actual header at run time.
+///
+/// ```
+/// use vmstate::schema::{Subsection, VendorTag};
+/// use vmstate::{assert_layout, field, not_migrated, pred, Vmsd};
+/// use zerocopy::byteorder::big_endian::U16;
+/// use zerocopy::{FromBytes, Immutable, KnownLayout};
+/// #[repr(C)]
+/// #[derive(FromBytes, KnownLayout, Immutable)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8, host_fd: u8 }
+/// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, pred!(Dev, |d| d.feature != 0)).vendor(TAG)])
+///     .not_migrated(&[not_migrated!(Dev, host_fd)]);
+/// assert_layout!(Dev, DEV, vendors = 1);
+/// ```
+///
+/// A struct field missing from the table ("vmsd `dev`: state bytes 2..3 are in no table (after
+/// field `ctrl`, before field `feature`): add the struct field to the table or mark it with
+/// not_migrated!"):
+///
+/// ```compile_fail
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # use zerocopy::byteorder::big_endian::U16;
+/// #[repr(C)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8 }
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, feature)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A field missing from a subsection's table ("vmsd `dev`: state bytes 4..5 are in no table
+/// (after field `feature`) …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::Subsection;
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # use zerocopy::byteorder::big_endian::U16;
+/// #[repr(C)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8, feature_arg: u8 }
+/// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, feature)]);
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag at level 0, which is upstream QEMU ("vmsd `dev/feature`: subsection of `dev`
+/// tagged vendor level 0, outside 1..=8 …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 0, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag at level 9 (a chain has at most 8 levels: "… tagged vendor level 9, outside
+/// 1..=8 …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 9, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag above the chain the table is written under ("… tagged vendor level 2, above
+/// the chain's 1 (vendors = 1)"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 2, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV, vendors = 1);
+/// ```
 #[macro_export]
 macro_rules! assert_layout {
-    ($S:ty, $vmsd:expr) => {
-        const _: () = $vmsd.check(::core::mem::size_of::<$S>());
+    (@check $vmsd:expr, $layout:expr) => {
+        const _: () = $vmsd.check($layout);
     };
-    ($S:ty, $vmsd:expr, body = $B:ty) => {
-        $crate::assert_layout!(@body $S, $vmsd, $B);
+    ($S:ty, $vmsd:expr $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!(@check $vmsd, $crate::schema::StateLayout::of(
+            ::core::mem::size_of::<$S>()) $(.vendors($n))?);
     };
-    ($S:ty, $vmsd:expr, wire) => {
-        $crate::assert_layout!(@body $S, $vmsd, $S);
+    ($S:ty, $vmsd:expr, body = $B:ty $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!(@check $vmsd, $crate::schema::StateLayout::of(
+            ::core::mem::size_of::<$S>()).body(::core::mem::size_of::<$B>()) $(.vendors($n))?);
     };
-    (@body $S:ty, $vmsd:expr, $B:ty) => {
-        const _: () = {
-            $vmsd.check(::core::mem::size_of::<$S>());
-            match $vmsd.storage_plan() {
-                Some(p) => assert!(
-                    p.len as usize == ::core::mem::size_of::<$B>(),
-                    "the struct is not the exact body"
-                ),
-                None => panic!("the fields are not one copy of the struct in wire order"),
-            }
-        };
+    ($S:ty, $vmsd:expr, wire $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!($S, $vmsd, body = $S $(, vendors = $n)?);
     };
 }
 
