@@ -8,8 +8,9 @@
 //! each field's offset with `offset_of!` and its wire kind from its Rust type, and
 //! [`Vmsd::check`] (run in a `const` item by [`assert_layout!`](crate::assert_layout)) proves the
 //! table and the struct agree: every range inside the struct, no overlaps, counts inside the
-//! struct, subsections over the same struct, names well-formed. There is no second list to keep
-//! in sync.
+//! struct, subsections over the same struct, names well-formed, vendor levels valid, and every
+//! byte of the struct migrated by some table or marked [`not_migrated!`](crate::not_migrated).
+//! There is no second list to keep in sync.
 
 use crate::error::Violation;
 
@@ -981,8 +982,8 @@ impl Vmsd {
     ///    most [`MAX_SUBSECTIONS`] subsections, every field's and [`NotMigrated`] entry's
     ///    storage (and every count) inside the struct, no field gated on a newer version, no
     ///    two fields of one table sharing storage, subsection names extending their parent's,
-    ///    vendor tags at levels `1..=`[`MAX_LEVELS`](crate::v4::MAX_LEVELS) and at most
-    ///    `layout.vendors`; nested struct descriptions checked the same way against their own
+    ///    vendor tags at levels `1..=`[`MAX_LEVELS`](crate::v4::MAX_LEVELS), at most
+    ///    `layout.vendors`, and only on the section's own subsections; nested struct descriptions checked the same way against their own
     ///    size (every byte of the nested struct included);
     /// 2. no [`NotMigrated`] entry overlaps a field of the tree (storage is migrated or not);
     /// 3. every byte of the struct is the storage of a field or of a [`NotMigrated`] entry of
@@ -1008,6 +1009,11 @@ impl Vmsd {
     /// assert_eq!(U.layout_problem(StateLayout::of(3)), None);
     /// ```
     pub const fn layout_problem(&self, layout: StateLayout) -> Option<LayoutProblem> {
+        self.tree_problem(layout, true)
+    }
+
+    /// [`Vmsd::layout_problem`] for a table that is a section (`top`) or a nested struct's.
+    const fn tree_problem(&self, layout: StateLayout, top: bool) -> Option<LayoutProblem> {
         if layout.vendors > crate::v4::MAX_LEVELS {
             return problem(
                 self,
@@ -1017,7 +1023,7 @@ impl Vmsd {
                 },
             );
         }
-        if let Some(p) = self.table_problem(layout.size, layout.vendors) {
+        if let Some(p) = self.table_problem(layout.size, layout.vendors, top) {
             return Some(p);
         }
         if let Some(p) = marker_problem(self, self) {
@@ -1032,8 +1038,9 @@ impl Vmsd {
         }
     }
 
-    /// Rule 1 of [`Vmsd::layout_problem`] for this table and its subsections.
-    const fn table_problem(&self, size: usize, vendors: usize) -> Option<LayoutProblem> {
+    /// Rule 1 of [`Vmsd::layout_problem`] for this table and its subsections (vendor tags only
+    /// on a section's own subsections: `top`).
+    const fn table_problem(&self, size: usize, vendors: usize, top: bool) -> Option<LayoutProblem> {
         let t = &self.table;
         if t.size != size {
             let rule = LayoutRule::Size {
@@ -1109,7 +1116,7 @@ impl Vmsd {
             }
             if let Some(v) = nested {
                 let layout = StateLayout::of(v.table.size).vendors(vendors);
-                if let Some(p) = v.layout_problem(layout) {
+                if let Some(p) = v.tree_problem(layout, false) {
                     return Some(p);
                 }
             }
@@ -1126,6 +1133,13 @@ impl Vmsd {
             }
             if let Some(tag) = sub.vendor {
                 let level = tag.level as usize;
+                if !top {
+                    let rule = LayoutRule::NestedVendorTag {
+                        parent,
+                        level: tag.level,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
                 if level == 0 || level > crate::v4::MAX_LEVELS {
                     let rule = LayoutRule::VendorLevel {
                         parent,
@@ -1142,7 +1156,7 @@ impl Vmsd {
                     return problem(sub.vmsd, "", rule);
                 }
             }
-            if let Some(p) = sub.vmsd.table_problem(size, vendors) {
+            if let Some(p) = sub.vmsd.table_problem(size, vendors, false) {
                 return Some(p);
             }
         }
@@ -1519,6 +1533,15 @@ pub enum LayoutRule {
         /// The chain's vendor levels.
         vendors: usize,
     },
+    /// A vendor tag on a subsection that is not a section's own (a subsection's or a nested
+    /// struct's): only a section's own subsections are framed and tagged (docs/FORMAT.md §3),
+    /// so the tag would be ignored.
+    NestedVendorTag {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+    },
     /// `vendors = N` with `N` above [`MAX_LEVELS`](crate::v4::MAX_LEVELS).
     ChainTooLong {
         /// `N`.
@@ -1643,6 +1666,13 @@ impl LayoutProblem {
                     .push(", above the chain's ")
                     .num(vendors);
                 m.push(" (vendors = ").num(vendors).push(")");
+            }
+            LayoutRule::NestedVendorTag { parent, level } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize);
+                m.push(", but only a section's own subsections carry vendor tags");
             }
             LayoutRule::ChainTooLong { vendors } => {
                 m.push("vendors = ")
@@ -2172,6 +2202,7 @@ macro_rules! check {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use zerocopy::byteorder::big_endian::{U16, U32};
 
@@ -2209,5 +2240,266 @@ mod tests {
             "the struct has a gap before `y`"
         );
         assert!(INNER.storage_plan().is_some_and(|p| p.len == 5));
+    }
+
+    /// A device with a count, a variable array, a nested struct, a subsection and a host-side
+    /// byte: every shape `layout_problem` walks.
+    #[repr(C)]
+    struct Dev {
+        n: u8,
+        fifo: [u8; 4],
+        inner: Inner,
+        feature: U16,
+        host: u8,
+    }
+
+    const SIZE: usize = size_of::<Dev>();
+    const TAG: VendorTag = VendorTag {
+        level: 2,
+        minor: 1,
+        must_understand: false,
+    };
+    const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, SIZE).fields(&[field!(Dev, feature)]);
+    const SUBS: &[Subsection] = &[Subsection::new(&FEATURE, |_| true).vendor(TAG)];
+    const HOST: &[NotMigrated] = &[not_migrated!(Dev, host)];
+    const FIELDS: &[Field] = &[
+        field!(Dev, n),
+        varray!(Dev, fifo, count = n),
+        struct_field!(Dev, inner, INNER),
+    ];
+    const DEV: Vmsd = Vmsd::new("dev", 1, 1, SIZE)
+        .fields(FIELDS)
+        .subsections(SUBS)
+        .not_migrated(HOST);
+    assert_layout!(Dev, DEV, vendors = 2);
+
+    /// The problem and its message (what `assert_layout!` would panic with).
+    fn problem(v: &Vmsd, layout: StateLayout) -> (LayoutProblem, std::string::String) {
+        let p = v.layout_problem(layout).expect("a problem");
+        (p, std::string::ToString::to_string(&p))
+    }
+
+    #[test]
+    fn every_byte_is_migrated_or_marked() {
+        assert_eq!(DEV.layout_problem(StateLayout::of(SIZE)), None);
+        // A struct field left out of the table: the bytes, the fields around them.
+        const NO_N: Vmsd = DEV.fields(FIELDS.split_at(1).1);
+        let (p, m) = problem(&NO_N, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::Uncovered {
+                start: 0,
+                end: 1,
+                before: "",
+                after: "fifo"
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`: state bytes 0..1 are in no table (before field `fifo`): add the struct \
+             field to the table or mark it with not_migrated!"
+        );
+        // The host-side byte, not marked.
+        let (_, m) = problem(&DEV.not_migrated(&[]), StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `dev`: state bytes 12..13 are in no table (after field `feature`): add the \
+             struct field to the table or mark it with not_migrated!"
+        );
+        // A subsection's field left out of its table (the subsection covers the parent's
+        // struct: its bytes count for the parent).
+        const EMPTY_FEATURE: Vmsd = FEATURE.fields(&[]);
+        const NO_FEATURE: Vmsd = DEV.subsections(&[Subsection::new(&EMPTY_FEATURE, |_| true)]);
+        let (p, m) = problem(&NO_FEATURE, StateLayout::of(SIZE));
+        assert!(matches!(
+            p.rule,
+            LayoutRule::Uncovered {
+                start: 10,
+                end: 12,
+                before: "inner",
+                after: "host"
+            }
+        ));
+        assert!(m.starts_with("vmsd `dev`: state bytes 10..12 are in no table (after field "));
+        // A field missing inside a nested struct's table is named in that table.
+        const HALF_INNER: Vmsd = INNER.fields(&[field!(Inner, y)]);
+        const NESTED: Vmsd = DEV.fields(&[
+            field!(Dev, n),
+            varray!(Dev, fifo, count = n),
+            struct_field!(Dev, inner, HALF_INNER),
+        ]);
+        let (p, m) = problem(&NESTED, StateLayout::of(SIZE));
+        assert_eq!(p.vmsd, "inner");
+        assert!(m.starts_with("vmsd `inner`: state bytes 0..3 are in no table (before field `y`)"));
+    }
+
+    #[test]
+    fn not_migrated_storage_is_not_migrated() {
+        // Marking a byte some table of the tree migrates (here the subsection) is refused.
+        const LIE: Vmsd =
+            DEV.not_migrated(&[not_migrated!(Dev, host), not_migrated!(Dev, feature)]);
+        let (p, m) = problem(&LIE, StateLayout::of(SIZE));
+        assert_eq!(
+            (p.field, p.rule),
+            ("feature", LayoutRule::Migrated { by: "feature" })
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `feature`: marked not_migrated! but field `feature` migrates it"
+        );
+        // ... and a mark outside the struct.
+        const OUT: Vmsd = DEV.not_migrated(&[NotMigrated {
+            name: "ghost",
+            offset: SIZE,
+            len: 1,
+        }]);
+        let (p, _) = problem(&OUT, StateLayout::of(SIZE));
+        assert_eq!(p.field, "ghost");
+    }
+
+    #[test]
+    fn vendor_levels_are_checked_against_1_to_8_and_the_chain() {
+        const ZERO: Vmsd = DEV.subsections(&[
+            Subsection::new(&FEATURE, |_| true).vendor(VendorTag { level: 0, ..TAG })
+        ]);
+        let (p, m) = problem(&ZERO, StateLayout::of(SIZE));
+        assert_eq!(p.vmsd, "dev/feature");
+        assert_eq!(
+            p.rule,
+            LayoutRule::VendorLevel {
+                parent: "dev",
+                level: 0
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 0, outside 1..=8 (level \
+             0 is upstream QEMU)"
+        );
+        const NINE: Vmsd = DEV.subsections(&[
+            Subsection::new(&FEATURE, |_| true).vendor(VendorTag { level: 9, ..TAG })
+        ]);
+        let (p, _) = problem(&NINE, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::VendorLevel {
+                parent: "dev",
+                level: 9
+            }
+        );
+        // Level 2 under a one-vendor chain; accepted under two or the default (eight).
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE).vendors(1));
+        assert_eq!(
+            p.rule,
+            LayoutRule::AboveChain {
+                parent: "dev",
+                level: 2,
+                vendors: 1
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 2, above the chain's 1 \
+             (vendors = 1)"
+        );
+        assert_eq!(DEV.layout_problem(StateLayout::of(SIZE).vendors(2)), None);
+        let (p, _) = problem(&DEV, StateLayout::of(SIZE).vendors(9));
+        assert_eq!(p.rule, LayoutRule::ChainTooLong { vendors: 9 });
+        // A tag on a nested struct's subsection would never be written: refused.
+        #[repr(C)]
+        struct Outer {
+            dev: Dev,
+        }
+        const OUTER: Vmsd =
+            Vmsd::new("outer", 1, 1, SIZE).fields(&[struct_field!(Outer, dev, DEV)]);
+        let (p, m) = problem(&OUTER, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::NestedVendorTag {
+                parent: "dev",
+                level: 2
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 2, but only a section's \
+             own subsections carry vendor tags"
+        );
+    }
+
+    #[test]
+    fn table_rules_name_the_field() {
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE + 1));
+        assert_eq!(
+            p.rule,
+            LayoutRule::Size {
+                table: SIZE,
+                state: SIZE + 1
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`: the table's size is 13 bytes, the state struct's 14"
+        );
+        const TWICE: Vmsd = DEV.fields(&[field!(Dev, n), field!(Dev, n).named("n2")]);
+        let (_, m) = problem(&TWICE, StateLayout::of(SIZE));
+        assert_eq!(m, "vmsd `dev`, field `n2`: storage 0..1 overlaps field `n`");
+        const FUTURE: Vmsd = DEV.fields(&[field!(Dev, n).since(2)]);
+        let (_, m) = problem(&FUTURE, StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `n`: gated on version 2, newer than the table's 1"
+        );
+        const ORPHAN: Vmsd =
+            DEV.subsections(&[Subsection::new(&Vmsd::new("other", 1, 1, SIZE), |_| true)]);
+        let (_, m) = problem(&ORPHAN, StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `other`: a subsection's name must extend its parent's `dev`"
+        );
+        const OLD: Vmsd = DEV.versions(1, 2);
+        let (_, m) = problem(&OLD, StateLayout::of(SIZE));
+        assert_eq!(m, "vmsd `dev`: minimum_version_id 2 > version_id 1");
+    }
+
+    #[test]
+    fn body_rules_name_the_first_field_off_the_copy() {
+        // `fifo` is a variable array: the fields are not the struct's bytes, one copy.
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE).body(SIZE));
+        assert_eq!((p.field, p.rule), ("fifo", LayoutRule::NotACopy));
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `fifo`: the fields are not one copy of the struct in wire order"
+        );
+        // `Inner` is a 5-byte copy, not a 4-byte body.
+        let (p, _) = problem(&INNER, StateLayout::of(5).body(4));
+        assert_eq!(p.rule, LayoutRule::NotTheBody { body: 4, copy: 5 });
+        assert_eq!(INNER.layout_problem(StateLayout::of(5).body(5)), None);
+    }
+
+    #[test]
+    fn messages_cut_long_names_at_a_character() {
+        const LONG: &str = "é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€\
+                            é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€";
+        let p = LayoutProblem {
+            vmsd: LONG,
+            field: LONG,
+            rule: LayoutRule::NotACopy,
+        };
+        let m = p.message();
+        assert!(m.as_str().len() > LAYOUT_MESSAGE_LEN - 3);
+        assert!(m.as_str().starts_with("vmsd `é€"));
+        let p = LayoutProblem {
+            vmsd: "v",
+            field: "",
+            rule: LayoutRule::Size {
+                table: 0,
+                state: u32::MAX as usize,
+            },
+        };
+        assert_eq!(
+            p.message().as_str(),
+            "vmsd `v`: the table's size is 0 bytes, the state struct's 4294967295"
+        );
     }
 }
