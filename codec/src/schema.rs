@@ -1067,15 +1067,15 @@ impl Vmsd {
         }
         let mut i = 0;
         while i < t.fields.len() + t.not_migrated.len() {
-            let (name, start, end, _) = storage(t, i);
+            let (name, start, end) = storage(t, i);
             if end > size {
                 return problem(self, name, LayoutRule::Outside { start, end, size });
             }
             // Storage ranges of two fields must not overlap (markers: rule 2).
             let mut j = 0;
             while j < i && i < t.fields.len() {
-                let (other, o_start, o_end, _) = storage(t, j);
-                if start < end && o_start < o_end && start < o_end && o_start < end {
+                let (other, o_start, o_end) = storage(t, j);
+                if overlap(start, end, o_start, o_end) {
                     let rule = LayoutRule::Overlap { start, end, other };
                     return problem(self, name, rule);
                 }
@@ -1207,20 +1207,20 @@ impl Vmsd {
     }
 }
 
-/// The `i`th storage range of `t`: `(name, start, end, migrated)`, fields first, then the
+/// Whether the non-empty ranges `a..b` and `c..d` share a byte.
+const fn overlap(a: usize, b: usize, c: usize, d: usize) -> bool {
+    a < b && c < d && a < d && c < b
+}
+
+/// The `i`th storage range of `t`: `(name, start, end)`, fields first, then the
 /// [`NotMigrated`] entries.
-const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize, bool) {
+const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize) {
     if i < t.fields.len() {
         let f = &t.fields[i];
-        (
-            f.name,
-            f.offset,
-            f.offset.saturating_add(f.storage_size()),
-            true,
-        )
+        (f.name, f.offset, f.offset.saturating_add(f.storage_size()))
     } else {
         let m = &t.not_migrated[i - t.fields.len()];
-        (m.name, m.offset, m.offset.saturating_add(m.len), false)
+        (m.name, m.offset, m.offset.saturating_add(m.len))
     }
 }
 
@@ -1230,7 +1230,7 @@ const fn marker_problem(root: &Vmsd, v: &Vmsd) -> Option<LayoutProblem> {
     let t = &v.table;
     let mut i = t.fields.len();
     while i < t.fields.len() + t.not_migrated.len() {
-        let (name, start, end, _) = storage(t, i);
+        let (name, start, end) = storage(t, i);
         if let Some(by) = migrated_in(root, start, end) {
             return problem(v, name, LayoutRule::Migrated { by });
         }
@@ -1251,8 +1251,8 @@ const fn migrated_in(v: &Vmsd, start: usize, end: usize) -> Option<&'static str>
     let t = &v.table;
     let mut i = 0;
     while i < t.fields.len() {
-        let (name, s, e, _) = storage(t, i);
-        if s < e && start < end && s < end && start < e {
+        let (name, s, e) = storage(t, i);
+        if overlap(start, end, s, e) {
             return Some(name);
         }
         i += 1;
@@ -1272,16 +1272,24 @@ const fn migrated_in(v: &Vmsd, start: usize, end: usize) -> Option<&'static str>
 const fn coverage_problem(root: &Vmsd, size: usize) -> Option<LayoutProblem> {
     let mut pos = 0;
     while pos < size {
-        let reach = reach(root, pos);
-        if reach > pos {
-            pos = reach;
+        let a = around(
+            root,
+            Around {
+                pos,
+                reach: pos,
+                before: None,
+                after: None,
+            },
+        );
+        if a.reach > pos {
+            pos = a.reach;
             continue;
         }
-        let (after, end) = match next_range(root, pos, None) {
+        let (after, end) = match a.after {
             Some((name, start)) if start < size => (name, start),
             _ => ("", size),
         };
-        let before = match last_range(root, pos, None) {
+        let before = match a.before {
             Some((name, _)) => name,
             None => "",
         };
@@ -1296,83 +1304,44 @@ const fn coverage_problem(root: &Vmsd, size: usize) -> Option<LayoutProblem> {
     None
 }
 
-/// The furthest end of a storage range of `v`'s tree holding the byte at `pos` (`pos` if none).
-const fn reach(v: &Vmsd, pos: usize) -> usize {
-    let t = &v.table;
-    let mut best = pos;
-    let mut i = 0;
-    while i < t.fields.len() + t.not_migrated.len() {
-        let (_, start, end, _) = storage(t, i);
-        if start <= pos && pos < end && end > best {
-            best = end;
-        }
-        i += 1;
-    }
-    let mut s = 0;
-    while s < t.subsections.len() {
-        let r = reach(t.subsections[s].vmsd, pos);
-        if r > best {
-            best = r;
-        }
-        s += 1;
-    }
-    best
+/// What the storage ranges of a table tree say about the byte at `pos`.
+#[derive(Clone, Copy)]
+struct Around {
+    pos: usize,
+    /// The furthest end of a range holding `pos` (`pos` if none does).
+    reach: usize,
+    /// The range ending last at or before `pos`: (name, end).
+    before: Option<(&'static str, usize)>,
+    /// The range starting first after `pos`: (name, start).
+    after: Option<(&'static str, usize)>,
 }
 
-/// The non-empty storage range of `v`'s tree starting first after `pos` (name, start), or
-/// `best`.
-const fn next_range(
-    v: &Vmsd,
-    pos: usize,
-    mut best: Option<(&'static str, usize)>,
-) -> Option<(&'static str, usize)> {
+/// `a` updated with the non-empty storage ranges of `v`'s tree.
+const fn around(v: &Vmsd, mut a: Around) -> Around {
     let t = &v.table;
     let mut i = 0;
     while i < t.fields.len() + t.not_migrated.len() {
-        let (name, start, end, _) = storage(t, i);
-        let earlier = match best {
-            Some((_, b)) => start < b,
-            None => true,
-        };
-        if start > pos && start < end && earlier {
-            best = Some((name, start));
-        }
+        let (name, start, end) = storage(t, i);
         i += 1;
+        if start >= end {
+            continue;
+        }
+        if start <= a.pos && a.pos < end && end > a.reach {
+            a.reach = end;
+        }
+        if end <= a.pos && !matches!(a.before, Some((_, e)) if e >= end) {
+            a.before = Some((name, end));
+        }
+        if start > a.pos && !matches!(a.after, Some((_, s)) if s <= start) {
+            a.after = Some((name, start));
+        }
     }
     let mut s = 0;
     while s < t.subsections.len() {
-        best = next_range(t.subsections[s].vmsd, pos, best);
+        a = around(t.subsections[s].vmsd, a);
         s += 1;
     }
-    best
-}
-
-/// The non-empty storage range of `v`'s tree ending last at or before `pos` (name, end), or
-/// `best`.
-const fn last_range(
-    v: &Vmsd,
-    pos: usize,
-    mut best: Option<(&'static str, usize)>,
-) -> Option<(&'static str, usize)> {
-    let t = &v.table;
-    let mut i = 0;
-    while i < t.fields.len() + t.not_migrated.len() {
-        let (name, start, end, _) = storage(t, i);
-        let later = match best {
-            Some((_, b)) => end > b,
-            None => true,
-        };
-        if end <= pos && start < end && later {
-            best = Some((name, end));
-        }
-        i += 1;
-    }
-    let mut s = 0;
-    while s < t.subsections.len() {
-        best = last_range(t.subsections[s].vmsd, pos, best);
-        s += 1;
-    }
-    best
+    a
 }
 
 const fn problem(v: &Vmsd, field: &'static str, rule: LayoutRule) -> Option<LayoutProblem> {
