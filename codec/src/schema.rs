@@ -2241,6 +2241,9 @@ mod tests {
         .subsections(SUBS)
         .not_migrated(HOST);
     assert_layout!(Dev, DEV, vendors = 2);
+    // Every form of the macro takes the chain.
+    assert_layout!(Inner, INNER, wire, vendors = 0);
+    assert_layout!(Inner, INNER, body = Inner, vendors = 8);
 
     /// The problem and its message (what `assert_layout!` would panic with).
     fn problem(v: &Vmsd, layout: StateLayout) -> (LayoutProblem, std::string::String) {
