@@ -983,8 +983,9 @@ impl Vmsd {
     ///    storage (and every count) inside the struct, no field gated on a newer version, no
     ///    two fields of one table sharing storage, subsection names extending their parent's,
     ///    vendor tags at levels `1..=`[`MAX_LEVELS`](crate::v4::MAX_LEVELS), at most
-    ///    `layout.vendors`, and only on the section's own subsections; nested struct descriptions checked the same way against their own
-    ///    size (every byte of the nested struct included);
+    ///    `layout.vendors`, and only on the section's own subsections; nested struct
+    ///    descriptions checked the same way against their own size (every byte of the nested
+    ///    struct included);
     /// 2. no [`NotMigrated`] entry overlaps a field of the tree (storage is migrated or not);
     /// 3. every byte of the struct is the storage of a field or of a [`NotMigrated`] entry of
     ///    the tree (subsections describe the same struct; a nested struct field covers its
@@ -2451,16 +2452,17 @@ mod tests {
 
     #[test]
     fn messages_cut_long_names_at_a_character() {
-        const LONG: &str = "é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€\
-                            é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€é€";
+        // 2- and 3-byte characters: 400 bytes each name, cut inside a character.
+        let long: &'static str = "é€".repeat(80).leak();
         let p = LayoutProblem {
-            vmsd: LONG,
-            field: LONG,
+            vmsd: long,
+            field: long,
             rule: LayoutRule::NotACopy,
         };
         let m = p.message();
         assert!(m.as_str().len() > LAYOUT_MESSAGE_LEN - 3);
         assert!(m.as_str().starts_with("vmsd `é€"));
+        assert!(m.as_str().len() <= LAYOUT_MESSAGE_LEN);
         let p = LayoutProblem {
             vmsd: "v",
             field: "",
