@@ -1041,6 +1041,11 @@ impl Vmsd {
 
     /// Rule 1 of [`Vmsd::layout_problem`] for this table and its subsections (vendor tags only
     /// on a section's own subsections: `top`).
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
     const fn table_problem(&self, size: usize, vendors: usize, top: bool) -> Option<LayoutProblem> {
         let t = &self.table;
         if t.size != size {
@@ -1165,6 +1170,11 @@ impl Vmsd {
     }
 
     /// Rule 4 of [`Vmsd::layout_problem`]: the fields are the first `body` bytes, one copy.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
     const fn body_problem(&self, body: usize) -> Option<LayoutProblem> {
         match self.storage_plan() {
             Some(p) if p.len as usize == body => None,
@@ -1215,6 +1225,11 @@ const fn overlap(a: usize, b: usize, c: usize, d: usize) -> bool {
 
 /// The `i`th storage range of `t`: `(name, start, end)`, fields first, then the
 /// [`NotMigrated`] entries.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
 const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize) {
     if i < t.fields.len() {
         let f = &t.fields[i];
@@ -1227,6 +1242,11 @@ const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize) {
 
 /// Rule 2 of [`Vmsd::layout_problem`]: a [`NotMigrated`] entry of `v` (a table of `root`'s
 /// tree) overlapping a field of the tree.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
 const fn marker_problem(root: &Vmsd, v: &Vmsd) -> Option<LayoutProblem> {
     let t = &v.table;
     let mut i = t.fields.len();
@@ -1248,6 +1268,11 @@ const fn marker_problem(root: &Vmsd, v: &Vmsd) -> Option<LayoutProblem> {
 }
 
 /// The name of a field of `v`'s tree whose storage overlaps `start..end`.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
 const fn migrated_in(v: &Vmsd, start: usize, end: usize) -> Option<&'static str> {
     let t = &v.table;
     let mut i = 0;
@@ -1318,6 +1343,11 @@ struct Around {
 }
 
 /// `a` updated with the non-empty storage ranges of `v`'s tree.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
 const fn around(v: &Vmsd, mut a: Around) -> Around {
     let t = &v.table;
     let mut i = 0;
@@ -1689,6 +1719,11 @@ impl LayoutMessage {
     }
 
     /// Appends `s`, or as many of its leading characters as fit.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
     const fn push(&mut self, s: &str) -> &mut LayoutMessage {
         let b = s.as_bytes();
         let mut n = b.len();
@@ -1709,6 +1744,11 @@ impl LayoutMessage {
     }
 
     /// Appends `n` in decimal.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
     const fn num(&mut self, mut n: usize) -> &mut LayoutMessage {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
