@@ -8,8 +8,9 @@
 //! each field's offset with `offset_of!` and its wire kind from its Rust type, and
 //! [`Vmsd::check`] (run in a `const` item by [`assert_layout!`](crate::assert_layout)) proves the
 //! table and the struct agree: every range inside the struct, no overlaps, counts inside the
-//! struct, subsections over the same struct, names well-formed. There is no second list to keep
-//! in sync.
+//! struct, subsections over the same struct, names well-formed, vendor levels valid, and every
+//! byte of the struct migrated by some table or marked [`not_migrated!`](crate::not_migrated).
+//! There is no second list to keep in sync.
 
 use crate::error::Violation;
 
@@ -378,6 +379,20 @@ pub struct VendorTag {
     pub must_understand: bool,
 }
 
+/// Storage of the state struct that a table deliberately does not migrate: destination
+/// configuration or host-side state. Built by [`not_migrated!`](crate::not_migrated) and listed
+/// with [`Vmsd::not_migrated`], it only tells [`assert_layout!`](crate::assert_layout) that
+/// leaving these bytes out of the table is intended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotMigrated {
+    /// The struct field's name.
+    pub name: &'static str,
+    /// Its offset in the state struct.
+    pub offset: usize,
+    /// Its size.
+    pub len: usize,
+}
+
 /// A subsection of a description: sent only when `needed` says so.
 #[derive(Debug, Clone, Copy)]
 pub struct Subsection {
@@ -461,6 +476,10 @@ pub struct Table {
     pub fields: &'static [Field],
     /// Subsections in emission order.
     pub subsections: &'static [Subsection],
+    /// Storage of the state struct that this table deliberately does not migrate (destination
+    /// configuration, host-side state): named so [`assert_layout!`](crate::assert_layout) can
+    /// prove every byte is either migrated or marked. Never read by the encoder or decoder.
+    pub not_migrated: &'static [NotMigrated],
     /// Runs on the staging state before fields are decoded (QEMU `pre_load`: sentinels).
     pub pre_load: Option<fn(&mut [u8])>,
     /// Device invariants checked after the body and all its subsections (QEMU's `post_load`
@@ -838,6 +857,7 @@ impl Vmsd {
                 size,
                 fields: &[],
                 subsections: &[],
+                not_migrated: &[],
                 pre_load: None,
                 validate: None,
                 post_load: None,
@@ -909,6 +929,13 @@ impl Vmsd {
         self
     }
 
+    /// Marks storage of the state struct as deliberately not migrated by this table (see
+    /// [`not_migrated!`](crate::not_migrated)); costs nothing at run time.
+    pub const fn not_migrated(mut self, storage: &'static [NotMigrated]) -> Vmsd {
+        self.table.not_migrated = storage;
+        self
+    }
+
     /// Sets the `pre_load` hook.
     pub const fn pre_load(mut self, f: fn(&mut [u8])) -> Vmsd {
         self.table.pre_load = Some(f);
@@ -961,77 +988,805 @@ impl Vmsd {
             .find(|(_, s)| s.vmsd.name.as_bytes() == name)
     }
 
-    /// Checks the table against a struct of `size` bytes; panics (a compile error when called
-    /// in a const item) with the reason if they disagree.
+    /// Checks the table against the state struct `layout` describes; panics (a compile error
+    /// when called in a `const` item, as [`assert_layout!`](crate::assert_layout) does) with
+    /// the first [`LayoutProblem`]'s message, which names the table and the field.
+    pub const fn check(&self, layout: StateLayout) {
+        if let Some(p) = self.layout_problem(layout) {
+            let m = p.message();
+            panic!("{}", m.as_str());
+        }
+    }
+
+    /// The first way the table disagrees with the state struct `layout` describes, or `None`
+    /// (what [`Vmsd::check`] panics on). In order:
+    ///
+    /// 1. each table of the tree (this one and its subsections, recursively) on its own: its
+    ///    size is the struct's, `minimum_version_id <= version_id`, a name of 1..=255 bytes, at
+    ///    most [`MAX_SUBSECTIONS`] subsections, every field's and [`NotMigrated`] entry's
+    ///    storage (and every count) inside the struct, no field gated on a newer version, no
+    ///    two fields of one table sharing storage, subsection names extending their parent's,
+    ///    vendor tags at levels `1..=`[`MAX_LEVELS`](crate::v4::MAX_LEVELS), at most
+    ///    `layout.vendors`, and only on the section's own subsections; nested struct
+    ///    descriptions checked the same way against their own size (every byte of the nested
+    ///    struct included);
+    /// 2. no [`NotMigrated`] entry overlaps a field of the tree (storage is migrated or not);
+    /// 3. every byte of the struct is the storage of a field or of a [`NotMigrated`] entry of
+    ///    the tree (subsections describe the same struct; a nested struct field covers its
+    ///    whole storage, its own description proving its inside);
+    /// 4. with `layout.body`, the current-version fields are exactly the first `body` bytes of
+    ///    the struct, one copy in wire order ([`Vmsd::storage_plan`]).
+    ///
+    /// ```
+    /// use vmstate::schema::{LayoutRule, StateLayout, Vmsd};
+    /// use vmstate::{field, not_migrated};
+    /// #[repr(C)]
+    /// struct S { a: u8, b: u8, c: u8 }
+    /// const T: Vmsd = Vmsd::new("s", 1, 1, 3).fields(&[field!(S, a), field!(S, c)]);
+    /// let p = T.layout_problem(StateLayout::of(3)).unwrap();
+    /// assert!(matches!(p.rule, LayoutRule::Uncovered { start: 1, end: 2, .. }));
+    /// assert_eq!(
+    ///     p.message().as_str(),
+    ///     "vmsd `s`: state bytes 1..2 are in no table (after field `a`, before field `c`): \
+    ///      add the struct field to the table or mark it with not_migrated!"
+    /// );
+    /// const U: Vmsd = T.not_migrated(&[not_migrated!(S, b)]);
+    /// assert_eq!(U.layout_problem(StateLayout::of(3)), None);
+    /// ```
+    pub const fn layout_problem(&self, layout: StateLayout) -> Option<LayoutProblem> {
+        self.tree_problem(layout, true)
+    }
+
+    /// [`Vmsd::layout_problem`] for a table that is a section (`top`) or a nested struct's.
+    const fn tree_problem(&self, layout: StateLayout, top: bool) -> Option<LayoutProblem> {
+        if layout.vendors > crate::v4::MAX_LEVELS {
+            return problem(
+                self,
+                "",
+                LayoutRule::ChainTooLong {
+                    vendors: layout.vendors,
+                },
+            );
+        }
+        if let Some(p) = self.table_problem(layout.size, layout.vendors, top) {
+            return Some(p);
+        }
+        if let Some(p) = marker_problem(self, self) {
+            return Some(p);
+        }
+        if let Some(p) = coverage_problem(self, layout.size) {
+            return Some(p);
+        }
+        match layout.body {
+            Some(body) => self.body_problem(body),
+            None => None,
+        }
+    }
+
+    /// Rule 1 of [`Vmsd::layout_problem`] for this table and its subsections (vendor tags only
+    /// on a section's own subsections: `top`).
     #[allow(
         clippy::indexing_slicing,
         clippy::arithmetic_side_effects,
-        reason = "const fn"
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
     )]
-    pub const fn check(&self, size: usize) {
-        if self.table.size != size {
-            panic!("vmsd size differs from the state struct's size");
+    const fn table_problem(&self, size: usize, vendors: usize, top: bool) -> Option<LayoutProblem> {
+        let t = &self.table;
+        if t.size != size {
+            let rule = LayoutRule::Size {
+                table: t.size,
+                state: size,
+            };
+            return problem(self, "", rule);
         }
-        if self.table.minimum_version_id > self.table.version_id {
-            panic!("minimum_version_id > version_id");
+        if t.minimum_version_id > t.version_id {
+            let rule = LayoutRule::Versions {
+                minimum: t.minimum_version_id,
+                current: t.version_id,
+            };
+            return problem(self, "", rule);
         }
-        if self.table.name.is_empty() || self.table.name.len() > 255 {
-            panic!("vmsd name must be 1..=255 bytes");
+        if t.name.is_empty() || t.name.len() > 255 {
+            return problem(self, "", LayoutRule::Name { len: t.name.len() });
         }
-        if self.table.subsections.len() > MAX_SUBSECTIONS {
-            panic!("too many subsections");
+        if t.subsections.len() > MAX_SUBSECTIONS {
+            let rule = LayoutRule::TooManySubsections {
+                count: t.subsections.len(),
+            };
+            return problem(self, "", rule);
         }
         let mut i = 0;
-        while i < self.table.fields.len() {
-            let f = &self.table.fields[i];
-            let end = f.offset + f.storage_size();
+        while i < t.fields.len() + t.not_migrated.len() {
+            let (name, start, end) = storage(t, i);
             if end > size {
-                panic!("field storage lies outside the state struct");
+                return problem(self, name, LayoutRule::Outside { start, end, size });
             }
-            if f.since > self.table.version_id {
-                panic!("field is gated on a version newer than the vmsd");
-            }
-            match f.kind {
-                Kind::Struct { vmsd, .. } => vmsd.check(vmsd.table.size),
-                Kind::VArray { elem, count } => {
-                    if count.offset + count.ty.width() > size {
-                        panic!("varray count lies outside the state struct");
-                    }
-                    if let Elem::Struct(v) = elem {
-                        v.check(v.table.size)
-                    }
-                }
-                Kind::VBuffer { size: count } if count.offset + count.ty.width() > size => {
-                    panic!("vbuffer size lies outside the state struct");
-                }
-                _ => {}
-            }
-            // Storage ranges of two fields must not overlap.
+            // Storage ranges of two fields must not overlap (markers: rule 2).
             let mut j = 0;
-            while j < i {
-                let g = &self.table.fields[j];
-                let g_end = g.offset + g.storage_size();
-                if f.storage_size() > 0
-                    && g.storage_size() > 0
-                    && f.offset < g_end
-                    && g.offset < end
-                {
-                    panic!("two fields share storage");
+            while j < i && i < t.fields.len() {
+                let (other, o_start, o_end) = storage(t, j);
+                if overlap(start, end, o_start, o_end) {
+                    let rule = LayoutRule::Overlap { start, end, other };
+                    return problem(self, name, rule);
                 }
                 j += 1;
             }
             i += 1;
         }
-        let mut s = 0;
-        while s < self.table.subsections.len() {
-            let sub = self.table.subsections[s].vmsd;
-            if !starts_with(sub.table.name, self.table.name)
-                || sub.table.name.len() <= self.table.name.len()
-            {
-                panic!("a subsection's name must extend its parent's name");
+        i = 0;
+        while i < t.fields.len() {
+            let f = &t.fields[i];
+            i += 1;
+            if f.since > t.version_id {
+                let rule = LayoutRule::FutureVersion {
+                    since: f.since,
+                    current: t.version_id,
+                };
+                return problem(self, f.name, rule);
             }
-            sub.check(size);
-            s += 1;
+            let (count, nested) = match f.kind {
+                Kind::Struct { vmsd, .. } => (None, Some(vmsd)),
+                Kind::VArray {
+                    elem: Elem::Struct(vmsd),
+                    count,
+                } => (Some(count), Some(vmsd)),
+                Kind::VArray { count, .. } | Kind::VBuffer { size: count } => (Some(count), None),
+                _ => (None, None),
+            };
+            if let Some(c) = count {
+                let end = c.offset.saturating_add(c.ty.width());
+                if end > size {
+                    let rule = LayoutRule::CountOutside {
+                        start: c.offset,
+                        end,
+                        size,
+                    };
+                    return problem(self, f.name, rule);
+                }
+            }
+            if let Some(v) = nested {
+                let layout = StateLayout::of(v.table.size).vendors(vendors);
+                if let Some(p) = v.tree_problem(layout, false) {
+                    return Some(p);
+                }
+            }
+        }
+        i = 0;
+        while i < t.subsections.len() {
+            let sub = &t.subsections[i];
+            i += 1;
+            let parent = t.name;
+            if !starts_with(sub.vmsd.table.name, parent)
+                || sub.vmsd.table.name.len() <= parent.len()
+            {
+                return problem(sub.vmsd, "", LayoutRule::SubsectionName { parent });
+            }
+            if let Some(tag) = sub.vendor {
+                let level = tag.level as usize;
+                if !top {
+                    let rule = LayoutRule::NestedVendorTag {
+                        parent,
+                        level: tag.level,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
+                if level == 0 || level > crate::v4::MAX_LEVELS {
+                    let rule = LayoutRule::VendorLevel {
+                        parent,
+                        level: tag.level,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
+                if level > vendors {
+                    let rule = LayoutRule::AboveChain {
+                        parent,
+                        level: tag.level,
+                        vendors,
+                    };
+                    return problem(sub.vmsd, "", rule);
+                }
+            }
+            if let Some(p) = sub.vmsd.table_problem(size, vendors, false) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Rule 4 of [`Vmsd::layout_problem`]: the fields are the first `body` bytes, one copy.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
+    const fn body_problem(&self, body: usize) -> Option<LayoutProblem> {
+        match self.storage_plan() {
+            Some(p) if p.len as usize == body => None,
+            Some(p) => {
+                let rule = LayoutRule::NotTheBody {
+                    body,
+                    copy: p.len as usize,
+                };
+                problem(self, "", rule)
+            }
+            None => {
+                // Name the first field that is not the next bytes of the copy.
+                let t = &self.table;
+                let mut at = 0;
+                let mut i = 0;
+                while i < t.fields.len() {
+                    let f = &t.fields[i];
+                    let plain = f.exists.is_none()
+                        && f.since <= t.version_id
+                        && !matches!(
+                            f.kind,
+                            Kind::VArray { .. }
+                                | Kind::VBuffer { .. }
+                                | Kind::Validate { .. }
+                                | Kind::NullPtr
+                        );
+                    if f.offset != at || !plain {
+                        break;
+                    }
+                    at += f.storage_size();
+                    i += 1;
+                }
+                let name = if i < t.fields.len() {
+                    t.fields[i].name
+                } else {
+                    ""
+                };
+                problem(self, name, LayoutRule::NotACopy)
+            }
+        }
+    }
+}
+
+/// Whether the non-empty ranges `a..b` and `c..d` share a byte.
+const fn overlap(a: usize, b: usize, c: usize, d: usize) -> bool {
+    a < b && c < d && a < d && c < b
+}
+
+/// The `i`th storage range of `t`: `(name, start, end)`, fields first, then the
+/// [`NotMigrated`] entries.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
+const fn storage(t: &Table, i: usize) -> (&'static str, usize, usize) {
+    if i < t.fields.len() {
+        let f = &t.fields[i];
+        (f.name, f.offset, f.offset.saturating_add(f.storage_size()))
+    } else {
+        let m = &t.not_migrated[i - t.fields.len()];
+        (m.name, m.offset, m.offset.saturating_add(m.len))
+    }
+}
+
+/// Rule 2 of [`Vmsd::layout_problem`]: a [`NotMigrated`] entry of `v` (a table of `root`'s
+/// tree) overlapping a field of the tree.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
+const fn marker_problem(root: &Vmsd, v: &Vmsd) -> Option<LayoutProblem> {
+    let t = &v.table;
+    let mut i = t.fields.len();
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (name, start, end) = storage(t, i);
+        if let Some(by) = migrated_in(root, start, end) {
+            return problem(v, name, LayoutRule::Migrated { by });
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        if let Some(p) = marker_problem(root, t.subsections[s].vmsd) {
+            return Some(p);
+        }
+        s += 1;
+    }
+    None
+}
+
+/// The name of a field of `v`'s tree whose storage overlaps `start..end`.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
+const fn migrated_in(v: &Vmsd, start: usize, end: usize) -> Option<&'static str> {
+    let t = &v.table;
+    let mut i = 0;
+    while i < t.fields.len() {
+        let (name, s, e) = storage(t, i);
+        if overlap(start, end, s, e) {
+            return Some(name);
+        }
+        i += 1;
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        if let Some(name) = migrated_in(t.subsections[s].vmsd, start, end) {
+            return Some(name);
+        }
+        s += 1;
+    }
+    None
+}
+
+/// Rule 3 of [`Vmsd::layout_problem`]: the first bytes of `size` no storage range of `root`'s
+/// tree covers.
+const fn coverage_problem(root: &Vmsd, size: usize) -> Option<LayoutProblem> {
+    let mut pos = 0;
+    while pos < size {
+        let a = around(
+            root,
+            Around {
+                pos,
+                reach: pos,
+                before: None,
+                after: None,
+            },
+        );
+        if a.reach > pos {
+            pos = a.reach;
+            continue;
+        }
+        let (after, end) = match a.after {
+            Some((name, start)) if start < size => (name, start),
+            _ => ("", size),
+        };
+        let before = match a.before {
+            Some((name, _)) => name,
+            None => "",
+        };
+        let rule = LayoutRule::Uncovered {
+            start: pos,
+            end,
+            before,
+            after,
+        };
+        return problem(root, "", rule);
+    }
+    None
+}
+
+/// What the storage ranges of a table tree say about the byte at `pos`.
+#[derive(Clone, Copy)]
+struct Around {
+    pos: usize,
+    /// The furthest end of a range holding `pos` (`pos` if none does).
+    reach: usize,
+    /// The range ending last at or before `pos`: (name, end).
+    before: Option<(&'static str, usize)>,
+    /// The range starting first after `pos`: (name, start).
+    after: Option<(&'static str, usize)>,
+}
+
+/// `a` updated with the non-empty storage ranges of `v`'s tree.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn on table constants (no `get`): indices below tested lengths"
+)]
+const fn around(v: &Vmsd, mut a: Around) -> Around {
+    let t = &v.table;
+    let mut i = 0;
+    while i < t.fields.len() + t.not_migrated.len() {
+        let (name, start, end) = storage(t, i);
+        i += 1;
+        if start >= end {
+            continue;
+        }
+        if start <= a.pos && a.pos < end && end > a.reach {
+            a.reach = end;
+        }
+        if end <= a.pos && !matches!(a.before, Some((_, e)) if e >= end) {
+            a.before = Some((name, end));
+        }
+        if start > a.pos && !matches!(a.after, Some((_, s)) if s <= start) {
+            a.after = Some((name, start));
+        }
+    }
+    let mut s = 0;
+    while s < t.subsections.len() {
+        a = around(t.subsections[s].vmsd, a);
+        s += 1;
+    }
+    a
+}
+
+const fn problem(v: &Vmsd, field: &'static str, rule: LayoutRule) -> Option<LayoutProblem> {
+    Some(LayoutProblem {
+        vmsd: v.table.name,
+        field,
+        rule,
+    })
+}
+
+/// What [`assert_layout!`](crate::assert_layout) checks a table against: the state struct's
+/// size, optionally the body at its start, and the vendor levels of the streams it is written
+/// to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLayout {
+    /// `size_of` the state struct.
+    pub size: usize,
+    /// `size_of` the struct that must be exactly the current-version body (`wire`, `body = B`).
+    pub body: Option<usize>,
+    /// Vendor levels of the header's chain: vendor tags above it are refused (the v4 writer
+    /// checks the actual header at run time).
+    pub vendors: usize,
+}
+
+impl StateLayout {
+    /// A state struct of `size` bytes, no body requirement, any chain
+    /// ([`MAX_LEVELS`](crate::v4::MAX_LEVELS) vendor levels).
+    pub const fn of(size: usize) -> StateLayout {
+        StateLayout {
+            size,
+            body: None,
+            vendors: crate::v4::MAX_LEVELS,
+        }
+    }
+
+    /// Requires the current-version fields to be exactly the first `len` bytes of the struct.
+    pub const fn body(mut self, len: usize) -> StateLayout {
+        self.body = Some(len);
+        self
+    }
+
+    /// Refuses vendor tags above level `levels`.
+    pub const fn vendors(mut self, levels: usize) -> StateLayout {
+        self.vendors = levels;
+        self
+    }
+}
+
+/// The first disagreement [`Vmsd::layout_problem`] finds between a table and its state struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutProblem {
+    /// The table it is in (a subsection's or a nested struct's own table when it is there).
+    pub vmsd: &'static str,
+    /// The field or [`NotMigrated`] entry concerned (`""`: the table itself).
+    pub field: &'static str,
+    /// What is wrong.
+    pub rule: LayoutRule,
+}
+
+/// The rule a [`LayoutProblem`] breaks. Ranges are byte offsets `start..end` in the state
+/// struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutRule {
+    /// The table's size is not the struct's.
+    Size {
+        /// The table's `size`.
+        table: usize,
+        /// The struct's.
+        state: usize,
+    },
+    /// `minimum_version_id > version_id`.
+    Versions {
+        /// `minimum_version_id`.
+        minimum: u32,
+        /// `version_id`.
+        current: u32,
+    },
+    /// The table's name is empty or longer than 255 bytes.
+    Name {
+        /// Its length.
+        len: usize,
+    },
+    /// More than [`MAX_SUBSECTIONS`] subsections.
+    TooManySubsections {
+        /// How many.
+        count: usize,
+    },
+    /// The field's storage ends past the struct.
+    Outside {
+        /// Storage start.
+        start: usize,
+        /// Storage end.
+        end: usize,
+        /// The struct's size.
+        size: usize,
+    },
+    /// A variable array's count (or buffer's size) field ends past the struct.
+    CountOutside {
+        /// Count start.
+        start: usize,
+        /// Count end.
+        end: usize,
+        /// The struct's size.
+        size: usize,
+    },
+    /// The field is gated on a version newer than the table's.
+    FutureVersion {
+        /// The field's `since`.
+        since: u32,
+        /// The table's `version_id`.
+        current: u32,
+    },
+    /// The field shares storage with an earlier field of the same table.
+    Overlap {
+        /// Storage start.
+        start: usize,
+        /// Storage end.
+        end: usize,
+        /// The earlier field.
+        other: &'static str,
+    },
+    /// A subsection's name does not extend its parent's.
+    SubsectionName {
+        /// The parent's name.
+        parent: &'static str,
+    },
+    /// A [`NotMigrated`] entry's storage is migrated by a field.
+    Migrated {
+        /// The field.
+        by: &'static str,
+    },
+    /// Bytes of the struct no field or [`NotMigrated`] entry covers: a struct field left out
+    /// of the table.
+    Uncovered {
+        /// First uncovered byte.
+        start: usize,
+        /// End of the uncovered run.
+        end: usize,
+        /// The field (or entry) ending last before them (`""`: none).
+        before: &'static str,
+        /// The field (or entry) starting first after them (`""`: none).
+        after: &'static str,
+    },
+    /// A vendor-tagged subsection at level 0 (upstream) or above
+    /// [`MAX_LEVELS`](crate::v4::MAX_LEVELS).
+    VendorLevel {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+    },
+    /// A vendor-tagged subsection above the chain `assert_layout!(…, vendors = N)` names.
+    AboveChain {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+        /// The chain's vendor levels.
+        vendors: usize,
+    },
+    /// A vendor tag on a subsection that is not a section's own (a subsection's or a nested
+    /// struct's): only a section's own subsections are framed and tagged (docs/FORMAT.md §3),
+    /// so the tag would be ignored.
+    NestedVendorTag {
+        /// The parent table.
+        parent: &'static str,
+        /// The tag's level.
+        level: u8,
+    },
+    /// `vendors = N` with `N` above [`MAX_LEVELS`](crate::v4::MAX_LEVELS).
+    ChainTooLong {
+        /// `N`.
+        vendors: usize,
+    },
+    /// The fields are one copy, but not of the body's size.
+    NotTheBody {
+        /// The body struct's size.
+        body: usize,
+        /// The copy's length.
+        copy: usize,
+    },
+    /// The fields are not one copy of the struct in wire order (the field named, if any, is
+    /// the first that breaks it).
+    NotACopy,
+}
+
+impl LayoutProblem {
+    /// The problem in words: `vmsd `NAME`, field `FIELD`: …` (what `assert_layout!` panics
+    /// with, at compile time).
+    pub const fn message(&self) -> LayoutMessage {
+        let mut m = LayoutMessage {
+            buf: [0; LAYOUT_MESSAGE_LEN],
+            len: 0,
+        };
+        m.push("vmsd `").push(self.vmsd).push("`");
+        if !self.field.is_empty() {
+            m.push(", field `").push(self.field).push("`");
+        }
+        m.push(": ");
+        match self.rule {
+            LayoutRule::Size { table, state } => {
+                m.push("the table's size is ").num(table);
+                m.push(" bytes, the state struct's ").num(state);
+            }
+            LayoutRule::Versions { minimum, current } => {
+                m.push("minimum_version_id ").num(minimum as usize);
+                m.push(" > version_id ").num(current as usize);
+            }
+            LayoutRule::Name { len } => {
+                m.push("the name is ").num(len).push(" bytes (1..=255)");
+            }
+            LayoutRule::TooManySubsections { count } => {
+                m.push("")
+                    .num(count)
+                    .push(" subsections, at most ")
+                    .num(MAX_SUBSECTIONS);
+            }
+            LayoutRule::Outside { start, end, size } => {
+                m.push("storage ").num(start).push("..").num(end);
+                m.push(" lies outside the ")
+                    .num(size)
+                    .push("-byte state struct");
+            }
+            LayoutRule::CountOutside { start, end, size } => {
+                m.push("count ").num(start).push("..").num(end);
+                m.push(" lies outside the ")
+                    .num(size)
+                    .push("-byte state struct");
+            }
+            LayoutRule::FutureVersion { since, current } => {
+                m.push("gated on version ").num(since as usize);
+                m.push(", newer than the table's ").num(current as usize);
+            }
+            LayoutRule::Overlap { start, end, other } => {
+                m.push("storage ").num(start).push("..").num(end);
+                m.push(" overlaps field `").push(other).push("`");
+            }
+            LayoutRule::SubsectionName { parent } => {
+                m.push("a subsection's name must extend its parent's `")
+                    .push(parent)
+                    .push("`");
+            }
+            LayoutRule::Migrated { by } => {
+                m.push("marked not_migrated! but field `")
+                    .push(by)
+                    .push("` migrates it");
+            }
+            LayoutRule::Uncovered {
+                start,
+                end,
+                before,
+                after,
+            } => {
+                m.push("state bytes ")
+                    .num(start)
+                    .push("..")
+                    .num(end)
+                    .push(" are in no table (");
+                if !before.is_empty() {
+                    m.push("after field `").push(before).push("`");
+                }
+                if !before.is_empty() && !after.is_empty() {
+                    m.push(", ");
+                }
+                if !after.is_empty() {
+                    m.push("before field `").push(after).push("`");
+                }
+                if before.is_empty() && after.is_empty() {
+                    m.push("the table has no fields");
+                }
+                m.push("): add the struct field to the table or mark it with not_migrated!");
+            }
+            LayoutRule::VendorLevel { parent, level } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize)
+                    .push(", outside 1..=")
+                    .num(crate::v4::MAX_LEVELS);
+                m.push(" (level 0 is upstream QEMU)");
+            }
+            LayoutRule::AboveChain {
+                parent,
+                level,
+                vendors,
+            } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize)
+                    .push(", above the chain's ")
+                    .num(vendors);
+                m.push(" (vendors = ").num(vendors).push(")");
+            }
+            LayoutRule::NestedVendorTag { parent, level } => {
+                m.push("subsection of `")
+                    .push(parent)
+                    .push("` tagged vendor level ");
+                m.num(level as usize);
+                m.push(", but only a section's own subsections carry vendor tags");
+            }
+            LayoutRule::ChainTooLong { vendors } => {
+                m.push("vendors = ")
+                    .num(vendors)
+                    .push(", a chain has at most ");
+                m.num(crate::v4::MAX_LEVELS).push(" vendor levels");
+            }
+            LayoutRule::NotTheBody { body, copy } => {
+                m.push("the fields are one copy of ").num(copy);
+                m.push(" bytes, not of the ").num(body).push("-byte body");
+            }
+            LayoutRule::NotACopy => {
+                m.push("the fields are not one copy of the struct in wire order");
+            }
+        }
+        m
+    }
+}
+
+impl core::fmt::Display for LayoutProblem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.message().as_str())
+    }
+}
+
+/// Bytes a [`LayoutMessage`] holds (a longer message is cut at a character boundary).
+pub const LAYOUT_MESSAGE_LEN: usize = 512;
+
+/// A [`LayoutProblem`]'s message, formatted in a `const` context into a fixed buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutMessage {
+    buf: [u8; LAYOUT_MESSAGE_LEN],
+    len: usize,
+}
+
+impl LayoutMessage {
+    /// The message.
+    pub const fn as_str(&self) -> &str {
+        match core::str::from_utf8(self.buf.split_at(self.len).0) {
+            Ok(s) => s,
+            // Unreachable: only whole characters of `&str`s are pushed.
+            Err(_) => "layout problem",
+        }
+    }
+
+    /// Appends `s`, or as many of its leading characters as fit.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
+    const fn push(&mut self, s: &str) -> &mut LayoutMessage {
+        let b = s.as_bytes();
+        let mut n = b.len();
+        if n > LAYOUT_MESSAGE_LEN - self.len {
+            n = LAYOUT_MESSAGE_LEN - self.len;
+            // Cut before a continuation byte's character.
+            while n > 0 && b[n] & 0xc0 == 0x80 {
+                n -= 1;
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            self.buf[self.len + i] = b[i];
+            i += 1;
+        }
+        self.len += n;
+        self
+    }
+
+    /// Appends `n` in decimal.
+    #[allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "const fn on table constants (no `get`): indices below tested lengths"
+    )]
+    const fn num(&mut self, mut n: usize) -> &mut LayoutMessage {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        match core::str::from_utf8(digits.split_at(i).1) {
+            Ok(s) => self.push(s),
+            Err(_) => self,
         }
     }
 }
@@ -1294,31 +2049,163 @@ pub const fn varray_kind(storage: Kind, count_offset: usize, ty: CountType) -> K
     }
 }
 
-/// Checks at compile time that `$vmsd` describes `$S` (see [`Vmsd::check`]); with `wire`, also
-/// that `$S` is exactly the current-version body so it can serve as a zero-copy view; with
-/// `body = B`, that the struct `B` at the start of `$S` is exactly the current-version body.
+/// Storage of the state struct a table deliberately does not migrate: `not_migrated!(S, path)`
+/// gives a [`NotMigrated`](crate::schema::NotMigrated) for `S.path`, listed with
+/// [`Vmsd::not_migrated`](crate::schema::Vmsd::not_migrated) so that
+/// [`assert_layout!`](crate::assert_layout) accepts leaving it out of the table.
+///
+/// ```
+/// use vmstate::{assert_layout, field, not_migrated, Vmsd};
+/// #[repr(C)]
+/// struct Pic { irr: u8, imr: u8, elcr_mask: u8 }
+/// // `elcr_mask` is the destination's configuration, not part of the wire state.
+/// const PIC: Vmsd = Vmsd::new("pic", 1, 1, size_of::<Pic>())
+///     .fields(&[field!(Pic, irr), field!(Pic, imr)])
+///     .not_migrated(&[not_migrated!(Pic, elcr_mask)]);
+/// assert_layout!(Pic, PIC);
+/// ```
+#[macro_export]
+macro_rules! not_migrated {
+    ($S:ty, $($p:ident).+) => {
+        $crate::schema::NotMigrated {
+            name: $crate::schema::last_segment(stringify!($($p).+)),
+            offset: ::core::mem::offset_of!($S, $($p).+),
+            len: $crate::schema::size_of_field::<$S, _>(|s: &$S| &s.$($p).+),
+        }
+    };
+}
+
+/// Checks at compile time that `$vmsd` describes the state struct `$S` (every rule of
+/// [`Vmsd::layout_problem`](crate::schema::Vmsd::layout_problem)); a disagreement fails the
+/// build with a message naming the table and the field.
+///
+/// * `assert_layout!(S, T)`: the table fits the struct, and every byte of `S` is the storage of
+///   a field of `T` or of its subsections (recursively; nested struct fields through their own
+///   tables) or is marked with [`not_migrated!`](crate::not_migrated): a struct field cannot be
+///   left out of the table by accident. Vendor tags must be at levels `1..=8`.
+/// * `assert_layout!(S, T, wire)`: also, the current-version fields are exactly `S`, one copy in
+///   wire order (what makes `vmstate::view` a zero-copy read).
+/// * `assert_layout!(S, T, body = B)`: also, the current-version fields are exactly the struct
+///   `B` at the start of `S`.
+/// * `, vendors = N` after any of these: vendor tags above level `N` are refused, for tables
+///   written under a header whose vendor chain has `N` levels. The table cannot see the
+///   header: the v4 writer checks each tag against the actual header at run time.
+///
+/// ```
+/// use vmstate::schema::{Subsection, VendorTag};
+/// use vmstate::{assert_layout, field, not_migrated, pred, Vmsd};
+/// use zerocopy::byteorder::big_endian::U16;
+/// use zerocopy::{FromBytes, Immutable, KnownLayout};
+/// #[repr(C)]
+/// #[derive(FromBytes, KnownLayout, Immutable)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8, host_fd: u8 }
+/// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, pred!(Dev, |d| d.feature != 0)).vendor(TAG)])
+///     .not_migrated(&[not_migrated!(Dev, host_fd)]);
+/// assert_layout!(Dev, DEV, vendors = 1);
+/// ```
+///
+/// A struct field missing from the table ("vmsd `dev`: state bytes 2..3 are in no table (after
+/// field `ctrl`, before field `feature`): add the struct field to the table or mark it with
+/// not_migrated!"):
+///
+/// ```compile_fail
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # use zerocopy::byteorder::big_endian::U16;
+/// #[repr(C)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8 }
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, feature)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A field missing from a subsection's table ("vmsd `dev`: state bytes 4..5 are in no table
+/// (after field `feature`) …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::Subsection;
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # use zerocopy::byteorder::big_endian::U16;
+/// #[repr(C)]
+/// struct Dev { ctrl: U16, status: u8, feature: u8, feature_arg: u8 }
+/// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, feature)]);
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
+///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag at level 0, which is upstream QEMU ("vmsd `dev/feature`: subsection of `dev`
+/// tagged vendor level 0, outside 1..=8 …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 0, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag at level 9 (a chain has at most 8 levels: "… tagged vendor level 9, outside
+/// 1..=8 …"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 9, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV);
+/// ```
+///
+/// A vendor tag above the chain the table is written under ("… tagged vendor level 2, above
+/// the chain's 1 (vendors = 1)"):
+///
+/// ```compile_fail
+/// # use vmstate::schema::{Subsection, VendorTag};
+/// # use vmstate::{assert_layout, field, Vmsd};
+/// # fn used(_: &[u8]) -> bool { true }
+/// # #[repr(C)]
+/// # struct Dev { status: u8, feature: u8 }
+/// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
+/// const TAG: VendorTag = VendorTag { level: 2, minor: 1, must_understand: false };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, status)])
+///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
+/// assert_layout!(Dev, DEV, vendors = 1);
+/// ```
 #[macro_export]
 macro_rules! assert_layout {
-    ($S:ty, $vmsd:expr) => {
-        const _: () = $vmsd.check(::core::mem::size_of::<$S>());
+    (@check $vmsd:expr, $layout:expr) => {
+        const _: () = $vmsd.check($layout);
     };
-    ($S:ty, $vmsd:expr, body = $B:ty) => {
-        $crate::assert_layout!(@body $S, $vmsd, $B);
+    ($S:ty, $vmsd:expr $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!(@check $vmsd, $crate::schema::StateLayout::of(
+            ::core::mem::size_of::<$S>()) $(.vendors($n))?);
     };
-    ($S:ty, $vmsd:expr, wire) => {
-        $crate::assert_layout!(@body $S, $vmsd, $S);
+    ($S:ty, $vmsd:expr, body = $B:ty $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!(@check $vmsd, $crate::schema::StateLayout::of(
+            ::core::mem::size_of::<$S>()).body(::core::mem::size_of::<$B>()) $(.vendors($n))?);
     };
-    (@body $S:ty, $vmsd:expr, $B:ty) => {
-        const _: () = {
-            $vmsd.check(::core::mem::size_of::<$S>());
-            match $vmsd.storage_plan() {
-                Some(p) => assert!(
-                    p.len as usize == ::core::mem::size_of::<$B>(),
-                    "the struct is not the exact body"
-                ),
-                None => panic!("the fields are not one copy of the struct in wire order"),
-            }
-        };
+    ($S:ty, $vmsd:expr, wire $(, vendors = $n:expr)?) => {
+        $crate::assert_layout!($S, $vmsd, body = $S $(, vendors = $n)?);
     };
 }
 
@@ -1369,6 +2256,7 @@ macro_rules! check {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use zerocopy::byteorder::big_endian::{U16, U32};
 
@@ -1406,5 +2294,270 @@ mod tests {
             "the struct has a gap before `y`"
         );
         assert!(INNER.storage_plan().is_some_and(|p| p.len == 5));
+    }
+
+    /// A device with a count, a variable array, a nested struct, a subsection and a host-side
+    /// byte: every shape `layout_problem` walks.
+    #[repr(C)]
+    struct Dev {
+        n: u8,
+        fifo: [u8; 4],
+        inner: Inner,
+        feature: U16,
+        host: u8,
+    }
+
+    const SIZE: usize = size_of::<Dev>();
+    const TAG: VendorTag = VendorTag {
+        level: 2,
+        minor: 1,
+        must_understand: false,
+    };
+    const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, SIZE).fields(&[field!(Dev, feature)]);
+    const SUBS: &[Subsection] = &[Subsection::new(&FEATURE, |_| true).vendor(TAG)];
+    const HOST: &[NotMigrated] = &[not_migrated!(Dev, host)];
+    const FIELDS: &[Field] = &[
+        field!(Dev, n),
+        varray!(Dev, fifo, count = n),
+        struct_field!(Dev, inner, INNER),
+    ];
+    const DEV: Vmsd = Vmsd::new("dev", 1, 1, SIZE)
+        .fields(FIELDS)
+        .subsections(SUBS)
+        .not_migrated(HOST);
+    assert_layout!(Dev, DEV, vendors = 2);
+    // Every form of the macro takes the chain.
+    assert_layout!(Inner, INNER, wire, vendors = 0);
+    assert_layout!(Inner, INNER, body = Inner, vendors = 8);
+
+    /// The problem and its message (what `assert_layout!` would panic with).
+    fn problem(v: &Vmsd, layout: StateLayout) -> (LayoutProblem, std::string::String) {
+        let p = v.layout_problem(layout).expect("a problem");
+        (p, std::string::ToString::to_string(&p))
+    }
+
+    #[test]
+    fn every_byte_is_migrated_or_marked() {
+        assert_eq!(DEV.layout_problem(StateLayout::of(SIZE)), None);
+        // A struct field left out of the table: the bytes, the fields around them.
+        const NO_N: Vmsd = DEV.fields(FIELDS.split_at(1).1);
+        let (p, m) = problem(&NO_N, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::Uncovered {
+                start: 0,
+                end: 1,
+                before: "",
+                after: "fifo"
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`: state bytes 0..1 are in no table (before field `fifo`): add the struct \
+             field to the table or mark it with not_migrated!"
+        );
+        // The host-side byte, not marked.
+        let (_, m) = problem(&DEV.not_migrated(&[]), StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `dev`: state bytes 12..13 are in no table (after field `feature`): add the \
+             struct field to the table or mark it with not_migrated!"
+        );
+        // A subsection's field left out of its table (the subsection covers the parent's
+        // struct: its bytes count for the parent).
+        const EMPTY_FEATURE: Vmsd = FEATURE.fields(&[]);
+        const NO_FEATURE: Vmsd = DEV.subsections(&[Subsection::new(&EMPTY_FEATURE, |_| true)]);
+        let (p, m) = problem(&NO_FEATURE, StateLayout::of(SIZE));
+        assert!(matches!(
+            p.rule,
+            LayoutRule::Uncovered {
+                start: 10,
+                end: 12,
+                before: "inner",
+                after: "host"
+            }
+        ));
+        assert!(m.starts_with("vmsd `dev`: state bytes 10..12 are in no table (after field "));
+        // A field missing inside a nested struct's table is named in that table.
+        const HALF_INNER: Vmsd = INNER.fields(&[field!(Inner, y)]);
+        const NESTED: Vmsd = DEV.fields(&[
+            field!(Dev, n),
+            varray!(Dev, fifo, count = n),
+            struct_field!(Dev, inner, HALF_INNER),
+        ]);
+        let (p, m) = problem(&NESTED, StateLayout::of(SIZE));
+        assert_eq!(p.vmsd, "inner");
+        assert!(m.starts_with("vmsd `inner`: state bytes 0..3 are in no table (before field `y`)"));
+    }
+
+    #[test]
+    fn not_migrated_storage_is_not_migrated() {
+        // Marking a byte some table of the tree migrates (here the subsection) is refused.
+        const LIE: Vmsd =
+            DEV.not_migrated(&[not_migrated!(Dev, host), not_migrated!(Dev, feature)]);
+        let (p, m) = problem(&LIE, StateLayout::of(SIZE));
+        assert_eq!(
+            (p.field, p.rule),
+            ("feature", LayoutRule::Migrated { by: "feature" })
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `feature`: marked not_migrated! but field `feature` migrates it"
+        );
+        // ... and a mark outside the struct.
+        const OUT: Vmsd = DEV.not_migrated(&[NotMigrated {
+            name: "ghost",
+            offset: SIZE,
+            len: 1,
+        }]);
+        let (p, _) = problem(&OUT, StateLayout::of(SIZE));
+        assert_eq!(p.field, "ghost");
+    }
+
+    #[test]
+    fn vendor_levels_are_checked_against_1_to_8_and_the_chain() {
+        const ZERO: Vmsd = DEV.subsections(&[
+            Subsection::new(&FEATURE, |_| true).vendor(VendorTag { level: 0, ..TAG })
+        ]);
+        let (p, m) = problem(&ZERO, StateLayout::of(SIZE));
+        assert_eq!(p.vmsd, "dev/feature");
+        assert_eq!(
+            p.rule,
+            LayoutRule::VendorLevel {
+                parent: "dev",
+                level: 0
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 0, outside 1..=8 (level \
+             0 is upstream QEMU)"
+        );
+        const NINE: Vmsd = DEV.subsections(&[
+            Subsection::new(&FEATURE, |_| true).vendor(VendorTag { level: 9, ..TAG })
+        ]);
+        let (p, _) = problem(&NINE, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::VendorLevel {
+                parent: "dev",
+                level: 9
+            }
+        );
+        // Level 2 under a one-vendor chain; accepted under two or the default (eight).
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE).vendors(1));
+        assert_eq!(
+            p.rule,
+            LayoutRule::AboveChain {
+                parent: "dev",
+                level: 2,
+                vendors: 1
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 2, above the chain's 1 \
+             (vendors = 1)"
+        );
+        assert_eq!(DEV.layout_problem(StateLayout::of(SIZE).vendors(2)), None);
+        let (p, _) = problem(&DEV, StateLayout::of(SIZE).vendors(9));
+        assert_eq!(p.rule, LayoutRule::ChainTooLong { vendors: 9 });
+        // A tag on a nested struct's subsection would never be written: refused.
+        #[repr(C)]
+        struct Outer {
+            dev: Dev,
+        }
+        const OUTER: Vmsd =
+            Vmsd::new("outer", 1, 1, SIZE).fields(&[struct_field!(Outer, dev, DEV)]);
+        let (p, m) = problem(&OUTER, StateLayout::of(SIZE));
+        assert_eq!(
+            p.rule,
+            LayoutRule::NestedVendorTag {
+                parent: "dev",
+                level: 2
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev/feature`: subsection of `dev` tagged vendor level 2, but only a section's \
+             own subsections carry vendor tags"
+        );
+    }
+
+    #[test]
+    fn table_rules_name_the_field() {
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE + 1));
+        assert_eq!(
+            p.rule,
+            LayoutRule::Size {
+                table: SIZE,
+                state: SIZE + 1
+            }
+        );
+        assert_eq!(
+            m,
+            "vmsd `dev`: the table's size is 13 bytes, the state struct's 14"
+        );
+        const TWICE: Vmsd = DEV.fields(&[field!(Dev, n), field!(Dev, n).named("n2")]);
+        let (_, m) = problem(&TWICE, StateLayout::of(SIZE));
+        assert_eq!(m, "vmsd `dev`, field `n2`: storage 0..1 overlaps field `n`");
+        const FUTURE: Vmsd = DEV.fields(&[field!(Dev, n).since(2)]);
+        let (_, m) = problem(&FUTURE, StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `n`: gated on version 2, newer than the table's 1"
+        );
+        const ORPHAN: Vmsd =
+            DEV.subsections(&[Subsection::new(&Vmsd::new("other", 1, 1, SIZE), |_| true)]);
+        let (_, m) = problem(&ORPHAN, StateLayout::of(SIZE));
+        assert_eq!(
+            m,
+            "vmsd `other`: a subsection's name must extend its parent's `dev`"
+        );
+        const OLD: Vmsd = DEV.versions(1, 2);
+        let (_, m) = problem(&OLD, StateLayout::of(SIZE));
+        assert_eq!(m, "vmsd `dev`: minimum_version_id 2 > version_id 1");
+    }
+
+    #[test]
+    fn body_rules_name_the_first_field_off_the_copy() {
+        // `fifo` is a variable array: the fields are not the struct's bytes, one copy.
+        let (p, m) = problem(&DEV, StateLayout::of(SIZE).body(SIZE));
+        assert_eq!((p.field, p.rule), ("fifo", LayoutRule::NotACopy));
+        assert_eq!(
+            m,
+            "vmsd `dev`, field `fifo`: the fields are not one copy of the struct in wire order"
+        );
+        // `Inner` is a 5-byte copy, not a 4-byte body.
+        let (p, _) = problem(&INNER, StateLayout::of(5).body(4));
+        assert_eq!(p.rule, LayoutRule::NotTheBody { body: 4, copy: 5 });
+        assert_eq!(INNER.layout_problem(StateLayout::of(5).body(5)), None);
+    }
+
+    #[test]
+    fn messages_cut_long_names_at_a_character() {
+        // 2- and 3-byte characters: 400 bytes each name, cut inside a character.
+        let long: &'static str = "é€".repeat(80).leak();
+        let p = LayoutProblem {
+            vmsd: long,
+            field: long,
+            rule: LayoutRule::NotACopy,
+        };
+        let m = p.message();
+        assert!(m.as_str().len() > LAYOUT_MESSAGE_LEN - 3);
+        assert!(m.as_str().starts_with("vmsd `é€"));
+        assert!(m.as_str().len() <= LAYOUT_MESSAGE_LEN);
+        let p = LayoutProblem {
+            vmsd: "v",
+            field: "",
+            rule: LayoutRule::Size {
+                table: 0,
+                state: u32::MAX as usize,
+            },
+        };
+        assert_eq!(
+            p.message().as_str(),
+            "vmsd `v`: the table's size is 0 bytes, the state struct's 4294967295"
+        );
     }
 }

@@ -13,7 +13,7 @@ use vmstate::v4::caps::{Capabilities, Report, check_stream};
 use vmstate::v4::convert::{BodySplit, UpgradeOptions, VmsdSplit, downgrade, upgrade};
 use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
 use vmstate::v4::wire::{Body, Header, Record4, Records4};
-use vmstate::{SectionHead, SectionId, SliceSink, assert_layout, field, pred};
+use vmstate::{SectionHead, SectionId, SliceSink, assert_layout, field, not_migrated, pred};
 use zerocopy::byteorder::big_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -38,7 +38,9 @@ const DEV_KVM: Vmsd = Vmsd::new("dev", 1, 1, 5)
             minor: 1,
             must_understand: true,
         }),
-    ]);
+    ])
+    // Whether the feature is in use: the sender's own state, not on the wire.
+    .not_migrated(&[not_migrated!(Dev, td_on)]);
 assert_layout!(Dev, DEV_KVM);
 
 struct Block {

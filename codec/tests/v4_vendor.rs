@@ -7,7 +7,7 @@
 //! The device tables are defined here (three builds of one device); the real rtc model lives in
 //! the devices crate.
 
-use vmstate::schema::{Subsection, VendorTag, Vmsd};
+use vmstate::schema::{NotMigrated, Subsection, VendorTag, Vmsd};
 use vmstate::v4::caps::{
     Capabilities, Incompatibility, Report, SectionRequirement, check, check_stream,
 };
@@ -15,7 +15,7 @@ use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, downgrade_obsta
 use vmstate::v4::minor::{encode_eof, encode_header, encode_section, section_minors};
 use vmstate::v4::wire::Vendor;
 use vmstate::v4::{Error, Refusal};
-use vmstate::{SectionId, SliceSink, assert_layout, field, pred};
+use vmstate::{SectionId, SliceSink, assert_layout, field, not_migrated, pred};
 use zerocopy::byteorder::big_endian::{I32, U16, U32};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -86,18 +86,51 @@ const S_RH_QUIRK: Subsection =
 const S_RH_STATS: Subsection =
     Subsection::new(&RH_STATS, pred!(Rtc, |s| s.rh_stats_on != 0)).vendor(RH_ANCILLARY);
 
+// One struct serves the four builds: each build marks the knobs (never on the wire) and the
+// other builds' feature fields as not migrated.
+const TD_HACK_ON: NotMigrated = not_migrated!(Rtc, td_hack);
+const RH_QUIRK_ON: NotMigrated = not_migrated!(Rtc, rh_quirk_on);
+const RH_STATS_ON: NotMigrated = not_migrated!(Rtc, rh_stats_on);
+const SUSE_ON: NotMigrated = not_migrated!(Rtc, suse_on);
+const IRQ_COALESCED: NotMigrated = not_migrated!(Rtc, irq_coalesced);
+const PERIOD: NotMigrated = not_migrated!(Rtc, period);
+const RH_QUIRK_STATE: NotMigrated = not_migrated!(Rtc, rh_quirk_state);
+const RH_STATS_STATE: NotMigrated = not_migrated!(Rtc, rh_stats);
+const SUSE_STATE: NotMigrated = not_migrated!(Rtc, suse_state);
+
 /// Upstream QEMU's rtc.
 const RTC_UPSTREAM: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .fields(FIELDS)
-    .subsections(&[S_REINJECT]);
+    .subsections(&[S_REINJECT])
+    .not_migrated(&[
+        TD_HACK_ON,
+        RH_QUIRK_ON,
+        RH_STATS_ON,
+        SUSE_ON,
+        IRQ_COALESCED,
+        PERIOD,
+        RH_QUIRK_STATE,
+        RH_STATS_STATE,
+        SUSE_STATE,
+    ]);
 /// qemu-kvm's rtc: upstream plus td_hack.
 const RTC_KVM: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .fields(FIELDS)
-    .subsections(&[S_REINJECT, S_TD_HACK]);
+    .subsections(&[S_REINJECT, S_TD_HACK])
+    .not_migrated(&[
+        TD_HACK_ON,
+        RH_QUIRK_ON,
+        RH_STATS_ON,
+        SUSE_ON,
+        RH_QUIRK_STATE,
+        RH_STATS_STATE,
+        SUSE_STATE,
+    ]);
 /// RHEL's rtc: qemu-kvm's plus a backport and an ancillary record.
 const RTC_RHEL: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .fields(FIELDS)
-    .subsections(&[S_REINJECT, S_TD_HACK, S_RH_QUIRK, S_RH_STATS]);
+    .subsections(&[S_REINJECT, S_TD_HACK, S_RH_QUIRK, S_RH_STATS])
+    .not_migrated(&[TD_HACK_ON, RH_QUIRK_ON, RH_STATS_ON, SUSE_ON, SUSE_STATE]);
 /// SUSE's rtc: qemu-kvm's plus its own level-2 feature.
 const RTC_SUSE: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .fields(FIELDS)
@@ -105,11 +138,21 @@ const RTC_SUSE: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
         S_REINJECT,
         S_TD_HACK,
         Subsection::new(&SUSE, pred!(Rtc, |s| s.suse_on != 0)).vendor(SUSE_TAG),
+    ])
+    .not_migrated(&[
+        TD_HACK_ON,
+        RH_QUIRK_ON,
+        RH_STATS_ON,
+        SUSE_ON,
+        RH_QUIRK_STATE,
+        RH_STATS_STATE,
     ]);
-assert_layout!(Rtc, RTC_SUSE);
-assert_layout!(Rtc, RTC_UPSTREAM);
-assert_layout!(Rtc, RTC_KVM);
-assert_layout!(Rtc, RTC_RHEL);
+// Each build under the vendor chain its streams carry (upstream: none; qemu-kvm: one; RHEL and
+// SUSE: two).
+assert_layout!(Rtc, RTC_SUSE, vendors = 2);
+assert_layout!(Rtc, RTC_UPSTREAM, vendors = 0);
+assert_layout!(Rtc, RTC_KVM, vendors = 1);
+assert_layout!(Rtc, RTC_RHEL, vendors = 2);
 
 /// A second device, identical in every build.
 #[repr(C)]

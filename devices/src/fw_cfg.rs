@@ -27,7 +27,9 @@
 //! write-channel and arch-local bits of `cur_entry`.
 
 use vmstate::schema::{Field, Subsection, Vmsd};
-use vmstate::{Expected, State, Violation, assert_layout, check, field, mutate, pred};
+use vmstate::{
+    Expected, State, Violation, assert_layout, check, field, mutate, not_migrated, pred,
+};
 use zerocopy::byteorder::big_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -258,7 +260,15 @@ pub const VMSD: Vmsd = Vmsd::new("fw_cfg", 2, 1, SIZE)
     ])
     .pre_load(mutate!(FwCfg, |s| s.cur_offset_v1 = 0.into()))
     .validate(check!(FwCfg, |s, _v| s.check()))
-    .post_load(post_load);
+    .post_load(post_load)
+    .not_migrated(&[
+        not_migrated!(FwCfg, dest_file_slots),
+        not_migrated!(FwCfg, dest_dma_enabled),
+        not_migrated!(FwCfg, dest_acpi_mr_restore),
+        not_migrated!(FwCfg, dest_acpi_mr_max),
+        not_migrated!(FwCfg, dest_acpi_mr_exact),
+        not_migrated!(FwCfg, dest_acpi_mr_sizes),
+    ]);
 assert_layout!(FwCfg, VMSD);
 
 impl State for FwCfg {

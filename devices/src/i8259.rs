@@ -34,8 +34,8 @@
 //! [`VMSD`] enforces every rule. [`PERMISSIVE_VMSD`] is the same table enforcing only the MUST
 //! rule; load with it through [`vmstate::load_with`].
 
-use vmstate::schema::Subsection;
-use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field, mutate, pred};
+use vmstate::schema::{NotMigrated, Subsection};
+use vmstate::{Expected, Violation, Vmsd, assert_layout, check, field, mutate, not_migrated, pred};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The `i8259` body: 16 bytes in wire order (a zero-copy view of a section body).
@@ -177,7 +177,10 @@ const SUBSECTIONS: &[Subsection] =
         .absent(mutate!(Pic, |s| s.ltim = 0))];
 
 /// QEMU 10.0's description table of `i8259` (version 1, minimum 1; subsection `i8259/ltim`).
-pub const VMSD: Vmsd = VMSD_7_2.subsections(SUBSECTIONS);
+pub const VMSD: Vmsd = VMSD_7_2.subsections(SUBSECTIONS).not_migrated(&[ELCR_MASK]);
+
+/// The destination's configuration, never on the wire.
+const ELCR_MASK: NotMigrated = not_migrated!(Pic, elcr_mask);
 
 /// QEMU 7.2's description table of `i8259` (version 1, minimum 1; no subsections).
 pub const VMSD_7_2: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
@@ -199,7 +202,9 @@ pub const VMSD_7_2: Vmsd = Vmsd::new("i8259", 1, 1, core::mem::size_of::<Pic>())
         field!(Pic, body.single_mode),
         field!(Pic, body.elcr),
     ])
-    .validate(check!(Pic, |s, _version| validate(s, true)));
+    .validate(check!(Pic, |s, _version| validate(s, true)))
+    // QEMU 7.2 has no `i8259/ltim` subsection.
+    .not_migrated(&[ELCR_MASK, not_migrated!(Pic, ltim)]);
 
 /// [`VMSD`] enforcing only the MUST rule (`priority_add`), for streams from producers known to
 /// write unreachable but harmless values; load with [`vmstate::load_with`].

@@ -152,7 +152,8 @@ pub const FIFO8_VMSD: Vmsd = Vmsd::new("Fifo8", 1, 1, core::mem::size_of::<Fifo8
     // structure-only walk (`vmstate::stream::Schemas`) starts from zeroed scratch and would
     // size `data` as 0 bytes, misplacing the body's end.
     .pre_load(mutate!(Fifo8, |f| f.capacity = I32::new(FIFO_LEN as i32)))
-    .validate(check!(Fifo8, |f, _version| f.check()));
+    .validate(check!(Fifo8, |f, _version| f.check()))
+    .not_migrated(&[vmstate::not_migrated!(Fifo8, capacity)]);
 assert_layout!(Fifo8, FIFO8_VMSD);
 
 /// The UART's state (`SerialState`, nested vmsd `serial`): the 11 body bytes first, then the

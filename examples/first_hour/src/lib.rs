@@ -95,7 +95,8 @@ pub const UART: Vmsd = Vmsd::new("example-uart", 1, 1, size_of::<Uart>())
         }
         Ok(())
     }));
-// Compile-time: each field's offset, size and kind come from the struct, and the table fits it.
+// Compile-time: each field's offset, size and kind come from the struct, the table fits it, and
+// every byte of the struct is in the table or its subsection (or marked `not_migrated!`).
 assert_layout!(Uart, UART);
 
 impl State for Uart {
