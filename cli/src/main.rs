@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vmstate_cli::desc::Description;
 use vmstate_cli::exit::{Exit, Failure};
-use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::{KeepAll, ParseOptions, Visit};
@@ -20,7 +19,6 @@ use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
 use vmstate_devices::machine::QemuBuild;
-use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc};
 
 #[derive(Parser)]
 #[command(
@@ -305,6 +303,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             // The map of a stream without footers and trailer shows what the typed models measure.
             let options = ParseOptions {
                 stop_at_unmeasured: !json,
+                ..ParseOptions::default()
             };
             if !json {
                 // One walk: each record's row is measured and spooled to an unlinked temporary
@@ -404,22 +403,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let mut stream = parse(&input, &file, "rewrite")?;
             if !set.is_empty() {
-                let machine = stream.configuration.as_ref().map(|c| c.machine);
-                let resolved = dest.spec().resolve(machine).map_err(Failure::Usage)?;
-                // Edits are checked against a known destination only (never a guessed one).
-                let Some(mut config) = resolved.config else {
-                    let why = resolved.problem.unwrap_or_default();
-                    return Err(Failure::Invalid(format!("{}: {why}", input.display())));
-                };
-                if resolved.serial_from_stream {
-                    config.serial_ports = MAX_ISA_SERIAL;
-                }
-                let check = PcCheck(Pc::new(config));
-                for s in &set {
-                    stream
-                        .set(s, &check)
-                        .map_err(|e| Failure::Usage(format!("--set {e}")))?;
-                }
+                dest.spec()
+                    .apply_edits(&mut stream, &set, &input.display().to_string())?;
             }
             if format.is_some() {
                 // The edited stream goes through an unlinked temporary file, not memory.
