@@ -72,6 +72,35 @@ enum Command {
         #[command(flatten)]
         dest: Dest,
     },
+    /// Stand between a source QEMU (`migrate tcp:LISTEN`) and a destination QEMU (`-incoming
+    /// tcp:TO`): stream RAM through as it is checked, hold the final device phase until it is
+    /// verified, and close the destination instead on any problem (exit 1).
+    Proxy {
+        /// Where the source connects: HOST:PORT (port 0: any; the address is printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The destination's `-incoming tcp:` address, HOST:PORT.
+        #[arg(long, value_name = "ADDR")]
+        to: String,
+        /// The most bytes the held final phase (device sections, EOF, trailer) may have.
+        #[arg(long, value_name = "BYTES", default_value_t = vmstate_cli::proxy::DEFAULT_HOLD_LIMIT)]
+        hold_limit: usize,
+        /// Write a copy of the bytes that passed to FILE (only when all of them passed).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// An edit applied to the held device sections, as `rewrite --set`:
+        /// IDSTR[INSTANCE].FIELD=VALUE.
+        // The text is the `--help` line; its brackets are not links.
+        #[allow(rustdoc::broken_intra_doc_links)]
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Forward what cannot be validated (multifd channels, postcopy) unchecked instead of
+        /// refusing it.
+        #[arg(long)]
+        pass_through_unvalidated: bool,
+        #[command(flatten)]
+        dest: Dest,
+    },
     /// Write desc.json, state.json, RAM block images and section bodies into a directory.
     Extract {
         /// The stream.
@@ -429,6 +458,66 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             checked(&input, &file, written)?;
             out.commit()?;
             Ok(0)
+        }
+        Command::Proxy {
+            listen,
+            to,
+            hold_limit,
+            record,
+            set,
+            pass_through_unvalidated,
+            dest,
+        } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
+            let options = vmstate_cli::proxy::ProxyOptions {
+                listen,
+                to: to.clone(),
+                dest: dest.spec(),
+                hold_limit,
+                edits: set,
+                record,
+                pass_through_unvalidated,
+            };
+            let (name, outcome) = vmstate_cli::proxy::run(&options, &mut |addr| {
+                eprintln!("vmstate proxy: listening on {addr}, destination {to}");
+            })?;
+            use vmstate_cli::proxy::Outcome;
+            match outcome {
+                Outcome::Passed {
+                    bytes,
+                    ram_records,
+                    held,
+                    report,
+                } => {
+                    emit(&format!(
+                        "{name}: passed {bytes} bytes: {ram_records} RAM records streamed, a \
+                         final phase of {held} bytes held and checked ({} sections with \
+                         typed models, {} with the description only)\n",
+                        report.typed, report.generic
+                    ))?;
+                    Ok(0)
+                }
+                Outcome::Unvalidated { bytes, from, why } => {
+                    emit(&format!(
+                        "{name}: passed {bytes} bytes, unchecked from byte {from} on: {why}\n"
+                    ))?;
+                    Ok(0)
+                }
+                Outcome::Refused(problems) => {
+                    let mut out = String::new();
+                    for p in &problems {
+                        out.push_str(&format!("{name}: {p}\n"));
+                    }
+                    let n = problems.len();
+                    out.push_str(&format!(
+                        "{name}: {n} problem{} found; the destination got none of the final \
+                         phase\n",
+                        if n == 1 { "" } else { "s" }
+                    ));
+                    emit(&out)?;
+                    Ok(1)
+                }
+            }
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;

@@ -350,7 +350,7 @@ impl BodyLength for Scan {
 }
 
 /// A record the walk could not read: the problem that ends it.
-fn walk_problem(e: &vmstate::Error) -> Problem {
+pub(crate) fn walk_problem(e: &vmstate::Error) -> Problem {
     let mut message = e.to_string();
     if let vmstate::ErrorKind::MissingFooter { found: 0x05 } = e.kind {
         // QEMU loads any subsection the table knows, again and in any order.
