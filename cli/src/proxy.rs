@@ -177,6 +177,13 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
+    if bytes.starts_with(&MULTIFD_MAGIC) {
+        return Err(Stop::Unvalidated {
+            offset: 0,
+            why: "a multifd channel (its pages bypass the main stream)".into(),
+            rest: bytes,
+        });
+    }
     let mut machine: Machine<IdstrBuf> = Machine::new(Options::for_stream(&bytes));
     let mut at = 0;
     loop {
@@ -193,13 +200,6 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
             Ok(Step::Item { .. } | Step::Done) => return Ok((bytes, at)),
             Ok(Step::NeedMore) => {}
             Err(e) => return Err(Stop::Problem(walk_problem(&e))),
-        }
-        if bytes.len() >= 4 && bytes[..4] == MULTIFD_MAGIC {
-            return Err(Stop::Unvalidated {
-                offset: 0,
-                why: "a multifd channel (its pages bypass the main stream)".into(),
-                rest: bytes,
-            });
         }
         let n = src.read(&mut chunk).map_err(Stop::Read)?;
         if n == 0 {
@@ -316,18 +316,7 @@ pub fn read_live(
                 if n == 0 {
                     decoder.finish();
                 }
-                if let Some(h) = held_at {
-                    let held = base + window.len() - h;
-                    if held > hold_limit {
-                        return Err(problem(
-                            h,
-                            format!(
-                                "at byte {h} (0x{h:x}): the final phase from here is over the \
-                                 hold limit ({hold_limit} bytes, --hold-limit)"
-                            ),
-                        ));
-                    }
-                }
+                held_within(held_at, base + window.len(), hold_limit)?;
                 continue;
             }
         }
@@ -410,6 +399,7 @@ pub fn read_live(
             format!("at byte {end} (0x{end:x}): the stream ended before its final phase"),
         )
     })?;
+    held_within(Some(held_at), base + window.len(), hold_limit)?;
     let held = window.split_off(held_at - base);
     Ok(Live {
         prefix,
@@ -417,6 +407,21 @@ pub fn read_live(
         held,
         ram_records,
     })
+}
+
+/// The hold limit: the final phase from `held_at` to `end` (what was read) is at most
+/// `limit` bytes.
+fn held_within(held_at: Option<usize>, end: usize, limit: usize) -> Result<(), Stop> {
+    match held_at {
+        Some(h) if end - h > limit => Err(problem(
+            h,
+            format!(
+                "at byte {h} (0x{h:x}): the final phase from here is over the hold limit \
+                 ({limit} bytes, --hold-limit)"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Passes the checked bytes before offset `to` on and drops them from `window`.
