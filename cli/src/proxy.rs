@@ -206,7 +206,10 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
             let e = machine
                 .step(bytes.get(at..).unwrap_or_default(), at, true)
                 .err()
-                .map_or_else(|| "the stream ended in its header".into(), |e| e.to_string());
+                .map_or_else(
+                    || "the stream ended in its header".into(),
+                    |e| e.to_string(),
+                );
             return Err(problem(bytes.len(), e));
         }
         bytes.extend_from_slice(&chunk[..n]);
@@ -301,7 +304,9 @@ pub fn read_live(
                 if space.is_empty() {
                     return Err(problem(
                         at,
-                        format!("at byte {at} (0x{at:x}): a record larger than the proxy's window ({WINDOW} bytes)"),
+                        format!(
+                            "at byte {at} (0x{at:x}): a record larger than the proxy's window ({WINDOW} bytes)"
+                        ),
                     ));
                 }
                 pause((after_eof && trailer_left.is_none()).then_some(TRAILER_WAIT));
@@ -435,7 +440,12 @@ fn read_rest(
             Ok(n) => window.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // A source that pauses after EOF (the trailer wait) has ended.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(());
             }
             Err(e) => return Err(Stop::Read(e)),
@@ -492,8 +502,8 @@ fn check_held(
     held: &[u8],
     dest: &DestSpec,
 ) -> Result<Report, Failure> {
-    let input = view(prefix, held_at, held)
-        .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+    let input =
+        view(prefix, held_at, held).map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
     let mut report = verify_resumed(
         input.bytes(),
         Some(prefix.len()..held_at),
@@ -523,8 +533,8 @@ fn edit_held(
     dest: &DestSpec,
     edits: &[String],
 ) -> Result<Vec<u8>, Failure> {
-    let input = view(prefix, held_at, held)
-        .map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
+    let input =
+        view(prefix, held_at, held).map_err(|e| Failure::Output(format!("temporary file: {e}")))?;
     let bytes = input.bytes();
     let invalid = |e: crate::model::StreamError| Failure::Invalid(format!("final phase: {e}"));
     let description = find_description(bytes).map_err(invalid)?.map(|(_, d)| d);
@@ -658,10 +668,16 @@ pub fn run(
                     "at byte {offset} (0x{offset:x}): {why}: cannot be validated; refused \
                      (--pass-through-unvalidated forwards it unchecked)"
                 );
-                return Ok(refuse(forward.dest, name, vec![Problem { offset, message }]));
+                return Ok(refuse(
+                    forward.dest,
+                    name,
+                    vec![Problem { offset, message }],
+                ));
             }
             pause(None);
-            eprintln!("vmstate: warning: {name}: from byte {offset} on, forwarded unchecked: {why}");
+            eprintln!(
+                "vmstate: warning: {name}: from byte {offset} on, forwarded unchecked: {why}"
+            );
             // Everything from `offset` goes through as it comes.
             let copied = forward
                 .pass(&rest)

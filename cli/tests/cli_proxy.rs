@@ -87,10 +87,14 @@ fn a_valid_stream_passes_byte_for_byte_and_is_recorded() {
         let record = dir.join(format!("{name}.rec"));
         let run = replay(&stream, &["--record", record.to_str().unwrap()]);
         assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
-        assert!(run.received == stream, "{name}: the destination got other bytes");
+        assert!(
+            run.received == stream,
+            "{name}: the destination got other bytes"
+        );
         assert!(std::fs::read(&record).unwrap() == stream, "{name}: record");
         assert!(
-            run.stdout.contains(&format!("passed {} bytes", stream.len())),
+            run.stdout
+                .contains(&format!("passed {} bytes", stream.len())),
             "{}",
             run.stdout
         );
@@ -148,7 +152,12 @@ fn set_edits_the_held_sections_like_rewrite() {
     std::fs::create_dir_all(&dir).unwrap();
     let (input, rewritten) = (dir.join("in"), dir.join("out"));
     std::fs::write(&input, &stream).unwrap();
-    let edits = ["--set", "i8259[0].imr=0x5a", "--set", "i8259[1].irq_base=0x70"];
+    let edits = [
+        "--set",
+        "i8259[0].imr=0x5a",
+        "--set",
+        "i8259[1].irq_base=0x70",
+    ];
     let st = Command::new(env!("CARGO_BIN_EXE_vmstate"))
         .arg("rewrite")
         .args([&input, &rewritten])
@@ -173,7 +182,11 @@ fn the_hold_limit_and_the_machine_type_are_enforced() {
     let stream = fixture("q72-pc-i440fx-7.2.vmstate");
     let run = replay(&stream, &["--hold-limit", "1000"]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("hold limit (1000 bytes"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("hold limit (1000 bytes"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(run.received.len(), final_phase(&stream));
     // A machine type the destination does not have: refused at its CONFIGURATION record,
     // before any RAM goes through.

@@ -117,11 +117,73 @@ fn final_phase(stream: &[u8]) -> usize {
     .unwrap()
 }
 
+/// A 32 MiB file of pseudo-random bytes (different for each `seed`), made once per run.
+fn random_ram(seed: u64) -> PathBuf {
+    let path = scratch(&format!("ram-{seed}"));
+    if !path.exists() {
+        let mut x = seed | 1;
+        let mut bytes = Vec::with_capacity(RAM_MIB << 20);
+        while bytes.len() < RAM_MIB << 20 {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let tmp = scratch(&format!("ram-{seed}.{:?}", thread::current().id()));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(tmp, &path).unwrap();
+    }
+    path
+}
+
+/// Guest RAM (`-m 32` of the fixture options) from a file of random bytes, private to the
+/// guest: a source whose RAM is mostly non-zero, a destination whose RAM starts different.
+const RAM_MIB: usize = 32;
+
+fn guest(machine: &str, seed: u64) -> Vec<String> {
+    let backend = format!(
+        "memory-backend-file,id=m0,size={RAM_MIB}M,mem-path={},share=off",
+        random_ram(seed).display()
+    );
+    fixture_machine(machine)
+        .into_iter()
+        .map(String::from)
+        .chain([
+            "-object".into(),
+            backend,
+            "-machine".into(),
+            "memory-backend=m0".into(),
+        ])
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The guest's RAM as QMP `pmemsave` writes it.
+fn ram(q: &mut Qemu, name: &str) -> Vec<u8> {
+    let path = scratch(name);
+    q.execute(
+        "pmemsave",
+        json!({ "val": 0, "size": RAM_MIB << 20, "filename": path.display().to_string() }),
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(path);
+    bytes
+}
+
 /// One migration source → proxy A (`--record a`) → proxy B (`--record b`) → destination,
 /// with the checks of item 4; returns the recorded stream.
 fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) -> Option<Vec<u8>> {
     let case = format!("{src_build:?} -> {dst_build:?} {machine}");
-    let (mut dst, to) = destination(dst_build, machine, &[])?;
+    let dst_guest = guest(machine, 2);
+    let (mut dst, to) = destination(
+        dst_build,
+        machine,
+        &strs(&dst_guest[fixture_machine(machine).len()..]),
+    )?;
     let spec = DestSpec {
         qemu: Some(dst_build),
         ..DestSpec::default()
@@ -138,10 +200,19 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
         record: Some(rec_a.clone()),
         ..options(&b.addr.to_string(), spec)
     });
-    let mut src = Qemu::start(
-        src_build,
-        &[fixture_machine(machine).as_slice(), &["-S"]].concat(),
-    )?;
+    let src_guest = guest(machine, 1);
+    let mut src = Qemu::start(src_build, &[strs(&src_guest).as_slice(), &["-S"]].concat())?;
+    // The firmware runs a while (it programs the PIC, PIT, RTC, ... and writes RAM), then
+    // the guest is stopped and migrated.
+    src.execute("cont", json!({}));
+    thread::sleep(Duration::from_millis(700));
+    src.execute("stop", json!({}));
+    let src_ram = ram(&mut src, &format!("{case}-src.ram"));
+    let nonzero = src_ram.iter().filter(|&&b| b != 0).count();
+    assert!(
+        nonzero > src_ram.len() / 2,
+        "{case}: {nonzero} non-zero bytes"
+    );
     src.execute("migrate", json!({ "uri": format!("tcp:{}", a.addr) }));
     for (name, p) in [("A", a), ("B", b)] {
         match p.thread.join().unwrap() {
@@ -152,11 +223,25 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
         }
     }
     assert_eq!(source_done(&mut src), "completed", "{case}");
-    assert_eq!(dst.wait_loaded(), LoadOutcome::Completed, "{case}: {}", dst.stderr());
-    // The destination has the source's device state.
-    for cmd in ["info pic", "info registers -a", "info irq"] {
+    assert_eq!(
+        dst.wait_loaded(),
+        LoadOutcome::Completed,
+        "{case}: {}",
+        dst.stderr()
+    );
+    // The destination has the source's device state and RAM.
+    for cmd in ["info pic", "info registers -a"] {
         assert_eq!(src.hmp(cmd), dst.hmp(cmd), "{case}: {cmd}");
     }
+    assert!(
+        src.hmp("info pic").contains("imr=")
+            && !src.hmp("info pic").contains("pic0: irr=00 imr=00"),
+        "{case}: the firmware did not program the PIC"
+    );
+    assert!(
+        src_ram == ram(&mut dst, &format!("{case}-dst.ram")),
+        "{case}: RAM differs"
+    );
     // And runs.
     dst.execute("cont", json!({}));
     let st = dst.execute("query-status", json!({}));
@@ -169,10 +254,13 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
         "{case}: the records differ"
     );
     // The recording loads on its own, with the same state.
-    let mut again =
-        Qemu::incoming_on(dst_build, &rec_a, &fixture_machine(machine)).expect("installed");
+    let mut again = Qemu::incoming_on(dst_build, &rec_a, &strs(&dst_guest)).expect("installed");
     assert_eq!(again.wait_loaded(), LoadOutcome::Completed, "{case}");
     assert_eq!(src.hmp("info pic"), again.hmp("info pic"), "{case}");
+    assert!(
+        src_ram == ram(&mut again, &format!("{case}-again.ram")),
+        "{case}: RAM differs"
+    );
     let _ = std::fs::remove_file(rec_a);
     let _ = std::fs::remove_file(rec_b);
     Some(recorded)
@@ -180,25 +268,38 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
 
 #[test]
 fn qemu_7_2_to_7_2_through_the_proxy() {
-    let Some(recorded) = migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "pc") else {
+    if migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "pc").is_none() {
         return;
-    };
-    // A direct capture (`migrate "exec:cat > FILE"`) from an identical paused source: the
-    // same length and the same bytes up to the final phase (RAM, block list, header; the
-    // device sections carry the clocks of the moment).
-    let Some(mut src) = Qemu::start(
-        QemuBuild::V7_2,
-        &[fixture_machine("pc").as_slice(), &["-S"]].concat(),
-    ) else {
-        return;
-    };
+    }
+    // `--record` next to a direct capture (`migrate "exec:cat > FILE"`) of an identical
+    // paused source (a QEMU migrates once): the same length and the same bytes up to the
+    // final phase (header, CONFIGURATION, every RAM record); the device sections carry the
+    // clocks of their moment.
+    let args = [fixture_machine("pc").as_slice(), &["-S"]].concat();
+    let (mut dst, to) = destination(QemuBuild::V7_2, "pc", &[]).expect("installed");
+    let record = scratch("proxied.vmstate");
+    let p = proxy(ProxyOptions {
+        record: Some(record.clone()),
+        ..options(&to, DestSpec::default())
+    });
+    let mut src = Qemu::start(QemuBuild::V7_2, &args).expect("installed");
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", p.addr) }));
+    assert!(matches!(
+        p.thread.join().unwrap(),
+        Ok((_, Outcome::Passed { .. }))
+    ));
+    assert_eq!(dst.wait_loaded(), LoadOutcome::Completed);
+    let mut src = Qemu::start(QemuBuild::V7_2, &args).expect("installed");
     let direct = scratch("direct.vmstate");
     src.execute(
         "migrate",
         json!({ "uri": format!("exec:cat > {}", direct.display()) }),
     );
     assert_eq!(source_done(&mut src), "completed");
-    let direct = std::fs::read(direct).unwrap();
+    let (recorded, direct) = (
+        std::fs::read(record).unwrap(),
+        std::fs::read(direct).unwrap(),
+    );
     assert_eq!(recorded.len(), direct.len());
     let held = final_phase(&direct);
     assert!(recorded[..held] == direct[..held]);
@@ -235,9 +336,17 @@ fn set_edits_a_live_migration_and_a_refusal_fails_it_on_both_sides() {
         p.thread.join().unwrap(),
         Ok((_, Outcome::Passed { .. }))
     ));
-    assert_eq!(dst.wait_loaded(), LoadOutcome::Completed, "{}", dst.stderr());
+    assert_eq!(
+        dst.wait_loaded(),
+        LoadOutcome::Completed,
+        "{}",
+        dst.stderr()
+    );
     let pic = dst.hmp("info pic");
-    assert!(pic.contains("imr=5a") && pic.contains("irq_base=70"), "{pic}");
+    assert!(
+        pic.contains("imr=5a") && pic.contains("irq_base=70"),
+        "{pic}"
+    );
     assert!(!src.hmp("info pic").contains("imr=5a"));
     drop((src, dst));
 
@@ -307,14 +416,13 @@ fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
     // The differential campaign's mutants of the real fixtures (hostile values at the
     // boundaries of every device rule, cut and reordered records, ...), each on the oldest
     // build that has its machine type.
-    let mut corpus: Vec<(String, &'static str, QemuBuild, Vec<u8>)> =
-        differential::mutants(16, 24)
-            .into_iter()
-            .map(|m| {
-                let what = format!("{} {}", m.kind, m.what);
-                (what, m.fixture.machine, m.fixture.builds[0], m.bytes)
-            })
-            .collect();
+    let mut corpus: Vec<(String, &'static str, QemuBuild, Vec<u8>)> = differential::mutants(16, 24)
+        .into_iter()
+        .map(|m| {
+            let what = format!("{} {}", m.kind, m.what);
+            (what, m.fixture.machine, m.fixture.builds[0], m.bytes)
+        })
+        .collect();
     // An out-of-bounds CMOS index (the CVE class of rtc's cmos_index) in a real stream.
     let base = vmstate_host_tests::fixture("q72-pc-i440fx-7.2.vmstate");
     for (idstr, at, value) in [(&b"mc146818rtc"[..], 128, 0x80u8)] {
@@ -355,7 +463,10 @@ fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
                 );
                 // The proxy names a problem `verify` names, in the same words and offset
                 // (or, where verify finds none, a section nobody could check).
-                for p in problems.iter().filter(|p| !p.message.contains("not checked (")) {
+                for p in problems
+                    .iter()
+                    .filter(|p| !p.message.contains("not checked ("))
+                {
                     assert!(
                         verdict.problems.contains(p),
                         "{what}: the proxy says {p}, verify: {:?}",
@@ -365,7 +476,10 @@ fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
                 refused += 1;
             }
             Ok((_, Outcome::Passed { .. })) => {
-                assert!(verdict.problems.is_empty(), "{what}: passed; verify: {verdict:?}");
+                assert!(
+                    verdict.problems.is_empty(),
+                    "{what}: passed; verify: {verdict:?}"
+                );
                 assert_eq!(outcome, LoadOutcome::Completed, "{what}");
                 loaded += 1;
             }
