@@ -454,7 +454,8 @@ impl<'a, L> Records<'a, L> {
     /// header and CONFIGURATION already read) are not there. Only between records, with no
     /// section open, forwards and inside the input; otherwise [`ErrorKind::TrailingBytes`] at
     /// the current offset. The RAM state is not carried over (a RAM record after `pos` needs
-    /// its START, which is before it).
+    /// its START, which is before it), and section ordinals ([`SectionInfo::ordinal`]) count
+    /// the sections this walk read.
     pub fn resume_at(&mut self, pos: usize) -> Result<()> {
         let between = self.machine.phase() == Phase::Records && self.machine.open_sections() == 0;
         if !between || pos < self.pos || pos > self.buf.len() {
