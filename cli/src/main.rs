@@ -72,9 +72,13 @@ enum Command {
         #[command(flatten)]
         dest: Dest,
     },
-    /// Stand between a source QEMU (`migrate tcp:LISTEN`) and a destination QEMU (`-incoming
-    /// tcp:TO`): stream RAM through as it is checked, hold the final device phase until it is
-    /// verified, and close the destination instead on any problem (exit 1).
+    /// Pass a live migration from a source to a destination QEMU only as far as it verifies
+    /// (exit 1 when it does not).
+    ///
+    /// The source runs `migrate tcp:LISTEN`, the destination `-incoming tcp:TO`. RAM records
+    /// stream through as they are checked; the final phase (device sections, EOF, trailer) is
+    /// held until it is verified; on any problem the destination connection is closed
+    /// without it.
     Proxy {
         /// Where the source connects: HOST:PORT (port 0: any; the address is printed).
         #[arg(long, value_name = "ADDR")]
