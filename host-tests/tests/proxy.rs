@@ -425,23 +425,21 @@ fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
         .collect();
     // An out-of-bounds CMOS index (the CVE class of rtc's cmos_index) in a real stream.
     let base = vmstate_host_tests::fixture("q72-pc-i440fx-7.2.vmstate");
-    for (idstr, at, value) in [(&b"mc146818rtc"[..], 128, 0x80u8)] {
-        let s = vmstate::stream::Records::new(&base, vmstate::stream::FooterScan)
-            .map(|r| r.unwrap())
-            .find_map(|r| match r.record {
-                vmstate::stream::Record::Section(s) if s.idstr == idstr => Some(s.body_offset),
-                _ => None,
-            })
-            .unwrap();
-        let mut bad = base.clone();
-        bad[s + at] = value;
-        corpus.push((
-            "rtc cmos_index 0x80".into(),
-            "pc-i440fx-7.2",
-            QemuBuild::V7_2,
-            bad,
-        ));
-    }
+    let rtc = vmstate::stream::Records::new(&base, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(s) if s.idstr == b"mc146818rtc" => Some(s.body_offset),
+            _ => None,
+        })
+        .unwrap();
+    let mut bad = base.clone();
+    bad[rtc + 128] = 0x80;
+    corpus.push((
+        "rtc cmos_index 0x80".into(),
+        "pc-i440fx-7.2",
+        QemuBuild::V7_2,
+        bad,
+    ));
     corpus.push(("valid".into(), "pc-i440fx-7.2", QemuBuild::V7_2, base));
     let (mut refused, mut loaded) = (0, 0);
     for (what, machine, build, bytes) in &corpus {
