@@ -267,10 +267,11 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
 }
 
 #[test]
-fn qemu_7_2_to_7_2_through_the_proxy() {
+fn qemu_7_2_to_7_2_through_the_proxy_pc_and_q35() {
     if migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "pc").is_none() {
         return;
     }
+    migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "q35");
     // `--record` next to a direct capture (`migrate "exec:cat > FILE"`) of an identical
     // paused source (a QEMU migrates once): the same length and the same bytes up to the
     // final phase (header, CONFIGURATION, every RAM record); the device sections carry the
