@@ -158,6 +158,11 @@ pub struct Live {
     pub held: Vec<u8>,
     /// RAM records checked.
     pub ram_records: usize,
+    /// What the live walk found wrong in the final phase, if it could not follow it: the
+    /// walk of `verify` names the problem in its words, and this is the verdict where it
+    /// finds none (a rule across the RAM part and the final phase, such as a device section
+    /// reusing the RAM section's id).
+    pub structure: Option<Problem>,
 }
 
 fn problem(offset: usize, message: String) -> Stop {
@@ -259,6 +264,7 @@ pub fn read_live(
     let mut ram_records = 0;
     let mut after_eof = false;
     let mut trailer_left = None;
+    let mut structure = None;
     loop {
         // Bytes read before the decoder has room for them are fed first.
         if fed < base + window.len() {
@@ -274,7 +280,8 @@ pub fn read_live(
             // In the final phase the decoder only looks for the stream's end; the walk of
             // `verify` judges it (and says what is wrong in its words). A final phase the
             // decoder cannot follow ends where the source stops sending.
-            Err(_) if held_at.is_some() => {
+            Err(e) if held_at.is_some() => {
+                structure = Some(walk_problem(&e));
                 read_rest(src, &mut window, base, held_at, hold_limit)?;
                 break;
             }
@@ -421,6 +428,7 @@ pub fn read_live(
         held_at,
         held,
         ram_records,
+        structure,
     })
 }
 
@@ -715,8 +723,14 @@ pub fn run(
         held_at,
         mut held,
         ram_records,
+        structure,
     } = live;
     let mut report = check_held(&prefix, held_at, &held, &options.dest)?;
+    if report.problems.is_empty()
+        && let Some(p) = structure
+    {
+        report.problems.push(p);
+    }
     if report.problems.is_empty() && !options.edits.is_empty() {
         held = edit_held(&prefix, held_at, &held, &options.dest, &options.edits)?;
         // What is sent is what is checked.

@@ -304,3 +304,54 @@ fn ram_streams_through_in_bounded_memory() {
     eprintln!("proxy: peak RSS {mib:.1} MiB for a {len}-byte stream");
     assert!(mib < 24.0, "peak RSS {mib:.1} MiB for a {len}-byte stream");
 }
+
+#[test]
+fn a_device_section_reusing_the_ram_sections_id_is_refused_like_verify_does() {
+    // A rule across the RAM part (streamed) and the final phase (held): section ids are
+    // unique in a stream.
+    let mut stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let ram_id = vmstate::stream::Records::new(&stream, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(s) if s.is_ram() => Some(s.section_id),
+            _ => None,
+        })
+        .unwrap();
+    // The second device section: the final phase is held by then, and the walk of `verify`
+    // over it does not see the RAM section's id (it is in the part that streamed through).
+    let held = final_phase(&stream);
+    let (at, end) = vmstate::stream::Records::new(&stream, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(_) if r.offset > held => Some((r.offset, r.end)),
+            _ => None,
+        })
+        .unwrap();
+    // The id in the header and in the footer.
+    stream[at + 1..at + 5].copy_from_slice(&ram_id.to_be_bytes());
+    stream[end - 4..end].copy_from_slice(&ram_id.to_be_bytes());
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-id-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dup.vmstate");
+    std::fs::write(&path, &stream).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let verified = String::from_utf8(verify.stdout).unwrap();
+    let problem = verified
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(": "))
+        .map(|(_, p)| p)
+        .unwrap();
+    assert!(
+        problem.contains(&format!("at byte {}", at + 1)),
+        "{verified}"
+    );
+    let run = replay(&stream, &[]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(problem), "{}\n{verified}", run.stdout);
+    assert_eq!(run.received.len(), held);
+    let _ = std::fs::remove_dir_all(&dir);
+}
