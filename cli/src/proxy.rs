@@ -208,14 +208,16 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
         }
         let n = src.read(&mut chunk).map_err(Stop::Read)?;
         if n == 0 {
-            let e = machine
-                .step(bytes.get(at..).unwrap_or_default(), at, true)
-                .err()
-                .map_or_else(
-                    || "the stream ended in its header".into(),
-                    |e| e.to_string(),
-                );
-            return Err(problem(bytes.len(), e));
+            let end = bytes.len();
+            return Err(
+                match machine.step(bytes.get(at..).unwrap_or_default(), at, true) {
+                    Err(e) => Stop::Problem(walk_problem(&e)),
+                    Ok(_) => problem(
+                        end,
+                        format!("at byte {end} (0x{end:x}): the stream ended in its header"),
+                    ),
+                },
+            );
         }
         bytes.extend_from_slice(&chunk[..n]);
     }
