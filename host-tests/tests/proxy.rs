@@ -117,9 +117,12 @@ fn final_phase(stream: &[u8]) -> usize {
     .unwrap()
 }
 
-/// A 32 MiB file of pseudo-random bytes (different for each `seed`), made once per run.
+/// A 32 MiB file of pseudo-random bytes (different for each `seed`), made once and kept in
+/// the temp dir for later runs (the same bytes each time).
 fn random_ram(seed: u64) -> PathBuf {
-    let path = scratch(&format!("ram-{seed}"));
+    let dir = std::env::temp_dir().join("vmstate-proxy-host-ram");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("ram-{seed}"));
     if !path.exists() {
         let mut x = seed | 1;
         let mut bytes = Vec::with_capacity(RAM_MIB << 20);
@@ -131,6 +134,7 @@ fn random_ram(seed: u64) -> PathBuf {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
         let tmp = scratch(&format!("ram-{seed}.{:?}", thread::current().id()));
+        // Same file system as `path` (both under the temp dir): the rename is atomic.
         std::fs::write(&tmp, bytes).unwrap();
         std::fs::rename(tmp, &path).unwrap();
     }
