@@ -495,6 +495,7 @@ mod tests {
                 let description = find_description(&bytes).unwrap().map(|(_, d)| d);
                 let options = ParseOptions {
                     stop_at_unmeasured: true,
+                    ..ParseOptions::default()
                 };
                 let walked =
                     Stream::parse_visit(&bytes, description, options, &mut |_| {}, &mut map)

@@ -13,6 +13,7 @@
 //! * [`output`]: the one safe writer every output file goes through.
 //! * [`exit`]: the exit statuses of the `vmstate` binary.
 //! * [`static_check`]: compares `-dump-vmstate` descriptions like QEMU's static checker.
+//! * [`proxy`]: the validating migration proxy between two live QEMUs.
 //! * [`verify`]: every section decoded and every invariant enforced, all problems listed.
 //! * [`v4tools`]: v3 ↔ v4 rewriting, capabilities files and the migratability check.
 //!
@@ -32,6 +33,7 @@ pub mod input;
 pub mod inspect;
 pub mod model;
 pub mod output;
+pub mod proxy;
 pub mod static_check;
 pub mod v4tools;
 pub mod verify;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vmstate_cli::desc::Description;
 use vmstate_cli::exit::{Exit, Failure};
-use vmstate_cli::generic::PcCheck;
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::{KeepAll, ParseOptions, Visit};
@@ -20,7 +19,6 @@ use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
 use vmstate_devices::machine::QemuBuild;
-use vmstate_devices::pc::{MAX_ISA_SERIAL, Pc};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +69,39 @@ enum Command {
         /// With --format v4: leave out the per-section CRC-32C.
         #[arg(long, requires = "format")]
         no_crc: bool,
+        #[command(flatten)]
+        dest: Dest,
+    },
+    /// Pass a live migration from a source to a destination QEMU only as far as it verifies
+    /// (exit 1 when it does not).
+    ///
+    /// The source runs `migrate tcp:LISTEN`, the destination `-incoming tcp:TO`. RAM records
+    /// stream through as they are checked; the final phase (device sections, EOF, trailer) is
+    /// held until it is verified; on any problem the destination connection is closed
+    /// without it.
+    Proxy {
+        /// Where the source connects: HOST:PORT (port 0: any; the address is printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The destination's `-incoming tcp:` address, HOST:PORT.
+        #[arg(long, value_name = "ADDR")]
+        to: String,
+        /// The most bytes the held final phase (device sections, EOF, trailer) may have.
+        #[arg(long, value_name = "BYTES", default_value_t = vmstate_cli::proxy::DEFAULT_HOLD_LIMIT)]
+        hold_limit: usize,
+        /// Write a copy of the bytes that passed to FILE (only when all of them passed).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// An edit applied to the held device sections, as `rewrite --set`:
+        /// IDSTR[INSTANCE].FIELD=VALUE.
+        // The text is the `--help` line; its brackets are not links.
+        #[allow(rustdoc::broken_intra_doc_links)]
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Forward what cannot be validated (multifd channels, postcopy) unchecked instead of
+        /// refusing it.
+        #[arg(long)]
+        pass_through_unvalidated: bool,
         #[command(flatten)]
         dest: Dest,
     },
@@ -305,6 +336,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             // The map of a stream without footers and trailer shows what the typed models measure.
             let options = ParseOptions {
                 stop_at_unmeasured: !json,
+                ..ParseOptions::default()
             };
             if !json {
                 // One walk: each record's row is measured and spooled to an unlinked temporary
@@ -404,22 +436,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let mut stream = parse(&input, &file, "rewrite")?;
             if !set.is_empty() {
-                let machine = stream.configuration.as_ref().map(|c| c.machine);
-                let resolved = dest.spec().resolve(machine).map_err(Failure::Usage)?;
-                // Edits are checked against a known destination only (never a guessed one).
-                let Some(mut config) = resolved.config else {
-                    let why = resolved.problem.unwrap_or_default();
-                    return Err(Failure::Invalid(format!("{}: {why}", input.display())));
-                };
-                if resolved.serial_from_stream {
-                    config.serial_ports = MAX_ISA_SERIAL;
-                }
-                let check = PcCheck(Pc::new(config));
-                for s in &set {
-                    stream
-                        .set(s, &check)
-                        .map_err(|e| Failure::Usage(format!("--set {e}")))?;
-                }
+                dest.spec()
+                    .apply_edits(&mut stream, &set, &input.display().to_string())?;
             }
             if format.is_some() {
                 // The edited stream goes through an unlinked temporary file, not memory.
@@ -444,6 +462,66 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             checked(&input, &file, written)?;
             out.commit()?;
             Ok(0)
+        }
+        Command::Proxy {
+            listen,
+            to,
+            hold_limit,
+            record,
+            set,
+            pass_through_unvalidated,
+            dest,
+        } => {
+            dest.spec().explicit().map_err(Failure::Usage)?;
+            let options = vmstate_cli::proxy::ProxyOptions {
+                listen,
+                to: to.clone(),
+                dest: dest.spec(),
+                hold_limit,
+                edits: set,
+                record,
+                pass_through_unvalidated,
+            };
+            let (name, outcome) = vmstate_cli::proxy::run(&options, &mut |addr| {
+                eprintln!("vmstate proxy: listening on {addr}, destination {to}");
+            })?;
+            use vmstate_cli::proxy::Outcome;
+            match outcome {
+                Outcome::Passed {
+                    bytes,
+                    ram_records,
+                    held,
+                    report,
+                } => {
+                    emit(&format!(
+                        "{name}: passed {bytes} bytes: {ram_records} RAM records streamed, a \
+                         final phase of {held} bytes held and checked ({} sections with \
+                         typed models, {} with the description only)\n",
+                        report.typed, report.generic
+                    ))?;
+                    Ok(0)
+                }
+                Outcome::Unvalidated { bytes, from, why } => {
+                    emit(&format!(
+                        "{name}: passed {bytes} bytes, unchecked from byte {from} on: {why}\n"
+                    ))?;
+                    Ok(0)
+                }
+                Outcome::Refused(problems) => {
+                    let mut out = String::new();
+                    for p in &problems {
+                        out.push_str(&format!("{name}: {p}\n"));
+                    }
+                    let n = problems.len();
+                    out.push_str(&format!(
+                        "{name}: {n} problem{} found; the destination got none of the final \
+                         phase\n",
+                        if n == 1 { "" } else { "s" }
+                    ));
+                    emit(&out)?;
+                    Ok(1)
+                }
+            }
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;

@@ -450,6 +450,11 @@ pub struct ParseOptions {
     /// first section none of them describes and keep what was read ([`Stream::unmeasured`])
     /// instead of failing. Only for showing a map: such a stream cannot be written back.
     pub stop_at_unmeasured: bool,
+    /// `(from, to)`: the input is a view of a live stream whose bytes `from..to` (from the end
+    /// of the CONFIGURATION record to the held final phase) another reader walked and are not
+    /// in it (the validating proxy's `--set`); the walk continues at `to`
+    /// ([`Records::resume_at`]), and [`Stream::write_to`] writes the records it read.
+    pub resume: Option<(usize, usize)>,
 }
 
 /// What a walk ([`Stream::parse_visit`]) hands out as it reads: each RAM record once, as it
@@ -682,6 +687,11 @@ impl<'d, 'a> Walk<'d, 'a> {
                 self.commit(&ram.head, len, Item::Ram { section, records }, visit)?;
             }
             return Ok(true);
+        }
+        if let Some((from, to)) = self.options.resume
+            && self.records.offset() == from
+        {
+            self.records.resume_at(to)?;
         }
         let Some(next) = self.records.next_head() else {
             return Ok(false);

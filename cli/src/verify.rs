@@ -23,11 +23,15 @@
 //! table, the description or, failing both, the footer scan tells where the body ends. Only an
 //! error in the record structure itself (a RAM record, a header, a footer) ends the walk.
 
+use crate::Stream;
 use crate::desc::Description;
+use crate::exit::Failure;
+use crate::generic::PcCheck;
 use crate::generic::{self, DecodeError};
 use crate::model::find_description;
 use std::collections::HashSet;
 use std::fmt;
+use std::ops::Range;
 use vmstate::SectionHead;
 use vmstate::body::{Mode, decode_body_mode};
 use vmstate::ram::{RamOptions, RamRecord};
@@ -154,6 +158,37 @@ impl DestSpec {
             serial_from_stream: self.serial_ports.is_none(),
             problem,
         })
+    }
+}
+
+impl DestSpec {
+    /// Applies `rewrite --set` edits (`IDSTR[INSTANCE].FIELD=VALUE`, [`Stream::set`]) to
+    /// `stream`, each checked by the typed models of the destination this resolves to for the
+    /// stream ([`PcCheck`]); `name` names the input in the error. Edits are checked against a
+    /// known destination only (never a guessed one): an unknown machine type is invalid input,
+    /// a bad edit a usage error. Shared by `rewrite --set` and `proxy --set`.
+    pub fn apply_edits(
+        &self,
+        stream: &mut Stream<'_>,
+        edits: &[String],
+        name: &str,
+    ) -> Result<(), Failure> {
+        let machine = stream.configuration.as_ref().map(|c| c.machine);
+        let resolved = self.resolve(machine).map_err(Failure::Usage)?;
+        let Some(mut config) = resolved.config else {
+            let why = resolved.problem.unwrap_or_default();
+            return Err(Failure::Invalid(format!("{name}: {why}")));
+        };
+        if resolved.serial_from_stream {
+            config.serial_ports = MAX_ISA_SERIAL;
+        }
+        let check = PcCheck(Pc::new(config));
+        for s in edits {
+            stream
+                .set(s, &check)
+                .map_err(|e| Failure::Usage(format!("--set {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -315,7 +350,7 @@ impl BodyLength for Scan {
 }
 
 /// A record the walk could not read: the problem that ends it.
-fn walk_problem(e: &vmstate::Error) -> Problem {
+pub(crate) fn walk_problem(e: &vmstate::Error) -> Problem {
     let mut message = e.to_string();
     if let vmstate::ErrorKind::MissingFooter { found: 0x05 } = e.kind {
         // QEMU loads any subsection the table knows, again and in any order.
@@ -334,6 +369,20 @@ fn walk_problem(e: &vmstate::Error) -> Problem {
 /// with the offset reached. The error is a usage error of `dest` ([`DestSpec::explicit`]).
 pub fn verify(
     bytes: &[u8],
+    dest: &DestSpec,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Report, String> {
+    verify_resumed(bytes, None, dest, progress)
+}
+
+/// [`verify`] of a view of a stream whose bytes `skip` (from the end of the CONFIGURATION
+/// record, or of the header without one, to the start of the held final phase) were walked
+/// and checked by another reader and are not in `bytes` (the validating proxy,
+/// [`crate::proxy`]): the walk continues past them ([`Records::resume_at`]), so every offset
+/// reported is the live stream's.
+pub fn verify_resumed(
+    bytes: &[u8],
+    skip: Option<Range<usize>>,
     dest: &DestSpec,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, String> {
@@ -394,7 +443,17 @@ pub fn verify(
     let mut seen = HashSet::new();
     let mut unchecked = Vec::new();
     let mut complete = true;
-    while let Some(next) = records.next_head() {
+    loop {
+        if let Some(skip) = skip.as_ref().filter(|s| records.offset() == s.start)
+            && let Err(e) = records.resume_at(skip.end)
+        {
+            report.problems.push(walk_problem(&e));
+            complete = false;
+            break;
+        }
+        let Some(next) = records.next_head() else {
+            break;
+        };
         let head = match next {
             Ok(Next::Section(head)) => head,
             Ok(Next::Record(located)) => {
@@ -596,7 +655,7 @@ pub fn verify(
 }
 
 /// Why the destination refuses a COMMAND record at `at`, if it does.
-fn command_problem(
+pub(crate) fn command_problem(
     c: &vmstate::wire::Command<'_>,
     at: usize,
     version: Option<(u16, u16)>,

@@ -432,6 +432,11 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
         self.phase = Phase::Done;
     }
 
+    /// How many sections are open (START read, END not yet).
+    pub fn open_sections(&self) -> usize {
+        self.sections.open.len()
+    }
+
     /// The section-id bookkeeping, for a reader that reads section heads itself (v4).
     pub fn sections(&mut self) -> &mut Sections<I> {
         &mut self.sections

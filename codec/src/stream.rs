@@ -15,7 +15,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use crate::error::{Error, ErrorKind, Result, SectionContext};
-use crate::machine::{Head, Machine, SectionHead, Step};
+use crate::machine::{Head, Machine, Phase, SectionHead, Step};
 use crate::ram::{RamContext, RamOptions};
 use crate::schema::Vmsd;
 use crate::wire::command::CommandId;
@@ -446,6 +446,28 @@ impl<'a, L> Records<'a, L> {
         let mut c = self.clone();
         c.buf = self.buf.get(..len).unwrap_or(self.buf);
         c
+    }
+
+    /// Continues the walk at `pos`, past bytes another reader already walked: the validating
+    /// proxy reads a live stream's RAM phase record by record as it arrives, and hands the
+    /// held final phase to this walker over a view whose bytes before `pos` (except the
+    /// header and CONFIGURATION already read) are not there. Only between records, with no
+    /// section open, forwards and inside the input; otherwise [`ErrorKind::TrailingBytes`] at
+    /// the current offset. The RAM state is not carried over (a RAM record after `pos` needs
+    /// its START, which is before it), and section ordinals ([`SectionInfo::ordinal`]) count
+    /// the sections this walk read.
+    pub fn resume_at(&mut self, pos: usize) -> Result<()> {
+        let between = self.machine.phase() == Phase::Records && self.machine.open_sections() == 0;
+        if !between || pos < self.pos || pos > self.buf.len() {
+            return Err(Error::new(
+                self.pos,
+                ErrorKind::TrailingBytes {
+                    count: self.buf.len().saturating_sub(self.pos),
+                },
+            ));
+        }
+        self.pos = pos;
+        Ok(())
     }
 
     /// The input from `head`'s body to the end: a caller measures the body in it.

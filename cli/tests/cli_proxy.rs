@@ -1,0 +1,357 @@
+//! `vmstate proxy` (the built binary) between a replayed real stream and a plain TCP
+//! destination: what passes is byte-identical, a refused stream's final phase never reaches
+//! the destination, problems are printed as `verify` prints them, exit statuses.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+
+mod support;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name);
+    std::fs::read(p).unwrap()
+}
+
+/// What one run showed: exit status, stdout, stderr, the bytes the destination received.
+struct Run {
+    status: i32,
+    stdout: String,
+    stderr: String,
+    received: Vec<u8>,
+}
+
+/// Replays `stream` through `vmstate proxy ARGS` into a destination that reads everything.
+fn replay(stream: &[u8], args: &[&str]) -> Run {
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = dest.local_addr().unwrap().to_string();
+    let receiver = thread::spawn(move || {
+        let (mut c, _) = dest.accept().unwrap();
+        let mut v = Vec::new();
+        let _ = c.read_to_end(&mut v);
+        v
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--to", &to])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("vmstate proxy: listening on ")
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let mut src = TcpStream::connect(&addr).unwrap();
+    // A refused stream may be cut off while it is written.
+    let _ = src.write_all(stream);
+    let _ = src.shutdown(std::net::Shutdown::Write);
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    Run {
+        status: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: line + &rest,
+        received: receiver.join().unwrap(),
+    }
+}
+
+/// Where the final phase of a stream starts: its first FULL section (after the RAM END).
+fn final_phase(stream: &[u8]) -> usize {
+    vmstate::stream::Records::with_options(
+        stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(stream),
+    )
+    .map(|r| r.unwrap())
+    .find_map(|r| match r.record {
+        vmstate::stream::Record::Section(s) if !s.is_ram() => Some(r.offset),
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_valid_stream_passes_byte_for_byte_and_is_recorded() {
+    for name in ["q72-pc-i440fx-7.2.vmstate", "q10-pc-q35-10.0.vmstate"] {
+        let stream = fixture(name);
+        let dir = std::env::temp_dir().join(format!("vmstate-proxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = dir.join(format!("{name}.rec"));
+        let run = replay(&stream, &["--record", record.to_str().unwrap()]);
+        assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.received == stream,
+            "{name}: the destination got other bytes"
+        );
+        assert!(std::fs::read(&record).unwrap() == stream, "{name}: record");
+        assert!(
+            run.stdout
+                .contains(&format!("passed {} bytes", stream.len())),
+            "{}",
+            run.stdout
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_bad_device_section_is_refused_before_the_destination_sees_the_final_phase() {
+    let mut stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // cmos_index 0x80 in the rtc section: out-of-bounds CMOS access (verify's model refuses).
+    let rtc = vmstate::stream::Records::new(&stream, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(s) if s.idstr == b"mc146818rtc" => Some(s.body_offset),
+            _ => None,
+        })
+        .unwrap();
+    stream[rtc + 128] = 0x80;
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = dir.join("rec");
+    std::fs::write(&record, b"kept").unwrap();
+    let run = replay(&stream, &["--record", record.to_str().unwrap()]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    // The same problem, at the same offset, as `verify` reports for the file.
+    let path = dir.join("bad.vmstate");
+    std::fs::write(&path, &stream).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let verified = String::from_utf8(verify.stdout).unwrap();
+    let problem = verified
+        .lines()
+        .find(|l| l.contains("cmos_index"))
+        .and_then(|l| l.split_once(": "))
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("{verified}"));
+    assert!(run.stdout.contains(problem), "{}\n{verified}", run.stdout);
+    assert!(run.stdout.contains(&format!("at byte {}", rtc + 128)));
+    // The destination got the live part only: none of the device sections.
+    let held = final_phase(&stream);
+    assert_eq!(run.received.len(), held, "{}", run.stdout);
+    assert!(run.received == stream[..held]);
+    // --record leaves an existing file alone when the stream is refused.
+    assert_eq!(std::fs::read(&record).unwrap(), b"kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn set_edits_the_held_sections_like_rewrite() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-set-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, rewritten) = (dir.join("in"), dir.join("out"));
+    std::fs::write(&input, &stream).unwrap();
+    let edits = [
+        "--set",
+        "i8259[0].imr=0x5a",
+        "--set",
+        "i8259[1].irq_base=0x70",
+    ];
+    let st = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .arg("rewrite")
+        .args([&input, &rewritten])
+        .args(edits)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let run = replay(&stream, &edits);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.received == std::fs::read(&rewritten).unwrap());
+    assert!(run.received != stream);
+    // A bad edit is a usage error (the one exit status for it), the destination gets nothing
+    // of the final phase.
+    let run = replay(&stream, &["--set", "i8259[0].priority_add=9"]);
+    assert_eq!(run.status, 102, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.received.len(), final_phase(&stream));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_hold_limit_and_the_machine_type_are_enforced() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let run = replay(&stream, &["--hold-limit", "1000"]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("hold limit (1000 bytes"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.received.len(), final_phase(&stream));
+    // A machine type the destination does not have: refused at its CONFIGURATION record,
+    // before any RAM goes through.
+    let run = replay(&stream, &["--machine", "pc-q35-7.2"]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("at byte 8 (0x8), CONFIGURATION"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.received.is_empty());
+}
+
+#[test]
+fn postcopy_and_multifd_are_refused_unless_passed_through() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // A POSTCOPY_ADVISE (no payload) right after the CONFIGURATION record.
+    let at = final_phase(&stream);
+    let config_end = vmstate::stream::Records::with_options(
+        &stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(&stream),
+    )
+    .map(|r| r.unwrap())
+    .find(|r| matches!(r.record, vmstate::stream::Record::Configuration(_)))
+    .unwrap()
+    .end;
+    assert!(config_end < at);
+    let mut postcopy = stream[..config_end].to_vec();
+    postcopy.extend_from_slice(&[0x08, 0x00, 0x03, 0x00, 0x00]);
+    postcopy.extend_from_slice(&stream[config_end..]);
+    let run = replay(&postcopy, &[]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("postcopy (COMMAND POSTCOPY_ADVISE"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("--pass-through-unvalidated"));
+    assert_eq!(run.received.len(), config_end);
+    let run = replay(&postcopy, &["--pass-through-unvalidated"]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.received == postcopy);
+    assert!(run.stderr.contains("forwarded unchecked"), "{}", run.stderr);
+    // A multifd channel starts with its own magic.
+    let mut multifd = vec![0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1];
+    multifd.extend_from_slice(&[0; 64]);
+    let run = replay(&multifd, &[]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("multifd channel"), "{}", run.stdout);
+    assert!(run.received.is_empty());
+}
+
+/// FNV-1a over everything `r` yields, and its length.
+fn digest(mut r: impl Read) -> (u64, u64) {
+    let (mut h, mut n) = (0xcbf2_9ce4_8422_2325u64, 0u64);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = r.read(&mut buf).unwrap();
+        if k == 0 {
+            return (h, n);
+        }
+        for &b in &buf[..k] {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        n += k as u64;
+    }
+}
+
+#[test]
+fn ram_streams_through_in_bounded_memory() {
+    // 256 MiB of non-zero RAM pages, a described device and the trailer: the proxy's peak
+    // resident set stays far below the stream (RAM is never held), and the destination gets
+    // every byte.
+    let dir = support::scratch("vmstate-proxy-memory");
+    let stream = dir.join("big.vmstate");
+    let len = support::write_stream(&stream, 256 << 20, true);
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = dest.local_addr().unwrap().to_string();
+    let receiver = thread::spawn(move || digest(dest.accept().unwrap().0));
+    let source = {
+        let (stderr, stream) = (dir.join("stderr"), stream.clone());
+        thread::spawn(move || {
+            let addr = loop {
+                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+                if let Some(a) = text
+                    .strip_prefix("vmstate proxy: listening on ")
+                    .and_then(|l| l.split(',').next())
+                    .filter(|_| text.contains('\n'))
+                {
+                    break a.to_string();
+                }
+                thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let mut c = TcpStream::connect(addr).unwrap();
+            std::io::copy(&mut std::fs::File::open(stream).unwrap(), &mut c).unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let run = support::run(&dir, &["proxy", "--listen", "127.0.0.1:0", "--to", &to]);
+    source.join().unwrap();
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        receiver.join().unwrap(),
+        digest(std::fs::File::open(&stream).unwrap())
+    );
+    assert!(
+        run.stdout.contains(&format!("passed {len} bytes")),
+        "{}",
+        run.stdout
+    );
+    let mib = run.peak as f64 / f64::from(1 << 20);
+    eprintln!("proxy: peak RSS {mib:.1} MiB for a {len}-byte stream");
+    assert!(mib < 24.0, "peak RSS {mib:.1} MiB for a {len}-byte stream");
+}
+
+#[test]
+fn a_device_section_reusing_the_ram_sections_id_is_refused_like_verify_does() {
+    // A rule across the RAM part (streamed) and the final phase (held): section ids are
+    // unique in a stream.
+    let mut stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let ram_id = vmstate::stream::Records::new(&stream, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(s) if s.is_ram() => Some(s.section_id),
+            _ => None,
+        })
+        .unwrap();
+    // The second device section: the final phase is held by then, and the walk of `verify`
+    // over it does not see the RAM section's id (it is in the part that streamed through).
+    let held = final_phase(&stream);
+    let (at, end) = vmstate::stream::Records::new(&stream, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(_) if r.offset > held => Some((r.offset, r.end)),
+            _ => None,
+        })
+        .unwrap();
+    // The id in the header and in the footer.
+    stream[at + 1..at + 5].copy_from_slice(&ram_id.to_be_bytes());
+    stream[end - 4..end].copy_from_slice(&ram_id.to_be_bytes());
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-id-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dup.vmstate");
+    std::fs::write(&path, &stream).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let verified = String::from_utf8(verify.stdout).unwrap();
+    let problem = verified
+        .lines()
+        .next()
+        .and_then(|l| l.split_once(": "))
+        .map(|(_, p)| p)
+        .unwrap();
+    assert!(
+        problem.contains(&format!("at byte {}", at + 1)),
+        "{verified}"
+    );
+    let run = replay(&stream, &[]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(problem), "{}\n{verified}", run.stdout);
+    assert_eq!(run.received.len(), held);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,494 @@
+//! `vmstate proxy` between real QEMUs (issue 16 items 1, 2, 4): a source QEMU migrates with
+//! `migrate tcp:PROXY`, the proxy passes the stream to a destination QEMU started with
+//! `-incoming tcp:DEST`. Valid migrations complete with the source's device state; a refused
+//! one never completes; hostile streams replayed over TCP never load, and the proxy names the
+//! same problem `verify` names.
+
+use serde_json::json;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+use vmstate_cli::exit::Failure;
+use vmstate_cli::proxy::{DEFAULT_HOLD_LIMIT, Outcome, ProxyOptions, run};
+use vmstate_cli::verify::{DestSpec, verify};
+use vmstate_host_tests::QemuBuild;
+use vmstate_host_tests::differential;
+use vmstate_host_tests::qemu::{LoadOutcome, Qemu, fixture_machine};
+
+type Ran = Result<(String, Outcome), Failure>;
+
+/// A proxy running [`run`] on a thread, and the address it listens on.
+struct Proxy {
+    addr: SocketAddr,
+    thread: JoinHandle<Ran>,
+}
+
+fn options(to: &str, dest: DestSpec) -> ProxyOptions {
+    ProxyOptions {
+        listen: "127.0.0.1:0".into(),
+        to: to.into(),
+        dest,
+        hold_limit: DEFAULT_HOLD_LIMIT,
+        edits: Vec::new(),
+        record: None,
+        pass_through_unvalidated: false,
+    }
+}
+
+fn proxy(options: ProxyOptions) -> Proxy {
+    let (tx, rx) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        run(&options, &mut |a| {
+            let _ = tx.send(a);
+        })
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the proxy listens");
+    Proxy { addr, thread }
+}
+
+/// A TCP port nobody listens on now (for a destination's `-incoming`).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A destination QEMU `build` of `machine` waiting on `-incoming tcp:127.0.0.1:PORT`.
+fn destination(build: QemuBuild, machine: &str, extra: &[&str]) -> Option<(Qemu, String)> {
+    let to = format!("127.0.0.1:{}", free_port());
+    let incoming = format!("tcp:{to}");
+    let args = [
+        fixture_machine(machine).as_slice(),
+        extra,
+        &["-S", "-incoming", &incoming],
+    ]
+    .concat();
+    Some((Qemu::start(build, &args)?, to))
+}
+
+fn status(q: &mut Qemu) -> String {
+    let s = q.execute("query-migrate", json!({}));
+    s["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits until the source's outgoing migration is no longer active.
+fn source_done(q: &mut Qemu) -> String {
+    for _ in 0..600 {
+        let s = status(q);
+        if s == "completed" || s == "failed" || s == "cancelled" {
+            return s;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the source's migration did not end");
+}
+
+fn set_return_path(q: &mut Qemu) {
+    q.execute(
+        "migrate-set-capabilities",
+        json!({ "capabilities": [{ "capability": "return-path", "state": true }] }),
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmstate-proxy-host-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Where the final phase of `stream` starts: its first non-RAM section.
+fn final_phase(stream: &[u8]) -> usize {
+    vmstate::stream::Records::with_options(
+        stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(stream),
+    )
+    .map(|r| r.unwrap())
+    .find_map(|r| match r.record {
+        vmstate::stream::Record::Section(s) if !s.is_ram() => Some(r.offset),
+        _ => None,
+    })
+    .unwrap()
+}
+
+/// A 32 MiB file of pseudo-random bytes (different for each `seed`), made once and kept in
+/// the temp dir for later runs (the same bytes each time).
+fn random_ram(seed: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join("vmstate-proxy-host-ram");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("ram-{seed}"));
+    if !path.exists() {
+        let mut x = seed | 1;
+        let mut bytes = Vec::with_capacity(RAM_MIB << 20);
+        while bytes.len() < RAM_MIB << 20 {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let tmp = scratch(&format!("ram-{seed}.{:?}", thread::current().id()));
+        // Same file system as `path` (both under the temp dir): the rename is atomic.
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(tmp, &path).unwrap();
+    }
+    path
+}
+
+/// Guest RAM (`-m 32` of the fixture options) from a file of random bytes, private to the
+/// guest: a source whose RAM is mostly non-zero, a destination whose RAM starts different.
+const RAM_MIB: usize = 32;
+
+fn guest(machine: &str, seed: u64) -> Vec<String> {
+    let backend = format!(
+        "memory-backend-file,id=m0,size={RAM_MIB}M,mem-path={},share=off",
+        random_ram(seed).display()
+    );
+    fixture_machine(machine)
+        .into_iter()
+        .map(String::from)
+        .chain([
+            "-object".into(),
+            backend,
+            "-machine".into(),
+            "memory-backend=m0".into(),
+        ])
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The guest's RAM as QMP `pmemsave` writes it.
+fn ram(q: &mut Qemu, name: &str) -> Vec<u8> {
+    let path = scratch(name);
+    q.execute(
+        "pmemsave",
+        json!({ "val": 0, "size": RAM_MIB << 20, "filename": path.display().to_string() }),
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(path);
+    bytes
+}
+
+/// One migration source → proxy A (`--record a`) → proxy B (`--record b`) → destination,
+/// with the checks of item 4; returns the recorded stream.
+fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) -> Option<Vec<u8>> {
+    let case = format!("{src_build:?} -> {dst_build:?} {machine}");
+    let dst_guest = guest(machine, 2);
+    let (mut dst, to) = destination(
+        dst_build,
+        machine,
+        &strs(&dst_guest[fixture_machine(machine).len()..]),
+    )?;
+    let spec = DestSpec {
+        qemu: Some(dst_build),
+        ..DestSpec::default()
+    };
+    let (rec_a, rec_b) = (
+        scratch(&format!("{case}-a.vmstate")),
+        scratch(&format!("{case}-b.vmstate")),
+    );
+    let b = proxy(ProxyOptions {
+        record: Some(rec_b.clone()),
+        ..options(&to, spec.clone())
+    });
+    let a = proxy(ProxyOptions {
+        record: Some(rec_a.clone()),
+        ..options(&b.addr.to_string(), spec)
+    });
+    let src_guest = guest(machine, 1);
+    let mut src = Qemu::start(src_build, &[strs(&src_guest).as_slice(), &["-S"]].concat())?;
+    // The firmware runs a while (it programs the PIC, PIT, RTC, ... and writes RAM), then
+    // the guest is stopped and migrated.
+    src.execute("cont", json!({}));
+    thread::sleep(Duration::from_millis(700));
+    src.execute("stop", json!({}));
+    let src_ram = ram(&mut src, &format!("{case}-src.ram"));
+    let nonzero = src_ram.iter().filter(|&&b| b != 0).count();
+    assert!(
+        nonzero > src_ram.len() / 2,
+        "{case}: {nonzero} non-zero bytes"
+    );
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", a.addr) }));
+    for (name, p) in [("A", a), ("B", b)] {
+        match p.thread.join().unwrap() {
+            Ok((_, Outcome::Passed { ram_records, .. })) => {
+                assert!(ram_records > 1000, "{case} {name}: {ram_records}")
+            }
+            other => panic!("{case}: proxy {name}: {other:?}"),
+        }
+    }
+    assert_eq!(source_done(&mut src), "completed", "{case}");
+    assert_eq!(
+        dst.wait_loaded(),
+        LoadOutcome::Completed,
+        "{case}: {}",
+        dst.stderr()
+    );
+    // The destination has the source's device state and RAM.
+    for cmd in ["info pic", "info registers -a"] {
+        assert_eq!(src.hmp(cmd), dst.hmp(cmd), "{case}: {cmd}");
+    }
+    assert!(
+        src.hmp("info pic").contains("imr=")
+            && !src.hmp("info pic").contains("pic0: irr=00 imr=00"),
+        "{case}: the firmware did not program the PIC"
+    );
+    assert!(
+        src_ram == ram(&mut dst, &format!("{case}-dst.ram")),
+        "{case}: RAM differs"
+    );
+    // And runs.
+    dst.execute("cont", json!({}));
+    let st = dst.execute("query-status", json!({}));
+    assert_eq!(st["status"], "running", "{case}: {st}");
+    // Proxy B recorded exactly what proxy A passed: the recording is byte for byte what the
+    // destination of A received.
+    let recorded = std::fs::read(&rec_a).unwrap();
+    assert!(
+        recorded == std::fs::read(&rec_b).unwrap(),
+        "{case}: the records differ"
+    );
+    // The recording loads on its own, with the same state.
+    let mut again = Qemu::incoming_on(dst_build, &rec_a, &strs(&dst_guest)).expect("installed");
+    assert_eq!(again.wait_loaded(), LoadOutcome::Completed, "{case}");
+    assert_eq!(src.hmp("info pic"), again.hmp("info pic"), "{case}");
+    assert!(
+        src_ram == ram(&mut again, &format!("{case}-again.ram")),
+        "{case}: RAM differs"
+    );
+    let _ = std::fs::remove_file(rec_a);
+    let _ = std::fs::remove_file(rec_b);
+    Some(recorded)
+}
+
+#[test]
+fn qemu_7_2_to_7_2_through_the_proxy_pc_and_q35() {
+    if migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "pc").is_none() {
+        return;
+    }
+    migrate_through(QemuBuild::V7_2, QemuBuild::V7_2, "q35");
+    // `--record` next to a direct capture (`migrate "exec:cat > FILE"`) of an identical
+    // paused source (a QEMU migrates once): the same length and the same bytes up to the
+    // final phase (header, CONFIGURATION, every RAM record); the device sections carry the
+    // clocks of their moment.
+    let args = [fixture_machine("pc").as_slice(), &["-S"]].concat();
+    let (mut dst, to) = destination(QemuBuild::V7_2, "pc", &[]).expect("installed");
+    let record = scratch("proxied.vmstate");
+    let p = proxy(ProxyOptions {
+        record: Some(record.clone()),
+        ..options(&to, DestSpec::default())
+    });
+    let mut src = Qemu::start(QemuBuild::V7_2, &args).expect("installed");
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", p.addr) }));
+    assert!(matches!(
+        p.thread.join().unwrap(),
+        Ok((_, Outcome::Passed { .. }))
+    ));
+    assert_eq!(dst.wait_loaded(), LoadOutcome::Completed);
+    let mut src = Qemu::start(QemuBuild::V7_2, &args).expect("installed");
+    let direct = scratch("direct.vmstate");
+    src.execute(
+        "migrate",
+        json!({ "uri": format!("exec:cat > {}", direct.display()) }),
+    );
+    assert_eq!(source_done(&mut src), "completed");
+    let (recorded, direct) = (
+        std::fs::read(record).unwrap(),
+        std::fs::read(direct).unwrap(),
+    );
+    assert_eq!(recorded.len(), direct.len());
+    let held = final_phase(&direct);
+    assert!(recorded[..held] == direct[..held]);
+}
+
+#[test]
+fn qemu_10_0_to_10_0_through_the_proxy_pc_and_q35() {
+    migrate_through(QemuBuild::V10_0, QemuBuild::V10_0, "pc");
+    migrate_through(QemuBuild::V10_0, QemuBuild::V10_0, "q35");
+}
+
+#[test]
+fn qemu_7_2_to_10_0_through_the_proxy_with_pc_i440fx_7_2() {
+    migrate_through(QemuBuild::V7_2, QemuBuild::V10_0, "pc-i440fx-7.2");
+}
+
+#[test]
+fn set_edits_a_live_migration_and_a_refusal_fails_it_on_both_sides() {
+    // --set: the destination loads the edited final phase (trailer rewritten to match).
+    let Some((mut dst, to)) = destination(QemuBuild::V10_0, "pc", &[]) else {
+        return;
+    };
+    let p = proxy(ProxyOptions {
+        edits: vec!["i8259[0].imr=0x5a".into(), "i8259[1].irq_base=0x70".into()],
+        ..options(&to, DestSpec::default())
+    });
+    let mut src = Qemu::start(
+        QemuBuild::V10_0,
+        &[fixture_machine("pc").as_slice(), &["-S"]].concat(),
+    )
+    .expect("installed");
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", p.addr) }));
+    assert!(matches!(
+        p.thread.join().unwrap(),
+        Ok((_, Outcome::Passed { .. }))
+    ));
+    assert_eq!(
+        dst.wait_loaded(),
+        LoadOutcome::Completed,
+        "{}",
+        dst.stderr()
+    );
+    let pic = dst.hmp("info pic");
+    assert!(
+        pic.contains("imr=5a") && pic.contains("irq_base=70"),
+        "{pic}"
+    );
+    assert!(!src.hmp("info pic").contains("imr=5a"));
+    drop((src, dst));
+
+    // A destination configured with 4 HPET timers (the source has 3), both with a return
+    // path: the final phase is refused (the hpet section), the destination never completes,
+    // and the source, told over the forwarded return path, fails its migration.
+    let (mut dst, to) =
+        destination(QemuBuild::V10_0, "pc", &["-global", "hpet.timers=4"]).expect("installed");
+    set_return_path(&mut dst);
+    let p = proxy(options(
+        &to,
+        DestSpec {
+            hpet_timers: Some(4),
+            ..DestSpec::default()
+        },
+    ));
+    let mut src = Qemu::start(
+        QemuBuild::V10_0,
+        &[fixture_machine("pc").as_slice(), &["-S"]].concat(),
+    )
+    .expect("installed");
+    set_return_path(&mut src);
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", p.addr) }));
+    match p.thread.join().unwrap() {
+        Ok((_, Outcome::Refused(problems))) => {
+            assert!(
+                problems.iter().any(|p| p.message.contains("hpet")),
+                "{problems:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(dst.wait_loaded(), LoadOutcome::Failed(_)));
+    assert_eq!(source_done(&mut src), "failed");
+}
+
+/// Replays `bytes` over TCP through a proxy into a real destination QEMU `build` of
+/// `machine`; the proxy's outcome and how the destination's load ended.
+fn replay(bytes: &[u8], build: QemuBuild, machine: &str) -> Option<(Ran, LoadOutcome)> {
+    let (mut dst, to) = destination(build, machine, &[])?;
+    let p = proxy(options(
+        &to,
+        DestSpec {
+            machine: Some(machine.into()),
+            qemu: Some(build),
+            ..DestSpec::default()
+        },
+    ));
+    let src = TcpStream::connect(p.addr).unwrap();
+    let writer = {
+        let bytes = bytes.to_vec();
+        let mut w = src.try_clone().unwrap();
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&bytes);
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        })
+    };
+    let ran = p.thread.join().unwrap();
+    let _ = writer.join();
+    let _ = src.shutdown(std::net::Shutdown::Both);
+    Some((ran, dst.wait_loaded()))
+}
+
+#[test]
+fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
+    // The differential campaign's mutants of the real fixtures (hostile values at the
+    // boundaries of every device rule, cut and reordered records, ...), each on the oldest
+    // build that has its machine type.
+    let mut corpus: Vec<(String, &'static str, QemuBuild, Vec<u8>)> = differential::mutants(16, 24)
+        .into_iter()
+        .map(|m| {
+            let what = format!("{} {}", m.kind, m.what);
+            (what, m.fixture.machine, m.fixture.builds[0], m.bytes)
+        })
+        .collect();
+    // An out-of-bounds CMOS index (the CVE class of rtc's cmos_index) in a real stream.
+    let base = vmstate_host_tests::fixture("q72-pc-i440fx-7.2.vmstate");
+    let rtc = vmstate::stream::Records::new(&base, vmstate::stream::FooterScan)
+        .map(|r| r.unwrap())
+        .find_map(|r| match r.record {
+            vmstate::stream::Record::Section(s) if s.idstr == b"mc146818rtc" => Some(s.body_offset),
+            _ => None,
+        })
+        .unwrap();
+    let mut bad = base.clone();
+    bad[rtc + 128] = 0x80;
+    corpus.push((
+        "rtc cmos_index 0x80".into(),
+        "pc-i440fx-7.2",
+        QemuBuild::V7_2,
+        bad,
+    ));
+    corpus.push(("valid".into(), "pc-i440fx-7.2", QemuBuild::V7_2, base));
+    let (mut refused, mut loaded) = (0, 0);
+    for (what, machine, build, bytes) in &corpus {
+        let build = *build;
+        let spec = DestSpec {
+            machine: Some((*machine).into()),
+            qemu: Some(build),
+            ..DestSpec::default()
+        };
+        let verdict = verify(bytes, &spec, &mut |_| {}).unwrap();
+        let Some((ran, outcome)) = replay(bytes, build, machine) else {
+            return;
+        };
+        match ran {
+            Ok((_, Outcome::Refused(problems))) => {
+                assert!(
+                    matches!(outcome, LoadOutcome::Failed(_)),
+                    "{what}: refused, yet the destination loaded it"
+                );
+                // The proxy names a problem `verify` names, in the same words and offset
+                // (or, where verify finds none, a section nobody could check).
+                for p in problems
+                    .iter()
+                    .filter(|p| !p.message.contains("not checked ("))
+                {
+                    assert!(
+                        verdict.problems.contains(p),
+                        "{what}: the proxy says {p}, verify: {:?}",
+                        verdict.problems
+                    );
+                }
+                refused += 1;
+            }
+            Ok((_, Outcome::Passed { .. })) => {
+                assert!(
+                    verdict.problems.is_empty(),
+                    "{what}: passed; verify: {verdict:?}"
+                );
+                assert_eq!(outcome, LoadOutcome::Completed, "{what}");
+                loaded += 1;
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(refused >= corpus.len() / 2, "{refused} refused");
+    assert!(loaded >= 1);
+}
