@@ -8,11 +8,13 @@
 //! the devices crate.
 
 use vmstate::schema::{Subsection, VendorTag, Vmsd};
+use vmstate::v4::StreamWriter;
 use vmstate::v4::caps::{
     Capabilities, Incompatibility, Report, SectionRequirement, check, check_stream,
 };
 use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, downgrade_obstacle, upgrade};
-use vmstate::v4::minor::{encode_eof, encode_header, encode_section, section_minors};
+use vmstate::v4::minor::section_minors;
+use vmstate::v4::wire::Header;
 use vmstate::v4::wire::Vendor;
 use vmstate::v4::{Error, Refusal};
 use vmstate::{SectionId, SliceSink, assert_layout, field, pred};
@@ -202,14 +204,13 @@ const PORT: Port92 = Port92 { outport: 0x02 };
 /// What a build writes: a v4 stream with the build's vendor chain.
 fn v4_stream(build: Build, rtc: &Rtc) -> Vec<u8> {
     let mut buf = vec![0xa5u8; 4096];
-    let mut out = SliceSink::new(&mut buf);
     let vendors = build.vendors();
-    encode_header(&vendors, true, &mut out).unwrap();
-    let levels = vendors.len();
-    encode_section(RTC_ID, build.rtc(), rtc.as_bytes(), levels, true, &mut out).unwrap();
-    encode_section(PORT92_ID, &PORT92, PORT.as_bytes(), levels, true, &mut out).unwrap();
-    encode_eof(&mut out).unwrap();
-    let n = out.finish();
+    let header = Header::new(&vendors, true).unwrap();
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+    w.section_raw(RTC_ID, build.rtc(), rtc.as_bytes()).unwrap();
+    w.section_raw(PORT92_ID, &PORT92, PORT.as_bytes()).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
     buf.truncate(n);
     buf
 }
@@ -372,30 +373,34 @@ fn sibling_vendor_matrix() {
 fn unused_features_leave_minors_at_zero() {
     let unused = rtc_state(false, false, false);
     assert_eq!(
-        section_minors::<2>(&RTC_RHEL, unused.as_bytes()).unwrap(),
+        section_minors(&RTC_RHEL, unused.as_bytes(), 2).unwrap(),
         [0, 0]
     );
     let td = rtc_state(true, false, false);
-    assert_eq!(
-        section_minors::<2>(&RTC_RHEL, td.as_bytes()).unwrap(),
-        [1, 0]
-    );
+    assert_eq!(section_minors(&RTC_RHEL, td.as_bytes(), 2).unwrap(), [1, 0]);
     let rh = rtc_state(false, true, true);
-    assert_eq!(
-        section_minors::<2>(&RTC_RHEL, rh.as_bytes()).unwrap(),
-        [0, 1]
-    );
+    assert_eq!(section_minors(&RTC_RHEL, rh.as_bytes(), 2).unwrap(), [0, 1]);
     // The ancillary record alone does not raise the minor.
     let stats = rtc_state(false, false, true);
     assert_eq!(
-        section_minors::<2>(&RTC_RHEL, stats.as_bytes()).unwrap(),
+        section_minors(&RTC_RHEL, stats.as_bytes(), 2).unwrap(),
         [0, 0]
     );
-    // A build with fewer levels than its tags cannot compute them.
-    assert!(matches!(
-        section_minors::<1>(&RTC_RHEL, rh.as_bytes()),
-        Err(Error::BadVendorLevel { level: 2, .. })
-    ));
+    // A build with fewer levels than its tags cannot compute them, whatever the state: the
+    // first tag above the chain is named.
+    for state in [rh, unused] {
+        let e = section_minors(&RTC_RHEL, state.as_bytes(), 1).unwrap_err();
+        assert_eq!(
+            (e.kind, e.field),
+            (
+                vmstate::ErrorKind::VendorLevel {
+                    level: 2,
+                    levels: 1
+                },
+                Some("mc146818rtc/rh_quirk")
+            )
+        );
+    }
 }
 
 #[test]
@@ -582,14 +587,14 @@ fn a_kvm_build_loads_td_hack_from_v4() {
     let mut dst = RtcKvm(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
     let kvm = Build::Kvm.vendors();
-    vmstate::v4::load::load_section(&mut dst, &sec, &kvm, &kvm, &mut scratch).unwrap();
+    vmstate::v4::load_section(&mut dst, &sec, &kvm, &kvm, &mut scratch).unwrap();
     assert_eq!(dst.0.irq_coalesced.get(), 5);
     assert_eq!(dst.0.period.get(), 32);
     assert_eq!(dst.0.cmos_data, src.cmos_data);
     // A RHEL build (same level-1 vendor) loads it too.
     let mut rhel = RtcRhel(Rtc::new_zeroed());
     let chain = Build::Rhel.vendors();
-    vmstate::v4::load::load_section(&mut rhel, &sec, &kvm, &chain, &mut scratch).unwrap();
+    vmstate::v4::load_section(&mut rhel, &sec, &kvm, &chain, &mut scratch).unwrap();
     assert_eq!(wire_fields(&rhel.0).3, 5);
 }
 
@@ -601,8 +606,7 @@ fn upstream_loads_a_rhel_stream_without_vendor_features_and_drops_ancillary_data
     assert_eq!(sec.subsections().count(), 2, "reinject + rh_stats");
     let mut dst = RtcUpstream(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
-    vmstate::v4::load::load_section(&mut dst, &sec, &Build::Rhel.vendors(), &[], &mut scratch)
-        .unwrap();
+    vmstate::v4::load_section(&mut dst, &sec, &Build::Rhel.vendors(), &[], &mut scratch).unwrap();
     let (cmos, index, reinject, ..) = wire_fields(&dst.0);
     assert_eq!((cmos, index, reinject), (src.cmos_data.to_vec(), 0x0c, 2));
     assert_eq!(
@@ -620,9 +624,8 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let sec = rtc_section(&v4);
     let before = RtcUpstream(rtc_state(false, false, false));
     let mut dst = before;
-    let err =
-        vmstate::v4::load::load_section(&mut dst, &sec, &Build::Kvm.vendors(), &[], &mut scratch)
-            .unwrap_err();
+    let err = vmstate::v4::load_section(&mut dst, &sec, &Build::Kvm.vendors(), &[], &mut scratch)
+        .unwrap_err();
     let Error::Unsupported(r) = err else {
         panic!("{err:?}")
     };
@@ -635,7 +638,7 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let sec = rtc_section(&v4);
     build_state!(RtcSuse, RTC_SUSE);
     let mut suse = RtcSuse(Rtc::new_zeroed());
-    let err = vmstate::v4::load::load_section(
+    let err = vmstate::v4::load_section(
         &mut suse,
         &sec,
         &Build::Rhel.vendors(),
@@ -651,7 +654,7 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let mut tiny = [0u8; 8];
     let mut rhel = RtcRhel(Rtc::new_zeroed());
     let chain = Build::Rhel.vendors();
-    assert!(vmstate::v4::load::load_section(&mut rhel, &sec, &chain, &chain, &mut tiny).is_err());
+    assert!(vmstate::v4::load_section(&mut rhel, &sec, &chain, &chain, &mut tiny).is_err());
 }
 
 #[test]
@@ -660,13 +663,13 @@ fn load_errors_point_into_the_v4_stream() {
     // does not accept: the frame is fine, the decoder refuses it.
     // Rebuild the stream without checksums and with td_hack version 9.
     let mut buf = vec![0xa5u8; 4096];
-    let mut out = SliceSink::new(&mut buf);
     let kvm = Build::Kvm.vendors();
-    encode_header(&kvm, false, &mut out).unwrap();
+    let header = Header::new(&kvm, false).unwrap();
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
     let rtc = rtc_state(true, false, false);
-    encode_section(RTC_ID, &RTC_KVM, rtc.as_bytes(), 1, false, &mut out).unwrap();
-    encode_eof(&mut out).unwrap();
-    let n = out.finish();
+    w.section_raw(RTC_ID, &RTC_KVM, rtc.as_bytes()).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
     buf.truncate(n);
     let (frame, version_at) = {
         let sec2 = rtc_section(&buf);
@@ -684,8 +687,7 @@ fn load_errors_point_into_the_v4_stream() {
     let sec2 = rtc_section(&buf);
     let mut dst = RtcKvm(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
-    let err =
-        vmstate::v4::load::load_section(&mut dst, &sec2, &kvm, &kvm, &mut scratch).unwrap_err();
+    let err = vmstate::v4::load_section(&mut dst, &sec2, &kvm, &kvm, &mut scratch).unwrap_err();
     let Error::Codec(e) = err else {
         panic!("{err:?}")
     };

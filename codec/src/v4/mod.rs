@@ -28,9 +28,13 @@
 pub mod caps;
 pub mod convert;
 pub mod crc32c;
-pub mod load;
+mod load;
 pub mod minor;
 pub mod wire;
+mod writer;
+
+pub use load::load_section;
+pub use writer::{StreamWriter, max_record_len, max_record_len_for};
 
 use crate::error::{Name, SectionContext};
 use core::fmt;

@@ -20,6 +20,7 @@
 
 use super::{Error, MAX_LEVELS, Minors, Result};
 use crate::error::{ErrorKind, SectionContext};
+use crate::schema::VendorTag;
 use crate::sink::Sink;
 use crate::wire::emit_name;
 use crate::wire::header::{MAGIC, header_bytes};
@@ -170,16 +171,6 @@ impl<'a> Header<'a> {
     }
 }
 
-/// A vendor tag as carried by a subsection frame: (level, minor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Tag {
-    /// Vendor level, 1-based.
-    pub level: u8,
-    /// The minor the feature needs at that level.
-    pub minor: u16,
-}
-
 /// A subsection frame (§6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubsectionFrame<'a> {
@@ -187,8 +178,9 @@ pub struct SubsectionFrame<'a> {
     pub offset: usize,
     /// Flag bits ([`sub_flags`]).
     pub flags: u8,
-    /// Vendor tag, when [`sub_flags::VENDOR`] is set.
-    pub vendor: Option<Tag>,
+    /// Vendor tag, when [`sub_flags::VENDOR`] is set (its `must_understand` is the frame's
+    /// [`sub_flags::MUST_UNDERSTAND`] bit).
+    pub vendor: Option<VendorTag>,
     /// Full subsection name, e.g. `mc146818rtc/td_hack`.
     pub name: &'a [u8],
     /// Subsection version (the v3 be32, kept as sent).
@@ -242,9 +234,10 @@ impl<'a> SubsectionFrame<'a> {
                     levels,
                 });
             }
-            Some(Tag {
+            Some(VendorTag {
                 level,
                 minor: r.be16()?,
+                must_understand: flags & sub_flags::MUST_UNDERSTAND != 0,
             })
         } else {
             None
@@ -266,21 +259,20 @@ impl<'a> SubsectionFrame<'a> {
     }
 
     /// Writes a frame header (everything before the body); the caller writes `body_len` bytes
-    /// of body after it.
+    /// of body after it. An untagged (upstream) subsection is must-understand; a vendor one is
+    /// when its tag says so.
     pub fn emit_head<S: Sink + ?Sized>(
         out: &mut S,
-        flags: u8,
-        vendor: Option<Tag>,
+        vendor: Option<VendorTag>,
         name: &[u8],
         version: u32,
         body_len: usize,
     ) -> core::result::Result<(), S::Error> {
-        let flags = (flags & sub_flags::MUST_UNDERSTAND)
-            | if vendor.is_some() {
-                sub_flags::VENDOR
-            } else {
-                0
-            };
+        let flags = match vendor {
+            None => sub_flags::MUST_UNDERSTAND,
+            Some(t) if t.must_understand => sub_flags::MUST_UNDERSTAND | sub_flags::VENDOR,
+            Some(_) => sub_flags::VENDOR,
+        };
         out.write(&[record::SUBSECTION, flags])?;
         if let Some(t) = vendor {
             out.write(&[t.level])?;
@@ -506,10 +498,10 @@ pub fn emit_section<S, F>(
     head: &SectionHead<'_>,
     body_len: usize,
     body: F,
-) -> crate::Result<()>
+) -> core::result::Result<(), S::Error>
 where
-    S: Sink<Error = crate::Error>,
-    F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
+    S: Sink,
+    F: FnOnce(&mut CrcSink<'_, S>) -> core::result::Result<(), S::Error>,
 {
     let payload = head.payload_len(crc, body_len);
     let [l0, l1, l2, l3] = len32(payload, out.position().saturating_add(1))?.to_be_bytes();
@@ -535,7 +527,8 @@ where
                 needed: written,
                 capacity: body_len,
             },
-        ));
+        )
+        .into());
     }
     if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
@@ -545,12 +538,12 @@ where
 
 /// Writes a whole non-section record (`type | len | payload | [crc32c]`), e.g. the
 /// configuration record or an ancillary record.
-pub fn emit_record<S: Sink<Error = crate::Error>>(
+pub fn emit_record<S: Sink>(
     out: &mut S,
     crc: bool,
     kind: u8,
     payload: &[u8],
-) -> crate::Result<()> {
+) -> core::result::Result<(), S::Error> {
     let mut c = CrcSink::new(out, crc);
     let crc_len = if crc { 4 } else { 0 };
     emit_frame(&mut c, kind, payload.len().saturating_add(crc_len))?;

@@ -110,7 +110,7 @@ macro_rules! device {
             load_v4: |sec, vendors| {
                 let mut s: $T = $init;
                 let mut scratch = vec![0u8; 8192];
-                v4::load::load_section(&mut s, sec, vendors, vendors, &mut scratch)
+                v4::load_section(&mut s, sec, vendors, vendors, &mut scratch)
             },
         }
     };

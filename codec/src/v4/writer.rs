@@ -1,0 +1,291 @@
+//! Writing a v4 stream record by record with typed device state (`docs/FORMAT.md` §1–§7, §12),
+//! and the largest section record a description table can make.
+//!
+//! [`StreamWriter`] writes the header when it is made and keeps what every later record depends
+//! on: the number of vendor levels (how many minors a section carries, which tags are valid) and
+//! whether records carry a CRC-32C. It is the v4 counterpart of [`crate::writer::StreamWriter`]
+//! and works over any [`Sink`]: a caller slice, a counter, or an `embedded_io::Write` through
+//! [`IoSink`](crate::IoSink).
+
+use super::wire::{CrcSink, Header, SubsectionFrame, emit_frame};
+use super::{MAX_LEVELS, minor};
+use crate::schema::{Elem, Kind, Vmsd};
+use crate::sink::{CountingSink, Sink};
+use crate::wire::{Command, Configuration, record};
+use crate::{SectionId, State};
+
+/// Writes a v4 stream: the header once, then sections, COMMAND records, EOF and the trailer.
+///
+/// ```
+/// use vmstate::v4::{wire::Header, wire::Records4, wire::Record4, StreamWriter};
+/// use vmstate::{SectionId, SliceSink};
+/// # use vmstate::{State, Vmsd, field, assert_layout};
+/// # use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+/// # #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+/// # #[repr(C)]
+/// # struct Timer { count: zerocopy::big_endian::U32 }
+/// # const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+/// # impl State for Timer { const VMSD: &'static Vmsd = &TIMER; }
+/// let timer = Timer { count: 7.into() };
+/// let mut buf = [0u8; vmstate::v4::max_record_len(&TIMER) + 64];
+/// let header = Header::new(&[], true)?; // no vendor, CRC-32C on
+/// let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf))?;
+/// let id = SectionId { section_id: 1, idstr: b"timer", instance_id: 0 };
+/// w.section(id, &timer)?;
+/// w.eof()?;
+/// let n = w.into_inner().finish();
+/// let records: Vec<_> = Records4::new(&buf[..n]).collect::<Result<_, _>>()?;
+/// assert!(matches!(records[1].record, Record4::Section(ref s) if s.idstr == b"timer"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct StreamWriter<S> {
+    out: S,
+    levels: u8,
+    crc: bool,
+}
+
+impl<S: Sink> StreamWriter<S> {
+    /// Writes `header` to `out` and returns a writer whose records follow it: as many minors
+    /// per section as the header has vendors, a CRC-32C when its flags say so.
+    pub fn new(header: &Header<'_>, mut out: S) -> Result<Self, S::Error> {
+        header.emit(&mut out)?;
+        Ok(StreamWriter {
+            out,
+            // `Header` holds at most MAX_LEVELS vendors.
+            levels: header.levels().min(MAX_LEVELS) as u8,
+            crc: header.crc(),
+        })
+    }
+
+    /// The number of vendor levels of the header written.
+    pub fn levels(&self) -> usize {
+        self.levels as usize
+    }
+
+    /// Whether records carry a CRC-32C.
+    pub fn crc(&self) -> bool {
+        self.crc
+    }
+
+    /// The sink.
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.out
+    }
+
+    /// Returns the sink.
+    pub fn into_inner(self) -> S {
+        self.out
+    }
+
+    /// Bytes written so far.
+    pub fn position(&self) -> usize {
+        self.out.position()
+    }
+
+    /// Writes a FULL section of a typed state: its fields, one frame per needed top-level
+    /// subsection, the minors from its needed vendor subsections.
+    ///
+    /// A vendor tag of the table whose level is not in `1..=levels` (level 0, or a vendor the
+    /// header does not declare) is [`ErrorKind::VendorLevel`](crate::ErrorKind::VendorLevel)
+    /// naming the section, its instance and the subsection, whether or not the subsection is
+    /// needed; nothing is written then.
+    pub fn section<T: State>(&mut self, id: SectionId<'_>, state: &T) -> Result<(), S::Error> {
+        self.section_raw(id, T::VMSD, state.as_bytes())
+    }
+
+    /// [`StreamWriter::section`] from a table and raw state bytes (`state.len()` must be the
+    /// table's size).
+    pub fn section_raw(
+        &mut self,
+        id: SectionId<'_>,
+        vmsd: &Vmsd,
+        state: &[u8],
+    ) -> Result<(), S::Error> {
+        minor::write_section(
+            id,
+            vmsd,
+            state,
+            self.levels as usize,
+            self.crc,
+            &mut self.out,
+        )
+    }
+
+    /// The configuration record (§2: the v3 record's bytes in a v4 frame).
+    pub fn configuration(&mut self, c: &Configuration<'_>) -> Result<(), S::Error> {
+        self.v3_record(record::CONFIGURATION, c)
+    }
+
+    /// A COMMAND record (§12: the v3 record's bytes in a v4 frame).
+    pub fn command(&mut self, c: &Command<'_>) -> Result<(), S::Error> {
+        self.v3_record(record::COMMAND, c)
+    }
+
+    /// The EOF record.
+    pub fn eof(&mut self) -> Result<(), S::Error> {
+        self.out.write(&[record::EOF])
+    }
+
+    /// The VMDESCRIPTION trailer (after [`StreamWriter::eof`]).
+    pub fn trailer(&mut self, json: &[u8]) -> Result<(), S::Error> {
+        emit_frame(&mut self.out, record::VMDESCRIPTION, json.len())?;
+        self.out.write(json)
+    }
+
+    /// Frames the v3 record `rec` (type byte first) as a v4 record of `kind`: counted first,
+    /// since the length precedes it.
+    fn v3_record(&mut self, kind: u8, rec: &impl V3Record) -> Result<(), S::Error> {
+        let mut count = CountingSink::new();
+        rec.emit_v3(&mut count)?;
+        let payload = count.count().saturating_sub(1);
+        let crc_len = if self.crc { 4 } else { 0 };
+        let mut c = CrcSink::new(&mut self.out, self.crc);
+        emit_frame(&mut c, kind, payload.saturating_add(crc_len))?;
+        rec.emit_v3(&mut SkipFirst {
+            inner: &mut c,
+            skip: true,
+        })?;
+        if let Some(sum) = c.crc() {
+            self.out.write(&sum.to_be_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// A v3 record a v4 frame carries.
+trait V3Record {
+    fn emit_v3<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error>;
+}
+
+impl V3Record for Command<'_> {
+    fn emit_v3<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
+        self.emit(out)
+    }
+}
+
+impl V3Record for Configuration<'_> {
+    fn emit_v3<S: Sink + ?Sized>(&self, out: &mut S) -> Result<(), S::Error> {
+        self.emit(out)
+    }
+}
+
+/// Drops the first byte written (the v3 type byte, which the v4 frame carries).
+struct SkipFirst<'s, S> {
+    inner: &'s mut S,
+    skip: bool,
+}
+
+impl<S: Sink> Sink for SkipFirst<'_, S> {
+    type Error = S::Error;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), S::Error> {
+        let bytes = match (self.skip, bytes.split_first()) {
+            (true, Some((_, rest))) => {
+                self.skip = false;
+                rest
+            }
+            _ => bytes,
+        };
+        self.inner.write(bytes)
+    }
+
+    fn position(&self) -> usize {
+        self.inner.position()
+    }
+}
+
+/// Most bytes the fields of `vmsd` (at its current version) and its nested subsections take in
+/// v3 encoding: every field counted as present, every variable array at its capacity, every
+/// nested subsection sent.
+const fn max_body_len(vmsd: &Vmsd) -> usize {
+    let t = vmsd.table();
+    let mut n = max_fields_len(vmsd);
+    let mut i = 0;
+    while i < t.subsections.len() {
+        let sub = t.subsections[i].vmsd;
+        // 05 | name str8 | version be32 | body
+        n = n
+            .saturating_add(1 + 1 + 4)
+            .saturating_add(sub.table().name.len())
+            .saturating_add(max_body_len(sub));
+        i += 1;
+    }
+    n
+}
+
+/// Most bytes the fields of `vmsd` at its current version take (subsections not counted).
+const fn max_fields_len(vmsd: &Vmsd) -> usize {
+    let t = vmsd.table();
+    let mut n = 0usize;
+    let mut i = 0;
+    while i < t.fields.len() {
+        let f = &t.fields[i];
+        if f.since <= t.version_id {
+            n = n.saturating_add(max_field_len(&f.kind));
+        }
+        i += 1;
+    }
+    n
+}
+
+/// Most bytes one field of `kind` takes on the wire.
+const fn max_field_len(kind: &Kind) -> usize {
+    match *kind {
+        Kind::Scalar(s) | Kind::Equal(s) => s.width(),
+        Kind::Array { elem, len } => elem.width().saturating_mul(len),
+        Kind::Buffer { len } | Kind::Unused { len } => len,
+        Kind::Struct { vmsd, len } => max_body_len(vmsd).saturating_mul(len),
+        Kind::VArray { elem, count } => match elem {
+            Elem::Scalar(s) => s.width().saturating_mul(count.capacity),
+            Elem::Struct(v) => max_body_len(v).saturating_mul(count.capacity),
+        },
+        Kind::VBuffer { size } => size.capacity,
+        Kind::Validate { .. } => 0,
+        Kind::NullPtr => 1,
+    }
+}
+
+/// Most bytes a FULL v4 section record of `vmsd` takes in a stream of `levels` vendor levels,
+/// with an idstr of `idstr_len` bytes and, with `crc`, a CRC-32C: every field present, every
+/// variable array at its capacity, every subsection sent. Equal to the record's length when
+/// nothing in the table varies (no variable array, no predicate, no subsection).
+pub const fn max_record_len_for(vmsd: &Vmsd, idstr_len: usize, levels: usize, crc: bool) -> usize {
+    // type | len | section_id | idstr str8 | instance | version | minors | fields_len
+    let mut n = (1 + 4 + 4 + 1 + 4 + 4 + 4 + if crc { 4 } else { 0 })
+        + idstr_len
+        + 2 * if levels < MAX_LEVELS {
+            levels
+        } else {
+            MAX_LEVELS
+        };
+    n = n.saturating_add(max_fields_len(vmsd));
+    let t = vmsd.table();
+    let mut i = 0;
+    while i < t.subsections.len() {
+        let sub = &t.subsections[i];
+        n = n.saturating_add(SubsectionFrame::frame_len(
+            sub.vmsd.table().name.len(),
+            sub.vendor.is_some(),
+            max_body_len(sub.vmsd),
+        ));
+        i += 1;
+    }
+    n
+}
+
+/// Most bytes any FULL v4 section record of `vmsd` takes: [`max_record_len_for`] with the
+/// longest idstr (255 bytes), [`MAX_LEVELS`] vendor levels and a CRC-32C. A `const`, to size a
+/// stack buffer that holds one section of the device whatever its state and stream:
+///
+/// ```
+/// # use vmstate::{Vmsd, field};
+/// # #[repr(C)] struct Timer { count: zerocopy::big_endian::U32 }
+/// const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+/// let buf = [0u8; vmstate::v4::max_record_len(&TIMER)];
+/// // frame and head (22), idstr (255), minors (2 × 8), CRC (4), the field (4)
+/// assert_eq!(buf.len(), 22 + 255 + 2 * 8 + 4 + 4);
+/// ```
+pub const fn max_record_len(vmsd: &Vmsd) -> usize {
+    max_record_len_for(vmsd, 255, MAX_LEVELS, true)
+}
