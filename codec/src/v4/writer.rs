@@ -199,17 +199,15 @@ impl<S: Sink> Sink for SkipFirst<'_, S> {
 /// v3 encoding: every field counted as present, every variable array at its capacity, every
 /// nested subsection sent.
 const fn max_body_len(vmsd: &Vmsd) -> usize {
-    let t = vmsd.table();
     let mut n = max_fields_len(vmsd);
-    let mut i = 0;
-    while i < t.subsections.len() {
-        let sub = t.subsections[i].vmsd;
+    let mut subs = vmsd.table().subsections;
+    while let [sub, rest @ ..] = subs {
         // 05 | name str8 | version be32 | body
         n = n
             .saturating_add(1 + 1 + 4)
-            .saturating_add(sub.table().name.len())
-            .saturating_add(max_body_len(sub));
-        i += 1;
+            .saturating_add(sub.vmsd.table().name.len())
+            .saturating_add(max_body_len(sub.vmsd));
+        subs = rest;
     }
     n
 }
@@ -218,13 +216,12 @@ const fn max_body_len(vmsd: &Vmsd) -> usize {
 const fn max_fields_len(vmsd: &Vmsd) -> usize {
     let t = vmsd.table();
     let mut n = 0usize;
-    let mut i = 0;
-    while i < t.fields.len() {
-        let f = &t.fields[i];
+    let mut fields = t.fields;
+    while let [f, rest @ ..] = fields {
         if f.since <= t.version_id {
             n = n.saturating_add(max_field_len(&f.kind));
         }
-        i += 1;
+        fields = rest;
     }
     n
 }
@@ -251,25 +248,27 @@ const fn max_field_len(kind: &Kind) -> usize {
 /// variable array at its capacity, every subsection sent. Equal to the record's length when
 /// nothing in the table varies (no variable array, no predicate, no subsection).
 pub const fn max_record_len_for(vmsd: &Vmsd, idstr_len: usize, levels: usize, crc: bool) -> usize {
-    // type | len | section_id | idstr str8 | instance | version | minors | fields_len
-    let mut n = (1 + 4 + 4 + 1 + 4 + 4 + 4 + if crc { 4 } else { 0 })
-        + idstr_len
-        + 2 * if levels < MAX_LEVELS {
-            levels
-        } else {
-            MAX_LEVELS
-        };
-    n = n.saturating_add(max_fields_len(vmsd));
-    let t = vmsd.table();
-    let mut i = 0;
-    while i < t.subsections.len() {
-        let sub = &t.subsections[i];
+    // type | len | section_id | idstr length | instance | version | fields_len, then the
+    // idstr, the minors and the CRC.
+    let levels = if levels < MAX_LEVELS {
+        levels
+    } else {
+        MAX_LEVELS
+    };
+    let mut n: usize = 1 + 4 + 4 + 1 + 4 + 4 + 4;
+    n = n
+        .saturating_add(levels.saturating_mul(2))
+        .saturating_add(if crc { 4 } else { 0 })
+        .saturating_add(idstr_len)
+        .saturating_add(max_fields_len(vmsd));
+    let mut subs = vmsd.table().subsections;
+    while let [sub, rest @ ..] = subs {
         n = n.saturating_add(SubsectionFrame::frame_len(
             sub.vmsd.table().name.len(),
             sub.vendor.is_some(),
             max_body_len(sub.vmsd),
         ));
-        i += 1;
+        subs = rest;
     }
     n
 }
