@@ -27,27 +27,33 @@ fn is_needed(sub: &Subsection, state: &[u8]) -> bool {
 pub fn check_tags(vmsd: &Vmsd, levels: usize) -> crate::Result<()> {
     minors(vmsd, None, levels)
         .map(drop)
-        .map_err(|sub| vendor_level(sub, levels))
+        .map_err(|sub| vendor_level(sub, levels, 0, None))
 }
 
-/// [`ErrorKind::VendorLevel`] for `sub`'s tag (out of line: the writers' cold path).
+/// [`ErrorKind::VendorLevel`] for `sub`'s tag at `at`, in the section `id` when given (out of
+/// line, and one function for every caller: the writers' cold path).
 #[cold]
 #[inline(never)]
-fn vendor_level(sub: &Subsection, levels: usize) -> Error {
-    Error::new(
-        0,
+fn vendor_level(sub: &Subsection, levels: usize, at: usize, id: Option<&SectionId<'_>>) -> Error {
+    let e = Error::new(
+        at,
         ErrorKind::VendorLevel {
             level: sub.vendor.map_or(0, |t| t.level),
             levels: levels.min(255) as u8,
         },
     )
-    .in_field(sub.vmsd.name)
+    .in_field(sub.vmsd.name);
+    match id {
+        Some(id) => e.in_section(crate::machine::ctx(id.idstr, id.instance_id, id.section_id)),
+        None => e,
+    }
 }
 
 /// The minors of `vmsd`'s section for `state` in a stream of `levels` vendor levels, one per
 /// level `1..=levels` (no allocation), after [`check_tags`].
 pub fn section_minors(vmsd: &Vmsd, state: &[u8], levels: usize) -> crate::Result<Minors> {
-    let all = minors(vmsd, Some(state), levels).map_err(|sub| vendor_level(sub, levels))?;
+    let all =
+        minors(vmsd, Some(state), levels).map_err(|sub| vendor_level(sub, levels, 0, None))?;
     Ok(Minors::from_slice(all.get(..levels).unwrap_or_default()).unwrap_or_default())
 }
 
@@ -87,18 +93,6 @@ fn planned<'v, 's>(vmsd: &'v Vmsd, state: &'s [u8]) -> Option<(&'s [u8], &'v [Pl
     Some((state.get(start..start.checked_add(len)?)?, p.zeros()))
 }
 
-/// [`ErrorKind::VendorLevel`] for `sub`'s tag at `at` in the section `id` (out of line: the
-/// writers' cold path).
-#[cold]
-#[inline(never)]
-fn in_section_at(sub: &Subsection, levels: usize, at: usize, id: SectionId<'_>) -> Error {
-    Error {
-        section: Some(crate::machine::ctx(id.idstr, id.instance_id, id.section_id)),
-        offset: at,
-        ..vendor_level(sub, levels)
-    }
-}
-
 /// Writes a FULL v4 section record of `state` described by `vmsd`: fields (v3 encoding), one
 /// frame per needed top-level subsection (vendor-tagged ones with their tag and flags), minors
 /// computed by [`section_minors`] for a stream of `levels` vendor levels. Reached through
@@ -112,11 +106,10 @@ pub(crate) fn write_section<S: Sink>(
     crc: bool,
     out: &mut S,
 ) -> Result<(), S::Error> {
-    let at = out.position();
     // As v3's `encode_body`: a state that is not the described struct is refused.
     if state.len() != vmsd.size {
         return Err(Error::new(
-            at,
+            out.position(),
             ErrorKind::BufferTooSmall {
                 needed: vmsd.size,
                 capacity: state.len(),
@@ -125,8 +118,9 @@ pub(crate) fn write_section<S: Sink>(
         .in_field(vmsd.name)
         .into());
     }
-    let minors =
-        minors(vmsd, Some(state), levels).map_err(|sub| in_section_at(sub, levels, at, id))?;
+    // Nothing is written yet: the error's offset is where the section would start.
+    let minors = minors(vmsd, Some(state), levels)
+        .map_err(|sub| vendor_level(sub, levels, out.position(), Some(&id)))?;
     let fields_len = match planned(vmsd, state) {
         Some((bytes, _)) => bytes.len(),
         None => {
