@@ -93,7 +93,7 @@ fn render_v4(bytes: &[u8]) -> String {
     let vendors_of = |h: &Header<'_>| {
         h.vendors
             .iter()
-            .map(|v| format!("{}/{}", s(v.id), v.protocol_minor))
+            .map(|v| format!("{}/{}", v.id, v.protocol_minor))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -203,7 +203,7 @@ fn render_caps(c: &Capabilities<'_, 4, 4>) -> String {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        list(&c.vendors),
+        list(&c.vendors.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         list(&c.subsections)
     )
 }
@@ -356,7 +356,7 @@ fn the_kvm_example_is_what_the_typed_writer_emits() {
         td: 7,
     };
     let vendors = [vmstate::v4::wire::Vendor {
-        id: b"org.linux-kvm",
+        id: vmstate::VendorId::new("org.linux-kvm"),
         protocol_minor: 0,
     }];
     let mut buf = [0xa5u8; 128];

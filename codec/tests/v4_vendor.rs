@@ -7,15 +7,15 @@
 //! The device tables are defined here (three builds of one device); the real rtc model lives in
 //! the devices crate.
 
-use vmstate::schema::{Subsection, VendorTag, Vmsd};
+use vmstate::schema::{Subsection, VendorId, VendorTag, Vmsd};
 use vmstate::v4::StreamWriter;
 use vmstate::v4::caps::{
     Capabilities, Incompatibility, Report, SectionRequirement, check, check_stream,
 };
 use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, downgrade_obstacle, upgrade};
 use vmstate::v4::minor::section_minors;
-use vmstate::v4::wire::Header;
 use vmstate::v4::wire::Vendor;
+use vmstate::v4::wire::{Header, Record4, Records4};
 use vmstate::v4::{Error, Refusal};
 use vmstate::{SectionId, SliceSink, assert_layout, field, pred};
 use zerocopy::byteorder::big_endian::{I32, U16, U32};
@@ -140,12 +140,15 @@ impl Build {
         }
     }
 
-    fn vendor_ids(self) -> &'static [&'static str] {
+    fn vendor_ids(self) -> &'static [VendorId<'static>] {
+        const KVM: VendorId = VendorId::new("org.linux-kvm");
+        const RHEL: &[VendorId] = &[KVM, VendorId::new("com.redhat")];
+        const SUSE: &[VendorId] = &[KVM, VendorId::new("com.suse")];
         match self {
             Build::Upstream => &[],
-            Build::Kvm => &["org.linux-kvm"],
-            Build::Rhel => &["org.linux-kvm", "com.redhat"],
-            Build::Suse => &["org.linux-kvm", "com.suse"],
+            Build::Kvm => &[KVM],
+            Build::Rhel => RHEL,
+            Build::Suse => SUSE,
         }
     }
 
@@ -153,7 +156,7 @@ impl Build {
         self.vendor_ids()
             .iter()
             .map(|id| Vendor {
-                id: id.as_bytes(),
+                id: *id,
                 protocol_minor: 0,
             })
             .collect()
@@ -495,7 +498,8 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
 #[test]
 fn incompatibilities_are_all_listed() {
     // A destination that lacks port92, accepts only rtc version 1..=2, and knows no subsection.
-    let mut caps: Capabilities<'static, 8, 16> = Capabilities::new(&[4], &["org.example"]).unwrap();
+    let mut caps: Capabilities<'static, 8, 16> =
+        Capabilities::new(&[4], &[VendorId::new("org.example")]).unwrap();
     caps.devices
         .push(vmstate::v4::caps::DeviceCaps {
             name: "mc146818rtc",
@@ -756,4 +760,43 @@ fn round_trips_hold_for_random_states() {
             assert!(matches!(res, Err(Error::Refused(_))));
         }
     }
+}
+
+#[test]
+fn a_header_vendor_id_that_is_not_a_reverse_fqdn_is_refused_at_its_offset() {
+    // One vendor, "KVM": uppercase and a single label. Nothing after the header is read.
+    let mut bytes = b"QEVM\x00\x00\x00\x04\x00\x00\x00\x00\x01\x03KVM\x00\x00".to_vec();
+    bytes.push(0); // EOF
+    let err = Records4::new(&bytes).next().unwrap().unwrap_err();
+    let Error::BadVendorId { offset, found } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(offset, 13, "the id's length byte");
+    assert!(found.eq_bytes(b"KVM"));
+    assert_eq!(
+        err.to_string(),
+        "offset 13: vendor id KVM is not a reverse FQDN (labels of a-z, 0-9 and '-' separated \
+         by '.')"
+    );
+    // The same header with a valid id reads.
+    let good = b"QEVM\x00\x00\x00\x04\x00\x00\x00\x00\x01\x0bcom.example\x00\x00\x00";
+    let Record4::Header(h) = Records4::new(good).next().unwrap().unwrap().record else {
+        panic!("a header first");
+    };
+    assert_eq!(h.vendor(1), Some(VendorId::new("com.example")));
+}
+
+#[test]
+fn capabilities_round_trip_and_an_invalid_vendor_id_does_not_decode() {
+    let caps = Build::Rhel.caps();
+    let mut buf = [0u8; 512];
+    let bytes = caps.to_postcard(&mut buf).unwrap().to_vec();
+    let back = Capabilities::<'_, 8, 16>::from_postcard(&bytes).unwrap();
+    assert_eq!(back, caps);
+    assert_eq!(back.vendors[1].as_str(), "com.redhat");
+    // Spell the second vendor "COM.redhat": a decode error, not a capabilities record.
+    let at = bytes.windows(10).position(|w| w == b"com.redhat").unwrap();
+    let mut bad = bytes.clone();
+    bad[at..at + 3].copy_from_slice(b"COM");
+    assert!(Capabilities::<'_, 8, 16>::from_postcard(&bad).is_err());
 }

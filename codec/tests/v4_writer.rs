@@ -51,7 +51,7 @@ const ID: SectionId<'static> = SectionId {
     instance_id: 3,
 };
 const KVM: [Vendor<'static>; 1] = [Vendor {
-    id: b"org.linux-kvm",
+    id: vmstate::VendorId::new("org.linux-kvm"),
     protocol_minor: 0,
 }];
 
@@ -165,4 +165,81 @@ fn max_record_len_bounds_every_record_and_is_exact_for_a_fixed_table() {
     let at = w.position();
     w.section(id, &dev).unwrap();
     assert!(w.position() - at <= vmstate::v4::max_record_len(&DEV));
+}
+
+const TAG0: VendorTag = VendorTag {
+    level: 0,
+    minor: 1,
+    must_understand: true,
+};
+const SUB0: &[Subsection] = &[Subsection::new(&EXTRA, on).vendor(TAG0)];
+const DEV0: Vmsd = Vmsd::new("dev", 1, 1, 9)
+    .fields(&[field!(Dev, a), field!(Dev, on)])
+    .subsections(SUB0);
+
+#[test]
+fn level_0_is_never_a_vendor_tag_for_the_writer_the_capabilities_or_the_reader() {
+    // The writer: refused needed or not, at the offset where the section would start, and
+    // nothing of it is written.
+    for on in [0, 1] {
+        let dev = Dev {
+            a: 7.into(),
+            on,
+            extra: 9.into(),
+        };
+        let mut buf = [0u8; 256];
+        let header = Header::new(&KVM, true).unwrap();
+        let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+        let at = w.position();
+        let e = w.section_raw(ID, &DEV0, dev.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::VendorLevel {
+                level: 0,
+                levels: 1
+            }
+        );
+        assert_eq!((e.offset, e.field), (at, Some("dev/extra")));
+        assert!(e.section.unwrap().idstr.eq_bytes(b"dev"));
+        assert_eq!(w.position(), at, "nothing of the section is written");
+    }
+    // The capabilities: refused, nothing added.
+    let mut caps: vmstate::v4::caps::Capabilities<'_, 4, 4> =
+        vmstate::v4::caps::Capabilities::new(&[4], &[KVM[0].id]).unwrap();
+    let e = caps.add_vmsd(&DEV0).unwrap_err();
+    assert!(
+        matches!(e, vmstate::v4::caps::AddError::VendorLevel(e)
+            if e.kind == ErrorKind::VendorLevel { level: 0, levels: 1 }),
+        "{e:?}"
+    );
+    assert!(caps.devices.is_empty() && caps.subsections.is_empty());
+    // The reader: a frame whose tag says level 0 is refused at the level byte.
+    let dev = Dev {
+        a: 7.into(),
+        on: 1,
+        extra: 9.into(),
+    };
+    let header = Header::new(&KVM, false).unwrap();
+    let mut buf = [0u8; 256];
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+    w.section(ID, &dev).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
+    // The frame: 05 | flags 03 | level 01 | minor 00 01 | name "dev/extra".
+    let frame = buf[..n]
+        .windows(5)
+        .position(|w| w == [0x05, 0x03, 0x01, 0x00, 0x01])
+        .unwrap();
+    buf[frame + 2] = 0;
+    let e = Records4::new(&buf[..n])
+        .find_map(Result::err)
+        .expect("refused");
+    assert_eq!(
+        e,
+        vmstate::v4::Error::BadVendorLevel {
+            offset: frame + 2,
+            level: 0,
+            levels: 1
+        }
+    );
 }

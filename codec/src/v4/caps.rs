@@ -25,7 +25,7 @@
 use super::wire::{Record4, Records4, Section, Vendor};
 use super::{MAX_LEVELS, Minors, Result};
 use crate::SectionId;
-use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
+use crate::schema::{MAX_SUBSECTIONS, VendorId, VendorTag, Vmsd};
 use crate::stream::idstr_matches;
 use core::fmt;
 #[cfg(feature = "caps")]
@@ -67,7 +67,7 @@ pub struct Capabilities<'a, const D: usize = MAX_DEVICES, const K: usize = MAX_K
     pub protocols: heapless::Vec<u32, MAX_PROTOCOLS>,
     /// The destination's vendor chain, level 1 first.
     #[cfg_attr(feature = "caps", serde(borrow))]
-    pub vendors: heapless::Vec<&'a str, MAX_LEVELS>,
+    pub vendors: heapless::Vec<VendorId<'a>, MAX_LEVELS>,
     /// Devices.
     #[cfg_attr(feature = "caps", serde(borrow))]
     pub devices: heapless::Vec<DeviceCaps<'a>, D>,
@@ -138,7 +138,7 @@ impl core::error::Error for CapsDecodeError {}
 
 impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
     /// Empty capabilities speaking `protocols` with the vendor chain `vendors`.
-    pub fn new(protocols: &[u32], vendors: &[&'a str]) -> core::result::Result<Self, Full> {
+    pub fn new(protocols: &[u32], vendors: &[VendorId<'a>]) -> core::result::Result<Self, Full> {
         let mut c = Capabilities {
             protocols: heapless::Vec::new(),
             vendors: heapless::Vec::new(),
@@ -572,7 +572,7 @@ pub fn check<'a, const D: usize, const K: usize, const N: usize>(
             continue;
         }
         let level = (i as u8).saturating_add(1);
-        let vendor = vendors.get(i).map(|v| v.id).unwrap_or(&[]);
+        let vendor = vendors.get(i).map_or(&[][..], |v| v.id.as_bytes());
         let dest_vendor = caps.vendors.get(i).map(|v| v.as_bytes());
         let supported = if dest_vendor == Some(vendor) {
             dev.max_minor.get(i).copied().unwrap_or(0)
@@ -693,7 +693,8 @@ mod tests {
     /// buffer"), never an unplaced error.
     #[test]
     fn cut_capabilities_say_where_they_end() {
-        let mut caps: Capabilities<'_, 4, 4> = Capabilities::new(&[3, 4], &["org.qemu"]).unwrap();
+        let mut caps: Capabilities<'_, 4, 4> =
+            Capabilities::new(&[3, 4], &[crate::VendorId::new("org.qemu")]).unwrap();
         caps.add_subsection("i8259/ltim").unwrap();
         let mut buf = [0u8; 256];
         let bytes = caps.to_postcard(&mut buf).unwrap();

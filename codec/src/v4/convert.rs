@@ -390,7 +390,7 @@ fn section_obstacle(
             usize::from(level)
                 .checked_sub(1)
                 .and_then(|i| vendors.get(i))
-                .map_or(&[][..], |v| v.id),
+                .map_or(&[][..], |v| v.id.as_bytes()),
         ),
         minor: s.minor(level),
         feature: feature.map(Name::new),

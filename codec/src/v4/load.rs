@@ -61,8 +61,8 @@ pub fn load_section<T: State>(
             continue;
         }
         let level = (i as u8).saturating_add(1);
-        let vendor = stream.get(i).map(|v| v.id).unwrap_or(&[]);
-        let same_vendor = local.get(i).map(|v| v.id) == Some(vendor);
+        let vendor = stream.get(i).map_or(&[][..], |v| v.id.as_bytes());
+        let same_vendor = local.get(i).map(|v| v.id.as_bytes()) == Some(vendor);
         let supported = vmsd
             .subsections
             .iter()

@@ -76,6 +76,13 @@ pub enum Error {
         /// The flags read.
         found: u32,
     },
+    /// A vendor id in the header is not a reverse FQDN ([`crate::VendorId`]).
+    BadVendorId {
+        /// Offset of the id's length byte.
+        offset: usize,
+        /// The id read.
+        found: Name,
+    },
     /// The header declares more vendor levels than [`MAX_LEVELS`].
     TooManyLevels {
         /// Offset of the protocol minor byte.
@@ -194,6 +201,11 @@ impl fmt::Display for Error {
             Error::ReservedFlags { offset, found } => {
                 write!(f, "offset {offset}: reserved flag bits set in {found:#x}")
             }
+            Error::BadVendorId { offset, found } => write!(
+                f,
+                "offset {offset}: vendor id {found} is not a reverse FQDN (labels of a-z, 0-9 \
+                 and '-' separated by '.')"
+            ),
             Error::TooManyLevels { offset, found } => write!(
                 f,
                 "offset {offset}: {found} vendor levels declared, at most {MAX_LEVELS} supported"

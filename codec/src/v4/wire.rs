@@ -19,8 +19,8 @@
 //! malformed record. Nothing here panics on any input.
 
 use super::{Error, MAX_LEVELS, Minors, Result};
-use crate::error::{ErrorKind, SectionContext};
-use crate::schema::VendorTag;
+use crate::error::{ErrorKind, Name, SectionContext};
+use crate::schema::{VendorId, VendorTag};
 use crate::sink::Sink;
 use crate::wire::emit_name;
 use crate::wire::header::{MAGIC, header_bytes};
@@ -61,7 +61,7 @@ use crate::machine::{Admitted, Machine, Open, Phase, RecordType, ctx};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vendor<'a> {
     /// Reverse-FQDN vendor id, e.g. `org.linux-kvm`.
-    pub id: &'a [u8],
+    pub id: VendorId<'a>,
     /// The vendor's own protocol revision (informative; devices carry their own minors).
     pub protocol_minor: u16,
 }
@@ -105,7 +105,7 @@ impl<'a> Header<'a> {
     }
 
     /// The vendor id at `level` (1-based), if declared.
-    pub fn vendor(&self, level: u8) -> Option<&'a [u8]> {
+    pub fn vendor(&self, level: u8) -> Option<VendorId<'a>> {
         (level as usize)
             .checked_sub(1)
             .and_then(|i| self.vendors.get(i))
@@ -142,7 +142,12 @@ impl<'a> Header<'a> {
         }
         let mut vendors = VendorChain::new();
         for _ in 0..levels {
+            let at = r.offset();
             let id = r.name()?;
+            let id = VendorId::parse(id).ok_or(Error::BadVendorId {
+                offset: at,
+                found: Name::new(id),
+            })?;
             let protocol_minor = r.be16()?;
             // Cannot overflow: levels <= MAX_LEVELS.
             let _ = vendors.push(Vendor { id, protocol_minor });
@@ -154,7 +159,7 @@ impl<'a> Header<'a> {
     pub fn buffer_len(&self) -> usize {
         // Names are at most 255 bytes, at most MAX_LEVELS of them.
         self.vendors.iter().fold(13, |n: usize, v| {
-            n.saturating_add(v.id.len()).saturating_add(3)
+            n.saturating_add(v.id.as_bytes().len()).saturating_add(3)
         })
     }
 
@@ -164,7 +169,7 @@ impl<'a> Header<'a> {
         out.write(&self.flags.to_be_bytes())?;
         out.write(&[self.vendors.len() as u8])?;
         for v in &self.vendors {
-            emit_name(out, v.id)?;
+            emit_name(out, v.id.as_bytes())?;
             out.write(&v.protocol_minor.to_be_bytes())?;
         }
         Ok(())

@@ -142,7 +142,7 @@ fn main() {
     let chains: [&[Vendor<'_>]; 2] = [
         &[],
         &[Vendor {
-            id: b"org.example.vendor",
+            id: vmstate::VendorId::new("org.example.vendor"),
             protocol_minor: 1,
         }],
     ];
@@ -178,7 +178,7 @@ fn main() {
     }
     q10_command_seeds();
     second_campaign_seeds();
-    for vendors in [&[][..], &["org.example.vendor"][..]] {
+    for vendors in [&[][..], &[vmstate::VendorId::new("org.example.vendor")][..]] {
         let caps = vmstate_fuzz_harness::device_caps(vendors);
         let mut buf = vec![0u8; 8192];
         let bytes = caps.to_postcard(&mut buf).unwrap();
