@@ -48,6 +48,18 @@ pub struct StreamWriter<S> {
 impl<S: Sink> StreamWriter<S> {
     /// Writes `header` to `out` and returns a writer whose records follow it: as many minors
     /// per section as the header has vendors, a CRC-32C when its flags say so.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::{Header, Vendor}};
+    /// use vmstate::{SliceSink, VendorId};
+    /// let kvm = Vendor { id: VendorId::new("org.linux-kvm"), protocol_minor: 0 };
+    /// let header = Header::new(&[kvm], true)?;
+    /// let mut buf = [0u8; 64];
+    /// let w = StreamWriter::new(&header, SliceSink::new(&mut buf))?;
+    /// assert_eq!((w.levels(), w.crc()), (1, true));
+    /// assert_eq!(w.position(), header.buffer_len()); // the header is written
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(header: &Header<'_>, mut out: S) -> Result<Self, S::Error> {
         header.emit(&mut out)?;
         Ok(StreamWriter {
@@ -59,26 +71,68 @@ impl<S: Sink> StreamWriter<S> {
     }
 
     /// The number of vendor levels of the header written.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// let mut buf = [0u8; 16];
+    /// let w = StreamWriter::new(&Header::new(&[], false)?, vmstate::SliceSink::new(&mut buf))?;
+    /// assert_eq!(w.levels(), 0); // upstream: no vendor level, sections carry no minor
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn levels(&self) -> usize {
         self.levels as usize
     }
 
     /// Whether records carry a CRC-32C.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// let mut buf = [0u8; 16];
+    /// let w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// assert!(w.crc());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn crc(&self) -> bool {
         self.crc
     }
 
     /// The sink.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// use vmstate::Sink;
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::CountingSink::new())?;
+    /// w.sink().write(&[0])?; // bytes of your own (here an EOF byte) go to the same sink
+    /// assert_eq!(w.into_inner().count(), 14);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn sink(&mut self) -> &mut S {
         &mut self.out
     }
 
     /// Returns the sink.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// let mut buf = [0u8; 16];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// w.eof()?;
+    /// let n = w.into_inner().finish(); // a SliceSink says how much of the buffer it filled
+    /// assert_eq!(&buf[..n], b"QEVM\0\0\0\x04\0\0\0\x01\0\0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> S {
         self.out
     }
 
     /// Bytes written so far.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// let w = StreamWriter::new(&Header::new(&[], true)?, vmstate::CountingSink::new())?;
+    /// assert_eq!(w.position(), 13); // magic, version, flags, no vendor
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn position(&self) -> usize {
         self.out.position()
     }
@@ -90,12 +144,51 @@ impl<S: Sink> StreamWriter<S> {
     /// header does not declare) is [`ErrorKind::VendorLevel`](crate::ErrorKind::VendorLevel)
     /// naming the section, its instance and the subsection, whether or not the subsection is
     /// needed; nothing is written then.
+    ///
+    /// ```
+    /// # use vmstate::{State, Vmsd, field};
+    /// # #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+    /// # #[repr(C)]
+    /// # struct Timer { count: zerocopy::big_endian::U32 }
+    /// # const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+    /// # impl State for Timer { const VMSD: &'static Vmsd = &TIMER; }
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// use vmstate::{SectionId, SliceSink};
+    /// let mut buf = [0u8; 128];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, SliceSink::new(&mut buf))?;
+    /// let id = SectionId { section_id: 1, idstr: b"timer", instance_id: 0 };
+    /// w.section(id, &Timer { count: 7.into() })?;
+    /// assert_eq!(w.position(), 13 + vmstate::v4::max_record_len_for(&TIMER, 5, 0, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn section<T: State>(&mut self, id: SectionId<'_>, state: &T) -> Result<(), S::Error> {
         self.section_raw(id, T::VMSD, state.as_bytes())
     }
 
     /// [`StreamWriter::section`] from a table and raw state bytes (`state.len()` must be the
     /// table's size).
+    ///
+    /// ```
+    /// # use vmstate::{State, Vmsd, field};
+    /// # #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+    /// # #[repr(C)]
+    /// # struct Timer { count: zerocopy::big_endian::U32 }
+    /// # const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+    /// # impl State for Timer { const VMSD: &'static Vmsd = &TIMER; }
+    /// use vmstate::v4::{StreamWriter, wire::Header};
+    /// use vmstate::{ErrorKind, SectionId, SliceSink};
+    /// use zerocopy::IntoBytes;
+    /// let mut buf = [0u8; 128];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, SliceSink::new(&mut buf))?;
+    /// let id = SectionId { section_id: 1, idstr: b"timer", instance_id: 0 };
+    /// // One call site for several devices: the table and the state's bytes.
+    /// w.section_raw(id, &TIMER, Timer { count: 7.into() }.as_bytes())?;
+    /// // A state that is not the table's struct is refused, naming the table.
+    /// let e = w.section_raw(id, &TIMER, &[0u8; 3]).unwrap_err();
+    /// assert!(matches!(e.kind, ErrorKind::BufferTooSmall { needed: 4, capacity: 3 }));
+    /// assert_eq!(e.field, Some("timer"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn section_raw(
         &mut self,
         id: SectionId<'_>,
@@ -113,21 +206,72 @@ impl<S: Sink> StreamWriter<S> {
     }
 
     /// The configuration record (§2: the v3 record's bytes in a v4 frame).
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::{Header, Record4, Records4}};
+    /// use vmstate::wire::Configuration;
+    /// let mut buf = [0u8; 64];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// w.configuration(&Configuration::new(b"pc-i440fx-7.2"))?;
+    /// w.eof()?;
+    /// let n = w.into_inner().finish();
+    /// let second = Records4::new(&buf[..n]).nth(1).unwrap()?;
+    /// assert!(matches!(second.record, Record4::Configuration(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn configuration(&mut self, c: &Configuration<'_>) -> Result<(), S::Error> {
         self.v3_record(record::CONFIGURATION, c)
     }
 
     /// A COMMAND record (§12: the v3 record's bytes in a v4 frame).
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::{Header, Record4, Records4}};
+    /// use vmstate::wire::Command;
+    /// use vmstate::wire::command::CommandId;
+    /// let mut buf = [0u8; 64];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// let ping = Command { id: CommandId::Ping, payload: &[0, 0, 0, 1], packaged: &[] };
+    /// w.command(&ping)?;
+    /// w.eof()?;
+    /// let n = w.into_inner().finish();
+    /// let second = Records4::new(&buf[..n]).nth(1).unwrap()?;
+    /// assert!(matches!(second.record, Record4::Command(c) if c.id == CommandId::Ping));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn command(&mut self, c: &Command<'_>) -> Result<(), S::Error> {
         self.v3_record(record::COMMAND, c)
     }
 
     /// The EOF record.
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::{Header, Record4, Records4}};
+    /// let mut buf = [0u8; 16];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// w.eof()?;
+    /// let n = w.into_inner().finish();
+    /// assert_eq!(buf[n - 1], 0); // the one unframed record
+    /// assert!(matches!(Records4::new(&buf[..n]).last().unwrap()?.record, Record4::Eof));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn eof(&mut self) -> Result<(), S::Error> {
         self.out.write(&[record::EOF])
     }
 
     /// The VMDESCRIPTION trailer (after [`StreamWriter::eof`]).
+    ///
+    /// ```
+    /// use vmstate::v4::{StreamWriter, wire::{Header, Record4, Records4}};
+    /// let mut buf = [0u8; 64];
+    /// let mut w = StreamWriter::new(&Header::new(&[], true)?, vmstate::SliceSink::new(&mut buf))?;
+    /// w.eof()?;
+    /// w.trailer(br#"{"devices": []}"#)?;
+    /// let n = w.into_inner().finish();
+    /// let last = Records4::new(&buf[..n]).last().unwrap()?;
+    /// assert!(matches!(last.record, Record4::Trailer(json) if json == br#"{"devices": []}"#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn trailer(&mut self, json: &[u8]) -> Result<(), S::Error> {
         emit_frame(&mut self.out, record::VMDESCRIPTION, json.len())?;
         self.out.write(json)
@@ -247,6 +391,14 @@ const fn max_field_len(kind: &Kind) -> usize {
 /// with an idstr of `idstr_len` bytes and, with `crc`, a CRC-32C: every field present, every
 /// variable array at its capacity, every subsection sent. Equal to the record's length when
 /// nothing in the table varies (no variable array, no predicate, no subsection).
+///
+/// ```
+/// # use vmstate::{Vmsd, field};
+/// # #[repr(C)] struct Timer { count: zerocopy::big_endian::U32 }
+/// const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+/// // idstr "timer", no vendor level, CRC-32C: frame and head (22), idstr (5), CRC (4), field (4)
+/// assert_eq!(vmstate::v4::max_record_len_for(&TIMER, 5, 0, true), 22 + 5 + 4 + 4);
+/// ```
 pub const fn max_record_len_for(vmsd: &Vmsd, idstr_len: usize, levels: usize, crc: bool) -> usize {
     // type | len | section_id | idstr length | instance | version | fields_len, then the
     // idstr, the minors and the CRC.
