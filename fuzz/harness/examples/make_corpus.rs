@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use vmstate::Sink;
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
