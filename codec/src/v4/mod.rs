@@ -10,8 +10,10 @@
 //!   each body and its top-level subsections end, and v4 → v3 ([`convert::downgrade`]), which
 //!   refuses when a vendor minor or a must-understand vendor feature is in use.
 //! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
-//!   subsections are `needed`, and a v4 section writer for typed device state.
-//! * [`load`]: loading a typed device straight from a v4 section record.
+//!   subsections are `needed`.
+//! * [`StreamWriter`]: writes a v4 stream of typed device state (the header's vendor chain and
+//!   CRC choice taken once); [`max_record_len`] sizes a buffer for one section of a table.
+//! * [`load_section`]: loading a typed device straight from a v4 section record.
 //! * [`crc32c`]: the CRC-32C of the section checksums (our own slicing tables, built at
 //!   compile time).
 //! * [`caps`]: what a destination supports ([`caps::Capabilities`], postcard-encodable), what a
