@@ -26,8 +26,9 @@ fn id(section_id: u32, vmsd: &vmstate::Vmsd) -> SectionId<'static> {
 /// A v4 stream (no vendors) holding the five benchmark devices.
 fn stream(crc: bool) -> Vec<u8> {
     let mut buf = vec![0u8; 1 << 16];
-    let mut out = SliceSink::new(&mut buf);
-    vmstate::v4::minor::encode_header(&[], crc, &mut out).expect("header");
+    let header = vmstate::v4::wire::Header::new(&[], crc).expect("header");
+    let mut out =
+        vmstate::v4::StreamWriter::new(&header, SliceSink::new(&mut buf)).expect("header");
     let (r, p, h, s, b) = (rtc(), i8254(), hpet(), serial(), big());
     let states: [(&vmstate::Vmsd, &[u8]); 5] = [
         (Rtc::VMSD, r.state.as_bytes()),
@@ -37,11 +38,11 @@ fn stream(crc: bool) -> Vec<u8> {
         (Big::VMSD, b.state.as_bytes()),
     ];
     for (i, (vmsd, state)) in states.into_iter().enumerate() {
-        vmstate::v4::minor::encode_section(id(i as u32 + 1, vmsd), vmsd, state, 0, crc, &mut out)
+        out.section_raw(id(i as u32 + 1, vmsd), vmsd, state)
             .expect("section");
     }
-    vmstate::v4::minor::encode_eof(&mut out).expect("eof");
-    let n = out.finish();
+    out.eof().expect("eof");
+    let n = out.into_inner().finish();
     buf.truncate(n);
     buf
 }
@@ -55,17 +56,12 @@ fn crc(c: &mut Criterion) {
         for crc in [false, true] {
             g.bench_function(if crc { "crc32c" } else { "no_crc" }, |b| {
                 b.iter(|| {
-                    let mut out = SliceSink::new(buf);
-                    vmstate::v4::minor::encode_section(
-                        id(1, T::VMSD),
-                        T::VMSD,
-                        black_box(state).as_bytes(),
-                        0,
-                        crc,
-                        &mut out,
-                    )
-                    .expect("encodes");
-                    out.finish()
+                    let header = vmstate::v4::wire::Header::new(&[], crc).expect("header");
+                    let mut out = vmstate::v4::StreamWriter::new(&header, SliceSink::new(buf))
+                        .expect("header");
+                    out.section(id(1, T::VMSD), black_box(state))
+                        .expect("encodes");
+                    out.into_inner().finish()
                 })
             });
         }
@@ -147,13 +143,11 @@ fn requirements_of(c: &mut Criterion, crc: bool) {
                 if let Record4::Section(sec) = rec.expect("walks").record {
                     let sc = &mut scratch;
                     match sec.idstr {
-                        b"mc146818rtc" => {
-                            vmstate::v4::load::load_section(&mut r, &sec, &[], &[], sc)
-                        }
-                        b"i8254" => vmstate::v4::load::load_section(&mut p, &sec, &[], &[], sc),
-                        b"hpet" => vmstate::v4::load::load_section(&mut h, &sec, &[], &[], sc),
-                        b"serial" => vmstate::v4::load::load_section(&mut se, &sec, &[], &[], sc),
-                        _ => vmstate::v4::load::load_section(&mut bg, &sec, &[], &[], sc),
+                        b"mc146818rtc" => vmstate::v4::load_section(&mut r, &sec, &[], &[], sc),
+                        b"i8254" => vmstate::v4::load_section(&mut p, &sec, &[], &[], sc),
+                        b"hpet" => vmstate::v4::load_section(&mut h, &sec, &[], &[], sc),
+                        b"serial" => vmstate::v4::load_section(&mut se, &sec, &[], &[], sc),
+                        _ => vmstate::v4::load_section(&mut bg, &sec, &[], &[], sc),
                     }
                     .expect("loads");
                 }

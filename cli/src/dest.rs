@@ -436,11 +436,7 @@ impl Destination {
             let s = match record {
                 Record4::Header(h) => {
                     if self.vendors.is_empty() {
-                        self.vendors = h
-                            .vendors
-                            .iter()
-                            .map(|v| String::from_utf8_lossy(v.id).into_owned())
-                            .collect();
+                        self.vendors = h.vendors.iter().map(|v| v.id.as_str().to_owned()).collect();
                     }
                     return Ok(());
                 }
@@ -778,7 +774,14 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
 }
 
 fn host_caps(dest: &Destination) -> Result<Box<HostCaps<'_>>, String> {
-    let vendors: Vec<&str> = dest.vendors.iter().map(String::as_str).collect();
+    let vendors = dest
+        .vendors
+        .iter()
+        .map(|v| {
+            vmstate::VendorId::parse(v.as_bytes())
+                .ok_or_else(|| format!("destination: vendor id {v:?} is not a reverse FQDN"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let full = |f: vmstate::v4::caps::Full| format!("destination: too many {}", f.list);
     let mut caps = Box::new(HostCaps::new(&dest.protocols, &vendors).map_err(full)?);
     for s in &dest.sections {

@@ -369,12 +369,16 @@ pub fn rewrite_files(input: &Path, output: &Path, format: Format) -> Result<Stri
     ))
 }
 
-/// A vendor chain from ids (protocol minors 0).
-pub fn vendors_from(ids: &[String]) -> Vec<Vendor<'_>> {
+/// A vendor chain from ids (protocol minors 0); an id that is not a reverse FQDN is refused.
+pub fn vendors_from(ids: &[String]) -> Result<Vec<Vendor<'_>>, String> {
     ids.iter()
-        .map(|id| Vendor {
-            id: id.as_bytes(),
-            protocol_minor: 0,
+        .map(|id| {
+            let id = vmstate::VendorId::parse(id.as_bytes())
+                .ok_or_else(|| format!("vendor id {id:?} is not a reverse FQDN"))?;
+            Ok(Vendor {
+                id,
+                protocol_minor: 0,
+            })
         })
         .collect()
 }

@@ -66,8 +66,9 @@ fn with_frames(v4: &[u8], extra: &[(u8, Vec<u8>, u32, Vec<u8>)]) -> Vec<u8> {
                 for (flags, name, version, sub) in extra {
                     let mut head = vec![0u8; SubsectionFrame::frame_len(name.len(), false, 0)];
                     let mut sink = SliceSink::new(&mut head);
-                    SubsectionFrame::emit_head(&mut sink, *flags, None, name, *version, sub.len())
-                        .unwrap();
+                    SubsectionFrame::emit_head(&mut sink, None, name, *version, sub.len()).unwrap();
+                    // The writer makes untagged frames must-understand; set the flags asked.
+                    head[1] = *flags;
                     body.extend_from_slice(&head);
                     body.extend_from_slice(sub);
                 }
@@ -159,15 +160,7 @@ fn conversion_refuses_what_the_v3_decoders_refuse() {
     let inner = {
         let mut f = vec![0u8; SubsectionFrame::frame_len(9, false, 0)];
         let mut sink = SliceSink::new(&mut f);
-        SubsectionFrame::emit_head(
-            &mut sink,
-            sub_flags::MUST_UNDERSTAND,
-            None,
-            b"serial/in",
-            1,
-            0,
-        )
-        .unwrap();
+        SubsectionFrame::emit_head(&mut sink, None, b"serial/in", 1, 0).unwrap();
         f
     };
     for (name, frames) in [

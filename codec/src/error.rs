@@ -506,6 +506,14 @@ pub enum ErrorKind {
         /// The version read.
         found: u32,
     },
+    /// A vendor-tagged subsection (v4) names a vendor level outside `1..=levels`: level 0 is
+    /// upstream, which tags nothing, and a level above the stream's vendor chain has no vendor.
+    VendorLevel {
+        /// The tag's level.
+        level: u8,
+        /// Vendor levels the stream's header declares.
+        levels: u8,
+    },
 }
 
 /// Where a record starts, for [`ErrorKind::UnknownRecordType`]: what may stand there.
@@ -831,6 +839,11 @@ impl fmt::Display for ErrorKind {
                  other), found {fill:#04x}"
             ),
             RamVersion { found } => write!(f, "RAM section version: expected 4, found {found}"),
+            VendorLevel { level, levels } => write!(
+                f,
+                "vendor level {level} outside 1..={levels} (the header's vendor chain; level 0 \
+                 is upstream, which tags nothing)"
+            ),
         }
     }
 }

@@ -90,7 +90,7 @@ pub use error::{
     Error, ErrorKind, Escaped, Expected, Name, RecordPosition, Result, SectionContext, Violation,
 };
 pub use machine::{Machine, SectionHead, Step};
-pub use schema::{Field, Kind, Scalar, Subsection, VendorTag, Vmsd};
+pub use schema::{Field, Kind, Scalar, Subsection, VendorId, VendorTag, Vmsd};
 pub use sink::{CountingSink, IoError, IoSink, Sink, SliceSink};
 pub use stream::{Record, Records, SectionRecord};
 #[doc(hidden)]

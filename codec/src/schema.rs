@@ -367,6 +367,138 @@ impl Field {
     }
 }
 
+/// A vmstate v4 vendor id: a reverse FQDN such as `org.linux-kvm` or `com.example`
+/// (`docs/FORMAT.md` §1). The one type for a vendor in the header's chain
+/// ([`crate::v4::wire::Vendor`]), in a subsection's [`VendorTag`] and in
+/// [`crate::v4::caps::Capabilities::vendors`].
+///
+/// Valid: at most 255 bytes (it travels as a `str8`), at least two labels separated by `.`,
+/// each label 1 to 63 bytes of `a`–`z`, `0`–`9` and `-`, not starting or ending with `-`.
+/// Lowercase only, so one vendor has one spelling and ids compare bytewise.
+///
+/// [`VendorId::new`] is a `const fn` that panics on an invalid id, so a bad id in a `const` is
+/// a compile error; [`VendorId::parse`] checks one at run time (a header read from a stream,
+/// a command line).
+///
+/// ```
+/// use vmstate::VendorId;
+/// const KVM: VendorId = VendorId::new("org.linux-kvm");
+/// assert_eq!(KVM.as_str(), "org.linux-kvm");
+/// assert_eq!(VendorId::parse(b"com.example"), Some(VendorId::new("com.example")));
+/// assert_eq!(VendorId::parse(b"Com.Example"), None); // lowercase only
+/// assert_eq!(VendorId::parse(b"example"), None); // one label is not a reverse FQDN
+/// ```
+///
+/// ```compile_fail
+/// // Not a reverse FQDN: refused when the constant is evaluated.
+/// const BAD: vmstate::VendorId = vmstate::VendorId::new("kvm");
+/// # let _ = BAD;
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct VendorId<'a>(&'a str);
+
+impl<'a> VendorId<'a> {
+    /// The id `id`; panics (at compile time in a `const`) when it is not a valid reverse FQDN.
+    pub const fn new(id: &'a str) -> VendorId<'a> {
+        if !Self::is_valid(id.as_bytes()) {
+            panic!(
+                "vendor id: not a reverse FQDN (labels of a-z, 0-9 and '-' separated by '.', \
+                 at least two, at most 255 bytes)"
+            );
+        }
+        VendorId(id)
+    }
+
+    /// The id in `bytes`, if they are a valid reverse FQDN.
+    pub const fn parse(bytes: &'a [u8]) -> Option<VendorId<'a>> {
+        if !Self::is_valid(bytes) {
+            return None;
+        }
+        // A valid id is ASCII.
+        match core::str::from_utf8(bytes) {
+            Ok(s) => Some(VendorId(s)),
+            Err(_) => None,
+        }
+    }
+
+    /// The id as text.
+    pub const fn as_str(&self) -> &'a str {
+        self.0
+    }
+
+    /// The id's bytes, as on the wire.
+    pub const fn as_bytes(&self) -> &'a [u8] {
+        self.0.as_bytes()
+    }
+
+    /// Whether `id` is a valid reverse FQDN (see the type's documentation).
+    pub const fn is_valid(id: &[u8]) -> bool {
+        if id.len() > 255 {
+            return false;
+        }
+        let (mut labels, mut len, mut prev) = (1usize, 0usize, b'.');
+        let mut rest = id;
+        while let [b, tail @ ..] = rest {
+            match *b {
+                b'.' => {
+                    if len == 0 || prev == b'-' {
+                        return false;
+                    }
+                    labels = labels.saturating_add(1);
+                    len = 0;
+                }
+                b'a'..=b'z' | b'0'..=b'9' | b'-' => {
+                    if len == 0 && *b == b'-' {
+                        return false;
+                    }
+                    len = len.saturating_add(1);
+                    if len > 63 {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+            prev = *b;
+            rest = tail;
+        }
+        labels >= 2 && len > 0 && prev != b'-'
+    }
+}
+
+impl core::fmt::Debug for VendorId<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl core::fmt::Display for VendorId<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Serialized as its text; deserializing checks it (an invalid id is a decode error).
+#[cfg(feature = "caps")]
+impl serde::Serialize for VendorId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
+}
+
+#[cfg(feature = "caps")]
+impl<'de: 'a, 'a> serde::Deserialize<'de> for VendorId<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <&'de str as serde::Deserialize<'de>>::deserialize(d)?;
+        VendorId::parse(s.as_bytes()).ok_or_else(|| {
+            <D::Error as serde::de::Error>::invalid_value(
+                serde::de::Unexpected::Str(s),
+                &"a reverse-FQDN vendor id",
+            )
+        })
+    }
+}
+
 /// Tag of a vendor-owned subsection (vmstate v4; see `docs/FORMAT.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

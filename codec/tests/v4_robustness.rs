@@ -136,7 +136,7 @@ fn a_vendor_tag_above_the_declared_levels_is_refused() {
         }
     );
     // The same with a level declared but the section's minor left at 0: inconsistent.
-    let mut s = b"QEVM\0\0\0\x04\0\0\0\0\x01\x03kvm\0\0".to_vec();
+    let mut s = b"QEVM\0\0\0\x04\0\0\0\0\x01\x07org.kvm\0\0".to_vec();
     let payload: &[u8] = b"\0\0\0\x01\x03dev\0\0\0\0\0\0\0\x01\0\0\0\0\0\x01\x2a\x05\x03\x01\x00\x01\x06dev/td\0\0\0\x01\0\0\0\x01\x07";
     s.push(4);
     s.extend_from_slice(&(payload.len() as u32).to_be_bytes());

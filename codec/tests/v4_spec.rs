@@ -11,7 +11,6 @@ use vmstate::stream::{BodyLength, FooterScan};
 use vmstate::v4::Error;
 use vmstate::v4::caps::{Capabilities, Report, check_stream};
 use vmstate::v4::convert::{BodySplit, UpgradeOptions, VmsdSplit, downgrade, upgrade};
-use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
 use vmstate::v4::wire::{Body, Header, Record4, Records4};
 use vmstate::{SectionHead, SectionId, SliceSink, assert_layout, field, not_migrated, pred};
 use zerocopy::byteorder::big_endian::U16;
@@ -96,7 +95,7 @@ fn render_v4(bytes: &[u8]) -> String {
     let vendors_of = |h: &Header<'_>| {
         h.vendors
             .iter()
-            .map(|v| format!("{}/{}", s(v.id), v.protocol_minor))
+            .map(|v| format!("{}/{}", v.id, v.protocol_minor))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -206,7 +205,7 @@ fn render_caps(c: &Capabilities<'_, 4, 4>) -> String {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(", "),
-        list(&c.vendors),
+        list(&c.vendors.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         list(&c.subsections)
     )
 }
@@ -359,19 +358,19 @@ fn the_kvm_example_is_what_the_typed_writer_emits() {
         td: 7,
     };
     let vendors = [vmstate::v4::wire::Vendor {
-        id: b"org.linux-kvm",
+        id: vmstate::VendorId::new("org.linux-kvm"),
         protocol_minor: 0,
     }];
     let mut buf = [0xa5u8; 128];
-    let mut out = SliceSink::new(&mut buf);
-    encode_header(&vendors, true, &mut out).unwrap();
+    let header = vmstate::v4::wire::Header::new(&vendors, true).unwrap();
+    let mut w = vmstate::v4::StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
     let id = SectionId {
         section_id: 1,
         idstr: b"dev",
         instance_id: 0,
     };
-    encode_section(id, &DEV_KVM, state.as_bytes(), 1, true, &mut out).unwrap();
-    encode_eof(&mut out).unwrap();
-    let n = out.finish();
+    w.section_raw(id, &DEV_KVM, state.as_bytes()).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
     assert_eq!(buf[..n], kvm[..]);
 }

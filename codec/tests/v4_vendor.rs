@@ -7,13 +7,15 @@
 //! The device tables are defined here (three builds of one device); the real rtc model lives in
 //! the devices crate.
 
-use vmstate::schema::{NotMigrated, Subsection, VendorTag, Vmsd};
+use vmstate::schema::{NotMigrated, Subsection, VendorId, VendorTag, Vmsd};
+use vmstate::v4::StreamWriter;
 use vmstate::v4::caps::{
     Capabilities, Incompatibility, Report, SectionRequirement, check, check_stream,
 };
 use vmstate::v4::convert::{UpgradeOptions, VmsdSplit, downgrade, downgrade_obstacle, upgrade};
-use vmstate::v4::minor::{encode_eof, encode_header, encode_section, section_minors};
+use vmstate::v4::minor::section_minors;
 use vmstate::v4::wire::Vendor;
+use vmstate::v4::wire::{Header, Record4, Records4};
 use vmstate::v4::{Error, Refusal};
 use vmstate::{SectionId, SliceSink, assert_layout, field, not_migrated, pred};
 use zerocopy::byteorder::big_endian::{I32, U16, U32};
@@ -181,12 +183,15 @@ impl Build {
         }
     }
 
-    fn vendor_ids(self) -> &'static [&'static str] {
+    fn vendor_ids(self) -> &'static [VendorId<'static>] {
+        const KVM: VendorId = VendorId::new("org.linux-kvm");
+        const RHEL: &[VendorId] = &[KVM, VendorId::new("com.redhat")];
+        const SUSE: &[VendorId] = &[KVM, VendorId::new("com.suse")];
         match self {
             Build::Upstream => &[],
-            Build::Kvm => &["org.linux-kvm"],
-            Build::Rhel => &["org.linux-kvm", "com.redhat"],
-            Build::Suse => &["org.linux-kvm", "com.suse"],
+            Build::Kvm => &[KVM],
+            Build::Rhel => RHEL,
+            Build::Suse => SUSE,
         }
     }
 
@@ -194,7 +199,7 @@ impl Build {
         self.vendor_ids()
             .iter()
             .map(|id| Vendor {
-                id: id.as_bytes(),
+                id: *id,
                 protocol_minor: 0,
             })
             .collect()
@@ -245,14 +250,13 @@ const PORT: Port92 = Port92 { outport: 0x02 };
 /// What a build writes: a v4 stream with the build's vendor chain.
 fn v4_stream(build: Build, rtc: &Rtc) -> Vec<u8> {
     let mut buf = vec![0xa5u8; 4096];
-    let mut out = SliceSink::new(&mut buf);
     let vendors = build.vendors();
-    encode_header(&vendors, true, &mut out).unwrap();
-    let levels = vendors.len();
-    encode_section(RTC_ID, build.rtc(), rtc.as_bytes(), levels, true, &mut out).unwrap();
-    encode_section(PORT92_ID, &PORT92, PORT.as_bytes(), levels, true, &mut out).unwrap();
-    encode_eof(&mut out).unwrap();
-    let n = out.finish();
+    let header = Header::new(&vendors, true).unwrap();
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+    w.section_raw(RTC_ID, build.rtc(), rtc.as_bytes()).unwrap();
+    w.section_raw(PORT92_ID, &PORT92, PORT.as_bytes()).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
     buf.truncate(n);
     buf
 }
@@ -415,30 +419,34 @@ fn sibling_vendor_matrix() {
 fn unused_features_leave_minors_at_zero() {
     let unused = rtc_state(false, false, false);
     assert_eq!(
-        section_minors::<2>(&RTC_RHEL, unused.as_bytes()).unwrap(),
+        section_minors(&RTC_RHEL, unused.as_bytes(), 2).unwrap(),
         [0, 0]
     );
     let td = rtc_state(true, false, false);
-    assert_eq!(
-        section_minors::<2>(&RTC_RHEL, td.as_bytes()).unwrap(),
-        [1, 0]
-    );
+    assert_eq!(section_minors(&RTC_RHEL, td.as_bytes(), 2).unwrap(), [1, 0]);
     let rh = rtc_state(false, true, true);
-    assert_eq!(
-        section_minors::<2>(&RTC_RHEL, rh.as_bytes()).unwrap(),
-        [0, 1]
-    );
+    assert_eq!(section_minors(&RTC_RHEL, rh.as_bytes(), 2).unwrap(), [0, 1]);
     // The ancillary record alone does not raise the minor.
     let stats = rtc_state(false, false, true);
     assert_eq!(
-        section_minors::<2>(&RTC_RHEL, stats.as_bytes()).unwrap(),
+        section_minors(&RTC_RHEL, stats.as_bytes(), 2).unwrap(),
         [0, 0]
     );
-    // A build with fewer levels than its tags cannot compute them.
-    assert!(matches!(
-        section_minors::<1>(&RTC_RHEL, rh.as_bytes()),
-        Err(Error::BadVendorLevel { level: 2, .. })
-    ));
+    // A build with fewer levels than its tags cannot compute them, whatever the state: the
+    // first tag above the chain is named.
+    for state in [rh, unused] {
+        let e = section_minors(&RTC_RHEL, state.as_bytes(), 1).unwrap_err();
+        assert_eq!(
+            (e.kind, e.field),
+            (
+                vmstate::ErrorKind::VendorLevel {
+                    level: 2,
+                    levels: 1
+                },
+                Some("mc146818rtc/rh_quirk")
+            )
+        );
+    }
 }
 
 #[test]
@@ -533,7 +541,8 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
 #[test]
 fn incompatibilities_are_all_listed() {
     // A destination that lacks port92, accepts only rtc version 1..=2, and knows no subsection.
-    let mut caps: Capabilities<'static, 8, 16> = Capabilities::new(&[4], &["org.example"]).unwrap();
+    let mut caps: Capabilities<'static, 8, 16> =
+        Capabilities::new(&[4], &[VendorId::new("org.example")]).unwrap();
     caps.devices
         .push(vmstate::v4::caps::DeviceCaps {
             name: "mc146818rtc",
@@ -625,14 +634,14 @@ fn a_kvm_build_loads_td_hack_from_v4() {
     let mut dst = RtcKvm(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
     let kvm = Build::Kvm.vendors();
-    vmstate::v4::load::load_section(&mut dst, &sec, &kvm, &kvm, &mut scratch).unwrap();
+    vmstate::v4::load_section(&mut dst, &sec, &kvm, &kvm, &mut scratch).unwrap();
     assert_eq!(dst.0.irq_coalesced.get(), 5);
     assert_eq!(dst.0.period.get(), 32);
     assert_eq!(dst.0.cmos_data, src.cmos_data);
     // A RHEL build (same level-1 vendor) loads it too.
     let mut rhel = RtcRhel(Rtc::new_zeroed());
     let chain = Build::Rhel.vendors();
-    vmstate::v4::load::load_section(&mut rhel, &sec, &kvm, &chain, &mut scratch).unwrap();
+    vmstate::v4::load_section(&mut rhel, &sec, &kvm, &chain, &mut scratch).unwrap();
     assert_eq!(wire_fields(&rhel.0).3, 5);
 }
 
@@ -644,8 +653,7 @@ fn upstream_loads_a_rhel_stream_without_vendor_features_and_drops_ancillary_data
     assert_eq!(sec.subsections().count(), 2, "reinject + rh_stats");
     let mut dst = RtcUpstream(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
-    vmstate::v4::load::load_section(&mut dst, &sec, &Build::Rhel.vendors(), &[], &mut scratch)
-        .unwrap();
+    vmstate::v4::load_section(&mut dst, &sec, &Build::Rhel.vendors(), &[], &mut scratch).unwrap();
     let (cmos, index, reinject, ..) = wire_fields(&dst.0);
     assert_eq!((cmos, index, reinject), (src.cmos_data.to_vec(), 0x0c, 2));
     assert_eq!(
@@ -663,9 +671,8 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let sec = rtc_section(&v4);
     let before = RtcUpstream(rtc_state(false, false, false));
     let mut dst = before;
-    let err =
-        vmstate::v4::load::load_section(&mut dst, &sec, &Build::Kvm.vendors(), &[], &mut scratch)
-            .unwrap_err();
+    let err = vmstate::v4::load_section(&mut dst, &sec, &Build::Kvm.vendors(), &[], &mut scratch)
+        .unwrap_err();
     let Error::Unsupported(r) = err else {
         panic!("{err:?}")
     };
@@ -678,7 +685,7 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let sec = rtc_section(&v4);
     build_state!(RtcSuse, RTC_SUSE);
     let mut suse = RtcSuse(Rtc::new_zeroed());
-    let err = vmstate::v4::load::load_section(
+    let err = vmstate::v4::load_section(
         &mut suse,
         &sec,
         &Build::Rhel.vendors(),
@@ -694,7 +701,7 @@ fn loads_refuse_unsupported_minors_and_change_nothing() {
     let mut tiny = [0u8; 8];
     let mut rhel = RtcRhel(Rtc::new_zeroed());
     let chain = Build::Rhel.vendors();
-    assert!(vmstate::v4::load::load_section(&mut rhel, &sec, &chain, &chain, &mut tiny).is_err());
+    assert!(vmstate::v4::load_section(&mut rhel, &sec, &chain, &chain, &mut tiny).is_err());
 }
 
 #[test]
@@ -703,13 +710,13 @@ fn load_errors_point_into_the_v4_stream() {
     // does not accept: the frame is fine, the decoder refuses it.
     // Rebuild the stream without checksums and with td_hack version 9.
     let mut buf = vec![0xa5u8; 4096];
-    let mut out = SliceSink::new(&mut buf);
     let kvm = Build::Kvm.vendors();
-    encode_header(&kvm, false, &mut out).unwrap();
+    let header = Header::new(&kvm, false).unwrap();
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
     let rtc = rtc_state(true, false, false);
-    encode_section(RTC_ID, &RTC_KVM, rtc.as_bytes(), 1, false, &mut out).unwrap();
-    encode_eof(&mut out).unwrap();
-    let n = out.finish();
+    w.section_raw(RTC_ID, &RTC_KVM, rtc.as_bytes()).unwrap();
+    w.eof().unwrap();
+    let n = w.into_inner().finish();
     buf.truncate(n);
     let (frame, version_at) = {
         let sec2 = rtc_section(&buf);
@@ -727,8 +734,7 @@ fn load_errors_point_into_the_v4_stream() {
     let sec2 = rtc_section(&buf);
     let mut dst = RtcKvm(Rtc::new_zeroed());
     let mut scratch = [0u8; 256];
-    let err =
-        vmstate::v4::load::load_section(&mut dst, &sec2, &kvm, &kvm, &mut scratch).unwrap_err();
+    let err = vmstate::v4::load_section(&mut dst, &sec2, &kvm, &kvm, &mut scratch).unwrap_err();
     let Error::Codec(e) = err else {
         panic!("{err:?}")
     };
@@ -797,4 +803,43 @@ fn round_trips_hold_for_random_states() {
             assert!(matches!(res, Err(Error::Refused(_))));
         }
     }
+}
+
+#[test]
+fn a_header_vendor_id_that_is_not_a_reverse_fqdn_is_refused_at_its_offset() {
+    // One vendor, "KVM": uppercase and a single label. Nothing after the header is read.
+    let mut bytes = b"QEVM\x00\x00\x00\x04\x00\x00\x00\x00\x01\x03KVM\x00\x00".to_vec();
+    bytes.push(0); // EOF
+    let err = Records4::new(&bytes).next().unwrap().unwrap_err();
+    let Error::BadVendorId { offset, found } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(offset, 13, "the id's length byte");
+    assert!(found.eq_bytes(b"KVM"));
+    assert_eq!(
+        err.to_string(),
+        "offset 13: vendor id KVM is not a reverse FQDN (labels of a-z, 0-9 and '-' separated \
+         by '.')"
+    );
+    // The same header with a valid id reads.
+    let good = b"QEVM\x00\x00\x00\x04\x00\x00\x00\x00\x01\x0bcom.example\x00\x00\x00";
+    let Record4::Header(h) = Records4::new(good).next().unwrap().unwrap().record else {
+        panic!("a header first");
+    };
+    assert_eq!(h.vendor(1), Some(VendorId::new("com.example")));
+}
+
+#[test]
+fn capabilities_round_trip_and_an_invalid_vendor_id_does_not_decode() {
+    let caps = Build::Rhel.caps();
+    let mut buf = [0u8; 512];
+    let bytes = caps.to_postcard(&mut buf).unwrap().to_vec();
+    let back = Capabilities::<'_, 8, 16>::from_postcard(&bytes).unwrap();
+    assert_eq!(back, caps);
+    assert_eq!(back.vendors[1].as_str(), "com.redhat");
+    // Spell the second vendor "COM.redhat": a decode error, not a capabilities record.
+    let at = bytes.windows(10).position(|w| w == b"com.redhat").unwrap();
+    let mut bad = bytes.clone();
+    bad[at..at + 3].copy_from_slice(b"COM");
+    assert!(Capabilities::<'_, 8, 16>::from_postcard(&bad).is_err());
 }

@@ -487,4 +487,174 @@ mod tests {
             ])
         );
     }
+
+    /// The unused room `vmstate::v4::max_record_len` leaves for a state of `vmsd`: the bytes
+    /// of variable-length arrays and of fields whose presence is tested, at their capacity
+    /// (the bound counts every one of them full and present), nested tables and subsections
+    /// included.
+    fn variable_room(vmsd: &Vmsd) -> usize {
+        let fields: usize = vmsd
+            .fields
+            .iter()
+            .filter(|f| f.since <= vmsd.version_id)
+            .map(|f| {
+                let full = match f.kind {
+                    vmstate::Kind::Struct { vmsd, len } => variable_room(vmsd) * len,
+                    vmstate::Kind::VArray { .. } | vmstate::Kind::VBuffer { .. } => {
+                        f.storage_size()
+                    }
+                    _ => 0,
+                };
+                if f.exists.is_some() {
+                    f.storage_size().max(full)
+                } else {
+                    full
+                }
+            })
+            .sum();
+        fields
+            + vmsd
+                .subsections
+                .iter()
+                .map(|s| variable_room(s.vmsd))
+                .sum::<usize>()
+    }
+
+    /// `vmsd` with every subsection sent, needed or not, at every depth (nested tables
+    /// included): the largest record a state can make.
+    fn all_subsections(vmsd: &'static Vmsd) -> &'static Vmsd {
+        use std::boxed::Box;
+        use vmstate::Kind;
+        use vmstate::schema::Elem;
+        let fields: Vec<vmstate::Field> = vmsd
+            .fields
+            .iter()
+            .map(|f| {
+                let kind = match f.kind {
+                    Kind::Struct { vmsd, len } => Kind::Struct {
+                        vmsd: all_subsections(vmsd),
+                        len,
+                    },
+                    Kind::VArray {
+                        elem: Elem::Struct(v),
+                        count,
+                    } => Kind::VArray {
+                        elem: Elem::Struct(all_subsections(v)),
+                        count,
+                    },
+                    k => k,
+                };
+                vmstate::Field { kind, ..*f }
+            })
+            .collect();
+        let subsections: Vec<vmstate::Subsection> = vmsd
+            .subsections
+            .iter()
+            .map(|s| vmstate::Subsection {
+                needed: None,
+                vmsd: all_subsections(s.vmsd),
+                ..*s
+            })
+            .collect();
+        Box::leak(Box::new(
+            (*vmsd)
+                .fields(Box::leak(fields.into_boxed_slice()))
+                .subsections(Box::leak(subsections.into_boxed_slice())),
+        ))
+    }
+
+    /// `vmstate::v4::max_record_len` bounds the v4 record of every device table this crate
+    /// models, QEMU 10.0's and 7.2's: each state the second-generation fixtures hold, and
+    /// each power-on state, with its subsections as needed and with every subsection sent,
+    /// writes through `v4::StreamWriter` into a buffer of exactly `max_record_len(table)`
+    /// bytes (no vendor level or eight, CRC off or on). The bound is tight: for the record's
+    /// own idstr, levels and CRC it exceeds the largest record written by at most the room
+    /// of variable-length and optional fields.
+    #[test]
+    fn max_record_len_bounds_every_device_table_and_is_tight() {
+        use vmstate::v4::wire::{Header, Vendor};
+        use vmstate::v4::{StreamWriter, max_record_len, max_record_len_for};
+        let vendor = Vendor {
+            id: vmstate::VendorId::new("org.example"),
+            protocol_minor: 0,
+        };
+        let headers = [
+            Header::new(&[], false).unwrap(),
+            Header::new(&[], true).unwrap(),
+            Header::new(&[vendor; vmstate::v4::MAX_LEVELS], true).unwrap(),
+        ];
+        // Per table (by name and version): the smallest gap seen, and the room it may have.
+        let mut gaps: std::collections::BTreeMap<(&str, u32), (usize, usize)> =
+            std::collections::BTreeMap::new();
+        for (name, stream, _) in V2 {
+            let build = if name.starts_with("q72") {
+                QemuBuild::V7_2
+            } else {
+                QemuBuild::V10_0
+            };
+            let fresh = Pc::new(config(stream, build));
+            let mut pc = fresh.clone();
+            for s in full_sections(stream) {
+                pc.load_section(&s).unwrap();
+            }
+            for s in full_sections(stream) {
+                let Some(slot) = pc.slot(s.idstr, s.instance_id) else {
+                    continue;
+                };
+                let id = SectionId {
+                    section_id: s.section_id,
+                    idstr: s.idstr,
+                    instance_id: s.instance_id,
+                };
+                for p in [&fresh, &pc] {
+                    let (vmsd, state) = p.state(slot);
+                    let bound = max_record_len(vmsd);
+                    for table in [vmsd, all_subsections(vmsd)] {
+                        assert_eq!(max_record_len(table), bound, "{name}: {}", vmsd.name);
+                        for header in &headers {
+                            let mut buf = std::vec![0u8; bound];
+                            let mut w =
+                                StreamWriter::new(header, vmstate::SliceSink::new(&mut buf))
+                                    .unwrap();
+                            let at = w.position();
+                            w.section_raw(id, table, state)
+                                .unwrap_or_else(|e| panic!("{name}: {}: {e}", vmsd.name));
+                            let n = w.position() - at;
+                            let own = max_record_len_for(
+                                vmsd,
+                                s.idstr.len(),
+                                header.levels(),
+                                header.crc(),
+                            );
+                            assert!(n <= own, "{name}: {}: {n} > {own}", vmsd.name);
+                            let e = gaps
+                                .entry((vmsd.name, vmsd.version_id))
+                                .or_insert((usize::MAX, variable_room(vmsd)));
+                            e.0 = e.0.min(own - n);
+                        }
+                    }
+                }
+            }
+        }
+        // Every table of both builds was written.
+        for vmsd in
+            VMSDS
+                .iter()
+                .copied()
+                .chain([&i8259::VMSD_7_2, &hpet::VMSD_7_2, &globalstate::VMSD_7_2])
+        {
+            assert!(
+                gaps.contains_key(&(vmsd.name, vmsd.version_id)),
+                "{} version {} not covered",
+                vmsd.name,
+                vmsd.version_id
+            );
+        }
+        for ((table, version), (gap, room)) in gaps {
+            assert!(
+                gap <= room,
+                "{table} v{version}: bound {gap} bytes above the largest record, room {room}"
+            );
+        }
+    }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vmstate::stream::{Record, Records, Schemas};
-use vmstate::v4::load::load_section as load_v4;
+use vmstate::v4::load_section as load_v4;
 use vmstate::v4::wire::{Record4, Records4};
 use vmstate_devices::i8254::Pit;
 use vmstate_devices::i8259::Pic;

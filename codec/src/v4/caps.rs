@@ -22,10 +22,10 @@
 //! * every must-understand subsection must be known to the destination; unknown skippable
 //!   subsections are fine.
 
-use super::wire::{Record4, Records4, Section, Tag, Vendor};
+use super::wire::{Record4, Records4, Section, Vendor};
 use super::{MAX_LEVELS, Minors, Result};
 use crate::SectionId;
-use crate::schema::{MAX_SUBSECTIONS, Vmsd};
+use crate::schema::{MAX_SUBSECTIONS, VendorId, VendorTag, Vmsd};
 use crate::stream::idstr_matches;
 use core::fmt;
 #[cfg(feature = "caps")]
@@ -67,7 +67,7 @@ pub struct Capabilities<'a, const D: usize = MAX_DEVICES, const K: usize = MAX_K
     pub protocols: heapless::Vec<u32, MAX_PROTOCOLS>,
     /// The destination's vendor chain, level 1 first.
     #[cfg_attr(feature = "caps", serde(borrow))]
-    pub vendors: heapless::Vec<&'a str, MAX_LEVELS>,
+    pub vendors: heapless::Vec<VendorId<'a>, MAX_LEVELS>,
     /// Devices.
     #[cfg_attr(feature = "caps", serde(borrow))]
     pub devices: heapless::Vec<DeviceCaps<'a>, D>,
@@ -83,6 +83,34 @@ pub struct Full {
     /// Which list: `"protocols"`, `"vendors"`, `"devices"`, `"subsections"`, `"max_minor"`.
     pub list: &'static str,
 }
+
+/// Why [`Capabilities::add_vmsd`] refused a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AddError {
+    /// A list is full.
+    Full(Full),
+    /// A vendor tag names a level outside the capabilities' vendor chain
+    /// ([`crate::ErrorKind::VendorLevel`], naming the device and the subsection).
+    VendorLevel(crate::Error),
+}
+
+impl From<Full> for AddError {
+    fn from(f: Full) -> Self {
+        AddError::Full(f)
+    }
+}
+
+impl core::fmt::Display for AddError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AddError::Full(full) => write!(f, "capabilities: too many {}", full.list),
+            AddError::VendorLevel(e) => write!(f, "capabilities: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for AddError {}
 
 /// Capabilities bytes that do not decode: where the decoder stopped, and why.
 #[cfg(feature = "caps")]
@@ -110,7 +138,7 @@ impl core::error::Error for CapsDecodeError {}
 
 impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
     /// Empty capabilities speaking `protocols` with the vendor chain `vendors`.
-    pub fn new(protocols: &[u32], vendors: &[&'a str]) -> core::result::Result<Self, Full> {
+    pub fn new(protocols: &[u32], vendors: &[VendorId<'a>]) -> core::result::Result<Self, Full> {
         let mut c = Capabilities {
             protocols: heapless::Vec::new(),
             vendors: heapless::Vec::new(),
@@ -130,21 +158,32 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
 
     /// Adds a device from its description table: versions from the table, `max_minor` per
     /// level from its vendor-tagged subsections, and every subsection name (top level).
-    pub fn add_vmsd(&mut self, vmsd: &'a Vmsd) -> core::result::Result<(), Full> {
-        let mut max_minor = heapless::Vec::new();
-        for sub in vmsd.subsections {
-            if let Some(t) = sub.vendor {
-                let i = (t.level as usize).saturating_sub(1);
-                while max_minor.len() <= i {
-                    max_minor.push(0).map_err(|_| Full { list: "max_minor" })?;
-                }
-                if let Some(m) = max_minor.get_mut(i) {
-                    *m = t.minor.max(*m);
-                }
+    ///
+    /// A vendor tag must name a level of this build's vendor chain (`1..=vendors.len()`), as
+    /// when writing a stream ([`super::minor::section_minors`]): level 0 or a level above the
+    /// chain is [`AddError::VendorLevel`], and nothing is added.
+    pub fn add_vmsd(&mut self, vmsd: &'a Vmsd) -> core::result::Result<(), AddError> {
+        let device = crate::machine::ctx(vmsd.name.as_bytes(), 0, 0);
+        super::minor::check_tags(vmsd, self.vendors.len())
+            .map_err(|e| AddError::VendorLevel(e.in_section(device)))?;
+        // As many entries as the highest tagged level (levels in range: checked above).
+        let mut max_minor: heapless::Vec<u16, MAX_LEVELS> = heapless::Vec::new();
+        for t in vmsd.subsections.iter().filter_map(|s| s.vendor) {
+            let i = (t.level as usize).saturating_sub(1);
+            while max_minor.len() <= i && max_minor.push(0).is_ok() {}
+            if let Some(m) = max_minor.get_mut(i) {
+                *m = t.minor.max(*m);
             }
-            self.subsections.push(sub.vmsd.name).map_err(|_| Full {
-                list: "subsections",
-            })?;
+        }
+        let before = self.subsections.len();
+        for sub in vmsd.subsections {
+            if self.subsections.push(sub.vmsd.name).is_err() {
+                self.subsections.truncate(before);
+                return Err(Full {
+                    list: "subsections",
+                }
+                .into());
+            }
         }
         self.devices
             .push(DeviceCaps {
@@ -153,7 +192,10 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
                 max_version: vmsd.version_id,
                 max_minor,
             })
-            .map_err(|_| Full { list: "devices" })
+            .map_err(|_| {
+                self.subsections.truncate(before);
+                Full { list: "devices" }.into()
+            })
     }
 
     /// Adds a device by hand (`max_minor[i]` is the highest minor accepted at level `i + 1`).
@@ -233,7 +275,7 @@ pub struct SubsectionRequirement<'a> {
     /// Whether a destination that does not know it must refuse.
     pub must_understand: bool,
     /// Vendor tag, for vendor features.
-    pub vendor: Option<Tag>,
+    pub vendor: Option<VendorTag>,
 }
 
 /// What one section needs from the destination.
@@ -296,7 +338,9 @@ impl<'a> SectionRequirement<'a> {
         state: &[u8],
         levels: usize,
     ) -> Result<Self> {
-        let minors = super::minor::minors_for(vmsd, state, levels)?;
+        let minors = super::minor::section_minors(vmsd, state, levels).map_err(|e| {
+            e.in_section(crate::machine::ctx(id.idstr, id.instance_id, id.section_id))
+        })?;
         let mut subsections = heapless::Vec::new();
         for sub in vmsd.subsections {
             if sub.needed.is_none_or(|needed| needed(state)) {
@@ -305,10 +349,7 @@ impl<'a> SectionRequirement<'a> {
                     name: sub.vmsd.name.as_bytes(),
                     version: sub.vmsd.version_id,
                     must_understand: sub.vendor.is_none_or(|t| t.must_understand),
-                    vendor: sub.vendor.map(|t| Tag {
-                        level: t.level,
-                        minor: t.minor,
-                    }),
+                    vendor: sub.vendor,
                 });
             }
         }
@@ -386,7 +427,7 @@ pub enum Incompatibility<'a> {
         /// The subsection.
         subsection: &'a [u8],
         /// Its vendor tag, if any.
-        vendor: Option<Tag>,
+        vendor: Option<VendorTag>,
     },
 }
 
@@ -531,7 +572,7 @@ pub fn check<'a, const D: usize, const K: usize, const N: usize>(
             continue;
         }
         let level = (i as u8).saturating_add(1);
-        let vendor = vendors.get(i).map(|v| v.id).unwrap_or(&[]);
+        let vendor = vendors.get(i).map_or(&[][..], |v| v.id.as_bytes());
         let dest_vendor = caps.vendors.get(i).map(|v| v.as_bytes());
         let supported = if dest_vendor == Some(vendor) {
             dev.max_minor.get(i).copied().unwrap_or(0)
@@ -652,7 +693,8 @@ mod tests {
     /// buffer"), never an unplaced error.
     #[test]
     fn cut_capabilities_say_where_they_end() {
-        let mut caps: Capabilities<'_, 4, 4> = Capabilities::new(&[3, 4], &["org.qemu"]).unwrap();
+        let mut caps: Capabilities<'_, 4, 4> =
+            Capabilities::new(&[3, 4], &[crate::VendorId::new("org.qemu")]).unwrap();
         caps.add_subsection("i8259/ltim").unwrap();
         let mut buf = [0u8; 256];
         let bytes = caps.to_postcard(&mut buf).unwrap();

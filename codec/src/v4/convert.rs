@@ -20,8 +20,8 @@
 //! Otherwise it refuses before writing anything, naming the device and the feature.
 
 use super::wire::{
-    Body, Header, Record4, Records4, SectionHead, SubsectionFrame, Tag, Vendor, emit_frame,
-    emit_record, emit_section, sub_flags,
+    Body, Header, Record4, Records4, SectionHead, SubsectionFrame, Vendor, emit_frame, emit_record,
+    emit_section,
 };
 use super::{Error, MAX_LEVELS, Refusal, Result};
 use crate::error::{ErrorKind, Name};
@@ -292,18 +292,7 @@ fn upgrade_section<S: Sink<Error = crate::Error>>(
             o.write(&(fields_len as u32).to_be_bytes())?;
             o.write(fields)?;
             for sub in subs.iter().flatten() {
-                let must = sub.tag.is_none_or(|t| t.must_understand);
-                SubsectionFrame::emit_head(
-                    o,
-                    if must { sub_flags::MUST_UNDERSTAND } else { 0 },
-                    sub.tag.map(|t| Tag {
-                        level: t.level,
-                        minor: t.minor,
-                    }),
-                    sub.name,
-                    sub.version,
-                    sub.body.len(),
-                )?;
+                SubsectionFrame::emit_head(o, sub.tag, sub.name, sub.version, sub.body.len())?;
                 o.write(sub.body)?;
             }
             Ok(())
@@ -401,7 +390,7 @@ fn section_obstacle(
             usize::from(level)
                 .checked_sub(1)
                 .and_then(|i| vendors.get(i))
-                .map_or(&[][..], |v| v.id),
+                .map_or(&[][..], |v| v.id.as_bytes()),
         ),
         minor: s.minor(level),
         feature: feature.map(Name::new),

@@ -32,6 +32,33 @@ struct Piece {
 /// Loads `state` from the FULL section `sec` of a stream whose vendor chain is `stream` into a
 /// build whose vendor chain is `local`, using `scratch` to rebuild the v3 body (it must hold
 /// the fields and the kept subsections with their v3 headers).
+///
+/// ```
+/// use vmstate::v4::{StreamWriter, load_section, wire::{Header, Record4, Records4}};
+/// use vmstate::{SectionId, SliceSink, State, Vmsd, field};
+/// use zerocopy::FromZeros;
+/// # #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable, Debug, PartialEq)]
+/// # #[repr(C)]
+/// # struct Timer { count: zerocopy::big_endian::U32 }
+/// # const TIMER: Vmsd = Vmsd::new("timer", 1, 1, 4).fields(&[field!(Timer, count)]);
+/// # impl State for Timer { const VMSD: &'static Vmsd = &TIMER; }
+/// let mut buf = [0u8; 128];
+/// let mut w = StreamWriter::new(&Header::new(&[], true)?, SliceSink::new(&mut buf))?;
+/// let id = SectionId { section_id: 1, idstr: b"timer", instance_id: 0 };
+/// w.section(id, &Timer { count: 7.into() })?;
+/// w.eof()?;
+/// let n = w.into_inner().finish();
+/// let mut timer = Timer::new_zeroed();
+/// let mut scratch = [0u8; 64];
+/// for rec in Records4::new(&buf[..n]) {
+///     if let Record4::Section(sec) = rec?.record {
+///         // Upstream stream, upstream build: no vendor chain on either side.
+///         load_section(&mut timer, &sec, &[], &[], &mut scratch)?;
+///     }
+/// }
+/// assert_eq!(timer.count.get(), 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_section<T: State>(
     state: &mut T,
     sec: &Section<'_>,
@@ -61,8 +88,8 @@ pub fn load_section<T: State>(
             continue;
         }
         let level = (i as u8).saturating_add(1);
-        let vendor = stream.get(i).map(|v| v.id).unwrap_or(&[]);
-        let same_vendor = local.get(i).map(|v| v.id) == Some(vendor);
+        let vendor = stream.get(i).map_or(&[][..], |v| v.id.as_bytes());
+        let same_vendor = local.get(i).map(|v| v.id.as_bytes()) == Some(vendor);
         let supported = vmsd
             .subsections
             .iter()

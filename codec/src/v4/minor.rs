@@ -8,9 +8,10 @@
 //! this VM does not use leaves the minor at 0, so the section stays loadable by builds that
 //! lack the feature. Only top-level subsections count (nested ones travel inside the fields).
 
-use super::wire::{SectionHead, SubsectionFrame, Tag, Vendor, emit_section, sub_flags};
-use super::{Error, MAX_LEVELS, Minors, Result};
+use super::wire::{SectionHead, SubsectionFrame, emit_section};
+use super::{MAX_LEVELS, Minors};
 use crate::SectionId;
+use crate::error::{Error, ErrorKind};
 use crate::schema::{PlanRun, Subsection, Vmsd};
 use crate::sink::{CountingSink, Sink};
 use crate::wire::section::SectionKind;
@@ -19,44 +20,65 @@ fn is_needed(sub: &Subsection, state: &[u8]) -> bool {
     sub.needed.is_none_or(|needed| needed(state))
 }
 
-/// The minors of `vmsd`'s section for `state`, one per vendor level `1..=N` (a const-size
-/// table, no allocation). A tag whose level is 0 or above `N` is an error.
-pub fn section_minors<const N: usize>(vmsd: &Vmsd, state: &[u8]) -> Result<[u16; N]> {
-    let mut minors = [0u16; N];
-    for sub in vmsd.subsections {
-        let Some(tag) = sub.vendor else { continue };
-        if !is_needed(sub, state) {
-            continue;
-        }
-        let slot = (tag.level as usize)
-            .checked_sub(1)
-            .and_then(|i| minors.get_mut(i))
-            .ok_or(Error::BadVendorLevel {
-                offset: 0,
-                level: tag.level,
-                levels: N.min(255) as u8,
-            })?;
-        *slot = (*slot).max(tag.minor);
-    }
-    Ok(minors)
+/// Checks that every vendor tag of `vmsd` names a level of a vendor chain of `levels` vendors:
+/// a tag of level 0 (upstream, which tags nothing) or above `levels` is
+/// [`ErrorKind::VendorLevel`] naming the subsection (the caller adds the section). Every tag
+/// counts, needed or not, so a table fits a chain or does not whatever the state.
+pub fn check_tags(vmsd: &Vmsd, levels: usize) -> crate::Result<()> {
+    minors(vmsd, None, levels)
+        .map(drop)
+        .map_err(|sub| vendor_level(sub, levels, 0, None))
 }
 
-/// [`section_minors`] for a runtime number of levels.
-pub fn minors_for(vmsd: &Vmsd, state: &[u8], levels: usize) -> Result<Minors> {
-    let all = section_minors::<MAX_LEVELS>(vmsd, state)?;
-    let mut out = Minors::new();
-    for (i, &m) in all.iter().enumerate() {
-        if i < levels {
-            let _ = out.push(m);
-        } else if m != 0 {
-            return Err(Error::BadVendorLevel {
-                offset: 0,
-                level: (i as u8).saturating_add(1),
-                levels: levels as u8,
-            });
+/// [`ErrorKind::VendorLevel`] for `sub`'s tag at `at`, in the section `id` when given (out of
+/// line, and one function for every caller: the writers' cold path).
+#[cold]
+#[inline(never)]
+fn vendor_level(sub: &Subsection, levels: usize, at: usize, id: Option<&SectionId<'_>>) -> Error {
+    let e = Error::new(
+        at,
+        ErrorKind::VendorLevel {
+            level: sub.vendor.map_or(0, |t| t.level),
+            levels: levels.min(255) as u8,
+        },
+    )
+    .in_field(sub.vmsd.name);
+    match id {
+        Some(id) => e.in_section(crate::machine::ctx(id.idstr, id.instance_id, id.section_id)),
+        None => e,
+    }
+}
+
+/// The minors of `vmsd`'s section for `state` in a stream of `levels` vendor levels, one per
+/// level `1..=levels` (no allocation), after [`check_tags`].
+pub fn section_minors(vmsd: &Vmsd, state: &[u8], levels: usize) -> crate::Result<Minors> {
+    let all =
+        minors(vmsd, Some(state), levels).map_err(|sub| vendor_level(sub, levels, 0, None))?;
+    Ok(Minors::from_slice(all.get(..levels).unwrap_or_default()).unwrap_or_default())
+}
+
+/// The minors of [`section_minors`] as a whole table (entries from `levels` on are 0; all 0
+/// without a state), or the first subsection whose tag is outside `1..=levels`.
+fn minors<'v>(
+    vmsd: &'v Vmsd,
+    state: Option<&[u8]>,
+    levels: usize,
+) -> Result<[u16; MAX_LEVELS], &'v Subsection> {
+    let mut all = [0u16; MAX_LEVELS];
+    for sub in vmsd.subsections {
+        let Some(tag) = sub.vendor else { continue };
+        let Some(m) = (tag.level as usize)
+            .checked_sub(1)
+            .filter(|&i| i < levels)
+            .and_then(|i| all.get_mut(i))
+        else {
+            return Err(sub);
+        };
+        if state.is_some_and(|s| is_needed(sub, s)) {
+            *m = (*m).max(tag.minor);
         }
     }
-    Ok(out)
+    Ok(all)
 }
 
 /// The top-level fields of `state` as `vmsd`'s copy plan writes them, when it has one and
@@ -73,20 +95,22 @@ fn planned<'v, 's>(vmsd: &'v Vmsd, state: &'s [u8]) -> Option<(&'s [u8], &'v [Pl
 
 /// Writes a FULL v4 section record of `state` described by `vmsd`: fields (v3 encoding), one
 /// frame per needed top-level subsection (vendor-tagged ones with their tag and flags), minors
-/// computed by [`minors_for`] for a stream of `levels` vendor levels.
-pub fn encode_section<S: Sink<Error = crate::Error>>(
+/// computed by [`section_minors`] for a stream of `levels` vendor levels. Reached through
+/// [`StreamWriter::section`](super::StreamWriter::section), which takes `levels` and `crc` from
+/// the header it wrote.
+pub(crate) fn write_section<S: Sink>(
     id: SectionId<'_>,
     vmsd: &Vmsd,
     state: &[u8],
     levels: usize,
     crc: bool,
     out: &mut S,
-) -> Result<()> {
+) -> Result<(), S::Error> {
     // As v3's `encode_body`: a state that is not the described struct is refused.
     if state.len() != vmsd.size {
-        return Err(crate::Error::new(
+        return Err(Error::new(
             out.position(),
-            crate::ErrorKind::BufferTooSmall {
+            ErrorKind::BufferTooSmall {
                 needed: vmsd.size,
                 capacity: state.len(),
             },
@@ -94,7 +118,9 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
         .in_field(vmsd.name)
         .into());
     }
-    let minors = minors_for(vmsd, state, levels)?;
+    // Nothing is written yet: the error's offset is where the section would start.
+    let minors = minors(vmsd, Some(state), levels)
+        .map_err(|sub| vendor_level(sub, levels, out.position(), Some(&id)))?;
     let fields_len = match planned(vmsd, state) {
         Some((bytes, _)) => bytes.len(),
         None => {
@@ -119,7 +145,7 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
         idstr: id.idstr,
         instance_id: id.instance_id,
         version_id: vmsd.version_id,
-        minors: &minors,
+        minors: minors.get(..levels).unwrap_or_default(),
     };
     emit_section(out, crc, &head, body_len, |o| {
         o.write(&(fields_len as u32).to_be_bytes())?;
@@ -130,14 +156,9 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
         for sub in vmsd.subsections.iter().filter(|s| is_needed(s, state)) {
             let mut c = CountingSink::new();
             crate::body::encode_body(sub.vmsd, state, &mut c)?;
-            let must = sub.vendor.is_none_or(|t| t.must_understand);
             SubsectionFrame::emit_head(
                 o,
-                if must { sub_flags::MUST_UNDERSTAND } else { 0 },
-                sub.vendor.map(|t| Tag {
-                    level: t.level,
-                    minor: t.minor,
-                }),
+                sub.vendor,
                 sub.vmsd.name.as_bytes(),
                 sub.vmsd.version_id,
                 c.count(),
@@ -145,24 +166,7 @@ pub fn encode_section<S: Sink<Error = crate::Error>>(
             crate::body::encode_body(sub.vmsd, state, o)?;
         }
         Ok(())
-    })?;
-    Ok(())
-}
-
-/// Writes a v4 file header for `vendors`.
-pub fn encode_header<S: Sink<Error = crate::Error>>(
-    vendors: &[Vendor<'_>],
-    crc: bool,
-    out: &mut S,
-) -> Result<()> {
-    super::wire::Header::new(vendors, crc)?.emit(out)?;
-    Ok(())
-}
-
-/// Writes the EOF record.
-pub fn encode_eof<S: Sink<Error = crate::Error>>(out: &mut S) -> Result<()> {
-    out.write(&[crate::wire::record::EOF])?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -203,7 +207,7 @@ mod tests {
             idstr: b"dev",
             instance_id: 0,
         };
-        encode_section(id, vmsd, state, 0, crc, &mut out).unwrap();
+        write_section(id, vmsd, state, 0, crc, &mut out).unwrap();
         let n = out.finish();
         buf[..n].to_vec()
     }
@@ -249,12 +253,12 @@ mod tests {
                 idstr: b"dev",
                 instance_id: 0,
             };
-            let a = encode_section(id, &DEV, short, 0, true, &mut SliceSink::new(&mut x));
-            let b = encode_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
+            let a = write_section(id, &DEV, short, 0, true, &mut SliceSink::new(&mut x));
+            let b = write_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
             assert_eq!(a, b);
             assert_eq!(x, y);
             // Refused, whether or not a subsection is needed, and nothing is written.
-            let Err(Error::Codec(e)) = a else {
+            let Err(e) = a else {
                 panic!("a 13-byte state of a 14-byte struct is refused: {a:?}");
             };
             assert_eq!((e.offset, e.field), (0, Some("dev")));

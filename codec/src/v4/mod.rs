@@ -10,8 +10,10 @@
 //!   each body and its top-level subsections end, and v4 → v3 ([`convert::downgrade`]), which
 //!   refuses when a vendor minor or a must-understand vendor feature is in use.
 //! * [`minor`]: a section's emitted minor per vendor level, computed from which vendor-tagged
-//!   subsections are `needed`, and a v4 section writer for typed device state.
-//! * [`load`]: loading a typed device straight from a v4 section record.
+//!   subsections are `needed`.
+//! * [`StreamWriter`]: writes a v4 stream of typed device state (the header's vendor chain and
+//!   CRC choice taken once); [`max_record_len`] sizes a buffer for one section of a table.
+//! * [`load_section`]: loading a typed device straight from a v4 section record.
 //! * [`crc32c`]: the CRC-32C of the section checksums (our own slicing tables, built at
 //!   compile time).
 //! * [`caps`]: what a destination supports ([`caps::Capabilities`], postcard-encodable), what a
@@ -28,23 +30,59 @@
 pub mod caps;
 pub mod convert;
 pub mod crc32c;
-pub mod load;
+mod load;
 pub mod minor;
 pub mod wire;
+mod writer;
+
+pub use load::load_section;
+pub use writer::{StreamWriter, max_record_len, max_record_len_for};
 
 use crate::error::{Name, SectionContext};
 use core::fmt;
 
 /// The file version a v4 stream carries after the magic.
+///
+/// ```
+/// let mut buf = [0u8; 16];
+/// let header = vmstate::v4::wire::Header::new(&[], false)?;
+/// header.emit(&mut vmstate::SliceSink::new(&mut buf))?;
+/// assert_eq!(buf[4..8], vmstate::v4::VERSION.to_be_bytes()); // "QEVM" 00 00 00 04
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const VERSION: u32 = crate::wire::header::VERSION_V4;
 
 /// Most downstream vendor levels a stream may declare (the protocol minor's upper bound).
+///
+/// ```
+/// use vmstate::v4::{MAX_LEVELS, wire::{Header, Vendor}};
+/// let v = Vendor { id: vmstate::VendorId::new("com.example"), protocol_minor: 0 };
+/// assert!(Header::new(&[v; MAX_LEVELS], true).is_ok());
+/// assert!(Header::new(&[v; MAX_LEVELS + 1], true).is_err());
+/// ```
 pub const MAX_LEVELS: usize = 8;
 
 /// A section's minor per downstream vendor level (index 0 = level 1).
+///
+/// ```
+/// use vmstate::v4::{Minors, wire::Section};
+/// // A section of a stream with two vendor levels, using the second vendor's minor 3.
+/// let minors = Minors::from_slice(&[0, 3]).unwrap();
+/// assert_eq!(minors.len(), 2);
+/// assert_eq!(minors[1], 3);
+/// ```
 pub type Minors = heapless::Vec<u16, MAX_LEVELS>;
 
 /// What went wrong in the v4 layer.
+///
+/// ```
+/// use vmstate::v4::{Error, wire::Records4};
+/// // A header declaring nine vendor levels: refused at the protocol minor's offset.
+/// let bytes = b"QEVM\0\0\0\x04\0\0\0\0\x09";
+/// let e = Records4::new(bytes).next().unwrap().unwrap_err();
+/// assert_eq!(e, Error::TooManyLevels { offset: 12, found: 9 });
+/// assert_eq!(e.to_string(), "offset 12: 9 vendor levels declared, at most 8 supported");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -71,6 +109,13 @@ pub enum Error {
         offset: usize,
         /// The flags read.
         found: u32,
+    },
+    /// A vendor id in the header is not a reverse FQDN ([`crate::VendorId`]).
+    BadVendorId {
+        /// Offset of the id's length byte.
+        offset: usize,
+        /// The id read.
+        found: Name,
     },
     /// The header declares more vendor levels than [`MAX_LEVELS`].
     TooManyLevels {
@@ -122,6 +167,32 @@ pub enum Error {
 }
 
 /// Why a v4 stream cannot become a v3 stream (see [`convert::downgrade`]).
+///
+/// ```
+/// use vmstate::schema::Subsection;
+/// use vmstate::v4::{StreamWriter, convert::downgrade_obstacle, wire::{Header, Vendor}};
+/// use vmstate::{SectionId, SliceSink, State, VendorId, VendorTag, Vmsd, field};
+/// # #[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+/// # #[repr(C)]
+/// # struct Dev { a: u8, td: u8 }
+/// const TD: Vmsd = Vmsd::new("dev/td", 1, 1, 2).fields(&[field!(Dev, td)]);
+/// const KVM: VendorTag = VendorTag { level: 1, minor: 1, must_understand: true };
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, a)])
+///     .subsections(&[Subsection::new(&TD, |s| s[1] != 0).vendor(KVM)]);
+/// # impl State for Dev { const VMSD: &'static Vmsd = &DEV; }
+/// let kvm = Vendor { id: VendorId::new("org.linux-kvm"), protocol_minor: 0 };
+/// let mut buf = [0u8; 128];
+/// let mut w = StreamWriter::new(&Header::new(&[kvm], true)?, SliceSink::new(&mut buf))?;
+/// let id = SectionId { section_id: 1, idstr: b"dev", instance_id: 0 };
+/// w.section(id, &Dev { a: 1, td: 7 })?; // td in use: minor 1 at level 1
+/// w.eof()?;
+/// let n = w.into_inner().finish();
+/// let r = downgrade_obstacle(&buf[..n])?.expect("upstream cannot load dev/td");
+/// assert_eq!((r.level, r.minor), (1, 1));
+/// assert!(r.vendor.eq_bytes(b"org.linux-kvm"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Refusal {
@@ -190,6 +261,11 @@ impl fmt::Display for Error {
             Error::ReservedFlags { offset, found } => {
                 write!(f, "offset {offset}: reserved flag bits set in {found:#x}")
             }
+            Error::BadVendorId { offset, found } => write!(
+                f,
+                "offset {offset}: vendor id {found} is not a reverse FQDN (labels of a-z, 0-9 \
+                 and '-' separated by '.')"
+            ),
             Error::TooManyLevels { offset, found } => write!(
                 f,
                 "offset {offset}: {found} vendor levels declared, at most {MAX_LEVELS} supported"
@@ -231,4 +307,12 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 /// Result of the v4 layer.
+///
+/// ```
+/// fn header_levels(bytes: &[u8]) -> vmstate::v4::Result<usize> {
+///     let mut r = vmstate::wire::reader::Reader::new(bytes, 0);
+///     Ok(vmstate::v4::wire::Header::read(&mut r)?.levels())
+/// }
+/// assert_eq!(header_levels(b"QEVM\0\0\0\x04\0\0\0\0\0"), Ok(0));
+/// ```
 pub type Result<T> = core::result::Result<T, Error>;

@@ -19,7 +19,8 @@
 //! malformed record. Nothing here panics on any input.
 
 use super::{Error, MAX_LEVELS, Minors, Result};
-use crate::error::{ErrorKind, SectionContext};
+use crate::error::{ErrorKind, Name, SectionContext};
+use crate::schema::{VendorId, VendorTag};
 use crate::sink::Sink;
 use crate::wire::emit_name;
 use crate::wire::header::{MAGIC, header_bytes};
@@ -60,7 +61,7 @@ use crate::machine::{Admitted, Machine, Open, Phase, RecordType, ctx};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vendor<'a> {
     /// Reverse-FQDN vendor id, e.g. `org.linux-kvm`.
-    pub id: &'a [u8],
+    pub id: VendorId<'a>,
     /// The vendor's own protocol revision (informative; devices carry their own minors).
     pub protocol_minor: u16,
 }
@@ -104,7 +105,7 @@ impl<'a> Header<'a> {
     }
 
     /// The vendor id at `level` (1-based), if declared.
-    pub fn vendor(&self, level: u8) -> Option<&'a [u8]> {
+    pub fn vendor(&self, level: u8) -> Option<VendorId<'a>> {
         (level as usize)
             .checked_sub(1)
             .and_then(|i| self.vendors.get(i))
@@ -141,7 +142,12 @@ impl<'a> Header<'a> {
         }
         let mut vendors = VendorChain::new();
         for _ in 0..levels {
+            let at = r.offset();
             let id = r.name()?;
+            let id = VendorId::parse(id).ok_or(Error::BadVendorId {
+                offset: at,
+                found: Name::new(id),
+            })?;
             let protocol_minor = r.be16()?;
             // Cannot overflow: levels <= MAX_LEVELS.
             let _ = vendors.push(Vendor { id, protocol_minor });
@@ -153,7 +159,7 @@ impl<'a> Header<'a> {
     pub fn buffer_len(&self) -> usize {
         // Names are at most 255 bytes, at most MAX_LEVELS of them.
         self.vendors.iter().fold(13, |n: usize, v| {
-            n.saturating_add(v.id.len()).saturating_add(3)
+            n.saturating_add(v.id.as_bytes().len()).saturating_add(3)
         })
     }
 
@@ -163,21 +169,11 @@ impl<'a> Header<'a> {
         out.write(&self.flags.to_be_bytes())?;
         out.write(&[self.vendors.len() as u8])?;
         for v in &self.vendors {
-            emit_name(out, v.id)?;
+            emit_name(out, v.id.as_bytes())?;
             out.write(&v.protocol_minor.to_be_bytes())?;
         }
         Ok(())
     }
-}
-
-/// A vendor tag as carried by a subsection frame: (level, minor).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Tag {
-    /// Vendor level, 1-based.
-    pub level: u8,
-    /// The minor the feature needs at that level.
-    pub minor: u16,
 }
 
 /// A subsection frame (§6).
@@ -187,8 +183,9 @@ pub struct SubsectionFrame<'a> {
     pub offset: usize,
     /// Flag bits ([`sub_flags`]).
     pub flags: u8,
-    /// Vendor tag, when [`sub_flags::VENDOR`] is set.
-    pub vendor: Option<Tag>,
+    /// Vendor tag, when [`sub_flags::VENDOR`] is set (its `must_understand` is the frame's
+    /// [`sub_flags::MUST_UNDERSTAND`] bit).
+    pub vendor: Option<VendorTag>,
     /// Full subsection name, e.g. `mc146818rtc/td_hack`.
     pub name: &'a [u8],
     /// Subsection version (the v3 be32, kept as sent).
@@ -242,9 +239,10 @@ impl<'a> SubsectionFrame<'a> {
                     levels,
                 });
             }
-            Some(Tag {
+            Some(VendorTag {
                 level,
                 minor: r.be16()?,
+                must_understand: flags & sub_flags::MUST_UNDERSTAND != 0,
             })
         } else {
             None
@@ -266,21 +264,20 @@ impl<'a> SubsectionFrame<'a> {
     }
 
     /// Writes a frame header (everything before the body); the caller writes `body_len` bytes
-    /// of body after it.
+    /// of body after it. An untagged (upstream) subsection is must-understand; a vendor one is
+    /// when its tag says so.
     pub fn emit_head<S: Sink + ?Sized>(
         out: &mut S,
-        flags: u8,
-        vendor: Option<Tag>,
+        vendor: Option<VendorTag>,
         name: &[u8],
         version: u32,
         body_len: usize,
     ) -> core::result::Result<(), S::Error> {
-        let flags = (flags & sub_flags::MUST_UNDERSTAND)
-            | if vendor.is_some() {
-                sub_flags::VENDOR
-            } else {
-                0
-            };
+        let flags = match vendor {
+            None => sub_flags::MUST_UNDERSTAND,
+            Some(t) if t.must_understand => sub_flags::MUST_UNDERSTAND | sub_flags::VENDOR,
+            Some(_) => sub_flags::VENDOR,
+        };
         out.write(&[record::SUBSECTION, flags])?;
         if let Some(t) = vendor {
             out.write(&[t.level])?;
@@ -506,10 +503,10 @@ pub fn emit_section<S, F>(
     head: &SectionHead<'_>,
     body_len: usize,
     body: F,
-) -> crate::Result<()>
+) -> core::result::Result<(), S::Error>
 where
-    S: Sink<Error = crate::Error>,
-    F: FnOnce(&mut CrcSink<'_, S>) -> crate::Result<()>,
+    S: Sink,
+    F: FnOnce(&mut CrcSink<'_, S>) -> core::result::Result<(), S::Error>,
 {
     let payload = head.payload_len(crc, body_len);
     let [l0, l1, l2, l3] = len32(payload, out.position().saturating_add(1))?.to_be_bytes();
@@ -535,7 +532,8 @@ where
                 needed: written,
                 capacity: body_len,
             },
-        ));
+        )
+        .into());
     }
     if let Some(sum) = c.crc() {
         out.write(&sum.to_be_bytes())?;
@@ -545,12 +543,12 @@ where
 
 /// Writes a whole non-section record (`type | len | payload | [crc32c]`), e.g. the
 /// configuration record or an ancillary record.
-pub fn emit_record<S: Sink<Error = crate::Error>>(
+pub fn emit_record<S: Sink>(
     out: &mut S,
     crc: bool,
     kind: u8,
     payload: &[u8],
-) -> crate::Result<()> {
+) -> core::result::Result<(), S::Error> {
     let mut c = CrcSink::new(out, crc);
     let crc_len = if crc { 4 } else { 0 };
     emit_frame(&mut c, kind, payload.len().saturating_add(crc_len))?;

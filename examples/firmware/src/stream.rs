@@ -93,15 +93,15 @@ pub fn states() -> States {
 /// levels, the four FULL section records, EOF) into `buf`; returns its length.
 pub fn encode_v4(s: &States, buf: &mut [u8]) -> core::result::Result<usize, vmstate::v4::Error> {
     use vmstate::State;
-    use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
     use zerocopy::IntoBytes;
-    let mut out = SliceSink::new(buf);
-    encode_header(&[], true, &mut out)?;
+    let header = vmstate::v4::wire::Header::new(&[], true)?;
+    let mut w = vmstate::v4::StreamWriter::new(&header, SliceSink::new(buf))?;
     let id = |section_id, idstr: &'static [u8], instance_id| SectionId {
         section_id,
         idstr,
         instance_id,
     };
+    // One call site for the four sections: the firmware keeps one copy of the section writer.
     let sections: [(SectionId<'_>, &vmstate::Vmsd, &[u8]); 4] = [
         (
             id(RTC_SECTION, b"mc146818rtc", 0),
@@ -113,10 +113,10 @@ pub fn encode_v4(s: &States, buf: &mut [u8]) -> core::result::Result<usize, vmst
         (id(PIT_SECTION, b"i8254", 0), Pit::VMSD, s.pit.as_bytes()),
     ];
     for (id, vmsd, state) in sections {
-        encode_section(id, vmsd, state, 0, true, &mut out)?;
+        w.section_raw(id, vmsd, state)?;
     }
-    encode_eof(&mut out)?;
-    Ok(out.finish())
+    w.eof()?;
+    Ok(w.into_inner().finish())
 }
 
 /// Encodes the v3 stream (header, configuration, the four FULL sections, EOF) into `buf`;

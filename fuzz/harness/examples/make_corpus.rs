@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use vmstate::Sink;
 use vmstate::ram::{RamContext, RamOptions, RamRecord};
 use vmstate::stream::{FooterScan, Record, Records};
 use vmstate::wire::Reader;
@@ -138,12 +137,11 @@ fn main() {
     // v4: every modelled device's default state as a v4 stream, without and with CRC and
     // with a vendor chain, plus prefixes; capabilities records of a destination that knows
     // every device.
-    use vmstate::v4::minor::{encode_eof, encode_header, encode_section};
     use vmstate::v4::wire::Vendor;
     let chains: [&[Vendor<'_>]; 2] = [
         &[],
         &[Vendor {
-            id: b"org.example.vendor",
+            id: vmstate::VendorId::new("org.example.vendor"),
             protocol_minor: 1,
         }],
     ];
@@ -153,9 +151,10 @@ fn main() {
         ("vendor-crc", 1, true),
     ] {
         let mut buf = vec![0u8; 65536];
-        let mut sink = vmstate::SliceSink::new(&mut buf);
+        let header = vmstate::v4::wire::Header::new(chains[chain], crc).unwrap();
+        let mut sink =
+            vmstate::v4::StreamWriter::new(&header, vmstate::SliceSink::new(&mut buf)).unwrap();
         let mut cuts = Vec::new();
-        encode_header(chains[chain], crc, &mut sink).unwrap();
         for (i, d) in DEVICES.iter().enumerate() {
             cuts.push(sink.position());
             let id = vmstate::SectionId {
@@ -163,18 +162,10 @@ fn main() {
                 idstr: d.idstr.as_bytes(),
                 instance_id: d.instance.unwrap_or(0),
             };
-            encode_section(
-                id,
-                d.vmsd,
-                &(d.state)(),
-                chains[chain].len(),
-                crc,
-                &mut sink,
-            )
-            .unwrap();
+            sink.section_raw(id, d.vmsd, &(d.state)()).unwrap();
         }
-        encode_eof(&mut sink).unwrap();
-        let n = sink.finish();
+        sink.eof().unwrap();
+        let n = sink.into_inner().finish();
         put("v4_stream", &format!("devices-{name}"), &buf[..n]);
         for (i, &cut) in cuts.iter().enumerate().step_by(4) {
             put(
@@ -186,7 +177,7 @@ fn main() {
     }
     q10_command_seeds();
     second_campaign_seeds();
-    for vendors in [&[][..], &["org.example.vendor"][..]] {
+    for vendors in [&[][..], &[vmstate::VendorId::new("org.example.vendor")][..]] {
         let caps = vmstate_fuzz_harness::device_caps(vendors);
         let mut buf = vec![0u8; 8192];
         let bytes = caps.to_postcard(&mut buf).unwrap();

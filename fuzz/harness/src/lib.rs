@@ -110,7 +110,7 @@ macro_rules! device {
             load_v4: |sec, vendors| {
                 let mut s: $T = $init;
                 let mut scratch = vec![0u8; 8192];
-                v4::load::load_section(&mut s, sec, vendors, vendors, &mut scratch)
+                v4::load_section(&mut s, sec, vendors, vendors, &mut scratch)
             },
         }
     };
@@ -801,7 +801,7 @@ pub type Caps<'a> = Capabilities<'a, 32, 64>;
 
 /// A destination that knows every modelled device (its tables' versions, subsections and
 /// vendor minors), speaking protocols 3 and 4 with the vendor chain `vendors`.
-pub fn device_caps<'a>(vendors: &[&'a str]) -> Caps<'a> {
+pub fn device_caps<'a>(vendors: &[vmstate::VendorId<'a>]) -> Caps<'a> {
     let mut caps = Caps::new(&[3, 4], vendors).expect("vendor chain fits");
     for vmsd in VMSDS {
         caps.add_vmsd(vmsd).expect("capacity");
@@ -832,7 +832,7 @@ pub fn v4_stream(data: &[u8]) {
     let mut records = Records4::new(data);
     let mut end = 0;
     let mut vendors: Vec<Vendor<'_>> = Vec::new();
-    let mut names: Vec<&str> = Vec::new();
+    let mut names: Vec<vmstate::VendorId<'_>> = Vec::new();
     while let Some(item) = records.next() {
         let l = match item {
             Ok(l) => l,
@@ -856,11 +856,7 @@ pub fn v4_stream(data: &[u8]) {
         match &l.record {
             Record4::Header(h) => {
                 vendors = h.vendors.iter().copied().collect();
-                names = h
-                    .vendors
-                    .iter()
-                    .filter_map(|v| core::str::from_utf8(v.id).ok())
-                    .collect();
+                names = h.vendors.iter().map(|v| v.id).collect();
             }
             Record4::Section(s) if s.kind.has_full_header() => {
                 let Some(d) = device_for(s.idstr, s.instance_id) else {
@@ -868,9 +864,6 @@ pub fn v4_stream(data: &[u8]) {
                 };
                 let full = (d.load_v4)(s, &vendors);
                 let req = SectionRequirement::from_section(s);
-                if names.len() != vendors.len() {
-                    continue; // a vendor id that is not UTF-8 cannot be in a capabilities record
-                }
                 let caps = device_caps(&names);
                 let mut report: Report<'_, 8> = Report::new();
                 if let Ok(req) = &req {
