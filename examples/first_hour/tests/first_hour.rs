@@ -124,6 +124,19 @@ fn the_program_runs() {
         text.contains("stream: 114 bytes: 5145564d00000003"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "destination without com.example's feature: migratable with it in use: false, \
+             without: true\n  refused: example-uart (instance 0): needs com.example minor 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "destination with com.example's feature: migratable with it in use: true, without: true"
+        ),
+        "{text}"
+    );
 }
 
 /// The README's "Using the library" example starts with this program's device definition,
