@@ -229,7 +229,22 @@ pub fn ignores_shared(c: &Configuration<'_>) -> bool {
 
 /// A v3 section header, with what its START said for PART/END. The body follows.
 ///
-/// See [`Machine`]'s example.
+/// See [`Machine`]'s example for a whole walk.
+///
+/// ```
+/// use vmstate::machine::Head;
+/// use vmstate::stream::Options;
+/// use vmstate::{Machine, Step};
+/// let options = Options { require_configuration: false, ..Options::default() };
+/// let mut m: Machine<&[u8]> = Machine::new(options);
+/// let Step::Item { len, .. } = m.step(b"QEVM\0\0\0\x03", 0, false)? else { unreachable!() };
+/// // FULL section `a`: id 1, instance 0, version 1.
+/// let full = b"\x04\0\0\0\x01\x01a\0\0\0\0\0\0\0\x01";
+/// let Step::Item { head: Head::Section(h), .. } = m.step(full, len, false)? else { unreachable!() };
+/// assert_eq!((h.idstr, h.section_id, h.version_id, h.ordinal), (&b"a"[..], 1, 1, 0));
+/// assert_eq!(h.body_offset(), 8 + 15); // the body follows the 15-byte header
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SectionHead<I> {
     /// Offset of the type byte.
@@ -327,7 +342,18 @@ pub enum Head<'x, I> {
 
 /// What [`Machine::step`] found.
 ///
-/// See [`Machine`]'s example.
+/// See [`Machine`]'s example for a whole walk.
+///
+/// ```
+/// use vmstate::stream::Options;
+/// use vmstate::{Machine, Step};
+/// let mut m: Machine<&[u8]> = Machine::new(Options::default());
+/// // Half a file header and more input to come: nothing is consumed yet.
+/// assert!(matches!(m.step(b"QEVM", 0, false)?, Step::NeedMore));
+/// // The whole header: an item of 8 bytes.
+/// assert!(matches!(m.step(b"QEVM\0\0\0\x03", 0, false)?, Step::Item { len: 8, .. }));
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step<'x, I> {
     /// The input holds no whole item yet (only when more input can come).

@@ -15,6 +15,16 @@
 use crate::error::Violation;
 
 /// A scalar wire type.
+///
+/// ```
+/// use vmstate::{Kind, Scalar, field};
+/// use zerocopy::byteorder::big_endian::U32;
+/// #[repr(C)]
+/// struct S { flags: u8, count: U32 }
+/// // `field!` takes the scalar from the Rust type; the wire is big-endian.
+/// assert!(matches!(field!(S, count).kind, Kind::Scalar(Scalar::U32)));
+/// assert_eq!(Scalar::U32.width(), 4);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Scalar {
@@ -168,6 +178,17 @@ impl Elem {
 }
 
 /// How a field is encoded.
+///
+/// ```
+/// use vmstate::{Kind, Scalar, field, varray};
+/// use zerocopy::byteorder::big_endian::U16;
+/// #[repr(C)]
+/// struct S { regs: [U16; 4], n: u8, fifo: [u8; 8] }
+/// assert!(matches!(field!(S, regs).kind, Kind::Array { elem: Scalar::U16, len: 4 }));
+/// // A byte array is a buffer; a count field makes an array variable.
+/// assert!(matches!(field!(S, fifo).kind, Kind::Buffer { len: 8 }));
+/// assert!(matches!(varray!(S, fifo, count = n).kind, Kind::VArray { .. }));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     /// One scalar.
@@ -222,6 +243,18 @@ pub enum Kind {
 }
 
 /// One entry of a description table.
+///
+/// Made by [`field!`](crate::field) (and `varray!`, `vbuffer!`, `struct_field!`, …), which
+/// take the offset, size and kind from the struct:
+///
+/// ```
+/// use vmstate::{Field, field};
+/// use zerocopy::byteorder::big_endian::U32;
+/// #[repr(C)]
+/// struct S { a: u8, b: U32 }
+/// const F: Field = field!(S, b).since(2); // sent from section version 2 on
+/// assert_eq!((F.name, F.offset, F.since), ("b", 1, 2));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
     /// Name as the JSON description spells it.
@@ -526,6 +559,26 @@ pub struct NotMigrated {
 }
 
 /// A subsection of a description: sent only when `needed` says so.
+///
+/// ```
+/// use vmstate::{State, Subsection, Vmsd, field, mutate, pred};
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// struct Dev { ctrl: u8, extra: u8 }
+/// const EXTRA: Vmsd = Vmsd::new("dev/extra", 1, 1, 2).fields(&[field!(Dev, extra)]);
+/// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
+///     .fields(&[field!(Dev, ctrl)])
+///     .subsections(&[Subsection::new(&EXTRA, pred!(Dev, |d| d.extra != 0))
+///         .absent(mutate!(Dev, |d| d.extra = 0))]);
+/// impl State for Dev { const VMSD: &'static Vmsd = &DEV; }
+/// let mut buf = [0u8; 32];
+/// // Not needed: the body is the one field.
+/// assert_eq!(vmstate::encode_body_into(&Dev { ctrl: 1, extra: 0 }, &mut buf)?, 1);
+/// // Needed: 05, the name "dev/extra" (str8), version (be32), its field.
+/// assert_eq!(vmstate::encode_body_into(&Dev { ctrl: 1, extra: 7 }, &mut buf)?, 1 + 1 + 10 + 4 + 1);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Subsection {
     /// The subsection's description; its fields index the parent's struct.
@@ -578,6 +631,25 @@ pub type TestFn = fn(&[u8], u32) -> bool;
 /// Built only by the const builder (`Vmsd::new(..).fields(..).subsections(..)…`), which compiles
 /// the plan whenever the fields or the version change, and never changed afterwards (there is no
 /// `DerefMut`): the plan cannot disagree with the table.
+///
+/// ```
+/// use vmstate::{State, Vmsd, assert_layout, field};
+/// use zerocopy::byteorder::big_endian::U16;
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+/// struct Timer { ctrl: u8, count: U16 }
+/// // Name, version 2, oldest version accepted 1, the struct's size; fields in wire order.
+/// const TIMER: Vmsd = Vmsd::new("timer", 2, 1, size_of::<Timer>())
+///     .fields(&[field!(Timer, ctrl), field!(Timer, count).since(2)]);
+/// assert_layout!(Timer, TIMER);
+/// impl State for Timer { const VMSD: &'static Vmsd = &TIMER; }
+/// assert_eq!((TIMER.name, TIMER.version_id, TIMER.fields.len()), ("timer", 2, 2));
+/// let mut buf = [0u8; 8];
+/// let n = vmstate::encode_body_into(&Timer { ctrl: 1, count: 300.into() }, &mut buf)?;
+/// assert_eq!(&buf[..n], [1, 0x01, 0x2c]);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Vmsd {
     table: Table,
@@ -2056,6 +2128,16 @@ macro_rules! field {
 
 /// A nested struct field (`VMSTATE_STRUCT`) or fixed struct array (`VMSTATE_STRUCT_ARRAY`):
 /// the element count is the field's size over the nested description's size, checked exact.
+///
+/// ```
+/// use vmstate::{Kind, Vmsd, field, struct_field};
+/// #[repr(C)]
+/// struct Chan { mode: u8 }
+/// #[repr(C)]
+/// struct Pit { chans: [Chan; 3] }
+/// const CHAN: Vmsd = Vmsd::new("chan", 1, 1, 1).fields(&[field!(Chan, mode)]);
+/// assert!(matches!(struct_field!(Pit, chans, CHAN).kind, Kind::Struct { len: 3, .. }));
+/// ```
 #[macro_export]
 macro_rules! struct_field {
     ($S:ty, $($p:ident).+, $vmsd:expr) => {
@@ -2072,6 +2154,17 @@ macro_rules! struct_field {
 
 /// A variable array of nested structs whose count is another field of the same struct
 /// (`VMSTATE_STRUCT_VARRAY_*`); capacity is the storage array's length.
+///
+/// ```
+/// use vmstate::{Kind, Vmsd, field, struct_varray};
+/// #[repr(C)]
+/// struct Entry { v: u8 }
+/// #[repr(C)]
+/// struct Table { n: u8, entries: [Entry; 4] }
+/// const ENTRY: Vmsd = Vmsd::new("entry", 1, 1, 1).fields(&[field!(Entry, v)]);
+/// let f = struct_varray!(Table, entries, ENTRY, count = n);
+/// assert!(matches!(f.kind, Kind::VArray { count, .. } if count.capacity == 4));
+/// ```
 #[macro_export]
 macro_rules! struct_varray {
     ($S:ty, $($p:ident).+, $vmsd:expr, count = $($c:ident).+) => {
@@ -2089,6 +2182,16 @@ macro_rules! struct_varray {
 }
 
 /// A variable array of scalars whose count is another field (`VMSTATE_VARRAY_*`).
+///
+/// ```
+/// use vmstate::{Kind, varray};
+/// use zerocopy::byteorder::big_endian::U32;
+/// #[repr(C)]
+/// struct S { n: U32, vals: [u8; 16] }
+/// // On load, a count above the storage (16) is refused before any element is read.
+/// let f = varray!(S, vals, count = n);
+/// assert!(matches!(f.kind, Kind::VArray { count, .. } if count.offset == 0 && count.capacity == 16));
+/// ```
 #[macro_export]
 macro_rules! varray {
     ($S:ty, $($p:ident).+, count = $($c:ident).+) => {
@@ -2105,6 +2208,14 @@ macro_rules! varray {
 }
 
 /// A variable-size byte buffer whose size is another field (`VMSTATE_VBUFFER*`).
+///
+/// ```
+/// use vmstate::{Kind, vbuffer};
+/// #[repr(C)]
+/// struct S { len: u8, data: [u8; 32] }
+/// let f = vbuffer!(S, data, size = len);
+/// assert!(matches!(f.kind, Kind::VBuffer { size } if size.capacity == 32));
+/// ```
 #[macro_export]
 macro_rules! vbuffer {
     ($S:ty, $($p:ident).+, size = $($c:ident).+) => {
@@ -2343,6 +2454,16 @@ macro_rules! assert_layout {
 
 /// A typed predicate: `pred!(State, |s| s.x.get() != 0)` gives a `fn(&[u8]) -> bool` over the
 /// erased state bytes, for `needed` and similar hooks.
+///
+/// ```
+/// use zerocopy::{FromBytes, Immutable, KnownLayout};
+/// #[repr(C)]
+/// #[derive(FromBytes, KnownLayout, Immutable)]
+/// struct S { armed: u8 }
+/// let needed: fn(&[u8]) -> bool = vmstate::pred!(S, |s| s.armed != 0);
+/// assert!(needed(&[1]) && !needed(&[0]));
+/// assert!(!needed(&[])); // bytes that are not an `S`: false
+/// ```
 #[macro_export]
 macro_rules! pred {
     ($S:ty, |$s:ident| $body:expr) => {
@@ -2357,6 +2478,17 @@ macro_rules! pred {
 
 /// A typed mutator: `mutate!(State, |s| s.x = 0.into())` gives a `fn(&mut [u8])`, for `pre_load`
 /// and subsection defaults.
+///
+/// ```
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+/// #[repr(C)]
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+/// struct S { armed: u8 }
+/// let disarm: fn(&mut [u8]) = vmstate::mutate!(S, |s| s.armed = 0);
+/// let mut state = [1u8];
+/// disarm(&mut state);
+/// assert_eq!(state, [0]);
+/// ```
 #[macro_export]
 macro_rules! mutate {
     ($S:ty, |$s:ident| $body:expr) => {
@@ -2370,6 +2502,22 @@ macro_rules! mutate {
 
 /// A typed validation hook: `check!(State, |s, version| { ...; Ok(()) })` gives a
 /// [`ValidateFn`].
+///
+/// ```
+/// use vmstate::{Expected, Violation, check, schema::ValidateFn};
+/// use zerocopy::{FromBytes, Immutable, KnownLayout};
+/// #[repr(C)]
+/// #[derive(FromBytes, KnownLayout, Immutable)]
+/// struct Fifo { head: u8 }
+/// let valid: ValidateFn = check!(Fifo, |s, _version| {
+///     if s.head < 16 {
+///         return Ok(());
+///     }
+///     Err(Violation { field: "head", expected: Expected::Below(16), found: s.head.into() })
+/// });
+/// assert!(valid(&[3], 1).is_ok());
+/// assert_eq!(valid(&[16], 1).unwrap_err().field, "head");
+/// ```
 #[macro_export]
 macro_rules! check {
     ($S:ty, |$s:ident, $v:ident| $body:expr) => {

@@ -11,6 +11,29 @@
 use crate::error::{Error, ErrorKind};
 
 /// Where encoded bytes go.
+///
+/// A slice ([`SliceSink`]), a counter ([`CountingSink`]), an `embedded_io::Write`
+/// ([`IoSink`]), or your own:
+///
+/// ```
+/// use vmstate::{Error, Sink};
+/// /// Sums the bytes written, e.g. for a checksum.
+/// struct Sum { total: u32, n: usize }
+/// impl Sink for Sum {
+///     type Error = Error;
+///     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+///         self.total += bytes.iter().map(|&b| u32::from(b)).sum::<u32>();
+///         self.n += bytes.len();
+///         Ok(())
+///     }
+///     fn position(&self) -> usize { self.n }
+/// }
+/// let mut sum = Sum { total: 0, n: 0 };
+/// sum.write(&[1, 2, 3])?;
+/// sum.write_zeros(2)?;
+/// assert_eq!((sum.total, sum.position()), (6, 5));
+/// # Ok::<(), Error>(())
+/// ```
 pub trait Sink {
     /// The sink's error; codec errors (bad state, oversized names) convert into it.
     type Error: From<Error>;
@@ -93,6 +116,18 @@ pub(crate) fn write_pieces<S: Sink + ?Sized>(
 }
 
 /// Writes into a caller-provided slice; a full slice is [`ErrorKind::BufferTooSmall`].
+///
+/// ```
+/// use vmstate::{ErrorKind, Sink, SliceSink};
+/// let mut buf = [0u8; 4];
+/// let mut out = SliceSink::new(&mut buf);
+/// out.write(b"abc")?;
+/// assert_eq!(out.written(), b"abc");
+/// let e = out.write(b"de").unwrap_err(); // one byte of room left
+/// assert!(matches!(e.kind, ErrorKind::BufferTooSmall { .. }));
+/// assert_eq!(out.finish(), 3); // a failed write leaves what was written
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SliceSink<'a> {
     buf: &'a mut [u8],
@@ -190,6 +225,15 @@ impl Sink for SliceSink<'_> {
 }
 
 /// Counts bytes without storing them (sizes for length prefixes and JSON `size` keys).
+///
+/// ```
+/// use vmstate::{CountingSink, Sink};
+/// let mut count = CountingSink::new();
+/// count.write(b"QEVM")?;
+/// count.write_zeros(4)?;
+/// assert_eq!(count.count(), 8);
+/// # Ok::<(), vmstate::Error>(())
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingSink {
     n: usize,
@@ -228,6 +272,17 @@ impl Sink for CountingSink {
 }
 
 /// An error from an [`IoSink`]: the transport's, or the codec's.
+///
+/// ```
+/// use vmstate::{IoError, IoSink, Sink};
+/// let mut buf = [0u8; 2]; // `&mut [u8]` is an `embedded_io::Write`; full, it fails
+/// let mut out = IoSink::new(&mut buf[..]);
+/// assert!(matches!(out.write(b"abc"), Err(IoError::Io(_))));
+/// // Codec errors (bad state, oversized names) convert into it.
+/// let codec = vmstate::Error::new(0, vmstate::ErrorKind::Truncated { needed: 1, available: 0 });
+/// let e: IoError<()> = codec.into();
+/// assert!(matches!(e, IoError::Codec(_)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum IoError<E> {

@@ -1,6 +1,8 @@
 //! The embedder's first hour (issue 15), as one program: a UART-like device with mixed-width
 //! fields, a receive FIFO and one optional subsection, encoded as one section, loaded back in
-//! one call, and streamed as a whole migration stream over `embedded_io::Write`.
+//! one call, and streamed as a whole migration stream over `embedded_io::Write`; then in v4
+//! terms: the subsection is a vendor feature of `com.example`, written with the typed v4 writer,
+//! and the migratability decision made with and without the feature in use.
 //!
 //! `#![no_std]` and allocation-free: `host-tests/tests/first_hour.rs` builds this library for
 //! `thumbv7em-none-eabihf`; `tests/first_hour.rs` runs every step on the host, and checks that
@@ -11,7 +13,9 @@
 
 // ANCHOR: device
 use vmstate::schema::Subsection;
-use vmstate::{Expected, State, Violation, Vmsd, assert_layout, check, field, mutate, pred};
+use vmstate::{
+    Expected, State, VendorTag, Violation, Vmsd, assert_layout, check, field, mutate, pred,
+};
 use zerocopy::byteorder::big_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -63,7 +67,14 @@ const SUBSECTIONS: &[Subsection] = &[
     // Sent only when `needed` (a typed predicate) says so; on a load whose body does not carry
     // it, `absent` resets the fields it would have set.
     Subsection::new(&TIMEOUT, pred!(Uart, |s| s.timeout.get() != u64::MAX))
-        .absent(mutate!(Uart, |s| s.timeout = U64::new(u64::MAX))),
+        .absent(mutate!(Uart, |s| s.timeout = U64::new(u64::MAX)))
+        // v4: the timeout is a feature of the vendor at level 1 of the stream's vendor chain
+        // (`com.example`): a section carrying it has minor 1 at that level.
+        .vendor(VendorTag {
+            level: 1,
+            minor: 1,
+            must_understand: true,
+        }),
 ];
 
 /// The section's table: name, version 1 (oldest accepted 1), the fields in wire order.
@@ -96,8 +107,9 @@ pub const UART: Vmsd = Vmsd::new("example-uart", 1, 1, size_of::<Uart>())
         Ok(())
     }));
 // Compile-time: each field's offset, size and kind come from the struct, the table fits it, and
-// every byte of the struct is in the table or its subsection (or marked `not_migrated!`).
-assert_layout!(Uart, UART);
+// every byte of the struct is in the table or its subsection (or marked `not_migrated!`), and
+// vendor tags name a level of a one-vendor chain.
+assert_layout!(Uart, UART, vendors = 1);
 
 impl State for Uart {
     const VMSD: &'static Vmsd = &UART;
@@ -140,7 +152,79 @@ pub fn stream<W: Write>(w: W, uart: &Uart) -> Result<W, IoError<W::Error>> {
     out.into_inner().finish()
 }
 
-// ── v4 (a vendor feature `com.example`, migratability with and without it in use) ──────────
-// Added by the lead once the typed v4 writer (`v4::StreamWriter`) lands: tag a subsection
-// with the vendor, write a v4 stream, and decide migratability against a destination that
-// knows the vendor and one that does not.
+// ── v4: a vendor feature of `com.example`, migratability with and without it in use ──────
+
+use vmstate::VendorId;
+use vmstate::v4::caps::{Capabilities, Report, SectionRequirement, check, check_stream};
+use vmstate::v4::wire::{Header, Vendor};
+
+/// The vendor whose feature the timeout subsection is: level 1 of the v4 header's chain.
+pub const COM_EXAMPLE: VendorId<'static> = VendorId::new("com.example");
+
+/// The v4 stream's vendor chain: one downstream vendor, `com.example`.
+pub const VENDORS: [Vendor<'static>; 1] = [Vendor {
+    id: COM_EXAMPLE,
+    protocol_minor: 0,
+}];
+
+/// The v4 header: the vendor chain and CRC-32C on every record, given once to the writer.
+pub fn v4_header() -> vmstate::v4::Result<Header<'static>> {
+    Header::new(&VENDORS, true)
+}
+
+/// Largest v4 section record of a [`Uart`] under any header ([`vmstate::v4::max_record_len`]):
+/// enough for a stack buffer that holds one section whatever the state.
+pub const MAX_RECORD_LEN: usize = vmstate::v4::max_record_len(&UART);
+
+/// Step 3: a v4 stream (`header`, the UART's section with its vendor minor, EOF) over any
+/// `embedded_io::Write`, through the same 64-byte buffer as the v3 stream.
+pub fn stream_v4<W: Write>(w: W, header: &Header<'_>, uart: &Uart) -> Result<W, IoError<W::Error>> {
+    let mut out = vmstate::v4::StreamWriter::new(header, IoSink::buffered(w, [0u8; 64]))?;
+    out.section(ID, uart)?;
+    out.eof()?;
+    out.into_inner().finish()
+}
+
+/// Room for the incompatibilities a [`Report`] keeps (the UART has one vendor feature).
+pub const REPORT_LEN: usize = 2;
+
+/// What a destination can load: a build without the vendor feature (upstream: no vendor
+/// chain, the UART at version 1 with no vendor minor, its subsection unknown) or one with it
+/// (the vendor chain `com.example`, the UART's table as this build has it). Small capacities:
+/// one device, one subsection.
+pub fn destination(
+    with_feature: bool,
+) -> Result<Capabilities<'static, 1, 1>, vmstate::v4::caps::AddError> {
+    if with_feature {
+        let mut caps = Capabilities::new(&[4], &[COM_EXAMPLE])?;
+        caps.add_vmsd(&UART)?;
+        Ok(caps)
+    } else {
+        let mut caps = Capabilities::new(&[4], &[])?;
+        caps.add_device(UART.name, UART.minimum_version_id, UART.version_id, &[])?;
+        Ok(caps)
+    }
+}
+
+/// Step 4a: whether the live `uart` can migrate to `dest`, decided before any byte is sent:
+/// what encoding it under [`VENDORS`] would need (minors from the vendor subsections that are
+/// needed), checked against the destination.
+pub fn migratable(
+    uart: &Uart,
+    dest: &Capabilities<'static, 1, 1>,
+) -> vmstate::v4::Result<Report<'static, REPORT_LEN>> {
+    let req = SectionRequirement::from_state(ID, &UART, uart.as_bytes(), VENDORS.len())?;
+    let mut report = Report::new();
+    check(&VENDORS, &req, dest, &mut report);
+    Ok(report)
+}
+
+/// Step 4b: the same decision from a written v4 stream's headers (no body decoded).
+pub fn stream_migratable<'a>(
+    v4: &'a [u8],
+    dest: &Capabilities<'a, 1, 1>,
+) -> vmstate::v4::Result<Report<'a, REPORT_LEN>> {
+    let mut report = Report::new();
+    check_stream(v4, dest, &mut report)?;
+    Ok(report)
+}

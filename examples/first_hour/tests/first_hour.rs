@@ -5,7 +5,10 @@ use std::process::Command;
 use vmstate::embedded_io::{ErrorType, Write};
 use vmstate::stream::{Record, Records, Schemas};
 use vmstate::{ErrorKind, Expected};
-use vmstate_first_hour::{FIFO_LEN, ID, MAX_SECTION_LEN, UART, Uart, round_trip, stream};
+use vmstate_first_hour::{
+    FIFO_LEN, ID, MAX_RECORD_LEN, MAX_SECTION_LEN, UART, Uart, destination, migratable, round_trip,
+    stream, stream_migratable, stream_v4, v4_header,
+};
 
 fn busy() -> Uart {
     let mut u = Uart::RESET;
@@ -121,6 +124,19 @@ fn the_program_runs() {
         text.contains("stream: 114 bytes: 5145564d00000003"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "destination without com.example's feature: migratable with it in use: false, \
+             without: true\n  refused: example-uart (instance 0): needs com.example minor 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "destination with com.example's feature: migratable with it in use: true, without: true"
+        ),
+        "{text}"
+    );
 }
 
 /// The README's "Using the library" example starts with this program's device definition,
@@ -136,4 +152,83 @@ fn the_readme_shows_this_device() {
         readme.contains(device),
         "README.md must contain src/lib.rs's device definition verbatim:\n{device}"
     );
+}
+
+#[test]
+fn a_v4_stream_over_embedded_io_reads_back_with_its_vendor_minor() {
+    use vmstate::v4::wire::{Record4, Records4};
+    let header = v4_header().unwrap();
+    let wire = stream_v4(Wire::default(), &header, &busy()).unwrap();
+    let records: Vec<_> = Records4::new(&wire.bytes).map(|r| r.unwrap()).collect();
+    let Record4::Header(h) = &records[0].record else {
+        panic!("{:?}", records[0].record)
+    };
+    assert_eq!(h.vendors.len(), 1);
+    assert_eq!(h.vendors[0].id.as_str(), "com.example");
+    let Record4::Section(s) = &records[1].record else {
+        panic!("{:?}", records[1].record)
+    };
+    // The timeout is armed: its vendor subsection is sent, so the minor at level 1 is 1.
+    assert_eq!((s.idstr, &s.minors[..]), (&b"example-uart"[..], &[1][..]));
+    assert!(records[1].end - records[1].offset <= MAX_RECORD_LEN);
+    let mut back = Uart::RESET;
+    let mut scratch = [0u8; 64];
+    vmstate::v4::load_section(&mut back, s, &h.vendors, &h.vendors, &mut scratch).unwrap();
+    assert_eq!(back, busy());
+    assert!(matches!(records[2].record, Record4::Eof));
+    assert_eq!(records.len(), 3);
+    // Not armed: no vendor subsection, minor 0.
+    let mut quiet = busy();
+    quiet.timeout = u64::MAX.into();
+    let wire = stream_v4(Wire::default(), &header, &quiet).unwrap();
+    let Record4::Section(s) = Records4::new(&wire.bytes).nth(1).unwrap().unwrap().record else {
+        panic!()
+    };
+    assert_eq!(&s.minors[..], &[0]);
+}
+
+#[test]
+fn migratability_with_and_without_the_vendor_feature_in_use() {
+    use vmstate::v4::caps::Incompatibility;
+    let upstream = destination(false).unwrap();
+    let vendor = destination(true).unwrap();
+    let mut quiet = busy();
+    quiet.timeout = u64::MAX.into();
+    // Feature not in use (timeout not armed): both destinations can load the UART.
+    assert!(migratable(&quiet, &upstream).unwrap().is_compatible());
+    assert!(migratable(&quiet, &vendor).unwrap().is_compatible());
+    // In use: only the destination with `com.example`'s feature can; the other is refused,
+    // naming the device, the vendor, the level, the minor and the feature.
+    assert!(migratable(&busy(), &vendor).unwrap().is_compatible());
+    let refused = migratable(&busy(), &upstream).unwrap();
+    assert_eq!(refused.total, 1);
+    let expected = Incompatibility::Minor {
+        idstr: b"example-uart",
+        instance_id: 0,
+        level: 1,
+        vendor: b"com.example",
+        dest_vendor: None,
+        needed: 1,
+        supported: 0,
+        feature: Some(b"example-uart/timeout"),
+    };
+    assert_eq!(refused.found[0], expected);
+    assert_eq!(
+        refused.found[0].to_string(),
+        "example-uart (instance 0): needs com.example minor 1 (vendor level 1) for subsection \
+         example-uart/timeout; destination supports minor 0 (it has no vendor at level 1)"
+    );
+    // The same verdicts from the written streams' headers.
+    let header = v4_header().unwrap();
+    let used = stream_v4(Wire::default(), &header, &busy()).unwrap().bytes;
+    let unused = stream_v4(Wire::default(), &header, &quiet).unwrap().bytes;
+    assert!(
+        stream_migratable(&unused, &upstream)
+            .unwrap()
+            .is_compatible()
+    );
+    assert!(stream_migratable(&unused, &vendor).unwrap().is_compatible());
+    assert!(stream_migratable(&used, &vendor).unwrap().is_compatible());
+    let refused = stream_migratable(&used, &upstream).unwrap();
+    assert_eq!((refused.total, refused.found[0]), (1, expected));
 }
