@@ -66,6 +66,16 @@ fn replay(stream: &[u8], args: &[&str]) -> Run {
 }
 
 /// Where the final phase of a stream starts: its first FULL section (after the RAM END).
+/// `vmstate verify`'s report on `stream`, written to `path` first.
+fn verify_file(path: &std::path::Path, stream: &[u8]) -> String {
+    std::fs::write(path, stream).unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["verify", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8(verify.stdout).unwrap()
+}
+
 fn final_phase(stream: &[u8]) -> usize {
     vmstate::stream::Records::with_options(
         stream,
@@ -123,13 +133,7 @@ fn a_bad_device_section_is_refused_before_the_destination_sees_the_final_phase()
     let run = replay(&stream, &["--record", record.to_str().unwrap()]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
     // The same problem, at the same offset, as `verify` reports for the file.
-    let path = dir.join("bad.vmstate");
-    std::fs::write(&path, &stream).unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["verify", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let verified = String::from_utf8(verify.stdout).unwrap();
+    let verified = verify_file(&dir.join("bad.vmstate"), &stream);
     let problem = verified
         .lines()
         .find(|l| l.contains("cmos_index"))
@@ -332,13 +336,7 @@ fn a_device_section_reusing_the_ram_sections_id_is_refused_like_verify_does() {
     stream[end - 4..end].copy_from_slice(&ram_id.to_be_bytes());
     let dir = std::env::temp_dir().join(format!("vmstate-proxy-id-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("dup.vmstate");
-    std::fs::write(&path, &stream).unwrap();
-    let verify = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["verify", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let verified = String::from_utf8(verify.stdout).unwrap();
+    let verified = verify_file(&dir.join("dup.vmstate"), &stream);
     let problem = verified
         .lines()
         .next()
