@@ -503,12 +503,46 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for VendorId<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct VendorTag {
+    /// The vendor that owns the feature. When given, the writer ([`crate::v4::StreamWriter`])
+    /// and [`crate::v4::caps::Capabilities::add_vmsd`] check that the vendor chain has this
+    /// vendor at `level`, so a reordered chain is refused ([`crate::ErrorKind::VendorMismatch`])
+    /// instead of the feature being tagged as another vendor's. `None` in a tag read from a
+    /// frame: on the wire a tag carries only the level (resolve it with
+    /// [`crate::v4::wire::Header::vendor`]).
+    pub vendor: Option<VendorId<'static>>,
     /// Vendor level in the stream's vendor chain (0 = upstream QEMU, 1 = first downstream, …).
     pub level: u8,
     /// The device minor version this feature bumps that vendor's slot to.
     pub minor: u16,
     /// Whether a reader that does not know it must refuse the stream (otherwise it may skip it).
     pub must_understand: bool,
+}
+
+impl VendorTag {
+    /// The tag of a feature of `vendor`, which is at `level` of the vendor chain, bumping the
+    /// device's minor for that vendor to `minor`; skippable by a reader that does not know it
+    /// (see [`VendorTag::must_understand`]).
+    ///
+    /// ```
+    /// use vmstate::{VendorId, VendorTag};
+    /// const TAG: VendorTag = VendorTag::new(VendorId::new("com.example"), 1, 2).must_understand();
+    /// assert_eq!((TAG.vendor, TAG.level, TAG.minor), (Some(VendorId::new("com.example")), 1, 2));
+    /// assert!(TAG.must_understand);
+    /// ```
+    pub const fn new(vendor: VendorId<'static>, level: u8, minor: u16) -> VendorTag {
+        VendorTag {
+            vendor: Some(vendor),
+            level,
+            minor,
+            must_understand: false,
+        }
+    }
+
+    /// The same tag, which a reader that does not know the subsection must refuse.
+    pub const fn must_understand(mut self) -> VendorTag {
+        self.must_understand = true;
+        self
+    }
 }
 
 /// Storage of the state struct that a table deliberately does not migrate: destination
@@ -2233,7 +2267,7 @@ macro_rules! not_migrated {
 /// struct Dev { ctrl: U16, status: u8, feature: u8, host_fd: u8 }
 /// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
 ///     .fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag::new(vmstate::VendorId::new("com.example"), 1, 1);
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
 ///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, pred!(Dev, |d| d.feature != 0)).vendor(TAG)])
@@ -2283,7 +2317,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { level: 0, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { vendor: None, level: 0, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2300,7 +2334,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { level: 9, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { vendor: None, level: 9, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2317,7 +2351,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { level: 2, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { vendor: None, level: 2, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2441,6 +2475,7 @@ mod tests {
 
     const SIZE: usize = size_of::<Dev>();
     const TAG: VendorTag = VendorTag {
+        vendor: None,
         level: 2,
         minor: 1,
         must_understand: false,

@@ -33,6 +33,7 @@ const DEV_KVM: Vmsd = Vmsd::new("dev", 1, 1, 5)
     .subsections(&[
         Subsection::new(&EXTRA, pred!(Dev, |s| s.extra.get() != 0)),
         Subsection::new(&TD, pred!(Dev, |s| s.td_on != 0)).vendor(VendorTag {
+            vendor: Some(vmstate::VendorId::new("org.linux-kvm")),
             level: 1,
             minor: 1,
             must_understand: true,

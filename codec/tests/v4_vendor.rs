@@ -55,28 +55,15 @@ const SUSE: Vmsd = Vmsd::new("mc146818rtc/suse", 1, 1, SIZE).fields(&[field!(Rtc
 const SIZE: usize = core::mem::size_of::<Rtc>();
 const FIELDS: &[vmstate::Field] = &[field!(Rtc, cmos_data), field!(Rtc, cmos_index)];
 
-const KVM: VendorTag = VendorTag {
-    level: 1,
-    minor: 1,
-    must_understand: true,
-};
-const RH: VendorTag = VendorTag {
-    level: 2,
-    minor: 1,
-    must_understand: true,
-};
-const RH_ANCILLARY: VendorTag = VendorTag {
-    level: 2,
-    minor: 0,
-    must_understand: false,
-};
+const KVM: VendorTag = VendorTag::new(KVM_ID, 1, 1).must_understand();
+const RH: VendorTag = VendorTag::new(RH_ID, 2, 1).must_understand();
+const RH_ANCILLARY: VendorTag = VendorTag::new(RH_ID, 2, 0);
+const KVM_ID: VendorId = VendorId::new("org.linux-kvm");
+const RH_ID: VendorId = VendorId::new("com.redhat");
+const SUSE_ID: VendorId = VendorId::new("com.suse");
 
 /// Another second-level vendor, on the same first level, with its own feature at its minor 1.
-const SUSE_TAG: VendorTag = VendorTag {
-    level: 2,
-    minor: 1,
-    must_understand: true,
-};
+const SUSE_TAG: VendorTag = VendorTag::new(SUSE_ID, 2, 1).must_understand();
 
 const S_REINJECT: Subsection = Subsection::new(
     &REINJECT,
@@ -184,12 +171,11 @@ impl Build {
     }
 
     fn vendor_ids(self) -> &'static [VendorId<'static>] {
-        const KVM: VendorId = VendorId::new("org.linux-kvm");
-        const RHEL: &[VendorId] = &[KVM, VendorId::new("com.redhat")];
-        const SUSE: &[VendorId] = &[KVM, VendorId::new("com.suse")];
+        const RHEL: &[VendorId] = &[KVM_ID, RH_ID];
+        const SUSE: &[VendorId] = &[KVM_ID, SUSE_ID];
         match self {
             Build::Upstream => &[],
-            Build::Kvm => &[KVM],
+            Build::Kvm => &[KVM_ID],
             Build::Rhel => RHEL,
             Build::Suse => SUSE,
         }
