@@ -514,7 +514,7 @@ pub enum ErrorKind {
         /// Vendor levels the stream's header declares.
         levels: u8,
     },
-    /// A vendor-tagged subsection names its vendor ([`crate::VendorTag::vendor`]) and the
+    /// A vendor-tagged subsection names its vendor ([`crate::Subsection::feature_of`]) and the
     /// vendor chain (the stream's header, or [`crate::v4::caps::Capabilities::vendors`]) has
     /// another vendor at the tag's level: the chain is in another order than the table
     /// assumes, and writing the tag would credit the feature to the wrong vendor. (The

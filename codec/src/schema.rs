@@ -369,7 +369,7 @@ impl Field {
 
 /// A vmstate v4 vendor id: a reverse FQDN such as `org.linux-kvm` or `com.example`
 /// (`docs/FORMAT.md` §1). The one type for a vendor in the header's chain
-/// ([`crate::v4::wire::Vendor`]), in a subsection's [`VendorTag`] and in
+/// ([`crate::v4::wire::Vendor`]), in a subsection's [`Subsection::feature_of`] and in
 /// [`crate::v4::caps::Capabilities::vendors`].
 ///
 /// Valid: at most 255 bytes (it travels as a `str8`), at least two labels separated by `.`,
@@ -503,46 +503,12 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for VendorId<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct VendorTag {
-    /// The vendor that owns the feature. When given, the writer ([`crate::v4::StreamWriter`])
-    /// and [`crate::v4::caps::Capabilities::add_vmsd`] check that the vendor chain has this
-    /// vendor at `level`, so a reordered chain is refused ([`crate::ErrorKind::VendorMismatch`])
-    /// instead of the feature being tagged as another vendor's. `None` in a tag read from a
-    /// frame: on the wire a tag carries only the level (resolve it with
-    /// [`crate::v4::wire::Header::vendor`]).
-    pub vendor: Option<VendorId<'static>>,
     /// Vendor level in the stream's vendor chain (0 = upstream QEMU, 1 = first downstream, …).
     pub level: u8,
     /// The device minor version this feature bumps that vendor's slot to.
     pub minor: u16,
     /// Whether a reader that does not know it must refuse the stream (otherwise it may skip it).
     pub must_understand: bool,
-}
-
-impl VendorTag {
-    /// The tag of a feature of `vendor`, which is at `level` of the vendor chain, bumping the
-    /// device's minor for that vendor to `minor`; skippable by a reader that does not know it
-    /// (see [`VendorTag::must_understand`]).
-    ///
-    /// ```
-    /// use vmstate::{VendorId, VendorTag};
-    /// const TAG: VendorTag = VendorTag::new(VendorId::new("com.example"), 1, 2).must_understand();
-    /// assert_eq!((TAG.vendor, TAG.level, TAG.minor), (Some(VendorId::new("com.example")), 1, 2));
-    /// assert!(TAG.must_understand);
-    /// ```
-    pub const fn new(vendor: VendorId<'static>, level: u8, minor: u16) -> VendorTag {
-        VendorTag {
-            vendor: Some(vendor),
-            level,
-            minor,
-            must_understand: false,
-        }
-    }
-
-    /// The same tag, which a reader that does not know the subsection must refuse.
-    pub const fn must_understand(mut self) -> VendorTag {
-        self.must_understand = true;
-        self
-    }
 }
 
 /// Storage of the state struct that a table deliberately does not migrate: destination
@@ -571,6 +537,11 @@ pub struct Subsection {
     pub absent: Option<fn(&mut [u8])>,
     /// Vendor feature tag (v4).
     pub vendor: Option<VendorTag>,
+    /// The vendor whose feature this is ([`Subsection::feature_of`]): the writer
+    /// ([`crate::v4::StreamWriter`]) and [`crate::v4::caps::Capabilities::add_vmsd`] check
+    /// that the vendor chain has this vendor at the tag's level. `None`: the tag is checked by
+    /// its level only (a level is a position in the chain, so any vendor there passes).
+    pub vendor_id: Option<VendorId<'static>>,
 }
 
 impl Subsection {
@@ -581,6 +552,7 @@ impl Subsection {
             needed: Some(needed),
             absent: None,
             vendor: None,
+            vendor_id: None,
         }
     }
 
@@ -590,9 +562,32 @@ impl Subsection {
         self
     }
 
-    /// Tags the subsection as a vendor feature (v4).
+    /// Tags the subsection as a vendor feature (v4) by level only: whichever vendor the
+    /// stream's chain lists at `tag.level`. Prefer [`Subsection::feature_of`], which names it.
     pub const fn vendor(mut self, tag: VendorTag) -> Subsection {
         self.vendor = Some(tag);
+        self
+    }
+
+    /// Tags the subsection as `vendor`'s feature (v4), at `tag.level` of the vendor chain. The
+    /// writer and [`crate::v4::caps::Capabilities::add_vmsd`] refuse a chain that has another
+    /// vendor at that level ([`crate::ErrorKind::VendorMismatch`]), so a chain in another
+    /// order than the table assumes does not credit this feature to another vendor. The wire
+    /// is unchanged: a frame's tag carries the level only.
+    ///
+    /// ```
+    /// use vmstate::{VendorId, VendorTag, schema::Subsection};
+    /// # use vmstate::Vmsd;
+    /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 1);
+    /// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
+    /// const SUB: Subsection =
+    ///     Subsection::new(&FEATURE, |s| s[0] != 0).feature_of(VendorId::new("com.example"), TAG);
+    /// assert_eq!(SUB.vendor_id, Some(VendorId::new("com.example")));
+    /// assert_eq!(SUB.vendor, Some(TAG));
+    /// ```
+    pub const fn feature_of(mut self, vendor: VendorId<'static>, tag: VendorTag) -> Subsection {
+        self.vendor = Some(tag);
+        self.vendor_id = Some(vendor);
         self
     }
 }
@@ -2267,7 +2262,7 @@ macro_rules! not_migrated {
 /// struct Dev { ctrl: U16, status: u8, feature: u8, host_fd: u8 }
 /// const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, size_of::<Dev>())
 ///     .fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag::new(vmstate::VendorId::new("com.example"), 1, 1);
+/// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, size_of::<Dev>())
 ///     .fields(&[field!(Dev, ctrl), field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, pred!(Dev, |d| d.feature != 0)).vendor(TAG)])
@@ -2317,7 +2312,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { vendor: None, level: 0, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { level: 0, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2334,7 +2329,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { vendor: None, level: 9, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { level: 9, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2351,7 +2346,7 @@ macro_rules! not_migrated {
 /// # #[repr(C)]
 /// # struct Dev { status: u8, feature: u8 }
 /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 2).fields(&[field!(Dev, feature)]);
-/// const TAG: VendorTag = VendorTag { vendor: None, level: 2, minor: 1, must_understand: false };
+/// const TAG: VendorTag = VendorTag { level: 2, minor: 1, must_understand: false };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, status)])
 ///     .subsections(&[Subsection::new(&FEATURE, used).vendor(TAG)]);
@@ -2475,7 +2470,6 @@ mod tests {
 
     const SIZE: usize = size_of::<Dev>();
     const TAG: VendorTag = VendorTag {
-        vendor: None,
         level: 2,
         minor: 1,
         must_understand: false,

@@ -55,25 +55,42 @@ const SUSE: Vmsd = Vmsd::new("mc146818rtc/suse", 1, 1, SIZE).fields(&[field!(Rtc
 const SIZE: usize = core::mem::size_of::<Rtc>();
 const FIELDS: &[vmstate::Field] = &[field!(Rtc, cmos_data), field!(Rtc, cmos_index)];
 
-const KVM: VendorTag = VendorTag::new(KVM_ID, 1, 1).must_understand();
-const RH: VendorTag = VendorTag::new(RH_ID, 2, 1).must_understand();
-const RH_ANCILLARY: VendorTag = VendorTag::new(RH_ID, 2, 0);
+const KVM: VendorTag = VendorTag {
+    level: 1,
+    minor: 1,
+    must_understand: true,
+};
+const RH: VendorTag = VendorTag {
+    level: 2,
+    minor: 1,
+    must_understand: true,
+};
+const RH_ANCILLARY: VendorTag = VendorTag {
+    level: 2,
+    minor: 0,
+    must_understand: false,
+};
 const KVM_ID: VendorId = VendorId::new("org.linux-kvm");
 const RH_ID: VendorId = VendorId::new("com.redhat");
 const SUSE_ID: VendorId = VendorId::new("com.suse");
 
 /// Another second-level vendor, on the same first level, with its own feature at its minor 1.
-const SUSE_TAG: VendorTag = VendorTag::new(SUSE_ID, 2, 1).must_understand();
+const SUSE_TAG: VendorTag = VendorTag {
+    level: 2,
+    minor: 1,
+    must_understand: true,
+};
 
 const S_REINJECT: Subsection = Subsection::new(
     &REINJECT,
     pred!(Rtc, |s| s.irq_reinject_on_ack_count.get() != 0),
 );
-const S_TD_HACK: Subsection = Subsection::new(&TD_HACK, pred!(Rtc, |s| s.td_hack != 0)).vendor(KVM);
+const S_TD_HACK: Subsection =
+    Subsection::new(&TD_HACK, pred!(Rtc, |s| s.td_hack != 0)).feature_of(KVM_ID, KVM);
 const S_RH_QUIRK: Subsection =
-    Subsection::new(&RH_QUIRK, pred!(Rtc, |s| s.rh_quirk_on != 0)).vendor(RH);
+    Subsection::new(&RH_QUIRK, pred!(Rtc, |s| s.rh_quirk_on != 0)).feature_of(RH_ID, RH);
 const S_RH_STATS: Subsection =
-    Subsection::new(&RH_STATS, pred!(Rtc, |s| s.rh_stats_on != 0)).vendor(RH_ANCILLARY);
+    Subsection::new(&RH_STATS, pred!(Rtc, |s| s.rh_stats_on != 0)).feature_of(RH_ID, RH_ANCILLARY);
 
 // One struct serves the four builds: each build marks the knobs (never on the wire) and the
 // other builds' feature fields as not migrated.
@@ -126,7 +143,7 @@ const RTC_SUSE: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .subsections(&[
         S_REINJECT,
         S_TD_HACK,
-        Subsection::new(&SUSE, pred!(Rtc, |s| s.suse_on != 0)).vendor(SUSE_TAG),
+        Subsection::new(&SUSE, pred!(Rtc, |s| s.suse_on != 0)).feature_of(SUSE_ID, SUSE_TAG),
     ])
     .not_migrated(&[
         TD_HACK_ON,

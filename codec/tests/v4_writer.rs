@@ -22,13 +22,16 @@ fn on(s: &[u8]) -> bool {
 
 const EXTRA: Vmsd = Vmsd::new("dev/extra", 1, 1, 9).fields(&[field!(Dev, extra)]);
 const TAG2: VendorTag = VendorTag {
-    vendor: None,
     level: 2,
     minor: 1,
     must_understand: true,
 };
-const TAG1: VendorTag = VendorTag::new(KVM[0].id, 1, 1).must_understand();
-const SUB1: &[Subsection] = &[Subsection::new(&EXTRA, on).vendor(TAG1)];
+const TAG1: VendorTag = VendorTag {
+    level: 1,
+    minor: 1,
+    must_understand: true,
+};
+const SUB1: &[Subsection] = &[Subsection::new(&EXTRA, on).feature_of(KVM[0].id, TAG1)];
 const SUB2: &[Subsection] = &[Subsection::new(&EXTRA, on).vendor(TAG2)];
 const DEV: Vmsd = Vmsd::new("dev", 1, 1, 9)
     .fields(&[field!(Dev, a), field!(Dev, on)])
@@ -165,7 +168,6 @@ fn max_record_len_bounds_every_record_and_is_exact_for_a_fixed_table() {
 }
 
 const TAG0: VendorTag = VendorTag {
-    vendor: None,
     level: 0,
     minor: 1,
     must_understand: true,
@@ -334,7 +336,7 @@ fn a_tag_that_names_its_vendor_is_checked_against_the_chain_not_only_its_level()
 
 #[test]
 fn a_tag_without_a_vendor_is_checked_by_level_only() {
-    // TAG2 names no vendor: any vendor at level 2 is accepted (positional, as before).
+    // DEV2's tag names no vendor: any vendor at level 2 is accepted (positional, as before).
     let dev = Dev {
         a: 7.into(),
         on: 1,

@@ -33,12 +33,7 @@ pub fn check_tags(vmsd: &Vmsd, chain: &[VendorId<'_>]) -> crate::Result<()> {
 fn check_vendors<'v>(vmsd: &'v Vmsd, chain: &[VendorId<'_>]) -> Result<(), &'v Subsection> {
     minors(vmsd, None, chain.len())?;
     for sub in vmsd.subsections {
-        if let Some(VendorTag {
-            vendor: Some(v),
-            level,
-            ..
-        }) = sub.vendor
-        {
+        if let (Some(VendorTag { level, .. }), Some(v)) = (sub.vendor, sub.vendor_id) {
             // The level is in 1..=chain.len(): checked by `minors`.
             if chain.get((level as usize).wrapping_sub(1)) != Some(&v) {
                 return Err(sub);
@@ -65,7 +60,7 @@ fn vendor_level(
     let in_chain = (level as usize)
         .checked_sub(1)
         .is_some_and(|i| i < chain.len());
-    let kind = match sub.vendor.and_then(|t| t.vendor) {
+    let kind = match sub.vendor_id {
         Some(tag) if in_chain => ErrorKind::VendorMismatch {
             level,
             tag,

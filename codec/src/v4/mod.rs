@@ -176,10 +176,10 @@ pub enum Error {
 /// # #[repr(C)]
 /// # struct Dev { a: u8, td: u8 }
 /// const TD: Vmsd = Vmsd::new("dev/td", 1, 1, 2).fields(&[field!(Dev, td)]);
-/// const KVM: VendorTag = VendorTag::new(VendorId::new("org.linux-kvm"), 1, 1).must_understand();
+/// const KVM: VendorTag = VendorTag { level: 1, minor: 1, must_understand: true };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, a)])
-///     .subsections(&[Subsection::new(&TD, |s| s[1] != 0).vendor(KVM)]);
+///     .subsections(&[Subsection::new(&TD, |s| s[1] != 0).feature_of(VendorId::new("org.linux-kvm"), KVM)]);
 /// # impl State for Dev { const VMSD: &'static Vmsd = &DEV; }
 /// let kvm = Vendor { id: VendorId::new("org.linux-kvm"), protocol_minor: 0 };
 /// let mut buf = [0u8; 128];

@@ -240,7 +240,6 @@ impl<'a> SubsectionFrame<'a> {
                 });
             }
             Some(VendorTag {
-                vendor: None,
                 level,
                 minor: r.be16()?,
                 must_understand: flags & sub_flags::MUST_UNDERSTAND != 0,

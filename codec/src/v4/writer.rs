@@ -146,7 +146,8 @@ impl<'a, S: Sink> StreamWriter<'a, S> {
     ///
     /// A vendor tag of the table whose level is not in `1..=levels` (level 0, or a vendor the
     /// header does not declare) is [`ErrorKind::VendorLevel`](crate::ErrorKind::VendorLevel);
-    /// a tag that names its vendor ([`VendorTag::new`](crate::VendorTag::new)) while the
+    /// a tag that names its vendor ([`Subsection::feature_of`](crate::Subsection::feature_of))
+    /// while the
     /// header has another vendor at its level is
     /// [`ErrorKind::VendorMismatch`](crate::ErrorKind::VendorMismatch). Either names the
     /// section, its instance and the subsection, whether or not the subsection is needed;
