@@ -12,7 +12,7 @@ use super::wire::{SectionHead, SubsectionFrame, emit_section};
 use super::{MAX_LEVELS, Minors};
 use crate::SectionId;
 use crate::error::{Error, ErrorKind};
-use crate::schema::{PlanRun, Subsection, VendorId, VendorTag, Vmsd};
+use crate::schema::{PlanRun, Subsection, VendorId, Vmsd};
 use crate::sink::{CountingSink, Sink};
 use crate::wire::section::SectionKind;
 
@@ -26,21 +26,9 @@ fn is_needed(sub: &Subsection, state: &[u8]) -> bool {
 /// [`ErrorKind::VendorMismatch`], each naming the subsection (the caller adds the section).
 /// Every tag counts, needed or not, so a table fits a chain or does not whatever the state.
 pub fn check_tags(vmsd: &Vmsd, chain: &[VendorId<'_>]) -> crate::Result<()> {
-    check_vendors(vmsd, chain).map_err(|sub| vendor_level(sub, chain.len(), chain, 0, None))
-}
-
-/// The first subsection of `vmsd` whose tag does not fit `chain` (see [`check_tags`]).
-fn check_vendors<'v>(vmsd: &'v Vmsd, chain: &[VendorId<'_>]) -> Result<(), &'v Subsection> {
-    minors(vmsd, None, chain.len())?;
-    for sub in vmsd.subsections {
-        if let (Some(VendorTag { level, .. }), Some(v)) = (sub.vendor, sub.vendor_id) {
-            // The level is in 1..=chain.len(): checked by `minors`.
-            if chain.get((level as usize).wrapping_sub(1)) != Some(&v) {
-                return Err(sub);
-            }
-        }
-    }
-    Ok(())
+    minors(vmsd, None, chain.len(), chain)
+        .map(drop)
+        .map_err(|sub| vendor_level(sub, chain.len(), chain, 0, None))
 }
 
 /// The error for `sub`'s tag that does not fit a chain of `levels` vendors, `chain` when known
@@ -84,28 +72,35 @@ fn vendor_level(
 /// The minors of `vmsd`'s section for `state` in a stream of `levels` vendor levels, one per
 /// level `1..=levels` (no allocation), after [`check_tags`].
 pub fn section_minors(vmsd: &Vmsd, state: &[u8], levels: usize) -> crate::Result<Minors> {
-    let all =
-        minors(vmsd, Some(state), levels).map_err(|sub| vendor_level(sub, levels, &[], 0, None))?;
+    let all = minors(vmsd, Some(state), levels, &[])
+        .map_err(|sub| vendor_level(sub, levels, &[], 0, None))?;
     Ok(Minors::from_slice(all.get(..levels).unwrap_or_default()).unwrap_or_default())
 }
 
 /// The minors of [`section_minors`] as a whole table (entries from `levels` on are 0; all 0
-/// without a state), or the first subsection whose tag is outside `1..=levels`.
+/// without a state), or the first subsection whose tag is outside `1..=levels` or names
+/// another vendor than `chain` has at its level (`chain`: the vendor ids, when known).
 fn minors<'v>(
     vmsd: &'v Vmsd,
     state: Option<&[u8]>,
     levels: usize,
+    chain: &[VendorId<'_>],
 ) -> Result<[u16; MAX_LEVELS], &'v Subsection> {
     let mut all = [0u16; MAX_LEVELS];
     for sub in vmsd.subsections {
         let Some(tag) = sub.vendor else { continue };
-        let Some(m) = (tag.level as usize)
+        let Some((i, m)) = (tag.level as usize)
             .checked_sub(1)
             .filter(|&i| i < levels)
-            .and_then(|i| all.get_mut(i))
+            .and_then(|i| Some((i, all.get_mut(i)?)))
         else {
             return Err(sub);
         };
+        if let (Some(v), Some(c)) = (sub.vendor_id, chain.get(i))
+            && v != *c
+        {
+            return Err(sub);
+        }
         if state.is_some_and(|s| is_needed(sub, s)) {
             *m = (*m).max(tag.minor);
         }
@@ -152,8 +147,7 @@ pub(crate) fn write_section<S: Sink>(
     }
     // Nothing is written yet: the error's offset is where the section would start.
     let levels = chain.len();
-    let minors = check_vendors(vmsd, chain)
-        .and_then(|()| minors(vmsd, Some(state), levels))
+    let minors = minors(vmsd, Some(state), levels, chain)
         .map_err(|sub| vendor_level(sub, levels, chain, out.position(), Some(&id)))?;
     let fields_len = match planned(vmsd, state) {
         Some((bytes, _)) => bytes.len(),
