@@ -514,6 +514,20 @@ pub enum ErrorKind {
         /// Vendor levels the stream's header declares.
         levels: u8,
     },
+    /// A vendor-tagged subsection names its vendor ([`crate::Subsection::feature_of`]) and the
+    /// vendor chain (the stream's header, or [`crate::v4::caps::Capabilities::vendors`]) has
+    /// another vendor at the tag's level: the chain is in another order than the table
+    /// assumes, and writing the tag would credit the feature to the wrong vendor. (The
+    /// chain's vendor at `level` is not kept: a copy of its id would outgrow `ErrorKind`'s
+    /// size budget; `at` says where the chain has the tag's vendor instead.)
+    VendorMismatch {
+        /// The tag's level.
+        level: u8,
+        /// The vendor the tag names.
+        tag: crate::schema::VendorId<'static>,
+        /// The level at which the chain has `tag` (`1..=N`), 0 when it does not have it.
+        at: u8,
+    },
 }
 
 /// Where a record starts, for [`ErrorKind::UnknownRecordType`]: what may stand there.
@@ -843,6 +857,15 @@ impl fmt::Display for ErrorKind {
                 f,
                 "vendor level {level} outside 1..={levels} (the header's vendor chain; level 0 \
                  is upstream, which tags nothing)"
+            ),
+            VendorMismatch { level, tag, at: 0 } => write!(
+                f,
+                "vendor level {level}: the tag names {tag}, which is not in the vendor chain"
+            ),
+            VendorMismatch { level, tag, at } => write!(
+                f,
+                "vendor level {level}: the tag names {tag}, which the vendor chain has at level \
+                 {at} (another vendor is at level {level})"
             ),
         }
     }

@@ -402,7 +402,7 @@ impl Field {
 
 /// A vmstate v4 vendor id: a reverse FQDN such as `org.linux-kvm` or `com.example`
 /// (`docs/FORMAT.md` §1). The one type for a vendor in the header's chain
-/// ([`crate::v4::wire::Vendor`]), in a subsection's [`VendorTag`] and in
+/// ([`crate::v4::wire::Vendor`]), in a subsection's [`Subsection::feature_of`] and in
 /// [`crate::v4::caps::Capabilities::vendors`].
 ///
 /// Valid: at most 255 bytes (it travels as a `str8`), at least two labels separated by `.`,
@@ -590,6 +590,11 @@ pub struct Subsection {
     pub absent: Option<fn(&mut [u8])>,
     /// Vendor feature tag (v4).
     pub vendor: Option<VendorTag>,
+    /// The vendor whose feature this is ([`Subsection::feature_of`]): the writer
+    /// ([`crate::v4::StreamWriter`]) and [`crate::v4::caps::Capabilities::add_vmsd`] check
+    /// that the vendor chain has this vendor at the tag's level. `None`: the tag is checked by
+    /// its level only (a level is a position in the chain, so any vendor there passes).
+    pub vendor_id: Option<VendorId<'static>>,
 }
 
 impl Subsection {
@@ -600,6 +605,7 @@ impl Subsection {
             needed: Some(needed),
             absent: None,
             vendor: None,
+            vendor_id: None,
         }
     }
 
@@ -609,9 +615,32 @@ impl Subsection {
         self
     }
 
-    /// Tags the subsection as a vendor feature (v4).
+    /// Tags the subsection as a vendor feature (v4) by level only: whichever vendor the
+    /// stream's chain lists at `tag.level`. Prefer [`Subsection::feature_of`], which names it.
     pub const fn vendor(mut self, tag: VendorTag) -> Subsection {
         self.vendor = Some(tag);
+        self
+    }
+
+    /// Tags the subsection as `vendor`'s feature (v4), at `tag.level` of the vendor chain. The
+    /// writer and [`crate::v4::caps::Capabilities::add_vmsd`] refuse a chain that has another
+    /// vendor at that level ([`crate::ErrorKind::VendorMismatch`]), so a chain in another
+    /// order than the table assumes does not credit this feature to another vendor. The wire
+    /// is unchanged: a frame's tag carries the level only.
+    ///
+    /// ```
+    /// use vmstate::{VendorId, VendorTag, schema::Subsection};
+    /// # use vmstate::Vmsd;
+    /// # const FEATURE: Vmsd = Vmsd::new("dev/feature", 1, 1, 1);
+    /// const TAG: VendorTag = VendorTag { level: 1, minor: 1, must_understand: false };
+    /// const SUB: Subsection =
+    ///     Subsection::new(&FEATURE, |s| s[0] != 0).feature_of(VendorId::new("com.example"), TAG);
+    /// assert_eq!(SUB.vendor_id, Some(VendorId::new("com.example")));
+    /// assert_eq!(SUB.vendor, Some(TAG));
+    /// ```
+    pub const fn feature_of(mut self, vendor: VendorId<'static>, tag: VendorTag) -> Subsection {
+        self.vendor = Some(tag);
+        self.vendor_id = Some(vendor);
         self
     }
 }

@@ -32,11 +32,14 @@ const DEV_KVM: Vmsd = Vmsd::new("dev", 1, 1, 5)
     .fields(&[field!(Dev, a)])
     .subsections(&[
         Subsection::new(&EXTRA, pred!(Dev, |s| s.extra.get() != 0)),
-        Subsection::new(&TD, pred!(Dev, |s| s.td_on != 0)).vendor(VendorTag {
-            level: 1,
-            minor: 1,
-            must_understand: true,
-        }),
+        Subsection::new(&TD, pred!(Dev, |s| s.td_on != 0)).feature_of(
+            vmstate::VendorId::new("org.linux-kvm"),
+            VendorTag {
+                level: 1,
+                minor: 1,
+                must_understand: true,
+            },
+        ),
     ])
     // Whether the feature is in use: the sender's own state, not on the wire.
     .not_migrated(&[not_migrated!(Dev, td_on)]);

@@ -70,6 +70,9 @@ const RH_ANCILLARY: VendorTag = VendorTag {
     minor: 0,
     must_understand: false,
 };
+const KVM_ID: VendorId = VendorId::new("org.linux-kvm");
+const RH_ID: VendorId = VendorId::new("com.redhat");
+const SUSE_ID: VendorId = VendorId::new("com.suse");
 
 /// Another second-level vendor, on the same first level, with its own feature at its minor 1.
 const SUSE_TAG: VendorTag = VendorTag {
@@ -82,11 +85,12 @@ const S_REINJECT: Subsection = Subsection::new(
     &REINJECT,
     pred!(Rtc, |s| s.irq_reinject_on_ack_count.get() != 0),
 );
-const S_TD_HACK: Subsection = Subsection::new(&TD_HACK, pred!(Rtc, |s| s.td_hack != 0)).vendor(KVM);
+const S_TD_HACK: Subsection =
+    Subsection::new(&TD_HACK, pred!(Rtc, |s| s.td_hack != 0)).feature_of(KVM_ID, KVM);
 const S_RH_QUIRK: Subsection =
-    Subsection::new(&RH_QUIRK, pred!(Rtc, |s| s.rh_quirk_on != 0)).vendor(RH);
+    Subsection::new(&RH_QUIRK, pred!(Rtc, |s| s.rh_quirk_on != 0)).feature_of(RH_ID, RH);
 const S_RH_STATS: Subsection =
-    Subsection::new(&RH_STATS, pred!(Rtc, |s| s.rh_stats_on != 0)).vendor(RH_ANCILLARY);
+    Subsection::new(&RH_STATS, pred!(Rtc, |s| s.rh_stats_on != 0)).feature_of(RH_ID, RH_ANCILLARY);
 
 // One struct serves the four builds: each build marks the knobs (never on the wire) and the
 // other builds' feature fields as not migrated.
@@ -139,7 +143,7 @@ const RTC_SUSE: Vmsd = Vmsd::new("mc146818rtc", 3, 1, SIZE)
     .subsections(&[
         S_REINJECT,
         S_TD_HACK,
-        Subsection::new(&SUSE, pred!(Rtc, |s| s.suse_on != 0)).vendor(SUSE_TAG),
+        Subsection::new(&SUSE, pred!(Rtc, |s| s.suse_on != 0)).feature_of(SUSE_ID, SUSE_TAG),
     ])
     .not_migrated(&[
         TD_HACK_ON,
@@ -184,12 +188,11 @@ impl Build {
     }
 
     fn vendor_ids(self) -> &'static [VendorId<'static>] {
-        const KVM: VendorId = VendorId::new("org.linux-kvm");
-        const RHEL: &[VendorId] = &[KVM, VendorId::new("com.redhat")];
-        const SUSE: &[VendorId] = &[KVM, VendorId::new("com.suse")];
+        const RHEL: &[VendorId] = &[KVM_ID, RH_ID];
+        const SUSE: &[VendorId] = &[KVM_ID, SUSE_ID];
         match self {
             Build::Upstream => &[],
-            Build::Kvm => &[KVM],
+            Build::Kvm => &[KVM_ID],
             Build::Rhel => RHEL,
             Build::Suse => SUSE,
         }

@@ -31,7 +31,7 @@ const TAG1: VendorTag = VendorTag {
     minor: 1,
     must_understand: true,
 };
-const SUB1: &[Subsection] = &[Subsection::new(&EXTRA, on).vendor(TAG1)];
+const SUB1: &[Subsection] = &[Subsection::new(&EXTRA, on).feature_of(KVM[0].id, TAG1)];
 const SUB2: &[Subsection] = &[Subsection::new(&EXTRA, on).vendor(TAG2)];
 const DEV: Vmsd = Vmsd::new("dev", 1, 1, 9)
     .fields(&[field!(Dev, a), field!(Dev, on)])
@@ -242,4 +242,112 @@ fn level_0_is_never_a_vendor_tag_for_the_writer_the_capabilities_or_the_reader()
             levels: 1
         }
     );
+}
+
+const REDHAT: vmstate::VendorId<'static> = vmstate::VendorId::new("com.redhat");
+
+#[test]
+fn a_tag_that_names_its_vendor_is_checked_against_the_chain_not_only_its_level() {
+    // DEV's tag names org.linux-kvm at level 1. A chain with com.redhat first has a level 1,
+    // but it is not kvm's: the writer and the capabilities refuse the table instead of
+    // crediting kvm's feature to com.redhat, needed or not, and name where kvm really is.
+    let kvm = KVM[0];
+    let redhat = Vendor {
+        id: REDHAT,
+        protocol_minor: 0,
+    };
+    let reordered = [redhat, kvm];
+    for on in [0, 1] {
+        let dev = Dev {
+            a: 7.into(),
+            on,
+            extra: 9.into(),
+        };
+        let mut buf = [0u8; 256];
+        let header = Header::new(&reordered, true).unwrap();
+        let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+        let at = w.position();
+        let e = w.section_raw(ID, &DEV, dev.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::VendorMismatch {
+                level: 1,
+                tag: kvm.id,
+                at: 2
+            }
+        );
+        assert_eq!((e.offset, e.field), (at, Some("dev/extra")));
+        let s = e.section.unwrap();
+        assert!(s.idstr.eq_bytes(b"dev") && s.instance_id == 3);
+        assert_eq!(w.position(), at, "nothing of the section is written");
+        assert!(
+            e.to_string().contains(
+                "vendor level 1: the tag names org.linux-kvm, which the vendor chain has at \
+                 level 2 (another vendor is at level 1)"
+            ),
+            "{e}"
+        );
+        // A chain without kvm at all.
+        let header = Header::new(&[redhat], true).unwrap();
+        let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+        let e = w.section_raw(ID, &DEV, dev.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.kind,
+            ErrorKind::VendorMismatch {
+                level: 1,
+                tag: kvm.id,
+                at: 0
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("the tag names org.linux-kvm, which is not in the vendor chain"),
+            "{e}"
+        );
+        // The right order: written, kvm's minor at level 1.
+        let header = Header::new(&[kvm, redhat], true).unwrap();
+        let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+        w.section_raw(ID, &DEV, dev.as_bytes()).unwrap();
+        w.eof().unwrap();
+        let n = w.into_inner().finish();
+        let records: Vec<_> = Records4::new(&buf[..n]).collect::<Result<_, _>>().unwrap();
+        let Record4::Section(ref s) = records[1].record else {
+            panic!("{:?}", records[1].record)
+        };
+        assert_eq!(s.minors, [on as u16, 0]);
+    }
+    // The capabilities: the same rule, nothing added on refusal.
+    let mut caps: vmstate::v4::caps::Capabilities<'_, 4, 4> =
+        vmstate::v4::caps::Capabilities::new(&[4], &[REDHAT, kvm.id]).unwrap();
+    let e = caps.add_vmsd(&DEV).unwrap_err();
+    assert!(
+        matches!(e, vmstate::v4::caps::AddError::VendorLevel(e)
+            if e.kind == ErrorKind::VendorMismatch { level: 1, tag: kvm.id, at: 2 }
+                && e.field == Some("dev/extra")
+                && e.section.is_some_and(|s| s.idstr.eq_bytes(b"dev"))),
+        "{e:?}"
+    );
+    assert!(caps.devices.is_empty() && caps.subsections.is_empty());
+    let mut caps: vmstate::v4::caps::Capabilities<'_, 4, 4> =
+        vmstate::v4::caps::Capabilities::new(&[4], &[kvm.id, REDHAT]).unwrap();
+    caps.add_vmsd(&DEV).unwrap();
+    assert_eq!(caps.devices[0].max_minor, [1]);
+}
+
+#[test]
+fn a_tag_without_a_vendor_is_checked_by_level_only() {
+    // DEV2's tag names no vendor: any vendor at level 2 is accepted (positional, as before).
+    let dev = Dev {
+        a: 7.into(),
+        on: 1,
+        extra: 9.into(),
+    };
+    let redhat = Vendor {
+        id: REDHAT,
+        protocol_minor: 0,
+    };
+    let header = Header::new(&[redhat, redhat], true).unwrap();
+    let mut buf = [0u8; 256];
+    let mut w = StreamWriter::new(&header, SliceSink::new(&mut buf)).unwrap();
+    w.section_raw(ID, &DEV2, dev.as_bytes()).unwrap();
 }

@@ -161,10 +161,12 @@ impl<'a, const D: usize, const K: usize> Capabilities<'a, D, K> {
     ///
     /// A vendor tag must name a level of this build's vendor chain (`1..=vendors.len()`), as
     /// when writing a stream ([`super::minor::section_minors`]): level 0 or a level above the
-    /// chain is [`AddError::VendorLevel`], and nothing is added.
+    /// chain is [`AddError::VendorLevel`], and nothing is added; so is a tag that names its
+    /// vendor ([`crate::Subsection::feature_of`]) when the chain has another vendor at its level
+    /// ([`crate::ErrorKind::VendorMismatch`]).
     pub fn add_vmsd(&mut self, vmsd: &'a Vmsd) -> core::result::Result<(), AddError> {
         let device = crate::machine::ctx(vmsd.name.as_bytes(), 0, 0);
-        super::minor::check_tags(vmsd, self.vendors.len())
+        super::minor::check_tags(vmsd, &self.vendors)
             .map_err(|e| AddError::VendorLevel(e.in_section(device)))?;
         // As many entries as the highest tagged level (levels in range: checked above).
         let mut max_minor: heapless::Vec<u16, MAX_LEVELS> = heapless::Vec::new();

@@ -12,7 +12,7 @@ use super::wire::{SectionHead, SubsectionFrame, emit_section};
 use super::{MAX_LEVELS, Minors};
 use crate::SectionId;
 use crate::error::{Error, ErrorKind};
-use crate::schema::{PlanRun, Subsection, Vmsd};
+use crate::schema::{PlanRun, Subsection, VendorId, Vmsd};
 use crate::sink::{CountingSink, Sink};
 use crate::wire::section::SectionKind;
 
@@ -20,29 +20,49 @@ fn is_needed(sub: &Subsection, state: &[u8]) -> bool {
     sub.needed.is_none_or(|needed| needed(state))
 }
 
-/// Checks that every vendor tag of `vmsd` names a level of a vendor chain of `levels` vendors:
-/// a tag of level 0 (upstream, which tags nothing) or above `levels` is
-/// [`ErrorKind::VendorLevel`] naming the subsection (the caller adds the section). Every tag
-/// counts, needed or not, so a table fits a chain or does not whatever the state.
-pub fn check_tags(vmsd: &Vmsd, levels: usize) -> crate::Result<()> {
-    minors(vmsd, None, levels)
+/// Checks that every vendor tag of `vmsd` fits the vendor chain `chain`: a tag of level 0
+/// (upstream, which tags nothing) or above `chain.len()` is [`ErrorKind::VendorLevel`], a tag
+/// that names its vendor when `chain` has another one at its level is
+/// [`ErrorKind::VendorMismatch`], each naming the subsection (the caller adds the section).
+/// Every tag counts, needed or not, so a table fits a chain or does not whatever the state.
+pub fn check_tags(vmsd: &Vmsd, chain: &[VendorId<'_>]) -> crate::Result<()> {
+    minors(vmsd, None, chain.len(), chain)
         .map(drop)
-        .map_err(|sub| vendor_level(sub, levels, 0, None))
+        .map_err(|sub| vendor_level(sub, chain.len(), chain, 0, None))
 }
 
-/// [`ErrorKind::VendorLevel`] for `sub`'s tag at `at`, in the section `id` when given (out of
-/// line, and one function for every caller: the writers' cold path).
+/// The error for `sub`'s tag that does not fit a chain of `levels` vendors, `chain` when known
+/// ([`ErrorKind::VendorMismatch`] when the tag's level is in it, else
+/// [`ErrorKind::VendorLevel`]), at `at`, in the section `id` when given (out of line, and one
+/// function for every caller: the writers' cold path).
 #[cold]
 #[inline(never)]
-fn vendor_level(sub: &Subsection, levels: usize, at: usize, id: Option<&SectionId<'_>>) -> Error {
-    let e = Error::new(
-        at,
-        ErrorKind::VendorLevel {
-            level: sub.vendor.map_or(0, |t| t.level),
+fn vendor_level(
+    sub: &Subsection,
+    levels: usize,
+    chain: &[VendorId<'_>],
+    at: usize,
+    id: Option<&SectionId<'_>>,
+) -> Error {
+    let level = sub.vendor.map_or(0, |t| t.level);
+    let in_chain = (level as usize)
+        .checked_sub(1)
+        .is_some_and(|i| i < chain.len());
+    let kind = match sub.vendor_id {
+        Some(tag) if in_chain => ErrorKind::VendorMismatch {
+            level,
+            tag,
+            at: chain
+                .iter()
+                .position(|v| *v == tag)
+                .map_or(0, |i| i.saturating_add(1).min(255) as u8),
+        },
+        _ => ErrorKind::VendorLevel {
+            level,
             levels: levels.min(255) as u8,
         },
-    )
-    .in_field(sub.vmsd.name);
+    };
+    let e = Error::new(at, kind).in_field(sub.vmsd.name);
     match id {
         Some(id) => e.in_section(crate::machine::ctx(id.idstr, id.instance_id, id.section_id)),
         None => e,
@@ -52,28 +72,35 @@ fn vendor_level(sub: &Subsection, levels: usize, at: usize, id: Option<&SectionI
 /// The minors of `vmsd`'s section for `state` in a stream of `levels` vendor levels, one per
 /// level `1..=levels` (no allocation), after [`check_tags`].
 pub fn section_minors(vmsd: &Vmsd, state: &[u8], levels: usize) -> crate::Result<Minors> {
-    let all =
-        minors(vmsd, Some(state), levels).map_err(|sub| vendor_level(sub, levels, 0, None))?;
+    let all = minors(vmsd, Some(state), levels, &[])
+        .map_err(|sub| vendor_level(sub, levels, &[], 0, None))?;
     Ok(Minors::from_slice(all.get(..levels).unwrap_or_default()).unwrap_or_default())
 }
 
 /// The minors of [`section_minors`] as a whole table (entries from `levels` on are 0; all 0
-/// without a state), or the first subsection whose tag is outside `1..=levels`.
+/// without a state), or the first subsection whose tag is outside `1..=levels` or names
+/// another vendor than `chain` has at its level (`chain`: the vendor ids, when known).
 fn minors<'v>(
     vmsd: &'v Vmsd,
     state: Option<&[u8]>,
     levels: usize,
+    chain: &[VendorId<'_>],
 ) -> Result<[u16; MAX_LEVELS], &'v Subsection> {
     let mut all = [0u16; MAX_LEVELS];
     for sub in vmsd.subsections {
         let Some(tag) = sub.vendor else { continue };
-        let Some(m) = (tag.level as usize)
+        let Some((i, m)) = (tag.level as usize)
             .checked_sub(1)
             .filter(|&i| i < levels)
-            .and_then(|i| all.get_mut(i))
+            .and_then(|i| Some((i, all.get_mut(i)?)))
         else {
             return Err(sub);
         };
+        if let (Some(v), Some(c)) = (sub.vendor_id, chain.get(i))
+            && v != *c
+        {
+            return Err(sub);
+        }
         if state.is_some_and(|s| is_needed(sub, s)) {
             *m = (*m).max(tag.minor);
         }
@@ -95,14 +122,14 @@ fn planned<'v, 's>(vmsd: &'v Vmsd, state: &'s [u8]) -> Option<(&'s [u8], &'v [Pl
 
 /// Writes a FULL v4 section record of `state` described by `vmsd`: fields (v3 encoding), one
 /// frame per needed top-level subsection (vendor-tagged ones with their tag and flags), minors
-/// computed by [`section_minors`] for a stream of `levels` vendor levels. Reached through
-/// [`StreamWriter::section`](super::StreamWriter::section), which takes `levels` and `crc` from
-/// the header it wrote.
+/// computed by [`section_minors`] for a stream whose header has the vendor chain `chain`, after
+/// [`check_tags`]. Reached through [`StreamWriter::section`](super::StreamWriter::section),
+/// which takes `chain` and `crc` from the header it wrote.
 pub(crate) fn write_section<S: Sink>(
     id: SectionId<'_>,
     vmsd: &Vmsd,
     state: &[u8],
-    levels: usize,
+    chain: &[VendorId<'_>],
     crc: bool,
     out: &mut S,
 ) -> Result<(), S::Error> {
@@ -119,8 +146,9 @@ pub(crate) fn write_section<S: Sink>(
         .into());
     }
     // Nothing is written yet: the error's offset is where the section would start.
-    let minors = minors(vmsd, Some(state), levels)
-        .map_err(|sub| vendor_level(sub, levels, out.position(), Some(&id)))?;
+    let levels = chain.len();
+    let minors = minors(vmsd, Some(state), levels, chain)
+        .map_err(|sub| vendor_level(sub, levels, chain, out.position(), Some(&id)))?;
     let fields_len = match planned(vmsd, state) {
         Some((bytes, _)) => bytes.len(),
         None => {
@@ -207,7 +235,7 @@ mod tests {
             idstr: b"dev",
             instance_id: 0,
         };
-        write_section(id, vmsd, state, 0, crc, &mut out).unwrap();
+        write_section(id, vmsd, state, &[], crc, &mut out).unwrap();
         let n = out.finish();
         buf[..n].to_vec()
     }
@@ -253,8 +281,8 @@ mod tests {
                 idstr: b"dev",
                 instance_id: 0,
             };
-            let a = write_section(id, &DEV, short, 0, true, &mut SliceSink::new(&mut x));
-            let b = write_section(id, &no_plan, short, 0, true, &mut SliceSink::new(&mut y));
+            let a = write_section(id, &DEV, short, &[], true, &mut SliceSink::new(&mut x));
+            let b = write_section(id, &no_plan, short, &[], true, &mut SliceSink::new(&mut y));
             assert_eq!(a, b);
             assert_eq!(x, y);
             // Refused, whether or not a subsection is needed, and nothing is written.

@@ -179,7 +179,7 @@ pub enum Error {
 /// const KVM: VendorTag = VendorTag { level: 1, minor: 1, must_understand: true };
 /// const DEV: Vmsd = Vmsd::new("dev", 1, 1, 2)
 ///     .fields(&[field!(Dev, a)])
-///     .subsections(&[Subsection::new(&TD, |s| s[1] != 0).vendor(KVM)]);
+///     .subsections(&[Subsection::new(&TD, |s| s[1] != 0).feature_of(VendorId::new("org.linux-kvm"), KVM)]);
 /// # impl State for Dev { const VMSD: &'static Vmsd = &DEV; }
 /// let kvm = Vendor { id: VendorId::new("org.linux-kvm"), protocol_minor: 0 };
 /// let mut buf = [0u8; 128];

@@ -2,14 +2,14 @@
 //! and the largest section record a description table can make.
 //!
 //! [`StreamWriter`] writes the header when it is made and keeps what every later record depends
-//! on: the number of vendor levels (how many minors a section carries, which tags are valid) and
+//! on: the vendor chain (how many minors a section carries, which tags are valid) and
 //! whether records carry a CRC-32C. It is the v4 counterpart of [`crate::writer::StreamWriter`]
 //! and works over any [`Sink`]: a caller slice, a counter, or an `embedded_io::Write` through
 //! [`IoSink`](crate::IoSink).
 
 use super::wire::{CrcSink, Header, SubsectionFrame, emit_frame};
 use super::{MAX_LEVELS, minor};
-use crate::schema::{Elem, Kind, Vmsd};
+use crate::schema::{Elem, Kind, VendorId, Vmsd};
 use crate::sink::{CountingSink, Sink};
 use crate::wire::{Command, Configuration, record};
 use crate::{SectionId, State};
@@ -39,15 +39,18 @@ use crate::{SectionId, State};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct StreamWriter<S> {
+pub struct StreamWriter<'a, S> {
     out: S,
-    levels: u8,
+    /// The header's vendor ids, level 1 first.
+    chain: heapless::Vec<VendorId<'a>, MAX_LEVELS>,
     crc: bool,
 }
 
-impl<S: Sink> StreamWriter<S> {
+impl<'a, S: Sink> StreamWriter<'a, S> {
     /// Writes `header` to `out` and returns a writer whose records follow it: as many minors
-    /// per section as the header has vendors, a CRC-32C when its flags say so.
+    /// per section as the header has vendors, a CRC-32C when its flags say so. The writer
+    /// keeps the header's vendor ids to check the tags of the tables it writes
+    /// ([`StreamWriter::section`]).
     ///
     /// ```
     /// use vmstate::v4::{StreamWriter, wire::{Header, Vendor}};
@@ -60,12 +63,13 @@ impl<S: Sink> StreamWriter<S> {
     /// assert_eq!(w.position(), header.buffer_len()); // the header is written
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(header: &Header<'_>, mut out: S) -> Result<Self, S::Error> {
+    pub fn new(header: &Header<'a>, mut out: S) -> Result<Self, S::Error> {
         header.emit(&mut out)?;
+        // `Header` holds at most MAX_LEVELS vendors: nothing is dropped.
+        let chain = header.vendors.iter().map(|v| v.id).collect();
         Ok(StreamWriter {
             out,
-            // `Header` holds at most MAX_LEVELS vendors.
-            levels: header.levels().min(MAX_LEVELS) as u8,
+            chain,
             crc: header.crc(),
         })
     }
@@ -80,7 +84,7 @@ impl<S: Sink> StreamWriter<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn levels(&self) -> usize {
-        self.levels as usize
+        self.chain.len()
     }
 
     /// Whether records carry a CRC-32C.
@@ -141,9 +145,13 @@ impl<S: Sink> StreamWriter<S> {
     /// subsection, the minors from its needed vendor subsections.
     ///
     /// A vendor tag of the table whose level is not in `1..=levels` (level 0, or a vendor the
-    /// header does not declare) is [`ErrorKind::VendorLevel`](crate::ErrorKind::VendorLevel)
-    /// naming the section, its instance and the subsection, whether or not the subsection is
-    /// needed; nothing is written then.
+    /// header does not declare) is [`ErrorKind::VendorLevel`](crate::ErrorKind::VendorLevel);
+    /// a tag that names its vendor ([`Subsection::feature_of`](crate::Subsection::feature_of))
+    /// while the
+    /// header has another vendor at its level is
+    /// [`ErrorKind::VendorMismatch`](crate::ErrorKind::VendorMismatch). Either names the
+    /// section, its instance and the subsection, whether or not the subsection is needed;
+    /// nothing is written then.
     ///
     /// ```
     /// # use vmstate::{State, Vmsd, field};
@@ -195,14 +203,7 @@ impl<S: Sink> StreamWriter<S> {
         vmsd: &Vmsd,
         state: &[u8],
     ) -> Result<(), S::Error> {
-        minor::write_section(
-            id,
-            vmsd,
-            state,
-            self.levels as usize,
-            self.crc,
-            &mut self.out,
-        )
+        minor::write_section(id, vmsd, state, &self.chain, self.crc, &mut self.out)
     }
 
     /// The configuration record (§2: the v3 record's bytes in a v4 frame).

@@ -68,9 +68,10 @@ const SUBSECTIONS: &[Subsection] = &[
     // it, `absent` resets the fields it would have set.
     Subsection::new(&TIMEOUT, pred!(Uart, |s| s.timeout.get() != u64::MAX))
         .absent(mutate!(Uart, |s| s.timeout = U64::new(u64::MAX)))
-        // v4: the timeout is a feature of the vendor at level 1 of the stream's vendor chain
-        // (`com.example`): a section carrying it has minor 1 at that level.
-        .vendor(VendorTag {
+        // v4: the timeout is a feature of `com.example` (COM_EXAMPLE, below), the vendor at
+        // level 1 of the stream's vendor chain: a section carrying it has minor 1 at that
+        // level, and a chain with another vendor there is refused, not credited with it.
+        .feature_of(COM_EXAMPLE, VendorTag {
             level: 1,
             minor: 1,
             must_understand: true,
