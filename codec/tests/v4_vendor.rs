@@ -286,13 +286,12 @@ fn migrate(
     wire: &mut Vec<u8>,
 ) -> Vec<String> {
     let vendors = src.vendors();
-    let levels = vendors.len();
     let mut report = Report::<8>::new();
     let rtc_req =
-        SectionRequirement::from_state(RTC_ID, src.rtc(), rtc.as_bytes(), levels).unwrap();
+        SectionRequirement::from_state(RTC_ID, src.rtc(), rtc.as_bytes(), &vendors).unwrap();
     check(&vendors, &rtc_req, dst, &mut report);
     let port_req =
-        SectionRequirement::from_state(PORT92_ID, &PORT92, PORT.as_bytes(), levels).unwrap();
+        SectionRequirement::from_state(PORT92_ID, &PORT92, PORT.as_bytes(), &vendors).unwrap();
     check(&vendors, &port_req, dst, &mut report);
     if !report.is_compatible() {
         return report.found.iter().map(|i| i.to_string()).collect();

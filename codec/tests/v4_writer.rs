@@ -3,6 +3,7 @@
 
 use vmstate::schema::Subsection;
 use vmstate::v4::StreamWriter;
+use vmstate::v4::caps::SectionRequirement;
 use vmstate::v4::wire::{Header, Record4, Records4, Vendor};
 use vmstate::{ErrorKind, IoSink, SectionId, SliceSink, State, VendorTag, Vmsd, field};
 use zerocopy::byteorder::big_endian::U32;
@@ -315,6 +316,28 @@ fn a_tag_that_names_its_vendor_is_checked_against_the_chain_not_only_its_level()
             panic!("{:?}", records[1].record)
         };
         assert_eq!(s.minors, [on as u16, 0]);
+        // A live state's requirement (what the migratability check compares): the same rule,
+        // so the reordered chain does not credit kvm's feature to com.redhat either.
+        let vmstate::v4::Error::Codec(e) =
+            SectionRequirement::from_state(ID, &DEV, dev.as_bytes(), &reordered).unwrap_err()
+        else {
+            panic!("not a codec error")
+        };
+        assert_eq!(
+            (e.kind, e.field),
+            (
+                ErrorKind::VendorMismatch {
+                    level: 1,
+                    tag: kvm.id,
+                    at: 2
+                },
+                Some("dev/extra")
+            )
+        );
+        assert!(e.section.unwrap().idstr.eq_bytes(b"dev"));
+        let need =
+            SectionRequirement::from_state(ID, &DEV, dev.as_bytes(), &[kvm, redhat]).unwrap();
+        assert_eq!(need.minors, [on as u16, 0]);
     }
     // The capabilities: the same rule, nothing added on refusal.
     let mut caps: vmstate::v4::caps::Capabilities<'_, 4, 4> =

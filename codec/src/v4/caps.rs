@@ -332,17 +332,31 @@ impl<'a> SectionRequirement<'a> {
         })
     }
 
-    /// From a live device: what encoding `state` with `vmsd` in a stream of `levels` vendor
-    /// levels would need (minors from the needed vendor subsections). Nothing is encoded.
+    /// From a live device: what encoding `state` with `vmsd` in a stream whose header has the
+    /// vendor chain `vendors` would need (minors from the needed vendor subsections). The
+    /// table's tags are checked against the chain first, as the writer checks them
+    /// ([`super::minor::check_tags`]): a tag whose level is outside the chain, or that names
+    /// another vendor than the chain has at its level, is an error naming the subsection, so a
+    /// feature is never credited to the wrong vendor. Nothing is encoded.
     pub fn from_state(
         id: SectionId<'a>,
         vmsd: &'a Vmsd,
         state: &[u8],
-        levels: usize,
+        vendors: &[Vendor<'_>],
     ) -> Result<Self> {
-        let minors = super::minor::section_minors(vmsd, state, levels).map_err(|e| {
+        let in_section = |e: crate::Error| {
             e.in_section(crate::machine::ctx(id.idstr, id.instance_id, id.section_id))
-        })?;
+        };
+        let chain: heapless::Vec<VendorId<'_>, MAX_LEVELS> =
+            vendors.iter().take(MAX_LEVELS).map(|v| v.id).collect();
+        if vendors.len() > MAX_LEVELS {
+            return Err(super::Error::TooManyLevels {
+                offset: 0,
+                found: u8::try_from(vendors.len()).unwrap_or(u8::MAX),
+            });
+        }
+        super::minor::check_tags(vmsd, &chain).map_err(in_section)?;
+        let minors = super::minor::section_minors(vmsd, state, chain.len()).map_err(in_section)?;
         let mut subsections = heapless::Vec::new();
         for sub in vmsd.subsections {
             if sub.needed.is_none_or(|needed| needed(state)) {

@@ -71,11 +71,14 @@ const SUBSECTIONS: &[Subsection] = &[
         // v4: the timeout is a feature of `com.example` (COM_EXAMPLE, below), the vendor at
         // level 1 of the stream's vendor chain: a section carrying it has minor 1 at that
         // level, and a chain with another vendor there is refused, not credited with it.
-        .feature_of(COM_EXAMPLE, VendorTag {
-            level: 1,
-            minor: 1,
-            must_understand: true,
-        }),
+        .feature_of(
+            COM_EXAMPLE,
+            VendorTag {
+                level: 1,
+                minor: 1,
+                must_understand: true,
+            },
+        ),
 ];
 
 /// The section's table: name, version 1 (oldest accepted 1), the fields in wire order.
@@ -214,7 +217,7 @@ pub fn migratable(
     uart: &Uart,
     dest: &Capabilities<'static, 1, 1>,
 ) -> vmstate::v4::Result<Report<'static, REPORT_LEN>> {
-    let req = SectionRequirement::from_state(ID, &UART, uart.as_bytes(), VENDORS.len())?;
+    let req = SectionRequirement::from_state(ID, &UART, uart.as_bytes(), &VENDORS)?;
     let mut report = Report::new();
     check(&VENDORS, &req, dest, &mut report);
     Ok(report)

@@ -926,7 +926,7 @@ pub fn v4_caps(data: &[u8]) {
             idstr: d.idstr.as_bytes(),
             instance_id: d.instance.unwrap_or(0),
         };
-        let req = SectionRequirement::from_state(id, d.vmsd, &state, 0)
+        let req = SectionRequirement::from_state(id, d.vmsd, &state, &[])
             .unwrap_or_else(|e| panic!("{}: requirement of the default state: {e}", d.name));
         let mut report: Report<'_, 4> = Report::new();
         check(&[], &req, &caps, &mut report);
