@@ -251,6 +251,14 @@ impl BodySplit for SpecSplit<'_> {
     fn vendor_tag(&self, head: &SectionHead<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
         self.0.vendor_tag(head, subsection)
     }
+
+    fn vendor_id(
+        &self,
+        head: &SectionHead<&[u8]>,
+        subsection: &[u8],
+    ) -> Option<vmstate::VendorId<'static>> {
+        self.0.vendor_id(head, subsection)
+    }
 }
 
 fn to_v4(v3: &[u8], like: &[u8]) -> Vec<u8> {

@@ -537,6 +537,30 @@ fn v3_from_a_vendor_build_upgrades_with_its_tables_to_the_direct_v4_bytes() {
             buf[..n] == v4_stream(Build::Rhel, &rtc)[..],
             "td={td} rh={rh}"
         );
+        // The same tables under a header with the chain reversed: each feature present names
+        // its vendor, which the reversed chain has at another level, so the conversion is
+        // refused instead of crediting it to the vendor at the tag's level.
+        let reversed: Vec<_> = vendors.iter().rev().copied().collect();
+        let opts = UpgradeOptions {
+            vendors: &reversed,
+            crc: true,
+        };
+        let split = VmsdSplit::new(&vmsds, &mut scratch);
+        let mut out = SliceSink::new(&mut buf);
+        let res = upgrade(&v3, split, &opts, &mut out);
+        if !td && !rh {
+            res.unwrap();
+            continue;
+        }
+        let Err(vmstate::v4::Error::Codec(e)) = res else {
+            panic!("td={td} rh={rh}: {res:?}")
+        };
+        let (level, tag, at) = if td { (1, KVM_ID, 2) } else { (2, RH_ID, 1) };
+        assert_eq!(
+            e.kind,
+            vmstate::ErrorKind::VendorMismatch { level, tag, at }
+        );
+        assert!(e.section.unwrap().idstr.eq_bytes(b"mc146818rtc"), "{e}");
     }
 }
 

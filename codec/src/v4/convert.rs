@@ -26,7 +26,7 @@ use super::wire::{
 use super::{Error, MAX_LEVELS, Refusal, Result};
 use crate::error::{ErrorKind, Name};
 use crate::machine::SectionHead as V3Head;
-use crate::schema::{MAX_SUBSECTIONS, VendorTag, Vmsd};
+use crate::schema::{MAX_SUBSECTIONS, VendorId, VendorTag, Vmsd};
 use crate::sink::Sink;
 use crate::stream::{Next, Options, Record, Records, SectionRecord, idstr_matches};
 use crate::wire::header::{VERSION_V3, header_bytes};
@@ -63,6 +63,15 @@ pub trait BodySplit {
     /// The vendor tag of a subsection of this section, if it is a vendor feature. The default
     /// knows none (an upstream QEMU stream has no vendor features).
     fn vendor_tag(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
+        let _ = (head, subsection);
+        None
+    }
+
+    /// The vendor a tagged subsection's tag names ([`crate::schema::Subsection::feature_of`]),
+    /// if the splitter knows it: the converter then refuses a header whose chain has another
+    /// vendor at the tag's level ([`ErrorKind::VendorMismatch`]) instead of crediting the
+    /// feature to that vendor. The default knows none (the tag is placed by its level only).
+    fn vendor_id(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorId<'static>> {
         let _ = (head, subsection);
         None
     }
@@ -150,6 +159,10 @@ impl BodySplit for VmsdSplit<'_> {
     fn vendor_tag(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorTag> {
         self.find(head.idstr)?.subsection(subsection)?.1.vendor
     }
+
+    fn vendor_id(&self, head: &V3Head<&[u8]>, subsection: &[u8]) -> Option<VendorId<'static>> {
+        self.find(head.idstr)?.subsection(subsection)?.1.vendor_id
+    }
 }
 
 /// Options for [`upgrade`].
@@ -213,7 +226,11 @@ where
                 };
                 let rec = len.and_then(|len| walk.commit(&head, len));
                 if let Record::Section(s) = rec.map_err(Error::from)?.record {
-                    upgrade_section(&s, ends, |name| split.vendor_tag(&head, name), &header, out)?;
+                    let tag = |name: &[u8]| {
+                        let t = split.vendor_tag(&head, name)?;
+                        Some((t, split.vendor_id(&head, name)))
+                    };
+                    upgrade_section(&s, ends, tag, &header, out)?;
                 }
                 continue;
             }
@@ -235,11 +252,12 @@ where
 }
 
 /// Writes the v3 section `s` as a v4 section record: opaque unless FULL, else its fields and
-/// one frame per top-level subsection at `ends` (the splitter's answer), tagged by `tag`.
+/// one frame per top-level subsection at `ends` (the splitter's answer), tagged by `tag` (with
+/// the vendor the tag names, when known: checked against the header's chain).
 fn upgrade_section<S: Sink<Error = crate::Error>>(
     s: &SectionRecord<'_>,
     ends: Option<&[usize]>,
-    tag: impl Fn(&[u8]) -> Option<VendorTag>,
+    tag: impl Fn(&[u8]) -> Option<(VendorTag, Option<VendorId<'static>>)>,
     header: &Header<'_>,
     out: &mut S,
 ) -> Result<()> {
@@ -262,7 +280,11 @@ fn upgrade_section<S: Sink<Error = crate::Error>>(
     // The frames' lengths are bounded by the body's: the sums cannot overflow.
     let mut frames_len = 0usize;
     for sub in subs.iter_mut().flatten() {
-        sub.tag = tag(sub.name);
+        let tagged = tag(sub.name);
+        sub.tag = tagged.map(|(t, _)| t);
+        if let Some((t, Some(id))) = tagged {
+            vendor_at(header, t.level, id, s)?;
+        }
         if let Some(t) = sub.tag {
             let minor = usize::from(t.level)
                 .checked_sub(1)
@@ -298,6 +320,29 @@ fn upgrade_section<S: Sink<Error = crate::Error>>(
             Ok(())
         },
     )?)
+}
+
+/// Checks that `header`'s chain has `id` at `level` (a tag naming its vendor), else the
+/// [`ErrorKind::VendorMismatch`] that says where the chain has it, at the section's body.
+fn vendor_at(
+    header: &Header<'_>,
+    level: u8,
+    id: VendorId<'static>,
+    s: &SectionRecord<'_>,
+) -> Result<()> {
+    if header.vendor(level).is_none_or(|v| v == id) {
+        // No vendor at that level: the level check that follows reports it.
+        return Ok(());
+    }
+    let at = (1..=MAX_LEVELS as u8)
+        .find(|&l| header.vendor(l) == Some(id))
+        .unwrap_or(0);
+    Err(crate::Error::new(
+        s.body_offset,
+        ErrorKind::VendorMismatch { level, tag: id, at },
+    )
+    .in_section(s.context())
+    .into())
 }
 
 /// The v4 head of the v3 section `s`, with the first `levels` of `minors`.
