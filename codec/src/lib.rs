@@ -9,6 +9,8 @@
 //! * [`machine`]: the sans-IO stream machine every reader is built on; [`stream`]: a record
 //!   iterator over it that walks a whole stream, yielding borrowed slices.
 //! * [`ram`]: the `ram` section's records (block list, ZERO/PAGE/XBZRLE, EOS).
+//! * [`memory`]: guest RAM out of a stream: a page index (8 bytes per page, the caller's) built
+//!   in one pass, reads of any guest range, and the PC machines' guest-physical layout.
 //! * [`vmdesc`]: the VMDESCRIPTION JSON writer; [`writer`]: a whole-stream writer.
 //! * [`io`]: streaming encode/decode over `embedded_io` with a fixed working buffer;
 //!   [`dirty`]: the lock-free dirty-page log; [`snapshot`]: a seqlock cell for device state.
@@ -50,7 +52,7 @@
 //! range is a compile error); test modules, where a panic is a failed test.
 //!
 //! Every module is under them: [`body`], [`schema`], [`machine`], [`stream`], [`io`],
-//! [`wire`], [`sink`], [`writer`], [`ram`], [`vmdesc`] and all of [`v4`]; the exceptions are
+//! [`wire`], [`sink`], [`writer`], [`ram`], [`memory`], [`vmdesc`] and all of [`v4`]; the exceptions are
 //! the item-level `#[allow]`s named above.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -69,6 +71,7 @@ pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod machine;
+pub mod memory;
 pub mod ram;
 pub mod schema;
 pub mod sink;
@@ -732,6 +735,10 @@ sizes! {
         "room for the 32 top-level subsections one section may carry";
     "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
         "eight incompatibilities";
+    "[`memory::PageIndex`]`<SliceLinks>`"
+        memory::PageIndex<'static, 'static, memory::SliceLinks<'static>> = 1152, 1096,
+        "each block's first slot for up to [`memory::MAX_BLOCKS`] blocks (the page slots \
+         themselves are the caller's: [`memory::SLOT_BYTES`] per page)";
 }
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
