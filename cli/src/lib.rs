@@ -34,6 +34,7 @@ pub mod inspect;
 pub mod model;
 pub mod output;
 pub mod proxy;
+pub mod ram;
 pub mod static_check;
 pub mod v4tools;
 pub mod verify;

@@ -112,6 +112,49 @@ enum Command {
         /// Output directory (created if needed).
         dir: PathBuf,
     },
+    /// Read guest RAM out of a stream: bytes at a guest-physical address (or of one RAM
+    /// block), or a flat guest-physical memory image.
+    ///
+    /// The stream is indexed in one pass (8 bytes per page of guest RAM). Addresses are those
+    /// of the machine's main RAM block laid out by the PC machine rules (RAM below 4 GiB, the
+    /// PCI hole, the rest from 4 GiB); an address that is not RAM is an error naming the range.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["addr", "block", "image"])))]
+    Ram {
+        /// The stream.
+        file: PathBuf,
+        /// Guest-physical address to read from (decimal or 0x-hex).
+        #[arg(long, value_parser = parse_number, requires = "len")]
+        addr: Option<u64>,
+        /// Read from this RAM block instead (with --offset), e.g. pc.bios or vga.vram.
+        #[arg(long, requires = "len", conflicts_with = "addr")]
+        block: Option<String>,
+        /// Offset in --block.
+        #[arg(long, value_parser = parse_number, default_value = "0", requires = "block")]
+        offset: u64,
+        /// Bytes to read.
+        #[arg(long, value_parser = parse_number)]
+        len: Option<u64>,
+        /// Print a hexdump instead of the raw bytes.
+        #[arg(long)]
+        hex: bool,
+        /// Write a flat guest-physical image of the main RAM to FILE (sparse: zero pages and
+        /// the PCI hole are holes).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["addr", "block", "hex"])]
+        image: Option<PathBuf>,
+        /// The machine's main RAM block (default pc.ram; a `-machine memory-backend`'s id).
+        #[arg(long, value_name = "NAME")]
+        ram_block: Option<String>,
+        /// The machine type, for a stream without a CONFIGURATION record (or to override it).
+        #[arg(long, value_name = "TYPE")]
+        machine: Option<String>,
+        /// The guest's `max-ram-below-4g` machine property, if it was set.
+        #[arg(long, value_name = "BYTES", value_parser = parse_number)]
+        max_ram_below_4g: Option<u64>,
+        /// The most memory the page index may take (8 bytes per page of the block list).
+        #[arg(long, value_name = "BYTES", value_parser = parse_number,
+              default_value_t = vmstate_cli::ram::DEFAULT_INDEX_LIMIT)]
+        index_limit: u64,
+    },
     /// List field-level differences between two streams (exit 1 if they differ).
     Diff {
         /// First stream.
@@ -202,6 +245,14 @@ struct Dest {
     /// stream carries; with N, a port past the N-th is reported.
     #[arg(long, value_name = "N")]
     serial_ports: Option<u8>,
+}
+
+fn parse_number(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    parsed.map_err(|e| format!("'{s}': not a number (decimal or 0x-hex): {e}"))
 }
 
 fn parse_qemu(s: &str) -> Result<QemuBuild, String> {
@@ -539,6 +590,90 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let files = checked(&input, &file, files)?;
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
+            Ok(0)
+        }
+        Command::Ram {
+            file,
+            addr,
+            block,
+            offset,
+            len,
+            hex,
+            image,
+            ram_block,
+            machine,
+            max_ram_below_4g,
+            index_limit,
+        } => {
+            use vmstate_cli::ram::{LayoutOptions, Place, RamError};
+            let out_path = image.clone();
+            let out = match &out_path {
+                Some(path) => Some(create_output(path, &[&file])?),
+                None => None,
+            };
+            if image.is_none() && !hex && std::io::stdout().is_terminal() {
+                return Err(Failure::Usage(
+                    "stdout is a terminal: redirect the raw bytes, or give --hex".into(),
+                ));
+            }
+            let input = open(&file)?;
+            let label = file.display().to_string();
+            let ram = vmstate_cli::ram::index(&input, &label, index_limit);
+            let ram = checked(&file, &input, ram.map_err(Failure::Invalid))?;
+            if let Some(why) = &ram.stopped {
+                eprintln!("vmstate ram: {label}: {why}; the RAM before it is complete");
+            }
+            let opts = LayoutOptions {
+                ram_block,
+                machine,
+                max_below_4g: max_ram_below_4g,
+            };
+            let physical = match block {
+                Some(_) => None,
+                None => Some(
+                    ram.physical(&opts)
+                        .map_err(|e| Failure::Invalid(format!("{label}: {e}")))?,
+                ),
+            };
+            let failed = |e: RamError, output: &str| match e {
+                RamError::Range(e) => Failure::Usage(format!("{label}: {e}")),
+                RamError::Read(e) => Failure::Invalid(format!("{label}: {e}")),
+                RamError::Output(e) => Failure::Output(format!("{output}: {e}")),
+            };
+            if let (Some(mut out), Some(path), Some(p)) = (out, out_path, physical.as_ref()) {
+                let written = ram.write_image(p, out.file());
+                let written = written.map_err(|e| failed(e, &path.display().to_string()))?;
+                unchanged(&file, &input)?;
+                out.commit()?;
+                eprintln!(
+                    "vmstate ram: {}: {:#x} bytes of guest-physical memory, {} of them from \
+                     non-zero pages, the rest holes",
+                    path.display(),
+                    p.layout.end(),
+                    written
+                );
+                return Ok(0);
+            }
+            let len = len.unwrap_or(0);
+            let place = match block {
+                Some(name) => Place::Block { name, offset, len },
+                None => Place::Physical {
+                    addr: addr.unwrap_or(0),
+                    len,
+                },
+            };
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let copied = ram.copy(&place, physical.as_ref(), &mut |at, bytes| {
+                if hex {
+                    vmstate_cli::ram::hexdump(at, bytes, &mut stdout)
+                } else {
+                    stdout.write_all(bytes)
+                }
+            });
+            copied
+                .and_then(|()| stdout.flush().map_err(RamError::Output))
+                .map_err(|e| failed(e, "stdout"))?;
+            unchanged(&file, &input)?;
             Ok(0)
         }
         Command::Diff { a, b } => {

@@ -736,7 +736,7 @@ sizes! {
     "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
         "eight incompatibilities";
     "[`memory::PageIndex`]`<SliceLinks>`"
-        memory::PageIndex<'static, 'static, memory::SliceLinks<'static>> = 1152, 1096,
+        memory::PageIndex<'static, &'static mut [u64], memory::SliceLinks<'static>> = 1152, 1096,
         "each block's first slot for up to [`memory::MAX_BLOCKS`] blocks (the page slots \
          themselves are the caller's: [`memory::SLOT_BYTES`] per page)";
 }

@@ -210,12 +210,13 @@ impl fmt::Display for MemoryError {
 /// A page index over one stream (see the module docs): built by [`PageIndex::add`] from the
 /// stream's RAM records in order, read by [`PageIndex::read`].
 #[derive(Debug)]
-pub struct PageIndex<'a, 's, L> {
+pub struct PageIndex<'a, S, L> {
     stream: &'a [u8],
     blocks: BlockList<'a>,
     /// Each block's first slot, then the total (`count + 1` entries used).
     starts: [u64; MAX_BLOCKS + 1],
-    slots: &'s mut [u64],
+    /// The slots: `&mut [u64]` or any storage of them (a `Vec<u64>` in a host program).
+    slots: S,
     links: L,
     /// The block of the last record and its name, for the records that follow it (CONTINUE
     /// records repeat it), so a run of one block's pages looks its block up once.
@@ -223,13 +224,14 @@ pub struct PageIndex<'a, 's, L> {
     last_name: &'a [u8],
 }
 
-impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
+impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
     /// An index of `stream`'s pages for the blocks of `blocks` (its START record's list), every
-    /// slot "not sent". `slots` needs [`slots_needed`] entries.
+    /// slot "not sent". `slots` needs [`slots_needed`] entries (a `&mut [u64]`, or storage that
+    /// lends one).
     pub fn new(
         stream: &'a [u8],
         blocks: BlockList<'a>,
-        slots: &'s mut [u64],
+        mut slots: S,
         links: L,
     ) -> Result<Self, MemoryError> {
         if blocks.count > MAX_BLOCKS {
@@ -247,15 +249,15 @@ impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
                 *s = total;
             }
         }
-        let have = slots.len();
-        let slots = usize::try_from(total)
+        let have = slots.as_ref().len();
+        usize::try_from(total)
             .ok()
-            .and_then(|n| slots.get_mut(..n))
+            .and_then(|n| slots.as_mut().get_mut(..n))
             .ok_or(MemoryError::SlotsTooFew {
                 needed: total,
                 have,
-            })?;
-        slots.fill(0);
+            })?
+            .fill(0);
         Ok(PageIndex {
             stream,
             blocks,
@@ -265,6 +267,11 @@ impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
             last: 0,
             last_name: blocks.iter().next().map_or(&[], |b| b.name),
         })
+    }
+
+    /// The stream the index is over (page offsets are into it).
+    pub fn stream(&self) -> &'a [u8] {
+        self.stream
     }
 
     /// The block list the index covers.
@@ -440,7 +447,7 @@ impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
         while let PageSource::Xbzrle(link) = self.decode(base)? {
             base = link.previous;
             depth = depth.checked_add(1).ok_or(MemoryError::BadLink)?;
-            if depth > self.slots.len().saturating_add(self.stream.len()) {
+            if depth > self.slots.as_ref().len().saturating_add(self.stream.len()) {
                 return Err(MemoryError::BadLink);
             }
         }
@@ -481,7 +488,7 @@ impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
 
     fn slot(&self, block: usize, page: u64) -> Result<&u64, MemoryError> {
         let i = self.slot_number(block, page)?;
-        self.slots.get(i).ok_or(MemoryError::UnknownBlock)
+        self.slots.as_ref().get(i).ok_or(MemoryError::UnknownBlock)
     }
 
     fn slot_number(&self, block: usize, page: u64) -> Result<usize, MemoryError> {
@@ -509,7 +516,10 @@ impl<'a, 's, L: Links> PageIndex<'a, 's, L> {
             self.last_name = name;
         }
         let i = self.slot_number(self.last, offset / PAGE)?;
-        self.slots.get_mut(i).ok_or(MemoryError::UnknownBlock)
+        self.slots
+            .as_mut()
+            .get_mut(i)
+            .ok_or(MemoryError::UnknownBlock)
     }
 
     /// Where `part` (a slice of the stream) starts in the stream.
@@ -634,7 +644,8 @@ fn split_version(v: &[u8]) -> Option<(u32, u32)> {
             return None;
         }
         p.iter().try_fold(0u32, |n, &d| {
-            n.checked_mul(10)?.checked_add(u32::from(d.wrapping_sub(b'0')))
+            n.checked_mul(10)?
+                .checked_add(u32::from(d.wrapping_sub(b'0')))
         })
     };
     Some((num(parts.next())?, num(parts.next())?))
@@ -791,7 +802,7 @@ mod tests {
         s: &'a [u8],
         slots: &'s mut [u64],
         links: &'s mut [Link],
-    ) -> Result<PageIndex<'a, 's, SliceLinks<'s>>, MemoryError> {
+    ) -> Result<PageIndex<'a, &'s mut [u64], SliceLinks<'s>>, MemoryError> {
         let mut ctx = RamContext::new(RamOptions {
             allow_nonzero_fill: true,
             ..RamOptions::default()
@@ -814,7 +825,7 @@ mod tests {
         let n = stream(&mut buf);
         let s = &buf[..n];
         let (mut slots, mut links) = ([7u64; 6], [Link::default(); 2]);
-        let ix = index(s, &mut slots, &mut links).unwrap();
+        let ix = index(s, &mut slots[..], &mut links).unwrap();
         assert_eq!(slots_needed(&ix.blocks()), Some(6));
         let mut page = [0u8; PAGE_SIZE];
         let expect = |fill: u8| [fill; PAGE_SIZE];
