@@ -601,6 +601,10 @@ fn encode_and_decode_make_no_heap_allocation() {
     let mut buf = [0u8; 512];
     let mut json = [0u8; 4096];
     let mut sections = 0usize;
+    // The page index's slots and links are the caller's (allocated before counting).
+    let mut slots = vec![0u64; 1 << 14];
+    let mut links = [vmstate::memory::Link::default(); 4];
+    let mut pages_read = 0usize;
     // Sanity: the counter does count.
     assert!(counting::allocations(|| drop(std::hint::black_box(vec![1u8; 8]))) > 0);
     let n = counting::allocations(|| {
@@ -624,14 +628,48 @@ fn encode_and_decode_make_no_heap_allocation() {
         assert!(vmstate::load(&mut live, 2, &golden[..40], 0).is_err());
         let mut sink = vmstate::SliceSink::new(&mut json);
         vmstate::vmdesc::device(&mut sink, b"kinds", 0, &KINDS, state.as_bytes()).unwrap();
-        // Walk a whole real stream, RAM records included.
+        // Walk a whole real stream, RAM records included, indexing its pages and reading
+        // one back (vmstate::memory).
+        use vmstate::memory::{PageIndex, SliceLinks};
+        use vmstate::ram::{RamContext, RamOptions, RamRecord};
+        let mut ram = RamContext::new(RamOptions::default());
+        let mut index = None;
         for rec in Records::new(STREAM, FooterScan) {
-            rec.unwrap();
+            let rec = rec.unwrap();
             sections += 1;
+            let vmstate::stream::Record::Section(s) = rec.record else {
+                continue;
+            };
+            if s.idstr != b"ram" {
+                continue;
+            }
+            let mut r = vmstate::wire::Reader::new(s.body, s.body_offset);
+            while r.remaining() > 0 {
+                match ram.read_record(&mut r).unwrap() {
+                    RamRecord::MemSize(list) => {
+                        let ix = PageIndex::new(
+                            STREAM,
+                            list,
+                            &mut slots[..],
+                            SliceLinks::new(&mut links),
+                        );
+                        index = Some(ix.unwrap());
+                    }
+                    RamRecord::Eos => break,
+                    rec => index.as_mut().unwrap().add(&rec).unwrap(),
+                }
+            }
         }
+        let index = index.unwrap();
+        let bios = index.block(b"pc.bios").unwrap();
+        let mut vector = [0u8; 16];
+        index.read(bios, 0x3fff0, &mut vector).unwrap();
+        pages_read += 1;
+        assert_eq!(vector[0], 0xea, "the BIOS's reset vector: a far jump");
     });
     assert_eq!(n, 0, "the codec allocated {n} times");
     assert!(sections > 30);
+    assert_eq!(pages_read, 1);
 }
 
 #[test]
