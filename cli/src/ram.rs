@@ -275,7 +275,8 @@ impl GuestRam<'_> {
         out: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
     ) -> Result<(), RamError> {
         let pieces = self.pieces(place, physical)?;
-        let mut buf = vec![0u8; 1 << 20];
+        let total: u64 = pieces.iter().map(|p| p.3).sum();
+        let mut buf = vec![0u8; total.min(1 << 20) as usize];
         for (start, block, offset, len) in pieces {
             let mut done = 0u64;
             while done < len {
