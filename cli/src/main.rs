@@ -30,6 +30,11 @@ use vmstate_devices::machine::QemuBuild;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The file offset of the QEMU stream in each input file, when the file neither starts
+    /// with it nor is a libvirt save image and the stream is not at a 4 KiB-aligned offset
+    /// (those are found without it).
+    #[arg(long, global = true, value_name = "N")]
+    offset: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -232,13 +237,28 @@ fn finish_output(mut out: OutputFile, output: &Path, bytes: &[u8]) -> Result<(),
     Ok(out.commit()?)
 }
 
-/// Opens a stream; what cannot be one (a pipe that does not start with the magic) is invalid
-/// input, anything else that fails is an I/O error.
-fn open(path: &Path) -> Result<Input, Failure> {
-    Input::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
-        _ => Failure::io(path, e),
-    })
+/// Opens a stream (in its container, the stream at `offset` when given); what cannot be one
+/// (a pipe that does not start with the magic, a refused libvirt header) is invalid input,
+/// anything else that fails is an I/O error.
+fn open(path: &Path, offset: Option<u64>) -> Result<Input, Failure> {
+    let input = Input::open_at(path, vmstate_cli::input::Expect::Stream, offset).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::Unsupported => {
+                Failure::Invalid(format!("{}: {e}", path.display()))
+            }
+            std::io::ErrorKind::InvalidInput => Failure::Usage(format!("{}: {e}", path.display())),
+            _ => Failure::io(path, e),
+        }
+    })?;
+    Ok(input)
+}
+
+/// Names the container of `input` and where its stream starts on stderr (for the commands
+/// whose stdout does not show it).
+fn note(path: &Path, input: &Input) {
+    if let Some(c) = input.container() {
+        eprintln!("vmstate: {}: {}", path.display(), c.note());
+    }
 }
 
 /// An I/O error when `input` changed while it was read (see [`Input::unchanged`]); called
@@ -315,9 +335,14 @@ fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
+    let offset = cli.offset;
+    let open = |path: &Path| open(path, offset);
     match cli.command {
         Command::Inspect { json, desc, file } => {
             let input = open(&file)?;
+            if json || desc {
+                note(&file, &input);
+            }
             if desc {
                 // The whole stream is walked, so `--desc` refuses whatever the other commands
                 // refuse (one verdict), e.g. a trailer the walk does not end with.
@@ -353,6 +378,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let stream = parse_visit(&file, &input, "inspect", options, &mut map)?;
                 let name = file.display().to_string();
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                if let Some(c) = input.container() {
+                    out.write_all(c.describe().as_bytes())
+                        .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
+                }
                 map.finish(&stream, &name, &mut out)?;
                 unchanged(&file, &input)?;
                 return Ok(0);
@@ -390,6 +419,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let report = checked(&file, &input, report)?;
             let name = file.display();
             let mut out = String::new();
+            if let Some(c) = input.container() {
+                out.push_str(&format!("{name}: {}\n", c.summary()));
+            }
             if !report.unchecked.is_empty() {
                 out.push_str(&format!(
                     "{name}: not checked ({}): {}\n",
@@ -429,7 +461,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             dest.spec().explicit().map_err(Failure::Usage)?;
             let file = open(&input)?;
-            let out = create_output(&output, &[&input])?;
+            note(&input, &file);
+            vmstate_cli::container::rewritable(file.container(), format.is_some())
+                .map_err(|m| Failure::Usage(format!("{}: {m}", input.display())))?;
+            let mut out = create_output(&output, &[&input])?;
+            // The container (libvirt header, XML, cookie and padding, or what is before the
+            // offset) is written as it is, the stream after it.
+            out.file()
+                .write_all(file.prefix())
+                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
             if set.is_empty() && format.is_some() {
                 let converted = convert(file.bytes(), &file, out, &output, format, no_crc);
                 return checked(&input, &file, converted);
@@ -525,6 +565,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;
+            note(&input, &file);
             // Pages go into the images as the walk reads them.
             let mut extract = vmstate_cli::extract::Extract::new(&dir, &input);
             let options = ParseOptions::default();
@@ -536,13 +577,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             };
             let files = extract.finish(&stream).map_err(Failure::from);
-            let files = checked(&input, &file, files)?;
+            let mut files = checked(&input, &file, files)?;
+            if let Some(c) = file.container() {
+                files.extend(c.extract(&dir, &input)?);
+            }
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)
         }
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
+            note(&a, &fa);
+            note(&b, &fb);
             let da = description(&a, &fa)?;
             let db = match description(&b, &fb) {
                 Ok(db) => db,
