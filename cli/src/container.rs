@@ -485,12 +485,15 @@ pub fn find_stream(file: &[u8]) -> Option<usize> {
 
 /// Copies the `format`-compressed `data` decompressed into `out`; the decompressed bytes must
 /// start with the stream magic (checked before more is written, so a wrong image is not
-/// decompressed whole). `lzop` has no decoder here and is refused.
+/// decompressed whole). `lzop` has no decoder here and is refused. An error of the compressed
+/// data (cut short, corrupt) is [`io::ErrorKind::InvalidData`]; an error writing `out` keeps
+/// its kind.
 pub fn decompress(format: SaveFormat, data: &[u8], out: &mut dyn Write) -> io::Result<u64> {
     let mut out = MagicFirst {
         out,
         head: Vec::new(),
         format,
+        write_failed: false,
     };
     let copied = match format {
         SaveFormat::Gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(data), &mut out),
@@ -524,8 +527,13 @@ pub fn decompress(format: SaveFormat, data: &[u8], out: &mut dyn Write) -> io::R
         }
     }
     .map_err(|e| {
+        let kind = if out.write_failed {
+            e.kind()
+        } else {
+            io::ErrorKind::InvalidData
+        };
         io::Error::new(
-            e.kind(),
+            kind,
             format!("{} decompression of the stream: {e}", format.name()),
         )
     })?;
@@ -548,6 +556,8 @@ struct MagicFirst<'w> {
     out: &'w mut dyn Write,
     head: Vec<u8>,
     format: SaveFormat,
+    /// Whether writing to `out` failed (not the data).
+    write_failed: bool,
 }
 
 impl Write for MagicFirst<'_> {
@@ -566,7 +576,9 @@ impl Write for MagicFirst<'_> {
                 ));
             }
         }
-        self.out.write(buf)
+        let r = self.out.write(buf);
+        self.write_failed |= r.is_err();
+        r
     }
 
     fn flush(&mut self) -> io::Result<()> {
