@@ -14,7 +14,7 @@ use vmstate_cli::input::Input;
 
 const Q10: &str = "lv11-q10-pc-i440fx-10.0";
 const Q72: &str = "lv11-q72-pc-i440fx-7.2.save";
-const OFFSET: &str = "q10-pc-i440fx-10.0-offset4096.vmstate";
+const OFFSET: &str = "q10-pc-i440fx-10.0-offset4096.file";
 const COMPRESSED: [&str; 4] = ["gzip", "bzip2", "xz", "zstd"];
 
 fn fixture(name: &str) -> PathBuf {
@@ -169,6 +169,9 @@ fn verify_passes_on_each_container_fixture() {
     }
 }
 
+/// A change to a file's bytes.
+type Edit = Box<dyn FnOnce(&mut Vec<u8>)>;
+
 /// A copy of `src` changed by `edit`, verified: the exit status and what it printed.
 fn verify_edited(dir: &Path, src: &Path, edit: impl FnOnce(&mut Vec<u8>)) -> (i32, String) {
     let mut b = fs::read(src).unwrap();
@@ -187,7 +190,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
     let start = stream_start(&bytes);
     let data_len = le32(&bytes, 20);
     let put = |b: &mut Vec<u8>, at: usize, w: u32| b[at..at + 4].copy_from_slice(&w.to_le_bytes());
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<u8>)>, String)> = vec![
+    let cases: Vec<(&str, Edit, String)> = vec![
         (
             "partial magic",
             Box::new(|b| b[12..16].copy_from_slice(b"Part")),
@@ -229,7 +232,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
         ),
     ];
     for (what, edit, want) in cases {
-        let (code, text) = verify_edited(&*dir, &raw, edit);
+        let (code, text) = verify_edited(&dir, &raw, edit);
         assert_eq!(code, 101, "{what}: {text}");
         assert!(text.contains(&want), "{what}: no {want:?} in {text}");
         assert!(text.contains("libvirt save image: "), "{what}: {text}");
@@ -239,7 +242,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
     // plus the stream's file offset named once, is the byte changed.
     let at = 0x1b;
     assert_eq!(bytes[start + at], 0x01, "a SECTION_START record");
-    let (code, text) = verify_edited(&*dir, &raw, |b| b[start + at] = 0x7e);
+    let (code, text) = verify_edited(&dir, &raw, |b| b[start + at] = 0x7e);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains(&format!("at byte {at} (0x{at:x})")), "{text}");
     assert!(
@@ -253,7 +256,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
     // file offset.
     let gz = image("gzip");
     let gz_start = stream_start(&fs::read(&gz).unwrap());
-    let (code, text) = verify_edited(&*dir, &gz, |b| b.truncate(b.len() / 2));
+    let (code, text) = verify_edited(&dir, &gz, |b| b.truncate(b.len() / 2));
     assert_eq!(code, 101, "{text}");
     assert!(
         text.contains(&format!("gzip data at file offset {gz_start}")),
@@ -261,7 +264,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
     );
     assert!(text.contains("gzip decompression of the stream"), "{text}");
     // lzop: no decoder, refused by name.
-    let (code, text) = verify_edited(&*dir, &raw, |b| {
+    let (code, text) = verify_edited(&dir, &raw, |b| {
         put(b, 28, 4);
         b.splice(start..start, *b"\x89LZO\0\r\n\x1a\n");
     });
@@ -277,9 +280,9 @@ fn rewrite_keeps_the_container_byte_for_byte() {
     let dir = support::scratch("containers-rewrite");
     for path in [image("raw"), fixture(Q72), fixture(OFFSET)] {
         let o = &*dir.join("out");
-        let r = vmstate(&["rewrite", s(&path), s(&o)]);
+        let r = vmstate(&["rewrite", s(&path), s(o)]);
         assert!(r.status.success(), "{}: {}", path.display(), err(&r));
-        assert!(support::same_contents(&path, &o), "{}", path.display());
+        assert!(support::same_contents(&path, o), "{}", path.display());
     }
     // An edit changes the stream only: the container is the same, and the stream is what
     // rewriting the bare stream with the same edit writes.
@@ -287,28 +290,28 @@ fn rewrite_keeps_the_container_byte_for_byte() {
     let bytes = fs::read(&raw).unwrap();
     let start = stream_start(&bytes);
     let bare = &*dir.join("bare.vmstate");
-    fs::write(&bare, &bytes[start..]).unwrap();
+    fs::write(bare, &bytes[start..]).unwrap();
     let (edited, edited_bare) = (&*dir.join("edited"), &*dir.join("edited-bare"));
     let set = "i8259[0].imr=0x5a";
     assert!(
-        vmstate(&["rewrite", s(&raw), s(&edited), "--set", set])
+        vmstate(&["rewrite", s(&raw), s(edited), "--set", set])
             .status
             .success()
     );
     assert!(
-        vmstate(&["rewrite", s(&bare), s(&edited_bare), "--set", set])
+        vmstate(&["rewrite", s(bare), s(edited_bare), "--set", set])
             .status
             .success()
     );
-    let (e, eb) = (fs::read(&edited).unwrap(), fs::read(&edited_bare).unwrap());
+    let (e, eb) = (fs::read(edited).unwrap(), fs::read(edited_bare).unwrap());
     assert_eq!(&e[..start], &bytes[..start]);
     assert_eq!(&e[start..], &eb[..]);
     assert_ne!(e, bytes);
     // A compressed image is refused by name; so is a format change.
-    let r = vmstate(&["rewrite", s(&image("zstd")), s(&&*dir.join("z"))]);
+    let r = vmstate(&["rewrite", s(&image("zstd")), s(&dir.join("z"))]);
     assert_eq!(r.status.code(), Some(102));
     assert!(err(&r).contains("rewrite of a zstd-compressed libvirt save image is not supported"));
-    let r = vmstate(&["rewrite", s(&raw), s(&&*dir.join("v4")), "--format", "v4"]);
+    let r = vmstate(&["rewrite", s(&raw), s(&dir.join("v4")), "--format", "v4"]);
     assert_eq!(r.status.code(), Some(102));
     assert!(err(&r).contains("--format with a stream inside a container"));
 }
@@ -320,11 +323,11 @@ fn extract_writes_the_container_and_the_same_stream_parts() {
     let bytes = fs::read(&raw).unwrap();
     let start = stream_start(&bytes);
     let bare = &*dir.join("bare.vmstate");
-    fs::write(&bare, &bytes[start..]).unwrap();
+    fs::write(bare, &bytes[start..]).unwrap();
     let (a, b) = (&*dir.join("a"), &*dir.join("b"));
-    let o = vmstate(&["extract", s(&raw), s(&a)]);
+    let o = vmstate(&["extract", s(&raw), s(a)]);
     assert!(o.status.success(), "{}", err(&o));
-    assert!(vmstate(&["extract", s(&bare), s(&b)]).status.success());
+    assert!(vmstate(&["extract", s(bare), s(b)]).status.success());
     for part in ["state.json", "desc.json", "index.json", "ram/pc.ram.bin"] {
         assert!(
             support::same_contents(&a.join(part), &b.join(part)),
@@ -348,7 +351,7 @@ fn extract_writes_the_container_and_the_same_stream_parts() {
     // A compressed image: its RAM image has the guest's size.
     let z = &*dir.join("z");
     assert!(
-        vmstate(&["extract", s(&image("xz")), s(&z)])
+        vmstate(&["extract", s(&image("xz")), s(z)])
             .status
             .success()
     );
@@ -379,22 +382,22 @@ fn a_stream_at_an_offset_is_found_or_given() {
     odd.truncate(100);
     odd.extend_from_slice(&bytes[4096..]);
     let p = &*dir.join("odd.bin");
-    fs::write(&p, &odd).unwrap();
-    let o = vmstate(&["verify", s(&p)]);
+    fs::write(p, &odd).unwrap();
+    let o = vmstate(&["verify", s(p)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(out(&o).contains("not a migration stream"), "{}", out(&o));
-    let o = vmstate(&["verify", "--offset", "100", s(&p)]);
+    let o = vmstate(&["verify", "--offset", "100", s(p)]);
     assert!(o.status.success(), "{}", out(&o));
     assert!(out(&o).contains("QEMU stream at file offset 100 (0x64, given with --offset)"));
     let w = &*dir.join("odd-out.bin");
     assert!(
-        vmstate(&["rewrite", "--offset", "100", s(&p), s(&w)])
+        vmstate(&["rewrite", "--offset", "100", s(p), s(w)])
             .status
             .success()
     );
-    assert!(support::same_contents(&p, &w));
+    assert!(support::same_contents(p, w));
     // A wrong --offset is refused with the offset and what is there.
-    let o = vmstate(&["verify", "--offset", "99", s(&p)]);
+    let o = vmstate(&["verify", "--offset", "99", s(p)]);
     assert_eq!(o.status.code(), Some(101));
     assert!(
         err(&o).contains("--offset 99: expected the QEVM magic at file offset 99 (0x63)"),

@@ -104,7 +104,7 @@ fn qemu_10_loads_a_sparse_libvirt_image_from_the_offset_vmstate_found() {
 
 #[test]
 fn qemu_10_loads_the_file_offset_stream_from_the_offset_vmstate_found() {
-    let path = fixture_path("q10-pc-i440fx-10.0-offset4096.vmstate");
+    let path = fixture_path("q10-pc-i440fx-10.0-offset4096.file");
     let (start, c) = located(&path);
     assert_eq!(
         c,
