@@ -515,7 +515,7 @@ pub fn decompress(format: SaveFormat, data: &[u8], out: &mut dyn Write) -> io::R
         }
         SaveFormat::Lzop => {
             return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
+                io::ErrorKind::InvalidData,
                 "the stream is lzop-compressed (format 4), which vmstate does not read: \
                  decompress it first (lzop -dc, after the header) or save with another \
                  --image-format",
@@ -917,6 +917,48 @@ mod tests {
         let e = parse_libvirt(&f).unwrap_err();
         assert!(e.message.contains("gzip data"), "{e}");
         assert!(parse_libvirt(&good[..50]).is_err());
+    }
+
+    #[test]
+    fn version_1_is_raw_and_odd_padding_is_counted() {
+        let mut f = image(XML, None, 6, 5, b"QEVM\0\0\0\x03");
+        f[16..20].copy_from_slice(&1u32.to_le_bytes());
+        // A non-zero unused word and two non-zero padding bytes: shown, not refused.
+        f[40] = 1;
+        let pad = LIBVIRT_HEADER_LEN + XML.len() + 1;
+        f[pad] = 0xff;
+        f[pad + 5] = 0xff;
+        let i = parse_libvirt(&f).unwrap();
+        assert_eq!(i.header.format, SaveFormat::Raw);
+        assert_eq!(i.header.unused_nonzero, 1);
+        assert_eq!((i.padding, i.padding_nonzero), (6, 2));
+        let text = Container::Libvirt(Box::new(i)).describe();
+        assert!(text.contains("padding 6 bytes (2 not zero)"), "{text}");
+        assert!(text.contains("unused header words not zero: 1"), "{text}");
+    }
+
+    #[test]
+    fn decompressed_data_must_be_a_stream() {
+        use flate2::write::GzEncoder;
+        let gz = |data: &[u8]| {
+            let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let mut out = Vec::new();
+        let n = decompress(SaveFormat::Gzip, &gz(b"QEVM\0\0\0\x03rest"), &mut out).unwrap();
+        assert_eq!((n, &out[..]), (12, &b"QEVM\0\0\0\x03rest"[..]));
+        let mut out = Vec::new();
+        let e = decompress(SaveFormat::Gzip, &gz(b"hello, world"), &mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .contains("starts with 68 65 6c 6c, expected the QEVM magic"),
+            "{e}"
+        );
+        assert!(out.is_empty(), "nothing written past the check");
+        let e = decompress(SaveFormat::Gzip, &gz(b"QE"), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("has 2 bytes"), "{e}");
     }
 
     #[test]

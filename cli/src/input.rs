@@ -153,7 +153,7 @@ impl Input {
         if !kind.is_file() {
             if offset {
                 return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
+                    io::ErrorKind::Unsupported,
                     "--offset needs a regular file (a pipe's stream must start it, or follow a \
                      libvirt save image header)",
                 ));

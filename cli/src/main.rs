@@ -238,15 +238,14 @@ fn finish_output(mut out: OutputFile, output: &Path, bytes: &[u8]) -> Result<(),
 }
 
 /// Opens a stream (in its container, the stream at `offset` when given); what cannot be one
-/// (a pipe that does not start with the magic, a refused libvirt header) is invalid input,
-/// anything else that fails is an I/O error.
+/// (a pipe that does not start with the magic, a refused libvirt header) is invalid input, an
+/// offset given for a pipe a usage error, anything else that fails is an I/O error.
 fn open(path: &Path, offset: Option<u64>) -> Result<Input, Failure> {
     let input = Input::open_at(path, vmstate_cli::input::Expect::Stream, offset).map_err(|e| {
         match e.kind() {
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::Unsupported => {
-                Failure::Invalid(format!("{}: {e}", path.display()))
-            }
-            std::io::ErrorKind::InvalidInput => Failure::Usage(format!("{}: {e}", path.display())),
+            std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
+            // `--offset` on a pipe.
+            std::io::ErrorKind::Unsupported => Failure::Usage(format!("{}: {e}", path.display())),
             _ => Failure::io(path, e),
         }
     })?;

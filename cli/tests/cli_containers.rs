@@ -420,4 +420,20 @@ fn a_libvirt_image_can_come_through_a_pipe() {
         .unwrap();
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     assert!(out(&o).contains("libvirt header (version 2, format raw)"));
+    // An offset is looked for, or given, in files only.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | '{}' verify --offset 4096 /dev/stdin",
+            s(&fixture(OFFSET)),
+            env!("CARGO_BIN_EXE_vmstate")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(102), "{}", err(&o));
+    assert!(
+        err(&o).contains("--offset needs a regular file"),
+        "{}",
+        err(&o)
+    );
 }
