@@ -677,6 +677,17 @@ impl Container {
         }
     }
 
+    /// What the byte offsets of an error in the stream are, in a few words (errors name the
+    /// file with it).
+    pub fn offsets(&self) -> String {
+        let start = self.start();
+        if self.compressed() {
+            "offsets in the decompressed QEMU stream".into()
+        } else {
+            format!("stream at file offset {start} (0x{start:x}); offsets in the stream")
+        }
+    }
+
     /// One line for `verify`: the container's checked parts and [`Container::note`].
     pub fn summary(&self) -> String {
         let Container::Libvirt(i) = self else {

@@ -252,6 +252,15 @@ fn open(path: &Path, offset: Option<u64>) -> Result<Input, Failure> {
     Ok(input)
 }
 
+/// How an error in the stream of `input` names it: the path, and for a stream in a container
+/// where the stream starts (the error's byte offsets are in the stream).
+fn stream_name(path: &Path, input: &Input) -> String {
+    match input.container() {
+        None => path.display().to_string(),
+        Some(c) => format!("{} ({})", path.display(), c.offsets()),
+    }
+}
+
 /// Names the container of `input` and where its stream starts on stderr (for the commands
 /// whose stdout does not show it).
 fn note(path: &Path, input: &Input) {
@@ -290,7 +299,7 @@ fn parse_with<'a>(
 /// The stream's own description, if it ends with one.
 fn description<'a>(path: &Path, input: &'a Input) -> Result<Option<Description<'a>>, Failure> {
     let found = vmstate_cli::model::find_description(input.bytes())
-        .map_err(|e| Failure::Invalid(format!("{}: {e}", path.display())));
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", stream_name(path, input))));
     checked(path, input, found).map(|d| d.map(|(_, d)| d))
 }
 
@@ -303,8 +312,9 @@ fn parse_visit<'a>(
     visit: &mut dyn Visit<'a>,
 ) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
-    let invalid =
-        |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
+    let invalid = |e: vmstate_cli::model::StreamError| {
+        Failure::Invalid(format!("{}: {e}", stream_name(path, input)))
+    };
     let description = description(path, input)?;
     let mut progress = Progress::new(label, bytes.len());
     let s = Stream::parse_visit(

@@ -252,6 +252,17 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
         )),
         "{text}"
     );
+    // The other commands name the stream's start in the error itself.
+    let o = vmstate(&["inspect", s(&dir.join("edited.save"))]);
+    assert_eq!(o.status.code(), Some(101));
+    assert!(
+        err(&o).contains(&format!(
+            "edited.save (stream at file offset {start} (0x{start:x}); offsets in the stream): \
+             at byte {at} (0x{at:x})"
+        )),
+        "{}",
+        err(&o)
+    );
     // Compressed data cut short: the decompressor's error names the format and the data's
     // file offset.
     let gz = image("gzip");
