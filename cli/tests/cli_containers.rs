@@ -14,6 +14,8 @@ use vmstate_cli::input::Input;
 
 const Q10: &str = "lv11-q10-pc-i440fx-10.0";
 const Q72: &str = "lv11-q72-pc-i440fx-7.2.save";
+/// The same domain saved by libvirt 9.0 (Debian bookworm).
+const LV9: &str = "lv9-q72-pc-i440fx-7.2.save";
 const OFFSET: &str = "q10-pc-i440fx-10.0-offset4096.file";
 const COMPRESSED: [&str; 4] = ["gzip", "bzip2", "xz", "zstd"];
 
@@ -136,10 +138,12 @@ fn inspect_shows_the_libvirt_header_and_the_domain() {
             "offsets in the decompressed QEMU stream"
         }));
     }
-    // The 7.2 domain's image.
-    let o = vmstate(&["inspect", s(&fixture(Q72))]);
-    assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains("machine pc-i440fx-7.2, memory 32 MiB, vCPUs 1"));
+    // The 7.2 domain's images, by libvirt 11.3 and 9.0.
+    for name in [Q72, LV9] {
+        let o = vmstate(&["inspect", s(&fixture(name))]);
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(out(&o).contains("machine pc-i440fx-7.2, memory 32 MiB, vCPUs 1"));
+    }
     // JSON output stays JSON; the container is named on stderr.
     let o = vmstate(&["inspect", "--json", s(&image("raw"))]);
     assert!(o.status.success());
@@ -149,7 +153,7 @@ fn inspect_shows_the_libvirt_header_and_the_domain() {
 
 #[test]
 fn verify_passes_on_each_container_fixture() {
-    let mut names: Vec<PathBuf> = vec![image("raw"), fixture(Q72), fixture(OFFSET)];
+    let mut names: Vec<PathBuf> = vec![image("raw"), fixture(Q72), fixture(LV9), fixture(OFFSET)];
     names.extend(COMPRESSED.iter().map(|f| image(f)));
     for path in names {
         let o = vmstate(&["verify", s(&path)]);
@@ -157,7 +161,7 @@ fn verify_passes_on_each_container_fixture() {
         assert!(o.status.success(), "{}: {text}{}", path.display(), err(&o));
         assert!(text.contains(": ok: "), "{text}");
         let name = path.file_name().unwrap().to_str().unwrap();
-        if name.starts_with("lv11") {
+        if name.starts_with("lv") {
             assert!(text.contains("libvirt header (version 2"), "{text}");
             assert!(text.contains("checked; libvirt save image"), "{text}");
         } else {
@@ -289,7 +293,7 @@ fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
 #[test]
 fn rewrite_keeps_the_container_byte_for_byte() {
     let dir = support::scratch("containers-rewrite");
-    for path in [image("raw"), fixture(Q72), fixture(OFFSET)] {
+    for path in [image("raw"), fixture(Q72), fixture(LV9), fixture(OFFSET)] {
         let o = &*dir.join("out");
         let r = vmstate(&["rewrite", s(&path), s(o)]);
         assert!(r.status.success(), "{}: {}", path.display(), err(&r));
