@@ -232,6 +232,80 @@ fn word(bytes: &[u8], at: usize, swap: bool) -> u32 {
 /// Parses the libvirt header, XML, cookie and padding of `file` (the whole file), and checks
 /// that the stream (or the compressed data of the header's format) starts where they end.
 pub fn parse_libvirt(file: &[u8]) -> Result<LibvirtImage, ContainerError> {
+    let header = parse_header(file)?;
+    let (data_len, cookie_offset, format) = (header.data_len, header.cookie_offset, header.format);
+    let after_header = file.len() - LIBVIRT_HEADER_LEN;
+    if data_len as usize > after_header {
+        return err(
+            20,
+            format!(
+                "data length {data_len} (XML, cookie and padding): expected 1..={after_header} \
+                 (the bytes after the {LIBVIRT_HEADER_LEN}-byte header)"
+            ),
+        );
+    }
+    let data_len_us = data_len as usize;
+    let data = &file[LIBVIRT_HEADER_LEN..LIBVIRT_HEADER_LEN + data_len_us];
+    let xml_len = if cookie_offset == 0 {
+        data_len_us
+    } else {
+        cookie_offset as usize
+    };
+    let (xml, xml_used) = nul_string(&data[..xml_len], LIBVIRT_HEADER_LEN, "domain XML")?;
+    let mut padding_bytes: Vec<&[u8]> = vec![&data[xml_used..xml_len]];
+    let cookie = if cookie_offset == 0 {
+        None
+    } else {
+        let at = LIBVIRT_HEADER_LEN + xml_len;
+        let (c, used) = nul_string(&data[xml_len..], at, "cookie")?;
+        padding_bytes.push(&data[xml_len + used..]);
+        Some(c)
+    };
+    let padding = padding_bytes.iter().map(|p| p.len()).sum();
+    let padding_nonzero = padding_bytes
+        .iter()
+        .map(|p| p.iter().filter(|&&b| b != 0).count())
+        .sum();
+    let domain = summarize(&xml).map_err(|m| ContainerError {
+        offset: LIBVIRT_HEADER_LEN,
+        message: format!("domain XML: {m}"),
+    })?;
+    let stream_start = LIBVIRT_HEADER_LEN + data_len_us;
+    let rest = &file[stream_start..];
+    let magic = format.magic();
+    if !rest.starts_with(magic) {
+        let what = if format.compressed() {
+            format!("{} data ({})", format.name(), hex(magic))
+        } else {
+            "the QEMU stream (QEVM)".to_string()
+        };
+        return err(
+            stream_start,
+            format!(
+                "expected {what} after the header and its data length {data_len}, found {}",
+                if rest.is_empty() {
+                    "the end of the file".to_string()
+                } else {
+                    hex(&rest[..rest.len().min(magic.len())])
+                }
+            ),
+        );
+    }
+    Ok(LibvirtImage {
+        header,
+        xml,
+        cookie,
+        padding,
+        padding_nonzero,
+        domain,
+        stream_start,
+    })
+}
+
+/// The header of a libvirt image from its first [`LIBVIRT_HEADER_LEN`] bytes: the start of
+/// [`parse_libvirt`], which also checks the data length against the file (a pipe's spool
+/// checks the header with this before the data has arrived).
+pub fn parse_header(file: &[u8]) -> Result<LibvirtHeader, ContainerError> {
     if file.len() < LIBVIRT_HEADER_LEN {
         return err(
             file.len(),
@@ -292,85 +366,23 @@ pub fn parse_libvirt(file: &[u8]) -> Result<LibvirtImage, ContainerError> {
     let unused_nonzero = (0..14)
         .filter(|i| word(file, 36 + 4 * i, false) != 0)
         .count();
-    let after_header = file.len() - LIBVIRT_HEADER_LEN;
-    if data_len == 0 || data_len as usize > after_header {
-        return err(
-            20,
-            format!(
-                "data length {data_len} (XML, cookie and padding): expected 1..={after_header} \
-                 (the bytes after the {LIBVIRT_HEADER_LEN}-byte header)"
-            ),
-        );
+    if data_len == 0 {
+        return err(20, "data length 0: expected at least the domain XML's NUL");
     }
-    let data_len_us = data_len as usize;
-    if cookie_offset as usize >= data_len_us {
+    if cookie_offset >= data_len {
         return err(
             32,
             format!("cookie offset {cookie_offset}: expected below the data length {data_len}"),
         );
     }
-    let data = &file[LIBVIRT_HEADER_LEN..LIBVIRT_HEADER_LEN + data_len_us];
-    let xml_len = if cookie_offset == 0 {
-        data_len_us
-    } else {
-        cookie_offset as usize
-    };
-    let (xml, xml_used) = nul_string(&data[..xml_len], LIBVIRT_HEADER_LEN, "domain XML")?;
-    let mut padding_bytes: Vec<&[u8]> = vec![&data[xml_used..xml_len]];
-    let cookie = if cookie_offset == 0 {
-        None
-    } else {
-        let at = LIBVIRT_HEADER_LEN + xml_len;
-        let (c, used) = nul_string(&data[xml_len..], at, "cookie")?;
-        padding_bytes.push(&data[xml_len + used..]);
-        Some(c)
-    };
-    let padding = padding_bytes.iter().map(|p| p.len()).sum();
-    let padding_nonzero = padding_bytes
-        .iter()
-        .map(|p| p.iter().filter(|&&b| b != 0).count())
-        .sum();
-    let domain = summarize(&xml).map_err(|m| ContainerError {
-        offset: LIBVIRT_HEADER_LEN,
-        message: format!("domain XML: {m}"),
-    })?;
-    let stream_start = LIBVIRT_HEADER_LEN + data_len_us;
-    let rest = &file[stream_start..];
-    let magic = format.magic();
-    if !rest.starts_with(magic) {
-        let what = if format.compressed() {
-            format!("{} data ({})", format.name(), hex(magic))
-        } else {
-            "the QEMU stream (QEVM)".to_string()
-        };
-        return err(
-            stream_start,
-            format!(
-                "expected {what} after the header and its data length {data_len}, found {}",
-                if rest.is_empty() {
-                    "the end of the file".to_string()
-                } else {
-                    hex(&rest[..rest.len().min(magic.len())])
-                }
-            ),
-        );
-    }
-    Ok(LibvirtImage {
-        header: LibvirtHeader {
-            version,
-            data_len,
-            was_running,
-            format,
-            cookie_offset,
-            big_endian: swap,
-            unused_nonzero,
-        },
-        xml,
-        cookie,
-        padding,
-        padding_nonzero,
-        domain,
-        stream_start,
+    Ok(LibvirtHeader {
+        version,
+        data_len,
+        was_running,
+        format,
+        cookie_offset,
+        big_endian: swap,
+        unused_nonzero,
     })
 }
 

@@ -52,7 +52,7 @@
 //!
 //! This is the only `unsafe` code of the crate; each block states why it is sound.
 
-use crate::container::{self, Container, LIBVIRT_PREFIX};
+use crate::container::{self, Container, LIBVIRT_HEADER_LEN, LIBVIRT_PREFIX};
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
@@ -383,6 +383,7 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
     let mut head = Vec::with_capacity(HEAD);
     let mut total = 0u64;
     let mut next_v4_check = 1u64 << 20;
+    let mut next_libvirt_check = Some(LIBVIRT_HEADER_LEN as u64);
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => break,
@@ -424,6 +425,9 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
             check_v4_prefix(&out)?;
             next_v4_check = next_v4_check.saturating_mul(2);
         }
+        if head.len() == HEAD && LIBVIRT_PREFIX.starts_with(&head) {
+            check_libvirt_prefix(&out, total, &mut next_libvirt_check)?;
+        }
     }
     if expect == Expect::Stream
         && total > 0
@@ -442,6 +446,32 @@ const HEAD: usize = 9;
 const V3_HEADER: [u8; 8] = *b"QEVM\0\0\0\x03";
 /// The v4 file header's first bytes.
 const V4_HEADER: [u8; 8] = *b"QEVM\0\0\0\x04";
+
+/// The libvirt guard: an image arriving through a pipe is refused as soon as what arrived
+/// shows it is not one: its header once its 92 bytes are in, the XML, the cookie and the
+/// start of the stream once the header's data length and 16 bytes more are in. (The stream
+/// after a valid start is not followed: it is read when the command runs.)
+fn check_libvirt_prefix(out: &File, total: u64, next: &mut Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let invalid =
+        |e: container::ContainerError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    while let Some(at) = *next {
+        if total < at {
+            return Ok(());
+        }
+        if at == LIBVIRT_HEADER_LEN as u64 {
+            let mut h = [0u8; LIBVIRT_HEADER_LEN];
+            out.read_exact_at(&mut h, 0)?;
+            let header = container::parse_header(&h).map_err(invalid)?;
+            *next = Some(at + u64::from(header.data_len) + 16);
+        } else {
+            let spooled = Input::from_file(out.try_clone()?)?;
+            container::parse_libvirt(spooled.bytes()).map_err(invalid)?;
+            *next = None;
+        }
+    }
+    Ok(())
+}
 
 /// The v4 guard: v4 has no push decoder, so the records spooled so far are walked (checksums
 /// included) whenever the spool doubled in size, from 1 MiB on — twice the stream's size in

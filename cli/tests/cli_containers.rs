@@ -435,6 +435,34 @@ fn a_libvirt_image_can_come_through_a_pipe() {
         .unwrap();
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     assert!(out(&o).contains("libvirt header (version 2, format raw)"));
+    // What is not an image is refused as soon as it shows: a bad header at its 92nd byte, a
+    // good header with garbage data once the data length has arrived (never a whole
+    // /dev/zero spooled).
+    let header = &fs::read(&raw).unwrap()[..92];
+    let dir = support::scratch("containers-pipe");
+    let good_header = dir.join("header");
+    fs::write(&good_header, header).unwrap();
+    for (head, want) in [
+        (
+            "printf LibvirtQemudSave".to_string(),
+            "at file offset 16 (0x10): version 0x0",
+        ),
+        (
+            format!("cat '{}'", s(&good_header)),
+            "at file offset 92 (0x5c): domain XML",
+        ),
+    ] {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "({head}; cat /dev/zero) | timeout 60 '{}' verify /dev/stdin",
+                env!("CARGO_BIN_EXE_vmstate")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(101), "{head}: {}", err(&o));
+        assert!(err(&o).contains(want), "{head}: {}", err(&o));
+    }
     // An offset is looked for, or given, in files only.
     let o = Command::new("sh")
         .arg("-c")
