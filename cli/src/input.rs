@@ -26,6 +26,17 @@
 //!   walked each time the copy doubled in size.
 //! * A directory is refused ("is a directory").
 //!
+//! # Containers
+//!
+//! A stream need not start the file ([`crate::container`]): a libvirt save image (`virsh
+//! save`) is recognised by its header, whose fields are checked, and [`Input::bytes`] is the
+//! QEMU stream after it; a compressed image's stream is decompressed into an unlinked
+//! temporary file (like a pipe's spool) and mapped. A file that starts with neither is
+//! searched for a stream at a 4 KiB-aligned offset (`migrate file:PATH,offset=N`), or the
+//! offset is given ([`Input::open_at`]). [`Input::container`] says what was found and
+//! [`Input::prefix`] gives the bytes before the stream (what `rewrite` keeps). A pipe may
+//! carry a libvirt image too (it is spooled first); an offset is looked for in files only.
+//!
 //! # An input that changes while it is read
 //!
 //! A mapped file that another process truncates makes the pages past its new end fault with
@@ -41,6 +52,7 @@
 //!
 //! This is the only `unsafe` code of the crate; each block states why it is sound.
 
+use crate::container::{self, Container, LIBVIRT_HEADER_LEN, LIBVIRT_PREFIX};
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
@@ -94,13 +106,19 @@ impl Stamp {
     }
 }
 
-/// A read-only view of an input file.
+/// A read-only view of an input file: the stream it holds ([`Input::bytes`]) and what is
+/// around it ([`Input::container`]).
 #[derive(Debug)]
 pub struct Input {
     map: Option<Guarded>,
     released: Cell<usize>,
     file: File,
     stamp: Stamp,
+    /// Where the stream starts in the mapping.
+    start: usize,
+    container: Option<Container>,
+    /// For a decompressed stream: the image it was decompressed from.
+    origin: Option<Box<Input>>,
 }
 
 impl Input {
@@ -112,6 +130,17 @@ impl Input {
 
     /// Opens `path` as [`Input::open`] does, with `expect` deciding what a non-stream may be.
     pub fn open_as(path: &Path, expect: Expect) -> io::Result<Input> {
+        Input::open_at(path, expect, None)
+    }
+
+    /// Opens `path` as [`Input::open_as`] does, the stream at file offset `offset` when it is
+    /// given (`--offset`; what is before it is kept as the container), else wherever the
+    /// module docs say it is looked for.
+    pub fn open_at(path: &Path, expect: Expect, offset: Option<u64>) -> io::Result<Input> {
+        Input::open_file(path, expect, offset.is_some())?.locate(expect, offset)
+    }
+
+    fn open_file(path: &Path, expect: Expect, offset: bool) -> io::Result<Input> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let kind = meta.file_type();
@@ -122,16 +151,85 @@ impl Input {
             ));
         }
         if !kind.is_file() {
+            if offset {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "--offset needs a regular file (a pipe's stream must start it, or follow a \
+                     libvirt save image header)",
+                ));
+            }
             return Input::from_file(spool(file, expect)?);
         }
         if expect == Expect::StreamOrText && meta.len() > MAX_TEXT_INPUT {
-            let mut head = [0u8; 4];
+            let mut head = [0u8; LIBVIRT_PREFIX.len()];
             let n = (&file).read(&mut head)?;
-            if head[..n] != MAGIC[..] {
+            if !head[..n].starts_with(MAGIC) && head[..n] != LIBVIRT_PREFIX[..] {
                 return Err(too_large());
             }
         }
         Input::from_file(file)
+    }
+
+    /// Finds the stream in the mapped file (see the module docs).
+    fn locate(mut self, expect: Expect, offset: Option<u64>) -> io::Result<Input> {
+        let whole = self.bytes();
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+        let container = if let Some(n) = offset {
+            let at = usize::try_from(n).unwrap_or(usize::MAX);
+            if !whole.get(at..).is_some_and(|s| s.starts_with(MAGIC)) {
+                let found = whole.get(at..).map_or(&[][..], |s| &s[..s.len().min(4)]);
+                return Err(invalid(format!(
+                    "--offset {n}: expected the QEVM magic at file offset {n} (0x{n:x}), found \
+                     {}",
+                    if found.is_empty() {
+                        "the end of the file".to_string()
+                    } else {
+                        format!("{found:02x?}")
+                    }
+                )));
+            }
+            Container::Offset {
+                start: at,
+                given: true,
+            }
+        } else if whole.starts_with(MAGIC) {
+            return Ok(self);
+        } else if whole.starts_with(LIBVIRT_PREFIX) {
+            let image = container::parse_libvirt(whole).map_err(|e| invalid(e.to_string()))?;
+            if image.header.format.compressed() {
+                let mut out = io::BufWriter::new(scratch_file()?);
+                container::decompress(image.header.format, &whole[image.stream_start..], &mut out)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "libvirt save image: {} data at file offset {} (0x{:x}): {e}",
+                                image.header.format.name(),
+                                image.stream_start,
+                                image.stream_start
+                            ),
+                        )
+                    })?;
+                let file = out.into_inner().map_err(|e| e.into_error())?;
+                let mut inner = Input::from_file(file)?;
+                inner.container = Some(Container::Libvirt(Box::new(image)));
+                inner.origin = Some(Box::new(self));
+                return Ok(inner);
+            }
+            Container::Libvirt(Box::new(image))
+        } else if expect == Expect::Stream
+            && let Some(start) = container::find_stream(whole)
+        {
+            Container::Offset {
+                start,
+                given: false,
+            }
+        } else {
+            return Ok(self);
+        };
+        self.start = container.start();
+        self.container = Some(container);
+        Ok(self)
     }
 
     /// Maps `file` (a regular file, e.g. one from [`scratch_file`]) from its start.
@@ -147,12 +245,35 @@ impl Input {
             released: Cell::new(0),
             file,
             stamp,
+            start: 0,
+            container: None,
+            origin: None,
         })
     }
 
-    /// The file's bytes.
+    /// The stream's bytes: the whole file, or the stream in its container (decompressed).
     pub fn bytes(&self) -> &[u8] {
-        self.map.as_ref().map_or(&[], |g| &g.map[..])
+        self.map.as_ref().map_or(&[], |g| &g.map[self.start..])
+    }
+
+    /// What is around the stream, when it does not simply fill the file.
+    pub fn container(&self) -> Option<&Container> {
+        self.container.as_ref()
+    }
+
+    /// The file offset where [`Input::bytes`] starts: 0 for a plain stream and for a
+    /// decompressed one (whose offsets are in the decompressed stream), else the offset of
+    /// the stream in its container. Offsets a stream declares as file offsets (mapped-ram's
+    /// bitmap and pages, in a libvirt `sparse` image or a `file:,offset=` stream) are this
+    /// plus the stream offset.
+    pub fn stream_start(&self) -> usize {
+        self.start
+    }
+
+    /// The file's bytes before the stream (the libvirt header, XML and padding, or what was
+    /// before the offset); empty for a plain or a decompressed stream.
+    pub fn prefix(&self) -> &[u8] {
+        self.map.as_ref().map_or(&[], |g| &g.map[..self.start])
     }
 
     /// Fails when the input changed since it was opened: it was truncated under the mapping
@@ -165,6 +286,9 @@ impl Input {
                  reported"
             )))
         };
+        if let Some(origin) = &self.origin {
+            origin.unchanged()?;
+        }
         let now = Stamp::of(&self.file.metadata()?);
         if self.map.as_ref().is_some_and(Guarded::truncated) || now.len < self.stamp.len {
             return changed(format!(
@@ -188,7 +312,7 @@ impl Input {
     pub fn release_before(&self, offset: usize) {
         let Some(g) = &self.map else { return };
         let from = self.released.get();
-        let to = offset.min(g.map.len()) & !(RELEASE_STEP - 1);
+        let to = offset.saturating_add(self.start).min(g.map.len()) & !(RELEASE_STEP - 1);
         if to < from {
             // A new pass over the input (e.g. writing after parsing) started behind the last
             // release point: release from here on again.
@@ -259,6 +383,7 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
     let mut head = Vec::with_capacity(HEAD);
     let mut total = 0u64;
     let mut next_v4_check = 1u64 << 20;
+    let mut next_libvirt_check = Some(LIBVIRT_HEADER_LEN as u64);
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => break,
@@ -271,7 +396,8 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
         if before < HEAD {
             head.extend_from_slice(&chunk[..(HEAD - before).min(n)]);
         }
-        let stream = (head.len() >= MAGIC.len()).then(|| head.starts_with(MAGIC));
+        let stream = (head.len() >= MAGIC.len())
+            .then(|| head.starts_with(MAGIC) || LIBVIRT_PREFIX.starts_with(&head));
         match (stream, expect) {
             (Some(false), Expect::Stream) => return Err(not_a_stream(&head)),
             (Some(false), Expect::StreamOrText) if total + n as u64 > MAX_TEXT_INPUT => {
@@ -299,8 +425,15 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
             check_v4_prefix(&out)?;
             next_v4_check = next_v4_check.saturating_mul(2);
         }
+        if head.len() == HEAD && LIBVIRT_PREFIX.starts_with(&head) {
+            check_libvirt_prefix(&out, total, &mut next_libvirt_check)?;
+        }
     }
-    if expect == Expect::Stream && total > 0 && !head.starts_with(MAGIC) {
+    if expect == Expect::Stream
+        && total > 0
+        && !head.starts_with(MAGIC)
+        && !LIBVIRT_PREFIX.starts_with(&head)
+    {
         return Err(not_a_stream(&head));
     }
     Ok(out)
@@ -313,6 +446,32 @@ const HEAD: usize = 9;
 const V3_HEADER: [u8; 8] = *b"QEVM\0\0\0\x03";
 /// The v4 file header's first bytes.
 const V4_HEADER: [u8; 8] = *b"QEVM\0\0\0\x04";
+
+/// The libvirt guard: an image arriving through a pipe is refused as soon as what arrived
+/// shows it is not one: its header once its 92 bytes are in, the XML, the cookie and the
+/// start of the stream once the header's data length and 16 bytes more are in. (The stream
+/// after a valid start is not followed: it is read when the command runs.)
+fn check_libvirt_prefix(out: &File, total: u64, next: &mut Option<u64>) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let invalid =
+        |e: container::ContainerError| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    while let Some(at) = *next {
+        if total < at {
+            return Ok(());
+        }
+        if at == LIBVIRT_HEADER_LEN as u64 {
+            let mut h = [0u8; LIBVIRT_HEADER_LEN];
+            out.read_exact_at(&mut h, 0)?;
+            let header = container::parse_header(&h).map_err(invalid)?;
+            *next = Some(at + u64::from(header.data_len) + 16);
+        } else {
+            let spooled = Input::from_file(out.try_clone()?)?;
+            container::parse_libvirt(spooled.bytes()).map_err(invalid)?;
+            *next = None;
+        }
+    }
+    Ok(())
+}
 
 /// The v4 guard: v4 has no push decoder, so the records spooled so far are walked (checksums
 /// included) whenever the spool doubled in size, from 1 MiB on — twice the stream's size in

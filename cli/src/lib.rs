@@ -5,6 +5,7 @@
 //! * [`generic`]: a description-driven decoder/encoder for any VMState section body, the
 //!   analyze-migration.py rendering, and field edits.
 //! * [`model`]: a whole stream decoded record by record and written back byte for byte.
+//! * [`container`]: libvirt save images and streams at an offset around a stream.
 //! * [`input`]: inputs memory-mapped (pipes spooled into an unlinked temporary file), guarded
 //!   against a file that changes while it is read, released behind the walk; the progress line.
 //! * [`inspect`]: the human-readable map.
@@ -23,6 +24,7 @@
 #![deny(unsafe_code)]
 
 pub mod analyze;
+pub mod container;
 pub mod desc;
 pub mod dest;
 pub mod diff;

@@ -30,6 +30,11 @@ use vmstate_devices::machine::QemuBuild;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The file offset of the QEMU stream in each input file, when the file neither starts
+    /// with it nor is a libvirt save image and the stream is not at a 4 KiB-aligned offset
+    /// (those are found without it).
+    #[arg(long, global = true, value_name = "N")]
+    offset: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -125,12 +130,12 @@ enum Command {
         /// Guest-physical address to read from (decimal or 0x-hex).
         #[arg(long, value_parser = parse_number, requires = "len")]
         addr: Option<u64>,
-        /// Read from this RAM block instead (with --offset), e.g. pc.bios or vga.vram.
+        /// Read from this RAM block instead (with --block-offset), e.g. pc.bios or vga.vram.
         #[arg(long, requires = "len", conflicts_with = "addr")]
         block: Option<String>,
         /// Offset in --block.
         #[arg(long, value_parser = parse_number, default_value = "0", requires = "block")]
-        offset: u64,
+        block_offset: u64,
         /// Bytes to read.
         #[arg(long, value_parser = parse_number)]
         len: Option<u64>,
@@ -283,13 +288,36 @@ fn finish_output(mut out: OutputFile, output: &Path, bytes: &[u8]) -> Result<(),
     Ok(out.commit()?)
 }
 
-/// Opens a stream; what cannot be one (a pipe that does not start with the magic) is invalid
-/// input, anything else that fails is an I/O error.
-fn open(path: &Path) -> Result<Input, Failure> {
-    Input::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
-        _ => Failure::io(path, e),
-    })
+/// Opens a stream (in its container, the stream at `offset` when given); what cannot be one
+/// (a pipe that does not start with the magic, a refused libvirt header) is invalid input, an
+/// offset given for a pipe a usage error, anything else that fails is an I/O error.
+fn open(path: &Path, offset: Option<u64>) -> Result<Input, Failure> {
+    let input = Input::open_at(path, vmstate_cli::input::Expect::Stream, offset).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::InvalidData => Failure::Invalid(format!("{}: {e}", path.display())),
+            // `--offset` on a pipe.
+            std::io::ErrorKind::Unsupported => Failure::Usage(format!("{}: {e}", path.display())),
+            _ => Failure::io(path, e),
+        }
+    })?;
+    Ok(input)
+}
+
+/// How an error in the stream of `input` names it: the path, and for a stream in a container
+/// where the stream starts (the error's byte offsets are in the stream).
+fn stream_name(path: &Path, input: &Input) -> String {
+    match input.container() {
+        None => path.display().to_string(),
+        Some(c) => format!("{} ({})", path.display(), c.offsets()),
+    }
+}
+
+/// Names the container of `input` and where its stream starts on stderr (for the commands
+/// whose stdout does not show it).
+fn note(path: &Path, input: &Input) {
+    if let Some(c) = input.container() {
+        eprintln!("vmstate: {}: {}", path.display(), c.note());
+    }
 }
 
 /// An I/O error when `input` changed while it was read (see [`Input::unchanged`]); called
@@ -322,7 +350,7 @@ fn parse_with<'a>(
 /// The stream's own description, if it ends with one.
 fn description<'a>(path: &Path, input: &'a Input) -> Result<Option<Description<'a>>, Failure> {
     let found = vmstate_cli::model::find_description(input.bytes())
-        .map_err(|e| Failure::Invalid(format!("{}: {e}", path.display())));
+        .map_err(|e| Failure::Invalid(format!("{}: {e}", stream_name(path, input))));
     checked(path, input, found).map(|d| d.map(|(_, d)| d))
 }
 
@@ -335,8 +363,9 @@ fn parse_visit<'a>(
     visit: &mut dyn Visit<'a>,
 ) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
-    let invalid =
-        |e: vmstate_cli::model::StreamError| Failure::Invalid(format!("{}: {e}", path.display()));
+    let invalid = |e: vmstate_cli::model::StreamError| {
+        Failure::Invalid(format!("{}: {e}", stream_name(path, input)))
+    };
     let description = description(path, input)?;
     let mut progress = Progress::new(label, bytes.len());
     let s = Stream::parse_visit(
@@ -366,9 +395,14 @@ fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
+    let offset = cli.offset;
+    let open = |path: &Path| open(path, offset);
     match cli.command {
         Command::Inspect { json, desc, file } => {
             let input = open(&file)?;
+            if json || desc {
+                note(&file, &input);
+            }
             if desc {
                 // The whole stream is walked, so `--desc` refuses whatever the other commands
                 // refuse (one verdict), e.g. a trailer the walk does not end with.
@@ -404,6 +438,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 let stream = parse_visit(&file, &input, "inspect", options, &mut map)?;
                 let name = file.display().to_string();
                 let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                if let Some(c) = input.container() {
+                    out.write_all(c.describe().as_bytes())
+                        .map_err(|e| Failure::Output(format!("stdout: {e}")))?;
+                }
                 map.finish(&stream, &name, &mut out)?;
                 unchanged(&file, &input)?;
                 return Ok(0);
@@ -441,6 +479,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let report = checked(&file, &input, report)?;
             let name = file.display();
             let mut out = String::new();
+            if let Some(c) = input.container() {
+                out.push_str(&format!("{name}: {}\n", c.summary()));
+            }
             if !report.unchecked.is_empty() {
                 out.push_str(&format!(
                     "{name}: not checked ({}): {}\n",
@@ -480,7 +521,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         } => {
             dest.spec().explicit().map_err(Failure::Usage)?;
             let file = open(&input)?;
-            let out = create_output(&output, &[&input])?;
+            note(&input, &file);
+            vmstate_cli::container::rewritable(file.container(), format.is_some())
+                .map_err(|m| Failure::Usage(format!("{}: {m}", input.display())))?;
+            let mut out = create_output(&output, &[&input])?;
+            // The container (libvirt header, XML, cookie and padding, or what is before the
+            // offset) is written as it is, the stream after it.
+            out.file()
+                .write_all(file.prefix())
+                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
             if set.is_empty() && format.is_some() {
                 let converted = convert(file.bytes(), &file, out, &output, format, no_crc);
                 return checked(&input, &file, converted);
@@ -576,6 +625,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Extract { input, dir } => {
             let file = open(&input)?;
+            note(&input, &file);
             // Pages go into the images as the walk reads them.
             let mut extract = vmstate_cli::extract::Extract::new(&dir, &input);
             let options = ParseOptions::default();
@@ -587,7 +637,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             };
             let files = extract.finish(&stream).map_err(Failure::from);
-            let files = checked(&input, &file, files)?;
+            let mut files = checked(&input, &file, files)?;
+            if let Some(c) = file.container() {
+                files.extend(c.extract(&dir, &input)?);
+            }
             let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
             emit(&list)?;
             Ok(0)
@@ -596,7 +649,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             file,
             addr,
             block,
-            offset,
+            block_offset,
             len,
             hex,
             image,
@@ -656,7 +709,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let len = len.unwrap_or(0);
             let place = match block {
-                Some(name) => Place::Block { name, offset, len },
+                Some(name) => Place::Block {
+                    name,
+                    offset: block_offset,
+                    len,
+                },
                 None => Place::Physical {
                     addr: addr.unwrap_or(0),
                     len,
@@ -678,6 +735,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Diff { a, b } => {
             let (fa, fb) = (open(&a)?, open(&b)?);
+            note(&a, &fa);
+            note(&b, &fb);
             let da = description(&a, &fa)?;
             let db = match description(&b, &fb) {
                 Ok(db) => db,

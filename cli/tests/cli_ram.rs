@@ -65,7 +65,14 @@ fn every_block_reads_as_extract_writes_it_and_the_image_is_pc_ram_at_address_zer
             // A range inside it, across a page boundary.
             if image.len() > 3 * PAGE_SIZE {
                 let o = vmstate(&[
-                    "ram", s, "--block", block, "--offset", "0x1ff8", "--len", "24",
+                    "ram",
+                    s,
+                    "--block",
+                    block,
+                    "--block-offset",
+                    "0x1ff8",
+                    "--len",
+                    "24",
                 ]);
                 assert_eq!(o.stdout, image[0x1ff8..0x2010], "{name} {block}");
             }
@@ -110,7 +117,14 @@ fn what_is_not_ram_or_not_in_the_stream_is_named() {
     );
     assert!(o.stdout.is_empty(), "nothing of the range is written");
     let o = vmstate(&[
-        "ram", q35, "--block", "pc.bios", "--offset", "0x3fff0", "--len", "17",
+        "ram",
+        q35,
+        "--block",
+        "pc.bios",
+        "--block-offset",
+        "0x3fff0",
+        "--len",
+        "17",
     ]);
     assert_eq!(o.status.code(), Some(102));
     assert!(
@@ -284,4 +298,34 @@ fn ram_above_the_pci_hole_is_at_4_gib_as_the_machine_type_puts_it() {
     let o = vmstate(&["ram", f, "--image", img.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(101), "{}", text(&o.stderr));
     assert!(!img.exists());
+}
+
+/// The RAM of a stream inside a libvirt save image (plain and compressed) and of one written
+/// at an offset (`file:…,offset=4096`): the input layer finds the stream, `ram` reads it.
+#[test]
+fn ram_reads_the_stream_inside_a_container() {
+    let read = |name: &str| {
+        let f = fixture(name);
+        let o = vmstate(&[
+            "ram",
+            f.to_str().unwrap(),
+            "--block",
+            "pc.bios",
+            "--len",
+            "0x40000",
+        ]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        o.stdout
+    };
+    let raw = read("lv11-q10-pc-i440fx-10.0.save");
+    assert_eq!(raw.len(), 0x40000);
+    assert_eq!(raw[0x3fff0], 0xea, "the reset vector's far jump");
+    for compressed in [
+        "lv11-q10-pc-i440fx-10.0-gzip.save",
+        "lv11-q10-pc-i440fx-10.0-zstd.save",
+    ] {
+        assert!(read(compressed) == raw, "{compressed}");
+    }
+    let at = read("q10-pc-i440fx-10.0-offset4096.file");
+    assert_eq!(at[0x3fff0], 0xea);
 }

@@ -1,0 +1,482 @@
+//! Streams in containers (issue 17, item 2), on the real fixtures: libvirt 11.3 `virsh save`
+//! images of QEMU 10.0 and 7.2 domains (raw, sparse, gzip, bzip2, xz, zstd) and the stream
+//! QEMU 10.0 wrote with `migrate file:PATH,offset=4096` (see host-tests/fixtures/README.md).
+//! Where the stream starts is computed here from the file's own bytes (libvirt's header
+//! fields), never taken from the tool.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use vmstate_cli::container::{Container, SaveFormat};
+use vmstate_cli::input::Input;
+
+const Q10: &str = "lv11-q10-pc-i440fx-10.0";
+const Q72: &str = "lv11-q72-pc-i440fx-7.2.save";
+/// The same domain saved by libvirt 9.0 (Debian bookworm).
+const LV9: &str = "lv9-q72-pc-i440fx-7.2.save";
+const OFFSET: &str = "q10-pc-i440fx-10.0-offset4096.file";
+const COMPRESSED: [&str; 4] = ["gzip", "bzip2", "xz", "zstd"];
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name)
+}
+
+fn image(format: &str) -> PathBuf {
+    fixture(&if format == "raw" {
+        format!("{Q10}.save")
+    } else {
+        format!("{Q10}-{format}.save")
+    })
+}
+
+fn vmstate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmstate")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// The file offset of the stream in a libvirt image, from its header: 92 + data_len.
+fn stream_start(b: &[u8]) -> usize {
+    assert_eq!(&b[..16], b"LibvirtQemudSave");
+    92 + le32(b, 20) as usize
+}
+
+#[test]
+fn every_libvirt_fixture_is_recognised_with_its_header() {
+    let formats = ["raw", "sparse", "gzip", "bzip2", "xz", "zstd"];
+    for (word, f) in formats.iter().enumerate() {
+        let path = image(f);
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(le32(&bytes, 16), 2, "{f}: version");
+        let format = [0, 6, 1, 2, 3, 5][word];
+        assert_eq!(le32(&bytes, 28), format, "{f}: format word");
+        let input = Input::open(&path).unwrap();
+        let Some(Container::Libvirt(i)) = input.container() else {
+            panic!("{f}: not recognised as a libvirt image");
+        };
+        assert_eq!(i.header.format.name(), *f);
+        assert_eq!(i.header.format as u32, format);
+        assert_eq!(i.stream_start, stream_start(&bytes));
+        assert_eq!(i.header.was_running, le32(&bytes, 24));
+        assert_eq!(i.header.cookie_offset, le32(&bytes, 32));
+        // The XML is the text from offset 92 to its NUL.
+        let nul = bytes[92..].iter().position(|&b| b == 0).unwrap();
+        assert_eq!(i.xml.as_bytes(), &bytes[92..92 + nul]);
+        assert_eq!(
+            i.domain.name.as_deref(),
+            Some("vmstate-lv11-q10-pc-i440fx-10.0")
+        );
+        assert_eq!(i.domain.machine.as_deref(), Some("pc-i440fx-10.0"));
+        assert_eq!(i.domain.memory, Some(32 << 20));
+        assert_eq!(i.domain.vcpus, Some(1));
+        assert!(input.bytes().starts_with(b"QEVM\0\0\0\x03"), "{f}");
+        if i.header.format.compressed() {
+            assert_eq!(input.stream_start(), 0, "{f}: a decompressed stream");
+            assert!(input.prefix().is_empty());
+        } else {
+            assert_eq!(input.stream_start(), stream_start(&bytes));
+            assert_eq!(input.prefix(), &bytes[..stream_start(&bytes)]);
+            assert_eq!(input.bytes(), &bytes[stream_start(&bytes)..]);
+        }
+        assert_eq!(i.header.format == SaveFormat::Sparse, *f == "sparse");
+    }
+}
+
+#[test]
+fn inspect_shows_the_libvirt_header_and_the_domain() {
+    for f in ["raw", "gzip"] {
+        let path = image(f);
+        let bytes = fs::read(&path).unwrap();
+        let start = stream_start(&bytes);
+        let o = vmstate(&["inspect", s(&path)]);
+        assert!(o.status.success(), "{f}: {}", err(&o));
+        let text = out(&o);
+        let word = if f == "raw" { 0 } else { 1 };
+        assert!(
+            text.starts_with(&format!(
+                "libvirt save image: magic LibvirtQemudSave, version 2, format {f} ({word}), \
+                 was_running 1\n"
+            )),
+            "{text}"
+        );
+        for want in [
+            &format!("data at 0x0000005c: {} bytes: domain XML", le32(&bytes, 20)),
+            "domain: name vmstate-lv11-q10-pc-i440fx-10.0, uuid \
+             5f0c6a1e-2b1d-4c3a-9e8f-17a2b3c4d5e6, type qemu, arch x86_64, machine \
+             pc-i440fx-10.0, memory 32 MiB, vCPUs 1",
+            "emulator: ",
+            &format!("file offset {start} (0x{start:x})"),
+            "header at 0x00000000: magic QEVM, file version 3",
+        ] {
+            assert!(text.contains(want), "{f}: no {want:?} in\n{text}");
+        }
+        assert!(text.contains(if f == "raw" {
+            "byte offsets below are stream offsets"
+        } else {
+            "offsets in the decompressed QEMU stream"
+        }));
+    }
+    // The 7.2 domain's images, by libvirt 11.3 and 9.0.
+    for name in [Q72, LV9] {
+        let o = vmstate(&["inspect", s(&fixture(name))]);
+        assert!(o.status.success(), "{}", err(&o));
+        assert!(out(&o).contains("machine pc-i440fx-7.2, memory 32 MiB, vCPUs 1"));
+    }
+    // JSON output stays JSON; the container is named on stderr.
+    let o = vmstate(&["inspect", "--json", s(&image("raw"))]);
+    assert!(o.status.success());
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    assert!(err(&o).contains("libvirt save image (raw), QEMU stream at file offset"));
+}
+
+#[test]
+fn verify_passes_on_each_container_fixture() {
+    let mut names: Vec<PathBuf> = vec![image("raw"), fixture(Q72), fixture(LV9), fixture(OFFSET)];
+    names.extend(COMPRESSED.iter().map(|f| image(f)));
+    for path in names {
+        let o = vmstate(&["verify", s(&path)]);
+        let text = out(&o);
+        assert!(o.status.success(), "{}: {text}{}", path.display(), err(&o));
+        assert!(text.contains(": ok: "), "{text}");
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if name.starts_with("lv") {
+            assert!(text.contains("libvirt header (version 2"), "{text}");
+            assert!(text.contains("checked; libvirt save image"), "{text}");
+        } else {
+            assert!(
+                text.contains("QEMU stream at file offset 4096 (0x1000, found at a 4 KiB"),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// A change to a file's bytes.
+type Edit = Box<dyn FnOnce(&mut Vec<u8>)>;
+
+/// A copy of `src` changed by `edit`, verified: the exit status and what it printed.
+fn verify_edited(dir: &Path, src: &Path, edit: impl FnOnce(&mut Vec<u8>)) -> (i32, String) {
+    let mut b = fs::read(src).unwrap();
+    edit(&mut b);
+    let p = dir.join("edited.save");
+    fs::write(&p, &b).unwrap();
+    let o = vmstate(&["verify", s(&p)]);
+    (o.status.code().unwrap(), out(&o) + &err(&o))
+}
+
+#[test]
+fn a_corrupted_header_xml_or_stream_is_refused_at_its_offset() {
+    let dir = support::scratch("containers-corrupt");
+    let raw = image("raw");
+    let bytes = fs::read(&raw).unwrap();
+    let start = stream_start(&bytes);
+    let data_len = le32(&bytes, 20);
+    let put = |b: &mut Vec<u8>, at: usize, w: u32| b[at..at + 4].copy_from_slice(&w.to_le_bytes());
+    let cases: Vec<(&str, Edit, String)> = vec![
+        (
+            "partial magic",
+            Box::new(|b| b[12..16].copy_from_slice(b"Part")),
+            "at file offset 0 (0x0): the image is incomplete".into(),
+        ),
+        (
+            "version",
+            Box::new(move |b| put(b, 16, 3)),
+            "at file offset 16 (0x10): version 0x3: expected 1 or 2".into(),
+        ),
+        (
+            "format",
+            Box::new(move |b| put(b, 28, 9)),
+            "at file offset 28 (0x1c): format 9: expected 0..=6".into(),
+        ),
+        (
+            "data length past the end",
+            Box::new(move |b| put(b, 20, u32::MAX)),
+            format!("at file offset 20 (0x14): data length {}", u32::MAX),
+        ),
+        (
+            "data length one too long",
+            Box::new(move |b| put(b, 20, data_len + 1)),
+            format!(
+                "at file offset {} (0x{:x}): expected the QEMU stream (QEVM)",
+                start + 1,
+                start + 1
+            ),
+        ),
+        (
+            "cookie offset",
+            Box::new(move |b| put(b, 32, data_len)),
+            "at file offset 32 (0x20): cookie offset".into(),
+        ),
+        (
+            "domain XML",
+            Box::new(|b| b[93..99].copy_from_slice(b"dumain")),
+            "at file offset 92 (0x5c): domain XML:".into(),
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let (code, text) = verify_edited(&dir, &raw, edit);
+        assert_eq!(code, 101, "{what}: {text}");
+        assert!(text.contains(&want), "{what}: no {want:?} in {text}");
+        assert!(text.contains("libvirt save image: "), "{what}: {text}");
+    }
+    // A stream byte: the first RAM section's record type (stream offset 0x1b, after the
+    // header and the CONFIGURATION record) made an unknown type. The stream offset reported,
+    // plus the stream's file offset named once, is the byte changed.
+    let at = 0x1b;
+    assert_eq!(bytes[start + at], 0x01, "a SECTION_START record");
+    let (code, text) = verify_edited(&dir, &raw, |b| b[start + at] = 0x7e);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("at byte {at} (0x{at:x})")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "QEMU stream at file offset {start} (0x{start:x}); byte offsets below are stream \
+             offsets (file offset = {start} + stream offset)"
+        )),
+        "{text}"
+    );
+    // The other commands name the stream's start in the error itself.
+    let o = vmstate(&["inspect", s(&dir.join("edited.save"))]);
+    assert_eq!(o.status.code(), Some(101));
+    assert!(
+        err(&o).contains(&format!(
+            "edited.save (stream at file offset {start} (0x{start:x}); offsets in the stream): \
+             at byte {at} (0x{at:x})"
+        )),
+        "{}",
+        err(&o)
+    );
+    // Compressed data cut short: the decompressor's error names the format and the data's
+    // file offset.
+    let gz = image("gzip");
+    let gz_start = stream_start(&fs::read(&gz).unwrap());
+    let (code, text) = verify_edited(&dir, &gz, |b| b.truncate(b.len() / 2));
+    assert_eq!(code, 101, "{text}");
+    assert!(
+        text.contains(&format!("gzip data at file offset {gz_start}")),
+        "{text}"
+    );
+    assert!(text.contains("gzip decompression of the stream"), "{text}");
+    // lzop: no decoder, refused by name.
+    let (code, text) = verify_edited(&dir, &raw, |b| {
+        put(b, 28, 4);
+        b.splice(start..start, *b"\x89LZO\0\r\n\x1a\n");
+    });
+    assert_eq!(code, 101, "{text}");
+    assert!(
+        text.contains("lzop-compressed (format 4), which vmstate does not read"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rewrite_keeps_the_container_byte_for_byte() {
+    let dir = support::scratch("containers-rewrite");
+    for path in [image("raw"), fixture(Q72), fixture(LV9), fixture(OFFSET)] {
+        let o = &*dir.join("out");
+        let r = vmstate(&["rewrite", s(&path), s(o)]);
+        assert!(r.status.success(), "{}: {}", path.display(), err(&r));
+        assert!(support::same_contents(&path, o), "{}", path.display());
+    }
+    // An edit changes the stream only: the container is the same, and the stream is what
+    // rewriting the bare stream with the same edit writes.
+    let raw = image("raw");
+    let bytes = fs::read(&raw).unwrap();
+    let start = stream_start(&bytes);
+    let bare = &*dir.join("bare.vmstate");
+    fs::write(bare, &bytes[start..]).unwrap();
+    let (edited, edited_bare) = (&*dir.join("edited"), &*dir.join("edited-bare"));
+    let set = "i8259[0].imr=0x5a";
+    assert!(
+        vmstate(&["rewrite", s(&raw), s(edited), "--set", set])
+            .status
+            .success()
+    );
+    assert!(
+        vmstate(&["rewrite", s(bare), s(edited_bare), "--set", set])
+            .status
+            .success()
+    );
+    let (e, eb) = (fs::read(edited).unwrap(), fs::read(edited_bare).unwrap());
+    assert_eq!(&e[..start], &bytes[..start]);
+    assert_eq!(&e[start..], &eb[..]);
+    assert_ne!(e, bytes);
+    // A compressed image is refused by name; so is a format change.
+    let r = vmstate(&["rewrite", s(&image("zstd")), s(&dir.join("z"))]);
+    assert_eq!(r.status.code(), Some(102));
+    assert!(err(&r).contains("rewrite of a zstd-compressed libvirt save image is not supported"));
+    let r = vmstate(&["rewrite", s(&raw), s(&dir.join("v4")), "--format", "v4"]);
+    assert_eq!(r.status.code(), Some(102));
+    assert!(err(&r).contains("--format with a stream inside a container"));
+}
+
+#[test]
+fn extract_writes_the_container_and_the_same_stream_parts() {
+    let dir = support::scratch("containers-extract");
+    let raw = image("raw");
+    let bytes = fs::read(&raw).unwrap();
+    let start = stream_start(&bytes);
+    let bare = &*dir.join("bare.vmstate");
+    fs::write(bare, &bytes[start..]).unwrap();
+    let (a, b) = (&*dir.join("a"), &*dir.join("b"));
+    let o = vmstate(&["extract", s(&raw), s(a)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(vmstate(&["extract", s(bare), s(b)]).status.success());
+    for part in ["state.json", "desc.json", "index.json", "ram/pc.ram.bin"] {
+        assert!(
+            support::same_contents(&a.join(part), &b.join(part)),
+            "{part} differs"
+        );
+    }
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(a.join("container.json")).unwrap()).unwrap();
+    assert_eq!(c["kind"], "libvirt-save-image");
+    assert_eq!(c["format"], "raw");
+    assert_eq!(c["stream_offset"], start);
+    assert_eq!(c["domain"]["machine"], "pc-i440fx-10.0");
+    let nul = bytes[92..].iter().position(|&b| b == 0).unwrap();
+    let xml = fs::read(a.join("domain.xml")).unwrap();
+    assert_eq!(&xml[..xml.len() - 1], &bytes[92..92 + nul]);
+    assert!(
+        fs::read_to_string(a.join("cookie.xml"))
+            .unwrap()
+            .starts_with("<cookie>")
+    );
+    // A compressed image: its RAM image has the guest's size.
+    let z = &*dir.join("z");
+    assert!(
+        vmstate(&["extract", s(&image("xz")), s(z)])
+            .status
+            .success()
+    );
+    assert_eq!(
+        fs::metadata(z.join("ram/pc.ram.bin")).unwrap().len(),
+        32 << 20
+    );
+}
+
+#[test]
+fn a_stream_at_an_offset_is_found_or_given() {
+    let dir = support::scratch("containers-offset");
+    let path = fixture(OFFSET);
+    let bytes = fs::read(&path).unwrap();
+    assert!(bytes[..4096].iter().all(|&b| b == 0));
+    let input = Input::open(&path).unwrap();
+    assert_eq!(
+        input.container(),
+        Some(&Container::Offset {
+            start: 4096,
+            given: false
+        })
+    );
+    assert_eq!(input.bytes(), &bytes[4096..]);
+    // What is before the offset is anything: a header of 100 bytes of text is not at an
+    // aligned offset, so the stream is not found without --offset.
+    let mut odd = b"any header a user wrote before the stream\n".repeat(3);
+    odd.truncate(100);
+    odd.extend_from_slice(&bytes[4096..]);
+    let p = &*dir.join("odd.bin");
+    fs::write(p, &odd).unwrap();
+    let o = vmstate(&["verify", s(p)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).contains("not a migration stream"), "{}", out(&o));
+    let o = vmstate(&["verify", "--offset", "100", s(p)]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("QEMU stream at file offset 100 (0x64, given with --offset)"));
+    let w = &*dir.join("odd-out.bin");
+    assert!(
+        vmstate(&["rewrite", "--offset", "100", s(p), s(w)])
+            .status
+            .success()
+    );
+    assert!(support::same_contents(p, w));
+    // A wrong --offset is refused with the offset and what is there.
+    let o = vmstate(&["verify", "--offset", "99", s(p)]);
+    assert_eq!(o.status.code(), Some(101));
+    assert!(
+        err(&o).contains("--offset 99: expected the QEVM magic at file offset 99 (0x63)"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn a_libvirt_image_can_come_through_a_pipe() {
+    let raw = image("raw");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | '{}' verify /dev/stdin",
+            s(&raw),
+            env!("CARGO_BIN_EXE_vmstate")
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("libvirt header (version 2, format raw)"));
+    // What is not an image is refused as soon as it shows: a bad header at its 92nd byte, a
+    // good header with garbage data once the data length has arrived (never a whole
+    // /dev/zero spooled).
+    let header = &fs::read(&raw).unwrap()[..92];
+    let dir = support::scratch("containers-pipe");
+    let good_header = dir.join("header");
+    fs::write(&good_header, header).unwrap();
+    for (head, want) in [
+        (
+            "printf LibvirtQemudSave".to_string(),
+            "at file offset 16 (0x10): version 0x0",
+        ),
+        (
+            format!("cat '{}'", s(&good_header)),
+            "at file offset 92 (0x5c): domain XML",
+        ),
+    ] {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "({head}; cat /dev/zero) | timeout 60 '{}' verify /dev/stdin",
+                env!("CARGO_BIN_EXE_vmstate")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(101), "{head}: {}", err(&o));
+        assert!(err(&o).contains(want), "{head}: {}", err(&o));
+    }
+    // An offset is looked for, or given, in files only.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' | '{}' verify --offset 4096 /dev/stdin",
+            s(&fixture(OFFSET)),
+            env!("CARGO_BIN_EXE_vmstate")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(102), "{}", err(&o));
+    assert!(
+        err(&o).contains("--offset needs a regular file"),
+        "{}",
+        err(&o)
+    );
+}
