@@ -69,6 +69,7 @@ pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod machine;
+pub mod mapped_ram;
 pub mod ram;
 pub mod schema;
 pub mod sink;
@@ -713,7 +714,7 @@ sizes! {
     "[`Error`]" Error = 104, 80,
         "returned by every fallible call; why not smaller: its docs";
     "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
-    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1672, 1304,
+    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1680, 1312,
         "the record iterator: its [`Machine`] tracks up to [`machine::MAX_OPEN_SECTIONS`] \
          open sections";
     "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
