@@ -254,6 +254,29 @@ impl BlockLayout {
     }
 }
 
+impl BlockLayout {
+    /// The bytes of `count` pages from page `index` in `file` (byte 0 at offset `base`),
+    /// whatever the bitmap says (an absent page's bytes are a hole, or stale data QEMU left
+    /// when the page became zero later); `None` past the block or the input.
+    pub fn pages_bytes<'f>(
+        &self,
+        file: &'f [u8],
+        base: usize,
+        index: u64,
+        count: u64,
+    ) -> Option<&'f [u8]> {
+        if index.checked_add(count)? > self.pages() {
+            return None;
+        }
+        slice_at(
+            file,
+            base,
+            self.page_offset(index)?,
+            count.checked_mul(PAGE_SIZE as u64)?,
+        )
+    }
+}
+
 /// `len` bytes at absolute offset `at` of `buf` (whose byte 0 is at `base`).
 fn slice_at(buf: &[u8], base: usize, at: u64, len: u64) -> Option<&[u8]> {
     let start = usize::try_from(at).ok()?.checked_sub(base)?;

@@ -163,6 +163,12 @@ impl<'a> BlockList<'a> {
         layout.bitmap(self.raw, self.base)
     }
 
+    /// `count` pages from page `index` of a mapped-ram block of this list, whatever its bitmap
+    /// says ([`BlockLayout::pages_bytes`]).
+    pub fn mapped_pages(&self, layout: &BlockLayout, index: u64, count: u64) -> Option<&'a [u8]> {
+        layout.pages_bytes(self.raw, self.base, index, count)
+    }
+
     /// Page `index` of a mapped-ram block of this list: `Some` when the file holds it, `None`
     /// for a zero page (never written) or an index past the block.
     pub fn mapped_page(&self, layout: &BlockLayout, index: u64) -> Option<&'a [u8]> {
