@@ -352,7 +352,14 @@ impl<'a> RamContext<'a> {
         let mut remaining = total;
         let mut count: usize = 0;
         while remaining > 0 {
-            let name = r.name()?;
+            // With mapped-ram, an entry is where the previous block's pages region said it
+            // is: a region that overlaps the next block's lands the walk inside that block.
+            let name = r
+                .name()
+                .map_err(|e| match self.options.mapped_ram && count > 0 {
+                    true => e.in_field("RAM block entry after a mapped-ram pages region"),
+                    false => e,
+                })?;
             let len_at = r.offset();
             let length = r.be64()?;
             if self.options.ignore_shared {
