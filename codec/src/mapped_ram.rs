@@ -30,6 +30,10 @@
 //! The loader (ram.c `parse_ramblock_mapped_ram`) declares PAGE, ZERO, XBZRLE, HOOK and
 //! MULTIFD_FLUSH records invalid in such a stream; [`crate::ram::RamContext`] refuses them too.
 //!
+//! Read such a stream from a slice ([`crate::stream::Records`], a mapped file): the push
+//! decoder ([`crate::io::Decoder`]) keeps a block list whole in its working buffer, and here the
+//! list spans every pages region, so it reports [`ErrorKind::BufferTooSmall`].
+//!
 //! Nothing here allocates or panics; lookups borrow the caller's buffer.
 
 use zerocopy::byteorder::big_endian::{U32, U64};
