@@ -474,3 +474,41 @@ fn qemu_10_loads_an_edited_mapped_ram_file_with_its_ram() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Every cut of a mapped-ram file inside its RAM START record is "need more bytes" from the
+/// codec's record walk (never another error, never a panic): inside the headers and bitmaps
+/// byte by byte, inside the pages regions every 64 KiB. (Cuts inside the CONFIGURATION
+/// record are that record's business, as for every stream.)
+#[test]
+fn every_cut_before_the_ram_end_is_incomplete() {
+    use vmstate::stream::{FooterScan, Options, Records};
+    let stem = MAPPED[0].0;
+    let bytes = fixture(&format!("{stem}.vmstate"));
+    let s = stream_of(&bytes, stem);
+    let list = block_list(&s);
+    let ram_end = list.offset() + list.bytes().len() + 8 + 5;
+    let dense = list
+        .entries()
+        .flat_map(|(_, l)| {
+            let l = l.unwrap();
+            (l.header_offset as usize - 20)..(l.bitmap_end() as usize + 16)
+        })
+        .chain(0..0x80);
+    let start = s.entries[0].offset;
+    assert!(matches!(s.entries[0].item, Item::Ram { .. }));
+    let sparse = (start..ram_end).step_by(0x1_0000);
+    let mut cuts = 0;
+    for k in dense
+        .chain(sparse)
+        .filter(|&k| (start..ram_end).contains(&k))
+    {
+        let cut = &bytes[..k];
+        let mut r = Records::with_options(cut, FooterScan, Options::for_stream(cut));
+        let e = r
+            .find_map(Result::err)
+            .unwrap_or_else(|| panic!("cut at {k}: no error"));
+        assert!(e.is_incomplete(), "cut at {k}: {e}");
+        cuts += 1;
+    }
+    assert!(cuts > 300, "{cuts}");
+}
