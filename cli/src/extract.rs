@@ -161,7 +161,7 @@ impl<'p, 'a> Extract<'p, 'a> {
                 if new {
                     self.created.push(ram.clone());
                 }
-                for b in list.iter() {
+                for (b, layout) in list.entries() {
                     let name = safe_name(b.name);
                     if !self.names.insert(name.clone()) {
                         return Err(self
@@ -173,14 +173,31 @@ impl<'p, 'a> Extract<'p, 'a> {
                     f.file()
                         .set_len(b.length)
                         .map_err(|e| self.out.error(&p, "cannot size the image", e))?;
-                    self.out.index_ram.push(json!({
+                    let mut entry = json!({
                         "name": String::from_utf8_lossy(b.name),
                         "name_escaped": escaped(b.name),
                         "file": format!("ram/{name}.bin"),
                         "length": b.length,
-                    }));
+                    });
+                    if let Some(l) = layout {
+                        let present = list.bitmap(&l).map_or(0, |bm| l.present_pages(bm));
+                        entry["mapped_ram"] = json!({
+                            "header_offset": l.header_offset,
+                            "version": l.version,
+                            "page_size": l.page_size,
+                            "bitmap_offset": l.bitmap_offset,
+                            "bitmap_len": l.bitmap_len(),
+                            "pages_offset": l.pages_offset,
+                            "pages": l.pages(),
+                            "present": present,
+                        });
+                    }
+                    self.out.index_ram.push(entry);
                     self.order.push(b.name);
                     self.images.insert(b.name, (p, f));
+                    if let Some(l) = layout {
+                        self.mapped_pages(&list, b.name, &l)?;
+                    }
                 }
                 Ok(())
             }
@@ -198,6 +215,34 @@ impl<'p, 'a> Extract<'p, 'a> {
             } if fill != 0 => self.write_at(block, offset, &[fill; PAGE_SIZE]),
             _ => Ok(()),
         }
+    }
+
+    /// Writes the pages a mapped-ram block's bitmap marks present, a run of consecutive pages
+    /// at a time (they are consecutive in the file too); absent pages stay holes of zeros.
+    fn mapped_pages(
+        &mut self,
+        list: &vmstate::ram::BlockList<'a>,
+        block: &'a [u8],
+        l: &vmstate::mapped_ram::BlockLayout,
+    ) -> Result<(), OutputError> {
+        let Some(bitmap) = list.bitmap(l) else {
+            return Ok(());
+        };
+        let present = |i: u64| l.is_present(bitmap, i) == Some(true);
+        let mut i = 0;
+        while i < l.pages() {
+            if !present(i) {
+                i += 1;
+                continue;
+            }
+            let run = (i..l.pages()).take_while(|&j| present(j)).count() as u64;
+            // The run lies inside the list's bytes: the reader went past the pages region.
+            if let Some(data) = list.mapped_pages(l, i, run) {
+                self.write_at(block, i * PAGE_SIZE as u64, data)?;
+            }
+            i += run;
+        }
+        Ok(())
     }
 
     fn write_at(&mut self, block: &[u8], offset: u64, data: &[u8]) -> Result<(), OutputError> {

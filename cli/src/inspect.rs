@@ -10,6 +10,7 @@ use crate::output::Spool;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::io;
+use vmstate::mapped_ram::BlockLayout;
 use vmstate::ram::RamRecord;
 use vmstate::wire::section::SectionKind;
 
@@ -54,6 +55,9 @@ pub struct BlockPages {
     pub normal: u64,
     /// XBZRLE records.
     pub xbzrle: u64,
+    /// mapped-ram: the block's header (where its bitmap and pages lie). Its pages are then
+    /// counted from the bitmap: `normal` present in the file, `zero` absent (never written).
+    pub mapped: Option<BlockLayout>,
 }
 
 /// Per-block page counts over all RAM sections, in block-list order (read from the kept
@@ -89,12 +93,20 @@ impl<'a> RamTally<'a> {
             && kind == SectionKind::Start
         {
             self.blocks = list.count;
-            for b in list.iter() {
+            for (b, layout) in list.entries() {
                 let n = vmstate::Escaped(b.name).to_string();
                 if !self.map.contains_key(&n) {
                     self.order.push(n.clone());
                 }
-                self.map.entry(n).or_default().length = b.length;
+                let e = self.map.entry(n).or_default();
+                e.length = b.length;
+                if let Some(l) = layout {
+                    // The bitmap lies inside the list's bytes (checked when it was read).
+                    let present = list.bitmap(&l).map_or(0, |bm| l.present_pages(bm));
+                    e.normal = present;
+                    e.zero = l.pages().saturating_sub(present);
+                    e.mapped = Some(l);
+                }
             }
         }
         BlockCount::add(&mut self.section, rec);
@@ -415,8 +427,62 @@ fn tail(style: Style, ram: RamTally<'_>, stream: &Stream<'_>) -> String {
             head("RAM total"),
             ram.len()
         );
+        mapped_tail(style, &ram, &mut o);
     }
     o
+}
+
+/// The mapped-ram layout of each block: header, bitmap and pages ranges (file offsets, end
+/// exclusive) and how many pages the file holds.
+fn mapped_tail(style: Style, ram: &[(String, BlockPages)], o: &mut String) {
+    let mapped: Vec<_> = ram
+        .iter()
+        .filter_map(|(n, p)| p.mapped.map(|l| (n, p.normal, l)))
+        .collect();
+    if mapped.is_empty() {
+        return;
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{} (pages at fixed file offsets; zero pages are not in the file)",
+        style.paint("1", "mapped-ram")
+    );
+    let nw = mapped
+        .iter()
+        .map(|(n, ..)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (n, present, l) in mapped {
+        let end = l.pages_end().unwrap_or(u64::MAX);
+        if style.align {
+            let _ = writeln!(
+                o,
+                "  {n:<nw$}  header {:#x} v{} page {}  bitmap {:#x}..{:#x}  pages {:#x}..{end:#x}  \
+                 {present}/{} present",
+                l.header_offset,
+                l.version,
+                l.page_size,
+                l.bitmap_offset,
+                l.bitmap_end(),
+                l.pages_offset,
+                l.pages()
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "block={n}\theader={:#x}\tversion={}\tpage_size={}\tbitmap={:#x}..{:#x}\t\
+                 pages={:#x}..{end:#x}\tpresent={present}\tpages_total={}",
+                l.header_offset,
+                l.version,
+                l.page_size,
+                l.bitmap_offset,
+                l.bitmap_end(),
+                l.pages_offset,
+                l.pages()
+            );
+        }
+    }
 }
 
 /// One line of the map: `cells` in the measured `width`s (aligned) or as `key=value` cells.

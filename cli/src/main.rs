@@ -14,7 +14,7 @@ use vmstate_cli::exit::{Exit, Failure};
 use vmstate_cli::input::{Input, Progress};
 use vmstate_cli::inspect::{self, Style};
 use vmstate_cli::model::{KeepAll, ParseOptions, Visit};
-use vmstate_cli::output::{Links, OutputFile};
+use vmstate_cli::output::{Links, OutputFile, SparseFile};
 use vmstate_cli::v4tools::{self, Format};
 use vmstate_cli::verify::DestSpec;
 use vmstate_cli::{Stream, pretty_json};
@@ -551,12 +551,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let mut out = out;
             let mut progress = Progress::new("rewrite", file.bytes().len());
-            let written = stream
-                .write_observed(out.file(), &mut |at| {
-                    progress.update(at);
-                    file.release_before(at);
-                })
-                .map_err(|e| Failure::Output(format!("{}: {e}", output.display())));
+            let mut observe = |at| {
+                progress.update(at);
+                file.release_before(at);
+            };
+            // A new regular file keeps the input's zero blocks as holes (mapped-ram files
+            // are mostly holes); a pipe or device is written in order.
+            let written = if out.is_write_through() {
+                stream.write_observed(out.file(), &mut observe)
+            } else {
+                stream.write_observed(SparseFile::new(out.file()), &mut observe)
+            }
+            .map_err(|e| Failure::Output(format!("{}: {e}", output.display())));
             progress.finish();
             // Before the output replaces anything.
             checked(&input, &file, written)?;

@@ -478,3 +478,62 @@ impl<S: io::Read + io::Write + io::Seek> Spool<S> {
         Ok(())
     }
 }
+
+/// Writes into a new, empty regular file and leaves every 4 KiB block (aligned to the file)
+/// that is all zeros as a hole: a mapped-ram stream's zero pages and gaps stay sparse through
+/// a rewrite, and the bytes read back are the same. A hole at the end is made by
+/// [`Write::flush`] setting the length.
+#[derive(Debug)]
+pub struct SparseFile<'f> {
+    file: &'f mut File,
+    /// Offset of the next byte.
+    pos: u64,
+    /// Whether the bytes before `pos` end in a hole not yet covered by the file's length.
+    hole_at_end: bool,
+}
+
+impl<'f> SparseFile<'f> {
+    /// Hole size and alignment (the usual file-system block).
+    const BLOCK: u64 = 4096;
+
+    /// A writer at the start of `file`, which must be new and empty (holes read as zeros).
+    pub fn new(file: &'f mut File) -> Self {
+        SparseFile {
+            file,
+            pos: 0,
+            hole_at_end: false,
+        }
+    }
+}
+
+impl Write for SparseFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::{Seek, SeekFrom};
+        let mut rest = buf;
+        while !rest.is_empty() {
+            // Up to the next block boundary.
+            let room = Self::BLOCK - self.pos % Self::BLOCK;
+            let n = rest.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            let (chunk, after) = rest.split_at(n);
+            if n as u64 == Self::BLOCK && vmstate::ram::is_zero(chunk) {
+                self.hole_at_end = true;
+            } else {
+                if self.hole_at_end {
+                    self.file.seek(SeekFrom::Start(self.pos))?;
+                    self.hole_at_end = false;
+                }
+                self.file.write_all(chunk)?;
+            }
+            self.pos += n as u64;
+            rest = after;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.hole_at_end {
+            self.file.set_len(self.pos)?;
+        }
+        self.file.flush()
+    }
+}

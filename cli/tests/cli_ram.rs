@@ -329,3 +329,36 @@ fn ram_reads_the_stream_inside_a_container() {
     let at = read("q10-pc-i440fx-10.0-offset4096.file");
     assert_eq!(at[0x3fff0], 0xea);
 }
+
+/// A mapped-ram file (QEMU 10.0, with and without multifd) is read directly: each page at its
+/// file offset when its bitmap bit is set, zero otherwise; the RAM equals `extract`'s image.
+#[test]
+fn a_mapped_ram_file_is_read_at_its_pages_offsets() {
+    let dir = support::scratch("vmstate-ram-mapped");
+    for name in [
+        "q10-pc-i440fx-10.0-mapped-ram.vmstate",
+        "q10-pc-q35-10.0-mapped-ram-multifd.vmstate",
+    ] {
+        let f = fixture(name);
+        let s = f.to_str().unwrap();
+        let out = dir.join(name);
+        let o = vmstate(&["extract", s, out.to_str().unwrap()]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        let image = std::fs::read(out.join("ram/pc.ram.bin")).unwrap();
+        assert_eq!(image.len(), 4 << 20, "{name}");
+        let o = vmstate(&["ram", s, "--block", "pc.ram", "--len", "0x400000"]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        assert!(o.stdout == image, "{name}");
+        assert!(
+            image.iter().any(|&b| b != 0),
+            "{name}: the guest's RAM is not all zero"
+        );
+        let flat = dir.join(format!("{name}.img"));
+        let o = vmstate(&["ram", s, "--image", flat.to_str().unwrap()]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        assert!(
+            std::fs::read(&flat).unwrap() == image,
+            "{name}: the flat image"
+        );
+    }
+}

@@ -506,6 +506,18 @@ pub enum ErrorKind {
         /// The version read.
         found: u32,
     },
+    /// A mapped-ram block header or bitmap breaks a rule ([`crate::mapped_ram`]); the offset is
+    /// the header field's (or the bitmap byte's).
+    MappedRam {
+        /// The block.
+        block: Name,
+        /// Which rule.
+        fault: MappedRamFault,
+        /// The version read (saturated at 255) or the bitmap byte, else 0: a wider field would
+        /// grow every [`Error`] on 32-bit targets, so offsets and the page size are told by
+        /// the error's offset (the header field) and the rule.
+        found: u8,
+    },
     /// A vendor-tagged subsection (v4) names a vendor level outside `1..=levels`: level 0 is
     /// upstream, which tags nothing, and a level above the stream's vendor chain has no vendor.
     VendorLevel {
@@ -528,6 +540,24 @@ pub enum ErrorKind {
         /// The level at which the chain has `tag` (`1..=N`), 0 when it does not have it.
         at: u8,
     },
+}
+
+/// The rule a mapped-ram block breaks ([`ErrorKind::MappedRam`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum MappedRamFault {
+    /// The header version is not 1.
+    Version,
+    /// The header's page size is not the target page size (4096).
+    PageSize,
+    /// The bitmap does not start right after the header.
+    BitmapOffset,
+    /// The pages region is not page-aligned, starts before the bitmap's end, or ends past
+    /// the largest offset.
+    PagesOffset,
+    /// A bitmap bit past the block's last page is set.
+    BitmapPadding,
 }
 
 /// Where a record starts, for [`ErrorKind::UnknownRecordType`]: what may stand there.
@@ -853,6 +883,35 @@ impl fmt::Display for ErrorKind {
                  other), found {fill:#04x}"
             ),
             RamVersion { found } => write!(f, "RAM section version: expected 4, found {found}"),
+            MappedRam {
+                block,
+                fault,
+                found,
+            } => {
+                write!(f, "mapped-ram block {block}: ")?;
+                match fault {
+                    MappedRamFault::Version => write!(
+                        f,
+                        "header version: expected 1, found {found}{}",
+                        if found == u8::MAX { " or more" } else { "" }
+                    ),
+                    MappedRamFault::PageSize => {
+                        f.write_str("header page size: expected 4096 (the target page size)")
+                    }
+                    MappedRamFault::BitmapOffset => f.write_str(
+                        "bitmap offset: expected the offset right after the 28-byte header",
+                    ),
+                    MappedRamFault::PagesOffset => f.write_str(
+                        "pages offset: expected a page-aligned offset at or after the bitmap's \
+                         end (QEMU writes it rounded up to 1 MiB)",
+                    ),
+                    MappedRamFault::BitmapPadding => write!(
+                        f,
+                        "bitmap: bits past the block's last page must be 0, found byte \
+                         {found:#04x}"
+                    ),
+                }
+            }
             VendorLevel { level, levels } => write!(
                 f,
                 "vendor level {level} outside 1..={levels} (the header's vendor chain; level 0 \

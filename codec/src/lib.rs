@@ -71,6 +71,7 @@ pub mod dirty;
 pub mod error;
 pub mod io;
 pub mod machine;
+pub mod mapped_ram;
 pub mod memory;
 pub mod ram;
 pub mod schema;
@@ -716,7 +717,7 @@ sizes! {
     "[`Error`]" Error = 104, 80,
         "returned by every fallible call; why not smaller: its docs";
     "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
-    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1672, 1304,
+    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1680, 1312,
         "the record iterator: its [`Machine`] tracks up to [`machine::MAX_OPEN_SECTIONS`] \
          open sections";
     "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
@@ -736,7 +737,7 @@ sizes! {
     "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
         "eight incompatibilities";
     "[`memory::PageIndex`]`<SliceLinks>`"
-        memory::PageIndex<'static, &'static mut [u64], memory::SliceLinks<'static>> = 1152, 1096,
+        memory::PageIndex<'static, &'static mut [u64], memory::SliceLinks<'static>> = 1160, 1104,
         "each block's first slot for up to [`memory::MAX_BLOCKS`] blocks (the page slots \
          themselves are the caller's: [`memory::SLOT_BYTES`] per page)";
 }

@@ -567,6 +567,7 @@ impl<I: Clone + AsRef<[u8]>> Machine<I> {
                             return Ok(Step::NeedMore);
                         }
                         self.options.ram.ignore_shared |= ignores_shared(&c);
+                        self.options.ram.mapped_ram |= crate::mapped_ram::announced(&c);
                         Head::Configuration(c)
                     }
                     RecordType::Eof => {

@@ -42,12 +42,16 @@ const TAG_XBZRLE: u64 = 0b10 << TAG_SHIFT;
 const PAGE: u64 = PAGE_SIZE as u64;
 
 /// How many slots a [`PageIndex`] over `blocks` needs: one per page of every block (a block
-/// whose length is not a multiple of the page size gets a slot for its last, partial page).
-/// `None` if the count overflows `usize` (a block list no machine has).
+/// whose length is not a multiple of the page size gets a slot for its last, partial page),
+/// none for a block of a mapped-ram file, whose pages are read directly at their file offsets
+/// (its bitmap says which are there). `None` if the count overflows `usize` (a block list no
+/// machine has).
 pub fn slots_needed(blocks: &BlockList<'_>) -> Option<usize> {
     let mut total = 0u64;
-    for b in blocks.iter() {
-        total = total.checked_add(b.length.div_ceil(PAGE))?;
+    for (b, layout) in blocks.entries() {
+        if layout.is_none() {
+            total = total.checked_add(b.length.div_ceil(PAGE))?;
+        }
     }
     usize::try_from(total).ok()
 }
@@ -241,9 +245,14 @@ impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
         }
         let mut starts = [0u64; MAX_BLOCKS + 1];
         let mut total = 0u64;
-        for (i, b) in blocks.iter().enumerate() {
+        for (i, (b, layout)) in blocks.entries().enumerate() {
+            let pages = if layout.is_some() {
+                0
+            } else {
+                b.length.div_ceil(PAGE)
+            };
             total = total
-                .checked_add(b.length.div_ceil(PAGE))
+                .checked_add(pages)
                 .ok_or(MemoryError::TooManyBlocks { found: i })?;
             if let Some(s) = starts.get_mut(i.saturating_add(1)) {
                 *s = total;
@@ -347,7 +356,23 @@ impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
     }
 
     /// Where page `page` (a page number) of block `block` is.
+    ///
+    /// A page of a mapped-ram file's block is found directly: at its file offset when its
+    /// bitmap bit is set, else a zero page (QEMU never writes one).
     pub fn source(&self, block: usize, page: u64) -> Result<PageSource, MemoryError> {
+        if let Some((length, layout)) = self.mapped(block) {
+            if page >= layout.pages() {
+                return Err(MemoryError::OutOfBlock {
+                    block,
+                    offset: page.saturating_mul(PAGE),
+                    length,
+                });
+            }
+            return match self.blocks.mapped_page(&layout, page) {
+                Some(bytes) => Ok(PageSource::Data(self.offset_of(bytes)?)),
+                None => Ok(PageSource::Fill(0)),
+            };
+        }
         let slot = *self.slot(block, page)?;
         self.decode(slot)
     }
@@ -359,7 +384,12 @@ impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
         page: u64,
         buf: &mut [u8; PAGE_SIZE],
     ) -> Result<(), MemoryError> {
-        let slot = *self.slot(block, page)?;
+        let slot = match self.source(block, page)? {
+            // A mapped-ram page is one of these, never a slot.
+            PageSource::Data(o) if self.mapped(block).is_some() => o,
+            PageSource::Fill(b) if self.mapped(block).is_some() => TAG_FILL | u64::from(b),
+            _ => *self.slot(block, page)?,
+        };
         self.materialise(slot, buf).map_err(|e| match e {
             MemoryError::NotSent { .. } => MemoryError::NotSent {
                 block,
@@ -414,6 +444,12 @@ impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
             rest = tail;
         }
         Ok(())
+    }
+
+    /// Block `block`'s length and mapped-ram layout, if it is a mapped-ram file's block.
+    fn mapped(&self, block: usize) -> Option<(u64, crate::mapped_ram::BlockLayout)> {
+        let (entry, layout) = self.blocks.entries().nth(block)?;
+        Some((entry.length, layout?))
     }
 
     fn links_stored(&self) -> u64 {

@@ -10,12 +10,17 @@
 //! MULTIFD_FLUSH word is accepted only with [`RamOptions::multifd_flush`]; COMPRESS_PAGE, HOOK
 //! and unknown combinations are rejected; every body ends with EOS.
 //!
+//! With [`RamOptions::mapped_ram`] each block entry is followed by its mapped-ram header, bitmap
+//! and pages region ([`crate::mapped_ram`]): the block list spans them, and page records are
+//! refused.
+//!
 //! What a destination QEMU accepts differs by version ([`RamOptions::for_qemu`]): 7.2 fills a
 //! ZERO page with any byte and refuses MULTIFD_FLUSH ("Unknown combination of migration
 //! flags"); 8.0 added MULTIFD_FLUSH; 8.2 refuses a fill byte other than 0 ("Found a zero page
 //! with value %d").
 
 use crate::error::{Error, ErrorKind, Name, Result};
+use crate::mapped_ram::BlockLayout;
 use crate::sink::Sink;
 use crate::wire::Reader;
 
@@ -67,6 +72,11 @@ pub struct RamOptions {
     pub multifd_flush: bool,
     /// The block list carries a be64 `mr->addr` per block (capability `x-ignore-shared`).
     pub ignore_shared: bool,
+    /// The mapped-ram layout (capability `mapped-ram`, QEMU >= 9.0): each block entry is
+    /// followed by a [`MappedRamHeader`](crate::mapped_ram::MappedRamHeader), the bitmap and the
+    /// pages region, and the stream continues after it; PAGE, ZERO, XBZRLE and MULTIFD_FLUSH
+    /// records are refused ([`ErrorKind::RamFlags`]), as QEMU's loader refuses them.
+    pub mapped_ram: bool,
 }
 
 impl RamOptions {
@@ -78,6 +88,7 @@ impl RamOptions {
             allow_nonzero_fill: major < 8 || (major == 8 && minor < 2),
             multifd_flush: major >= 8,
             ignore_shared: false,
+            mapped_ram: false,
         }
     }
 }
@@ -91,6 +102,9 @@ pub struct BlockList<'a> {
     /// The MEM_SIZE total.
     pub total: u64,
     ignore_shared: bool,
+    mapped_ram: bool,
+    /// Absolute offset of `raw[0]` (mapped-ram headers hold absolute offsets).
+    base: usize,
 }
 
 /// One entry of the block list.
@@ -107,8 +121,14 @@ pub struct BlockEntry<'a> {
 impl<'a> BlockList<'a> {
     /// The entries in stream order.
     pub fn iter(&self) -> impl Iterator<Item = BlockEntry<'a>> + 'a {
-        let mut r = Reader::new(self.raw, 0);
-        let shared = self.ignore_shared;
+        self.entries().map(|(entry, _)| entry)
+    }
+
+    /// The entries in stream order, each with its mapped-ram layout when the list has one
+    /// ([`RamOptions::mapped_ram`]).
+    pub fn entries(&self) -> impl Iterator<Item = (BlockEntry<'a>, Option<BlockLayout>)> + 'a {
+        let mut r = Reader::new(self.raw, self.base);
+        let (shared, mapped) = (self.ignore_shared, self.mapped_ram);
         core::iter::from_fn(move || {
             if r.remaining() == 0 {
                 return None;
@@ -116,8 +136,43 @@ impl<'a> BlockList<'a> {
             let name = r.name().ok()?;
             let length = r.be64().ok()?;
             let addr = if shared { Some(r.be64().ok()?) } else { None };
-            Some(BlockEntry { name, length, addr })
+            let layout = if mapped {
+                let l = BlockLayout::read(&mut r, name, length).ok()?;
+                let to = usize::try_from(l.pages_end()?).ok()?;
+                r.skip(to.checked_sub(r.offset())?).ok()?;
+                Some(l)
+            } else {
+                None
+            };
+            Some((BlockEntry { name, length, addr }, layout))
         })
+    }
+
+    /// The list's bytes as in the stream (with mapped-ram: every block's bitmap and pages).
+    pub const fn bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Absolute offset of the list's first byte (after the MEM_SIZE word).
+    pub const fn offset(&self) -> usize {
+        self.base
+    }
+
+    /// The bitmap of a block of this list (`layout` from [`BlockList::entries`]).
+    pub fn bitmap(&self, layout: &BlockLayout) -> Option<&'a [u8]> {
+        layout.bitmap(self.raw, self.base)
+    }
+
+    /// `count` pages from page `index` of a mapped-ram block of this list, whatever its bitmap
+    /// says ([`BlockLayout::pages_bytes`]).
+    pub fn mapped_pages(&self, layout: &BlockLayout, index: u64, count: u64) -> Option<&'a [u8]> {
+        layout.pages_bytes(self.raw, self.base, index, count)
+    }
+
+    /// Page `index` of a mapped-ram block of this list: `Some` when the file holds it, `None`
+    /// for a zero page (never written) or an index past the block.
+    pub fn mapped_page(&self, layout: &BlockLayout, index: u64) -> Option<&'a [u8]> {
+        layout.page(self.raw, self.base, index)
     }
 
     /// Finds a block's length by name.
@@ -213,6 +268,12 @@ impl<'a> RamContext<'a> {
             flags::EOS if !cont => Ok(RamRecord::Eos),
             // Written bare (`qemu_put_be64(f, RAM_SAVE_FLAG_MULTIFD_FLUSH)`): an address would
             // not survive a rewrite, so it is refused like an unknown combination.
+            // mapped-ram: QEMU's loader refuses page records and MULTIFD_FLUSH.
+            flags::ZERO | flags::PAGE | flags::XBZRLE | flags::MULTIFD_FLUSH
+                if self.options.mapped_ram =>
+            {
+                Err(bad(fl))
+            }
             flags::MULTIFD_FLUSH if !cont && addr == 0 && self.options.multifd_flush => {
                 Ok(RamRecord::MultifdFlush)
             }
@@ -287,14 +348,25 @@ impl<'a> RamContext<'a> {
 
     fn read_block_list(&mut self, total: u64, r: &mut Reader<'a>) -> Result<BlockList<'a>> {
         let start = r.position();
+        let base = r.offset();
         let mut remaining = total;
         let mut count: usize = 0;
         while remaining > 0 {
-            let _name = r.name()?;
+            // With mapped-ram, an entry is where the previous block's pages region said it
+            // is: a region that overlaps the next block's lands the walk inside that block.
+            let name = r
+                .name()
+                .map_err(|e| match self.options.mapped_ram && count > 0 {
+                    true => e.in_field("RAM block entry after a mapped-ram pages region"),
+                    false => e,
+                })?;
             let len_at = r.offset();
             let length = r.be64()?;
             if self.options.ignore_shared {
                 r.be64()?;
+            }
+            if self.options.mapped_ram {
+                skip_mapped_block(r, name, length)?;
             }
             remaining = remaining.checked_sub(length).ok_or(Error::new(
                 len_at,
@@ -310,6 +382,8 @@ impl<'a> RamContext<'a> {
             count,
             total,
             ignore_shared: self.options.ignore_shared,
+            mapped_ram: self.options.mapped_ram,
+            base,
         };
         self.blocks = Some(list);
         // A CONTINUE record after a new block list must not reach a block of the old one: its
@@ -368,7 +442,7 @@ impl<'a> RamContext<'a> {
     /// every record with it. Precopy bodies are mostly such runs, which this checks in a few
     /// instructions per record.
     pub fn continued_run_len(&self, rest: &[u8]) -> usize {
-        let Some((_, length)) = self.last else {
+        let Some((_, length)) = self.last.filter(|_| !self.options.mapped_ram) else {
             return 0;
         };
         const ZERO: u64 = (flags::ZERO | flags::CONTINUE) as u64;
@@ -413,6 +487,29 @@ impl<'a> RamContext<'a> {
             }
         }
     }
+}
+
+/// Reads the mapped-ram header of block `name` at `r`, checks its bitmap, and moves `r` past
+/// its pages region (where the stream continues). A region past the input is
+/// [`ErrorKind::Truncated`] in field "mapped-ram pages region".
+fn skip_mapped_block(r: &mut Reader<'_>, name: &[u8], length: u64) -> Result<()> {
+    let l = BlockLayout::read(r, name, length)?;
+    let field = "mapped-ram bitmap";
+    let n = usize::try_from(l.bitmap_len()).unwrap_or(usize::MAX);
+    let bitmap = r.peek_bytes(0, n).ok_or(
+        r.error(ErrorKind::Truncated {
+            needed: n,
+            available: r.remaining(),
+        })
+        .in_field(field),
+    )?;
+    l.check_bitmap(bitmap, name)?;
+    // `pages_end` is representable (checked by `read`) and past the bitmap's end, which is
+    // where `r` is or after.
+    let end = l.pages_end().unwrap_or(u64::MAX);
+    let n = end.saturating_sub(r.offset() as u64);
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    r.skip(n).map_err(|e| e.in_field("mapped-ram pages region"))
 }
 
 /// Applies an XBZRLE delta to `page` in place (QEMU's run-length format: repeated

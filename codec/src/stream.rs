@@ -497,6 +497,7 @@ impl<'a, L> Records<'a, L> {
             Head::Header { version } => Record::Header { version },
             Head::Configuration(c) => {
                 self.ram.options.ignore_shared = self.machine.options().ram.ignore_shared;
+                self.ram.options.mapped_ram = self.machine.options().ram.mapped_ram;
                 Record::Configuration(c)
             }
             Head::Command(c) => Record::Command(c),

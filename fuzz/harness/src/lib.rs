@@ -649,7 +649,7 @@ fn round_trip_state<T: State + Copy + PartialEq + core::fmt::Debug>(init: T, dat
 // ram
 
 /// The RAM record parser: `[options, records...]` (bit 0: nonzero ZERO fill allowed, bit 1:
-/// `x-ignore-shared`, bit 2: MULTIFD_FLUSH accepted).
+/// `x-ignore-shared`, bit 2: MULTIFD_FLUSH accepted, bit 3: mapped-ram).
 pub fn ram(data: &[u8]) {
     use vmstate::ram::{PAGE_SIZE, RamContext, RamOptions, RamRecord, xbzrle_apply};
     let [options, records @ ..] = data else {
@@ -659,6 +659,7 @@ pub fn ram(data: &[u8]) {
         allow_nonzero_fill: options & 1 != 0,
         ignore_shared: options & 2 != 0,
         multifd_flush: options & 4 != 0,
+        mapped_ram: options & 8 != 0,
     });
     let mut r = Reader::new(records, BASE);
     let mut page = [0u8; PAGE_SIZE];
