@@ -258,9 +258,11 @@ pub fn read_live(
     };
     let mut buf = vec![0u8; WINDOW];
     let mut decoder = Decoder::with_options(&mut buf, FooterScan, options);
-    // The bytes read and not passed on: `window[0]` is at offset `base`.
+    // The bytes read: `window[0]` is at offset `base`; those before `sent` were passed on
+    // (they are dropped from the window only when it is refilled, see `compact`).
     let mut window = first;
     let mut base = 0;
+    let mut sent = 0;
     let mut fed = 0;
     let mut held_at = None;
     let mut ram_records = 0;
@@ -295,8 +297,9 @@ pub fn read_live(
             Status::Done => break,
             Status::Partial => {
                 if held_at.is_none() {
-                    pass(forward, &mut window, &mut base, at)?;
+                    pass(forward, &window, base, &mut sent, at)?;
                 }
+                compact(&mut window, &mut base, sent);
                 if extra.load(Ordering::Relaxed) {
                     return Err(Stop::Unvalidated {
                         offset: base,
@@ -373,7 +376,8 @@ pub fn read_live(
                             "postcopy (COMMAND {}: pages come later, on demand)",
                             c.id.name()
                         );
-                        pass(forward, &mut window, &mut base, at)?;
+                        pass(forward, &window, base, &mut sent, at)?;
+                        compact(&mut window, &mut base, sent);
                         return Err(Stop::Unvalidated {
                             offset: at,
                             why,
@@ -405,11 +409,11 @@ pub fn read_live(
             _ => false,
         };
         if !live && held_at.is_none() {
-            pass(forward, &mut window, &mut base, at)?;
+            pass(forward, &window, base, &mut sent, at)?;
             held_at = Some(at);
         }
-        if held_at.is_none() && at - base >= PASS_CHUNK {
-            pass(forward, &mut window, &mut base, at)?;
+        if held_at.is_none() && at - sent >= PASS_CHUNK {
+            pass(forward, &window, base, &mut sent, at)?;
         }
         if trailer_left == Some(0) {
             // The trailer is the last record; what follows it is checked by the walk.
@@ -478,21 +482,32 @@ fn held_within(held_at: Option<usize>, end: usize, limit: usize) -> Result<(), S
     }
 }
 
-/// Passes the checked bytes before offset `to` on and drops them from `window`.
+/// Passes the checked bytes from `sent` to offset `to` of `window` (whose first byte is at
+/// offset `base`) on. They stay in the window until [`compact`]: dropping them here would move
+/// the rest of a full window at every [`PASS_CHUNK`].
 fn pass(
     forward: &mut dyn Forward,
-    window: &mut Vec<u8>,
-    base: &mut usize,
+    window: &[u8],
+    base: usize,
+    sent: &mut usize,
     to: usize,
 ) -> Result<(), Stop> {
-    let n = to - *base;
-    if n == 0 {
+    if to <= *sent {
         return Ok(());
     }
-    forward.pass(&window[..n]).map_err(Stop::Pass)?;
-    window.drain(..n);
-    *base = to;
+    forward
+        .pass(&window[*sent - base..to - base])
+        .map_err(Stop::Pass)?;
+    *sent = to;
     Ok(())
+}
+
+/// Drops the bytes passed on (before offset `sent`) from the front of `window`, which then
+/// starts at `sent`: done before the window is refilled, when what is left of it is the
+/// partial record the decoder waits on.
+fn compact(window: &mut Vec<u8>, base: &mut usize, sent: usize) {
+    window.drain(..sent - *base);
+    *base = sent;
 }
 
 /// A view of the live stream with its offsets: the prefix at 0, `held` at `held_at`, a hole
