@@ -138,9 +138,10 @@ fn replay(stream: &'static [u8], addr: String) -> thread::JoinHandle<Instant> {
     })
 }
 
-/// One run through the proxy: seconds from connect to the sink's last byte, and the CPU
-/// seconds of the proxy's thread.
-fn through_proxy(stream: &'static [u8]) -> (f64, f64) {
+/// One run through the proxy: seconds from connect to the sink's last byte, the CPU seconds
+/// of the proxy's thread, the seconds the final phase was held (`Outcome::Passed`'s
+/// `hold_time`), and the seconds the proxy's thread waited for a CPU.
+fn through_proxy(stream: &'static [u8]) -> (f64, f64, f64, f64) {
     let sink = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
     let to = sink.local_addr().expect("sink address").to_string();
     let received = null_sink(sink);
@@ -158,35 +159,43 @@ fn through_proxy(stream: &'static [u8]) -> (f64, f64) {
     let proxy = thread::Builder::new()
         .name("vmstate-proxy".into())
         .spawn(move || {
-            let cpu = thread_cpu();
+            let (cpu, waited) = thread_cpu();
             let outcome = run(&options, &mut |addr| {
                 let _ = tx.send(addr);
             });
-            (outcome, thread_cpu() - cpu)
+            let (cpu2, waited2) = thread_cpu();
+            (outcome, cpu2 - cpu, waited2 - waited)
         })
         .expect("spawn the proxy thread");
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the proxy listens");
     let source = replay(stream, addr.to_string());
-    let (outcome, cpu) = proxy.join().expect("proxy thread");
+    let (outcome, cpu, waited) = proxy.join().expect("proxy thread");
     let start = source.join().expect("source thread");
     let (n, end) = received.join().expect("sink thread");
-    match outcome {
-        Ok((_, Outcome::Passed { bytes, .. })) if bytes == stream.len() => {}
+    let held = match outcome {
+        Ok((
+            _,
+            Outcome::Passed {
+                bytes, hold_time, ..
+            },
+        )) if bytes == stream.len() => hold_time.as_secs_f64(),
         other => panic!("the proxy did not pass the stream: {other:?}"),
-    }
+    };
     assert_eq!(n, stream.len(), "bytes at the sink");
-    ((end - start).as_secs_f64(), cpu)
+    ((end - start).as_secs_f64(), cpu, held, waited)
 }
 
-/// CPU time of the calling thread so far, in seconds (the first field of
-/// `/proc/thread-self/schedstat`, in nanoseconds; 0 where there is no such file).
-fn thread_cpu() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0.0, |ns| ns as f64 / 1e9)
+/// CPU time of the calling thread so far and the time it waited, runnable, for a CPU, in
+/// seconds (the first two fields of `/proc/thread-self/schedstat`, in nanoseconds; 0 where
+/// there is no such file).
+fn thread_cpu() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().map_or(0.0, |ns| ns as f64 / 1e9));
+    (fields.next().unwrap_or(0.0), fields.next().unwrap_or(0.0))
 }
 
 /// One run from the source straight to the sink (the loopback limit).
@@ -239,9 +248,21 @@ fn main() {
         median
     };
     let direct = row("direct", (0..runs).map(|_| gbs(direct(stream))).collect());
-    let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..runs).map(|_| through_proxy(stream)).unzip();
-    let proxy = row("proxy", wall.into_iter().map(gbs).collect());
-    let cpu = row("proxy cpu", cpu.into_iter().map(gbs).collect());
+    let runs: Vec<_> = (0..runs).map(|_| through_proxy(stream)).collect();
+    let proxy = row("proxy", runs.iter().map(|r| gbs(r.0)).collect());
+    let cpu = row("proxy cpu", runs.iter().map(|r| gbs(r.1)).collect());
+    let ms =
+        |f: fn(&(f64, f64, f64, f64)) -> f64| summary(runs.iter().map(|r| f(r) * 1e3).collect());
+    let (held, held_min, held_max) = ms(|r| r.2);
+    println!(
+        "      held: {held:.3} ms median (min {held_min:.3}, max {held_max:.3}): the final \
+         phase's last byte read to its last byte sent"
+    );
+    let (waited, waited_min, waited_max) = ms(|r| r.3);
+    println!(
+        "    waited: {waited:.0} ms median (min {waited_min:.0}, max {waited_max:.0}): the \
+         proxy's thread runnable but not running (the machine's load)"
+    );
     println!(
         "target: ≥ {TARGET_GBS} GB/s through the proxy: {proxy:.2} GB/s {} ({:.2}x the direct \
          loopback; {cpu:.2} GB/s of the proxy thread's own CPU time)",
