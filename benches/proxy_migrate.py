@@ -267,7 +267,13 @@ def one_run(args, workdir, ram_file, hops_cmds):
         done = src.qmp.event("MIGRATION", lambda e: e["data"]["status"] in ("completed", "failed"))
         if done["data"]["status"] != "completed":
             raise RuntimeError("migration failed: %s" % open(os.path.join(src.dir, "stderr")).read())
+        # The completed event comes before the source has stored its times.
         info = src.qmp.execute("query-migrate")
+        for _ in range(500):
+            if info.get("total-time") and "downtime" in info:
+                break
+            time.sleep(0.01)
+            info = src.qmp.execute("query-migrate")
         landed = dst.qmp.event("MIGRATION", lambda e: e["data"]["status"] == "completed")
         stopped = src.qmp.event("STOP")
         held = [h.finish() for h in hops]
@@ -330,7 +336,11 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "target/proxy-bench"))
     p.add_argument("--only", action="append", help="run only these chains")
     p.add_argument("--save-stream", action="store_true")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run QEMU and the chains at this niceness (negative: ahead of other work)")
     args = p.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     os.makedirs(args.out, exist_ok=True)
     ram_file = os.path.join(args.out, "ram-%dM.bin" % args.mem)
     if not os.path.exists(ram_file) or os.path.getsize(ram_file) != args.mem << 20:
