@@ -23,6 +23,7 @@ over all of them alike. Reported per chain, median (min–max) over the rounds:
   (QMP event timestamps, one host clock);
 * held: the proxies' own added downtime, `vmstate proxy --stats` (the final phase's last byte
   read to its last byte written to the next hop), summed over the chain's proxies;
+* hops' CPU: user + system CPU time of the chain's processes (`wait4`);
 * ratio: total time over the same round's direct total.
 
 Usage:
@@ -212,9 +213,11 @@ class Hop:
         self.reader.start()
 
     def finish(self):
-        # stderr is the reader thread's.
+        # stderr is the reader thread's; wait4 gives the hop's CPU time.
         out = self.proc.stdout.read()
-        self.proc.wait(timeout=120)
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu = (usage.ru_utime + usage.ru_stime) * 1e3
         self.reader.join()
         if self.proc.returncode != 0:
             raise RuntimeError("hop exited %d: %s%s" % (self.proc.returncode, out, "".join(self.err)))
@@ -277,12 +280,14 @@ def one_run(args, workdir, ram_file, hops_cmds):
         landed = dst.qmp.event("MIGRATION", lambda e: e["data"]["status"] == "completed")
         stopped = src.qmp.event("STOP")
         held = [h.finish() for h in hops]
+        cpu = sum(h.cpu for h in hops) if hops else None
         return {
             "total": info["total-time"],
             "downtime": info["downtime"],
             "e2e": (stamp(landed) - stamp(stopped)) * 1e3,
             "held": sum(h for h in held if h is not None) if any(h is not None for h in held) else None,
             "ram_mbps": info.get("ram", {}).get("mbps"),
+            "cpu": cpu,
         }
     finally:
         for h in hops:
@@ -362,9 +367,11 @@ def main():
             for name, hops in todo.items():
                 m = one_run(args, workdir, ram_file, hops)
                 results[name].append(m)
-                print("round %d %-8s total %5d ms, downtime %4d ms, e2e downtime %6.1f ms, held %s ms, load %s"
+                print("round %d %-8s total %5d ms, downtime %4d ms, e2e downtime %6.1f ms, held %s ms, "
+                      "hops' CPU %s ms, load %s"
                       % (r + 1, name, m["total"], m["downtime"], m["e2e"],
                          "—" if m["held"] is None else "%.3f" % m["held"],
+                         "—" if m["cpu"] is None else "%.0f" % m["cpu"],
                          " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -374,13 +381,14 @@ def main():
         return
     direct = [m["total"] for m in results["direct"]]
     print()
-    print("| chain | total ms | downtime ms | e2e downtime ms | proxy held ms | total / direct (same round) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| chain | total ms | downtime ms | e2e downtime ms | proxy held ms | hops' CPU ms | total / direct (same round) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, ms in results.items():
         ratios = [m["total"] / d for m, d in zip(ms, direct)]
-        print("| %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, spread([m["total"] for m in ms]), spread([m["downtime"] for m in ms]),
             spread([m["e2e"] for m in ms]), spread([m["held"] for m in ms]),
+            spread([m.get("cpu") for m in ms]),
             "%.3fx (%.2f–%.2f)" % (statistics.median(ratios), min(ratios), max(ratios))))
 
 
