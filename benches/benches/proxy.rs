@@ -219,11 +219,16 @@ fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench` (and criterion-style filters); a bare number is the run
-    // count.
-    let runs = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse::<usize>().ok())
+    // `cargo bench` passes `--bench` (and whatever follows `--`, criterion's options for the
+    // other benches among them); a bare number that is not an option's value is the run count.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runs = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| {
+            let option_value = i > 0 && args[i - 1].starts_with("--") && args[i - 1] != "--bench";
+            a.parse::<usize>().ok().filter(|_| !option_value)
+        })
         .unwrap_or(7)
         .max(1);
     let stream: &'static [u8] = match std::env::var_os("VMSTATE_PROXY_STREAM") {
