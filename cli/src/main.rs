@@ -107,6 +107,10 @@ enum Command {
         /// refusing it.
         #[arg(long)]
         pass_through_unvalidated: bool,
+        /// Print to stderr how long the final phase was held (its last byte read to its last
+        /// byte sent: what the proxy adds to the downtime).
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         dest: Dest,
     },
@@ -576,6 +580,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             record,
             set,
             pass_through_unvalidated,
+            stats,
             dest,
         } => {
             dest.spec().explicit().map_err(Failure::Usage)?;
@@ -598,7 +603,15 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     ram_records,
                     held,
                     report,
+                    hold_time,
                 } => {
+                    if stats {
+                        eprintln!(
+                            "vmstate proxy: final phase held {:.3} ms (last byte read to last \
+                             byte sent)",
+                            hold_time.as_secs_f64() * 1e3
+                        );
+                    }
                     emit(&format!(
                         "{name}: passed {bytes} bytes: {ram_records} RAM records streamed, a \
                          final phase of {held} bytes held and checked ({} sections with \

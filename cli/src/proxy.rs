@@ -50,7 +50,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmstate::io::{Decoder, Event, Status};
 use vmstate::machine::{Head, IdstrBuf, Machine, Step};
 use vmstate::ram::RamOptions;
@@ -113,6 +113,10 @@ pub enum Outcome {
         held: usize,
         /// `verify`'s report of the held final phase.
         report: Report,
+        /// What holding the final phase added to the migration's downtime: from its last
+        /// byte read to its last byte written to the destination (validation, `--set`, the
+        /// write).
+        hold_time: Duration,
     },
     /// Refused: the destination got none of the held bytes.
     Refused(Vec<Problem>),
@@ -258,15 +262,19 @@ pub fn read_live(
     };
     let mut buf = vec![0u8; WINDOW];
     let mut decoder = Decoder::with_options(&mut buf, FooterScan, options);
-    // The bytes read and not passed on: `window[0]` is at offset `base`.
+    // The bytes read: `window[0]` is at offset `base`; those before `sent` were passed on
+    // (they are dropped from the window only when it is refilled, see `compact`).
     let mut window = first;
     let mut base = 0;
+    let mut sent = 0;
     let mut fed = 0;
     let mut held_at = None;
     let mut ram_records = 0;
     let mut after_eof = false;
     let mut trailer_left = None;
     let mut structure = None;
+    // The read timeout last set through `pause` (none set yet).
+    let mut timeout = None;
     loop {
         // Bytes read before the decoder has room for them are fed first.
         if fed < base + window.len() {
@@ -295,8 +303,9 @@ pub fn read_live(
             Status::Done => break,
             Status::Partial => {
                 if held_at.is_none() {
-                    pass(forward, &mut window, &mut base, at)?;
+                    pass(forward, &window, base, &mut sent, at)?;
                 }
+                compact(&mut window, &mut base, sent);
                 if extra.load(Ordering::Relaxed) {
                     return Err(Stop::Unvalidated {
                         offset: base,
@@ -318,7 +327,12 @@ pub fn read_live(
                         ),
                     ));
                 }
-                pause((after_eof && trailer_left.is_none()).then_some(TRAILER_WAIT));
+                // The read timeout is set only when it changes (not one syscall per read).
+                let wait = (after_eof && trailer_left.is_none()).then_some(TRAILER_WAIT);
+                if timeout != Some(wait) {
+                    pause(wait);
+                    timeout = Some(wait);
+                }
                 let n = match src.read(space) {
                     Ok(n) => n,
                     Err(e)
@@ -373,7 +387,8 @@ pub fn read_live(
                             "postcopy (COMMAND {}: pages come later, on demand)",
                             c.id.name()
                         );
-                        pass(forward, &mut window, &mut base, at)?;
+                        pass(forward, &window, base, &mut sent, at)?;
+                        compact(&mut window, &mut base, sent);
                         return Err(Stop::Unvalidated {
                             offset: at,
                             why,
@@ -405,11 +420,11 @@ pub fn read_live(
             _ => false,
         };
         if !live && held_at.is_none() {
-            pass(forward, &mut window, &mut base, at)?;
+            pass(forward, &window, base, &mut sent, at)?;
             held_at = Some(at);
         }
-        if held_at.is_none() && at - base >= PASS_CHUNK {
-            pass(forward, &mut window, &mut base, at)?;
+        if held_at.is_none() && at - sent >= PASS_CHUNK {
+            pass(forward, &window, base, &mut sent, at)?;
         }
         if trailer_left == Some(0) {
             // The trailer is the last record; what follows it is checked by the walk.
@@ -478,30 +493,68 @@ fn held_within(held_at: Option<usize>, end: usize, limit: usize) -> Result<(), S
     }
 }
 
-/// Passes the checked bytes before offset `to` on and drops them from `window`.
+/// Passes the checked bytes from `sent` to offset `to` of `window` (whose first byte is at
+/// offset `base`) on. They stay in the window until [`compact`]: dropping them here would move
+/// the rest of a full window at every [`PASS_CHUNK`].
 fn pass(
     forward: &mut dyn Forward,
-    window: &mut Vec<u8>,
-    base: &mut usize,
+    window: &[u8],
+    base: usize,
+    sent: &mut usize,
     to: usize,
 ) -> Result<(), Stop> {
-    let n = to - *base;
-    if n == 0 {
+    if to <= *sent {
         return Ok(());
     }
-    forward.pass(&window[..n]).map_err(Stop::Pass)?;
-    window.drain(..n);
-    *base = to;
+    forward
+        .pass(&window[*sent - base..to - base])
+        .map_err(Stop::Pass)?;
+    *sent = to;
     Ok(())
 }
 
+/// Drops the bytes passed on (before offset `sent`) from the front of `window`, which then
+/// starts at `sent`: done before the window is refilled, when what is left of it is the
+/// partial record the decoder waits on.
+fn compact(window: &mut Vec<u8>, base: &mut usize, sent: usize) {
+    window.drain(..sent - *base);
+    *base = sent;
+}
+
 /// A view of the live stream with its offsets: the prefix at 0, `held` at `held_at`, a hole
-/// between (a sparse scratch file, so nothing of the RAM part is stored).
-fn view(prefix: &[u8], held_at: usize, held: &[u8]) -> io::Result<Input> {
+/// between, so nothing of the RAM part is stored.
+enum View {
+    /// An anonymous mapping (`MAP_NORESERVE`): only the pages written are ever backed, and
+    /// making and dropping it costs tens of microseconds, not the hundreds of a file.
+    Anon(memmap2::MmapMut),
+    /// A sparse scratch file, where the system refuses a mapping that large.
+    File(Input),
+}
+
+impl View {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            View::Anon(m) => m,
+            View::File(f) => f.bytes(),
+        }
+    }
+}
+
+fn view(prefix: &[u8], held_at: usize, held: &[u8]) -> io::Result<View> {
+    let len = held_at + held.len();
+    if let Ok(mut m) = memmap2::MmapOptions::new()
+        .len(len)
+        .no_reserve_swap()
+        .map_anon()
+    {
+        m[..prefix.len()].copy_from_slice(prefix);
+        m[held_at..].copy_from_slice(held);
+        return Ok(View::Anon(m));
+    }
     let f = scratch_file()?;
     f.write_all_at(prefix, 0)?;
     f.write_all_at(held, held_at as u64)?;
-    Input::from_file(f)
+    Input::from_file(f).map(View::File)
 }
 
 /// The problems `verify` finds in the final phase `held` (at `held_at`) after `prefix`, and
@@ -720,6 +773,8 @@ pub fn run(
             return Err(Failure::Output(format!("--to {}: {e}", options.to)));
         }
     };
+    // The final phase's last byte is in: the destination waits from here on.
+    let received = Instant::now();
     let Live {
         prefix,
         held_at,
@@ -745,6 +800,7 @@ pub fn run(
         let _ = forward.dest.shutdown(Shutdown::Both);
         return Err(Failure::Output(format!("--to {}: {e}", options.to)));
     }
+    let hold_time = received.elapsed();
     let bytes = forward.bytes;
     let _ = dest.shutdown(Shutdown::Write);
     // The destination closes once it has loaded (and answered on the return path).
@@ -759,6 +815,7 @@ pub fn run(
             ram_records,
             held: held.len(),
             report,
+            hold_time,
         },
     ))
 }
