@@ -171,6 +171,9 @@ fn render_v4(bytes: &[u8]) -> String {
             Record4::Ancillary { kind, payload } => {
                 writeln!(out, "ancillary type={kind:#04x} payload={}", hexs(payload)).unwrap()
             }
+            Record4::Data {
+                section_id, data, ..
+            } => writeln!(out, "data id={section_id} data={}", hexs(data)).unwrap(),
             Record4::Eof => out.push_str("eof\n"),
             Record4::Trailer(j) => writeln!(out, "trailer {}", s(j)).unwrap(),
         }
