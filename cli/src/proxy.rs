@@ -57,6 +57,8 @@ use vmstate::ram::RamOptions;
 use vmstate::stream::{FooterScan, Options, Record, probe_section_footers};
 use vmstate::wire::command::CommandId;
 
+pub mod v4;
+
 /// The default `--hold-limit`: the held final phase of a pc or q35 guest is tens of KiB (with
 /// its trailer); a few MiB leave room for many more devices.
 pub const DEFAULT_HOLD_LIMIT: usize = 8 << 20;
@@ -223,6 +225,30 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
     }
 }
 
+/// The decoder options for the live stream after `prefix` (its header and CONFIGURATION) going
+/// to `dest`, and the destination build's version; a machine type the destination refuses is
+/// refused here, before any RAM goes through.
+fn live_options(dest: &DestSpec, prefix: &[u8]) -> Result<(Options, Option<(u16, u16)>), Stop> {
+    let resolved = dest
+        .resolve(stream_machine(prefix))
+        .map_err(|e| problem(8, e))?;
+    if let Some(p) = &resolved.problem {
+        return Err(problem(8, format!("at byte 8 (0x8), CONFIGURATION: {p}")));
+    }
+    let version = resolved.config.map(|c| {
+        let (major, minor) = c.destination.build.version();
+        (u16::from(major), u16::from(minor))
+    });
+    let options = Options {
+        ram: version.map_or(RamOptions::default(), |(major, minor)| {
+            RamOptions::for_qemu(major, minor)
+        }),
+        section_footers: probe_section_footers(prefix),
+        ..Options::for_stream(prefix)
+    };
+    Ok((options, version))
+}
+
 /// Reads a live v3 stream from `src`, passing each checked record of the live part (module
 /// docs) to `forward` as it arrives, and holding the final phase (at most `hold_limit`
 /// bytes) until the stream's end: the trailer, or EOF with the source closing (or pausing
@@ -238,24 +264,7 @@ pub fn read_live(
 ) -> Result<Live, Stop> {
     let (first, prefix_len) = read_prefix(src)?;
     let prefix = first[..prefix_len].to_vec();
-    let resolved = dest
-        .resolve(stream_machine(&prefix))
-        .map_err(|e| problem(8, e))?;
-    // A machine type the destination refuses is refused before any RAM goes through.
-    if let Some(p) = &resolved.problem {
-        return Err(problem(8, format!("at byte 8 (0x8), CONFIGURATION: {p}")));
-    }
-    let version = resolved.config.map(|c| {
-        let (major, minor) = c.destination.build.version();
-        (u16::from(major), u16::from(minor))
-    });
-    let options = Options {
-        ram: version.map_or(RamOptions::default(), |(major, minor)| {
-            RamOptions::for_qemu(major, minor)
-        }),
-        section_footers: probe_section_footers(&prefix),
-        ..Options::for_stream(&prefix)
-    };
+    let (options, version) = live_options(dest, &prefix)?;
     let mut buf = vec![0u8; WINDOW];
     let mut decoder = Decoder::with_options(&mut buf, FooterScan, options);
     // The bytes read and not passed on: `window[0]` is at offset `base`.

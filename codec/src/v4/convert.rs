@@ -249,30 +249,40 @@ where
             }
             continue;
         }
-        upgrade_record(v3, &rec, &header, out).map_err(Error::from)?;
+        if !matches!(rec.record, Record::Section(_)) {
+            let bytes = v3.get(rec.offset..rec.end).unwrap_or(&[]);
+            upgrade_record(bytes, &header, out).map_err(Error::from)?;
+        }
     }
     Ok(())
 }
 
-/// Writes the v4 form of the v3 record `rec` of `v3` that is not a section (header,
-/// configuration, COMMAND, EOF, trailer), in a stream with `header`.
+/// Writes the v4 form of `bytes`, one whole v3 record that is not a section (the file
+/// header, configuration, COMMAND, EOF or VMDESCRIPTION trailer), in a stream with `header`.
+/// The configuration and COMMAND payloads are carried verbatim, the trailer too.
 pub fn upgrade_record<S: Sink<Error = crate::Error>>(
-    v3: &[u8],
-    rec: &crate::stream::Located<'_>,
+    bytes: &[u8],
     header: &Header<'_>,
     out: &mut S,
 ) -> crate::Result<()> {
-    let payload = v3.get(rec.offset.saturating_add(1)..rec.end).unwrap_or(&[]);
-    match rec.record {
-        Record::Header { .. } => header.emit(out),
-        Record::Configuration(_) => emit_record(out, header.crc(), record::CONFIGURATION, payload),
-        Record::Command(_) => emit_record(out, header.crc(), record::COMMAND, payload),
-        Record::Eof => out.write(&[record::EOF]),
-        Record::Trailer(t) => {
-            emit_frame(out, record::VMDESCRIPTION, t.json.len()).and_then(|()| out.write(t.json))
+    let payload = bytes.get(1..).unwrap_or(&[]);
+    match bytes.first().copied() {
+        Some(b'Q') => header.emit(out),
+        Some(record::CONFIGURATION) => {
+            emit_record(out, header.crc(), record::CONFIGURATION, payload)
         }
-        // Sections come as heads (see `upgrade_from`).
-        Record::Section(_) => Ok(()),
+        Some(record::COMMAND) => emit_record(out, header.crc(), record::COMMAND, payload),
+        Some(record::EOF) => out.write(&[record::EOF]),
+        Some(record::VMDESCRIPTION) => {
+            let json = payload.get(4..).unwrap_or(&[]);
+            emit_frame(out, record::VMDESCRIPTION, json.len()).and_then(|()| out.write(json))
+        }
+        found => Err(crate::Error::new(
+            out.position(),
+            ErrorKind::UnexpectedRecord {
+                found: found.unwrap_or(0),
+            },
+        )),
     }
 }
 
