@@ -362,7 +362,14 @@ struct Side {
 }
 
 /// Starts `vmstate proxy --listen 127.0.0.1:0 --to TO ARGS`; returns it and its address.
-fn start_proxy(to: &str, args: &[&str]) -> (std::process::Child, BufReader<std::process::ChildStderr>, String) {
+fn start_proxy(
+    to: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
         .args(["proxy", "--listen", "127.0.0.1:0", "--to", to])
         .args(args)
@@ -474,8 +481,155 @@ fn the_v4_pair_delivers_the_exact_v3_bytes_of_every_second_generation_fixture() 
         let (send, recv, received) = replay_pair(&stream, &[], &["--stream", &own], None);
         assert_eq!(send.status, 0, "{name}: {}{}", send.stdout, send.stderr);
         assert_eq!(recv.status, 0, "{name}: {}{}", recv.stdout, recv.stderr);
-        if received != stream { std::fs::write(format!("/tmp/v4w-{name}"), &received).unwrap(); }
-        assert!(received == stream, "{name}: the destination got other bytes ({} of {})", received.len(), stream.len());
-        assert!(recv.stdout.contains(&format!("passed {} v3 bytes", stream.len())), "{}", recv.stdout);
+        assert!(
+            received == stream,
+            "{name}: the destination got other bytes ({} of {})",
+            received.len(),
+            stream.len()
+        );
+        assert!(
+            recv.stdout
+                .contains(&format!("passed {} v3 bytes", stream.len())),
+            "{}",
+            recv.stdout
+        );
     }
+}
+
+/// Where the RAM block list of a stream ends (the offset of its first page record).
+fn first_page(stream: &[u8]) -> usize {
+    let start = vmstate::stream::Records::with_options(
+        stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(stream),
+    )
+    .map(|r| r.unwrap())
+    .find(|r| matches!(r.record, vmstate::stream::Record::Section(ref s) if s.is_ram()))
+    .unwrap();
+    // The START section holds the block list (and EOS): pages come after it.
+    start.end
+}
+
+#[test]
+fn the_v4_pair_refuses_a_machine_type_or_ram_block_the_destination_lacks_at_once() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // A q35 destination: refused at the CONFIGURATION record, before any RAM.
+    let q35 = fixture_path("q72-pc-q35-7.2.dump-vmstate.json");
+    let (send, recv, received) = replay_pair(&stream, &[], &["--dump", &q35], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("at byte 8 (0x8), CONFIGURATION: stream machine type pc-i440fx-7.2, destination pc-q35-7.2"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        recv.stdout.contains("ended before its EOF record"),
+        "{}",
+        recv.stdout
+    );
+    assert!(
+        received.is_empty(),
+        "{} bytes reached the destination",
+        received.len()
+    );
+
+    // A destination whose stream (same machine type, other devices and -m) has other RAM
+    // blocks: refused at the block list, before any page.
+    let other = fixture_path("pc-7.2-nodefaults-S.vmstate");
+    let (send, recv, received) = replay_pair(&stream, &[], &["--stream", &other], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout
+            .contains("section 'ram' block list: RAM block pc.ram is 33554432 bytes")
+            || send.stdout.contains("section 'ram' block list: RAM block"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        received.len() < first_page(&stream),
+        "{} bytes reached the destination",
+        received.len()
+    );
+    assert!(stream.starts_with(&received));
+}
+
+#[test]
+fn the_v4_pair_refuses_the_final_phase_when_the_destination_lacks_a_subsection_or_version() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // The 7.2 build's dump, without e1000/mit_state and with mc146818rtc at version 2 only:
+    // the typed models accept the stream (it is valid for the real 7.2), the capabilities not.
+    let dump = fixture_path("q72-pc-i440fx-7.2.dump-vmstate.json");
+    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    // Every QOM type with these vmsds (e1000, e1000-82544gc, e1000-82545em share "e1000").
+    for (_, t) in d.as_object_mut().unwrap() {
+        let Some(desc) = t.get_mut("Description") else {
+            continue;
+        };
+        if desc["name"] == "e1000" {
+            let subs = desc["Subsections"].as_array_mut().unwrap();
+            subs.retain(|s| s["name"] != "e1000/mit_state");
+        }
+        if desc["name"] == "mc146818rtc" {
+            desc["version_id"] = 2.into();
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-v4caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edited = dir.join("dump.json");
+    std::fs::write(&edited, serde_json::to_vec(&d).unwrap()).unwrap();
+    let (send, recv, received) = replay_pair(
+        &stream,
+        &[],
+        &["--dump", edited.to_str().unwrap(), "--qemu", "7.2"],
+        None,
+    );
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("e1000 (instance 0): destination does not know must-understand subsection e1000/mit_state"),
+        "{}",
+        send.stdout
+    );
+    assert!(
+        send.stdout
+            .contains("mc146818rtc (instance 0): version 3 outside destination's 1..=2"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    // Everything before the final phase went through, nothing of it.
+    assert!(
+        received == stream[..final_phase(&stream)],
+        "{} of {}",
+        received.len(),
+        final_phase(&stream)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupted_v4_byte_between_the_proxies_is_refused_by_the_receiving_side() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let own = fixture_path("q72-pc-i440fx-7.2.vmstate");
+    // One bit of a RAM page in the middle of the v4 stream.
+    let (send, recv, received) = replay_pair(
+        &stream,
+        &[],
+        &["--stream", &own],
+        Some(|v4: &mut Vec<u8>| {
+            let mid = v4.len() / 2;
+            v4[mid] ^= 0x10;
+        }),
+    );
+    assert_eq!(send.status, 0, "{}{}", send.stdout, send.stderr);
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(recv.stdout.contains("CRC-32C mismatch"), "{}", recv.stdout);
+    assert!(
+        recv.stdout.contains("refused; the destination got"),
+        "{}",
+        recv.stdout
+    );
+    // The destination got the records before the corrupt one, intact, and not the rest.
+    assert!(received.len() < stream.len() / 2 + 4096 && stream.starts_with(&received));
 }

@@ -43,9 +43,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+use vmstate::Sink;
 use vmstate::io::{Decoder, Event, Status};
 use vmstate::ram::RamRecord;
-use vmstate::Sink;
 use vmstate::stream::{FooterScan, Options, Record, probe_section_footers};
 use vmstate::v4::caps::Report as CapsReport;
 use vmstate::v4::convert::{Downgrader, UpgradeOptions, live_head, upgrade_record};
@@ -107,9 +107,8 @@ impl Hello<'_> {
 
     /// Reads the postcard body of a hello (after its 12-byte head).
     pub fn from_body(body: &[u8]) -> Result<Hello<'_>, String> {
-        let (hello, rest) = postcard::take_from_bytes::<Hello<'_>>(body).map_err(|e| {
-            format!("destination hello: the body does not decode ({e})")
-        })?;
+        let (hello, rest) = postcard::take_from_bytes::<Hello<'_>>(body)
+            .map_err(|e| format!("destination hello: the body does not decode ({e})"))?;
         if !rest.is_empty() {
             let at = 12 + body.len() - rest.len();
             return Err(format!(
@@ -140,9 +139,8 @@ impl Hello<'_> {
 /// Reads the destination hello from the receiving side.
 fn read_hello(conn: &mut impl Read) -> Result<Vec<u8>, String> {
     let mut head = [0u8; 12];
-    conn.read_exact(&mut head).map_err(|e| {
-        format!("destination hello: {e} (is --to a `vmstate proxy --receive-v4`?)")
-    })?;
+    conn.read_exact(&mut head)
+        .map_err(|e| format!("destination hello: {e} (is --to a `vmstate proxy --receive-v4`?)"))?;
     if head[..4] != HELLO_MAGIC {
         return Err(format!(
             "destination hello: at byte 0: {:02x?} is not the hello magic \"QEVD\" (is --to a \
@@ -234,7 +232,10 @@ pub fn destination_hello(spec: &DestSpec, files: &DestFiles) -> Result<Vec<u8>, 
                 .into(),
         ));
     }
-    let qemu = spec.qemu.map(|q| q.to_string());
+    let qemu = spec.qemu.map(|q| {
+        let (major, minor) = q.version();
+        format!("{major}.{minor}")
+    });
     let args = CapsArgs {
         dump: files.dump.as_deref(),
         streams: files.streams.iter().map(PathBuf::as_path).collect(),
@@ -433,7 +434,12 @@ fn receive<W: Write>(
             records += 1;
             break;
         }
-        src.read_exact(&mut kind).map_err(|e| cut(at, e))?;
+        if let Err(e) = src.read_exact(&mut kind) {
+            // Cut between records (the sending side refused what follows): the records
+            // before are whole, the last section's footer with them.
+            down.finish(out).map_err(|e| Bad::Stream(e.to_string()))?;
+            return Err(cut(at, e));
+        }
         let mut frame = vec![kind[0]];
         if kind[0] != record::EOF {
             let mut len = [0u8; 4];
@@ -447,7 +453,8 @@ fn receive<W: Write>(
             }
             frame.extend_from_slice(&len);
             frame.resize(5 + n, 0);
-            src.read_exact(&mut frame[5..]).map_err(|e| cut(at + 5, e))?;
+            src.read_exact(&mut frame[5..])
+                .map_err(|e| cut(at + 5, e))?;
         }
         let id = frame
             .get(5..9)
@@ -606,8 +613,8 @@ impl<'b, W: Write> SendV4<'b, W> {
             }
             Item::RamHead => {
                 let bytes = self.bytes(start, end).to_vec();
-                let head = SectionHeaderRepr::read(&mut Reader::new(&bytes, start))
-                    .map_err(Self::err)?;
+                let head =
+                    SectionHeaderRepr::read(&mut Reader::new(&bytes, start)).map_err(Self::err)?;
                 live_head(&head, &self.header, &mut self.out).map_err(Self::err)?;
                 self.run = Some((end, head.section_id));
             }
@@ -679,8 +686,8 @@ impl<W: Write> Forward for SendV4<'_, W> {
         if self.decoder.is_none() {
             // The first bytes passed hold the header and CONFIGURATION (`read_live` passes
             // only what its own decoder went through).
-            let (options, _) = super::live_options(self.dest, bytes)
-                .map_err(|s| Self::err(stop_text(s)))?;
+            let (options, _) =
+                super::live_options(self.dest, bytes).map_err(|s| Self::err(stop_text(s)))?;
             let window = self.window.take().unwrap_or_default();
             self.decoder = Some(Decoder::with_options(window, FooterScan, options));
         }
@@ -782,7 +789,10 @@ pub fn run_send(
     let _ = to.set_nodelay(true);
     let refuse = |to: &TcpStream, offset: usize, message: String| {
         let _ = to.shutdown(Shutdown::Both);
-        (name.clone(), Outcome::Refused(vec![Problem { offset, message }]))
+        (
+            name.clone(),
+            Outcome::Refused(vec![Problem { offset, message }]),
+        )
     };
     let body = match read_hello(&mut to) {
         Ok(b) => b,
@@ -814,8 +824,8 @@ pub fn run_send(
         let _ = src_timeout.set_read_timeout(t);
     };
     let mut window = vec![0u8; super::WINDOW];
-    let mut forward = SendV4::new(clone(&to, "--to")?, &mut window, &spec, ram)
-        .map_err(Failure::Invalid)?;
+    let mut forward =
+        SendV4::new(clone(&to, "--to")?, &mut window, &spec, ram).map_err(Failure::Invalid)?;
     // A second connection of the source (multifd) is refused like the v3 proxy does.
     let extra = AtomicBool::new(false);
     let live = read_live(
@@ -880,9 +890,7 @@ pub fn run_send(
         return Ok((name, Outcome::Refused(problems)));
     }
     let header_len = forward.header.buffer_len();
-    let sent = to
-        .write_all(&v4[header_len..])
-        .and_then(|()| to.flush());
+    let sent = to.write_all(&v4[header_len..]).and_then(|()| to.flush());
     if let Err(e) = sent {
         let _ = to.shutdown(Shutdown::Both);
         return Err(Failure::Output(format!("--to {}: {e}", options.to)));
