@@ -299,7 +299,12 @@ fn every_spec_example_holds() {
                     (Some(v3), None) => {
                         let v3 = hex(&v3);
                         assert_eq!(to_v3(&bytes).unwrap(), v3, "example {name}: v4 -> v3");
-                        assert_eq!(to_v4(&v3, &bytes), bytes, "example {name}: v3 -> v4");
+                        // `upgrade` writes no DATA records (a live writer does, §13).
+                        let data = Records4::new(&bytes)
+                            .any(|r| matches!(r.map(|r| r.record), Ok(Record4::Data { .. })));
+                        if !data {
+                            assert_eq!(to_v4(&v3, &bytes), bytes, "example {name}: v3 -> v4");
+                        }
                     }
                     (None, Some(why)) => match to_v3(&bytes) {
                         Err(Error::Refused(r)) => assert_eq!(r.to_string(), why.trim_end()),
