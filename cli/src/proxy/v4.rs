@@ -702,10 +702,7 @@ impl<W: Write> Forward for SendV4<'_, W> {
             space[..n].copy_from_slice(&bytes[fed..fed + n]);
             d.fill(n);
             fed += n;
-            loop {
-                let Some(d) = self.decoder.as_mut() else {
-                    break;
-                };
+            while let Some(d) = self.decoder.as_mut() {
                 let status = d.poll().map_err(Self::err)?;
                 let at = d.offset();
                 // The last item ends where the decoder stands.

@@ -572,7 +572,7 @@ impl Downgrader {
             Record4::Command(c) => c.emit(out)?,
             Record4::Ancillary { .. } | Record4::Data { .. } => {}
             Record4::Eof => out.write(&[record::EOF])?,
-            Record4::Trailer(json) => Trailer { json: *json }.emit(out)?,
+            Record4::Trailer(json) => Trailer { json }.emit(out)?,
         }
         Ok(())
     }

@@ -230,7 +230,7 @@ impl Error {
     pub fn relocated(mut self, from: usize, to: usize) -> Self {
         let moved = |o: &mut usize| {
             if *o >= from {
-                *o = (*o - from).saturating_add(to);
+                *o = o.saturating_sub(from).saturating_add(to);
             }
         };
         match &mut self {

@@ -575,7 +575,7 @@ pub fn emit_data<S: Sink>(
     emit_frame(
         &mut c,
         record4::DATA,
-        data.len().saturating_add(4 + crc_len),
+        data.len().saturating_add(4).saturating_add(crc_len),
     )?;
     c.write(&section_id.to_be_bytes())?;
     c.write(data)?;
