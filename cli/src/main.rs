@@ -521,13 +521,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 return match received {
                     Received::Complete { v4, records, v3 } => {
                         emit(&format!(
-                            "{name}: received {v4} v4 bytes ({records} records, each                              CRC-checked); passed {v3} v3 bytes to the destination\n"
+                            "{name}: received {v4} v4 bytes ({records} records, each CRC-checked); \
+                             passed {v3} v3 bytes to the destination\n"
                         ))?;
                         Ok(0)
                     }
                     Received::Refused { problem, v3 } => {
                         emit(&format!(
-                            "{name}: {problem}\n{name}: refused; the destination got {v3} v3                              bytes and its connection was closed\n"
+                            "{name}: {problem}\n{name}: refused; the destination got {v3} v3 bytes and its connection was closed\n"
                         ))?;
                         Ok(1)
                     }
@@ -546,9 +547,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     held,
                     report,
                 } => {
+                    let v4 = if send_v4 { " as v4" } else { "" };
                     emit(&format!(
-                        "{name}: passed {bytes} bytes: {ram_records} RAM records streamed, a \
-                         final phase of {held} bytes held and checked ({} sections with \
+                        "{name}: passed {bytes} bytes{v4}: {ram_records} RAM records streamed, \
+                         a final phase of {held} bytes held and checked ({} sections with \
                          typed models, {} with the description only)\n",
                         report.typed, report.generic
                     ))?;
