@@ -262,6 +262,100 @@ fn digest(mut r: impl Read) -> (u64, u64) {
     }
 }
 
+/// The address a proxy whose stderr goes to `stderr` listens on, once it says so.
+fn listening_on(stderr: &std::path::Path) -> String {
+    loop {
+        let text = std::fs::read_to_string(stderr).unwrap_or_default();
+        if let Some(a) = text
+            .strip_prefix("vmstate proxy: listening on ")
+            .and_then(|l| l.split(',').next())
+            .filter(|_| text.contains('\n'))
+        {
+            return a.to_string();
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ram_streams_through_the_v4_pair_in_bounded_memory() {
+    // The same 256 MiB of RAM pages through --send-v4 and --receive-v4: neither side holds
+    // RAM (the sending side writes it as DATA records as it comes, the receiving side converts
+    // one record at a time), and the destination gets every byte of the v3 stream.
+    let dir = support::scratch("vmstate-proxy-v4-memory");
+    let stream = dir.join("big.vmstate");
+    let len = support::write_stream(&stream, 256 << 20, true);
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = dest.local_addr().unwrap().to_string();
+    let receiver = thread::spawn(move || digest(dest.accept().unwrap().0));
+    let (rdir, sdir) = (dir.join("receive"), dir.join("send"));
+    std::fs::create_dir_all(&rdir).unwrap();
+    std::fs::create_dir_all(&sdir).unwrap();
+    // The destination: a dump with the stream's one device (the stream has no machine type:
+    // it is checked as pc-i440fx-7.2).
+    let dump = dir.join("dump.json");
+    let device = r#"{"name": "vmstate-test", "version_id": 1, "minimum_version_id": 1}"#;
+    let json = format!(
+        r#"{{"vmschkmachine": {{"Name": "pc-i440fx-7.2"}}, "vmstate-test": {{"Description": {device}}}}}"#
+    );
+    std::fs::write(&dump, json).unwrap();
+    let recv = {
+        let (rdir, dump) = (rdir.clone(), dump.to_str().unwrap().to_string());
+        thread::spawn(move || {
+            let args = [
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &to,
+                "--receive-v4",
+            ];
+            support::run(
+                &rdir,
+                &[&args[..], &["--dump", &dump, "--qemu", "7.2"]].concat(),
+            )
+        })
+    };
+    let raddr = listening_on(&rdir.join("stderr"));
+    let send = {
+        let sdir = sdir.clone();
+        thread::spawn(move || {
+            let args = [
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &raddr,
+                "--send-v4",
+            ];
+            support::run(&sdir, &args)
+        })
+    };
+    let mut c = TcpStream::connect(listening_on(&sdir.join("stderr"))).unwrap();
+    std::io::copy(&mut std::fs::File::open(&stream).unwrap(), &mut c).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let (send, recv) = (send.join().unwrap(), recv.join().unwrap());
+    assert_eq!(send.code, Some(0), "{}{}", send.stdout, send.stderr);
+    assert_eq!(recv.code, Some(0), "{}{}", recv.stdout, recv.stderr);
+    assert_eq!(
+        receiver.join().unwrap(),
+        digest(std::fs::File::open(&stream).unwrap())
+    );
+    assert!(
+        recv.stdout.contains(&format!("passed {len} v3 bytes")),
+        "{}",
+        recv.stdout
+    );
+    for (side, run) in [("--send-v4", &send), ("--receive-v4", &recv)] {
+        let mib = run.peak as f64 / f64::from(1 << 20);
+        eprintln!("proxy {side}: peak RSS {mib:.1} MiB for a {len}-byte stream");
+        assert!(
+            mib < 32.0,
+            "{side}: peak RSS {mib:.1} MiB for a {len}-byte stream"
+        );
+    }
+}
+
 #[test]
 fn ram_streams_through_in_bounded_memory() {
     // 256 MiB of non-zero RAM pages, a described device and the trailer: the proxy's peak
@@ -276,17 +370,7 @@ fn ram_streams_through_in_bounded_memory() {
     let source = {
         let (stderr, stream) = (dir.join("stderr"), stream.clone());
         thread::spawn(move || {
-            let addr = loop {
-                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-                if let Some(a) = text
-                    .strip_prefix("vmstate proxy: listening on ")
-                    .and_then(|l| l.split(',').next())
-                    .filter(|_| text.contains('\n'))
-                {
-                    break a.to_string();
-                }
-                thread::sleep(std::time::Duration::from_millis(20));
-            };
+            let addr = listening_on(&stderr);
             let mut c = TcpStream::connect(addr).unwrap();
             std::io::copy(&mut std::fs::File::open(stream).unwrap(), &mut c).unwrap();
             c.shutdown(std::net::Shutdown::Write).unwrap();

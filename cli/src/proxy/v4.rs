@@ -413,7 +413,7 @@ fn receive<W: Write>(
     // checks it with the state it needs; offsets are moved back to the stream's.
     let mut starts: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut ended: Vec<u32> = Vec::new();
-    let mut buf = Vec::new();
+    let (mut buf, mut frame) = (Vec::new(), Vec::new());
     let mut after_eof = false;
     loop {
         buf.clear();
@@ -440,7 +440,8 @@ fn receive<W: Write>(
             down.finish(out).map_err(|e| Bad::Stream(e.to_string()))?;
             return Err(cut(at, e));
         }
-        let mut frame = vec![kind[0]];
+        frame.clear();
+        frame.push(kind[0]);
         if kind[0] != record::EOF {
             let mut len = [0u8; 4];
             src.read_exact(&mut len).map_err(|e| cut(at + 1, e))?;
@@ -479,7 +480,7 @@ fn receive<W: Write>(
         {
             starts.retain(|(i, _)| *i != id);
             ended.retain(|i| *i != id);
-            starts.push((id, frame));
+            starts.push((id, frame.clone()));
         } else if kind[0] == 0x03
             && let Some(id) = id
         {
