@@ -717,3 +717,30 @@ fn a_corrupted_v4_byte_between_the_proxies_is_refused_by_the_receiving_side() {
     // The destination got the records before the corrupt one, intact, and not the rest.
     assert!(received.len() < stream.len() / 2 + 4096 && stream.starts_with(&received));
 }
+
+#[test]
+fn send_v4_refuses_a_peer_that_is_not_a_receiving_proxy() {
+    // A peer that answers something else than the hello (here: bytes of a v3 stream, as if
+    // --to were a plain `proxy`'s destination): refused before any byte of the stream goes.
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap().to_string();
+    let got = thread::spawn(move || {
+        let (mut c, _) = peer.accept().unwrap();
+        c.write_all(b"QEVM\0\0\0\x03").unwrap();
+        let mut v = Vec::new();
+        let _ = c.read_to_end(&mut v);
+        v
+    });
+    let (child, err, addr) = start_proxy(&to, &["--send-v4"]);
+    let mut src = TcpStream::connect(&addr).unwrap();
+    let _ = src.write_all(&fixture("q72-pc-i440fx-7.2.vmstate"));
+    let _ = src.shutdown(std::net::Shutdown::Write);
+    let s = side(child, err);
+    assert_eq!(s.status, 1, "{}{}", s.stdout, s.stderr);
+    assert!(
+        s.stdout.contains("destination hello: at byte 0") && s.stdout.contains("--receive-v4"),
+        "{}",
+        s.stdout
+    );
+    assert!(got.join().unwrap().is_empty());
+}

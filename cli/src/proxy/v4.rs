@@ -60,6 +60,8 @@ pub const HELLO_MAGIC: [u8; 4] = *b"QEVD";
 pub const HELLO_VERSION: u32 = 1;
 /// The most bytes a hello's postcard body may have.
 pub const HELLO_MAX: usize = 16 << 20;
+/// How long the sending side waits for the hello.
+pub const HELLO_WAIT: Duration = Duration::from_secs(10);
 /// RAM data is sent in DATA records of this many bytes (plus at most one RAM record).
 pub const DATA_CHUNK: usize = 256 << 10;
 
@@ -138,9 +140,17 @@ impl Hello<'_> {
 
 /// Reads the destination hello from the receiving side.
 fn read_hello(conn: &mut impl Read) -> Result<Vec<u8>, String> {
+    let failed = |at: usize, e: io::Error| {
+        let e = match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                format!("none within {} s", HELLO_WAIT.as_secs())
+            }
+            _ => e.to_string(),
+        };
+        format!("destination hello: at byte {at}: {e} (is --to a `vmstate proxy --receive-v4`?)")
+    };
     let mut head = [0u8; 12];
-    conn.read_exact(&mut head)
-        .map_err(|e| format!("destination hello: {e} (is --to a `vmstate proxy --receive-v4`?)"))?;
+    conn.read_exact(&mut head[..4]).map_err(|e| failed(0, e))?;
     if head[..4] != HELLO_MAGIC {
         return Err(format!(
             "destination hello: at byte 0: {:02x?} is not the hello magic \"QEVD\" (is --to a \
@@ -148,6 +158,7 @@ fn read_hello(conn: &mut impl Read) -> Result<Vec<u8>, String> {
             &head[..4]
         ));
     }
+    conn.read_exact(&mut head[4..]).map_err(|e| failed(4, e))?;
     let version = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
     if version != HELLO_VERSION {
         return Err(format!(
@@ -772,6 +783,13 @@ pub fn run_send(
             "--send-v4 does not take --set, --record or --pass-through-unvalidated".into(),
         ));
     }
+    if options.dest != DestSpec::default() {
+        return Err(Failure::Usage(
+            "--send-v4 checks against the destination the receiving side describes: give \
+             --machine, --qemu, --hpet-timers and --serial-ports to the --receive-v4 side"
+                .into(),
+        ));
+    }
     let listener = TcpListener::bind(&options.listen)
         .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
     let local = listener
@@ -792,7 +810,11 @@ pub fn run_send(
             Outcome::Refused(vec![Problem { offset, message }]),
         )
     };
-    let body = match read_hello(&mut to) {
+    // The receiving side answers at once; a peer that does not (a QEMU) is not one.
+    let _ = to.set_read_timeout(Some(HELLO_WAIT));
+    let body = read_hello(&mut to);
+    let _ = to.set_read_timeout(None);
+    let body = match body {
         Ok(b) => b,
         Err(e) => return Ok(refuse(&to, 0, e)),
     };
