@@ -460,6 +460,51 @@ fn set_edits_a_live_migration_and_a_refusal_fails_it_on_both_sides() {
     }
     assert!(matches!(dst.wait_loaded(), LoadOutcome::Failed(_)));
     assert_eq!(source_done(&mut src), "failed");
+    drop((src, dst));
+
+    // The same through the v4 pair, the receiving side describing the 4-timer destination:
+    // the sending side refuses the final phase, and the failure reaches the source across
+    // the pair.
+    let (mut dst, to) =
+        destination(QemuBuild::V10_0, "pc", &["-global", "hpet.timers=4"]).expect("installed");
+    set_return_path(&mut dst);
+    let files = DestFiles {
+        dump: Some(vmstate_host_tests::fixture_path(
+            "q10-pc-i440fx-10.0.dump-vmstate.json",
+        )),
+        streams: Vec::new(),
+    };
+    let spec = DestSpec {
+        hpet_timers: Some(4),
+        ..DestSpec::default()
+    };
+    let hello = destination_hello(&spec, &files).expect("hello");
+    let recv = options(&to, spec);
+    let receive = spawn(move |l| run_receive(&recv, &hello, l));
+    let send = options(&receive.addr.to_string(), DestSpec::default());
+    let send = spawn(move |l| run_send(&send, l));
+    let mut src = Qemu::start(
+        QemuBuild::V10_0,
+        &[fixture_machine("pc").as_slice(), &["-S"]].concat(),
+    )
+    .expect("installed");
+    set_return_path(&mut src);
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", send.addr) }));
+    match send.thread.join().unwrap() {
+        Ok((_, Outcome::Refused(problems))) => {
+            assert!(
+                problems.iter().any(|p| p.message.contains("hpet")),
+                "{problems:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        receive.thread.join().unwrap(),
+        Ok((_, Received::Refused { .. }))
+    ));
+    assert!(matches!(dst.wait_loaded(), LoadOutcome::Failed(_)));
+    assert_eq!(source_done(&mut src), "failed");
 }
 
 /// Replays `bytes` over TCP through a proxy into a real destination QEMU `build` of
