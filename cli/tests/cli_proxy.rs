@@ -744,3 +744,43 @@ fn send_v4_refuses_a_peer_that_is_not_a_receiving_proxy() {
     );
     assert!(got.join().unwrap().is_empty());
 }
+
+#[test]
+fn the_v4_pair_refuses_postcopy_and_multifd() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let dump = fixture_path("q72-pc-i440fx-7.2.dump-vmstate.json");
+    // A POSTCOPY_ADVISE right after the CONFIGURATION record: what came before goes through.
+    let config_end = vmstate::stream::Records::with_options(
+        &stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(&stream),
+    )
+    .map(|r| r.unwrap())
+    .find(|r| matches!(r.record, vmstate::stream::Record::Configuration(_)))
+    .unwrap()
+    .end;
+    let mut postcopy = stream[..config_end].to_vec();
+    postcopy.extend_from_slice(&[0x08, 0x00, 0x03, 0x00, 0x00]);
+    postcopy.extend_from_slice(&stream[config_end..]);
+    let (send, recv, received) = replay_pair(&postcopy, &[], &["--dump", &dump], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("postcopy (COMMAND POSTCOPY_ADVISE"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        received == stream[..config_end],
+        "{} of {config_end}: {}",
+        received.len(),
+        recv.stdout
+    );
+    // A multifd channel: nothing goes through.
+    let mut multifd = vec![0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1];
+    multifd.extend_from_slice(&[0; 64]);
+    let (send, _, received) = replay_pair(&multifd, &[], &["--dump", &dump], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(send.stdout.contains("multifd channel"), "{}", send.stdout);
+    assert!(received.is_empty());
+}

@@ -41,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use vmstate::Sink;
 use vmstate::io::{Decoder, Event, Status};
@@ -681,6 +682,90 @@ impl<'b, W: Write> SendV4<'b, W> {
         None
     }
 
+    /// Converts every item the decoder finds in what it was fed.
+    fn drain(&mut self) -> io::Result<()> {
+        while let Some(d) = self.decoder.as_mut() {
+            let status = d.poll().map_err(Self::err)?;
+            let at = d.offset();
+            // The last item ends where the decoder stands.
+            if let Some((start, item)) = self.item.take()
+                && status != Status::Done
+            {
+                self.finish_item(start, item, at)?;
+            }
+            if status != Status::Ready {
+                break;
+            }
+            let Some(d) = self.decoder.as_ref() else {
+                break;
+            };
+            let item = match d.event() {
+                Some(Event::Record(
+                    Record::Header { .. } | Record::Configuration(_) | Record::Command(_),
+                )) => Item::Whole,
+                Some(Event::RamSection(_)) => Item::RamHead,
+                Some(Event::Ram {
+                    record: RamRecord::Eos,
+                    ..
+                }) => Item::Eos,
+                Some(Event::Ram {
+                    record: RamRecord::MemSize(list),
+                    offset,
+                }) => {
+                    if let Some(p) = self.check_blocks(offset, &list) {
+                        let m = p.message.clone();
+                        self.refused = Some(p);
+                        return Err(Self::err(m));
+                    }
+                    Item::Ram
+                }
+                Some(Event::Ram { .. }) => Item::Ram,
+                other => {
+                    return Err(Self::err(format!(
+                        "internal: at byte {at}: {other:?} in the live part"
+                    )));
+                }
+            };
+            self.item = Some((at, item));
+        }
+        Ok(())
+    }
+
+    /// Drops what was converted, sends the RAM data of an open section, flushes.
+    fn settle(&mut self) -> io::Result<()> {
+        // What was converted is dropped, the RAM data of an open section sent.
+        let end = self.decoder.as_ref().map_or(0, Decoder::offset);
+        self.data(end)?;
+        let keep = self.run.map_or(end, |(from, _)| from).min(end);
+        let keep = self.item.map_or(keep, |(s, _)| s.min(keep));
+        self.raw.drain(..keep - self.raw_base);
+        self.raw_base = keep;
+        self.out.flush()?;
+        self.sent = self.out.position();
+        Ok(())
+    }
+
+    /// The stream stops here (refused): converts and sends what was passed and is whole (an
+    /// item the decoder held back for lookahead), so the next hop gets every byte before the
+    /// refused one, as from the v3 proxy.
+    fn flush_passed(&mut self) {
+        if let Some(d) = self.decoder.as_mut() {
+            d.finish();
+        }
+        // A cut item is an error here; the item before it is whole and ends where the
+        // decoder stopped.
+        if self.drain().is_err()
+            && let Some((start, item)) = self.item.take()
+        {
+            let at = self.decoder.as_ref().map_or(start, Decoder::offset);
+            if at > start && at <= self.raw_base + self.raw.len() {
+                let _ = self.finish_item(start, item, at);
+            }
+        }
+        self.item = None;
+        let _ = self.settle();
+    }
+
     /// The live part ended at `held_at` (all of it passed): writes what is left of it.
     fn end_live(&mut self, held_at: usize) -> io::Result<()> {
         let at = self.decoder.as_ref().map_or(0, Decoder::offset);
@@ -714,61 +799,9 @@ impl<W: Write> Forward for SendV4<'_, W> {
             space[..n].copy_from_slice(&bytes[fed..fed + n]);
             d.fill(n);
             fed += n;
-            while let Some(d) = self.decoder.as_mut() {
-                let status = d.poll().map_err(Self::err)?;
-                let at = d.offset();
-                // The last item ends where the decoder stands.
-                if let Some((start, item)) = self.item.take()
-                    && status != Status::Done
-                {
-                    self.finish_item(start, item, at)?;
-                }
-                if status != Status::Ready {
-                    break;
-                }
-                let Some(d) = self.decoder.as_ref() else {
-                    break;
-                };
-                let item = match d.event() {
-                    Some(Event::Record(
-                        Record::Header { .. } | Record::Configuration(_) | Record::Command(_),
-                    )) => Item::Whole,
-                    Some(Event::RamSection(_)) => Item::RamHead,
-                    Some(Event::Ram {
-                        record: RamRecord::Eos,
-                        ..
-                    }) => Item::Eos,
-                    Some(Event::Ram {
-                        record: RamRecord::MemSize(list),
-                        offset,
-                    }) => {
-                        if let Some(p) = self.check_blocks(offset, &list) {
-                            let m = p.message.clone();
-                            self.refused = Some(p);
-                            return Err(Self::err(m));
-                        }
-                        Item::Ram
-                    }
-                    Some(Event::Ram { .. }) => Item::Ram,
-                    other => {
-                        return Err(Self::err(format!(
-                            "internal: at byte {at}: {other:?} in the live part"
-                        )));
-                    }
-                };
-                self.item = Some((at, item));
-            }
+            self.drain()?;
         }
-        // What was converted is dropped, the RAM data of an open section sent.
-        let end = self.decoder.as_ref().map_or(0, Decoder::offset);
-        self.data(end)?;
-        let keep = self.run.map_or(end, |(from, _)| from).min(end);
-        let keep = self.item.map_or(keep, |(s, _)| s.min(keep));
-        self.raw.drain(..keep - self.raw_base);
-        self.raw_base = keep;
-        self.out.flush()?;
-        self.sent = self.out.position();
-        Ok(())
+        self.settle()
     }
 }
 
@@ -846,8 +879,18 @@ pub fn run_send(
     let mut window = vec![0u8; super::WINDOW];
     let mut forward =
         SendV4::new(clone(&to, "--to")?, &mut window, &spec, ram).map_err(Failure::Invalid)?;
-    // A second connection of the source (multifd) is refused like the v3 proxy does.
-    let extra = AtomicBool::new(false);
+    // A second connection of the source (a multifd channel) is refused like the v3 proxy
+    // does: `read_live` stops at the next pause.
+    let extra = Arc::new(AtomicBool::new(false));
+    {
+        let extra = Arc::clone(&extra);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                extra.store(true, Ordering::Relaxed);
+                drop(conn);
+            }
+        });
+    }
     let live = read_live(
         &mut src,
         &mut pause,
@@ -858,7 +901,10 @@ pub fn run_send(
     );
     let live = match live {
         Ok(l) => l,
-        Err(Stop::Problem(p)) => return Ok(refuse(&to, p.offset, p.message)),
+        Err(Stop::Problem(p)) => {
+            forward.flush_passed();
+            return Ok(refuse(&to, p.offset, p.message));
+        }
         Err(Stop::Pass(e)) => {
             if let Some(p) = forward.refused.take() {
                 return Ok(refuse(&to, p.offset, p.message));
@@ -867,6 +913,7 @@ pub fn run_send(
             return Err(Failure::Output(format!("--to {}: {e}", options.to)));
         }
         Err(Stop::Unvalidated { offset, why, .. }) => {
+            forward.flush_passed();
             return Ok(refuse(
                 &to,
                 offset,
