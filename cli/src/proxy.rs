@@ -100,6 +100,15 @@ pub struct ProxyOptions {
 pub trait Forward {
     /// Passes `bytes` on; an error ends the migration.
     fn pass(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// Sees each item of the live part as the decoder finds it, at offset `at`, before its
+    /// bytes are passed (a forwarder that re-frames the stream, [`v4::SendV4`], needs the
+    /// boundaries), and the first item of the final phase; bytes are always passed up to an
+    /// item boundary. An error ends the migration. Default: nothing.
+    fn event(&mut self, at: usize, event: &Event<'_>) -> io::Result<()> {
+        let _ = (at, event);
+        Ok(())
+    }
 }
 
 /// How a proxied migration ended (a failure that is not about the stream is a [`Failure`]).
@@ -225,30 +234,6 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
     }
 }
 
-/// The decoder options for the live stream after `prefix` (its header and CONFIGURATION) going
-/// to `dest`, and the destination build's version; a machine type the destination refuses is
-/// refused here, before any RAM goes through.
-fn live_options(dest: &DestSpec, prefix: &[u8]) -> Result<(Options, Option<(u16, u16)>), Stop> {
-    let resolved = dest
-        .resolve(stream_machine(prefix))
-        .map_err(|e| problem(8, e))?;
-    if let Some(p) = &resolved.problem {
-        return Err(problem(8, format!("at byte 8 (0x8), CONFIGURATION: {p}")));
-    }
-    let version = resolved.config.map(|c| {
-        let (major, minor) = c.destination.build.version();
-        (u16::from(major), u16::from(minor))
-    });
-    let options = Options {
-        ram: version.map_or(RamOptions::default(), |(major, minor)| {
-            RamOptions::for_qemu(major, minor)
-        }),
-        section_footers: probe_section_footers(prefix),
-        ..Options::for_stream(prefix)
-    };
-    Ok((options, version))
-}
-
 /// Reads a live v3 stream from `src`, passing each checked record of the live part (module
 /// docs) to `forward` as it arrives, and holding the final phase (at most `hold_limit`
 /// bytes) until the stream's end: the trailer, or EOF with the source closing (or pausing
@@ -264,7 +249,24 @@ pub fn read_live(
 ) -> Result<Live, Stop> {
     let (first, prefix_len) = read_prefix(src)?;
     let prefix = first[..prefix_len].to_vec();
-    let (options, version) = live_options(dest, &prefix)?;
+    let resolved = dest
+        .resolve(stream_machine(&prefix))
+        .map_err(|e| problem(8, e))?;
+    // A machine type the destination refuses is refused before any RAM goes through.
+    if let Some(p) = &resolved.problem {
+        return Err(problem(8, format!("at byte 8 (0x8), CONFIGURATION: {p}")));
+    }
+    let version = resolved.config.map(|c| {
+        let (major, minor) = c.destination.build.version();
+        (u16::from(major), u16::from(minor))
+    });
+    let options = Options {
+        ram: version.map_or(RamOptions::default(), |(major, minor)| {
+            RamOptions::for_qemu(major, minor)
+        }),
+        section_footers: probe_section_footers(&prefix),
+        ..Options::for_stream(&prefix)
+    };
     let mut buf = vec![0u8; WINDOW];
     let mut decoder = Decoder::with_options(&mut buf, FooterScan, options);
     // The bytes read and not passed on: `window[0]` is at offset `base`.
@@ -356,6 +358,9 @@ pub fn read_live(
         let Some(event) = decoder.event() else {
             continue;
         };
+        if held_at.is_none() {
+            forward.event(at, &event).map_err(Stop::Pass)?;
+        }
         let live = match event {
             Event::Record(Record::Header { .. } | Record::Configuration(_)) => true,
             Event::RamSection(_) | Event::Ram { .. } => {

@@ -38,6 +38,7 @@ use crate::exit::Failure;
 use crate::v4tools::{HostCaps, WriteSink, upgrade_v3_from};
 use crate::verify::{DestSpec, Problem};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -224,14 +225,6 @@ fn ram_blocks(stream: &[u8]) -> Result<Option<Vec<(String, u64)>>, String> {
                 }
             }
         }
-    }
-}
-
-fn stop_text(s: Stop) -> String {
-    match s {
-        Stop::Problem(p) => p.message,
-        Stop::Unvalidated { why, .. } => why,
-        Stop::Read(e) | Stop::Pass(e) => e.to_string(),
     }
 }
 
@@ -533,22 +526,20 @@ fn convert<W: Write>(
     )))
 }
 
-/// A [`Forward`] that writes the live part of a v3 stream as v4 (module docs): each item the
-/// codec's push decoder finds in the bytes passed becomes its v4 record at once (a RAM section
-/// head a v4 head, its RAM records DATA records).
-pub struct SendV4<'b, W: Write> {
+/// A [`Forward`] that writes the live part of a v3 stream as v4 (module docs): [`read_live`]
+/// tells it where each record starts and what it is ([`Forward::event`]) before it passes the
+/// bytes; once an item's bytes are all passed it becomes its v4 record (a RAM section head a
+/// v4 head, its RAM records DATA records). Nothing is parsed twice.
+pub struct SendV4<W: Write> {
     out: WriteSink<W>,
     header: Header<'static>,
-    window: Option<&'b mut [u8]>,
-    decoder: Option<Decoder<'b, FooterScan>>,
-    dest: &'b DestSpec,
     /// The destination's RAM blocks, when known.
     ram: Option<Vec<(String, u64)>>,
     /// Bytes passed and not yet converted: `raw[0]` is at `raw_base`.
     raw: Vec<u8>,
     raw_base: usize,
-    /// The item the decoder found last (start offset and kind), until its end is known.
-    item: Option<(usize, Item)>,
+    /// Items announced and not yet converted (start offset, kind), in stream order.
+    queue: VecDeque<(usize, Item)>,
     /// Start of the RAM data not yet sent, and its section id.
     run: Option<(usize, u32)>,
     /// Why the stream is refused (a RAM block the destination lacks).
@@ -558,7 +549,7 @@ pub struct SendV4<'b, W: Write> {
 }
 
 /// An item of the live part.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Item {
     /// The file header, CONFIGURATION or a COMMAND: converted whole.
     Whole,
@@ -568,27 +559,20 @@ enum Item {
     Ram,
     /// The EOS record ending a RAM section, with the section's footer.
     Eos,
+    /// The first record of the final phase: the live part ends here.
+    End,
 }
 
-impl<'b, W: Write> SendV4<'b, W> {
-    /// A forwarder writing to `out`, parsing with a window of `window`; `dest` is the
-    /// destination of the hello (its RAM rules), `ram` its RAM blocks.
-    pub fn new(
-        out: W,
-        window: &'b mut [u8],
-        dest: &'b DestSpec,
-        ram: Option<Vec<(String, u64)>>,
-    ) -> Result<Self, String> {
+impl<W: Write> SendV4<W> {
+    /// A forwarder writing to `out`; `ram` is the destination's RAM blocks, when known.
+    pub fn new(out: W, ram: Option<Vec<(String, u64)>>) -> Result<Self, String> {
         Ok(SendV4 {
             out: WriteSink::new(out),
             header: Header::new(&[], true).map_err(|e| e.to_string())?,
-            window: Some(window),
-            decoder: None,
-            dest,
             ram,
             raw: Vec::new(),
             raw_base: 0,
-            item: None,
+            queue: VecDeque::new(),
             run: None,
             refused: None,
             sent: 0,
@@ -643,6 +627,8 @@ impl<'b, W: Write> SendV4<'b, W> {
                 self.data(start + 8)?;
                 self.run = None;
             }
+            // Never converted: the final phase is converted whole.
+            Item::End => {}
         }
         Ok(())
     }
@@ -682,62 +668,38 @@ impl<'b, W: Write> SendV4<'b, W> {
         None
     }
 
-    /// Converts every item the decoder finds in what it was fed.
-    fn drain(&mut self) -> io::Result<()> {
-        while let Some(d) = self.decoder.as_mut() {
-            let status = d.poll().map_err(Self::err)?;
-            let at = d.offset();
-            // The last item ends where the decoder stands.
-            if let Some((start, item)) = self.item.take()
-                && status != Status::Done
-            {
-                self.finish_item(start, item, at)?;
-            }
-            if status != Status::Ready {
-                break;
-            }
-            let Some(d) = self.decoder.as_ref() else {
-                break;
-            };
-            let item = match d.event() {
-                Some(Event::Record(
-                    Record::Header { .. } | Record::Configuration(_) | Record::Command(_),
-                )) => Item::Whole,
-                Some(Event::RamSection(_)) => Item::RamHead,
-                Some(Event::Ram {
-                    record: RamRecord::Eos,
-                    ..
-                }) => Item::Eos,
-                Some(Event::Ram {
-                    record: RamRecord::MemSize(list),
-                    offset,
-                }) => {
-                    if let Some(p) = self.check_blocks(offset, &list) {
-                        let m = p.message.clone();
-                        self.refused = Some(p);
-                        return Err(Self::err(m));
-                    }
-                    Item::Ram
-                }
-                Some(Event::Ram { .. }) => Item::Ram,
-                other => {
-                    return Err(Self::err(format!(
-                        "internal: at byte {at}: {other:?} in the live part"
-                    )));
-                }
-            };
-            self.item = Some((at, item));
+    /// The live part ended at `held_at` (all of it passed): every item of it was written.
+    fn end_live(&mut self, held_at: usize) -> io::Result<()> {
+        let at = self.raw_base + self.raw.len();
+        let rest = self.queue.front().copied();
+        if at != held_at || !matches!(rest, None | Some((_, Item::End))) {
+            return Err(Self::err(format!(
+                "internal: the v4 writer is at byte {at} ({rest:?} pending), the final phase \
+                 begins at {held_at}"
+            )));
         }
-        Ok(())
+        self.out.flush()
     }
+}
 
-    /// Drops what was converted, sends the RAM data of an open section, flushes.
-    fn settle(&mut self) -> io::Result<()> {
+impl<W: Write> Forward for SendV4<W> {
+    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.raw.extend_from_slice(bytes);
+        let end = self.raw_base + self.raw.len();
+        // `read_live` passes up to a record boundary: every item announced before `end`
+        // ends at the next one's start or at `end`.
+        while let Some(&(start, item)) = self.queue.front() {
+            if start >= end {
+                break;
+            }
+            let stop = self.queue.get(1).map_or(end, |n| n.0.min(end));
+            self.queue.pop_front();
+            self.finish_item(start, item, stop)?;
+        }
         // What was converted is dropped, the RAM data of an open section sent.
-        let end = self.decoder.as_ref().map_or(0, Decoder::offset);
         self.data(end)?;
         let keep = self.run.map_or(end, |(from, _)| from).min(end);
-        let keep = self.item.map_or(keep, |(s, _)| s.min(keep));
+        let keep = self.queue.front().map_or(keep, |&(s, _)| s.min(keep));
         self.raw.drain(..keep - self.raw_base);
         self.raw_base = keep;
         self.out.flush()?;
@@ -745,63 +707,32 @@ impl<'b, W: Write> SendV4<'b, W> {
         Ok(())
     }
 
-    /// The stream stops here (refused): converts and sends what was passed and is whole (an
-    /// item the decoder held back for lookahead), so the next hop gets every byte before the
-    /// refused one, as from the v3 proxy.
-    fn flush_passed(&mut self) {
-        if let Some(d) = self.decoder.as_mut() {
-            d.finish();
-        }
-        // A cut item is an error here; the item before it is whole and ends where the
-        // decoder stopped.
-        if self.drain().is_err()
-            && let Some((start, item)) = self.item.take()
-        {
-            let at = self.decoder.as_ref().map_or(start, Decoder::offset);
-            if at > start && at <= self.raw_base + self.raw.len() {
-                let _ = self.finish_item(start, item, at);
+    fn event(&mut self, at: usize, event: &Event<'_>) -> io::Result<()> {
+        let item = match *event {
+            Event::Record(
+                Record::Header { .. } | Record::Configuration(_) | Record::Command(_),
+            ) => Item::Whole,
+            Event::RamSection(_) => Item::RamHead,
+            Event::Ram {
+                record: RamRecord::Eos,
+                ..
+            } => Item::Eos,
+            Event::Ram {
+                record: RamRecord::MemSize(list),
+                offset,
+            } => {
+                if let Some(p) = self.check_blocks(offset, &list) {
+                    let m = p.message.clone();
+                    self.refused = Some(p);
+                    return Err(Self::err(m));
+                }
+                Item::Ram
             }
-        }
-        self.item = None;
-        let _ = self.settle();
-    }
-
-    /// The live part ended at `held_at` (all of it passed): writes what is left of it.
-    fn end_live(&mut self, held_at: usize) -> io::Result<()> {
-        let at = self.decoder.as_ref().map_or(0, Decoder::offset);
-        if at != held_at || self.item.is_some() {
-            return Err(Self::err(format!(
-                "internal: the v4 writer is at byte {at}, the final phase begins at {held_at}"
-            )));
-        }
-        self.out.flush()
-    }
-}
-
-impl<W: Write> Forward for SendV4<'_, W> {
-    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.decoder.is_none() {
-            // The first bytes passed hold the header and CONFIGURATION (`read_live` passes
-            // only what its own decoder went through).
-            let (options, _) =
-                super::live_options(self.dest, bytes).map_err(|s| Self::err(stop_text(s)))?;
-            let window = self.window.take().unwrap_or_default();
-            self.decoder = Some(Decoder::with_options(window, FooterScan, options));
-        }
-        self.raw.extend_from_slice(bytes);
-        let mut fed = 0;
-        while fed < bytes.len() {
-            let Some(d) = self.decoder.as_mut() else {
-                break;
-            };
-            let space = d.space();
-            let n = space.len().min(bytes.len() - fed);
-            space[..n].copy_from_slice(&bytes[fed..fed + n]);
-            d.fill(n);
-            fed += n;
-            self.drain()?;
-        }
-        self.settle()
+            Event::Ram { .. } => Item::Ram,
+            _ => Item::End,
+        };
+        self.queue.push_back((at, item));
+        Ok(())
     }
 }
 
@@ -876,9 +807,7 @@ pub fn run_send(
     let mut pause = |t: Option<Duration>| {
         let _ = src_timeout.set_read_timeout(t);
     };
-    let mut window = vec![0u8; super::WINDOW];
-    let mut forward =
-        SendV4::new(clone(&to, "--to")?, &mut window, &spec, ram).map_err(Failure::Invalid)?;
+    let mut forward = SendV4::new(clone(&to, "--to")?, ram).map_err(Failure::Invalid)?;
     // A second connection of the source (a multifd channel) is refused like the v3 proxy
     // does: `read_live` stops at the next pause.
     let extra = Arc::new(AtomicBool::new(false));
@@ -902,7 +831,6 @@ pub fn run_send(
     let live = match live {
         Ok(l) => l,
         Err(Stop::Problem(p)) => {
-            forward.flush_passed();
             return Ok(refuse(&to, p.offset, p.message));
         }
         Err(Stop::Pass(e)) => {
@@ -913,7 +841,6 @@ pub fn run_send(
             return Err(Failure::Output(format!("--to {}: {e}", options.to)));
         }
         Err(Stop::Unvalidated { offset, why, .. }) => {
-            forward.flush_passed();
             return Ok(refuse(
                 &to,
                 offset,
