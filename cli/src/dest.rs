@@ -773,7 +773,8 @@ pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> 
     Ok(problems)
 }
 
-fn host_caps(dest: &Destination) -> Result<Box<HostCaps<'_>>, String> {
+/// The destination as v4 capabilities (the postcard structure of docs/FORMAT.md §11).
+pub fn host_caps(dest: &Destination) -> Result<Box<HostCaps<'_>>, String> {
     let vendors = dest
         .vendors
         .iter()

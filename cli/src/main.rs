@@ -111,6 +111,22 @@ enum Command {
         /// byte sent: what the proxy adds to the downtime).
         #[arg(long)]
         stats: bool,
+        /// Next to the source: send the stream as vmstate v4 to a `proxy --receive-v4` at TO,
+        /// checked against the destination that proxy describes.
+        #[arg(long, conflicts_with = "receive_v4")]
+        send_v4: bool,
+        /// Next to the destination: receive v4 from a `proxy --send-v4`, tell it what the
+        /// destination loads (--dump, --stream, --machine, --qemu), and pass the v3 stream
+        /// on to TO.
+        #[arg(long, requires = "caps_source")]
+        receive_v4: bool,
+        /// With --receive-v4: the destination build's `-dump-vmstate` JSON.
+        #[arg(long, value_name = "FILE", group = "caps_source")]
+        dump: Option<PathBuf>,
+        /// With --receive-v4: a stream the destination build wrote (its sections and, for a
+        /// v3 stream, its RAM block list); may be repeated.
+        #[arg(long, value_name = "FILE", group = "caps_source")]
+        stream: Vec<PathBuf>,
         #[command(flatten)]
         dest: Dest,
     },
@@ -581,8 +597,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             set,
             pass_through_unvalidated,
             stats,
+            send_v4,
+            receive_v4,
+            dump,
+            stream,
             dest,
         } => {
+            if !receive_v4 && (dump.is_some() || !stream.is_empty()) {
+                return Err(Failure::Usage(
+                    "--dump and --stream describe the destination of --receive-v4".into(),
+                ));
+            }
             dest.spec().explicit().map_err(Failure::Usage)?;
             let options = vmstate_cli::proxy::ProxyOptions {
                 listen,
@@ -593,9 +618,38 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 record,
                 pass_through_unvalidated,
             };
-            let (name, outcome) = vmstate_cli::proxy::run(&options, &mut |addr| {
+            let mut listening = |addr| {
                 eprintln!("vmstate proxy: listening on {addr}, destination {to}");
-            })?;
+            };
+            if receive_v4 {
+                use vmstate_cli::proxy::v4::{DestFiles, Received, destination_hello, run_receive};
+                let files = DestFiles {
+                    dump,
+                    streams: stream,
+                };
+                let hello = destination_hello(&options.dest, &files)?;
+                let (name, received) = run_receive(&options, &hello, &mut listening)?;
+                return match received {
+                    Received::Complete { v4, records, v3 } => {
+                        emit(&format!(
+                            "{name}: received {v4} v4 bytes ({records} records, each CRC-checked); \
+                             passed {v3} v3 bytes to the destination\n"
+                        ))?;
+                        Ok(0)
+                    }
+                    Received::Refused { problem, v3 } => {
+                        emit(&format!(
+                            "{name}: {problem}\n{name}: refused; the destination got {v3} v3 bytes and its connection was closed\n"
+                        ))?;
+                        Ok(1)
+                    }
+                };
+            }
+            let (name, outcome) = if send_v4 {
+                vmstate_cli::proxy::v4::run_send(&options, &mut listening)?
+            } else {
+                vmstate_cli::proxy::run(&options, &mut listening)?
+            };
             use vmstate_cli::proxy::Outcome;
             match outcome {
                 Outcome::Passed {
@@ -612,9 +666,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                             hold_time.as_secs_f64() * 1e3
                         );
                     }
+                    let v4 = if send_v4 { " as v4" } else { "" };
                     emit(&format!(
-                        "{name}: passed {bytes} bytes: {ram_records} RAM records streamed, a \
-                         final phase of {held} bytes held and checked ({} sections with \
+                        "{name}: passed {bytes} bytes{v4}: {ram_records} RAM records streamed, \
+                         a final phase of {held} bytes held and checked ({} sections with \
                          typed models, {} with the description only)\n",
                         report.typed, report.generic
                     ))?;

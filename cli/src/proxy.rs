@@ -57,6 +57,8 @@ use vmstate::ram::RamOptions;
 use vmstate::stream::{FooterScan, Options, Record, probe_section_footers};
 use vmstate::wire::command::CommandId;
 
+pub mod v4;
+
 /// The default `--hold-limit`: the held final phase of a pc or q35 guest is tens of KiB (with
 /// its trailer); a few MiB leave room for many more devices.
 pub const DEFAULT_HOLD_LIMIT: usize = 8 << 20;
@@ -98,6 +100,15 @@ pub struct ProxyOptions {
 pub trait Forward {
     /// Passes `bytes` on; an error ends the migration.
     fn pass(&mut self, bytes: &[u8]) -> io::Result<()>;
+
+    /// Sees each item of the live part as the decoder finds it, at offset `at`, before its
+    /// bytes are passed (a forwarder that re-frames the stream, [`v4::SendV4`], needs the
+    /// boundaries), and the first item of the final phase; bytes are always passed up to an
+    /// item boundary. An error ends the migration. Default: nothing.
+    fn event(&mut self, at: usize, event: &Event<'_>) -> io::Result<()> {
+        let _ = (at, event);
+        Ok(())
+    }
 }
 
 /// How a proxied migration ended (a failure that is not about the stream is a [`Failure`]).
@@ -361,6 +372,9 @@ pub fn read_live(
         let Some(event) = decoder.event() else {
             continue;
         };
+        if held_at.is_none() {
+            forward.event(at, &event).map_err(Stop::Pass)?;
+        }
         let live = match event {
             Event::Record(Record::Header { .. } | Record::Configuration(_)) => true,
             Event::RamSection(_) | Event::Ram { .. } => {

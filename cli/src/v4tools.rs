@@ -17,7 +17,7 @@ use std::path::Path;
 use vmstate::SliceSink;
 use vmstate::stream::Next;
 use vmstate::v4::caps::Capabilities;
-use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade};
+use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade_from};
 use vmstate::v4::wire::{Records4, Vendor};
 use vmstate::{Error, ErrorKind, SectionHead};
 
@@ -166,14 +166,14 @@ impl std::fmt::Display for ConvertError {
 /// A [`vmstate::Sink`] over an [`io::Write`] (buffered here): the codec's conversions write
 /// straight into a file, never into a whole-stream buffer. A write error is kept (the codec
 /// sees a "buffer too small" at that position) and reported by [`WriteSink::result`].
-struct WriteSink<W: Write> {
+pub(crate) struct WriteSink<W: Write> {
     w: io::BufWriter<W>,
     n: usize,
     error: Option<io::Error>,
 }
 
 impl<W: Write> WriteSink<W> {
-    fn new(w: W) -> Self {
+    pub(crate) fn new(w: W) -> Self {
         WriteSink {
             w: io::BufWriter::with_capacity(1 << 20, w),
             n: 0,
@@ -181,8 +181,16 @@ impl<W: Write> WriteSink<W> {
         }
     }
 
+    /// Sends what is buffered (a live writer, between records); the writer's error first.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.w.flush()
+    }
+
     /// The conversion's outcome, the writer's error first; flushes on success.
-    fn result(mut self, r: Result<(), ConvertError>) -> Result<(), ConvertError> {
+    pub(crate) fn result(mut self, r: Result<(), ConvertError>) -> Result<(), ConvertError> {
         if let Some(e) = self.error.take() {
             return Err(ConvertError::Io(e));
         }
@@ -234,12 +242,24 @@ pub fn upgrade_v3_to(
     opts: &UpgradeOptions<'_>,
     out: impl Write,
 ) -> Result<(), ConvertError> {
+    upgrade_v3_from(v3, None, opts, out)
+}
+
+/// [`upgrade_v3_to`] of the part of `v3` from offset `from` on, without header and
+/// configuration ([`vmstate::v4::convert::upgrade_from`]): the live proxy's held final phase,
+/// over a view whose bytes between the configuration and `from` are not there.
+pub fn upgrade_v3_from(
+    v3: &[u8],
+    from: Option<usize>,
+    opts: &UpgradeOptions<'_>,
+    out: impl Write,
+) -> Result<(), ConvertError> {
     let desc = find_description(v3)
         .map_err(|e| ConvertError::Invalid(e.to_string()))?
         .ok_or(ConvertError::Invalid(crate::model::NO_DESCRIPTION.into()))?
         .1;
     let mut sink = WriteSink::new(out);
-    let r = upgrade(v3, TrailerSplit { desc }, opts, &mut sink);
+    let r = upgrade_from(v3, from, TrailerSplit { desc }, opts, &mut sink);
     sink.result(r)
 }
 

@@ -262,6 +262,100 @@ fn digest(mut r: impl Read) -> (u64, u64) {
     }
 }
 
+/// The address a proxy whose stderr goes to `stderr` listens on, once it says so.
+fn listening_on(stderr: &std::path::Path) -> String {
+    loop {
+        let text = std::fs::read_to_string(stderr).unwrap_or_default();
+        if let Some(a) = text
+            .strip_prefix("vmstate proxy: listening on ")
+            .and_then(|l| l.split(',').next())
+            .filter(|_| text.contains('\n'))
+        {
+            return a.to_string();
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ram_streams_through_the_v4_pair_in_bounded_memory() {
+    // The same 256 MiB of RAM pages through --send-v4 and --receive-v4: neither side holds
+    // RAM (the sending side writes it as DATA records as it comes, the receiving side converts
+    // one record at a time), and the destination gets every byte of the v3 stream.
+    let dir = support::scratch("vmstate-proxy-v4-memory");
+    let stream = dir.join("big.vmstate");
+    let len = support::write_stream(&stream, 256 << 20, true);
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = dest.local_addr().unwrap().to_string();
+    let receiver = thread::spawn(move || digest(dest.accept().unwrap().0));
+    let (rdir, sdir) = (dir.join("receive"), dir.join("send"));
+    std::fs::create_dir_all(&rdir).unwrap();
+    std::fs::create_dir_all(&sdir).unwrap();
+    // The destination: a dump with the stream's one device (the stream has no machine type:
+    // it is checked as pc-i440fx-7.2).
+    let dump = dir.join("dump.json");
+    let device = r#"{"name": "vmstate-test", "version_id": 1, "minimum_version_id": 1}"#;
+    let json = format!(
+        r#"{{"vmschkmachine": {{"Name": "pc-i440fx-7.2"}}, "vmstate-test": {{"Description": {device}}}}}"#
+    );
+    std::fs::write(&dump, json).unwrap();
+    let recv = {
+        let (rdir, dump) = (rdir.clone(), dump.to_str().unwrap().to_string());
+        thread::spawn(move || {
+            let args = [
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &to,
+                "--receive-v4",
+            ];
+            support::run(
+                &rdir,
+                &[&args[..], &["--dump", &dump, "--qemu", "7.2"]].concat(),
+            )
+        })
+    };
+    let raddr = listening_on(&rdir.join("stderr"));
+    let send = {
+        let sdir = sdir.clone();
+        thread::spawn(move || {
+            let args = [
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                &raddr,
+                "--send-v4",
+            ];
+            support::run(&sdir, &args)
+        })
+    };
+    let mut c = TcpStream::connect(listening_on(&sdir.join("stderr"))).unwrap();
+    std::io::copy(&mut std::fs::File::open(&stream).unwrap(), &mut c).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let (send, recv) = (send.join().unwrap(), recv.join().unwrap());
+    assert_eq!(send.code, Some(0), "{}{}", send.stdout, send.stderr);
+    assert_eq!(recv.code, Some(0), "{}{}", recv.stdout, recv.stderr);
+    assert_eq!(
+        receiver.join().unwrap(),
+        digest(std::fs::File::open(&stream).unwrap())
+    );
+    assert!(
+        recv.stdout.contains(&format!("passed {len} v3 bytes")),
+        "{}",
+        recv.stdout
+    );
+    for (side, run) in [("--send-v4", &send), ("--receive-v4", &recv)] {
+        let mib = run.peak as f64 / f64::from(1 << 20);
+        eprintln!("proxy {side}: peak RSS {mib:.1} MiB for a {len}-byte stream");
+        assert!(
+            mib < 32.0,
+            "{side}: peak RSS {mib:.1} MiB for a {len}-byte stream"
+        );
+    }
+}
+
 #[test]
 fn ram_streams_through_in_bounded_memory() {
     // 256 MiB of non-zero RAM pages, a described device and the trailer: the proxy's peak
@@ -276,17 +370,7 @@ fn ram_streams_through_in_bounded_memory() {
     let source = {
         let (stderr, stream) = (dir.join("stderr"), stream.clone());
         thread::spawn(move || {
-            let addr = loop {
-                let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-                if let Some(a) = text
-                    .strip_prefix("vmstate proxy: listening on ")
-                    .and_then(|l| l.split(',').next())
-                    .filter(|_| text.contains('\n'))
-                {
-                    break a.to_string();
-                }
-                thread::sleep(std::time::Duration::from_millis(20));
-            };
+            let addr = listening_on(&stderr);
             let mut c = TcpStream::connect(addr).unwrap();
             std::io::copy(&mut std::fs::File::open(stream).unwrap(), &mut c).unwrap();
             c.shutdown(std::net::Shutdown::Write).unwrap();
@@ -352,4 +436,351 @@ fn a_device_section_reusing_the_ram_sections_id_is_refused_like_verify_does() {
     assert!(run.stdout.contains(problem), "{}\n{verified}", run.stdout);
     assert_eq!(run.received.len(), held);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One side of the v4 pair: exit status, stdout, stderr.
+struct Side {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Starts `vmstate proxy --listen 127.0.0.1:0 --to TO ARGS`; returns it and its address.
+fn start_proxy(
+    to: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--to", to])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("vmstate proxy: listening on ")
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (child, err, addr)
+}
+
+fn side(child: std::process::Child, mut err: BufReader<std::process::ChildStderr>) -> Side {
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    Side {
+        status: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: rest,
+    }
+}
+
+/// Replays `stream` through `proxy --send-v4 SEND` and `proxy --receive-v4 RECEIVE` into a
+/// destination that reads everything. `tamper` may change the v4 bytes between the two
+/// (a relay in the middle); the destination's bytes are returned with both sides.
+fn replay_pair(
+    stream: &[u8],
+    send: &[&str],
+    receive: &[&str],
+    tamper: Option<fn(&mut Vec<u8>)>,
+) -> (Side, Side, Vec<u8>) {
+    let dest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = dest.local_addr().unwrap().to_string();
+    let receiver = thread::spawn(move || {
+        let (mut c, _) = dest.accept().unwrap();
+        let mut v = Vec::new();
+        let _ = c.read_to_end(&mut v);
+        v
+    });
+    let mut args = vec!["--receive-v4"];
+    args.extend_from_slice(receive);
+    let (recv, recv_err, recv_addr) = start_proxy(&to, &args);
+    // A relay between the two proxies that may change the v4 stream (whole, then sent on).
+    let relay_addr = match tamper {
+        None => recv_addr,
+        Some(f) => {
+            let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = relay.local_addr().unwrap().to_string();
+            thread::spawn(move || {
+                let (mut a, _) = relay.accept().unwrap();
+                let mut b = TcpStream::connect(&recv_addr).unwrap();
+                let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+                // The hello and the return path go back as they are.
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut b2, &mut a2);
+                });
+                let mut v4 = Vec::new();
+                let _ = a.read_to_end(&mut v4);
+                f(&mut v4);
+                let _ = b.write_all(&v4);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+                let _ = std::io::copy(&mut b, &mut std::io::sink());
+            });
+            addr
+        }
+    };
+    let mut args = vec!["--send-v4"];
+    args.extend_from_slice(send);
+    let (sender, send_err, send_addr) = start_proxy(&relay_addr, &args);
+    let mut src = TcpStream::connect(&send_addr).unwrap();
+    let _ = src.write_all(stream);
+    let _ = src.shutdown(std::net::Shutdown::Write);
+    let s = side(sender, send_err);
+    let r = side(recv, recv_err);
+    (s, r, receiver.join().unwrap())
+}
+
+fn fixture_path(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_v4_pair_delivers_the_exact_v3_bytes_of_every_second_generation_fixture() {
+    for name in [
+        "q72-pc-i440fx-7.2",
+        "q72-pc-q35-7.2",
+        "q10-pc-i440fx-10.0",
+        "q10-pc-q35-10.0",
+        "q10-pc-i440fx-7.2",
+        "q10-pc-q35-7.2",
+        "q10-pc-i440fx-7.2-ltim",
+        "q72-pc-i440fx-7.2-ignore-shared",
+        "q10-pc-i440fx-10.0-ignore-shared",
+    ] {
+        let stream = fixture(&format!("{name}.vmstate"));
+        let own = fixture_path(&format!("{name}.vmstate"));
+        let (send, recv, received) = replay_pair(&stream, &[], &["--stream", &own], None);
+        assert_eq!(send.status, 0, "{name}: {}{}", send.stdout, send.stderr);
+        assert_eq!(recv.status, 0, "{name}: {}{}", recv.stdout, recv.stderr);
+        assert!(
+            received == stream,
+            "{name}: the destination got other bytes ({} of {})",
+            received.len(),
+            stream.len()
+        );
+        assert!(
+            recv.stdout
+                .contains(&format!("passed {} v3 bytes", stream.len())),
+            "{}",
+            recv.stdout
+        );
+    }
+}
+
+/// Where the RAM block list of a stream ends (the offset of its first page record).
+fn first_page(stream: &[u8]) -> usize {
+    let start = vmstate::stream::Records::with_options(
+        stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(stream),
+    )
+    .map(|r| r.unwrap())
+    .find(|r| matches!(r.record, vmstate::stream::Record::Section(ref s) if s.is_ram()))
+    .unwrap();
+    // The START section holds the block list (and EOS): pages come after it.
+    start.end
+}
+
+#[test]
+fn the_v4_pair_refuses_a_machine_type_or_ram_block_the_destination_lacks_at_once() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // A q35 destination: refused at the CONFIGURATION record, before any RAM.
+    let q35 = fixture_path("q72-pc-q35-7.2.dump-vmstate.json");
+    let (send, recv, received) = replay_pair(&stream, &[], &["--dump", &q35], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("at byte 8 (0x8), CONFIGURATION: stream machine type pc-i440fx-7.2, destination pc-q35-7.2"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        recv.stdout.contains("ended before its EOF record"),
+        "{}",
+        recv.stdout
+    );
+    assert!(
+        received.is_empty(),
+        "{} bytes reached the destination",
+        received.len()
+    );
+
+    // A destination whose stream (same machine type, other devices and -m) has other RAM
+    // blocks: refused at the block list, before any page.
+    let other = fixture_path("pc-7.2-nodefaults-S.vmstate");
+    let (send, recv, received) = replay_pair(&stream, &[], &["--stream", &other], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout
+            .contains("section 'ram' block list: RAM block pc.ram is 33554432 bytes")
+            || send.stdout.contains("section 'ram' block list: RAM block"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        received.len() < first_page(&stream),
+        "{} bytes reached the destination",
+        received.len()
+    );
+    assert!(stream.starts_with(&received));
+}
+
+#[test]
+fn the_v4_pair_refuses_the_final_phase_when_the_destination_lacks_a_subsection_or_version() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    // The 7.2 build's dump, without e1000/mit_state and with mc146818rtc at version 2 only:
+    // the typed models accept the stream (it is valid for the real 7.2), the capabilities not.
+    let dump = fixture_path("q72-pc-i440fx-7.2.dump-vmstate.json");
+    let mut d: serde_json::Value = serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap();
+    // Every QOM type with these vmsds (e1000, e1000-82544gc, e1000-82545em share "e1000").
+    for (_, t) in d.as_object_mut().unwrap() {
+        let Some(desc) = t.get_mut("Description") else {
+            continue;
+        };
+        if desc["name"] == "e1000" {
+            let subs = desc["Subsections"].as_array_mut().unwrap();
+            subs.retain(|s| s["name"] != "e1000/mit_state");
+        }
+        if desc["name"] == "mc146818rtc" {
+            desc["version_id"] = 2.into();
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("vmstate-proxy-v4caps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edited = dir.join("dump.json");
+    std::fs::write(&edited, serde_json::to_vec(&d).unwrap()).unwrap();
+    let (send, recv, received) = replay_pair(
+        &stream,
+        &[],
+        &["--dump", edited.to_str().unwrap(), "--qemu", "7.2"],
+        None,
+    );
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("e1000 (instance 0): destination does not know must-understand subsection e1000/mit_state"),
+        "{}",
+        send.stdout
+    );
+    assert!(
+        send.stdout
+            .contains("mc146818rtc (instance 0): version 3 outside destination's 1..=2"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    // Everything before the final phase went through, nothing of it.
+    assert!(
+        received == stream[..final_phase(&stream)],
+        "{} of {}",
+        received.len(),
+        final_phase(&stream)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_corrupted_v4_byte_between_the_proxies_is_refused_by_the_receiving_side() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let own = fixture_path("q72-pc-i440fx-7.2.vmstate");
+    // One bit of a RAM page in the middle of the v4 stream.
+    let (send, recv, received) = replay_pair(
+        &stream,
+        &[],
+        &["--stream", &own],
+        Some(|v4: &mut Vec<u8>| {
+            let mid = v4.len() / 2;
+            v4[mid] ^= 0x10;
+        }),
+    );
+    assert_eq!(send.status, 0, "{}{}", send.stdout, send.stderr);
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(recv.stdout.contains("CRC-32C mismatch"), "{}", recv.stdout);
+    assert!(
+        recv.stdout.contains("refused; the destination got"),
+        "{}",
+        recv.stdout
+    );
+    // The destination got the records before the corrupt one, intact, and not the rest.
+    assert!(received.len() < stream.len() / 2 + 4096 && stream.starts_with(&received));
+}
+
+#[test]
+fn send_v4_refuses_a_peer_that_is_not_a_receiving_proxy() {
+    // A peer that answers something else than the hello (here: bytes of a v3 stream, as if
+    // --to were a plain `proxy`'s destination): refused before any byte of the stream goes.
+    let peer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap().to_string();
+    let got = thread::spawn(move || {
+        let (mut c, _) = peer.accept().unwrap();
+        c.write_all(b"QEVM\0\0\0\x03").unwrap();
+        let mut v = Vec::new();
+        let _ = c.read_to_end(&mut v);
+        v
+    });
+    let (child, err, addr) = start_proxy(&to, &["--send-v4"]);
+    let mut src = TcpStream::connect(&addr).unwrap();
+    let _ = src.write_all(&fixture("q72-pc-i440fx-7.2.vmstate"));
+    let _ = src.shutdown(std::net::Shutdown::Write);
+    let s = side(child, err);
+    assert_eq!(s.status, 1, "{}{}", s.stdout, s.stderr);
+    assert!(
+        s.stdout.contains("destination hello: at byte 0") && s.stdout.contains("--receive-v4"),
+        "{}",
+        s.stdout
+    );
+    assert!(got.join().unwrap().is_empty());
+}
+
+#[test]
+fn the_v4_pair_refuses_postcopy_and_multifd() {
+    let stream = fixture("q72-pc-i440fx-7.2.vmstate");
+    let dump = fixture_path("q72-pc-i440fx-7.2.dump-vmstate.json");
+    // A POSTCOPY_ADVISE right after the CONFIGURATION record: what came before goes through.
+    let config_end = vmstate::stream::Records::with_options(
+        &stream,
+        vmstate::stream::FooterScan,
+        vmstate::stream::Options::for_stream(&stream),
+    )
+    .map(|r| r.unwrap())
+    .find(|r| matches!(r.record, vmstate::stream::Record::Configuration(_)))
+    .unwrap()
+    .end;
+    let mut postcopy = stream[..config_end].to_vec();
+    postcopy.extend_from_slice(&[0x08, 0x00, 0x03, 0x00, 0x00]);
+    postcopy.extend_from_slice(&stream[config_end..]);
+    let (send, recv, received) = replay_pair(&postcopy, &[], &["--dump", &dump], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(
+        send.stdout.contains("postcopy (COMMAND POSTCOPY_ADVISE"),
+        "{}",
+        send.stdout
+    );
+    assert_eq!(recv.status, 1, "{}{}", recv.stdout, recv.stderr);
+    assert!(
+        received == stream[..config_end],
+        "{} of {config_end}: {}",
+        received.len(),
+        recv.stdout
+    );
+    // A multifd channel: nothing goes through.
+    let mut multifd = vec![0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1];
+    multifd.extend_from_slice(&[0; 64]);
+    let (send, _, received) = replay_pair(&multifd, &[], &["--dump", &dump], None);
+    assert_eq!(send.status, 1, "{}{}", send.stdout, send.stderr);
+    assert!(send.stdout.contains("multifd channel"), "{}", send.stdout);
+    assert!(received.is_empty());
 }

@@ -728,7 +728,7 @@ sizes! {
     "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>
         = 40, 20, "the v3 stream writer";
     "[`SliceSink`]" SliceSink<'static> = 24, 12, "a caller-slice sink";
-    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1608, 1256,
+    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1616, 1264,
         "the v4 record iterator";
     "[`v4::caps::Capabilities`] (defaults)" v4::caps::Capabilities<'static> = 2736, 1760,
         "32 devices, 64 subsection names";

@@ -174,6 +174,9 @@ fn render_v4(bytes: &[u8]) -> String {
             Record4::Ancillary { kind, payload } => {
                 writeln!(out, "ancillary type={kind:#04x} payload={}", hexs(payload)).unwrap()
             }
+            Record4::Data {
+                section_id, data, ..
+            } => writeln!(out, "data id={section_id} data={}", hexs(data)).unwrap(),
             Record4::Eof => out.push_str("eof\n"),
             Record4::Trailer(j) => writeln!(out, "trailer {}", s(j)).unwrap(),
         }
@@ -307,7 +310,12 @@ fn every_spec_example_holds() {
                     (Some(v3), None) => {
                         let v3 = hex(&v3);
                         assert_eq!(to_v3(&bytes).unwrap(), v3, "example {name}: v4 -> v3");
-                        assert_eq!(to_v4(&v3, &bytes), bytes, "example {name}: v3 -> v4");
+                        // `upgrade` writes no DATA records (a live writer does, §13).
+                        let data = Records4::new(&bytes)
+                            .any(|r| matches!(r.map(|r| r.record), Ok(Record4::Data { .. })));
+                        if !data {
+                            assert_eq!(to_v4(&v3, &bytes), bytes, "example {name}: v3 -> v4");
+                        }
                     }
                     (None, Some(why)) => match to_v3(&bytes) {
                         Err(Error::Refused(r)) => assert_eq!(r.to_string(), why.trim_end()),
@@ -347,12 +355,12 @@ fn every_spec_example_holds() {
         assert_eq!(got, b.text, "check {} against {}", b.info[2], b.info[3]);
     }
     let n = |k: &str| counts.get(k).copied().unwrap_or(0);
-    assert_eq!(n("hex v4"), 5);
-    assert_eq!(n("hex v3"), 4);
+    assert_eq!(n("hex v4"), 6);
+    assert_eq!(n("hex v3"), 5);
     assert_eq!(n("text refused"), 1);
     assert_eq!(n("hex caps"), 2);
     assert_eq!(n("text check"), 4);
-    assert_eq!(n("text decoded"), 7);
+    assert_eq!(n("text decoded"), 8);
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! `vmstate proxy` between real QEMUs (issue 16 items 1, 2, 4): a source QEMU migrates with
+//! `vmstate proxy` between real QEMUs (issue 16 items 1-4): a source QEMU migrates with
 //! `migrate tcp:PROXY`, the proxy passes the stream to a destination QEMU started with
 //! `-incoming tcp:DEST`. Valid migrations complete with the source's device state; a refused
 //! one never completes; hostile streams replayed over TCP never load, and the proxy names the
-//! same problem `verify` names.
+//! same problem `verify` names. The v4 pair (`--send-v4` / `--receive-v4`) sits in the middle
+//! of every valid migration, and carries a 512 MiB guest of random RAM.
 
 use serde_json::json;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -11,6 +12,7 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use vmstate_cli::exit::Failure;
+use vmstate_cli::proxy::v4::{DestFiles, Received, destination_hello, run_receive, run_send};
 use vmstate_cli::proxy::{DEFAULT_HOLD_LIMIT, Outcome, ProxyOptions, run};
 use vmstate_cli::verify::{DestSpec, verify};
 use vmstate_host_tests::QemuBuild;
@@ -20,10 +22,7 @@ use vmstate_host_tests::qemu::{LoadOutcome, Qemu, fixture_machine};
 type Ran = Result<(String, Outcome), Failure>;
 
 /// A proxy running [`run`] on a thread, and the address it listens on.
-struct Proxy {
-    addr: SocketAddr,
-    thread: JoinHandle<Ran>,
-}
+type Proxy = Listening<Ran>;
 
 fn options(to: &str, dest: DestSpec) -> ProxyOptions {
     ProxyOptions {
@@ -38,16 +37,87 @@ fn options(to: &str, dest: DestSpec) -> ProxyOptions {
 }
 
 fn proxy(options: ProxyOptions) -> Proxy {
+    spawn(move |listening| run(&options, listening))
+}
+
+/// Runs `f` (a proxy given its `listening` callback) on a thread; returns it once it listens.
+fn spawn<T: Send + 'static>(
+    f: impl FnOnce(&mut dyn FnMut(SocketAddr)) -> T + Send + 'static,
+) -> Listening<T> {
     let (tx, rx) = mpsc::channel();
     let thread = thread::spawn(move || {
-        run(&options, &mut |a| {
+        f(&mut |a| {
             let _ = tx.send(a);
         })
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the proxy listens");
-    Proxy { addr, thread }
+    Listening { addr, thread }
+}
+
+/// A thread listening on `addr`.
+struct Listening<T> {
+    addr: SocketAddr,
+    thread: JoinHandle<T>,
+}
+
+/// The v4 pair in front of `to`: `proxy --receive-v4 --dump DUMP` (the destination build's
+/// `-dump-vmstate` of the machine type, a fixture) passing v3 to `to`, and `proxy --send-v4`
+/// sending to it; the sender's address is where the stream goes.
+struct Pair {
+    send: Listening<Ran>,
+    receive: Listening<Result<(String, Received), Failure>>,
+}
+
+fn pair(to: &str, dump: &str) -> Pair {
+    let files = DestFiles {
+        dump: Some(vmstate_host_tests::fixture_path(dump)),
+        streams: Vec::new(),
+    };
+    let hello = destination_hello(&DestSpec::default(), &files).expect("the destination's hello");
+    let recv = options(to, DestSpec::default());
+    let receive = spawn(move |l| run_receive(&recv, &hello, l));
+    let send = options(&receive.addr.to_string(), DestSpec::default());
+    let send = spawn(move |l| run_send(&send, l));
+    Pair { send, receive }
+}
+
+impl Pair {
+    /// Both sides passed everything: the sender's RAM records, the receiver's v3 bytes.
+    fn passed(self, case: &str) -> (usize, usize) {
+        let ram = match self.send.thread.join().unwrap() {
+            Ok((_, Outcome::Passed { ram_records, .. })) => ram_records,
+            other => panic!("{case}: --send-v4: {other:?}"),
+        };
+        let v3 = match self.receive.thread.join().unwrap() {
+            Ok((_, Received::Complete { v3, .. })) => v3,
+            other => panic!("{case}: --receive-v4: {other:?}"),
+        };
+        (ram, v3)
+    }
+}
+
+/// The fixture dump of the destination `build`'s `machine` (as the migrations below name it).
+fn dump_of(build: QemuBuild, machine: &str) -> String {
+    let full = match machine {
+        "pc" | "q35" => {
+            let v = if build == QemuBuild::V7_2 {
+                "7.2"
+            } else {
+                "10.0"
+            };
+            let chipset = if machine == "pc" { "i440fx" } else { "q35" };
+            format!("pc-{chipset}-{v}")
+        }
+        m => m.to_owned(),
+    };
+    let b = if build == QemuBuild::V7_2 {
+        "q72"
+    } else {
+        "q10"
+    };
+    format!("{b}-{full}.dump-vmstate.json")
 }
 
 /// A TCP port nobody listens on now (for a destination's `-incoming`).
@@ -117,16 +187,16 @@ fn final_phase(stream: &[u8]) -> usize {
     .unwrap()
 }
 
-/// A 32 MiB file of pseudo-random bytes (different for each `seed`), made once and kept in
-/// the temp dir for later runs (the same bytes each time).
-fn random_ram(seed: u64) -> PathBuf {
+/// A file of `mib` MiB of pseudo-random bytes (different for each `seed`), made once and kept
+/// in the temp dir for later runs (the same bytes each time).
+fn random_ram(seed: u64, mib: usize) -> PathBuf {
     let dir = std::env::temp_dir().join("vmstate-proxy-host-ram");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("ram-{seed}"));
+    let path = dir.join(format!("ram-{seed}-{mib}M"));
     if !path.exists() {
         let mut x = seed | 1;
-        let mut bytes = Vec::with_capacity(RAM_MIB << 20);
-        while bytes.len() < RAM_MIB << 20 {
+        let mut bytes = Vec::with_capacity(mib << 20);
+        while bytes.len() < mib << 20 {
             // xorshift64
             x ^= x << 13;
             x ^= x >> 7;
@@ -148,7 +218,7 @@ const RAM_MIB: usize = 32;
 fn guest(machine: &str, seed: u64) -> Vec<String> {
     let backend = format!(
         "memory-backend-file,id=m0,size={RAM_MIB}M,mem-path={},share=off",
-        random_ram(seed).display()
+        random_ram(seed, RAM_MIB).display()
     );
     fixture_machine(machine)
         .into_iter()
@@ -178,8 +248,9 @@ fn ram(q: &mut Qemu, name: &str) -> Vec<u8> {
     bytes
 }
 
-/// One migration source → proxy A (`--record a`) → proxy B (`--record b`) → destination,
-/// with the checks of item 4; returns the recorded stream.
+/// One migration source → proxy A (`--record a`) → the v4 pair → proxy B (`--record b`) →
+/// destination, with the checks of item 4; returns the recorded stream. A's recording (what
+/// entered the pair) equals B's (what left it): byte-identical through v4.
 fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) -> Option<Vec<u8>> {
     let case = format!("{src_build:?} -> {dst_build:?} {machine}");
     let dst_guest = guest(machine, 2);
@@ -200,9 +271,10 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
         record: Some(rec_b.clone()),
         ..options(&to, spec.clone())
     });
+    let v4 = pair(&b.addr.to_string(), &dump_of(dst_build, machine));
     let a = proxy(ProxyOptions {
         record: Some(rec_a.clone()),
-        ..options(&b.addr.to_string(), spec)
+        ..options(&v4.send.addr.to_string(), spec)
     });
     let src_guest = guest(machine, 1);
     let mut src = Qemu::start(src_build, &[strs(&src_guest).as_slice(), &["-S"]].concat())?;
@@ -226,6 +298,8 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
             other => panic!("{case}: proxy {name}: {other:?}"),
         }
     }
+    let (ram_records, _) = v4.passed(&case);
+    assert!(ram_records > 1000, "{case} v4: {ram_records}");
     assert_eq!(source_done(&mut src), "completed", "{case}");
     assert_eq!(
         dst.wait_loaded(),
@@ -386,6 +460,51 @@ fn set_edits_a_live_migration_and_a_refusal_fails_it_on_both_sides() {
     }
     assert!(matches!(dst.wait_loaded(), LoadOutcome::Failed(_)));
     assert_eq!(source_done(&mut src), "failed");
+    drop((src, dst));
+
+    // The same through the v4 pair, the receiving side describing the 4-timer destination:
+    // the sending side refuses the final phase, and the failure reaches the source across
+    // the pair.
+    let (mut dst, to) =
+        destination(QemuBuild::V10_0, "pc", &["-global", "hpet.timers=4"]).expect("installed");
+    set_return_path(&mut dst);
+    let files = DestFiles {
+        dump: Some(vmstate_host_tests::fixture_path(
+            "q10-pc-i440fx-10.0.dump-vmstate.json",
+        )),
+        streams: Vec::new(),
+    };
+    let spec = DestSpec {
+        hpet_timers: Some(4),
+        ..DestSpec::default()
+    };
+    let hello = destination_hello(&spec, &files).expect("hello");
+    let recv = options(&to, spec);
+    let receive = spawn(move |l| run_receive(&recv, &hello, l));
+    let send = options(&receive.addr.to_string(), DestSpec::default());
+    let send = spawn(move |l| run_send(&send, l));
+    let mut src = Qemu::start(
+        QemuBuild::V10_0,
+        &[fixture_machine("pc").as_slice(), &["-S"]].concat(),
+    )
+    .expect("installed");
+    set_return_path(&mut src);
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", send.addr) }));
+    match send.thread.join().unwrap() {
+        Ok((_, Outcome::Refused(problems))) => {
+            assert!(
+                problems.iter().any(|p| p.message.contains("hpet")),
+                "{problems:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        receive.thread.join().unwrap(),
+        Ok((_, Received::Refused { .. }))
+    ));
+    assert!(matches!(dst.wait_loaded(), LoadOutcome::Failed(_)));
+    assert_eq!(source_done(&mut src), "failed");
 }
 
 /// Replays `bytes` over TCP through a proxy into a real destination QEMU `build` of
@@ -491,4 +610,146 @@ fn hostile_streams_replayed_through_the_proxy_never_load_and_valid_ones_do() {
     }
     assert!(refused >= corpus.len() / 2, "{refused} refused");
     assert!(loaded >= 1);
+}
+
+/// Whether two files have the same bytes (read in pieces: guest RAM images are large).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).unwrap();
+        let mut nb = 0;
+        while nb < na {
+            match fb.read(&mut bb[nb..na]).unwrap() {
+                0 => return false,
+                n => nb += n,
+            }
+        }
+        if ba[..na] != bb[..na] {
+            return false;
+        }
+        if na == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+    }
+}
+
+/// The guest's RTC as QEMU computes it now (`qom-get /machine rtc-time`: the mc146818rtc's
+/// date from its migrated base and last update), as seconds since 1970 (a rough count: for a
+/// difference).
+fn rtc_seconds(q: &mut Qemu) -> (i64, i64) {
+    let t = q.execute(
+        "qom-get",
+        json!({ "path": "/machine", "property": "rtc-time" }),
+    );
+    let get = |k: &str| t[k].as_i64().unwrap_or_else(|| panic!("rtc-time {t}"));
+    let days = (get("tm_year") - 70) * 366 + get("tm_mon") * 31 + get("tm_mday");
+    let secs = ((days * 24 + get("tm_hour")) * 60 + get("tm_min")) * 60 + get("tm_sec");
+    (get("tm_year") + 1900, secs)
+}
+
+#[test]
+fn a_512_mib_guest_of_random_ram_and_its_rtc_through_the_v4_pair() {
+    const MIB: usize = 512;
+    let case = "7.2 pc 512 MiB through the v4 pair";
+    let machine = |backend: String| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-display",
+            "none",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nodefaults",
+        ]
+        .into_iter()
+        .chain(["-M", "pc"])
+        .chain(vmstate_host_tests::qemu::DEVICES.iter().copied())
+        .map(String::from)
+        .collect();
+        v.extend([
+            "-object".into(),
+            backend,
+            "-machine".into(),
+            "memory-backend=m0".into(),
+        ]);
+        v
+    };
+    // The destination's RAM starts zero and its RTC at today's date; the source's RAM is
+    // random bytes from a file and its RTC set to 2006.
+    let dst_args = machine(format!("memory-backend-ram,id=m0,size={MIB}M"));
+    let to = format!("127.0.0.1:{}", free_port());
+    let incoming = format!("tcp:{to}");
+    let Some(mut dst) = Qemu::start(
+        QemuBuild::V7_2,
+        &[strs(&dst_args).as_slice(), &["-S", "-incoming", &incoming]].concat(),
+    ) else {
+        return;
+    };
+    set_return_path(&mut dst);
+    let v4 = pair(&to, "q72-pc-i440fx-7.2.dump-vmstate.json");
+    let backend = format!(
+        "memory-backend-file,id=m0,size={MIB}M,mem-path={},share=off",
+        random_ram(3, MIB).display()
+    );
+    let src_args = machine(backend);
+    let mut src = Qemu::start(
+        QemuBuild::V7_2,
+        &[
+            strs(&src_args).as_slice(),
+            &["-rtc", "base=2006-06-17T16:01:21", "-S"],
+        ]
+        .concat(),
+    )
+    .expect("installed");
+    set_return_path(&mut src);
+    src.execute("cont", json!({}));
+    thread::sleep(Duration::from_millis(700));
+    src.execute("stop", json!({}));
+    src.execute("migrate", json!({ "uri": format!("tcp:{}", v4.send.addr) }));
+    let (ram_records, v3) = v4.passed(case);
+    assert!(ram_records >= MIB << 8, "{case}: {ram_records} RAM records");
+    assert!(v3 > MIB << 19, "{case}: {v3} bytes");
+    assert_eq!(source_done(&mut src), "completed", "{case}");
+    assert_eq!(
+        dst.wait_loaded(),
+        LoadOutcome::Completed,
+        "{case}: {}",
+        dst.stderr()
+    );
+    // The device state and the RTC: the destination's clock is the source's (2006), not its
+    // own (today), within the second or two between the two queries.
+    for cmd in ["info pic", "info registers -a"] {
+        assert_eq!(src.hmp(cmd), dst.hmp(cmd), "{case}: {cmd}");
+    }
+    let ((src_year, src_t), (dst_year, dst_t)) = (rtc_seconds(&mut src), rtc_seconds(&mut dst));
+    assert_eq!((src_year, dst_year), (2006, 2006), "{case}: RTC years");
+    assert!((dst_t - src_t).abs() <= 2, "{case}: RTC {src_t} vs {dst_t}");
+    // The same RAM, all 512 MiB of it.
+    let (a, b) = (scratch("512-src.ram"), scratch("512-dst.ram"));
+    for (q, p) in [(&mut src, &a), (&mut dst, &b)] {
+        q.execute(
+            "pmemsave",
+            json!({ "val": 0, "size": MIB << 20, "filename": p.display().to_string() }),
+        );
+    }
+    let same = same_file(&a, &b);
+    let nonzero = std::fs::read(&a)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b != 0)
+        .count();
+    let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
+    assert!(
+        nonzero > (MIB << 20) / 2,
+        "{case}: {nonzero} non-zero bytes"
+    );
+    assert!(same, "{case}: RAM differs");
+    dst.execute("cont", json!({}));
+    let st = dst.execute("query-status", json!({}));
+    assert_eq!(st["status"], "running", "{case}: {st}");
 }

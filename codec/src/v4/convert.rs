@@ -200,6 +200,26 @@ struct V3Sub<'a> {
 /// are; the converter's own become `P::Error`.
 pub fn upgrade<P, S>(
     v3: &[u8],
+    split: P,
+    opts: &UpgradeOptions<'_>,
+    out: &mut S,
+) -> core::result::Result<(), P::Error>
+where
+    P: BodySplit,
+    S: Sink<Error = crate::Error>,
+{
+    upgrade_from(v3, None, split, opts, out)
+}
+
+/// [`upgrade`] of the part of `v3` from offset `from` on, the header and configuration record
+/// (at their place) having been converted already: a live writer sends the stream's first part
+/// as it comes ([`upgrade_record`], [`live_head`], DATA records) and converts the rest here
+/// once it has it whole, over a view of the stream whose bytes between the configuration and
+/// `from` are not there (the codec's [`Records::resume_at`]). Writes neither header nor
+/// configuration. `None` is [`upgrade`].
+pub fn upgrade_from<P, S>(
+    v3: &[u8],
+    from: Option<usize>,
     mut split: P,
     opts: &UpgradeOptions<'_>,
     out: &mut S,
@@ -214,6 +234,7 @@ where
     // carried as v4 COMMAND records (§12).
     let mut walk = Records::with_options(v3, (), Options::for_stream(v3));
     let mut ends = [0usize; MAX_SUBSECTIONS + 1];
+    let mut resume = from;
     while let Some(next) = walk.next_head() {
         let rec = match next.map_err(Error::from)? {
             Next::Record(rec) => rec,
@@ -235,20 +256,80 @@ where
                 continue;
             }
         };
-        let payload = v3.get(rec.offset.saturating_add(1)..rec.end).unwrap_or(&[]);
-        match rec.record {
-            Record::Header { .. } => header.emit(out),
-            Record::Configuration(_) => emit_record(out, opts.crc, record::CONFIGURATION, payload),
-            Record::Command(_) => emit_record(out, opts.crc, record::COMMAND, payload),
-            Record::Eof => out.write(&[record::EOF]),
-            Record::Trailer(t) => emit_frame(out, record::VMDESCRIPTION, t.json.len())
-                .and_then(|()| out.write(t.json)),
-            // Sections come as heads (above).
-            Record::Section(_) => Ok(()),
+        if let Some(pos) = resume {
+            // The header, then the configuration record if the stream has one.
+            let config_next = matches!(rec.record, Record::Header { .. })
+                && v3.get(rec.end) == Some(&record::CONFIGURATION);
+            if !config_next {
+                walk.resume_at(pos).map_err(Error::from)?;
+                resume = None;
+            }
+            continue;
         }
-        .map_err(Error::from)?;
+        if !matches!(rec.record, Record::Section(_)) {
+            let bytes = v3.get(rec.offset..rec.end).unwrap_or(&[]);
+            upgrade_record(bytes, &header, out).map_err(Error::from)?;
+        }
     }
     Ok(())
+}
+
+/// Writes the v4 form of `bytes`, one whole v3 record that is not a section (the file
+/// header, configuration, COMMAND, EOF or VMDESCRIPTION trailer), in a stream with `header`.
+/// The configuration and COMMAND payloads are carried verbatim, the trailer too.
+pub fn upgrade_record<S: Sink<Error = crate::Error>>(
+    bytes: &[u8],
+    header: &Header<'_>,
+    out: &mut S,
+) -> crate::Result<()> {
+    let payload = bytes.get(1..).unwrap_or(&[]);
+    match bytes.first().copied() {
+        Some(b'Q') => header.emit(out),
+        Some(record::CONFIGURATION) => {
+            emit_record(out, header.crc(), record::CONFIGURATION, payload)
+        }
+        Some(record::COMMAND) => emit_record(out, header.crc(), record::COMMAND, payload),
+        Some(record::EOF) => out.write(&[record::EOF]),
+        Some(record::VMDESCRIPTION) => {
+            let json = payload.get(4..).unwrap_or(&[]);
+            emit_frame(out, record::VMDESCRIPTION, json.len()).and_then(|()| out.write(json))
+        }
+        found => Err(crate::Error::new(
+            out.position(),
+            ErrorKind::UnexpectedRecord {
+                found: found.unwrap_or(0),
+            },
+        )),
+    }
+}
+
+/// Writes the v4 head of a v3 live section (START, PART or END: `head`) as a section record
+/// with no data, in a stream with `header`: a live writer streams the data after it in DATA
+/// records (§13), as it comes. Minors are 0 (a v3 stream has no vendor features).
+pub fn live_head<S: Sink<Error = crate::Error>>(
+    head: &SectionHeaderRepr<'_>,
+    header: &Header<'_>,
+    out: &mut S,
+) -> Result<()> {
+    if head.kind == SectionKind::Full {
+        return Err(crate::Error::new(
+            out.position(),
+            ErrorKind::UnexpectedRecord {
+                found: head.kind.byte(),
+            },
+        )
+        .into());
+    }
+    let minors = [0u16; MAX_LEVELS];
+    let v4 = SectionHead {
+        kind: head.kind,
+        section_id: head.section_id,
+        idstr: head.idstr,
+        instance_id: head.instance_id,
+        version_id: head.version_id,
+        minors: minors.get(..header.levels()).unwrap_or(&[]),
+    };
+    Ok(emit_section(out, header.crc(), &v4, 0, |_| Ok(()))?)
 }
 
 /// Writes the v3 section `s` as a v4 section record: opaque unless FULL, else its fields and
@@ -461,64 +542,142 @@ pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Resul
     if let Some(r) = downgrade_obstacle(v4)? {
         return Err(Error::Refused(r));
     }
+    let mut d = Downgrader::new();
     // `downgrade_obstacle` walked the whole stream and verified every checksum.
     for rec in Records4::verified(v4) {
-        let rec = rec?;
-        match rec.record {
+        d.record(&rec?.record, &[], out)?;
+    }
+    d.finish(out)
+}
+
+/// v4 → v3 one record at a time, for a reader that never holds the whole stream (a live
+/// connection): [`downgrade`] is this over a whole buffer. Feed it every record in stream
+/// order ([`Downgrader::record`]), then [`Downgrader::finish`].
+///
+/// A live section's v3 footer is written when the next record that is not one of its DATA
+/// records (§13) comes, so its data may arrive in any number of pieces. Each section record is
+/// checked for vendor features before any byte of it is written (the refusal of
+/// [`downgrade_obstacle`], for that section); what went out before stays out, so a caller that
+/// must write nothing on a refusal checks the whole stream first, as [`downgrade`] does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Downgrader {
+    /// The live section whose footer is still to be written, and whether it is `ram` (whose
+    /// RAM records are self-delimiting; any other live data must not hold its own footer).
+    open: Option<(u32, bool)>,
+}
+
+impl Downgrader {
+    /// A converter at the start of a stream.
+    pub const fn new() -> Self {
+        Downgrader { open: None }
+    }
+
+    /// Writes the v3 form of `rec`, a record of a walk that verified it ([`Records4`]).
+    /// `vendors` is the stream's vendor chain (it only names the vendor of a refusal).
+    pub fn record<S: Sink<Error = crate::Error>>(
+        &mut self,
+        rec: &Record4<'_>,
+        vendors: &[Vendor<'_>],
+        out: &mut S,
+    ) -> Result<()> {
+        if let Record4::Data {
+            section_id,
+            data,
+            offset,
+        } = *rec
+        {
+            // Other live data is delimited by its footer in v3, which only a whole record is
+            // checked for: DATA records continue `ram` sections only.
+            return match self.open {
+                Some((id, true)) if id == section_id => Ok(out.write(data)?),
+                _ => Err(crate::Error::new(
+                    offset,
+                    ErrorKind::UnexpectedRecord {
+                        found: super::wire::record4::DATA,
+                    },
+                )
+                .into()),
+            };
+        }
+        self.finish(out)?;
+        match rec {
             Record4::Header(_) => out.write(&header_bytes(VERSION_V3))?,
             Record4::Configuration(payload) => {
                 out.write(&[record::CONFIGURATION])?;
                 out.write(payload)?;
             }
             Record4::Section(s) => {
-                SectionHeaderRepr {
-                    kind: s.kind,
-                    section_id: s.section_id,
-                    idstr: s.idstr,
-                    instance_id: s.instance_id,
-                    version_id: s.version_id,
+                let chain: super::wire::VendorChain<'_> =
+                    vendors.iter().copied().take(MAX_LEVELS).collect();
+                if let Some(r) = section_obstacle(s, &chain)? {
+                    return Err(Error::Refused(r));
                 }
-                .emit(out)?;
-                match s.body {
-                    Body::Opaque { data, offset } => {
-                        // RAM records are measured by the RAM parser; any other live data
-                        // is found by its footer in v3, so it must not contain one.
-                        if s.idstr != b"ram"
-                            && let Some(i) = find_footer(data, s.section_id)
-                        {
-                            return Err(crate::Error::new(
-                                offset.saturating_add(i),
-                                ErrorKind::FooterInLiveData,
-                            )
-                            .in_section(s.context())
-                            .into());
-                        }
-                        out.write(data)?
-                    }
-                    Body::Structured { fields, .. } => {
-                        out.write(fields)?;
-                        for sub in s.subsections() {
-                            let sub = sub?;
-                            if sub.vendor.is_some() {
-                                // Skippable, minor 0 (anything else was refused above).
-                                continue;
-                            }
-                            SubsectionHeader {
-                                name: sub.name,
-                                version: sub.version,
-                            }
-                            .emit(out)?;
-                            out.write(sub.body)?;
-                        }
-                    }
-                }
-                out.write(&footer_bytes(s.section_id))?;
+                self.section(s, out)?;
             }
             Record4::Command(c) => c.emit(out)?,
-            Record4::Ancillary { .. } => {}
+            Record4::Ancillary { .. } | Record4::Data { .. } => {}
             Record4::Eof => out.write(&[record::EOF])?,
             Record4::Trailer(json) => Trailer { json }.emit(out)?,
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Ends the stream: writes the footer of a live section still open.
+    pub fn finish<S: Sink<Error = crate::Error>>(&mut self, out: &mut S) -> Result<()> {
+        if let Some((id, _)) = self.open.take() {
+            out.write(&footer_bytes(id))?;
+        }
+        Ok(())
+    }
+
+    fn section<S: Sink<Error = crate::Error>>(
+        &mut self,
+        s: &super::wire::Section<'_>,
+        out: &mut S,
+    ) -> Result<()> {
+        SectionHeaderRepr {
+            kind: s.kind,
+            section_id: s.section_id,
+            idstr: s.idstr,
+            instance_id: s.instance_id,
+            version_id: s.version_id,
+        }
+        .emit(out)?;
+        match s.body {
+            Body::Opaque { data, offset } => {
+                let ram = s.idstr == b"ram";
+                // RAM records are measured by the RAM parser; any other live data is found
+                // by its footer in v3, so it must not contain one.
+                if !ram && let Some(i) = find_footer(data, s.section_id) {
+                    return Err(crate::Error::new(
+                        offset.saturating_add(i),
+                        ErrorKind::FooterInLiveData,
+                    )
+                    .in_section(s.context())
+                    .into());
+                }
+                out.write(data)?;
+                // The footer waits for the section's DATA records.
+                self.open = Some((s.section_id, ram));
+                return Ok(());
+            }
+            Body::Structured { fields, .. } => {
+                out.write(fields)?;
+                for sub in s.subsections() {
+                    let sub = sub?;
+                    if sub.vendor.is_some() {
+                        // Skippable, minor 0 (anything else was refused above).
+                        continue;
+                    }
+                    SubsectionHeader {
+                        name: sub.name,
+                        version: sub.version,
+                    }
+                    .emit(out)?;
+                    out.write(sub.body)?;
+                }
+            }
+        }
+        Ok(out.write(&footer_bytes(s.section_id))?)
+    }
 }

@@ -216,6 +216,39 @@ impl From<crate::Error> for Error {
     }
 }
 
+impl Error {
+    /// This error with every offset at or past `from` moved by `to - from`: for an error found
+    /// in a copy of a record placed at `from` in a buffer, the offsets in the stream the record
+    /// came from (at `to`). A live reader uses it.
+    ///
+    /// ```
+    /// use vmstate::v4::Error;
+    /// let e = Error::FrameLength { offset: 20, declared: 4 };
+    /// assert_eq!(e.relocated(13, 1000), Error::FrameLength { offset: 1007, declared: 4 });
+    /// ```
+    #[must_use]
+    pub fn relocated(mut self, from: usize, to: usize) -> Self {
+        let moved = |o: &mut usize| {
+            if *o >= from {
+                *o = o.saturating_sub(from).saturating_add(to);
+            }
+        };
+        match &mut self {
+            Error::Codec(e) => moved(&mut e.offset),
+            Error::Checksum { offset, .. }
+            | Error::ReservedFlags { offset, .. }
+            | Error::BadVendorId { offset, .. }
+            | Error::TooManyLevels { offset, .. }
+            | Error::BadVendorLevel { offset, .. }
+            | Error::MinorInconsistent { offset, .. }
+            | Error::FrameLength { offset, .. } => moved(offset),
+            Error::Refused(r) | Error::Unsupported(r) => moved(&mut r.offset),
+            Error::NotSplit { .. } => {}
+        }
+        self
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

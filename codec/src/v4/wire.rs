@@ -51,6 +51,9 @@ pub mod record4 {
     /// Lowest ancillary record type: a reader skips unknown records of types `0x80..=0xff`
     /// and refuses unknown records below.
     pub const ANCILLARY: u8 = 0x80;
+    /// A DATA record (§13): more data of the START/PART/END section record just before it
+    /// (a live writer that cannot know a section's length ahead streams its data in pieces).
+    pub const DATA: u8 = 0x09;
 }
 
 use super::crc32c::Crc32c;
@@ -559,6 +562,29 @@ pub fn emit_record<S: Sink>(
     Ok(())
 }
 
+/// Writes a DATA record (§13): `data` continuing the live section record `section_id` just
+/// written.
+pub fn emit_data<S: Sink>(
+    out: &mut S,
+    crc: bool,
+    section_id: u32,
+    data: &[u8],
+) -> core::result::Result<(), S::Error> {
+    let mut c = CrcSink::new(out, crc);
+    let crc_len = if crc { 4 } else { 0 };
+    emit_frame(
+        &mut c,
+        record4::DATA,
+        data.len().saturating_add(4).saturating_add(crc_len),
+    )?;
+    c.write(&section_id.to_be_bytes())?;
+    c.write(data)?;
+    if let Some(sum) = c.crc() {
+        out.write(&sum.to_be_bytes())?;
+    }
+    Ok(())
+}
+
 /// Writes a record frame header (`type | len`).
 pub fn emit_frame<S: Sink>(
     out: &mut S,
@@ -624,6 +650,16 @@ pub enum Record4<'a> {
         /// The payload.
         payload: &'a [u8],
     },
+    /// A DATA record (§13): `data` continues the data of the START/PART/END section record
+    /// (or DATA record) just before it, of the same section id.
+    Data {
+        /// The section id.
+        section_id: u32,
+        /// The data (CRC excluded).
+        data: &'a [u8],
+        /// Offset of `data[0]`.
+        offset: usize,
+    },
     /// End of records.
     Eof,
     /// The VMDESCRIPTION JSON trailer (same bytes as in v3).
@@ -653,6 +689,9 @@ pub struct Records4<'a> {
     verify: bool,
     /// The stream machine: phase, record-position and section-id rules.
     machine: Machine<&'a [u8]>,
+    /// The section id of the live section record (or DATA record) just read: a DATA record
+    /// may follow only that.
+    live: Option<u32>,
 }
 
 impl<'a> Records4<'a> {
@@ -665,6 +704,7 @@ impl<'a> Records4<'a> {
             crc: false,
             verify: true,
             machine: Machine::v4(),
+            live: None,
         }
     }
 
@@ -710,6 +750,31 @@ impl<'a> Records4<'a> {
                 };
                 let payload = content.get(5..).unwrap_or_default();
                 let payload_at = offset.saturating_add(5);
+                let live = self.live.take();
+                if kind == record4::DATA {
+                    let mut d = Reader::new(payload, payload_at);
+                    let section_id = framed(&mut d, declared, Reader::be32)?;
+                    if live != Some(section_id) {
+                        let e =
+                            crate::Error::new(offset, ErrorKind::UnexpectedRecord { found: kind });
+                        return Err(match self.machine.sections().find(section_id) {
+                            Some(o) => e.in_section(ctx(o.idstr, o.instance_id, section_id)),
+                            None => e,
+                        }
+                        .into());
+                    }
+                    self.live = live;
+                    self.pos = r.offset();
+                    return Ok(Some(Located4 {
+                        offset,
+                        end: self.pos,
+                        record: Record4::Data {
+                            section_id,
+                            offset: d.offset(),
+                            data: d.rest(),
+                        },
+                    }));
+                }
                 let t = self.machine.record(kind, offset)?;
                 let rec = match t {
                     RecordType::Eof => Record4::Eof,
@@ -722,7 +787,11 @@ impl<'a> Records4<'a> {
                         Record4::Configuration(payload)
                     }
                     RecordType::Section(k) => {
-                        Record4::Section(self.section(k, payload, declared, offset, r.offset())?)
+                        let s = self.section(k, payload, declared, offset, r.offset())?;
+                        if k != SectionKind::Full {
+                            self.live = Some(s.section_id);
+                        }
+                        Record4::Section(s)
                     }
                     RecordType::Command => Record4::Command(read_whole(
                         payload,
