@@ -61,7 +61,14 @@ def chains(vmstate, qemu_version):
         "python": [[sys.executable, os.path.abspath(__file__), "forward"]],
     }
     if has_flag(vmstate, "--send-v4") and has_flag(vmstate, "--receive-v4"):
-        found["v4 pair"] = [proxy + ["--send-v4"], proxy + ["--receive-v4"]]
+        # The sending side takes no destination options: the receiving side describes the
+        # destination (its build's -dump-vmstate for the machine type, `-M pc` of 7.2 here).
+        dump = os.path.join(ROOT, "host-tests", "fixtures",
+                            "q72-pc-i440fx-7.2.dump-vmstate.json")
+        found["v4 pair"] = [
+            [vmstate, "proxy", "--stats", "--send-v4"],
+            proxy + ["--receive-v4", "--dump", dump],
+        ]
     return found
 
 
