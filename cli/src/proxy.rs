@@ -72,7 +72,7 @@ const PASS_CHUNK: usize = 256 << 10;
 
 /// How long the source may take after the EOF record to start the trailer it always sends
 /// (QEMU writes both in one flush; only `suppress-vmdesc` machines, Xen's, send none).
-const TRAILER_WAIT: Duration = Duration::from_secs(2);
+pub const TRAILER_WAIT: Duration = Duration::from_secs(2);
 
 /// The first word of a multifd channel (`MULTIFD_MAGIC`); the main channel starts `QEVM`.
 const MULTIFD_MAGIC: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
