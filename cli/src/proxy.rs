@@ -96,6 +96,28 @@ pub struct ProxyOptions {
     pub pass_through_unvalidated: bool,
 }
 
+/// Binds `--listen`, tells `listening` its address, waits for the source and connects to
+/// `--to` (without Nagle's delay): the listener (further connections of the source are
+/// multifd channels), the source, its name for messages and the connection onwards.
+pub(crate) fn connect(
+    options: &ProxyOptions,
+    listening: &mut dyn FnMut(std::net::SocketAddr),
+) -> Result<(TcpListener, TcpStream, String, TcpStream), Failure> {
+    let listener = TcpListener::bind(&options.listen)
+        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
+    listening(local);
+    let (src, peer) = listener
+        .accept()
+        .map_err(|e| Failure::Unreadable(format!("--listen {local}: {e}")))?;
+    let to = TcpStream::connect(&options.to)
+        .map_err(|e| Failure::Output(format!("--to {}: {e}", options.to)))?;
+    let _ = to.set_nodelay(true);
+    Ok((listener, src, format!("tcp:{peer}"), to))
+}
+
 /// Where checked bytes go, in stream order: the destination (and the `--record` copy).
 pub trait Forward {
     /// Passes `bytes` on; an error ends the migration.
@@ -677,19 +699,7 @@ pub fn run(
         .as_deref()
         .map(|p| OutputFile::create(p, &[], Links::Follow))
         .transpose()?;
-    let listener = TcpListener::bind(&options.listen)
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    listening(local);
-    let (mut src, peer) = listener
-        .accept()
-        .map_err(|e| Failure::Unreadable(format!("--listen {local}: {e}")))?;
-    let name = format!("tcp:{peer}");
-    let mut dest = TcpStream::connect(&options.to)
-        .map_err(|e| Failure::Output(format!("--to {}: {e}", options.to)))?;
-    let _ = dest.set_nodelay(true);
+    let (listener, mut src, name, mut dest) = connect(options, listening)?;
     let clone = |s: &TcpStream, what: &str| {
         s.try_clone()
             .map_err(|e| Failure::Output(format!("{what}: {e}")))

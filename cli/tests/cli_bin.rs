@@ -1,23 +1,14 @@
 //! The built `vmstate` binary on the QEMU 7.2 fixtures: outputs and exit statuses.
 
+mod support;
+
+use support::{fixture, vmstate};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use vmstate_cli::exit::Exit;
 
 const FIXTURES: &[&str] = &["pc-7.2-nodefaults-S", "pc-7.2-bios", "pc-7.2-serial"];
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../host-tests/fixtures")
-        .join(name)
-}
-
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .output()
-        .expect("run vmstate")
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vmstate-cli-test-{}", std::process::id()));

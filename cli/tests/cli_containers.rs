@@ -6,9 +6,11 @@
 
 mod support;
 
+use support::{fixture, vmstate};
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use vmstate_cli::container::{Container, SaveFormat};
 use vmstate_cli::input::Input;
 
@@ -19,26 +21,12 @@ const LV9: &str = "lv9-q72-pc-i440fx-7.2.save";
 const OFFSET: &str = "q10-pc-i440fx-10.0-offset4096.file";
 const COMPRESSED: [&str; 4] = ["gzip", "bzip2", "xz", "zstd"];
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../host-tests/fixtures")
-        .join(name)
-}
-
 fn image(format: &str) -> PathBuf {
     fixture(&if format == "raw" {
         format!("{Q10}.save")
     } else {
         format!("{Q10}-{format}.save")
     })
-}
-
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vmstate")
 }
 
 fn out(o: &Output) -> String {

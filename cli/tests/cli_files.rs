@@ -9,6 +9,8 @@
 
 mod support;
 
+use support::{fixture, vmstate};
+
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -16,19 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use vmstate::ram::{BlockEntry, PAGE_SIZE, RamWriter};
 use vmstate_cli::exit::Exit;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../host-tests/fixtures")
-        .join(name)
-}
-
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .output()
-        .expect("run vmstate")
-}
 
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {

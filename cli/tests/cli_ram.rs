@@ -4,24 +4,12 @@
 
 mod support;
 
+use support::{fixture, vmstate};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use vmstate::ram::{BlockEntry, PAGE_SIZE, RamWriter};
 use vmstate::wire::config::Configuration;
 use vmstate::wire::section::{SectionHeaderRepr, SectionKind};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host-tests/fixtures")
-        .join(name)
-}
-
-fn vmstate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -32,7 +32,7 @@
 //! RAM is never held: the live part of a v3 section becomes a v4 section head followed by DATA
 //! records (§13) of the bytes passed, each at most [`DATA_CHUNK`] plus one RAM record.
 
-use super::{Forward, Live, Outcome, ProxyOptions, Stop, pipe, read_live};
+use super::{Forward, Live, Outcome, ProxyOptions, Stop, connect, pipe, read_live};
 use crate::dest::{self, CapsArgs, host_caps};
 use crate::exit::Failure;
 use crate::v4tools::{HostCaps, WriteSink, upgrade_v3_from};
@@ -40,7 +40,7 @@ use crate::verify::{DestSpec, Problem};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -324,19 +324,7 @@ pub fn run_receive(
     hello: &[u8],
     listening: &mut dyn FnMut(SocketAddr),
 ) -> Result<(String, Received), Failure> {
-    let listener = TcpListener::bind(&options.listen)
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    listening(local);
-    let (mut src, peer) = listener
-        .accept()
-        .map_err(|e| Failure::Unreadable(format!("--listen {local}: {e}")))?;
-    let name = format!("tcp:{peer}");
-    let dest = TcpStream::connect(&options.to)
-        .map_err(|e| Failure::Output(format!("--to {}: {e}", options.to)))?;
-    let _ = dest.set_nodelay(true);
+    let (_listener, mut src, name, dest) = connect(options, listening)?;
     src.write_all(hello)
         .map_err(|e| Failure::Output(format!("{name}: sending the hello: {e}")))?;
     let clone = |s: &TcpStream, what: &str| {
@@ -754,19 +742,7 @@ pub fn run_send(
                 .into(),
         ));
     }
-    let listener = TcpListener::bind(&options.listen)
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::Usage(format!("--listen {}: {e}", options.listen)))?;
-    listening(local);
-    let (mut src, peer) = listener
-        .accept()
-        .map_err(|e| Failure::Unreadable(format!("--listen {local}: {e}")))?;
-    let name = format!("tcp:{peer}");
-    let mut to = TcpStream::connect(&options.to)
-        .map_err(|e| Failure::Output(format!("--to {}: {e}", options.to)))?;
-    let _ = to.set_nodelay(true);
+    let (listener, mut src, name, mut to) = connect(options, listening)?;
     let refuse = |to: &TcpStream, offset: usize, message: String| {
         let _ = to.shutdown(Shutdown::Both);
         (

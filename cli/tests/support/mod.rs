@@ -258,3 +258,19 @@ pub fn run(dir: &Path, args: &[&str]) -> Run {
         peak: usage.ru_maxrss as u64 * 1024,
     }
 }
+
+/// A fixture of `host-tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-tests/fixtures")
+        .join(name)
+}
+
+/// Runs the built `vmstate` with `args` (nothing on stdin) and waits for it.
+pub fn vmstate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vmstate"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vmstate")
+}
