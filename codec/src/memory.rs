@@ -447,7 +447,12 @@ impl<'a, S: AsRef<[u64]> + AsMut<[u64]>, L: Links> PageIndex<'a, S, L> {
     }
 
     /// Block `block`'s length and mapped-ram layout, if it is a mapped-ram file's block.
+    /// (A stream's blocks are all mapped or none: the list answers for the common case
+    /// without walking its entries.)
     fn mapped(&self, block: usize) -> Option<(u64, crate::mapped_ram::BlockLayout)> {
+        if !self.blocks.is_mapped_ram() {
+            return None;
+        }
         let (entry, layout) = self.blocks.entries().nth(block)?;
         Some((entry.length, layout?))
     }

@@ -153,6 +153,12 @@ impl<'a> BlockList<'a> {
         self.raw
     }
 
+    /// Whether the list is a mapped-ram file's ([`RamOptions::mapped_ram`]): every block's
+    /// pages are then in its pages region, none in records.
+    pub const fn is_mapped_ram(&self) -> bool {
+        self.mapped_ram
+    }
+
     /// Absolute offset of the list's first byte (after the MEM_SIZE word).
     pub const fn offset(&self) -> usize {
         self.base
