@@ -35,21 +35,7 @@ fn replay(stream: &[u8], args: &[&str]) -> Run {
         let _ = c.read_to_end(&mut v);
         v
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--to", &to])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .strip_prefix("vmstate proxy: listening on ")
-        .and_then(|l| l.split(',').next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (child, mut err, addr, line) = start_proxy(&to, args);
     let mut src = TcpStream::connect(&addr).unwrap();
     // A refused stream may be cut off while it is written.
     let _ = src.write_all(stream);
@@ -445,13 +431,15 @@ struct Side {
     stderr: String,
 }
 
-/// Starts `vmstate proxy --listen 127.0.0.1:0 --to TO ARGS`; returns it and its address.
+/// Starts `vmstate proxy --listen 127.0.0.1:0 --to TO ARGS`; returns it, its stderr after
+/// the first line, its address and that first line ("listening on …").
 fn start_proxy(
     to: &str,
     args: &[&str],
 ) -> (
     std::process::Child,
     BufReader<std::process::ChildStderr>,
+    String,
     String,
 ) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
@@ -469,7 +457,7 @@ fn start_proxy(
         .and_then(|l| l.split(',').next())
         .unwrap_or_else(|| panic!("{line}"))
         .to_string();
-    (child, err, addr)
+    (child, err, addr, line)
 }
 
 fn side(child: std::process::Child, mut err: BufReader<std::process::ChildStderr>) -> Side {
@@ -502,7 +490,7 @@ fn replay_pair(
     });
     let mut args = vec!["--receive-v4"];
     args.extend_from_slice(receive);
-    let (recv, recv_err, recv_addr) = start_proxy(&to, &args);
+    let (recv, recv_err, recv_addr, _) = start_proxy(&to, &args);
     // A relay between the two proxies that may change the v4 stream (whole, then sent on).
     let relay_addr = match tamper {
         None => recv_addr,
@@ -529,7 +517,7 @@ fn replay_pair(
     };
     let mut args = vec!["--send-v4"];
     args.extend_from_slice(send);
-    let (sender, send_err, send_addr) = start_proxy(&relay_addr, &args);
+    let (sender, send_err, send_addr, _) = start_proxy(&relay_addr, &args);
     let mut src = TcpStream::connect(&send_addr).unwrap();
     let _ = src.write_all(stream);
     let _ = src.shutdown(std::net::Shutdown::Write);
@@ -731,7 +719,7 @@ fn send_v4_refuses_a_peer_that_is_not_a_receiving_proxy() {
         let _ = c.read_to_end(&mut v);
         v
     });
-    let (child, err, addr) = start_proxy(&to, &["--send-v4"]);
+    let (child, err, addr, _) = start_proxy(&to, &["--send-v4"]);
     let mut src = TcpStream::connect(&addr).unwrap();
     let _ = src.write_all(&fixture("q72-pc-i440fx-7.2.vmstate"));
     let _ = src.shutdown(std::net::Shutdown::Write);
