@@ -32,7 +32,7 @@
 
 use crate::error::{Error, ErrorKind, Result, SectionContext};
 use crate::machine::{Head, IdstrBuf, Machine, Phase, SectionHead, Step};
-use crate::ram::{RamContext, RamOptions, RamRecord};
+use crate::ram::{BlockList, RamContext, RamOptions, RamRecord};
 use crate::sink::IoError;
 use crate::stream::{BodyLength, Options, Record, SectionRecord, body_len};
 use crate::wire::section::SectionKind;
@@ -147,6 +147,9 @@ pub struct Decoder<'b, L> {
     buf: &'b mut [u8],
     /// `buf[..pin]` holds the current RAM block list record (MEM_SIZE word and entries).
     pin: usize,
+    /// The pinned list as read (and checked) once when it was pinned: each later record
+    /// is read against it without reading the list again.
+    list: Option<BlockList<'static>>,
     start: usize,
     end: usize,
     /// Absolute stream offset of `buf[start]`.
@@ -173,6 +176,7 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         Decoder {
             buf,
             pin: 0,
+            list: None,
             start: 0,
             end: 0,
             abs: 0,
@@ -289,7 +293,8 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             Pending::Ram { last_before, .. } => {
                 let pinned = self.buf.get(..self.pin)?;
                 let options = self.machine.options().ram;
-                let (record, _) = ram_parse(pinned, *last_before, options, &mut r).ok()?;
+                let (record, _) =
+                    ram_parse(pinned, self.list, *last_before, options, &mut r).ok()?;
                 Event::Ram {
                     offset: self.abs,
                     record,
@@ -320,6 +325,12 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             let end = self.start.saturating_add(len);
             self.buf.copy_within(self.start..end, 0);
             self.pin = len;
+            let pinned = self.buf.get(..len).unwrap_or_default();
+            let mut ram = RamContext::new(self.machine.options().ram);
+            self.list = match ram.read_record(&mut Reader::new(pinned, 0)) {
+                Ok(RamRecord::MemSize(list)) => Some(list.rebind(&[])),
+                _ => None,
+            };
         }
         self.start = self.start.saturating_add(len);
         self.abs = self.abs.saturating_add(len);
@@ -339,7 +350,7 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         if let Some(head) = &self.ram {
             let pinned = self.buf.get(..self.pin).unwrap_or_default();
             let options = self.machine.options().ram;
-            let rec = ram_parse(pinned, self.ram_last, options, &mut r)
+            let rec = ram_parse(pinned, self.list, self.ram_last, options, &mut r)
                 .map_err(|e| e.in_section(head.context()))
                 .and_then(|(rec, last)| {
                     if rec == RamRecord::Eos {
@@ -419,25 +430,40 @@ fn needs_more(e: &Error) -> bool {
     )
 }
 
-/// Reads one RAM record with the block list `pinned` (a MEM_SIZE record, or empty) and the
-/// CONTINUE block `last` (an index into the list); returns the record and the new index.
+/// Reads one RAM record with the block list `pinned` (a MEM_SIZE record, or empty; `list`
+/// its shape, read when it was pinned) and the CONTINUE block `last` (an index into the
+/// list); returns the record and the new index.
 fn ram_parse<'x>(
     pinned: &'x [u8],
+    list: Option<BlockList<'static>>,
     last: Option<usize>,
     options: RamOptions,
     r: &mut Reader<'x>,
 ) -> Result<(RamRecord<'x>, Option<usize>)> {
     let mut ram = RamContext::new(options);
-    if !pinned.is_empty() {
-        ram.read_record(&mut Reader::new(pinned, 0))?;
-    }
+    // The list's entries follow the 8-byte MEM_SIZE word.
+    ram.blocks = list.map(|l| l.rebind(pinned.get(8..).unwrap_or_default()));
     if let (Some(i), Some(list)) = (last, ram.blocks) {
         ram.set_last_block(list.iter().nth(i).map(|b| (b.name, b.length)));
     }
     let rec = ram.read_record(r)?;
-    let last = match (ram.last_block(), ram.blocks) {
-        (Some((name, _)), Some(list)) => list.iter().position(|b| b.name == name),
-        _ => None,
+    let last = match rec {
+        // The block a CONTINUE record refers to stays the last one.
+        RamRecord::Zero {
+            continued: true, ..
+        }
+        | RamRecord::Page {
+            continued: true, ..
+        }
+        | RamRecord::Xbzrle {
+            continued: true, ..
+        }
+        | RamRecord::Eos
+        | RamRecord::MultifdFlush => last,
+        _ => match (ram.last_block(), ram.blocks) {
+            (Some((name, _)), Some(list)) => list.iter().position(|b| b.name == name),
+            _ => None,
+        },
     };
     // A new block list resets nothing else; its own names are found from the pin next time.
     Ok((rec, last))

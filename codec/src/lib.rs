@@ -722,7 +722,7 @@ sizes! {
          open sections";
     "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
         "the sans-IO stream machine";
-    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6096, 5824,
+    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6144, 5856,
         "the push decoder: its machine keeps each open section's idstr by value (255 bytes \
          each, [`machine::IdstrBuf`]), as the working buffer (the caller's) is reused";
     "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>

@@ -181,6 +181,19 @@ impl<'a> BlockList<'a> {
         layout.page(self.raw, self.base, index)
     }
 
+    /// The same list read from `raw`, a copy of the bytes this list was read from (the
+    /// list's shape kept apart from its bytes by a reader that moves them, `crate::io`).
+    pub(crate) const fn rebind<'b>(&self, raw: &'b [u8]) -> BlockList<'b> {
+        BlockList {
+            raw,
+            count: self.count,
+            total: self.total,
+            ignore_shared: self.ignore_shared,
+            mapped_ram: self.mapped_ram,
+            base: self.base,
+        }
+    }
+
     /// Finds a block's length by name.
     pub fn length_of(&self, name: &[u8]) -> Option<u64> {
         self.iter().find(|b| b.name == name).map(|b| b.length)
