@@ -108,7 +108,8 @@ enum Command {
         #[arg(long)]
         pass_through_unvalidated: bool,
         /// Print to stderr how long the final phase was held (its last byte read to its last
-        /// byte sent: what the proxy adds to the downtime).
+        /// byte sent: what the proxy adds to the downtime) and how many bytes were spliced
+        /// (moved by the kernel without a copy through the proxy).
         #[arg(long)]
         stats: bool,
         /// Next to the source: send the stream as vmstate v4 to a `proxy --receive-v4` at TO,
@@ -654,6 +655,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             match outcome {
                 Outcome::Passed {
                     bytes,
+                    spliced,
                     ram_records,
                     held,
                     report,
@@ -662,7 +664,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     if stats {
                         eprintln!(
                             "vmstate proxy: final phase held {:.3} ms (last byte read to last \
-                             byte sent)",
+                             byte sent); {spliced} of {bytes} bytes spliced (moved by the \
+                             kernel, not copied through the proxy)",
                             hold_time.as_secs_f64() * 1e3
                         );
                     }

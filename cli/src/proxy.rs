@@ -57,6 +57,8 @@ use vmstate::ram::RamOptions;
 use vmstate::stream::{FooterScan, Options, Record, probe_section_footers};
 use vmstate::wire::command::CommandId;
 
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod v4;
 
 /// The default `--hold-limit`: the held final phase of a pc or q35 guest is tens of KiB (with
@@ -118,6 +120,54 @@ pub(crate) fn connect(
     Ok((listener, src, format!("tcp:{peer}"), to))
 }
 
+/// A source whose bytes can be read without being taken out (peeked) and later passed on
+/// without passing through the proxy ([`splice::Splice`]): [`read_live`] peeks the live
+/// part while it can, and copies from where it cannot (module docs of [`splice`]).
+pub trait Tap {
+    /// Copies bytes after those peeked already into `buf`, leaving them in the source, like
+    /// [`Read::read`] (0: the source ended).
+    fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Moves the `len` oldest peeked bytes on to the destination.
+    fn pass(&mut self, len: usize) -> io::Result<()>;
+
+    /// Takes the oldest `buf.len()` peeked bytes out of the source into `buf`.
+    fn take(&mut self, buf: &mut [u8]) -> io::Result<()>;
+
+    /// Stops peeking: the bytes peeked and not passed are then read (taken out) by `read`.
+    fn stop(&mut self) -> io::Result<()>;
+
+    /// Bytes passed on so far.
+    fn passed(&self) -> usize;
+}
+
+/// No [`Tap`] where there is no `splice` (not Linux): the proxy copies.
+#[cfg(not(target_os = "linux"))]
+enum NoTap {}
+
+#[cfg(not(target_os = "linux"))]
+impl Tap for NoTap {
+    fn peek(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        match *self {}
+    }
+
+    fn pass(&mut self, _: usize) -> io::Result<()> {
+        match *self {}
+    }
+
+    fn take(&mut self, _: &mut [u8]) -> io::Result<()> {
+        match *self {}
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        match *self {}
+    }
+
+    fn passed(&self) -> usize {
+        match *self {}
+    }
+}
+
 /// Where checked bytes go, in stream order: the destination (and the `--record` copy).
 pub trait Forward {
     /// Passes `bytes` on; an error ends the migration.
@@ -140,6 +190,9 @@ pub enum Outcome {
     Passed {
         /// Bytes passed to the destination.
         bytes: usize,
+        /// Of them, bytes the kernel moved from the source to the destination without the
+        /// proxy copying them ([`Tap`], Linux `splice`); 0 when everything was copied.
+        spliced: usize,
         /// RAM records checked and streamed through.
         ram_records: usize,
         /// Bytes of the held final phase (as sent, after `--set`).
@@ -265,8 +318,133 @@ fn read_prefix(src: &mut impl Read) -> Result<(Vec<u8>, usize), Stop> {
 /// bytes) until the stream's end: the trailer, or EOF with the source closing (or pausing
 /// [`TRAILER_WAIT`]; `pause` sets that read timeout). `dest` gives the destination build's
 /// RAM and COMMAND rules; `extra` is set when another channel of the source connected.
+///
+/// With a `tap` on `src`, the live part after the prefix is peeked and passed by the tap
+/// instead (`forward` then sees the events, and passes only the few bytes taken out: those
+/// of a record cut by a read); from the final phase on it is read. On return the tap has
+/// stopped and what was peeked and not passed is still in `src`.
+#[allow(clippy::too_many_arguments)]
 pub fn read_live(
     src: &mut impl Read,
+    tap: Option<&mut dyn Tap>,
+    pause: &mut dyn FnMut(Option<Duration>),
+    forward: &mut dyn Forward,
+    dest: &DestSpec,
+    hold_limit: usize,
+    extra: &AtomicBool,
+) -> Result<Live, Stop> {
+    let mut bytes = Bytes {
+        window: Vec::new(),
+        base: 0,
+        sent: 0,
+        fed: 0,
+        tap,
+    };
+    let live = read_live_with(src, &mut bytes, pause, forward, dest, hold_limit, extra);
+    if let Some(tap) = bytes.tap {
+        tap.stop().map_err(Stop::Read)?;
+    }
+    live
+}
+
+/// The stream's bytes as [`read_live`] has them: `window` holds offsets `base..end()` taken
+/// from the source; with a `tap`, the bytes from `end()` to `fed` were peeked and are still in
+/// the source. Bytes before `sent` were passed on, bytes before `fed` fed to the decoder.
+/// Once the tap passed bytes past the window, the window is empty and starts at `sent`.
+struct Bytes<'t> {
+    window: Vec<u8>,
+    base: usize,
+    sent: usize,
+    fed: usize,
+    tap: Option<&'t mut dyn Tap>,
+}
+
+impl Bytes<'_> {
+    /// The end of the bytes taken from the source (where the source's next byte is).
+    fn end(&self) -> usize {
+        self.base + self.window.len()
+    }
+
+    /// Reads from `src` into `space` (the decoder's): peeked with a tap, taken into the
+    /// window without.
+    fn read(&mut self, src: &mut impl Read, space: &mut [u8]) -> io::Result<usize> {
+        let n = match self.tap.as_mut() {
+            Some(tap) => tap.peek(space)?,
+            None => {
+                let n = src.read(space)?;
+                self.window.extend_from_slice(&space[..n]);
+                n
+            }
+        };
+        self.fed += n;
+        Ok(n)
+    }
+
+    /// Passes the checked bytes from `sent` to offset `to` on: those in the window through
+    /// `forward`, those after it through the tap. They stay in the window until
+    /// [`Bytes::compact`]: dropping them here would move the rest of a full window at every
+    /// [`PASS_CHUNK`].
+    fn pass(&mut self, forward: &mut dyn Forward, to: usize) -> Result<(), Stop> {
+        let end = self.end();
+        if self.sent < end && self.sent < to {
+            let upto = to.min(end);
+            forward
+                .pass(&self.window[self.sent - self.base..upto - self.base])
+                .map_err(Stop::Pass)?;
+            self.sent = upto;
+        }
+        if to > self.sent {
+            let Some(tap) = self.tap.as_mut() else {
+                return Err(Stop::Pass(io::Error::other(format!(
+                    "bytes {}..{to} to pass were never read",
+                    self.sent
+                ))));
+            };
+            tap.pass(to - self.sent).map_err(Stop::Pass)?;
+            self.sent = to;
+            self.window.clear();
+            self.base = to;
+        }
+        Ok(())
+    }
+
+    /// Drops the bytes passed on from the front of the window, which then starts at `sent`:
+    /// done before the window is refilled, when what is left of it is the partial record the
+    /// decoder waits on.
+    fn compact(&mut self) {
+        self.window.drain(..self.sent - self.base);
+        self.base = self.sent;
+    }
+
+    /// Takes the bytes peeked and not passed (the start of a record cut by the last read) out
+    /// of the source into the window, before the proxy waits for more input. Bytes left in
+    /// a socket keep the whole packet buffer they arrived in charged to its receive buffer,
+    /// and Linux then does not reopen the source's window (6.18: the source's next bytes
+    /// never come): a proxy that waits must have taken out everything it peeked.
+    fn take_peeked(&mut self) -> Result<(), Stop> {
+        let (old, peeked) = (self.window.len(), self.fed.saturating_sub(self.end()));
+        let Some(tap) = self.tap.as_mut().filter(|_| peeked > 0) else {
+            return Ok(());
+        };
+        self.window.resize(old + peeked, 0);
+        tap.take(&mut self.window[old..]).map_err(Stop::Read)
+    }
+
+    /// Stops peeking: the bytes peeked and not passed are taken out, and all later input is
+    /// read.
+    fn unpeek(&mut self) -> Result<(), Stop> {
+        self.take_peeked()?;
+        match self.tap.take() {
+            Some(tap) => tap.stop().map_err(Stop::Read),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`read_live`] over `bytes`.
+fn read_live_with(
+    src: &mut impl Read,
+    bytes: &mut Bytes<'_>,
     pause: &mut dyn FnMut(Option<Duration>),
     forward: &mut dyn Forward,
     dest: &DestSpec,
@@ -295,12 +473,7 @@ pub fn read_live(
     };
     let mut buf = vec![0u8; WINDOW];
     let mut decoder = Decoder::with_options(&mut buf, FooterScan, options);
-    // The bytes read: `window[0]` is at offset `base`; those before `sent` were passed on
-    // (they are dropped from the window only when it is refilled, see `compact`).
-    let mut window = first;
-    let mut base = 0;
-    let mut sent = 0;
-    let mut fed = 0;
+    bytes.window = first;
     let mut held_at = None;
     let mut ram_records = 0;
     let mut after_eof = false;
@@ -310,13 +483,13 @@ pub fn read_live(
     let mut timeout = None;
     loop {
         // Bytes read before the decoder has room for them are fed first.
-        if fed < base + window.len() {
+        if bytes.fed < bytes.end() {
             let space = decoder.space();
-            let from = fed - base;
-            let n = space.len().min(window.len() - from);
-            space[..n].copy_from_slice(&window[from..from + n]);
+            let from = bytes.fed - bytes.base;
+            let n = space.len().min(bytes.window.len() - from);
+            space[..n].copy_from_slice(&bytes.window[from..from + n]);
             decoder.fill(n);
-            fed += n;
+            bytes.fed += n;
         }
         let status = match decoder.poll() {
             Ok(s) => s,
@@ -325,7 +498,7 @@ pub fn read_live(
             // decoder cannot follow ends where the source stops sending.
             Err(e) if held_at.is_some() => {
                 structure = Some(walk_problem(&e));
-                read_rest(src, &mut window, base, held_at, hold_limit)?;
+                read_rest(src, &mut bytes.window, bytes.base, held_at, hold_limit)?;
                 break;
             }
             Err(e) => return Err(Stop::Problem(walk_problem(&e))),
@@ -336,21 +509,23 @@ pub fn read_live(
             Status::Done => break,
             Status::Partial => {
                 if held_at.is_none() {
-                    pass(forward, &window, base, &mut sent, at)?;
+                    bytes.pass(forward, at)?;
                 }
-                compact(&mut window, &mut base, sent);
+                bytes.compact();
                 if extra.load(Ordering::Relaxed) {
                     return Err(Stop::Unvalidated {
-                        offset: base,
+                        offset: bytes.base,
                         why: "a second connection of the source (a multifd channel: its \
                               pages bypass the main stream)"
                             .into(),
-                        rest: window,
+                        rest: std::mem::take(&mut bytes.window),
                     });
                 }
-                if fed < base + window.len() {
+                if bytes.fed < bytes.end() {
                     continue;
                 }
+                // More input is needed: the source must be able to send it.
+                bytes.take_peeked()?;
                 let space = decoder.space();
                 if space.is_empty() {
                     return Err(problem(
@@ -366,7 +541,7 @@ pub fn read_live(
                     pause(wait);
                     timeout = Some(wait);
                 }
-                let n = match src.read(space) {
+                let n = match bytes.read(src, space) {
                     Ok(n) => n,
                     Err(e)
                         if after_eof
@@ -381,13 +556,11 @@ pub fn read_live(
                     }
                     Err(e) => return Err(Stop::Read(e)),
                 };
-                window.extend_from_slice(&space[..n]);
                 decoder.fill(n);
-                fed += n;
                 if n == 0 {
                     decoder.finish();
                 }
-                held_within(held_at, base + window.len(), hold_limit)?;
+                held_within(held_at, bytes.end(), hold_limit)?;
                 continue;
             }
         }
@@ -423,12 +596,12 @@ pub fn read_live(
                             "postcopy (COMMAND {}: pages come later, on demand)",
                             c.id.name()
                         );
-                        pass(forward, &window, base, &mut sent, at)?;
-                        compact(&mut window, &mut base, sent);
+                        bytes.pass(forward, at)?;
+                        bytes.compact();
                         return Err(Stop::Unvalidated {
                             offset: at,
                             why,
-                            rest: window,
+                            rest: std::mem::take(&mut bytes.window),
                         });
                     }
                     // A live destination has the return path these need.
@@ -456,26 +629,28 @@ pub fn read_live(
             _ => false,
         };
         if !live && held_at.is_none() {
-            pass(forward, &window, base, &mut sent, at)?;
+            bytes.pass(forward, at)?;
             held_at = Some(at);
+            // The final phase is held: read, not peeked.
+            bytes.unpeek()?;
         }
-        if held_at.is_none() && at - sent >= PASS_CHUNK {
-            pass(forward, &window, base, &mut sent, at)?;
+        if held_at.is_none() && at - bytes.sent >= PASS_CHUNK {
+            bytes.pass(forward, at)?;
         }
         if trailer_left == Some(0) {
             // The trailer is the last record; what follows it is checked by the walk.
             break;
         }
     }
+    let end = bytes.end().max(bytes.fed);
     let held_at = held_at.ok_or_else(|| {
-        let end = base + window.len();
         problem(
             end,
             format!("at byte {end} (0x{end:x}): the stream ended before its final phase"),
         )
     })?;
-    held_within(Some(held_at), base + window.len(), hold_limit)?;
-    let held = window.split_off(held_at - base);
+    held_within(Some(held_at), bytes.end(), hold_limit)?;
+    let held = bytes.window.split_off(held_at - bytes.base);
     Ok(Live {
         prefix,
         held_at,
@@ -527,34 +702,6 @@ fn held_within(held_at: Option<usize>, end: usize, limit: usize) -> Result<(), S
         )),
         _ => Ok(()),
     }
-}
-
-/// Passes the checked bytes from `sent` to offset `to` of `window` (whose first byte is at
-/// offset `base`) on. They stay in the window until [`compact`]: dropping them here would move
-/// the rest of a full window at every [`PASS_CHUNK`].
-fn pass(
-    forward: &mut dyn Forward,
-    window: &[u8],
-    base: usize,
-    sent: &mut usize,
-    to: usize,
-) -> Result<(), Stop> {
-    if to <= *sent {
-        return Ok(());
-    }
-    forward
-        .pass(&window[*sent - base..to - base])
-        .map_err(Stop::Pass)?;
-    *sent = to;
-    Ok(())
-}
-
-/// Drops the bytes passed on (before offset `sent`) from the front of `window`, which then
-/// starts at `sent`: done before the window is refilled, when what is left of it is the
-/// partial record the decoder waits on.
-fn compact(window: &mut Vec<u8>, base: &mut usize, sent: usize) {
-    window.drain(..sent - *base);
-    *base = sent;
 }
 
 /// A view of the live stream with its offsets: the prefix at 0, `held` at `held_at`, a hole
@@ -733,6 +880,14 @@ pub fn run(
     let mut pause = |t: Option<Duration>| {
         let _ = src_timeout.set_read_timeout(t);
     };
+    // Without a --record copy to write, the live part need not pass through the proxy.
+    #[cfg(target_os = "linux")]
+    let mut tap = match &record {
+        None => splice::Splice::new(&src, &dest),
+        Some(_) => None,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let mut tap: Option<NoTap> = None;
     let mut forward = Pass {
         dest: &mut dest,
         record: record.as_mut(),
@@ -740,6 +895,7 @@ pub fn run(
     };
     let live = read_live(
         &mut src,
+        tap.as_mut().map(|t| t as &mut dyn Tap),
         &mut pause,
         &mut forward,
         &options.dest,
@@ -774,7 +930,7 @@ pub fn run(
                 return Err(Failure::Output(format!("--to {}: {e}", options.to)));
             }
             let _ = forward.dest.shutdown(Shutdown::Write);
-            let bytes = forward.bytes;
+            let bytes = forward.bytes + tap.as_ref().map_or(0, |t| t.passed());
             let _ = back.join();
             if let Some(r) = record {
                 r.commit()?;
@@ -825,7 +981,8 @@ pub fn run(
         return Err(Failure::Output(format!("--to {}: {e}", options.to)));
     }
     let hold_time = received.elapsed();
-    let bytes = forward.bytes;
+    let spliced = tap.as_ref().map_or(0, |t| t.passed());
+    let bytes = forward.bytes + spliced;
     let _ = dest.shutdown(Shutdown::Write);
     // The destination closes once it has loaded (and answered on the return path).
     let _ = back.join();
@@ -836,6 +993,7 @@ pub fn run(
         name,
         Outcome::Passed {
             bytes,
+            spliced,
             ram_records,
             held: held.len(),
             report,

@@ -27,6 +27,12 @@ struct Run {
 
 /// Replays `stream` through `vmstate proxy ARGS` into a destination that reads everything.
 fn replay(stream: &[u8], args: &[&str]) -> Run {
+    replay_in(stream, args, None)
+}
+
+/// [`replay`], the stream written at once or, with `pieces`, that many bytes at a time with a
+/// pause after each (so the proxy's reads end inside records).
+fn replay_in(stream: &[u8], args: &[&str], pieces: Option<usize>) -> Run {
     let dest = TcpListener::bind("127.0.0.1:0").unwrap();
     let to = dest.local_addr().unwrap().to_string();
     let receiver = thread::spawn(move || {
@@ -37,9 +43,36 @@ fn replay(stream: &[u8], args: &[&str]) -> Run {
     });
     let (child, mut err, addr, line) = start_proxy(&to, args);
     let mut src = TcpStream::connect(&addr).unwrap();
-    // A refused stream may be cut off while it is written.
-    let _ = src.write_all(stream);
-    let _ = src.shutdown(std::net::Shutdown::Write);
+    let stream = stream.to_vec();
+    let writer = thread::spawn(move || {
+        // A refused stream may be cut off while it is written.
+        match pieces {
+            None => {
+                let _ = src.write_all(&stream);
+            }
+            Some(n) => {
+                src.set_nodelay(true).unwrap();
+                for piece in stream.chunks(n) {
+                    if src.write_all(piece).is_err() {
+                        break;
+                    }
+                    thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+        }
+        let _ = src.shutdown(std::net::Shutdown::Write);
+    });
+    // A proxy that stops moving fails the test (it does not hang it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut child = child;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the proxy did not finish within 60 s (args {args:?}, pieces {pieces:?})");
+        }
+        thread::sleep(std::time::Duration::from_millis(5));
+    }
+    writer.join().unwrap();
     let out = child.wait_with_output().unwrap();
     let mut rest = String::new();
     err.read_to_string(&mut rest).unwrap();
@@ -100,6 +133,68 @@ fn a_valid_stream_passes_byte_for_byte_and_is_recorded() {
     }
 }
 
+/// The bytes `--stats` says were spliced and passed in all.
+fn spliced(stderr: &str) -> (usize, usize) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("bytes spliced"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "of").unwrap();
+    (
+        words[at - 1].parse().unwrap(),
+        words[at + 1].parse().unwrap(),
+    )
+}
+
+/// Without `--record`, the live part is spliced (Linux ≥ 6.9: peeked, checked, and moved
+/// from socket to socket by the kernel, never copied through the proxy); what arrives is the
+/// same, also when the source's pieces end inside records (the proxy then takes the peeked
+/// start of the cut record out of the socket before it waits: left there, Linux would not
+/// reopen the source's window and the migration would hang). With `--record`, nothing is.
+#[test]
+fn without_record_the_live_part_is_spliced_and_arrives_byte_for_byte() {
+    for name in ["q72-pc-i440fx-7.2.vmstate", "q10-pc-q35-10.0.vmstate"] {
+        let stream = fixture(name);
+        let held = final_phase(&stream);
+        for pieces in [None, Some(1000), Some(4099), Some(65537)] {
+            let run = replay_in(&stream, &["--stats"], pieces);
+            assert_eq!(
+                run.status, 0,
+                "{name} {pieces:?}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.received == stream,
+                "{name} {pieces:?}: the destination got other bytes"
+            );
+            let (spliced, total) = spliced(&run.stderr);
+            assert_eq!(total, stream.len(), "{name} {pieces:?}");
+            assert!(
+                spliced <= held,
+                "{name} {pieces:?}: the final phase is sent, not spliced"
+            );
+            if pieces.is_none() {
+                assert!(
+                    spliced > held * 9 / 10,
+                    "{name}: {spliced} of the live part's {held} bytes spliced"
+                );
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("vmstate-proxy-sp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = dir.join("rec");
+        let run = replay(&stream, &["--stats", "--record", record.to_str().unwrap()]);
+        assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
+        assert_eq!(
+            spliced(&run.stderr),
+            (0, stream.len()),
+            "{name}: --record copies"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn a_bad_device_section_is_refused_before_the_destination_sees_the_final_phase() {
     let mut stream = fixture("q72-pc-i440fx-7.2.vmstate");
@@ -134,6 +229,11 @@ fn a_bad_device_section_is_refused_before_the_destination_sees_the_final_phase()
     assert!(run.received == stream[..held]);
     // --record leaves an existing file alone when the stream is refused.
     assert_eq!(std::fs::read(&record).unwrap(), b"kept");
+    // The same without --record: the live part is spliced, the final phase still held back.
+    let run = replay(&stream, &[]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(problem), "{}", run.stdout);
+    assert!(run.received == stream[..held], "{}", run.received.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -346,7 +446,8 @@ fn ram_streams_through_the_v4_pair_in_bounded_memory() {
 fn ram_streams_through_in_bounded_memory() {
     // 256 MiB of non-zero RAM pages, a described device and the trailer: the proxy's peak
     // resident set stays far below the stream (RAM is never held), and the destination gets
-    // every byte.
+    // every byte. Spliced (no --record): a proxy that waited for input with peeked bytes
+    // left in the socket stalls here (the source's window never reopens) and is killed.
     let dir = support::scratch("vmstate-proxy-memory");
     let stream = dir.join("big.vmstate");
     let len = support::write_stream(&stream, 256 << 20, true);

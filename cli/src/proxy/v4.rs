@@ -798,6 +798,7 @@ pub fn run_send(
     }
     let live = read_live(
         &mut src,
+        None,
         &mut pause,
         &mut forward,
         &spec,
@@ -875,6 +876,7 @@ pub fn run_send(
         name,
         Outcome::Passed {
             bytes,
+            spliced: 0,
             ram_records,
             held: held.len(),
             report,

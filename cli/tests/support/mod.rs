@@ -229,6 +229,9 @@ fn head(path: &Path) -> String {
     String::from_utf8_lossy(&v).into_owned()
 }
 
+/// The longest [`run`] waits for the binary (the largest streams of the tests take seconds).
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs `vmstate ARGS` with stdout and stderr in files under `dir` and measures it.
 pub fn run(dir: &Path, args: &[&str]) -> Run {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
@@ -242,9 +245,23 @@ pub fn run(dir: &Path, args: &[&str]) -> Run {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `status` and `usage` are valid and writable; `pid` is our child, not yet waited
-    // for (`child` is dropped without `wait`, which does not reap it).
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+    // A run that stops moving is killed after RUN_LIMIT (it fails its test, not hangs it):
+    // polled, so the child is never signalled after it was reaped.
+    let deadline = std::time::Instant::now() + RUN_LIMIT;
+    let rc = loop {
+        // SAFETY: `status` and `usage` are valid and writable; `pid` is our child, not yet
+        // waited for (`child` is dropped without `wait`, which does not reap it).
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
+        if rc != 0 {
+            break rc;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("{args:?}: still running after {RUN_LIMIT:?}: killed");
+            // SAFETY: a plain signal to our own child, which is not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
     assert_eq!(rc, pid);
     // SAFETY: zero-initialised and filled in by the successful call above.
     let usage = unsafe { usage.assume_init() };
