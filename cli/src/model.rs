@@ -70,7 +70,8 @@ impl From<vmstate::Error> for StreamError {
     }
 }
 
-fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
+/// `'idstr' instance N (id M)`: how errors name a section.
+pub(crate) fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
     format!(
         "'{}' instance {instance_id} (id {section_id})",
         vmstate::Escaped(idstr)
@@ -529,7 +530,13 @@ pub struct Unmeasured {
     pub offset: usize,
     /// `'cpu_common' instance 0 (id 3)`.
     pub section: String,
+    /// Why: nothing measures it (no footers, trailer or typed model), or where `--schema`
+    /// stopped ([`crate::schema`]).
+    pub why: String,
 }
+
+/// [`Unmeasured::why`] when nothing could measure the section.
+pub const NOTHING_MEASURES: &str = "no section footers, no VMDESCRIPTION trailer, no typed model";
 
 /// Where a body nothing decodes ends: found by the footer scan, or, in a stream without
 /// footers, by the typed device tables (`vmstate_devices::pc::VMSDS`) for FULL sections; any
@@ -772,21 +779,45 @@ impl<'d, 'a> Walk<'d, 'a> {
                 Ok(n) => n,
                 Err(e) if !self.footers && e.kind == ErrorKind::BodyLengthUnknown => {
                     let section = section_label(head.idstr, head.instance_id, head.section_id);
-                    if self.options.stop_at_unmeasured {
-                        self.stream.unmeasured = Some(Unmeasured {
-                            offset: e.offset,
-                            section,
-                        });
-                        return Ok(false);
+                    // `--schema`: a layout from a description of the same build, checked
+                    // against its dump (crate::schema); it stops where they cannot tell.
+                    let measured = match crate::schema::installed() {
+                        Some(schema) if head.kind == SectionKind::Full => {
+                            Some(schema.measure(&head, rest).map(|(_, n)| n))
+                        }
+                        _ => None,
+                    };
+                    match measured {
+                        Some(Ok(n)) => n,
+                        Some(Err(stop)) if self.options.stop_at_unmeasured => {
+                            self.stream.unmeasured = Some(Unmeasured {
+                                offset: stop.offset,
+                                section,
+                                why: stop.why,
+                            });
+                            return Ok(false);
+                        }
+                        Some(Err(stop)) => return Err(stop.into()),
+                        None if self.options.stop_at_unmeasured => {
+                            self.stream.unmeasured = Some(Unmeasured {
+                                offset: e.offset,
+                                section,
+                                why: NOTHING_MEASURES.into(),
+                            });
+                            return Ok(false);
+                        }
+                        None => {
+                            return Err(StreamError::Mismatch {
+                                offset: e.offset,
+                                message: format!(
+                                    "section {section}: cannot measure its body: the stream has \
+                                     no section footers (machine types up to pc-*-2.2) and no \
+                                     VMDESCRIPTION trailer, no typed model describes it, and no \
+                                     --schema was given"
+                                ),
+                            });
+                        }
                     }
-                    return Err(StreamError::Mismatch {
-                        offset: e.offset,
-                        message: format!(
-                            "section {section}: cannot measure its body: the stream has no \
-                             section footers (machine types up to pc-*-2.2) and no \
-                             VMDESCRIPTION trailer, and no typed model describes it"
-                        ),
-                    });
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -1,0 +1,484 @@
+//! `--schema FILE`: layouts for the sections of a stream that describes nothing itself (machine
+//! types up to pc-*-2.2 send neither section footers nor a VMDESCRIPTION trailer, so a body no
+//! typed model reads has no known end).
+//!
+//! Two kinds of file can be given, each any number of times:
+//!
+//! * a **VMDESCRIPTION** — a stream with a trailer, or its description as JSON (`vmstate inspect
+//!   --desc`, analyze-migration.py `-d desc`) — written by the same QEMU build, e.g. for a newer
+//!   machine type. It gives the wire layout: type names, wire sizes, array lengths, nested
+//!   structs, subsections. A section takes the layout of an entry with the same vmsd name and
+//!   the same version (the version decides which fields a vmsd writes); the subsections are the
+//!   ones the stream names, each read with a layout of that name and version from any of the
+//!   descriptions ([`crate::generic::decode_prefix_open`]).
+//! * a QEMU **`-dump-vmstate`** of the build (for the stream's machine type). A dump has no wire
+//!   types: a struct's `size` is its C size, QEMU 7.2 writes no array lengths at all, a variable
+//!   array (`VMS_VARRAY_*`, `VMS_VBUFFER`) looks like one element, and for a field with a
+//!   `field_exists` test it says only that there is a test. So a dump does not measure a body
+//!   by itself; it checks a description's layout for the vmsd it lists, walking both field lists
+//!   at the section's version: a field with a test stops the walk ("conditional field": whether
+//!   QEMU sent it depends on the device's state or the machine type, e.g. piix4_pm's
+//!   `acpi_index`, not sent by machine types up to 6.2, is sent by 7.2's), an array the dump
+//!   does not mark as fixed (`num`, dumps of QEMU 8.0 and later) stops it ("variable array"),
+//!   and the two lists must name the same fields.
+//!
+//! A section no description has at its version stops the walk too ("not in the schema"). Every
+//! stop names the section, instance, field and byte offset, and why; nothing is guessed.
+//! QEMU's `-dump-vmstate` lists device classes only: `cpu_common` and `cpu` (the x86 CPU's
+//! legacy vmsd), `timer`, `ram`, `apic` and other sections registered outside a device class
+//! are never in a dump, so their layouts come from a description alone.
+
+use crate::desc::{BodyDesc, Description, FieldDesc, FieldKind, Repeat, SubsectionDesc};
+use crate::dest::{json_error, vmsd_name};
+use crate::generic::{self, Body};
+use crate::model::section_label;
+use crate::model::{StreamError, find_description};
+use serde_json::Value;
+use std::fmt;
+use std::sync::OnceLock;
+use vmstate::SectionHead;
+
+/// Layouts from `--schema` files (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// Descriptions, with the file they came from.
+    descriptions: Vec<(String, Description<'static>)>,
+    /// `-dump-vmstate` JSON objects, with the file they came from.
+    dumps: Vec<(String, Value)>,
+}
+
+/// Why a section's layout cannot be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The dump marks a `field_exists` test.
+    Conditional,
+    /// An array whose length the dump does not fix.
+    Variable,
+    /// No description has the vmsd at the stream's version.
+    NotInSchema,
+    /// The description and the dump list different fields.
+    Disagree,
+    /// No dump was given to check a description's layout against.
+    NoDump,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Conditional => "conditional field",
+            Reason::Variable => "variable array",
+            Reason::NotInSchema => "not in the schema",
+            Reason::Disagree => "the description and the dump disagree",
+            Reason::NoDump => "unchecked layout",
+        })
+    }
+}
+
+/// Where a layout stops: the path of description field indices (nested structs inward) of the
+/// first field that cannot be measured, its dotted name, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stop {
+    at: Vec<usize>,
+    field: String,
+    reason: Reason,
+    detail: String,
+}
+
+static INSTALLED: OnceLock<Schema> = OnceLock::new();
+
+/// Makes `schema` the one every walk of this process uses (the binary's `--schema`); only the
+/// first call counts.
+pub fn install(schema: Schema) {
+    let _ = INSTALLED.set(schema);
+}
+
+/// The schema [`install`]ed, if any.
+pub fn installed() -> Option<&'static Schema> {
+    INSTALLED.get().filter(|s| !s.is_empty())
+}
+
+impl Schema {
+    /// Whether no file was added.
+    pub fn is_empty(&self) -> bool {
+        self.descriptions.is_empty() && self.dumps.is_empty()
+    }
+
+    /// Adds a file: a stream with a VMDESCRIPTION trailer, a description JSON, or a
+    /// `-dump-vmstate` JSON. `label` names it in errors.
+    pub fn add(&mut self, bytes: &[u8], label: &str) -> Result<(), String> {
+        if crate::v4tools::stream_version(bytes).is_some() {
+            let found = find_description(bytes).map_err(|e| format!("{label}: {e}"))?;
+            let (_, d) = found.ok_or_else(|| {
+                format!(
+                    "{label}: a stream without a VMDESCRIPTION trailer describes no section \
+                     (give one written with a newer machine type, or its desc.json)"
+                )
+            })?;
+            self.descriptions.push((label.into(), d.into_owned()));
+            return Ok(());
+        }
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "{label}: not a stream, VMDESCRIPTION JSON or -dump-vmstate JSON: {}",
+                json_error(bytes, &e)
+            )
+        })?;
+        if v.get("vmschkmachine").is_some() {
+            self.dumps.push((label.into(), v));
+            return Ok(());
+        }
+        if v.get("devices").is_some() {
+            let d = Description::from_json_bytes(bytes).map_err(|e| format!("{label}: {e}"))?;
+            self.descriptions.push((label.into(), d.into_owned()));
+            return Ok(());
+        }
+        Err(format!(
+            "{label}: neither a VMDESCRIPTION (no \"devices\") nor a -dump-vmstate JSON \
+             (no \"vmschkmachine\")"
+        ))
+    }
+
+    /// The description entry for vmsd `name` at `version`: the one of the same idstr first.
+    fn entry(&self, idstr: &[u8], name: &str, version: u32) -> Option<&BodyDesc<'static>> {
+        let all = || self.descriptions.iter().flat_map(|(_, d)| &d.devices);
+        let fits = |d: &&crate::desc::Device<'static>| {
+            d.vmsd
+                .as_ref()
+                .is_some_and(|(n, v)| n.as_str() == name && *v == version)
+        };
+        all()
+            .filter(fits)
+            .find(|d| d.name.as_bytes() == idstr)
+            .or_else(|| all().find(fits))
+            .map(|d| &d.body)
+    }
+
+    /// The dump's description of vmsd `name` (the first device class whose vmsd it is).
+    fn dump_entry(&self, name: &str) -> Option<(&str, &Value)> {
+        self.dumps.iter().find_map(|(label, dump)| {
+            dump.as_object()?.values().find_map(|class| {
+                let d = class.get("Description")?;
+                (d.get("name")?.as_str()? == name).then_some((label.as_str(), d))
+            })
+        })
+    }
+
+    /// A subsection `name` of vmsd `vmsd` from any description (at any version: the header's
+    /// version is checked when it is read), checked against the dump.
+    fn subsection(&self, vmsd: &str, name: &[u8]) -> Result<&SubsectionDesc<'static>, String> {
+        let shown = vmstate::Escaped(name);
+        let found = self
+            .descriptions
+            .iter()
+            .flat_map(|(_, d)| &d.devices)
+            .find_map(|d| find_subsection(&d.body, name));
+        let s = found.ok_or_else(|| {
+            format!(
+                "subsection {shown} of {vmsd}: not in the schema (no description given with \
+                 --schema has it)"
+            )
+        })?;
+        if let Some((label, dump)) = self.dump_entry(vmsd) {
+            let sub = dump
+                .get("Subsections")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|x| x.get("name").and_then(Value::as_str) == Some(s.vmsd_name.as_str()));
+            if let Some(sub) = sub
+                && let Err(stop) = check(&s.body, sub, s.version, marks_arrays(dump), &[], "")
+            {
+                return Err(format!(
+                    "subsection {shown}, field {}: {} ({}; {label})",
+                    stop.field, stop.reason, stop.detail
+                ));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Measures the FULL section `head` whose body starts `rest`: its decoded body and length,
+    /// or where and why it cannot be measured.
+    pub fn measure(
+        &self,
+        head: &SectionHead<&[u8]>,
+        rest: &[u8],
+    ) -> Result<(Body<'static>, usize), Stopped> {
+        let name = String::from_utf8_lossy(vmsd_name(head.idstr)).into_owned();
+        let section = section_label(head.idstr, head.instance_id, head.section_id);
+        let base = head.body_offset();
+        let stop = |offset: usize, field: &str, reason: Reason, detail: String| {
+            let field = if field.is_empty() {
+                String::new()
+            } else {
+                format!(", field {field}")
+            };
+            Stopped {
+                offset,
+                section: section.clone(),
+                why: format!("version {}{field}: {reason} ({detail})", head.version_id),
+            }
+        };
+        let Some(body) = self.entry(head.idstr, &name, head.version_id) else {
+            let versions: Vec<String> = self
+                .descriptions
+                .iter()
+                .flat_map(|(_, d)| &d.devices)
+                .filter_map(|d| d.vmsd.as_ref())
+                .filter(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v.to_string())
+                .collect();
+            let why = match (versions.is_empty(), self.dump_entry(&name)) {
+                (false, _) => format!(
+                    "the descriptions given have vmsd {name} at version {} only",
+                    versions.join(", ")
+                ),
+                (true, Some((label, _))) => format!(
+                    "no description given has vmsd {name}; the dump {label} lists it, but a \
+                     dump does not give wire sizes"
+                ),
+                (true, None) => format!("neither a description nor a dump given has vmsd {name}"),
+            };
+            return Err(stop(base, "", Reason::NotInSchema, why));
+        };
+        if self.dumps.is_empty() {
+            return Err(stop(
+                base,
+                "",
+                Reason::NoDump,
+                format!(
+                    "give the build's -dump-vmstate with --schema too: a description shows the \
+                     fields one stream had, and whether a field with a test is sent depends on \
+                     the machine type or state (vmsd {name})"
+                ),
+            ));
+        }
+        if let Some((label, dump)) = self.dump_entry(&name)
+            && let Err(s) = check(body, dump, head.version_id, marks_arrays(dump), &[], "")
+        {
+            let offset = prefix_len(body, &s.at, rest, base).map_or(base, |n| base + n);
+            return Err(stop(
+                offset,
+                &s.field,
+                s.reason,
+                format!("{}; {label}", s.detail),
+            ));
+        }
+        let find = |vmsd: &str, sub: &[u8]| self.subsection(vmsd, sub);
+        generic::decode_prefix_open(body, &name, rest, base, &find).map_err(|error| Stopped {
+            offset: error.offset,
+            section: section.clone(),
+            why: format!("version {}: {error}", head.version_id),
+        })
+    }
+}
+
+/// Where and why `--schema` could not measure a section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// Byte offset: the field that cannot be measured, or the body's start.
+    pub offset: usize,
+    /// `'cpu_common' instance 0 (id 4)`.
+    pub section: String,
+    /// `version 3, field parent_obj.config: conditional field (…)`.
+    pub why: String,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "at byte {} (0x{:x}): section {} {}: --schema cannot measure the section",
+            self.offset, self.offset, self.section, self.why
+        )
+    }
+}
+
+impl From<Stopped> for StreamError {
+    fn from(s: Stopped) -> Self {
+        let offset = s.offset;
+        let message = s.to_string();
+        // `Mismatch` prints its own offset first.
+        let message = message
+            .split_once("): ")
+            .map_or(message.clone(), |(_, m)| m.to_string());
+        StreamError::Mismatch { offset, message }
+    }
+}
+
+fn find_subsection<'s>(
+    body: &'s BodyDesc<'static>,
+    name: &[u8],
+) -> Option<&'s SubsectionDesc<'static>> {
+    for s in body.subsections() {
+        if s.vmsd_name.as_bytes() == name {
+            return Some(s);
+        }
+        if let Some(x) = find_subsection(&s.body, name) {
+            return Some(x);
+        }
+    }
+    body.fields.iter().find_map(|f| match &f.kind {
+        FieldKind::Struct(s) | FieldKind::Inline(s) => find_subsection(&s.body, name),
+        FieldKind::Leaf => None,
+    })
+}
+
+/// Whether a dump gives fixed arrays their length (`num`: QEMU 8.0 and later write it; 7.2
+/// does not, so its dumps cannot tell an array from one element).
+fn marks_arrays(dump: &Value) -> bool {
+    match dump {
+        Value::Object(m) => m.contains_key("num") || m.values().any(marks_arrays),
+        Value::Array(a) => a.iter().any(marks_arrays),
+        _ => false,
+    }
+}
+
+fn int(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+/// Walks the description's fields of one body and the dump's fields of the same vmsd at
+/// `version` side by side (module docs); `at` and `prefix` locate the body.
+fn check(
+    body: &BodyDesc<'static>,
+    dump: &Value,
+    version: u32,
+    arrays: bool,
+    at: &[usize],
+    prefix: &str,
+) -> Result<(), Stop> {
+    let fields = dump
+        .get("Fields")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut i = 0;
+    let here = |i: usize, field: &str, reason, detail: String| {
+        let mut path = at.to_vec();
+        path.push(i);
+        Stop {
+            at: path,
+            field: format!("{prefix}{field}"),
+            reason,
+            detail,
+        }
+    };
+    for f in fields {
+        let name = f.get("field").and_then(Value::as_str).unwrap_or_default();
+        let fv = int(f, "version_id").unwrap_or(0);
+        if fv > u64::from(version) {
+            continue;
+        }
+        if f.get("field_exists").and_then(Value::as_bool) == Some(true) {
+            return Err(here(
+                i,
+                name,
+                Reason::Conditional,
+                "the dump marks a field_exists test: whether QEMU sent it depends on the \
+                 device's state or machine type"
+                    .into(),
+            ));
+        }
+        let Some(d) = body.fields.get(i) else {
+            return Err(here(
+                i,
+                name,
+                Reason::Disagree,
+                "the dump has this field, the description ends before it".into(),
+            ));
+        };
+        if d.name != name {
+            return Err(here(
+                i,
+                name,
+                Reason::Disagree,
+                format!("the description has {} here", d.name),
+            ));
+        }
+        let run = body.fields[i + 1..]
+            .iter()
+            .take_while(|e| e.continues)
+            .count()
+            + 1;
+        let elements: u64 = body.fields[i..i + run]
+            .iter()
+            .map(|e| match e.repeat {
+                Repeat::ArrayLen(n) => n,
+                _ => 1,
+            })
+            .sum();
+        let array = run > 1 || matches!(d.repeat, Repeat::ArrayLen(_) | Repeat::Index(_));
+        if arrays {
+            match int(f, "num") {
+                Some(n) if n != elements => {
+                    return Err(here(
+                        i,
+                        name,
+                        Reason::Disagree,
+                        format!("the dump's array has {n} elements, the description's {elements}"),
+                    ));
+                }
+                None if array => {
+                    return Err(here(
+                        i,
+                        name,
+                        Reason::Variable,
+                        format!(
+                            "the description shows {elements} elements; the dump gives no \
+                             fixed length: the count is another field's value"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(nested) = f.get("Description") {
+            let nv = int(nested, "version_id").unwrap_or(0) as u32;
+            for (k, e) in body.fields[i..i + run].iter().enumerate() {
+                if let FieldKind::Struct(s) | FieldKind::Inline(s) = &e.kind {
+                    let mut path = at.to_vec();
+                    path.push(i + k);
+                    check(
+                        &s.body,
+                        nested,
+                        nv,
+                        arrays,
+                        &path,
+                        &format!("{prefix}{name}."),
+                    )?;
+                }
+            }
+        }
+        i += run;
+    }
+    if let Some(d) = body.fields.get(i) {
+        return Err(here(
+            i,
+            &d.name,
+            Reason::Disagree,
+            "the description has this field, the dump does not at this version".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes the fields before the one `at` points to take (nested structs inward), decoded with
+/// `body`: where a stop is in the stream. `None` when they do not decode.
+fn prefix_len(body: &BodyDesc<'static>, at: &[usize], rest: &[u8], base: usize) -> Option<usize> {
+    let (&i, inner) = at.split_first()?;
+    let before = BodyDesc {
+        fields: body.fields.get(..i)?.to_vec(),
+        subsections: None,
+    };
+    let (_, n) = generic::decode_prefix(&before, rest, base).ok()?;
+    if inner.is_empty() {
+        return Some(n);
+    }
+    let f: &FieldDesc<'static> = body.fields.get(i)?;
+    let (FieldKind::Struct(s) | FieldKind::Inline(s)) = &f.kind else {
+        return Some(n);
+    };
+    let m = prefix_len(&s.body, inner, rest.get(n..)?, base + n)?;
+    Some(n + m)
+}
