@@ -412,6 +412,9 @@ pub struct Stream<'a> {
     pub len: usize,
     /// Where a walk with [`ParseOptions::stop_at_unmeasured`] stopped (the entries end there).
     pub unmeasured: Option<Unmeasured>,
+    /// Whether sections end with footers (machine types after pc-*-2.2); a stream without
+    /// them is written back without them.
+    pub footers: bool,
 }
 
 /// What to say when [`find_description`] finds none, for commands that need one.
@@ -641,6 +644,7 @@ impl<'d, 'a> Walk<'d, 'a> {
                 description: None,
                 len: bytes.len(),
                 unmeasured: None,
+                footers,
             },
             ram: None,
             done: false,
@@ -973,20 +977,37 @@ impl<'a> Stream<'a> {
                         ram.record(&r, out)?;
                         reached(it.offset());
                     }
-                    w.footer(section.section_id)?;
+                    if self.footers {
+                        w.footer(section.section_id)?;
+                    }
                 }
                 Item::Device { section, body, .. } => {
                     buf.clear();
                     body.encode(&mut buf);
-                    w.section_bytes(&section.header(), &buf)?;
+                    self.section(&mut w, section, &buf)?;
                 }
-                Item::Opaque { section, body } => w.section_bytes(&section.header(), body)?,
+                Item::Opaque { section, body } => self.section(&mut w, section, body)?,
             }
         }
         if let Some(json) = self.trailer {
             w.trailer(json)?;
         }
         Ok(())
+    }
+
+    /// Writes a section record: header, body, and the footer if the stream has footers.
+    fn section<S: Sink>(
+        &self,
+        w: &mut StreamWriter<'_, S>,
+        section: &SectionMeta<'_>,
+        body: &[u8],
+    ) -> Result<(), S::Error> {
+        if self.footers {
+            return w.section_bytes(&section.header(), body);
+        }
+        w.section_header(&section.header())?;
+        let (_, out) = w.ram_parts();
+        out.write(body)
     }
 
     /// Device sections with their decoded bodies.

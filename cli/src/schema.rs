@@ -37,6 +37,7 @@ use serde_json::Value;
 use std::fmt;
 use std::sync::OnceLock;
 use vmstate::SectionHead;
+use vmstate_devices::machine::{Chipset, MachineType};
 
 /// Layouts from `--schema` files (module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,11 +75,11 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Where a layout stops: the path of description field indices (nested structs inward) of the
-/// first field that cannot be measured, its dotted name, and why.
+/// Where a layout stops: the first field that cannot be measured, its dotted name, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stop {
-    at: Vec<usize>,
+    /// The fields before the stop, per nesting level (outermost first).
+    levels: Vec<Vec<FieldDesc<'static>>>,
     field: String,
     reason: Reason,
     detail: String,
@@ -153,13 +154,25 @@ impl Schema {
             .map(|d| &d.body)
     }
 
-    /// The dump's description of vmsd `name` (the first device class whose vmsd it is).
-    fn dump_entry(&self, name: &str) -> Option<(&str, &Value)> {
+    /// The dump's description of vmsd `name` (the first device class whose vmsd it is), with
+    /// the dump's label and how [`check`] reads that dump.
+    fn dump_entry<'c>(&self, name: &str, section: &'c str) -> Option<(&str, &Value, Cx<'c>)> {
         self.dumps.iter().find_map(|(label, dump)| {
-            dump.as_object()?.values().find_map(|class| {
+            let desc = dump.as_object()?.values().find_map(|class| {
                 let d = class.get("Description")?;
-                (d.get("name")?.as_str()? == name).then_some((label.as_str(), d))
-            })
+                (d.get("name")?.as_str()? == name).then_some(d)
+            })?;
+            let machine = dump
+                .get("vmschkmachine")
+                .and_then(|m| m.get("Name"))
+                .and_then(Value::as_str)
+                .and_then(|n| MachineType::parse(n.as_bytes()).ok());
+            let cx = Cx {
+                arrays: marks_arrays(dump),
+                machine,
+                section,
+            };
+            Some((label.as_str(), desc, cx))
         })
     }
 
@@ -178,20 +191,31 @@ impl Schema {
                  --schema has it)"
             )
         })?;
-        if let Some((label, dump)) = self.dump_entry(vmsd) {
+        if let Some((label, dump, cx)) = self.dump_entry(vmsd, vmsd) {
             let sub = dump
                 .get("Subsections")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
                 .find(|x| x.get("name").and_then(Value::as_str) == Some(s.vmsd_name.as_str()));
-            if let Some(sub) = sub
-                && let Err(stop) = check(&s.body, sub, s.version, marks_arrays(dump), &[], "")
-            {
-                return Err(format!(
-                    "subsection {shown}, field {}: {} ({}; {label})",
-                    stop.field, stop.reason, stop.detail
-                ));
+            if let Some(sub) = sub {
+                match check(&s.body, sub, s.version, &cx, "") {
+                    Err(stop) => {
+                        return Err(format!(
+                            "subsection {shown}, field {}: {} ({}; {label})",
+                            stop.field, stop.reason, stop.detail
+                        ));
+                    }
+                    // A subsection's layout is taken as described: one that the machine type
+                    // changes is not measured.
+                    Ok(adjusted) if adjusted.fields != s.body.fields => {
+                        return Err(format!(
+                            "subsection {shown}: conditional field (the machine type leaves \
+                             out fields the description has; {label})"
+                        ));
+                    }
+                    Ok(_) => {}
+                }
             }
         }
         Ok(s)
@@ -228,12 +252,12 @@ impl Schema {
                 .filter(|(n, _)| n.as_str() == name)
                 .map(|(_, v)| v.to_string())
                 .collect();
-            let why = match (versions.is_empty(), self.dump_entry(&name)) {
+            let why = match (versions.is_empty(), self.dump_entry(&name, &name)) {
                 (false, _) => format!(
                     "the descriptions given have vmsd {name} at version {} only",
                     versions.join(", ")
                 ),
-                (true, Some((label, _))) => format!(
+                (true, Some((label, _, _))) => format!(
                     "no description given has vmsd {name}; the dump {label} lists it, but a \
                      dump does not give wire sizes"
                 ),
@@ -253,19 +277,24 @@ impl Schema {
                 ),
             ));
         }
-        if let Some((label, dump)) = self.dump_entry(&name)
-            && let Err(s) = check(body, dump, head.version_id, marks_arrays(dump), &[], "")
-        {
-            let offset = prefix_len(body, &s.at, rest, base).map_or(base, |n| base + n);
-            return Err(stop(
-                offset,
-                &s.field,
-                s.reason,
-                format!("{}; {label}", s.detail),
-            ));
-        }
+        let layout = match self.dump_entry(&name, &name) {
+            Some((label, dump, cx)) => match check(body, dump, head.version_id, &cx, "") {
+                Ok(layout) => layout,
+                Err(s) => {
+                    let offset = prefix_len(&s.levels, rest, base).map_or(base, |n| base + n);
+                    return Err(stop(
+                        offset,
+                        &s.field,
+                        s.reason,
+                        format!("{}; {label}", s.detail),
+                    ));
+                }
+            },
+            // Not a device class's vmsd (cpu_common, cpu, apic, ...): no dump lists it.
+            None => body.clone(),
+        };
         let find = |vmsd: &str, sub: &[u8]| self.subsection(vmsd, sub);
-        generic::decode_prefix_open(body, &name, rest, base, &find).map_err(|error| Stopped {
+        generic::decode_prefix_open(&layout, &name, rest, base, &find).map_err(|error| Stopped {
             offset: error.offset,
             section: section.clone(),
             why: format!("version {}: {error}", head.version_id),
@@ -338,69 +367,196 @@ fn int(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 
+/// A `field_exists` test whose result QEMU decides by the device's class or the machine type
+/// (not by device state), so the machine type the dump names decides it.
+struct Test {
+    /// The vmsd the field belongs to (for nested structs, the struct's).
+    vmsd: &'static str,
+    /// The field's name.
+    field: &'static str,
+    /// Which of the vmsd's fields of that name (0: the first).
+    nth: usize,
+    /// Whether QEMU sends it: given the section's vmsd and the machine type; `None` when the
+    /// rule does not cover them.
+    sent: fn(&str, MachineType) -> Option<bool>,
+}
+
+/// PCI functions of the PC chipsets whose class is conventional PCI
+/// (`INTERFACE_CONVENTIONAL_PCI_DEVICE` in `hw/pci-host/i440fx.c`, `hw/isa/piix3.c`,
+/// `hw/acpi/piix4.c`): their config space is 256 bytes.
+const CONVENTIONAL_PCI: &[&str] = &["I440FX", "PIIX3", "piix4_pm"];
+
+fn piix4(m: MachineType) -> bool {
+    m.chipset == Chipset::I440fx
+}
+
+/// The tests of QEMU 7.2 (and 10.0, unchanged) that the sections of a `pc-i440fx` machine
+/// type meet, from the builds' sources. A `-global` on the source's command line that sets
+/// one of these properties is not seen.
+const TESTS: &[Test] = &[
+    // hw/pci/pci.c `vmstate_pci_device`: `config` under `migrate_is_not_pcie`, then under
+    // `migrate_is_pcie` (`pci_is_express`: the device class).
+    Test {
+        vmsd: "PCIDevice",
+        field: "config",
+        nth: 0,
+        sent: |section, _| CONVENTIONAL_PCI.contains(&section).then_some(true),
+    },
+    Test {
+        vmsd: "PCIDevice",
+        field: "config",
+        nth: 1,
+        sent: |section, _| CONVENTIONAL_PCI.contains(&section).then_some(false),
+    },
+    // hw/acpi/piix4.c `piix4_vmstate_need_smbus`: `pm_smbus_vmstate_needed()`, false where
+    // the machine class sets `smbus_no_migration_support` (pc-i440fx ≤ 3.1, pc_piix.c).
+    Test {
+        vmsd: "piix4_pm",
+        field: "smb",
+        nth: 0,
+        sent: |_, m| piix4(m).then_some(!m.at_most(3, 1)),
+    },
+    // `use_acpi_hotplug_bridge`: property `acpi-pci-hotplug-with-bridge-support`, off on
+    // ≤ 1.7 (`pc_compat_1_7`).
+    Test {
+        vmsd: "piix4_pm",
+        field: "acpi_pci_hotplug.acpi_pcihp_pci_status[0x0]",
+        nth: 0,
+        sent: |_, m| piix4(m).then_some(m.at_most(1, 7)),
+    },
+    Test {
+        vmsd: "piix4_pm",
+        field: "acpi_pci_hotplug.hotplug_select",
+        nth: 0,
+        sent: |_, m| piix4(m).then_some(!m.at_most(1, 7)),
+    },
+    Test {
+        vmsd: "piix4_pm",
+        field: "acpi_pci_hotplug.acpi_pcihp_pci_status",
+        nth: 0,
+        sent: |_, m| piix4(m).then_some(!m.at_most(1, 7)),
+    },
+    // `vmstate_test_migrate_acpi_index`: also off where `x-not-migrate-acpi-index` is on
+    // (`hw_compat_6_2`).
+    Test {
+        vmsd: "piix4_pm",
+        field: "acpi_pci_hotplug.acpi_index",
+        nth: 0,
+        sent: |_, m| piix4(m).then_some(!m.at_most(6, 2)),
+    },
+];
+
+/// What [`check`] needs besides the two bodies.
+struct Cx<'c> {
+    /// Whether the dump gives fixed arrays their length ([`marks_arrays`]).
+    arrays: bool,
+    /// The machine type the dump names.
+    machine: Option<MachineType>,
+    /// The section's vmsd.
+    section: &'c str,
+}
+
 /// Walks the description's fields of one body and the dump's fields of the same vmsd at
-/// `version` side by side (module docs); `at` and `prefix` locate the body.
+/// `version` side by side (module docs) and returns the body's layout for the stream's
+/// machine type: a field whose test the machine type decides ([`TESTS`]) is kept or left out
+/// accordingly. `prefix` names the body's path.
 fn check(
     body: &BodyDesc<'static>,
     dump: &Value,
     version: u32,
-    arrays: bool,
-    at: &[usize],
+    cx: &Cx<'_>,
     prefix: &str,
-) -> Result<(), Stop> {
+) -> Result<BodyDesc<'static>, Stop> {
+    let vmsd = dump.get("name").and_then(Value::as_str).unwrap_or_default();
     let fields = dump
         .get("Fields")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
+    let mut kept: Vec<FieldDesc<'static>> = Vec::new();
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     let mut i = 0;
-    let here = |i: usize, field: &str, reason, detail: String| {
-        let mut path = at.to_vec();
-        path.push(i);
-        Stop {
-            at: path,
-            field: format!("{prefix}{field}"),
-            reason,
-            detail,
-        }
+    let stop = |kept: &[FieldDesc<'static>], field: &str, reason, detail: String| Stop {
+        levels: vec![kept.to_vec()],
+        field: format!("{prefix}{field}"),
+        reason,
+        detail,
     };
     for f in fields {
         let name = f.get("field").and_then(Value::as_str).unwrap_or_default();
-        let fv = int(f, "version_id").unwrap_or(0);
-        if fv > u64::from(version) {
+        let nth = match seen.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, k)) => {
+                *k += 1;
+                *k
+            }
+            None => {
+                seen.push((name, 0));
+                0
+            }
+        };
+        if int(f, "version_id").unwrap_or(0) > u64::from(version) {
             continue;
         }
+        // QEMU's description names the fields of a name that repeats in the vmsd `name[n]`.
+        let repeated = format!("{name}[{nth}]");
+        let d = body
+            .fields
+            .get(i)
+            .filter(|d| d.name == name || d.name == repeated);
         if f.get("field_exists").and_then(Value::as_bool) == Some(true) {
-            return Err(here(
-                i,
-                name,
-                Reason::Conditional,
-                "the dump marks a field_exists test: whether QEMU sent it depends on the \
-                 device's state or machine type"
-                    .into(),
-            ));
+            let test = TESTS
+                .iter()
+                .find(|t| t.vmsd == vmsd && t.field == name && t.nth == nth);
+            let sent = match (test, cx.machine) {
+                (Some(t), Some(m)) => (t.sent)(cx.section, m),
+                _ => None,
+            };
+            match (sent, d) {
+                (None, _) => {
+                    return Err(stop(
+                        &kept,
+                        name,
+                        Reason::Conditional,
+                        "the dump marks a field_exists test: whether QEMU sent it depends on \
+                         the device's state or a property this tool does not know"
+                            .into(),
+                    ));
+                }
+                // Not sent: the description's field of that name is this one if it has the
+                // dump's element size (the alternative of a pair has another size).
+                (Some(false), Some(d)) => {
+                    let same = f.get("Description").is_some() || int(f, "size") == Some(d.size);
+                    if same {
+                        i += run_len(body, i);
+                    }
+                    continue;
+                }
+                (Some(false), None) => continue,
+                (Some(true), None) => {
+                    return Err(stop(
+                        &kept,
+                        name,
+                        Reason::Conditional,
+                        "QEMU sends it on this machine type, the description does not have it"
+                            .into(),
+                    ));
+                }
+                (Some(true), Some(_)) => {}
+            }
         }
-        let Some(d) = body.fields.get(i) else {
-            return Err(here(
-                i,
+        let Some(d) = d else {
+            let found = body
+                .fields
+                .get(i)
+                .map_or("no more fields".into(), |d| format!("{} here", d.name));
+            return Err(stop(
+                &kept,
                 name,
                 Reason::Disagree,
-                "the dump has this field, the description ends before it".into(),
+                format!("the dump has this field, the description {found}"),
             ));
         };
-        if d.name != name {
-            return Err(here(
-                i,
-                name,
-                Reason::Disagree,
-                format!("the description has {} here", d.name),
-            ));
-        }
-        let run = body.fields[i + 1..]
-            .iter()
-            .take_while(|e| e.continues)
-            .count()
-            + 1;
+        let run = run_len(body, i);
         let elements: u64 = body.fields[i..i + run]
             .iter()
             .map(|e| match e.repeat {
@@ -409,19 +565,19 @@ fn check(
             })
             .sum();
         let array = run > 1 || matches!(d.repeat, Repeat::ArrayLen(_) | Repeat::Index(_));
-        if arrays {
+        if cx.arrays {
             match int(f, "num") {
                 Some(n) if n != elements => {
-                    return Err(here(
-                        i,
+                    return Err(stop(
+                        &kept,
                         name,
                         Reason::Disagree,
                         format!("the dump's array has {n} elements, the description's {elements}"),
                     ));
                 }
                 None if array => {
-                    return Err(here(
-                        i,
+                    return Err(stop(
+                        &kept,
                         name,
                         Reason::Variable,
                         format!(
@@ -433,52 +589,61 @@ fn check(
                 _ => {}
             }
         }
-        if let Some(nested) = f.get("Description") {
-            let nv = int(nested, "version_id").unwrap_or(0) as u32;
-            for (k, e) in body.fields[i..i + run].iter().enumerate() {
-                if let FieldKind::Struct(s) | FieldKind::Inline(s) = &e.kind {
-                    let mut path = at.to_vec();
-                    path.push(i + k);
-                    check(
-                        &s.body,
-                        nested,
-                        nv,
-                        arrays,
-                        &path,
-                        &format!("{prefix}{name}."),
-                    )?;
-                }
+        for e in &body.fields[i..i + run] {
+            let mut e = e.clone();
+            if let Some(nested) = f.get("Description")
+                && let FieldKind::Struct(s) | FieldKind::Inline(s) = &mut e.kind
+            {
+                let nv = int(nested, "version_id").unwrap_or(0) as u32;
+                let inner = check(&s.body, nested, nv, cx, &format!("{prefix}{name}.")).map_err(
+                    |mut st| {
+                        st.levels.insert(0, kept.clone());
+                        st
+                    },
+                )?;
+                s.body = inner;
             }
+            kept.push(e);
         }
         i += run;
     }
     if let Some(d) = body.fields.get(i) {
-        return Err(here(
-            i,
+        return Err(stop(
+            &kept,
             &d.name,
             Reason::Disagree,
             "the description has this field, the dump does not at this version".into(),
         ));
     }
-    Ok(())
+    Ok(BodyDesc {
+        fields: kept,
+        subsections: body.subsections.clone(),
+    })
 }
 
-/// Bytes the fields before the one `at` points to take (nested structs inward), decoded with
-/// `body`: where a stop is in the stream. `None` when they do not decode.
-fn prefix_len(body: &BodyDesc<'static>, at: &[usize], rest: &[u8], base: usize) -> Option<usize> {
-    let (&i, inner) = at.split_first()?;
-    let before = BodyDesc {
-        fields: body.fields.get(..i)?.to_vec(),
-        subsections: None,
-    };
-    let (_, n) = generic::decode_prefix(&before, rest, base).ok()?;
-    if inner.is_empty() {
-        return Some(n);
+/// How many field objects from `i` on are one array (QEMU writes some arrays one object per
+/// element).
+fn run_len(body: &BodyDesc<'_>, i: usize) -> usize {
+    body.fields
+        .get(i + 1..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|e| e.continues)
+        .count()
+        + 1
+}
+
+/// Bytes the fields of `levels` (outermost first, each the fields before the stop at that
+/// depth) take in `rest`: where a stop is in the stream. `None` when they do not decode.
+fn prefix_len(levels: &[Vec<FieldDesc<'static>>], rest: &[u8], base: usize) -> Option<usize> {
+    let mut n = 0;
+    for fields in levels {
+        let before = BodyDesc {
+            fields: fields.clone(),
+            subsections: None,
+        };
+        let (_, m) = generic::decode_prefix(&before, rest.get(n..)?, base + n).ok()?;
+        n += m;
     }
-    let f: &FieldDesc<'static> = body.fields.get(i)?;
-    let (FieldKind::Struct(s) | FieldKind::Inline(s)) = &f.kind else {
-        return Some(n);
-    };
-    let m = prefix_len(&s.body, inner, rest.get(n..)?, base + n)?;
-    Some(n + m)
+    Some(n)
 }
