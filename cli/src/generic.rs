@@ -181,8 +181,8 @@ fn other_leaf(type_name: &str) -> Leaf {
 /// empty structs, which take no bytes, so work is bounded by this budget instead.
 const ZERO_SIZE_BUDGET: usize = 1 << 16;
 
-/// Finds the layout of a subsection the stream names (by the vmsd it belongs to and its wire
-/// name) when the body's own description does not list it: `Err` says why there is none.
+/// Finds the layout of a subsection the stream names, by the vmsd it belongs to and its wire
+/// name: `Err` says why there is none.
 pub type FindSubsection<'d> =
     &'d dyn Fn(&str, &[u8]) -> Result<&'d SubsectionDesc<'static>, String>;
 
@@ -269,25 +269,16 @@ impl<'d> Decoder<'_, 'd> {
                 && let Some(name) = vmstate::wire::SubsectionHeader::peek_name(&self.r, vmsd)
             {
                 let at = self.r.offset();
-                let listed = desc
-                    .subsections()
-                    .iter()
-                    .find(|s| s.vmsd_name.as_bytes() == name);
-                let value = match listed {
-                    Some(s) => self.subsection(s)?,
-                    None => {
-                        let s = find(vmsd, name).map_err(|message| {
-                            self.fail(
-                                at,
-                                ErrorKind::UnknownSubsection {
-                                    name: vmstate::Name::new(name),
-                                },
-                                message,
-                            )
-                        })?;
-                        self.subsection(s)?
-                    }
-                };
+                let s = find(vmsd, name).map_err(|message| {
+                    self.fail(
+                        at,
+                        ErrorKind::UnknownSubsection {
+                            name: vmstate::Name::new(name),
+                        },
+                        message,
+                    )
+                })?;
+                let value = self.subsection(s)?;
                 subsections.push(value);
             }
             return Ok(Body {
@@ -571,9 +562,9 @@ pub fn decode_prefix<'a>(
 
 /// [`decode_prefix`] for a layout that did not come from the stream itself (`--schema`,
 /// [`crate::schema`]): the subsections are the ones the stream names, as QEMU's loader reads
-/// them (any `05 len name…` whose name extends the vmsd's `vmsd`), each read with the layout
-/// `desc` lists for it or else the one `find` gives; a subsection neither knows stops the
-/// decode with `find`'s reason.
+/// them (any `05 len name…` whose name extends the vmsd's `vmsd`, nested structs' too), each
+/// read with the layout `find` gives (the subsections `desc` lists are not used); one `find`
+/// does not know stops the decode with its reason.
 pub fn decode_prefix_open<'d>(
     desc: &'d BodyDesc<'static>,
     vmsd: &'d str,

@@ -46,6 +46,11 @@ pub struct Schema {
     descriptions: Vec<(String, Description<'static>)>,
     /// `-dump-vmstate` JSON objects, with the file they came from.
     dumps: Vec<(String, Value)>,
+    /// The user says the descriptions' streams were written with the same machine options
+    /// (`-m`, `-smp`, devices and their properties) as the stream walked: an array whose
+    /// length is not fixed takes the length the description shows (QEMU sizes most of them
+    /// from the configuration: memory slots, HPET timers, FIFO sizes).
+    pub same_config: bool,
 }
 
 /// Why a section's layout cannot be told.
@@ -162,18 +167,45 @@ impl Schema {
                 let d = class.get("Description")?;
                 (d.get("name")?.as_str()? == name).then_some(d)
             })?;
-            let machine = dump
+            Some((label.as_str(), desc, self.cx(dump, section)))
+        })
+    }
+
+    /// The dump's description of subsection `name`, wherever a vmsd lists it (nested structs'
+    /// vmsds too); `section` as in [`Schema::dump_entry`].
+    fn dump_subsection<'c>(&self, name: &str, section: &'c str) -> Option<(&str, &Value, Cx<'c>)> {
+        fn find<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
+            match v {
+                Value::Object(m) => {
+                    let listed = m.get("Subsections").and_then(Value::as_array);
+                    listed
+                        .into_iter()
+                        .flatten()
+                        .find(|s| s.get("name").and_then(Value::as_str) == Some(name))
+                        .or_else(|| m.values().find_map(|x| find(x, name)))
+                }
+                Value::Array(a) => a.iter().find_map(|x| find(x, name)),
+                _ => None,
+            }
+        }
+        self.dumps.iter().find_map(|(label, dump)| {
+            let sub = find(dump, name)?;
+            Some((label.as_str(), sub, self.cx(dump, section)))
+        })
+    }
+
+    /// How [`check`] reads `dump` for a section of vmsd `section`.
+    fn cx<'c>(&self, dump: &Value, section: &'c str) -> Cx<'c> {
+        Cx {
+            arrays: marks_arrays(dump),
+            machine: dump
                 .get("vmschkmachine")
                 .and_then(|m| m.get("Name"))
                 .and_then(Value::as_str)
-                .and_then(|n| MachineType::parse(n.as_bytes()).ok());
-            let cx = Cx {
-                arrays: marks_arrays(dump),
-                machine,
-                section,
-            };
-            Some((label.as_str(), desc, cx))
-        })
+                .and_then(|n| MachineType::parse(n.as_bytes()).ok()),
+            section,
+            same_config: self.same_config,
+        }
     }
 
     /// A subsection `name` of vmsd `vmsd` from any description (at any version: the header's
@@ -191,31 +223,23 @@ impl Schema {
                  --schema has it)"
             )
         })?;
-        if let Some((label, dump, cx)) = self.dump_entry(vmsd, vmsd) {
-            let sub = dump
-                .get("Subsections")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|x| x.get("name").and_then(Value::as_str) == Some(s.vmsd_name.as_str()));
-            if let Some(sub) = sub {
-                match check(&s.body, sub, s.version, &cx, "") {
-                    Err(stop) => {
-                        return Err(format!(
-                            "subsection {shown}, field {}: {} ({}; {label})",
-                            stop.field, stop.reason, stop.detail
-                        ));
-                    }
-                    // A subsection's layout is taken as described: one that the machine type
-                    // changes is not measured.
-                    Ok(adjusted) if adjusted.fields != s.body.fields => {
-                        return Err(format!(
-                            "subsection {shown}: conditional field (the machine type leaves \
-                             out fields the description has; {label})"
-                        ));
-                    }
-                    Ok(_) => {}
+        if let Some((label, sub, cx)) = self.dump_subsection(s.vmsd_name.as_str(), vmsd) {
+            match check(&s.body, sub, s.version, &cx, "") {
+                Err(stop) => {
+                    return Err(format!(
+                        "subsection {shown}, field {}: {} ({}; {label})",
+                        stop.field, stop.reason, stop.detail
+                    ));
                 }
+                // A subsection's layout is taken as described: one that the machine type
+                // changes is not measured.
+                Ok(adjusted) if adjusted.fields != s.body.fields => {
+                    return Err(format!(
+                        "subsection {shown}: conditional field (the machine type leaves out \
+                         fields the description has; {label})"
+                    ));
+                }
+                Ok(_) => {}
             }
         }
         Ok(s)
@@ -297,7 +321,16 @@ impl Schema {
         generic::decode_prefix_open(&layout, &name, rest, base, &find).map_err(|error| Stopped {
             offset: error.offset,
             section: section.clone(),
-            why: format!("version {}: {error}", head.version_id),
+            why: format!(
+                "version {}{}: {}",
+                head.version_id,
+                if error.path.is_empty() {
+                    String::new()
+                } else {
+                    format!(", field {}", vmstate::Escaped(error.path.as_bytes()))
+                },
+                error.message
+            ),
         })
     }
 }
@@ -454,6 +487,8 @@ struct Cx<'c> {
     machine: Option<MachineType>,
     /// The section's vmsd.
     section: &'c str,
+    /// [`Schema::same_config`].
+    same_config: bool,
 }
 
 /// Walks the description's fields of one body and the dump's fields of the same vmsd at
@@ -545,10 +580,27 @@ fn check(
             }
         }
         let Some(d) = d else {
-            let found = body
-                .fields
-                .get(i)
-                .map_or("no more fields".into(), |d| format!("{} here", d.name));
+            // QEMU describes each element sent: a field with none sent has no object. The
+            // dump's field is then an array whose length is not fixed (a fixed array has
+            // elements): the stream at hand may have sent some.
+            let later = body.fields.get(i..).unwrap_or_default();
+            if !later.iter().any(|d| d.name == name || d.name == repeated) {
+                if cx.same_config {
+                    continue;
+                }
+                return Err(stop(
+                    &kept,
+                    name,
+                    Reason::Variable,
+                    "the description's stream sent no element of it, so its length is not \
+                     fixed (give --schema-same-config if that stream was written with the same \
+                     machine options)"
+                        .into(),
+                ));
+            }
+            let found = body.fields.get(i).map_or("has no more fields".into(), |d| {
+                format!("has {} here", d.name)
+            });
             return Err(stop(
                 &kept,
                 name,
@@ -575,14 +627,16 @@ fn check(
                         format!("the dump's array has {n} elements, the description's {elements}"),
                     ));
                 }
-                None if array => {
+                None if array && !cx.same_config => {
                     return Err(stop(
                         &kept,
                         name,
                         Reason::Variable,
                         format!(
                             "the description shows {elements} elements; the dump gives no \
-                             fixed length: the count is another field's value"
+                             fixed length: the count is another field's value (give \
+                             --schema-same-config if the description's stream was written with \
+                             the same machine options)"
                         ),
                     ));
                 }
