@@ -374,7 +374,9 @@ fn tail(style: Style, ram: RamTally<'_>, stream: &Stream<'_>) -> String {
             head("stop"),
             u.offset,
             u.section,
-            u.why,
+            u.why
+                .as_deref()
+                .unwrap_or("no section footers, no VMDESCRIPTION trailer, no typed model"),
             stream.len - u.offset
         );
     }

@@ -533,13 +533,10 @@ pub struct Unmeasured {
     pub offset: usize,
     /// `'cpu_common' instance 0 (id 3)`.
     pub section: String,
-    /// Why: nothing measures it (no footers, trailer or typed model), or where `--schema`
-    /// stopped ([`crate::schema`]).
-    pub why: String,
+    /// Where and why `--schema` stopped ([`crate::schema`]); `None` when nothing could
+    /// measure the section (no footers, trailer, typed model or schema).
+    pub why: Option<String>,
 }
-
-/// [`Unmeasured::why`] when nothing could measure the section.
-pub const NOTHING_MEASURES: &str = "no section footers, no VMDESCRIPTION trailer, no typed model";
 
 /// Where a body nothing decodes ends: found by the footer scan, or, in a stream without
 /// footers, by the typed device tables (`vmstate_devices::pc::VMSDS`) for FULL sections; any
@@ -797,7 +794,7 @@ impl<'d, 'a> Walk<'d, 'a> {
                             self.stream.unmeasured = Some(Unmeasured {
                                 offset: stop.offset,
                                 section,
-                                why: stop.why,
+                                why: Some(stop.why),
                             });
                             return Ok(false);
                         }
@@ -806,7 +803,7 @@ impl<'d, 'a> Walk<'d, 'a> {
                             self.stream.unmeasured = Some(Unmeasured {
                                 offset: e.offset,
                                 section,
-                                why: NOTHING_MEASURES.into(),
+                                why: None,
                             });
                             return Ok(false);
                         }
