@@ -187,6 +187,11 @@ pub struct SectionMeta<'a> {
 }
 
 impl<'a> SectionMeta<'a> {
+    /// The header fields of `head`, its body not measured yet (`body_len` 0).
+    pub fn of(head: &SectionHead<&'a [u8]>) -> Self {
+        section_meta(head, 0)
+    }
+
     /// The idstr as text for a terminal ([`vmstate::Escaped`]: it comes from the input).
     pub fn name(&self) -> String {
         vmstate::Escaped(self.idstr).to_string()

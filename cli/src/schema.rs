@@ -31,7 +31,7 @@
 use crate::desc::{BodyDesc, Description, FieldDesc, FieldKind, Repeat, SubsectionDesc};
 use crate::dest::{json_error, vmsd_name};
 use crate::generic::{self, Body};
-use crate::model::section_label;
+use crate::model::{SectionMeta, section_label};
 use crate::model::{StreamError, find_description};
 use serde_json::Value;
 use std::fmt;
@@ -252,9 +252,19 @@ impl Schema {
         head: &SectionHead<&[u8]>,
         rest: &[u8],
     ) -> Result<(Body<'static>, usize), Stopped> {
+        self.decode(&SectionMeta::of(head), rest)
+    }
+
+    /// [`Schema::measure`] for a section the walk kept (an [`crate::model::Item::Opaque`]
+    /// holds its header and body): its fields and subsections as a tree.
+    pub fn decode(
+        &self,
+        head: &SectionMeta<'_>,
+        rest: &[u8],
+    ) -> Result<(Body<'static>, usize), Stopped> {
         let name = String::from_utf8_lossy(vmsd_name(head.idstr)).into_owned();
         let section = section_label(head.idstr, head.instance_id, head.section_id);
-        let base = head.body_offset();
+        let base = head.body_offset;
         let stop = |offset: usize, field: &str, reason: Reason, detail: String| {
             let field = if field.is_empty() {
                 String::new()
