@@ -2,31 +2,43 @@
 //! types up to pc-*-2.2 send neither section footers nor a VMDESCRIPTION trailer, so a body no
 //! typed model reads has no known end).
 //!
-//! Two kinds of file can be given, each any number of times:
+//! Two kinds of file are given, each any number of times, and both are needed:
 //!
 //! * a **VMDESCRIPTION** — a stream with a trailer, or its description as JSON (`vmstate inspect
 //!   --desc`, analyze-migration.py `-d desc`) — written by the same QEMU build, e.g. for a newer
 //!   machine type. It gives the wire layout: type names, wire sizes, array lengths, nested
-//!   structs, subsections. A section takes the layout of an entry with the same vmsd name and
-//!   the same version (the version decides which fields a vmsd writes); the subsections are the
-//!   ones the stream names, each read with a layout of that name and version from any of the
-//!   descriptions ([`crate::generic::decode_prefix_open`]).
-//! * a QEMU **`-dump-vmstate`** of the build (for the stream's machine type). A dump has no wire
-//!   types: a struct's `size` is its C size, QEMU 7.2 writes no array lengths at all, a variable
-//!   array (`VMS_VARRAY_*`, `VMS_VBUFFER`) looks like one element, and for a field with a
-//!   `field_exists` test it says only that there is a test. So a dump does not measure a body
-//!   by itself; it checks a description's layout for the vmsd it lists, walking both field lists
-//!   at the section's version: a field with a test stops the walk ("conditional field": whether
-//!   QEMU sent it depends on the device's state or the machine type, e.g. piix4_pm's
-//!   `acpi_index`, not sent by machine types up to 6.2, is sent by 7.2's), an array the dump
-//!   does not mark as fixed (`num`, dumps of QEMU 8.0 and later) stops it ("variable array"),
-//!   and the two lists must name the same fields.
+//!   structs. A section takes the layout of an entry with the same vmsd name and the same
+//!   version (the version decides which fields a vmsd writes). Subsections are the ones the
+//!   stream names, as QEMU's loader reads them (`05 len name version`, the name extending the
+//!   vmsd's), each with a layout of that name from any description, at the version the stream
+//!   sends ([`crate::generic::decode_prefix_open`]).
+//! * the build's **`-dump-vmstate`** for the stream's machine type. A dump has no wire types: a
+//!   struct's `size` is its C size, QEMU 7.2 writes no array lengths (10.0 writes `num` for
+//!   fixed arrays), a variable array (`VMS_VARRAY_*`, `VMS_VBUFFER`) looks like one element,
+//!   and of a `field_exists` test it says only that there is one. So a dump does not measure a
+//!   body by itself: it checks a description's layout of each vmsd it lists (and of its
+//!   subsections), walking both field lists at the version sent:
+//!   - fields the dump gives a higher `version_id` are not sent at this version;
+//!   - a field with a test is kept or left out as the machine type the dump names decides it,
+//!     for the tests QEMU decides by device class or machine type (PCI config space
+//!     size, piix4_pm's `smb`, PCI hotplug and `acpi_index`, the last sent by 7.2's machine
+//!     type, not by 2.2's); any other test stops the walk ("conditional field");
+//!   - an array the dump does not give as fixed (a dump with `num`s), or a field the
+//!     description has no object for (QEMU describes each element it sends: none were), has a
+//!     length QEMU takes from another field or the configuration: the walk stops ("variable
+//!     array") unless the user says the description's stream had the same machine options
+//!     ([`Schema::same_config`], `--schema-same-config`);
+//!   - otherwise both lists must name the same fields (QEMU's description spells a repeated
+//!     name `name[n]`).
 //!
-//! A section no description has at its version stops the walk too ("not in the schema"). Every
-//! stop names the section, instance, field and byte offset, and why; nothing is guessed.
 //! QEMU's `-dump-vmstate` lists device classes only: `cpu_common` and `cpu` (the x86 CPU's
-//! legacy vmsd), `timer`, `ram`, `apic` and other sections registered outside a device class
-//! are never in a dump, so their layouts come from a description alone.
+//! legacy vmsd), `timer`, `apic` and other sections registered outside a device class are never
+//! in a dump, so their layouts come from the description alone (QEMU 7.2's `cpu_common`, `cpu`
+//! and `apic` tables have no tests and no variable arrays).
+//!
+//! A section no description has at its version stops the walk ("not in the schema"), as does
+//! a description given without a dump ("unchecked layout"). Every stop names the section,
+//! instance, version, field and byte offset, and why; nothing is guessed.
 
 use crate::desc::{BodyDesc, Description, FieldDesc, FieldKind, Repeat, SubsectionDesc};
 use crate::dest::{json_error, vmsd_name};
