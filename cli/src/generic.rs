@@ -181,12 +181,20 @@ fn other_leaf(type_name: &str) -> Leaf {
 /// empty structs, which take no bytes, so work is bounded by this budget instead.
 const ZERO_SIZE_BUDGET: usize = 1 << 16;
 
+/// Finds the layout of a subsection the stream names, by the vmsd it belongs to and its wire
+/// name: `Err` says why there is none.
+pub type FindSubsection<'d> =
+    &'d dyn Fn(&str, &[u8]) -> Result<&'d SubsectionDesc<'static>, String>;
+
 struct Decoder<'r, 'd> {
     r: Reader<'r>,
     /// Names of the fields and subsections being decoded, outermost first.
     path: Vec<&'d str>,
     /// Elements left to decode (input length + [`ZERO_SIZE_BUDGET`]).
     budget: usize,
+    /// Subsections as the stream names them ([`decode_prefix_open`]) instead of as the
+    /// description lists them.
+    open: Option<FindSubsection<'d>>,
 }
 
 impl<'d> Decoder<'_, 'd> {
@@ -254,6 +262,30 @@ impl<'d> Decoder<'_, 'd> {
             });
         }
         let mut subsections = Vec::new();
+        if let Some(find) = self.open {
+            // QEMU's loader: every `05 len name…` whose name extends this vmsd's is one of its
+            // subsections, in any order; each must be known.
+            while let Some(vmsd) = vmsd
+                && let Some(name) = vmstate::wire::SubsectionHeader::peek_name(&self.r, vmsd)
+            {
+                let at = self.r.offset();
+                let s = find(vmsd, name).map_err(|message| {
+                    self.fail(
+                        at,
+                        ErrorKind::UnknownSubsection {
+                            name: vmstate::Name::new(name),
+                        },
+                        message,
+                    )
+                })?;
+                let value = self.subsection(s)?;
+                subsections.push(value);
+            }
+            return Ok(Body {
+                fields,
+                subsections,
+            });
+        }
         for s in desc.subsections() {
             let at = self.r.offset();
             match self.r.peek(0) {
@@ -332,12 +364,42 @@ impl<'d> Decoder<'_, 'd> {
         })
     }
 
+    /// A subsection the stream names, read with `s` (header checked against it).
+    fn subsection<'b>(
+        &mut self,
+        s: &'d SubsectionDesc<'b>,
+    ) -> Result<SubsectionValue<'b>, DecodeError> {
+        let at = self.r.offset();
+        let h = vmstate::wire::SubsectionHeader::read(&mut self.r).map_err(|e| self.codec(e))?;
+        if h.version != s.version {
+            return Err(self.fail(
+                at,
+                ErrorKind::BadDescription,
+                format!(
+                    "subsection {}: the schema describes version {}, the stream sends {}",
+                    s.vmsd_name, s.version, h.version
+                ),
+            ));
+        }
+        self.path.push(&s.vmsd_name);
+        let body = self.body(&s.body, Some(&s.vmsd_name))?;
+        self.path.pop();
+        Ok(SubsectionValue {
+            name: s.vmsd_name.as_str().to_owned(),
+            version: h.version,
+            body,
+        })
+    }
+
     /// An element that must take exactly `f.size` bytes.
     fn sized_element<'a>(&mut self, f: &'d FieldDesc<'a>) -> Result<Value<'a>, DecodeError> {
         let start = self.r.offset();
         let v = self.element(f)?;
         let used = (self.r.offset() - start) as u64;
-        if used != f.size {
+        // A struct's `size` counts the subsections the describing stream sent; in another
+        // stream they are the ones it names.
+        let open_struct = self.open.is_some() && !matches!(f.kind, FieldKind::Leaf);
+        if used != f.size && !open_struct {
             return Err(self.fail(
                 start,
                 ErrorKind::BadDescription,
@@ -491,9 +553,32 @@ pub fn decode_prefix<'a>(
         r: Reader::new(bytes, base),
         path: Vec::new(),
         budget: bytes.len().saturating_add(ZERO_SIZE_BUDGET),
+        open: None,
     };
     // A section body is followed by its footer, never by a subsection.
     let body = d.body(desc, None)?;
+    Ok((body, d.r.position()))
+}
+
+/// [`decode_prefix`] for a layout that did not come from the stream itself (`--schema`,
+/// [`crate::schema`]): the subsections are the ones the stream names, as QEMU's loader reads
+/// them (any `05 len name…` whose name extends the vmsd's `vmsd`, nested structs' too), each
+/// read with the layout `find` gives (the subsections `desc` lists are not used); one `find`
+/// does not know stops the decode with its reason.
+pub fn decode_prefix_open<'d>(
+    desc: &'d BodyDesc<'static>,
+    vmsd: &'d str,
+    bytes: &[u8],
+    base: usize,
+    find: FindSubsection<'d>,
+) -> Result<(Body<'static>, usize), DecodeError> {
+    let mut d = Decoder {
+        r: Reader::new(bytes, base),
+        path: Vec::new(),
+        budget: bytes.len().saturating_add(ZERO_SIZE_BUDGET),
+        open: Some(find),
+    };
+    let body = d.body(desc, Some(vmsd))?;
     Ok((body, d.r.position()))
 }
 

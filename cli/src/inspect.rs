@@ -369,11 +369,14 @@ fn tail(style: Style, ram: RamTally<'_>, stream: &Stream<'_>) -> String {
     if let Some(u) = &stream.unmeasured {
         let _ = writeln!(
             o,
-            "{} at 0x{:08x}: section {} cannot be measured (no section footers, no \
-                 VMDESCRIPTION trailer, no typed model): the map stops here, {} bytes before the end",
+            "{} at 0x{:08x}: section {} cannot be measured ({}): the map stops here, {} bytes \
+             before the end",
             head("stop"),
             u.offset,
             u.section,
+            u.why
+                .as_deref()
+                .unwrap_or("no section footers, no VMDESCRIPTION trailer, no typed model"),
             stream.len - u.offset
         );
     }

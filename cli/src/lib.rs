@@ -37,6 +37,7 @@ pub mod model;
 pub mod output;
 pub mod proxy;
 pub mod ram;
+pub mod schema;
 pub mod static_check;
 pub mod v4tools;
 pub mod verify;

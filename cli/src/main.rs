@@ -35,6 +35,17 @@ struct Cli {
     /// (those are found without it).
     #[arg(long, global = true, value_name = "N")]
     offset: Option<u64>,
+    /// For a stream without section footers and VMDESCRIPTION trailer (machine types up to
+    /// pc-*-2.2): layouts of the sections no typed model reads, from a stream (with trailer)
+    /// or desc.json written by the same QEMU build, e.g. for a newer machine type, checked
+    /// against the build's `-dump-vmstate` JSON when one is given. May be repeated.
+    #[arg(long, global = true, value_name = "FILE")]
+    schema: Vec<PathBuf>,
+    /// With --schema: the description's stream was written with the same machine options
+    /// (-m, -smp, devices) as the stream read, so an array whose length QEMU takes from the
+    /// configuration has the length the description shows.
+    #[arg(long, global = true, requires = "schema")]
+    schema_same_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -415,8 +426,26 @@ fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
         .map_err(|e| Failure::Output(format!("stdout: {e}")))
 }
 
+/// Reads the `--schema` files and makes them the walks' ([`vmstate_cli::schema::install`]).
+fn install_schema(paths: &[PathBuf], same_config: bool) -> Result<(), Failure> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut schema = vmstate_cli::schema::Schema::default();
+    schema.same_config = same_config;
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| Failure::io(p, e))?;
+        schema
+            .add(&bytes, &p.display().to_string())
+            .map_err(Failure::Invalid)?;
+    }
+    vmstate_cli::schema::install(schema);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<u8, Failure> {
     let offset = cli.offset;
+    install_schema(&cli.schema, cli.schema_same_config)?;
     let open = |path: &Path| open(path, offset);
     match cli.command {
         Command::Inspect { json, desc, file } => {

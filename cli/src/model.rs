@@ -70,7 +70,8 @@ impl From<vmstate::Error> for StreamError {
     }
 }
 
-fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
+/// `'idstr' instance N (id M)`: how errors name a section.
+pub(crate) fn section_label(idstr: &[u8], instance_id: u32, section_id: u32) -> String {
     format!(
         "'{}' instance {instance_id} (id {section_id})",
         vmstate::Escaped(idstr)
@@ -186,6 +187,11 @@ pub struct SectionMeta<'a> {
 }
 
 impl<'a> SectionMeta<'a> {
+    /// The header fields of `head`, its body not measured yet (`body_len` 0).
+    pub fn of(head: &SectionHead<&'a [u8]>) -> Self {
+        section_meta(head, 0)
+    }
+
     /// The idstr as text for a terminal ([`vmstate::Escaped`]: it comes from the input).
     pub fn name(&self) -> String {
         vmstate::Escaped(self.idstr).to_string()
@@ -411,6 +417,9 @@ pub struct Stream<'a> {
     pub len: usize,
     /// Where a walk with [`ParseOptions::stop_at_unmeasured`] stopped (the entries end there).
     pub unmeasured: Option<Unmeasured>,
+    /// Whether sections end with footers (machine types after pc-*-2.2); a stream without
+    /// them is written back without them.
+    pub footers: bool,
 }
 
 /// What to say when [`find_description`] finds none, for commands that need one.
@@ -529,6 +538,9 @@ pub struct Unmeasured {
     pub offset: usize,
     /// `'cpu_common' instance 0 (id 3)`.
     pub section: String,
+    /// Where and why `--schema` stopped ([`crate::schema`]); `None` when nothing could
+    /// measure the section (no footers, trailer, typed model or schema).
+    pub why: Option<String>,
 }
 
 /// Where a body nothing decodes ends: found by the footer scan, or, in a stream without
@@ -634,6 +646,7 @@ impl<'d, 'a> Walk<'d, 'a> {
                 description: None,
                 len: bytes.len(),
                 unmeasured: None,
+                footers,
             },
             ram: None,
             done: false,
@@ -772,21 +785,45 @@ impl<'d, 'a> Walk<'d, 'a> {
                 Ok(n) => n,
                 Err(e) if !self.footers && e.kind == ErrorKind::BodyLengthUnknown => {
                     let section = section_label(head.idstr, head.instance_id, head.section_id);
-                    if self.options.stop_at_unmeasured {
-                        self.stream.unmeasured = Some(Unmeasured {
-                            offset: e.offset,
-                            section,
-                        });
-                        return Ok(false);
+                    // `--schema`: a layout from a description of the same build, checked
+                    // against its dump (crate::schema); it stops where they cannot tell.
+                    let measured = match crate::schema::installed() {
+                        Some(schema) if head.kind == SectionKind::Full => {
+                            Some(schema.measure(&head, rest).map(|(_, n)| n))
+                        }
+                        _ => None,
+                    };
+                    match measured {
+                        Some(Ok(n)) => n,
+                        Some(Err(stop)) if self.options.stop_at_unmeasured => {
+                            self.stream.unmeasured = Some(Unmeasured {
+                                offset: stop.offset,
+                                section,
+                                why: Some(stop.why),
+                            });
+                            return Ok(false);
+                        }
+                        Some(Err(stop)) => return Err(stop.into()),
+                        None if self.options.stop_at_unmeasured => {
+                            self.stream.unmeasured = Some(Unmeasured {
+                                offset: e.offset,
+                                section,
+                                why: None,
+                            });
+                            return Ok(false);
+                        }
+                        None => {
+                            return Err(StreamError::Mismatch {
+                                offset: e.offset,
+                                message: format!(
+                                    "section {section}: cannot measure its body: the stream has \
+                                     no section footers (machine types up to pc-*-2.2) and no \
+                                     VMDESCRIPTION trailer, no typed model describes it, and no \
+                                     --schema was given"
+                                ),
+                            });
+                        }
                     }
-                    return Err(StreamError::Mismatch {
-                        offset: e.offset,
-                        message: format!(
-                            "section {section}: cannot measure its body: the stream has no \
-                             section footers (machine types up to pc-*-2.2) and no \
-                             VMDESCRIPTION trailer, and no typed model describes it"
-                        ),
-                    });
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -942,20 +979,37 @@ impl<'a> Stream<'a> {
                         ram.record(&r, out)?;
                         reached(it.offset());
                     }
-                    w.footer(section.section_id)?;
+                    if self.footers {
+                        w.footer(section.section_id)?;
+                    }
                 }
                 Item::Device { section, body, .. } => {
                     buf.clear();
                     body.encode(&mut buf);
-                    w.section_bytes(&section.header(), &buf)?;
+                    self.section(&mut w, section, &buf)?;
                 }
-                Item::Opaque { section, body } => w.section_bytes(&section.header(), body)?,
+                Item::Opaque { section, body } => self.section(&mut w, section, body)?,
             }
         }
         if let Some(json) = self.trailer {
             w.trailer(json)?;
         }
         Ok(())
+    }
+
+    /// Writes a section record: header, body, and the footer if the stream has footers.
+    fn section<S: Sink>(
+        &self,
+        w: &mut StreamWriter<'_, S>,
+        section: &SectionMeta<'_>,
+        body: &[u8],
+    ) -> Result<(), S::Error> {
+        if self.footers {
+            return w.section_bytes(&section.header(), body);
+        }
+        w.section_header(&section.header())?;
+        let (_, out) = w.ram_parts();
+        out.write(body)
     }
 
     /// Device sections with their decoded bodies.

@@ -159,9 +159,12 @@ pub fn index<'a>(input: &'a Input, label: &str, limit: u64) -> Result<GuestRam<'
     })?;
     let stopped = stream.unmeasured.as_ref().map(|u| {
         format!(
-            "the walk stopped at byte {} (section {}): no section footers, no trailer, no typed \
-             model",
-            u.offset, u.section
+            "the walk stopped at byte {} (section {}): {}",
+            u.offset,
+            u.section,
+            u.why
+                .as_deref()
+                .unwrap_or("no section footers, no trailer, no typed model")
         )
     });
     if stopped.is_some() && !indexer.ram_done {

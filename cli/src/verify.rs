@@ -318,6 +318,14 @@ impl Checks<'_> {
     }
 }
 
+/// Where `--schema` stopped, as a problem.
+fn schema_problem(stop: &crate::schema::Stopped) -> Problem {
+    Problem {
+        offset: stop.offset,
+        message: stop.to_string(),
+    }
+}
+
 fn decode_problem(idstr: &[u8], instance_id: u32, e: &DecodeError) -> Problem {
     Problem {
         offset: e.offset,
@@ -526,9 +534,20 @@ pub fn verify_resumed(
                     ),
                 });
             }
-            match by_type.or(by_desc) {
-                Some(n) => Ok(n),
-                None => records.measure(&head),
+            match (by_type.or(by_desc), crate::schema::installed()) {
+                (Some(n), _) => Ok(n),
+                // `--schema` (crate::schema): where nothing else measures the body.
+                (None, Some(schema)) if !footers && !report.described => {
+                    match schema.measure(&head, rest) {
+                        Ok((_, n)) => Ok(n),
+                        Err(stop) => {
+                            report.problems.push(schema_problem(&stop));
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                (None, _) => records.measure(&head),
             }
         } else {
             records.measure(&head)
