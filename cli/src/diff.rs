@@ -8,7 +8,13 @@
 //! * RAM: the block lists are compared (names, lengths, order), then the pages, block by
 //!   block. A page is compared by content (a ZERO record equals a PAGE record of its fill
 //!   byte); a page one stream sends and the other does not is reported as absent, and an
-//!   XBZRLE page (a delta against an earlier copy) is reported as not compared.
+//!   XBZRLE page (a delta against an earlier copy) is reported as not compared. A mapped-ram
+//!   file's block (pages at file offsets, [`vmstate::mapped_ram`]) is read as the page records
+//!   a stream without mapped-ram sends for it: every page of the block in order, a page whose
+//!   bitmap bit is set as its bytes in the file, any other as a zero page (QEMU never writes
+//!   one, and its loader leaves it zero). So two mapped-ram files, or a mapped-ram file and a
+//!   stream of the same guest, are compared page by page, differences named
+//!   `ram:BLOCK@PAGE+BYTE` as for any stream.
 //! * The configuration record, COMMAND records and the file version. The trailer is not
 //!   compared as such: it describes the sections, which are.
 //!
@@ -29,7 +35,7 @@ use crate::output::Spool;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use vmstate::Escaped;
-use vmstate::ram::RamRecord;
+use vmstate::ram::{PAGE_SIZE, RamRecord};
 use vmstate::wire::section::SectionKind;
 
 /// One difference.
@@ -290,6 +296,34 @@ fn page_record<'a>(rec: &RamRecord<'a>) -> Option<PageRecord<'a>> {
     }
 }
 
+/// The pages of a mapped-ram block list, as the page records a stream without mapped-ram
+/// sends for them (see the module docs); nothing for another list. One page at a time: the
+/// bytes stay in the mapped input.
+fn mapped_pages<'a>(list: vmstate::ram::BlockList<'a>) -> impl Iterator<Item = PageRecord<'a>> {
+    list.entries()
+        .filter_map(|(b, layout)| Some((b.name, layout?)))
+        .flat_map(move |(name, layout)| {
+            (0..layout.pages()).map(move |i| {
+                let page = list
+                    .mapped_page(&layout, i)
+                    .map_or(Page::Fill(0), Page::Data);
+                (name, i.saturating_mul(PAGE_SIZE as u64), page)
+            })
+        })
+}
+
+/// The page records one RAM record stands for: itself if it is one, a mapped-ram block list's
+/// pages ([`mapped_pages`]).
+fn pages_of<'a>(rec: &RamRecord<'a>) -> impl Iterator<Item = PageRecord<'a>> + use<'a> {
+    let mapped = match rec {
+        RamRecord::MemSize(list) if list.is_mapped_ram() => Some(mapped_pages(*list)),
+        _ => None,
+    };
+    page_record(rec)
+        .into_iter()
+        .chain(mapped.into_iter().flatten())
+}
+
 /// One kept stream's page records in stream order, read again from its entries.
 fn kept_pages<'s, 'a>(s: &'s Stream<'a>) -> impl Iterator<Item = PageRecord<'a>> + 's {
     s.entries
@@ -299,7 +333,7 @@ fn kept_pages<'s, 'a>(s: &'s Stream<'a>) -> impl Iterator<Item = PageRecord<'a>>
             _ => None,
         })
         .flatten()
-        .filter_map(|r| page_record(&r))
+        .flat_map(|r| pages_of(&r))
 }
 
 /// The RAM block list a stream declares, gathered record by record: every block of the
@@ -402,24 +436,28 @@ pub enum DiffError<E> {
     Found(E),
 }
 
-/// Walks the streams `a` and `b` (bytes and description, see
-/// [`crate::model::find_description`]) side by side, comparing their pages as the walks read
+/// Walks the streams `a` and `b` (bytes, description, see [`crate::model::find_description`],
+/// and the file offset of the stream's byte 0, [`crate::input::Input::stream_start`]) side by
+/// side, comparing their pages as the walks read
 /// them (each RAM record is read once), and hands each difference to `found`: first the
 /// records and sections, then the pages (kept in `spool` until the walks are done, since the
 /// sections follow the pages in a stream). Returns what was compared. A refused stream is
 /// reported as [`Stream::parse`] reports it, the first stream first. Only a stream that sends a
 /// page twice or out of order has its pages read again, block by block (see the module docs).
 pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
-    a: (&'a [u8], Option<Description<'a>>),
-    b: (&'a [u8], Option<Description<'a>>),
+    a: (&'a [u8], Option<Description<'a>>, u64),
+    b: (&'a [u8], Option<Description<'a>>, u64),
     spool: S,
     found: &mut dyn FnMut(Difference) -> Result<(), E>,
     reached: &mut dyn FnMut(Side, usize),
 ) -> Result<Compared, DiffError<E>> {
-    let options = ParseOptions::default();
+    let options = |file_offset| ParseOptions {
+        file_offset,
+        ..ParseOptions::default()
+    };
     let (mut wa, mut wb) = (
-        Walk::new(a.0, a.1.as_ref(), options),
-        Walk::new(b.0, b.1.as_ref(), options),
+        Walk::new(a.0, a.1.as_ref(), options(a.2)),
+        Walk::new(b.0, b.1.as_ref(), options(b.2)),
     );
     let (mut fa, mut fb) = (Feed::default(), Feed::default());
     let reached = std::cell::RefCell::new(reached);
@@ -479,18 +517,21 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
     Ok(c)
 }
 
+/// The pages one RAM record stands for, handed out one at a time.
+type Pages<'a> = Box<dyn Iterator<Item = PageRecord<'a>> + 'a>;
+
 /// A visitor of one walk for [`diff_walked`]: keeps every entry, gathers the block list and
-/// holds the page the walk has just read.
+/// holds the pages of the RAM record the walk has just read (one, or a mapped-ram file's).
 #[derive(Default)]
 struct Feed<'a> {
     list: BlockList<'a>,
-    page: Option<PageRecord<'a>>,
+    pages: Option<Pages<'a>>,
 }
 
 impl<'a> Visit<'a> for Feed<'a> {
     fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
         self.list.record(kind, record);
-        self.page = page_record(record);
+        self.pages = Some(Box::new(pages_of(record)));
     }
 
     fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
@@ -529,9 +570,10 @@ impl<'a> Iterator for Walked<'_, '_, 'a> {
 
     fn next(&mut self) -> Option<PageRecord<'a>> {
         loop {
-            if let Some(p) = self.feed.page.take() {
+            if let Some(p) = self.feed.pages.as_mut().and_then(Iterator::next) {
                 return Some(p);
             }
+            self.feed.pages = None;
             match self.walk.step(self.reached, self.feed) {
                 Ok(true) => {}
                 Ok(false) => return None,
@@ -980,8 +1022,8 @@ mod tests {
                 let desc = |b| find_description(b).unwrap().map(|(_, d)| d);
                 let mut got = Vec::new();
                 let c = diff_walked::<std::convert::Infallible, _>(
-                    (a, desc(a)),
-                    (b, desc(b)),
+                    (a, desc(a), 0),
+                    (b, desc(b), 0),
                     std::io::Cursor::new(Vec::new()),
                     &mut |d| {
                         got.push(d);

@@ -496,13 +496,16 @@ impl<'f> SparseFile<'f> {
     /// Hole size and alignment (the usual file-system block).
     const BLOCK: u64 = 4096;
 
-    /// A writer at the start of `file`, which must be new and empty (holes read as zeros).
-    pub fn new(file: &'f mut File) -> Self {
-        SparseFile {
+    /// A writer at the current position of `file`, a new regular file holding only what was
+    /// written to it before (holes read as zeros). Blocks are aligned to the file, not to
+    /// that position: a stream after a container's prefix has its holes where the input has.
+    pub fn new(file: &'f mut File) -> io::Result<Self> {
+        use std::io::Seek;
+        Ok(SparseFile {
+            pos: file.stream_position()?,
             file,
-            pos: 0,
             hole_at_end: false,
-        }
+        })
     }
 }
 
