@@ -367,7 +367,7 @@ fn rewrite_is_byte_identical_and_sparse() {
         let s = stream_of(&bytes, stem);
         let path = scratch(&format!("rewrite-{stem}.vmstate"));
         let mut f = std::fs::File::create(&path).unwrap();
-        s.write_to(SparseFile::new(&mut f)).unwrap();
+        s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
         drop(f);
         assert!(std::fs::read(&path).unwrap() == bytes, "{stem}");
         // About 0.6 MB of the 10 MB are data (the checkout itself is not sparse).
@@ -434,7 +434,7 @@ fn qemu_10_loads_an_edited_mapped_ram_file_with_its_ram() {
         s.set("i8259[0].imr=0x5a", &NoCheck).unwrap();
         let path = scratch(&format!("edited-{stem}.vmstate"));
         let mut f = std::fs::File::create(&path).unwrap();
-        s.write_to(SparseFile::new(&mut f)).unwrap();
+        s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
         drop(f);
         let edited = std::fs::read(&path).unwrap();
         assert_eq!(edited.len(), bytes.len());
