@@ -297,9 +297,12 @@ fn page_record<'a>(rec: &RamRecord<'a>) -> Option<PageRecord<'a>> {
 }
 
 /// The pages of a mapped-ram block list, as the page records a stream without mapped-ram
-/// sends for them (see the module docs); nothing for another list. One page at a time: the
-/// bytes stay in the mapped input.
-fn mapped_pages<'a>(list: vmstate::ram::BlockList<'a>) -> impl Iterator<Item = PageRecord<'a>> {
+/// sends for them (see the module docs), each with the stream offset of its place in the pages
+/// region (the walk reports it as reached, so the input behind it is released); nothing for
+/// another list. One page at a time: the bytes stay in the mapped input.
+fn mapped_pages<'a>(
+    list: vmstate::ram::BlockList<'a>,
+) -> impl Iterator<Item = (PageRecord<'a>, Option<usize>)> {
     list.entries()
         .filter_map(|(b, layout)| Some((b.name, layout?)))
         .flat_map(move |(name, layout)| {
@@ -307,19 +310,26 @@ fn mapped_pages<'a>(list: vmstate::ram::BlockList<'a>) -> impl Iterator<Item = P
                 let page = list
                     .mapped_page(&layout, i)
                     .map_or(Page::Fill(0), Page::Data);
-                (name, i.saturating_mul(PAGE_SIZE as u64), page)
+                let at = layout
+                    .page_offset(i)
+                    .and_then(|at| layout.stream_offset(at))
+                    .and_then(|at| usize::try_from(at).ok());
+                ((name, i.saturating_mul(PAGE_SIZE as u64), page), at)
             })
         })
 }
 
-/// The page records one RAM record stands for: itself if it is one, a mapped-ram block list's
-/// pages ([`mapped_pages`]).
-fn pages_of<'a>(rec: &RamRecord<'a>) -> impl Iterator<Item = PageRecord<'a>> + use<'a> {
+/// The page records one RAM record stands for (each with where the walk reached, see
+/// [`mapped_pages`]): itself if it is one, a mapped-ram block list's pages.
+fn pages_of<'a>(
+    rec: &RamRecord<'a>,
+) -> impl Iterator<Item = (PageRecord<'a>, Option<usize>)> + use<'a> {
     let mapped = match rec {
         RamRecord::MemSize(list) if list.is_mapped_ram() => Some(mapped_pages(*list)),
         _ => None,
     };
     page_record(rec)
+        .map(|p| (p, None))
         .into_iter()
         .chain(mapped.into_iter().flatten())
 }
@@ -333,7 +343,7 @@ fn kept_pages<'s, 'a>(s: &'s Stream<'a>) -> impl Iterator<Item = PageRecord<'a>>
             _ => None,
         })
         .flatten()
-        .flat_map(|r| pages_of(&r))
+        .flat_map(|r| pages_of(&r).map(|(p, _)| p))
 }
 
 /// The RAM block list a stream declares, gathered record by record: every block of the
@@ -518,7 +528,7 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
 }
 
 /// The pages one RAM record stands for, handed out one at a time.
-type Pages<'a> = Box<dyn Iterator<Item = PageRecord<'a>> + 'a>;
+type Pages<'a> = Box<dyn Iterator<Item = (PageRecord<'a>, Option<usize>)> + 'a>;
 
 /// A visitor of one walk for [`diff_walked`]: keeps every entry, gathers the block list and
 /// holds the pages of the RAM record the walk has just read (one, or a mapped-ram file's).
@@ -570,7 +580,10 @@ impl<'a> Iterator for Walked<'_, '_, 'a> {
 
     fn next(&mut self) -> Option<PageRecord<'a>> {
         loop {
-            if let Some(p) = self.feed.pages.as_mut().and_then(Iterator::next) {
+            if let Some((p, reached)) = self.feed.pages.as_mut().and_then(Iterator::next) {
+                if let Some(at) = reached {
+                    (self.reached)(at);
+                }
                 return Some(p);
             }
             self.feed.pages = None;
