@@ -509,6 +509,14 @@ impl<'f> SparseFile<'f> {
     }
 }
 
+impl SparseFile<'_> {
+    /// The file written (what is before a trailing hole is in it; [`Write::flush`] sets the
+    /// length that covers the hole).
+    pub fn file(&self) -> &File {
+        self.file
+    }
+}
+
 impl Write for SparseFile<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         use std::io::{Seek, SeekFrom};
@@ -533,9 +541,14 @@ impl Write for SparseFile<'_> {
         Ok(buf.len())
     }
 
+    /// Sets the length over a trailing hole and the file's position to the end of what was
+    /// written (where a next writer goes on).
     fn flush(&mut self) -> io::Result<()> {
         if self.hole_at_end {
+            use std::io::{Seek, SeekFrom};
             self.file.set_len(self.pos)?;
+            self.file.seek(SeekFrom::Start(self.pos))?;
+            self.hole_at_end = false;
         }
         self.file.flush()
     }
