@@ -644,7 +644,7 @@ fn diff_compares_a_sparse_image_page_by_page_with_a_raw_one() {
     let (_, bitmap, pages, length) = pc_ram_header(&bytes);
     let bit = |b: &[u8], i: usize| b[bitmap + i / 8] >> (i % 8) & 1 == 1;
     let mut set = (0..length / 4096).filter(|&i| bit(&bytes, i));
-    let (changed, cleared) = (set.next().unwrap(), set.last().unwrap());
+    let (changed, cleared) = (set.next().unwrap(), set.next_back().unwrap());
     let at = pages + changed * 4096 + 0x10;
     let old = bytes[at];
     bytes[at] ^= 0xff;

@@ -389,6 +389,57 @@ mod tests {
         }
     }
 
+    /// A stream at file offset 66762 (libvirt's sparse image): the header's offsets are file
+    /// offsets, the page alignment is the file's, errors and slices are in stream offsets.
+    #[test]
+    fn header_offsets_are_file_offsets() {
+        const AT: u64 = 66762;
+        let read_at = |h: &[u8], file: u64| {
+            BlockLayout::read(&mut Reader::new(h, 0x72), b"pc.ram", 0x40_0000, file)
+        };
+        // The sparse fixture's pc.ram: header at stream 0x72 = file 0x1053c.
+        let h = header(1, 4096, 0x1053c + 28, 0x10_0000);
+        let l = read_at(&h, AT).unwrap();
+        assert_eq!((l.file_offset, l.header_offset), (AT, 0x1053c));
+        assert_eq!(l.stream_offset(l.bitmap_offset), Some(0x72 + 28));
+        // The same header read as if the stream started the file: the bitmap is not after it.
+        let e = read_at(&h, 0).unwrap_err();
+        assert!(matches!(
+            e.kind,
+            ErrorKind::MappedRam {
+                fault: MappedRamFault::BitmapOffset,
+                ..
+            }
+        ));
+        assert_eq!(e.offset, 0x72 + 12);
+        // Pages page-aligned in the file (their stream offset is not); one that is aligned in
+        // the stream only is refused.
+        assert_ne!((0x10_0000 - AT) % 4096, 0);
+        let e = read_at(&header(1, 4096, 0x1053c + 28, 0x10_0000 + AT), AT).unwrap_err();
+        assert_eq!(e.offset, 0x72 + 20);
+        // Bytes are found at stream offsets: the bitmap right after the header in `stream`,
+        // page 1 at pages_offset + 4096 - AT, and a padding error at its stream offset.
+        extern crate std;
+        let pages_at = (0x10_0000 - AT) as usize;
+        let mut stream = std::vec![0u8; pages_at + 2 * 4096];
+        stream[0x72 + 28] = 0b10;
+        stream[pages_at + 4096] = 0xaa;
+        assert_eq!(l.bitmap(&stream, 0).unwrap().len(), 128);
+        assert_eq!(l.page(&stream, 0, 1).unwrap()[0], 0xaa);
+        assert_eq!(l.page(&stream, 0, 0), None);
+        assert_eq!(l.pages_bytes(&stream, 0, 1, 1).unwrap()[0], 0xaa);
+        let short = BlockLayout {
+            length: 70 * 4096,
+            ..l
+        };
+        let mut bm = [0u8; 16];
+        bm[9] = 1;
+        assert_eq!(
+            short.check_bitmap(&bm, b"b").unwrap_err().offset,
+            0x72 + 28 + 9
+        );
+    }
+
     #[test]
     fn bitmap_lookups_and_padding() {
         let l = BlockLayout {
