@@ -217,7 +217,7 @@ impl Input {
                 return Ok(inner);
             }
             Container::Libvirt(Box::new(image))
-        } else if expect == Expect::Stream
+        } else if (expect == Expect::Stream || !starts_like_json(whole))
             && let Some(start) = container::find_stream(whole)
         {
             Container::Offset {
@@ -322,6 +322,15 @@ impl Input {
             self.released.set(to);
         }
     }
+}
+
+/// Whether `bytes` start like a JSON text (`{` or `[` after white space): such an input of
+/// [`Expect::StreamOrText`] is not searched for a stream at an offset.
+fn starts_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{' || b == b'[')
 }
 
 fn too_large() -> io::Error {

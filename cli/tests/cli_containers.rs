@@ -678,3 +678,43 @@ fn diff_compares_a_sparse_image_page_by_page_with_a_raw_one() {
     }
     assert!(err(&d).contains("8322 pages by content, 0 pages in one stream only; 6 differences"));
 }
+
+/// `check` and `caps` read the sparse image (mapped-ram at a file offset) and the stream at
+/// offset 4096, as input and as destination: the image loads where its own stream's
+/// destination is, and against the offset stream (written without mapped-ram) the capability
+/// is the difference, named.
+#[test]
+fn check_and_caps_read_streams_in_containers() {
+    let dir = support::scratch("containers-check");
+    let (sparse, offset) = (image("sparse"), fixture(OFFSET));
+    let mapped = fixture("q10-pc-i440fx-10.0-mapped-ram.vmstate");
+    for dest in [&sparse, &mapped] {
+        let o = vmstate(&["check", "--dest", s(dest), s(&sparse)]);
+        assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+        assert!(out(&o).starts_with("compatible: "), "{}", out(&o));
+    }
+    let o = vmstate(&["check", "--dest", s(&offset), s(&sparse)]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains(
+            "capability: capability mapped-ram is on in the stream and off at the destination\n"
+        ),
+        "{}",
+        out(&o)
+    );
+    let o = vmstate(&["check", "--dest", s(&sparse), s(&offset)]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains("capability mapped-ram is off in the stream and on at the destination")
+    );
+    let caps = &*dir.join("caps.json");
+    let o = vmstate(&["caps", "--stream", s(&sparse), s(caps)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("capabilities mapped-ram; from stream"),
+        "{}",
+        out(&o)
+    );
+    let o = vmstate(&["check", "--dest", s(caps), s(&sparse)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+}
