@@ -541,6 +541,10 @@ fn a_sparse_image_is_read_at_its_file_offsets() {
         pages + length
     );
     assert!(out(&o).contains(&row), "no {row:?} in\n{}", out(&o));
+    assert!(out(&o).contains(&format!(
+        "mapped-ram (pages at fixed file offsets, the stream at file offset {start} \
+         ({start:#x}); zero pages are not in the file)\n"
+    )));
 
     // RAM: a page whose bit is set is the file's bytes at pages + offset; one whose bit is
     // clear reads as zeros.
