@@ -527,21 +527,27 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
     Ok(c)
 }
 
-/// The pages one RAM record stands for, handed out one at a time.
+/// The pages of a mapped-ram block list, handed out one at a time ([`mapped_pages`]).
 type Pages<'a> = Box<dyn Iterator<Item = (PageRecord<'a>, Option<usize>)> + 'a>;
 
 /// A visitor of one walk for [`diff_walked`]: keeps every entry, gathers the block list and
-/// holds the pages of the RAM record the walk has just read (one, or a mapped-ram file's).
+/// holds the page the walk has just read, or the pages of a mapped-ram block list.
 #[derive(Default)]
 struct Feed<'a> {
     list: BlockList<'a>,
-    pages: Option<Pages<'a>>,
+    page: Option<PageRecord<'a>>,
+    mapped: Option<Pages<'a>>,
 }
 
 impl<'a> Visit<'a> for Feed<'a> {
     fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
         self.list.record(kind, record);
-        self.pages = Some(Box::new(pages_of(record)));
+        self.page = page_record(record);
+        if let RamRecord::MemSize(list) = record
+            && list.is_mapped_ram()
+        {
+            self.mapped = Some(Box::new(mapped_pages(*list)));
+        }
     }
 
     fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
@@ -580,13 +586,16 @@ impl<'a> Iterator for Walked<'_, '_, 'a> {
 
     fn next(&mut self) -> Option<PageRecord<'a>> {
         loop {
-            if let Some((p, reached)) = self.feed.pages.as_mut().and_then(Iterator::next) {
+            if let Some(p) = self.feed.page.take() {
+                return Some(p);
+            }
+            if let Some((p, reached)) = self.feed.mapped.as_mut().and_then(Iterator::next) {
                 if let Some(at) = reached {
                     (self.reached)(at);
                 }
                 return Some(p);
             }
-            self.feed.pages = None;
+            self.feed.mapped = None;
             match self.walk.step(self.reached, self.feed) {
                 Ok(true) => {}
                 Ok(false) => return None,
