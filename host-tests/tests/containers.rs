@@ -220,7 +220,8 @@ fn walk<'a>(input: &'a Input, visit: &mut dyn vmstate_cli::model::Visit<'a>) -> 
 }
 
 /// `vmstate rewrite IN OUT --set EDIT` of a container (main.rs): the container's bytes, then
-/// the edited stream written sparse after them.
+/// the edited stream written sparse after them (cli/tests/cli_containers.rs checks that the
+/// command writes these bytes for the sparse image).
 fn rewrite_set(input: &Input, edit: &str, out: &Path) {
     let mut s = walk(input, &mut vmstate_cli::model::KeepAll);
     s.set(edit, &NoCheck).unwrap();
