@@ -37,7 +37,7 @@
 
 use crate::exit::Failure;
 use crate::input::{Expect, Input};
-use crate::v4tools::{HostCaps, stream_version, upgrade_v3_spooled};
+use crate::v4tools::{HostCaps, stream_version, upgrade_v3_spooled_at};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -274,10 +274,11 @@ impl AsV4<'_> {
     }
 }
 
-/// The stream as v4 (a v3 stream is converted with its own trailer).
-fn as_v4(stream: &[u8]) -> Result<AsV4<'_>, String> {
+/// The stream as v4 (a v3 stream is converted with its own trailer); `file_offset` is its
+/// file offset ([`crate::input::Input::stream_start`]: mapped-ram headers hold file offsets).
+fn as_v4(stream: &[u8], file_offset: u64) -> Result<AsV4<'_>, String> {
     match stream_version(stream) {
-        Some(3) => upgrade_v3_spooled(stream, &Default::default())
+        Some(3) => upgrade_v3_spooled_at(stream, file_offset, &Default::default())
             .map(AsV4::Converted)
             .map_err(|e| e.to_string()),
         Some(4) => Ok(AsV4::Same(stream)),
@@ -431,7 +432,17 @@ impl Destination {
     /// type, its validated capabilities, and every section, version, subsection, minor and
     /// command in it.
     pub fn add_stream(&mut self, stream: &[u8], label: &str) -> Result<(), String> {
-        let v4 = as_v4(stream)?;
+        self.add_stream_at(stream, 0, label)
+    }
+
+    /// [`Destination::add_stream`] of a stream at file offset `file_offset` of its file.
+    pub fn add_stream_at(
+        &mut self,
+        stream: &[u8],
+        file_offset: u64,
+        label: &str,
+    ) -> Result<(), String> {
+        let v4 = as_v4(stream, file_offset)?;
         let facts = walk_stream(v4.bytes(), |record| {
             let s = match record {
                 Record4::Header(h) => {
@@ -494,8 +505,23 @@ impl Destination {
     /// Reads a destination from any of: a file written by `vmstate caps`, a `-dump-vmstate`
     /// JSON, or a stream (v3 or v4) the destination build wrote.
     pub fn read(bytes: &[u8], label: &str, qemu: Option<&str>) -> Result<Destination, String> {
+        Destination::read_at(bytes, 0, label, qemu)
+    }
+
+    /// [`Destination::read`] of an input whose stream (if it is one) is at file offset
+    /// `file_offset` of its file.
+    pub fn read_at(
+        bytes: &[u8],
+        file_offset: u64,
+        label: &str,
+        qemu: Option<&str>,
+    ) -> Result<Destination, String> {
         if stream_version(bytes).is_some() {
-            return Destination::from_stream(bytes, label).map_err(|e| format!("{label}: {e}"));
+            let mut d = Destination::empty();
+            return d
+                .add_stream_at(bytes, file_offset, label)
+                .map(|()| d)
+                .map_err(|e| format!("{label}: {e}"));
         }
         let v: Value = serde_json::from_slice(bytes).map_err(|e| {
             format!(
@@ -673,7 +699,16 @@ impl fmt::Display for Problem {
 
 /// Every reason `stream` (v3 or v4) cannot be loaded by `dest` (empty: it can).
 pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> {
-    let v4 = as_v4(stream)?;
+    check_at(stream, 0, dest)
+}
+
+/// [`check`] of a stream at file offset `file_offset` of its file.
+pub fn check_at(
+    stream: &[u8],
+    file_offset: u64,
+    dest: &Destination,
+) -> Result<Vec<Problem>, String> {
+    let v4 = as_v4(stream, file_offset)?;
     let caps = host_caps(dest)?;
     let mut vendors = vmstate::v4::wire::VendorChain::new();
     let mut report = Box::new(Report::<256>::new());
@@ -862,7 +897,8 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, Failure> {
     };
     for p in &args.streams {
         let input = read_file(p, Expect::Stream)?;
-        let added = d.add_stream(input.bytes(), &p.display().to_string());
+        let start = input.stream_start() as u64;
+        let added = d.add_stream_at(input.bytes(), start, &p.display().to_string());
         unchanged(p, &input, added)?.map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
     if args.dump.is_none()
@@ -899,10 +935,11 @@ pub fn check_files(
 ) -> Result<(String, usize), Failure> {
     let stream = read_file(input, Expect::Stream)?;
     let dest_input = read_file(dest, Expect::StreamOrText)?;
-    let d = Destination::read(dest_input.bytes(), &dest.display().to_string(), qemu);
+    let start = dest_input.stream_start() as u64;
+    let d = Destination::read_at(dest_input.bytes(), start, &dest.display().to_string(), qemu);
     let d = unchanged(dest, &dest_input, d)?.map_err(Failure::Invalid)?;
     drop(dest_input);
-    let problems = check(stream.bytes(), &d);
+    let problems = check_at(stream.bytes(), stream.stream_start() as u64, &d);
     let problems = unchanged(input, &stream, problems)?
         .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
     if problems.is_empty() {

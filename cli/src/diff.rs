@@ -8,7 +8,13 @@
 //! * RAM: the block lists are compared (names, lengths, order), then the pages, block by
 //!   block. A page is compared by content (a ZERO record equals a PAGE record of its fill
 //!   byte); a page one stream sends and the other does not is reported as absent, and an
-//!   XBZRLE page (a delta against an earlier copy) is reported as not compared.
+//!   XBZRLE page (a delta against an earlier copy) is reported as not compared. A mapped-ram
+//!   file's block (pages at file offsets, [`vmstate::mapped_ram`]) is read as the page records
+//!   a stream without mapped-ram sends for it: every page of the block in order, a page whose
+//!   bitmap bit is set as its bytes in the file, any other as a zero page (QEMU never writes
+//!   one, and its loader leaves it zero). So two mapped-ram files, or a mapped-ram file and a
+//!   stream of the same guest, are compared page by page, differences named
+//!   `ram:BLOCK@PAGE+BYTE` as for any stream.
 //! * The configuration record, COMMAND records and the file version. The trailer is not
 //!   compared as such: it describes the sections, which are.
 //!
@@ -29,7 +35,7 @@ use crate::output::Spool;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use vmstate::Escaped;
-use vmstate::ram::RamRecord;
+use vmstate::ram::{PAGE_SIZE, RamRecord};
 use vmstate::wire::section::SectionKind;
 
 /// One difference.
@@ -290,6 +296,44 @@ fn page_record<'a>(rec: &RamRecord<'a>) -> Option<PageRecord<'a>> {
     }
 }
 
+/// The pages of a mapped-ram block list, as the page records a stream without mapped-ram
+/// sends for them (see the module docs), each with the stream offset of its place in the pages
+/// region (the walk reports it as reached, so the input behind it is released); nothing for
+/// another list. One page at a time: the bytes stay in the mapped input.
+fn mapped_pages<'a>(
+    list: vmstate::ram::BlockList<'a>,
+) -> impl Iterator<Item = (PageRecord<'a>, Option<usize>)> {
+    list.entries()
+        .filter_map(|(b, layout)| Some((b.name, layout?)))
+        .flat_map(move |(name, layout)| {
+            (0..layout.pages()).map(move |i| {
+                let page = list
+                    .mapped_page(&layout, i)
+                    .map_or(Page::Fill(0), Page::Data);
+                let at = layout
+                    .page_offset(i)
+                    .and_then(|at| layout.stream_offset(at))
+                    .and_then(|at| usize::try_from(at).ok());
+                ((name, i.saturating_mul(PAGE_SIZE as u64), page), at)
+            })
+        })
+}
+
+/// The page records one RAM record stands for (each with where the walk reached, see
+/// [`mapped_pages`]): itself if it is one, a mapped-ram block list's pages.
+fn pages_of<'a>(
+    rec: &RamRecord<'a>,
+) -> impl Iterator<Item = (PageRecord<'a>, Option<usize>)> + use<'a> {
+    let mapped = match rec {
+        RamRecord::MemSize(list) if list.is_mapped_ram() => Some(mapped_pages(*list)),
+        _ => None,
+    };
+    page_record(rec)
+        .map(|p| (p, None))
+        .into_iter()
+        .chain(mapped.into_iter().flatten())
+}
+
 /// One kept stream's page records in stream order, read again from its entries.
 fn kept_pages<'s, 'a>(s: &'s Stream<'a>) -> impl Iterator<Item = PageRecord<'a>> + 's {
     s.entries
@@ -299,7 +343,7 @@ fn kept_pages<'s, 'a>(s: &'s Stream<'a>) -> impl Iterator<Item = PageRecord<'a>>
             _ => None,
         })
         .flatten()
-        .filter_map(|r| page_record(&r))
+        .flat_map(|r| pages_of(&r).map(|(p, _)| p))
 }
 
 /// The RAM block list a stream declares, gathered record by record: every block of the
@@ -402,24 +446,28 @@ pub enum DiffError<E> {
     Found(E),
 }
 
-/// Walks the streams `a` and `b` (bytes and description, see
-/// [`crate::model::find_description`]) side by side, comparing their pages as the walks read
+/// Walks the streams `a` and `b` (bytes, description, see [`crate::model::find_description`],
+/// and the file offset of the stream's byte 0, [`crate::input::Input::stream_start`]) side by
+/// side, comparing their pages as the walks read
 /// them (each RAM record is read once), and hands each difference to `found`: first the
 /// records and sections, then the pages (kept in `spool` until the walks are done, since the
 /// sections follow the pages in a stream). Returns what was compared. A refused stream is
 /// reported as [`Stream::parse`] reports it, the first stream first. Only a stream that sends a
 /// page twice or out of order has its pages read again, block by block (see the module docs).
 pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
-    a: (&'a [u8], Option<Description<'a>>),
-    b: (&'a [u8], Option<Description<'a>>),
+    a: (&'a [u8], Option<Description<'a>>, u64),
+    b: (&'a [u8], Option<Description<'a>>, u64),
     spool: S,
     found: &mut dyn FnMut(Difference) -> Result<(), E>,
     reached: &mut dyn FnMut(Side, usize),
 ) -> Result<Compared, DiffError<E>> {
-    let options = ParseOptions::default();
+    let options = |file_offset| ParseOptions {
+        file_offset,
+        ..ParseOptions::default()
+    };
     let (mut wa, mut wb) = (
-        Walk::new(a.0, a.1.as_ref(), options),
-        Walk::new(b.0, b.1.as_ref(), options),
+        Walk::new(a.0, a.1.as_ref(), options(a.2)),
+        Walk::new(b.0, b.1.as_ref(), options(b.2)),
     );
     let (mut fa, mut fb) = (Feed::default(), Feed::default());
     let reached = std::cell::RefCell::new(reached);
@@ -479,18 +527,27 @@ pub fn diff_walked<'a, E, S: std::io::Read + std::io::Write + std::io::Seek>(
     Ok(c)
 }
 
+/// The pages of a mapped-ram block list, handed out one at a time ([`mapped_pages`]).
+type Pages<'a> = Box<dyn Iterator<Item = (PageRecord<'a>, Option<usize>)> + 'a>;
+
 /// A visitor of one walk for [`diff_walked`]: keeps every entry, gathers the block list and
-/// holds the page the walk has just read.
+/// holds the page the walk has just read, or the pages of a mapped-ram block list.
 #[derive(Default)]
 struct Feed<'a> {
     list: BlockList<'a>,
     page: Option<PageRecord<'a>>,
+    mapped: Option<Pages<'a>>,
 }
 
 impl<'a> Visit<'a> for Feed<'a> {
     fn ram(&mut self, kind: SectionKind, record: &RamRecord<'a>) {
         self.list.record(kind, record);
         self.page = page_record(record);
+        if let RamRecord::MemSize(list) = record
+            && list.is_mapped_ram()
+        {
+            self.mapped = Some(Box::new(mapped_pages(*list)));
+        }
     }
 
     fn entry(&mut self, _: &Stream<'a>, entry: Entry<'a>) -> Option<Entry<'a>> {
@@ -532,6 +589,13 @@ impl<'a> Iterator for Walked<'_, '_, 'a> {
             if let Some(p) = self.feed.page.take() {
                 return Some(p);
             }
+            if let Some((p, reached)) = self.feed.mapped.as_mut().and_then(Iterator::next) {
+                if let Some(at) = reached {
+                    (self.reached)(at);
+                }
+                return Some(p);
+            }
+            self.feed.mapped = None;
             match self.walk.step(self.reached, self.feed) {
                 Ok(true) => {}
                 Ok(false) => return None,
@@ -953,6 +1017,55 @@ mod tests {
         assert!(in_order > 0);
     }
 
+    /// A mapped-ram file's pages (its bitmap and pages regions) are compared as page records:
+    /// walked side by side, from the kept streams, merged and block by block, all agree, and
+    /// every page of every block is compared.
+    #[test]
+    fn mapped_ram_pages_are_compared_every_way_alike() {
+        let names = [
+            "q10-pc-i440fx-10.0-mapped-ram",
+            "q10-pc-q35-10.0-mapped-ram-multifd",
+            "q10-pc-i440fx-10.0",
+        ];
+        let bytes: Vec<Vec<u8>> = names.iter().map(|n| fixture(n)).collect();
+        let streams: Vec<Stream<'_>> = bytes.iter().map(|b| Stream::parse(b).unwrap()).collect();
+        for (a, (sa, ba)) in streams.iter().zip(&bytes).enumerate() {
+            for (sb, bb) in streams.iter().zip(&bytes) {
+                let run = |by_block| {
+                    let mut out = Vec::new();
+                    let c = compare(sa, sb, &mut |d| out.push(d), by_block);
+                    (c, out)
+                };
+                let (merged, by_block) = (run(false), run(true));
+                assert_eq!(merged, by_block);
+                let desc = |b| crate::model::find_description(b).unwrap().map(|(_, d)| d);
+                let mut got = Vec::new();
+                let c = diff_walked::<std::convert::Infallible, _>(
+                    (ba, desc(ba), 0),
+                    (bb, desc(bb), 0),
+                    std::io::Cursor::new(Vec::new()),
+                    &mut |d| {
+                        got.push(d);
+                        Ok(())
+                    },
+                    &mut |_, _| {},
+                )
+                .unwrap();
+                assert_eq!((c, got), merged);
+            }
+            // Against itself: every page of the block list, no difference.
+            let mut out = Vec::new();
+            let c = compare(sa, sa, &mut |d| out.push(d), false);
+            assert!(out.is_empty());
+            let pages: u64 = BlockList::of(sa)
+                .blocks
+                .iter()
+                .map(|(_, len)| len / PAGE_SIZE as u64)
+                .sum();
+            assert_eq!(c.pages, pages, "{}", names[a]);
+        }
+    }
+
     /// `diff` walks both streams side by side (as `vmstate diff` runs it): each FULL body is
     /// decoded once and each RAM record read once, none again from the kept entries when both
     /// send their pages in one increasing run (QEMU's streams of one machine type do; streams
@@ -980,8 +1093,8 @@ mod tests {
                 let desc = |b| find_description(b).unwrap().map(|(_, d)| d);
                 let mut got = Vec::new();
                 let c = diff_walked::<std::convert::Infallible, _>(
-                    (a, desc(a)),
-                    (b, desc(b)),
+                    (a, desc(a), 0),
+                    (b, desc(b), 0),
                     std::io::Cursor::new(Vec::new()),
                     &mut |d| {
                         got.push(d);

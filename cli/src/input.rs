@@ -35,7 +35,14 @@
 //! searched for a stream at a 4 KiB-aligned offset (`migrate file:PATH,offset=N`), or the
 //! offset is given ([`Input::open_at`]). [`Input::container`] says what was found and
 //! [`Input::prefix`] gives the bytes before the stream (what `rewrite` keeps). A pipe may
-//! carry a libvirt image too (it is spooled first); an offset is looked for in files only.
+//! carry a libvirt image too (it is spooled first); an offset is looked for in files only, and
+//! given with `--offset` it is honoured for a pipe too: that many bytes are spooled as they
+//! are, then the stream must start.
+//!
+//! A mapped-ram stream (libvirt's `sparse` image, `migrate file:` with the capability) needs
+//! random access: its pages are at file offsets, read after the block list. A pipe's spool
+//! gives it (the zero pages, holes in the file, arrive as zeros and are spooled as holes
+//! again), so every command reads such a stream from a pipe as from the file.
 //!
 //! # An input that changes while it is read
 //!
@@ -137,10 +144,10 @@ impl Input {
     /// given (`--offset`; what is before it is kept as the container), else wherever the
     /// module docs say it is looked for.
     pub fn open_at(path: &Path, expect: Expect, offset: Option<u64>) -> io::Result<Input> {
-        Input::open_file(path, expect, offset.is_some())?.locate(expect, offset)
+        Input::open_file(path, expect, offset)?.locate(expect, offset)
     }
 
-    fn open_file(path: &Path, expect: Expect, offset: bool) -> io::Result<Input> {
+    fn open_file(path: &Path, expect: Expect, offset: Option<u64>) -> io::Result<Input> {
         let file = File::open(path)?;
         let meta = file.metadata()?;
         let kind = meta.file_type();
@@ -151,14 +158,7 @@ impl Input {
             ));
         }
         if !kind.is_file() {
-            if offset {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "--offset needs a regular file (a pipe's stream must start it, or follow a \
-                     libvirt save image header)",
-                ));
-            }
-            return Input::from_file(spool(file, expect)?);
+            return Input::from_file(spool(file, expect, offset.unwrap_or(0))?);
         }
         if expect == Expect::StreamOrText && meta.len() > MAX_TEXT_INPUT {
             let mut head = [0u8; LIBVIRT_PREFIX.len()];
@@ -217,7 +217,7 @@ impl Input {
                 return Ok(inner);
             }
             Container::Libvirt(Box::new(image))
-        } else if expect == Expect::Stream
+        } else if (expect == Expect::Stream || !starts_like_json(whole))
             && let Some(start) = container::find_stream(whole)
         {
             Container::Offset {
@@ -324,6 +324,15 @@ impl Input {
     }
 }
 
+/// Whether `bytes` start like a JSON text (`{` or `[` after white space): such an input of
+/// [`Expect::StreamOrText`] is not searched for a stream at an offset.
+fn starts_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{' || b == b'[')
+}
+
 fn too_large() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -373,9 +382,31 @@ pub fn scratch_file() -> io::Result<File> {
 /// stream (a pipe's first four bytes decide) or a text too large for [`Expect::StreamOrText`].
 /// A v3 stream is also fed to the codec's push decoder as it arrives ([`watch`]), so one that
 /// turns into garbage (`QEVM` header, then `/dev/zero`) is refused at its first invalid
-/// record instead of being copied until the disk is full.
-fn spool(mut src: File, expect: Expect) -> io::Result<File> {
+/// record instead of being copied until the disk is full. The first `skip` bytes (`--offset`)
+/// are copied as they are and the checks start after them. Zero 4 KiB blocks are left as
+/// holes ([`SparseFile`](crate::output::SparseFile)): a mapped-ram stream's zero pages take
+/// no disk.
+fn spool(src: File, expect: Expect, skip: u64) -> io::Result<File> {
     let mut out = scratch_file()?;
+    let mut src = src;
+    if skip > 0 {
+        let mut sparse = crate::output::SparseFile::new(&mut out)?;
+        let copied = io::copy(&mut (&mut src).take(skip), &mut sparse)?;
+        sparse.flush()?;
+        if copied < skip {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("--offset {skip}: the input ended after {copied} bytes"),
+            ));
+        }
+    }
+    spool_stream(src, expect, &mut out, skip)?;
+    Ok(out)
+}
+
+/// [`spool`] from the stream's start (file offset `skip` of `out`) on.
+fn spool_stream(mut src: File, expect: Expect, file: &mut File, skip: u64) -> io::Result<()> {
+    let mut out = crate::output::SparseFile::new(file)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut work = vec![0u8; WATCH_BUFFER];
     let mut decoder = None;
@@ -396,10 +427,11 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
         if before < HEAD {
             head.extend_from_slice(&chunk[..(HEAD - before).min(n)]);
         }
+        // After `--offset` bytes only the stream itself, not a libvirt image.
         let stream = (head.len() >= MAGIC.len())
-            .then(|| head.starts_with(MAGIC) || LIBVIRT_PREFIX.starts_with(&head));
+            .then(|| head.starts_with(MAGIC) || (skip == 0 && LIBVIRT_PREFIX.starts_with(&head)));
         match (stream, expect) {
-            (Some(false), Expect::Stream) => return Err(not_a_stream(&head)),
+            (Some(false), Expect::Stream) => return Err(not_a_stream(&head, skip)),
             (Some(false), Expect::StreamOrText) if total + n as u64 > MAX_TEXT_INPUT => {
                 return Err(too_large());
             }
@@ -407,7 +439,9 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
         }
         if before < HEAD && head.len() == HEAD && head[..8] == V3_HEADER[..] {
             // Only v3 has a push decoder; a v4 stream is checked when it is read.
-            let options = vmstate::stream::Options::for_stream(&head);
+            let mut options = vmstate::stream::Options::for_stream(&head);
+            // The stream's file offset (mapped-ram headers hold file offsets).
+            options.ram.file_offset = skip;
             let mut d =
                 vmstate::io::Decoder::with_options(&mut work, vmstate::stream::FooterScan, options);
             // Everything spooled before this chunk is in `head`.
@@ -422,21 +456,21 @@ fn spool(mut src: File, expect: Expect) -> io::Result<File> {
         out.write_all(chunk)?;
         total += n as u64;
         if head.len() == HEAD && head[..8] == V4_HEADER[..] && total >= next_v4_check {
-            check_v4_prefix(&out)?;
+            check_v4_prefix(out.file(), skip)?;
             next_v4_check = next_v4_check.saturating_mul(2);
         }
-        if head.len() == HEAD && LIBVIRT_PREFIX.starts_with(&head) {
-            check_libvirt_prefix(&out, total, &mut next_libvirt_check)?;
+        if skip == 0 && head.len() == HEAD && LIBVIRT_PREFIX.starts_with(&head) {
+            check_libvirt_prefix(out.file(), total, &mut next_libvirt_check)?;
         }
     }
     if expect == Expect::Stream
         && total > 0
         && !head.starts_with(MAGIC)
-        && !LIBVIRT_PREFIX.starts_with(&head)
+        && !(skip == 0 && LIBVIRT_PREFIX.starts_with(&head))
     {
-        return Err(not_a_stream(&head));
+        return Err(not_a_stream(&head, skip));
     }
-    Ok(out)
+    out.flush()
 }
 
 /// Bytes read before the decoder starts: magic, version and the record type after the header
@@ -478,9 +512,10 @@ fn check_libvirt_prefix(out: &File, total: u64, next: &mut Option<u64>) -> io::R
 /// work overall. Only a record cut off at the end of what arrived is accepted; anything else
 /// refuses the input, so garbage after a valid start is copied at most until the spool has
 /// doubled (or until a frame it declares is complete).
-fn check_v4_prefix(out: &File) -> io::Result<()> {
+fn check_v4_prefix(out: &File, skip: u64) -> io::Result<()> {
     let spooled = Input::from_file(out.try_clone()?)?;
-    for r in vmstate::v4::wire::Records4::new(spooled.bytes()) {
+    let at = usize::try_from(skip).unwrap_or(usize::MAX);
+    for r in vmstate::v4::wire::Records4::new(spooled.bytes().get(at..).unwrap_or_default()) {
         match r {
             Ok(_) => {}
             Err(vmstate::v4::Error::Codec(e))
@@ -543,14 +578,22 @@ fn watch<L: vmstate::stream::BodyLength>(
     }
 }
 
-fn not_a_stream(head: &[u8]) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
+/// A pipe's bytes (from `--offset` `skip` on) that do not start a stream.
+fn not_a_stream(head: &[u8], skip: u64) -> io::Error {
+    let message = if skip > 0 {
+        format!(
+            "--offset {skip}: expected the QEVM magic at offset {skip} (0x{skip:x}) of the \
+             input, found {head:02x?}"
+        )
+    } else {
         format!(
             "not a migration stream: it starts with {head:02x?}, expected the QEVM magic \
-             {MAGIC:02x?}"
-        ),
-    )
+             {MAGIC:02x?} or a libvirt save image (a stream after other bytes, as `migrate \
+             file:PATH,offset=N` writes it, is looked for in a regular file only: give the \
+             file, or --offset N)"
+        )
+    };
+    io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
 // ------------------------------------------------------------------------------------------

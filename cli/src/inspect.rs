@@ -446,9 +446,14 @@ fn mapped_tail(style: Style, ram: &[(String, BlockPages)], o: &mut String) {
         return;
     }
     let _ = writeln!(o);
+    // The offsets are the file's (a stream in a container starts further in).
+    let start = match mapped.first().map_or(0, |(_, _, l)| l.file_offset) {
+        0 => String::new(),
+        n => format!(", the stream at file offset {n} ({n:#x})"),
+    };
     let _ = writeln!(
         o,
-        "{} (pages at fixed file offsets; zero pages are not in the file)",
+        "{} (pages at fixed file offsets{start}; zero pages are not in the file)",
         style.paint("1", "mapped-ram")
     );
     let nw = mapped

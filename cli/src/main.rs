@@ -395,6 +395,10 @@ fn parse_visit<'a>(
     visit: &mut dyn Visit<'a>,
 ) -> Result<Stream<'a>, Failure> {
     let bytes = input.bytes();
+    let options = ParseOptions {
+        file_offset: input.stream_start() as u64,
+        ..options
+    };
     let invalid = |e: vmstate_cli::model::StreamError| {
         Failure::Invalid(format!("{}: {e}", stream_name(path, input)))
     };
@@ -520,7 +524,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let input = open(&file)?;
             let bytes = input.bytes();
             let mut progress = Progress::new("verify", bytes.len());
-            let report = vmstate_cli::verify::verify(bytes, &dest.spec(), &mut |at| {
+            let start = input.stream_start() as u64;
+            let report = vmstate_cli::verify::verify_at(bytes, start, &dest.spec(), &mut |at| {
                 progress.update(at);
                 input.release_before(at);
             })
@@ -610,7 +615,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let written = if out.is_write_through() {
                 stream.write_observed(out.file(), &mut observe)
             } else {
-                stream.write_observed(SparseFile::new(out.file()), &mut observe)
+                SparseFile::new(out.file()).and_then(|f| stream.write_observed(f, &mut observe))
             }
             .map_err(|e| Failure::Output(format!("{}: {e}", output.display())));
             progress.finish();
@@ -860,8 +865,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let mut at = [0, 0];
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let compared = vmstate_cli::diff::diff_walked(
-                (fa.bytes(), da),
-                (fb.bytes(), db),
+                (fa.bytes(), da, fa.stream_start() as u64),
+                (fb.bytes(), db, fb.stream_start() as u64),
                 spool,
                 &mut |d| writeln!(out, "{d}"),
                 &mut |side, offset| {

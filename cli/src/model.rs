@@ -464,6 +464,9 @@ pub struct ParseOptions {
     /// in it (the validating proxy's `--set`); the walk continues at `to`
     /// ([`Records::resume_at`]), and [`Stream::write_to`] writes the records it read.
     pub resume: Option<(usize, usize)>,
+    /// The file offset of the stream's byte 0 ([`crate::input::Input::stream_start`]): what
+    /// mapped-ram headers' file offsets are relative to ([`vmstate::ram::RamOptions::file_offset`]).
+    pub file_offset: u64,
 }
 
 /// What a walk ([`Stream::parse_visit`]) hands out as it reads: each RAM record once, as it
@@ -619,10 +622,11 @@ impl<'d, 'a> Walk<'d, 'a> {
         options: ParseOptions,
     ) -> Self {
         let footers = probe_section_footers(bytes);
-        let walk = Options {
+        let mut walk = Options {
             section_footers: footers,
             ..Options::for_stream(bytes)
         };
+        walk.ram.file_offset = options.file_offset;
         let lengths = Lengths {
             footers,
             scratch: if footers {

@@ -496,13 +496,24 @@ impl<'f> SparseFile<'f> {
     /// Hole size and alignment (the usual file-system block).
     const BLOCK: u64 = 4096;
 
-    /// A writer at the start of `file`, which must be new and empty (holes read as zeros).
-    pub fn new(file: &'f mut File) -> Self {
-        SparseFile {
+    /// A writer at the current position of `file`, a new regular file holding only what was
+    /// written to it before (holes read as zeros). Blocks are aligned to the file, not to
+    /// that position: a stream after a container's prefix has its holes where the input has.
+    pub fn new(file: &'f mut File) -> io::Result<Self> {
+        use std::io::Seek;
+        Ok(SparseFile {
+            pos: file.stream_position()?,
             file,
-            pos: 0,
             hole_at_end: false,
-        }
+        })
+    }
+}
+
+impl SparseFile<'_> {
+    /// The file written (what is before a trailing hole is in it; [`Write::flush`] sets the
+    /// length that covers the hole).
+    pub fn file(&self) -> &File {
+        self.file
     }
 }
 
@@ -530,9 +541,14 @@ impl Write for SparseFile<'_> {
         Ok(buf.len())
     }
 
+    /// Sets the length over a trailing hole and the file's position to the end of what was
+    /// written (where a next writer goes on).
     fn flush(&mut self) -> io::Result<()> {
         if self.hole_at_end {
+            use std::io::{Seek, SeekFrom};
             self.file.set_len(self.pos)?;
+            self.file.seek(SeekFrom::Start(self.pos))?;
+            self.hole_at_end = false;
         }
         self.file.flush()
     }

@@ -133,6 +133,7 @@ pub fn index<'a>(input: &'a Input, label: &str, limit: u64) -> Result<GuestRam<'
     };
     let options = ParseOptions {
         stop_at_unmeasured: true,
+        file_offset: input.stream_start() as u64,
         ..ParseOptions::default()
     };
     let mut progress = crate::input::Progress::new("ram", bytes.len());

@@ -17,7 +17,7 @@ use std::path::Path;
 use vmstate::SliceSink;
 use vmstate::stream::Next;
 use vmstate::v4::caps::Capabilities;
-use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade_from};
+use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade_from_at};
 use vmstate::v4::wire::{Records4, Vendor};
 use vmstate::{Error, ErrorKind, SectionHead};
 
@@ -254,12 +254,31 @@ pub fn upgrade_v3_from(
     opts: &UpgradeOptions<'_>,
     out: impl Write,
 ) -> Result<(), ConvertError> {
+    upgrade_v3_at(v3, from, 0, opts, out)
+}
+
+/// [`upgrade_v3_from`] of a stream at file offset `file_offset` of its file
+/// ([`vmstate::v4::convert::upgrade_from_at`]).
+fn upgrade_v3_at(
+    v3: &[u8],
+    from: Option<usize>,
+    file_offset: u64,
+    opts: &UpgradeOptions<'_>,
+    out: impl Write,
+) -> Result<(), ConvertError> {
     let desc = find_description(v3)
         .map_err(|e| ConvertError::Invalid(e.to_string()))?
         .ok_or(ConvertError::Invalid(crate::model::NO_DESCRIPTION.into()))?
         .1;
     let mut sink = WriteSink::new(out);
-    let r = upgrade_from(v3, from, TrailerSplit { desc }, opts, &mut sink);
+    let r = upgrade_from_at(
+        v3,
+        from,
+        file_offset,
+        TrailerSplit { desc },
+        opts,
+        &mut sink,
+    );
     sink.result(r)
 }
 
@@ -278,8 +297,18 @@ pub fn downgrade_v4_to(v4: &[u8], out: impl Write) -> Result<(), ConvertError> {
 /// The stream `v3` as v4, in an unlinked temporary file ([`scratch_file`]) mapped as an
 /// [`Input`]: disk use is the v4 stream's size, memory stays bounded.
 pub fn upgrade_v3_spooled(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Input, ConvertError> {
+    upgrade_v3_spooled_at(v3, 0, opts)
+}
+
+/// [`upgrade_v3_spooled`] of a stream at file offset `file_offset` of its file
+/// ([`Input::stream_start`]; a mapped-ram stream's headers hold file offsets).
+pub fn upgrade_v3_spooled_at(
+    v3: &[u8],
+    file_offset: u64,
+    opts: &UpgradeOptions<'_>,
+) -> Result<Input, ConvertError> {
     let mut file = scratch_file().map_err(ConvertError::Io)?;
-    upgrade_v3_to(v3, opts, &mut file)?;
+    upgrade_v3_at(v3, None, file_offset, opts, &mut file)?;
     Input::from_file(file).map_err(ConvertError::Io)
 }
 

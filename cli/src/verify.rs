@@ -380,7 +380,18 @@ pub fn verify(
     dest: &DestSpec,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, String> {
-    verify_resumed(bytes, None, dest, progress)
+    verify_walk(bytes, None, 0, dest, progress)
+}
+
+/// [`verify`] of a stream at file offset `file_offset` of its file
+/// ([`crate::input::Input::stream_start`]; mapped-ram headers hold file offsets).
+pub fn verify_at(
+    bytes: &[u8],
+    file_offset: u64,
+    dest: &DestSpec,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Report, String> {
+    verify_walk(bytes, None, file_offset, dest, progress)
 }
 
 /// [`verify`] of a view of a stream whose bytes `skip` (from the end of the CONFIGURATION
@@ -391,6 +402,16 @@ pub fn verify(
 pub fn verify_resumed(
     bytes: &[u8],
     skip: Option<Range<usize>>,
+    dest: &DestSpec,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Report, String> {
+    verify_walk(bytes, skip, 0, dest, progress)
+}
+
+fn verify_walk(
+    bytes: &[u8],
+    skip: Option<Range<usize>>,
+    file_offset: u64,
     dest: &DestSpec,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Report, String> {
@@ -441,9 +462,12 @@ pub fn verify_resumed(
         (u16::from(major), u16::from(minor))
     });
     let options = Options {
-        ram: version.map_or(RamOptions::default(), |(major, minor)| {
-            RamOptions::for_qemu(major, minor)
-        }),
+        ram: RamOptions {
+            file_offset,
+            ..version.map_or(RamOptions::default(), |(major, minor)| {
+                RamOptions::for_qemu(major, minor)
+            })
+        },
         section_footers: footers,
         ..Options::for_stream(bytes)
     };

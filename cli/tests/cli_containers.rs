@@ -141,7 +141,13 @@ fn inspect_shows_the_libvirt_header_and_the_domain() {
 
 #[test]
 fn verify_passes_on_each_container_fixture() {
-    let mut names: Vec<PathBuf> = vec![image("raw"), fixture(Q72), fixture(LV9), fixture(OFFSET)];
+    let mut names: Vec<PathBuf> = vec![
+        image("raw"),
+        image("sparse"),
+        fixture(Q72),
+        fixture(LV9),
+        fixture(OFFSET),
+    ];
     names.extend(COMPRESSED.iter().map(|f| image(f)));
     for path in names {
         let o = vmstate(&["verify", s(&path)]);
@@ -451,20 +457,289 @@ fn a_libvirt_image_can_come_through_a_pipe() {
         assert_eq!(o.status.code(), Some(101), "{head}: {}", err(&o));
         assert!(err(&o).contains(want), "{head}: {}", err(&o));
     }
-    // An offset is looked for, or given, in files only.
+    // An offset is looked for in files only (cli_mapped_ram_pipes.rs: given with --offset, a
+    // pipe's is read too).
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "cat '{}' | '{}' verify --offset 4096 /dev/stdin",
+            "cat '{}' | '{}' verify /dev/stdin",
             s(&fixture(OFFSET)),
             env!("CARGO_BIN_EXE_vmstate")
         ))
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(102), "{}", err(&o));
+    assert_eq!(o.status.code(), Some(101), "{}", err(&o));
     assert!(
-        err(&o).contains("--offset needs a regular file"),
+        err(&o).contains("give the file, or --offset N"),
         "{}",
         err(&o)
     );
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// pc.ram's mapped-ram header in a sparse image, read from the file's own bytes: (file offset
+/// of the header, bitmap offset, pages offset, block length).
+fn pc_ram_header(b: &[u8]) -> (usize, usize, usize, usize) {
+    let start = stream_start(b);
+    let entry = start
+        + b[start..]
+            .windows(7)
+            .position(|w| w == b"\x06pc.ram")
+            .unwrap();
+    let length = be64(b, entry + 7) as usize;
+    let h = entry + 7 + 8;
+    assert_eq!(u32::from_be_bytes(b[h..h + 4].try_into().unwrap()), 1);
+    assert_eq!(be64(b, h + 4), 4096);
+    (
+        h,
+        be64(b, h + 12) as usize,
+        be64(b, h + 20) as usize,
+        length,
+    )
+}
+
+/// Bytes of `path` the file system allocated.
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// libvirt's sparse image is a mapped-ram stream at file offset 66762, whose headers hold file
+/// offsets (the bitmap right after the header *in the file*, the pages region at a 1 MiB
+/// boundary of the file): verify, inspect, the RAM read at its file offsets (`ram`, `extract`)
+/// and `rewrite` byte for byte and sparse all work on it.
+#[test]
+fn a_sparse_image_is_read_at_its_file_offsets() {
+    let dir = support::scratch("containers-sparse");
+    let path = image("sparse");
+    let bytes = fs::read(&path).unwrap();
+    let start = stream_start(&bytes);
+    let (h, bitmap, pages, length) = pc_ram_header(&bytes);
+    // The file's facts: file offsets, not stream offsets.
+    assert_eq!(bitmap, h + 28);
+    assert_eq!(pages % (1 << 20), 0);
+    assert_ne!(
+        (pages - start) % 4096,
+        0,
+        "the stream offset of the pages is not aligned"
+    );
+
+    let o = vmstate(&["verify", s(&path)]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains(": ok: "), "{}", out(&o));
+    assert!(out(&o).contains("format sparse"), "{}", out(&o));
+
+    let o = vmstate(&["inspect", s(&path)]);
+    assert!(o.status.success(), "{}", err(&o));
+    let row = format!(
+        "block=pc.ram\theader={h:#x}\tversion=1\tpage_size=4096\tbitmap={bitmap:#x}..{:#x}\t\
+         pages={pages:#x}..{:#x}\t",
+        bitmap + length / 4096 / 8,
+        pages + length
+    );
+    assert!(out(&o).contains(&row), "no {row:?} in\n{}", out(&o));
+    assert!(out(&o).contains(&format!(
+        "mapped-ram (pages at fixed file offsets, the stream at file offset {start} \
+         ({start:#x}); zero pages are not in the file)\n"
+    )));
+
+    // RAM: a page whose bit is set is the file's bytes at pages + offset; one whose bit is
+    // clear reads as zeros.
+    let bit = |i: usize| bytes[bitmap + i / 8] >> (i % 8) & 1 == 1;
+    let present = (0..length / 4096).find(|&i| bit(i)).unwrap();
+    let absent = (0..length / 4096).find(|&i| !bit(i)).unwrap();
+    for (i, want) in [
+        (present, &bytes[pages + present * 4096..][..4096]),
+        (absent, &[0u8; 4096][..]),
+    ] {
+        let addr = format!("{:#x}", i * 4096);
+        let o = vmstate(&["ram", "--addr", &addr, "--len", "4096", s(&path)]);
+        assert!(o.status.success(), "{addr}: {}", err(&o));
+        assert!(o.stdout == want, "{addr}");
+    }
+    assert!(
+        bytes[pages + present * 4096..][..4096]
+            .iter()
+            .any(|&b| b != 0)
+    );
+    // The flat image and extract's block image: the same 32 MiB.
+    let img = &*dir.join("image.bin");
+    let o = vmstate(&["ram", "--image", s(img), s(&path)]);
+    assert!(o.status.success(), "{}", err(&o));
+    let x = &*dir.join("x");
+    let o = vmstate(&["extract", s(&path), s(x)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(support::same_contents(img, &x.join("ram/pc.ram.bin")));
+    let image = fs::read(img).unwrap();
+    assert_eq!(image.len(), length);
+    assert_eq!(
+        &image[present * 4096..][..4096],
+        &bytes[pages + present * 4096..][..4096]
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("index.json")).unwrap()).unwrap();
+    let text = index.to_string();
+    assert!(
+        text.contains(&format!("\"bitmap_offset\":{bitmap}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\"pages_offset\":{pages}")),
+        "{text}"
+    );
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(x.join("container.json")).unwrap()).unwrap();
+    assert_eq!(c["format"], "sparse");
+
+    // rewrite: the image byte for byte, its holes kept (40 MB, well under 2 MB allocated).
+    let o_path = &*dir.join("out.save");
+    let r = vmstate(&["rewrite", s(&path), s(o_path)]);
+    assert!(r.status.success(), "{}", err(&r));
+    assert!(support::same_contents(&path, o_path));
+    assert!(allocated(o_path) < 2 << 20, "{} bytes", allocated(o_path));
+    // An edit: the container and every other byte as they were; diff names the one field.
+    let e_path = &*dir.join("edited.save");
+    let r = vmstate(&["rewrite", s(&path), s(e_path), "--set", "i8259[0].imr=0x5a"]);
+    assert!(r.status.success(), "{}", err(&r));
+    let edited = fs::read(e_path).unwrap();
+    assert_eq!(edited.len(), bytes.len());
+    assert_eq!(&edited[..start], &bytes[..start]);
+    assert_eq!(edited.iter().zip(&bytes).filter(|(a, b)| a != b).count(), 1);
+    assert!(allocated(e_path) < 2 << 20, "{} bytes", allocated(e_path));
+    // What the library writes for the same edit (host-tests/tests/containers.rs loads that
+    // into QEMU 10.0): the same bytes.
+    let input = Input::open(&path).unwrap();
+    let options = vmstate_cli::model::ParseOptions {
+        file_offset: input.stream_start() as u64,
+        ..Default::default()
+    };
+    let d = vmstate_cli::model::find_description(input.bytes())
+        .unwrap()
+        .map(|(_, d)| d);
+    let mut stream =
+        vmstate_cli::Stream::parse_observed(input.bytes(), d, options, &mut |_| {}).unwrap();
+    stream
+        .set("i8259[0].imr=0x5a", &vmstate_cli::generic::NoCheck)
+        .unwrap();
+    let mut library = input.prefix().to_vec();
+    stream.write_to(&mut library).unwrap();
+    assert!(
+        library == edited,
+        "the library's edit differs from rewrite --set"
+    );
+    let d = vmstate(&["diff", s(&path), s(e_path)]);
+    assert_eq!(d.status.code(), Some(1), "{}", err(&d));
+    assert_eq!(out(&d), "i8259[0].imr: 0xb8 -> 0x5a\n");
+    assert!(
+        err(&d).contains("RAM block lists (6 blocks) and 8322 pages by content, 0 pages in one"),
+        "{}",
+        err(&d)
+    );
+}
+
+/// A sparse image and a raw image of the same domain (two saves of one SeaBIOS run): diff
+/// compares every page of the mapped-ram image with the page records of the raw one, and
+/// their RAM is the same. A byte changed in a page of the sparse image's pages region, and a
+/// page whose bitmap bit is cleared (a zero page for QEMU), are named by block, page offset and
+/// byte.
+#[test]
+fn diff_compares_a_sparse_image_page_by_page_with_a_raw_one() {
+    let dir = support::scratch("containers-sparse-diff");
+    let sparse = image("sparse");
+    let raw = image("raw");
+    let d = vmstate(&["diff", s(&sparse), s(&raw)]);
+    assert_eq!(d.status.code(), Some(1), "{}", err(&d));
+    assert_eq!(
+        out(&d),
+        "configuration: target-page-bits None, capabilities [mapped-ram], uuid None -> \
+         target-page-bits None, capabilities [], uuid None\n\
+         mc146818rtc[0].cmos_data[0]: 0x46 -> 0x44\n\
+         timer[0].cpu_ticks_offset: 0x906a1bc0 -> 0x8caad9e6\n\
+         timer[0].cpu_clock_offset: 0x44c4c2c3 -> 0x42fbfab9\n"
+    );
+    assert!(
+        err(&d).contains("and 8322 pages by content, 0 pages in one stream only; 4 differences"),
+        "{}",
+        err(&d)
+    );
+    let mut bytes = fs::read(&sparse).unwrap();
+    let (_, bitmap, pages, length) = pc_ram_header(&bytes);
+    let bit = |b: &[u8], i: usize| b[bitmap + i / 8] >> (i % 8) & 1 == 1;
+    let mut set = (0..length / 4096).filter(|&i| bit(&bytes, i));
+    let (changed, cleared) = (set.next().unwrap(), set.next_back().unwrap());
+    let at = pages + changed * 4096 + 0x10;
+    let old = bytes[at];
+    bytes[at] ^= 0xff;
+    bytes[bitmap + cleared / 8] &= !(1 << (cleared % 8));
+    let first = bytes[pages + cleared * 4096..][..4096]
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap();
+    let n = bytes[pages + cleared * 4096..][..4096]
+        .iter()
+        .filter(|&&b| b != 0)
+        .count();
+    let edited = &*dir.join("edited.save");
+    fs::write(edited, &bytes).unwrap();
+    let d = vmstate(&["diff", s(edited), s(&raw)]);
+    assert_eq!(d.status.code(), Some(1), "{}", err(&d));
+    let text = out(&d);
+    for want in [
+        format!(
+            "ram:pc.ram@{:#x}+0x10: {:#04x} -> {old:#04x} (1 bytes of the page differ)\n",
+            changed * 4096,
+            old ^ 0xff
+        ),
+        format!(
+            "ram:pc.ram@{:#x}+{first:#x}: 0x00 -> {:#04x} ({n} bytes of the page differ)\n",
+            cleared * 4096,
+            bytes[pages + cleared * 4096 + first]
+        ),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in\n{text}");
+    }
+    assert!(err(&d).contains("8322 pages by content, 0 pages in one stream only; 6 differences"));
+}
+
+/// `check` and `caps` read the sparse image (mapped-ram at a file offset) and the stream at
+/// offset 4096, as input and as destination: the image loads where its own stream's
+/// destination is, and against the offset stream (written without mapped-ram) the capability
+/// is the difference, named.
+#[test]
+fn check_and_caps_read_streams_in_containers() {
+    let dir = support::scratch("containers-check");
+    let (sparse, offset) = (image("sparse"), fixture(OFFSET));
+    let mapped = fixture("q10-pc-i440fx-10.0-mapped-ram.vmstate");
+    for dest in [&sparse, &mapped] {
+        let o = vmstate(&["check", "--dest", s(dest), s(&sparse)]);
+        assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+        assert!(out(&o).starts_with("compatible: "), "{}", out(&o));
+    }
+    let o = vmstate(&["check", "--dest", s(&offset), s(&sparse)]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains(
+            "capability: capability mapped-ram is on in the stream and off at the destination\n"
+        ),
+        "{}",
+        out(&o)
+    );
+    let o = vmstate(&["check", "--dest", s(&sparse), s(&offset)]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains("capability mapped-ram is off in the stream and on at the destination")
+    );
+    let caps = &*dir.join("caps.json");
+    let o = vmstate(&["caps", "--stream", s(&sparse), s(caps)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("capabilities mapped-ram; from stream"),
+        "{}",
+        out(&o)
+    );
+    let o = vmstate(&["check", "--dest", s(caps), s(&sparse)]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
 }

@@ -1,7 +1,8 @@
 //! Bounded memory on a large mapped-ram file: a 512 MiB `pc.ram` block with every page in the
 //! file (so nothing is a hole), written in QEMU's mapped-ram layout (CONFIGURATION capability
 //! `mapped-ram`, header, bitmap, 1 MiB-aligned pages region). `inspect` and `verify` read only
-//! the header and bitmap; `extract` and `rewrite` read every page through the mapping. Each
+//! the header and bitmap; `extract`, `rewrite` and `diff` (two such files, page by page) read
+//! every page through the mapping. Each
 //! command's own peak resident set stays within the bound README.md documents for walks (the
 //! governor's 32 MiB budget for the mapped input plus the program), far below the file.
 
@@ -115,4 +116,27 @@ fn mapped_ram_commands_run_in_bounded_memory() {
     let copy = d("copy.vmstate");
     measured("rewrite", &["rewrite", &big, &copy]);
     assert!(same_contents(Path::new(&big), Path::new(&copy)));
+    // diff compares every page of both files (mapped-ram pages are compared as pages).
+    let r = measured("diff", &["diff", &big, &copy]);
+    assert!(
+        r.stderr
+            .contains("and 131072 pages by content, 0 pages in one stream only; no"),
+        "{}",
+        r.stderr
+    );
+    // One byte of page 77777 changed in the copy: one difference, at its block and page.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    f.seek(SeekFrom::Start(pages_at + 77_777 * 4096 + 0x64))
+        .unwrap();
+    f.write_all(&[0]).unwrap();
+    drop(f);
+    let r = run(&dir, &["diff", &big, &copy]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.peak < WALK, "diff: peak RSS {} bytes", r.peak);
+    let want = format!(
+        "ram:pc.ram@{:#x}+0x64: {:#04x} -> 0x00 (1 bytes of the page differ)\n",
+        77_777 * 4096,
+        77_777 % 251 + 1
+    );
+    assert_eq!(r.stdout, want);
 }

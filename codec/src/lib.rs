@@ -717,18 +717,18 @@ sizes! {
     "[`Error`]" Error = 104, 80,
         "returned by every fallible call; why not smaller: its docs";
     "[`v4::Error`]" v4::Error = 112, 104, "returned by the v4 layer";
-    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1680, 1312,
+    "[`Records`]`<FooterScan>`" Records<'static, stream::FooterScan> = 1720, 1352,
         "the record iterator: its [`Machine`] tracks up to [`machine::MAX_OPEN_SECTIONS`] \
          open sections";
-    "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1320, 1112,
+    "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1344, 1136,
         "the sans-IO stream machine";
-    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6144, 5856,
+    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6176, 5888,
         "the push decoder: its machine keeps each open section's idstr by value (255 bytes \
          each, [`machine::IdstrBuf`]), as the working buffer (the caller's) is reused";
     "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>
         = 40, 20, "the v3 stream writer";
     "[`SliceSink`]" SliceSink<'static> = 24, 12, "a caller-slice sink";
-    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1616, 1264,
+    "[`v4::wire::Records4`]" v4::wire::Records4<'static> = 1640, 1288,
         "the v4 record iterator";
     "[`v4::caps::Capabilities`] (defaults)" v4::caps::Capabilities<'static> = 2736, 1760,
         "32 devices, 64 subsection names";
@@ -737,7 +737,7 @@ sizes! {
     "[`v4::caps::Report`]`<8>`" v4::caps::Report<'static, 8> = 656, 360,
         "eight incompatibilities";
     "[`memory::PageIndex`]`<SliceLinks>`"
-        memory::PageIndex<'static, &'static mut [u64], memory::SliceLinks<'static>> = 1160, 1104,
+        memory::PageIndex<'static, &'static mut [u64], memory::SliceLinks<'static>> = 1168, 1112,
         "each block's first slot for up to [`memory::MAX_BLOCKS`] blocks (the page slots \
          themselves are the caller's: [`memory::SLOT_BYTES`] per page)";
 }

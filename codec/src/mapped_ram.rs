@@ -14,15 +14,23 @@
 //!   Zero pages are never written (holes in a sparse file); with multifd the channels write the
 //!   same regions with `pwritev`, so the file is the same.
 //!
-//! The stream position after the last block is `pages_offset + used_length` of that block: the
+//! The stream continues at `pages_offset + used_length` of the last block (a file offset): the
 //! `ram` START body therefore spans every block's bitmap and pages, and a reader that keeps the
 //! body's bytes ([`crate::ram::BlockList`]) rewrites the file byte for byte.
+//!
+//! The header's offsets are **file** offsets: QEMU writes the stream with `file:PATH,offset=N`
+//! (libvirt's `sparse` save image puts the stream after its header and XML that way), and the
+//! regions are where they are in that file. A reader is told `N`
+//! ([`RamOptions::file_offset`](crate::ram::RamOptions::file_offset), the file offset of the
+//! stream's byte 0) and keeps [`BlockLayout`]'s offsets as file offsets, converting to stream
+//! offsets only to find the bytes ([`BlockLayout::stream_offset`]); errors are at stream
+//! offsets, as every other error of the reader.
 //!
 //! Rules checked on read ([`BlockLayout::read`]), each an [`ErrorKind::MappedRam`] naming the
 //! block, at the offset of the header field at fault (docs/UNTRUSTED-INPUT.md §5):
 //! version 1, page size 4096 (the target page size), the bitmap right after the header and
-//! wholly before the pages, pages page-aligned (QEMU's loader checks only that, not the 1 MiB
-//! rounding), no bit set in the bitmap past the block's last page. The pages region must lie
+//! wholly before the pages, pages page-aligned in the file (QEMU's loader checks only that,
+//! not the 1 MiB rounding), no bit set in the bitmap past the block's last page. The pages region must lie
 //! inside the input, which the reader finds when it moves past it ([`ErrorKind::Truncated`]).
 //! Regions cannot overlap: every block's region starts after the previous one's end, where the
 //! stream continued.
@@ -100,10 +108,14 @@ fn low_bits(bits: u64) -> u8 {
         .unwrap_or(0)
 }
 
-/// Where one block's data lies in the file: its header, checked (all offsets absolute).
+/// Where one block's data lies in the file: its header, checked. Every offset is a file
+/// offset (as the header holds them); the stream's byte 0 is at file offset
+/// [`BlockLayout::file_offset`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLayout {
-    /// Offset of the header.
+    /// File offset of the stream's byte 0 (0 for a file that holds only the stream).
+    pub file_offset: u64,
+    /// File offset of the header.
     pub header_offset: u64,
     /// The block's used length (from its list entry).
     pub length: u64,
@@ -119,8 +131,14 @@ pub struct BlockLayout {
 
 impl BlockLayout {
     /// Reads and checks the header of the block `name` (`length` bytes) at `r`, and leaves `r`
-    /// at the header's end. The bitmap and pages are not read.
-    pub fn read(r: &mut Reader<'_>, name: &[u8], length: u64) -> Result<BlockLayout> {
+    /// at the header's end. `file_offset` is the file offset of the stream's byte 0 (`r`'s
+    /// offsets are stream offsets). The bitmap and pages are not read.
+    pub fn read(
+        r: &mut Reader<'_>,
+        name: &[u8],
+        length: u64,
+        file_offset: u64,
+    ) -> Result<BlockLayout> {
         let at = r.offset();
         let bytes = r.bytes(HEADER_LEN)?;
         let h = MappedRamHeader::read_from_bytes(bytes).map_err(|_| {
@@ -139,8 +157,18 @@ impl BlockLayout {
                 },
             )
         };
+        // The header's own file offset; one past u64 cannot be reached by a real file.
+        let header_offset = file_offset.checked_add(at as u64).ok_or(Error::new(
+            at,
+            ErrorKind::MappedRam {
+                block: Name::new(name),
+                fault: MappedRamFault::BitmapOffset,
+                found: 0,
+            },
+        ))?;
         let l = BlockLayout {
-            header_offset: at as u64,
+            file_offset,
+            header_offset,
             length,
             version: h.version.get(),
             page_size: h.page_size.get(),
@@ -153,7 +181,7 @@ impl BlockLayout {
         if l.page_size != PAGE_SIZE as u64 {
             return Err(fault(4, MappedRamFault::PageSize, 0));
         }
-        let header_end = (at as u64).saturating_add(HEADER_LEN as u64);
+        let header_end = header_offset.saturating_add(HEADER_LEN as u64);
         if l.bitmap_offset != header_end {
             return Err(fault(12, MappedRamFault::BitmapOffset, 0));
         }
@@ -182,9 +210,14 @@ impl BlockLayout {
         self.bitmap_offset.saturating_add(self.bitmap_len())
     }
 
-    /// Offset just past the pages region (where the stream continues), if representable.
+    /// File offset just past the pages region (where the stream continues), if representable.
     pub const fn pages_end(&self) -> Option<u64> {
         self.pages_offset.checked_add(self.length)
+    }
+
+    /// The stream offset of file offset `file` (`None` before the stream's start).
+    pub const fn stream_offset(&self, file: u64) -> Option<u64> {
+        file.checked_sub(self.file_offset)
     }
 
     /// File offset of page `index`, if the block has that page.
@@ -199,9 +232,18 @@ impl BlockLayout {
         )
     }
 
-    /// The bitmap's bytes in `file` (the whole input, whose byte 0 is at offset `base`).
-    pub fn bitmap<'f>(&self, file: &'f [u8], base: usize) -> Option<&'f [u8]> {
-        slice_at(file, base, self.bitmap_offset, self.bitmap_len())
+    /// The bitmap's bytes in `stream` (stream bytes whose byte 0 is at stream offset `base`).
+    pub fn bitmap<'f>(&self, stream: &'f [u8], base: usize) -> Option<&'f [u8]> {
+        self.slice_at(stream, base, self.bitmap_offset, self.bitmap_len())
+    }
+
+    /// `len` bytes at file offset `at` of `stream` (whose byte 0 is at stream offset `base`).
+    fn slice_at<'f>(&self, stream: &'f [u8], base: usize, at: u64, len: u64) -> Option<&'f [u8]> {
+        let start = usize::try_from(self.stream_offset(at)?)
+            .ok()?
+            .checked_sub(base)?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        stream.get(start..end)
     }
 
     /// Whether page `index` is in the file (its bit is set in `bitmap`, the bitmap's bytes);
@@ -233,7 +275,10 @@ impl BlockLayout {
         for (i, &b) in bitmap.iter().enumerate().skip(first) {
             let keep = if i == first { low_bits(pages & 7) } else { 0 };
             if b & !keep != 0 {
-                let at = self.bitmap_offset.saturating_add(i as u64);
+                let at = self
+                    .bitmap_offset
+                    .saturating_add(i as u64)
+                    .saturating_sub(self.file_offset);
                 return Err(Error::new(
                     usize::try_from(at).unwrap_or(usize::MAX),
                     ErrorKind::MappedRam {
@@ -247,24 +292,24 @@ impl BlockLayout {
         Ok(())
     }
 
-    /// Page `index` in `file` (the whole input, byte 0 at offset `base`): `Some(bytes)` when
+    /// Page `index` in `stream` (byte 0 at stream offset `base`): `Some(bytes)` when
     /// present, `None` when absent (a zero page) or outside the block or the input.
-    pub fn page<'f>(&self, file: &'f [u8], base: usize, index: u64) -> Option<&'f [u8]> {
-        let bitmap = self.bitmap(file, base)?;
+    pub fn page<'f>(&self, stream: &'f [u8], base: usize, index: u64) -> Option<&'f [u8]> {
+        let bitmap = self.bitmap(stream, base)?;
         if !self.is_present(bitmap, index)? {
             return None;
         }
-        slice_at(file, base, self.page_offset(index)?, PAGE_SIZE as u64)
+        self.slice_at(stream, base, self.page_offset(index)?, PAGE_SIZE as u64)
     }
 }
 
 impl BlockLayout {
-    /// The bytes of `count` pages from page `index` in `file` (byte 0 at offset `base`),
+    /// The bytes of `count` pages from page `index` in `stream` (byte 0 at stream offset `base`),
     /// whatever the bitmap says (an absent page's bytes are a hole, or stale data QEMU left
     /// when the page became zero later); `None` past the block or the input.
     pub fn pages_bytes<'f>(
         &self,
-        file: &'f [u8],
+        stream: &'f [u8],
         base: usize,
         index: u64,
         count: u64,
@@ -272,20 +317,13 @@ impl BlockLayout {
         if index.checked_add(count)? > self.pages() {
             return None;
         }
-        slice_at(
-            file,
+        self.slice_at(
+            stream,
             base,
             self.page_offset(index)?,
             count.checked_mul(PAGE_SIZE as u64)?,
         )
     }
-}
-
-/// `len` bytes at absolute offset `at` of `buf` (whose byte 0 is at `base`).
-fn slice_at(buf: &[u8], base: usize, at: u64, len: u64) -> Option<&[u8]> {
-    let start = usize::try_from(at).ok()?.checked_sub(base)?;
-    let end = start.checked_add(usize::try_from(len).ok()?)?;
-    buf.get(start..end)
 }
 
 #[cfg(test)]
@@ -307,7 +345,7 @@ mod tests {
     }
 
     fn read(h: &[u8], at: usize) -> Result<BlockLayout> {
-        BlockLayout::read(&mut Reader::new(h, at), b"pc.ram", 0x40_0000)
+        BlockLayout::read(&mut Reader::new(h, at), b"pc.ram", 0x40_0000, 0)
     }
 
     #[test]
@@ -351,9 +389,61 @@ mod tests {
         }
     }
 
+    /// A stream at file offset 66762 (libvirt's sparse image): the header's offsets are file
+    /// offsets, the page alignment is the file's, errors and slices are in stream offsets.
+    #[test]
+    fn header_offsets_are_file_offsets() {
+        const AT: u64 = 66762;
+        let read_at = |h: &[u8], file: u64| {
+            BlockLayout::read(&mut Reader::new(h, 0x72), b"pc.ram", 0x40_0000, file)
+        };
+        // The sparse fixture's pc.ram: header at stream 0x72 = file 0x1053c.
+        let h = header(1, 4096, 0x1053c + 28, 0x10_0000);
+        let l = read_at(&h, AT).unwrap();
+        assert_eq!((l.file_offset, l.header_offset), (AT, 0x1053c));
+        assert_eq!(l.stream_offset(l.bitmap_offset), Some(0x72 + 28));
+        // The same header read as if the stream started the file: the bitmap is not after it.
+        let e = read_at(&h, 0).unwrap_err();
+        assert!(matches!(
+            e.kind,
+            ErrorKind::MappedRam {
+                fault: MappedRamFault::BitmapOffset,
+                ..
+            }
+        ));
+        assert_eq!(e.offset, 0x72 + 12);
+        // Pages page-aligned in the file (their stream offset is not); one that is aligned in
+        // the stream only is refused.
+        assert_ne!((0x10_0000 - AT) % 4096, 0);
+        let e = read_at(&header(1, 4096, 0x1053c + 28, 0x10_0000 + AT), AT).unwrap_err();
+        assert_eq!(e.offset, 0x72 + 20);
+        // Bytes are found at stream offsets: the bitmap right after the header in `stream`,
+        // page 1 at pages_offset + 4096 - AT, and a padding error at its stream offset.
+        extern crate std;
+        let pages_at = (0x10_0000 - AT) as usize;
+        let mut stream = std::vec![0u8; pages_at + 2 * 4096];
+        stream[0x72 + 28] = 0b10;
+        stream[pages_at + 4096] = 0xaa;
+        assert_eq!(l.bitmap(&stream, 0).unwrap().len(), 128);
+        assert_eq!(l.page(&stream, 0, 1).unwrap()[0], 0xaa);
+        assert_eq!(l.page(&stream, 0, 0), None);
+        assert_eq!(l.pages_bytes(&stream, 0, 1, 1).unwrap()[0], 0xaa);
+        let short = BlockLayout {
+            length: 70 * 4096,
+            ..l
+        };
+        let mut bm = [0u8; 16];
+        bm[9] = 1;
+        assert_eq!(
+            short.check_bitmap(&bm, b"b").unwrap_err().offset,
+            0x72 + 28 + 9
+        );
+    }
+
     #[test]
     fn bitmap_lookups_and_padding() {
         let l = BlockLayout {
+            file_offset: 0,
             header_offset: 0,
             length: 70 * 4096,
             version: 1,

@@ -77,6 +77,11 @@ pub struct RamOptions {
     /// pages region, and the stream continues after it; PAGE, ZERO, XBZRLE and MULTIFD_FLUSH
     /// records are refused ([`ErrorKind::RamFlags`]), as QEMU's loader refuses them.
     pub mapped_ram: bool,
+    /// The file offset of the stream's byte 0: 0 for a file that is only the stream, `N` for
+    /// a stream QEMU wrote with `file:PATH,offset=N` (libvirt's save images, whose `sparse`
+    /// format is mapped-ram after the image's header and XML). mapped-ram headers hold file
+    /// offsets ([`crate::mapped_ram`]); nothing else depends on it.
+    pub file_offset: u64,
 }
 
 impl RamOptions {
@@ -89,6 +94,7 @@ impl RamOptions {
             multifd_flush: major >= 8,
             ignore_shared: false,
             mapped_ram: false,
+            file_offset: 0,
         }
     }
 }
@@ -103,8 +109,10 @@ pub struct BlockList<'a> {
     pub total: u64,
     ignore_shared: bool,
     mapped_ram: bool,
-    /// Absolute offset of `raw[0]` (mapped-ram headers hold absolute offsets).
+    /// Stream offset of `raw[0]`.
     base: usize,
+    /// File offset of the stream's byte 0 ([`RamOptions::file_offset`]).
+    file_offset: u64,
 }
 
 /// One entry of the block list.
@@ -126,9 +134,9 @@ impl<'a> BlockList<'a> {
 
     /// The entries in stream order, each with its mapped-ram layout when the list has one
     /// ([`RamOptions::mapped_ram`]).
-    pub fn entries(&self) -> impl Iterator<Item = (BlockEntry<'a>, Option<BlockLayout>)> + 'a {
+    pub fn entries(&self) -> impl Iterator<Item = (BlockEntry<'a>, Option<BlockLayout>)> + use<'a> {
         let mut r = Reader::new(self.raw, self.base);
-        let (shared, mapped) = (self.ignore_shared, self.mapped_ram);
+        let (shared, mapped, file) = (self.ignore_shared, self.mapped_ram, self.file_offset);
         core::iter::from_fn(move || {
             if r.remaining() == 0 {
                 return None;
@@ -137,8 +145,8 @@ impl<'a> BlockList<'a> {
             let length = r.be64().ok()?;
             let addr = if shared { Some(r.be64().ok()?) } else { None };
             let layout = if mapped {
-                let l = BlockLayout::read(&mut r, name, length).ok()?;
-                let to = usize::try_from(l.pages_end()?).ok()?;
+                let l = BlockLayout::read(&mut r, name, length, file).ok()?;
+                let to = usize::try_from(l.stream_offset(l.pages_end()?)?).ok()?;
                 r.skip(to.checked_sub(r.offset())?).ok()?;
                 Some(l)
             } else {
@@ -159,9 +167,15 @@ impl<'a> BlockList<'a> {
         self.mapped_ram
     }
 
-    /// Absolute offset of the list's first byte (after the MEM_SIZE word).
+    /// Stream offset of the list's first byte (after the MEM_SIZE word).
     pub const fn offset(&self) -> usize {
         self.base
+    }
+
+    /// File offset of the stream's byte 0 ([`RamOptions::file_offset`]; mapped-ram layouts
+    /// are in file offsets).
+    pub const fn file_offset(&self) -> u64 {
+        self.file_offset
     }
 
     /// The bitmap of a block of this list (`layout` from [`BlockList::entries`]).
@@ -191,6 +205,7 @@ impl<'a> BlockList<'a> {
             ignore_shared: self.ignore_shared,
             mapped_ram: self.mapped_ram,
             base: self.base,
+            file_offset: self.file_offset,
         }
     }
 
@@ -385,7 +400,7 @@ impl<'a> RamContext<'a> {
                 r.be64()?;
             }
             if self.options.mapped_ram {
-                skip_mapped_block(r, name, length)?;
+                skip_mapped_block(r, name, length, self.options.file_offset)?;
             }
             remaining = remaining.checked_sub(length).ok_or(Error::new(
                 len_at,
@@ -403,6 +418,7 @@ impl<'a> RamContext<'a> {
             ignore_shared: self.options.ignore_shared,
             mapped_ram: self.options.mapped_ram,
             base,
+            file_offset: self.options.file_offset,
         };
         self.blocks = Some(list);
         // A CONTINUE record after a new block list must not reach a block of the old one: its
@@ -511,8 +527,8 @@ impl<'a> RamContext<'a> {
 /// Reads the mapped-ram header of block `name` at `r`, checks its bitmap, and moves `r` past
 /// its pages region (where the stream continues). A region past the input is
 /// [`ErrorKind::Truncated`] in field "mapped-ram pages region".
-fn skip_mapped_block(r: &mut Reader<'_>, name: &[u8], length: u64) -> Result<()> {
-    let l = BlockLayout::read(r, name, length)?;
+fn skip_mapped_block(r: &mut Reader<'_>, name: &[u8], length: u64, file: u64) -> Result<()> {
+    let l = BlockLayout::read(r, name, length, file)?;
     let field = "mapped-ram bitmap";
     let n = usize::try_from(l.bitmap_len()).unwrap_or(usize::MAX);
     let bitmap = r.peek_bytes(0, n).ok_or(
@@ -524,8 +540,11 @@ fn skip_mapped_block(r: &mut Reader<'_>, name: &[u8], length: u64) -> Result<()>
     )?;
     l.check_bitmap(bitmap, name)?;
     // `pages_end` is representable (checked by `read`) and past the bitmap's end, which is
-    // where `r` is or after.
-    let end = l.pages_end().unwrap_or(u64::MAX);
+    // where `r` is or after (in file offsets: the stream's are `file` less).
+    let end = l
+        .pages_end()
+        .and_then(|e| l.stream_offset(e))
+        .unwrap_or(u64::MAX);
     let n = end.saturating_sub(r.offset() as u64);
     let n = usize::try_from(n).unwrap_or(usize::MAX);
     r.skip(n).map_err(|e| e.in_field("mapped-ram pages region"))

@@ -672,6 +672,59 @@ fn encode_and_decode_make_no_heap_allocation() {
     assert_eq!(pages_read, 1);
 }
 
+/// libvirt's sparse image (mapped-ram at file offset 66762, read into memory before counting):
+/// the walk at its file offset, the block list's layouts and a page read through the page
+/// index straight from its pages region make no heap allocation either.
+#[test]
+fn mapped_ram_at_a_file_offset_makes_no_heap_allocation() {
+    use vmstate::memory::{PageIndex, SliceLinks};
+    use vmstate::ram::{RamContext, RamRecord};
+    use vmstate::stream::{FooterScan, Options, Record, Records};
+    let image = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host-tests/fixtures/lv11-q10-pc-i440fx-10.0-sparse.save"
+    ))
+    .unwrap();
+    // libvirt's header: the stream starts after its 92 bytes and data_len (LE at 20).
+    let start = 92 + u32::from_le_bytes(image[20..24].try_into().unwrap()) as usize;
+    let stream = &image[start..];
+    let mut links = [vmstate::memory::Link::default(); 1];
+    let mut vector = [0u8; 16];
+    let mut blocks = 0;
+    let n = counting::allocations(|| {
+        let mut options = Options::for_stream(stream);
+        options.ram.file_offset = start as u64;
+        let mut ram = RamContext::new(options.ram);
+        for rec in Records::with_options(stream, FooterScan, options) {
+            let Record::Section(s) = rec.unwrap().record else {
+                continue;
+            };
+            if s.idstr != b"ram" || s.kind != vmstate::wire::section::SectionKind::Start {
+                continue;
+            }
+            ram.options.mapped_ram = true;
+            let mut r = vmstate::wire::Reader::new(s.body, s.body_offset);
+            let RamRecord::MemSize(list) = ram.read_record(&mut r).unwrap() else {
+                panic!("the START body begins with the block list");
+            };
+            for (_, layout) in list.entries() {
+                let l = layout.unwrap();
+                assert_eq!(l.bitmap_offset, l.header_offset + 28);
+                assert_eq!(l.pages_offset % (1 << 20), 0);
+                blocks += 1;
+            }
+            // Mapped blocks need no slots.
+            let index = PageIndex::new(stream, list, &mut [][..], SliceLinks::new(&mut links));
+            let index = index.unwrap();
+            let bios = index.block(b"pc.bios").unwrap();
+            index.read(bios, 0x3fff0, &mut vector).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "the codec allocated {n} times");
+    assert_eq!(blocks, 6);
+    assert_eq!(vector[0], 0xea, "the BIOS's reset vector: a far jump");
+}
+
 #[test]
 fn stream_writer_output_walks_back_and_io_sink_matches_slice() {
     use vmstate::ram::{BlockEntry, RamWriter};

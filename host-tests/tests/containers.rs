@@ -5,14 +5,28 @@
 //! where the stream really starts; one byte later it fails. A compressed image's stream, as
 //! vmstate decompressed it, loads too.
 //!
+//! libvirt's `sparse` image is a mapped-ram stream at a file offset: its RAM headers hold file
+//! offsets. An edited one (as `rewrite --set` writes it) loads, with the RAM vmstate reads from
+//! it; `inspect --json` / `--desc` equal what QEMU's analyze-migration.py prints when it reads
+//! the file from the stream's offset (`scripts/analyze-at-offset.py`).
+//!
 //! The destinations get the options libvirt 11.3 started the saving QEMU with (its domain log:
 //! `-machine TYPE,usb=off,memory-backend=pc.ram[,acpi=on]`, a 32 MiB `memory-backend-ram`,
 //! `-cpu qemu64,hypervisor=on,lahf-lm=on`, one vCPU, `-nodefaults`).
 
 use serde_json::json;
-use std::path::Path;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use vmstate_cli::container::Container;
+use vmstate_cli::extract::Extract;
+use vmstate_cli::generic::NoCheck;
 use vmstate_cli::input::Input;
+use vmstate_cli::model::{ParseOptions, find_description};
+use vmstate_cli::output::SparseFile;
+use vmstate_cli::ram::{DEFAULT_INDEX_LIMIT, LayoutOptions};
+use vmstate_cli::{Stream, pretty_json};
 use vmstate_host_tests::qemu::{LoadOutcome, Qemu, temp_stream};
 use vmstate_host_tests::{QemuBuild, fixture_path};
 
@@ -179,5 +193,215 @@ fn qemu_10_loads_each_decompressed_stream() {
         };
         assert_eq!(q.wait_loaded(), LoadOutcome::Completed, "{f}");
         let _ = std::fs::remove_file(&stream);
+    }
+}
+
+const SPARSE: &str = "lv11-q10-pc-i440fx-10.0-sparse.save";
+
+/// Guest RAM of the libvirt domains (32 MiB).
+const DOMAIN_RAM: u64 = 32 << 20;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vmstate-containers-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The stream of `input` walked as every command walks it: at its file offset.
+fn walk<'a>(input: &'a Input, visit: &mut dyn vmstate_cli::model::Visit<'a>) -> Stream<'a> {
+    let bytes = input.bytes();
+    let d = find_description(bytes).unwrap().map(|(_, d)| d);
+    let options = ParseOptions {
+        file_offset: input.stream_start() as u64,
+        ..ParseOptions::default()
+    };
+    Stream::parse_visit(bytes, d, options, &mut |_| {}, visit).unwrap()
+}
+
+/// `vmstate rewrite IN OUT --set EDIT` of a container (main.rs): the container's bytes, then
+/// the edited stream written sparse after them (cli/tests/cli_containers.rs checks that the
+/// command writes these bytes for the sparse image).
+fn rewrite_set(input: &Input, edit: &str, out: &Path) {
+    let mut s = walk(input, &mut vmstate_cli::model::KeepAll);
+    s.set(edit, &NoCheck).unwrap();
+    let mut f = std::fs::File::create(out).unwrap();
+    f.write_all(input.prefix()).unwrap();
+    s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
+}
+
+/// libvirt's sparse image (mapped-ram at file offset 66762) edited as `rewrite --set` edits it
+/// (the i8259 master's IMR) loads into QEMU 10.0 from its offset with mapped-ram set: the
+/// container is the input's byte for byte, one stream byte changed, holes kept; `info pic`
+/// shows the edit, and the guest's 32 MiB (`pmemsave`) equal the flat image `vmstate ram
+/// --image` writes of the edited file and the pc.ram image `extract` writes (outside the legacy
+/// VGA/BIOS hole 0xa0000..0x100000, where guest-physical reads see ROM and MMIO).
+#[test]
+fn qemu_10_loads_an_edited_sparse_image_with_the_ram_vmstate_reads() {
+    let src = fixture_path(SPARSE);
+    let original = Input::open(&src).unwrap();
+    let start = original.stream_start();
+    let dir = scratch("edited-sparse");
+    let path = dir.join("edited.save");
+    rewrite_set(&original, "i8259[0].imr=0x5a", &path);
+    let (a, b) = (std::fs::read(&src).unwrap(), std::fs::read(&path).unwrap());
+    assert_eq!(a.len(), b.len());
+    assert_eq!(&a[..start], &b[..start], "the container");
+    assert_eq!(a.iter().zip(&b).filter(|(x, y)| x != y).count(), 1);
+    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(
+        allocated < 4 << 20,
+        "{allocated} bytes allocated of {}",
+        b.len()
+    );
+
+    let edited = Input::open(&path).unwrap();
+    assert_eq!(edited.stream_start(), start);
+    // `vmstate ram --image`.
+    let ram = vmstate_cli::ram::index(&edited, "edited", DEFAULT_INDEX_LIMIT).unwrap();
+    let p = ram.physical(&LayoutOptions::default()).unwrap();
+    let image_path = dir.join("image.bin");
+    let out = std::fs::File::create(&image_path).unwrap();
+    ram.write_image(&p, &out).unwrap();
+    drop(out);
+    let image = std::fs::read(&image_path).unwrap();
+    assert_eq!(image.len() as u64, DOMAIN_RAM);
+    // `extract`.
+    let x_dir = dir.join("x");
+    let mut x = Extract::new(&x_dir, &path);
+    let s = walk(&edited, &mut x);
+    x.finish(&s).unwrap();
+    let block = std::fs::read(x_dir.join("ram/pc.ram.bin")).unwrap();
+    assert!(block == image, "extract's pc.ram and ram --image differ");
+
+    let args = libvirt_args(Q10_MACHINE);
+    let mut q = Qemu::start(
+        QemuBuild::V10_0,
+        &[&strs(&args)[..], &["-S", "-incoming", "defer"]].concat(),
+    );
+    let Some(q) = q.as_mut() else { return };
+    q.execute(
+        "migrate-set-capabilities",
+        json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] }),
+    );
+    let uri = format!("file:{},offset={start}", path.display());
+    q.execute("migrate-incoming", json!({ "uri": uri }));
+    assert_eq!(q.wait_loaded(), LoadOutcome::Completed, "{}", q.stderr());
+    let pic = q.hmp("info pic");
+    assert!(
+        pic.lines()
+            .find(|l| l.starts_with("pic0:"))
+            .is_some_and(|l| l.contains("imr=5a")),
+        "{pic}"
+    );
+    let dump = q.dir().join("ram.bin");
+    q.execute(
+        "pmemsave",
+        json!({ "val": 0, "size": DOMAIN_RAM, "filename": dump.display().to_string() }),
+    );
+    let guest = std::fs::read(&dump).unwrap();
+    assert_eq!(guest.len() as u64, DOMAIN_RAM);
+    assert!(guest[..0xa0000] == image[..0xa0000], "low RAM differs");
+    assert!(
+        guest[0x10_0000..] == image[0x10_0000..],
+        "RAM above 1 MiB differs"
+    );
+    // SeaBIOS ran: the RAM is not all zeros, and vmstate read it from the pages regions.
+    assert!(image[0x10_0000..].iter().any(|&b| b != 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// QEMU 10.0.2's analyze-migration.py (`$VMSTATE_QEMU_SRC/scripts/`) reading `path` from file
+/// offset `offset` (`scripts/analyze-at-offset.py`, with upstream's mapped-ram parsing),
+/// `-d mode`; `None` without `VMSTATE_QEMU_SRC` or python3.
+fn analyzer(path: &Path, offset: usize, mode: &str) -> Option<String> {
+    let script =
+        PathBuf::from(std::env::var_os("VMSTATE_QEMU_SRC")?).join("scripts/analyze-migration.py");
+    let python = Command::new("python3").arg("--version").output();
+    if !script.is_file() || !python.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "no python3 or no {}: the analyzer is not run",
+            script.display()
+        );
+        return None;
+    }
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/analyze-at-offset.py");
+    let out = Command::new("python3")
+        .arg(driver)
+        .arg(&script)
+        .arg(path)
+        .arg(offset.to_string())
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// What `inspect --json` and `inspect --desc` print for the stream of `input`.
+fn state_and_desc(input: &Input) -> (String, String) {
+    let s = walk(input, &mut vmstate_cli::model::KeepAll);
+    let state = pretty_json(&s.analyze_state().unwrap()) + "\n";
+    let desc = pretty_json(&s.description.as_ref().unwrap().to_json()) + "\n";
+    (state, desc)
+}
+
+/// `inspect --json` and `--desc` of the sparse image (mapped-ram at file offset 66762) equal
+/// QEMU's analyze-migration.py reading the file from that offset (NAME.state.json and
+/// NAME.desc.json, see host-tests/fixtures/README.md).
+#[test]
+fn inspect_json_of_the_sparse_image_equals_the_analyzer() {
+    let input = Input::open(&fixture_path(SPARSE)).unwrap();
+    let (state, desc) = state_and_desc(&input);
+    let stem = SPARSE.trim_end_matches(".save");
+    let want = |ext: &str| std::fs::read_to_string(fixture_path(&format!("{stem}.{ext}"))).unwrap();
+    assert!(state == want("state.json"), "state");
+    assert!(desc == want("desc.json"), "desc");
+}
+
+/// With `VMSTATE_QEMU_SRC`: the analyzer run live from the stream's offset prints what
+/// `inspect --json` / `--desc` print for every stream in a container. The driver is checked
+/// first: at offset 0 it prints the committed NAME.state.json of the plain mapped-ram fixtures.
+#[test]
+fn the_analyzer_from_the_stream_offset_agrees_live() {
+    for stem in [
+        "q10-pc-i440fx-10.0-mapped-ram",
+        "q10-pc-q35-10.0-mapped-ram-multifd",
+    ] {
+        let path = fixture_path(&format!("{stem}.vmstate"));
+        let Some(state) = analyzer(&path, 0, "state") else {
+            return;
+        };
+        let want = std::fs::read_to_string(fixture_path(&format!("{stem}.state.json"))).unwrap();
+        assert!(
+            state == want,
+            "{stem}: the driver's output is not the fixture's"
+        );
+    }
+    for name in [
+        SPARSE,
+        "lv11-q10-pc-i440fx-10.0.save",
+        "lv11-q72-pc-i440fx-7.2.save",
+        "lv9-q72-pc-i440fx-7.2.save",
+        "q10-pc-i440fx-10.0-offset4096.file",
+    ] {
+        let path = fixture_path(name);
+        let input = Input::open(&path).unwrap();
+        let (state, desc) = state_and_desc(&input);
+        let start = input.stream_start();
+        assert!(start > 0, "{name}");
+        assert!(
+            analyzer(&path, start, "state").unwrap() == state,
+            "{name}: state"
+        );
+        assert!(
+            analyzer(&path, start, "desc").unwrap() == desc,
+            "{name}: desc"
+        );
     }
 }

@@ -367,7 +367,7 @@ fn rewrite_is_byte_identical_and_sparse() {
         let s = stream_of(&bytes, stem);
         let path = scratch(&format!("rewrite-{stem}.vmstate"));
         let mut f = std::fs::File::create(&path).unwrap();
-        s.write_to(SparseFile::new(&mut f)).unwrap();
+        s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
         drop(f);
         assert!(std::fs::read(&path).unwrap() == bytes, "{stem}");
         // About 0.6 MB of the 10 MB are data (the checkout itself is not sparse).
@@ -434,7 +434,7 @@ fn qemu_10_loads_an_edited_mapped_ram_file_with_its_ram() {
         s.set("i8259[0].imr=0x5a", &NoCheck).unwrap();
         let path = scratch(&format!("edited-{stem}.vmstate"));
         let mut f = std::fs::File::create(&path).unwrap();
-        s.write_to(SparseFile::new(&mut f)).unwrap();
+        s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
         drop(f);
         let edited = std::fs::read(&path).unwrap();
         assert_eq!(edited.len(), bytes.len());
@@ -511,4 +511,108 @@ fn every_cut_before_the_ram_end_is_incomplete() {
         cuts += 1;
     }
     assert!(cuts > 300, "{cuts}");
+}
+
+/// QEMU 10.0 writes a mapped-ram stream at a file offset (`migrate file:PATH,offset=12288`
+/// with the capability, after 12288 bytes of a header of our own): vmstate finds the stream at
+/// that 4 KiB-aligned offset without being told, walks it with the headers' file offsets
+/// (the bitmap right after each header *in the file*), verifies it, rewrites it with its header
+/// byte for byte, and the guest RAM it reads (`ram --image`) equals the guest's own
+/// (`pmemsave` before the migration, outside the legacy VGA/BIOS hole); QEMU 10.0 loads it
+/// back from that offset.
+#[test]
+fn qemu_10_writes_mapped_ram_at_a_file_offset_that_vmstate_reads() {
+    use std::io::Write;
+    use vmstate_cli::container::Container;
+    use vmstate_cli::input::Input;
+    use vmstate_cli::ram::{DEFAULT_INDEX_LIMIT, LayoutOptions};
+    const AT: usize = 12288;
+    let dir = scratch("offset-source");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("at-offset.file");
+    let mut head = b"a header of our own before the stream\n".repeat(400);
+    head.truncate(AT);
+    std::fs::write(&path, &head).unwrap();
+    let source: Vec<&str> = destination("pc-i440fx-10.0")
+        .into_iter()
+        .take_while(|&a| a != "-S")
+        .collect();
+    let Some(mut q) = Qemu::start(QemuBuild::V10_0, &source) else {
+        return;
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    q.execute("stop", json!({}));
+    let guest = guest_ram(&mut q);
+    q.execute(
+        "migrate-set-capabilities",
+        json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] }),
+    );
+    let uri = format!("file:{},offset={AT}", path.display());
+    q.execute("migrate", json!({ "uri": uri }));
+    assert_eq!(q.wait_loaded(), LoadOutcome::Completed, "{}", q.stderr());
+    drop(q);
+
+    let input = Input::open(&path).unwrap();
+    assert_eq!(
+        input.container(),
+        Some(&Container::Offset {
+            start: AT,
+            given: false
+        })
+    );
+    assert_eq!(input.prefix(), &head[..]);
+    let bytes = input.bytes();
+    let r = vmstate_cli::verify::verify_at(bytes, AT as u64, &DestSpec::default(), &mut |_| {})
+        .unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    // Without the file offset the same bytes are refused where the first bitmap offset is.
+    let r = vmstate_cli::verify::verify(bytes, &DestSpec::default(), &mut |_| {}).unwrap();
+    assert!(
+        r.problems[0].message.contains("bitmap offset"),
+        "{:?}",
+        r.problems
+    );
+    let d = find_description(bytes).unwrap().map(|(_, d)| d);
+    let options = ParseOptions {
+        file_offset: AT as u64,
+        ..ParseOptions::default()
+    };
+    let s = Stream::parse_observed(bytes, d, options, &mut |_| {}).unwrap();
+    let list = block_list(&s);
+    for (_, l) in list.entries() {
+        let l = l.unwrap();
+        assert_eq!(l.file_offset, AT as u64);
+        assert_eq!(l.bitmap_offset, l.header_offset + HEADER_LEN as u64);
+        assert_eq!(l.pages_offset % ALIGNMENT, 0);
+    }
+    let copy = dir.join("copy.file");
+    let mut f = std::fs::File::create(&copy).unwrap();
+    f.write_all(input.prefix()).unwrap();
+    s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
+    drop(f);
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&path).unwrap());
+    let ram = vmstate_cli::ram::index(&input, "at-offset", DEFAULT_INDEX_LIMIT).unwrap();
+    let p = ram.physical(&LayoutOptions::default()).unwrap();
+    let image_path = dir.join("image.bin");
+    let out = std::fs::File::create(&image_path).unwrap();
+    ram.write_image(&p, &out).unwrap();
+    drop(out);
+    let image = std::fs::read(&image_path).unwrap();
+    assert_eq!(image.len() as u64, GUEST_RAM);
+    assert!(guest[..0xa0000] == image[..0xa0000], "low RAM differs");
+    assert!(
+        guest[0x10_0000..] == image[0x10_0000..],
+        "RAM above 1 MiB differs"
+    );
+    assert!(image.iter().any(|&b| b != 0));
+
+    let mut q = Qemu::start(QemuBuild::V10_0, &destination("pc-i440fx-10.0")).unwrap();
+    q.execute(
+        "migrate-set-capabilities",
+        json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] }),
+    );
+    q.execute("migrate-incoming", json!({ "uri": uri }));
+    assert_eq!(q.wait_loaded(), LoadOutcome::Completed, "{}", q.stderr());
+    drop(q);
+    let _ = std::fs::remove_dir_all(&dir);
 }

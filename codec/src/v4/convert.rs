@@ -220,6 +220,25 @@ where
 pub fn upgrade_from<P, S>(
     v3: &[u8],
     from: Option<usize>,
+    split: P,
+    opts: &UpgradeOptions<'_>,
+    out: &mut S,
+) -> core::result::Result<(), P::Error>
+where
+    P: BodySplit,
+    S: Sink<Error = crate::Error>,
+{
+    upgrade_from_at(v3, from, 0, split, opts, out)
+}
+
+/// [`upgrade_from`] of a stream at file offset `file_offset` of its file (a libvirt save
+/// image, `migrate file:PATH,offset=N`): a mapped-ram stream's headers hold file offsets
+/// ([`RamOptions::file_offset`](crate::ram::RamOptions::file_offset)). Its RAM START body is
+/// carried as it is, so the v4 stream's mapped-ram offsets are for the same place.
+pub fn upgrade_from_at<P, S>(
+    v3: &[u8],
+    from: Option<usize>,
+    file_offset: u64,
     mut split: P,
     opts: &UpgradeOptions<'_>,
     out: &mut S,
@@ -232,7 +251,9 @@ where
     // Streams of machines older than QEMU 2.4 have no configuration record.
     // COMMAND records (SWITCHOVER_START in every stream of a machine type >= 10.0) are
     // carried as v4 COMMAND records (§12).
-    let mut walk = Records::with_options(v3, (), Options::for_stream(v3));
+    let mut options = Options::for_stream(v3);
+    options.ram.file_offset = file_offset;
+    let mut walk = Records::with_options(v3, (), options);
     let mut ends = [0usize; MAX_SUBSECTIONS + 1];
     let mut resume = from;
     while let Some(next) = walk.next_head() {

@@ -660,6 +660,8 @@ pub fn ram(data: &[u8]) {
         ignore_shared: options & 2 != 0,
         multifd_flush: options & 4 != 0,
         mapped_ram: options & 8 != 0,
+        // A stream at a file offset (libvirt's sparse image puts it at 66762).
+        file_offset: if options & 16 != 0 { 0x104ca } else { 0 },
     });
     let mut r = Reader::new(records, BASE);
     let mut page = [0u8; PAGE_SIZE];
