@@ -8,10 +8,20 @@
 //! lookup per byte. 64-bit targets use 16 tables (16 KiB of read-only data); other targets
 //! (the Cortex-M firmware) use 8 (8 KiB), which keeps most of the speed at half the flash.
 //!
-//! A hardware path (SSE4.2 `crc32`, ARMv8 `crc32c*`) is not used: the intrinsics are
+//! A hardware path (SSE4.2 `crc32`, ARMv8 `crc32c*`) is not written here: the intrinsics are
 //! `#[target_feature]` functions, and calling one from code that is not itself marked with the
 //! feature needs `unsafe` even when the whole build enables it, which `#![forbid(unsafe_code)]`
-//! rules out.
+//! rules out. The `hw-crc` feature (hosted builds: the CLI) takes it from the `crc32c` crate
+//! instead, which detects the CPU's instructions at run time; the tables stay the fallback and
+//! the firmware's path, and a test holds both to the same results.
+#![cfg_attr(
+    all(feature = "hw-crc", not(test)),
+    allow(
+        dead_code,
+        reason = "with hw-crc the tables are unused outside the tests, which hold them and the \
+                  crate to the same results; they are the firmware's path"
+    )
+)]
 
 /// The reflected CRC-32C polynomial.
 const POLY: u32 = 0x82F6_3B78;
@@ -82,6 +92,12 @@ impl Crc32c {
 
     /// Feeds `bytes`.
     pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(feature = "hw-crc")]
+        {
+            // The crate takes and returns finished CRCs; the register is kept inverted.
+            self.reg = !crc32c::crc32c_append(!self.reg, bytes);
+        }
+        #[cfg(not(feature = "hw-crc"))]
         self.update_sliced::<SLICES>(bytes);
     }
 
@@ -239,6 +255,10 @@ mod tests {
                     want,
                     "by 8: offset {offset} length {len}"
                 );
+                // The tables of this target (with hw-crc, `crc32c` above is the crate's).
+                let mut c = Crc32c::new();
+                c.update_sliced::<SLICES>(bytes);
+                assert_eq!(c.finish(), want, "tables: offset {offset} length {len}");
             }
         }
     }
