@@ -58,6 +58,7 @@ def chains(vmstate, qemu_version):
     found = {
         "direct": [],
         "proxy": [proxy],
+        "proxy --copy": [proxy + ["--copy"]],
         "python": [[sys.executable, os.path.abspath(__file__), "forward"]],
     }
     if has_flag(vmstate, "--send-v4") and has_flag(vmstate, "--receive-v4"):

@@ -153,6 +153,7 @@ fn through_proxy(stream: &'static [u8]) -> (f64, f64, f64, f64) {
         edits: Vec::new(),
         record: None,
         pass_through_unvalidated: false,
+        copy: false,
     };
     let (tx, rx) = mpsc::channel();
     // Named, for profilers (`perf report --comm vmstate-proxy`).

@@ -118,6 +118,11 @@ enum Command {
         /// refusing it.
         #[arg(long)]
         pass_through_unvalidated: bool,
+        /// Copy the live part through the proxy (read, then write) instead of splicing it
+        /// from socket to socket (Linux): to measure the difference, or where splicing
+        /// misbehaves. `--record` always copies.
+        #[arg(long)]
+        copy: bool,
         /// Print to stderr how long the final phase was held (its last byte read to its last
         /// byte sent: what the proxy adds to the downtime) and how many bytes were spliced
         /// (moved by the kernel without a copy through the proxy).
@@ -631,6 +636,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             record,
             set,
             pass_through_unvalidated,
+            copy,
             stats,
             send_v4,
             receive_v4,
@@ -652,6 +658,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 edits: set,
                 record,
                 pass_through_unvalidated,
+                copy,
             };
             let mut listening = |addr| {
                 eprintln!("vmstate proxy: listening on {addr}, destination {to}");

@@ -96,6 +96,8 @@ pub struct ProxyOptions {
     pub record: Option<PathBuf>,
     /// `--pass-through-unvalidated`: forward multifd channels and postcopy unchecked.
     pub pass_through_unvalidated: bool,
+    /// `--copy`: read and write the live part instead of splicing it ([`Tap`]).
+    pub copy: bool,
 }
 
 /// Binds `--listen`, tells `listening` its address, waits for the source and connects to
@@ -882,9 +884,9 @@ pub fn run(
     };
     // Without a --record copy to write, the live part need not pass through the proxy.
     #[cfg(target_os = "linux")]
-    let mut tap = match &record {
-        None => splice::Splice::new(&src, &dest),
-        Some(_) => None,
+    let mut tap = match (&record, options.copy) {
+        (None, false) => splice::Splice::new(&src, &dest),
+        _ => None,
     };
     #[cfg(not(target_os = "linux"))]
     let mut tap: Option<NoTap> = None;
