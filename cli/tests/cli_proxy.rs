@@ -151,7 +151,8 @@ fn spliced(stderr: &str) -> (usize, usize) {
 /// from socket to socket by the kernel, never copied through the proxy); what arrives is the
 /// same, also when the source's pieces end inside records (the proxy then takes the peeked
 /// start of the cut record out of the socket before it waits: left there, Linux would not
-/// reopen the source's window and the migration would hang). With `--record`, nothing is.
+/// reopen the source's window and the migration would hang). With `--record` or `--copy`,
+/// nothing is.
 #[test]
 fn without_record_the_live_part_is_spliced_and_arrives_byte_for_byte() {
     for name in ["q72-pc-i440fx-7.2.vmstate", "q10-pc-q35-10.0.vmstate"] {
@@ -191,6 +192,10 @@ fn without_record_the_live_part_is_spliced_and_arrives_byte_for_byte() {
             (0, stream.len()),
             "{name}: --record copies"
         );
+        let run = replay(&stream, &["--stats", "--copy"]);
+        assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
+        assert!(run.received == stream, "{name}: --copy");
+        assert_eq!(spliced(&run.stderr), (0, stream.len()), "{name}: --copy");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
