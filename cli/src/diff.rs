@@ -985,6 +985,25 @@ mod tests {
     /// same differences, in the same order, on real streams.
     /// Whether the merge of the two kept streams' pages runs to the end (both send their pages
     /// in one increasing run against the common block order).
+    /// `diff_walked` over two streams (each with its own description, at file offset 0): its
+    /// count and the differences it reported.
+    fn walked(a: &[u8], b: &[u8]) -> (Compared, Vec<Difference>) {
+        let desc = |b| crate::model::find_description(b).unwrap().map(|(_, d)| d);
+        let mut got = Vec::new();
+        let c = diff_walked::<std::convert::Infallible, _>(
+            (a, desc(a), 0),
+            (b, desc(b), 0),
+            std::io::Cursor::new(Vec::new()),
+            &mut |d| {
+                got.push(d);
+                Ok(())
+            },
+            &mut |_, _| {},
+        )
+        .unwrap();
+        (c, got)
+    }
+
     fn pages_in_one_run(a: &Stream<'_>, b: &Stream<'_>) -> bool {
         let names = list_names(&BlockList::of(a).blocks, &BlockList::of(b).blocks);
         let rank = ranks(&names);
@@ -1038,20 +1057,7 @@ mod tests {
                 };
                 let (merged, by_block) = (run(false), run(true));
                 assert_eq!(merged, by_block);
-                let desc = |b| crate::model::find_description(b).unwrap().map(|(_, d)| d);
-                let mut got = Vec::new();
-                let c = diff_walked::<std::convert::Infallible, _>(
-                    (ba, desc(ba), 0),
-                    (bb, desc(bb), 0),
-                    std::io::Cursor::new(Vec::new()),
-                    &mut |d| {
-                        got.push(d);
-                        Ok(())
-                    },
-                    &mut |_, _| {},
-                )
-                .unwrap();
-                assert_eq!((c, got), merged);
+                assert_eq!(walked(ba, bb), merged);
             }
             // Against itself: every page of the block list, no difference.
             let mut out = Vec::new();
@@ -1073,7 +1079,7 @@ mod tests {
     /// documented), and it finds what comparing the two decoded streams finds, in order.
     #[test]
     fn diff_walks_each_stream_once_and_finds_what_the_kept_streams_show() {
-        use crate::model::{find_description, reads};
+        use crate::model::reads;
         let names = [
             "pc-7.2-bios",
             "pc-7.2-serial",
@@ -1090,19 +1096,7 @@ mod tests {
                 merged += usize::from(in_order);
                 let ((ra, da), (rb, db)) = (reads::held(&sa), reads::held(&sb));
                 reads::take();
-                let desc = |b| find_description(b).unwrap().map(|(_, d)| d);
-                let mut got = Vec::new();
-                let c = diff_walked::<std::convert::Infallible, _>(
-                    (a, desc(a), 0),
-                    (b, desc(b), 0),
-                    std::io::Cursor::new(Vec::new()),
-                    &mut |d| {
-                        got.push(d);
-                        Ok(())
-                    },
-                    &mut |_, _| {},
-                )
-                .unwrap();
+                let (c, got) = walked(a, b);
                 let (walked, again, decoded) = reads::take();
                 assert_eq!((walked, decoded), (ra + rb, da + db));
                 if in_order {

@@ -342,117 +342,6 @@ pub fn read_live(
         fed: 0,
         tap,
     };
-    let live = read_live_with(src, &mut bytes, pause, forward, dest, hold_limit, extra);
-    if let Some(tap) = bytes.tap {
-        tap.stop().map_err(Stop::Read)?;
-    }
-    live
-}
-
-/// The stream's bytes as [`read_live`] has them: `window` holds offsets `base..end()` taken
-/// from the source; with a `tap`, the bytes from `end()` to `fed` were peeked and are still in
-/// the source. Bytes before `sent` were passed on, bytes before `fed` fed to the decoder.
-/// Once the tap passed bytes past the window, the window is empty and starts at `sent`.
-struct Bytes<'t> {
-    window: Vec<u8>,
-    base: usize,
-    sent: usize,
-    fed: usize,
-    tap: Option<&'t mut dyn Tap>,
-}
-
-impl Bytes<'_> {
-    /// The end of the bytes taken from the source (where the source's next byte is).
-    fn end(&self) -> usize {
-        self.base + self.window.len()
-    }
-
-    /// Reads from `src` into `space` (the decoder's): peeked with a tap, taken into the
-    /// window without.
-    fn read(&mut self, src: &mut impl Read, space: &mut [u8]) -> io::Result<usize> {
-        let n = match self.tap.as_mut() {
-            Some(tap) => tap.peek(space)?,
-            None => {
-                let n = src.read(space)?;
-                self.window.extend_from_slice(&space[..n]);
-                n
-            }
-        };
-        self.fed += n;
-        Ok(n)
-    }
-
-    /// Passes the checked bytes from `sent` to offset `to` on: those in the window through
-    /// `forward`, those after it through the tap. They stay in the window until
-    /// [`Bytes::compact`]: dropping them here would move the rest of a full window at every
-    /// [`PASS_CHUNK`].
-    fn pass(&mut self, forward: &mut dyn Forward, to: usize) -> Result<(), Stop> {
-        let end = self.end();
-        if self.sent < end && self.sent < to {
-            let upto = to.min(end);
-            forward
-                .pass(&self.window[self.sent - self.base..upto - self.base])
-                .map_err(Stop::Pass)?;
-            self.sent = upto;
-        }
-        if to > self.sent {
-            let Some(tap) = self.tap.as_mut() else {
-                return Err(Stop::Pass(io::Error::other(format!(
-                    "bytes {}..{to} to pass were never read",
-                    self.sent
-                ))));
-            };
-            tap.pass(to - self.sent).map_err(Stop::Pass)?;
-            self.sent = to;
-            self.window.clear();
-            self.base = to;
-        }
-        Ok(())
-    }
-
-    /// Drops the bytes passed on from the front of the window, which then starts at `sent`:
-    /// done before the window is refilled, when what is left of it is the partial record the
-    /// decoder waits on.
-    fn compact(&mut self) {
-        self.window.drain(..self.sent - self.base);
-        self.base = self.sent;
-    }
-
-    /// Takes the bytes peeked and not passed (the start of a record cut by the last read) out
-    /// of the source into the window, before the proxy waits for more input. Bytes left in
-    /// a socket keep the whole packet buffer they arrived in charged to its receive buffer,
-    /// and Linux then does not reopen the source's window (6.18: the source's next bytes
-    /// never come): a proxy that waits must have taken out everything it peeked.
-    fn take_peeked(&mut self) -> Result<(), Stop> {
-        let (old, peeked) = (self.window.len(), self.fed.saturating_sub(self.end()));
-        let Some(tap) = self.tap.as_mut().filter(|_| peeked > 0) else {
-            return Ok(());
-        };
-        self.window.resize(old + peeked, 0);
-        tap.take(&mut self.window[old..]).map_err(Stop::Read)
-    }
-
-    /// Stops peeking: the bytes peeked and not passed are taken out, and all later input is
-    /// read.
-    fn unpeek(&mut self) -> Result<(), Stop> {
-        self.take_peeked()?;
-        match self.tap.take() {
-            Some(tap) => tap.stop().map_err(Stop::Read),
-            None => Ok(()),
-        }
-    }
-}
-
-/// [`read_live`] over `bytes`.
-fn read_live_with(
-    src: &mut impl Read,
-    bytes: &mut Bytes<'_>,
-    pause: &mut dyn FnMut(Option<Duration>),
-    forward: &mut dyn Forward,
-    dest: &DestSpec,
-    hold_limit: usize,
-    extra: &AtomicBool,
-) -> Result<Live, Stop> {
     let (first, prefix_len) = read_prefix(src)?;
     let prefix = first[..prefix_len].to_vec();
     let resolved = dest
@@ -660,6 +549,110 @@ fn read_live_with(
         ram_records,
         structure,
     })
+}
+
+/// The stream's bytes as [`read_live`] has them: `window` holds offsets `base..end()` taken
+/// from the source; with a `tap`, the bytes from `end()` to `fed` were peeked and are still in
+/// the source. Bytes before `sent` were passed on, bytes before `fed` fed to the decoder.
+/// Once the tap passed bytes past the window, the window is empty and starts at `sent`.
+struct Bytes<'t> {
+    window: Vec<u8>,
+    base: usize,
+    sent: usize,
+    fed: usize,
+    tap: Option<&'t mut dyn Tap>,
+}
+
+/// The tap stops however [`read_live`] returns (peeking is off for whoever reads on).
+impl Drop for Bytes<'_> {
+    fn drop(&mut self) {
+        if let Some(tap) = self.tap.take() {
+            // Plain reads ignore the peek offset: a failure here changes nothing they read.
+            let _ = tap.stop();
+        }
+    }
+}
+
+impl Bytes<'_> {
+    /// The end of the bytes taken from the source (where the source's next byte is).
+    fn end(&self) -> usize {
+        self.base + self.window.len()
+    }
+
+    /// Reads from `src` into `space` (the decoder's): peeked with a tap, taken into the
+    /// window without.
+    fn read(&mut self, src: &mut impl Read, space: &mut [u8]) -> io::Result<usize> {
+        let n = match self.tap.as_mut() {
+            Some(tap) => tap.peek(space)?,
+            None => {
+                let n = src.read(space)?;
+                self.window.extend_from_slice(&space[..n]);
+                n
+            }
+        };
+        self.fed += n;
+        Ok(n)
+    }
+
+    /// Passes the checked bytes from `sent` to offset `to` on: those in the window through
+    /// `forward`, those after it through the tap. They stay in the window until
+    /// [`Bytes::compact`]: dropping them here would move the rest of a full window at every
+    /// [`PASS_CHUNK`].
+    fn pass(&mut self, forward: &mut dyn Forward, to: usize) -> Result<(), Stop> {
+        let end = self.end();
+        if self.sent < end && self.sent < to {
+            let upto = to.min(end);
+            forward
+                .pass(&self.window[self.sent - self.base..upto - self.base])
+                .map_err(Stop::Pass)?;
+            self.sent = upto;
+        }
+        if to > self.sent {
+            let Some(tap) = self.tap.as_mut() else {
+                return Err(Stop::Pass(io::Error::other(format!(
+                    "bytes {}..{to} to pass were never read",
+                    self.sent
+                ))));
+            };
+            tap.pass(to - self.sent).map_err(Stop::Pass)?;
+            self.sent = to;
+            self.window.clear();
+            self.base = to;
+        }
+        Ok(())
+    }
+
+    /// Drops the bytes passed on from the front of the window, which then starts at `sent`:
+    /// done before the window is refilled, when what is left of it is the partial record the
+    /// decoder waits on.
+    fn compact(&mut self) {
+        self.window.drain(..self.sent - self.base);
+        self.base = self.sent;
+    }
+
+    /// Takes the bytes peeked and not passed (the start of a record cut by the last read) out
+    /// of the source into the window, before the proxy waits for more input. Bytes left in
+    /// a socket keep the whole packet buffer they arrived in charged to its receive buffer,
+    /// and Linux then does not reopen the source's window (6.18: the source's next bytes
+    /// never come): a proxy that waits must have taken out everything it peeked.
+    fn take_peeked(&mut self) -> Result<(), Stop> {
+        let (old, peeked) = (self.window.len(), self.fed.saturating_sub(self.end()));
+        let Some(tap) = self.tap.as_mut().filter(|_| peeked > 0) else {
+            return Ok(());
+        };
+        self.window.resize(old + peeked, 0);
+        tap.take(&mut self.window[old..]).map_err(Stop::Read)
+    }
+
+    /// Stops peeking: the bytes peeked and not passed are taken out, and all later input is
+    /// read.
+    fn unpeek(&mut self) -> Result<(), Stop> {
+        self.take_peeked()?;
+        match self.tap.take() {
+            Some(tap) => tap.stop().map_err(Stop::Read),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads the source to its end into `window` (which starts at `base`), within the hold limit.
