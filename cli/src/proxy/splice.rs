@@ -15,7 +15,7 @@ use super::Tap;
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// The pipe between the sockets: the most one `splice` moves.
 const PIPE: usize = 1 << 20;
@@ -72,16 +72,7 @@ impl Tap for Splice {
         }
         let mut left = len;
         while left > 0 {
-            let n = retry(|| {
-                splice(
-                    &self.src,
-                    None,
-                    &self.pipe_write,
-                    None,
-                    left.min(self.pipe_len),
-                    SpliceFlags::MOVE,
-                )
-            })?;
+            let n = move_some(&self.src, &self.pipe_write, left.min(self.pipe_len))?;
             if n == 0 {
                 // Peeked bytes are in the socket: they cannot be missing.
                 return Err(io::Error::new(
@@ -91,16 +82,7 @@ impl Tap for Splice {
             }
             let mut in_pipe = n;
             while in_pipe > 0 {
-                let m = retry(|| {
-                    splice(
-                        &self.pipe_read,
-                        None,
-                        &self.dest,
-                        None,
-                        in_pipe,
-                        SpliceFlags::MOVE,
-                    )
-                })?;
+                let m = move_some(&self.pipe_read, &self.dest, in_pipe)?;
                 if m == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }
@@ -137,10 +119,11 @@ impl Tap for Splice {
     }
 }
 
-/// Runs `f` again while it is interrupted by a signal.
-fn retry(mut f: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
+/// One `splice` of at most `len` bytes from `from` to `to` (one of them the pipe), again
+/// while a signal interrupts it: the bytes moved.
+fn move_some(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
     loop {
-        match f() {
+        match splice(&from, None, &to, None, len, SpliceFlags::MOVE) {
             Err(rustix::io::Errno::INTR) => {}
             r => return r.map_err(io::Error::from),
         }
