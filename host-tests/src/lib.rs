@@ -26,6 +26,18 @@ pub const FIXTURES_V2: &[&str] = &[
     "q10-pc-i440fx-10.0-ignore-shared.vmstate",
 ];
 
+/// `vmstate ram --image`'s flat guest-physical image of `input` (the PC layout for its
+/// machine type), written to `path` through the library and read back.
+pub fn ram_image(input: &vmstate_cli::input::Input, name: &str, path: &std::path::Path) -> Vec<u8> {
+    use vmstate_cli::ram::{DEFAULT_INDEX_LIMIT, LayoutOptions, index};
+    let ram = index(input, name, DEFAULT_INDEX_LIMIT).unwrap();
+    let physical = ram.physical(&LayoutOptions::default()).unwrap();
+    let out = std::fs::File::create(path).unwrap();
+    ram.write_image(&physical, &out).unwrap();
+    drop(out);
+    std::fs::read(path).unwrap()
+}
+
 /// Path of a fixture file.
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -25,7 +25,6 @@ use vmstate_cli::generic::NoCheck;
 use vmstate_cli::input::Input;
 use vmstate_cli::model::{ParseOptions, find_description};
 use vmstate_cli::output::SparseFile;
-use vmstate_cli::ram::{DEFAULT_INDEX_LIMIT, LayoutOptions};
 use vmstate_cli::{Stream, pretty_json};
 use vmstate_host_tests::qemu::{LoadOutcome, Qemu, temp_stream};
 use vmstate_host_tests::{QemuBuild, fixture_path};
@@ -258,13 +257,7 @@ fn qemu_10_loads_an_edited_sparse_image_with_the_ram_vmstate_reads() {
     let edited = Input::open(&path).unwrap();
     assert_eq!(edited.stream_start(), start);
     // `vmstate ram --image`.
-    let ram = vmstate_cli::ram::index(&edited, "edited", DEFAULT_INDEX_LIMIT).unwrap();
-    let p = ram.physical(&LayoutOptions::default()).unwrap();
-    let image_path = dir.join("image.bin");
-    let out = std::fs::File::create(&image_path).unwrap();
-    ram.write_image(&p, &out).unwrap();
-    drop(out);
-    let image = std::fs::read(&image_path).unwrap();
+    let image = vmstate_host_tests::ram_image(&edited, "edited", &dir.join("image.bin"));
     assert_eq!(image.len() as u64, DOMAIN_RAM);
     // `extract`.
     let x_dir = dir.join("x");

@@ -525,7 +525,6 @@ fn qemu_10_writes_mapped_ram_at_a_file_offset_that_vmstate_reads() {
     use std::io::Write;
     use vmstate_cli::container::Container;
     use vmstate_cli::input::Input;
-    use vmstate_cli::ram::{DEFAULT_INDEX_LIMIT, LayoutOptions};
     const AT: usize = 12288;
     let dir = scratch("offset-source");
     std::fs::create_dir_all(&dir).unwrap();
@@ -591,13 +590,7 @@ fn qemu_10_writes_mapped_ram_at_a_file_offset_that_vmstate_reads() {
     s.write_to(SparseFile::new(&mut f).unwrap()).unwrap();
     drop(f);
     assert!(std::fs::read(&copy).unwrap() == std::fs::read(&path).unwrap());
-    let ram = vmstate_cli::ram::index(&input, "at-offset", DEFAULT_INDEX_LIMIT).unwrap();
-    let p = ram.physical(&LayoutOptions::default()).unwrap();
-    let image_path = dir.join("image.bin");
-    let out = std::fs::File::create(&image_path).unwrap();
-    ram.write_image(&p, &out).unwrap();
-    drop(out);
-    let image = std::fs::read(&image_path).unwrap();
+    let image = vmstate_host_tests::ram_image(&input, "at-offset", &dir.join("image.bin"));
     assert_eq!(image.len() as u64, GUEST_RAM);
     assert!(guest[..0xa0000] == image[..0xa0000], "low RAM differs");
     assert!(
