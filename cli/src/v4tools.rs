@@ -163,9 +163,15 @@ impl std::fmt::Display for ConvertError {
     }
 }
 
+/// [`WriteSink`]'s buffer: writes of this many bytes or more bypass it.
+pub(crate) const WRITE_BUFFER: usize = 64 << 10;
+
 /// A [`vmstate::Sink`] over an [`io::Write`] (buffered here): the codec's conversions write
 /// straight into a file, never into a whole-stream buffer. A write error is kept (the codec
 /// sees a "buffer too small" at that position) and reported by [`WriteSink::result`].
+///
+/// Small records are gathered in a [`WRITE_BUFFER`]-byte buffer; a write at least that
+/// large (a DATA record's payload, a big section) goes to the writer as it is, not copied.
 pub(crate) struct WriteSink<W: Write> {
     w: io::BufWriter<W>,
     n: usize,
@@ -175,7 +181,7 @@ pub(crate) struct WriteSink<W: Write> {
 impl<W: Write> WriteSink<W> {
     pub(crate) fn new(w: W) -> Self {
         WriteSink {
-            w: io::BufWriter::with_capacity(1 << 20, w),
+            w: io::BufWriter::with_capacity(WRITE_BUFFER, w),
             n: 0,
             error: None,
         }

@@ -35,7 +35,7 @@
 use super::{Forward, Live, Outcome, ProxyOptions, Stop, connect, pipe, read_live};
 use crate::dest::{self, CapsArgs, host_caps};
 use crate::exit::Failure;
-use crate::v4tools::{HostCaps, WriteSink, upgrade_v3_from};
+use crate::v4tools::{HostCaps, WRITE_BUFFER, WriteSink, upgrade_v3_from};
 use crate::verify::{DestSpec, Problem};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -336,7 +336,8 @@ pub fn run_receive(
         std::thread::spawn(move || pipe(d, s))
     };
     let mut out = WriteSink::new(clone(&dest, "--to")?);
-    let mut reader = io::BufReader::with_capacity(1 << 20, &mut src);
+    // Small records come through the buffer; a large payload is read past it (`receive`).
+    let mut reader = io::BufReader::with_capacity(WRITE_BUFFER, &mut src);
     let limit = options.hold_limit.max(DATA_CHUNK * 2);
     let result = receive(&mut reader, &mut out, limit);
     let written = |out: &WriteSink<TcpStream>| out.position();
@@ -403,17 +404,21 @@ fn receive<W: Write>(
     let mut records = 1;
     // Each record is read whole into `buf` after a copy of the header (and, for a record
     // continuing a live section, of that section's START record), so the codec's reader
-    // checks it with the state it needs; offsets are moved back to the stream's.
+    // checks it with the state it needs; offsets are moved back to the stream's. The record
+    // is read straight into `buf`: its payload is copied only by the kernel, in and out.
+    // `buf[..whole]` is the walk's input; `buf` keeps its length from record to record, so
+    // its bytes are written over, not zeroed again.
     let mut starts: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut ended: Vec<u32> = Vec::new();
-    let (mut buf, mut frame) = (Vec::new(), Vec::new());
+    let mut buf = Vec::new();
     let mut after_eof = false;
     loop {
-        buf.clear();
-        buf.extend_from_slice(&header);
+        let mut used = 0;
+        put(&mut buf, &mut used, &header);
         let mut kind = [0u8; 1];
         if after_eof {
             // After EOF: the trailer to the end of the connection, or nothing.
+            let mut buf = header.clone();
             buf.push(record::EOF);
             let prefix = buf.len();
             src.take(limit as u64 + 5)
@@ -433,24 +438,26 @@ fn receive<W: Write>(
             down.finish(out).map_err(|e| Bad::Stream(e.to_string()))?;
             return Err(cut(at, e));
         }
-        frame.clear();
-        frame.push(kind[0]);
+        // The frame's type and length, and the section id its payload starts with.
+        let mut head = [kind[0], 0, 0, 0, 0, 0, 0, 0, 0];
+        // `frame`: the record's length (EOF is one unframed byte).
+        let (mut frame, mut head_len) = (1, 1);
         if kind[0] != record::EOF {
-            let mut len = [0u8; 4];
-            src.read_exact(&mut len).map_err(|e| cut(at + 1, e))?;
-            let n = u32::from_be_bytes(len) as usize;
+            src.read_exact(&mut head[1..5])
+                .map_err(|e| cut(at + 1, e))?;
+            let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
             if n > limit {
                 return Err(Bad::Stream(format!(
                     "at v4 byte {at} (0x{at:x}): a record of {n} bytes, over the limit of \
                      {limit} (--hold-limit)"
                 )));
             }
-            frame.extend_from_slice(&len);
-            frame.resize(5 + n, 0);
-            src.read_exact(&mut frame[5..])
+            (frame, head_len) = (5 + n, 5 + n.min(4));
+            src.read_exact(&mut head[5..head_len])
                 .map_err(|e| cut(at + 5, e))?;
         }
-        let id = frame
+        let head = &head[..head_len];
+        let id = head
             .get(5..9)
             .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let continues = matches!(kind[0], 0x02 | 0x03 | record4::DATA);
@@ -463,17 +470,26 @@ fn receive<W: Write>(
             )));
         }
         if continues && let Some(start) = starts.iter().find(|(i, _)| Some(*i) == id) {
-            buf.extend_from_slice(&start.1);
+            put(&mut buf, &mut used, &start.1);
         }
-        let prefix = buf.len();
-        buf.extend_from_slice(&frame);
-        convert(&buf, prefix, at, &mut down, out)?;
+        let prefix = used;
+        put(&mut buf, &mut used, head);
+        let whole = prefix + frame;
+        if whole > used {
+            if buf.len() < whole {
+                buf.resize(whole, 0);
+            }
+            src.read_exact(&mut buf[used..whole])
+                .map_err(|e| cut(at + head_len, e))?;
+        }
+        let buf = &buf[..whole];
+        convert(buf, prefix, at, &mut down, out)?;
         if kind[0] == 0x01
             && let Some(id) = id
         {
             starts.retain(|(i, _)| *i != id);
             ended.retain(|i| *i != id);
-            starts.push((id, frame.clone()));
+            starts.push((id, buf[prefix..].to_vec()));
         } else if kind[0] == 0x03
             && let Some(id) = id
         {
@@ -487,6 +503,16 @@ fn receive<W: Write>(
     down.finish(out).map_err(|e| Bad::Stream(e.to_string()))?;
     out.flush().map_err(Bad::Dest)?;
     Ok((at, records))
+}
+
+/// Writes `bytes` into `buf` at `used` (growing it if needed) and moves `used` past them.
+fn put(buf: &mut Vec<u8>, used: &mut usize, bytes: &[u8]) {
+    let end = *used + bytes.len();
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[*used..end].copy_from_slice(bytes);
+    *used = end;
 }
 
 /// Checks the last record of `buf` (from `prefix` on; it is at `at` in the stream) with the
@@ -523,7 +549,9 @@ pub struct SendV4<W: Write> {
     header: Header<'static>,
     /// The destination's RAM blocks, when known.
     ram: Option<Vec<(String, u64)>>,
-    /// Bytes passed and not yet converted: `raw[0]` is at `raw_base`.
+    /// Bytes passed and not yet converted (an item cut by a pass): `raw[0]` is at
+    /// `raw_base`, where the bytes of the next pass continue. Empty between most passes: a
+    /// pass is converted where it lies and only a cut item's start is copied here.
     raw: Vec<u8>,
     raw_base: usize,
     /// Items announced and not yet converted (start offset, kind), in stream order.
@@ -571,35 +599,33 @@ impl<W: Write> SendV4<W> {
         io::Error::other(e.to_string())
     }
 
-    /// The bytes `from..to` of the stream (all passed, not yet dropped).
-    fn bytes(&self, from: usize, to: usize) -> &[u8] {
-        &self.raw[from - self.raw_base..to - self.raw_base]
-    }
-
-    /// Sends the RAM data from the run's start to `to` as a DATA record.
-    fn data(&mut self, to: usize) -> io::Result<()> {
+    /// Sends the RAM data from the run's start to `to` as a DATA record; `buf` holds the
+    /// stream from `self.raw_base` on.
+    fn data(&mut self, buf: &[u8], to: usize) -> io::Result<()> {
         if let Some((from, id)) = self.run
             && to > from
         {
             let (crc, base) = (self.header.crc(), self.raw_base);
-            emit_data(&mut self.out, crc, id, &self.raw[from - base..to - base])
-                .map_err(Self::err)?;
+            // A large payload goes from `buf` to the socket: `WriteSink` does not copy it.
+            emit_data(&mut self.out, crc, id, &buf[from - base..to - base]).map_err(Self::err)?;
             self.run = Some((to, id));
         }
         Ok(())
     }
 
-    /// The item that started at `start` ends at `end`: writes its v4 form.
-    fn finish_item(&mut self, start: usize, item: Item, end: usize) -> io::Result<()> {
+    /// The item that started at `start` ends at `end`: writes its v4 form; `buf` holds the
+    /// stream from `self.raw_base` on.
+    fn finish_item(&mut self, buf: &[u8], start: usize, item: Item, end: usize) -> io::Result<()> {
+        let base = self.raw_base;
         match item {
             Item::Whole => {
-                let bytes = self.bytes(start, end).to_vec();
-                upgrade_record(&bytes, &self.header, &mut self.out).map_err(Self::err)?;
+                upgrade_record(&buf[start - base..end - base], &self.header, &mut self.out)
+                    .map_err(Self::err)?;
             }
             Item::RamHead => {
-                let bytes = self.bytes(start, end).to_vec();
+                let bytes = &buf[start - base..end - base];
                 let head =
-                    SectionHeaderRepr::read(&mut Reader::new(&bytes, start)).map_err(Self::err)?;
+                    SectionHeaderRepr::read(&mut Reader::new(bytes, start)).map_err(Self::err)?;
                 live_head(&head, &self.header, &mut self.out).map_err(Self::err)?;
                 self.run = Some((end, head.section_id));
             }
@@ -607,12 +633,12 @@ impl<W: Write> SendV4<W> {
                 if let Some((from, _)) = self.run
                     && end - from >= DATA_CHUNK
                 {
-                    self.data(end)?;
+                    self.data(buf, end)?;
                 }
             }
             Item::Eos => {
                 // The EOS word is the section's last data; the footer after it is implied.
-                self.data(start + 8)?;
+                self.data(buf, start + 8)?;
                 self.run = None;
             }
             // Never converted: the final phase is converted whole.
@@ -670,10 +696,11 @@ impl<W: Write> SendV4<W> {
     }
 }
 
-impl<W: Write> Forward for SendV4<W> {
-    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.raw.extend_from_slice(bytes);
-        let end = self.raw_base + self.raw.len();
+impl<W: Write> SendV4<W> {
+    /// Converts `buf`, the stream from `self.raw_base` on, as far as its items are known
+    /// to end; returns the offset from which the bytes must be kept for the next pass.
+    fn convert(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.raw_base + buf.len();
         // `read_live` passes up to a record boundary: every item announced before `end`
         // ends at the next one's start or at `end`.
         while let Some(&(start, item)) = self.queue.front() {
@@ -682,13 +709,31 @@ impl<W: Write> Forward for SendV4<W> {
             }
             let stop = self.queue.get(1).map_or(end, |n| n.0.min(end));
             self.queue.pop_front();
-            self.finish_item(start, item, stop)?;
+            self.finish_item(buf, start, item, stop)?;
         }
-        // What was converted is dropped, the RAM data of an open section sent.
-        self.data(end)?;
+        // The RAM data of an open section is sent.
+        self.data(buf, end)?;
         let keep = self.run.map_or(end, |(from, _)| from).min(end);
-        let keep = self.queue.front().map_or(keep, |&(s, _)| s.min(keep));
-        self.raw.drain(..keep - self.raw_base);
+        Ok(self.queue.front().map_or(keep, |&(s, _)| s.min(keep)))
+    }
+}
+
+impl<W: Write> Forward for SendV4<W> {
+    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // Converted where they lie unless an earlier pass left the start of an item.
+        let keep = if self.raw.is_empty() {
+            let keep = self.convert(bytes)?;
+            self.raw.extend_from_slice(&bytes[keep - self.raw_base..]);
+            keep
+        } else {
+            let mut raw = std::mem::take(&mut self.raw);
+            raw.extend_from_slice(bytes);
+            let keep = self.convert(&raw);
+            self.raw = raw;
+            let keep = keep?;
+            self.raw.drain(..keep - self.raw_base);
+            keep
+        };
         self.raw_base = keep;
         self.out.flush()?;
         self.sent = self.out.position();
