@@ -24,6 +24,11 @@ over all of them alike. Reported per chain, median (min–max) over the rounds:
 * held: the proxies' own added downtime, `vmstate proxy --stats` (the final phase's last byte
   read to its last byte written to the next hop), summed over the chain's proxies;
 * hops' CPU: user + system CPU time of the chain's processes (`wait4`);
+* QEMUs' CPU: user + system CPU time the source and destination QEMU spent from the
+  `migrate` command to the destination's completion (`/proc/PID/stat`, 10 ms ticks), and
+  `floor`, the least total time two cores allow for all that work: (QEMUs' CPU + hops'
+  CPU) / 2 over the same round's direct total (a chain whose work does not fit beside the
+  QEMUs' on two cores cannot be faster than this, however little it holds);
 * ratio: total time over the same round's direct total.
 
 Usage:
@@ -167,6 +172,14 @@ class Qmp:
             return found()[0]
 
 
+def cpu_ms(pid):
+    """User + system CPU time of process `pid` so far, its ended threads included, in ms."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+
+
 def stamp(event):
     t = event["timestamp"]
     return t["seconds"] + t["microseconds"] / 1e6
@@ -274,6 +287,7 @@ def one_run(args, workdir, ram_file, hops_cmds):
             hops.insert(0, hop)
             to = hop.addr
         src = source(args, workdir, ram_file)
+        qemu_before = cpu_ms(src.proc.pid) + cpu_ms(dst.proc.pid)
         src.qmp.execute("migrate", uri="tcp:" + to)
         done = src.qmp.event("MIGRATION", lambda e: e["data"]["status"] in ("completed", "failed"))
         if done["data"]["status"] != "completed":
@@ -286,6 +300,7 @@ def one_run(args, workdir, ram_file, hops_cmds):
             time.sleep(0.01)
             info = src.qmp.execute("query-migrate")
         landed = dst.qmp.event("MIGRATION", lambda e: e["data"]["status"] == "completed")
+        qemu_cpu = cpu_ms(src.proc.pid) + cpu_ms(dst.proc.pid) - qemu_before
         stopped = src.qmp.event("STOP")
         held = [h.finish() for h in hops]
         cpu = sum(h.cpu for h in hops) if hops else None
@@ -296,6 +311,7 @@ def one_run(args, workdir, ram_file, hops_cmds):
             "held": sum(h for h in held if h is not None) if any(h is not None for h in held) else None,
             "ram_mbps": info.get("ram", {}).get("mbps"),
             "cpu": cpu,
+            "qemu_cpu": qemu_cpu,
         }
     finally:
         for h in hops:
@@ -376,10 +392,10 @@ def main():
                 m = one_run(args, workdir, ram_file, hops)
                 results[name].append(m)
                 print("round %d %-8s total %5d ms, downtime %4d ms, e2e downtime %6.1f ms, held %s ms, "
-                      "hops' CPU %s ms, load %s"
+                      "hops' CPU %s ms, QEMUs' CPU %.0f ms, load %s"
                       % (r + 1, name, m["total"], m["downtime"], m["e2e"],
                          "—" if m["held"] is None else "%.3f" % m["held"],
-                         "—" if m["cpu"] is None else "%.0f" % m["cpu"],
+                         "—" if m["cpu"] is None else "%.0f" % m["cpu"], m["qemu_cpu"],
                          " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -389,15 +405,18 @@ def main():
         return
     direct = [m["total"] for m in results["direct"]]
     print()
-    print("| chain | total ms | downtime ms | e2e downtime ms | proxy held ms | hops' CPU ms | total / direct (same round) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| chain | total ms | downtime ms | e2e downtime ms | proxy held ms | hops' CPU ms "
+          "| QEMUs' CPU ms | total / direct (same round) | floor on 2 cores |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, ms in results.items():
         ratios = [m["total"] / d for m, d in zip(ms, direct)]
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        floors = [((m["cpu"] or 0) + m["qemu_cpu"]) / 2 / d for m, d in zip(ms, direct)]
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, spread([m["total"] for m in ms]), spread([m["downtime"] for m in ms]),
             spread([m["e2e"] for m in ms]), spread([m["held"] for m in ms]),
-            spread([m.get("cpu") for m in ms]),
-            "%.3fx (%.2f–%.2f)" % (statistics.median(ratios), min(ratios), max(ratios))))
+            spread([m.get("cpu") for m in ms]), spread([m["qemu_cpu"] for m in ms]),
+            "%.3fx (%.2f–%.2f)" % (statistics.median(ratios), min(ratios), max(ratios)),
+            "%.3fx" % statistics.median(floors)))
 
 
 if __name__ == "__main__":
