@@ -8,10 +8,13 @@ live over loopback TCP to a destination QEMU 7.2 waiting on `-incoming tcp:`. Th
 `max-bandwidth` is raised to 64 GiB/s (QEMU 7.2's default is 128 MiB/s) and the `return-path`
 capability is on (so the source completes only once the destination has loaded, and QEMU's own
 total time and downtime include what any proxy in the path adds). `downtime-limit` stays at
-QEMU's 300 ms.
+QEMU's 300 ms. The destination's RAM is allocated before the migration starts
+(`prealloc=on`): on the development VM the kernel's zeroing of freshly faulted guest pages
+(`clear_page_erms`, perf) took 0.13–1.5 s of the destination's system time per migration, at
+random, five times the quantity measured; `--no-prealloc` measures with it.
 
 Each run migrates through one chain (module constant `chains`): `direct` (no proxy), `proxy`
-(`vmstate proxy --stats`), `python` (the naive byte forwarder of this file, `forward`), and the
+(`vmstate proxy --stats`), `proxy --splice`, `python` (the naive byte forwarder of this file, `forward`), and the
 v4 pair (`--send-v4` then `--receive-v4`) when the `vmstate` binary has those flags. The runs
 interleave the chains (round 1: each chain once, round 2: ...), so the machine's load drifts
 over all of them alike. Reported per chain, median (min–max) over the rounds:
@@ -63,7 +66,7 @@ def chains(vmstate, qemu_version):
     found = {
         "direct": [],
         "proxy": [proxy],
-        "proxy --copy": [proxy + ["--copy"]],
+        "proxy --splice": [proxy + ["--splice"]],
         "python": [[sys.executable, os.path.abspath(__file__), "forward"]],
     }
     if has_flag(vmstate, "--send-v4") and has_flag(vmstate, "--receive-v4"):
@@ -249,10 +252,12 @@ class Hop:
         return held
 
 
-def guest_args(mem, ram_file):
+def guest_args(mem, ram_file, prealloc=False):
     common = ["-display", "none", "-accel", "tcg", "-nodefaults", "-M", "pc", "-m", str(mem)]
     if ram_file is None:
         backend = "memory-backend-ram,id=m0,size=%dM" % mem
+        if prealloc:
+            backend += ",prealloc=on"
     else:
         backend = "memory-backend-file,id=m0,size=%dM,mem-path=%s,share=off" % (mem, ram_file)
     return common + ["-object", backend, "-machine", "memory-backend=m0"]
@@ -273,8 +278,8 @@ def source(args, workdir, ram_file):
 def one_run(args, workdir, ram_file, hops_cmds):
     """One migration through `hops_cmds`: a dict of measurements."""
     port = free_port()
-    dst = Qemu(args.qemu, guest_args(args.mem, None) + ["-S", "-incoming", "tcp:127.0.0.1:%d" % port],
-               workdir, "dst")
+    dst = Qemu(args.qemu, guest_args(args.mem, None, not args.no_prealloc)
+               + ["-S", "-incoming", "tcp:127.0.0.1:%d" % port], workdir, "dst")
     hops = []
     src = None
     try:
@@ -365,6 +370,8 @@ def main():
     p.add_argument("--out", default=os.path.join(ROOT, "target/proxy-bench"))
     p.add_argument("--only", action="append", help="run only these chains")
     p.add_argument("--save-stream", action="store_true")
+    p.add_argument("--no-prealloc", action="store_true",
+                   help="let the destination QEMU allocate its RAM as pages arrive (see the docstring)")
     p.add_argument("--nice", type=int, default=0,
                    help="run QEMU and the chains at this niceness (negative: ahead of other work)")
     args = p.parse_args()

@@ -118,11 +118,12 @@ enum Command {
         /// refusing it.
         #[arg(long)]
         pass_through_unvalidated: bool,
-        /// Copy the live part through the proxy (read, then write) instead of splicing it
-        /// from socket to socket (Linux): to measure the difference, or where splicing
-        /// misbehaves. `--record` always copies.
-        #[arg(long)]
-        copy: bool,
+        /// Splice the live part from socket to socket (Linux ≥ 6.9: peeked into the checker,
+        /// moved by the kernel) instead of reading and writing it. It copies less in the proxy
+        /// but made live migrations slower where measured (README, "Proxy performance").
+        /// Not with `--record`, `--send-v4` or `--receive-v4`.
+        #[arg(long, conflicts_with_all = ["record", "send_v4", "receive_v4"])]
+        splice: bool,
         /// Print to stderr how long the final phase was held (its last byte read to its last
         /// byte sent: what the proxy adds to the downtime) and how many bytes were spliced
         /// (moved by the kernel without a copy through the proxy).
@@ -636,7 +637,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             record,
             set,
             pass_through_unvalidated,
-            copy,
+            splice,
             stats,
             send_v4,
             receive_v4,
@@ -658,7 +659,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 edits: set,
                 record,
                 pass_through_unvalidated,
-                copy,
+                splice,
             };
             let mut listening = |addr| {
                 eprintln!("vmstate proxy: listening on {addr}, destination {to}");

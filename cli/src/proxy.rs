@@ -96,8 +96,8 @@ pub struct ProxyOptions {
     pub record: Option<PathBuf>,
     /// `--pass-through-unvalidated`: forward multifd channels and postcopy unchecked.
     pub pass_through_unvalidated: bool,
-    /// `--copy`: read and write the live part instead of splicing it ([`Tap`]).
-    pub copy: bool,
+    /// `--splice`: splice the live part ([`Tap`]) instead of reading and writing it.
+    pub splice: bool,
 }
 
 /// Binds `--listen`, tells `listening` its address, waits for the source and connects to
@@ -875,10 +875,11 @@ pub fn run(
     let mut pause = |t: Option<Duration>| {
         let _ = src_timeout.set_read_timeout(t);
     };
-    // Without a --record copy to write, the live part need not pass through the proxy.
+    // With --splice (and no --record copy to write), the live part does not pass through
+    // the proxy.
     #[cfg(target_os = "linux")]
-    let mut tap = match (&record, options.copy) {
-        (None, false) => splice::Splice::new(&src, &dest),
+    let mut tap = match (&record, options.splice) {
+        (None, true) => splice::Splice::new(&src, &dest),
         _ => None,
     };
     #[cfg(not(target_os = "linux"))]

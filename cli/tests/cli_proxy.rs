@@ -147,19 +147,19 @@ fn spliced(stderr: &str) -> (usize, usize) {
     )
 }
 
-/// Without `--record`, the live part is spliced (Linux ≥ 6.9: peeked, checked, and moved
-/// from socket to socket by the kernel, never copied through the proxy); what arrives is the
+/// With `--splice`, the live part is spliced (Linux ≥ 6.9: peeked, checked, and moved from
+/// socket to socket by the kernel, never copied through the proxy); what arrives is the
 /// same, also when the source's pieces end inside records (the proxy then takes the peeked
 /// start of the cut record out of the socket before it waits: left there, Linux would not
-/// reopen the source's window and the migration would hang). With `--record` or `--copy`,
-/// nothing is.
+/// reopen the source's window and the migration would hang). Without it nothing is, and
+/// `--splice` does not go with `--record`.
 #[test]
-fn without_record_the_live_part_is_spliced_and_arrives_byte_for_byte() {
+fn with_splice_the_live_part_is_spliced_and_arrives_byte_for_byte() {
     for name in ["q72-pc-i440fx-7.2.vmstate", "q10-pc-q35-10.0.vmstate"] {
         let stream = fixture(name);
         let held = final_phase(&stream);
         for pieces in [None, Some(1000), Some(4099), Some(65537)] {
-            let run = replay_in(&stream, &["--stats"], pieces);
+            let run = replay_in(&stream, &["--stats", "--splice"], pieces);
             assert_eq!(
                 run.status, 0,
                 "{name} {pieces:?}: {}{}",
@@ -182,22 +182,27 @@ fn without_record_the_live_part_is_spliced_and_arrives_byte_for_byte() {
                 );
             }
         }
-        let dir = std::env::temp_dir().join(format!("vmstate-proxy-sp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let record = dir.join("rec");
-        let run = replay(&stream, &["--stats", "--record", record.to_str().unwrap()]);
+        let run = replay(&stream, &["--stats"]);
         assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
-        assert_eq!(
-            spliced(&run.stderr),
-            (0, stream.len()),
-            "{name}: --record copies"
-        );
-        let run = replay(&stream, &["--stats", "--copy"]);
-        assert_eq!(run.status, 0, "{name}: {}{}", run.stdout, run.stderr);
-        assert!(run.received == stream, "{name}: --copy");
-        assert_eq!(spliced(&run.stderr), (0, stream.len()), "{name}: --copy");
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(run.received == stream, "{name}: copied");
+        assert_eq!(spliced(&run.stderr), (0, stream.len()), "{name}: copied");
     }
+    let dir = support::scratch("vmstate-proxy-splice-record");
+    let usage = support::run(
+        &dir,
+        &[
+            "proxy",
+            "--splice",
+            "--record",
+            "r",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:1",
+        ],
+    );
+    assert_eq!(usage.code, Some(102), "a usage error: {}", usage.stderr);
+    assert!(usage.stderr.contains("--record"), "{}", usage.stderr);
 }
 
 #[test]
@@ -234,8 +239,8 @@ fn a_bad_device_section_is_refused_before_the_destination_sees_the_final_phase()
     assert!(run.received == stream[..held]);
     // --record leaves an existing file alone when the stream is refused.
     assert_eq!(std::fs::read(&record).unwrap(), b"kept");
-    // The same without --record: the live part is spliced, the final phase still held back.
-    let run = replay(&stream, &[]);
+    // The same spliced: the final phase still held back.
+    let run = replay(&stream, &["--splice"]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.contains(problem), "{}", run.stdout);
     assert!(run.received == stream[..held], "{}", run.received.len());

@@ -33,7 +33,7 @@ fn options(to: &str, dest: DestSpec) -> ProxyOptions {
         edits: Vec::new(),
         record: None,
         pass_through_unvalidated: false,
-        copy: false,
+        splice: false,
     }
 }
 
