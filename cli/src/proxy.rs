@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use vmstate::io::{Decoder, Event, Status};
 use vmstate::machine::{Head, IdstrBuf, Machine, Step};
 use vmstate::ram::RamOptions;
-use vmstate::stream::{FooterScan, Options, Record, probe_section_footers};
+use vmstate::stream::{BodyLength, FooterScan, Options, Record, probe_section_footers};
 use vmstate::wire::command::CommandId;
 
 #[cfg(target_os = "linux")]
@@ -340,6 +340,7 @@ pub fn read_live(
         base: 0,
         sent: 0,
         fed: 0,
+        keep: false,
         tap,
     };
     let (first, prefix_len) = read_prefix(src)?;
@@ -400,10 +401,11 @@ pub fn read_live(
             Status::Done => break,
             Status::Partial => {
                 if held_at.is_none() {
-                    bytes.pass(forward, at)?;
+                    bytes.pass(forward, &decoder)?;
                 }
                 bytes.compact();
                 if extra.load(Ordering::Relaxed) {
+                    bytes.keep_all(&decoder);
                     return Err(Stop::Unvalidated {
                         offset: bytes.base,
                         why: "a second connection of the source (a multifd channel: its \
@@ -487,8 +489,9 @@ pub fn read_live(
                             "postcopy (COMMAND {}: pages come later, on demand)",
                             c.id.name()
                         );
-                        bytes.pass(forward, at)?;
+                        bytes.pass(forward, &decoder)?;
                         bytes.compact();
+                        bytes.keep_all(&decoder);
                         return Err(Stop::Unvalidated {
                             offset: at,
                             why,
@@ -520,13 +523,14 @@ pub fn read_live(
             _ => false,
         };
         if !live && held_at.is_none() {
-            bytes.pass(forward, at)?;
+            bytes.pass(forward, &decoder)?;
             held_at = Some(at);
-            // The final phase is held: read, not peeked.
+            // The final phase is held: read, not peeked, and kept.
             bytes.unpeek()?;
+            bytes.keep_all(&decoder);
         }
         if held_at.is_none() && at - bytes.sent >= PASS_CHUNK {
-            bytes.pass(forward, at)?;
+            bytes.pass(forward, &decoder)?;
         }
         if trailer_left == Some(0) {
             // The trailer is the last record; what follows it is checked by the walk.
@@ -551,15 +555,19 @@ pub fn read_live(
     })
 }
 
-/// The stream's bytes as [`read_live`] has them: `window` holds offsets `base..end()` taken
-/// from the source; with a `tap`, the bytes from `end()` to `fed` were peeked and are still in
-/// the source. Bytes before `sent` were passed on, bytes before `fed` fed to the decoder.
-/// Once the tap passed bytes past the window, the window is empty and starts at `sent`.
+/// The stream's bytes as [`read_live`] has them: `window` holds offsets `base..end()`; the
+/// bytes from `end()` to `fed` are only in the decoder's buffer, and with a `tap` also still
+/// in the source (peeked). Bytes before `sent` were passed on, bytes before `fed` fed to the
+/// decoder. Without a tap the live part is read straight into the decoder's buffer and passed
+/// from there ([`Decoder::consumed`]), not copied into the window; from the final phase on
+/// (`keep`) every byte read is also kept in the window. Once bytes past the window were
+/// passed, the window is empty and starts at `sent`.
 struct Bytes<'t> {
     window: Vec<u8>,
     base: usize,
     sent: usize,
     fed: usize,
+    keep: bool,
     tap: Option<&'t mut dyn Tap>,
 }
 
@@ -579,14 +587,16 @@ impl Bytes<'_> {
         self.base + self.window.len()
     }
 
-    /// Reads from `src` into `space` (the decoder's): peeked with a tap, taken into the
-    /// window without.
+    /// Reads from `src` into `space` (the decoder's): peeked with a tap, read without (and
+    /// kept in the window too once `keep`).
     fn read(&mut self, src: &mut impl Read, space: &mut [u8]) -> io::Result<usize> {
         let n = match self.tap.as_mut() {
             Some(tap) => tap.peek(space)?,
             None => {
                 let n = src.read(space)?;
-                self.window.extend_from_slice(&space[..n]);
+                if self.keep {
+                    self.window.extend_from_slice(&space[..n]);
+                }
                 n
             }
         };
@@ -594,12 +604,18 @@ impl Bytes<'_> {
         Ok(n)
     }
 
-    /// Passes the checked bytes from `sent` to offset `to` on: those in the window through
-    /// `forward`, those after it through the tap. They stay in the window until
+    /// Passes the checked bytes from `sent` to the decoder's offset on: those in the window
+    /// through `forward`, those after it through the tap, or without one through `forward`
+    /// from the decoder's buffer ([`Decoder::consumed`]: passed before each
+    /// [`Decoder::space`], they are still there). Those in the window stay there until
     /// [`Bytes::compact`]: dropping them here would move the rest of a full window at every
     /// [`PASS_CHUNK`].
-    fn pass(&mut self, forward: &mut dyn Forward, to: usize) -> Result<(), Stop> {
-        let end = self.end();
+    fn pass<L: BodyLength>(
+        &mut self,
+        forward: &mut dyn Forward,
+        decoder: &Decoder<'_, L>,
+    ) -> Result<(), Stop> {
+        let (to, end) = (decoder.offset(), self.end());
         if self.sent < end && self.sent < to {
             let upto = to.min(end);
             forward
@@ -608,18 +624,45 @@ impl Bytes<'_> {
             self.sent = upto;
         }
         if to > self.sent {
-            let Some(tap) = self.tap.as_mut() else {
-                return Err(Stop::Pass(io::Error::other(format!(
-                    "bytes {}..{to} to pass were never read",
-                    self.sent
-                ))));
-            };
-            tap.pass(to - self.sent).map_err(Stop::Pass)?;
+            match self.tap.as_mut() {
+                Some(tap) => tap.pass(to - self.sent).map_err(Stop::Pass)?,
+                None => {
+                    let consumed = decoder.consumed();
+                    let from = to - consumed.len();
+                    if from > self.sent {
+                        return Err(Stop::Pass(io::Error::other(format!(
+                            "internal: bytes {}..{from} to pass are no longer in the \
+                             decoder's buffer",
+                            self.sent
+                        ))));
+                    }
+                    forward
+                        .pass(&consumed[self.sent - from..])
+                        .map_err(Stop::Pass)?;
+                }
+            }
             self.sent = to;
             self.window.clear();
             self.base = to;
         }
         Ok(())
+    }
+
+    /// From here on every byte is kept in the window (the held final phase, or the rest of
+    /// a stream passed on unvalidated): without a tap, the bytes fed to the decoder and not
+    /// in the window yet are copied from its buffer (all before its offset were passed).
+    fn keep_all<L: BodyLength>(&mut self, decoder: &Decoder<'_, L>) {
+        if self.keep || self.tap.is_some() {
+            return;
+        }
+        let (at, rest) = (decoder.offset(), decoder.unconsumed());
+        if self.end() < at {
+            self.window.clear();
+            self.base = at;
+        }
+        let have = self.end() - at;
+        self.window.extend_from_slice(&rest[have.min(rest.len())..]);
+        self.keep = true;
     }
 
     /// Drops the bytes passed on from the front of the window, which then starts at `sent`:

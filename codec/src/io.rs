@@ -145,8 +145,12 @@ pub const LOOKAHEAD: usize = 14 + 255;
 #[derive(Debug)]
 pub struct Decoder<'b, L> {
     buf: &'b mut [u8],
-    /// `buf[..pin]` holds the current RAM block list record (MEM_SIZE word and entries).
+    /// `buf[pin..pin + pin_len]` holds the current RAM block list record (MEM_SIZE word and
+    /// entries): where it was read until [`Decoder::space`] moves it to the front.
     pin: usize,
+    pin_len: usize,
+    /// `buf[kept..start]`: consumed bytes still in place ([`Decoder::consumed`]).
+    kept: usize,
     /// The pinned list as read (and checked) once when it was pinned: each later record
     /// is read against it without reading the list again.
     list: Option<BlockList<'static>>,
@@ -176,6 +180,8 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         Decoder {
             buf,
             pin: 0,
+            pin_len: 0,
+            kept: 0,
             list: None,
             start: 0,
             end: 0,
@@ -199,14 +205,33 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         &mut self.lengths
     }
 
+    /// The bytes consumed since the working buffer last moved its contents, still in it:
+    /// the stream from offset `offset() - consumed().len()` to [`Decoder::offset`]. A caller
+    /// that passes on what the decoder checked can take them from here instead of keeping a
+    /// copy, before [`Decoder::space`] (which drops them); nothing else does.
+    pub fn consumed(&self) -> &[u8] {
+        self.buf.get(self.kept..self.start).unwrap_or_default()
+    }
+
+    /// The bytes fed and not consumed yet (the item [`Decoder::poll`] found among them): the
+    /// stream from [`Decoder::offset`] on.
+    pub fn unconsumed(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
     /// Free space to copy input into (consumes the item last returned). Empty only while an
     /// item is ready and unconsumed would not fit, which [`Decoder::poll`] never leaves.
     pub fn space(&mut self) -> &mut [u8] {
         self.settle();
-        if self.start > self.pin {
-            self.buf.copy_within(self.start..self.end, self.pin);
-            self.end = self.pin.saturating_add(self.end.saturating_sub(self.start));
-            self.start = self.pin;
+        if self.start > self.pin_len {
+            // The pinned block list goes to the front, the unconsumed bytes after it.
+            let (pin, front) = (self.pin, self.pin_len);
+            self.buf.copy_within(pin..pin.saturating_add(front), 0);
+            self.pin = 0;
+            self.buf.copy_within(self.start..self.end, front);
+            self.end = front.saturating_add(self.end.saturating_sub(self.start));
+            self.start = front;
+            self.kept = front;
         }
         self.buf.get_mut(self.end..).unwrap_or_default()
     }
@@ -234,9 +259,9 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
                 Ok(Status::Done)
             }
             Ok(Parsed::NeedMore(section)) => {
-                if self.start == self.pin && self.end == self.buf.len() {
+                if self.start == self.pin_len && self.end == self.buf.len() {
                     self.machine.stop();
-                    let capacity = self.buf.len().saturating_sub(self.pin);
+                    let capacity = self.buf.len().saturating_sub(self.pin_len);
                     let mut full = Error::new(
                         self.abs,
                         ErrorKind::BufferTooSmall {
@@ -291,7 +316,9 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
                 ordinal: head.ordinal,
             }),
             Pending::Ram { last_before, .. } => {
-                let pinned = self.buf.get(..self.pin)?;
+                let pinned = self
+                    .buf
+                    .get(self.pin..self.pin.saturating_add(self.pin_len))?;
                 let options = self.machine.options().ram;
                 let (record, _) =
                     ram_parse(pinned, self.list, *last_before, options, &mut r).ok()?;
@@ -321,11 +348,13 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             return;
         };
         if let Pending::Ram { pin: true, .. } = p {
-            // The block list stays at the front of the buffer for later records.
-            let end = self.start.saturating_add(len);
-            self.buf.copy_within(self.start..end, 0);
-            self.pin = len;
-            let pinned = self.buf.get(..len).unwrap_or_default();
+            // The block list stays in the buffer for later records: where it is (the bytes
+            // consumed before it stay in place), until `space` moves it to the front.
+            (self.pin, self.pin_len) = (self.start, len);
+            let pinned = self
+                .buf
+                .get(self.start..self.start.saturating_add(len))
+                .unwrap_or_default();
             let mut ram = RamContext::new(self.machine.options().ram);
             self.list = match ram.read_record(&mut Reader::new(pinned, 0)) {
                 Ok(RamRecord::MemSize(list)) => Some(list.rebind(&[])),
@@ -348,7 +377,10 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
             }
         };
         if let Some(head) = &self.ram {
-            let pinned = self.buf.get(..self.pin).unwrap_or_default();
+            let pinned = self
+                .buf
+                .get(self.pin..self.pin.saturating_add(self.pin_len))
+                .unwrap_or_default();
             let options = self.machine.options().ram;
             let rec = ram_parse(pinned, self.list, self.ram_last, options, &mut r)
                 .map_err(|e| e.in_section(head.context()))

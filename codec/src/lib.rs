@@ -722,7 +722,7 @@ sizes! {
          open sections";
     "[`Machine`]`<FooterScan>`" Machine<stream::FooterScan> = 1344, 1136,
         "the sans-IO stream machine";
-    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6176, 5888,
+    "[`io::Decoder`]`<FooterScan>`" io::Decoder<'static, stream::FooterScan> = 6192, 5896,
         "the push decoder: its machine keeps each open section's idstr by value (255 bytes \
          each, [`machine::IdstrBuf`]), as the working buffer (the caller's) is reused";
     "[`writer::StreamWriter`]`<SliceSink>`" writer::StreamWriter<'static, SliceSink<'static>>

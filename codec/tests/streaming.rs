@@ -231,6 +231,66 @@ fn streamed_events_equal_records_for_random_chunks_and_buffers() {
     }
 }
 
+/// `Decoder::consumed` is always the stream just before the decoder's offset and
+/// `Decoder::unconsumed` the stream from it to what was fed, and the consumed bytes stay in
+/// the buffer until `space` moves its contents (pinning a RAM block list does not drop them):
+/// a forwarder that takes them before each `space` passes the whole stream on, in order,
+/// without a copy of its own.
+#[test]
+fn consumed_bytes_stay_in_the_buffer_until_space() {
+    let mut rng = Rng(0x5eed_c0a5_0000_0002);
+    for (name, options, rounds) in all_fixtures() {
+        let bytes = fixture(name);
+        let (_, _, largest) = reference(&bytes, options);
+        let min = (largest + vmstate::io::LOOKAHEAD + 300).max(4700);
+        for round in 0..rounds {
+            let size = min + (rng.next() % 3) as usize * (rng.next() % 40_000) as usize;
+            let mut buf = vec![0u8; size];
+            let mut dec = Decoder::with_options(&mut buf, FooterScan, options);
+            let (mut fed, mut passed) = (0, Vec::new());
+            let at = |what: &str| format!("{name} round {round} buf {size}: {what}");
+            loop {
+                let status = dec
+                    .poll()
+                    .unwrap_or_else(|e| panic!("{}", at(&e.to_string())));
+                let (off, c) = (dec.offset(), dec.consumed());
+                assert!(c == &bytes[off - c.len()..off], "{}", at("consumed"));
+                assert!(dec.unconsumed() == &bytes[off..fed], "{}", at("unconsumed"));
+                match status {
+                    Status::Ready => continue,
+                    Status::Done => break,
+                    Status::Partial => {}
+                }
+                // What was checked goes on before `space` drops it.
+                let from = off - c.len();
+                assert!(
+                    from <= passed.len(),
+                    "{}",
+                    at("consumed bytes were dropped")
+                );
+                passed.extend_from_slice(&c[passed.len() - from..]);
+                if fed == bytes.len() {
+                    dec.finish();
+                    continue;
+                }
+                let s = dec.space();
+                let n = s
+                    .len()
+                    .min(bytes.len() - fed)
+                    .min(1 + (rng.next() % 70_000) as usize);
+                s[..n].copy_from_slice(&bytes[fed..fed + n]);
+                dec.fill(n);
+                fed += n;
+            }
+            let off = dec.offset();
+            let c = dec.consumed();
+            passed.extend_from_slice(&c[passed.len() - (off - c.len())..]);
+            assert!(passed == bytes[..off], "{}", at("passed bytes differ"));
+            assert_eq!(off, bytes.len(), "{}", at("offset at the end"));
+        }
+    }
+}
+
 /// Re-encodes a fixture through `StreamWriter` (RAM bodies record by record).
 fn reencode<'a, S: vmstate::Sink>(bytes: &'a [u8], options: Options, enc: &mut StreamWriter<'a, S>)
 where
