@@ -9,8 +9,12 @@
 //!   iterations, the END with the last dirty pages) and COMMAND records. It is read with the
 //!   codec's push decoder ([`Decoder`], the stream machine over a fixed buffer): each RAM
 //!   record is checked against the block list (bounds, flags, fill byte, CONTINUE rules of the
-//!   destination build) as it arrives and passed on at once; nothing is buffered beyond the
-//!   decoder's window. A COMMAND must be one a live destination accepts.
+//!   destination build) as it arrives and passed on at once, written from the decoder's own
+//!   buffer ([`Decoder::consumed`]: the kernel copies each byte in and out, the proxy none);
+//!   nothing is buffered beyond the decoder's window. A COMMAND must be one a live
+//!   destination accepts. With `--splice` the live part is peeked and spliced from socket to
+//!   socket instead ([`splice`]): fewer copies, yet slower migrations where measured (README,
+//!   "Proxy performance").
 //! * **The held final phase**: from the first record that is not RAM or a command (the
 //!   device FULL sections QEMU sends once the guest is stopped) to EOF and the VMDESCRIPTION
 //!   trailer. It is held, at most `--hold-limit` bytes (more is a refusal, not an
