@@ -14,7 +14,10 @@ QEMU's 300 ms. The destination's RAM is allocated before the migration starts
 random, five times the quantity measured; `--no-prealloc` measures with it.
 
 Each run migrates through one chain (module constant `chains`): `direct` (no proxy), `proxy`
-(`vmstate proxy --stats`), `proxy --splice`, `python` (the naive byte forwarder of this file, `forward`), and the
+(`vmstate proxy --stats`), `proxy --splice`, `python` (the naive byte forwarder of this file, `forward`), `python --splice` (the same
+with the kernel moving the bytes: no copy through it, nothing checked), `forward` (a plain
+Rust forwarder, `benches/examples/forward.rs`: 1 MiB reads written whole, nothing checked — what
+a copying hop costs at least; when built), and the
 v4 pair (`--send-v4` then `--receive-v4`) when the `vmstate` binary has those flags. The runs
 interleave the chains (round 1: each chain once, round 2: ...), so the machine's load drifts
 over all of them alike. Reported per chain, median (min–max) over the rounds:
@@ -68,7 +71,11 @@ def chains(vmstate, qemu_version):
         "proxy": [proxy],
         "proxy --splice": [proxy + ["--splice"]],
         "python": [[sys.executable, os.path.abspath(__file__), "forward"]],
+        "python --splice": [[sys.executable, os.path.abspath(__file__), "forward", "--splice"]],
     }
+    forward = os.path.join(os.path.dirname(vmstate), "examples", "forward")
+    if os.path.exists(forward):
+        found["forward"] = [[forward]]
     if has_flag(vmstate, "--send-v4") and has_flag(vmstate, "--receive-v4"):
         # The sending side takes no destination options: the receiving side describes the
         # destination (its build's -dump-vmstate for the machine type, `-M pc` of 7.2 here).
@@ -86,9 +93,11 @@ def has_flag(vmstate, flag):
     return flag in out.stdout
 
 
-# The naive forwarder: two threads copying bytes, nothing checked.
+# The naive forwarder: two threads copying bytes, nothing checked. With `splice`, the main
+# direction is moved by the kernel instead (socket -> pipe -> socket, `os.splice`): no copy
+# through the forwarder and nothing looked at.
 
-def forward_main(listen, to):
+def forward_main(listen, to, splice=False):
     host, port = listen.rsplit(":", 1)
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,9 +120,19 @@ def forward_main(listen, to):
         except OSError:
             pass
 
+    def move(a, b):
+        r, w = os.pipe()
+        while True:
+            n = os.splice(a.fileno(), w, 1 << 20)
+            if n == 0:
+                break
+            while n > 0:
+                n -= os.splice(r, b.fileno(), n)
+        b.shutdown(socket.SHUT_WR)
+
     back = threading.Thread(target=copy, args=(dst, src), daemon=True)
     back.start()
-    copy(src, dst)
+    (move if splice else copy)(src, dst)
     back.join()
 
 
@@ -357,8 +376,9 @@ def main():
         p.add_argument("forward")
         p.add_argument("--listen", required=True)
         p.add_argument("--to", required=True)
+        p.add_argument("--splice", action="store_true")
         a = p.parse_args()
-        forward_main(a.listen, a.to)
+        forward_main(a.listen, a.to, a.splice)
         return
     qemu_dir = os.environ.get("VMSTATE_QEMU_DIR", "/work/main/target/qemu")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
