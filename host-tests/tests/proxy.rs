@@ -268,9 +268,14 @@ fn migrate_through(src_build: QemuBuild, dst_build: QemuBuild, machine: &str) ->
         scratch(&format!("{case}-a.vmstate")),
         scratch(&format!("{case}-b.vmstate")),
     );
+    // Next to the destination, a proxy that splices the live part (`--splice`).
+    let c = proxy(ProxyOptions {
+        splice: true,
+        ..options(&to, spec.clone())
+    });
     let b = proxy(ProxyOptions {
         record: Some(rec_b.clone()),
-        ..options(&to, spec.clone())
+        ..options(&c.addr.to_string(), spec.clone())
     });
     let v4 = pair(&b.addr.to_string(), &dump_of(dst_build, machine));
     let a = proxy(ProxyOptions {
