@@ -226,8 +226,10 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
         if self.start > self.pin_len {
             // The pinned block list goes to the front, the unconsumed bytes after it.
             let (pin, front) = (self.pin, self.pin_len);
-            self.buf.copy_within(pin..pin.saturating_add(front), 0);
-            self.pin = 0;
+            if pin != 0 {
+                self.buf.copy_within(pin..pin.saturating_add(front), 0);
+                self.pin = 0;
+            }
             self.buf.copy_within(self.start..self.end, front);
             self.end = front.saturating_add(self.end.saturating_sub(self.start));
             self.start = front;
