@@ -448,8 +448,27 @@ fn a_sigbus_that_is_not_a_vanished_input_page_still_kills() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    // A pipe holds 64 KiB: once this returns, the tool has read most of it.
     stdin.write_all(&bytes[..1_200_000]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // And the handler is installed (SIGBUS caught, not default): otherwise this test would
+    // pass by the default action whatever the handler does.
+    let status = format!("/proc/{}/status", child.id());
+    let caught = || {
+        let text = std::fs::read_to_string(&status).unwrap();
+        let mask = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .unwrap();
+        u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (libc::SIGBUS - 1)) != 0
+    };
+    let start = Instant::now();
+    while !caught() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no SIGBUS handler"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let pid = child.id() as libc::pid_t;
     // SAFETY: kill(2) has no memory effects; `pid` is our child, not yet reaped.
     let sent = unsafe { libc::kill(pid, libc::SIGBUS) };
