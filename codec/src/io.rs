@@ -208,7 +208,7 @@ impl<'b, L: BodyLength> Decoder<'b, L> {
     /// The bytes consumed since the working buffer last moved its contents, still in it:
     /// the stream from offset `offset() - consumed().len()` to [`Decoder::offset`]. A caller
     /// that passes on what the decoder checked can take them from here instead of keeping a
-    /// copy, before [`Decoder::space`] (which drops them); nothing else does.
+    /// copy, before [`Decoder::space`] (which may drop them); nothing else does.
     pub fn consumed(&self) -> &[u8] {
         self.buf.get(self.kept..self.start).unwrap_or_default()
     }
