@@ -266,19 +266,30 @@ enum AsV4<'a> {
 }
 
 impl AsV4<'_> {
-    fn bytes(&self) -> &[u8] {
+    /// [`walk_stream`] over the v4 stream, releasing what is behind the walk: the input's
+    /// through `reached`, a converted copy's itself.
+    fn walk<'s>(
+        &'s self,
+        reached: &mut dyn FnMut(usize),
+        each: impl FnMut(Record4<'s>) -> Result<(), String>,
+    ) -> Result<StreamFacts, String> {
         match self {
-            AsV4::Same(b) => b,
-            AsV4::Converted(i) => i.bytes(),
+            AsV4::Same(b) => walk_stream(b, reached, each),
+            AsV4::Converted(i) => walk_stream(i.bytes(), &mut |at| i.release_before(at), each),
         }
     }
 }
 
 /// The stream as v4 (a v3 stream is converted with its own trailer); `file_offset` is its
 /// file offset ([`crate::input::Input::stream_start`]: mapped-ram headers hold file offsets).
-fn as_v4(stream: &[u8], file_offset: u64) -> Result<AsV4<'_>, String> {
+/// `reached` is called with the offset in `stream` the conversion has read up to.
+fn as_v4<'a>(
+    stream: &'a [u8],
+    file_offset: u64,
+    reached: &mut dyn FnMut(usize),
+) -> Result<AsV4<'a>, String> {
     match stream_version(stream) {
-        Some(3) => upgrade_v3_spooled_at(stream, file_offset, &Default::default())
+        Some(3) => upgrade_v3_spooled_at(stream, file_offset, &Default::default(), reached)
             .map(AsV4::Converted)
             .map_err(|e| e.to_string()),
         Some(4) => Ok(AsV4::Same(stream)),
@@ -288,14 +299,17 @@ fn as_v4(stream: &[u8], file_offset: u64) -> Result<AsV4<'_>, String> {
 }
 
 /// Walks the v4 stream once (each record, its checksum verified once): collects the
-/// configuration and COMMAND facts and hands every other record to `each`.
+/// configuration and COMMAND facts and hands every other record to `each`; `reached` gets the
+/// end of each record.
 fn walk_stream<'a>(
     v4: &'a [u8],
+    reached: &mut dyn FnMut(usize),
     mut each: impl FnMut(Record4<'a>) -> Result<(), String>,
 ) -> Result<StreamFacts, String> {
     let mut facts = StreamFacts::default();
     for rec in Records4::new(v4) {
         let rec = rec.map_err(|e| e.to_string())?;
+        reached(rec.end);
         match rec.record {
             Record4::Configuration(b) => {
                 let (machine, caps) = configuration(b)?;
@@ -432,18 +446,21 @@ impl Destination {
     /// type, its validated capabilities, and every section, version, subsection, minor and
     /// command in it.
     pub fn add_stream(&mut self, stream: &[u8], label: &str) -> Result<(), String> {
-        self.add_stream_at(stream, 0, label)
+        self.add_stream_at(stream, 0, label, &mut |_| {})
     }
 
-    /// [`Destination::add_stream`] of a stream at file offset `file_offset` of its file.
+    /// [`Destination::add_stream`] of a stream at file offset `file_offset` of its file,
+    /// calling `reached` with the offset in `stream` each pass has read up to (a mapped input
+    /// releases what is behind).
     pub fn add_stream_at(
         &mut self,
         stream: &[u8],
         file_offset: u64,
         label: &str,
+        reached: &mut dyn FnMut(usize),
     ) -> Result<(), String> {
-        let v4 = as_v4(stream, file_offset)?;
-        let facts = walk_stream(v4.bytes(), |record| {
+        let v4 = as_v4(stream, file_offset, reached)?;
+        let facts = v4.walk(reached, |record| {
             let s = match record {
                 Record4::Header(h) => {
                     if self.vendors.is_empty() {
@@ -505,21 +522,22 @@ impl Destination {
     /// Reads a destination from any of: a file written by `vmstate caps`, a `-dump-vmstate`
     /// JSON, or a stream (v3 or v4) the destination build wrote.
     pub fn read(bytes: &[u8], label: &str, qemu: Option<&str>) -> Result<Destination, String> {
-        Destination::read_at(bytes, 0, label, qemu)
+        Destination::read_at(bytes, 0, label, qemu, &mut |_| {})
     }
 
     /// [`Destination::read`] of an input whose stream (if it is one) is at file offset
-    /// `file_offset` of its file.
+    /// `file_offset` of its file ([`Destination::add_stream_at`] for `reached`).
     pub fn read_at(
         bytes: &[u8],
         file_offset: u64,
         label: &str,
         qemu: Option<&str>,
+        reached: &mut dyn FnMut(usize),
     ) -> Result<Destination, String> {
         if stream_version(bytes).is_some() {
             let mut d = Destination::empty();
             return d
-                .add_stream_at(bytes, file_offset, label)
+                .add_stream_at(bytes, file_offset, label, reached)
                 .map(|()| d)
                 .map_err(|e| format!("{label}: {e}"));
         }
@@ -699,21 +717,23 @@ impl fmt::Display for Problem {
 
 /// Every reason `stream` (v3 or v4) cannot be loaded by `dest` (empty: it can).
 pub fn check(stream: &[u8], dest: &Destination) -> Result<Vec<Problem>, String> {
-    check_at(stream, 0, dest)
+    check_at(stream, 0, dest, &mut |_| {})
 }
 
-/// [`check`] of a stream at file offset `file_offset` of its file.
+/// [`check`] of a stream at file offset `file_offset` of its file, calling `reached` with the
+/// offset in `stream` each pass has read up to (a mapped input releases what is behind).
 pub fn check_at(
     stream: &[u8],
     file_offset: u64,
     dest: &Destination,
+    reached: &mut dyn FnMut(usize),
 ) -> Result<Vec<Problem>, String> {
-    let v4 = as_v4(stream, file_offset)?;
+    let v4 = as_v4(stream, file_offset, reached)?;
     let caps = host_caps(dest)?;
     let mut vendors = vmstate::v4::wire::VendorChain::new();
     let mut report = Box::new(Report::<256>::new());
     let mut headers = 0;
-    let facts = walk_stream(v4.bytes(), |record| {
+    let facts = v4.walk(reached, |record| {
         match record {
             Record4::Header(h) => {
                 headers += 1;
@@ -898,7 +918,10 @@ pub fn destination(args: &CapsArgs<'_>) -> Result<Destination, Failure> {
     for p in &args.streams {
         let input = read_file(p, Expect::Stream)?;
         let start = input.stream_start() as u64;
-        let added = d.add_stream_at(input.bytes(), start, &p.display().to_string());
+        let label = p.display().to_string();
+        let added = d.add_stream_at(input.bytes(), start, &label, &mut |at| {
+            input.release_before(at)
+        });
         unchanged(p, &input, added)?.map_err(|e| invalid(format!("{}: {e}", p.display())))?;
     }
     if args.dump.is_none()
@@ -936,10 +959,16 @@ pub fn check_files(
     let stream = read_file(input, Expect::Stream)?;
     let dest_input = read_file(dest, Expect::StreamOrText)?;
     let start = dest_input.stream_start() as u64;
-    let d = Destination::read_at(dest_input.bytes(), start, &dest.display().to_string(), qemu);
+    let label = dest.display().to_string();
+    let d = Destination::read_at(dest_input.bytes(), start, &label, qemu, &mut |at| {
+        dest_input.release_before(at)
+    });
     let d = unchanged(dest, &dest_input, d)?.map_err(Failure::Invalid)?;
     drop(dest_input);
-    let problems = check_at(stream.bytes(), stream.stream_start() as u64, &d);
+    let start = stream.stream_start() as u64;
+    let problems = check_at(stream.bytes(), start, &d, &mut |at| {
+        stream.release_before(at)
+    });
     let problems = unchanged(input, &stream, problems)?
         .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())))?;
     if problems.is_empty() {

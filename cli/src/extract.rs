@@ -253,8 +253,10 @@ impl<'p, 'a> Extract<'p, 'a> {
             return Err(self.out.error(&p, "write failed", e));
         };
         let f = f.file();
+        // A mapped-ram run of pages is written from the mapped input as it is: released
+        // behind each piece.
         f.seek(SeekFrom::Start(offset))
-            .and_then(|_| f.write_all(data))
+            .and_then(|_| crate::input::write_releasing(f, data))
             .map_err(|e| OutputError::Io {
                 output: p.clone(),
                 reason: "write failed".into(),

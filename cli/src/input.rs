@@ -1,16 +1,19 @@
 //! Input files, memory-mapped so that a multi-GiB stream is never copied into memory, and a
 //! progress line for long walks.
 //!
-//! A mapped file still becomes resident as it is read. Walks over the input call
-//! [`Input::release_before`] with the offset they reached, which drops the mapping's pages
+//! A mapped file still becomes resident as it is read. Every pass over an input calls
+//! [`Input::release_before`] with the offset it reached — the model's walks, the writes, and
+//! the codec's conversions and v4 checksum walks through their `reached` callbacks (per
+//! record, and inside a v3 RAM section per RAM record) — which drops the mapping's pages
 //! behind that point from this process (they are read back from the page cache or the file if
-//! touched again). Passes that report no progress (the codec's v3 ↔ v4 conversions, the v4
-//! checksum walk of `check`) are covered by a governor thread: every 5 ms it reads the
-//! process's resident file-backed memory (`/proc/self/statm`), and above
+//! touched again). So each input's resident part is a few MiB whatever its size, and that is
+//! deterministic: it does not depend on how threads are scheduled. What a pass reads as one
+//! piece stays resident until it is done with it (a v4 record, whose checksum covers it
+//! whole). A governor thread is a backstop for what would still escape: every 5 ms it reads
+//! the process's resident file-backed memory (`/proc/self/statm`), and above
 //! [`RESIDENT_BUDGET`] it releases every input mapping (the pages in use are faulted back in
-//! from the page cache). So the mapped inputs take at most about [`RESIDENT_BUDGET`] plus what
-//! is read in one tick, and resident memory is bounded by that plus the decoded model, not by
-//! the file size.
+//! from the page cache). Setting [`NO_GOVERNOR`] keeps it from starting; the memory tests do,
+//! so that the bounds they show are the passes' own.
 //!
 //! # What can be an input
 //!
@@ -60,7 +63,6 @@
 //! This is the only `unsafe` code of the crate; each block states why it is sound.
 
 use crate::container::{self, Container, LIBVIRT_HEADER_LEN, LIBVIRT_PREFIX};
-use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -69,12 +71,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-/// Granularity of [`Input::release_before`].
-const RELEASE_STEP: usize = 8 << 20;
+/// Granularity of [`Input::release_before`], and how far behind the offset it is given the
+/// release stops: a caller reports an offset once it has read a record, and may still read
+/// that record's bytes (a page it compares, a body it writes) after it. Without the lag such
+/// bytes, faulted back in just behind a release point, would stay resident for the rest of the
+/// pass (with large folios up to 512 KiB at each release point, 32 MiB over a 512 MiB walk).
+const RELEASE_STEP: usize = 4 << 20;
 
 /// Resident file-backed memory (the mapped inputs, the program's own code) above which the
 /// governor releases the input mappings.
 pub const RESIDENT_BUDGET: usize = 32 << 20;
+
+/// An environment variable that, when set, keeps the governor from starting.
+pub const NO_GOVERNOR: &str = "VMSTATE_NO_GOVERNOR";
 
 /// How often the governor looks.
 const GOVERNOR_TICK: Duration = Duration::from_millis(5);
@@ -118,7 +127,6 @@ impl Stamp {
 #[derive(Debug)]
 pub struct Input {
     map: Option<Guarded>,
-    released: Cell<usize>,
     file: File,
     stamp: Stamp,
     /// Where the stream starts in the mapping.
@@ -242,7 +250,6 @@ impl Input {
         };
         Ok(Input {
             map,
-            released: Cell::new(0),
             file,
             stamp,
             start: 0,
@@ -306,20 +313,16 @@ impl Input {
         Ok(())
     }
 
-    /// Tells the kernel that the bytes before `offset` are not needed for now: their pages
-    /// leave this process's resident set (later reads fault them back in). Called with
-    /// increasing offsets during one pass; an offset behind the last one starts a new pass.
+    /// Tells the kernel that the bytes before `offset` (less up to two steps of 4 MiB) are
+    /// not needed for now: their pages leave this process's resident set (later reads fault
+    /// them back in). Called with increasing offsets during one pass; an offset behind the
+    /// last one starts a new pass. Every pass over an input calls it, so the resident part of
+    /// a mapped input is about two steps per pass, whatever the file's size: the governor
+    /// thread is only a backstop (see the module docs).
     pub fn release_before(&self, offset: usize) {
-        let Some(g) = &self.map else { return };
-        let from = self.released.get();
-        let to = offset.saturating_add(self.start).min(g.map.len()) & !(RELEASE_STEP - 1);
-        if to < from {
-            // A new pass over the input (e.g. writing after parsing) started behind the last
-            // release point: release from here on again.
-            self.released.set(to);
-        } else if to > from {
-            release(&g.map, from, to - from);
-            self.released.set(to);
+        if let Some(g) = &self.map {
+            // The mapping lives as long as `self`.
+            MAPPINGS[g.slot].release_to(offset.saturating_add(self.start));
         }
     }
 }
@@ -608,6 +611,8 @@ struct Slot {
     start: AtomicUsize,
     end: AtomicUsize,
     truncated: AtomicBool,
+    /// Offset in the mapping up to which the current pass has released it.
+    released: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -616,7 +621,68 @@ const FREE: Slot = Slot {
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     truncated: AtomicBool::new(false),
+    released: AtomicUsize::new(0),
 };
+
+impl Slot {
+    /// [`Input::release_before`] at `pos`, an offset in this slot's mapping. The caller keeps
+    /// the mapping alive for the call (it owns it, or holds [`REGISTRY`]).
+    fn release_to(&self, pos: usize) {
+        let (start, end) = (
+            self.start.load(Ordering::Acquire),
+            self.end.load(Ordering::Acquire),
+        );
+        if start >= end {
+            return;
+        }
+        let to = (pos.min(end - start) & !(RELEASE_STEP - 1)).saturating_sub(RELEASE_STEP);
+        let from = self.released.load(Ordering::Acquire);
+        if to > from {
+            release_range(start + from, to - from);
+        }
+        // Behind `from`: a new pass over the input (e.g. writing after parsing) started
+        // behind the last release point: release from here on again.
+        self.released.store(to, Ordering::Release);
+    }
+}
+
+/// How much [`write_releasing`] writes at a time.
+const WRITE_PIECE: usize = 1 << 20;
+
+/// Writes `bytes` into `w` in pieces; when they lie in a mapped input (a page region a
+/// command copies out as it is), that input is released behind each piece as
+/// [`Input::release_before`] would be — so a write of hundreds of MiB straight from the
+/// mapping (a mapped-ram pages region) does not make them all resident.
+pub fn write_releasing(w: &mut (impl Write + ?Sized), bytes: &[u8]) -> io::Result<()> {
+    for piece in bytes.chunks(WRITE_PIECE) {
+        w.write_all(piece)?;
+        let end = piece.as_ptr() as usize + piece.len();
+        let _registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = MAPPINGS.iter().find(|s| {
+            s.used.load(Ordering::Acquire)
+                && s.start.load(Ordering::Acquire) < end
+                && end <= s.end.load(Ordering::Acquire)
+        });
+        if let Some(s) = slot {
+            s.release_to(end - s.start.load(Ordering::Acquire));
+        }
+    }
+    Ok(())
+}
+
+/// A writer that writes through [`write_releasing`].
+#[derive(Debug)]
+pub struct Releasing<W>(pub W);
+
+impl<W: Write> Write for Releasing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write_releasing(&mut self.0, buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
 
 static MAPPINGS: [Slot; SLOTS] = [FREE; SLOTS];
 /// The page size, read once before the handler is installed (`sysconf` is not
@@ -646,7 +712,11 @@ impl Guarded {
     fn map(file: &File) -> io::Result<Guarded> {
         INSTALL.call_once(|| {
             install_handler();
-            // Without the governor only the walks' own releases bound memory.
+            // Without the governor only the walks' own releases bound memory: the memory
+            // tests turn it off to show that they do (README, "Large streams").
+            if std::env::var_os(NO_GOVERNOR).is_some() {
+                return;
+            }
             let _ = std::thread::Builder::new()
                 .name("vmstate-governor".into())
                 .spawn(governor);
@@ -669,6 +739,7 @@ impl Guarded {
         };
         let s = &MAPPINGS[slot];
         s.truncated.store(false, Ordering::Release);
+        s.released.store(0, Ordering::Release);
         let start = map.as_ptr() as usize;
         // `end` before `start`: the handler never sees a range that is not this mapping's.
         s.end.store(start + map.len(), Ordering::Release);
@@ -693,7 +764,7 @@ impl Drop for Guarded {
     }
 }
 
-// SAFETY (`map` and `release` below): `memmap2` marks mapping a file `unsafe` because the
+// SAFETY (`map` below): `memmap2` marks mapping a file `unsafe` because the
 // mapping aliases the file: another process that writes the file while we read it changes
 // memory Rust treats as immutable, and one that truncates it makes reads past the new end
 // fault. Faults are repaired by the SIGBUS handler (a page of zeros), and every command checks
@@ -707,17 +778,6 @@ fn map(file: &File) -> io::Result<memmap2::Mmap> {
     // Walks are front to back.
     let _ = m.advise(memmap2::Advice::Sequential);
     Ok(m)
-}
-
-// `MADV_DONTNEED` is `unsafe` in memmap2 because on a private or anonymous mapping it
-// discards data (the next read sees zeros or the file's contents). This mapping is a shared,
-// read-only file mapping: there is no private copy to lose, and the next read faults in the
-// same file contents, so every `&[u8]` into the mapping stays valid and unchanged. (A page of
-// zeros the SIGBUS handler put over a truncated part reads as zeros again.)
-#[allow(unsafe_code)]
-fn release(m: &memmap2::Mmap, offset: usize, len: usize) {
-    // SAFETY: shared read-only file mapping (see above); advice failure only costs memory.
-    let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
 /// Resident file-backed bytes of this process (`/proc/self/statm`, third field, in pages).
@@ -753,13 +813,19 @@ fn governor() {
     }
 }
 
-/// `MADV_DONTNEED` over a registered mapping, by address (the governor has no `Mmap`).
+// `MADV_DONTNEED` is `unsafe` because on a private or anonymous mapping it discards data (the
+// next read sees zeros or the file's contents). Our mappings are shared, read-only file
+// mappings: there is no private copy to lose, and the next read faults in the same file
+// contents, so every `&[u8]` into the mapping stays valid and unchanged. (A page of zeros the
+// SIGBUS handler put over a truncated part reads as zeros again.)
+/// `MADV_DONTNEED` over (part of) a registered mapping, by address.
 #[allow(unsafe_code)]
 fn release_range(start: usize, len: usize) {
-    // SAFETY: the caller holds REGISTRY and the range is registered, so it is a live shared
-    // read-only file mapping of ours (see `release`: dropping its pages loses nothing, the
-    // next read faults in the same contents), possibly with private zero pages the SIGBUS
-    // handler put there, which read as zeros again after the advice.
+    // SAFETY: the caller keeps the range's mapping alive (it owns the `Input`, or holds
+    // REGISTRY and the range is registered), so it is a live shared read-only file mapping of
+    // ours (see above: dropping its pages loses nothing), possibly with private zero pages
+    // the SIGBUS handler put there, which read as zeros again after the advice. Failure only
+    // costs memory.
     let _ = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 

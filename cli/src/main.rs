@@ -592,7 +592,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 .write_all(file.prefix())
                 .map_err(|e| Failure::Output(format!("{}: {e}", output.display())))?;
             if set.is_empty() && format.is_some() {
-                let converted = convert(file.bytes(), &file, out, &output, format, no_crc);
+                let converted = convert(&file, &file, out, &output, format, no_crc);
                 return checked(&input, &file, converted);
             }
             let mut stream = parse(&input, &file, "rewrite")?;
@@ -607,7 +607,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     .and_then(Input::from_file)
                     .map_err(|e| Failure::Invalid(format!("{}: {e}", input.display())));
                 let edited = checked(&input, &file, edited)?;
-                let converted = convert(edited.bytes(), &file, out, &output, format, no_crc);
+                let converted = convert(&edited, &file, out, &output, format, no_crc);
                 return checked(&input, &file, converted);
             }
             let mut out = out;
@@ -998,11 +998,11 @@ fn static_check_files(
     }
 }
 
-/// `rewrite --format`: v3 ↔ v4 conversion of `bytes` (read from `input`, or from a stream
+/// `rewrite --format`: v3 ↔ v4 conversion of the stream of `source` (`input`, or a stream
 /// written from it) into `out` (the file `output`), written as it is converted (never a
-/// whole-stream buffer).
+/// whole-stream buffer), releasing `source` behind each pass.
 fn convert(
-    bytes: &[u8],
+    source: &Input,
     input: &Input,
     mut out: OutputFile,
     output: &Path,
@@ -1014,10 +1014,13 @@ fn convert(
         vendors: &[],
         crc: !no_crc,
     };
-    v4tools::rewrite_to(bytes, format, &opts, out.file()).map_err(|e| match e {
-        v4tools::ConvertError::Io(e) => Failure::Output(format!("{}: {e}", output.display())),
-        v4tools::ConvertError::Invalid(m) => Failure::Invalid(m),
-    })?;
+    let reached = &mut |at| source.release_before(at);
+    v4tools::rewrite_to(source.bytes(), format, &opts, out.file(), reached).map_err(
+        |e| match e {
+            v4tools::ConvertError::Io(e) => Failure::Output(format!("{}: {e}", output.display())),
+            v4tools::ConvertError::Invalid(m) => Failure::Invalid(m),
+        },
+    )?;
     // Before the output replaces anything (the caller names the input).
     input
         .unchanged()

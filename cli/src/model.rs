@@ -936,13 +936,15 @@ impl<'a> Stream<'a> {
     }
 
     /// [`Stream::write_to`], calling `reached` with the input offset of each record written.
+    /// A large piece written straight from a mapped input (a mapped-ram pages region, inside
+    /// one record) releases it as it goes ([`crate::input::Releasing`]).
     pub fn write_observed<W: Write>(
         &self,
         out: W,
         reached: &mut dyn FnMut(usize),
     ) -> io::Result<()> {
         let mut sink = IoWrite {
-            w: io::BufWriter::new(out),
+            w: io::BufWriter::new(crate::input::Releasing(out)),
             n: 0,
         };
         self.emit(&mut sink, reached).map_err(|e| match e {

@@ -55,6 +55,8 @@ pub struct GuestRam<'a> {
     /// Where the walk stopped early, after the last RAM record (a stream without section
     /// footers and trailer, whose device sections nothing can measure): the RAM is complete.
     pub stopped: Option<String>,
+    /// The input the index points into (its pages are released behind [`GuestRam::write_image`]).
+    input: &'a Input,
 }
 
 /// The walk's visitor: builds the index at the block list and feeds it every page record.
@@ -178,6 +180,7 @@ pub fn index<'a>(input: &'a Input, label: &str, limit: u64) -> Result<GuestRam<'
         .index
         .ok_or_else(|| format!("{label}: the stream has no RAM block list"))?;
     Ok(GuestRam {
+        input,
         index,
         machine: stream
             .configuration
@@ -382,7 +385,8 @@ impl GuestRam<'_> {
 
     /// Writes a flat guest-physical image of the main RAM to `out` (positioned writes, holes
     /// where pages are zero and in the PCI hole): the file is `layout.end()` bytes long.
-    /// Every page must be in the stream.
+    /// Every page must be in the stream. The input is released behind each page read (in
+    /// guest order, which is stream order but for pages sent again: those start a new pass).
     pub fn write_image(&self, p: &Physical, out: &std::fs::File) -> Result<u64, RamError> {
         use std::os::unix::fs::FileExt;
         out.set_len(p.layout.end()).map_err(RamError::Output)?;
@@ -394,7 +398,8 @@ impl GuestRam<'_> {
                 let at = offset + i * PAGE_SIZE as u64;
                 let n = (len - i * PAGE_SIZE as u64).min(PAGE_SIZE as u64) as usize;
                 let gpa = start + i * PAGE_SIZE as u64;
-                let bytes: &[u8] = match self.index.source(p.block, at / PAGE_SIZE as u64) {
+                let source = self.index.source(p.block, at / PAGE_SIZE as u64);
+                let bytes: &[u8] = match source {
                     Ok(PageSource::Fill(0)) => continue,
                     Ok(PageSource::Data(o)) => usize::try_from(o)
                         .ok()
@@ -412,6 +417,10 @@ impl GuestRam<'_> {
                     Err(e) => return Err(RamError::Read(self.describe(e, Some(p)))),
                 };
                 out.write_all_at(bytes, gpa).map_err(RamError::Output)?;
+                if let Ok(PageSource::Data(o)) = source {
+                    self.input
+                        .release_before(usize::try_from(o).unwrap_or(usize::MAX));
+                }
                 written += n as u64;
             }
         }

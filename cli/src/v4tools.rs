@@ -17,7 +17,9 @@ use std::path::Path;
 use vmstate::SliceSink;
 use vmstate::stream::Next;
 use vmstate::v4::caps::Capabilities;
-use vmstate::v4::convert::{BodySplit, UpgradeOptions, downgrade, upgrade_from_at};
+use vmstate::v4::convert::{
+    BodySplit, UpgradeOptions, downgrade, downgrade_observed, upgrade_from_at,
+};
 use vmstate::v4::wire::{Records4, Vendor};
 use vmstate::{Error, ErrorKind, SectionHead};
 
@@ -163,6 +165,9 @@ impl std::fmt::Display for ConvertError {
     }
 }
 
+/// How much of a mapped stream a conversion copies as it is between two releases.
+const COPY_STEP: usize = 1 << 20;
+
 /// [`WriteSink`]'s buffer: writes of this many bytes or more bypass it.
 pub(crate) const WRITE_BUFFER: usize = 64 << 10;
 
@@ -237,21 +242,11 @@ pub fn upgrade_v3(v3: &[u8]) -> Result<Vec<u8>, String> {
 /// the description decoder's message (section, byte, field, expected and found).
 pub fn upgrade_v3_with(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    upgrade_v3_to(v3, opts, &mut out).map_err(|e| e.to_string())?;
+    upgrade_v3_at(v3, None, 0, opts, &mut out, &mut |_| {}).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// [`upgrade_v3_with`] writing into `out` as it goes (memory: the description and a write
-/// buffer, not the stream).
-pub fn upgrade_v3_to(
-    v3: &[u8],
-    opts: &UpgradeOptions<'_>,
-    out: impl Write,
-) -> Result<(), ConvertError> {
-    upgrade_v3_from(v3, None, opts, out)
-}
-
-/// [`upgrade_v3_to`] of the part of `v3` from offset `from` on, without header and
+/// [`upgrade_v3_with`] into `out` of the part of `v3` from offset `from` on, without header and
 /// configuration ([`vmstate::v4::convert::upgrade_from`]): the live proxy's held final phase,
 /// over a view whose bytes between the configuration and `from` are not there.
 pub fn upgrade_v3_from(
@@ -260,17 +255,20 @@ pub fn upgrade_v3_from(
     opts: &UpgradeOptions<'_>,
     out: impl Write,
 ) -> Result<(), ConvertError> {
-    upgrade_v3_at(v3, from, 0, opts, out)
+    upgrade_v3_at(v3, from, 0, opts, out, &mut |_| {})
 }
 
-/// [`upgrade_v3_from`] of a stream at file offset `file_offset` of its file
-/// ([`vmstate::v4::convert::upgrade_from_at`]).
+/// [`upgrade_v3_from`] of a stream at file offset `file_offset` of its file, writing into
+/// `out` as it goes (memory: the description and a write buffer, not the stream) and calling
+/// `reached` with the offset in `v3` it has read up to
+/// ([`vmstate::v4::convert::upgrade_from_at`]; a mapped input releases what is behind).
 fn upgrade_v3_at(
     v3: &[u8],
     from: Option<usize>,
     file_offset: u64,
     opts: &UpgradeOptions<'_>,
     out: impl Write,
+    reached: &mut dyn FnMut(usize),
 ) -> Result<(), ConvertError> {
     let desc = find_description(v3)
         .map_err(|e| ConvertError::Invalid(e.to_string()))?
@@ -284,6 +282,7 @@ fn upgrade_v3_at(
         TrailerSplit { desc },
         opts,
         &mut sink,
+        reached,
     );
     sink.result(r)
 }
@@ -293,17 +292,27 @@ pub fn downgrade_v4(v4: &[u8]) -> Result<Vec<u8>, vmstate::v4::Error> {
     sized(v4.len(), |out| downgrade(v4, out))
 }
 
-/// [`downgrade_v4`] writing into `out` as it goes.
-pub fn downgrade_v4_to(v4: &[u8], out: impl Write) -> Result<(), ConvertError> {
+/// [`downgrade_v4`] writing into `out` as it goes, calling `reached` with the offset in `v4`
+/// it has read up to ([`vmstate::v4::convert::downgrade_observed`]).
+pub fn downgrade_v4_to(
+    v4: &[u8],
+    out: impl Write,
+    reached: &mut dyn FnMut(usize),
+) -> Result<(), ConvertError> {
     let mut sink = WriteSink::new(out);
-    let r = downgrade(v4, &mut sink).map_err(ConvertError::from);
+    let r = downgrade_observed(v4, &mut sink, reached).map_err(ConvertError::from);
     sink.result(r)
 }
 
 /// The stream `v3` as v4, in an unlinked temporary file ([`scratch_file`]) mapped as an
-/// [`Input`]: disk use is the v4 stream's size, memory stays bounded.
-pub fn upgrade_v3_spooled(v3: &[u8], opts: &UpgradeOptions<'_>) -> Result<Input, ConvertError> {
-    upgrade_v3_spooled_at(v3, 0, opts)
+/// [`Input`]: disk use is the v4 stream's size, memory stays bounded. `reached` is called
+/// with the offset in `v3` the conversion has read up to.
+pub fn upgrade_v3_spooled(
+    v3: &[u8],
+    opts: &UpgradeOptions<'_>,
+    reached: &mut dyn FnMut(usize),
+) -> Result<Input, ConvertError> {
+    upgrade_v3_spooled_at(v3, 0, opts, reached)
 }
 
 /// [`upgrade_v3_spooled`] of a stream at file offset `file_offset` of its file
@@ -312,9 +321,10 @@ pub fn upgrade_v3_spooled_at(
     v3: &[u8],
     file_offset: u64,
     opts: &UpgradeOptions<'_>,
+    reached: &mut dyn FnMut(usize),
 ) -> Result<Input, ConvertError> {
     let mut file = scratch_file().map_err(ConvertError::Io)?;
-    upgrade_v3_at(v3, None, file_offset, opts, &mut file)?;
+    upgrade_v3_at(v3, None, file_offset, opts, &mut file, reached)?;
     Input::from_file(file).map_err(ConvertError::Io)
 }
 
@@ -356,34 +366,47 @@ pub fn check_v3_observed(v3: &[u8], observe: &mut dyn FnMut(usize)) -> Result<()
 /// and back, so they also validate the stream.
 pub fn rewrite(input: &[u8], format: Format) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    rewrite_to(input, format, &UpgradeOptions::default(), &mut out).map_err(|e| e.to_string())?;
+    rewrite_to(
+        input,
+        format,
+        &UpgradeOptions::default(),
+        &mut out,
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// [`rewrite`] into `out` as it goes, with `opts` for an upgrade: memory stays bounded by the
-/// description and write buffers. A v3 → v3 rewrite goes through a v4 copy in a temporary
-/// file (disk: the v4 stream's size).
+/// [`rewrite`] into `out` as it goes, with `opts` for an upgrade, calling `reached` with the
+/// offset in `input` each pass over it has read up to (a mapped input releases what is
+/// behind; temporary files release themselves): memory stays bounded by the description and
+/// write buffers. A v3 → v3 rewrite goes through a v4 copy in a temporary file (disk: the v4
+/// stream's size).
 pub fn rewrite_to(
     input: &[u8],
     format: Format,
     opts: &UpgradeOptions<'_>,
     mut out: impl Write,
+    reached: &mut dyn FnMut(usize),
 ) -> Result<(), ConvertError> {
     match (stream_version(input), format) {
-        (Some(3), Format::V4) => upgrade_v3_to(input, opts, out),
-        (Some(3), Format::V3) => downgrade_v4_to(upgrade_v3_spooled(input, opts)?.bytes(), out),
+        (Some(3), Format::V4) => upgrade_v3_at(input, None, 0, opts, out, reached),
+        (Some(3), Format::V3) => {
+            let v4 = upgrade_v3_spooled(input, opts, reached)?;
+            downgrade_v4_to(v4.bytes(), out, &mut |at| v4.release_before(at))
+        }
         (Some(4), Format::V3) => {
             // Converted into a temporary file first: the v3 result is checked like the
             // decoders check a stream before any of it reaches the output.
             let mut file = scratch_file().map_err(ConvertError::Io)?;
-            downgrade_v4_to(input, &mut file)?;
+            downgrade_v4_to(input, &mut file, reached)?;
             let v3 = Input::from_file(file).map_err(ConvertError::Io)?;
             check_v3_observed(v3.bytes(), &mut |at| v3.release_before(at)).map_err(|e| {
                 ConvertError::Invalid(format!("the stream converted to v3 would not load: {e}"))
             })?;
             // Copied in steps, releasing the copy's pages behind each one.
             let mut at = 0;
-            for chunk in v3.bytes().chunks(8 << 20) {
+            for chunk in v3.bytes().chunks(COPY_STEP) {
                 out.write_all(chunk).map_err(ConvertError::Io)?;
                 at += chunk.len();
                 v3.release_before(at);
@@ -392,9 +415,17 @@ pub fn rewrite_to(
         }
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
-                r.map_err(|e| ConvertError::Invalid(e.to_string()))?;
+                let r = r.map_err(|e| ConvertError::Invalid(e.to_string()))?;
+                reached(r.end);
             }
-            out.write_all(input).map_err(ConvertError::Io)
+            // Copied in steps, releasing the input behind each one.
+            let mut at = 0;
+            for chunk in input.chunks(COPY_STEP) {
+                out.write_all(chunk).map_err(ConvertError::Io)?;
+                at += chunk.len();
+                reached(at);
+            }
+            Ok(())
         }
         (Some(v), _) => Err(ConvertError::Invalid(format!(
             "unsupported file version {v}"

@@ -514,15 +514,36 @@ impl<'a> RamContext<'a> {
     /// [`RamContext::read_record`] does, with the same errors; runs of continued ZERO/PAGE
     /// records go through [`RamContext::continued_run_len`] instead of the full parser.
     pub fn measure_body(&mut self, r: &mut Reader<'a>) -> Result<usize> {
+        self.measure_body_observed(r, |_| {})
+    }
+
+    /// [`RamContext::measure_body`], calling `reached` with the input offset reached after
+    /// each record read, at most [`MEASURE_WINDOW`] bytes (and a record) apart: a caller whose
+    /// input is a mapped file releases what lies behind, so a large section does not stay
+    /// resident.
+    pub fn measure_body_observed(
+        &mut self,
+        r: &mut Reader<'a>,
+        mut reached: impl FnMut(usize),
+    ) -> Result<usize> {
         let start = r.position();
         loop {
-            r.skip(self.continued_run_len(r.rest()))?;
-            if let RamRecord::Eos = self.read_record(r)? {
+            // A run cut by the window ends before its first record that is not whole in it;
+            // `read_record` reads that one.
+            let rest = r.rest();
+            r.skip(self.continued_run_len(rest.get(..MEASURE_WINDOW).unwrap_or(rest)))?;
+            let rec = self.read_record(r)?;
+            reached(r.offset());
+            if let RamRecord::Eos = rec {
                 return Ok(r.position().saturating_sub(start));
             }
         }
     }
 }
+
+/// How much of a run of continued records [`RamContext::measure_body_observed`] skips
+/// between two reports.
+pub const MEASURE_WINDOW: usize = 256 << 10;
 
 /// Reads the mapped-ram header of block `name` at `r`, checks its bitmap, and moves `r` past
 /// its pages region (where the stream continues). A region past the input is

@@ -564,11 +564,21 @@ impl<'a, L> Records<'a, L> {
 impl<'a, L: BodyLength> Records<'a, L> {
     /// Where `head`'s body ends: the RAM parser for `ram`, the resolver for anything else.
     pub fn measure(&mut self, head: &SectionHead<&'a [u8]>) -> Result<usize> {
+        self.measure_observed(head, |_| {})
+    }
+
+    /// [`Records::measure`], calling `reached` with the input offset after each RAM record
+    /// of a `ram` body ([`RamContext::measure_body_observed`]).
+    pub fn measure_observed(
+        &mut self,
+        head: &SectionHead<&'a [u8]>,
+        reached: impl FnMut(usize),
+    ) -> Result<usize> {
         let rest = self.body_rest(head);
         if head.is_ram() {
             return self
                 .ram
-                .measure_body(&mut Reader::new(rest, head.body_offset()))
+                .measure_body_observed(&mut Reader::new(rest, head.body_offset()), reached)
                 .map_err(|e| e.in_section(head.context()));
         }
         body_len(&mut self.lengths, head, rest)

@@ -234,8 +234,20 @@ pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Runs `vmstate ARGS` with stdout and stderr in files under `dir` and measures it.
 pub fn run(dir: &Path, args: &[&str]) -> Run {
+    run_in(dir, args, Command::new(env!("CARGO_BIN_EXE_vmstate")))
+}
+
+/// [`run`] without the input governor (`vmstate_cli::input::NO_GOVERNOR`): the peak resident
+/// size is what the passes' own releases leave, not what a thread's timing allows.
+pub fn run_ungoverned(dir: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vmstate"));
+    c.env(vmstate_cli::input::NO_GOVERNOR, "1");
+    run_in(dir, args, c)
+}
+
+fn run_in(dir: &Path, args: &[&str], mut command: Command) -> Run {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let child = Command::new(env!("CARGO_BIN_EXE_vmstate"))
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&out).unwrap())

@@ -228,13 +228,19 @@ where
     P: BodySplit,
     S: Sink<Error = crate::Error>,
 {
-    upgrade_from_at(v3, from, 0, split, opts, out)
+    upgrade_from_at(v3, from, 0, split, opts, out, &mut |_| {})
 }
 
 /// [`upgrade_from`] of a stream at file offset `file_offset` of its file (a libvirt save
 /// image, `migrate file:PATH,offset=N`): a mapped-ram stream's headers hold file offsets
 /// ([`RamOptions::file_offset`](crate::ram::RamOptions::file_offset)). Its RAM START body is
 /// carried as it is, so the v4 stream's mapped-ram offsets are for the same place.
+///
+/// `reached` is called with the offset in `v3` the conversion has read up to: after each
+/// record, after each RAM record while a `ram` body is measured, and after each
+/// [`OPAQUE_PIECE`] of an opaque body written. Bytes behind it may still be read once more
+/// (a section's body is measured, then written), never bytes behind the previous call's.
+/// A caller whose input is a mapped file releases what lies behind it.
 pub fn upgrade_from_at<P, S>(
     v3: &[u8],
     from: Option<usize>,
@@ -242,6 +248,7 @@ pub fn upgrade_from_at<P, S>(
     mut split: P,
     opts: &UpgradeOptions<'_>,
     out: &mut S,
+    reached: &mut dyn FnMut(usize),
 ) -> core::result::Result<(), P::Error>
 where
     P: BodySplit,
@@ -264,7 +271,7 @@ where
                 let ends = n.map(|n| ends.get(..n).unwrap_or(&ends));
                 let len = match ends.and_then(<[usize]>::last) {
                     Some(&len) => Ok(len),
-                    None => walk.measure(&head),
+                    None => walk.measure_observed(&head, &mut *reached),
                 };
                 let rec = len.and_then(|len| walk.commit(&head, len));
                 if let Record::Section(s) = rec.map_err(Error::from)?.record {
@@ -272,8 +279,9 @@ where
                         let t = split.vendor_tag(&head, name)?;
                         Some((t, split.vendor_id(&head, name)))
                     };
-                    upgrade_section(&s, ends, tag, &header, out)?;
+                    upgrade_section(&s, ends, tag, &header, out, reached)?;
                 }
+                reached(walk.offset());
                 continue;
             }
         };
@@ -291,6 +299,7 @@ where
             let bytes = v3.get(rec.offset..rec.end).unwrap_or(&[]);
             upgrade_record(bytes, &header, out).map_err(Error::from)?;
         }
+        reached(walk.offset());
     }
     Ok(())
 }
@@ -353,6 +362,10 @@ pub fn live_head<S: Sink<Error = crate::Error>>(
     Ok(emit_section(out, header.crc(), &v4, 0, |_| Ok(()))?)
 }
 
+/// How much of an opaque body (a RAM section's) [`upgrade_from_at`] writes between two
+/// reports of the offset it reached.
+pub const OPAQUE_PIECE: usize = 1 << 20;
+
 /// Writes the v3 section `s` as a v4 section record: opaque unless FULL, else its fields and
 /// one frame per top-level subsection at `ends` (the splitter's answer), tagged by `tag` (with
 /// the vendor the tag names, when known: checked against the header's chain).
@@ -362,6 +375,7 @@ fn upgrade_section<S: Sink<Error = crate::Error>>(
     tag: impl Fn(&[u8]) -> Option<(VendorTag, Option<VendorId<'static>>)>,
     header: &Header<'_>,
     out: &mut S,
+    reached: &mut dyn FnMut(usize),
 ) -> Result<()> {
     let (levels, crc) = (header.levels(), header.crc());
     let mut minors = [0u16; MAX_LEVELS];
@@ -371,7 +385,15 @@ fn upgrade_section<S: Sink<Error = crate::Error>>(
             crc,
             &v4_head(s, &minors, levels),
             s.body.len(),
-            |o| o.write(s.body),
+            |o| {
+                let mut at = s.body_offset;
+                for piece in s.body.chunks(OPAQUE_PIECE) {
+                    o.write(piece)?;
+                    at = at.saturating_add(piece.len());
+                    reached(at);
+                }
+                Ok(())
+            },
         )?);
     }
     let ends = ends.ok_or(Error::NotSplit {
@@ -509,9 +531,15 @@ fn check_split<'a>(
 /// Finds the first reason the v4 stream `v4` cannot be written as v3, reading headers only.
 /// `Ok(None)` means [`downgrade`] will succeed (barring a malformed stream, reported here too).
 pub fn downgrade_obstacle(v4: &[u8]) -> Result<Option<Refusal>> {
+    obstacle(v4, &mut |_| {})
+}
+
+/// [`downgrade_obstacle`], calling `reached` with the end of each record walked.
+fn obstacle(v4: &[u8], reached: &mut dyn FnMut(usize)) -> Result<Option<Refusal>> {
     let mut vendors = super::wire::VendorChain::new();
     for rec in Records4::new(v4) {
         let rec = rec?;
+        reached(rec.end);
         match rec.record {
             Record4::Header(h) => vendors = h.vendors,
             Record4::Section(s) => {
@@ -560,13 +588,27 @@ fn section_obstacle(
 /// makes of the same state. Refuses ([`Error::Refused`]) before writing anything when a vendor
 /// feature is in use (see [`downgrade_obstacle`]).
 pub fn downgrade<S: Sink<Error = crate::Error>>(v4: &[u8], out: &mut S) -> Result<()> {
-    if let Some(r) = downgrade_obstacle(v4)? {
+    downgrade_observed(v4, out, &mut |_| {})
+}
+
+/// [`downgrade`], calling `reached` with the end of each record read, in each of its two
+/// passes (the check for vendor features, then the conversion): a caller whose input is a
+/// mapped file releases what lies behind. The second pass starts behind the first's last
+/// offset.
+pub fn downgrade_observed<S: Sink<Error = crate::Error>>(
+    v4: &[u8],
+    out: &mut S,
+    reached: &mut dyn FnMut(usize),
+) -> Result<()> {
+    if let Some(r) = obstacle(v4, reached)? {
         return Err(Error::Refused(r));
     }
     let mut d = Downgrader::new();
-    // `downgrade_obstacle` walked the whole stream and verified every checksum.
+    // `obstacle` walked the whole stream and verified every checksum.
     for rec in Records4::verified(v4) {
-        d.record(&rec?.record, &[], out)?;
+        let rec = rec?;
+        d.record(&rec.record, &[], out)?;
+        reached(rec.end);
     }
     d.finish(out)
 }
