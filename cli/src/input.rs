@@ -2,11 +2,12 @@
 //! progress line for long walks.
 //!
 //! A mapped file still becomes resident as it is read. Every pass over an input calls
-//! [`Input::release_before`] with the offset it reached — the model's walks, the writes, and
-//! the codec's conversions and v4 checksum walks through their `reached` callbacks (per
-//! record, and inside a v3 RAM section per RAM record) — which drops the mapping's pages
+//! [`Input::release_before`] with the offset it reached, which drops the mapping's pages
 //! behind that point from this process (they are read back from the page cache or the file if
-//! touched again). So each input's resident part is a few MiB whatever its size, and that is
+//! touched again): the model's walks and writes per record, the codec's conversions and v4
+//! checksum walks through their `reached` callbacks (per record, and inside a v3 RAM section
+//! every 256 KiB), and a piece written straight from the mapping through
+//! [`write_releasing`]. So each input's resident part is a few MiB whatever its size, and that is
 //! deterministic: it does not depend on how threads are scheduled. What a pass reads as one
 //! piece stays resident until it is done with it (a v4 record, whose checksum covers it
 //! whole). A governor thread is a backstop for what would still escape: every 5 ms it reads
