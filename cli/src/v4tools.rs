@@ -10,7 +10,7 @@
 use crate::desc::Description;
 use crate::exit::Failure;
 use crate::generic;
-use crate::input::{Input, scratch_file};
+use crate::input::{Input, scratch_file, write_releasing};
 use crate::model::find_description;
 use std::io::{self, Write};
 use std::path::Path;
@@ -164,9 +164,6 @@ impl std::fmt::Display for ConvertError {
         }
     }
 }
-
-/// How much of a mapped stream a conversion copies as it is between two releases.
-const COPY_STEP: usize = 1 << 20;
 
 /// [`WriteSink`]'s buffer: writes of this many bytes or more bypass it.
 pub(crate) const WRITE_BUFFER: usize = 64 << 10;
@@ -404,28 +401,16 @@ pub fn rewrite_to(
             check_v3_observed(v3.bytes(), &mut |at| v3.release_before(at)).map_err(|e| {
                 ConvertError::Invalid(format!("the stream converted to v3 would not load: {e}"))
             })?;
-            // Copied in steps, releasing the copy's pages behind each one.
-            let mut at = 0;
-            for chunk in v3.bytes().chunks(COPY_STEP) {
-                out.write_all(chunk).map_err(ConvertError::Io)?;
-                at += chunk.len();
-                v3.release_before(at);
-            }
-            Ok(())
+            // Copied in pieces, releasing the copy's pages behind each one.
+            write_releasing(&mut out, v3.bytes()).map_err(ConvertError::Io)
         }
         (Some(4), Format::V4) => {
             for r in Records4::new(input) {
                 let r = r.map_err(|e| ConvertError::Invalid(e.to_string()))?;
                 reached(r.end);
             }
-            // Copied in steps, releasing the input behind each one.
-            let mut at = 0;
-            for chunk in input.chunks(COPY_STEP) {
-                out.write_all(chunk).map_err(ConvertError::Io)?;
-                at += chunk.len();
-                reached(at);
-            }
-            Ok(())
+            // Copied in pieces, releasing the input behind each one (when it is mapped).
+            write_releasing(&mut out, input).map_err(ConvertError::Io)
         }
         (Some(v), _) => Err(ConvertError::Invalid(format!(
             "unsupported file version {v}"

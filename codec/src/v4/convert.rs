@@ -237,10 +237,10 @@ where
 /// carried as it is, so the v4 stream's mapped-ram offsets are for the same place.
 ///
 /// `reached` is called with the offset in `v3` the conversion has read up to: after each
-/// record, after each RAM record while a `ram` body is measured, and after each
-/// [`OPAQUE_PIECE`] of an opaque body written. Bytes behind it may still be read once more
-/// (a section's body is measured, then written), never bytes behind the previous call's.
-/// A caller whose input is a mapped file releases what lies behind it.
+/// record, at most [`MEASURE_WINDOW`](crate::ram::MEASURE_WINDOW) bytes (and a record) apart
+/// while a `ram` body is measured, and after each [`OPAQUE_PIECE`] of an opaque body written.
+/// The offsets go back once for each body that is measured and then written (the write is a
+/// second pass over it). A caller whose input is a mapped file releases what lies behind.
 pub fn upgrade_from_at<P, S>(
     v3: &[u8],
     from: Option<usize>,
